@@ -1,0 +1,265 @@
+"""Configuration: parsed once, at the edge, into frozen objects.
+
+Sources, later ones winning: built-in defaults, the TOML file (``--config`` or
+``DISPATCHER_CONFIG``), then ``DISPATCHER_<SECTION>_<KEY>`` environment variables
+(for instance ``DISPATCHER_PACING_DEFAULT_RATE=2``). ``config/dispatcher.toml``
+documents every key with its default. A bad key or value fails at start with an
+error that names it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from dispatcher.errors import ConfigError
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str, *, field: str = "duration") -> timedelta:
+    """``"10h"``, ``"1s"``, ``"250ms"``, ``"1h30m"`` -> ``timedelta``."""
+    cleaned = text.strip().replace(" ", "")
+    parts = _DURATION.findall(cleaned)
+    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
+        raise ConfigError(
+            f"{field}: {text!r} is not a duration; write e.g. 250ms, 1s, 10m, 10h or 1h30m",
+            field=field,
+        )
+    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    log_level: str = "INFO"
+    drain_timeout: timedelta = timedelta(seconds=10)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PacingConfig:
+    default_rate: float = 1.0
+    guard: timedelta = timedelta(milliseconds=1)
+    max_in_flight: int = 64
+    validity: timedelta = timedelta(hours=10)
+    duplicate_window: timedelta = timedelta(seconds=1)
+    rates: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, rate in [("pacing.default_rate", self.default_rate), *self.rates.items()]:
+            if rate <= 0:
+                raise ConfigError(f"{name}: the rate must be above 0, not {rate}", field=name)
+        if self.max_in_flight < 1:
+            raise ConfigError("pacing.max_in_flight: must be at least 1", field="max_in_flight")
+
+    def rate_of(self, number: str) -> float:
+        return self.rates.get(number, self.default_rate)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreConfig:
+    url: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProviderConfig:
+    url: str = "simulator://"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SimulatorConfig:
+    seed: int = 7
+    latency: timedelta = timedelta(milliseconds=20)
+    latency_jitter: timedelta = timedelta(milliseconds=10)
+    receipt_delay: timedelta = timedelta(milliseconds=300)
+    receipt_jitter: timedelta = timedelta(milliseconds=700)
+    reorder_rate: float = 0.1
+    undelivered: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+    not_in_service: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.reorder_rate <= 1:
+            raise ConfigError(
+                f"simulator.reorder_rate: must be between 0 and 1, not {self.reorder_rate}",
+                field="simulator.reorder_rate",
+            )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlConfig:
+    socket: str = "dispatcher.sock"
+    max_line: int = 65536
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config:
+    home: Path = Path("var")
+    service: ServiceConfig = field(default_factory=ServiceConfig)
+    pacing: PacingConfig = field(default_factory=PacingConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    provider: ProviderConfig = field(default_factory=ProviderConfig)
+    simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.home / 'dispatcher.db'}"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.home / self.control.socket
+
+    @property
+    def simulator_log(self) -> Path:
+        return self.home / "simulator-sends.jsonl"
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "service": ServiceConfig,
+    "pacing": PacingConfig,
+    "store": StoreConfig,
+    "provider": ProviderConfig,
+    "simulator": SimulatorConfig,
+    "control": ControlConfig,
+}
+_PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    home: str | Path | None = None,
+) -> Config:
+    """Build the configuration from defaults, ``path`` and ``env`` (see module doc)."""
+    env = env if env is not None else {}
+    where = str(path) if path else "configuration"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(path)
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = raw.pop(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: [{name}] must be a table", field=name)
+        sections[name] = _build(cls, name, table, env, where)
+    if raw:
+        unknown = ", ".join(sorted(raw))
+        raise ConfigError(f"{where}: unknown section or key {unknown}", field=unknown)
+    if provider := env.get("DISPATCHER_PROVIDER"):
+        if provider not in _PROVIDERS:
+            raise ConfigError(
+                f"DISPATCHER_PROVIDER: {provider!r} is not a provider; use "
+                + " or ".join(_PROVIDERS),
+                field="provider.url",
+            )
+        sections["provider"] = ProviderConfig(url=_PROVIDERS[provider])
+    home_value = home or env.get("DISPATCHER_HOME") or "var"
+    return Config(home=Path(home_value), **sections)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the configuration file does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+
+
+def _build(
+    cls: type[Any], section: str, table: dict[str, Any], env: Mapping[str, str], where: str
+) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(
+                f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(names))})",
+                field=f"{section}.{key}",
+            )
+        values[key] = _convert(hints[key], value, f"{section}.{key}", where)
+    prefix = f"DISPATCHER_{section.upper()}_"
+    for var, text in env.items():
+        if not var.startswith(prefix):
+            continue
+        key = var[len(prefix) :].lower()
+        if key not in names:
+            raise ConfigError(
+                f"environment: {var} names no key of [{section}] "
+                f"(known: {', '.join(sorted(names))})",
+                field=f"{section}.{key}",
+            )
+        values[key] = _convert(hints[key], _from_env(hints[key], text), f"{section}.{key}", var)
+    return cls(**values)
+
+
+def _from_env(kind: Any, text: str) -> Any:
+    origin = typing.get_origin(kind)
+    if origin is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    if origin is dict:
+        pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+        return {k.strip(): v.strip() for k, v in pairs}
+    if kind is bool:
+        return text.strip().lower() in {"1", "true", "yes", "on"}
+    return text
+
+
+def _convert(kind: Any, value: Any, name: str, where: str) -> Any:
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: {name} must be {expected}, not {value!r}", field=name)
+
+    if kind is timedelta:
+        if not isinstance(value, str):
+            raise bad("a duration such as 250ms, 1s or 10h")
+        return parse_duration(value, field=name)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int or kind is float:
+        number = _number(kind, value)
+        if number is None or number < 0:
+            raise bad("a non-negative integer" if kind is int else "a non-negative number")
+        return number
+    if kind is str:
+        if not isinstance(value, str):
+            raise bad("a string")
+        return value
+    origin = typing.get_origin(kind)
+    if origin is list:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad("a list of strings")
+        return list(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a table of number = rate")
+        return {str(k): _convert(float, v, f"{name}.{k}", where) for k, v in value.items()}
+    raise bad(str(kind))  # pragma: no cover - every field type is handled above
+
+
+def _number(kind: type[Any], value: Any) -> float | int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = kind(value)
+        except ValueError:
+            return None
+    if kind is int and isinstance(value, int):
+        return value
+    if kind is float and isinstance(value, int | float):
+        return float(value)
+    return None

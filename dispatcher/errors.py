@@ -1,0 +1,82 @@
+"""One exception root for the whole product.
+
+Each class also inherits the builtin it resembles, so callers that only know the
+builtin (``ValueError``, ``KeyError``, ``ConnectionError``) still catch it.
+"""
+
+from __future__ import annotations
+
+
+class DispatcherError(Exception):
+    """Root of every error the dispatcher raises on purpose."""
+
+    code = "error"
+
+
+class InvalidInput(DispatcherError, ValueError):
+    """A value from a user, a file or a request is not acceptable."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class InvalidNumber(InvalidInput):
+    """A phone number is not a valid E.164 number."""
+
+    code = "invalid_number"
+
+
+class MessageTooLong(InvalidInput):
+    """A text body is over the 1,600-character cap."""
+
+    code = "message_too_long"
+
+
+class ConfigError(InvalidInput):
+    """The configuration file or an environment override is invalid."""
+
+    code = "config_error"
+
+
+class NotFound(DispatcherError, KeyError):
+    """A message, number or entry does not exist."""
+
+    code = "not_found"
+
+    def __str__(self) -> str:  # KeyError quotes its argument; we want the plain sentence
+        return str(self.args[0]) if self.args else "not found"
+
+
+class Conflict(DispatcherError):
+    """The request contradicts what is already recorded (e.g. an idempotency key reused
+    with a different body, or cancelling a message that already left)."""
+
+    code = "conflict"
+
+
+class ServiceUnavailable(DispatcherError, ConnectionError):
+    """The running service cannot be reached."""
+
+    code = "service_unavailable"
+
+
+class ProviderError(DispatcherError):
+    """A provider (carrier, SMTP relay, simulator) refused or failed a request."""
+
+    code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider_code: str | None = None,
+        retryable: bool = False,
+        permanent_reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.provider_code = provider_code
+        self.retryable = retryable
+        self.permanent_reason = permanent_reason

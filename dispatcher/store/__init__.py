@@ -1,0 +1,136 @@
+"""The store port: the domain verbs the service needs from storage.
+
+Adapters are picked by URL and imported lazily: ``memory://`` (the public fake) and
+``sqlite:///path/to/dispatcher.db`` (the embedded default). Every adapter passes the
+same contract suite (``tests/test_store_contract.py``).
+
+The verbs are shaped around sending numbers and their slots, so a shared-database
+adapter can make "claim the head of a number's queue" and "record that its send
+started" atomic its own way.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from dispatcher.errors import ConfigError
+from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NumberState:
+    """A sending number as the store knows it."""
+
+    number: str
+    next_slot_at: datetime | None
+    paused: bool
+    depth: int  # messages Queued on it
+
+
+class Store(Protocol):
+    """Storage verbs. Writes become durable before the awaited call returns."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    # -- submission ------------------------------------------------------------------
+    async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
+        """Store a new message with its first events; returns it with its queue ``seq``."""
+        ...
+
+    async def by_idempotency_key(self, key: str) -> Message | None: ...
+
+    async def last_accepted_to(self, recipient: str) -> Message | None:
+        """The newest message to ``recipient`` that was accepted for sending."""
+        ...
+
+    # -- the queue -------------------------------------------------------------------
+    async def head(self, sender: str) -> Message | None:
+        """The next Queued message of ``sender``: automation lane first, FIFO within."""
+        ...
+
+    async def queued_ahead(self, message: Message) -> int:
+        """How many Queued messages of the same number go before ``message``."""
+        ...
+
+    async def numbers(self) -> list[NumberState]:
+        """Every number that has a queue, a persisted next slot or a pause flag."""
+        ...
+
+    async def set_next_slot(self, sender: str, at: datetime) -> None: ...
+
+    async def set_paused(self, sender: str, paused: bool) -> None: ...
+
+    async def next_expiry(self) -> datetime | None:
+        """The earliest expiry among Queued messages."""
+        ...
+
+    async def expired(self, now: datetime, limit: int) -> list[Message]:
+        """Queued messages whose validity ended by ``now``."""
+        ...
+
+    # -- transitions -----------------------------------------------------------------
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        """Append events, apply the ones marked applied to their messages' projections
+        and move numbers' next slots: all in one atomic write."""
+        ...
+
+    async def in_status(self, status: TextStatus, limit: int) -> list[Message]: ...
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, message_id: str) -> Message | None: ...
+
+    async def by_provider_id(self, provider_id: str) -> Message | None: ...
+
+    async def history(self, message_id: str) -> list[Event]: ...
+
+    async def find(self, recipient: str, limit: int) -> list[Message]:
+        """Messages to ``recipient``, newest first."""
+        ...
+
+    async def counts(self) -> dict[TextStatus, int]: ...
+
+    # -- Do Not Text list ------------------------------------------------------------
+    async def dnt_add(self, entry: DntEntry) -> DntEntry:
+        """Add a number (an existing entry is kept as it is and returned)."""
+        ...
+
+    async def dnt_remove(self, number: str) -> bool: ...
+
+    async def dnt_get(self, number: str) -> DntEntry | None: ...
+
+    async def dnt_list(self, limit: int) -> list[DntEntry]: ...
+
+
+_ADAPTERS = {
+    "memory": ("dispatcher.store.memory", "MemoryStore"),
+    "sqlite": ("dispatcher.store.sqlite", "SQLiteStore"),
+}
+
+
+def open_store(url: str, **options: object) -> Store:
+    """Build the store adapter named by ``url``'s scheme (not yet opened)."""
+    scheme = url.split(":", 1)[0]
+    if scheme not in _ADAPTERS:
+        known = ", ".join(f"{name}://" for name in _ADAPTERS)
+        raise ConfigError(f"store.url: unknown store {url!r}; known: {known}", field="store.url")
+    module_name, class_name = _ADAPTERS[scheme]
+    module = importlib.import_module(module_name)
+    factory = getattr(module, class_name)
+    store: Store = factory.from_url(url, **options)
+    return store

@@ -1,0 +1,194 @@
+"""The in-memory store: a public fake, run through the same contract suite as SQLite.
+
+It keeps each number's queue as a heap ordered by (lane, seq), so it stays usable
+for tests with many messages.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+from types import TracebackType
+from typing import Self
+
+from dispatcher.model import (
+    DntEntry,
+    Event,
+    Lane,
+    Message,
+    TextStatus,
+    Transition,
+    apply,
+)
+from dispatcher.store import NumberState
+
+
+class MemoryStore:
+    """Everything in dictionaries; nothing survives the process."""
+
+    def __init__(self) -> None:
+        self._messages: dict[str, Message] = {}
+        self._events: dict[str, list[Event]] = defaultdict(list)
+        self._by_key: dict[str, str] = {}
+        self._by_provider: dict[str, str] = {}
+        self._by_recipient: dict[str, list[str]] = defaultdict(list)
+        self._accepted_to: dict[str, str] = {}
+        self._queues: dict[str, list[tuple[Lane, int, str]]] = defaultdict(list)
+        self._slots: dict[str, datetime] = {}
+        self._paused: set[str] = set()
+        self._dnt: dict[str, DntEntry] = {}
+        self._seq = 0
+
+    @classmethod
+    def from_url(cls, url: str, **_options: object) -> MemoryStore:
+        return cls()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
+
+    # -- submission ------------------------------------------------------------------
+    async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
+        self._seq += 1
+        stored = replace(message, seq=self._seq)
+        self._messages[stored.id] = stored
+        self._events[stored.id].extend(events)
+        self._by_recipient[stored.recipient].append(stored.id)
+        if stored.idempotency_key:
+            self._by_key[stored.idempotency_key] = stored.id
+        if stored.status is TextStatus.QUEUED:
+            self._accepted_to[stored.recipient] = stored.id
+            heapq.heappush(self._queues[stored.sender], (stored.lane, stored.seq, stored.id))
+        return stored
+
+    async def by_idempotency_key(self, key: str) -> Message | None:
+        found = self._by_key.get(key)
+        return self._messages[found] if found else None
+
+    async def last_accepted_to(self, recipient: str) -> Message | None:
+        found = self._accepted_to.get(recipient)
+        return self._messages[found] if found else None
+
+    # -- the queue -------------------------------------------------------------------
+    def _live_queue(self, sender: str) -> list[tuple[Lane, int, str]]:
+        queue = self._queues[sender]
+        while queue and self._messages[queue[0][2]].status is not TextStatus.QUEUED:
+            heapq.heappop(queue)
+        return queue
+
+    async def head(self, sender: str) -> Message | None:
+        queue = self._live_queue(sender)
+        return self._messages[queue[0][2]] if queue else None
+
+    async def queued_ahead(self, message: Message) -> int:
+        key = (message.lane, message.seq)
+        return sum(
+            1
+            for lane, seq, mid in self._queues[message.sender]
+            if (lane, seq) < key and self._messages[mid].status is TextStatus.QUEUED
+        )
+
+    async def numbers(self) -> list[NumberState]:
+        names = set(self._slots) | self._paused | {s for s, q in self._queues.items() if q}
+        return [
+            NumberState(
+                number=n,
+                next_slot_at=self._slots.get(n),
+                paused=n in self._paused,
+                depth=sum(
+                    1
+                    for *_, mid in self._queues[n]
+                    if self._messages[mid].status is TextStatus.QUEUED
+                ),
+            )
+            for n in sorted(names)
+        ]
+
+    async def set_next_slot(self, sender: str, at: datetime) -> None:
+        self._slots[sender] = at
+
+    async def set_paused(self, sender: str, paused: bool) -> None:
+        if paused:
+            self._paused.add(sender)
+        else:
+            self._paused.discard(sender)
+
+    def _queued(self) -> list[Message]:
+        return [m for m in self._messages.values() if m.status is TextStatus.QUEUED]
+
+    async def next_expiry(self) -> datetime | None:
+        return min((m.expires_at for m in self._queued()), default=None)
+
+    async def expired(self, now: datetime, limit: int) -> list[Message]:
+        due = sorted((m for m in self._queued() if m.expires_at <= now), key=lambda m: m.seq)
+        return due[:limit]
+
+    # -- transitions -----------------------------------------------------------------
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        self._slots.update(next_slots or {})
+        for step in transitions:
+            message = self._messages[step.message_id]
+            self._events[message.id].append(step.event)
+            if not step.event.applied:
+                continue
+            updated = apply(message, step)
+            self._messages[message.id] = updated
+            if updated.provider_id and updated.provider_id != message.provider_id:
+                self._by_provider[updated.provider_id] = updated.id
+            if updated.status is TextStatus.QUEUED and message.status is not TextStatus.QUEUED:
+                heapq.heappush(
+                    self._queues[updated.sender], (updated.lane, updated.seq, updated.id)
+                )
+
+    async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
+        found = sorted((m for m in self._messages.values() if m.status is status), key=_seq)
+        return found[:limit]
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, message_id: str) -> Message | None:
+        return self._messages.get(message_id)
+
+    async def by_provider_id(self, provider_id: str) -> Message | None:
+        found = self._by_provider.get(provider_id)
+        return self._messages[found] if found else None
+
+    async def history(self, message_id: str) -> list[Event]:
+        return list(self._events.get(message_id, []))
+
+    async def find(self, recipient: str, limit: int) -> list[Message]:
+        ids = self._by_recipient.get(recipient, [])
+        return [self._messages[i] for i in reversed(ids)][:limit]
+
+    async def counts(self) -> dict[TextStatus, int]:
+        return dict(Counter(m.status for m in self._messages.values()))
+
+    # -- Do Not Text list ------------------------------------------------------------
+    async def dnt_add(self, entry: DntEntry) -> DntEntry:
+        return self._dnt.setdefault(entry.number, entry)
+
+    async def dnt_remove(self, number: str) -> bool:
+        return self._dnt.pop(number, None) is not None
+
+    async def dnt_get(self, number: str) -> DntEntry | None:
+        return self._dnt.get(number)
+
+    async def dnt_list(self, limit: int) -> list[DntEntry]:
+        return sorted(self._dnt.values(), key=lambda e: e.added_at)[:limit]
+
+
+def _seq(message: Message) -> int:
+    return message.seq

@@ -1,0 +1,94 @@
+-- Named queries of the SQLite store. Each starts with a "-- name:" line.
+
+-- name: insert_message
+INSERT INTO messages (
+    seq, id, sender, recipient, body, segments, lane, status, accepted, reason,
+    provider_code, provider_id, attempt_id, duplicate_of, idempotency_key, fingerprint,
+    accepted_at, expires_at, send_started_at, updated_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_event
+INSERT INTO events (message_id, at, status, reason, provider_code, source, applied, detail)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: apply_transition
+UPDATE messages SET
+    status = ?, reason = ?, provider_code = ?, updated_at = ?,
+    provider_id = COALESCE(?, provider_id),
+    attempt_id = COALESCE(?, attempt_id),
+    send_started_at = COALESCE(?, send_started_at)
+WHERE id = ?;
+
+-- name: max_seq
+SELECT COALESCE(MAX(seq), 0) FROM messages;
+
+-- name: get
+SELECT * FROM messages WHERE id = ?;
+
+-- name: by_idempotency_key
+SELECT * FROM messages WHERE idempotency_key = ?;
+
+-- name: by_provider_id
+SELECT * FROM messages WHERE provider_id = ?;
+
+-- name: last_accepted_to
+SELECT * FROM messages WHERE recipient = ? AND accepted = 1 ORDER BY seq DESC LIMIT 1;
+
+-- name: head
+SELECT * FROM messages WHERE sender = ? AND status = 'Queued' ORDER BY lane, seq LIMIT 1;
+
+-- name: queued_ahead
+SELECT COUNT(*) FROM messages
+WHERE sender = ? AND status = 'Queued' AND (lane < ? OR (lane = ? AND seq < ?));
+
+-- name: numbers
+SELECT n.number, s.next_slot_at, COALESCE(s.paused, 0), COALESCE(q.depth, 0)
+FROM (
+    SELECT number FROM senders
+    UNION SELECT DISTINCT sender FROM messages WHERE status = 'Queued'
+) AS n
+LEFT JOIN senders AS s ON s.number = n.number
+LEFT JOIN (
+    SELECT sender, COUNT(*) AS depth FROM messages WHERE status = 'Queued' GROUP BY sender
+) AS q ON q.sender = n.number
+ORDER BY n.number;
+
+-- name: set_next_slot
+INSERT INTO senders (number, next_slot_at) VALUES (?, ?)
+ON CONFLICT (number) DO UPDATE SET next_slot_at = excluded.next_slot_at;
+
+-- name: set_paused
+INSERT INTO senders (number, paused) VALUES (?, ?)
+ON CONFLICT (number) DO UPDATE SET paused = excluded.paused;
+
+-- name: next_expiry
+SELECT MIN(expires_at) FROM messages WHERE status = 'Queued';
+
+-- name: expired
+SELECT * FROM messages WHERE status = 'Queued' AND expires_at <= ? ORDER BY expires_at LIMIT ?;
+
+-- name: in_status
+SELECT * FROM messages WHERE status = ? ORDER BY seq LIMIT ?;
+
+-- name: history
+SELECT message_id, at, status, reason, provider_code, source, applied, detail
+FROM events WHERE message_id = ? ORDER BY id;
+
+-- name: find
+SELECT * FROM messages WHERE recipient = ? ORDER BY seq DESC LIMIT ?;
+
+-- name: counts
+SELECT status, COUNT(*) FROM messages GROUP BY status;
+
+-- name: dnt_add
+INSERT INTO do_not_text (number, added_at, added_by, reason) VALUES (?, ?, ?, ?)
+ON CONFLICT (number) DO NOTHING;
+
+-- name: dnt_remove
+DELETE FROM do_not_text WHERE number = ?;
+
+-- name: dnt_get
+SELECT number, added_at, added_by, reason FROM do_not_text WHERE number = ?;
+
+-- name: dnt_list
+SELECT number, added_at, added_by, reason FROM do_not_text ORDER BY added_at LIMIT ?;

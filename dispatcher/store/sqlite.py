@@ -1,0 +1,375 @@
+"""The embedded default store: SQLite in WAL mode through ``aiosqlite``.
+
+Writes are group-committed: every write verb queues its statements and awaits the
+commit of the batch it joined. While one batch is being written, the next one
+gathers, so under load one transaction carries many transitions and a quiet
+service commits each write at once. SQL lives in ``sql/sqlite.sql``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import aiosqlite
+
+from dispatcher.errors import ConfigError, DispatcherError
+from dispatcher.model import (
+    DntEntry,
+    Event,
+    Lane,
+    Message,
+    Source,
+    TextStatus,
+    Transition,
+)
+from dispatcher.store import NumberState
+from dispatcher.store.queries import load_migrations, load_queries
+
+log = logging.getLogger(__name__)
+
+Params = tuple[Any, ...]
+
+
+class StoreError(DispatcherError, OSError):
+    """The database could not be read or written."""
+
+    code = "store_error"
+
+
+@dataclass(slots=True)
+class _Batch:
+    statements: list[tuple[str, list[Params]]] = field(default_factory=list)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+
+    def add(self, sql: str, rows: list[Params]) -> None:
+        if self.statements and self.statements[-1][0] == sql:
+            self.statements[-1][1].extend(rows)
+        else:
+            self.statements.append((sql, rows))
+
+
+def _ts(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="microseconds") if at is not None else None
+
+
+def _dt(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text is not None else None
+
+
+def _message(row: sqlite3.Row) -> Message:
+    """Rows become messages here and only here."""
+    return Message(
+        id=row["id"],
+        seq=row["seq"],
+        sender=row["sender"],
+        recipient=row["recipient"],
+        body=row["body"],
+        segments=row["segments"],
+        lane=Lane(row["lane"]),
+        status=TextStatus(row["status"]),
+        reason=row["reason"],
+        provider_code=row["provider_code"],
+        provider_id=row["provider_id"],
+        attempt_id=row["attempt_id"],
+        duplicate_of=row["duplicate_of"],
+        idempotency_key=row["idempotency_key"],
+        fingerprint=row["fingerprint"],
+        accepted_at=datetime.fromisoformat(row["accepted_at"]),
+        expires_at=datetime.fromisoformat(row["expires_at"]),
+        send_started_at=_dt(row["send_started_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )
+
+
+def _event_row(event: Event) -> Params:
+    return (
+        event.message_id,
+        _ts(event.at),
+        event.status.value,
+        event.reason,
+        event.provider_code,
+        event.source.value,
+        int(event.applied),
+        event.detail,
+    )
+
+
+def _dnt(row: sqlite3.Row) -> DntEntry:
+    return DntEntry(
+        number=row["number"],
+        added_at=datetime.fromisoformat(row["added_at"]),
+        added_by=row["added_by"],
+        reason=row["reason"],
+    )
+
+
+class SQLiteStore:
+    """Store adapter for ``sqlite:///path/to/file.db``."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._q = load_queries("sqlite")
+        self._db: aiosqlite.Connection | None = None
+        self._batch = _Batch()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._seq = 0
+        self._closing = False
+
+    @classmethod
+    def from_url(cls, url: str, **_options: object) -> SQLiteStore:
+        prefix = "sqlite:///"
+        if not url.startswith(prefix) or len(url) == len(prefix):
+            raise ConfigError(
+                f"store.url: {url!r} is not a SQLite URL; write sqlite:///path/to/file.db",
+                field="store.url",
+            )
+        return cls(Path(url[len(prefix) :]))
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            db = await aiosqlite.connect(self._path, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            await db.execute("PRAGMA journal_mode=WAL")
+            await db.execute("PRAGMA synchronous=NORMAL")
+            await db.execute("PRAGMA busy_timeout=5000")
+            self._db = db
+            await self._migrate()
+            row = await self._one("max_seq", ())
+            self._seq = int(row[0]) if row else 0
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
+        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        db = self._conn
+        await db.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
+        )
+        done = {
+            row[0] for row in await db.execute_fetchall("SELECT version FROM schema_migrations")
+        }
+        for version, script in load_migrations("sqlite"):
+            if version in done:
+                continue
+            await db.executescript(
+                f"BEGIN;\n{script}\nINSERT INTO schema_migrations (version) VALUES ({version});\n"
+                "COMMIT;"
+            )
+            log.info("store.migrated", extra={"version": version, "path": str(self._path)})
+
+    @property
+    def _conn(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the store is not open")
+        return self._db
+
+    # -- group commit ----------------------------------------------------------------
+    async def _write(self, *statements: tuple[str, Iterable[Params]]) -> None:
+        if self._closing:
+            raise StoreError("the store is closing")
+        for name, rows in statements:
+            self._batch.add(self._q[name], list(rows))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._batch = self._batch, _Batch()
+            if batch.waiters:
+                await self._commit(batch)
+            if self._closing and not self._batch.waiters:
+                return
+
+    async def _commit(self, batch: _Batch) -> None:
+        db = self._conn
+        try:
+            await db.execute("BEGIN IMMEDIATE")
+            for sql, rows in batch.statements:
+                await db.executemany(sql, rows)
+            await db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                await db.execute("ROLLBACK")
+            error = StoreError(f"writing to {self._path} failed: {exc}")
+            error.__cause__ = exc
+            for waiter in batch.waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        for waiter in batch.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # -- reads -----------------------------------------------------------------------
+    async def _rows(self, name: str, params: Params) -> list[sqlite3.Row]:
+        rows = await self._conn.execute_fetchall(self._q[name], params)
+        return list(rows)
+
+    async def _one(self, name: str, params: Params) -> sqlite3.Row | None:
+        rows = await self._rows(name, params)
+        return rows[0] if rows else None
+
+    async def _message_or_none(self, name: str, params: Params) -> Message | None:
+        row = await self._one(name, params)
+        return _message(row) if row is not None else None
+
+    async def _messages(self, name: str, params: Params) -> list[Message]:
+        return [_message(row) for row in await self._rows(name, params)]
+
+    # -- submission ------------------------------------------------------------------
+    async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
+        self._seq += 1
+        m = message
+        row = (
+            self._seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane),
+            m.status.value, int(m.status is TextStatus.QUEUED), m.reason, m.provider_code,
+            m.provider_id, m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint,
+            _ts(m.accepted_at), _ts(m.expires_at), _ts(m.send_started_at), _ts(m.updated_at),
+        )  # fmt: skip
+        try:
+            await self._write(
+                ("insert_message", [row]),
+                ("insert_event", [_event_row(e) for e in events]),
+            )
+        except StoreError as exc:
+            if isinstance(exc.__cause__, sqlite3.IntegrityError):
+                raise StoreError(f"message {m.id} could not be stored: {exc.__cause__}") from exc
+            raise
+        return replace(m, seq=self._seq)
+
+    async def by_idempotency_key(self, key: str) -> Message | None:
+        return await self._message_or_none("by_idempotency_key", (key,))
+
+    async def last_accepted_to(self, recipient: str) -> Message | None:
+        return await self._message_or_none("last_accepted_to", (recipient,))
+
+    # -- the queue -------------------------------------------------------------------
+    async def head(self, sender: str) -> Message | None:
+        return await self._message_or_none("head", (sender,))
+
+    async def queued_ahead(self, message: Message) -> int:
+        lane = int(message.lane)
+        row = await self._one("queued_ahead", (message.sender, lane, lane, message.seq))
+        return int(row[0]) if row else 0
+
+    async def numbers(self) -> list[NumberState]:
+        return [
+            NumberState(
+                number=row[0], next_slot_at=_dt(row[1]), paused=bool(row[2]), depth=int(row[3])
+            )
+            for row in await self._rows("numbers", ())
+        ]
+
+    async def set_next_slot(self, sender: str, at: datetime) -> None:
+        await self._write(("set_next_slot", [(sender, _ts(at))]))
+
+    async def set_paused(self, sender: str, paused: bool) -> None:
+        await self._write(("set_paused", [(sender, int(paused))]))
+
+    async def next_expiry(self) -> datetime | None:
+        row = await self._one("next_expiry", ())
+        return _dt(row[0]) if row else None
+
+    async def expired(self, now: datetime, limit: int) -> list[Message]:
+        return await self._messages("expired", (_ts(now), limit))
+
+    # -- transitions -----------------------------------------------------------------
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        updates = [
+            (
+                t.event.status.value, t.event.reason, t.event.provider_code, _ts(t.event.at),
+                t.provider_id, t.attempt_id, _ts(t.send_started_at), t.message_id,
+            )
+            for t in transitions
+            if t.event.applied
+        ]  # fmt: skip
+        await self._write(
+            ("insert_event", [_event_row(t.event) for t in transitions]),
+            ("apply_transition", updates),
+            ("set_next_slot", [(n, _ts(at)) for n, at in (next_slots or {}).items()]),
+        )
+
+    async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
+        return await self._messages("in_status", (status.value, limit))
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, message_id: str) -> Message | None:
+        return await self._message_or_none("get", (message_id,))
+
+    async def by_provider_id(self, provider_id: str) -> Message | None:
+        return await self._message_or_none("by_provider_id", (provider_id,))
+
+    async def history(self, message_id: str) -> list[Event]:
+        return [
+            Event(
+                message_id=row["message_id"],
+                at=datetime.fromisoformat(row["at"]),
+                status=TextStatus(row["status"]),
+                reason=row["reason"],
+                provider_code=row["provider_code"],
+                source=Source(row["source"]),
+                applied=bool(row["applied"]),
+                detail=row["detail"],
+            )
+            for row in await self._rows("history", (message_id,))
+        ]
+
+    async def find(self, recipient: str, limit: int) -> list[Message]:
+        return await self._messages("find", (recipient, limit))
+
+    async def counts(self) -> dict[TextStatus, int]:
+        return {TextStatus(row[0]): int(row[1]) for row in await self._rows("counts", ())}
+
+    # -- Do Not Text list ------------------------------------------------------------
+    async def dnt_add(self, entry: DntEntry) -> DntEntry:
+        params = (entry.number, _ts(entry.added_at), entry.added_by, entry.reason)
+        await self._write(("dnt_add", [params]))
+        return await self.dnt_get(entry.number) or entry
+
+    async def dnt_remove(self, number: str) -> bool:
+        existed = await self.dnt_get(number) is not None
+        await self._write(("dnt_remove", [(number,)]))
+        return existed
+
+    async def dnt_get(self, number: str) -> DntEntry | None:
+        row = await self._one("dnt_get", (number,))
+        return _dnt(row) if row is not None else None
+
+    async def dnt_list(self, limit: int) -> list[DntEntry]:
+        return [_dnt(row) for row in await self._rows("dnt_list", (limit,))]
