@@ -10,6 +10,7 @@ error that names it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import tomllib
 import typing
@@ -53,11 +54,17 @@ class PacingConfig:
     rates: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        for name, rate in [("pacing.default_rate", self.default_rate), *self.rates.items()]:
-            if rate <= 0:
-                raise ConfigError(f"{name}: the rate must be above 0, not {rate}", field=name)
+        rates = [("pacing.default_rate", self.default_rate)]
+        rates += [(f"pacing.rates.{number}", rate) for number, rate in self.rates.items()]
+        for name, rate in rates:
+            if not (math.isfinite(rate) and rate > 0):
+                raise ConfigError(
+                    f"{name}: the rate must be a finite number above 0, not {rate}", field=name
+                )
         if self.max_in_flight < 1:
-            raise ConfigError("pacing.max_in_flight: must be at least 1", field="max_in_flight")
+            raise ConfigError(
+                "pacing.max_in_flight: must be at least 1", field="pacing.max_in_flight"
+            )
 
     def rate_of(self, number: str) -> float:
         return self.rates.get(number, self.default_rate)
@@ -201,16 +208,26 @@ def _build(
                 f"(known: {', '.join(sorted(names))})",
                 field=f"{section}.{key}",
             )
-        values[key] = _convert(hints[key], _from_env(hints[key], text), f"{section}.{key}", var)
-    return cls(**values)
+        name = f"{section}.{key}"
+        values[key] = _convert(hints[key], _from_env(hints[key], text, var, name), name, var)
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}", field=exc.field) from None
 
 
-def _from_env(kind: Any, text: str) -> Any:
+def _from_env(kind: Any, text: str, var: str, name: str) -> Any:
     origin = typing.get_origin(kind)
     if origin is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     if origin is dict:
-        pairs = (part.split("=", 1) for part in text.split(",") if part.strip())
+        parts = [part for part in text.split(",") if part.strip()]
+        if not all("=" in part for part in parts):
+            raise ConfigError(
+                f"{var}: {name} must be written number=rate,number=rate, not {text!r}",
+                field=name,
+            )
+        pairs = (part.split("=", 1) for part in parts)
         return {k.strip(): v.strip() for k, v in pairs}
     if kind is bool:
         return text.strip().lower() in {"1", "true", "yes", "on"}

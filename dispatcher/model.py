@@ -7,7 +7,6 @@ live against this module.
 from __future__ import annotations
 
 import hashlib
-import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -399,12 +398,20 @@ class SegmentCount:
 def count_segments(body: str) -> SegmentCount:
     """Segments of a text as carriers count them: GSM-7 160/153, else UCS-2 70/67."""
     if all(c in _GSM7_BASIC or c in _GSM7_EXTENDED for c in body):
-        units = sum(2 if c in _GSM7_EXTENDED else 1 for c in body)
+        costs = [2 if c in _GSM7_EXTENDED else 1 for c in body]  # escape + char
         single, multi, encoding = 160, 153, "GSM-7"
     else:
-        units = len(body.encode("utf-16-le")) // 2
+        costs = [2 if ord(c) > 0xFFFF else 1 for c in body]  # surrogate pairs
         single, multi, encoding = 70, 67, "UCS-2"
-    segments = 1 if units <= single else math.ceil(units / multi)
+    units = sum(costs)
+    if units <= single:
+        return SegmentCount(encoding=encoding, units=units, segments=1)
+    # A two-unit character is never split across parts: it moves to the next one.
+    segments, fill = 1, 0
+    for cost in costs:
+        if fill + cost > multi:
+            segments, fill = segments + 1, 0
+        fill += cost
     return SegmentCount(encoding=encoding, units=units, segments=segments)
 
 

@@ -1,0 +1,270 @@
+"""The ``dispatcher`` command.
+
+``serve`` and ``demo`` run the service; every other command is a client of the
+running service's control socket. State lives in ``--home`` (or
+``DISPATCHER_HOME``, default ``./var``).
+
+Exit codes: 0 done; 1 the service refused (not found, conflict, ...); 2 bad
+input or configuration; 3 the service is not running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dispatcher import logs
+from dispatcher.config import Config, load_config
+from dispatcher.control.client import call
+from dispatcher.control.server import ControlServer
+from dispatcher.errors import DispatcherError, InvalidInput, ServiceUnavailable
+from dispatcher.service import Dispatcher
+
+EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dispatcher", description="Paced, durable, auditable texts."
+    )
+    parser.add_argument("--home", help="state folder (default $DISPATCHER_HOME or ./var)")
+    parser.add_argument("--config", help="TOML configuration (default $DISPATCHER_CONFIG)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the service in the foreground (Ctrl-C drains and exits)")
+    demo = sub.add_parser("demo", help="run a small campaign on the simulator and show it")
+    demo.add_argument("--numbers", type=int, default=3, help="sending numbers (default 3)")
+    demo.add_argument("--texts", type=int, default=12, help="texts per number (default 12)")
+
+    send = sub.add_parser("send", help="submit a text")
+    send.add_argument("--from", dest="sender", required=True, help="sending number, E.164")
+    send.add_argument("--to", dest="recipient", required=True, help="recipient, E.164")
+    send.add_argument("--body", required=True)
+    send.add_argument("--priority", choices=["automation", "bulk"], default="automation")
+    send.add_argument("--idempotency-key")
+    _json_flag(send)
+
+    message = sub.add_parser("message", help="a message's history and why it is in its state")
+    message.add_argument("id")
+    _json_flag(message)
+
+    status = sub.add_parser("status", help="counts by status and every number's queue")
+    _json_flag(status)
+
+    find = sub.add_parser("find", help="messages to a recipient, newest first")
+    find.add_argument("number")
+    find.add_argument("--limit", type=int, default=20)
+    _json_flag(find)
+
+    cancel = sub.add_parser("cancel", help="cancel a message that has not started sending")
+    cancel.add_argument("id")
+    _json_flag(cancel)
+
+    for verb in ("pause", "resume"):
+        p = sub.add_parser(verb, help=f"{verb} a sending number")
+        p.add_argument("number")
+        _json_flag(p)
+
+    sub.add_parser("ping", help="check that the service answers")
+
+    dnt = sub.add_parser("dnt", help="the Do Not Text list")
+    dnt_sub = dnt.add_subparsers(dest="dnt_command", required=True, metavar="ACTION")
+    add = dnt_sub.add_parser("add", help="put a number on the list")
+    add.add_argument("number")
+    add.add_argument("--reason")
+    add.add_argument("--by", default="operator", help="who asked (default operator)")
+    for verb in ("remove", "check"):
+        dnt_sub.add_parser(verb, help=f"{verb} a number").add_argument("number")
+    dnt_sub.add_parser("list", help="every entry")
+    for p in dnt_sub.choices.values():
+        _json_flag(p)
+    return parser
+
+
+def _json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit code per outcome
+    args = build_parser().parse_args(argv)
+    try:
+        config_path = args.config or os.environ.get("DISPATCHER_CONFIG")
+        config = load_config(
+            Path(config_path) if config_path else None, env=os.environ, home=args.home
+        )
+        if args.command == "serve":
+            return _serve(config)
+        if args.command == "demo":
+            from dispatcher.demo import run_demo  # noqa: PLC0415 - rich loads only for the demo
+
+            return run_demo(config, numbers=args.numbers, texts=args.texts)
+        return asyncio.run(_client_command(config, args))
+    except ServiceUnavailable as exc:
+        _fail(exc)
+        return EXIT_UNAVAILABLE
+    except InvalidInput as exc:
+        _fail(exc)
+        return EXIT_INPUT
+    except DispatcherError as exc:
+        _fail(exc)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+
+
+def _fail(exc: Exception) -> None:
+    print(f"dispatcher: error: {exc}", file=sys.stderr)
+
+
+# -- serve ---------------------------------------------------------------------------
+
+
+def _serve(config: Config) -> int:
+    logs.configure(config.service.log_level)
+    asyncio.run(serve(config))
+    return 0
+
+
+async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
+    """Run the service and its control socket until SIGINT or SIGTERM, then drain."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        dispatcher = Dispatcher.from_config(config)
+        async with (
+            dispatcher,
+            ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line),
+        ):
+            print(f"dispatcher: serving; control socket {config.socket_path}", file=sys.stderr)
+            if on_ready is not None:
+                on_ready()
+            await stop.wait()
+            print("dispatcher: draining", file=sys.stderr)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    print("dispatcher: stopped", file=sys.stderr)
+
+
+# -- client commands -----------------------------------------------------------------
+
+
+async def _client_command(config: Config, args: argparse.Namespace) -> int:
+    sock = config.socket_path
+    command: str = args.command
+    if command == "dnt":
+        return await _dnt(sock, args)
+    if command == "send":
+        result = await call(
+            sock, "submit", **{"from": args.sender}, to=args.recipient, body=args.body,
+            priority=args.priority, idempotency_key=args.idempotency_key,
+        )  # fmt: skip
+        _out(args, {"id": result["id"], "status": result["status"], **result}, _show_message)
+    elif command == "message":
+        _out(args, await call(sock, "message", id=args.id), _show_view)
+    elif command == "status":
+        _out(args, await call(sock, "status"), _show_status)
+    elif command == "find":
+        result = await call(sock, "find", to=args.number, limit=args.limit)
+        _out(args, result, lambda r: _each(_show_message, r["messages"]))
+    elif command == "cancel":
+        _out(args, await call(sock, "cancel", id=args.id), _show_message)
+    elif command in ("pause", "resume"):
+        _out(args, await call(sock, command, number=args.number), _show_number)
+    elif command == "ping":
+        await call(sock, "ping")
+        print("pong")
+    return 0
+
+
+async def _dnt(sock: Path, args: argparse.Namespace) -> int:
+    action: str = args.dnt_command
+    if action == "add":
+        result = await call(sock, "dnt_add", number=args.number, reason=args.reason,
+                            added_by=args.by)  # fmt: skip
+        _out(args, result, _show_dnt)
+    elif action == "remove":
+        result = await call(sock, "dnt_remove", number=args.number)
+        _out(
+            args,
+            result,
+            lambda r: print(f"{r['number']} {'removed' if r['removed'] else 'was not listed'}"),
+        )
+    elif action == "check":
+        result = await call(sock, "dnt_check", number=args.number)
+        _out(args, result, _show_check)
+        return 0
+    else:
+        result = await call(sock, "dnt_list")
+        _out(args, result, lambda r: _each(_show_dnt, r["entries"]))
+    return 0
+
+
+def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], object]) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2))
+    else:
+        human(result)
+
+
+def _each(show: Callable[[dict[str, Any]], None], items: list[dict[str, Any]]) -> None:
+    for item in items:
+        show(item)
+
+
+def _show_message(m: dict[str, Any]) -> None:
+    reason = f" ({m['reason']})" if m.get("reason") else ""
+    print(f"{m['id']}  {m['status']}{reason}  {m['from']} -> {m['to']}")
+
+
+def _show_view(v: dict[str, Any]) -> None:
+    _show_message(v)
+    print(f"  {v['explanation']}")
+    for e in v["history"]:
+        note = "" if e["applied"] else "  (kept, not applied)"
+        reason = f" {e['reason']}" if e.get("reason") else ""
+        code = f" code {e['provider_code']}" if e.get("provider_code") else ""
+        print(f"  {e['at']}  {e['status']:<11}{reason}{code}  [{e['source']}]{note}")
+
+
+def _show_status(s: dict[str, Any]) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "no messages"
+    print(f"{counts}; in flight {s['in_flight']}")
+    if s["numbers"]:
+        print(f"{'number':<16} {'depth':>6} {'in flight':>9}  next slot")
+    for n in s["numbers"]:
+        paused = "  paused" if n["paused"] else ""
+        print(
+            f"{n['number']:<16} {n['depth']:>6} {n['in_flight']:>9}  "
+            f"{n['next_slot_at'] or '-'}{paused}"
+        )
+
+
+def _show_number(n: dict[str, Any]) -> None:
+    state = "paused" if n["paused"] else "sending"
+    print(f"{n['number']} {state}; {n['depth']} queued")
+
+
+def _show_dnt(e: dict[str, Any]) -> None:
+    reason = f": {e['reason']}" if e.get("reason") else ""
+    print(f"{e['number']}  listed since {e['added_at']} by {e['added_by']}{reason}")
+
+
+def _show_check(r: dict[str, Any]) -> None:
+    if r["listed"]:
+        _show_dnt(r["entry"])
+    else:
+        print(f"{r['number']} is not on the Do Not Text list")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

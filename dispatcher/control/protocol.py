@@ -1,0 +1,304 @@
+"""The control protocol: JSON lines over a Unix socket, typed, dispatched by registry.
+
+A request is one line: ``{"cmd": "status", "args": {...}, "id": 7}`` (``args`` and
+``id`` optional). The answer is one line: ``{"id": 7, "ok": true, "result": ...}``
+or ``{"id": 7, "ok": false, "error": {"code": "not_found", "message": "..."}}``.
+Each command declares its arguments as a frozen dataclass; they are checked
+before the handler runs, so a bad request gets an error that names the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from dispatcher.errors import InvalidInput
+from dispatcher.model import DntEntry, Event, Lane, Message
+from dispatcher.service import Dispatcher, MessageView, NumberView, StatusView, TextRequest
+
+JSON = dict[str, Any]
+Handler = Callable[[Dispatcher, Any], Awaitable[JSON]]
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    name: str
+    args: type[Any]
+    handler: Handler
+    help: str
+
+
+REGISTRY: dict[str, Command] = {}
+
+
+def command(name: str, args: type[Any], help: str) -> Callable[[Handler], Handler]:
+    """Register ``handler`` as the control command ``name`` taking ``args``."""
+
+    def register(handler: Handler) -> Handler:
+        REGISTRY[name] = Command(name=name, args=args, handler=handler, help=help)
+        return handler
+
+    return register
+
+
+def parse_args(cls: type[Any], raw: object) -> Any:
+    """Build the ``cls`` dataclass from a JSON object, checking names and types."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise InvalidInput("args must be a JSON object", field="args")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        expected = ", ".join(_wire(f) for f in fields) or "none"
+        raise InvalidInput(
+            f"unknown argument {', '.join(map(_wire, unknown))} (expected: {expected})",
+            field=_wire(unknown[0]),
+        )
+    values: dict[str, Any] = {}
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name not in raw:
+            if required:
+                raise InvalidInput(f"missing argument {_wire(name)!r}", field=_wire(name))
+            continue
+        values[name] = _check_type(name, hints[name], raw[name])
+    return cls(**values)
+
+
+def _check_type(name: str, kind: Any, value: object) -> object:
+    allowed = typing.get_args(kind) if typing.get_origin(kind) is not None else (kind,)
+    for option in allowed:
+        if option is type(None) and value is None:
+            return value
+        if option is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if option in (str, bool) and isinstance(value, option):
+            return value
+    expected = " or ".join("null" if o is type(None) else o.__name__ for o in allowed)
+    raise InvalidInput(
+        f"argument {_wire(name)!r} must be {expected}, not {value!r}", field=_wire(name)
+    )
+
+
+def _wire(name: str) -> str:
+    """The name a field has on the wire (``from_`` is ``from``)."""
+    return name.removesuffix("_")
+
+
+# -- JSON shapes of the service's values ---------------------------------------------
+
+
+def _ts(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="microseconds") if at else None
+
+
+def message_json(m: Message) -> JSON:
+    return {
+        "id": m.id,
+        "status": m.status.value,
+        "reason": m.reason,
+        "from": m.sender,
+        "to": m.recipient,
+        "body": m.body,
+        "segments": m.segments,
+        "priority": m.lane.name.lower(),
+        "accepted_at": _ts(m.accepted_at),
+        "expires_at": _ts(m.expires_at),
+        "send_started_at": _ts(m.send_started_at),
+        "updated_at": _ts(m.updated_at),
+        "provider_id": m.provider_id,
+        "provider_code": m.provider_code,
+        "duplicate_of": m.duplicate_of,
+    }
+
+
+def event_json(e: Event) -> JSON:
+    return {
+        "status": e.status.value,
+        "at": _ts(e.at),
+        "reason": e.reason,
+        "provider_code": e.provider_code,
+        "source": e.source.value,
+        "applied": e.applied,
+        "detail": e.detail,
+    }
+
+
+def view_json(view: MessageView) -> JSON:
+    return {
+        **message_json(view.message),
+        "history": [event_json(e) for e in view.history],
+        "explanation": view.explanation,
+    }
+
+
+def number_json(n: NumberView) -> JSON:
+    return {
+        "number": n.number,
+        "depth": n.depth,
+        "next_slot_at": _ts(n.next_slot_at),
+        "in_flight": n.in_flight,
+        "paused": n.paused,
+        "rate": n.rate,
+    }
+
+
+def status_json(view: StatusView) -> JSON:
+    return {
+        "at": _ts(view.at),
+        "counts": {status.value: count for status, count in sorted(view.counts.items())},
+        "in_flight": view.in_flight,
+        "numbers": [number_json(n) for n in view.numbers],
+    }
+
+
+def dnt_json(entry: DntEntry) -> JSON:
+    return {
+        "number": entry.number,
+        "added_at": _ts(entry.added_at),
+        "added_by": entry.added_by,
+        "reason": entry.reason,
+    }
+
+
+# -- commands ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NoArgs:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitArgs:
+    from_: str
+    to: str
+    body: str
+    priority: str = "automation"
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdArgs:
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class FindArgs:
+    to: str
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True)
+class NumberArgs:
+    number: str
+
+
+@dataclass(frozen=True, slots=True)
+class DntAddArgs:
+    number: str
+    reason: str | None = None
+    added_by: str = "operator"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitArgs:
+    limit: int = 1000
+
+
+@command("ping", NoArgs, "check that the service answers")
+async def _ping(d: Dispatcher, _: NoArgs) -> JSON:
+    return {"pong": True, "at": _ts(d.clock.now().wall)}
+
+
+@command("help", NoArgs, "list the commands")
+async def _help(_d: Dispatcher, _: NoArgs) -> JSON:
+    return {"commands": {name: c.help for name, c in sorted(REGISTRY.items())}}
+
+
+@command("submit", SubmitArgs, "submit a text: from, to, body, priority, idempotency_key")
+async def _submit(d: Dispatcher, a: SubmitArgs) -> JSON:
+    try:
+        lane = Lane.parse(a.priority)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="priority") from exc
+    request = TextRequest(
+        sender=a.from_, recipient=a.to, body=a.body, lane=lane, idempotency_key=a.idempotency_key
+    )
+    submission = await d.submit(request)
+    return {**message_json(submission.message), "created": submission.created}
+
+
+@command("status", NoArgs, "counts by status; per number: depth, next slot, in flight")
+async def _status(d: Dispatcher, _: NoArgs) -> JSON:
+    return status_json(await d.status())
+
+
+@command("message", IdArgs, "one message: history and why it is in its state")
+async def _message(d: Dispatcher, a: IdArgs) -> JSON:
+    return view_json(await d.message(a.id))
+
+
+@command("find", FindArgs, "messages to a recipient, newest first")
+async def _find(d: Dispatcher, a: FindArgs) -> JSON:
+    return {"messages": [message_json(m) for m in await d.find(a.to, a.limit)]}
+
+
+@command("cancel", IdArgs, "cancel a message that has not started sending")
+async def _cancel(d: Dispatcher, a: IdArgs) -> JSON:
+    return message_json(await d.cancel(a.id))
+
+
+@command("pause", NumberArgs, "stop sending from a number (its queue is kept)")
+async def _pause(d: Dispatcher, a: NumberArgs) -> JSON:
+    return number_json(await d.pause(a.number))
+
+
+@command("resume", NumberArgs, "resume sending from a paused number")
+async def _resume(d: Dispatcher, a: NumberArgs) -> JSON:
+    return number_json(await d.resume(a.number))
+
+
+@command("dnt_add", DntAddArgs, "put a number on the Do Not Text list")
+async def _dnt_add(d: Dispatcher, a: DntAddArgs) -> JSON:
+    return dnt_json(await d.dnt_add(a.number, added_by=a.added_by, reason=a.reason))
+
+
+@command("dnt_remove", NumberArgs, "take a number off the Do Not Text list")
+async def _dnt_remove(d: Dispatcher, a: NumberArgs) -> JSON:
+    return {"number": a.number, "removed": await d.dnt_remove(a.number)}
+
+
+@command("dnt_check", NumberArgs, "is a number on the Do Not Text list?")
+async def _dnt_check(d: Dispatcher, a: NumberArgs) -> JSON:
+    entry = await d.dnt_check(a.number)
+    return {"number": a.number, "listed": entry is not None, "entry": entry and dnt_json(entry)}
+
+
+@command("dnt_list", LimitArgs, "the Do Not Text list")
+async def _dnt_list(d: Dispatcher, a: LimitArgs) -> JSON:
+    return {"entries": [dnt_json(e) for e in await d.dnt_list(a.limit)]}
+
+
+def decode_request(line: bytes) -> tuple[object, str, object]:
+    """``(id, cmd, args)`` from one request line, or a clear InvalidInput."""
+    try:
+        request = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"the request is not valid JSON: {exc}") from exc
+    if not isinstance(request, dict):
+        raise InvalidInput('the request must be a JSON object like {"cmd": "ping"}')
+    cmd = request.get("cmd")
+    if not isinstance(cmd, str):
+        raise InvalidInput('the request has no "cmd" string', field="cmd")
+    args = request.get("args")
+    if isinstance(args, dict) and "from" in args:
+        args = {("from_" if k == "from" else k): v for k, v in args.items()}
+    return request.get("id"), cmd, args

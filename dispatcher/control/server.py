@@ -1,0 +1,168 @@
+"""The control server: a Unix socket (mode 0600) in the service's home.
+
+Each connection may send many requests, one JSON line each, answered in order.
+No input can stop the server: malformed JSON, unknown commands, bad arguments and
+oversized lines each get an error answer, and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from dispatcher.control.protocol import JSON, REGISTRY, Command, decode_request, parse_args
+from dispatcher.errors import ConfigError, DispatcherError, InvalidInput
+from dispatcher.service import Dispatcher
+
+log = logging.getLogger(__name__)
+
+_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
+
+
+class ControlServer:
+    """Serves the control protocol for one :class:`Dispatcher`."""
+
+    def __init__(self, dispatcher: Dispatcher, path: Path, *, max_line: int = 65536) -> None:
+        self._dispatcher = dispatcher
+        self._path = path
+        self._max_line = max_line
+        self._server: asyncio.Server | None = None
+        self._connections: set[asyncio.Task[Any]] = set()
+
+    async def __aenter__(self) -> Self:
+        if len(os.fsencode(self._path)) > _MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"the control socket path {self._path} is over {_MAX_SOCKET_PATH} bytes, "
+                "the limit of Unix sockets; use a shorter --home"
+            )
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        _clear_stale_socket(self._path)
+        old_umask = os.umask(0o177)
+        try:
+            self._server = await asyncio.start_unix_server(
+                self._serve, path=self._path, limit=self._max_line
+            )
+        finally:
+            os.umask(old_umask)
+        self._path.chmod(0o600)
+        log.info("control.listening", extra={"path": str(self._path)})
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            self._server.close()
+            for task in list(self._connections):
+                task.cancel()
+            await self._server.wait_closed()
+            self._server = None
+        with contextlib.suppress(FileNotFoundError):
+            self._path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._connections.add(task)
+        try:
+            while (line := await self._read_line(reader, writer)) is not None:
+                if not line.strip():
+                    continue
+                answer = await self.handle(line)
+                writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+                await writer.drain()
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away
+        finally:
+            if task is not None:
+                self._connections.discard(task)
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _read_line(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> bytes | None:
+        """The next request line; an oversized one is skipped with an error answer."""
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                return exc.partial or None  # the client closed; a last line without \n counts
+            except asyncio.LimitOverrunError as exc:
+                await self._skip_oversized(reader, exc.consumed)
+                error = _error(None, InvalidInput(f"request line over {self._max_line} bytes"))
+                writer.write(json.dumps(error).encode() + b"\n")
+                await writer.drain()
+            else:
+                return line
+
+    async def _skip_oversized(self, reader: asyncio.StreamReader, consumed: int) -> None:
+        await reader.readexactly(consumed)
+        done = False
+        while not done:
+            try:
+                await reader.readuntil(b"\n")
+            except asyncio.LimitOverrunError as more:
+                await reader.readexactly(more.consumed)
+            else:
+                done = True
+
+    async def handle(self, line: bytes) -> JSON:
+        """Answer one request line (never raises for bad input)."""
+        request_id: object = None
+        try:
+            request_id, name, raw_args = decode_request(line)
+            command = _lookup(name)
+            args = parse_args(command.args, raw_args)
+            result = await command.handler(self._dispatcher, args)
+        except DispatcherError as exc:
+            return _error(request_id, exc)
+        except Exception as exc:
+            log.exception("control.error")
+            return {
+                "id": request_id,
+                "ok": False,
+                "error": {"code": "internal", "message": f"internal error: {exc}"},
+            }
+        return {"id": request_id, "ok": True, "result": result}
+
+
+def _lookup(name: str) -> Command:
+    command = REGISTRY.get(name)
+    if command is None:
+        known = ", ".join(sorted(REGISTRY))
+        raise InvalidInput(f"unknown command {name!r}; known: {known}", field="cmd")
+    return command
+
+
+def _error(request_id: object, exc: DispatcherError) -> JSON:
+    error: JSON = {"code": exc.code, "message": str(exc)}
+    if field := getattr(exc, "field", None):
+        error["field"] = field
+    return {"id": request_id, "ok": False, "error": error}
+
+
+def _clear_stale_socket(path: Path) -> None:
+    """Remove a socket left by a dead service; refuse if a live one answers."""
+    if not path.exists():
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        path.unlink()
+        return
+    finally:
+        probe.close()
+    raise DispatcherError(f"another service is already running on {path}")

@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    """A short state folder (Unix socket paths are limited to 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="dsp-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,126 @@
+"""Helpers shared by the end-to-end tests: a real service in a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dispatcher.control.client import call
+from dispatcher.errors import ServiceUnavailable
+
+DEADLINE = 60.0
+
+
+async def wait_for(
+    predicate: Callable[[], Awaitable[bool]], *, within: float = DEADLINE, what: str = ""
+) -> None:
+    """Poll ``predicate`` until it holds; fail after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
+        await asyncio.sleep(0.05)
+
+
+def cli_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env["DISPATCHER_HOME"] = str(home)
+    return env
+
+
+def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real command line, as a user would."""
+    result = subprocess.run(
+        [sys.executable, "-m", "dispatcher", *args],
+        env=cli_env(home),
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"dispatcher {' '.join(args)} failed: {result.stderr}")
+    return result
+
+
+def cli_json(home: Path, *args: str) -> Any:
+    return json.loads(cli(home, *args, "--json").stdout)
+
+
+class Service:
+    """``dispatcher serve`` as a subprocess on ``home``."""
+
+    def __init__(self, home: Path, config: Path | None = None) -> None:
+        self.home = home
+        self.config = config
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log = home / "serve.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.home / "dispatcher.sock"
+
+    async def start(self) -> None:
+        args = [sys.executable, "-m", "dispatcher", "--home", str(self.home)]
+        if self.config is not None:
+            args += ["--config", str(self.config)]
+        self.home.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
+                [*args, "serve"], env=cli_env(self.home), stdout=log, stderr=log
+            )
+        await wait_for(self._answers, what="the service to answer ping")
+
+    async def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the service exited early:\n{self.log.read_text()}")
+        try:
+            await call(self.socket, "ping")
+        except ServiceUnavailable:
+            return False
+        return True
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=DEADLINE)
+        self.process = None
+
+    def stop(self) -> int:
+        """SIGTERM, then wait for the drain; returns the exit code."""
+        if self.process is None:
+            return 0
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout=DEADLINE)
+        self.process = None
+        return code
+
+
+def send_log(home: Path) -> list[dict[str, Any]]:
+    """The simulator's own record of every send it received."""
+    path = home / "simulator-sends.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def gaps_by_number(records: list[dict[str, Any]]) -> dict[str, list[float]]:
+    times: dict[str, list[datetime]] = defaultdict(list)
+    for record in records:
+        times[record["from"]].append(datetime.fromisoformat(record["at"]))
+    return {
+        number: [(b - a).total_seconds() for a, b in itertools.pairwise(ts)]
+        for number, ts in ((n, sorted(t)) for n, t in times.items())
+    }
