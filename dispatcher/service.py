@@ -268,12 +268,12 @@ class Dispatcher:
             # The send starts now: this one read books the slot and is the audit time.
             # Nothing between it and the provider call yields to the event loop.
             start = self.clock.now()
-            interval = slot_seconds(claimed.segments, self.config.pacing.rate_of(sender))
-            book(start.mono + interval + self.config.pacing.guard.total_seconds())
+            hold = self._hold(claimed)
+            book(start.mono + hold)
             self._in_flight[sender] += 1
             self._idle.clear()
         try:
-            await self._send(claimed, start, interval)
+            await self._send(claimed, start, hold)
         finally:
             self._in_flight[sender] -= 1
             if self._in_flight[sender] <= 0:
@@ -307,10 +307,15 @@ class Dispatcher:
             return sending
         return None
 
-    async def _send(self, message: Message, start: Instant, interval: float) -> None:
+    def _hold(self, message: Message) -> float:
+        """Seconds a send of ``message`` holds its number: its segments' slots + guard."""
+        rate = self.config.pacing.rate_of(message.sender)
+        return slot_seconds(message.segments, rate) + self.config.pacing.guard.total_seconds()
+
+    async def _send(self, message: Message, start: Instant, hold: float) -> None:
         """The provider call and what follows it. ``start`` was read just before."""
         request = _request(message, self.config.pacing.validity)
-        slot = {message.sender: start.wall + timedelta(seconds=interval)}
+        slot = {message.sender: start.wall + timedelta(seconds=hold)}
         try:
             accepted = await self.channel.send(request)
         except ProviderError as exc:
@@ -363,8 +368,7 @@ class Dispatcher:
                 provider_id=found.provider_id, send_started_at=started,
                 detail=f"the provider has attempt {message.attempt_id}",
             )  # fmt: skip
-            interval = slot_seconds(message.segments, self.config.pacing.rate_of(message.sender))
-            slot = started + timedelta(seconds=interval)
+            slot = started + timedelta(seconds=self._hold(message))
             await self.store.record([step], next_slots={message.sender: slot})
             if (receipt := await self.channel.poll(found.provider_id)) is not None:
                 self._receipts.put_nowait(receipt)
@@ -386,7 +390,9 @@ class Dispatcher:
         in_doubt = await self.store.in_status(TextStatus.SENDING, limit=1_000_000)
         for message in in_doubt:
             await self._reconcile(message)
-        doubtful = {m.sender for m in in_doubt}
+        doubtful: dict[str, float] = {}
+        for m in in_doubt:
+            doubtful[m.sender] = max(doubtful.get(m.sender, 0.0), self._hold(m))
         for state in await self.store.numbers():
             if state.paused:
                 self._paused.add(state.number)
@@ -395,8 +401,7 @@ class Dispatcher:
                 self._pacer.restore(state.number, now.mono + ahead)
             if state.number in doubtful:
                 # A send may have left just before the crash: wait one full slot.
-                rate = self.config.pacing.rate_of(state.number)
-                self._pacer.restore(state.number, now.mono + slot_seconds(1, rate))
+                self._pacer.restore(state.number, now.mono + doubtful[state.number])
             if state.depth:
                 self._pacer.wake(state.number)
         for message in await self.store.in_status(TextStatus.SENT, limit=1_000_000):
