@@ -41,6 +41,7 @@ class MemoryStore:
         self._paused: set[str] = set()
         self._dnt: dict[str, DntEntry] = {}
         self._seq = 0
+        self._on_heap: set[str] = set()
 
     @classmethod
     def from_url(cls, url: str, **_options: object) -> MemoryStore:
@@ -68,7 +69,7 @@ class MemoryStore:
             self._by_key[stored.idempotency_key] = stored.id
         if stored.status is TextStatus.QUEUED:
             self._accepted_to[stored.recipient] = stored.id
-            heapq.heappush(self._queues[stored.sender], (stored.lane, stored.seq, stored.id))
+            self._enqueue(stored)
         return stored
 
     async def by_idempotency_key(self, key: str) -> Message | None:
@@ -80,11 +81,22 @@ class MemoryStore:
         return self._messages[found] if found else None
 
     # -- the queue -------------------------------------------------------------------
+    def _enqueue(self, message: Message) -> None:
+        """Put a message on its number's heap, once (stale entries are dropped lazily)."""
+        if message.id not in self._on_heap:
+            self._on_heap.add(message.id)
+            heapq.heappush(self._queues[message.sender], (message.lane, message.seq, message.id))
+
     def _live_queue(self, sender: str) -> list[tuple[Lane, int, str]]:
         queue = self._queues[sender]
         while queue and self._messages[queue[0][2]].status is not TextStatus.QUEUED:
-            heapq.heappop(queue)
+            self._on_heap.discard(heapq.heappop(queue)[2])
         return queue
+
+    def _depth(self, sender: str) -> int:
+        return sum(
+            1 for *_, mid in self._queues[sender] if self._messages[mid].status is TextStatus.QUEUED
+        )
 
     async def head(self, sender: str) -> Message | None:
         queue = self._live_queue(sender)
@@ -99,17 +111,14 @@ class MemoryStore:
         )
 
     async def numbers(self) -> list[NumberState]:
-        names = set(self._slots) | self._paused | {s for s, q in self._queues.items() if q}
+        depths = {sender: self._depth(sender) for sender in self._queues}
+        names = set(self._slots) | self._paused | {s for s, d in depths.items() if d}
         return [
             NumberState(
                 number=n,
                 next_slot_at=self._slots.get(n),
                 paused=n in self._paused,
-                depth=sum(
-                    1
-                    for *_, mid in self._queues[n]
-                    if self._messages[mid].status is TextStatus.QUEUED
-                ),
+                depth=depths.get(n, 0),
             )
             for n in sorted(names)
         ]
@@ -149,10 +158,8 @@ class MemoryStore:
             self._messages[message.id] = updated
             if updated.provider_id and updated.provider_id != message.provider_id:
                 self._by_provider[updated.provider_id] = updated.id
-            if updated.status is TextStatus.QUEUED and message.status is not TextStatus.QUEUED:
-                heapq.heappush(
-                    self._queues[updated.sender], (updated.lane, updated.seq, updated.id)
-                )
+            if updated.status is TextStatus.QUEUED:
+                self._enqueue(updated)
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
         found = sorted((m for m in self._messages.values() if m.status is status), key=_seq)

@@ -124,6 +124,7 @@ class SQLiteStore:
         self._writer: asyncio.Task[None] | None = None
         self._seq = 0
         self._closing = False
+        self._dnt_lock = asyncio.Lock()
 
     @classmethod
     def from_url(cls, url: str, **_options: object) -> SQLiteStore:
@@ -219,8 +220,8 @@ class SQLiteStore:
             for sql, rows in batch.statements:
                 await db.executemany(sql, rows)
             await db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is gone
+            with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.execute("ROLLBACK")
             error = StoreError(f"writing to {self._path} failed: {exc}")
             error.__cause__ = exc
@@ -251,9 +252,10 @@ class SQLiteStore:
     # -- submission ------------------------------------------------------------------
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
         self._seq += 1
+        seq = self._seq  # other inserts may move self._seq while this one waits
         m = message
         row = (
-            self._seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane),
+            seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane),
             m.status.value, int(m.status is TextStatus.QUEUED), m.reason, m.provider_code,
             m.provider_id, m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint,
             _ts(m.accepted_at), _ts(m.expires_at), _ts(m.send_started_at), _ts(m.updated_at),
@@ -267,7 +269,7 @@ class SQLiteStore:
             if isinstance(exc.__cause__, sqlite3.IntegrityError):
                 raise StoreError(f"message {m.id} could not be stored: {exc.__cause__}") from exc
             raise
-        return replace(m, seq=self._seq)
+        return replace(m, seq=seq)
 
     async def by_idempotency_key(self, key: str) -> Message | None:
         return await self._message_or_none("by_idempotency_key", (key,))
@@ -363,8 +365,9 @@ class SQLiteStore:
         return await self.dnt_get(entry.number) or entry
 
     async def dnt_remove(self, number: str) -> bool:
-        existed = await self.dnt_get(number) is not None
-        await self._write(("dnt_remove", [(number,)]))
+        async with self._dnt_lock:  # "did it exist" must be answered once per removal
+            existed = await self.dnt_get(number) is not None
+            await self._write(("dnt_remove", [(number,)]))
         return existed
 
     async def dnt_get(self, number: str) -> DntEntry | None:

@@ -1,0 +1,710 @@
+"""The store contract: every adapter behind ``open_store`` answers the domain verbs alike.
+
+One suite, parametrised over ``memory://`` and ``sqlite:///...``. Tests speak only in
+domain verbs (insert, head, record, numbers, ...), never in SQL or dictionaries. The
+last tests are SQLite-only: durability across close and reopen, and group commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.model import (
+    DntEntry,
+    Event,
+    Lane,
+    Message,
+    Reason,
+    Source,
+    TextStatus,
+    Transition,
+    transition,
+)
+from dispatcher.store import NumberState, Store, open_store
+
+T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
+SENDER = "+14155550100"
+OTHER_SENDER = "+14155550200"
+DEFAULT_RECIPIENT = "+16505550000"
+
+
+def at(seconds: float) -> datetime:
+    """A UTC instant ``seconds`` after T0 (keeps the odd microseconds of T0)."""
+    return T0 + timedelta(seconds=seconds)
+
+
+def make_message(
+    message_id: str,
+    *,
+    sender: str = SENDER,
+    recipient: str | None = None,
+    lane: Lane = Lane.AUTOMATION,
+    status: TextStatus = TextStatus.QUEUED,
+    accepted_at: datetime = T0,
+    validity: timedelta = timedelta(hours=10),
+    idempotency_key: str | None = None,
+    reason: str | None = None,
+    duplicate_of: str | None = None,
+    segments: int = 1,
+) -> Message:
+    return Message(
+        id=message_id,
+        sender=sender,
+        recipient=recipient or DEFAULT_RECIPIENT,
+        body=f"body of {message_id}",
+        segments=segments,
+        lane=lane,
+        status=status,
+        reason=reason,
+        accepted_at=accepted_at,
+        expires_at=accepted_at + validity,
+        updated_at=accepted_at,
+        idempotency_key=idempotency_key,
+        fingerprint=f"fp-{message_id}",
+        duplicate_of=duplicate_of,
+    )
+
+
+def first_events(message: Message) -> list[Event]:
+    """The events the service writes with a new message: Pending, then its status."""
+    pending = Event(
+        message_id=message.id,
+        at=message.accepted_at,
+        status=TextStatus.PENDING,
+        reason=Reason.ACCEPTED,
+        source=Source.API,
+    )
+    if message.status is TextStatus.PENDING:
+        return [pending]
+    now = Event(
+        message_id=message.id,
+        at=message.accepted_at,
+        status=message.status,
+        reason=message.reason,
+        source=Source.API,
+    )
+    return [pending, now]
+
+
+async def insert(store: Store, message: Message) -> Message:
+    return await store.insert_message(message, first_events(message))
+
+
+async def move(
+    store: Store,
+    message: Message,
+    status: TextStatus,
+    *,
+    when: datetime = T0,
+    reason: str | None = None,
+    next_slots: dict[str, datetime] | None = None,
+    **changes: str | datetime | None,
+) -> Message:
+    """Record one judged transition of ``message`` and return the store's view of it."""
+    step, _ = transition(
+        message,
+        status,
+        at=when,
+        source=Source.SCHEDULER,
+        reason=reason,
+        provider_id=_str(changes.get("provider_id")),
+        attempt_id=_str(changes.get("attempt_id")),
+        send_started_at=_dt(changes.get("send_started_at")),
+    )
+    await store.record([step], next_slots=next_slots)
+    fresh = await store.get(message.id)
+    assert fresh is not None
+    return fresh
+
+
+def _str(value: str | datetime | None) -> str | None:
+    assert value is None or isinstance(value, str)
+    return value
+
+
+def _dt(value: str | datetime | None) -> datetime | None:
+    assert value is None or isinstance(value, datetime)
+    return value
+
+
+async def drain_heads(store: Store, sender: str) -> list[str]:
+    """Take the head of ``sender``'s queue into Sending until it is empty."""
+    order: list[str] = []
+    for _ in range(100):
+        head = await store.head(sender)
+        if head is None:
+            return order
+        order.append(head.id)
+        await move(store, head, TextStatus.SENDING, attempt_id=f"att-{head.id}")
+    raise AssertionError("the queue never emptied")
+
+
+def by_number(states: Sequence[NumberState]) -> dict[str, NumberState]:
+    return {state.number: state for state in states}
+
+
+def assert_utc(value: datetime | None) -> None:
+    assert value is not None
+    assert value.utcoffset() == timedelta(0)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as opened:
+        yield opened
+
+
+# -- submission --------------------------------------------------------------------------
+
+
+async def test_insert_message_assigns_increasing_seq_and_round_trips(store: Store) -> None:
+    stored = [await insert(store, make_message(f"m{i}")) for i in range(5)]
+
+    seqs = [m.seq for m in stored]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 5
+    assert seqs[0] > 0
+    for message in stored:
+        assert await store.get(message.id) == message
+    assert await store.get("no-such-message") is None
+
+
+async def test_concurrent_inserts_each_return_their_own_seq(store: Store) -> None:
+    inserted = await asyncio.gather(
+        *(insert(store, make_message(f"m{i}", accepted_at=at(i))) for i in range(20))
+    )
+
+    seqs = [m.seq for m in inserted]
+    assert len(set(seqs)) == 20
+    assert seqs == sorted(seqs)
+    for message in inserted:
+        assert await store.get(message.id) == message
+
+
+async def test_datetimes_round_trip_exactly_in_utc(store: Store) -> None:
+    odd = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    message = await insert(store, make_message("m1", accepted_at=odd))
+    sent = await move(
+        store,
+        message,
+        TextStatus.SENDING,
+        when=odd + timedelta(microseconds=1),
+        attempt_id="att-1",
+        send_started_at=odd + timedelta(microseconds=1),
+        next_slots={SENDER: odd + timedelta(seconds=1, microseconds=7)},
+    )
+    entry = DntEntry(number="+14155550999", added_at=odd, added_by="ops", reason="asked")
+    await store.dnt_add(entry)
+
+    assert sent.accepted_at == odd
+    assert sent.expires_at == odd + timedelta(hours=10)
+    assert sent.updated_at == datetime(2027, 1, 1, 0, 0, 0, 0, tzinfo=UTC)
+    assert sent.send_started_at == datetime(2027, 1, 1, tzinfo=UTC)
+    for value in (sent.accepted_at, sent.expires_at, sent.updated_at, sent.send_started_at):
+        assert_utc(value)
+    history = await store.history("m1")
+    assert [e.at for e in history] == [odd, odd, odd + timedelta(microseconds=1)]
+    for event in history:
+        assert_utc(event.at)
+    slot = by_number(await store.numbers())[SENDER].next_slot_at
+    assert slot == odd + timedelta(seconds=1, microseconds=7)
+    assert_utc(slot)
+    listed = await store.dnt_get(entry.number)
+    assert listed == entry
+    assert listed is not None
+    assert_utc(listed.added_at)
+
+
+async def test_by_idempotency_key(store: Store) -> None:
+    keyed = await insert(store, make_message("m1", idempotency_key="order-42"))
+    await insert(store, make_message("m2"))
+
+    assert await store.by_idempotency_key("order-42") == keyed
+    assert await store.by_idempotency_key("order-43") is None
+
+
+async def test_last_accepted_to_counts_only_messages_inserted_as_queued(store: Store) -> None:
+    to = "+14155550123"
+    assert await store.last_accepted_to(to) is None
+    first = await insert(store, make_message("m1", recipient=to, accepted_at=at(0)))
+    await insert(
+        store,
+        make_message(
+            "m2",
+            recipient=to,
+            status=TextStatus.UNSENT,
+            reason=Reason.RATE_LIMITED,
+            duplicate_of="m1",
+            accepted_at=at(0.2),
+        ),
+    )
+    await insert(
+        store,
+        make_message(
+            "m3",
+            recipient=to,
+            status=TextStatus.FAILED,
+            reason=Reason.DO_NOT_TEXT,
+            accepted_at=at(0.4),
+        ),
+    )
+    await insert(store, make_message("m4", recipient="+14155550124", accepted_at=at(0.5)))
+
+    last = await store.last_accepted_to(to)
+    assert last is not None
+    assert last.id == first.id
+
+    # Leaving the queue does not make it less accepted.
+    await move(store, first, TextStatus.SENDING, attempt_id="att-1")
+    last = await store.last_accepted_to(to)
+    assert last is not None
+    assert last.id == "m1"
+
+    newer = await insert(store, make_message("m5", recipient=to, accepted_at=at(2)))
+    last = await store.last_accepted_to(to)
+    assert last is not None
+    assert last.id == newer.id
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
+async def test_head_returns_automation_before_bulk_and_fifo_within_a_lane(store: Store) -> None:
+    lanes = [Lane.BULK, Lane.AUTOMATION, Lane.BULK, Lane.AUTOMATION, Lane.BULK]
+    for i, lane in enumerate(lanes):
+        await insert(store, make_message(f"m{i}", lane=lane, accepted_at=at(i)))
+    await insert(store, make_message("other", sender=OTHER_SENDER))
+
+    assert await drain_heads(store, SENDER) == ["m1", "m3", "m0", "m2", "m4"]
+    assert await store.head(SENDER) is None
+    other = await store.head(OTHER_SENDER)
+    assert other is not None
+    assert other.id == "other"
+    assert await store.head("+14155550300") is None
+
+
+async def test_head_skips_messages_that_are_not_queued(store: Store) -> None:
+    await insert(store, make_message("pending", status=TextStatus.PENDING))
+    await insert(store, make_message("failed", status=TextStatus.FAILED, reason=Reason.DO_NOT_TEXT))
+    await insert(
+        store, make_message("unsent", status=TextStatus.UNSENT, reason=Reason.RATE_LIMITED)
+    )
+    first = await insert(store, make_message("q1", lane=Lane.BULK))
+    await insert(store, make_message("q2", lane=Lane.BULK))
+
+    head = await store.head(SENDER)
+    assert head == first
+    await move(store, first, TextStatus.UNSENT, reason=Reason.CANCELED)
+    head = await store.head(SENDER)
+    assert head is not None
+    assert head.id == "q2"
+
+
+async def test_queued_ahead_counts_queued_messages_in_queue_order(store: Store) -> None:
+    b0 = await insert(store, make_message("b0", lane=Lane.BULK))
+    a0 = await insert(store, make_message("a0", lane=Lane.AUTOMATION))
+    b1 = await insert(store, make_message("b1", lane=Lane.BULK))
+    a1 = await insert(store, make_message("a1", lane=Lane.AUTOMATION))
+    await insert(store, make_message("x0", sender=OTHER_SENDER, lane=Lane.AUTOMATION))
+
+    assert await store.queued_ahead(a0) == 0
+    assert await store.queued_ahead(a1) == 1
+    assert await store.queued_ahead(b0) == 2
+    assert await store.queued_ahead(b1) == 3
+
+    await move(store, a0, TextStatus.SENDING, attempt_id="att-a0")
+    assert await store.queued_ahead(a1) == 0
+    assert await store.queued_ahead(b1) == 2
+
+
+async def test_a_requeued_message_is_counted_once(store: Store) -> None:
+    """Sending -> Queued (provider never got it) puts the message back exactly once."""
+    first = await insert(store, make_message("m1", lane=Lane.BULK))
+    second = await insert(store, make_message("m2", lane=Lane.BULK))
+    sending = await move(store, first, TextStatus.SENDING, attempt_id="att-1")
+    await move(store, sending, TextStatus.QUEUED, reason=Reason.NOT_RECEIVED)
+
+    assert by_number(await store.numbers())[SENDER].depth == 2
+    assert await store.queued_ahead(second) == 1
+    head = await store.head(SENDER)
+    assert head is not None
+    assert head.id == "m1"
+    assert await drain_heads(store, SENDER) == ["m1", "m2"]
+
+
+async def test_numbers_report_depth_next_slot_and_paused(store: Store) -> None:
+    assert await store.numbers() == []
+    for i in range(3):
+        await insert(store, make_message(f"a{i}"))
+    await insert(store, make_message("b0", sender=OTHER_SENDER))
+    await insert(
+        store,
+        make_message("b1", sender=OTHER_SENDER, status=TextStatus.UNSENT, reason="rate_limited"),
+    )
+
+    states = by_number(await store.numbers())
+    assert set(states) == {SENDER, OTHER_SENDER}
+    assert states[SENDER] == NumberState(number=SENDER, next_slot_at=None, paused=False, depth=3)
+    assert states[OTHER_SENDER].depth == 1
+
+    await store.set_paused(SENDER, True)
+    await store.set_next_slot(OTHER_SENDER, at(5))
+    states = by_number(await store.numbers())
+    assert states[SENDER].paused is True
+    assert states[SENDER].depth == 3
+    assert states[OTHER_SENDER].paused is False
+    assert states[OTHER_SENDER].next_slot_at == at(5)
+
+    await store.set_paused(SENDER, False)
+    assert by_number(await store.numbers())[SENDER].paused is False
+
+
+async def test_numbers_list_a_paused_or_slotted_number_without_a_queue(store: Store) -> None:
+    await store.set_paused("+14155550300", True)
+    await store.set_next_slot("+14155550400", at(1))
+
+    states = by_number(await store.numbers())
+    assert states["+14155550300"] == NumberState(
+        number="+14155550300", next_slot_at=None, paused=True, depth=0
+    )
+    assert states["+14155550400"] == NumberState(
+        number="+14155550400", next_slot_at=at(1), paused=False, depth=0
+    )
+
+
+async def test_numbers_omit_a_number_whose_messages_all_left_the_queue(store: Store) -> None:
+    """A number with no queued message, no slot and no pause flag has nothing to report."""
+    message = await insert(store, make_message("m1", sender=OTHER_SENDER))
+    await move(store, message, TextStatus.FAILED, reason=Reason.DO_NOT_TEXT)
+
+    assert await store.numbers() == []
+
+
+async def test_next_expiry_and_expired_consider_only_queued_messages(store: Store) -> None:
+    assert await store.next_expiry() is None
+    assert await store.expired(at(100), limit=10) == []
+    short = await insert(store, make_message("short", validity=timedelta(seconds=2)))
+    await insert(store, make_message("mid", validity=timedelta(seconds=5)))
+    await insert(store, make_message("long", validity=timedelta(seconds=60)))
+    await insert(
+        store,
+        make_message(
+            "gone", validity=timedelta(seconds=1), status=TextStatus.UNSENT, reason="rate_limited"
+        ),
+    )
+
+    assert await store.next_expiry() == at(2)
+    assert await store.expired(at(1.999999), limit=10) == []
+    assert [m.id for m in await store.expired(at(2), limit=10)] == ["short"]
+    assert {m.id for m in await store.expired(at(5), limit=10)} == {"short", "mid"}
+    assert len(await store.expired(at(100), limit=2)) == 2
+
+    await move(store, short, TextStatus.UNSENT, reason=Reason.EXPIRED)
+    assert await store.next_expiry() == at(5)
+    assert [m.id for m in await store.expired(at(5), limit=10)] == ["mid"]
+
+
+# -- transitions -------------------------------------------------------------------------
+
+
+async def test_record_appends_events_and_applies_them(store: Store) -> None:
+    message = await insert(store, make_message("m1"))
+    sending = await move(
+        store,
+        message,
+        TextStatus.SENDING,
+        when=at(1),
+        attempt_id="att-1",
+    )
+    assert sending.status is TextStatus.SENDING
+    assert sending.attempt_id == "att-1"
+    assert sending.updated_at == at(1)
+    assert sending.send_started_at is None
+
+    sent = await move(
+        store,
+        sending,
+        TextStatus.SENT,
+        when=at(1.5),
+        provider_id="SM123",
+        send_started_at=at(1),
+    )
+    assert sent.status is TextStatus.SENT
+    assert sent.provider_id == "SM123"
+    assert sent.attempt_id == "att-1"  # kept: a later step without one does not clear it
+    assert sent.send_started_at == at(1)
+    assert sent.updated_at == at(1.5)
+    assert await store.by_provider_id("SM123") == sent
+    assert await store.by_provider_id("SM999") is None
+
+    step = Transition(
+        event=Event(
+            message_id="m1",
+            at=at(3),
+            status=TextStatus.UNDELIVERED,
+            reason=Reason.CARRIER_UNDELIVERED,
+            provider_code="30005",
+            source=Source.RECEIPT,
+        )
+    )
+    await store.record([step])
+    final = await store.get("m1")
+    assert final is not None
+    assert final.status is TextStatus.UNDELIVERED
+    assert final.reason == Reason.CARRIER_UNDELIVERED
+    assert final.provider_code == "30005"
+    assert final.provider_id == "SM123"
+    assert final.updated_at == at(3)
+
+    history = await store.history("m1")
+    assert [(e.status, e.at) for e in history] == [
+        (TextStatus.PENDING, T0),
+        (TextStatus.QUEUED, T0),
+        (TextStatus.SENDING, at(1)),
+        (TextStatus.SENT, at(1.5)),
+        (TextStatus.UNDELIVERED, at(3)),
+    ]
+    assert history[-1] == step.event
+    assert all(e.applied for e in history)
+    assert await store.history("no-such-message") == []
+
+
+async def test_record_keeps_unapplied_events_without_changing_the_message(store: Store) -> None:
+    message = await insert(store, make_message("m1"))
+    sending = await move(store, message, TextStatus.SENDING, when=at(1), attempt_id="att-1")
+    delivered = await move(store, sending, TextStatus.DELIVERED, when=at(2), provider_id="SM1")
+
+    late, unchanged = transition(
+        delivered, TextStatus.SENT, at=at(3), source=Source.RECEIPT, provider_id="SM-other"
+    )
+    assert late.event.applied is False
+    assert unchanged == delivered
+    await store.record([late])
+
+    assert await store.get("m1") == delivered
+    history = await store.history("m1")
+    assert history[-1] == late.event
+    assert history[-1].applied is False
+    assert history[-1].detail == "stale"
+    assert [e.status for e in history] == [
+        TextStatus.PENDING,
+        TextStatus.QUEUED,
+        TextStatus.SENDING,
+        TextStatus.DELIVERED,
+        TextStatus.SENT,
+    ]
+    assert await store.by_provider_id("SM-other") is None
+
+
+async def test_record_applies_many_transitions_and_next_slots_in_one_call(store: Store) -> None:
+    one = await insert(store, make_message("m1"))
+    two = await insert(store, make_message("m2", sender=OTHER_SENDER))
+    step_one, _ = transition(
+        one, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER, attempt_id="att-1"
+    )
+    step_two, _ = transition(
+        two, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER, attempt_id="att-2"
+    )
+    await store.record([step_one, step_two], next_slots={SENDER: at(2), OTHER_SENDER: at(2.5)})
+
+    states = by_number(await store.numbers())
+    assert states[SENDER].next_slot_at == at(2)
+    assert states[OTHER_SENDER].next_slot_at == at(2.5)
+    assert states[SENDER].depth == 0
+    for mid in ("m1", "m2"):
+        got = await store.get(mid)
+        assert got is not None
+        assert got.status is TextStatus.SENDING
+    assert await store.in_status(TextStatus.SENDING, limit=10) == [
+        await store.get("m1"),
+        await store.get("m2"),
+    ]
+
+    # A later record moves the slot; numbers without one in it keep theirs.
+    await store.record([], next_slots={SENDER: at(7)})
+    states = by_number(await store.numbers())
+    assert states[SENDER].next_slot_at == at(7)
+    assert states[OTHER_SENDER].next_slot_at == at(2.5)
+
+
+# -- reads -------------------------------------------------------------------------------
+
+
+async def test_find_returns_newest_first_with_a_limit(store: Store) -> None:
+    to = "+14155550123"
+    for i in range(4):
+        await insert(store, make_message(f"m{i}", recipient=to, accepted_at=at(i)))
+    await insert(store, make_message("elsewhere", recipient="+14155550124"))
+
+    assert [m.id for m in await store.find(to, limit=10)] == ["m3", "m2", "m1", "m0"]
+    assert [m.id for m in await store.find(to, limit=2)] == ["m3", "m2"]
+    assert await store.find("+14155550125", limit=10) == []
+
+
+async def test_counts_and_in_status(store: Store) -> None:
+    for i in range(3):
+        await insert(store, make_message(f"q{i}"))
+    await insert(store, make_message("u0", status=TextStatus.UNSENT, reason="rate_limited"))
+    failed = [
+        await insert(store, make_message(f"f{i}", status=TextStatus.FAILED, reason="do_not_text"))
+        for i in range(2)
+    ]
+    q0 = await store.get("q0")
+    assert q0 is not None
+    await move(store, q0, TextStatus.SENDING, attempt_id="att-q0")
+
+    assert await store.counts() == {
+        TextStatus.QUEUED: 2,
+        TextStatus.SENDING: 1,
+        TextStatus.UNSENT: 1,
+        TextStatus.FAILED: 2,
+    }
+    assert [m.id for m in await store.in_status(TextStatus.QUEUED, limit=10)] == ["q1", "q2"]
+    assert [m.id for m in await store.in_status(TextStatus.QUEUED, limit=1)] == ["q1"]
+    assert await store.in_status(TextStatus.FAILED, limit=10) == failed
+    assert await store.in_status(TextStatus.DELIVERED, limit=10) == []
+
+
+async def test_counts_of_an_empty_store(store: Store) -> None:
+    assert await store.counts() == {}
+    assert await store.in_status(TextStatus.QUEUED, limit=10) == []
+    assert await store.dnt_list(limit=10) == []
+
+
+# -- Do Not Text ---------------------------------------------------------------------------
+
+
+async def test_do_not_text_add_get_remove_and_list(store: Store) -> None:
+    first = DntEntry(number="+14155550123", added_at=at(1), added_by="alice", reason="STOP")
+    again = DntEntry(number="+14155550123", added_at=at(9), added_by="bob", reason=None)
+    other = DntEntry(number="+14155550124", added_at=at(0), added_by="carol")
+
+    assert await store.dnt_get(first.number) is None
+    assert await store.dnt_add(first) == first
+    assert await store.dnt_add(again) == first  # the first entry is kept as it is
+    assert await store.dnt_get(first.number) == first
+    assert await store.dnt_add(other) == other
+
+    assert await store.dnt_list(limit=10) == [other, first]
+    assert await store.dnt_list(limit=1) == [other]
+
+    assert await store.dnt_remove(first.number) is True
+    assert await store.dnt_remove(first.number) is False
+    assert await store.dnt_remove("+14155550999") is False
+    assert await store.dnt_get(first.number) is None
+    assert await store.dnt_list(limit=10) == [other]
+
+    # After removal the number can be listed anew, with the new provenance.
+    assert await store.dnt_add(again) == again
+    assert await store.dnt_get(again.number) == again
+
+
+async def test_do_not_text_concurrent_adds_keep_one_and_removes_report_it_once(
+    store: Store,
+) -> None:
+    first = DntEntry(number="+14155550123", added_at=at(1), added_by="alice")
+    second = DntEntry(number="+14155550123", added_at=at(2), added_by="bob")
+
+    added = await asyncio.gather(store.dnt_add(first), store.dnt_add(second))
+    assert list(added) == [first, first]
+    assert await store.dnt_list(limit=10) == [first]
+
+    removed = await asyncio.gather(*(store.dnt_remove(first.number) for _ in range(3)))
+    assert sorted(removed) == [False, False, True]  # it existed once, so once it was removed
+    assert await store.dnt_get(first.number) is None
+
+
+# -- SQLite only: durability -------------------------------------------------------------
+
+
+async def test_sqlite_data_survives_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    entry = DntEntry(number="+14155550999", added_at=at(0.25), added_by="ops", reason="STOP")
+    async with open_store(url) as store:
+        sent = await insert(store, make_message("sent", lane=Lane.BULK))
+        await insert(store, make_message("bulk", lane=Lane.BULK))
+        await insert(store, make_message("auto", lane=Lane.AUTOMATION))
+        await insert(store, make_message("other", sender=OTHER_SENDER, idempotency_key="k-1"))
+        await move(
+            store,
+            sent,
+            TextStatus.SENDING,
+            when=at(1),
+            attempt_id="att-sent",
+            next_slots={SENDER: at(2)},
+        )
+        await store.set_paused(OTHER_SENDER, True)
+        await store.dnt_add(entry)
+        before = {mid: await store.get(mid) for mid in ("sent", "bulk", "auto", "other")}
+        history = await store.history("sent")
+
+    async with open_store(url) as store:
+        for mid, message in before.items():
+            assert await store.get(mid) == message
+        assert await store.history("sent") == history
+        assert await drain_heads(store, SENDER) == ["auto", "bulk"]
+        states = by_number(await store.numbers())
+        assert states[SENDER].next_slot_at == at(2)
+        assert states[OTHER_SENDER] == NumberState(
+            number=OTHER_SENDER, next_slot_at=None, paused=True, depth=1
+        )
+        assert await store.dnt_get(entry.number) == entry
+        assert await store.by_idempotency_key("k-1") == before["other"]
+
+        # Queue order continues after a reopen: a new message goes behind the old ones.
+        newest = await insert(store, make_message("newest", sender=OTHER_SENDER))
+        assert max(m.seq for m in before.values() if m is not None) < newest.seq
+        assert await drain_heads(store, OTHER_SENDER) == ["other", "newest"]
+
+
+async def test_sqlite_group_commit_makes_every_concurrent_record_durable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    count = 500
+    senders = [f"+1415555{1000 + i % 7:04d}" for i in range(count)]
+    async with open_store(url) as store:
+        inserted = await asyncio.gather(
+            *(
+                insert(store, make_message(f"m{i:03d}", sender=senders[i], accepted_at=at(i)))
+                for i in range(count)
+            )
+        )
+
+        steps = [
+            transition(
+                m, TextStatus.SENDING, at=at(1000), source=Source.SCHEDULER, attempt_id=f"a{i}"
+            )[0]
+            for i, m in enumerate(inserted)
+        ]
+        await asyncio.gather(
+            *(
+                store.record([step], next_slots={senders[i]: at(1000 + i)})
+                for i, step in enumerate(steps)
+            )
+        )
+
+        # Durable before the awaited calls returned: a second connection sees them all.
+        async with open_store(url) as reader:
+            assert (await reader.counts()) == {TextStatus.SENDING: count}
+
+    async with open_store(url) as store:
+        assert await store.counts() == {TextStatus.SENDING: count}
+        sending = await store.in_status(TextStatus.SENDING, limit=count + 1)
+        assert [m.id for m in sending] == [f"m{i:03d}" for i in range(count)]
+        assert all(m.attempt_id == f"a{i}" for i, m in enumerate(sending))
+        for i in (0, 250, count - 1):
+            history = await store.history(f"m{i:03d}")
+            assert [e.status for e in history] == [
+                TextStatus.PENDING,
+                TextStatus.QUEUED,
+                TextStatus.SENDING,
+            ]
+        # Each sender's slot is the one of the last record that named it.
+        slots = {s.number: s.next_slot_at for s in await store.numbers()}
+        expected = {senders[i]: at(1000 + i) for i in range(count)}
+        assert slots == expected
