@@ -187,6 +187,7 @@ class Transition:
     """An event to append, and what it changes on the message if it applies."""
 
     event: Event
+    from_status: TextStatus | None = None  # the status it left, when it applies
     provider_id: str | None = None
     attempt_id: str | None = None
     send_started_at: datetime | None = None
@@ -225,6 +226,7 @@ def transition(
     )
     step = Transition(
         event=event,
+        from_status=message.status if applied else None,
         provider_id=provider_id if applied else None,
         attempt_id=attempt_id if applied else None,
         send_started_at=send_started_at if applied else None,

@@ -11,10 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
@@ -22,27 +21,26 @@ from typing import Self
 from dispatcher.channels import Channel, Receipt, SendRequest, open_channel
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
-from dispatcher.errors import Conflict, InvalidInput, NotFound, ProviderError
+from dispatcher.errors import Conflict, NotFound, ProviderError
+from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.model import (
+    TERMINAL,
     WAITING,
     DntEntry,
     Event,
-    Lane,
     Message,
     QueueContext,
     Reason,
     Source,
     TextStatus,
     Transition,
-    check_body,
     explain,
-    fingerprint,
     is_expired,
-    is_same_second_duplicate,
     slot_seconds,
     transition,
 )
 from dispatcher.numbers import e164
+from dispatcher.queues import BUFFER, Queues
 from dispatcher.scheduler import Book, Pacer
 from dispatcher.store import Store, open_store
 
@@ -52,24 +50,9 @@ _STRIPES = 256
 _RECEIPT_BATCH = 500
 _EXPIRY_BATCH = 500
 _PARKED_MAX = 10_000
+_AWAITING_MAX = 200_000
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TextRequest:
-    """A text to send, as a front received it (validated by :meth:`Dispatcher.submit`)."""
-
-    sender: str
-    recipient: str
-    body: str
-    lane: Lane = Lane.AUTOMATION
-    idempotency_key: str | None = None
-    validity: timedelta | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Submission:
-    message: Message
-    created: bool  # False when an idempotency key returned an earlier message
+__all__ = ["Dispatcher", "MessageView", "NumberView", "StatusView", "Submission", "TextRequest"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -114,8 +97,11 @@ class Dispatcher:
         self.clock: Clock = clock or SystemClock()
         self._pacer = Pacer(self.clock, self._dispatch, workers=config.pacing.max_in_flight)
         self._sender_locks = [asyncio.Lock() for _ in range(_STRIPES)]
-        self._submit_locks = [asyncio.Lock() for _ in range(_STRIPES)]
-        self._paused: set[str] = set()
+        self._intake = Intake(store, self.clock, config.pacing)
+        self._queues = Queues()
+        self._dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
+        self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
+        self.sent_count = 0  # sends started by this process
         self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -185,82 +171,45 @@ class Dispatcher:
     # -- submission ------------------------------------------------------------------
     async def submit(self, request: TextRequest) -> Submission:
         """Accept a text: validate, apply the Do Not Text and same-second rules, queue."""
-        sender = e164(request.sender, field="from")
-        recipient = e164(request.recipient, field="to")
-        segments = check_body(request.body).segments
-        key = request.idempotency_key
-        if key is not None and not (0 < len(key) <= 255):
-            raise InvalidInput("idempotency_key: must be 1 to 255 characters", field="key")
+        [submission] = await self.submit_many([request])
+        return submission
+
+    async def submit_many(self, requests: Sequence[TextRequest]) -> list[Submission]:
+        """Accept many texts in one write. All are validated first: if one is invalid,
+        none is stored and the error names its index."""
         if self._closing:
             raise Conflict("the service is shutting down; submit again once it is back")
-        print_ = fingerprint(sender, recipient, request.body, request.lane.name)
-        async with self._locks_for(self._submit_locks, recipient, key):
-            if key is not None and (earlier := await self.store.by_idempotency_key(key)):
-                if earlier.fingerprint != print_:
-                    raise Conflict(
-                        f"idempotency key {key!r} was already used for message {earlier.id} "
-                        "with different content"
-                    )
-                return Submission(message=earlier, created=False)
-            now = self.clock.now().wall
-            validity = request.validity or self.config.pacing.validity
-            message = Message(
-                id=_new_id("msg"),
-                sender=sender,
-                recipient=recipient,
-                body=request.body,
-                segments=segments,
-                lane=request.lane,
-                status=TextStatus.PENDING,
-                accepted_at=now,
-                expires_at=now + validity,
-                updated_at=now,
-                idempotency_key=key,
-                fingerprint=print_,
-            )
-            message, events = await self._admit(message, now)
-            stored = await self.store.insert_message(message, events)
-        if stored.status is TextStatus.QUEUED:
-            self._pacer.wake(sender)
-            if self._next_expiry is None or stored.expires_at < self._next_expiry:
-                self._next_expiry = stored.expires_at
-                self._expiry_wake.set()
-        log.info(
-            "dispatch.accepted",
-            extra={"message_id": stored.id, "sender": sender, "status": stored.status.value},
-        )
-        return Submission(message=stored, created=True)
+        submissions = await self._intake.submit(requests)
+        for submission in submissions:
+            if submission.created:
+                self._accepted(submission.message)
+        return submissions
 
-    async def _admit(self, message: Message, now: datetime) -> tuple[Message, list[Event]]:
-        """The first steps of a new message: Pending, then Queued, Failed or Unsent."""
-        pending = Event(
-            message_id=message.id, at=now, status=TextStatus.PENDING,
-            reason=Reason.ACCEPTED, source=Source.API,
-        )  # fmt: skip
-        dnt = await self.store.dnt_get(message.recipient)
-        if dnt is not None:
-            step, after = transition(
-                message, TextStatus.FAILED, at=now, source=Source.API, reason=Reason.DO_NOT_TEXT,
-                detail=f"on the Do Not Text list since {dnt.added_at.isoformat()}",
-            )  # fmt: skip
-            return after, [pending, step.event]
-        last = await self.store.last_accepted_to(message.recipient)
-        window = self.config.pacing.duplicate_window
-        if last is not None and is_same_second_duplicate(last.accepted_at, now, window):
-            step, after = transition(
-                message, TextStatus.UNSENT, at=now, source=Source.API,
-                reason=Reason.RATE_LIMITED, detail=f"duplicate of {last.id}",
-            )  # fmt: skip
-            log.info("dispatch.rate_limited", extra={"message_id": message.id, "of": last.id})
-            return replace(after, duplicate_of=last.id), [pending, step.event]
-        step, after = transition(message, TextStatus.QUEUED, at=now, source=Source.API)
-        return after, [pending, step.event]
+    def _accepted(self, message: Message) -> None:
+        self._queues.counted(None, message.status)
+        if message.status is not TextStatus.QUEUED:
+            log.info("dispatch.%s", message.reason, extra={"message_id": message.id})
+            return
+        self._queues.added(message)
+        self._pacer.wake(message.sender)
+        if self._next_expiry is None or message.expires_at < self._next_expiry:
+            self._next_expiry = message.expires_at
+            self._expiry_wake.set()
+
+    async def _record(
+        self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+    ) -> None:
+        """Persist transitions (one atomic write) and keep the counts in step."""
+        await self.store.record(steps, next_slots)
+        for step in steps:
+            if step.event.applied:
+                self._queues.counted(step.from_status, step.event.status)
 
     # -- sending ---------------------------------------------------------------------
     async def _dispatch(self, sender: str, book: Book) -> None:
         """Send the head of ``sender``'s queue (its slot is due)."""
         async with self._lock_for(sender):
-            if sender in self._paused or self._closing:
+            if self._queues[sender].paused or self._closing:
                 return
             claimed = await self._claim(sender)
             if claimed is None:
@@ -270,6 +219,7 @@ class Dispatcher:
             start = self.clock.now()
             hold = self._hold(claimed)
             book(start.mono + hold)
+            self.sent_count += 1
             self._in_flight[sender] += 1
             self._idle.clear()
         try:
@@ -281,36 +231,47 @@ class Dispatcher:
             if not self._in_flight:
                 self._idle.set()
 
-    async def _claim(self, sender: str) -> Message | None:
-        """Take the head of the queue into Sending, skipping expired and listed ones."""
-        while (head := await self.store.head(sender)) is not None:
-            now = self.clock.now().wall
-            if is_expired(head, now):
-                step, _ = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
-                                     reason=Reason.EXPIRED)  # fmt: skip
-                await self.store.record([step])
-                continue
-            dnt = await self.store.dnt_get(head.recipient)
-            if dnt is not None:
-                step, _ = transition(
-                    head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
-                    reason=Reason.DO_NOT_TEXT, detail=f"listed by {dnt.added_by} before sending",
-                )  # fmt: skip
-                await self.store.record([step])
-                continue
-            # The intent to send is durable before the provider hears of it.
-            step, sending = transition(
-                head, TextStatus.SENDING, at=now, source=Source.SCHEDULER,
-                attempt_id=_new_id("att"),
-            )  # fmt: skip
-            await self.store.record([step])
-            return sending
-        return None
-
     def _hold(self, message: Message) -> float:
         """Seconds a send of ``message`` holds its number: its segments' slots + guard."""
         rate = self.config.pacing.rate_of(message.sender)
         return slot_seconds(message.segments, rate) + self.config.pacing.guard.total_seconds()
+
+    async def _claim(self, sender: str) -> Message | None:
+        """Take the head of the queue into Sending, ending expired and listed ones."""
+        queues = self._queues
+        while True:
+            if queues.needs_read(sender):
+                heads = (await self.store.heads([sender], BUFFER))[sender]
+                listed = await self.store.dnt_many({m.recipient for m in heads})
+                queues.refilled(sender, heads, listed)
+            queue = queues[sender]
+            if not queue.buffer:
+                return None
+            head = queue.buffer[0]
+            now = self.clock.now().wall
+            if is_expired(head, now):
+                step, _ = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                                     reason=Reason.EXPIRED)  # fmt: skip
+            elif self._dnt_changes.get(head.recipient, head.recipient in queue.listed):
+                step, _ = transition(
+                    head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
+                    reason=Reason.DO_NOT_TEXT, detail="listed before sending",
+                )  # fmt: skip
+            else:
+                # The intent to send is durable before the provider hears of it.
+                step, sending = transition(
+                    head, TextStatus.SENDING, at=now, source=Source.SCHEDULER,
+                    attempt_id=new_id("att"),
+                )  # fmt: skip
+                queues.left(head)
+                try:
+                    await self._record([step])
+                except BaseException:
+                    queues.added(head)
+                    raise
+                return sending
+            queues.left(head)
+            await self._record([step])
 
     async def _send(self, message: Message, start: Instant, hold: float) -> None:
         """The provider call and what follows it. ``start`` was read just before."""
@@ -323,17 +284,15 @@ class Dispatcher:
             return
         except Exception:
             log.exception("dispatch.outcome_unknown", extra={"message_id": message.id})
-            await self._reconcile(message)
+            await self._reconcile(message, running=True)
             return
-        step, _ = transition(
+        step, sent = transition(
             message, TextStatus.SENT, at=self.clock.now().wall, source=Source.PROVIDER,
             provider_id=accepted.provider_id, send_started_at=start.wall,
         )  # fmt: skip
-        await self.store.record([step], next_slots=slot)
-        log.info(
-            "dispatch.sent",
-            extra={"message_id": message.id, "sender": message.sender, "at": start.wall},
-        )
+        await self._record([step], next_slots=slot)
+        self._await_receipt(sent)
+        log.debug("dispatch.sent", extra={"message_id": message.id, "sender": message.sender})
         for receipt in self._unpark(accepted.provider_id):
             self._receipts.put_nowait(receipt)
 
@@ -342,10 +301,12 @@ class Dispatcher:
     ) -> None:
         now = self.clock.now().wall
         if exc.retryable:
-            step, _ = transition(message, TextStatus.QUEUED, at=now, source=Source.PROVIDER,
-                                 reason=Reason.RETRY, provider_code=exc.provider_code,
-                                 detail=str(exc))  # fmt: skip
-            await self.store.record([step], next_slots=slot)
+            step, queued = transition(
+                message, TextStatus.QUEUED, at=now, source=Source.PROVIDER, reason=Reason.RETRY,
+                provider_code=exc.provider_code, detail=str(exc),
+            )  # fmt: skip
+            await self._record([step], next_slots=slot)
+            self._queues.added(queued)
             self._pacer.wake(message.sender)
             return
         step, _ = transition(
@@ -353,49 +314,56 @@ class Dispatcher:
             reason=exc.permanent_reason or Reason.PROVIDER_REJECTED,
             provider_code=exc.provider_code, detail=str(exc),
         )  # fmt: skip
-        await self.store.record([step], next_slots=slot)
+        await self._record([step], next_slots=slot)
         log.info("dispatch.failed", extra={"message_id": message.id, "code": exc.provider_code})
 
-    async def _reconcile(self, message: Message) -> None:
+    async def _reconcile(self, message: Message, *, running: bool) -> None:
         """Settle a message left in Sending: ask the provider, never resend blindly."""
         request = _request(message, self.config.pacing.validity)
         found = await self.channel.lookup(request)
         now = self.clock.now().wall
         if found is not None:
             started = found.received_at or now
-            step, _ = transition(
+            step, sent = transition(
                 message, TextStatus.SENT, at=now, source=Source.RECONCILE,
                 provider_id=found.provider_id, send_started_at=started,
                 detail=f"the provider has attempt {message.attempt_id}",
             )  # fmt: skip
             slot = started + timedelta(seconds=self._hold(message))
-            await self.store.record([step], next_slots={message.sender: slot})
+            await self._record([step], next_slots={message.sender: slot})
+            self._await_receipt(sent)
             if (receipt := await self.channel.poll(found.provider_id)) is not None:
                 self._receipts.put_nowait(receipt)
         else:
-            step, _ = transition(
+            step, queued = transition(
                 message, TextStatus.QUEUED, at=now, source=Source.RECONCILE,
                 reason=Reason.NOT_RECEIVED,
                 detail=f"the provider never received attempt {message.attempt_id}",
             )  # fmt: skip
-            await self.store.record([step])
+            await self._record([step])
+            if running:
+                self._queues.added(queued)
+                self._pacer.wake(message.sender)
         log.info(
             "dispatch.reconciled",
             extra={"message_id": message.id, "received": found is not None},
         )
 
     async def _recover(self) -> None:
-        """Before pacing starts: restore each number's slot, settle in-doubt sends."""
-        now = self.clock.now()
+        """Before pacing starts: settle in-doubt sends, then restore each number's
+        queue, pause flag and next slot, and the counts."""
         in_doubt = await self.store.in_status(TextStatus.SENDING, limit=1_000_000)
         for message in in_doubt:
-            await self._reconcile(message)
+            await self._reconcile(message, running=False)
         doubtful: dict[str, float] = {}
         for m in in_doubt:
             doubtful[m.sender] = max(doubtful.get(m.sender, 0.0), self._hold(m))
+        self._queues.counts.clear()
+        self._queues.counts.update(await self.store.counts())
+        now = self.clock.now()
         for state in await self.store.numbers():
-            if state.paused:
-                self._paused.add(state.number)
+            queue = self._queues[state.number]
+            queue.paused, queue.depth = state.paused, state.depth
             if state.next_slot_at is not None:
                 ahead = (state.next_slot_at - now.wall).total_seconds()
                 self._pacer.restore(state.number, now.mono + ahead)
@@ -404,11 +372,22 @@ class Dispatcher:
                 self._pacer.restore(state.number, now.mono + doubtful[state.number])
             if state.depth:
                 self._pacer.wake(state.number)
+        await self._intake.load()
         for message in await self.store.in_status(TextStatus.SENT, limit=1_000_000):
-            if message.provider_id and (receipt := await self.channel.poll(message.provider_id)):
+            if message.provider_id is None:
+                continue
+            self._await_receipt(message)
+            if receipt := await self.channel.poll(message.provider_id):
                 self._receipts.put_nowait(receipt)
 
     # -- receipts --------------------------------------------------------------------
+    def _await_receipt(self, message: Message) -> None:
+        if message.provider_id is None:
+            return
+        if len(self._awaiting) >= _AWAITING_MAX:  # the oldest falls back to a store read
+            del self._awaiting[next(iter(self._awaiting))]
+        self._awaiting[message.provider_id] = message
+
     async def _receipt_loop(self) -> None:
         while True:
             first = await self._receipts.get()
@@ -424,22 +403,24 @@ class Dispatcher:
             await self._apply_receipts(batch)
 
     async def _apply_receipts(self, receipts: Sequence[Receipt]) -> None:
-        current: dict[str, Message] = {}
         steps: list[Transition] = []
         for receipt in receipts:
-            message = current.get(receipt.provider_id) or await self.store.by_provider_id(
-                receipt.provider_id
-            )
+            pid = receipt.provider_id
+            message = self._awaiting.get(pid) or await self.store.by_provider_id(pid)
             if message is None:
                 self._park(receipt)
                 continue
-            step, current[receipt.provider_id] = transition(
+            step, after = transition(
                 message, receipt.status, at=receipt.at, source=Source.RECEIPT,
                 reason=receipt.reason, provider_code=receipt.provider_code,
             )  # fmt: skip
             steps.append(step)
+            if after.status in TERMINAL:
+                self._awaiting.pop(pid, None)
+            else:
+                self._awaiting[pid] = after
         if steps:
-            await self.store.record(steps)
+            await self._record(steps)
 
     def _park(self, receipt: Receipt) -> None:
         """Hold a receipt that arrived before its send was recorded as Sent."""
@@ -457,6 +438,7 @@ class Dispatcher:
     async def _expiry_loop(self) -> None:
         while not self._closing:
             self._next_expiry = await self.store.next_expiry()
+            timer = None
             if self._next_expiry is not None:
                 now = self.clock.now()
                 if self._next_expiry <= now.wall:
@@ -464,8 +446,6 @@ class Dispatcher:
                     continue
                 wait = (self._next_expiry - now.wall).total_seconds()
                 timer = self.clock.call_at(now.mono + wait, self._expiry_wake.set)
-            else:
-                timer = None
             await self._expiry_wake.wait()
             self._expiry_wake.clear()
             if timer is not None:
@@ -479,7 +459,8 @@ class Dispatcher:
                     continue
                 step, _ = transition(fresh, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
                                      reason=Reason.EXPIRED)  # fmt: skip
-                await self.store.record([step])
+                self._queues.left(fresh)
+                await self._record([step])
                 log.info("dispatch.expired", extra={"message_id": message.id})
 
     # -- operator verbs --------------------------------------------------------------
@@ -491,7 +472,7 @@ class Dispatcher:
             queue = QueueContext(
                 ahead=await self.store.queued_ahead(message),
                 next_slot_at=self._next_slot_at(message.sender, self.clock.now()),
-                paused=message.sender in self._paused,
+                paused=self._queues[message.sender].paused,
                 rate=self.config.pacing.rate_of(message.sender),
             )
         dnt = await self.store.dnt_get(message.recipient)
@@ -503,20 +484,16 @@ class Dispatcher:
         return await self.store.find(e164(recipient, field="to"), limit)
 
     async def status(self) -> StatusView:
+        """Answered from memory: counts by status and every number's queue."""
         now = self.clock.now()
         numbers = [
-            NumberView(
-                number=state.number,
-                depth=state.depth,
-                next_slot_at=self._next_slot_at(state.number, now) or state.next_slot_at,
-                in_flight=self._in_flight.get(state.number, 0),
-                paused=state.paused,
-                rate=self.config.pacing.rate_of(state.number),
-            )
-            for state in await self.store.numbers()
-        ]
+            self._number_view(number, now)
+            for number, queue in self._queues
+            if queue.depth or queue.paused or number in self._in_flight
+            or self._pacer.next_slot(number) is not None
+        ]  # fmt: skip
         return StatusView(
-            counts=await self.store.counts(),
+            counts=dict(self._queues.counts),
             numbers=numbers,
             in_flight=sum(self._in_flight.values()),
             at=now.wall,
@@ -537,35 +514,41 @@ class Dispatcher:
                 message, TextStatus.UNSENT, at=self.clock.now().wall, source=Source.OPERATOR,
                 reason=Reason.CANCELED,
             )  # fmt: skip
-            await self.store.record([step])
+            self._queues.left(message)
+            await self._record([step])
         log.info("dispatch.canceled", extra={"message_id": message_id})
         return after
 
     async def pause(self, number: str) -> NumberView:
-        number = e164(number)
-        async with self._lock_for(number):
-            await self.store.set_paused(number, True)
-            self._paused.add(number)
-        return await self._number(number)
+        return await self._set_paused(e164(number), paused=True)
 
     async def resume(self, number: str) -> NumberView:
-        number = e164(number)
+        view = await self._set_paused(e164(number), paused=False)
+        self._pacer.wake(view.number)
+        return view
+
+    async def _set_paused(self, number: str, *, paused: bool) -> NumberView:
         async with self._lock_for(number):
-            await self.store.set_paused(number, False)
-            self._paused.discard(number)
-        self._pacer.wake(number)
-        return await self._number(number)
+            await self.store.set_paused(number, paused)
+            self._queues[number].paused = paused
+        log.info("number.paused" if paused else "number.resumed", extra={"sender": number})
+        return self._number_view(number, self.clock.now())
 
     async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
         entry = DntEntry(
             number=e164(number), added_at=self.clock.now().wall, added_by=added_by, reason=reason
         )
+        self._dnt_changes[entry.number] = True  # before the write: a send about to start sees it
         stored = await self.store.dnt_add(entry)
         log.info("dnt.added", extra={"number": entry.number, "by": added_by})
         return stored
 
     async def dnt_remove(self, number: str) -> bool:
-        return await self.store.dnt_remove(e164(number))
+        number = e164(number)
+        removed = await self.store.dnt_remove(number)
+        self._dnt_changes[number] = False
+        log.info("dnt.removed", extra={"number": number, "removed": removed})
+        return removed
 
     async def dnt_check(self, number: str) -> DntEntry | None:
         return await self.store.dnt_get(e164(number))
@@ -580,14 +563,16 @@ class Dispatcher:
             raise NotFound(f"no message with id {message_id!r}")
         return message
 
-    async def _number(self, number: str) -> NumberView:
-        view = await self.status()
-        for item in view.numbers:
-            if item.number == number:
-                return item
-        return NumberView(number=number, depth=0, next_slot_at=None, in_flight=0,
-                          paused=number in self._paused,
-                          rate=self.config.pacing.rate_of(number))  # fmt: skip
+    def _number_view(self, number: str, now: Instant) -> NumberView:
+        queue = self._queues.get(number)
+        return NumberView(
+            number=number,
+            depth=queue.depth if queue else 0,
+            next_slot_at=self._next_slot_at(number, now),
+            in_flight=self._in_flight.get(number, 0),
+            paused=queue.paused if queue else False,
+            rate=self.config.pacing.rate_of(number),
+        )
 
     def _next_slot_at(self, number: str, now: Instant) -> datetime | None:
         slot = self._pacer.next_slot(number)
@@ -597,14 +582,6 @@ class Dispatcher:
 
     def _lock_for(self, sender: str) -> asyncio.Lock:
         return self._sender_locks[hash(sender) % _STRIPES]
-
-    @contextlib.asynccontextmanager
-    async def _locks_for(self, locks: list[asyncio.Lock], *keys: str | None) -> AsyncIterator[None]:
-        indexes = sorted({hash(k) % _STRIPES for k in keys if k is not None})
-        async with contextlib.AsyncExitStack() as stack:
-            for i in indexes:
-                await stack.enter_async_context(locks[i])
-            yield
 
 
 def _request(message: Message, validity: timedelta) -> SendRequest:
@@ -617,7 +594,3 @@ def _request(message: Message, validity: timedelta) -> SendRequest:
         segments=message.segments,
         validity=min(validity, message.expires_at - message.accepted_at),
     )
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"

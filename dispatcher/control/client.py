@@ -6,16 +6,20 @@ import asyncio
 import contextlib
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 from dispatcher.errors import (
+    ConfigError,
     Conflict,
     DispatcherError,
     InvalidInput,
     NotFound,
     ServiceUnavailable,
 )
+
+MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 _ERRORS: dict[str, type[DispatcherError]] = {
     "not_found": NotFound,
@@ -43,11 +47,16 @@ class ControlClient:
         self._ids = itertools.count(1)
 
     async def __aenter__(self) -> ControlClient:
+        if len(os.fsencode(self._path)) > MAX_SOCKET_PATH:
+            raise ConfigError(
+                f"the control socket path {self._path} is over {MAX_SOCKET_PATH} bytes, "
+                "the limit of Unix sockets; use a shorter --home"
+            )
         try:
             self._reader, self._writer = await asyncio.wait_for(
                 asyncio.open_unix_connection(self._path, limit=2**24), self._timeout
             )
-        except (FileNotFoundError, ConnectionRefusedError, TimeoutError) as exc:
+        except (OSError, TimeoutError) as exc:
             raise ServiceUnavailable(
                 f"the dispatcher service is not running (no answer on {self._path}); "
                 "start it with: dispatcher serve"

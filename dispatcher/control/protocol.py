@@ -190,10 +190,21 @@ class IdArgs:
     id: str
 
 
+MAX_LIMIT = 10_000
+
+
+def _check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidInput(f"argument 'limit' must be from 1 to {MAX_LIMIT}", field="limit")
+
+
 @dataclass(frozen=True, slots=True)
 class FindArgs:
     to: str
     limit: int = 50
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +222,9 @@ class DntAddArgs:
 @dataclass(frozen=True, slots=True)
 class LimitArgs:
     limit: int = 1000
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
 
 
 @command("ping", NoArgs, "check that the service answers")
@@ -287,18 +301,23 @@ async def _dnt_list(d: Dispatcher, a: LimitArgs) -> JSON:
     return {"entries": [dnt_json(e) for e in await d.dnt_list(a.limit)]}
 
 
-def decode_request(line: bytes) -> tuple[object, str, object]:
-    """``(id, cmd, args)`` from one request line, or a clear InvalidInput."""
+def decode_request(line: bytes) -> dict[str, Any]:
+    """One request line as a JSON object, or a clear InvalidInput."""
     try:
         request = json.loads(line)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"the request is not valid JSON: {exc}") from exc
     if not isinstance(request, dict):
         raise InvalidInput('the request must be a JSON object like {"cmd": "ping"}')
+    return request
+
+
+def request_fields(request: dict[str, Any]) -> tuple[str, object]:
+    """``(cmd, args)`` of a decoded request (``from`` becomes the field ``from_``)."""
     cmd = request.get("cmd")
     if not isinstance(cmd, str):
         raise InvalidInput('the request has no "cmd" string', field="cmd")
     args = request.get("args")
     if isinstance(args, dict) and "from" in args:
         args = {("from_" if k == "from" else k): v for k, v in args.items()}
-    return request.get("id"), cmd, args
+    return cmd, args

@@ -13,17 +13,24 @@ import json
 import logging
 import os
 import socket
+import stat
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
-from dispatcher.control.protocol import JSON, REGISTRY, Command, decode_request, parse_args
+from dispatcher.control.client import MAX_SOCKET_PATH
+from dispatcher.control.protocol import (
+    JSON,
+    REGISTRY,
+    Command,
+    decode_request,
+    parse_args,
+    request_fields,
+)
 from dispatcher.errors import ConfigError, DispatcherError, InvalidInput
 from dispatcher.service import Dispatcher
 
 log = logging.getLogger(__name__)
-
-_MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 
 
 class ControlServer:
@@ -34,12 +41,12 @@ class ControlServer:
         self._path = path
         self._max_line = max_line
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
+        self._connections: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}
 
     async def __aenter__(self) -> Self:
-        if len(os.fsencode(self._path)) > _MAX_SOCKET_PATH:
+        if len(os.fsencode(self._path)) > MAX_SOCKET_PATH:
             raise ConfigError(
-                f"the control socket path {self._path} is over {_MAX_SOCKET_PATH} bytes, "
+                f"the control socket path {self._path} is over {MAX_SOCKET_PATH} bytes, "
                 "the limit of Unix sockets; use a shorter --home"
             )
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,17 +70,22 @@ class ControlServer:
     ) -> None:
         if self._server is not None:
             self._server.close()
-            for task in list(self._connections):
-                task.cancel()
+            # Closing each connection ends its handler at its next read: no cancellation,
+            # so a request being answered finishes first.
+            for writer in list(self._connections):
+                writer.close()
+            handlers = {t for t in self._connections.values() if t is not None}
+            if handlers:
+                _, stuck = await asyncio.wait(handlers, timeout=5.0)
+                for task in stuck:
+                    task.cancel()
             await self._server.wait_closed()
             self._server = None
         with contextlib.suppress(FileNotFoundError):
             self._path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._connections.add(task)
+        self._connections[writer] = asyncio.current_task()
         try:
             while (line := await self._read_line(reader, writer)) is not None:
                 if not line.strip():
@@ -84,8 +96,7 @@ class ControlServer:
         except (ConnectionError, asyncio.IncompleteReadError):
             pass  # the client went away
         finally:
-            if task is not None:
-                self._connections.discard(task)
+            self._connections.pop(writer, None)
             writer.close()
             with contextlib.suppress(ConnectionError, asyncio.CancelledError):
                 await writer.wait_closed()
@@ -122,7 +133,9 @@ class ControlServer:
         """Answer one request line (never raises for bad input)."""
         request_id: object = None
         try:
-            request_id, name, raw_args = decode_request(line)
+            request = decode_request(line)
+            request_id = request.get("id")
+            name, raw_args = request_fields(request)
             command = _lookup(name)
             args = parse_args(command.args, raw_args)
             result = await command.handler(self._dispatcher, args)
@@ -154,9 +167,16 @@ def _error(request_id: object, exc: DispatcherError) -> JSON:
 
 
 def _clear_stale_socket(path: Path) -> None:
-    """Remove a socket left by a dead service; refuse if a live one answers."""
-    if not path.exists():
+    """Remove a socket left by a dead service; refuse if a live one answers, and never
+    touch a file that is not a socket."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
         return
+    if not stat.S_ISSOCK(mode):
+        raise ConfigError(
+            f"{path} exists and is not a socket; control.socket must name a free path"
+        )
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         probe.connect(str(path))

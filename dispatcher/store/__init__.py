@@ -12,7 +12,7 @@ started" atomic its own way.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -49,6 +49,16 @@ class Store(Protocol):
         """Store a new message with its first events; returns it with its queue ``seq``."""
         ...
 
+    async def insert_messages(
+        self, items: Sequence[tuple[Message, Sequence[Event]]]
+    ) -> list[Message]:
+        """Store many new messages at once (one write); returns them with their ``seq``."""
+        ...
+
+    async def accepted_since(self, since: datetime) -> list[Message]:
+        """Messages accepted for sending at or after ``since`` (for the same-second rule)."""
+        ...
+
     async def by_idempotency_key(self, key: str) -> Message | None: ...
 
     async def last_accepted_to(self, recipient: str) -> Message | None:
@@ -58,6 +68,10 @@ class Store(Protocol):
     # -- the queue -------------------------------------------------------------------
     async def head(self, sender: str) -> Message | None:
         """The next Queued message of ``sender``: automation lane first, FIFO within."""
+        ...
+
+    async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
+        """The next ``limit`` Queued messages of each of ``senders``, in queue order."""
         ...
 
     async def queued_ahead(self, message: Message) -> int:
@@ -113,6 +127,10 @@ class Store(Protocol):
     async def dnt_remove(self, number: str) -> bool: ...
 
     async def dnt_get(self, number: str) -> DntEntry | None: ...
+
+    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
+        """The entries of those of ``numbers`` that are on the list."""
+        ...
 
     async def dnt_list(self, limit: int) -> list[DntEntry]: ...
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from types import TracebackType
@@ -59,6 +59,21 @@ class MemoryStore:
         return None
 
     # -- submission ------------------------------------------------------------------
+    async def insert_messages(
+        self, items: Sequence[tuple[Message, Sequence[Event]]]
+    ) -> list[Message]:
+        return [await self.insert_message(message, events) for message, events in items]
+
+    async def accepted_since(self, since: datetime) -> list[Message]:
+        return sorted(
+            (
+                self._messages[mid]
+                for mid in self._accepted_to.values()
+                if self._messages[mid].accepted_at >= since
+            ),
+            key=_seq,
+        )
+
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
         self._seq += 1
         stored = replace(message, seq=self._seq)
@@ -101,6 +116,17 @@ class MemoryStore:
     async def head(self, sender: str) -> Message | None:
         queue = self._live_queue(sender)
         return self._messages[queue[0][2]] if queue else None
+
+    async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
+        result: dict[str, list[Message]] = {}
+        for sender in senders:
+            live = [
+                self._messages[mid]
+                for *_, mid in sorted(self._live_queue(sender))
+                if self._messages[mid].status is TextStatus.QUEUED
+            ]
+            result[sender] = live[:limit]
+        return result
 
     async def queued_ahead(self, message: Message) -> int:
         key = (message.lane, message.seq)
@@ -192,6 +218,9 @@ class MemoryStore:
 
     async def dnt_get(self, number: str) -> DntEntry | None:
         return self._dnt.get(number)
+
+    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
+        return {n: self._dnt[n] for n in numbers if n in self._dnt}
 
     async def dnt_list(self, limit: int) -> list[DntEntry]:
         return sorted(self._dnt.values(), key=lambda e: e.added_at)[:limit]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -251,25 +252,30 @@ class SQLiteStore:
 
     # -- submission ------------------------------------------------------------------
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
-        self._seq += 1
-        seq = self._seq  # other inserts may move self._seq while this one waits
-        m = message
-        row = (
-            seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane),
-            m.status.value, int(m.status is TextStatus.QUEUED), m.reason, m.provider_code,
-            m.provider_id, m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint,
-            _ts(m.accepted_at), _ts(m.expires_at), _ts(m.send_started_at), _ts(m.updated_at),
-        )  # fmt: skip
-        try:
-            await self._write(
-                ("insert_message", [row]),
-                ("insert_event", [_event_row(e) for e in events]),
-            )
-        except StoreError as exc:
-            if isinstance(exc.__cause__, sqlite3.IntegrityError):
-                raise StoreError(f"message {m.id} could not be stored: {exc.__cause__}") from exc
-            raise
-        return replace(m, seq=seq)
+        [stored] = await self.insert_messages([(message, events)])
+        return stored
+
+    async def insert_messages(
+        self, items: Sequence[tuple[Message, Sequence[Event]]]
+    ) -> list[Message]:
+        stored: list[Message] = []
+        rows: list[Params] = []
+        events: list[Params] = []
+        for m, first_events in items:
+            self._seq += 1  # taken now: other inserts may move self._seq while this one waits
+            stored.append(replace(m, seq=self._seq))
+            rows.append((
+                self._seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane),
+                m.status.value, int(m.status is TextStatus.QUEUED), m.reason, m.provider_code,
+                m.provider_id, m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint,
+                _ts(m.accepted_at), _ts(m.expires_at), _ts(m.send_started_at), _ts(m.updated_at),
+            ))  # fmt: skip
+            events.extend(_event_row(e) for e in first_events)
+        await self._write(("insert_message", rows), ("insert_event", events))
+        return stored
+
+    async def accepted_since(self, since: datetime) -> list[Message]:
+        return await self._messages("accepted_since", (_ts(since),))
 
     async def by_idempotency_key(self, key: str) -> Message | None:
         return await self._message_or_none("by_idempotency_key", (key,))
@@ -280,6 +286,13 @@ class SQLiteStore:
     # -- the queue -------------------------------------------------------------------
     async def head(self, sender: str) -> Message | None:
         return await self._message_or_none("head", (sender,))
+
+    async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
+        result: dict[str, list[Message]] = {sender: [] for sender in senders}
+        for chunk in _chunks(list(senders), 500):
+            for message in await self._messages("heads", (json.dumps(chunk), limit)):
+                result[message.sender].append(message)
+        return result
 
     async def queued_ahead(self, message: Message) -> int:
         lane = int(message.lane)
@@ -374,5 +387,17 @@ class SQLiteStore:
         row = await self._one("dnt_get", (number,))
         return _dnt(row) if row is not None else None
 
+    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
+        found: dict[str, DntEntry] = {}
+        for chunk in _chunks(list(numbers), 500):
+            for row in await self._rows("dnt_many", (json.dumps(chunk),)):
+                found[row["number"]] = _dnt(row)
+        return found
+
     async def dnt_list(self, limit: int) -> list[DntEntry]:
         return [_dnt(row) for row in await self._rows("dnt_list", (limit,))]
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

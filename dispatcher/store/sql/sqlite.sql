@@ -92,3 +92,19 @@ SELECT number, added_at, added_by, reason FROM do_not_text WHERE number = ?;
 
 -- name: dnt_list
 SELECT number, added_at, added_by, reason FROM do_not_text ORDER BY added_at LIMIT ?;
+
+-- name: accepted_since
+SELECT * FROM messages WHERE accepted = 1 AND accepted_at >= ? ORDER BY seq;
+
+-- name: heads
+SELECT m.* FROM json_each(?) AS s
+JOIN messages AS m ON m.seq IN (
+    SELECT q.seq FROM messages AS q
+    WHERE q.sender = s.value AND q.status = 'Queued'
+    ORDER BY q.lane, q.seq LIMIT ?
+)
+ORDER BY m.sender, m.lane, m.seq;
+
+-- name: dnt_many
+SELECT number, added_at, added_by, reason FROM do_not_text
+WHERE number IN (SELECT value FROM json_each(?));

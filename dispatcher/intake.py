@@ -1,0 +1,231 @@
+"""Accepting texts: validation, idempotency, the Do Not Text list and the
+same-second rule, for one text or a whole batch in one write.
+
+The rules that need memory keep it small and exact:
+- the texts accepted in the last duplicate window, by recipient (reloaded from the
+  store at start-up), so the same-second rule needs no read per text;
+- the idempotency keys being submitted right now, so two concurrent requests with
+  one key become one message.
+Decisions are taken without awaiting between the check and the reservation, so
+concurrent submissions cannot both pass a rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import secrets
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from dispatcher.clock import Clock
+from dispatcher.config import PacingConfig
+from dispatcher.errors import Conflict, InvalidInput
+from dispatcher.model import (
+    Event,
+    Lane,
+    Message,
+    Reason,
+    Source,
+    TextStatus,
+    check_body,
+    fingerprint,
+    is_same_second_duplicate,
+    transition,
+)
+from dispatcher.numbers import e164
+from dispatcher.store import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TextRequest:
+    """A text to send, as a front received it (validated on submission)."""
+
+    sender: str
+    recipient: str
+    body: str
+    lane: Lane = Lane.AUTOMATION
+    idempotency_key: str | None = None
+    validity: timedelta | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Submission:
+    message: Message
+    created: bool  # False when an idempotency key returned an earlier message
+
+
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    request: TextRequest
+    sender: str
+    recipient: str
+    segments: int
+    fingerprint: str
+
+
+@functools.lru_cache(maxsize=65536)
+def _number(value: str, field: str) -> str:
+    return e164(value, field=field)
+
+
+def _validated(request: TextRequest) -> _Checked:
+    sender = _number(request.sender, "from")
+    recipient = _number(request.recipient, "to")
+    segments = check_body(request.body).segments
+    key = request.idempotency_key
+    if key is not None and not (0 < len(key) <= 255):
+        raise InvalidInput("idempotency_key: must be 1 to 255 characters", field="idempotency_key")
+    if request.validity is not None and request.validity <= timedelta(0):
+        raise InvalidInput("validity: must be positive", field="validity")
+    return _Checked(
+        request=request,
+        sender=sender,
+        recipient=recipient,
+        segments=segments,
+        fingerprint=fingerprint(sender, recipient, request.body, request.lane.name),
+    )
+
+
+class Intake:
+    """Turns requests into stored messages (Queued, or ended by a rule)."""
+
+    def __init__(self, store: Store, clock: Clock, pacing: PacingConfig) -> None:
+        self._store = store
+        self._clock = clock
+        self._pacing = pacing
+        self._recent: dict[str, tuple[datetime, str]] = {}
+        self._recent_order: deque[tuple[datetime, str]] = deque()
+        self._keys: dict[str, asyncio.Future[Submission]] = {}
+
+    async def load(self) -> None:
+        """Remember the texts accepted within the last duplicate window."""
+        since = self._clock.now().wall - self._pacing.duplicate_window
+        for message in await self._store.accepted_since(since):
+            self._remember(message.recipient, message.accepted_at, message.id)
+
+    async def submit(self, requests: Sequence[TextRequest]) -> list[Submission]:
+        """Validate every request first (nothing is stored if one is invalid), then
+        store the ones without an idempotency key in one write and the keyed ones
+        one by one."""
+        checked = [self._check(r, i if len(requests) > 1 else None) for i, r in enumerate(requests)]
+        plain = [c for c in checked if c.request.idempotency_key is None]
+        stored = iter(await self._admit(plain)) if plain else iter(())
+        results: list[Submission] = []
+        for c in checked:
+            if c.request.idempotency_key is None:
+                results.append(Submission(message=next(stored), created=True))
+            else:
+                results.append(await self._submit_keyed(c, c.request.idempotency_key))
+        return results
+
+    def _check(self, request: TextRequest, index: int | None) -> _Checked:
+        try:
+            return _validated(request)
+        except InvalidInput as exc:
+            if index is None:
+                raise
+            raise type(exc)(f"request {index}: {exc}", field=exc.field) from exc
+
+    async def _submit_keyed(self, checked: _Checked, key: str) -> Submission:
+        if (running := self._keys.get(key)) is not None:
+            earlier = await asyncio.shield(running)
+            return self._same_key(checked, earlier.message, key)
+        future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
+        self._keys[key] = future
+        try:
+            found = await self._store.by_idempotency_key(key)
+            if found is not None:
+                result = self._same_key(checked, found, key)
+            else:
+                [message] = await self._admit([checked])
+                result = Submission(message=message, created=True)
+        except BaseException as exc:
+            future.set_exception(exc)
+            with contextlib.suppress(BaseException):
+                future.exception()  # retrieved: only waiters care
+            raise
+        finally:
+            del self._keys[key]
+        future.set_result(result)
+        return result
+
+    @staticmethod
+    def _same_key(checked: _Checked, earlier: Message, key: str) -> Submission:
+        if earlier.fingerprint != checked.fingerprint:
+            raise Conflict(
+                f"idempotency key {key!r} was already used for message {earlier.id} "
+                "with different content"
+            )
+        return Submission(message=earlier, created=False)
+
+    async def _admit(self, items: Sequence[_Checked]) -> list[Message]:
+        listed = await self._store.dnt_many({c.recipient for c in items})
+        # From here to the write, nothing awaits: the same-second rule is decided and
+        # reserved in one step.
+        now = self._clock.now().wall
+        window = self._pacing.duplicate_window
+        self._forget_before(now - window)
+        rows: list[tuple[Message, list[Event]]] = []
+        reserved: list[str] = []
+        for c in items:
+            message = Message(
+                id=new_id("msg"),
+                sender=c.sender,
+                recipient=c.recipient,
+                body=c.request.body,
+                segments=c.segments,
+                lane=c.request.lane,
+                status=TextStatus.PENDING,
+                accepted_at=now,
+                expires_at=now + (c.request.validity or self._pacing.validity),
+                updated_at=now,
+                idempotency_key=c.request.idempotency_key,
+                fingerprint=c.fingerprint,
+            )
+            pending = Event(message_id=message.id, at=now, status=TextStatus.PENDING,
+                            reason=Reason.ACCEPTED, source=Source.API)  # fmt: skip
+            previous = self._recent.get(c.recipient)
+            if (entry := listed.get(c.recipient)) is not None:
+                step, message = transition(
+                    message, TextStatus.FAILED, at=now, source=Source.API,
+                    reason=Reason.DO_NOT_TEXT,
+                    detail=f"on the Do Not Text list since {entry.added_at.isoformat()}",
+                )  # fmt: skip
+            elif previous is not None and is_same_second_duplicate(previous[0], now, window):
+                step, message = transition(
+                    message, TextStatus.UNSENT, at=now, source=Source.API,
+                    reason=Reason.RATE_LIMITED, detail=f"duplicate of {previous[1]}",
+                )  # fmt: skip
+                message = replace(message, duplicate_of=previous[1])
+            else:
+                step, message = transition(message, TextStatus.QUEUED, at=now, source=Source.API)
+                self._remember(c.recipient, now, message.id)
+                reserved.append(c.recipient)
+            rows.append((message, [pending, step.event]))
+        try:
+            return await self._store.insert_messages(rows)
+        except BaseException:
+            ids = {m.id for m, _ in rows}
+            for recipient in reserved:
+                if self._recent.get(recipient, (now, ""))[1] in ids:
+                    del self._recent[recipient]
+            raise
+
+    def _remember(self, recipient: str, at: datetime, message_id: str) -> None:
+        self._recent[recipient] = (at, message_id)
+        self._recent_order.append((at, recipient))
+
+    def _forget_before(self, cutoff: datetime) -> None:
+        order = self._recent_order
+        while order and order[0][0] < cutoff:
+            at, recipient = order.popleft()
+            if (entry := self._recent.get(recipient)) is not None and entry[0] == at:
+                del self._recent[recipient]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"

@@ -1,0 +1,748 @@
+"""The control server through a real Unix socket: the happy paths with
+``ControlClient``, and every kind of bad input with raw ``open_unix_connection``
+(each answered with an error that names the problem, on a connection that keeps
+working)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import stat
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.channels.simulator import Simulator
+from dispatcher.config import SimulatorConfig, load_config
+from dispatcher.control.client import ControlClient
+from dispatcher.control.server import ControlServer
+from dispatcher.errors import Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.service import Dispatcher
+from dispatcher.store.memory import MemoryStore
+from tests.helpers import wait_for
+
+ANSWER_TIMEOUT = 10.0
+SIMULATOR = SimulatorConfig(
+    latency=timedelta(0),
+    latency_jitter=timedelta(0),
+    receipt_delay=timedelta(milliseconds=10),
+    receipt_jitter=timedelta(0),
+)
+SENDER = "+15550000001"
+OTHER_SENDER = "+15550000002"
+COMMANDS = {
+    "cancel",
+    "dnt_add",
+    "dnt_check",
+    "dnt_list",
+    "dnt_remove",
+    "find",
+    "help",
+    "message",
+    "pause",
+    "ping",
+    "resume",
+    "status",
+    "submit",
+}
+
+
+# -- fixtures and helpers -------------------------------------------------------------
+
+
+@pytest.fixture
+async def dispatcher(home: Path) -> AsyncIterator[Dispatcher]:
+    config = load_config(home=home, env={})
+    channel = Simulator(config=SIMULATOR, log_path=home / "sim.jsonl")
+    async with Dispatcher(config, store=MemoryStore(), channel=channel) as running:
+        yield running
+
+
+@pytest.fixture
+async def server(dispatcher: Dispatcher, home: Path) -> AsyncIterator[ControlServer]:
+    async with ControlServer(dispatcher, home / "d.sock") as serving:
+        yield serving
+
+
+@pytest.fixture
+def sock(server: ControlServer, home: Path) -> Path:
+    return home / "d.sock"
+
+
+@pytest.fixture
+async def client(sock: Path) -> AsyncIterator[ControlClient]:
+    async with ControlClient(sock, timeout=ANSWER_TIMEOUT) as connected:
+        yield connected
+
+
+class Raw:
+    """One raw connection: bytes in, JSON lines out."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def answer(self) -> dict[str, Any]:
+        line = await asyncio.wait_for(self.reader.readline(), ANSWER_TIMEOUT)
+        assert line.endswith(b"\n"), f"the server closed the connection (got {line!r})"
+        answer = json.loads(line)
+        assert isinstance(answer, dict)
+        return answer
+
+    async def request(self, data: bytes) -> dict[str, Any]:
+        await self.send(data)
+        return await self.answer()
+
+    async def call(self, cmd: str, request_id: object = None, **args: Any) -> dict[str, Any]:
+        line = json.dumps({"id": request_id, "cmd": cmd, "args": args}).encode() + b"\n"
+        return await self.request(line)
+
+    async def assert_still_answers(self) -> None:
+        answer = await self.request(b'{"id": "after", "cmd": "ping"}\n')
+        assert answer["id"] == "after"
+        assert answer["ok"] is True
+        assert answer["result"]["pong"] is True
+
+
+@contextlib.asynccontextmanager
+async def raw(path: Path) -> AsyncIterator[Raw]:
+    reader, writer = await asyncio.open_unix_connection(path)
+    try:
+        yield Raw(reader, writer)
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+def line(request: dict[str, Any]) -> bytes:
+    return json.dumps(request).encode() + b"\n"
+
+
+def error_of(answer: dict[str, Any]) -> dict[str, Any]:
+    assert answer["ok"] is False, answer
+    assert "result" not in answer
+    error = answer["error"]
+    assert isinstance(error, dict)
+    assert isinstance(error["message"], str)
+    assert error["message"]
+    return error
+
+
+async def submit(
+    client: ControlClient, to: str, body: str = "hello", sender: str = SENDER, **extra: Any
+) -> dict[str, Any]:
+    args = {"from": sender, "to": to, "body": body, **extra}
+    result: dict[str, Any] = await client.call("submit", **args)
+    return result
+
+
+async def wait_status(client: ControlClient, message_id: str, status: str) -> dict[str, Any]:
+    async def reached() -> bool:
+        return bool((await client.call("message", id=message_id))["status"] == status)
+
+    await wait_for(reached, within=10, what=f"{message_id} to be {status}")
+    view: dict[str, Any] = await client.call("message", id=message_id)
+    return view
+
+
+def number_entry(status: dict[str, Any], number: str) -> dict[str, Any]:
+    entries = [n for n in status["numbers"] if n["number"] == number]
+    assert len(entries) == 1, status["numbers"]
+    entry: dict[str, Any] = entries[0]
+    return entry
+
+
+# -- the socket itself ----------------------------------------------------------------
+
+
+async def test_socket_is_private_to_the_owner(sock: Path) -> None:
+    mode = os.stat(sock).st_mode
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+
+
+async def test_socket_is_removed_on_exit(dispatcher: Dispatcher, home: Path) -> None:
+    path = home / "gone.sock"
+    async with ControlServer(dispatcher, path):
+        assert path.exists()
+    assert not path.exists()
+
+
+async def test_second_server_on_a_live_socket_fails_clearly(
+    dispatcher: Dispatcher, sock: Path, client: ControlClient
+) -> None:
+    with pytest.raises(DispatcherError, match="already running") as caught:
+        async with ControlServer(dispatcher, sock):
+            pytest.fail("a second server started on a live socket")
+    assert str(sock) in str(caught.value)
+    # The first server keeps its socket and keeps answering.
+    assert stat.S_ISSOCK(os.stat(sock).st_mode)
+    assert (await client.call("ping"))["pong"] is True
+    async with ControlClient(sock) as fresh:
+        assert (await fresh.call("ping"))["pong"] is True
+
+
+async def test_stale_socket_file_is_replaced(dispatcher: Dispatcher, home: Path) -> None:
+    path = home / "stale.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # left behind, as by a killed service: nobody listens on it
+    assert stat.S_ISSOCK(os.stat(path).st_mode)
+    async with ControlServer(dispatcher, path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+        async with ControlClient(path) as client:
+            assert (await client.call("ping"))["pong"] is True
+    assert not path.exists()
+
+
+async def test_a_file_that_is_not_a_socket_is_not_deleted(
+    dispatcher: Dispatcher, home: Path
+) -> None:
+    # A misconfigured control.socket (say, "dispatcher.db") must not cost the user
+    # that file: only a socket nobody answers on is stale.
+    path = home / "precious.db"
+    path.write_text("keep me")
+    with pytest.raises(DispatcherError, match=r"not a socket|exists"):
+        async with ControlServer(dispatcher, path):
+            pass
+    assert path.read_text() == "keep me"
+
+
+# -- happy paths ----------------------------------------------------------------------
+
+
+async def test_ping(client: ControlClient) -> None:
+    result = await client.call("ping")
+    assert result["pong"] is True
+    at = datetime.fromisoformat(result["at"])
+    assert at.tzinfo is not None
+
+
+async def test_help_lists_every_command(client: ControlClient) -> None:
+    commands = (await client.call("help"))["commands"]
+    assert set(commands) == COMMANDS
+    assert all(isinstance(text, str) and text for text in commands.values())
+
+
+async def test_submit_queues_a_new_message(sock: Path) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.request(
+            line(
+                {
+                    "id": 1,
+                    "cmd": "submit",
+                    "args": {"from": SENDER, "to": "+1 (555) 010-0001", "body": "hi"},
+                }
+            )
+        )
+    assert answer["ok"] is True, answer
+    result = answer["result"]
+    assert result["id"].startswith("msg_")
+    assert result["status"] == "Queued"
+    assert result["created"] is True
+    assert result["from"] == SENDER
+    assert result["to"] == "+15550100001"  # normalised to E.164
+    assert result["body"] == "hi"
+    assert result["segments"] == 1
+    assert result["priority"] == "automation"
+    assert datetime.fromisoformat(result["accepted_at"]) < datetime.fromisoformat(
+        result["expires_at"]
+    )
+
+
+async def test_submit_bulk_priority(client: ControlClient) -> None:
+    result = await submit(client, "+15550100002", priority="bulk")
+    assert result["priority"] == "bulk"
+    assert result["status"] == "Queued"
+
+
+async def test_idempotency_key_returns_the_first_message(client: ControlClient) -> None:
+    first = await submit(client, "+15550100003", idempotency_key="order-42")
+    again = await submit(client, "+15550100003", idempotency_key="order-42")
+    assert first["created"] is True
+    assert again["created"] is False
+    assert again["id"] == first["id"]
+    found = await client.call("find", to="+15550100003")
+    assert [m["id"] for m in found["messages"]] == [first["id"]]
+
+
+async def test_idempotency_key_with_a_different_body_is_a_conflict(
+    client: ControlClient, sock: Path
+) -> None:
+    first = await submit(client, "+15550100004", body="one", idempotency_key="k-1")
+    async with raw(sock) as conn:
+        answer = await conn.call(
+            "submit", 5, **{"from": SENDER}, to="+15550100004", body="two", idempotency_key="k-1"
+        )
+        error = error_of(answer)
+        assert answer["id"] == 5
+        assert error["code"] == "conflict"
+        assert "k-1" in error["message"]
+        assert first["id"] in error["message"]
+        await conn.assert_still_answers()
+    with pytest.raises(Conflict):
+        await submit(client, "+15550100004", body="two", idempotency_key="k-1")
+
+
+async def test_message_has_history_and_explanation(client: ControlClient) -> None:
+    sent = await submit(client, "+15550100005")
+    view = await wait_status(client, sent["id"], "Delivered")
+    assert view["id"] == sent["id"]
+    assert view["reason"] is None
+    statuses = [event["status"] for event in view["history"]]
+    assert statuses[:4] == ["Pending", "Queued", "Sending", "Sent"]
+    assert "Delivered" in statuses
+    for event in view["history"]:
+        assert set(event) >= {"status", "at", "reason", "source", "applied"}
+        assert datetime.fromisoformat(event["at"]).tzinfo is not None
+    assert view["history"][0]["reason"] == "accepted"
+    assert "Delivered" in view["explanation"]
+    assert "+15550100005" in view["explanation"]
+
+
+async def test_message_explains_a_paused_queue(client: ControlClient) -> None:
+    await client.call("pause", number=OTHER_SENDER)
+    queued = await submit(client, "+15550100006", sender=OTHER_SENDER)
+    view = await client.call("message", id=queued["id"])
+    assert view["status"] == "Queued"
+    assert [e["status"] for e in view["history"]] == ["Pending", "Queued"]
+    assert "paused" in view["explanation"]
+    assert OTHER_SENDER in view["explanation"]
+
+
+async def test_find_lists_newest_first(client: ControlClient) -> None:
+    first = await submit(client, "+15550100007", body="one")
+    second = await submit(client, "+15550100007", body="two", sender=OTHER_SENDER)
+    found = await client.call("find", to="+1 555 010 0007")
+    assert [m["id"] for m in found["messages"]] == [second["id"], first["id"]]
+    limited = await client.call("find", to="+15550100007", limit=1)
+    assert [m["id"] for m in limited["messages"]] == [second["id"]]
+    assert (await client.call("find", to="+15550100999"))["messages"] == []
+
+
+async def test_status_has_counts_and_numbers(client: ControlClient) -> None:
+    await client.call("pause", number=OTHER_SENDER)
+    await submit(client, "+15550100008", sender=OTHER_SENDER)
+    await submit(client, "+15550100009", sender=OTHER_SENDER)
+    delivered = await submit(client, "+15550100010")
+    await wait_status(client, delivered["id"], "Delivered")
+
+    status = await client.call("status")
+    assert status["counts"]["Queued"] == 2
+    assert status["counts"]["Delivered"] == 1
+    assert status["in_flight"] == 0
+    datetime.fromisoformat(status["at"])
+    paused = number_entry(status, OTHER_SENDER)
+    assert set(paused) >= {"number", "depth", "next_slot_at", "in_flight", "paused", "rate"}
+    assert paused["depth"] == 2
+    assert paused["in_flight"] == 0
+    assert paused["paused"] is True
+    assert paused["rate"] == 1.0
+    sending = number_entry(status, SENDER)
+    assert sending["depth"] == 0
+    assert sending["paused"] is False
+    assert sending["next_slot_at"] is not None  # it sent once: its next slot is known
+    datetime.fromisoformat(sending["next_slot_at"])
+
+
+async def test_cancel_a_queued_message(client: ControlClient) -> None:
+    await client.call("pause", number=SENDER)
+    queued = await submit(client, "+15550100011")
+    assert queued["status"] == "Queued"
+    canceled = await client.call("cancel", id=queued["id"])
+    assert canceled["id"] == queued["id"]
+    assert canceled["status"] == "Unsent"
+    assert canceled["reason"] == "canceled"
+    view = await client.call("message", id=queued["id"])
+    assert view["history"][-1]["status"] == "Unsent"
+    assert view["history"][-1]["source"] == "operator"
+    assert (await client.call("cancel", id=queued["id"]))["status"] == "Unsent"  # idempotent
+    status = await client.call("status")
+    assert number_entry(status, SENDER)["depth"] == 0
+
+
+async def test_cancel_unknown_and_already_sent(client: ControlClient, sock: Path) -> None:
+    async with raw(sock) as conn:
+        error = error_of(await conn.call("cancel", id="msg_nope"))
+        assert error["code"] == "not_found"
+        assert "msg_nope" in error["message"]
+        await conn.assert_still_answers()
+    with pytest.raises(NotFound):
+        await client.call("cancel", id="msg_nope")
+    delivered = await submit(client, "+15550100012")
+    await wait_status(client, delivered["id"], "Delivered")
+    with pytest.raises(Conflict, match="Delivered"):
+        await client.call("cancel", id=delivered["id"])
+
+
+async def test_message_unknown_id_is_not_found(client: ControlClient) -> None:
+    with pytest.raises(NotFound, match="msg_missing"):
+        await client.call("message", id="msg_missing")
+
+
+async def test_pause_and_resume(client: ControlClient) -> None:
+    paused = await client.call("pause", number="+1 555 000 0001")
+    assert paused["number"] == SENDER
+    assert paused["paused"] is True
+    queued = await submit(client, "+15550100013")
+    assert number_entry(await client.call("status"), SENDER)["paused"] is True
+    assert (await client.call("message", id=queued["id"]))["status"] == "Queued"
+
+    resumed = await client.call("resume", number=SENDER)
+    assert resumed["paused"] is False
+    await wait_status(client, queued["id"], "Delivered")
+    assert number_entry(await client.call("status"), SENDER)["paused"] is False
+
+
+async def test_do_not_text_list(client: ControlClient) -> None:
+    listed = "+15550166666"
+    entry = await client.call(
+        "dnt_add", number="+1 555 016 6666", reason="asked by phone", added_by="alice"
+    )
+    assert entry["number"] == listed
+    assert entry["reason"] == "asked by phone"
+    assert entry["added_by"] == "alice"
+    datetime.fromisoformat(entry["added_at"])
+
+    check = await client.call("dnt_check", number=listed)
+    assert check["listed"] is True
+    assert check["entry"]["number"] == listed
+    entries = (await client.call("dnt_list"))["entries"]
+    assert [e["number"] for e in entries] == [listed]
+
+    refused = await submit(client, listed)
+    assert refused["status"] == "Failed"
+    assert refused["reason"] == "do_not_text"
+    view = await client.call("message", id=refused["id"])
+    assert "Do Not Text" in view["explanation"]
+
+    assert (await client.call("dnt_remove", number=listed))["removed"] is True
+    assert (await client.call("dnt_remove", number=listed))["removed"] is False
+    check = await client.call("dnt_check", number=listed)
+    assert check["listed"] is False
+    assert check["entry"] is None
+    assert (await client.call("dnt_list"))["entries"] == []
+
+
+async def test_dnt_list_limit(client: ControlClient) -> None:
+    for i in range(3):
+        await client.call("dnt_add", number=f"+1555017000{i}")
+    assert len((await client.call("dnt_list"))["entries"]) == 3
+    assert len((await client.call("dnt_list", limit=2))["entries"]) == 2
+
+
+async def test_client_raises_typed_errors(client: ControlClient) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        await submit(client, "not-a-number")
+    assert caught.value.field == "to"
+    with pytest.raises(InvalidInput, match="unknown command"):
+        await client.call("launch")
+    # The same connection keeps working after errors.
+    assert (await client.call("ping"))["pong"] is True
+
+
+# -- bad input ------------------------------------------------------------------------
+
+VALID = {"from": SENDER, "to": "+15550100100", "body": "hi"}
+BAD_INPUT: list[tuple[str, bytes, str, list[str], str | None]] = [
+    # (case, request line, error code, words the message must contain, field)
+    ("malformed JSON", b'{"cmd": "ping"', "invalid_input", ["not valid JSON"], None),
+    ("not UTF-8", b"\xff\xfe\xfa", "invalid_input", ["not valid JSON"], None),
+    ("JSON array", b'["ping"]', "invalid_input", ["JSON object"], None),
+    ("JSON string", b'"ping"', "invalid_input", ["JSON object"], None),
+    ("missing cmd", b'{"args": {}}', "invalid_input", ['"cmd"'], "cmd"),
+    ("cmd not a string", b'{"cmd": 5}', "invalid_input", ['"cmd"'], "cmd"),
+    ("unknown command", b'{"cmd": "launch"}', "invalid_input",
+     ["unknown command 'launch'", "known:", *sorted(COMMANDS)], "cmd"),
+    ("args not an object", b'{"cmd": "status", "args": [1]}', "invalid_input",
+     ["args", "JSON object"], "args"),
+    ("unknown argument", line({"cmd": "find", "args": {"to": "+15550100100", "max": 3}}),
+     "invalid_input", ["unknown argument max", "to", "limit"], "max"),
+    ("argument to a no-arg command", line({"cmd": "ping", "args": {"verbose": True}}),
+     "invalid_input", ["unknown argument verbose"], "verbose"),
+    ("missing to", line({"cmd": "submit", "args": {"from": SENDER, "body": "hi"}}),
+     "invalid_input", ["missing argument 'to'"], "to"),
+    ("missing from", line({"cmd": "submit", "args": {"to": "+15550100100", "body": "hi"}}),
+     "invalid_input", ["missing argument 'from'"], "from"),
+    ("missing id", line({"cmd": "message", "args": {}}), "invalid_input",
+     ["missing argument 'id'"], "id"),
+    ("limit not an int", line({"cmd": "find", "args": {"to": "+15550100100", "limit": "x"}}),
+     "invalid_input", ["'limit'", "int", "'x'"], "limit"),
+    ("limit a bool", line({"cmd": "find", "args": {"to": "+15550100100", "limit": True}}),
+     "invalid_input", ["'limit'", "int"], "limit"),
+    ("to not a string", line({"cmd": "submit", "args": {**VALID, "to": 5}}),
+     "invalid_input", ["'to'", "str", "5"], "to"),
+    ("id null", line({"cmd": "message", "args": {"id": None}}), "invalid_input",
+     ["'id'", "str"], "id"),
+    ("bad to number", line({"cmd": "submit", "args": {**VALID, "to": "555-0100"}}),
+     "invalid_number", ["to", "555-0100", "E.164"], "to"),
+    ("bad from number", line({"cmd": "submit", "args": {**VALID, "from": "+1555"}}),
+     "invalid_number", ["from", "+1555"], "from"),
+    ("bad number to find", line({"cmd": "find", "args": {"to": "hello"}}),
+     "invalid_number", ["to", "hello"], "to"),
+    ("bad number to pause", line({"cmd": "pause", "args": {"number": "0123"}}),
+     "invalid_number", ["number", "0123"], "number"),
+    ("bad number for dnt", line({"cmd": "dnt_add", "args": {"number": "+"}}),
+     "invalid_number", ["number"], "number"),
+    ("empty body", line({"cmd": "submit", "args": {**VALID, "body": ""}}),
+     "invalid_input", ["body", "empty"], "body"),
+    ("1601-char body", line({"cmd": "submit", "args": {**VALID, "body": "x" * 1601}}),
+     "message_too_long", ["1601", "1600"], "body"),
+    ("bad priority", line({"cmd": "submit", "args": {**VALID, "priority": "urgent"}}),
+     "invalid_input", ["priority", "'urgent'", "automation", "bulk"], "priority"),
+    ("priority null", line({"cmd": "submit", "args": {**VALID, "priority": None}}),
+     "invalid_input", ["'priority'"], "priority"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("request_line", "code", "words", "field"),
+    [pytest.param(req, code, words, field, id=case) for case, req, code, words, field in BAD_INPUT],
+)
+async def test_bad_input_is_answered_and_the_connection_survives(
+    sock: Path, request_line: bytes, code: str, words: list[str], field: str | None
+) -> None:
+    async with raw(sock) as conn:
+        error = error_of(await conn.request(request_line.rstrip(b"\n") + b"\n"))
+        assert error["code"] == code, error
+        for word in words:
+            assert word in error["message"], (word, error)
+        assert error.get("field") == field, error
+        await conn.assert_still_answers()
+
+
+async def test_bad_input_changes_nothing(sock: Path, client: ControlClient) -> None:
+    async with raw(sock) as conn:
+        for _, request_line, *_ in BAD_INPUT:
+            error_of(await conn.request(request_line.rstrip(b"\n") + b"\n"))
+        await conn.assert_still_answers()
+    status = await client.call("status")
+    assert status["counts"] == {}
+    assert (await client.call("dnt_list"))["entries"] == []
+
+
+async def test_1600_char_body_is_accepted(client: ControlClient) -> None:
+    result = await submit(client, "+15550100101", body="x" * 1600)
+    assert result["status"] == "Queued"
+    assert result["segments"] > 1
+
+
+async def test_idempotency_key_error_names_the_wire_argument(sock: Path) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.call(
+            "submit", **{"from": SENDER}, to="+15550100102", body="hi", idempotency_key=""
+        )
+        error = error_of(answer)
+        assert error["code"] == "invalid_input"
+        assert "idempotency_key" in error["message"]
+        assert error["field"] == "idempotency_key"  # the argument's name on the wire
+        await conn.assert_still_answers()
+
+
+async def test_negative_limit_is_refused(sock: Path, client: ControlClient) -> None:
+    await submit(client, "+15550100103")
+    async with raw(sock) as conn:
+        error = error_of(await conn.call("find", to="+15550100103", limit=-1))
+        assert error["code"] == "invalid_input"
+        assert error["field"] == "limit"
+        error = error_of(await conn.call("dnt_list", limit=-1))
+        assert error["field"] == "limit"
+        await conn.assert_still_answers()
+
+
+# -- framing --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("request_id", [7, 0, "req-7", "", 3.5, [1, "two"], {"n": 1}, None, True])
+async def test_request_id_is_echoed(sock: Path, request_id: object) -> None:
+    async with raw(sock) as conn:
+        ok = await conn.request(line({"id": request_id, "cmd": "ping"}))
+        assert ok["id"] == request_id
+        assert ok["ok"] is True
+        failed = await conn.request(line({"id": request_id, "cmd": "launch"}))
+        assert failed["id"] == request_id
+        assert failed["ok"] is False
+        bad_args = await conn.request(line({"id": request_id, "cmd": "find", "args": {}}))
+        assert bad_args["id"] == request_id
+        assert bad_args["ok"] is False
+
+
+async def test_request_without_id_is_answered_with_null_id(sock: Path) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.request(b'{"cmd": "ping"}\n')
+        assert answer["ok"] is True
+        assert answer["id"] is None
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [b'{"id": 9, "args": {}}\n', b'{"id": 9, "cmd": 5}\n', b'{"id": 9, "cmd": null}\n'],
+    ids=["no cmd", "cmd a number", "cmd null"],
+)
+async def test_request_id_is_echoed_when_cmd_is_missing(sock: Path, request_line: bytes) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.request(request_line)
+        assert error_of(answer)["field"] == "cmd"
+        assert answer["id"] == 9
+        await conn.assert_still_answers()
+
+
+async def test_blank_lines_are_ignored(sock: Path) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.request(b'\n\r\n   \n\t\n{"id": 1, "cmd": "ping"}\n')
+        assert answer["id"] == 1
+        assert answer["ok"] is True
+        answer = await conn.request(b'\n\n{"id": 2, "cmd": "help"}\n\n')
+        assert answer["id"] == 2
+        assert answer["ok"] is True
+        await conn.assert_still_answers()
+
+
+async def test_pipelined_requests_are_answered_in_order(sock: Path) -> None:
+    async with raw(sock) as conn:
+        await conn.send(
+            b'{"id": 1, "cmd": "ping"}\n{"id": 2, "cmd": "nope"}\n'
+            b'{"id": 3, "cmd": "status"}\n[]\n{"id": 5, "cmd": "help"}\n'
+        )
+        answers = [await conn.answer() for _ in range(5)]
+    assert [a["id"] for a in answers] == [1, 2, 3, None, 5]
+    assert [a["ok"] for a in answers] == [True, False, True, False, True]
+
+
+async def test_crlf_terminated_request(sock: Path) -> None:
+    async with raw(sock) as conn:
+        answer = await conn.request(b'{"id": 1, "cmd": "ping"}\r\n')
+        assert answer["ok"] is True
+        assert answer["id"] == 1
+
+
+async def test_last_line_without_newline_is_answered_on_half_close(sock: Path) -> None:
+    async with raw(sock) as conn:
+        await conn.send(b'{"id": 4, "cmd": "ping"}')
+        conn.writer.write_eof()
+        answer = await conn.answer()
+        assert answer["id"] == 4
+        assert answer["ok"] is True
+        assert await asyncio.wait_for(conn.reader.read(), ANSWER_TIMEOUT) == b""
+
+
+@pytest.fixture
+async def small_sock(dispatcher: Dispatcher, home: Path) -> AsyncIterator[Path]:
+    path = home / "small.sock"
+    async with ControlServer(dispatcher, path, max_line=1024):
+        yield path
+
+
+@pytest.mark.parametrize("size", [1025, 5000, 300_000])
+async def test_oversized_line_then_a_normal_request(small_sock: Path, size: int) -> None:
+    async with raw(small_sock) as conn:
+        error = error_of(await conn.request(b"x" * size + b"\n"))
+        assert error["code"] == "invalid_input"
+        assert "1024" in error["message"]
+        assert "line" in error["message"]
+        await conn.assert_still_answers()
+
+
+async def test_oversized_line_and_next_request_in_one_write(small_sock: Path) -> None:
+    async with raw(small_sock) as conn:
+        await conn.send(
+            b'{"cmd": "ping", "pad": "' + b"y" * 4000 + b'"}\n{"id": 2, "cmd": "ping"}\n'
+        )
+        error = error_of(await conn.answer())
+        assert "1024" in error["message"]
+        answer = await conn.answer()
+        assert answer["id"] == 2
+        assert answer["ok"] is True
+
+
+async def test_a_request_exactly_max_line_long_is_served(small_sock: Path) -> None:
+    request = b'{"id": 1, "cmd": "ping"}'
+    padded = request + b" " * (1024 - len(request))
+    assert len(padded) == 1024
+    async with raw(small_sock) as conn:
+        answer = await conn.request(padded + b"\n")
+        assert answer["ok"] is True
+        assert answer["id"] == 1
+        error = error_of(await conn.request(padded + b" \n"))  # one byte over
+        assert "1024" in error["message"]
+        await conn.assert_still_answers()
+
+
+# -- clients that misbehave -----------------------------------------------------------
+
+
+async def test_client_disconnecting_mid_line_does_not_hurt_the_server(
+    server: ControlServer, small_sock: Path, sock: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    for path, partial in [
+        (sock, b'{"cmd": "sub'),
+        (sock, b'{"id": 1, "cmd": "submit", "args": {"from": "+1555000'),
+        (small_sock, b'{"cmd": "ping", "pad": "' + b"z" * 3000),  # mid oversized line
+        (sock, b""),
+    ]:
+        _, writer = await asyncio.open_unix_connection(path)
+        writer.write(partial)
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+
+    async with ControlClient(sock) as client:
+        assert (await client.call("ping"))["pong"] is True
+        assert (await client.call("status"))["counts"] == {}
+    async with raw(small_sock) as conn:
+        await conn.assert_still_answers()
+
+    async def served_all() -> bool:
+        return not server._connections
+
+    await wait_for(served_all, within=10, what="the server to finish the dropped connections")
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert problems == []
+
+
+async def test_many_connections_at_once(sock: Path) -> None:
+    async def one(i: int) -> object:
+        async with raw(sock) as conn:
+            answer = await conn.request(line({"id": i, "cmd": "ping"}))
+            return answer["id"]
+
+    ids = await asyncio.gather(*(one(i) for i in range(50)))
+    assert ids == list(range(50))
+
+
+async def test_shutdown_with_a_client_connected_is_clean(
+    dispatcher: Dispatcher, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    path = home / "busy.sock"
+    async with ControlServer(dispatcher, path):
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(b'{"id": 1, "cmd": "ping"}\n')
+        await writer.drain()
+        assert json.loads(await asyncio.wait_for(reader.readline(), ANSWER_TIMEOUT))["ok"]
+    try:
+        # The server closes the idle connection: the client sees end of file...
+        assert await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT) == b""
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+    assert not path.exists()
+    # ...and the service logs no traceback for it.
+    problems = [
+        f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
+    ]
+    assert problems == []
