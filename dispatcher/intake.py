@@ -93,7 +93,8 @@ def _validated(request: TextRequest) -> _Checked:
 class Intake:
     """Turns requests into stored messages (Queued, or ended by a rule)."""
 
-    def __init__(self, store: Store, clock: Clock, pacing: PacingConfig) -> None:
+    def __init__(self, store: Store, clock: Clock, pacing: PacingConfig, pending: set[str]) -> None:
+        self._pending = pending  # ids of Queued texts being written (see Queues.pending)
         self._store = store
         self._clock = clock
         self._pacing = pacing
@@ -206,10 +207,12 @@ class Intake:
                 self._remember(c.recipient, now, message.id)
                 reserved.append(c.recipient)
             rows.append((message, [pending, step.event]))
+        ids = {m.id for m, _ in rows if m.status is TextStatus.QUEUED}
+        self._pending.update(ids)
         try:
             return await self._store.insert_messages(rows)
         except BaseException:
-            ids = {m.id for m, _ in rows}
+            self._pending.difference_update(ids)
             for recipient in reserved:
                 if self._recent.get(recipient, (now, ""))[1] in ids:
                     del self._recent[recipient]

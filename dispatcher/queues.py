@@ -46,6 +46,10 @@ class Queues:
         self._size = buffer
         self._numbers: dict[str, NumberQueue] = {}
         self.counts: Counter[TextStatus] = Counter()
+        # Texts being written to the store, announced by ``added`` once durable. A read
+        # of the store can see them first: it must leave them to ``added``.
+        self.pending: set[str] = set()
+        self._left_while_pending: set[str] = set()
 
     def __getitem__(self, number: str) -> NumberQueue:
         queue = self._numbers.get(number)
@@ -61,6 +65,10 @@ class Queues:
 
     def added(self, message: Message) -> None:
         """``message`` entered its number's queue (new, or back after a retry)."""
+        self.pending.discard(message.id)
+        if message.id in self._left_while_pending:
+            self._left_while_pending.discard(message.id)
+            return
         queue = self[message.sender]
         was_complete = queue.complete
         queue.depth += 1
@@ -72,6 +80,9 @@ class Queues:
 
     def left(self, message: Message) -> None:
         """``message`` left its number's queue (claimed, cancelled, expired, failed)."""
+        if message.id in self.pending:
+            self._left_while_pending.add(message.id)
+            return
         queue = self[message.sender]
         queue.depth = max(0, queue.depth - 1)
         for i, buffered in enumerate(queue.buffer):
@@ -84,7 +95,9 @@ class Queues:
         are on the Do Not Text list) into the buffer."""
         queue = self[number]
         queue.listed = set(listed)
-        merged = {m.id: m for m in heads if m.status is TextStatus.QUEUED}
+        merged = {
+            m.id: m for m in heads if m.status is TextStatus.QUEUED and m.id not in self.pending
+        }
         merged.update((m.id, m) for m in queue.buffer)
         queue.buffer = sorted(merged.values(), key=_key)[: self._size]
 

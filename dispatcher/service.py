@@ -97,8 +97,8 @@ class Dispatcher:
         self.clock: Clock = clock or SystemClock()
         self._pacer = Pacer(self.clock, self._dispatch, workers=config.pacing.max_in_flight)
         self._sender_locks = [asyncio.Lock() for _ in range(_STRIPES)]
-        self._intake = Intake(store, self.clock, config.pacing)
         self._queues = Queues()
+        self._intake = Intake(store, self.clock, config.pacing, self._queues.pending)
         self._dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process

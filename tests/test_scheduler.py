@@ -25,7 +25,7 @@ from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config, PacingConfig, SimulatorConfig
 from dispatcher.errors import Conflict
-from dispatcher.model import Lane, Message, Reason, Source, TextStatus, slot_seconds
+from dispatcher.model import DntEntry, Lane, Message, Reason, Source, TextStatus, slot_seconds
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 
@@ -603,3 +603,19 @@ def test_random_workloads_keep_spacing_and_fifo_within_lanes(
 ) -> None:
     with tempfile.TemporaryDirectory() as folder:
         asyncio.run(_run_workload(Path(folder), workload))
+
+
+async def test_a_contact_listed_elsewhere_fails_when_its_text_is_read_from_the_queue(
+    h: Harness,
+) -> None:
+    # Deeper in the queue than the head kept in memory: the entry made straight in the
+    # store (as another process sharing it would) is seen when the head is read again.
+    texts = [await h.submit(A, recipient(0, i), lane=Lane.BULK) for i in range(12)]
+    target = texts[-1]
+    entry = DntEntry(number=target.recipient, added_at=h.at(0), added_by="another process")
+    await h.service.store.dnt_add(entry)
+    await advance_until(h.clock, all_terminal(h, texts), max_steps=200)
+    ended = await h.get(target.id)
+    assert (ended.status, ended.reason) == (TextStatus.FAILED, Reason.DO_NOT_TEXT)
+    assert target.id not in h.sent_ids()
+    assert len(h.sends_of(A)) == len(texts) - 1
