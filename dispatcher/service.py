@@ -102,6 +102,7 @@ class Dispatcher:
         self._dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process
+        self._held = False
         self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -135,8 +136,10 @@ class Dispatcher:
         await stack.enter_async_context(self.channel)
         self.channel.on_receipt(self._receipts.put_nowait)
         await self._recover()
-        self._group = await stack.enter_async_context(asyncio.TaskGroup())
-        stack.push_async_callback(self._drain)
+        # The task group is exited by hand, without the body's exception, so an error
+        # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._receipt_loop(), name="receipts")
         self._group.create_task(self._expiry_loop(), name="expiry")
@@ -150,7 +153,12 @@ class Dispatcher:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._stack.__aexit__(exc_type, exc, tb)
+        try:
+            await self._drain()
+            if self._group is not None:
+                await self._group.__aexit__(None, None, None)
+        finally:
+            await self._stack.aclose()
 
     async def _drain(self) -> None:
         """Stop starting sends, let those in flight finish, record receipts already in."""
@@ -209,7 +217,7 @@ class Dispatcher:
     async def _dispatch(self, sender: str, book: Book) -> None:
         """Send the head of ``sender``'s queue (its slot is due)."""
         async with self._lock_for(sender):
-            if self._queues[sender].paused or self._closing:
+            if self._queues[sender].paused or self._held or self._closing:
                 return
             claimed = await self._claim(sender)
             if claimed is None:
@@ -533,6 +541,17 @@ class Dispatcher:
             self._queues[number].paused = paused
         log.info("number.paused" if paused else "number.resumed", extra={"sender": number})
         return self._number_view(number, self.clock.now())
+
+    def hold(self) -> None:
+        """Start no new sends, on any number, until :meth:`release` (not persisted)."""
+        self._held = True
+
+    def release(self) -> None:
+        """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
+        self._held = False
+        for number, queue in self._queues:
+            if queue.depth:
+                self._pacer.wake(number)
 
     async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
         entry = DntEntry(
