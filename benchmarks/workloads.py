@@ -123,7 +123,7 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
     remaining = w.numbers * w.texts
     done = asyncio.Event()
 
-    async def dispatch(number: str, book: Book) -> None:
+    async def dispatch(number: str, slot: float, book: Book) -> None:
         nonlocal remaining
         queue = queues[number]
         if not queue:
@@ -144,9 +144,7 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
     await task
 
 
-async def run_limited(
-    w: Workload, sim: Simulator, make: Callable[[], Any]
-) -> None:
+async def run_limited(w: Workload, sim: Simulator, make: Callable[[], Any]) -> None:
     limiters = {sender(n): make() for n in range(w.numbers)}
     gate = asyncio.Semaphore(w.concurrency) if w.concurrency else None
 
@@ -186,7 +184,9 @@ def measure(w: Workload) -> dict[str, Any]:
         **figures,
         "cpu_per_1k": cpu / (w.numbers * w.texts) * 1000,
         "peak_rss_mib": rss,
-        **({"ingest_per_s": w.numbers * w.texts / extra["ingest_s"]} if "ingest_s" in extra else {}),
+        **(
+            {"ingest_per_s": w.numbers * w.texts / extra["ingest_s"]} if "ingest_s" in extra else {}
+        ),
     }
 
 
@@ -198,7 +198,9 @@ def _run_peer(w: Workload, log_path: Path) -> tuple[datetime, dict[str, tuple[in
             start = datetime.now().astimezone()
             runners: dict[str, Callable[[], Awaitable[None]]] = {
                 "heap": lambda: run_heap(w, sim),
-                "throttle": lambda: run_limited(w, sim, lambda: Throttler(rate_limit=1, period=1.0)),
+                "throttle": lambda: run_limited(
+                    w, sim, lambda: Throttler(rate_limit=1, period=1.0)
+                ),
                 "aiolimiter": lambda: run_limited(w, sim, lambda: AsyncLimiter(1, 1.0)),
             }
             await runners[w.runner]()

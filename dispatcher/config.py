@@ -48,6 +48,7 @@ class ServiceConfig:
 class PacingConfig:
     default_rate: float = 1.0
     guard: timedelta = timedelta(milliseconds=1)
+    lead: timedelta = timedelta(milliseconds=50)
     max_in_flight: int = 64
     validity: timedelta = timedelta(hours=10)
     duplicate_window: timedelta = timedelta(seconds=1)
@@ -73,6 +74,7 @@ class PacingConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StoreConfig:
     url: str = ""
+    commit_window: timedelta = timedelta(milliseconds=2)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

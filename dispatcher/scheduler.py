@@ -27,14 +27,19 @@ ERROR_BACKOFF = 1.0
 Book = Callable[[float | None], None]
 """Called once per dispatch: the number's next slot (monotonic), or None when idle."""
 
-Dispatch = Callable[[str, Book], Awaitable[None]]
+Dispatch = Callable[[str, float, Book], Awaitable[None]]
+"""``dispatch(number, slot, book)``: prepare the number's next send and start it no
+earlier than ``slot`` (monotonic)."""
 
 
 class Pacer:
     """Decides when each sending number may send next."""
 
-    def __init__(self, clock: Clock, dispatch: Dispatch, *, workers: int) -> None:
+    def __init__(
+        self, clock: Clock, dispatch: Dispatch, *, workers: int, lead: float = 0.0
+    ) -> None:
         self._clock = clock
+        self._lead = lead  # a number is handed out this long before its slot
         self._dispatch = dispatch
         self._workers = workers
         self._heap: list[tuple[float, str]] = []
@@ -42,7 +47,7 @@ class Pacer:
         self._on_heap: set[str] = set()
         self._busy: set[str] = set()
         self._woken_while_busy: set[str] = set()
-        self._ready: asyncio.Queue[str | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[tuple[str, float] | None] = asyncio.Queue()
         self._wake = asyncio.Event()
         self._timer: TimerHandle | None = None
         self._timer_at: float | None = None
@@ -87,11 +92,11 @@ class Pacer:
     async def _timer_loop(self) -> None:
         while not self._stopping:
             now = self._clock.now().mono
-            while self._heap and self._heap[0][0] <= now:
-                _, number = heapq.heappop(self._heap)
+            while self._heap and self._heap[0][0] - self._lead <= now:
+                slot, number = heapq.heappop(self._heap)
                 self._on_heap.discard(number)
                 self._busy.add(number)
-                self._ready.put_nowait(number)
+                self._ready.put_nowait((number, slot))
             self._arm()
             await self._wake.wait()
             self._wake.clear()
@@ -99,7 +104,7 @@ class Pacer:
             self._timer.cancel()
 
     def _arm(self) -> None:
-        due = self._heap[0][0] if self._heap else None
+        due = self._heap[0][0] - self._lead if self._heap else None
         if due == self._timer_at:
             return
         if self._timer is not None:
@@ -108,24 +113,25 @@ class Pacer:
         if due is not None:
             self._timer = self._clock.call_at(due, self._wake.set)
 
-    def _push(self, number: str, due: float) -> None:
-        heapq.heappush(self._heap, (due, number))
+    def _push(self, number: str, slot: float) -> None:
+        heapq.heappush(self._heap, (slot, number))
         self._on_heap.add(number)
-        if self._timer_at is None or due < self._timer_at:
+        if self._timer_at is None or slot - self._lead < self._timer_at:
             self._wake.set()
 
     async def _worker(self) -> None:
-        while (number := await self._ready.get()) is not None:
+        while (item := await self._ready.get()) is not None:
+            number, slot = item
             booked = False
 
-            def book(slot: float | None, number: str = number) -> None:
+            def book(next_slot: float | None, number: str = number) -> None:
                 nonlocal booked
                 if not booked:
                     booked = True
-                    self._release(number, slot)
+                    self._release(number, next_slot)
 
             try:
-                await self._dispatch(number, book)
+                await self._dispatch(number, slot, book)
             except Exception:
                 log.exception("dispatch.error", extra={"sender": number})
                 # The number is not lost: it is tried again after a pause.

@@ -95,7 +95,12 @@ class Dispatcher:
         self.store = store
         self.channel = channel
         self.clock: Clock = clock or SystemClock()
-        self._pacer = Pacer(self.clock, self._dispatch, workers=config.pacing.max_in_flight)
+        self._pacer = Pacer(
+            self.clock,
+            self._dispatch,
+            workers=config.pacing.max_in_flight,
+            lead=config.pacing.lead.total_seconds(),
+        )
         self._sender_locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._queues = Queues()
         self._intake = Intake(store, self.clock, config.pacing, self._queues.pending)
@@ -120,7 +125,9 @@ class Dispatcher:
     def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
         """Build the store and channel the configuration names (imported lazily)."""
         clock = clock or SystemClock()
-        store = open_store(config.store_url)
+        store = open_store(
+            config.store_url, commit_window=config.store.commit_window.total_seconds()
+        )
         channel = open_channel(
             config.provider.url,
             simulator=config.simulator,
@@ -214,13 +221,27 @@ class Dispatcher:
                 self._queues.counted(step.from_status, step.event.status)
 
     # -- sending ---------------------------------------------------------------------
-    async def _dispatch(self, sender: str, book: Book) -> None:
-        """Send the head of ``sender``'s queue (its slot is due)."""
+    async def _dispatch(self, sender: str, slot: float, book: Book) -> None:
+        """Send the head of ``sender``'s queue at ``slot``. The claim (the durable
+        intent to send) is made a little ahead, so its write is off the critical path."""
         async with self._lock_for(sender):
             if self._queues[sender].paused or self._held or self._closing:
                 return
-            claimed = await self._claim(sender)
+            now = self.clock.now()
+            slot_at = now.wall + timedelta(seconds=max(0.0, slot - now.mono))
+            claimed = await self._claim(sender, slot_at)
             if claimed is None:
+                return
+            if (wait := slot - self.clock.now().mono) > 0:
+                await self.clock.sleep(wait)
+            if self._dnt_changes.get(claimed.recipient):  # listed while it waited
+                step, _ = transition(
+                    claimed, TextStatus.FAILED, at=self.clock.now().wall,
+                    source=Source.SCHEDULER, reason=Reason.DO_NOT_TEXT,
+                    detail="listed before sending",
+                )  # fmt: skip
+                await self._record([step])
+                book(slot)
                 return
             # The send starts now: this one read books the slot and is the audit time.
             # Nothing between it and the provider call yields to the event loop.
@@ -244,8 +265,10 @@ class Dispatcher:
         rate = self.config.pacing.rate_of(message.sender)
         return slot_seconds(message.segments, rate) + self.config.pacing.guard.total_seconds()
 
-    async def _claim(self, sender: str) -> Message | None:
-        """Take the head of the queue into Sending, ending expired and listed ones."""
+    async def _claim(self, sender: str, slot_at: datetime) -> Message | None:
+        """Take the head of the queue into Sending, ending expired and listed ones.
+        A head whose validity ends before ``slot_at`` is left to the expiry sweep,
+        which ends it on time and wakes the number again."""
         queues = self._queues
         while True:
             if queues.needs_read(sender):
@@ -257,6 +280,8 @@ class Dispatcher:
                 return None
             head = queue.buffer[0]
             now = self.clock.now().wall
+            if not is_expired(head, now) and is_expired(head, slot_at):
+                return None
             if is_expired(head, now):
                 step, _ = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
                                      reason=Reason.EXPIRED)  # fmt: skip
@@ -470,6 +495,7 @@ class Dispatcher:
                 self._queues.left(fresh)
                 await self._record([step])
                 log.info("dispatch.expired", extra={"message_id": message.id})
+            self._pacer.wake(message.sender)
 
     # -- operator verbs --------------------------------------------------------------
     async def message(self, message_id: str) -> MessageView:

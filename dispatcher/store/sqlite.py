@@ -46,16 +46,36 @@ class StoreError(DispatcherError, OSError):
     code = "store_error"
 
 
+_MERGED = ("insert_message", "insert_event", "apply_transition", "set_next_slot")
+"""Statements whose rows from many writers join one executemany, in this order. A
+transition is only written once its message's insert has committed, so running the
+inserts of a batch before its updates never reorders what depends on what. Any
+other statement is a barrier: it runs where it was added."""
+
+
 @dataclass(slots=True)
 class _Batch:
     statements: list[tuple[str, list[Params]]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    _segment: dict[str, tuple[str, list[Params]]] = field(default_factory=dict)
 
-    def add(self, sql: str, rows: list[Params]) -> None:
-        if self.statements and self.statements[-1][0] == sql:
-            self.statements[-1][1].extend(rows)
+    def add(self, name: str, sql: str, rows: list[Params]) -> None:
+        if name in _MERGED:
+            self._segment.setdefault(name, (sql, []))[1].extend(rows)
         else:
+            self._close_segment()
             self.statements.append((sql, rows))
+
+    def _close_segment(self) -> None:
+        for name in _MERGED:
+            if (entry := self._segment.get(name)) is not None and entry[1]:
+                self.statements.append(entry)
+        self._segment = {}
+
+    def sealed(self) -> list[tuple[str, list[Params]]]:
+        """Every statement of the batch, in the order to run them."""
+        self._close_segment()
+        return self.statements
 
 
 def _ts(at: datetime | None) -> str | None:
@@ -116,8 +136,9 @@ def _dnt(row: sqlite3.Row) -> DntEntry:
 class SQLiteStore:
     """Store adapter for ``sqlite:///path/to/file.db``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
         self._path = path
+        self._window = commit_window
         self._q = load_queries("sqlite")
         self._db: aiosqlite.Connection | None = None
         self._batch = _Batch()
@@ -128,14 +149,14 @@ class SQLiteStore:
         self._dnt_lock = asyncio.Lock()
 
     @classmethod
-    def from_url(cls, url: str, **_options: object) -> SQLiteStore:
+    def from_url(cls, url: str, *, commit_window: float = 0.0, **_options: object) -> SQLiteStore:
         prefix = "sqlite:///"
         if not url.startswith(prefix) or len(url) == len(prefix):
             raise ConfigError(
                 f"store.url: {url!r} is not a SQLite URL; write sqlite:///path/to/file.db",
                 field="store.url",
             )
-        return cls(Path(url[len(prefix) :]))
+        return cls(Path(url[len(prefix) :]), commit_window=commit_window)
 
     # -- lifecycle -------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -198,7 +219,7 @@ class SQLiteStore:
         if self._closing:
             raise StoreError("the store is closing")
         for name, rows in statements:
-            self._batch.add(self._q[name], list(rows))
+            self._batch.add(name, self._q[name], list(rows))
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._batch.waiters.append(waiter)
         self._wake.set()
@@ -207,6 +228,8 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
+            if self._window > 0 and not self._closing:
+                await asyncio.sleep(self._window)  # let the batch gather
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             if batch.waiters:
@@ -218,14 +241,22 @@ class SQLiteStore:
         db = self._conn
         try:
             await db.execute("BEGIN IMMEDIATE")
-            for sql, rows in batch.statements:
-                await db.executemany(sql, rows)
-            await db.execute("COMMIT")
-        except (sqlite3.Error, ValueError) as exc:  # ValueError: the connection is gone
+            # Every statement is queued to the database thread at once: one wait for all.
+            results = await asyncio.gather(
+                *(db.executemany(sql, rows) for sql, rows in batch.sealed()),
+                return_exceptions=True,
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if not failures:
+                await db.execute("COMMIT")
+        except Exception as exc:  # every waiter must hear of any failure
+            failures = [exc]
+        if failures:
+            # An error in any statement rolls the whole batch back.
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.execute("ROLLBACK")
-            error = StoreError(f"writing to {self._path} failed: {exc}")
-            error.__cause__ = exc
+            error = StoreError(f"writing to {self._path} failed: {failures[0]}")
+            error.__cause__ = failures[0]
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_exception(error)
