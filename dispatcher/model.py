@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
@@ -237,16 +237,18 @@ def transition(
 def apply(message: Message, step: Transition) -> Message:
     """The message after an applied transition (the projection of one event)."""
     event = step.event
-    return replace(
-        message,
-        status=event.status,
-        reason=event.reason,
-        provider_code=event.provider_code,
-        updated_at=event.at,
-        provider_id=step.provider_id or message.provider_id,
-        attempt_id=step.attempt_id or message.attempt_id,
-        send_started_at=step.send_started_at or message.send_started_at,
-    )
+    m = message
+    # Spelled out rather than dataclasses.replace: this runs several times per text.
+    return Message(
+        id=m.id, sender=m.sender, recipient=m.recipient, body=m.body, segments=m.segments,
+        lane=m.lane, status=event.status, accepted_at=m.accepted_at, expires_at=m.expires_at,
+        updated_at=event.at, seq=m.seq, reason=event.reason, provider_code=event.provider_code,
+        provider_id=step.provider_id or m.provider_id,
+        attempt_id=step.attempt_id or m.attempt_id,
+        send_started_at=step.send_started_at or m.send_started_at,
+        duplicate_of=m.duplicate_of, idempotency_key=m.idempotency_key,
+        fingerprint=m.fingerprint,
+    )  # fmt: skip
 
 
 def project(events: Iterable[Event], start: TextStatus = TextStatus.PENDING) -> TextStatus:

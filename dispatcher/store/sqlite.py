@@ -15,7 +15,7 @@ import logging
 import sqlite3
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -78,12 +78,21 @@ class _Batch:
         return self.statements
 
 
-def _ts(at: datetime | None) -> str | None:
-    return at.isoformat(timespec="microseconds") if at is not None else None
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-def _dt(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text is not None else None
+def _ts(at: datetime | None) -> int | None:
+    """Times are stored as whole microseconds since the Unix epoch, UTC: exact, compact,
+    ordered, and several times cheaper to write than ISO 8601 text."""
+    return round(at.timestamp() * 1_000_000) if at is not None else None
+
+
+def _dt(us: int | None) -> datetime | None:
+    return _EPOCH + timedelta(microseconds=us) if us is not None else None
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def _message(row: sqlite3.Row) -> Message:
@@ -104,10 +113,10 @@ def _message(row: sqlite3.Row) -> Message:
         duplicate_of=row["duplicate_of"],
         idempotency_key=row["idempotency_key"],
         fingerprint=row["fingerprint"],
-        accepted_at=datetime.fromisoformat(row["accepted_at"]),
-        expires_at=datetime.fromisoformat(row["expires_at"]),
+        accepted_at=_at(row["accepted_at"]),
+        expires_at=_at(row["expires_at"]),
         send_started_at=_dt(row["send_started_at"]),
-        updated_at=datetime.fromisoformat(row["updated_at"]),
+        updated_at=_at(row["updated_at"]),
     )
 
 
@@ -127,7 +136,7 @@ def _event_row(event: Event) -> Params:
 def _dnt(row: sqlite3.Row) -> DntEntry:
     return DntEntry(
         number=row["number"],
-        added_at=datetime.fromisoformat(row["added_at"]),
+        added_at=_at(row["added_at"]),
         added_by=row["added_by"],
         reason=row["reason"],
     )
@@ -385,7 +394,7 @@ class SQLiteStore:
         return [
             Event(
                 message_id=row["message_id"],
-                at=datetime.fromisoformat(row["at"]),
+                at=_at(row["at"]),
                 status=TextStatus(row["status"]),
                 reason=row["reason"],
                 provider_code=row["provider_code"],

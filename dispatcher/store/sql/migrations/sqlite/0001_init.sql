@@ -16,10 +16,10 @@ CREATE TABLE messages (
     duplicate_of TEXT,
     idempotency_key TEXT UNIQUE,
     fingerprint TEXT,
-    accepted_at TEXT NOT NULL,          -- ISO 8601 UTC with microseconds
-    expires_at TEXT NOT NULL,
-    send_started_at TEXT,
-    updated_at TEXT NOT NULL
+    accepted_at INTEGER NOT NULL,       -- times: microseconds since 1970-01-01 UTC
+    expires_at INTEGER NOT NULL,
+    send_started_at INTEGER,
+    updated_at INTEGER NOT NULL
 );
 CREATE INDEX messages_queue ON messages (sender, lane, seq) WHERE status = 'Queued';
 CREATE INDEX messages_expiry ON messages (expires_at) WHERE status = 'Queued';
@@ -30,7 +30,7 @@ CREATE INDEX messages_provider ON messages (provider_id) WHERE provider_id IS NO
 CREATE TABLE events (
     id INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
-    at TEXT NOT NULL,
+    at INTEGER NOT NULL,
     status TEXT NOT NULL,
     reason TEXT,
     provider_code TEXT,
@@ -42,13 +42,13 @@ CREATE INDEX events_message ON events (message_id, id);
 
 CREATE TABLE senders (
     number TEXT PRIMARY KEY,
-    next_slot_at TEXT,                  -- survives restarts: a new run never sends early
+    next_slot_at INTEGER,               -- survives restarts: a new run never sends early
     paused INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE do_not_text (
     number TEXT PRIMARY KEY,
-    added_at TEXT NOT NULL,
+    added_at INTEGER NOT NULL,
     added_by TEXT NOT NULL,
     reason TEXT
 );
