@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     message.add_argument("id")
     _json_flag(message)
 
-    status = sub.add_parser("status", help="counts by status and every number's queue")
+    status = sub.add_parser("status", help="counts by status and the deepest queues")
+    status.add_argument("--limit", type=int, default=100, help="numbers to show (default 100)")
+    status.add_argument("--number", help="show this sending number only")
     _json_flag(status)
 
     find = sub.add_parser("find", help="messages to a recipient, newest first")
@@ -172,7 +174,8 @@ async def _client_command(config: Config, args: argparse.Namespace) -> int:
     elif command == "message":
         _out(args, await call(sock, "message", id=args.id), _show_view)
     elif command == "status":
-        _out(args, await call(sock, "status"), _show_status)
+        result = await call(sock, "status", limit=args.limit, number=args.number)
+        _out(args, result, _show_status)
     elif command == "find":
         result = await call(sock, "find", to=args.number, limit=args.limit)
         _out(args, result, lambda r: _each(_show_message, r["messages"]))
@@ -240,6 +243,8 @@ def _show_status(s: dict[str, Any]) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "no messages"
     print(f"{counts}; in flight {s['in_flight']}")
     if s["numbers"]:
+        shown = len(s["numbers"])
+        print(f"{s['numbers_total']} sending numbers; the {shown} deepest queues:")
         print(f"{'number':<16} {'depth':>6} {'in flight':>9}  next slot")
     for n in s["numbers"]:
         paused = "  paused" if n["paused"] else ""

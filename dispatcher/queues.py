@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dispatcher.model import Message, TextStatus
@@ -57,8 +57,12 @@ class Queues:
             queue = self._numbers[number] = NumberQueue()
         return queue
 
-    def __iter__(self) -> Iterator[tuple[str, NumberQueue]]:
-        return iter(sorted(self._numbers.items()))
+    def items(self) -> Iterable[tuple[str, NumberQueue]]:
+        """Every number, in no particular order (cheap)."""
+        return self._numbers.items()
+
+    def __len__(self) -> int:
+        return len(self._numbers)
 
     def get(self, number: str) -> NumberQueue | None:
         return self._numbers.get(number)

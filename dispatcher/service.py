@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -76,6 +77,7 @@ class NumberView:
 class StatusView:
     counts: dict[TextStatus, int]
     numbers: list[NumberView]
+    numbers_total: int  # every sending number the service knows
     in_flight: int
     at: datetime
 
@@ -517,18 +519,21 @@ class Dispatcher:
     async def find(self, recipient: str, limit: int = 50) -> list[Message]:
         return await self.store.find(e164(recipient, field="to"), limit)
 
-    async def status(self) -> StatusView:
-        """Answered from memory: counts by status and every number's queue."""
+    async def status(self, *, limit: int = 100, number: str | None = None) -> StatusView:
+        """Answered from memory: counts by status, and the ``limit`` numbers with the
+        deepest queues (or just ``number``)."""
         now = self.clock.now()
-        numbers = [
-            self._number_view(number, now)
-            for number, queue in self._queues
-            if queue.depth or queue.paused or number in self._in_flight
-            or self._pacer.next_slot(number) is not None
-        ]  # fmt: skip
+        if number is not None:
+            wanted = [e164(number)]
+        else:
+            deepest = heapq.nsmallest(
+                limit, self._queues.items(), key=lambda item: (-item[1].depth, item[0])
+            )
+            wanted = [name for name, _ in deepest]
         return StatusView(
             counts=dict(self._queues.counts),
-            numbers=numbers,
+            numbers=[self._number_view(name, now) for name in wanted],
+            numbers_total=len(self._queues),
             in_flight=sum(self._in_flight.values()),
             at=now.wall,
         )
@@ -575,7 +580,7 @@ class Dispatcher:
     def release(self) -> None:
         """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
         self._held = False
-        for number, queue in self._queues:
+        for number, queue in self._queues.items():
             if queue.depth:
                 self._pacer.wake(number)
 

@@ -156,6 +156,7 @@ def status_json(view: StatusView) -> JSON:
         "counts": {status.value: count for status, count in sorted(view.counts.items())},
         "in_flight": view.in_flight,
         "numbers": [number_json(n) for n in view.numbers],
+        "numbers_total": view.numbers_total,
     }
 
 
@@ -220,6 +221,15 @@ class DntAddArgs:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusArgs:
+    limit: int = 100
+    number: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_limit(self.limit)
+
+
+@dataclass(frozen=True, slots=True)
 class LimitArgs:
     limit: int = 1000
 
@@ -250,9 +260,9 @@ async def _submit(d: Dispatcher, a: SubmitArgs) -> JSON:
     return {**message_json(submission.message), "created": submission.created}
 
 
-@command("status", NoArgs, "counts by status; per number: depth, next slot, in flight")
-async def _status(d: Dispatcher, _: NoArgs) -> JSON:
-    return status_json(await d.status())
+@command("status", StatusArgs, "counts by status; deepest queues: depth, next slot, in flight")
+async def _status(d: Dispatcher, a: StatusArgs) -> JSON:
+    return status_json(await d.status(limit=a.limit, number=a.number))
 
 
 @command("message", IdArgs, "one message: history and why it is in its state")

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -148,6 +149,7 @@ class SQLiteStore:
     def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
         self._path = path
         self._window = commit_window
+        self._last_commit = 0.0
         self._q = load_queries("sqlite")
         self._db: aiosqlite.Connection | None = None
         self._batch = _Batch()
@@ -237,12 +239,15 @@ class SQLiteStore:
     async def _write_loop(self) -> None:
         while True:
             await self._wake.wait()
-            if self._window > 0 and not self._closing:
-                await asyncio.sleep(self._window)  # let the batch gather
+            busy = time.monotonic() - self._last_commit < self._window
+            if busy and not self._closing:
+                # Writes are flowing: let the batch gather. A lone write is not delayed.
+                await asyncio.sleep(self._window)
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             if batch.waiters:
                 await self._commit(batch)
+                self._last_commit = time.monotonic()
             if self._closing and not self._batch.waiters:
                 return
 
