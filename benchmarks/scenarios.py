@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.workloads import simulator_config
+from dispatcher import runtime
 from dispatcher.config import load_config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.server import ControlServer
@@ -133,6 +134,7 @@ def run_all(texts: int, timeout: float) -> dict[str, Any]:
 
 
 def main() -> None:
+    runtime.tune()  # as dispatcher serve does
     role = sys.argv[1]
     if role == "service":
         home = Path(tempfile.mkdtemp(prefix="bench-"))

@@ -33,6 +33,7 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
+from dispatcher import runtime
 from dispatcher.channels import SendRequest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import SystemClock
@@ -243,6 +244,7 @@ def analyse(
 
 
 def main() -> None:
+    runtime.tune()  # as dispatcher serve does
     workload = Workload(**json.loads(sys.argv[1]))
     print(json.dumps(measure(workload)))
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dispatcher import logs
+from dispatcher import logs, runtime
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
 from dispatcher.control.server import ControlServer
@@ -130,6 +130,7 @@ def _fail(exc: Exception) -> None:
 
 def _serve(config: Config) -> int:
     logs.configure(config.service.log_level)
+    runtime.tune()
     asyncio.run(serve(config))
     return 0
 

@@ -390,6 +390,7 @@ _GSM7_BASIC = frozenset(
     "¡ABCDEFGHIJKLMNOPQRSTUVWXYZÄÖÑÜ§¿abcdefghijklmnopqrstuvwxyzäöñüà"
 )
 _GSM7_EXTENDED = frozenset("^{}\\[~]|€\f")
+_GSM7 = _GSM7_BASIC | _GSM7_EXTENDED
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,12 +402,18 @@ class SegmentCount:
 
 def count_segments(body: str) -> SegmentCount:
     """Segments of a text as carriers count them: GSM-7 160/153, else UCS-2 70/67."""
-    if all(c in _GSM7_BASIC or c in _GSM7_EXTENDED for c in body):
-        costs = [2 if c in _GSM7_EXTENDED else 1 for c in body]  # escape + char
+    chars = set(body)
+    if chars <= _GSM7:
         single, multi, encoding = 160, 153, "GSM-7"
+        wide = _GSM7_EXTENDED  # escape + char
     else:
-        costs = [2 if ord(c) > 0xFFFF else 1 for c in body]  # surrogate pairs
         single, multi, encoding = 70, 67, "UCS-2"
+        wide = {c for c in chars if ord(c) > 0xFFFF}  # surrogate pairs
+    if not chars & wide:  # every character is one unit: plain arithmetic
+        units = len(body)
+        segments = 1 if units <= single else -(-units // multi)
+        return SegmentCount(encoding=encoding, units=units, segments=segments)
+    costs = [2 if c in wide else 1 for c in body]
     units = sum(costs)
     if units <= single:
         return SegmentCount(encoding=encoding, units=units, segments=1)

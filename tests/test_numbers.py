@@ -5,9 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.errors import InvalidInput, InvalidNumber
-from dispatcher.numbers import e164
+from dispatcher.numbers import _fast_possible, _parsed, e164
 
 
 @pytest.mark.parametrize(
@@ -63,3 +65,10 @@ def test_an_invalid_number_is_an_invalid_input_and_a_value_error() -> None:
     assert issubclass(InvalidNumber, InvalidInput)
     with pytest.raises(ValueError, match=r"E\.164"):
         e164("hello")
+
+
+@given(st.from_regex(r"\+[1-9][0-9]{1,14}", fullmatch=True))
+@settings(max_examples=500)
+def test_the_fast_path_agrees_with_the_full_parser(value: str) -> None:
+    if _fast_possible(value):
+        assert _parsed(value, "to") == value
