@@ -7,7 +7,7 @@ live against this module.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Sequence, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
@@ -405,7 +405,7 @@ def count_segments(body: str) -> SegmentCount:
     chars = set(body)
     if chars <= _GSM7:
         single, multi, encoding = 160, 153, "GSM-7"
-        wide = _GSM7_EXTENDED  # escape + char
+        wide: Set[str] = _GSM7_EXTENDED  # escape + char
     else:
         single, multi, encoding = 70, 67, "UCS-2"
         wide = {c for c in chars if ord(c) > 0xFFFF}  # surrogate pairs
