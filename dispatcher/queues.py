@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from dispatcher.model import Message, TextStatus
 
-BUFFER = 8
+BUFFER = 4
 """Texts kept in memory at the head of each number's queue."""
 
 

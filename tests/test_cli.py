@@ -446,3 +446,12 @@ async def test_serve_answers_then_stops_cleanly_on_sigterm(home: Path) -> None:
     assert "dispatcher: stopped" in output_text
     # The state it kept is there for the next start.
     assert (home / "dispatcher.db").exists()
+
+
+async def test_serve_on_a_corrupt_database_says_so_and_exits(home: Path) -> None:
+    (home / "dispatcher.db").write_text("this is not a database " * 40)
+    run = await dispatcher(home, "serve")
+    err = assert_clean_error(run, 1)
+    assert "dispatcher.db" in err
+    assert "not a database" in err
+    assert (home / "dispatcher.db").read_text().startswith("this is not a database")

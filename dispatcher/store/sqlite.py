@@ -152,6 +152,7 @@ class SQLiteStore:
         self._last_commit = 0.0
         self._q = load_queries("sqlite")
         self._db: aiosqlite.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -173,16 +174,24 @@ class SQLiteStore:
     async def __aenter__(self) -> Self:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            db = await aiosqlite.connect(self._path, isolation_level=None)
+            db = self._db = await aiosqlite.connect(self._path, isolation_level=None)
             db.row_factory = sqlite3.Row
             await db.execute("PRAGMA journal_mode=WAL")
             await db.execute("PRAGMA synchronous=NORMAL")
             await db.execute("PRAGMA busy_timeout=5000")
             self._db = db
             await self._migrate()
+            # Reads have a connection (and a thread) of their own: in WAL mode they see
+            # the last commit and never wait behind the batches being written.
+            reader = self._reader = await aiosqlite.connect(self._path, isolation_level=None)
+            reader.row_factory = sqlite3.Row
+            await reader.execute("PRAGMA query_only=ON")
+            await reader.execute("PRAGMA busy_timeout=5000")
+            self._reader = reader
             row = await self._one("max_seq", ())
             self._seq = int(row[0]) if row else 0
         except sqlite3.DatabaseError as exc:
+            await self._close_connections()
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
         return self
@@ -197,9 +206,13 @@ class SQLiteStore:
         self._wake.set()
         if self._writer is not None:
             await self._writer
-        if self._db is not None:
-            await self._db.close()
-            self._db = None
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for connection in (self._reader, self._db):
+            if connection is not None:
+                await connection.close()
+        self._db = self._reader = None
 
     async def _migrate(self) -> None:
         db = self._conn
@@ -281,7 +294,9 @@ class SQLiteStore:
 
     # -- reads -----------------------------------------------------------------------
     async def _rows(self, name: str, params: Params) -> list[sqlite3.Row]:
-        rows = await self._conn.execute_fetchall(self._q[name], params)
+        if self._reader is None:
+            raise StoreError("the store is not open")
+        rows = await self._reader.execute_fetchall(self._q[name], params)
         return list(rows)
 
     async def _one(self, name: str, params: Params) -> sqlite3.Row | None:
