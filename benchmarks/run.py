@@ -64,7 +64,13 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     return summary
 
 
+PEER_CAP = {"throttle": 1000}
+"""Tasks in flight at once for a peer (0: one task per text, all at once). asyncio-throttle
+polls every 10 ms per waiting task; capped as its users cap it."""
+
+
 def pacing(args: argparse.Namespace) -> list[dict[str, Any]]:
+    done = _saved(args.results)
     rows = []
     for numbers in args.sizes:
         for latency in args.latencies:
@@ -74,11 +80,32 @@ def pacing(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "numbers": numbers,
                     "texts": args.texts,
                     "latency_ms": latency,
+                    "concurrency": PEER_CAP.get(runner, 0),
                 }
+                key = json.dumps({**workload, "runs": args.runs}, sort_keys=True)
+                if key in done:
+                    rows.append(done[key])
+                    continue
                 print(f"  {runner:<11} N={numbers:<6} latency={latency:g} ms", file=sys.stderr)
-                results = [run_one(workload, args.timeout) for _ in range(args.runs)]
-                rows.append({**workload, **summarise(results)})
+                try:
+                    results = [run_one(workload, args.timeout) for _ in range(args.runs)]
+                except subprocess.TimeoutExpired:
+                    row = {**workload, "timed_out": args.timeout}
+                else:
+                    row = {**workload, **summarise(results)}
+                rows.append(row)
+                if args.results is not None:
+                    with args.results.open("a", encoding="utf-8") as fh:
+                        fh.write(json.dumps({"key": key, "row": row}) + "\n")
     return rows
+
+
+def _saved(path: Path | None) -> dict[str, dict[str, Any]]:
+    """Rows measured by an earlier, interrupted run with the same settings."""
+    if path is None or not path.exists():
+        return {}
+    saved = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
+    return {item["key"]: item["row"] for item in saved}
 
 
 def table(rows: list[dict[str, Any]], texts: int) -> str:
@@ -92,8 +119,18 @@ def table(rows: list[dict[str, Any]], texts: int) -> str:
         " | peer makespan / ours |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    ours = {(r["numbers"], r["latency_ms"]): r for r in rows if r["runner"] == "dispatcher"}
+    ours = {
+        (r["numbers"], r["latency_ms"]): r
+        for r in rows
+        if r["runner"] == "dispatcher" and "timed_out" not in r
+    }
     for r in rows:
+        if "timed_out" in r:
+            out.append(
+                f"| {r['numbers']:,} | {r['latency_ms']:g} ms | {r['runner']} "
+                f"| did not finish in {r['timed_out']:g} s | | | | | | | | |"
+            )
+            continue
         mine = ours.get((r["numbers"], r["latency_ms"]))
         cpu_ratio = span_ratio = "-"
         if mine is not None and r["runner"] != "dispatcher":
@@ -132,6 +169,8 @@ def report(
         f" (medians of {args.runs} run(s); violations, inversions and losses are the worst run's).",
         "",
         "Runners: " + "; ".join(f"**{r}**: {LABELS[r]}" for r in args.runners) + ".",
+        "Peers run one task per text; asyncio-throttle's are capped at "
+        f"{PEER_CAP['throttle']:,} in flight, since each waiting task polls every 10 ms.",
         "Send times are the moments the sends reached the simulator (its own log).",
         "",
         "## Pacing",
@@ -155,6 +194,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--extras-texts", type=int, default=1_000_000)
     parser.add_argument("--out", type=Path, help="write the report here (Markdown)")
     parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
+    parser.add_argument("--results", type=Path, help="keep each measured row here; rerun to resume")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per workload")
     args = parser.parse_args(argv)
     quick = args.quick

@@ -322,9 +322,9 @@ def explain(  # noqa: PLR0911 - one answer per status
             f"waiting to enter the queue of {message.sender}."
         )
     if s is TextStatus.SENDING:
-        started = message.send_started_at or message.updated_at
         return (
-            f"Handed to the provider at {_t(started)} (attempt {message.attempt_id}); "
+            f"Sending since {_t(message.updated_at)} (attempt {message.attempt_id}): the "
+            f"intent to send is recorded and the send starts at its slot on {message.sender}; "
             "waiting for the provider to confirm."
         )
     if s is TextStatus.SENT:
