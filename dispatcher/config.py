@@ -80,6 +80,17 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderConfig:
     url: str = "simulator://"
+    max_retries: int = 5
+    retry_backoff: timedelta = timedelta(seconds=2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwilioConfig:
+    api_base_url: str = "https://api.twilio.com"
+    messaging_service_sid: str = ""
+    timeout: timedelta = timedelta(seconds=10)
+    poll_interval: timedelta = timedelta(seconds=30)
+    receipt_deadline: timedelta = timedelta(hours=72)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +128,7 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
+    twilio: TwilioConfig = field(default_factory=TwilioConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
 
     @property
@@ -138,6 +150,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "store": StoreConfig,
     "provider": ProviderConfig,
     "simulator": SimulatorConfig,
+    "twilio": TwilioConfig,
     "control": ControlConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
@@ -171,7 +184,7 @@ def load_config(
                 + " or ".join(_PROVIDERS),
                 field="provider.url",
             )
-        sections["provider"] = ProviderConfig(url=_PROVIDERS[provider])
+        sections["provider"] = dataclasses.replace(sections["provider"], url=_PROVIDERS[provider])
     home_value = home or env.get("DISPATCHER_HOME") or "var"
     return Config(home=Path(home_value), **sections)
 

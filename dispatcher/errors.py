@@ -80,3 +80,11 @@ class ProviderError(DispatcherError):
         self.provider_code = provider_code
         self.retryable = retryable
         self.permanent_reason = permanent_reason
+
+
+class OutcomeUnknown(ProviderError, TimeoutError):
+    """A request may or may not have reached the provider (the connection broke or timed
+    out after it was sent). It is never sent again blindly: the service asks the
+    provider whether it has the attempt."""
+
+    code = "outcome_unknown"

@@ -122,6 +122,7 @@ class Reason(StrEnum):
     NOT_RECEIVED = "not_received_by_provider"
     RETRY = "retry"
     NOT_IN_SERVICE = "not_in_service"
+    OPTED_OUT = "opted_out"
     PROVIDER_REJECTED = "provider_rejected"
     CARRIER_UNDELIVERED = "carrier_undelivered"
     HANDSET_UNREACHABLE = "handset_unreachable"

@@ -22,7 +22,7 @@ from typing import Self
 from dispatcher.channels import Channel, Receipt, SendRequest, open_channel
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
-from dispatcher.errors import Conflict, NotFound, ProviderError
+from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.model import (
     TERMINAL,
@@ -110,6 +110,7 @@ class Dispatcher:
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process
         self._held = False
+        self._retries: dict[str, int] = {}  # message id -> refusals asking to retry
         self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -133,6 +134,7 @@ class Dispatcher:
         channel = open_channel(
             config.provider.url,
             simulator=config.simulator,
+            twilio=config.twilio,
             log_path=config.simulator_log,
             clock=clock,
         )
@@ -314,6 +316,10 @@ class Dispatcher:
         slot = {message.sender: start.wall + timedelta(seconds=hold)}
         try:
             accepted = await self.channel.send(request)
+        except OutcomeUnknown as exc:
+            log.warning("dispatch.outcome_unknown", extra={"message_id": message.id, "error": exc})
+            await self._reconcile(message, running=True)
+            return
         except ProviderError as exc:
             await self._refused(message, exc, slot)
             return
@@ -334,20 +340,34 @@ class Dispatcher:
     async def _refused(
         self, message: Message, exc: ProviderError, slot: dict[str, datetime]
     ) -> None:
-        now = self.clock.now().wall
-        if exc.retryable:
+        now = self.clock.now()
+        tries = self._retries.pop(message.id, 0) + 1
+        retry = self.config.provider
+        if exc.retryable and tries <= retry.max_retries:
+            # Back off: the number waits retry_backoff, then twice as long, ... beyond its slot.
+            backoff = retry.retry_backoff * 2 ** (tries - 1)
             step, queued = transition(
-                message, TextStatus.QUEUED, at=now, source=Source.PROVIDER, reason=Reason.RETRY,
-                provider_code=exc.provider_code, detail=str(exc),
+                message, TextStatus.QUEUED, at=now.wall, source=Source.PROVIDER,
+                reason=Reason.RETRY, provider_code=exc.provider_code,
+                detail=f"try {tries} refused, retrying after {backoff}: {exc}",
             )  # fmt: skip
+            slot = {number: at + backoff for number, at in slot.items()}
             await self._record([step], next_slots=slot)
+            self._retries[message.id] = tries
+            self._pacer.restore(message.sender, now.mono + backoff.total_seconds())
             self._queues.added(queued)
             self._pacer.wake(message.sender)
             return
+        if exc.permanent_reason == Reason.OPTED_OUT:
+            await self.dnt_add(
+                message.recipient, added_by="carrier",
+                reason=f"the contact replied STOP (provider code {exc.provider_code})",
+            )  # fmt: skip
         step, _ = transition(
-            message, TextStatus.FAILED, at=now, source=Source.PROVIDER,
+            message, TextStatus.FAILED, at=now.wall, source=Source.PROVIDER,
             reason=exc.permanent_reason or Reason.PROVIDER_REJECTED,
-            provider_code=exc.provider_code, detail=str(exc),
+            provider_code=exc.provider_code,
+            detail=str(exc) if tries == 1 else f"gave up after {tries} tries: {exc}",
         )  # fmt: skip
         await self._record([step], next_slots=slot)
         log.info("dispatch.failed", extra={"message_id": message.id, "code": exc.provider_code})

@@ -18,6 +18,9 @@ export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
 export UV_PYTHON_DOWNLOADS=never
 
 sync_env() {  # sync_env [uv sync options...]
-  "$ROOT/.tools/bin/uv" sync --frozen --quiet --python "$(command -v "$PYTHON")" \
-    --project "$ROOT" "$@"
+  local python=()
+  # Name the interpreter only to create the environment: naming it again can make uv
+  # rebuild an environment that is fine, dropping what another script installed.
+  [ -x "$ROOT/.venv/bin/python" ] || python=(--python "$(command -v "$PYTHON")")
+  "$ROOT/.tools/bin/uv" sync --frozen --quiet "${python[@]}" --project "$ROOT" "$@"
 }

@@ -14,3 +14,12 @@ def home() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="dsp-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prism_url() -> Iterator[str]:
+    """Twilio's API as its OpenAPI spec describes it (Prism), for the whole session."""
+    from tests.peers import prism  # noqa: PLC0415 - only the tests that need it start it
+
+    with prism() as url:
+        yield url

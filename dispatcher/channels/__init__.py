@@ -84,6 +84,7 @@ class Channel(Protocol):
 
 _ADAPTERS = {
     "simulator": ("dispatcher.channels.simulator", "Simulator"),
+    "twilio": ("dispatcher.channels.twilio", "TwilioChannel"),
 }
 
 

@@ -1,0 +1,229 @@
+"""Texts through Twilio, with the official SDK's asyncio client (``twilio://``).
+
+Credentials come from the environment only: ``TWILIO_ACCOUNT_SID`` and
+``TWILIO_AUTH_TOKEN``. The API base URL is ``twilio.api_base_url`` (environment:
+``DISPATCHER_TWILIO_API_BASE_URL``), which is also how the tests point the SDK at a
+local mock of Twilio's API.
+
+Twilio's answers map onto the product's statuses:
+- accepted for sending (queued, accepted, sending, sent) -> Sent;
+- delivered -> Delivered; undelivered -> Undelivered, or Unreachable for 30003;
+  failed -> Failed; each with Twilio's error code as the provider code;
+- refusals at submission: 21610 (the recipient replied STOP) -> Failed and the
+  contact goes on the Do Not Text list; 21211, 21614 (not a mobile number, not in
+  service) -> Failed; 21611 (queue full), 429 and 5xx -> retried later;
+- a request whose outcome is unknown (the connection broke or timed out after it
+  was sent) is never re-posted: the service asks :meth:`TwilioChannel.lookup`, which
+  searches Twilio's messages from the same number to the same recipient.
+
+Delivery receipts are fetched by polling each text Twilio took until its status is
+final (``twilio.poll_interval``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+from twilio.base.exceptions import TwilioRestException
+from twilio.http.async_http_client import AsyncTwilioHttpClient
+from twilio.rest import Client
+
+from dispatcher.channels import Accepted, Receipt, ReceiptSink, SendRequest
+from dispatcher.clock import Clock, SystemClock
+from dispatcher.config import TwilioConfig
+from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
+from dispatcher.model import Reason, TextStatus
+
+log = logging.getLogger(__name__)
+
+MAX_VALIDITY = 36_000  # seconds: the longest validity period Twilio accepts
+
+OPTED_OUT = {"21610"}
+NOT_IN_SERVICE = {"21211", "21614", "30006"}
+RETRY = {"21611", "20429"}
+UNREACHABLE = {"30003"}
+
+_FINAL = {
+    "delivered": TextStatus.DELIVERED,
+    "undelivered": TextStatus.UNDELIVERED,
+    "failed": TextStatus.FAILED,
+    "canceled": TextStatus.FAILED,
+}
+_TAKEN = {"queued", "accepted", "scheduled", "sending", "sent"}
+
+
+def refusal(exc: TwilioRestException) -> ProviderError:
+    """Map a refusal of Twilio's API to the product's error, with its code."""
+    code = str(exc.code) if exc.code is not None else None
+    message = f"Twilio refused the text: {exc.msg or exc} (HTTP {exc.status}, code {code})"
+    if code in OPTED_OUT:
+        return ProviderError(message, provider_code=code, permanent_reason=Reason.OPTED_OUT)
+    if code in NOT_IN_SERVICE:
+        return ProviderError(message, provider_code=code, permanent_reason=Reason.NOT_IN_SERVICE)
+    if code in RETRY or exc.status == 429 or exc.status >= 500:
+        return ProviderError(message, provider_code=code or str(exc.status), retryable=True)
+    return ProviderError(message, provider_code=code, permanent_reason=Reason.PROVIDER_REJECTED)
+
+
+def receipt_of(sid: str, status: str, error_code: Any, at: datetime) -> Receipt | None:
+    """The receipt for a final Twilio status, or None while the text is on its way."""
+    final = _FINAL.get(status)
+    if final is None:
+        return None
+    code = str(error_code) if error_code not in (None, "") else None
+    reason: str | None = None
+    if final is TextStatus.UNDELIVERED and code in UNREACHABLE:
+        final, reason = TextStatus.UNREACHABLE, Reason.HANDSET_UNREACHABLE
+    elif final is TextStatus.UNDELIVERED:
+        reason = Reason.CARRIER_UNDELIVERED
+    elif final is TextStatus.FAILED:
+        reason = Reason.PROVIDER_REJECTED
+    return Receipt(provider_id=sid, status=final, at=at, provider_code=code, reason=reason)
+
+
+class TwilioChannel:
+    """The ``twilio://`` channel."""
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        config: TwilioConfig,
+        clock: Clock | None = None,
+    ) -> None:
+        self._sid = account_sid
+        self._token = auth_token
+        self._config = config
+        self._clock: Clock = clock or SystemClock()
+        self._client: Client | None = None
+        self._http: AsyncTwilioHttpClient | None = None
+        self._sink: ReceiptSink | None = None
+        self._watching: dict[str, datetime] = {}  # sid -> when Twilio took it
+        self._poller: asyncio.Task[None] | None = None
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> TwilioChannel:
+        missing = [v for v in ("TWILIO_ACCOUNT_SID", "TWILIO_AUTH_TOKEN") if not os.environ.get(v)]
+        if missing:
+            raise ConfigError(
+                f"the twilio provider needs {' and '.join(missing)} in the environment",
+                field=missing[0],
+            )
+        return cls(
+            account_sid=os.environ["TWILIO_ACCOUNT_SID"],
+            auth_token=os.environ["TWILIO_AUTH_TOKEN"],
+            config=options.get("twilio") or TwilioConfig(),
+            clock=options.get("clock"),
+        )
+
+    async def __aenter__(self) -> Self:
+        self._http = AsyncTwilioHttpClient(timeout=self._config.timeout.total_seconds())
+        self._client = Client(self._sid, self._token, http_client=self._http)
+        self._client.api.base_url = self._config.api_base_url.rstrip("/")
+        self._poller = asyncio.create_task(self._poll_loop(), name="twilio-receipts")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
+        if self._http is not None and self._http.session is not None:
+            await self._http.session.close()
+
+    def on_receipt(self, sink: ReceiptSink) -> None:
+        self._sink = sink
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise ProviderError("the Twilio channel is not open")
+        return self._client
+
+    async def send(self, request: SendRequest) -> Accepted:
+        params: dict[str, Any] = {
+            "to": request.recipient,
+            "body": request.body,
+            "validity_period": _validity(request.validity),
+        }
+        if self._config.messaging_service_sid:
+            params["messaging_service_sid"] = self._config.messaging_service_sid
+        else:
+            params["from_"] = request.sender
+        try:
+            message = await self.client.messages.create_async(**params)
+        except TwilioRestException as exc:
+            raise refusal(exc) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise OutcomeUnknown(f"no answer from Twilio for {request.message_id}: {exc}") from exc
+        sid = str(message.sid)
+        status = str(message.status)
+        now = self._clock.now().wall
+        if status not in _TAKEN:
+            receipt = receipt_of(sid, status, message.error_code, now)
+            if receipt is not None and receipt.status is TextStatus.FAILED:
+                raise ProviderError(
+                    f"Twilio failed the text at once (code {receipt.provider_code})",
+                    provider_code=receipt.provider_code,
+                    permanent_reason=Reason.PROVIDER_REJECTED,
+                )
+        self._watching[sid] = now
+        return Accepted(provider_id=sid, received_at=now)
+
+    async def lookup(self, request: SendRequest) -> Accepted | None:
+        """Find a text Twilio took for this attempt: same number, recipient and body."""
+        try:
+            found = await self.client.messages.list_async(
+                to=request.recipient, from_=request.sender, limit=50
+            )
+        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            raise OutcomeUnknown(f"cannot ask Twilio about {request.message_id}: {exc}") from exc
+        for message in found:
+            if message.body == request.body:
+                sid = str(message.sid)
+                self._watching[sid] = self._clock.now().wall
+                return Accepted(provider_id=sid, received_at=message.date_created)
+        return None
+
+    async def poll(self, provider_id: str) -> Receipt | None:
+        try:
+            message = await self.client.messages(provider_id).fetch_async()
+        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("twilio.poll_failed", extra={"provider_id": provider_id, "error": exc})
+            return None
+        receipt = receipt_of(provider_id, str(message.status), message.error_code,
+                             self._clock.now().wall)  # fmt: skip
+        if receipt is None:
+            self._watching.setdefault(provider_id, self._clock.now().wall)
+        return receipt
+
+    async def _poll_loop(self) -> None:
+        interval = self._config.poll_interval.total_seconds()
+        deadline = self._config.receipt_deadline
+        while True:
+            await self._clock.sleep(interval)
+            for sid, taken in list(self._watching.items()):
+                receipt = await self.poll(sid)
+                now = self._clock.now().wall
+                if receipt is None and now - taken > deadline:
+                    receipt = Receipt(provider_id=sid, status=TextStatus.COMPLETED, at=now,
+                                      reason=Reason.RECEIPT_DEADLINE)  # fmt: skip
+                if receipt is not None:
+                    self._watching.pop(sid, None)
+                    if self._sink is not None:
+                        self._sink(receipt)
+
+
+def _validity(validity: timedelta) -> int:
+    return max(1, min(MAX_VALIDITY, int(validity.total_seconds())))
