@@ -95,6 +95,7 @@ def pacing(args: argparse.Namespace) -> list[dict[str, Any]]:
                     row = {**workload, **summarise(results)}
                 rows.append(row)
                 if args.results is not None:
+                    args.results.parent.mkdir(parents=True, exist_ok=True)
                     with args.results.open("a", encoding="utf-8") as fh:
                         fh.write(json.dumps({"key": key, "row": row}) + "\n")
     return rows
