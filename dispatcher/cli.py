@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -26,6 +27,7 @@ from dispatcher.control.client import call
 from dispatcher.control.server import ControlServer
 from dispatcher.errors import DispatcherError, InvalidInput, ServiceUnavailable
 from dispatcher.service import Dispatcher
+from dispatcher.webapp import HttpServer, WebApp
 
 EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -143,10 +145,20 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
         loop.add_signal_handler(sig, stop.set)
     try:
         dispatcher = Dispatcher.from_config(config)
-        async with (
-            dispatcher,
-            ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line),
-        ):
+        async with contextlib.AsyncExitStack() as stack:
+            await stack.enter_async_context(dispatcher)
+            await stack.enter_async_context(
+                ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line)
+            )
+            if config.http.listen:
+                webapp = WebApp(
+                    dispatcher,
+                    public_url=config.http.base_url,
+                    twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
+                    api_token=os.environ.get("DISPATCHER_API_TOKEN"),
+                )
+                await stack.enter_async_context(HttpServer(webapp, config.http.listen))
+                print(f"dispatcher: HTTP app on {config.http.listen}", file=sys.stderr)
             print(f"dispatcher: serving; control socket {config.socket_path}", file=sys.stderr)
             if on_ready is not None:
                 on_ready()

@@ -115,6 +115,17 @@ class SimulatorConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HttpConfig:
+    listen: str = "127.0.0.1:8080"
+    public_url: str = ""
+
+    @property
+    def base_url(self) -> str:
+        """Where the app is reached from outside: public_url, else the listen address."""
+        return (self.public_url or f"http://{self.listen}").rstrip("/")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
     socket: str = "dispatcher.sock"
     max_line: int = 65536
@@ -129,6 +140,7 @@ class Config:
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
 
     @property
@@ -151,6 +163,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "provider": ProviderConfig,
     "simulator": SimulatorConfig,
     "twilio": TwilioConfig,
+    "http": HttpConfig,
     "control": ControlConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
@@ -185,6 +198,8 @@ def load_config(
                 field="provider.url",
             )
         sections["provider"] = dataclasses.replace(sections["provider"], url=_PROVIDERS[provider])
+    if (public := env.get("DISPATCHER_PUBLIC_URL")) is not None:
+        sections["http"] = dataclasses.replace(sections["http"], public_url=public)
     home_value = home or env.get("DISPATCHER_HOME") or "var"
     return Config(home=Path(home_value), **sections)
 

@@ -135,6 +135,7 @@ class Dispatcher:
             config.provider.url,
             simulator=config.simulator,
             twilio=config.twilio,
+            status_callbacks=config.http.public_url or None,
             log_path=config.simulator_log,
             clock=clock,
         )
@@ -436,6 +437,11 @@ class Dispatcher:
                 self._receipts.put_nowait(receipt)
 
     # -- receipts --------------------------------------------------------------------
+    def report(self, receipt: Receipt) -> None:
+        """A status report from outside (a provider's callback); applied in order with
+        every other receipt, merged without moving a text backwards."""
+        self._receipts.put_nowait(receipt)
+
     def _await_receipt(self, message: Message) -> None:
         if message.provider_id is None:
             return

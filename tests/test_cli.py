@@ -27,7 +27,7 @@ from dispatcher.control.client import ControlClient, call
 from dispatcher.control.server import ControlServer
 from dispatcher.errors import ServiceUnavailable
 from dispatcher.service import Dispatcher
-from tests.helpers import wait_for
+from tests.helpers import free_port, wait_for
 
 CHILD_TIMEOUT = 60.0
 # The children import the same code as this process, whatever the checkout.
@@ -49,6 +49,7 @@ class Run:
 
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+    env["DISPATCHER_HTTP_LISTEN"] = f"127.0.0.1:{free_port()}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     return env
 

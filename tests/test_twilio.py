@@ -19,8 +19,8 @@ from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
 from dispatcher.model import Message, Reason, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
-from tests.helpers import wait_for
-from tests.peers import ACCOUNT_SID, AUTH_TOKEN, free_port, twilio_error
+from tests.helpers import free_port, wait_for
+from tests.peers import ACCOUNT_SID, AUTH_TOKEN, twilio_error
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"

@@ -97,7 +97,9 @@ class TwilioChannel:
         auth_token: str,
         config: TwilioConfig,
         clock: Clock | None = None,
+        status_callbacks: str | None = None,
     ) -> None:
+        self._callbacks = status_callbacks  # the HTTP app's public base URL, if any
         self._sid = account_sid
         self._token = auth_token
         self._config = config
@@ -121,6 +123,7 @@ class TwilioChannel:
             auth_token=os.environ["TWILIO_AUTH_TOKEN"],
             config=options.get("twilio") or TwilioConfig(),
             clock=options.get("clock"),
+            status_callbacks=options.get("status_callbacks"),
         )
 
     async def __aenter__(self) -> Self:
@@ -157,6 +160,10 @@ class TwilioChannel:
             "body": request.body,
             "validity_period": _validity(request.validity),
         }
+        if self._callbacks:
+            # The URL carries our message id; the HTTP app checks Twilio's signature on it.
+            base = self._callbacks.rstrip("/")
+            params["status_callback"] = f"{base}/twilio/status/{request.message_id}"
         if self._config.messaging_service_sid:
             params["messaging_service_sid"] = self._config.messaging_service_sid
         else:

@@ -1,0 +1,281 @@
+"""The HTTP app (aiohttp), started by ``dispatcher serve``: Twilio's status callbacks
+and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher`.
+
+- ``POST /twilio/status/{message_id}``: Twilio's status callback for a text. Signed
+  requests only (``X-Twilio-Signature``, checked with the SDK's ``RequestValidator``
+  against the URL Twilio was given); anything else is refused with 403 and logged.
+  Late, repeated and out-of-order callbacks merge without moving a text backwards.
+- ``POST /v1/messages``: submit a text (automation lane unless ``priority`` says
+  otherwise) with ``Authorization: Bearer <DISPATCHER_API_TOKEN>`` and an optional
+  ``Idempotency-Key`` header: the same key returns the same message and never sends
+  twice; the same key with a different text is 409.
+- ``GET /v1/messages/{id}``: status, reason, provider id, the status callback URL
+  given to Twilio, the history and the explanation.
+- ``GET /v1/openapi.json``: the description of this API.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from aiohttp import web
+from twilio.request_validator import RequestValidator
+
+from dispatcher.channels import Receipt
+from dispatcher.channels.twilio import receipt_of
+from dispatcher.control.protocol import event_json
+from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.model import Lane, TextStatus
+from dispatcher.service import Dispatcher, TextRequest
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+MAX_BODY = 64 * 1024
+
+
+def status_callback_url(public_url: str, message_id: str) -> str:
+    """The URL Twilio is given for a text's status callbacks."""
+    return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        error["field"] = field
+    return web.json_response({"error": error}, status=status)
+
+
+_STATUS_OF = {
+    NotFound: 404,
+    Conflict: 409,
+    InvalidInput: 400,
+}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every product error becomes a JSON answer with the right status; nothing leaks."""
+    try:
+        return await handler(request)
+    except DispatcherError as exc:
+        status = next((s for cls, s in _STATUS_OF.items() if isinstance(exc, cls)), 500)
+        return _error(status, exc.code, str(exc), getattr(exc, "field", None))
+
+
+class WebApp:
+    """The routes, bound to one service."""
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        *,
+        public_url: str,
+        twilio_auth_token: str | None,
+        api_token: str | None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self._public_url = public_url.rstrip("/")
+        self._validator = RequestValidator(twilio_auth_token) if twilio_auth_token else None
+        self._api_token = api_token
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+        app.router.add_post("/twilio/status/{message_id}", self.status_callback)
+        app.router.add_post("/v1/messages", self.submit)
+        app.router.add_get("/v1/messages/{message_id}", self.get_message)
+        app.router.add_get("/v1/openapi.json", self.openapi)
+        return app
+
+    # -- Twilio ----------------------------------------------------------------------
+    async def status_callback(self, request: web.Request) -> web.StreamResponse:
+        params = await request.post()
+        url = self._public_url + request.path_qs
+        signature = request.headers.get("X-Twilio-Signature", "")
+        if self._validator is None or not self._validator.validate(url, params, signature):
+            log.warning("http.forged_callback", extra={"path": request.path})
+            return _error(403, "forbidden", "the request is not signed by Twilio")
+        message = (await self._dispatcher.message(request.match_info["message_id"])).message
+        sid = str(params.get("MessageSid", ""))
+        status = str(params.get("MessageStatus", params.get("SmsStatus", "")))
+        if not sid or not status:
+            raise InvalidInput("MessageSid and MessageStatus are required", field="MessageStatus")
+        if message.provider_id is not None and message.provider_id != sid:
+            raise Conflict(f"message {message.id} is {message.provider_id} at Twilio, not {sid}")
+        receipt = self._receipt(sid, status, params.get("ErrorCode"))
+        if receipt is not None:
+            self._dispatcher.report(receipt)
+        return web.Response(status=204)
+
+    def _receipt(self, sid: str, status: str, error_code: Any) -> Receipt | None:
+        now: datetime = self._dispatcher.clock.now().wall
+        final = receipt_of(sid, status, error_code, now)
+        if final is not None:
+            return final
+        if status in ("sent", "queued", "accepted", "sending"):
+            return Receipt(provider_id=sid, status=TextStatus.SENT, at=now)
+        return None
+
+    # -- automation API --------------------------------------------------------------
+    def _authorised(self, request: web.Request) -> None:
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        if not self._api_token or not hmac.compare_digest(token, self._api_token):
+            raise web.HTTPUnauthorized(
+                text=json.dumps({"error": {"code": "unauthorized",
+                                           "message": "a valid bearer token is required"}}),
+                content_type="application/json",
+            )  # fmt: skip
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        try:
+            body = await request.json()
+        except json.JSONDecodeError as exc:
+            raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+        if not isinstance(body, dict):
+            raise InvalidInput('the request body must be a JSON object like {"from": ...}')
+        fields = {"from", "to", "body", "priority"}
+        if unknown := sorted(set(body) - fields):
+            raise InvalidInput(f"unknown field {', '.join(unknown)}", field=unknown[0])
+        for name in ("from", "to", "body"):
+            if not isinstance(body.get(name), str):
+                raise InvalidInput(f"{name!r} is required and must be a string", field=name)
+        try:
+            lane = Lane.parse(str(body.get("priority", "automation")))
+        except ValueError as exc:
+            raise InvalidInput(str(exc), field="priority") from exc
+        key = request.headers.get("Idempotency-Key")
+        submission = await self._dispatcher.submit(
+            TextRequest(sender=body["from"], recipient=body["to"], body=body["body"], lane=lane,
+                        idempotency_key=key)
+        )  # fmt: skip
+        message = submission.message
+        return web.json_response(
+            {"id": message.id, "status": message.status.value, "reason": message.reason},
+            status=201 if submission.created else 200,
+        )
+
+    async def get_message(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        view = await self._dispatcher.message(request.match_info["message_id"])
+        m = view.message
+        return web.json_response(
+            {
+                "id": m.id,
+                "status": m.status.value,
+                "reason": m.reason,
+                "provider_sid": m.provider_id,
+                "status_callback_url": status_callback_url(self._public_url, m.id),
+                "history": [event_json(e) for e in view.history],
+                "explanation": view.explanation,
+            }
+        )
+
+    async def openapi(self, _: web.Request) -> web.StreamResponse:
+        return web.json_response(OPENAPI)
+
+
+class HttpServer:
+    """The HTTP app on ``host:port`` for the life of the ``async with``."""
+
+    def __init__(self, webapp: WebApp, listen: str) -> None:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigError(f"http.listen: {listen!r} is not host:port", field="http.listen")
+        self._webapp = webapp
+        self._host, self._port = host, int(port)
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Self:
+        self._runner = web.AppRunner(self._webapp.app(), access_log=None)
+        await self._runner.setup()
+        try:
+            await web.TCPSite(self._runner, self._host, self._port).start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise ConfigError(
+                f"http.listen: cannot listen on {self._host}:{self._port}: {exc}",
+                field="http.listen",
+            ) from exc
+        log.info("http.listening", extra={"listen": f"{self._host}:{self._port}"})
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+
+_ERROR = {"$ref": "#/components/schemas/Error"}
+_JSON_ERROR = {"application/json": {"schema": _ERROR}}
+_MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "dispatcher automation API", "version": "1"},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Error": {
+                "type": "object",
+                "required": ["error"],
+                "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                         "properties": {"code": {"type": "string"},
+                                                        "message": {"type": "string"},
+                                                        "field": {"type": "string"}}}},
+            },
+            "NewText": {
+                "type": "object",
+                "required": ["from", "to", "body"],
+                "additionalProperties": False,
+                "properties": {
+                    "from": {"type": "string", "example": "+15550000001"},
+                    "to": {"type": "string", "example": "+15550100001"},
+                    "body": {"type": "string", "maxLength": 1600},
+                    "priority": {"type": "string", "enum": ["automation", "bulk"]},
+                },
+            },
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/v1/messages": {
+            "post": {
+                "summary": "Submit a text",
+                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                "schema": {"type": "string", "maxLength": 255}}],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NewText"}}}},
+                "responses": {
+                    "201": {"description": "accepted (or ended by a rule: see status)"},
+                    "200": {"description": "the message an earlier request with this key made"},
+                    "400": {"description": "invalid", "content": _JSON_ERROR},
+                    "401": {"description": "no valid bearer token"},
+                    "409": {"description": "the key was used for another text",
+                            "content": _JSON_ERROR},
+                },
+            }
+        },
+        "/v1/messages/{message_id}": {
+            "get": {
+                "summary": "A text's status, history and explanation",
+                "parameters": [_MESSAGE_ID],
+                "responses": {
+                    "200": {"description": "the text"},
+                    "401": {"description": "no valid bearer token"},
+                    "404": {"description": "no such text", "content": _JSON_ERROR},
+                },
+            }
+        },
+    },
+}  # fmt: skip
