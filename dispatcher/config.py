@@ -126,6 +126,13 @@ class HttpConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InboundConfig:
+    help_reply: str = (
+        "Reply STOP to stop these texts, START to receive them again. Msg & data rates may apply."
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
     socket: str = "dispatcher.sock"
     max_line: int = 65536
@@ -141,6 +148,7 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    inbound: InboundConfig = field(default_factory=InboundConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
 
     @property
@@ -164,6 +172,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorConfig,
     "twilio": TwilioConfig,
     "http": HttpConfig,
+    "inbound": InboundConfig,
     "control": ControlConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}

@@ -48,6 +48,9 @@ TERMINAL: frozenset[TextStatus] = frozenset(
 WAITING: frozenset[TextStatus] = frozenset({TextStatus.PENDING, TextStatus.QUEUED})
 """States of a message that has not started sending (it can still be cancelled)."""
 
+INBOUND: frozenset[TextStatus] = frozenset({TextStatus.RECEIVING, TextStatus.RECEIVED})
+"""States of a text a contact sent us."""
+
 _S = TextStatus
 TRANSITIONS: dict[TextStatus, frozenset[TextStatus]] = {
     _S.PENDING: frozenset({_S.QUEUED, _S.UNSENT, _S.FAILED}),
@@ -127,6 +130,7 @@ class Reason(StrEnum):
     CARRIER_UNDELIVERED = "carrier_undelivered"
     HANDSET_UNREACHABLE = "handset_unreachable"
     RECEIPT_DEADLINE = "receipt_deadline_passed"
+    INBOUND = "inbound"
 
 
 class Source(StrEnum):
@@ -138,6 +142,7 @@ class Source(StrEnum):
     RECEIPT = "receipt"
     RECONCILE = "reconcile"
     OPERATOR = "operator"
+    CONTACT = "contact"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -348,6 +353,8 @@ def explain(  # noqa: PLR0911 - one answer per status
     if s in (TextStatus.UNDELIVERED, TextStatus.UNREACHABLE):
         code = f" (provider code {message.provider_code})" if message.provider_code else ""
         return f"{s.value}: the carrier reported {r or s.value.lower()}{code}."
+    if s is TextStatus.RECEIVED:
+        return f"Received from {message.sender} on {message.recipient} at {_t(message.updated_at)}."
     if s is TextStatus.COMPLETED:
         return "Sent; no delivery receipt will come (the receipt deadline passed)."
     return f"{s.value} since {_t(message.updated_at)}."
@@ -437,6 +444,34 @@ def check_body(body: str) -> SegmentCount:
             field="body",
         )
     return count_segments(body)
+
+
+OPT_OUT_WORDS = frozenset(
+    {"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT", "OPT OUT"}
+)
+OPT_IN_WORDS = frozenset({"START", "YES", "UNSTOP"})
+HELP_WORDS = frozenset({"HELP", "INFO"})
+
+
+class Keyword(StrEnum):
+    """What an inbound text asks for, by the carriers' keyword rules."""
+
+    OPT_OUT = "opt_out"
+    OPT_IN = "opt_in"
+    HELP = "help"
+    NONE = "none"
+
+
+def keyword(body: str) -> Keyword:
+    """The keyword of an inbound text: the whole text, trimmed, in any case."""
+    word = " ".join(body.strip().strip(".!").upper().split())
+    if word in OPT_OUT_WORDS:
+        return Keyword.OPT_OUT
+    if word in OPT_IN_WORDS:
+        return Keyword.OPT_IN
+    if word in HELP_WORDS:
+        return Keyword.HELP
+    return Keyword.NONE
 
 
 def lanes_in_order(items: Sequence[Message]) -> list[Message]:

@@ -29,14 +29,18 @@ from dispatcher.model import (
     WAITING,
     DntEntry,
     Event,
+    Keyword,
+    Lane,
     Message,
     QueueContext,
     Reason,
     Source,
     TextStatus,
     Transition,
+    count_segments,
     explain,
     is_expired,
+    keyword,
     slot_seconds,
     transition,
 )
@@ -110,6 +114,7 @@ class Dispatcher:
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process
         self._held = False
+        self._inbound_lock = asyncio.Lock()
         self._retries: dict[str, int] = {}  # message id -> refusals asking to retry
         self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
@@ -435,6 +440,44 @@ class Dispatcher:
             self._await_receipt(message)
             if receipt := await self.channel.poll(message.provider_id):
                 self._receipts.put_nowait(receipt)
+
+    # -- inbound ---------------------------------------------------------------------
+    async def receive(
+        self, *, sender: str, recipient: str, body: str, provider_id: str
+    ) -> tuple[Message, Keyword]:
+        """A text a contact sent us: stored (Receiving, then Received) once per provider
+        id, and its keyword applied: opt-out words list the contact, opt-in words take it
+        off the list, HELP asks for the help reply."""
+        contact, number = e164(sender, field="From"), e164(recipient, field="To")
+        async with self._inbound_lock:  # a webhook repeated at once is still one text
+            return await self._receive(contact, number, body, provider_id)
+
+    async def _receive(
+        self, contact: str, number: str, body: str, provider_id: str
+    ) -> tuple[Message, Keyword]:
+        if (earlier := await self.store.by_provider_id(provider_id)) is not None:
+            return earlier, keyword(earlier.body)  # a repeated webhook: nothing new
+        now = self.clock.now().wall
+        message = Message(
+            id=new_id("msg"), sender=contact, recipient=number, body=body,
+            segments=count_segments(body).segments, lane=Lane.BULK,
+            status=TextStatus.RECEIVING, accepted_at=now, expires_at=now, updated_at=now,
+            provider_id=provider_id, reason=Reason.INBOUND,
+        )  # fmt: skip
+        receiving = Event(message_id=message.id, at=now, status=TextStatus.RECEIVING,
+                          reason=Reason.INBOUND, source=Source.PROVIDER)  # fmt: skip
+        step, received = transition(message, TextStatus.RECEIVED, at=now, source=Source.PROVIDER,
+                                    reason=Reason.INBOUND)  # fmt: skip
+        stored = await self.store.insert_message(received, [receiving, step.event])
+        self._queues.counted(None, stored.status)
+        asked = keyword(body)
+        if asked is Keyword.OPT_OUT:
+            word = " ".join(body.strip().upper().split())
+            await self.dnt_add(contact, added_by="contact", reason=f"replied {word} to {number}")
+        elif asked is Keyword.OPT_IN:
+            await self.dnt_remove(contact)
+        log.info("inbound.received", extra={"message_id": stored.id, "keyword": asked.value})
+        return stored, asked
 
     # -- receipts --------------------------------------------------------------------
     def report(self, receipt: Receipt) -> None:

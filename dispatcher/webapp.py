@@ -5,6 +5,9 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
   requests only (``X-Twilio-Signature``, checked with the SDK's ``RequestValidator``
   against the URL Twilio was given); anything else is refused with 403 and logged.
   Late, repeated and out-of-order callbacks merge without moving a text backwards.
+- ``POST /twilio/inbound``: a text a contact sent (signed too): stored as Received;
+  STOP and the other opt-out words put the contact on the Do Not Text list, START,
+  YES and UNSTOP take it off, HELP and INFO are answered with ``inbound.help_reply``.
 - ``POST /v1/messages``: submit a text (automation lane unless ``priority`` says
   otherwise) with ``Authorization: Bearer <DISPATCHER_API_TOKEN>`` and an optional
   ``Idempotency-Key`` header: the same key returns the same message and never sends
@@ -19,19 +22,20 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Self
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
+from twilio.twiml.messaging_response import MessagingResponse
 
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import receipt_of
 from dispatcher.control.protocol import event_json
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
-from dispatcher.model import Lane, TextStatus
+from dispatcher.model import Keyword, Lane, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 
 log = logging.getLogger(__name__)
@@ -88,19 +92,45 @@ class WebApp:
     def app(self) -> web.Application:
         app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
         app.router.add_post("/twilio/status/{message_id}", self.status_callback)
+        app.router.add_post("/twilio/inbound", self.inbound)
         app.router.add_post("/v1/messages", self.submit)
         app.router.add_get("/v1/messages/{message_id}", self.get_message)
         app.router.add_get("/v1/openapi.json", self.openapi)
         return app
 
     # -- Twilio ----------------------------------------------------------------------
-    async def status_callback(self, request: web.Request) -> web.StreamResponse:
+    async def _signed(self, request: web.Request) -> Mapping[str, object]:
+        """The form Twilio posted, once its signature checks out against our URL."""
         params = await request.post()
         url = self._public_url + request.path_qs
         signature = request.headers.get("X-Twilio-Signature", "")
         if self._validator is None or not self._validator.validate(url, params, signature):
             log.warning("http.forged_callback", extra={"path": request.path})
-            return _error(403, "forbidden", "the request is not signed by Twilio")
+            raise web.HTTPForbidden(
+                text=json.dumps({"error": {"code": "forbidden",
+                                           "message": "the request is not signed by Twilio"}}),
+                content_type="application/json",
+            )  # fmt: skip
+        return params
+
+    async def inbound(self, request: web.Request) -> web.StreamResponse:
+        """A text a contact sent to one of our numbers (the number's messaging webhook)."""
+        params = await self._signed(request)
+        fields = {name: params.get(name) for name in ("From", "To", "Body", "MessageSid")}
+        for name, value in fields.items():
+            if not isinstance(value, str) or (name != "Body" and not value):
+                raise InvalidInput(f"{name} is required", field=name)
+        _, asked = await self._dispatcher.receive(
+            sender=str(fields["From"]), recipient=str(fields["To"]), body=str(fields["Body"]),
+            provider_id=str(fields["MessageSid"]),
+        )  # fmt: skip
+        reply = MessagingResponse()
+        if asked is Keyword.HELP:
+            reply.message(self._dispatcher.config.inbound.help_reply)
+        return web.Response(text=str(reply), content_type="application/xml")
+
+    async def status_callback(self, request: web.Request) -> web.StreamResponse:
+        params = await self._signed(request)
         message = (await self._dispatcher.message(request.match_info["message_id"])).message
         sid = str(params.get("MessageSid", ""))
         status = str(params.get("MessageStatus", params.get("SmsStatus", "")))

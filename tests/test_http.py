@@ -224,3 +224,68 @@ async def test_the_api_describes_itself(app: App) -> None:
     status, spec = await call(app, "GET", "/v1/openapi.json")
     assert status == 200
     assert set(spec["paths"]) == {"/v1/messages", "/v1/messages/{message_id}"}
+
+
+# -- inbound texts ---------------------------------------------------------------------
+
+CONTACT = "+15550300001"
+OUR_NUMBER = "+15550000001"
+
+
+async def inbound(
+    app: App, body: str, sid: str, *, signature: str | None = None
+) -> tuple[int, str]:
+    url = f"{app.url}/twilio/inbound"
+    params = {"From": CONTACT, "To": OUR_NUMBER, "Body": body, "MessageSid": sid,
+              "AccountSid": "AC" + "0" * 32}  # fmt: skip
+    signed = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
+    headers = {"X-Twilio-Signature": signed if signature is None else signature}
+    async with app.http.post(url, data=params, headers=headers) as response:
+        return response.status, await response.text()
+
+
+async def test_stop_lists_the_contact_and_start_lifts_it(app: App) -> None:
+    status, reply = await inbound(app, " stop ", "SM" + "1" * 32)
+    assert status == 200
+    assert "<Response" in reply
+    entry = await app.service.dnt_check(CONTACT)
+    assert entry is not None
+    assert entry.added_by == "contact"
+    assert "STOP" in (entry.reason or "")
+    blocked = await app.service.submit(TextRequest(sender=OUR_NUMBER, recipient=CONTACT, body="hi"))
+    assert (blocked.message.status, blocked.message.reason) == (TextStatus.FAILED, "do_not_text")
+
+    assert (await inbound(app, "START", "SM" + "2" * 32))[0] == 200
+    assert await app.service.dnt_check(CONTACT) is None
+    again = await app.service.submit(
+        TextRequest(sender="+15550000002", recipient=CONTACT, body="welcome back",
+                    validity=timedelta(hours=1))
+    )  # fmt: skip
+    assert again.message.status is TextStatus.QUEUED
+
+
+@pytest.mark.parametrize("word", ["STOPALL", "Unsubscribe", "cancel", "END", "quit", "revoke",
+                                  "optout", "opt out"])  # fmt: skip
+async def test_every_opt_out_word_lists_the_contact(app: App, word: str) -> None:
+    assert (await inbound(app, word, "SM" + "3" * 32))[0] == 200
+    assert await app.service.dnt_check(CONTACT) is not None
+
+
+async def test_help_is_answered_and_texts_are_kept_once(app: App) -> None:
+    status, reply = await inbound(app, "HELP", "SM" + "4" * 32)
+    assert status == 200
+    assert "Reply STOP" in reply
+    assert (await inbound(app, "HELP", "SM" + "4" * 32))[0] == 200  # Twilio retried
+    found = await app.service.find(CONTACT)
+    assert [m.status for m in found] == [TextStatus.RECEIVED]
+    view = await app.service.message(found[0].id)
+    assert [e.status for e in view.history] == [TextStatus.RECEIVING, TextStatus.RECEIVED]
+    assert "Received from" in view.explanation
+    assert await app.service.dnt_check(CONTACT) is None
+
+
+async def test_unsigned_inbound_texts_are_refused(app: App) -> None:
+    status, _ = await inbound(app, "STOP", "SM" + "5" * 32, signature="forged")
+    assert status == 403
+    assert await app.service.dnt_check(CONTACT) is None
+    assert await app.service.find(CONTACT) == []

@@ -8,6 +8,7 @@ last tests are SQLite-only: durability across close and reopen, and group commit
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -708,3 +709,19 @@ async def test_sqlite_group_commit_makes_every_concurrent_record_durable(tmp_pat
         slots = {s.number: s.next_slot_at for s in await store.numbers()}
         expected = {senders[i]: at(1000 + i) for i in range(count)}
         assert slots == expected
+
+
+async def test_a_contacts_own_texts_are_found_by_the_contact(store: Store) -> None:
+    contact = "+15550300009"
+    outbound = await store.insert_message(
+        (m := make_message("out", recipient=contact)), first_events(m)
+    )
+    inbound = dataclasses.replace(
+        make_message("in", sender=contact, recipient=SENDER, status=TextStatus.RECEIVED),
+        provider_id="SM" + "9" * 32,
+    )
+    await store.insert_message(inbound, first_events(inbound))
+    assert [m.id for m in await store.find(contact, 10)] == ["in", outbound.id]
+    found = await store.by_provider_id("SM" + "9" * 32)
+    assert found is not None
+    assert found.id == "in"

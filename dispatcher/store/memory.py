@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Self
 
 from dispatcher.model import (
+    INBOUND,
     DntEntry,
     Event,
     Lane,
@@ -80,8 +81,12 @@ class MemoryStore:
         self._messages[stored.id] = stored
         self._events[stored.id].extend(events)
         self._by_recipient[stored.recipient].append(stored.id)
+        if stored.status in INBOUND:  # a contact's own texts are found by the contact too
+            self._by_recipient[stored.sender].append(stored.id)
         if stored.idempotency_key:
             self._by_key[stored.idempotency_key] = stored.id
+        if stored.provider_id:
+            self._by_provider[stored.provider_id] = stored.id
         if stored.status is TextStatus.QUEUED:
             self._accepted_to[stored.recipient] = stored.id
             self._enqueue(stored)
@@ -203,8 +208,9 @@ class MemoryStore:
         return list(self._events.get(message_id, []))
 
     async def find(self, recipient: str, limit: int) -> list[Message]:
-        ids = self._by_recipient.get(recipient, [])
-        return [self._messages[i] for i in reversed(ids)][:limit]
+        found = sorted({self._messages[i] for i in self._by_recipient.get(recipient, [])},
+                       key=_seq, reverse=True)  # fmt: skip
+        return found[:limit]
 
     async def counts(self) -> dict[TextStatus, int]:
         return dict(Counter(m.status for m in self._messages.values()))

@@ -75,7 +75,12 @@ SELECT message_id, at, status, reason, provider_code, source, applied, detail
 FROM events WHERE message_id = ? ORDER BY id;
 
 -- name: find
-SELECT * FROM messages WHERE recipient = ? ORDER BY seq DESC LIMIT ?;
+SELECT * FROM (
+    SELECT * FROM messages WHERE recipient = ?1
+    UNION ALL
+    SELECT * FROM messages WHERE sender = ?1 AND status IN ('Receiving', 'Received')
+)
+ORDER BY seq DESC LIMIT ?2;
 
 -- name: counts
 SELECT status, COUNT(*) FROM messages GROUP BY status;
