@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Self
 
+from dispatcher import runtime
 from dispatcher.channels import Channel, Receipt, SendRequest, open_channel
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
@@ -120,6 +121,7 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._pacer_task: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
         self._receipts: asyncio.Queue[Receipt | None] = asyncio.Queue()
         self._parked: dict[str, tuple[float, list[Receipt]]] = {}
         self._expiry_wake = asyncio.Event()
@@ -160,6 +162,7 @@ class Dispatcher:
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._receipt_loop(), name="receipts")
         self._group.create_task(self._expiry_loop(), name="expiry")
+        self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
         return self
@@ -191,6 +194,8 @@ class Dispatcher:
                 self._pacer_task.cancel()
         self._receipts.put_nowait(None)
         self._expiry_wake.set()
+        if self._collector is not None:
+            self._collector.cancel()
         log.info("service.drained")
 
     # -- submission ------------------------------------------------------------------
