@@ -215,23 +215,25 @@ def analyse(
     log_path: Path, start: datetime, order: dict[str, tuple[int, int]], w: Workload
 ) -> dict[str, Any]:
     """Makespan, spacing violations, FIFO inversions and first-wave time from the log."""
-    sends: dict[int, list[tuple[datetime, int]]] = defaultdict(list)
+    sends: dict[int, list[tuple[float, int, float]]] = defaultdict(list)
     count = 0
     with log_path.open(encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
             number, k = order[record["message_id"]]
-            sends[number].append((datetime.fromisoformat(record["at"]), k))
+            # Offsets from the start on the wall clock, gaps on the monotonic one.
+            offset = (datetime.fromisoformat(record["at"]) - start).total_seconds()
+            sends[number].append((float(record["mono"]), k, offset))
             count += 1
     violations = inversions = 0
     last = first_wave = 0.0
     for items in sends.values():
         items.sort()
-        for (a, ka), (b, kb) in itertools.pairwise(items):
-            violations += (b - a).total_seconds() < 1.0
+        for (a, ka, _), (b, kb, _) in itertools.pairwise(items):
+            violations += b - a < 1.0
             inversions += kb < ka
-        first_wave = max(first_wave, (items[0][0] - start).total_seconds())
-        last = max(last, (items[-1][0] - start).total_seconds())
+        first_wave = max(first_wave, items[0][2])
+        last = max(last, items[-1][2])
     return {
         "sends": count,
         "expected": w.numbers * w.texts,

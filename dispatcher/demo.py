@@ -15,7 +15,7 @@ import dataclasses
 import itertools
 import json
 from collections import Counter, defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console, Group
@@ -173,18 +173,18 @@ def _counts_table(messages: list[Message]) -> Table:
 
 
 def _gaps(log_path: Path) -> dict[str, tuple[int, float | None]]:
-    """Per sending number: sends in the simulator's log and the smallest gap (s)."""
-    times: dict[str, list[datetime]] = defaultdict(list)
+    """Per sending number: sends in the simulator's log and the smallest gap (s), on
+    the simulator's monotonic clock (the wall clock may be stepped by time sync)."""
+    times: dict[str, list[float]] = defaultdict(list)
     with log_path.open(encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
-            times[record["from"]].append(datetime.fromisoformat(record["at"]))
+            times[record["from"]].append(float(record["mono"]))
     result: dict[str, tuple[int, float | None]] = {}
     for number, stamps in sorted(times.items()):
         stamps.sort()
-        deltas = [b - a for a, b in itertools.pairwise(stamps)]
-        smallest = min(deltas, default=None)
-        result[number] = (len(stamps), smallest / timedelta(seconds=1) if smallest else None)
+        smallest = min((b - a for a, b in itertools.pairwise(stamps)), default=None)
+        result[number] = (len(stamps), smallest)
     return result
 
 

@@ -13,7 +13,6 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +125,11 @@ def send_log(home: Path) -> list[dict[str, Any]]:
 
 
 def gaps_by_number(records: list[dict[str, Any]]) -> dict[str, list[float]]:
-    times: dict[str, list[datetime]] = defaultdict(list)
+    """Seconds between consecutive sends of each number, on the simulator's monotonic
+    clock (its wall-clock ``at`` may be stepped by time sync)."""
+    times: dict[str, list[float]] = defaultdict(list)
     for record in records:
-        times[record["from"]].append(datetime.fromisoformat(record["at"]))
+        times[record["from"]].append(float(record["mono"]))
     return {
-        number: [(b - a).total_seconds() for a, b in itertools.pairwise(ts)]
-        for number, ts in ((n, sorted(t)) for n, t in times.items())
+        number: [b - a for a, b in itertools.pairwise(sorted(ts))] for number, ts in times.items()
     }

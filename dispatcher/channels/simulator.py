@@ -119,6 +119,9 @@ class Simulator:
                 "to": request.recipient,
                 "segments": request.segments,
                 "at": now.wall.isoformat(timespec="microseconds"),
+                # The same moment on the monotonic clock: intervals between sends are
+                # measured on it, since the wall clock may be stepped by time sync.
+                "mono": round(now.mono, 6),
             }
         )
         self.sent += 1
