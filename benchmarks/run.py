@@ -180,6 +180,13 @@ def report(
     ]
     if extras:
         parts += ["", "## Ingest, operator latency, restart and memory", "", extras_table(extras)]
+    parts += [
+        "",
+        "## What limits these figures",
+        "",
+        "Each target of the pacing core against the figure measured, with the cause of every",
+        "miss and what was changed along the way: [performance.md](performance.md).",
+    ]
     return "\n".join(parts) + "\n"
 
 
