@@ -7,14 +7,13 @@ deterministic carrier that needs no account) and, later, ``twilio://`` and
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
-from dispatcher.errors import ConfigError
+from dispatcher.adapters import load_adapter
 from dispatcher.model import TextStatus
 
 
@@ -90,13 +89,5 @@ _ADAPTERS = {
 
 def open_channel(url: str, **options: Any) -> Channel:
     """Build the channel adapter named by ``url``'s scheme (not yet opened)."""
-    scheme = url.split(":", 1)[0]
-    if scheme not in _ADAPTERS:
-        known = ", ".join(f"{name}://" for name in _ADAPTERS)
-        raise ConfigError(
-            f"provider.url: unknown provider {url!r}; known: {known}", field="provider.url"
-        )
-    module_name, class_name = _ADAPTERS[scheme]
-    module = importlib.import_module(module_name)
-    channel: Channel = getattr(module, class_name).from_url(url, **options)
+    channel: Channel = load_adapter(url, _ADAPTERS, key="provider.url", what="provider", **options)
     return channel

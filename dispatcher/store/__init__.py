@@ -11,14 +11,13 @@ started" atomic its own way.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from dispatcher.errors import ConfigError
+from dispatcher.adapters import load_adapter
 from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
 
 
@@ -143,12 +142,5 @@ _ADAPTERS = {
 
 def open_store(url: str, **options: object) -> Store:
     """Build the store adapter named by ``url``'s scheme (not yet opened)."""
-    scheme = url.split(":", 1)[0]
-    if scheme not in _ADAPTERS:
-        known = ", ".join(f"{name}://" for name in _ADAPTERS)
-        raise ConfigError(f"store.url: unknown store {url!r}; known: {known}", field="store.url")
-    module_name, class_name = _ADAPTERS[scheme]
-    module = importlib.import_module(module_name)
-    factory = getattr(module, class_name)
-    store: Store = factory.from_url(url, **options)
+    store: Store = load_adapter(url, _ADAPTERS, key="store.url", what="store", **options)
     return store
