@@ -24,8 +24,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiohttp import web
 from twilio.request_validator import RequestValidator
@@ -35,6 +34,7 @@ from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import receipt_of
 from dispatcher.control.protocol import event_json
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.lifecycle import Resource
 from dispatcher.model import Keyword, Lane, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 
@@ -212,7 +212,7 @@ class WebApp:
         return web.json_response(OPENAPI)
 
 
-class HttpServer:
+class HttpServer(Resource):
     """The HTTP app on ``host:port`` for the life of the ``async with``."""
 
     def __init__(self, webapp: WebApp, listen: str) -> None:
@@ -223,7 +223,7 @@ class HttpServer:
         self._host, self._port = host, int(port)
         self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._runner = web.AppRunner(self._webapp.app(), access_log=None)
         await self._runner.setup()
         try:
@@ -235,14 +235,8 @@ class HttpServer:
                 field="http.listen",
             ) from exc
         log.info("http.listening", extra={"listen": f"{self._host}:{self._port}"})
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
 

@@ -22,13 +22,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from dispatcher.channels import Accepted, Receipt, ReceiptSink, SendRequest
 from dispatcher.clock import Clock, SystemClock, TimerHandle
 from dispatcher.config import SimulatorConfig
 from dispatcher.errors import ProviderError
+from dispatcher.lifecycle import Resource
 from dispatcher.model import Reason, TextStatus
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ class Outcome:
     reason: str | None = None
 
 
-class Simulator:
+class Simulator(Resource):
     """The default channel (``simulator://``)."""
 
     def __init__(
@@ -69,18 +69,12 @@ class Simulator:
             clock=options.get("clock"),
         )
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()

@@ -26,8 +26,7 @@ import asyncio
 import logging
 import os
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiohttp
 from twilio.base.exceptions import TwilioRestException
@@ -38,6 +37,7 @@ from dispatcher.channels import Accepted, Receipt, ReceiptSink, SendRequest
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import TwilioConfig
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
+from dispatcher.lifecycle import Resource
 from dispatcher.model import Reason, TextStatus
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ def receipt_of(sid: str, status: str, error_code: Any, at: datetime) -> Receipt 
     return Receipt(provider_id=sid, status=final, at=at, provider_code=code, reason=reason)
 
 
-class TwilioChannel:
+class TwilioChannel(Resource):
     """The ``twilio://`` channel."""
 
     def __init__(
@@ -126,19 +126,13 @@ class TwilioChannel:
             status_callbacks=options.get("status_callbacks"),
         )
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._http = AsyncTwilioHttpClient(timeout=self._config.timeout.total_seconds())
         self._client = Client(self._sid, self._token, http_client=self._http)
         self._client.api.base_url = self._config.api_base_url.rstrip("/")
         self._poller = asyncio.create_task(self._poll_loop(), name="twilio-receipts")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         if self._poller is not None:
             self._poller.cancel()
             await asyncio.gather(self._poller, return_exceptions=True)

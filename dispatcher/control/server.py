@@ -15,8 +15,7 @@ import os
 import socket
 import stat
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from dispatcher.control.client import MAX_SOCKET_PATH
 from dispatcher.control.protocol import (
@@ -28,12 +27,13 @@ from dispatcher.control.protocol import (
     request_fields,
 )
 from dispatcher.errors import ConfigError, DispatcherError, InvalidInput
+from dispatcher.lifecycle import Resource
 from dispatcher.service import Dispatcher
 
 log = logging.getLogger(__name__)
 
 
-class ControlServer:
+class ControlServer(Resource):
     """Serves the control protocol for one :class:`Dispatcher`."""
 
     def __init__(self, dispatcher: Dispatcher, path: Path, *, max_line: int = 65536) -> None:
@@ -43,7 +43,7 @@ class ControlServer:
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.StreamWriter, asyncio.Task[Any] | None] = {}
 
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         if len(os.fsencode(self._path)) > MAX_SOCKET_PATH:
             raise ConfigError(
                 f"the control socket path {self._path} is over {MAX_SOCKET_PATH} bytes, "
@@ -60,14 +60,8 @@ class ControlServer:
             os.umask(old_umask)
         self._path.chmod(0o600)
         log.info("control.listening", extra={"path": str(self._path)})
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         if self._server is not None:
             self._server.close()
             # Closing each connection ends its handler at its next read: no cancellation,

@@ -11,9 +11,8 @@ from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from types import TracebackType
-from typing import Self
 
+from dispatcher.lifecycle import Resource
 from dispatcher.model import (
     INBOUND,
     DntEntry,
@@ -27,7 +26,7 @@ from dispatcher.model import (
 from dispatcher.store import NumberState
 
 
-class MemoryStore:
+class MemoryStore(Resource):
     """Everything in dictionaries; nothing survives the process."""
 
     def __init__(self) -> None:
@@ -47,17 +46,6 @@ class MemoryStore:
     @classmethod
     def from_url(cls, url: str, **_options: object) -> MemoryStore:
         return cls()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     # -- submission ------------------------------------------------------------------
     async def insert_messages(

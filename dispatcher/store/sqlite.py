@@ -18,12 +18,12 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import aiosqlite
 
 from dispatcher.errors import ConfigError, DispatcherError
+from dispatcher.lifecycle import Resource
 from dispatcher.model import (
     DntEntry,
     Event,
@@ -143,7 +143,7 @@ def _dnt(row: sqlite3.Row) -> DntEntry:
     )
 
 
-class SQLiteStore:
+class SQLiteStore(Resource):
     """Store adapter for ``sqlite:///path/to/file.db``."""
 
     def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
@@ -171,7 +171,7 @@ class SQLiteStore:
         return cls(Path(url[len(prefix) :]), commit_window=commit_window)
 
     # -- lifecycle -------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         try:
             db = self._db = await aiosqlite.connect(self._path, isolation_level=None)
@@ -194,14 +194,8 @@ class SQLiteStore:
             await self._close_connections()
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
         self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         self._closing = True
         self._wake.set()
         if self._writer is not None:
