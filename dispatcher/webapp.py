@@ -167,7 +167,7 @@ class WebApp:
         self._authorised(request)
         try:
             body = await request.json()
-        except json.JSONDecodeError as exc:
+        except ValueError as exc:  # not JSON, or not UTF-8
             raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise InvalidInput('the request body must be a JSON object like {"from": ...}')
@@ -263,9 +263,11 @@ OPENAPI: dict[str, Any] = {
                 "required": ["from", "to", "body"],
                 "additionalProperties": False,
                 "properties": {
-                    "from": {"type": "string", "example": "+15550000001"},
-                    "to": {"type": "string", "example": "+15550100001"},
-                    "body": {"type": "string", "maxLength": 1600},
+                    "from": {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$",
+                             "example": "+15550000001"},
+                    "to": {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$",
+                           "example": "+15550100001"},
+                    "body": {"type": "string", "minLength": 1, "maxLength": 1600},
                     "priority": {"type": "string", "enum": ["automation", "bulk"]},
                 },
             },

@@ -210,10 +210,9 @@ async def test_bad_submissions_name_the_field_and_change_nothing(
     assert (await app.service.status()).counts == {}
 
 
-async def test_malformed_json_and_unknown_ids(app: App) -> None:
-    async with app.http.post(
-        app.url + "/v1/messages", data=b"{not json", headers=app.api()
-    ) as response:
+@pytest.mark.parametrize("raw", [b"{not json", b"\xcf", b""])
+async def test_malformed_json_and_unknown_ids(app: App, raw: bytes) -> None:
+    async with app.http.post(app.url + "/v1/messages", data=raw, headers=app.api()) as response:
         assert response.status == 400
     status, answer = await call(app, "GET", "/v1/messages/msg_nope", headers=app.api())
     assert status == 404
