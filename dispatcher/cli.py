@@ -257,7 +257,10 @@ def _show_status(s: dict[str, Any]) -> None:
     print(f"{counts}; in flight {s['in_flight']}")
     if s["numbers"]:
         shown = len(s["numbers"])
-        print(f"{s['numbers_total']} sending numbers; the {shown} deepest queues:")
+        total = s["numbers_total"]
+        numbers = "sending number" if total == 1 else "sending numbers"
+        queues = "queue" if shown == 1 else f"{shown} deepest queues"
+        print(f"{total} {numbers}; the {queues}:")
         print(f"{'number':<16} {'depth':>6} {'in flight':>9}  next slot")
     for n in s["numbers"]:
         paused = "  paused" if n["paused"] else ""
