@@ -717,4 +717,5 @@ def _request(message: Message, validity: timedelta) -> SendRequest:
         body=message.body,
         segments=message.segments,
         validity=min(validity, message.expires_at - message.accepted_at),
+        claimed_at=message.updated_at if message.status is TextStatus.SENDING else None,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
@@ -98,8 +99,9 @@ async def refusing() -> AsyncIterator[tuple[str, list[Answer]]]:
     async def post(request: web.Request) -> web.StreamResponse:
         form = await request.post()
         POSTED[id(answers)] += 1
+        created = format_datetime(datetime.now(UTC), usegmt=True)
         listed.append({"sid": "SM" + "b" * 32, "body": form.get("Body"), "status": "queued",
-                       "date_created": "Mon, 05 Jan 2026 15:00:00 +0000"})  # fmt: skip
+                       "date_created": created})  # fmt: skip
         return answers.pop(0)(request) if answers else web.json_response(listed[-1], status=201)
 
     async def get(_: web.Request) -> web.StreamResponse:
@@ -308,3 +310,18 @@ async def test_the_service_configured_for_twilio_sends_through_the_sdk(
     assert view.message.provider_id is not None
     assert view.message.provider_id.startswith("SM")
     assert [e.status for e in view.history if e.applied][-1] is TextStatus.SENT
+
+
+async def test_an_older_text_with_the_same_body_is_not_taken_for_this_attempt(
+    refusing: tuple[str, list[Answer]],
+) -> None:
+    url, _ = refusing
+    async with channel_for(url) as channel:
+        await channel.send(text(body="Your code is 1234"))  # an earlier text, same body
+        later = dataclasses.replace(
+            text(body="Your code is 1234"), claimed_at=datetime.now(UTC) + timedelta(minutes=1)
+        )
+        assert await channel.lookup(later) is None
+        same_time = dataclasses.replace(later, claimed_at=datetime.now(UTC))
+        found = await channel.lookup(same_time)
+    assert found is not None

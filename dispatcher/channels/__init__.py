@@ -28,6 +28,7 @@ class SendRequest:
     body: str
     segments: int
     validity: timedelta
+    claimed_at: datetime | None = None  # when the attempt was claimed: it cannot be older
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -43,6 +43,7 @@ from dispatcher.model import Reason, TextStatus
 log = logging.getLogger(__name__)
 
 MAX_VALIDITY = 36_000  # seconds: the longest validity period Twilio accepts
+LOOKUP_SLACK = timedelta(seconds=5)  # Twilio's clock and whole-second dates against ours
 
 OPTED_OUT = {"21610"}
 NOT_IN_SERVICE = {"21211", "21614", "30006"}
@@ -183,15 +184,20 @@ class TwilioChannel(Resource):
         return Accepted(provider_id=sid, received_at=now)
 
     async def lookup(self, request: SendRequest) -> Accepted | None:
-        """Find a text Twilio took for this attempt: same number, recipient and body."""
+        """Find a text Twilio took for this attempt: same number, recipient and body,
+        created no earlier than the attempt was claimed (an older text with the same body
+        is another text)."""
         try:
             found = await self.client.messages.list_async(
                 to=request.recipient, from_=request.sender, limit=50
             )
         except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
             raise OutcomeUnknown(f"cannot ask Twilio about {request.message_id}: {exc}") from exc
+        earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
         for message in found:
-            if message.body == request.body:
+            created = message.date_created
+            too_old = earliest is not None and isinstance(created, datetime) and created < earliest
+            if message.body == request.body and not too_old:
                 sid = str(message.sid)
                 self._watching[sid] = self._clock.now().wall
                 return Accepted(provider_id=sid, received_at=message.date_created)
