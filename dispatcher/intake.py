@@ -17,7 +17,7 @@ import contextlib
 import functools
 import secrets
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
@@ -93,8 +93,16 @@ def _validated(request: TextRequest) -> _Checked:
 class Intake:
     """Turns requests into stored messages (Queued, or ended by a rule)."""
 
-    def __init__(self, store: Store, clock: Clock, pacing: PacingConfig, pending: set[str]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        pacing: PacingConfig,
+        pending: set[str],
+        on_stored: Callable[[Message], None],
+    ) -> None:
         self._pending = pending  # ids of Queued texts being written (see Queues.pending)
+        self._on_stored = on_stored  # told of every new text the moment it is durable
         self._store = store
         self._clock = clock
         self._pacing = pacing
@@ -209,14 +217,29 @@ class Intake:
             rows.append((message, [pending, step.event]))
         ids = {m.id for m, _ in rows if m.status is TextStatus.QUEUED}
         self._pending.update(ids)
+        # The write and its announcement finish even if the caller is cancelled while
+        # waiting: a batch, once queued for the store, commits.
+        write = asyncio.ensure_future(self._write(rows, ids, reserved, now))
+        return await asyncio.shield(write)
+
+    async def _write(
+        self,
+        rows: list[tuple[Message, list[Event]]],
+        ids: set[str],
+        reserved: list[str],
+        now: datetime,
+    ) -> list[Message]:
         try:
-            return await self._store.insert_messages(rows)
+            stored = await self._store.insert_messages(rows)
         except BaseException:
             self._pending.difference_update(ids)
             for recipient in reserved:
                 if self._recent.get(recipient, (now, ""))[1] in ids:
                     del self._recent[recipient]
             raise
+        for message in stored:
+            self._on_stored(message)
+        return stored
 
     def _remember(self, recipient: str, at: datetime, message_id: str) -> None:
         self._recent[recipient] = (at, message_id)

@@ -7,7 +7,7 @@ live against this module.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence, Set
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
@@ -472,8 +472,3 @@ def keyword(body: str) -> Keyword:
     if word in HELP_WORDS:
         return Keyword.HELP
     return Keyword.NONE
-
-
-def lanes_in_order(items: Sequence[Message]) -> list[Message]:
-    """Queue order: automation lane before bulk, FIFO (submission order) within a lane."""
-    return sorted(items, key=lambda m: (m.lane, m.seq))

@@ -55,7 +55,8 @@ class Pacer:
 
     # -- what the service tells the pacer --------------------------------------------
     def restore(self, number: str, next_slot: float) -> None:
-        """Set a number's next slot (at start-up, from the store)."""
+        """Move a number's next slot later (at start-up, from the store; or to back off).
+        A number already waiting on the heap waits until the later slot."""
         self._next_slot[number] = max(next_slot, self._next_slot.get(number, next_slot))
 
     def wake(self, number: str) -> None:
@@ -72,10 +73,6 @@ class Pacer:
         """Stop handing out numbers; workers finish the dispatch they are in."""
         self._stopping = True
         self._wake.set()
-
-    @property
-    def scheduled(self) -> int:
-        return len(self._on_heap)
 
     # -- running ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -94,6 +91,9 @@ class Pacer:
             now = self._clock.now().mono
             while self._heap and self._heap[0][0] - self._lead <= now:
                 slot, number = heapq.heappop(self._heap)
+                if slot < (later := self._next_slot.get(number, slot)):
+                    heapq.heappush(self._heap, (later, number))  # pushed back (restore)
+                    continue
                 self._on_heap.discard(number)
                 self._busy.add(number)
                 self._ready.put_nowait((number, slot))

@@ -110,7 +110,9 @@ class Dispatcher:
         )
         self._sender_locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._queues = Queues()
-        self._intake = Intake(store, self.clock, config.pacing, self._queues.pending)
+        self._intake = Intake(
+            store, self.clock, config.pacing, self._queues.pending, on_stored=self._accepted
+        )
         self._dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process
@@ -209,11 +211,7 @@ class Dispatcher:
         none is stored and the error names its index."""
         if self._closing:
             raise Conflict("the service is shutting down; submit again once it is back")
-        submissions = await self._intake.submit(requests)
-        for submission in submissions:
-            if submission.created:
-                self._accepted(submission.message)
-        return submissions
+        return await self._intake.submit(requests)
 
     def _accepted(self, message: Message) -> None:
         self._queues.counted(None, message.status)
@@ -247,26 +245,28 @@ class Dispatcher:
             claimed = await self._claim(sender, slot_at)
             if claimed is None:
                 return
-            if (wait := slot - self.clock.now().mono) > 0:
-                await self.clock.sleep(wait)
-            if self._dnt_changes.get(claimed.recipient):  # listed while it waited
-                step, _ = transition(
-                    claimed, TextStatus.FAILED, at=self.clock.now().wall,
-                    source=Source.SCHEDULER, reason=Reason.DO_NOT_TEXT,
-                    detail="listed before sending",
-                )  # fmt: skip
-                await self._record([step])
-                book(slot)
-                return
-            # The send starts now: this one read books the slot and is the audit time.
-            # Nothing between it and the provider call yields to the event loop.
-            start = self.clock.now()
-            hold = self._hold(claimed)
-            book(start.mono + hold)
-            self.sent_count += 1
+            # In flight from its claim: a drain waits for it.
             self._in_flight[sender] += 1
             self._idle.clear()
         try:
+            async with self._lock_for(sender):
+                if (wait := slot - self.clock.now().mono) > 0:
+                    await self.clock.sleep(wait)
+                if self._dnt_changes.get(claimed.recipient):  # listed while it waited
+                    step, _ = transition(
+                        claimed, TextStatus.FAILED, at=self.clock.now().wall,
+                        source=Source.SCHEDULER, reason=Reason.DO_NOT_TEXT,
+                        detail="listed before sending",
+                    )  # fmt: skip
+                    await self._record([step])
+                    book(slot)
+                    return
+                # The send starts now: this one read books the slot and is the audit
+                # time. Nothing between it and the provider call yields to the loop.
+                start = self.clock.now()
+                hold = self._hold(claimed)
+                book(start.mono + hold)
+                self.sent_count += 1
             await self._send(claimed, start, hold)
         finally:
             self._in_flight[sender] -= 1
@@ -343,6 +343,7 @@ class Dispatcher:
             provider_id=accepted.provider_id, send_started_at=start.wall,
         )  # fmt: skip
         await self._record([step], next_slots=slot)
+        self._retries.pop(message.id, None)
         self._await_receipt(sent)
         log.debug("dispatch.sent", extra={"message_id": message.id, "sender": message.sender})
         for receipt in self._unpark(accepted.provider_id):
@@ -513,9 +514,12 @@ class Dispatcher:
 
     async def _apply_receipts(self, receipts: Sequence[Receipt]) -> None:
         steps: list[Transition] = []
+        seen: dict[str, Message] = {}  # as this batch leaves it (not yet written)
         for receipt in receipts:
             pid = receipt.provider_id
-            message = self._awaiting.get(pid) or await self.store.by_provider_id(pid)
+            message = (
+                seen.get(pid) or self._awaiting.get(pid) or await self.store.by_provider_id(pid)
+            )
             if message is None:
                 self._park(receipt)
                 continue
@@ -524,6 +528,7 @@ class Dispatcher:
                 reason=receipt.reason, provider_code=receipt.provider_code,
             )  # fmt: skip
             steps.append(step)
+            seen[pid] = after
             if after.status in TERMINAL:
                 self._awaiting.pop(pid, None)
             else:

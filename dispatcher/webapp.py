@@ -22,6 +22,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
+E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 def status_callback_url(public_url: str, message_id: str) -> str:
@@ -177,6 +179,12 @@ class WebApp:
         for name in ("from", "to", "body"):
             if not isinstance(body.get(name), str):
                 raise InvalidInput(f"{name!r} is required and must be a string", field=name)
+        for name in ("from", "to"):  # as the API's description says: plain E.164
+            if not E164.fullmatch(body[name]):
+                raise InvalidInput(
+                    f"{name!r} must be an E.164 number like +14155550123, not {body[name]!r}",
+                    field=name,
+                )
         try:
             lane = Lane.parse(str(body.get("priority", "automation")))
         except ValueError as exc:

@@ -57,7 +57,9 @@ def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomized, so CI replays the same cases; explore more with
+# pytest tests/test_api_schema.py -p no:cacheprovider --hypothesis-seed=N.
+@settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 def test_the_api_answers_as_its_description_says(case: Case[Any], live_api: str) -> None:
     # A number that fits the E.164 pattern can still be impossible in its numbering plan
     # (phonenumbers says so, with a 400 that names the field), which a schema cannot

@@ -195,6 +195,8 @@ async def test_concurrent_retries_with_one_key_make_one_text(app: App) -> None:
     ("body", "field"),
     [
         ({**NEW, "to": "5550200001"}, "to"),
+        ({**NEW, "to": "+15550200001*"}, "to"),
+        ({**NEW, "from": "+1 555 000 0001"}, "from"),
         ({**NEW, "body": ""}, "body"),
         ({"from": "+15550000001", "body": "x"}, "to"),
         ({**NEW, "priority": "urgent"}, "priority"),

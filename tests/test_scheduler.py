@@ -234,7 +234,12 @@ async def test_automation_lane_goes_before_bulk_submitted_earlier(h: Harness) ->
 
 async def test_lanes_submitted_together_automation_first_fifo_within(h: Harness) -> None:
     lanes = [Lane.BULK, Lane.AUTOMATION, Lane.BULK, Lane.AUTOMATION, Lane.BULK]
-    messages = [await h.submit(A, recipient(0, i), lane=lane) for i, lane in enumerate(lanes)]
+    # Together: one batch, queued before the number's first claim.
+    requests = [
+        TextRequest(sender=A, recipient=recipient(0, i), body="hello there", lane=lane)
+        for i, lane in enumerate(lanes)
+    ]
+    messages = [s.message for s in await h.service.submit_many(requests)]
     await advance_until(h.clock, all_terminal(h, messages))
 
     expected = [m.id for m in messages if m.lane is Lane.AUTOMATION] + [

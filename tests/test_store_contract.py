@@ -725,3 +725,14 @@ async def test_a_contacts_own_texts_are_found_by_the_contact(store: Store) -> No
     found = await store.by_provider_id("SM" + "9" * 32)
     assert found is not None
     assert found.id == "in"
+
+
+async def test_a_next_slot_only_moves_later(store: Store) -> None:
+    await store.set_next_slot(SENDER, at(5))
+    await store.set_next_slot(SENDER, at(3))  # a slow send's record, committed late
+    await store.record([], next_slots={SENDER: at(4)})
+    [state] = [s for s in await store.numbers() if s.number == SENDER]
+    assert state.next_slot_at == at(5)
+    await store.set_next_slot(SENDER, at(6))
+    [state] = [s for s in await store.numbers() if s.number == SENDER]
+    assert state.next_slot_at == at(6)

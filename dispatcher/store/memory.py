@@ -143,7 +143,12 @@ class MemoryStore(Resource):
         ]
 
     async def set_next_slot(self, sender: str, at: datetime) -> None:
-        self._slots[sender] = at
+        self._move_slot(sender, at)
+
+    def _move_slot(self, sender: str, at: datetime) -> None:
+        """A next slot only moves later."""
+        if sender not in self._slots or at > self._slots[sender]:
+            self._slots[sender] = at
 
     async def set_paused(self, sender: str, paused: bool) -> None:
         if paused:
@@ -167,7 +172,8 @@ class MemoryStore(Resource):
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
     ) -> None:
-        self._slots.update(next_slots or {})
+        for sender, at in (next_slots or {}).items():
+            self._move_slot(sender, at)
         for step in transitions:
             message = self._messages[step.message_id]
             self._events[message.id].append(step.event)

@@ -54,8 +54,11 @@ LEFT JOIN (
 ORDER BY n.number;
 
 -- name: set_next_slot
+-- A next slot only moves later: a slow send's record that commits after a later one's
+-- must not bring the number's slot back.
 INSERT INTO senders (number, next_slot_at) VALUES (?, ?)
-ON CONFLICT (number) DO UPDATE SET next_slot_at = excluded.next_slot_at;
+ON CONFLICT (number) DO UPDATE
+SET next_slot_at = MAX(COALESCE(next_slot_at, 0), excluded.next_slot_at);
 
 -- name: set_paused
 INSERT INTO senders (number, paused) VALUES (?, ?)
