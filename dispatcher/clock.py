@@ -124,13 +124,6 @@ class FakeClock:
         self._mono = target
         await settle()
 
-    async def run_until_idle(self, limit: float = 86_400.0) -> None:
-        """Advance to each next timer until none is left (or ``limit`` seconds pass)."""
-        end = self._mono + limit
-        while (due := self.next_due()) is not None and due <= end:
-            await self.advance(max(0.0, due - self._mono))
-        await settle()
-
 
 async def settle(rounds: int = 20) -> None:
     """Let every ready task run a few steps (no time passes)."""

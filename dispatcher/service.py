@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from types import TracebackType
-from typing import Self
 
 from dispatcher import runtime
 from dispatcher.channels import Channel, Receipt, SendRequest, open_channel
@@ -25,6 +23,7 @@ from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
 from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
+from dispatcher.lifecycle import Resource
 from dispatcher.model import (
     TERMINAL,
     WAITING,
@@ -87,7 +86,7 @@ class StatusView:
     at: datetime
 
 
-class Dispatcher:
+class Dispatcher(Resource):
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 
     def __init__(
@@ -151,7 +150,7 @@ class Dispatcher:
         return cls(config, store=store, channel=channel, clock=clock)
 
     # -- lifecycle -------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
+    async def open(self) -> None:
         stack = self._stack
         await stack.enter_async_context(self.store)
         await stack.enter_async_context(self.channel)
@@ -167,14 +166,8 @@ class Dispatcher:
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         try:
             await self._drain()
             if self._group is not None:
