@@ -20,7 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher.errors import ConfigError
+from dispatcher.errors import ConfigError, InvalidInput
+from dispatcher.scripts import Script, parse_scripts
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -105,6 +106,14 @@ class SimulatorConfig:
     unreachable: list[str] = field(default_factory=list)
     not_in_service: list[str] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
+    # Calls: who answers, by recipient (exact numbers or prefixes ending in *).
+    ring: timedelta = timedelta(milliseconds=300)
+    machine: list[str] = field(default_factory=list)
+    busy: list[str] = field(default_factory=list)
+    no_answer: list[str] = field(default_factory=list)
+    call_failed: list[str] = field(default_factory=list)
+    hangs_up: list[str] = field(default_factory=list)
+    gather_input: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_rate <= 1:
@@ -112,6 +121,28 @@ class SimulatorConfig:
                 f"simulator.reorder_rate: must be between 0 and 1, not {self.reorder_rate}",
                 field="simulator.reorder_rate",
             )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceConfig:
+    calls_per_second: float = 1.0
+    max_in_flight: int = 8
+    ring_timeout: timedelta = timedelta(seconds=30)
+    detect_machine: bool = False
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.calls_per_second) and self.calls_per_second > 0):
+            raise ConfigError(
+                "voice.calls_per_second: must be a finite number above 0, "
+                f"not {self.calls_per_second}",
+                field="voice.calls_per_second",
+            )
+        if self.max_in_flight < 1:
+            raise ConfigError("voice.max_in_flight: must be at least 1",
+                              field="voice.max_in_flight")  # fmt: skip
+        if not 5 <= self.ring_timeout.total_seconds() <= 600:
+            raise ConfigError("voice.ring_timeout: must be from 5s to 600s",
+                              field="voice.ring_timeout")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -147,9 +178,11 @@ class Config:
     provider: ProviderConfig = field(default_factory=ProviderConfig)
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
+    voice: VoiceConfig = field(default_factory=VoiceConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    scripts: dict[str, Script] = field(default_factory=dict)  # named call scripts
 
     @property
     def store_url(self) -> str:
@@ -171,6 +204,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "provider": ProviderConfig,
     "simulator": SimulatorConfig,
     "twilio": TwilioConfig,
+    "voice": VoiceConfig,
     "http": HttpConfig,
     "inbound": InboundConfig,
     "control": ControlConfig,
@@ -191,6 +225,10 @@ def load_config(
     if path is not None:
         raw = _read_toml(path)
     sections: dict[str, Any] = {}
+    try:
+        scripts = parse_scripts(raw.pop("scripts", {}), where=where)
+    except InvalidInput as exc:
+        raise ConfigError(str(exc), field=exc.field) from None
     for name, cls in _SECTIONS.items():
         table = raw.pop(name, {})
         if not isinstance(table, dict):
@@ -210,7 +248,7 @@ def load_config(
     if (public := env.get("DISPATCHER_PUBLIC_URL")) is not None:
         sections["http"] = dataclasses.replace(sections["http"], public_url=public)
     home_value = home or env.get("DISPATCHER_HOME") or "var"
-    return Config(home=Path(home_value), **sections)
+    return Config(home=Path(home_value), scripts=scripts, **sections)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -301,8 +339,9 @@ def _convert(kind: Any, value: Any, name: str, where: str) -> Any:
         return list(value)
     if origin is dict:
         if not isinstance(value, dict):
-            raise bad("a table of number = rate")
-        return {str(k): _convert(float, v, f"{name}.{k}", where) for k, v in value.items()}
+            raise bad("a table of number = value")
+        of = typing.get_args(kind)[1]
+        return {str(k): _convert(of, v, f"{name}.{k}", where) for k, v in value.items()}
     raise bad(str(kind))  # pragma: no cover - every field type is handled above
 
 

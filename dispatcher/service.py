@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from dispatcher import runtime
-from dispatcher.channels import Channel, Receipt, SendRequest, open_channel
+from dispatcher.calls import Call
+from dispatcher.channels import CallReport, Channel, Receipt, SendRequest, open_channel
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
 from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
@@ -48,6 +49,7 @@ from dispatcher.numbers import e164
 from dispatcher.queues import BUFFER, Queues
 from dispatcher.scheduler import Book, Pacer
 from dispatcher.store import Store, open_store
+from dispatcher.voice import CallDesk, CallRequest, CallsSummary, CallSubmission, CallView
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +59,17 @@ _EXPIRY_BATCH = 500
 _PARKED_MAX = 10_000
 _AWAITING_MAX = 200_000
 
-__all__ = ["Dispatcher", "MessageView", "NumberView", "StatusView", "Submission", "TextRequest"]
+__all__ = [
+    "CallRequest",
+    "CallSubmission",
+    "CallView",
+    "Dispatcher",
+    "MessageView",
+    "NumberView",
+    "StatusView",
+    "Submission",
+    "TextRequest",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -84,6 +96,7 @@ class StatusView:
     numbers_total: int  # every sending number the service knows
     in_flight: int
     at: datetime
+    calls: CallsSummary | None = None
 
 
 class Dispatcher(Resource):
@@ -131,6 +144,10 @@ class Dispatcher(Resource):
         self._group: asyncio.TaskGroup | None = None
         self._closing = False
         self.started = asyncio.Event()
+        self.calls = CallDesk(
+            config, store=store, channel=channel, clock=self.clock, submit_text=self.submit
+        )
+        self._call_pacer: asyncio.Task[None] | None = None
 
     @classmethod
     def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
@@ -156,6 +173,7 @@ class Dispatcher(Resource):
         await stack.enter_async_context(self.channel)
         self.channel.on_receipt(self._receipts.put_nowait)
         await self._recover()
+        await self.calls.recover()
         # The task group is exited by hand, without the body's exception, so an error
         # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
         self._group = asyncio.TaskGroup()
@@ -163,6 +181,8 @@ class Dispatcher(Resource):
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._receipt_loop(), name="receipts")
         self._group.create_task(self._expiry_loop(), name="expiry")
+        self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
+        self._group.create_task(self.calls.run_reports(), name="call-reports")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
@@ -179,15 +199,20 @@ class Dispatcher(Resource):
         """Stop starting sends, let those in flight finish, record receipts already in."""
         self._closing = True
         self._pacer.stop()
+        self.calls.stop()
         timeout = self.config.service.drain_timeout.total_seconds()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(
+                asyncio.gather(self._idle.wait(), self.calls.idle.wait()), timeout
+            )
         except TimeoutError:
             # Sends still in flight stay in Sending and are reconciled at the next start.
             log.warning("service.drain_timeout", extra={"in_flight": sum(self._in_flight.values())})
-            if self._pacer_task is not None:
-                self._pacer_task.cancel()
+            for task in (self._pacer_task, self._call_pacer):
+                if task is not None:
+                    task.cancel()
         self._receipts.put_nowait(None)
+        self.calls.stop_reports()
         self._expiry_wake.set()
         if self._collector is not None:
             self._collector.cancel()
@@ -608,6 +633,7 @@ class Dispatcher(Resource):
             numbers_total=len(self._queues),
             in_flight=sum(self._in_flight.values()),
             at=now.wall,
+            calls=self.calls.summary(),
         )
 
     async def cancel(self, message_id: str) -> Message:
@@ -648,10 +674,12 @@ class Dispatcher(Resource):
     def hold(self) -> None:
         """Start no new sends, on any number, until :meth:`release` (not persisted)."""
         self._held = True
+        self.calls.held = True
 
     def release(self) -> None:
         """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
         self._held = False
+        self.calls.release()
         for number, queue in self._queues.items():
             if queue.depth:
                 self._pacer.wake(number)
@@ -677,6 +705,29 @@ class Dispatcher(Resource):
 
     async def dnt_list(self, limit: int = 1000) -> list[DntEntry]:
         return await self.store.dnt_list(limit)
+
+    # -- calls -----------------------------------------------------------------------
+    async def submit_call(self, request: CallRequest) -> CallSubmission:
+        """Accept a voice call: its script is validated, then it is paced per account."""
+        return await self.calls.submit(request)
+
+    async def call(self, call_id: str) -> CallView:
+        """One call: its status, history (statuses and the steps it ran) and explanation."""
+        return await self.calls.view(call_id)
+
+    async def cancel_call(self, call_id: str) -> Call:
+        return await self.calls.cancel(call_id)
+
+    async def find_calls(self, recipient: str, limit: int = 50) -> list[Call]:
+        return await self.calls.find(recipient, limit)
+
+    def report_call(self, report: CallReport) -> None:
+        """A call status report from outside (the provider's status callback)."""
+        self.calls.report(report)
+
+    async def voice(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
+        """The TwiML the carrier plays next on a call (the call's voice webhook)."""
+        return await self.calls.voice(call_id, at, form)
 
     # -- helpers ---------------------------------------------------------------------
     async def _get(self, message_id: str) -> Message:

@@ -1,8 +1,9 @@
 """The store contract: every adapter behind ``open_store`` answers the domain verbs alike.
 
 One suite, parametrised over ``memory://`` and ``sqlite:///...``. Tests speak only in
-domain verbs (insert, head, record, numbers, ...), never in SQL or dictionaries. The
-last tests are SQLite-only: durability across close and reopen, and group commit.
+domain verbs (insert, head, record, numbers, ...), never in SQL or dictionaries. Texts
+come first, voice calls last; each has SQLite-only tests: durability across close and
+reopen, group commit, and atomic writes.
 """
 
 from __future__ import annotations
@@ -12,9 +13,19 @@ import dataclasses
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from dispatcher.calls import (
+    Call,
+    CallEvent,
+    CallReason,
+    CallStatus,
+    VoiceResult,
+    call_status,
+    completed_status,
+)
 from dispatcher.model import (
     DntEntry,
     Event,
@@ -27,6 +38,7 @@ from dispatcher.model import (
     transition,
 )
 from dispatcher.store import NumberState, Store, open_store
+from dispatcher.store.sqlite import StoreError
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 SENDER = "+14155550100"
@@ -736,3 +748,460 @@ async def test_a_next_slot_only_moves_later(store: Store) -> None:
     await store.set_next_slot(SENDER, at(6))
     [state] = [s for s in await store.numbers() if s.number == SENDER]
     assert state.next_slot_at == at(6)
+
+
+# -- voice calls ---------------------------------------------------------------------------
+
+ACCOUNT = "AC-main"
+OTHER_ACCOUNT = "AC-other"
+SCRIPT = '{"steps":[{"say":"Hello"},{"gather":{"digits":1}},{"say":"Bye"}]}'
+
+
+def make_call(
+    call_id: str,
+    *,
+    account: str = ACCOUNT,
+    recipient: str | None = None,
+    status: CallStatus = CallStatus.QUEUED,
+    accepted_at: datetime = T0,
+    idempotency_key: str | None = None,
+    reason: str | None = CallReason.ACCEPTED,
+) -> Call:
+    return Call(
+        id=call_id,
+        account=account,
+        sender=SENDER,
+        recipient=recipient or DEFAULT_RECIPIENT,
+        script=SCRIPT,
+        script_name=None,
+        lane=Lane.AUTOMATION,
+        status=status,
+        reason=reason,
+        accepted_at=accepted_at,
+        updated_at=accepted_at,
+        idempotency_key=idempotency_key,
+    )
+
+
+def first_call_events(call: Call) -> list[CallEvent]:
+    """The event the service writes with a new call: its first status."""
+    return [
+        CallEvent(
+            call_id=call.id,
+            at=call.accepted_at,
+            status=call.status,
+            reason=call.reason,
+            source=Source.API,
+        )
+    ]
+
+
+async def insert_call(store: Store, call: Call) -> Call:
+    return await store.insert_call(call, first_call_events(call))
+
+
+async def move_call(
+    store: Store,
+    call: Call,
+    status: CallStatus,
+    *,
+    when: datetime,
+    source: Source = Source.PROVIDER,
+    next_slot: tuple[str, datetime] | None = None,
+    **changes: Any,  # fields of Call, checked by dataclasses.replace when it runs
+) -> tuple[CallEvent, Call]:
+    """Judge ``status`` against ``call``, record it with ``changes`` to the fields the
+    caller sets (attempt, provider id, ...) and return the event and the store's view."""
+    event, judged = call_status(call, status, at=when, source=source)
+    await store.update_call(dataclasses.replace(judged, **changes), [event], next_slot)
+    fresh = await store.get_call(call.id)
+    assert fresh is not None
+    return event, fresh
+
+
+async def test_insert_call_round_trips_every_field(store: Store) -> None:
+    odd = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    full = Call(
+        id="c-full",
+        account=ACCOUNT,
+        sender=SENDER,
+        recipient="+14155550123",
+        script=SCRIPT,
+        script_name="reminder",
+        lane=Lane.BULK,
+        status=CallStatus.ANSWERED,
+        accepted_at=odd,
+        updated_at=odd + timedelta(seconds=3, microseconds=1),
+        reason="answered",
+        provider_code="200",
+        provider_id="CA" + "1" * 32,
+        attempt_id="att-full",
+        placed_at=odd + timedelta(microseconds=1),
+        answered_by="machine",
+        script_done=True,
+        idempotency_key="call-order-42",
+        fingerprint="fp-full",
+        trigger="automation:welcome",
+    )
+    bare = make_call("c-bare", reason=None)
+    stored_full = await insert_call(store, full)
+    stored_bare = await insert_call(store, bare)
+
+    assert stored_full == dataclasses.replace(full, seq=stored_full.seq)
+    assert stored_bare == dataclasses.replace(bare, seq=stored_bare.seq)
+    assert await store.get_call("c-full") == stored_full
+    assert await store.get_call("c-bare") == stored_bare
+    assert await store.get_call("no-such-call") is None
+    got = await store.get_call("c-full")
+    assert got is not None
+    for value in (got.accepted_at, got.updated_at, got.placed_at):
+        assert_utc(value)
+    assert got.placed_at == datetime(2027, 1, 1, tzinfo=UTC)
+    assert got.script_done is True
+    bare_got = await store.get_call("c-bare")
+    assert bare_got is not None
+    assert bare_got.placed_at is None
+    assert bare_got.script_done is False
+    assert bare_got.trigger is None
+    assert await store.call_history("c-full") == first_call_events(full)
+    assert await store.call_history("no-such-call") == []
+
+
+async def test_insert_call_assigns_increasing_seq(store: Store) -> None:
+    one_by_one = [await insert_call(store, make_call(f"c{i}")) for i in range(3)]
+    together = await asyncio.gather(
+        *(insert_call(store, make_call(f"g{i}", accepted_at=at(i))) for i in range(20))
+    )
+
+    seqs = [c.seq for c in [*one_by_one, *together]]
+    assert seqs[0] > 0
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    for call in [*one_by_one, *together]:
+        assert await store.get_call(call.id) == call
+
+
+async def test_update_call_stores_the_projection_and_appends_the_history(store: Store) -> None:
+    call = await insert_call(store, make_call("c1"))
+    history = first_call_events(call)
+
+    event, placing = await move_call(
+        store,
+        call,
+        CallStatus.PLACING,
+        when=at(1),
+        source=Source.SCHEDULER,
+        attempt_id="att-1",
+        placed_at=at(1),
+    )
+    history.append(event)
+    assert placing.status is CallStatus.PLACING
+    assert placing.attempt_id == "att-1"
+    assert placing.placed_at == at(1)
+    assert placing.updated_at == at(1)
+    assert placing.reason is None
+
+    event, initiated = await move_call(
+        store, placing, CallStatus.INITIATED, when=at(1.5), provider_id="CA1"
+    )
+    history.append(event)
+    assert initiated.provider_id == "CA1"
+    assert initiated.attempt_id == "att-1"
+    assert await store.call_by_provider_id("CA1") == initiated
+    assert await store.call_by_provider_id("CA2") is None
+
+    event, answered = await move_call(
+        store, initiated, CallStatus.ANSWERED, when=at(4), answered_by="human"
+    )
+    history.append(event)
+    # Results are events of their own, without a status; they change no projection.
+    results = [
+        CallEvent(call_id="c1", at=at(4), result=VoiceResult.HUMAN, source=Source.PROVIDER),
+        CallEvent(call_id="c1", at=at(5), result=VoiceResult.SAY, step=1, source=Source.PROVIDER),
+        CallEvent(
+            call_id="c1",
+            at=at(6),
+            result=VoiceResult.PROMPT,
+            step=2,
+            source=Source.PROVIDER,
+            detail="digits=1",
+        ),
+    ]
+    await store.update_call(answered, results)
+    history.extend(results)
+    assert await store.get_call("c1") == answered
+
+    # A late Ringing is kept in the history without moving the call back.
+    late, unchanged = call_status(answered, CallStatus.RINGING, at=at(7), source=Source.PROVIDER)
+    assert late.applied is False
+    assert unchanged == answered
+    await store.update_call(unchanged, [late])
+    history.append(late)
+    assert await store.get_call("c1") == answered
+
+    status, reason = completed_status(dataclasses.replace(answered, script_done=True))
+    event, done = await move_call(store, answered, status, when=at(9), script_done=True)
+    history.append(event)
+    assert done.status is CallStatus.COMPLETED
+    assert reason == CallReason.SCRIPT_FINISHED
+    assert done.script_done is True
+    assert done.answered_by == "human"
+    assert done.provider_id == "CA1"
+    assert done.seq == call.seq
+    assert done.updated_at == at(9)
+    assert done.terminal
+
+    stored_history = await store.call_history("c1")
+    assert stored_history == history
+    assert [(e.status, e.result, e.step, e.applied) for e in stored_history] == [
+        (CallStatus.QUEUED, None, None, True),
+        (CallStatus.PLACING, None, None, True),
+        (CallStatus.INITIATED, None, None, True),
+        (CallStatus.ANSWERED, None, None, True),
+        (None, VoiceResult.HUMAN, None, True),
+        (None, VoiceResult.SAY, 1, True),
+        (None, VoiceResult.PROMPT, 2, True),
+        (CallStatus.RINGING, None, None, False),
+        (CallStatus.COMPLETED, None, None, True),
+    ]
+    assert stored_history[-2].detail == "stale"
+    for e in stored_history:
+        assert_utc(e.at)
+
+
+async def test_update_call_replaces_only_the_mutable_fields(store: Store) -> None:
+    call = await insert_call(store, make_call("c1", idempotency_key="k-1"))
+    _, placing = await move_call(
+        store,
+        call,
+        CallStatus.PLACING,
+        when=at(1),
+        attempt_id="att-1",
+        placed_at=at(1),
+        provider_code="x",
+    )
+    # Back to Queued: the attempt's fields are cleared by the caller and stay cleared.
+    _, queued = await move_call(
+        store,
+        placing,
+        CallStatus.QUEUED,
+        when=at(2),
+        attempt_id=None,
+        placed_at=None,
+        provider_code=None,
+    )
+    assert queued.attempt_id is None
+    assert queued.placed_at is None
+    assert queued.provider_code is None
+
+    # What a call is never changes: its seq, recipient, script and key are kept.
+    odd = dataclasses.replace(
+        queued,
+        seq=0,
+        recipient="+19999999999",
+        script="{}",
+        idempotency_key="k-other",
+        status=CallStatus.CANCELED,
+        reason=CallReason.CANCELED,
+        updated_at=at(3),
+    )
+    await store.update_call(odd, [])
+    got = await store.get_call("c1")
+    assert got == dataclasses.replace(
+        queued, status=CallStatus.CANCELED, reason=CallReason.CANCELED, updated_at=at(3)
+    )
+    assert await store.call_by_idempotency_key("k-1") == got
+    assert await store.call_by_idempotency_key("k-other") is None
+    assert await store.find_calls("+19999999999", limit=10) == []
+
+
+async def test_call_by_provider_id_follows_the_projection(store: Store) -> None:
+    first = await insert_call(
+        store, dataclasses.replace(make_call("c0", status=CallStatus.INITIATED), provider_id="CA0")
+    )
+    assert await store.call_by_provider_id("CA0") == first
+
+    call = await insert_call(store, make_call("c1"))
+    _, placing = await move_call(store, call, CallStatus.PLACING, when=at(1), attempt_id="a1")
+    assert placing.provider_id is None
+    _, initiated = await move_call(
+        store, placing, CallStatus.INITIATED, when=at(2), provider_id="CA1"
+    )
+    assert await store.call_by_provider_id("CA1") == initiated
+
+    # A new provider call replaces the old id: the old one finds nothing any more.
+    _, again = await move_call(store, initiated, CallStatus.RINGING, when=at(3), provider_id="CA2")
+    assert await store.call_by_provider_id("CA2") == again
+    assert await store.call_by_provider_id("CA1") is None
+    assert await store.call_by_provider_id("CA0") == first
+
+
+async def test_call_by_idempotency_key(store: Store) -> None:
+    keyed = await insert_call(store, make_call("c1", idempotency_key="call-42"))
+    await insert_call(store, make_call("c2"))
+
+    assert await store.call_by_idempotency_key("call-42") == keyed
+    assert await store.call_by_idempotency_key("call-43") is None
+
+
+async def test_calls_in_status_are_oldest_first_with_a_limit(store: Store) -> None:
+    calls = [await insert_call(store, make_call(f"c{i}", accepted_at=at(i))) for i in range(6)]
+    # c1 and c4 go to Placing, c2 to Initiated via Placing, c5 is canceled.
+    for call in (calls[1], calls[4], calls[2]):
+        await move_call(store, call, CallStatus.PLACING, when=at(10), attempt_id=f"a-{call.id}")
+    placing_c2 = await store.get_call("c2")
+    assert placing_c2 is not None
+    await move_call(store, placing_c2, CallStatus.INITIATED, when=at(11), provider_id="CA2")
+    await move_call(store, calls[5], CallStatus.CANCELED, when=at(12))
+
+    def ids(found: list[Call]) -> list[str]:
+        return [c.id for c in found]
+
+    assert ids(await store.calls_in_status({CallStatus.QUEUED}, limit=10)) == ["c0", "c3"]
+    assert ids(await store.calls_in_status([CallStatus.PLACING], limit=10)) == ["c1", "c4"]
+    active = [CallStatus.PLACING, CallStatus.INITIATED, CallStatus.RINGING]
+    assert ids(await store.calls_in_status(active, limit=10)) == ["c1", "c2", "c4"]
+    assert ids(await store.calls_in_status(active, limit=2)) == ["c1", "c2"]
+    everything = await store.calls_in_status(set(CallStatus), limit=10)
+    assert ids(everything) == [f"c{i}" for i in range(6)]
+    assert everything[1] == await store.get_call("c1")
+    assert await store.calls_in_status({CallStatus.COMPLETED}, limit=10) == []
+    assert await store.calls_in_status([], limit=10) == []
+
+
+async def test_find_calls_returns_newest_first_with_a_limit(store: Store) -> None:
+    to = "+14155550123"
+    for i in range(4):
+        await insert_call(store, make_call(f"c{i}", recipient=to, accepted_at=at(i)))
+    await insert_call(store, make_call("elsewhere", recipient="+14155550124"))
+
+    assert [c.id for c in await store.find_calls(to, limit=10)] == ["c3", "c2", "c1", "c0"]
+    assert [c.id for c in await store.find_calls(to, limit=2)] == ["c3", "c2"]
+    assert await store.find_calls("+14155550125", limit=10) == []
+    # Calls and texts are separate: a text to the same number is not a call.
+    await insert(store, make_message("m1", recipient=to))
+    assert len(await store.find_calls(to, limit=10)) == 4
+
+
+async def test_call_counts(store: Store) -> None:
+    assert await store.call_counts() == {}
+    assert await store.call_slots() == {}
+    assert await store.calls_in_status(set(CallStatus), limit=10) == []
+
+    calls = [await insert_call(store, make_call(f"c{i}")) for i in range(4)]
+    await insert_call(store, make_call("f", status=CallStatus.FAILED, reason="not_in_service"))
+    await move_call(store, calls[0], CallStatus.PLACING, when=at(1), attempt_id="a0")
+    await move_call(store, calls[1], CallStatus.CANCELED, when=at(1))
+
+    assert await store.call_counts() == {
+        CallStatus.QUEUED: 2,
+        CallStatus.PLACING: 1,
+        CallStatus.CANCELED: 1,
+        CallStatus.FAILED: 1,
+    }
+    assert await store.counts() == {}  # texts are counted apart
+
+
+async def test_a_call_slot_only_moves_later(store: Store) -> None:
+    odd = at(5) + timedelta(microseconds=1)
+    call = await insert_call(store, make_call("c1"))
+    other = await insert_call(store, make_call("c2", account=OTHER_ACCOUNT))
+
+    await store.update_call(call, [], (ACCOUNT, odd))
+    await store.update_call(call, [], (ACCOUNT, at(3)))  # a slow attempt's, committed late
+    await store.update_call(other, [], (OTHER_ACCOUNT, at(1)))
+    slots = await store.call_slots()
+    assert slots == {ACCOUNT: odd, OTHER_ACCOUNT: at(1)}
+    assert_utc(slots[ACCOUNT])
+
+    _, placing = await move_call(
+        store, call, CallStatus.PLACING, when=at(6), attempt_id="a1", next_slot=(ACCOUNT, at(7))
+    )
+    assert placing.status is CallStatus.PLACING
+    await store.update_call(other, [], None)
+    assert await store.call_slots() == {ACCOUNT: at(7), OTHER_ACCOUNT: at(1)}
+
+    # Call slots and the sending numbers' slots are apart, even under the same name.
+    await store.set_next_slot(ACCOUNT, at(100))
+    assert (await store.call_slots())[ACCOUNT] == at(7)
+    await store.update_call(placing, [], (SENDER, at(50)))
+    assert SENDER not in by_number(await store.numbers())
+    assert by_number(await store.numbers())[ACCOUNT].next_slot_at == at(100)
+
+
+# -- voice calls, SQLite only ----------------------------------------------------------------
+
+
+async def test_sqlite_calls_survive_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        call = await insert_call(store, make_call("c1", idempotency_key="k-1"))
+        await insert_call(store, make_call("c2", recipient="+14155550123"))
+        _, placing = await move_call(
+            store,
+            call,
+            CallStatus.PLACING,
+            when=at(1),
+            source=Source.SCHEDULER,
+            attempt_id="att-1",
+            placed_at=at(1),
+            next_slot=(ACCOUNT, at(1.25)),
+        )
+        _, initiated = await move_call(
+            store, placing, CallStatus.INITIATED, when=at(2), provider_id="CA1"
+        )
+        step = CallEvent(
+            call_id="c1", at=at(3), result=VoiceResult.SAY, step=2, source=Source.PROVIDER
+        )
+        await store.update_call(initiated, [step])
+        before = {cid: await store.get_call(cid) for cid in ("c1", "c2")}
+        history = await store.call_history("c1")
+        counts = await store.call_counts()
+
+    async with open_store(url) as store:
+        for cid, call_before in before.items():
+            assert await store.get_call(cid) == call_before
+        assert await store.call_history("c1") == history
+        assert history[-1] == step
+        assert await store.call_by_provider_id("CA1") == before["c1"]
+        assert await store.call_by_idempotency_key("k-1") == before["c1"]
+        assert await store.call_slots() == {ACCOUNT: at(1.25)}
+        assert await store.call_counts() == counts
+        assert [c.id for c in await store.calls_in_status({CallStatus.QUEUED}, 10)] == ["c2"]
+
+        # Call order continues after a reopen: a new call goes behind the old ones.
+        newest = await insert_call(store, make_call("c3"))
+        assert max(c.seq for c in before.values() if c is not None) < newest.seq
+        queued = await store.calls_in_status({CallStatus.QUEUED}, 10)
+        assert [c.id for c in queued] == ["c2", "c3"]
+
+
+async def test_sqlite_a_failed_call_write_leaves_nothing_half_written(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        first = await insert_call(store, make_call("c1", idempotency_key="k"))
+        placed = await store.get_call("c1")
+
+        # Two calls cannot share a key; the clash writes neither the call nor its events.
+        with pytest.raises(StoreError, match="UNIQUE"):
+            await insert_call(store, make_call("c2", idempotency_key="k"))
+        assert await store.get_call("c2") is None
+        assert await store.call_history("c2") == []
+
+        # An update that shares a batch with the clash is rolled back whole: its events,
+        # its projection and its slot.
+        event, placing = call_status(first, CallStatus.PLACING, at=at(1), source=Source.SCHEDULER)
+        results = await asyncio.gather(
+            store.update_call(placing, [event], (ACCOUNT, at(2))),
+            insert_call(store, make_call("c3", idempotency_key="k")),
+            return_exceptions=True,
+        )
+        assert all(isinstance(r, StoreError) for r in results)
+        assert await store.get_call("c1") == placed
+        assert await store.call_history("c1") == first_call_events(first)
+        assert await store.call_slots() == {}
+
+        # The store still works after the failed batch.
+        await store.update_call(placing, [event], (ACCOUNT, at(2)))
+        assert await store.get_call("c1") == dataclasses.replace(placing, seq=first.seq)
+        assert await store.call_slots() == {ACCOUNT: at(2)}

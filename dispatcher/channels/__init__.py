@@ -1,19 +1,20 @@
 """The channels port: how a message leaves the building.
 
 Adapters are picked by URL and imported lazily: ``simulator://`` (the default, a
-deterministic carrier that needs no account) and, later, ``twilio://`` and
-``smtp://``.
+deterministic carrier that needs no account) and ``twilio://`` (texts and calls);
+``smtp://`` comes with email.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from dispatcher.adapters import load_adapter
+from dispatcher.calls import CallStatus
 from dispatcher.model import TextStatus
 
 
@@ -53,8 +54,42 @@ class Receipt:
 ReceiptSink = Callable[[Receipt], None]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PlaceCall:
+    """One attempt to place one call."""
+
+    call_id: str
+    attempt_id: str
+    sender: str
+    recipient: str
+    voice_url: str  # where the carrier asks what to play once the call is answered
+    status_callback_url: str
+    machine_detection: str | None = None  # "DetectMessageEnd", "Enable" or None
+    ring_timeout: int = 30  # seconds to let it ring
+    claimed_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallReport:
+    """A status report from the provider about a call it took."""
+
+    provider_id: str
+    status: CallStatus  # Completed means "ended after being answered"
+    at: datetime
+    answered_by: str | None = None  # "human" or "machine"
+    provider_code: str | None = None
+    reason: str | None = None
+
+
+CallSink = Callable[[CallReport], None]
+
+VoiceHandler = Callable[[str, str, Mapping[str, str]], Awaitable[str]]
+"""``handler(call_id, at, form)``: the TwiML the service answers a carrier's request
+with, for the position ``at`` of the call's script (see :mod:`dispatcher.scripts`)."""
+
+
 class Channel(Protocol):
-    """A provider of outbound texts."""
+    """A provider of outbound texts and calls."""
 
     async def __aenter__(self) -> Self: ...
 
@@ -79,6 +114,33 @@ class Channel(Protocol):
 
     async def poll(self, provider_id: str) -> Receipt | None:
         """The provider's latest known status of a text it took, if it has one."""
+        ...
+
+    # -- voice -----------------------------------------------------------------------
+    @property
+    def account(self) -> str:
+        """The provider account: calls are paced per account."""
+        ...
+
+    def on_call_report(self, sink: CallSink) -> None:
+        """Where call status reports go (a carrier reached over HTTP reports through
+        the HTTP app instead)."""
+        ...
+
+    def on_voice(self, handler: VoiceHandler) -> None:
+        """How an in-process carrier asks the service for a call's TwiML."""
+        ...
+
+    async def place_call(self, request: PlaceCall) -> Accepted:
+        """Hand a call to the provider. Raises ``ProviderError`` when it refuses."""
+        ...
+
+    async def lookup_call(self, request: PlaceCall) -> Accepted | None:
+        """Did the provider receive this attempt? Used after a crash, never to re-dial."""
+        ...
+
+    async def poll_call(self, provider_id: str) -> CallReport | None:
+        """The provider's final status of a call, if it has ended."""
         ...
 
 

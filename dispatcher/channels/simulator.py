@@ -13,6 +13,7 @@ X?" from that log.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -23,11 +24,23 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from xml.etree import ElementTree
 
-from dispatcher.channels import Accepted, Receipt, ReceiptSink, SendRequest
+from dispatcher.calls import CallReason, CallStatus
+from dispatcher.channels import (
+    Accepted,
+    CallReport,
+    CallSink,
+    PlaceCall,
+    Receipt,
+    ReceiptSink,
+    SendRequest,
+    VoiceHandler,
+)
 from dispatcher.clock import Clock, SystemClock, TimerHandle
 from dispatcher.config import SimulatorConfig
-from dispatcher.errors import ProviderError
+from dispatcher.errors import DispatcherError, ProviderError
 from dispatcher.lifecycle import Resource
 from dispatcher.model import Reason, TextStatus
 
@@ -60,6 +73,10 @@ class Simulator(Resource):
         self._fd: int | None = None
         self._timers: set[TimerHandle] = set()
         self.sent = 0
+        self._call_sink: CallSink | None = None
+        self._voice: VoiceHandler | None = None
+        self._calls: dict[str, asyncio.Task[None]] = {}  # provider id -> the call, while up
+        self._call_fd: int | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Simulator:
@@ -73,14 +90,20 @@ class Simulator(Resource):
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._call_fd = os.open(self.calls_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def close(self) -> None:
         for timer in self._timers:
             timer.cancel()
         self._timers.clear()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        for task in self._calls.values():
+            task.cancel()
+        await asyncio.gather(*self._calls.values(), return_exceptions=True)
+        self._calls.clear()
+        for fd in (self._fd, self._call_fd):
+            if fd is not None:
+                os.close(fd)
+        self._fd = self._call_fd = None
 
     def on_receipt(self, sink: ReceiptSink) -> None:
         self._sink = sink
@@ -157,11 +180,12 @@ class Simulator(Resource):
                 )
         return None
 
-    def records(self) -> Iterator[dict[str, Any]]:
+    def records(self, path: Path | None = None) -> Iterator[dict[str, Any]]:
         """Every send in the log, oldest first (a torn last line is skipped)."""
-        if self._log_path is None or not self._log_path.exists():
+        path = path or self._log_path
+        if path is None or not path.exists():
             return
-        with self._log_path.open(encoding="utf-8") as fh:
+        with path.open(encoding="utf-8") as fh:
             for line in fh:
                 try:
                     record = json.loads(line)
@@ -170,13 +194,166 @@ class Simulator(Resource):
                 if isinstance(record, dict):
                     yield record
 
+    # -- voice -----------------------------------------------------------------------
+    @property
+    def account(self) -> str:
+        return "simulator"
+
+    @property
+    def calls_log(self) -> Path:
+        """Every call placed, one JSON line each: ``simulator-calls.jsonl``."""
+        base = self._log_path or Path("simulator-sends.jsonl")
+        return base.with_name("simulator-calls.jsonl")
+
+    def on_call_report(self, sink: CallSink) -> None:
+        self._call_sink = sink
+
+    def on_voice(self, handler: VoiceHandler) -> None:
+        self._voice = handler
+
+    def call_fate(self, recipient: str) -> CallStatus | None:
+        """How a call to ``recipient`` ends before it is answered (None: it is answered)."""
+        c = self._config
+        for rules, status in (
+            (c.call_failed, CallStatus.FAILED),
+            (c.busy, CallStatus.BUSY),
+            (c.no_answer, CallStatus.NO_ANSWER),
+        ):
+            if _matches(recipient, rules):
+                return status
+        return None
+
+    async def place_call(self, request: PlaceCall) -> Accepted:
+        now = self._clock.now()  # logged first: the moment the call reached the carrier
+        provider_id = "CA" + _provider_id(request.attempt_id)[2:]
+        self._append(
+            {
+                "call_id": request.call_id,
+                "attempt_id": request.attempt_id,
+                "provider_id": provider_id,
+                "from": request.sender,
+                "to": request.recipient,
+                "machine_detection": request.machine_detection,
+                "at": now.wall.isoformat(timespec="microseconds"),
+                "mono": round(now.mono, 6),
+            },
+            self._call_fd,
+        )
+        rng = random.Random(f"{self._config.seed}:{request.attempt_id}")  # noqa: S311 - simulation
+        latency = _jittered(self._config.latency, self._config.latency_jitter, rng)
+        if latency > 0:
+            await self._clock.sleep(latency)
+        task = asyncio.create_task(self._run_call(request, provider_id), name=provider_id)
+        self._calls[provider_id] = task
+        task.add_done_callback(lambda _: self._calls.pop(provider_id, None))
+        return Accepted(provider_id=provider_id, received_at=now.wall)
+
+    async def lookup_call(self, request: PlaceCall) -> Accepted | None:
+        for record in self.records(self.calls_log):
+            if record.get("attempt_id") == request.attempt_id:
+                return Accepted(
+                    provider_id=str(record["provider_id"]),
+                    received_at=datetime.fromisoformat(str(record["at"])),
+                )
+        return None
+
+    async def poll_call(self, provider_id: str) -> CallReport | None:
+        """A call that is not up any more (the simulator stopped with it) has ended."""
+        if provider_id in self._calls:
+            return None
+        for record in self.records(self.calls_log):
+            if record.get("provider_id") == provider_id:
+                fate = self.call_fate(str(record["to"])) or CallStatus.COMPLETED
+                return CallReport(provider_id=provider_id, status=fate, at=self._clock.now().wall)
+        return None
+
+    def _report(self, provider_id: str, status: CallStatus, **extra: Any) -> None:
+        if self._call_sink is not None:
+            at = self._clock.now().wall
+            self._call_sink(CallReport(provider_id=provider_id, status=status, at=at, **extra))
+
+    async def _run_call(self, request: PlaceCall, provider_id: str) -> None:
+        """The call as a carrier runs it: ring, answer (or not), then ask the service for
+        TwiML and follow it, verb by verb, until it hangs up or the document ends."""
+        ring = self._config.ring.total_seconds()
+        await self._clock.sleep(ring / 2)
+        self._report(provider_id, CallStatus.RINGING)
+        await self._clock.sleep(ring / 2)
+        fate = self.call_fate(request.recipient)
+        if fate is not None:
+            reason = CallReason.CARRIER_FAILED if fate is CallStatus.FAILED else None
+            self._report(provider_id, fate, reason=reason)
+            return
+        machine = _matches(request.recipient, self._config.machine)
+        answered_by = None
+        if request.machine_detection:
+            answered_by = "machine_end_beep" if machine else "human"
+        self._report(provider_id, CallStatus.ANSWERED,
+                     answered_by=answered_by and answered_by.split("_")[0])  # fmt: skip
+        form = {"CallSid": provider_id, "From": request.sender, "To": request.recipient,
+                "CallStatus": "in-progress", **({"AnsweredBy": answered_by} if answered_by
+                                                else {})}  # fmt: skip
+        try:
+            await self._follow(request, form)
+        except DispatcherError as exc:
+            log.warning("simulator.call_error", extra={"call_id": request.call_id, "error": exc})
+        self._report(provider_id, CallStatus.COMPLETED)
+
+    async def _follow(self, request: PlaceCall, form: dict[str, str]) -> None:
+        if self._voice is None:
+            return
+        hangs_up = _matches(request.recipient, self._config.hangs_up)
+        heard = 0
+        at: str | None = "start"
+        extra: dict[str, str] = {}
+        for _ in range(_MAX_DOCUMENTS):
+            if at is None:
+                return
+            twiml = await self._voice(request.call_id, at, {**form, **extra})
+            at, extra = None, {}
+            for verb in ElementTree.fromstring(twiml):  # noqa: S314 - our own TwiML
+                if verb.tag in ("Say", "Play", "Pause"):
+                    heard += 1
+                    if hangs_up:
+                        return  # the contact hangs up during the first thing it hears
+                    continue
+                if verb.tag == "Hangup":
+                    return
+                found = self._next(request.recipient, verb)
+                if found is not None:
+                    at, extra = found
+                    break
+
+    def _next(self, recipient: str, verb: ElementTree.Element) -> tuple[str, dict[str, str]] | None:
+        """Where a verb that ends the document sends the call, with the form it posts."""
+        action = verb.get("action")
+        if verb.tag == "Redirect":
+            return _position(verb.text or ""), {}
+        if verb.tag == "Gather" and action:
+            rules = self._config.gather_input
+            said = rules.get(recipient) or next(
+                (v for k, v in rules.items() if k.endswith("*") and recipient.startswith(k[:-1])),
+                None,
+            )
+            if said is None:
+                return None  # no answer: the document goes on
+            key = "Digits" if said.replace("*", "").replace("#", "").isdigit() else "SpeechResult"
+            return _position(action), {key: said}
+        if verb.tag == "Record" and action:
+            recording = f"https://simulator.invalid/recordings/{recipient}"
+            return _position(action), {"RecordingUrl": recording, "RecordingDuration": "4"}
+        if verb.tag == "Dial" and action:
+            return _position(action), {"DialCallStatus": "completed"}
+        return None
+
     # -- internals -------------------------------------------------------------------
-    def _append(self, record: dict[str, Any]) -> None:
-        if self._fd is None:
+    def _append(self, record: dict[str, Any], fd: int | None = None) -> None:
+        fd = fd if fd is not None else self._fd
+        if fd is None:
             return
         # One write of a whole line on an O_APPEND descriptor: a crash cannot leave
         # half a record in the middle of the log.
-        os.write(self._fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
 
     def _schedule_receipts(self, provider_id: str, outcome: Outcome, rng: random.Random) -> None:
         c = self._config
@@ -224,6 +401,14 @@ def _matches(number: str, rules: list[str]) -> bool:
 
 def _jittered(base: timedelta, jitter: timedelta, rng: random.Random) -> float:
     return base.total_seconds() + rng.random() * jitter.total_seconds()
+
+
+def _position(url: str) -> str:
+    """The script position a URL of the service's voice webhook names."""
+    return parse_qs(urlsplit(url).query).get("at", ["end"])[0]
+
+
+_MAX_DOCUMENTS = 500
 
 
 def _provider_id(attempt_id: str) -> str:

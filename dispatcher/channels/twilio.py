@@ -1,4 +1,4 @@
-"""Texts through Twilio, with the official SDK's asyncio client (``twilio://``).
+"""Texts and calls through Twilio, with the official SDK's asyncio client (``twilio://``).
 
 Credentials come from the environment only: ``TWILIO_ACCOUNT_SID`` and
 ``TWILIO_AUTH_TOKEN``. The API base URL is ``twilio.api_base_url`` (environment:
@@ -16,6 +16,13 @@ Twilio's answers map onto the product's statuses:
   was sent) is never re-posted: the service asks :meth:`TwilioChannel.lookup`, which
   searches Twilio's messages from the same number to the same recipient.
 
+Calls are created with the script's first URL on the HTTP app (Twilio asks it for
+TwiML at each step), a status callback for initiated, ringing, answered and
+completed, and answering-machine detection (DetectMessageEnd) when the script
+leaves a voicemail. Call statuses map onto the product's: queued/initiated ->
+Initiated, ringing -> Ringing, in-progress -> Answered, completed -> Completed (or
+Hangup when the script had not finished), busy, no-answer, failed, canceled.
+
 Delivery receipts are fetched by polling each text Twilio took until its status is
 final (``twilio.poll_interval``).
 """
@@ -25,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -33,7 +40,17 @@ from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from dispatcher.channels import Accepted, Receipt, ReceiptSink, SendRequest
+from dispatcher.calls import CALL_TERMINAL, CallReason, CallStatus
+from dispatcher.channels import (
+    Accepted,
+    CallReport,
+    CallSink,
+    PlaceCall,
+    Receipt,
+    ReceiptSink,
+    SendRequest,
+    VoiceHandler,
+)
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import TwilioConfig
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
@@ -59,10 +76,10 @@ _FINAL = {
 _TAKEN = {"queued", "accepted", "scheduled", "sending", "sent"}
 
 
-def refusal(exc: TwilioRestException) -> ProviderError:
+def refusal(exc: TwilioRestException, what: str = "text") -> ProviderError:
     """Map a refusal of Twilio's API to the product's error, with its code."""
     code = str(exc.code) if exc.code is not None else None
-    message = f"Twilio refused the text: {exc.msg or exc} (HTTP {exc.status}, code {code})"
+    message = f"Twilio refused the {what}: {exc.msg or exc} (HTTP {exc.status}, code {code})"
     if code in OPTED_OUT:
         return ProviderError(message, provider_code=code, permanent_reason=Reason.OPTED_OUT)
     if code in NOT_IN_SERVICE:
@@ -88,6 +105,39 @@ def receipt_of(sid: str, status: str, error_code: Any, at: datetime) -> Receipt 
     return Receipt(provider_id=sid, status=final, at=at, provider_code=code, reason=reason)
 
 
+_CALL_STATUS = {
+    "queued": CallStatus.INITIATED,
+    "initiated": CallStatus.INITIATED,
+    "ringing": CallStatus.RINGING,
+    "in-progress": CallStatus.ANSWERED,
+    "answered": CallStatus.ANSWERED,
+    "completed": CallStatus.COMPLETED,
+    "busy": CallStatus.BUSY,
+    "no-answer": CallStatus.NO_ANSWER,
+    "failed": CallStatus.FAILED,
+    "canceled": CallStatus.CANCELED,
+}
+CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
+
+
+def call_report_of(
+    sid: str, status: str, at: datetime, *, answered_by: str | None = None, error_code: Any = None
+) -> CallReport | None:
+    """A call status from Twilio (callback or fetch) as a report, or None if unknown."""
+    mapped = _CALL_STATUS.get(status)
+    if mapped is None:
+        return None
+    by = None
+    if answered_by == "human":
+        by = "human"
+    elif answered_by and (answered_by.startswith("machine") or answered_by == "fax"):
+        by = "machine"
+    code = str(error_code) if error_code not in (None, "") else None
+    reason = CallReason.CARRIER_FAILED if mapped is CallStatus.FAILED else None
+    return CallReport(provider_id=sid, status=mapped, at=at, answered_by=by, provider_code=code,
+                      reason=reason)  # fmt: skip
+
+
 class TwilioChannel(Resource):
     """The ``twilio://`` channel."""
 
@@ -110,6 +160,7 @@ class TwilioChannel(Resource):
         self._sink: ReceiptSink | None = None
         self._watching: dict[str, datetime] = {}  # sid -> when Twilio took it
         self._poller: asyncio.Task[None] | None = None
+        self._call_sink: CallSink | None = None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TwilioChannel:
@@ -215,6 +266,76 @@ class TwilioChannel(Resource):
             self._watching.setdefault(provider_id, self._clock.now().wall)
         return receipt
 
+    # -- voice -----------------------------------------------------------------------
+    @property
+    def account(self) -> str:
+        return self._sid
+
+    def on_call_report(self, sink: CallSink) -> None:
+        self._call_sink = sink  # Twilio reports calls through the HTTP app's callbacks
+
+    def on_voice(self, handler: VoiceHandler) -> None:
+        """Twilio asks for TwiML over HTTP (the HTTP app), not in process."""
+
+    async def place_call(self, request: PlaceCall) -> Accepted:
+        if not self._callbacks:
+            raise ProviderError(
+                "calls through Twilio need http.public_url (DISPATCHER_PUBLIC_URL): Twilio "
+                "fetches each call's script from the HTTP app",
+                permanent_reason="no_public_url",
+            )
+        params: dict[str, Any] = {
+            "to": request.recipient,
+            "from_": request.sender,
+            "url": request.voice_url,
+            "method": "POST",
+            "status_callback": request.status_callback_url,
+            "status_callback_method": "POST",
+            "status_callback_event": CALL_EVENTS,
+            "timeout": request.ring_timeout,
+        }
+        if request.machine_detection:
+            params["machine_detection"] = request.machine_detection
+        try:
+            call = await self.client.calls.create_async(**params)
+        except TwilioRestException as exc:
+            raise refusal(exc, "call") from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise OutcomeUnknown(f"no answer from Twilio for {request.call_id}: {exc}") from exc
+        return Accepted(provider_id=str(call.sid), received_at=self._clock.now().wall)
+
+    async def lookup_call(self, request: PlaceCall) -> Accepted | None:
+        """Find the call Twilio took for this attempt: from the same number to the same
+        contact, the first one created since the attempt was claimed."""
+        try:
+            found = await self.client.calls.list_async(
+                to=request.recipient, from_=request.sender, limit=50
+            )
+        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            raise OutcomeUnknown(f"cannot ask Twilio about {request.call_id}: {exc}") from exc
+        earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
+        candidates = [
+            call
+            for call in found
+            if earliest is None
+            or not isinstance(call.date_created, datetime)
+            or call.date_created >= earliest
+        ]
+        if not candidates:
+            return None
+        first = min(candidates, key=lambda c: _created(c.date_created))
+        return Accepted(provider_id=str(first.sid), received_at=first.date_created)
+
+    async def poll_call(self, provider_id: str) -> CallReport | None:
+        try:
+            call = await self.client.calls(provider_id).fetch_async()
+        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("twilio.poll_failed", extra={"provider_id": provider_id, "error": exc})
+            return None
+        report = call_report_of(provider_id, str(call.status), self._clock.now().wall,
+                                answered_by=call.answered_by)  # fmt: skip
+        return report if report is not None and report.status in CALL_TERMINAL else None
+
     async def _poll_loop(self) -> None:
         interval = self._config.poll_interval.total_seconds()
         deadline = self._config.receipt_deadline
@@ -230,6 +351,10 @@ class TwilioChannel(Resource):
                     self._watching.pop(sid, None)
                     if self._sink is not None:
                         self._sink(receipt)
+
+
+def _created(at: object) -> datetime:
+    return at if isinstance(at, datetime) else datetime.max.replace(tzinfo=UTC)
 
 
 def _validity(validity: timedelta) -> int:

@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from dispatcher.adapters import load_adapter
+from dispatcher.calls import Call, CallEvent, CallStatus
 from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
 
 
@@ -132,6 +133,45 @@ class Store(Protocol):
         ...
 
     async def dnt_list(self, limit: int) -> list[DntEntry]: ...
+
+    # -- voice calls -----------------------------------------------------------------
+    async def insert_call(self, call: Call, events: Sequence[CallEvent]) -> Call:
+        """Store a new call with its first events; returns it with its queue ``seq``."""
+        ...
+
+    async def update_call(
+        self,
+        call: Call,
+        events: Sequence[CallEvent],
+        next_slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        """Append ``events`` to the call's history, store ``call`` as its new projection
+        and move an account's next call slot (only ever later): one atomic write."""
+        ...
+
+    async def get_call(self, call_id: str) -> Call | None: ...
+
+    async def call_by_provider_id(self, provider_id: str) -> Call | None: ...
+
+    async def call_by_idempotency_key(self, key: str) -> Call | None: ...
+
+    async def call_history(self, call_id: str) -> list[CallEvent]:
+        """The call's events in the order they were appended."""
+        ...
+
+    async def calls_in_status(self, statuses: Collection[CallStatus], limit: int) -> list[Call]:
+        """Calls in any of ``statuses``, oldest (lowest ``seq``) first."""
+        ...
+
+    async def find_calls(self, recipient: str, limit: int) -> list[Call]:
+        """Calls to ``recipient``, newest first."""
+        ...
+
+    async def call_counts(self) -> dict[CallStatus, int]: ...
+
+    async def call_slots(self) -> dict[str, datetime]:
+        """Each account's persisted next call slot."""
+        ...
 
 
 _ADAPTERS = {

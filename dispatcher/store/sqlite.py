@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from dispatcher.calls import Call, CallEvent, CallStatus, VoiceResult
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.lifecycle import Resource
 from dispatcher.model import (
@@ -134,6 +135,64 @@ def _event_row(event: Event) -> Params:
     )
 
 
+def _call(row: sqlite3.Row) -> Call:
+    """Rows become calls here and only here."""
+    return Call(
+        id=row["id"],
+        seq=row["seq"],
+        account=row["account"],
+        sender=row["sender"],
+        recipient=row["recipient"],
+        script=row["script"],
+        script_name=row["script_name"],
+        lane=Lane(row["lane"]),
+        status=CallStatus(row["status"]),
+        reason=row["reason"],
+        provider_code=row["provider_code"],
+        provider_id=row["provider_id"],
+        attempt_id=row["attempt_id"],
+        placed_at=_dt(row["placed_at"]),
+        answered_by=row["answered_by"],
+        script_done=bool(row["script_done"]),
+        idempotency_key=row["idempotency_key"],
+        fingerprint=row["fingerprint"],
+        trigger=row["trigger"],
+        accepted_at=_at(row["accepted_at"]),
+        updated_at=_at(row["updated_at"]),
+    )
+
+
+def _call_event(row: sqlite3.Row) -> CallEvent:
+    """Rows become call events here and only here."""
+    return CallEvent(
+        call_id=row["call_id"],
+        at=_at(row["at"]),
+        status=CallStatus(row["status"]) if row["status"] is not None else None,
+        result=VoiceResult(row["result"]) if row["result"] is not None else None,
+        step=row["step"],
+        reason=row["reason"],
+        provider_code=row["provider_code"],
+        source=Source(row["source"]),
+        applied=bool(row["applied"]),
+        detail=row["detail"],
+    )
+
+
+def _call_event_row(event: CallEvent) -> Params:
+    return (
+        event.call_id,
+        _ts(event.at),
+        event.status.value if event.status is not None else None,
+        event.result.value if event.result is not None else None,
+        event.step,
+        event.reason,
+        event.provider_code,
+        event.source.value,
+        int(event.applied),
+        event.detail,
+    )
+
+
 def _dnt(row: sqlite3.Row) -> DntEntry:
     return DntEntry(
         number=row["number"],
@@ -157,6 +216,7 @@ class SQLiteStore(Resource):
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._seq = 0
+        self._call_seq = 0
         self._closing = False
         self._dnt_lock = asyncio.Lock()
 
@@ -190,6 +250,8 @@ class SQLiteStore(Resource):
             self._reader = reader
             row = await self._one("max_seq", ())
             self._seq = int(row[0]) if row else 0
+            row = await self._one("call_max_seq", ())
+            self._call_seq = int(row[0]) if row else 0
         except sqlite3.DatabaseError as exc:
             await self._close_connections()
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
@@ -450,6 +512,73 @@ class SQLiteStore(Resource):
 
     async def dnt_list(self, limit: int) -> list[DntEntry]:
         return [_dnt(row) for row in await self._rows("dnt_list", (limit,))]
+
+    # -- voice calls -----------------------------------------------------------------
+    async def _call_or_none(self, name: str, params: Params) -> Call | None:
+        row = await self._one(name, params)
+        return _call(row) if row is not None else None
+
+    async def _calls(self, name: str, params: Params) -> list[Call]:
+        return [_call(row) for row in await self._rows(name, params)]
+
+    async def insert_call(self, call: Call, events: Sequence[CallEvent]) -> Call:
+        self._call_seq += 1  # taken now: other inserts may move it while this one waits
+        c = replace(call, seq=self._call_seq)
+        row = (
+            c.seq, c.id, c.account, c.sender, c.recipient, c.script, c.script_name, int(c.lane),
+            c.status.value, c.reason, c.provider_code, c.provider_id, c.attempt_id,
+            _ts(c.placed_at), c.answered_by, int(c.script_done), c.idempotency_key,
+            c.fingerprint, c.trigger, _ts(c.accepted_at), _ts(c.updated_at),
+        )  # fmt: skip
+        await self._write(
+            ("insert_call", [row]), ("insert_call_event", [_call_event_row(e) for e in events])
+        )
+        return c
+
+    async def update_call(
+        self,
+        call: Call,
+        events: Sequence[CallEvent],
+        next_slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        c = call
+        projection = (
+            c.status.value, c.reason, c.provider_code, c.provider_id, c.attempt_id,
+            _ts(c.placed_at), c.answered_by, int(c.script_done), _ts(c.updated_at), c.id,
+        )  # fmt: skip
+        statements: list[tuple[str, list[Params]]] = [
+            ("insert_call_event", [_call_event_row(e) for e in events]),
+            ("update_call", [projection]),
+        ]
+        if next_slot is not None:
+            account, at = next_slot
+            statements.append(("set_call_slot", [(account, _ts(at))]))
+        await self._write(*statements)  # one batch: one transaction
+
+    async def get_call(self, call_id: str) -> Call | None:
+        return await self._call_or_none("get_call", (call_id,))
+
+    async def call_by_provider_id(self, provider_id: str) -> Call | None:
+        return await self._call_or_none("call_by_provider_id", (provider_id,))
+
+    async def call_by_idempotency_key(self, key: str) -> Call | None:
+        return await self._call_or_none("call_by_idempotency_key", (key,))
+
+    async def call_history(self, call_id: str) -> list[CallEvent]:
+        return [_call_event(row) for row in await self._rows("call_history", (call_id,))]
+
+    async def calls_in_status(self, statuses: Collection[CallStatus], limit: int) -> list[Call]:
+        names = sorted({s.value for s in statuses})
+        return await self._calls("calls_in_status", (json.dumps(names), limit))
+
+    async def find_calls(self, recipient: str, limit: int) -> list[Call]:
+        return await self._calls("find_calls", (recipient, limit))
+
+    async def call_counts(self) -> dict[CallStatus, int]:
+        return {CallStatus(row[0]): int(row[1]) for row in await self._rows("call_counts", ())}
+
+    async def call_slots(self) -> dict[str, datetime]:
+        return {row[0]: _at(row[1]) for row in await self._rows("call_slots", ())}
 
 
 def _chunks(items: list[str], size: int) -> Iterable[list[str]]:

@@ -116,3 +116,56 @@ ORDER BY m.sender, m.lane, m.seq;
 -- name: dnt_many
 SELECT number, added_at, added_by, reason FROM do_not_text
 WHERE number IN (SELECT value FROM json_each(?));
+
+-- name: insert_call
+INSERT INTO calls (
+    seq, id, account, sender, recipient, script, script_name, lane, status, reason,
+    provider_code, provider_id, attempt_id, placed_at, answered_by, script_done,
+    idempotency_key, fingerprint, "trigger", accepted_at, updated_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: insert_call_event
+INSERT INTO call_events (
+    call_id, at, status, result, step, reason, provider_code, source, applied, detail
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: update_call
+-- The call's projection as the caller judged it: its mutable columns are replaced.
+UPDATE calls SET
+    status = ?, reason = ?, provider_code = ?, provider_id = ?, attempt_id = ?,
+    placed_at = ?, answered_by = ?, script_done = ?, updated_at = ?
+WHERE id = ?;
+
+-- name: set_call_slot
+-- Like a number's next slot, an account's only moves later.
+INSERT INTO call_slots (account, next_slot_at) VALUES (?, ?)
+ON CONFLICT (account) DO UPDATE
+SET next_slot_at = MAX(next_slot_at, excluded.next_slot_at);
+
+-- name: call_max_seq
+SELECT COALESCE(MAX(seq), 0) FROM calls;
+
+-- name: get_call
+SELECT * FROM calls WHERE id = ?;
+
+-- name: call_by_provider_id
+SELECT * FROM calls WHERE provider_id = ?;
+
+-- name: call_by_idempotency_key
+SELECT * FROM calls WHERE idempotency_key = ?;
+
+-- name: call_history
+SELECT call_id, at, status, result, step, reason, provider_code, source, applied, detail
+FROM call_events WHERE call_id = ? ORDER BY id;
+
+-- name: calls_in_status
+SELECT * FROM calls WHERE status IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?;
+
+-- name: find_calls
+SELECT * FROM calls WHERE recipient = ? ORDER BY seq DESC LIMIT ?;
+
+-- name: call_counts
+SELECT status, COUNT(*) FROM calls GROUP BY status;
+
+-- name: call_slots
+SELECT account, next_slot_at FROM call_slots ORDER BY account;

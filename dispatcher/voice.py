@@ -1,0 +1,687 @@
+"""Voice calls in the service: accepted, paced per account, placed, followed.
+
+Calls go through the same deadline scheduler as texts (:class:`~dispatcher.scheduler.Pacer`)
+with one lane per provider account, at ``voice.calls_per_second``. The intent to
+call (Placing, with an attempt id) is durable before the provider hears of it; a
+call left Placing by a crash is looked up at the provider, never dialled again
+blindly.
+
+While a call is up, the carrier asks what to play: :meth:`CallDesk.voice` answers
+each request with the TwiML of the script's next step and records the step as a
+result event (Say, Gather, Prompt, ...). Status reports (Ringing, Answered, the
+end) arrive from the provider and merge without moving a call backwards; the
+provider's "completed" becomes Completed when the script reached its end and
+Hangup when the contact hung up before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+from dispatcher.calls import (
+    ACTIVE,
+    CALL_TERMINAL,
+    Call,
+    CallEvent,
+    CallReason,
+    CallStatus,
+    VoiceResult,
+    call_status,
+    completed_status,
+    explain_call,
+)
+from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
+from dispatcher.clock import Clock, Instant
+from dispatcher.config import Config
+from dispatcher.errors import (
+    Conflict,
+    DispatcherError,
+    InvalidInput,
+    NotFound,
+    OutcomeUnknown,
+    ProviderError,
+)
+from dispatcher.intake import Submission, TextRequest, new_id
+from dispatcher.model import Lane, Source, fingerprint
+from dispatcher.numbers import e164
+from dispatcher.scheduler import Book, Pacer
+from dispatcher.scripts import (
+    END,
+    Reached,
+    Script,
+    Served,
+    Step,
+    answer,
+    drop,
+    from_json,
+    parse_position,
+    parse_script,
+    serve,
+)
+from dispatcher.store import Store
+
+log = logging.getLogger(__name__)
+
+_STRIPES = 64
+_PARKED_MAX = 10_000
+
+SubmitText = Callable[[TextRequest], Awaitable[Submission]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallRequest:
+    """A call to place, as a front received it (validated on submission)."""
+
+    sender: str
+    recipient: str
+    script: object = None  # a list of steps (see dispatcher.scripts), or None
+    script_name: str | None = None  # a script of the configuration
+    lane: Lane = Lane.AUTOMATION
+    idempotency_key: str | None = None
+    trigger: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallSubmission:
+    call: Call
+    created: bool  # False when an idempotency key returned an earlier call
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallView:
+    call: Call
+    history: list[CallEvent]
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallsSummary:
+    counts: dict[CallStatus, int]
+    queued: int
+    in_flight: int
+    next_slot_at: datetime | None
+    account: str
+    rate: float
+
+
+def voice_url(base: str, call_id: str, at: str = "start") -> str:
+    """The URL the carrier asks for a call's TwiML at position ``at`` of its script."""
+    return f"{base.rstrip('/')}/twilio/voice/{call_id}?at={at}"
+
+
+def call_status_url(base: str, call_id: str) -> str:
+    """The URL the carrier reports a call's statuses to."""
+    return f"{base.rstrip('/')}/twilio/call-status/{call_id}"
+
+
+class CallDesk:
+    """The calls half of the service. Owned and run by the Dispatcher."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        channel: Channel,
+        clock: Clock,
+        submit_text: SubmitText,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._channel = channel
+        self._clock = clock
+        self._submit_text = submit_text
+        self._base = config.http.base_url
+        self.pacer = Pacer(
+            clock,
+            self._dispatch,
+            workers=config.voice.max_in_flight,
+            lead=config.pacing.lead.total_seconds(),
+        )
+        self._queue: list[tuple[int, int, str]] = []  # (lane, seq, call id), a heap
+        self._queued: dict[str, Call] = {}
+        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+        self._keys: dict[str, asyncio.Future[CallSubmission]] = {}
+        self._retries: dict[str, int] = {}
+        self._reports: asyncio.Queue[CallReport | None] = asyncio.Queue()
+        self._parked: dict[str, list[CallReport]] = {}
+        self.counts: Counter[CallStatus] = Counter()
+        self.in_flight = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.held = False
+        self.closing = False
+
+    @property
+    def account(self) -> str:
+        return self._channel.account
+
+    def _hold(self) -> float:
+        return 1.0 / self._config.voice.calls_per_second + self._config.pacing.guard.total_seconds()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def recover(self) -> None:
+        """Before pacing starts: settle calls a previous run left Placing, ask about
+        calls that were up, restore the queue, the account's next slot and the counts."""
+        self._channel.on_call_report(self.report)
+        self._channel.on_voice(self.voice)
+        now = self._clock.now()
+        slots = await self._store.call_slots()
+        if (slot := slots.get(self.account)) is not None:
+            self.pacer.restore(self.account, now.mono + (slot - now.wall).total_seconds())
+        placing = await self._store.calls_in_status([CallStatus.PLACING], 100_000)
+        for call in placing:
+            await self._reconcile(call)
+        if placing:  # a call may have left just before the crash: wait one full slot
+            self.pacer.restore(self.account, now.mono + self._hold())
+        for call in await self._store.calls_in_status(ACTIVE, 100_000):
+            if call.provider_id and (report := await self._channel.poll_call(call.provider_id)):
+                self._reports.put_nowait(report)
+        for call in await self._store.calls_in_status([CallStatus.QUEUED], 1_000_000):
+            self._enqueue(call)
+        self.counts.clear()
+        self.counts.update(await self._store.call_counts())
+
+    async def run_reports(self) -> None:
+        while (report := await self._reports.get()) is not None:
+            try:
+                await self._apply_report(report)
+            except DispatcherError:
+                log.exception("call.report_failed", extra={"provider_id": report.provider_id})
+
+    def stop(self) -> None:
+        self.closing = True
+        self.pacer.stop()
+
+    def stop_reports(self) -> None:
+        self._reports.put_nowait(None)
+
+    # -- submission ------------------------------------------------------------------
+    def script_of(self, request: CallRequest) -> tuple[Script, str | None]:
+        """The validated script of a request: its own steps, or a named script."""
+        known = self._config.scripts
+        if (request.script is None) == (request.script_name is None):
+            raise InvalidInput("give a call either a script (a list of steps) or the name "
+                               "of a configured script", field="script")  # fmt: skip
+        if request.script_name is not None:
+            script = known.get(request.script_name)
+            if script is None:
+                names = ", ".join(sorted(known)) or "none are configured"
+                raise InvalidInput(f"no script is named {request.script_name!r} "
+                                   f"(known: {names})", field="script")  # fmt: skip
+            return script, request.script_name
+        return parse_script(request.script, known=known), None
+
+    async def submit(self, request: CallRequest) -> CallSubmission:
+        """Accept a call: validate it and its script, then queue it on its account."""
+        if self.closing:
+            raise Conflict("the service is shutting down; submit again once it is back")
+        sender = e164(request.sender, field="from")
+        recipient = e164(request.recipient, field="to")
+        script, name = self.script_of(request)
+        key = request.idempotency_key
+        if key is not None and not 0 < len(key) <= 255:
+            raise InvalidInput("idempotency_key: must be 1 to 255 characters",
+                               field="idempotency_key")  # fmt: skip
+        print_ = fingerprint(sender, recipient, script.to_json(), request.lane.name)
+        now = self._clock.now().wall
+        call = Call(
+            id=new_id("call"), account=self.account, sender=sender, recipient=recipient,
+            script=script.to_json(), script_name=name, lane=request.lane,
+            status=CallStatus.QUEUED, accepted_at=now, updated_at=now,
+            reason=CallReason.ACCEPTED, idempotency_key=key, fingerprint=print_,
+            trigger=request.trigger,
+        )  # fmt: skip
+        if key is None:
+            return CallSubmission(call=await self._insert(call), created=True)
+        return await self._submit_keyed(call, key)
+
+    async def _submit_keyed(self, call: Call, key: str) -> CallSubmission:
+        """One call per idempotency key, also under concurrent retries."""
+        if (running := self._keys.get(key)) is not None:
+            return self._same_key(call, (await asyncio.shield(running)).call, key)
+        future: asyncio.Future[CallSubmission] = asyncio.get_running_loop().create_future()
+        self._keys[key] = future
+        try:
+            found = await self._store.call_by_idempotency_key(key)
+            if found is not None:
+                result = self._same_key(call, found, key)
+            else:
+                result = CallSubmission(call=await self._insert(call), created=True)
+        except BaseException as exc:
+            future.set_exception(exc)
+            with contextlib.suppress(BaseException):
+                future.exception()
+            raise
+        finally:
+            del self._keys[key]
+        future.set_result(result)
+        return result
+
+    @staticmethod
+    def _same_key(call: Call, earlier: Call, key: str) -> CallSubmission:
+        if earlier.fingerprint != call.fingerprint:
+            raise Conflict(f"idempotency key {key!r} was already used for call {earlier.id} "
+                           "with different content")  # fmt: skip
+        return CallSubmission(call=earlier, created=False)
+
+    async def _insert(self, call: Call) -> Call:
+        first = CallEvent(call_id=call.id, at=call.accepted_at, status=CallStatus.QUEUED,
+                          reason=CallReason.ACCEPTED, source=Source.API)  # fmt: skip
+        stored = await self._store.insert_call(call, [first])
+        self.counts[stored.status] += 1
+        self._enqueue(stored)
+        log.info("call.queued", extra={"call_id": stored.id, "to": stored.recipient})
+        return stored
+
+    def _enqueue(self, call: Call) -> None:
+        self._queued[call.id] = call
+        heapq.heappush(self._queue, (int(call.lane), call.seq, call.id))
+        self.pacer.wake(call.account)
+
+    def _next_queued(self) -> Call | None:
+        while self._queue:
+            _, _, call_id = heapq.heappop(self._queue)
+            if (call := self._queued.pop(call_id, None)) is not None:
+                return call
+        return None
+
+    # -- placing ---------------------------------------------------------------------
+    async def _dispatch(self, account: str, slot: float, book: Book) -> None:
+        if self.held or self.closing or account != self.account:
+            return
+        call = self._next_queued()
+        if call is None:
+            return
+        self.in_flight += 1
+        self.idle.clear()
+        try:
+            async with self._lock(call.id):
+                fresh = await self._store.get_call(call.id)
+                if fresh is None or fresh.status is not CallStatus.QUEUED:  # cancelled
+                    book(slot)
+                    return
+                placing = await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
+                                          attempt_id=new_id("att"))  # fmt: skip
+            if (wait := slot - self._clock.now().mono) > 0:
+                await self._clock.sleep(wait)
+            # The call starts now: this one read books the slot and is the audit time.
+            start = self._clock.now()
+            book(start.mono + self._hold())
+            await self._place(placing, start)
+        finally:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.idle.set()
+            if self._queued:
+                self.pacer.wake(self.account)
+
+    def _place_request(self, call: Call) -> PlaceCall:
+        script = from_json(call.script)
+        amd = "DetectMessageEnd" if script.detects_machine else None
+        if amd is None and self._config.voice.detect_machine:
+            amd = "Enable"
+        return PlaceCall(
+            call_id=call.id, attempt_id=call.attempt_id or "", sender=call.sender,
+            recipient=call.recipient, voice_url=voice_url(self._base, call.id),
+            status_callback_url=call_status_url(self._base, call.id), machine_detection=amd,
+            ring_timeout=int(self._config.voice.ring_timeout.total_seconds()),
+            claimed_at=call.updated_at,
+        )  # fmt: skip
+
+    async def _place(self, call: Call, start: Instant) -> None:
+        slot = (self.account, start.wall + timedelta(seconds=self._hold()))
+        try:
+            accepted = await self._channel.place_call(self._place_request(call))
+        except OutcomeUnknown as exc:
+            log.warning("call.outcome_unknown", extra={"call_id": call.id, "error": exc})
+            await self._reconcile(call)
+            return
+        except ProviderError as exc:
+            await self._refused(call, exc)
+            return
+        except Exception:
+            log.exception("call.outcome_unknown", extra={"call_id": call.id})
+            await self._reconcile(call)
+            return
+        await self._taken(call, accepted, placed_at=start.wall, slot=slot)
+
+    async def _taken(
+        self,
+        call: Call,
+        accepted: Accepted,
+        *,
+        placed_at: datetime | None,
+        slot: tuple[str, datetime] | None = None,
+        source: Source = Source.PROVIDER,
+    ) -> None:
+        async with self._lock(call.id):
+            fresh = await self._store.get_call(call.id) or call
+            event, after = call_status(fresh, CallStatus.INITIATED,
+                                       at=self._clock.now().wall, source=source)  # fmt: skip
+            after = replace(after, provider_id=accepted.provider_id,
+                            placed_at=placed_at or after.placed_at)  # fmt: skip
+            await self._save(fresh, after, [event], slot)
+        self._retries.pop(call.id, None)
+        for report in self._parked.pop(accepted.provider_id, []):
+            self._reports.put_nowait(report)
+
+    async def _refused(self, call: Call, exc: ProviderError) -> None:
+        tries = self._retries.pop(call.id, 0) + 1
+        retry = self._config.provider
+        async with self._lock(call.id):
+            if exc.retryable and tries <= retry.max_retries:
+                backoff = retry.retry_backoff * 2 ** (tries - 1)
+                queued = await self._set(call, CallStatus.QUEUED, source=Source.PROVIDER,
+                                         reason=CallReason.RETRY, code=exc.provider_code,
+                                         detail=f"retry {tries} in {backoff}: {exc}")  # fmt: skip
+                self._retries[call.id] = tries
+                now = self._clock.now().mono
+                self.pacer.restore(self.account, now + backoff.total_seconds())
+                self._enqueue(queued)
+                return
+            reason = exc.permanent_reason or CallReason.PROVIDER_REJECTED
+            await self._set(call, CallStatus.FAILED, source=Source.PROVIDER, reason=reason,
+                            code=exc.provider_code, detail=str(exc))  # fmt: skip
+        log.info("call.failed", extra={"call_id": call.id, "code": exc.provider_code})
+
+    async def _reconcile(self, call: Call) -> None:
+        """Ask the provider whether it took an attempt whose outcome is unknown."""
+        request = self._place_request(call)
+        try:
+            found = await self._channel.lookup_call(request)
+        except ProviderError as exc:
+            log.warning("call.reconcile_failed", extra={"call_id": call.id, "error": exc})
+            return  # stays Placing; settled at the next start
+        if found is not None:
+            await self._taken(call, found, placed_at=found.received_at, source=Source.RECONCILE)
+        else:
+            async with self._lock(call.id):
+                queued = await self._set(
+                    call, CallStatus.QUEUED, source=Source.RECONCILE,
+                    reason=CallReason.NOT_RECEIVED,
+                    detail=f"the provider never received attempt {call.attempt_id}",
+                )  # fmt: skip
+            self._enqueue(queued)
+        log.info("call.reconciled", extra={"call_id": call.id, "received": found is not None})
+
+    # -- reports ---------------------------------------------------------------------
+    def report(self, report: CallReport) -> None:
+        """A status report from the provider; applied in order, never moving back."""
+        self._reports.put_nowait(report)
+
+    async def _apply_report(self, report: CallReport) -> None:
+        call = await self._store.call_by_provider_id(report.provider_id)
+        if call is None:
+            if len(self._parked) < _PARKED_MAX:  # before the call is recorded as taken
+                self._parked.setdefault(report.provider_id, []).append(report)
+            return
+        async with self._lock(call.id):
+            call = await self._store.get_call(call.id) or call
+            events: list[CallEvent] = []
+            after = call
+            if report.answered_by and after.answered_by is None:
+                after, amd = self._answered_by(after, report.answered_by, report.at)
+                events += amd
+            status, reason = report.status, report.reason
+            if status is CallStatus.COMPLETED:
+                status, reason = completed_status(after)
+            event, after = call_status(
+                after, status, at=report.at, source=Source.RECEIPT, reason=reason,
+                provider_code=report.provider_code,
+            )  # fmt: skip
+            await self._save(call, after, [*events, event])
+
+    def _answered_by(
+        self, call: Call, answered_by: str, at: datetime
+    ) -> tuple[Call, list[CallEvent]]:
+        """Record answering-machine detection's verdict once: Human or Machine."""
+        if answered_by not in ("human", "machine"):
+            return call, []
+        result = VoiceResult.HUMAN if answered_by == "human" else VoiceResult.MACHINE
+        event = CallEvent(call_id=call.id, at=at, result=result, source=Source.PROVIDER)
+        return replace(call, answered_by=answered_by), [event]
+
+    # -- the carrier asks what to play -----------------------------------------------
+    async def voice(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
+        """The TwiML for position ``at`` of the call's script, recording what it ran."""
+        async with self._lock(call_id):
+            call = await self._store.get_call(call_id)
+            if call is None:
+                raise NotFound(f"no call with id {call_id!r}")
+            script = from_json(call.script)
+            index, phase = parse_position(at, script)
+            if call.terminal:
+                served = Served()
+                served.response.hangup()
+                return served.twiml
+            now = self._clock.now().wall
+            events: list[CallEvent] = []
+            after = call
+            if phase == "start":
+                if (by := _amd(form.get("AnsweredBy"))) and after.answered_by is None:
+                    after, amd = self._answered_by(after, by, now)
+                    events += amd
+                event, after = call_status(after, CallStatus.ANSWERED, at=now,
+                                           source=Source.PROVIDER)  # fmt: skip
+                events.append(event)
+            served = self._walk(
+                script, index, phase=phase, call=after, form=form, events=events, now=now
+            )
+            if served.done and not after.script_done:
+                after = replace(after, script_done=True)
+                events.append(CallEvent(call_id=call.id, at=now, source=Source.PROVIDER,
+                                        reason=CallReason.SCRIPT_FINISHED,
+                                        detail="the script reached its end"))  # fmt: skip
+            details = {i: await self._activity(after, i, step) for i, step in served.activities}
+            served.reached = [
+                replace(r, detail=details[r.step]) if r.result is VoiceResult.ACTIVITY else r
+                for r in served.reached
+            ]
+            events += [
+                CallEvent(call_id=call.id, at=now, result=r.result, step=r.step, detail=r.detail,
+                          source=Source.PROVIDER)
+                for r in served.reached
+            ]  # fmt: skip
+            await self._save(call, after, events)
+            return served.twiml
+
+    def _walk(
+        self,
+        script: Script,
+        index: int,
+        *,
+        phase: str | None,
+        call: Call,
+        form: Mapping[str, str],
+        events: list[CallEvent],
+        now: datetime,
+    ) -> Served:
+        machine = call.answered_by == "machine"
+        url = self._url_for(call.id)
+        if phase in ("result", "recorded", "dialed", "drop"):
+            step = script.steps[index] if index < len(script.steps) else None
+            wanted = {"result": "gather", "recorded": "record", "drop": "play_drop"}.get(phase)
+            if (
+                step is None
+                or (wanted and step.action != wanted)
+                or (phase == "dialed" and step.action not in ("dial", "conference", "notify"))
+            ):
+                raise InvalidInput(f"step {index + 1} of call {call.id} has no {phase} phase",
+                                   field="at")  # fmt: skip
+        if phase == "result":
+            received, nxt = answer(script, index, form.get("Digits"), form.get("SpeechResult"))
+            if received:
+                served = serve(script, nxt, machine=machine, url=url)
+                served.reached.insert(0, Reached(VoiceResult.PROMPT, index, received))
+                return served
+            events.append(CallEvent(call_id=call.id, at=now, step=index, source=Source.PROVIDER,
+                                    detail="no answer to the prompt"))  # fmt: skip
+            return serve(script, nxt, machine=machine, url=url)
+        if phase == "recorded":
+            seconds = form.get("RecordingDuration", "")
+            has_audio = bool(form.get("RecordingUrl")) and seconds not in ("", "0")
+            events.append(CallEvent(
+                call_id=call.id, at=now, step=index, source=Source.PROVIDER,
+                reason=None if has_audio else CallReason.NO_AUDIO,
+                detail=f"recording {form.get('RecordingUrl')} ({seconds} s)" if has_audio
+                else "no audio was recorded",
+            ))  # fmt: skip
+            return serve(script, script.after(index), machine=machine, url=url)
+        if phase == "dialed":
+            status = form.get("DialCallStatus") or "unknown"
+            events.append(CallEvent(call_id=call.id, at=now, step=index, source=Source.PROVIDER,
+                                    detail=f"dialled leg ended: {status}"))  # fmt: skip
+            return serve(script, script.after(index), machine=machine, url=url)
+        if phase == "drop":
+            return drop(script, index, machine=machine, url=url,
+                        status=form.get("DialCallStatus"))  # fmt: skip
+        return serve(script, index, machine=machine, url=url)
+
+    def _url_for(self, call_id: str) -> Callable[[str], str]:
+        base = self._base
+        return lambda at: voice_url(base, call_id, at)
+
+    async def _activity(self, call: Call, index: int, step: Step) -> str:
+        """Trigger the engagement an ``activity`` step names, once per call and step."""
+        key = f"{call.id}:step{index}"
+        sender = step.options.get("from", call.sender)
+        try:
+            if step.value == "text":
+                text = await self._submit_text(TextRequest(
+                    sender=sender, recipient=call.recipient, body=step.options["body"],
+                    lane=Lane.AUTOMATION, idempotency_key=key,
+                ))  # fmt: skip
+                return f"text {text.message.id} {text.message.status.value}"
+            placed = await self.submit(CallRequest(
+                sender=sender, recipient=call.recipient, script_name=step.options["script"],
+                idempotency_key=key, trigger=key,
+            ))  # fmt: skip
+        except DispatcherError as exc:
+            log.warning("call.activity_failed", extra={"call_id": call.id, "error": exc})
+            return f"not triggered: {exc}"
+        return f"call {placed.call.id} {placed.call.status.value}"
+
+    # -- operator verbs --------------------------------------------------------------
+    async def get(self, call_id: str) -> Call:
+        call = await self._store.get_call(call_id)
+        if call is None:
+            raise NotFound(f"no call with id {call_id!r}")
+        return call
+
+    async def view(self, call_id: str) -> CallView:
+        call = await self.get(call_id)
+        history = await self._store.call_history(call_id)
+        ahead = None
+        if call.status is CallStatus.QUEUED:
+            key = (int(call.lane), call.seq)
+            ahead = sum(1 for lane, seq, cid in self._queue
+                        if (lane, seq) < key and cid in self._queued)  # fmt: skip
+        return CallView(
+            call=call,
+            history=history,
+            explanation=explain_call(call, ahead=ahead, next_slot_at=self.next_slot_at()),
+        )
+
+    async def find(self, recipient: str, limit: int) -> list[Call]:
+        return await self._store.find_calls(e164(recipient, field="to"), limit)
+
+    async def cancel(self, call_id: str) -> Call:
+        await self.get(call_id)
+        async with self._lock(call_id):
+            call = await self.get(call_id)
+            if call.status is CallStatus.CANCELED:
+                return call
+            if call.status is not CallStatus.QUEUED:
+                raise Conflict(f"call {call_id} is {call.status.value}; only Queued calls "
+                               "can be cancelled")  # fmt: skip
+            self._queued.pop(call_id, None)
+            after = await self._set(call, CallStatus.CANCELED, source=Source.OPERATOR,
+                                    reason=CallReason.CANCELED)  # fmt: skip
+        log.info("call.canceled", extra={"call_id": call_id})
+        return after
+
+    def summary(self) -> CallsSummary:
+        return CallsSummary(
+            counts=dict(self.counts), queued=len(self._queued), in_flight=self.in_flight,
+            next_slot_at=self.next_slot_at(), account=self.account,
+            rate=self._config.voice.calls_per_second,
+        )  # fmt: skip
+
+    def next_slot_at(self) -> datetime | None:
+        slot = self.pacer.next_slot(self.account)
+        if slot is None:
+            return None
+        now = self._clock.now()
+        return now.wall + timedelta(seconds=slot - now.mono)
+
+    def release(self) -> None:
+        self.held = False
+        if self._queued:
+            self.pacer.wake(self.account)
+
+    # -- helpers ---------------------------------------------------------------------
+    async def _set(
+        self,
+        call: Call,
+        status: CallStatus,
+        *,
+        source: Source,
+        reason: str | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+        attempt_id: str | None = None,
+    ) -> Call:
+        event, after = call_status(call, status, at=self._clock.now().wall, source=source,
+                                   reason=reason, provider_code=code, detail=detail)  # fmt: skip
+        if attempt_id is not None and event.applied:
+            after = replace(after, attempt_id=attempt_id)
+        await self._save(call, after, [event])
+        return after
+
+    async def _save(
+        self,
+        before: Call,
+        after: Call,
+        events: list[CallEvent],
+        slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        await self._store.update_call(after, events, slot)
+        if after.status is not before.status:
+            self.counts[before.status] -= 1
+            self.counts[after.status] += 1
+            if after.status in CALL_TERMINAL:
+                log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
+
+    def _lock(self, call_id: str) -> asyncio.Lock:
+        return self._locks[hash(call_id) % _STRIPES]
+
+
+def _amd(answered_by: str | None) -> str | None:
+    """Twilio's AnsweredBy as human or machine (None when unknown)."""
+    if not answered_by:
+        return None
+    if answered_by == "human":
+        return "human"
+    if answered_by.startswith("machine") or answered_by == "fax":
+        return "machine"
+    return None
+
+
+__all__ = [
+    "END",
+    "CallDesk",
+    "CallRequest",
+    "CallSubmission",
+    "CallView",
+    "CallsSummary",
+    "call_status_url",
+    "voice_url",
+]
