@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dispatcher", description="Paced, durable, auditable texts."
+        prog="dispatcher", description="Paced, durable, auditable texts and calls."
     )
     parser.add_argument("--home", help="state folder (default $DISPATCHER_HOME or ./var)")
     parser.add_argument("--config", help="TOML configuration (default $DISPATCHER_CONFIG)")
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("ping", help="check that the service answers")
 
+    _call_parser(sub)
+
     dnt = sub.add_parser("dnt", help="the Do Not Text list")
     dnt_sub = dnt.add_subparsers(dest="dnt_command", required=True, metavar="ACTION")
     add = dnt_sub.add_parser("add", help="put a number on the list")
@@ -90,6 +93,30 @@ def build_parser() -> argparse.ArgumentParser:
     for p in dnt_sub.choices.values():
         _json_flag(p)
     return parser
+
+
+def _call_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    call = sub.add_parser("call", help="voice calls: place, show, find, cancel")
+    call_sub = call.add_subparsers(dest="call_command", required=True, metavar="ACTION")
+    place = call_sub.add_parser("place", help="place a call that runs a script")
+    place.add_argument("--from", dest="sender", required=True, help="calling number, E.164")
+    place.add_argument("--to", dest="recipient", required=True, help="contact, E.164")
+    script = place.add_mutually_exclusive_group(required=True)
+    script.add_argument("--script", help="the name of a script in the configuration")
+    script.add_argument(
+        "--script-file", help="a script: a JSON list of steps, or TOML with [[steps]] tables"
+    )
+    script.add_argument("--say", help="a one-step script that says this text")
+    place.add_argument("--priority", choices=["automation", "bulk"], default="automation")
+    place.add_argument("--idempotency-key")
+    show = call_sub.add_parser("show", help="a call's statuses, the steps it ran, and why")
+    show.add_argument("id")
+    find_calls = call_sub.add_parser("find", help="calls to a contact, newest first")
+    find_calls.add_argument("number")
+    find_calls.add_argument("--limit", type=int, default=20)
+    call_sub.add_parser("cancel", help="cancel a call that is still queued").add_argument("id")
+    for p in call_sub.choices.values():
+        _json_flag(p)
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -178,6 +205,8 @@ async def _client_command(config: Config, args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "dnt":
         return await _dnt(sock, args)
+    if command == "call":
+        return await _call(sock, args)
     if command == "send":
         result = await call(
             sock, "submit", **{"from": args.sender}, to=args.recipient, body=args.body,
@@ -225,6 +254,45 @@ async def _dnt(sock: Path, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _call(sock: Path, args: argparse.Namespace) -> int:
+    action: str = args.call_command
+    if action == "place":
+        result = await call(
+            sock, "call", **{"from": args.sender}, to=args.recipient,
+            script=_script_arg(args), priority=args.priority,
+            idempotency_key=args.idempotency_key,
+        )  # fmt: skip
+        _out(args, result, _show_call)
+    elif action == "show":
+        _out(args, await call(sock, "call_show", id=args.id), _show_call_view)
+    elif action == "find":
+        result = await call(sock, "call_find", to=args.number, limit=args.limit)
+        _out(args, result, lambda r: _each(_show_call, r["calls"]))
+    else:
+        _out(args, await call(sock, "call_cancel", id=args.id), _show_call)
+    return 0
+
+
+def _script_arg(args: argparse.Namespace) -> str | list[Any]:
+    """The script of ``call place``: a name, a file's steps, or one Say."""
+    if args.say is not None:
+        return [{"say": args.say}]
+    if args.script is not None:
+        return str(args.script)
+    path = Path(args.script_file)
+    try:
+        text = path.read_text(encoding="utf-8")
+        steps = tomllib.loads(text).get("steps") if path.suffix == ".toml" else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # TOML and JSON errors are both
+        raise InvalidInput(f"{path}: cannot read the script: {exc}", field="script") from exc
+    if not isinstance(steps, list):
+        raise InvalidInput(
+            f"{path}: a script file is a JSON list of steps, or TOML with [[steps]] tables",
+            field="script",
+        )
+    return steps
+
+
 def _out(args: argparse.Namespace, result: Any, human: Callable[[Any], object]) -> None:
     if getattr(args, "json", False):
         print(json.dumps(result, indent=2))
@@ -255,6 +323,12 @@ def _show_view(v: dict[str, Any]) -> None:
 def _show_status(s: dict[str, Any]) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "no messages"
     print(f"{counts}; in flight {s['in_flight']}")
+    if calls := s.get("calls"):
+        by_status = ", ".join(f"{k} {v}" for k, v in calls["counts"].items()) or "none"
+        print(
+            f"calls: {by_status}; queued {calls['queued']}, in flight {calls['in_flight']}, "
+            f"{calls['calls_per_second']:g}/s, next slot {calls['next_slot_at'] or '-'}"
+        )
     if s["numbers"]:
         shown = len(s["numbers"])
         total = s["numbers_total"]
@@ -268,6 +342,23 @@ def _show_status(s: dict[str, Any]) -> None:
             f"{n['number']:<16} {n['depth']:>6} {n['in_flight']:>9}  "
             f"{n['next_slot_at'] or '-'}{paused}"
         )
+
+
+def _show_call(c: dict[str, Any]) -> None:
+    reason = f" ({c['reason']})" if c.get("reason") else ""
+    script = c.get("script_name") or f"{len(c.get('script') or [])}-step script"
+    print(f"{c['id']}  {c['status']}{reason}  {c['from']} -> {c['to']}  {script}")
+
+
+def _show_call_view(v: dict[str, Any]) -> None:
+    _show_call(v)
+    print(f"  {v['explanation']}")
+    for e in v["history"]:
+        what = e["status"] or e["result"] or "note"
+        step = f" step {e['step'] + 1}" if e.get("step") is not None else ""
+        note = "" if e["applied"] else "  (kept, not applied)"
+        detail = f" {e['detail']}" if e.get("detail") else ""
+        print(f"  {e['at']}  {what:<14}{step}{detail}  [{e['source']}]{note}")
 
 
 def _show_number(n: dict[str, Any]) -> None:

@@ -14,6 +14,16 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
   twice; the same key with a different text is 409.
 - ``GET /v1/messages/{id}``: status, reason, provider id, the status callback URL
   given to Twilio, the history and the explanation.
+- ``POST /twilio/voice/{call_id}?at=POSITION``: Twilio asks what a call plays next
+  (signed); answered with the TwiML of the script's next step, which is recorded.
+- ``POST /twilio/call-status/{call_id}``: Twilio's status callback for a call
+  (signed): initiated, ringing, answered, completed (Completed, or Hangup when the
+  script had not finished), busy, no-answer, failed, canceled; AnsweredBy gives
+  Human or Machine.
+- ``POST /v1/calls``: place a call with a script (a list of steps, or the name of a
+  configured script), same token and idempotency rules as texts.
+- ``GET /v1/calls/{id}``: a call's status, history (statuses and every step it ran)
+  and explanation.
 - ``GET /v1/openapi.json``: the description of this API.
 """
 
@@ -32,12 +42,13 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from dispatcher.channels import Receipt
-from dispatcher.channels.twilio import receipt_of
-from dispatcher.control.protocol import event_json
+from dispatcher.channels.twilio import call_report_of, receipt_of
+from dispatcher.control.protocol import call_view_json, event_json
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.lifecycle import Resource
 from dispatcher.model import Keyword, Lane, TextStatus
-from dispatcher.service import Dispatcher, TextRequest
+from dispatcher.service import CallRequest, Dispatcher, TextRequest
+from dispatcher.voice import call_status_url
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +108,10 @@ class WebApp:
         app.router.add_post("/twilio/inbound", self.inbound)
         app.router.add_post("/v1/messages", self.submit)
         app.router.add_get("/v1/messages/{message_id}", self.get_message)
+        app.router.add_post("/twilio/voice/{call_id}", self.voice)
+        app.router.add_post("/twilio/call-status/{call_id}", self.call_status)
+        app.router.add_post("/v1/calls", self.submit_call)
+        app.router.add_get("/v1/calls/{call_id}", self.get_call)
         app.router.add_get("/v1/openapi.json", self.openapi)
         return app
 
@@ -154,6 +169,35 @@ class WebApp:
             return Receipt(provider_id=sid, status=TextStatus.SENT, at=now)
         return None
 
+    async def voice(self, request: web.Request) -> web.StreamResponse:
+        """Twilio asks what a call plays next: the TwiML of the script's next step."""
+        params = await self._signed(request)
+        form = {name: str(value) for name, value in params.items()}
+        twiml = await self._dispatcher.voice(
+            request.match_info["call_id"], request.query.get("at", "start"), form
+        )
+        return web.Response(text=twiml, content_type="application/xml")
+
+    async def call_status(self, request: web.Request) -> web.StreamResponse:
+        params = await self._signed(request)
+        call = (await self._dispatcher.call(request.match_info["call_id"])).call
+        sid = str(params.get("CallSid", ""))
+        status = str(params.get("CallStatus", ""))
+        if not sid or not status:
+            raise InvalidInput("CallSid and CallStatus are required", field="CallStatus")
+        if call.provider_id is not None and call.provider_id != sid:
+            raise Conflict(f"call {call.id} is {call.provider_id} at Twilio, not {sid}")
+        answered_by = params.get("AnsweredBy")
+        report = call_report_of(
+            sid, status, self._dispatcher.clock.now().wall,
+            answered_by=str(answered_by) if answered_by else None,
+            error_code=params.get("ErrorCode"),
+        )  # fmt: skip
+        if report is None:
+            raise InvalidInput(f"{status!r} is not a call status Twilio sends", field="CallStatus")
+        self._dispatcher.report_call(report)
+        return web.Response(status=204)
+
     # -- automation API --------------------------------------------------------------
     def _authorised(self, request: web.Request) -> None:
         header = request.headers.get("Authorization", "")
@@ -165,7 +209,11 @@ class WebApp:
                 content_type="application/json",
             )  # fmt: skip
 
-    async def submit(self, request: web.Request) -> web.StreamResponse:
+    async def _submission(
+        self, request: web.Request, fields: set[str], strings: tuple[str, ...]
+    ) -> tuple[dict[str, Any], Lane]:
+        """The JSON body of a submission, checked: known fields, required strings, plain
+        E.164 numbers (as the API's description says) and the priority."""
         self._authorised(request)
         try:
             body = await request.json()
@@ -173,13 +221,12 @@ class WebApp:
             raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise InvalidInput('the request body must be a JSON object like {"from": ...}')
-        fields = {"from", "to", "body", "priority"}
-        if unknown := sorted(set(body) - fields):
+        if unknown := sorted(set(body) - fields - {"from", "to", "priority"}):
             raise InvalidInput(f"unknown field {', '.join(unknown)}", field=unknown[0])
-        for name in ("from", "to", "body"):
+        for name in ("from", "to", *strings):
             if not isinstance(body.get(name), str):
                 raise InvalidInput(f"{name!r} is required and must be a string", field=name)
-        for name in ("from", "to"):  # as the API's description says: plain E.164
+        for name in ("from", "to"):
             if not E164.fullmatch(body[name]):
                 raise InvalidInput(
                     f"{name!r} must be an E.164 number like +14155550123, not {body[name]!r}",
@@ -189,6 +236,10 @@ class WebApp:
             lane = Lane.parse(str(body.get("priority", "automation")))
         except ValueError as exc:
             raise InvalidInput(str(exc), field="priority") from exc
+        return body, lane
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        body, lane = await self._submission(request, {"body"}, ("body",))
         key = request.headers.get("Idempotency-Key")
         submission = await self._dispatcher.submit(
             TextRequest(sender=body["from"], recipient=body["to"], body=body["body"], lane=lane,
@@ -213,6 +264,37 @@ class WebApp:
                 "status_callback_url": status_callback_url(self._public_url, m.id),
                 "history": [event_json(e) for e in view.history],
                 "explanation": view.explanation,
+            }
+        )
+
+    async def submit_call(self, request: web.Request) -> web.StreamResponse:
+        body, lane = await self._submission(request, {"script"}, ())
+        script = body.get("script")
+        if not isinstance(script, str | list):
+            raise InvalidInput("'script' is required: a list of steps or the name of a "
+                               "configured script", field="script")  # fmt: skip
+        submission = await self._dispatcher.submit_call(
+            CallRequest(
+                sender=body["from"], recipient=body["to"], lane=lane,
+                script=script if isinstance(script, list) else None,
+                script_name=script if isinstance(script, str) else None,
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        )  # fmt: skip
+        call = submission.call
+        return web.json_response(
+            {"id": call.id, "status": call.status.value, "reason": call.reason},
+            status=201 if submission.created else 200,
+        )
+
+    async def get_call(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        view = await self._dispatcher.call(request.match_info["call_id"])
+        return web.json_response(
+            {
+                **call_view_json(view),
+                "provider_sid": view.call.provider_id,
+                "status_callback_url": call_status_url(self._public_url, view.call.id),
             }
         )
 
@@ -252,6 +334,15 @@ class HttpServer(Resource):
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _JSON_ERROR = {"application/json": {"schema": _ERROR}}
 _MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+}
+_NUMBER = {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$"}
+_UNAUTHORISED = {"description": "no valid bearer token"}
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "dispatcher automation API", "version": "1"},
@@ -266,15 +357,35 @@ OPENAPI: dict[str, Any] = {
                                                         "message": {"type": "string"},
                                                         "field": {"type": "string"}}}},
             },
+            "NewCall": {
+                "type": "object",
+                "required": ["from", "to", "script"],
+                "additionalProperties": False,
+                "properties": {
+                    "from": {**_NUMBER, "example": "+15550000001"},
+                    "to": {**_NUMBER, "example": "+15550100001"},
+                    "script": {
+                        "description": "the steps of the call (say, play, pause, gather, "
+                                       "record, dial, conference, notify, voicemail_drop, "
+                                       "play_drop, activity), or the name of a configured "
+                                       "script",
+                        "oneOf": [
+                            {"type": "array", "minItems": 1, "maxItems": 100,
+                             "items": {"type": "object"},
+                             "example": [{"say": "Hello from dispatcher."}]},
+                            {"type": "string", "minLength": 1},
+                        ],
+                    },
+                    "priority": {"type": "string", "enum": ["automation", "bulk"]},
+                },
+            },
             "NewText": {
                 "type": "object",
                 "required": ["from", "to", "body"],
                 "additionalProperties": False,
                 "properties": {
-                    "from": {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$",
-                             "example": "+15550000001"},
-                    "to": {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$",
-                           "example": "+15550100001"},
+                    "from": {**_NUMBER, "example": "+15550000001"},
+                    "to": {**_NUMBER, "example": "+15550100001"},
                     "body": {"type": "string", "minLength": 1, "maxLength": 1600},
                     "priority": {"type": "string", "enum": ["automation", "bulk"]},
                 },
@@ -286,15 +397,14 @@ OPENAPI: dict[str, Any] = {
         "/v1/messages": {
             "post": {
                 "summary": "Submit a text",
-                "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
-                                "schema": {"type": "string", "maxLength": 255}}],
+                "parameters": [_KEY],
                 "requestBody": {"required": True, "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/NewText"}}}},
                 "responses": {
                     "201": {"description": "accepted (or ended by a rule: see status)"},
                     "200": {"description": "the message an earlier request with this key made"},
                     "400": {"description": "invalid", "content": _JSON_ERROR},
-                    "401": {"description": "no valid bearer token"},
+                    "401": _UNAUTHORISED,
                     "409": {"description": "the key was used for another text",
                             "content": _JSON_ERROR},
                 },
@@ -306,8 +416,36 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [_MESSAGE_ID],
                 "responses": {
                     "200": {"description": "the text"},
-                    "401": {"description": "no valid bearer token"},
+                    "401": _UNAUTHORISED,
                     "404": {"description": "no such text", "content": _JSON_ERROR},
+                },
+            }
+        },
+        "/v1/calls": {
+            "post": {
+                "summary": "Place a call with a script",
+                "parameters": [_KEY],
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NewCall"}}}},
+                "responses": {
+                    "201": {"description": "accepted: queued on the account's pace"},
+                    "200": {"description": "the call an earlier request with this key made"},
+                    "400": {"description": "invalid (a number, the script: the error names "
+                                           "the step)", "content": _JSON_ERROR},
+                    "401": _UNAUTHORISED,
+                    "409": {"description": "the key was used for another call",
+                            "content": _JSON_ERROR},
+                },
+            }
+        },
+        "/v1/calls/{call_id}": {
+            "get": {
+                "summary": "A call's status, history (statuses and steps) and explanation",
+                "parameters": [_CALL_ID],
+                "responses": {
+                    "200": {"description": "the call"},
+                    "401": _UNAUTHORISED,
+                    "404": {"description": "no such call", "content": _JSON_ERROR},
                 },
             }
         },

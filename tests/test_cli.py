@@ -456,3 +456,88 @@ async def test_serve_on_a_corrupt_database_says_so_and_exits(home: Path) -> None
     assert "dispatcher.db" in err
     assert "not a database" in err
     assert (home / "dispatcher.db").read_text().startswith("this is not a database")
+
+
+# -- calls ----------------------------------------------------------------------------
+
+CONTACT = "+15550200001"
+
+
+@pytest.fixture
+async def slow_calls(home: Path) -> AsyncIterator[Config]:
+    """The service with one call every 100 s: the first call goes at once, the next
+    ones stay queued for the test's life."""
+    config = load_config(home=home, env={"DISPATCHER_VOICE_CALLS_PER_SECOND": "0.01"})
+    running = Dispatcher.from_config(config)
+    async with (
+        running,
+        ControlServer(running, config.socket_path, max_line=config.control.max_line),
+    ):
+        yield config
+
+
+async def place(home: Path, *args: str) -> Run:
+    return await dispatcher(home, "call", "place", "--from", SENDER, "--to", CONTACT, *args)
+
+
+async def test_call_place_show_find_and_cancel(home: Path, slow_calls: Config) -> None:
+    placed = (await place(home, "--say", "Your table is ready.", "--json")).json()
+    assert placed["status"] == "Queued"
+    assert placed["script"] == [{"say": "Your table is ready."}]
+
+    async def completed() -> bool:
+        shown = (await dispatcher(home, "call", "show", placed["id"], "--json")).json()
+        return bool(shown["status"] == "Completed")
+
+    await wait_for(completed, what="the call to complete")
+    shown = (await dispatcher(home, "call", "show", placed["id"], "--json")).json()
+    assert [e["result"] for e in shown["history"] if e["result"]] == ["Say"]
+    assert shown["script_done"] is True
+    human = await dispatcher(home, "call", "show", placed["id"])
+    assert human.out.startswith(f"{placed['id']}  Completed (script_finished)")
+    assert "the script ran to its end" in human.out
+    assert "Say            step 1" in human.out
+
+    queued = (await place(home, "--say", "Second call", "--json")).json()
+    listed = (await dispatcher(home, "call", "find", CONTACT, "--json")).json()
+    assert [c["id"] for c in listed["calls"]] == [queued["id"], placed["id"]]
+    canceled = (await dispatcher(home, "call", "cancel", queued["id"], "--json")).json()
+    assert canceled["status"] == "Canceled"
+    err = assert_clean_error(await dispatcher(home, "call", "cancel", placed["id"]), 1)
+    assert "only Queued calls can be cancelled" in err
+    assert_clean_error(await dispatcher(home, "call", "show", "call_nope"), 1)
+    status = (await dispatcher(home, "status", "--json")).json()
+    assert status["calls"]["counts"] == {"Canceled": 1, "Completed": 1}
+    assert "calls: Canceled 1, Completed 1" in (await dispatcher(home, "status")).out
+
+
+async def test_call_scripts_from_files_and_configuration(home: Path, slow_calls: Config) -> None:
+    as_json = home / "script.json"
+    as_json.write_text('[{"say": "Hello"}, {"pause": 2}]')
+    as_toml = home / "script.toml"
+    as_toml.write_text('[[steps]]\nplay = "https://example.com/hello.mp3"\n')
+    for path, steps in ((as_json, [{"say": "Hello"}, {"pause": 2}]),
+                        (as_toml, [{"play": "https://example.com/hello.mp3"}])):  # fmt: skip
+        placed = (await place(home, "--script-file", str(path), "--json")).json()
+        assert placed["script"] == steps
+    unknown = assert_clean_error(await place(home, "--script", "reminder"), 2)
+    assert "no script is named 'reminder'" in unknown
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        ("not json", "cannot read the script"),
+        ('{"say": "a table, not a list"}', "a script file is a JSON list of steps"),
+        ('[{"say": "Hi", "goto": "later"}]', "script step 1 (say): no step has the label"),
+        ('[{"dial": "12"}]', "script step 1 (dial)"),
+    ],
+)
+async def test_a_bad_script_file_exits_2_and_says_why(
+    home: Path, slow_calls: Config, content: str, says: str
+) -> None:
+    path = home / "bad.json"
+    path.write_text(content)
+    assert says in assert_clean_error(await place(home, "--script-file", str(path)), 2)
+    listed = (await dispatcher(home, "call", "find", CONTACT, "--json")).json()
+    assert listed["calls"] == []

@@ -5,6 +5,7 @@ Every call passes ``env`` explicitly so the real environment never leaks in.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def test_rate_of_falls_back_to_the_default() -> None:
 @pytest.mark.skipif(not REPO_CONFIG.exists(), reason="config/dispatcher.toml not written yet")
 def test_the_shipped_config_file_equals_the_built_in_defaults(tmp_path: Path) -> None:
     shipped = load_config(REPO_CONFIG, env={}, home=tmp_path)
-    assert shipped == load_config(None, env={}, home=tmp_path)
+    # Every key at its default; the one example call script is the file's only addition.
+    assert set(shipped.scripts) == {"reminder"}
+    assert dataclasses.replace(shipped, scripts={}) == load_config(None, env={}, home=tmp_path)
 
 
 # --- the TOML file ----------------------------------------------------------------
@@ -216,6 +219,16 @@ def test_a_section_that_is_not_a_table_is_named(write_toml: WriteToml) -> None:
         ("[simulator]\nseed = [1]\n", "simulator.seed"),
         ('[pacing]\nrates = { "+14155550100" = "fast" }\n', "pacing.rates.+14155550100"),
         ("[pacing]\nrates = 3\n", "pacing.rates"),
+        ("[voice]\ncalls_per_second = 0\n", "voice.calls_per_second"),
+        ("[voice]\nmax_in_flight = 0\n", "voice.max_in_flight"),
+        ('[voice]\nring_timeout = "1s"\n', "voice.ring_timeout"),
+        ('[voice]\ndetect_machine = "yes"\n', "voice.detect_machine"),
+        (
+            '[simulator]\ngather_input = { "+14155550100" = 1 }\n',
+            "simulator.gather_input.+14155550100",
+        ),
+        ('[[scripts.hello]]\nsay = ""\n', "scripts.hello"),
+        ("[scripts]\nhello = 3\n", "scripts.hello"),
     ],
 )
 def test_a_bad_type_names_the_key(write_toml: WriteToml, toml: str, key: str) -> None:
@@ -224,6 +237,16 @@ def test_a_bad_type_names_the_key(write_toml: WriteToml, toml: str, key: str) ->
         load_config(path, env={})
     assert key in str(info.value)
     assert info.value.field == key
+
+
+def test_voice_settings_from_the_file_and_the_environment(write_toml: WriteToml) -> None:
+    path = write_toml('[voice]\ncalls_per_second = 2\n[simulator]\nbusy = ["+1555*"]\n'
+                      'gather_input = { "+14155550100" = "12" }\n')  # fmt: skip
+    config = load_config(path, env={"DISPATCHER_VOICE_RING_TIMEOUT": "45s"})
+    assert config.voice.calls_per_second == 2.0
+    assert config.voice.ring_timeout == timedelta(seconds=45)
+    assert config.simulator.busy == ["+1555*"]
+    assert config.simulator.gather_input == {"+14155550100": "12"}
 
 
 def test_invalid_toml_names_the_file(write_toml: WriteToml) -> None:

@@ -746,3 +746,55 @@ async def test_shutdown_with_a_client_connected_is_clean(
         f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING
     ]
     assert problems == []
+
+
+# -- calls ----------------------------------------------------------------------------
+
+GATHER = [
+    {"say": "Hello"},
+    {"gather": "Press 1", "digits": 1, "on": {"1": "yes"}},
+    {"say": "Goodbye", "goto": "end"},
+    {"label": "yes", "say": "Thanks"},
+]
+
+
+async def test_a_call_placed_over_the_socket_runs_its_script(client: ControlClient) -> None:
+    placed = await client.call("call", **{"from": SENDER}, to="+15550200001", script=GATHER)
+    assert placed["status"] == "Queued"
+    assert placed["created"] is True
+
+    async def ended() -> bool:
+        return bool((await client.call("call_show", id=placed["id"]))["status"] == "Completed")
+
+    await wait_for(ended, within=10, what="the call to complete")
+    view = await client.call("call_show", id=placed["id"])
+    # No one answers the prompt in this simulator: the script takes its default way.
+    assert [e["result"] for e in view["history"] if e["result"]] == ["Say", "Gather", "Say"]
+    assert "ran to its end" in view["explanation"]
+    found = await client.call("call_find", to="+15550200001")
+    assert [c["id"] for c in found["calls"]] == [placed["id"]]
+    status = await client.call("status")
+    assert status["calls"]["counts"] == {"Completed": 1}
+    assert status["calls"]["calls_per_second"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ({"script": 3}, "script"),
+        ({"script": "reminder"}, "script"),
+        ({"script": [{"say": "Hi", "goto": "nowhere"}]}, "script[0].goto"),
+        ({"script": [], "to": "+15550200001"}, "script"),
+        ({"script": [{"say": "Hi"}], "to": "12"}, "to"),
+        ({"script": [{"say": "Hi"}], "priority": "urgent"}, "priority"),
+    ],
+)
+async def test_a_bad_call_request_names_the_field(
+    client: ControlClient, sock: Path, args: dict[str, Any], field: str
+) -> None:
+    request = {"from": SENDER, "to": "+15550200001", **args}
+    async with raw(sock) as conn:
+        error = error_of(await conn.call("call", **request))
+        assert error["field"] == field
+        await conn.assert_still_answers()
+    assert (await client.call("call_find", to="+15550200001"))["calls"] == []

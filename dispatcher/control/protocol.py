@@ -17,9 +17,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
 from dispatcher.model import DntEntry, Event, Lane, Message
-from dispatcher.service import Dispatcher, MessageView, NumberView, StatusView, TextRequest
+from dispatcher.service import (
+    CallRequest,
+    CallView,
+    Dispatcher,
+    MessageView,
+    NumberView,
+    StatusView,
+    TextRequest,
+)
+from dispatcher.voice import CallsSummary
 
 JSON = dict[str, Any]
 Handler = Callable[[Dispatcher, Any], Awaitable[JSON]]
@@ -81,7 +91,12 @@ def _check_type(name: str, kind: Any, value: object) -> object:
             return value
         if option in (str, bool) and isinstance(value, option):
             return value
-    expected = " or ".join("null" if o is type(None) else o.__name__ for o in allowed)
+        if typing.get_origin(option) is list and isinstance(value, list):
+            return value
+    expected = " or ".join(
+        "null" if o is type(None) else "a list" if typing.get_origin(o) is list else o.__name__
+        for o in allowed
+    )
     raise InvalidInput(
         f"argument {_wire(name)!r} must be {expected}, not {value!r}", field=_wire(name)
     )
@@ -139,6 +154,60 @@ def view_json(view: MessageView) -> JSON:
     }
 
 
+def call_json(c: Call) -> JSON:
+    return {
+        "id": c.id,
+        "status": c.status.value,
+        "reason": c.reason,
+        "from": c.sender,
+        "to": c.recipient,
+        "script_name": c.script_name,
+        "script": json.loads(c.script),
+        "priority": c.lane.name.lower(),
+        "answered_by": c.answered_by,
+        "script_done": c.script_done,
+        "accepted_at": _ts(c.accepted_at),
+        "placed_at": _ts(c.placed_at),
+        "updated_at": _ts(c.updated_at),
+        "provider_id": c.provider_id,
+        "provider_code": c.provider_code,
+        "trigger": c.trigger,
+    }
+
+
+def call_event_json(e: CallEvent) -> JSON:
+    return {
+        "status": e.status.value if e.status else None,
+        "result": e.result.value if e.result else None,
+        "step": e.step,
+        "at": _ts(e.at),
+        "reason": e.reason,
+        "provider_code": e.provider_code,
+        "source": e.source.value,
+        "applied": e.applied,
+        "detail": e.detail,
+    }
+
+
+def call_view_json(view: CallView) -> JSON:
+    return {
+        **call_json(view.call),
+        "history": [call_event_json(e) for e in view.history],
+        "explanation": view.explanation,
+    }
+
+
+def calls_json(s: CallsSummary) -> JSON:
+    return {
+        "account": s.account,
+        "counts": {status.value: n for status, n in sorted(s.counts.items()) if n},
+        "queued": s.queued,
+        "in_flight": s.in_flight,
+        "next_slot_at": _ts(s.next_slot_at),
+        "calls_per_second": s.rate,
+    }
+
+
 def number_json(n: NumberView) -> JSON:
     return {
         "number": n.number,
@@ -157,6 +226,7 @@ def status_json(view: StatusView) -> JSON:
         "in_flight": view.in_flight,
         "numbers": [number_json(n) for n in view.numbers],
         "numbers_total": view.numbers_total,
+        "calls": calls_json(view.calls) if view.calls else None,
     }
 
 
@@ -309,6 +379,45 @@ async def _dnt_check(d: Dispatcher, a: NumberArgs) -> JSON:
 @command("dnt_list", LimitArgs, "the Do Not Text list")
 async def _dnt_list(d: Dispatcher, a: LimitArgs) -> JSON:
     return {"entries": [dnt_json(e) for e in await d.dnt_list(a.limit)]}
+
+
+@dataclass(frozen=True, slots=True)
+class CallArgs:
+    from_: str
+    to: str
+    script: list[Any] | str
+    priority: str = "automation"
+    idempotency_key: str | None = None
+
+
+@command("call", CallArgs, "place a call: from, to, script (steps, or a script's name), ...")
+async def _call(d: Dispatcher, a: CallArgs) -> JSON:
+    try:
+        lane = Lane.parse(a.priority)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="priority") from exc
+    request = CallRequest(
+        sender=a.from_, recipient=a.to, lane=lane, idempotency_key=a.idempotency_key,
+        script=a.script if isinstance(a.script, list) else None,
+        script_name=a.script if isinstance(a.script, str) else None,
+    )  # fmt: skip
+    submission = await d.submit_call(request)
+    return {**call_json(submission.call), "created": submission.created}
+
+
+@command("call_show", IdArgs, "one call: its statuses, the steps it ran, and why")
+async def _call_show(d: Dispatcher, a: IdArgs) -> JSON:
+    return call_view_json(await d.call(a.id))
+
+
+@command("call_find", FindArgs, "calls to a contact, newest first")
+async def _call_find(d: Dispatcher, a: FindArgs) -> JSON:
+    return {"calls": [call_json(c) for c in await d.find_calls(a.to, a.limit)]}
+
+
+@command("call_cancel", IdArgs, "cancel a call that is still queued")
+async def _call_cancel(d: Dispatcher, a: IdArgs) -> JSON:
+    return call_json(await d.cancel_call(a.id))
 
 
 def decode_request(line: bytes) -> dict[str, Any]:
