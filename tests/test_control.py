@@ -38,6 +38,10 @@ SIMULATOR = SimulatorConfig(
 SENDER = "+15550000001"
 OTHER_SENDER = "+15550000002"
 COMMANDS = {
+    "call",
+    "call_cancel",
+    "call_find",
+    "call_show",
     "cancel",
     "dnt_add",
     "dnt_check",
