@@ -177,7 +177,27 @@ def parse_script(raw: object, *, known: Collection[str] | None = None) -> Script
         for where, label in targets:
             if label != END and label not in labels:
                 raise _bad(i, step.action, where, f"no step has the label {label!r}")
-    return Script(steps=tuple(steps), labels=labels)
+    script = Script(steps=tuple(steps), labels=labels)
+    _check_silent_loops(script)
+    return script
+
+
+_SILENT = {"activity", "voicemail_drop"}  # a human hears neither
+
+
+def _check_silent_loops(script: Script) -> None:
+    """A ``goto`` loop through steps a contact never hears would never end: refused."""
+    for start, step in enumerate(script.steps):
+        if step.action not in _SILENT:
+            continue
+        seen = {start}
+        index = script.after(start)
+        while index < len(script.steps) and script.steps[index].action in _SILENT:
+            if index in seen:
+                raise _bad(start, step.action, "goto", "its goto loops back through steps "
+                           "the contact never hears, so the call would never go on")  # fmt: skip
+            seen.add(index)
+            index = script.after(index)
 
 
 def _bad(index: int, action: str, key: str, why: str) -> InvalidInput:
@@ -232,14 +252,14 @@ class _Checker:
 
     def url(self, value: object, key: str) -> str:
         text = self.text(value, key)
-        if not text.startswith(("https://", "http://")) or any(c.isspace() for c in text):
+        if not is_url(text) or any(c.isspace() for c in text):
             raise self.fail(key, f"must be an http(s):// URL, not {text!r}")
         return text
 
     def message(self, value: object, key: str) -> str:
         """Text to speak, or an audio URL to play."""
         text = self.text(value, key)
-        return self.url(text, key) if text.startswith(("https://", "http://")) else text
+        return self.url(text, key) if is_url(text) else text
 
     def integer(self, value: object, key: str, low: int, high: int) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -272,8 +292,15 @@ def _gather_on(check: _Checker, value: object, key: str) -> dict[str, str]:
             raise check.fail(f"on.{answer}", "keys are digits (or * and #) for dtmf input")
         if not normal:
             raise check.fail(f"on.{answer}", "an answer cannot be empty")
+        if normal in branches:
+            raise check.fail(f"on.{answer}", f"the answer {normal!r} is given twice")
         branches[normal] = check.label(label, f"on.{answer}")
     return branches
+
+
+def is_url(text: str) -> bool:
+    """A message that is an audio URL (played) rather than text (spoken)."""
+    return text[:8].lower().startswith(("https://", "http://"))
 
 
 def normalise_answer(answer: str) -> str:
@@ -306,6 +333,9 @@ def _activity(check: _Checker, value: object) -> str:
 def _check_activity(
     check: _Checker, kind: str, options: Mapping[str, Any], known: Collection[str] | None
 ) -> None:
+    extra = "script" if kind == "text" else "body"
+    if extra in options:
+        raise check.fail(extra, f"a {kind} activity has no {extra!r}")
     if kind == "text":
         if "body" not in options:
             raise check.fail("body", "a text activity needs its 'body'")
@@ -440,7 +470,7 @@ def serve(
             return served
         step = script.steps[index]
         if step.action == "voicemail_drop" and not machine:
-            index += 1  # a human never hears the voicemail
+            index = script.after(index)  # a human never hears the voicemail
             continue
         if step.action != "play_drop":  # a play drop counts when the agent drops off
             served.reached.append(Reached(step.result, index))
@@ -471,6 +501,7 @@ def _render(step: Step, index: int, r: VoiceResponse, url: Url, script: Script) 
                 input=o.get("input", "dtmf"), action=result, method="POST",
                 timeout=o.get("timeout", 5), num_digits=o.get("digits"),
                 speech_timeout="auto" if "speech" in o.get("input", "dtmf") else None,
+                language=o.get("language") if "speech" in o.get("input", "dtmf") else None,
             )  # fmt: skip
             _message(gather, step.value, spoken)
             nxt = result  # no answer: the same handler takes the "otherwise" way
@@ -505,7 +536,7 @@ def _render(step: Step, index: int, r: VoiceResponse, url: Url, script: Script) 
 
 
 def _message(verb: Any, message: str, spoken: Mapping[str, Any]) -> None:
-    if message.startswith(("https://", "http://")):
+    if is_url(message):
         verb.play(message)
     else:
         verb.say(message, **spoken)
@@ -518,9 +549,9 @@ def answer(script: Script, index: int, digits: str | None, speech: str | None) -
     received = normalise_answer(digits or speech or "")
     branches: Mapping[str, str] = step.options.get("on", {})
     label = branches.get(received)
-    if label is None and speech and not digits:  # a branch word anywhere in the phrase
-        words = set(received.split())
-        label = next((v for k, v in branches.items() if k in words), None)
+    if label is None and speech and not digits:  # a branch's words anywhere in the phrase
+        padded = f" {received} "
+        label = next((v for k, v in branches.items() if f" {k} " in padded), None)
     if label is None and "otherwise" in step.options:
         label = step.options["otherwise"]
     return received, script.target(label) if label else script.after(index)
@@ -542,11 +573,13 @@ def parse_position(at: str, script: Script) -> tuple[int, str | None]:
         return 0, "start"
     if at == END:
         return len(script.steps), None
-    index_text, _, phase = at.partition(".")
-    phases = {"", "result", "recorded", "dialed", "drop"}
-    if not index_text.isdigit() or phase not in phases:
+    match = _POSITION.fullmatch(at)
+    if match is None:
         raise InvalidInput(f"{at!r} is not a position in a script", field="at")
-    index = int(index_text)
+    index, phase = int(match[1]), match[2]
     if index > len(script.steps):
         raise InvalidInput(f"the script has no step {index + 1}", field="at")
-    return index, phase or None
+    return index, phase
+
+
+_POSITION = re.compile(r"([0-9]{1,3})(?:\.(result|recorded|dialed|drop))?")
