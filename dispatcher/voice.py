@@ -282,8 +282,9 @@ class CallDesk:
         return stored
 
     def _enqueue(self, call: Call) -> None:
+        if call.id not in self._queued:  # once: recovery may see a re-queued call twice
+            heapq.heappush(self._queue, (int(call.lane), call.seq, call.id))
         self._queued[call.id] = call
-        heapq.heappush(self._queue, (int(call.lane), call.seq, call.id))
         self.pacer.wake(call.account)
 
     def _next_queued(self) -> Call | None:
@@ -304,12 +305,16 @@ class CallDesk:
         self.idle.clear()
         try:
             async with self._lock(call.id):
-                fresh = await self._store.get_call(call.id)
-                if fresh is None or fresh.status is not CallStatus.QUEUED:  # cancelled
-                    book(slot)
-                    return
-                placing = await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
-                                          attempt_id=new_id("att"))  # fmt: skip
+                try:
+                    fresh = await self._store.get_call(call.id)
+                    if fresh is None or fresh.status is not CallStatus.QUEUED:  # cancelled
+                        book(slot)
+                        return
+                    placing = await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
+                                              attempt_id=new_id("att"))  # fmt: skip
+                except BaseException:
+                    self._enqueue(call)  # not claimed: it keeps its place in the queue
+                    raise
             if (wait := slot - self._clock.now().mono) > 0:
                 await self._clock.sleep(wait)
             # The call starts now: this one read books the slot and is the audit time.
@@ -475,11 +480,6 @@ class CallDesk:
             served = self._walk(
                 script, index, phase=phase, call=after, form=form, events=events, now=now
             )
-            if served.done and not after.script_done:
-                after = replace(after, script_done=True)
-                events.append(CallEvent(call_id=call.id, at=now, source=Source.PROVIDER,
-                                        reason=CallReason.SCRIPT_FINISHED,
-                                        detail="the script reached its end"))  # fmt: skip
             details = {i: await self._activity(after, i, step) for i, step in served.activities}
             served.reached = [
                 replace(r, detail=details[r.step]) if r.result is VoiceResult.ACTIVITY else r
@@ -490,6 +490,11 @@ class CallDesk:
                           source=Source.PROVIDER)
                 for r in served.reached
             ]  # fmt: skip
+            if served.done and not after.script_done:  # after the last steps it ran
+                after = replace(after, script_done=True)
+                events.append(CallEvent(call_id=call.id, at=now, source=Source.PROVIDER,
+                                        reason=CallReason.SCRIPT_FINISHED,
+                                        detail="the script reached its end"))  # fmt: skip
             await self._save(call, after, events)
             return served.twiml
 

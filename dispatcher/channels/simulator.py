@@ -312,11 +312,13 @@ class Simulator(Resource):
             twiml = await self._voice(request.call_id, at, {**form, **extra})
             at, extra = None, {}
             for verb in ElementTree.fromstring(twiml):  # noqa: S314 - our own TwiML
-                if verb.tag in ("Say", "Play", "Pause"):
+                prompt = verb.tag == "Gather" and len(verb) > 0  # its Say or Play is heard
+                if verb.tag in ("Say", "Play", "Pause") or prompt:
                     heard += 1
                     if hangs_up:
                         return  # the contact hangs up during the first thing it hears
-                    continue
+                    if not prompt:
+                        continue
                 if verb.tag == "Hangup":
                     return
                 found = self._next(request.recipient, verb)
