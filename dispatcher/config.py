@@ -91,6 +91,7 @@ class TwilioConfig:
     messaging_service_sid: str = ""
     timeout: timedelta = timedelta(seconds=10)
     poll_interval: timedelta = timedelta(seconds=30)
+    fallback_poll_after: timedelta = timedelta(minutes=15)
     receipt_deadline: timedelta = timedelta(hours=72)
 
 

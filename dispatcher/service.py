@@ -549,6 +549,7 @@ class Dispatcher(Resource):
             seen[pid] = after
             if after.status in TERMINAL:
                 self._awaiting.pop(pid, None)
+                self.channel.settled(pid)
             else:
                 self._awaiting[pid] = after
         if steps:

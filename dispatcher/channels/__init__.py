@@ -116,6 +116,10 @@ class Channel(Protocol):
         """The provider's latest known status of a text it took, if it has one."""
         ...
 
+    def settled(self, provider_id: str) -> None:
+        """The service has a final status for this text: stop asking about it."""
+        ...
+
     # -- voice -----------------------------------------------------------------------
     @property
     def account(self) -> str:

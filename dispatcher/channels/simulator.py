@@ -90,7 +90,8 @@ class Simulator(Resource):
         if self._log_path is not None:
             self._log_path.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            self._call_fd = os.open(self.calls_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            calls = self._log_path.with_name("simulator-calls.jsonl")
+            self._call_fd = os.open(calls, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
     async def close(self) -> None:
         for timer in self._timers:
@@ -180,9 +181,9 @@ class Simulator(Resource):
                 )
         return None
 
-    def records(self, path: Path | None = None) -> Iterator[dict[str, Any]]:
-        """Every send in the log, oldest first (a torn last line is skipped)."""
-        path = path or self._log_path
+    def records(self, path: Path | None = None, *, calls: bool = False) -> Iterator[dict[str, Any]]:
+        """Every send (or call) in the log, oldest first (a torn last line is skipped)."""
+        path = self.calls_log if calls else path or self._log_path
         if path is None or not path.exists():
             return
         with path.open(encoding="utf-8") as fh:
@@ -194,16 +195,21 @@ class Simulator(Resource):
                 if isinstance(record, dict):
                     yield record
 
+    def settled(self, provider_id: str) -> None:
+        """Receipts are pushed, never polled: nothing to stop."""
+
     # -- voice -----------------------------------------------------------------------
     @property
     def account(self) -> str:
         return "simulator"
 
     @property
-    def calls_log(self) -> Path:
-        """Every call placed, one JSON line each: ``simulator-calls.jsonl``."""
-        base = self._log_path or Path("simulator-sends.jsonl")
-        return base.with_name("simulator-calls.jsonl")
+    def calls_log(self) -> Path | None:
+        """Every call placed, one JSON line each: ``simulator-calls.jsonl`` beside the
+        log of texts (None when the simulator keeps no log)."""
+        if self._log_path is None:
+            return None
+        return self._log_path.with_name("simulator-calls.jsonl")
 
     def on_call_report(self, sink: CallSink) -> None:
         self._call_sink = sink
@@ -249,7 +255,7 @@ class Simulator(Resource):
         return Accepted(provider_id=provider_id, received_at=now.wall)
 
     async def lookup_call(self, request: PlaceCall) -> Accepted | None:
-        for record in self.records(self.calls_log):
+        for record in self.records(calls=True):
             if record.get("attempt_id") == request.attempt_id:
                 return Accepted(
                     provider_id=str(record["provider_id"]),
@@ -261,7 +267,7 @@ class Simulator(Resource):
         """A call that is not up any more (the simulator stopped with it) has ended."""
         if provider_id in self._calls:
             return None
-        for record in self.records(self.calls_log):
+        for record in self.records(calls=True):
             if record.get("provider_id") == provider_id:
                 fate = self.call_fate(str(record["to"])) or CallStatus.COMPLETED
                 return CallReport(provider_id=provider_id, status=fate, at=self._clock.now().wall)

@@ -23,8 +23,11 @@ leaves a voicemail. Call statuses map onto the product's: queued/initiated ->
 Initiated, ringing -> Ringing, in-progress -> Answered, completed -> Completed (or
 Hangup when the script had not finished), busy, no-answer, failed, canceled.
 
-Delivery receipts are fetched by polling each text Twilio took until its status is
-final (``twilio.poll_interval``).
+Delivery receipts come through the status callbacks when the HTTP app is public
+(``http.public_url``); a text with no final status ``twilio.fallback_poll_after``
+after Twilio took it is then fetched (a callback can be lost). Without callbacks,
+each text Twilio took is fetched every ``twilio.poll_interval`` until its status is
+final.
 """
 
 from __future__ import annotations
@@ -336,12 +339,19 @@ class TwilioChannel(Resource):
                                 answered_by=call.answered_by)  # fmt: skip
         return report if report is not None and report.status in CALL_TERMINAL else None
 
+    def settled(self, provider_id: str) -> None:
+        self._watching.pop(provider_id, None)
+
     async def _poll_loop(self) -> None:
         interval = self._config.poll_interval.total_seconds()
         deadline = self._config.receipt_deadline
+        # With status callbacks, polling is the fallback for a callback that never came.
+        quiet = self._config.fallback_poll_after if self._callbacks else timedelta(0)
         while True:
             await self._clock.sleep(interval)
             for sid, taken in list(self._watching.items()):
+                if self._clock.now().wall - taken < quiet or sid not in self._watching:
+                    continue
                 receipt = await self.poll(sid)
                 now = self._clock.now().wall
                 if receipt is None and now - taken > deadline:
