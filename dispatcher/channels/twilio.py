@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -241,12 +242,7 @@ class TwilioChannel(Resource):
         """Find a text Twilio took for this attempt: same number, recipient and body,
         created no earlier than the attempt was claimed (an older text with the same body
         is another text)."""
-        try:
-            found = await self.client.messages.list_async(
-                to=request.recipient, from_=request.sender, limit=50
-            )
-        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
-            raise OutcomeUnknown(f"cannot ask Twilio about {request.message_id}: {exc}") from exc
+        found = await _search(self.client.messages.list_async, request, request.message_id)
         earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
         for message in found:
             created = message.date_created
@@ -310,12 +306,7 @@ class TwilioChannel(Resource):
     async def lookup_call(self, request: PlaceCall) -> Accepted | None:
         """Find the call Twilio took for this attempt: from the same number to the same
         contact, the first one created since the attempt was claimed."""
-        try:
-            found = await self.client.calls.list_async(
-                to=request.recipient, from_=request.sender, limit=50
-            )
-        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
-            raise OutcomeUnknown(f"cannot ask Twilio about {request.call_id}: {exc}") from exc
+        found = await _search(self.client.calls.list_async, request, request.call_id)
         earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
         candidates = [
             call
@@ -361,6 +352,16 @@ class TwilioChannel(Resource):
                     self._watching.pop(sid, None)
                     if self._sink is not None:
                         self._sink(receipt)
+
+
+async def _search(
+    list_async: Callable[..., Awaitable[list[Any]]], request: SendRequest | PlaceCall, what: str
+) -> list[Any]:
+    """Twilio's texts or calls from the attempt's number to its recipient, newest first."""
+    try:
+        return await list_async(to=request.recipient, from_=request.sender, limit=50)
+    except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+        raise OutcomeUnknown(f"cannot ask Twilio about {what}: {exc}") from exc
 
 
 def _created(at: object) -> datetime:

@@ -134,9 +134,14 @@ def message_json(m: Message) -> JSON:
     }
 
 
-def event_json(e: Event) -> JSON:
+def event_json(e: Event | CallEvent) -> JSON:
+    """A history entry; a call's also names its result (Say, Prompt, ...) and step."""
+    extra: JSON = {}
+    if isinstance(e, CallEvent):
+        extra = {"result": e.result.value if e.result else None, "step": e.step}
     return {
-        "status": e.status.value,
+        "status": e.status.value if e.status else None,
+        **extra,
         "at": _ts(e.at),
         "reason": e.reason,
         "provider_code": e.provider_code,
@@ -175,24 +180,10 @@ def call_json(c: Call) -> JSON:
     }
 
 
-def call_event_json(e: CallEvent) -> JSON:
-    return {
-        "status": e.status.value if e.status else None,
-        "result": e.result.value if e.result else None,
-        "step": e.step,
-        "at": _ts(e.at),
-        "reason": e.reason,
-        "provider_code": e.provider_code,
-        "source": e.source.value,
-        "applied": e.applied,
-        "detail": e.detail,
-    }
-
-
 def call_view_json(view: CallView) -> JSON:
     return {
         **call_json(view.call),
-        "history": [call_event_json(e) for e in view.history],
+        "history": [event_json(e) for e in view.history],
         "explanation": view.explanation,
     }
 
