@@ -461,6 +461,9 @@ class CallDesk:
             call = await self._store.get_call(call_id)
             if call is None:
                 raise NotFound(f"no call with id {call_id!r}")
+            sid = form.get("CallSid")
+            if sid and call.provider_id and sid != call.provider_id:
+                raise Conflict(f"call {call_id} is {call.provider_id} at the carrier, not {sid}")
             script = from_json(call.script)
             index, phase = parse_position(at, script)
             if call.terminal:

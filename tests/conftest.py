@@ -2,10 +2,14 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.peers import App, StandIn
 
 
 @pytest.fixture
@@ -23,3 +27,21 @@ def prism_url() -> Iterator[str]:
 
     with prism() as url:
         yield url
+
+
+@pytest.fixture
+async def twilio() -> AsyncIterator[StandIn]:
+    """A local Twilio that refuses as Twilio does, with the answers a test queues."""
+    from tests.peers import stand_in  # noqa: PLC0415 - only the tests that need it start it
+
+    async with stand_in() as server:
+        yield server
+
+
+@pytest.fixture
+async def app(home: Path) -> AsyncIterator[App]:
+    """The service's HTTP app over real HTTP, on the simulator (see ``peers.serving``)."""
+    from tests.peers import serving  # noqa: PLC0415 - only the tests that need it start it
+
+    async with serving(home) as running:
+        yield running

@@ -5,68 +5,25 @@ idempotency keys."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
-from twilio.request_validator import RequestValidator
 
-from dispatcher.channels.simulator import Simulator
-from dispatcher.config import Config, SimulatorConfig
 from dispatcher.model import TextStatus
-from dispatcher.service import Dispatcher, TextRequest
-from dispatcher.store.memory import MemoryStore
-from dispatcher.webapp import HttpServer, WebApp
-from tests.helpers import free_port, wait_for
-
-AUTH_TOKEN = "twilio-auth-token"  # noqa: S105 - a test secret for a local server
-API_TOKEN = "automation-token"  # noqa: S105 - a test secret for a local server
+from dispatcher.service import TextRequest
+from tests.helpers import wait_for
+from tests.peers import App
 
 
-@dataclass
-class App:
-    url: str
-    service: Dispatcher
-    http: aiohttp.ClientSession
-
-    def api(self, token: str | None = API_TOKEN) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token}"} if token else {}
-
-    async def post_status(
-        self, message_id: str, params: dict[str, str], *, signature: str | None = None
-    ) -> int:
-        url = f"{self.url}/twilio/status/{message_id}"
-        signed = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
-        headers = {"X-Twilio-Signature": signed if signature is None else signature}
-        async with self.http.post(url, data=params, headers=headers) as response:
-            return response.status
-
-    async def status_of(self, message_id: str) -> TextStatus:
-        return (await self.service.message(message_id)).message.status
+async def post_status(
+    app: App, message_id: str, params: dict[str, str], *, signature: str | None = None
+) -> int:
+    """Twilio's status callback for a text: the HTTP status it gets."""
+    return (await app.twilio(f"/twilio/status/{message_id}", params, signature=signature))[0]
 
 
-@pytest.fixture
-async def app(home: Path) -> AsyncIterator[App]:
-    # The simulator's own receipts come an hour late: the callbacks drive the status.
-    simulator = SimulatorConfig(latency=timedelta(0), latency_jitter=timedelta(0),
-                                receipt_delay=timedelta(hours=1), reorder_rate=0.0)  # fmt: skip
-    service = Dispatcher(
-        Config(home=home),
-        store=MemoryStore(),
-        channel=Simulator(config=simulator, log_path=home / "sim.jsonl"),
-    )
-    url = f"http://127.0.0.1:{free_port()}"
-    webapp = WebApp(service, public_url=url, twilio_auth_token=AUTH_TOKEN, api_token=API_TOKEN)
-    async with (
-        service,
-        HttpServer(webapp, url.removeprefix("http://")),
-        aiohttp.ClientSession() as http,
-    ):
-        yield App(url=url, service=service, http=http)
+async def status_of(app: App, message_id: str) -> TextStatus:
+    return (await app.service.message(message_id)).message.status
 
 
 async def sent_text(app: App, to: str = "+15550100001") -> tuple[str, str]:
@@ -75,7 +32,7 @@ async def sent_text(app: App, to: str = "+15550100001") -> tuple[str, str]:
     message = (await app.service.submit(request)).message
 
     async def taken() -> bool:
-        return await app.status_of(message.id) is TextStatus.SENT
+        return await status_of(app, message.id) is TextStatus.SENT
 
     await wait_for(taken, what="the text to be sent")
     provider_id = (await app.service.message(message.id)).message.provider_id
@@ -89,15 +46,15 @@ async def sent_text(app: App, to: str = "+15550100001") -> tuple[str, str]:
 async def test_signed_callbacks_move_a_text_and_late_ones_never_move_it_back(app: App) -> None:
     message_id, sid = await sent_text(app)
     delivered = {"MessageSid": sid, "MessageStatus": "delivered", "AccountSid": "AC1"}
-    assert await app.post_status(message_id, delivered) == 204
+    assert await post_status(app, message_id, delivered) == 204
 
     async def done() -> bool:
-        return await app.status_of(message_id) is TextStatus.DELIVERED
+        return await status_of(app, message_id) is TextStatus.DELIVERED
 
     await wait_for(done, what="Delivered")
     # Twice, and a late "sent": kept in the history, the status stays Delivered.
-    assert await app.post_status(message_id, delivered) == 204
-    assert await app.post_status(message_id, {"MessageSid": sid, "MessageStatus": "sent"}) == 204
+    assert await post_status(app, message_id, delivered) == 204
+    assert await post_status(app, message_id, {"MessageSid": sid, "MessageStatus": "sent"}) == 204
 
     async def all_recorded() -> bool:
         return len((await app.service.message(message_id)).history) >= 7
@@ -112,10 +69,10 @@ async def test_signed_callbacks_move_a_text_and_late_ones_never_move_it_back(app
 async def test_an_unreachable_handset_is_reported_with_its_code(app: App) -> None:
     message_id, sid = await sent_text(app, to="+15550100002")
     params = {"MessageSid": sid, "MessageStatus": "undelivered", "ErrorCode": "30003"}
-    assert await app.post_status(message_id, params) == 204
+    assert await post_status(app, message_id, params) == 204
 
     async def done() -> bool:
-        return await app.status_of(message_id) is TextStatus.UNREACHABLE
+        return await status_of(app, message_id) is TextStatus.UNREACHABLE
 
     await wait_for(done, what="Unreachable")
     assert (await app.service.message(message_id)).message.provider_code == "30003"
@@ -125,38 +82,31 @@ async def test_an_unreachable_handset_is_reported_with_its_code(app: App) -> Non
 async def test_unsigned_or_forged_callbacks_are_refused(app: App, signature: str) -> None:
     message_id, sid = await sent_text(app, to="+15550100003")
     params = {"MessageSid": sid, "MessageStatus": "delivered"}
-    assert await app.post_status(message_id, params, signature=signature) == 403
-    assert await app.status_of(message_id) is TextStatus.SENT
+    assert await post_status(app, message_id, params, signature=signature) == 403
+    assert await status_of(app, message_id) is TextStatus.SENT
 
 
 async def test_callbacks_for_unknown_or_mismatched_texts_change_nothing(app: App) -> None:
     message_id, sid = await sent_text(app, to="+15550100004")
     params = {"MessageSid": sid, "MessageStatus": "delivered"}
-    assert await app.post_status("msg_unknown", params) == 404
+    assert await post_status(app, "msg_unknown", params) == 404
     other = {"MessageSid": "SM" + "f" * 32, "MessageStatus": "delivered"}
-    assert await app.post_status(message_id, other) == 409
-    assert await app.post_status(message_id, {"MessageSid": sid}) == 400
-    assert await app.status_of(message_id) is TextStatus.SENT
+    assert await post_status(app, message_id, other) == 409
+    assert await post_status(app, message_id, {"MessageSid": sid}) == 400
+    assert await status_of(app, message_id) is TextStatus.SENT
 
 
 # -- automation API ----------------------------------------------------------------------
-
-
-async def call(
-    app: App, method: str, path: str, *, json: Any = None, headers: dict[str, str] | None = None
-) -> tuple[int, Any]:
-    async with app.http.request(method, app.url + path, json=json, headers=headers) as response:
-        return response.status, await response.json(content_type=None)
 
 
 NEW = {"from": "+15550000001", "to": "+15550200001", "body": "your code is 1234"}
 
 
 async def test_submit_and_read_a_text(app: App) -> None:
-    status, created = await call(app, "POST", "/v1/messages", json=NEW, headers=app.api())
+    status, created = await app.request("POST", "/v1/messages", json=NEW, headers=app.api())
     assert status == 201
     assert created["status"] == "Queued"
-    status, view = await call(app, "GET", f"/v1/messages/{created['id']}", headers=app.api())
+    status, view = await app.request("GET", f"/v1/messages/{created['id']}", headers=app.api())
     assert status == 200
     assert {"id", "status", "reason", "provider_sid", "status_callback_url", "history",
             "explanation"} <= set(view)  # fmt: skip
@@ -168,10 +118,10 @@ async def test_submit_and_read_a_text(app: App) -> None:
 
 @pytest.mark.parametrize("token", [None, "wrong-token"])
 async def test_missing_or_wrong_tokens_are_refused(app: App, token: str | None) -> None:
-    status, answer = await call(app, "POST", "/v1/messages", json=NEW, headers=app.api(token))
+    status, answer = await app.request("POST", "/v1/messages", json=NEW, headers=app.api(token))
     assert status == 401
     assert answer["error"]["code"] == "unauthorized"
-    status, _ = await call(app, "GET", "/v1/messages/msg_x", headers=app.api(token))
+    status, _ = await app.request("GET", "/v1/messages/msg_x", headers=app.api(token))
     assert status == 401
     assert (await app.service.status()).counts == {}
 
@@ -179,14 +129,14 @@ async def test_missing_or_wrong_tokens_are_refused(app: App, token: str | None) 
 async def test_concurrent_retries_with_one_key_make_one_text(app: App) -> None:
     headers = {**app.api(), "Idempotency-Key": "order-42"}
     answers = await asyncio.gather(
-        *(call(app, "POST", "/v1/messages", json=NEW, headers=headers) for _ in range(10))
+        *(app.request("POST", "/v1/messages", json=NEW, headers=headers) for _ in range(10))
     )
     ids = {answer["id"] for _, answer in answers}
     assert len(ids) == 1
     assert sorted(status for status, _ in answers) == [200] * 9 + [201]
     assert sum((await app.service.status()).counts.values()) == 1
     other = {**NEW, "body": "a different text"}
-    status, answer = await call(app, "POST", "/v1/messages", json=other, headers=headers)
+    status, answer = await app.request("POST", "/v1/messages", json=other, headers=headers)
     assert status == 409
     assert answer["error"]["code"] == "conflict"
 
@@ -206,7 +156,7 @@ async def test_concurrent_retries_with_one_key_make_one_text(app: App) -> None:
 async def test_bad_submissions_name_the_field_and_change_nothing(
     app: App, body: dict[str, str], field: str
 ) -> None:
-    status, answer = await call(app, "POST", "/v1/messages", json=body, headers=app.api())
+    status, answer = await app.request("POST", "/v1/messages", json=body, headers=app.api())
     assert status == 400
     assert answer["error"]["field"] == field
     assert (await app.service.status()).counts == {}
@@ -216,15 +166,18 @@ async def test_bad_submissions_name_the_field_and_change_nothing(
 async def test_malformed_json_and_unknown_ids(app: App, raw: bytes) -> None:
     async with app.http.post(app.url + "/v1/messages", data=raw, headers=app.api()) as response:
         assert response.status == 400
-    status, answer = await call(app, "GET", "/v1/messages/msg_nope", headers=app.api())
+    status, answer = await app.request("GET", "/v1/messages/msg_nope", headers=app.api())
     assert status == 404
     assert answer["error"]["code"] == "not_found"
 
 
 async def test_the_api_describes_itself(app: App) -> None:
-    status, spec = await call(app, "GET", "/v1/openapi.json")
+    status, spec = await app.request("GET", "/v1/openapi.json")
     assert status == 200
-    assert set(spec["paths"]) == {"/v1/messages", "/v1/messages/{message_id}"}
+    assert set(spec["paths"]) == {
+        "/v1/messages", "/v1/messages/{message_id}", "/v1/calls", "/v1/calls/{call_id}"
+    }  # fmt: skip
+    assert spec["components"]["schemas"]["NewCall"]["required"] == ["from", "to", "script"]
 
 
 # -- inbound texts ---------------------------------------------------------------------
@@ -236,13 +189,9 @@ OUR_NUMBER = "+15550000001"
 async def inbound(
     app: App, body: str, sid: str, *, signature: str | None = None
 ) -> tuple[int, str]:
-    url = f"{app.url}/twilio/inbound"
     params = {"From": CONTACT, "To": OUR_NUMBER, "Body": body, "MessageSid": sid,
               "AccountSid": "AC" + "0" * 32}  # fmt: skip
-    signed = RequestValidator(AUTH_TOKEN).compute_signature(url, params)
-    headers = {"X-Twilio-Signature": signed if signature is None else signature}
-    async with app.http.post(url, data=params, headers=headers) as response:
-        return response.status, await response.text()
+    return await app.twilio("/twilio/inbound", params, signature=signature)
 
 
 async def test_stop_lists_the_contact_and_start_lifts_it(app: App) -> None:

@@ -1,45 +1,82 @@
-"""The Twilio text channel, through the official SDK, against real HTTP peers:
-Prism serving Twilio's own OpenAPI spec (every request must pass its validation), and
-a small local server that answers with Twilio's documented error bodies."""
+"""The Twilio channel (texts here, calls in test_twilio_calls), through the official SDK,
+against real HTTP peers: Prism serving Twilio's own OpenAPI spec (every request must
+pass its validation), and a small local server that answers with Twilio's documented
+error bodies."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 
-from dispatcher.channels import SendRequest
+from dispatcher.channels import Accepted, PlaceCall, SendRequest
 from dispatcher.channels.twilio import TwilioChannel, receipt_of
-from dispatcher.config import ProviderConfig, TwilioConfig, load_config
+from dispatcher.config import ProviderConfig, TwilioConfig, VoiceConfig, load_config
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
 from dispatcher.model import Message, Reason, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
-from tests.helpers import free_port, wait_for
-from tests.peers import ACCOUNT_SID, AUTH_TOKEN, twilio_error
+from dispatcher.voice import call_status_url, voice_url
+from tests.helpers import wait_for
+from tests.peers import ACCOUNT_SID, AUTH_TOKEN, CALLS, MESSAGES, StandIn, error, hang_up
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
-MESSAGES = f"/2010-04-01/Accounts/{ACCOUNT_SID}/Messages.json"
+PUBLIC = "http://127.0.0.1:8080"  # the HTTP app's public URL, as Twilio is given it
+SENDER = "+15550000001"
+STALLED = "stall"  # Twilio never answers: the request times out (twilio.timeout)
 
 
 def text(body: str = "Hello from dispatcher", to: str = "+15550100001") -> SendRequest:
     return SendRequest(
-        message_id="msg_1", attempt_id="att_1", sender="+15550000001", recipient=to,
+        message_id="msg_1", attempt_id="att_1", sender=SENDER, recipient=to,
         body=body, segments=1, validity=timedelta(hours=10),
     )  # fmt: skip
 
 
-def channel_for(base_url: str, **settings: object) -> TwilioChannel:
-    config = TwilioConfig(api_base_url=base_url, poll_interval=timedelta(hours=1))
+def place(
+    call_id: str = "call_1",
+    to: str = "+15550100001",
+    *,
+    amd: str | None = None,
+    claimed_at: datetime | None = None,
+) -> PlaceCall:
+    return PlaceCall(
+        call_id=call_id, attempt_id=f"att_{call_id}", sender=SENDER, recipient=to,
+        voice_url=voice_url(PUBLIC, call_id), status_callback_url=call_status_url(PUBLIC, call_id),
+        machine_detection=amd, claimed_at=claimed_at,
+    )  # fmt: skip
+
+
+async def hand_over(
+    channel: TwilioChannel, resource: str, claimed_at: datetime | None = None
+) -> Accepted:
+    """Send a text (MESSAGES) or place a call (CALLS) through ``channel``."""
+    if resource == MESSAGES:
+        return await channel.send(dataclasses.replace(text(), claimed_at=claimed_at))
+    return await channel.place_call(place(claimed_at=claimed_at))
+
+
+async def look_up(
+    channel: TwilioChannel, resource: str, claimed_at: datetime | None = None
+) -> Accepted | None:
+    """Ask Twilio whether it has the attempt :func:`hand_over` made."""
+    if resource == MESSAGES:
+        return await channel.lookup(dataclasses.replace(text(), claimed_at=claimed_at))
+    return await channel.lookup_call(place(claimed_at=claimed_at))
+
+
+def channel_for(base_url: str, callbacks: str | None = None, **settings: object) -> TwilioChannel:
+    """The channel on ``base_url``; ``callbacks`` is the HTTP app's public URL (calls need it)."""
+    config = TwilioConfig(
+        api_base_url=base_url, poll_interval=timedelta(hours=1), timeout=timedelta(seconds=2)
+    )
     return TwilioChannel(
         account_sid=ACCOUNT_SID,
         auth_token=AUTH_TOKEN,
         config=dataclasses.replace(config, **settings),  # type: ignore[arg-type]
+        status_callbacks=callbacks,
     )
 
 
@@ -78,65 +115,6 @@ async def test_prism_refuses_a_request_that_breaks_the_contract(prism_url: str) 
 # -- Twilio's refusals, from a server that answers as Twilio does -------------------
 
 
-Answer = Callable[[web.Request], web.StreamResponse]
-
-
-POSTED: dict[int, int] = {}
-
-
-def posts(refusing: tuple[str, list[Answer]]) -> int:
-    """How many texts were posted to the stand-in."""
-    return POSTED[id(refusing[1])]
-
-
-@pytest.fixture
-async def refusing() -> AsyncIterator[tuple[str, list[Answer]]]:
-    """A local Twilio stand-in: each POST to Messages.json takes the next answer."""
-    answers: list[Answer] = []
-    listed: list[dict[str, object]] = []
-    POSTED[id(answers)] = 0
-
-    async def post(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        POSTED[id(answers)] += 1
-        created = format_datetime(datetime.now(UTC), usegmt=True)
-        listed.append({"sid": "SM" + "b" * 32, "body": form.get("Body"), "status": "queued",
-                       "date_created": created})  # fmt: skip
-        return answers.pop(0)(request) if answers else web.json_response(listed[-1], status=201)
-
-    async def get(_: web.Request) -> web.StreamResponse:
-        return web.json_response({"messages": listed, "next_page_uri": None, "page": 0})
-
-    app = web.Application()
-    app.router.add_post(MESSAGES, post)
-    app.router.add_get(MESSAGES, get)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}", answers
-    finally:
-        await runner.cleanup()
-
-
-def error(status: int, code: int, message: str = "refused") -> Answer:
-    def answer(_: web.Request) -> web.StreamResponse:
-        return web.Response(
-            status=status, body=twilio_error(status, code, message),
-            content_type="application/json",
-        )  # fmt: skip
-
-    return answer
-
-
-def hang_up(request: web.Request) -> web.StreamResponse:
-    """The request arrived, then the connection broke: the outcome is unknown."""
-    assert request.transport is not None
-    request.transport.close()
-    return web.Response(status=201)
-
-
 @pytest.mark.parametrize(
     ("status", "code", "reason", "retryable"),
     [
@@ -149,34 +127,49 @@ def hang_up(request: web.Request) -> web.StreamResponse:
         (400, 21606, Reason.PROVIDER_REJECTED, False),
     ],
 )
+@pytest.mark.parametrize("resource", [MESSAGES, CALLS])
 async def test_twilio_error_codes_map_to_reasons(
-    refusing: tuple[str, list[Answer]],
+    twilio: StandIn,
+    *,
+    resource: str,
     status: int,
     code: int,
     reason: Reason | None,
     retryable: bool,
 ) -> None:
-    url, answers = refusing
-    answers.append(error(status, code))
-    async with channel_for(url) as channel:
-        with pytest.raises(ProviderError) as refused:
-            await channel.send(text())
+    twilio.answers[resource].append(error(status, code))
+    async with channel_for(twilio.url, PUBLIC) as channel:
+        with pytest.raises(ProviderError, match="Twilio refused the") as refused:
+            await hand_over(channel, resource)
     assert refused.value.provider_code == str(code)
     assert refused.value.retryable is retryable
     assert refused.value.permanent_reason == (None if retryable else reason)
+    assert twilio.listed[resource] == []
 
 
+@pytest.mark.parametrize("answer", ["hang_up", STALLED])
+@pytest.mark.parametrize("resource", [MESSAGES, CALLS])
 async def test_a_broken_connection_is_an_unknown_outcome_settled_by_lookup(
-    refusing: tuple[str, list[Answer]],
+    twilio: StandIn, resource: str, answer: str
 ) -> None:
-    url, answers = refusing
-    answers.append(hang_up)
-    async with channel_for(url) as channel:
+    twilio.answers[resource].append(hang_up if answer == "hang_up" else twilio.stall)
+    async with channel_for(twilio.url, PUBLIC, timeout=timedelta(milliseconds=300)) as channel:
+        claimed = datetime.now(UTC)
         with pytest.raises(OutcomeUnknown):
-            await channel.send(text(body="did it arrive?"))
-        found = await channel.lookup(text(body="did it arrive?"))
+            await hand_over(channel, resource, claimed)
+        found = await look_up(channel, resource, claimed)
     assert found is not None
-    assert found.provider_id == "SM" + "b" * 32
+    assert found.provider_id == twilio.sid(resource, 1)
+
+
+@pytest.mark.parametrize("resource", [MESSAGES, CALLS])
+async def test_a_lookup_twilio_cannot_answer_is_an_unknown_outcome(
+    twilio: StandIn, resource: str
+) -> None:
+    twilio.list_answers.append(error(503, 20500, "Service unavailable"))
+    async with channel_for(twilio.url, PUBLIC) as channel:
+        with pytest.raises(OutcomeUnknown):
+            await look_up(channel, resource)
 
 
 @pytest.mark.parametrize(
@@ -218,21 +211,29 @@ async def submit(service: Dispatcher, to: str, body: str) -> Message:
     return (await service.submit(request)).message
 
 
-async def running(url: str, home: Path, **provider: object) -> Dispatcher:
+async def running(
+    url: str,
+    home: Path,
+    *,
+    callbacks: str | None = None,
+    request_timeout: timedelta | None = None,
+    **provider: object,
+) -> Dispatcher:
+    """The service on Twilio at ``url``, its requests bounded by ``request_timeout`` (else
+    the default); calls are paced fast (50 a second)."""
     config = load_config(home=home, env={})
     config = dataclasses.replace(
         config,
         provider=dataclasses.replace(ProviderConfig(url="twilio://"), **provider),  # type: ignore[arg-type]
+        voice=VoiceConfig(calls_per_second=50),
     )
-    return Dispatcher(config, store=MemoryStore(), channel=channel_for(url))
+    channel = channel_for(url, callbacks, timeout=request_timeout or TwilioConfig().timeout)
+    return Dispatcher(config, store=MemoryStore(), channel=channel)
 
 
-async def test_a_stop_reply_lands_on_the_do_not_text_list(
-    refusing: tuple[str, list[Answer]], home: Path
-) -> None:
-    url, answers = refusing
-    answers.append(error(400, 21610, "Attempt to send to unsubscribed recipient"))
-    async with await running(url, home) as service:
+async def test_a_stop_reply_lands_on_the_do_not_text_list(twilio: StandIn, home: Path) -> None:
+    twilio.answers[MESSAGES].append(error(400, 21610, "Attempt to send to unsubscribed recipient"))
+    async with await running(twilio.url, home) as service:
         first = await submit(service, "+15550100001", "hi")
 
         async def ended() -> bool:
@@ -253,12 +254,9 @@ async def test_a_stop_reply_lands_on_the_do_not_text_list(
         assert (later.message.status, later.message.reason) == (TextStatus.FAILED, "do_not_text")
 
 
-async def test_retries_are_bounded_with_backoff(
-    refusing: tuple[str, list[Answer]], home: Path
-) -> None:
-    url, answers = refusing
-    answers.extend(error(429, 20429, "Too many requests") for _ in range(3))
-    async with await running(url, home, max_retries=2,
+async def test_retries_are_bounded_with_backoff(twilio: StandIn, home: Path) -> None:
+    twilio.answers[MESSAGES].extend(error(429, 20429, "Too many requests") for _ in range(3))
+    async with await running(twilio.url, home, max_retries=2,
                              retry_backoff=timedelta(milliseconds=20)) as service:  # fmt: skip
         message = await submit(service, "+15550100002", "hi")
 
@@ -271,15 +269,14 @@ async def test_retries_are_bounded_with_backoff(
     retries = [e for e in view.history if e.reason == Reason.RETRY]
     assert len(retries) == 2
     assert "gave up after 3 tries" in (view.history[-1].detail or "")
-    assert answers == []
+    assert twilio.answers[MESSAGES] == []
 
 
 async def test_an_unknown_outcome_is_reconciled_never_posted_twice(
-    refusing: tuple[str, list[Answer]], home: Path
+    twilio: StandIn, home: Path
 ) -> None:
-    url, answers = refusing
-    answers.append(hang_up)
-    async with await running(url, home) as service:
+    twilio.answers[MESSAGES].append(hang_up)
+    async with await running(twilio.url, home) as service:
         message = await submit(service, "+15550100003", "once")
 
         async def sent() -> bool:
@@ -287,9 +284,9 @@ async def test_an_unknown_outcome_is_reconciled_never_posted_twice(
 
         await wait_for(sent, what="the text to be found at Twilio")
         view = await service.message(message.id)
-    assert view.message.provider_id == "SM" + "b" * 32
+    assert view.message.provider_id == twilio.sid(MESSAGES, 1)
     assert any(e.source.value == "reconcile" for e in view.history)
-    assert posts(refusing) == 1  # looked up, never posted again
+    assert twilio.posted[MESSAGES] == 1  # looked up, never posted again
 
 
 async def test_the_service_configured_for_twilio_sends_through_the_sdk(
@@ -313,10 +310,9 @@ async def test_the_service_configured_for_twilio_sends_through_the_sdk(
 
 
 async def test_an_older_text_with_the_same_body_is_not_taken_for_this_attempt(
-    refusing: tuple[str, list[Answer]],
+    twilio: StandIn,
 ) -> None:
-    url, _ = refusing
-    async with channel_for(url) as channel:
+    async with channel_for(twilio.url) as channel:
         await channel.send(text(body="Your code is 1234"))  # an earlier text, same body
         later = dataclasses.replace(
             text(body="Your code is 1234"), claimed_at=datetime.now(UTC) + timedelta(minutes=1)

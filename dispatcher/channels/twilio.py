@@ -40,7 +40,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
-from twilio.base.exceptions import TwilioRestException
+from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 
 MAX_VALIDITY = 36_000  # seconds: the longest validity period Twilio accepts
 LOOKUP_SLACK = timedelta(seconds=5)  # Twilio's clock and whole-second dates against ours
+CALL_LOOKUP_SLACK = timedelta(seconds=1)  # calls are matched by time alone: a tighter window
+_UNANSWERED = (TwilioException, aiohttp.ClientError, TimeoutError)
+"""What a read from Twilio raises when it gets no usable answer (TwilioException: the SDK
+could not fetch a page, e.g. a 429 or 5xx on a list)."""
 
 OPTED_OUT = {"21610"}
 NOT_IN_SERVICE = {"21211", "21614", "30006"}
@@ -165,6 +169,8 @@ class TwilioChannel(Resource):
         self._watching: dict[str, datetime] = {}  # sid -> when Twilio took it
         self._poller: asyncio.Task[None] | None = None
         self._call_sink: CallSink | None = None
+        # The SDK's asyncio client ignores its own timeout: every request is bounded here.
+        self._timeout = config.timeout.total_seconds()
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> TwilioChannel:
@@ -219,7 +225,8 @@ class TwilioChannel(Resource):
         else:
             params["from_"] = request.sender
         try:
-            message = await self.client.messages.create_async(**params)
+            async with asyncio.timeout(self._timeout):
+                message = await self.client.messages.create_async(**params)
         except TwilioRestException as exc:
             raise refusal(exc) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -242,7 +249,8 @@ class TwilioChannel(Resource):
         """Find a text Twilio took for this attempt: same number, recipient and body,
         created no earlier than the attempt was claimed (an older text with the same body
         is another text)."""
-        found = await _search(self.client.messages.list_async, request, request.message_id)
+        found = await _search(self.client.messages.list_async, request, request.message_id,
+                              self._timeout)  # fmt: skip
         earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
         for message in found:
             created = message.date_created
@@ -255,8 +263,9 @@ class TwilioChannel(Resource):
 
     async def poll(self, provider_id: str) -> Receipt | None:
         try:
-            message = await self.client.messages(provider_id).fetch_async()
-        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(self._timeout):
+                message = await self.client.messages(provider_id).fetch_async()
+        except _UNANSWERED as exc:
             log.warning("twilio.poll_failed", extra={"provider_id": provider_id, "error": exc})
             return None
         receipt = receipt_of(provider_id, str(message.status), message.error_code,
@@ -296,7 +305,8 @@ class TwilioChannel(Resource):
         if request.machine_detection:
             params["machine_detection"] = request.machine_detection
         try:
-            call = await self.client.calls.create_async(**params)
+            async with asyncio.timeout(self._timeout):
+                call = await self.client.calls.create_async(**params)
         except TwilioRestException as exc:
             raise refusal(exc, "call") from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -305,9 +315,14 @@ class TwilioChannel(Resource):
 
     async def lookup_call(self, request: PlaceCall) -> Accepted | None:
         """Find the call Twilio took for this attempt: from the same number to the same
-        contact, the first one created since the attempt was claimed."""
-        found = await _search(self.client.calls.list_async, request, request.call_id)
-        earliest = request.claimed_at - LOOKUP_SLACK if request.claimed_at else None
+        contact, the first one created since the attempt was claimed (to Twilio's whole
+        second, less a second for the two clocks). Calls are paced per account, so an
+        earlier call of ours to the contact was created at least a second before."""
+        found = await _search(self.client.calls.list_async, request, request.call_id,
+                              self._timeout)  # fmt: skip
+        earliest = None
+        if request.claimed_at is not None:
+            earliest = request.claimed_at.replace(microsecond=0) - CALL_LOOKUP_SLACK
         candidates = [
             call
             for call in found
@@ -322,8 +337,9 @@ class TwilioChannel(Resource):
 
     async def poll_call(self, provider_id: str) -> CallReport | None:
         try:
-            call = await self.client.calls(provider_id).fetch_async()
-        except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+            async with asyncio.timeout(self._timeout):
+                call = await self.client.calls(provider_id).fetch_async()
+        except _UNANSWERED as exc:
             log.warning("twilio.poll_failed", extra={"provider_id": provider_id, "error": exc})
             return None
         report = call_report_of(provider_id, str(call.status), self._clock.now().wall,
@@ -355,12 +371,16 @@ class TwilioChannel(Resource):
 
 
 async def _search(
-    list_async: Callable[..., Awaitable[list[Any]]], request: SendRequest | PlaceCall, what: str
+    list_async: Callable[..., Awaitable[list[Any]]],
+    request: SendRequest | PlaceCall,
+    what: str,
+    within: float,
 ) -> list[Any]:
     """Twilio's texts or calls from the attempt's number to its recipient, newest first."""
     try:
-        return await list_async(to=request.recipient, from_=request.sender, limit=50)
-    except (TwilioRestException, aiohttp.ClientError, TimeoutError) as exc:
+        async with asyncio.timeout(within):
+            return await list_async(to=request.recipient, from_=request.sender, limit=50)
+    except _UNANSWERED as exc:
         raise OutcomeUnknown(f"cannot ask Twilio about {what}: {exc}") from exc
 
 
