@@ -69,9 +69,12 @@ def cli_json(home: Path, *args: str) -> Any:
 class Service:
     """``dispatcher serve`` as a subprocess on ``home``."""
 
-    def __init__(self, home: Path, config: Path | None = None) -> None:
+    def __init__(
+        self, home: Path, config: Path | None = None, env: dict[str, str] | None = None
+    ) -> None:
         self.home = home
         self.config = config
+        self.env = env or {}
         self.process: subprocess.Popen[bytes] | None = None
         self.log = home / "serve.log"
 
@@ -86,7 +89,7 @@ class Service:
         self.home.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
-                [*args, "serve"], env=cli_env(self.home), stdout=log, stderr=log
+                [*args, "serve"], env={**cli_env(self.home), **self.env}, stdout=log, stderr=log
             )
         await wait_for(self._answers, what="the service to answer ping")
 

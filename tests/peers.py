@@ -297,11 +297,10 @@ async def until_call(
 
 
 @dataclass
-class App:
-    """The HTTP app of a running service, and a client for it."""
+class HttpClient:
+    """A client of a service's HTTP app, as automations and Twilio reach it."""
 
     url: str
-    service: Dispatcher
     http: aiohttp.ClientSession
 
     def api(self, token: str | None = API_TOKEN) -> dict[str, str]:
@@ -325,6 +324,13 @@ class App:
         headers = {"X-Twilio-Signature": signed if signature is None else signature}
         async with self.http.post(url, data=params, headers=headers) as response:
             return response.status, await response.text()
+
+
+@dataclass
+class App(HttpClient):
+    """The HTTP app of a service running in the test's loop, and a client for it."""
+
+    service: Dispatcher
 
 
 @asynccontextmanager
