@@ -541,3 +541,18 @@ async def test_a_bad_script_file_exits_2_and_says_why(
     assert says in assert_clean_error(await place(home, "--script-file", str(path)), 2)
     listed = (await dispatcher(home, "call", "find", CONTACT, "--json")).json()
     assert listed["calls"] == []
+
+
+async def test_the_demo_texts_and_has_an_automation_place_calls(home: Path) -> None:
+    run = await dispatcher(home, "demo", "--numbers", "1", "--texts", "4")
+    assert run.code == 0, run.err + run.out
+    shown = ["Final status of every text", "Calls an automation placed", "Voicemail",
+             "Prompt", "Busy", "No answer", "Hangup", "every number kept at least 1.000 s",
+             "Calls placed: minimum gap"]  # fmt: skip
+    assert [s for s in shown if s not in run.out] == []
+    assert _calls_placed(home) == 6
+
+
+def _calls_placed(home: Path) -> int:
+    """Calls in the demo's simulator log."""
+    return len(next(home.glob("demo-*/simulator-calls.jsonl")).read_text().splitlines())
