@@ -123,6 +123,7 @@ class Call:
     idempotency_key: str | None = None
     fingerprint: str | None = None
     trigger: str | None = None  # what triggered it: an automation, another call's step
+    campaign_id: str | None = None
 
     @property
     def terminal(self) -> bool:

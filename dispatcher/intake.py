@@ -50,6 +50,8 @@ class TextRequest:
     lane: Lane = Lane.AUTOMATION
     idempotency_key: str | None = None
     validity: timedelta | None = None
+    campaign_id: str | None = None
+    trigger: str | None = None  # what triggered it (an automation, a call's step)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -194,6 +196,8 @@ class Intake:
                 updated_at=now,
                 idempotency_key=c.request.idempotency_key,
                 fingerprint=c.fingerprint,
+                campaign_id=c.request.campaign_id,
+                trigger=c.request.trigger,
             )
             pending = Event(message_id=message.id, at=now, status=TextStatus.PENDING,
                             reason=Reason.ACCEPTED, source=Source.API)  # fmt: skip

@@ -182,6 +182,8 @@ class Message:
     duplicate_of: str | None = None
     idempotency_key: str | None = None
     fingerprint: str | None = None
+    campaign_id: str | None = None
+    trigger: str | None = None  # what triggered it: an automation, a call's step
 
     @property
     def terminal(self) -> bool:
@@ -253,7 +255,7 @@ def apply(message: Message, step: Transition) -> Message:
         attempt_id=step.attempt_id or m.attempt_id,
         send_started_at=step.send_started_at or m.send_started_at,
         duplicate_of=m.duplicate_of, idempotency_key=m.idempotency_key,
-        fingerprint=m.fingerprint,
+        fingerprint=m.fingerprint, campaign_id=m.campaign_id, trigger=m.trigger,
     )  # fmt: skip
 
 

@@ -86,6 +86,7 @@ class CallRequest:
     lane: Lane = Lane.AUTOMATION
     idempotency_key: str | None = None
     trigger: str | None = None
+    campaign_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -237,7 +238,7 @@ class CallDesk:
             script=script.to_json(), script_name=name, lane=request.lane,
             status=CallStatus.QUEUED, accepted_at=now, updated_at=now,
             reason=CallReason.ACCEPTED, idempotency_key=key, fingerprint=print_,
-            trigger=request.trigger,
+            trigger=request.trigger, campaign_id=request.campaign_id,
         )  # fmt: skip
         if key is None:
             return CallSubmission(call=await self._insert(call), created=True)
@@ -565,7 +566,7 @@ class CallDesk:
             if step.value == "text":
                 text = await self._submit_text(TextRequest(
                     sender=sender, recipient=call.recipient, body=step.options["body"],
-                    lane=Lane.AUTOMATION, idempotency_key=key,
+                    lane=Lane.AUTOMATION, idempotency_key=key, trigger=key,
                 ))  # fmt: skip
                 return f"text {text.message.id} {text.message.status.value}"
             placed = await self.submit(CallRequest(

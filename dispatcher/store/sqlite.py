@@ -119,6 +119,8 @@ def _message(row: sqlite3.Row) -> Message:
         expires_at=_at(row["expires_at"]),
         send_started_at=_dt(row["send_started_at"]),
         updated_at=_at(row["updated_at"]),
+        campaign_id=row["campaign_id"],
+        trigger=row["trigger"],
     )
 
 
@@ -157,6 +159,7 @@ def _call(row: sqlite3.Row) -> Call:
         idempotency_key=row["idempotency_key"],
         fingerprint=row["fingerprint"],
         trigger=row["trigger"],
+        campaign_id=row["campaign_id"],
         accepted_at=_at(row["accepted_at"]),
         updated_at=_at(row["updated_at"]),
     )
@@ -385,6 +388,7 @@ class SQLiteStore(Resource):
                 m.status.value, int(m.status is TextStatus.QUEUED), m.reason, m.provider_code,
                 m.provider_id, m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint,
                 _ts(m.accepted_at), _ts(m.expires_at), _ts(m.send_started_at), _ts(m.updated_at),
+                m.campaign_id, m.trigger,
             ))  # fmt: skip
             events.extend(_event_row(e) for e in first_events)
         await self._write(("insert_message", rows), ("insert_event", events))
@@ -528,7 +532,7 @@ class SQLiteStore(Resource):
             c.seq, c.id, c.account, c.sender, c.recipient, c.script, c.script_name, int(c.lane),
             c.status.value, c.reason, c.provider_code, c.provider_id, c.attempt_id,
             _ts(c.placed_at), c.answered_by, int(c.script_done), c.idempotency_key,
-            c.fingerprint, c.trigger, _ts(c.accepted_at), _ts(c.updated_at),
+            c.fingerprint, c.trigger, _ts(c.accepted_at), _ts(c.updated_at), c.campaign_id,
         )  # fmt: skip
         await self._write(
             ("insert_call", [row]), ("insert_call_event", [_call_event_row(e) for e in events])

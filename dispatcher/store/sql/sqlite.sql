@@ -4,8 +4,8 @@
 INSERT INTO messages (
     seq, id, sender, recipient, body, segments, lane, status, accepted, reason,
     provider_code, provider_id, attempt_id, duplicate_of, idempotency_key, fingerprint,
-    accepted_at, expires_at, send_started_at, updated_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    accepted_at, expires_at, send_started_at, updated_at, campaign_id, "trigger"
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_event
 INSERT INTO events (message_id, at, status, reason, provider_code, source, applied, detail)
@@ -121,8 +121,8 @@ WHERE number IN (SELECT value FROM json_each(?));
 INSERT INTO calls (
     seq, id, account, sender, recipient, script, script_name, lane, status, reason,
     provider_code, provider_id, attempt_id, placed_at, answered_by, script_done,
-    idempotency_key, fingerprint, "trigger", accepted_at, updated_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    idempotency_key, fingerprint, "trigger", accepted_at, updated_at, campaign_id
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_call_event
 INSERT INTO call_events (
