@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import csv
 import json
 import os
 import signal
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher import logs, runtime
+from dispatcher import campaign_cli, logs, metrics, runtime
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
 from dispatcher.control.server import ControlServer
@@ -79,7 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("ping", help="check that the service answers")
 
+    top = sub.add_parser("top", help="a live view: queues, sends, campaigns, errors (q quits)")
+    top.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between refreshes (default 1)"
+    )
+    top.add_argument("--once", action="store_true", help="print one frame and exit")
+
     _call_parser(sub)
+    _metrics_parser(sub)
+    campaign_cli.add_parser(sub)
 
     dnt = sub.add_parser("dnt", help="the Do Not Text list")
     dnt_sub = dnt.add_subparsers(dest="dnt_command", required=True, metavar="ACTION")
@@ -119,6 +129,20 @@ def _call_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         _json_flag(p)
 
 
+def _metrics_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser("metrics", help="engagement counts by channel (voice and text)")
+    parser.add_argument("--campaign", help="only this campaign's texts and calls")
+    parser.add_argument("--sender", help="only texts and calls from this number")
+    parser.add_argument("--automation", help="only what this automation made")
+    when = "an ISO 8601 time, or a duration back from now (24h, 7d)"
+    parser.add_argument("--since", help=f"from this time: {when}")
+    parser.add_argument("--until", help=f"up to (not including) this time: {when}")
+    parser.add_argument("--by", metavar="|".join(metrics.BY), help="one breakdown per key")
+    output = parser.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--csv", action="store_true", help="print CSV rows")
+
+
 def _json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
 
@@ -136,6 +160,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
             from dispatcher.demo import run_demo  # noqa: PLC0415 - rich loads only for the demo
 
             return run_demo(config, numbers=args.numbers, texts=args.texts)
+        if args.command == "top":
+            from dispatcher.top import run_top  # noqa: PLC0415 - rich loads only for top
+
+            return run_top(config.socket_path, interval=args.interval, once=args.once)
         return asyncio.run(_client_command(config, args))
     except ServiceUnavailable as exc:
         _fail(exc)
@@ -207,6 +235,10 @@ async def _client_command(config: Config, args: argparse.Namespace) -> int:
         return await _dnt(sock, args)
     if command == "call":
         return await _call(sock, args)
+    if command == "metrics":
+        return await _metrics(sock, args)
+    if command == "campaign":
+        return await campaign_cli.run(sock, args)
     if command == "send":
         result = await call(
             sock, "submit", **{"from": args.sender}, to=args.recipient, body=args.body,
@@ -376,6 +408,41 @@ def _show_check(r: dict[str, Any]) -> None:
         _show_dnt(r["entry"])
     else:
         print(f"{r['number']} is not on the Do Not Text list")
+
+
+async def _metrics(sock: Path, args: argparse.Namespace) -> int:
+    names = ("since", "until", "campaign", "sender", "automation", "by")
+    asked = {name: getattr(args, name) for name in names}
+    metrics.request(now=datetime.now(UTC), prefix="--", **asked)  # bad input says so first
+    result = await call(sock, "metrics", **asked)
+    if args.csv:
+        csv.writer(sys.stdout, lineterminator="\n").writerows(metrics.csv_rows(result))
+    else:
+        _out(args, result, _show_metrics)
+    return 0
+
+
+def _show_metrics(result: dict[str, Any]) -> None:
+    """A table per channel: a column for the total, and one per key of a breakdown."""
+    from rich.console import Console  # noqa: PLC0415 - rich loads only for tables
+    from rich.table import Table  # noqa: PLC0415
+
+    columns = {"all": result, **result.get("breakdown", {})}
+    console = Console()
+    for channel in metrics.CHANNELS:
+        table = Table(title=channel.capitalize(), title_justify="left")
+        table.add_column("")
+        for key in columns:
+            table.add_column(key, justify="right")
+        for name in metrics.NAMES[channel]:
+            table.add_row(name, *(str(part[channel][name]) for part in columns.values()))
+        table.add_section()
+        for rate in metrics.CHANNEL_RATES[channel]:
+            values = (part["rates"][rate] for part in columns.values())
+            table.add_row(
+                rate.replace("_", " "), *("-" if v is None else f"{v:.1%}" for v in values)
+            )
+        console.print(table)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
 
 from dispatcher.errors import ConfigError, InvalidInput
 from dispatcher.scripts import Script, parse_scripts
@@ -147,6 +150,38 @@ class VoiceConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignsConfig:
+    default_region: str = "US"
+    default_time_zone: str = "America/New_York"
+    send_window: str = "08:00-21:00"
+    feed_ahead: int = 2
+    tick: timedelta = timedelta(milliseconds=500)
+
+    def __post_init__(self) -> None:
+        if self.default_region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ConfigError(
+                f"campaigns.default_region: {self.default_region!r} is not a region code "
+                "like US or GB",
+                field="campaigns.default_region",
+            )
+        try:
+            ZoneInfo(self.default_time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(
+                f"campaigns.default_time_zone: {self.default_time_zone!r} is not a time zone",
+                field="campaigns.default_time_zone",
+            ) from None
+        if self.feed_ahead < 1:
+            raise ConfigError("campaigns.feed_ahead: must be at least 1",
+                              field="campaigns.feed_ahead")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AutomationsConfig:
+    file: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""
@@ -180,6 +215,8 @@ class Config:
     simulator: SimulatorConfig = field(default_factory=SimulatorConfig)
     twilio: TwilioConfig = field(default_factory=TwilioConfig)
     voice: VoiceConfig = field(default_factory=VoiceConfig)
+    campaigns: CampaignsConfig = field(default_factory=CampaignsConfig)
+    automations: AutomationsConfig = field(default_factory=AutomationsConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
@@ -206,6 +243,8 @@ _SECTIONS: dict[str, type[Any]] = {
     "simulator": SimulatorConfig,
     "twilio": TwilioConfig,
     "voice": VoiceConfig,
+    "campaigns": CampaignsConfig,
+    "automations": AutomationsConfig,
     "http": HttpConfig,
     "inbound": InboundConfig,
     "control": ControlConfig,
@@ -246,6 +285,13 @@ def load_config(
                 field="provider.url",
             )
         sections["provider"] = dataclasses.replace(sections["provider"], url=_PROVIDERS[provider])
+    if region := env.get("DISPATCHER_DEFAULT_REGION"):
+        try:
+            sections["campaigns"] = dataclasses.replace(
+                sections["campaigns"], default_region=region.strip().upper()
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"DISPATCHER_DEFAULT_REGION: {exc}", field=exc.field) from None
     if (public := env.get("DISPATCHER_PUBLIC_URL")) is not None:
         sections["http"] = dataclasses.replace(sections["http"], public_url=public)
     home_value = home or env.get("DISPATCHER_HOME") or "var"

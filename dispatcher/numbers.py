@@ -31,6 +31,24 @@ def e164(value: str, *, field: str = "number") -> str:
     return _parsed(value, field)
 
 
+def normalise(value: str, region: str, *, field: str = "phone") -> str:
+    """A number as people write it (``(415) 555-0123``, ``+44 7911 123456``) in E.164,
+    reading numbers without a country code as numbers of ``region`` (e.g. ``US``)."""
+    text = value.strip()
+    if text.startswith(("+", "00")):
+        return e164("+" + text[2:] if text.startswith("00") else text, field=field)
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        raise InvalidNumber(f"{field}: {value!r} is not a phone number ({exc})",
+                            field=field) from exc  # fmt: skip
+    if not phonenumbers.is_possible_number(parsed):
+        raise InvalidNumber(f"{field}: {value!r} has the wrong length for a {region} number",
+                            field=field)  # fmt: skip
+    result: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return result
+
+
 def _fast_possible(value: str) -> bool:
     """True when ``value`` is possible and the full parser would return it unchanged."""
     for size in (1, 2, 3):

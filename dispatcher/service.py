@@ -12,13 +12,16 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from dispatcher import runtime
+from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
 from dispatcher.calls import Call
+from dispatcher.campaign_desk import CampaignDesk
 from dispatcher.channels import CallReport, Channel, Receipt, SendRequest, open_channel
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
@@ -58,6 +61,9 @@ _RECEIPT_BATCH = 500
 _EXPIRY_BATCH = 500
 _PARKED_MAX = 10_000
 _AWAITING_MAX = 200_000
+_RECENT = 60.0  # seconds of send times kept per number (sent_last_minute)
+_ERRORS_KEPT = 20  # texts that ended in error, for status's recent_errors
+_ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
 
 __all__ = [
     "CallRequest",
@@ -87,6 +93,7 @@ class NumberView:
     in_flight: int
     paused: bool
     rate: float
+    sent_last_minute: int = 0  # sends started by this process in the last 60 s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,6 +104,8 @@ class StatusView:
     in_flight: int
     at: datetime
     calls: CallsSummary | None = None
+    sent_last_minute: int = 0  # every number's sends started in the last 60 s
+    recent_errors: list[Message] = field(default_factory=list)  # newest first, at most 20
 
 
 class Dispatcher(Resource):
@@ -128,6 +137,8 @@ class Dispatcher(Resource):
         self._dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
         self._awaiting: dict[str, Message] = {}  # provider id -> Sent message awaiting receipt
         self.sent_count = 0  # sends started by this process
+        self._sends: defaultdict[str, deque[float]] = defaultdict(deque)  # last 60 s, per number
+        self._errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
         self._held = False
         self._inbound_lock = asyncio.Lock()
         self._retries: dict[str, int] = {}  # message id -> refusals asking to retry
@@ -148,6 +159,12 @@ class Dispatcher(Resource):
             config, store=store, channel=channel, clock=self.clock, submit_text=self.submit
         )
         self._call_pacer: asyncio.Task[None] | None = None
+        self.campaigns = CampaignDesk(config, store=store, clock=self.clock, service=self)
+        rules = []
+        if config.automations.file:
+            rules = load_rules(Path(config.automations.file), scripts=config.scripts)
+        self.automations = Engine(rules, store=store, clock=self.clock, service=self)
+        self.calls.observe = self.automations.observe
 
     @classmethod
     def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
@@ -183,6 +200,8 @@ class Dispatcher(Resource):
         self._group.create_task(self._expiry_loop(), name="expiry")
         self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
         self._group.create_task(self.calls.run_reports(), name="call-reports")
+        self._group.create_task(self.campaigns.run(), name="campaigns")
+        self._group.create_task(self.automations.run(), name="automations")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
@@ -198,6 +217,8 @@ class Dispatcher(Resource):
     async def _drain(self) -> None:
         """Stop starting sends, let those in flight finish, record receipts already in."""
         self._closing = True
+        self.campaigns.stop()
+        await self.campaigns.close()
         self._pacer.stop()
         self.calls.stop()
         timeout = self.config.service.drain_timeout.total_seconds()
@@ -213,6 +234,7 @@ class Dispatcher(Resource):
                     task.cancel()
         self._receipts.put_nowait(None)
         self.calls.stop_reports()
+        self.automations.stop()
         self._expiry_wake.set()
         if self._collector is not None:
             self._collector.cancel()
@@ -234,6 +256,7 @@ class Dispatcher(Resource):
     def _accepted(self, message: Message) -> None:
         self._queues.counted(None, message.status)
         if message.status is not TextStatus.QUEUED:
+            self._outcome(message)
             log.info("dispatch.%s", message.reason, extra={"message_id": message.id})
             return
         self._queues.added(message)
@@ -241,6 +264,18 @@ class Dispatcher(Resource):
         if self._next_expiry is None or message.expires_at < self._next_expiry:
             self._next_expiry = message.expires_at
             self._expiry_wake.set()
+
+    def _outcome(self, message: Message) -> None:
+        """A text reached a result: kept for the operator's recent errors, and shown to
+        the automations (cheap: no I/O)."""
+        if message.status in _ERRORS:
+            self._errors.append(message)
+        if self.automations.rules and (result := TEXT_RESULTS.get(message.status)):
+            self.automations.observe(Observed(
+                result=result, source_id=message.id, contact=message.recipient,
+                sender=message.sender, campaign_id=message.campaign_id,
+                at=self.clock.now().wall,
+            ))  # fmt: skip
 
     async def _record(
         self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
@@ -271,12 +306,13 @@ class Dispatcher(Resource):
                 if (wait := slot - self.clock.now().mono) > 0:
                     await self.clock.sleep(wait)
                 if self._dnt_changes.get(claimed.recipient):  # listed while it waited
-                    step, _ = transition(
+                    step, failed = transition(
                         claimed, TextStatus.FAILED, at=self.clock.now().wall,
                         source=Source.SCHEDULER, reason=Reason.DO_NOT_TEXT,
                         detail="listed before sending",
                     )  # fmt: skip
                     await self._record([step])
+                    self._outcome(failed)
                     book(slot)
                     return
                 # The send starts now: this one read books the slot and is the audit
@@ -285,6 +321,10 @@ class Dispatcher(Resource):
                 hold = self._hold(claimed)
                 book(start.mono + hold)
                 self.sent_count += 1
+                sends = self._sends[sender]
+                sends.append(start.mono)
+                if sends[0] <= start.mono - _RECENT:
+                    _sent_since(sends, start.mono - _RECENT)
             await self._send(claimed, start, hold)
         finally:
             self._in_flight[sender] -= 1
@@ -316,10 +356,10 @@ class Dispatcher(Resource):
             if not is_expired(head, now) and is_expired(head, slot_at):
                 return None
             if is_expired(head, now):
-                step, _ = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
-                                     reason=Reason.EXPIRED)  # fmt: skip
+                step, ended = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                                         reason=Reason.EXPIRED)  # fmt: skip
             elif self._dnt_changes.get(head.recipient, head.recipient in queue.listed):
-                step, _ = transition(
+                step, ended = transition(
                     head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
                     reason=Reason.DO_NOT_TEXT, detail="listed before sending",
                 )  # fmt: skip
@@ -338,6 +378,7 @@ class Dispatcher(Resource):
                 return sending
             queues.left(head)
             await self._record([step])
+            self._outcome(ended)
 
     async def _send(self, message: Message, start: Instant, hold: float) -> None:
         """The provider call and what follows it. ``start`` was read just before."""
@@ -363,6 +404,7 @@ class Dispatcher(Resource):
         await self._record([step], next_slots=slot)
         self._retries.pop(message.id, None)
         self._await_receipt(sent)
+        self._outcome(sent)
         log.debug("dispatch.sent", extra={"message_id": message.id, "sender": message.sender})
         for receipt in self._unpark(accepted.provider_id):
             self._receipts.put_nowait(receipt)
@@ -393,13 +435,14 @@ class Dispatcher(Resource):
                 message.recipient, added_by="carrier",
                 reason=f"the contact replied STOP (provider code {exc.provider_code})",
             )  # fmt: skip
-        step, _ = transition(
+        step, failed = transition(
             message, TextStatus.FAILED, at=now.wall, source=Source.PROVIDER,
             reason=exc.permanent_reason or Reason.PROVIDER_REJECTED,
             provider_code=exc.provider_code,
             detail=str(exc) if tries == 1 else f"gave up after {tries} tries: {exc}",
         )  # fmt: skip
         await self._record([step], next_slots=slot)
+        self._outcome(failed)
         log.info("dispatch.failed", extra={"message_id": message.id, "code": exc.provider_code})
 
     async def _reconcile(self, message: Message, *, running: bool) -> None:
@@ -417,6 +460,7 @@ class Dispatcher(Resource):
             slot = started + timedelta(seconds=self._hold(message))
             await self._record([step], next_slots={message.sender: slot})
             self._await_receipt(sent)
+            self._outcome(sent)
             if (receipt := await self.channel.poll(found.provider_id)) is not None:
                 self._receipts.put_nowait(receipt)
         else:
@@ -552,6 +596,8 @@ class Dispatcher(Resource):
                 self.channel.settled(pid)
             else:
                 self._awaiting[pid] = after
+            if step.event.applied:
+                self._outcome(after)
         if steps:
             await self._record(steps)
 
@@ -628,6 +674,7 @@ class Dispatcher(Resource):
                 limit, self._queues.items(), key=lambda item: (-item[1].depth, item[0])
             )
             wanted = [name for name, _ in deepest]
+        since = now.mono - _RECENT
         return StatusView(
             counts=dict(self._queues.counts),
             numbers=[self._number_view(name, now) for name in wanted],
@@ -635,6 +682,8 @@ class Dispatcher(Resource):
             in_flight=sum(self._in_flight.values()),
             at=now.wall,
             calls=self.calls.summary(),
+            sent_last_minute=sum(_sent_since(s, since) for s in self._sends.values()),
+            recent_errors=list(reversed(self._errors)),
         )
 
     async def cancel(self, message_id: str) -> Message:
@@ -746,6 +795,7 @@ class Dispatcher(Resource):
             in_flight=self._in_flight.get(number, 0),
             paused=queue.paused if queue else False,
             rate=self.config.pacing.rate_of(number),
+            sent_last_minute=_sent_since(self._sends.get(number), now.mono - _RECENT),
         )
 
     def _next_slot_at(self, number: str, now: Instant) -> datetime | None:
@@ -756,6 +806,15 @@ class Dispatcher(Resource):
 
     def _lock_for(self, sender: str) -> asyncio.Lock:
         return self._sender_locks[hash(sender) % _STRIPES]
+
+
+def _sent_since(sends: deque[float] | None, since: float) -> int:
+    """How many send times (monotonic, oldest first) are after ``since``; drops the rest."""
+    if not sends:
+        return 0
+    while sends and sends[0] <= since:
+        sends.popleft()
+    return len(sends)
 
 
 def _request(message: Message, validity: timedelta) -> SendRequest:

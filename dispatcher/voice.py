@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
+from dispatcher.automations import CALL_RESULTS, Observed
 from dispatcher.calls import (
     ACTIVE,
     CALL_TERMINAL,
@@ -159,6 +160,7 @@ class CallDesk:
         self.idle.set()
         self.held = False
         self.closing = False
+        self.observe: Callable[[Observed], None] = lambda _: None  # the automations
 
     @property
     def account(self) -> str:
@@ -668,6 +670,24 @@ class CallDesk:
             self.counts[after.status] += 1
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
+        self._results(before, after, events)
+
+    def _results(self, before: Call, after: Call, events: list[CallEvent]) -> None:
+        """Show the automations what the call just reached: a status, or a result."""
+        reached: list[tuple[str, str | None]] = []
+        if after.status is not before.status and (name := CALL_RESULTS.get(after.status)):
+            reached.append((name, None))
+        reached += [
+            (CALL_RESULTS[e.result], e.detail)
+            for e in events
+            if e.result is not None and e.result in CALL_RESULTS
+        ]
+        now = self._clock.now().wall
+        for result, detail in reached:
+            self.observe(Observed(
+                result=result, source_id=after.id, contact=after.recipient, sender=after.sender,
+                campaign_id=after.campaign_id, detail=detail, at=now,
+            ))  # fmt: skip
 
     def _lock(self, call_id: str) -> asyncio.Lock:
         return self._locks[hash(call_id) % _STRIPES]

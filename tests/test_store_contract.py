@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,17 @@ from dispatcher.calls import (
     VoiceResult,
     call_status,
     completed_status,
+)
+from dispatcher.metrics import (
+    BY,
+    NO_KEY,
+    TEXT,
+    VOICE,
+    By,
+    EngagementRow,
+    MetricsQuery,
+    breakdown,
+    compute,
 )
 from dispatcher.model import (
     DntEntry,
@@ -1205,3 +1217,254 @@ async def test_sqlite_a_failed_call_write_leaves_nothing_half_written(tmp_path: 
         await store.update_call(placing, [event], (ACCOUNT, at(2)))
         assert await store.get_call("c1") == dataclasses.replace(placing, seq=first.seq)
         assert await store.call_slots() == {ACCOUNT: at(2)}
+
+
+# -- engagement metrics ----------------------------------------------------------------
+#
+# One scripted history of texts, calls, voice-link plays and the engagements automations
+# made, written through the store's verbs; each adapter must hand back the same rows, and
+# the metrics computed from them must be the counts worked out by hand below.
+
+SPRING = "cmp_spring"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Scripted:
+    """A text or call of the history. ``steps`` are ``"seconds name[/reason]"`` joined by
+    ``;``: statuses are judged against the item as it then is (a late or repeated one is
+    kept, not applied); a call's voice results are recorded as they come."""
+
+    id: str
+    steps: str
+    sender: str = SENDER
+    campaign: str | None = None
+    trigger: str | None = None
+    accepted: float = 0
+    inbound: bool = False
+
+    def parsed(self) -> list[tuple[datetime, str, str | None]]:
+        steps = []
+        for step in self.steps.split(";"):
+            seconds, name = step.strip().split(" ", 1)
+            status, _, reason = name.partition("/")
+            steps.append((at(float(seconds)), status, reason or None))
+        return steps
+
+    def message(self) -> Message:
+        status = TextStatus.RECEIVING if self.inbound else TextStatus.QUEUED
+        when = at(self.accepted)
+        new = make_message(self.id, sender=self.sender, status=status, accepted_at=when)
+        return dataclasses.replace(new, campaign_id=self.campaign, trigger=self.trigger)
+
+    def call(self) -> Call:
+        new = make_call(self.id, accepted_at=at(self.accepted))
+        return dataclasses.replace(
+            new, sender=self.sender, campaign_id=self.campaign, trigger=self.trigger
+        )
+
+
+HISTORY_TEXTS = (
+    Scripted("msg_a", "1 Sending; 10 Sent; 20 Delivered; 25 Delivered; 26 Sent", campaign=SPRING),
+    Scripted("msg_b", "1 Sending; 12 Delivered; 13 Sent", campaign=SPRING),  # receipt first
+    Scripted("msg_c", "1 Sending; 14 Sent; 30 Undelivered", OTHER_SENDER, SPRING),
+    Scripted("msg_d", "1 Sending; 15 Sent; 31 Unreachable", OTHER_SENDER),
+    Scripted("msg_e", "1 Sending; 16 Failed/not_in_service"),
+    Scripted("msg_f", "1 Sending; 17 Sent; 40 Completed"),
+    Scripted("msg_g", "1 Sending; 18 Sent; 41 Failed"),
+    Scripted("msg_h", "2 Unsent/canceled"),
+    Scripted("msg_i", "1 Sending; 2 Queued/retry; 3 Sending; 19 Sent; 42 Delivered"),
+    Scripted("msg_in", "5 Received", inbound=True),
+    Scripted("msg_auto1", "22 Sending; 23 Sent; 43 Delivered",
+             trigger="automation:thanks:msg_a", accepted=21),
+    Scripted("msg_auto2", "61 Sending; 62 Sent", OTHER_SENDER,
+             trigger="automation:escalate:call_1", accepted=60),
+    Scripted("msg_step", "56 Sending; 57 Sent; 58 Delivered", trigger="call_1:step4", accepted=55),
+)  # fmt: skip
+HISTORY_CALLS = (
+    Scripted("call_1", "3 Placing; 4 Initiated; 5 Ringing; 6 Human; 6 Answered; 7 Say; 8 Gather;"
+             " 9 Prompt; 10 Activity; 11 Play; 12 Pause; 13 Record; 14 Dial; 15 Conference;"
+             " 16 Notify; 17 Play Drop; 18 Completed; 19 Ringing", campaign=SPRING),
+    Scripted("call_2", "3 Placing; 4 Queued/retry; 20 Placing; 21 Initiated; 22 Ringing;"
+             " 50 No answer", OTHER_SENDER),
+    Scripted("call_3", "3 Placing; 23 Busy"),
+    Scripted("call_4", "3 Placing; 24 Initiated; 25 Answered; 25 Machine; 26 Voicemail Drop;"
+             " 27 Completed", OTHER_SENDER, SPRING),
+    Scripted("call_5", "2 Canceled/canceled"),
+    Scripted("call_6", "3 Placing; 28 Failed/provider_rejected"),
+    Scripted("call_7", "3 Placing; 29 Ringing; 30 Answered; 31 Say; 32 Hangup"),
+    Scripted("call_auto", "36 Placing; 37 Ringing; 38 Answered; 39 Say; 44 Completed",
+             trigger="automation:followup:msg_c", accepted=35),
+)  # fmt: skip
+HISTORY_LINKS = {"tok_a": ("msg_a", SPRING), "tok_auto1": ("msg_auto1", None)}
+HISTORY_PLAYS = (("tok_a", 50), ("tok_a", 51), ("tok_auto1", 52), ("tok_unknown", 53))
+
+
+async def write_history(store: Store) -> None:
+    """Write the scripted history through the store's verbs."""
+    for item in HISTORY_TEXTS:
+        message = await insert(store, item.message())
+        for when, name, reason in item.parsed():
+            message = await move(store, message, TextStatus(name), when=when, reason=reason)
+    for item in HISTORY_CALLS:
+        call = await insert_call(store, item.call())
+        for when, name, reason in item.parsed():
+            if name in set(VoiceResult):
+                result = CallEvent(call_id=call.id, at=when, result=VoiceResult(name),
+                                   source=Source.PROVIDER)  # fmt: skip
+                await store.update_call(call, [result])
+                continue
+            event, call = call_status(
+                call, CallStatus(name), at=when, source=Source.PROVIDER, reason=reason
+            )
+            await store.update_call(call, [event])
+    for token, (message_id, campaign_id) in HISTORY_LINKS.items():
+        await store.add_voice_link(
+            token, message_id=message_id, campaign_id=campaign_id, message="Hi", created_at=T0
+        )
+    for token, seconds in HISTORY_PLAYS:
+        await store.record_play(token, at(seconds))
+
+
+def counts(names: Sequence[str], nonzero: dict[str, int]) -> dict[str, int]:
+    """Every name of a channel, in order: those of ``nonzero`` with their count, others 0."""
+    assert set(nonzero) <= set(names), set(nonzero) - set(names)
+    return {name: nonzero.get(name, 0) for name in names}
+
+
+TOTAL_TEXT = {"Sent": 10, "Delivered": 5, "Undelivered": 2, "Activity": 2, "Play": 3, "Failed": 2}
+TOTAL_VOICE = {
+    "Queued": 8, "Ringing": 4, "Answered": 4, "Unanswered": 1, "Machine": 1, "Human": 1,
+    "Hangup": 1, "Busy": 1, "Failed": 1, "Canceled": 1, "Completed": 3, "Voicemail Drop": 1,
+    "Play Drop": 1, "Play": 1, "Say": 3, "Gather": 1, "Prompt": 1, "Conference": 1,
+    "Notify": 1, "Dial": 1, "Pause": 1, "Record": 1, "Activity": 2,
+}  # fmt: skip
+"""The history's counts, by hand. Sent: every text the carrier took, once (msg_b's
+receipt beat its acknowledgement; msg_a's late receipts are not applied). Queued: eight
+calls (call_2's retry is not a new one). Activity: msg_auto1 and call_auto (texts'
+results), call_1's activity step and msg_auto2 (a call's result); msg_step, made by
+call_1's step, is not counted again. Play: tok_a twice and tok_auto1 (not tok_unknown)."""
+
+ENGAGEMENT_CASES = {
+    "everything": (MetricsQuery(), TOTAL_VOICE, TOTAL_TEXT),
+    # A text counts as Sent when the carrier first took it: msg_a's Sent (10 s) is
+    # before the range, msg_b's Delivered receipt (12 s) is its Sent.
+    "from 11 s to 20 s": (
+        MetricsQuery(since=at(11), until=at(20)),
+        {"Play": 1, "Pause": 1, "Record": 1, "Dial": 1, "Conference": 1, "Notify": 1,
+         "Play Drop": 1, "Completed": 1},
+        {"Sent": 6, "Delivered": 1, "Failed": 1},
+    ),
+    "a delivery whose send was earlier": (
+        MetricsQuery(since=at(20), until=at(21)), {}, {"Delivered": 1}
+    ),
+    "a campaign": (
+        MetricsQuery(campaign_id=SPRING),
+        {"Queued": 2, "Ringing": 1, "Answered": 2, "Machine": 1, "Human": 1, "Completed": 2,
+         "Voicemail Drop": 1, "Play Drop": 1, "Play": 1, "Say": 1, "Gather": 1, "Prompt": 1,
+         "Conference": 1, "Notify": 1, "Dial": 1, "Pause": 1, "Record": 1, "Activity": 2},
+        {"Sent": 3, "Delivered": 2, "Undelivered": 1, "Activity": 2, "Play": 2},
+    ),
+    "a campaign since 20 s": (
+        MetricsQuery(campaign_id=SPRING, since=at(20)),
+        {"Answered": 1, "Machine": 1, "Voicemail Drop": 1, "Completed": 1, "Activity": 1},
+        {"Delivered": 1, "Undelivered": 1, "Activity": 2, "Play": 2},
+    ),
+    "a sender": (
+        MetricsQuery(sender=OTHER_SENDER),
+        {"Queued": 2, "Ringing": 1, "Answered": 1, "Unanswered": 1, "Machine": 1,
+         "Completed": 1, "Voicemail Drop": 1},
+        {"Sent": 3, "Undelivered": 2, "Activity": 1},
+    ),
+    # Per automation: the engagements it made, what they got, and its Activity.
+    "an automation's texts": (
+        MetricsQuery(automation="thanks"), {},
+        {"Sent": 1, "Delivered": 1, "Play": 1, "Activity": 1},
+    ),
+    "an automation's call": (
+        MetricsQuery(automation="followup"),
+        {"Queued": 1, "Ringing": 1, "Answered": 1, "Say": 1, "Completed": 1},
+        {"Activity": 1},
+    ),
+    "an automation triggered by a call": (
+        MetricsQuery(automation="escalate"), {"Activity": 1}, {"Sent": 1}
+    ),
+    "an automation that made nothing": (MetricsQuery(automation="thank"), {}, {}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("query", "voice", "text"), ENGAGEMENT_CASES.values(), ids=ENGAGEMENT_CASES.keys()
+)
+async def test_engagement_counts_the_scripted_history(
+    store: Store, query: MetricsQuery, voice: dict[str, int], text: dict[str, int]
+) -> None:
+    await write_history(store)
+
+    computed = compute(await store.engagement(query))
+
+    assert computed.voice == counts(VOICE, voice)
+    assert computed.text == counts(TEXT, text)
+
+
+async def test_engagement_rows_are_the_same_in_every_adapter(tmp_path: Path) -> None:
+    found = []
+    for url in ("memory://", f"sqlite:///{tmp_path}/t.db"):
+        async with open_store(url) as store:
+            await write_history(store)
+            found.append([await store.engagement(q) for q, *_ in ENGAGEMENT_CASES.values()])
+    memory, sqlite = found
+    for rows_memory, rows_sqlite in zip(memory, sqlite, strict=True):
+        assert Counter(rows_memory) == Counter(rows_sqlite)
+    assert memory[0], "the history has rows"
+
+
+FILTERS: dict[str, Callable[[str], MetricsQuery]] = {
+    "campaign": lambda key: MetricsQuery(campaign_id=key),
+    "sender": lambda key: MetricsQuery(sender=key),
+    "automation": lambda key: MetricsQuery(automation=key),
+}
+"""The query of one key of a breakdown."""
+
+
+@pytest.mark.parametrize("by", BY)
+async def test_engagement_breakdown_matches_each_filter(store: Store, by: By) -> None:
+    await write_history(store)
+
+    groups = breakdown(await store.engagement(MetricsQuery()), by)
+
+    assert len(groups) > 1
+    for key, part in groups.items():
+        if key != NO_KEY:
+            assert compute(await store.engagement(FILTERS[by](key))) == part, key
+
+
+async def test_voice_links_keep_their_first_text_and_unknown_plays_count_nowhere(
+    store: Store,
+) -> None:
+    message = await insert(store, dataclasses.replace(make_message("msg_1"), campaign_id="c1"))
+    for campaign in ("c1", "c2"):
+        await store.add_voice_link(
+            "tok", message_id=message.id, campaign_id=campaign, message="Hi", created_at=T0
+        )
+    await store.record_play("tok", at(1))
+    await store.record_play("tok", at(2))
+    await store.record_play("nope", at(3))
+
+    rows = await store.engagement(MetricsQuery())
+
+    assert sorted(rows, key=lambda r: r.at) == [
+        EngagementRow(channel="text", item_id="msg_1", at=at(s), kind="play", campaign_id="c1",
+                      sender=SENDER)
+        for s in (1, 2)
+    ]  # fmt: skip
+    assert await store.engagement(MetricsQuery(campaign_id="c2")) == []
+    assert compute(rows).text["Play"] == 2
+
+
+async def test_sqlite_engagement_survives_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        await write_history(store)
+        before = Counter(await store.engagement(MetricsQuery()))
+    async with open_store(url) as store:
+        assert Counter(await store.engagement(MetricsQuery())) == before

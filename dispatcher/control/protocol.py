@@ -9,6 +9,7 @@ before the handler runs, so a bad request gets an error that names the field.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import typing
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from dispatcher import metrics
 from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
 from dispatcher.model import DntEntry, Event, Lane, Message
@@ -207,6 +209,7 @@ def number_json(n: NumberView) -> JSON:
         "in_flight": n.in_flight,
         "paused": n.paused,
         "rate": n.rate,
+        "sent_last_minute": n.sent_last_minute,
     }
 
 
@@ -218,6 +221,18 @@ def status_json(view: StatusView) -> JSON:
         "numbers": [number_json(n) for n in view.numbers],
         "numbers_total": view.numbers_total,
         "calls": calls_json(view.calls) if view.calls else None,
+        "sent_last_minute": view.sent_last_minute,
+        "recent_errors": [
+            {
+                "id": m.id,
+                "number": m.sender,
+                "to": m.recipient,
+                "status": m.status.value,
+                "reason": m.reason,
+                "at": _ts(m.updated_at),
+            }
+            for m in view.recent_errors
+        ],
     }
 
 
@@ -409,6 +424,32 @@ async def _call_find(d: Dispatcher, a: FindArgs) -> JSON:
 @command("call_cancel", IdArgs, "cancel a call that is still queued")
 async def _call_cancel(d: Dispatcher, a: IdArgs) -> JSON:
     return call_json(await d.cancel_call(a.id))
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsArgs:
+    since: str | None = None  # ISO 8601, or a duration back from now (24h, 7d)
+    until: str | None = None
+    campaign: str | None = None
+    sender: str | None = None
+    automation: str | None = None
+    by: str | None = None  # campaign, sender or automation
+
+
+@command("metrics", MetricsArgs, "engagement counts by channel: since, until, campaign, ..., by")
+async def _metrics(d: Dispatcher, a: MetricsArgs) -> JSON:
+    query, by = metrics.request(now=d.clock.now().wall, **dataclasses.asdict(a))
+    rows = await d.store.engagement(query)
+    return await asyncio.to_thread(_report, rows, by)
+
+
+def _report(rows: list[metrics.EngagementRow], by: metrics.By | None) -> JSON:
+    """Counted in a worker thread, where the rows are freed too: a million events must
+    not hold up the event loop (and the sends it paces)."""
+    try:
+        return metrics.report(rows, by)
+    finally:
+        rows.clear()
 
 
 def decode_request(line: bytes) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+from dispatcher.control import campaign_commands  # noqa: F401 - registers its commands
 from dispatcher.control.client import MAX_SOCKET_PATH
 from dispatcher.control.protocol import (
     JSON,

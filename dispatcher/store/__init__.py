@@ -18,8 +18,11 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from dispatcher.adapters import load_adapter
+from dispatcher.automations import RunStore
 from dispatcher.calls import Call, CallEvent, CallStatus
+from dispatcher.metrics import EngagementRow, MetricsQuery
 from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.store.campaign_verbs import CampaignStore
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,7 +35,7 @@ class NumberState:
     depth: int  # messages Queued on it
 
 
-class Store(Protocol):
+class Store(CampaignStore, RunStore, Protocol):
     """Storage verbs. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...
@@ -171,6 +174,32 @@ class Store(Protocol):
 
     async def call_slots(self) -> dict[str, datetime]:
         """Each account's persisted next call slot."""
+        ...
+
+    # -- voice links and engagement metrics ------------------------------------------
+    async def add_voice_link(
+        self,
+        token: str,
+        *,
+        message_id: str,
+        campaign_id: str | None,
+        message: str,
+        created_at: datetime,
+    ) -> None:
+        """Store a voice link carried by the text ``message_id`` that plays ``message``
+        (an existing token is kept as it is)."""
+        ...
+
+    async def record_play(self, token: str, at: datetime) -> None:
+        """Append a play of a voice link (a play of an unknown token counts nowhere)."""
+        ...
+
+    async def engagement(self, query: MetricsQuery) -> list[EngagementRow]:
+        """The rows the engagement metrics count (``dispatcher.metrics``) that match
+        ``query``, in no particular order: the applied, counted events of outbound texts
+        (the first that says the carrier took a text marked ``taken``), the results and
+        counted statuses of calls, voice-link plays, and the engagements automations
+        made (Activity rows, attributed to their source's campaign and sender)."""
         ...
 
 

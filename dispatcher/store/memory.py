@@ -12,8 +12,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
+from dispatcher import metrics
 from dispatcher.calls import Call, CallEvent, CallStatus
 from dispatcher.lifecycle import Resource
+from dispatcher.metrics import EngagementRow, MetricsQuery
 from dispatcher.model import (
     INBOUND,
     DntEntry,
@@ -25,9 +27,11 @@ from dispatcher.model import (
     apply,
 )
 from dispatcher.store import NumberState
+from dispatcher.store.automation_verbs import MemoryAutomations
+from dispatcher.store.campaign_verbs import MemoryCampaigns
 
 
-class MemoryStore(Resource):
+class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
     """Everything in dictionaries; nothing survives the process."""
 
     def __init__(self) -> None:
@@ -50,6 +54,8 @@ class MemoryStore(Resource):
         self._calls_to: dict[str, list[str]] = defaultdict(list)
         self._call_slots: dict[str, datetime] = {}
         self._call_seq = 0
+        self._voice_links: dict[str, tuple[str, str | None]] = {}  # message id, campaign
+        self._plays: list[tuple[str, datetime]] = []
 
     @classmethod
     def from_url(cls, url: str, **_options: object) -> MemoryStore:
@@ -306,6 +312,53 @@ class MemoryStore(Resource):
 
     async def call_slots(self) -> dict[str, datetime]:
         return dict(sorted(self._call_slots.items()))
+
+    # -- voice links and engagement metrics ------------------------------------------
+    async def add_voice_link(
+        self,
+        token: str,
+        *,
+        message_id: str,
+        campaign_id: str | None,
+        message: str,
+        created_at: datetime,
+    ) -> None:
+        self._voice_links.setdefault(token, (message_id, campaign_id))
+
+    async def record_play(self, token: str, at: datetime) -> None:
+        self._plays.append((token, at))
+
+    async def engagement(self, query: MetricsQuery) -> list[EngagementRow]:
+        rows: list[EngagementRow] = []
+        for message in self._messages.values():
+            rows += metrics.text_rows(message, self._events.get(message.id, ()))
+        for call in self._calls.values():
+            rows += metrics.call_rows(call, self._call_events.get(call.id, ()))
+        for token, at in self._plays:
+            if (link := self._voice_links.get(token)) is not None:
+                message_id, campaign_id = link
+                rows.append(metrics.play_row(
+                    message_id=message_id, at=at, campaign_id=campaign_id,
+                    message=self._messages.get(message_id),
+                ))  # fmt: skip
+        made: list[tuple[str, Message | Call]] = [
+            *(("text", m) for m in self._messages.values()),
+            *(("voice", c) for c in self._calls.values()),
+        ]
+        for channel, item in made:
+            _, source_id = metrics.parse_trigger(item.trigger)
+            source = self._engagement(source_id) if source_id else None
+            row = metrics.activity_row(
+                channel=channel, item_id=item.id, at=item.accepted_at, trigger=item.trigger,
+                source_sender=source.sender if source else None,
+                source_campaign=source.campaign_id if source else None,
+            )  # fmt: skip
+            if row is not None:
+                rows.append(row)
+        return [row for row in rows if query.matches(row)]
+
+    def _engagement(self, item_id: str) -> Message | Call | None:
+        return self._messages.get(item_id) or self._calls.get(item_id)
 
 
 def _seq(message: Message) -> int:

@@ -9,8 +9,16 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(dialect: str) -> dict[str, str]:
-    """``{name: sql}`` from ``sql/<dialect>.sql``, split at each ``-- name:`` line."""
-    text = resources.files("dispatcher.store").joinpath("sql", f"{dialect}.sql").read_text()
+    """``{name: sql}`` from ``sql/<dialect>.sql`` and ``sql/<dialect>_*.sql`` (one file per
+    part of the product), split at each ``-- name:`` line."""
+    folder = resources.files("dispatcher.store").joinpath("sql")
+    files = sorted(
+        (item for item in folder.iterdir()
+         if item.name == f"{dialect}.sql" or (item.name.startswith(f"{dialect}_")
+                                              and item.name.endswith(".sql"))),
+        key=lambda item: item.name,
+    )  # fmt: skip
+    text = "\n".join(item.read_text() for item in files)
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     queries: dict[str, str] = {}

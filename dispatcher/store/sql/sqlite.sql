@@ -169,3 +169,73 @@ SELECT status, COUNT(*) FROM calls GROUP BY status;
 
 -- name: call_slots
 SELECT account, next_slot_at FROM call_slots ORDER BY account;
+
+-- name: add_voice_link
+INSERT INTO voice_links (token, message_id, campaign_id, message, created_at)
+VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (token) DO NOTHING;
+
+-- name: record_play
+INSERT INTO link_plays (token, at) VALUES (?, ?);
+
+-- Engagement metrics (dispatcher/metrics.py counts the rows). Every query takes the
+-- time range [?1, ?2) and the filters ?3 campaign, ?4 sender and ?5-?6 the range of
+-- the triggers of one automation (NULL: any).
+
+-- name: engagement_texts
+-- The applied, counted events of texts; "taken" marks a text's first event among
+-- those that say the carrier took it (it is Sent there: a receipt can beat the
+-- acknowledgement). Reads events_metrics (the WHERE repeats its condition).
+SELECT e.message_id, e.at, e.status, e.reason, m.campaign_id, m.sender, m."trigger",
+    e.status IN ('Sent', 'Delivered', 'Undelivered', 'Unreachable', 'Completed')
+    AND NOT EXISTS (
+        SELECT 1 FROM events AS p
+        WHERE p.message_id = e.message_id AND p.id < e.id AND p.applied = 1
+        AND p.status IN ('Sent', 'Delivered', 'Undelivered', 'Unreachable', 'Completed')
+    ) AS taken
+FROM events AS e JOIN messages AS m ON m.id = e.message_id
+WHERE e.applied = 1
+    AND e.status IN ('Sent', 'Delivered', 'Undelivered', 'Unreachable', 'Failed', 'Completed')
+    AND e.at >= ?1 AND e.at < ?2
+    AND (?3 IS NULL OR m.campaign_id = ?3) AND (?4 IS NULL OR m.sender = ?4)
+    AND (?5 IS NULL OR (m."trigger" >= ?5 AND m."trigger" < ?6));
+
+-- name: engagement_calls
+-- Every result of a call, and its applied, counted statuses.
+SELECT e.call_id, e.at, e.status, e.result, e.applied, e.reason,
+    c.campaign_id, c.sender, c."trigger"
+FROM call_events AS e JOIN calls AS c ON c.id = e.call_id
+WHERE e.at >= ?1 AND e.at < ?2
+    AND (e.result IS NOT NULL OR (e.applied = 1 AND e.status IN (
+        'Queued', 'Ringing', 'Answered', 'No answer', 'Hangup', 'Busy', 'Failed', 'Canceled',
+        'Completed'
+    )))
+    AND (?3 IS NULL OR c.campaign_id = ?3) AND (?4 IS NULL OR c.sender = ?4)
+    AND (?5 IS NULL OR (c."trigger" >= ?5 AND c."trigger" < ?6));
+
+-- name: engagement_plays
+-- Plays of voice links, for the text carrying the link (the link's campaign first).
+SELECT v.message_id, p.at, COALESCE(v.campaign_id, m.campaign_id) AS campaign_id,
+    m.sender, m."trigger"
+FROM link_plays AS p
+JOIN voice_links AS v ON v.token = p.token
+LEFT JOIN messages AS m ON m.id = v.message_id
+WHERE p.at >= ?1 AND p.at < ?2
+    AND (?3 IS NULL OR COALESCE(v.campaign_id, m.campaign_id) = ?3)
+    AND (?4 IS NULL OR m.sender = ?4)
+    AND (?5 IS NULL OR (m."trigger" >= ?5 AND m."trigger" < ?6));
+
+-- name: engagement_made
+-- Texts and calls automations made (trigger automation:<rule>:<source id>, in the
+-- range [?3, ?4)), accepted in [?1, ?2). Their sources are read next.
+SELECT 'text' AS channel, id, accepted_at, "trigger" FROM messages
+WHERE "trigger" >= ?3 AND "trigger" < ?4 AND accepted_at >= ?1 AND accepted_at < ?2
+UNION ALL
+SELECT 'voice', id, accepted_at, "trigger" FROM calls
+WHERE "trigger" >= ?3 AND "trigger" < ?4 AND accepted_at >= ?1 AND accepted_at < ?2;
+
+-- name: engagement_sources
+-- The texts and calls of a JSON list of ids: what an Activity is attributed to.
+SELECT id, sender, campaign_id FROM messages WHERE id IN (SELECT value FROM json_each(?1))
+UNION ALL
+SELECT id, sender, campaign_id FROM calls WHERE id IN (SELECT value FROM json_each(?1));

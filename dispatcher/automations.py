@@ -1,0 +1,323 @@
+"""Automations: on a result, after an optional delay, do an engagement.
+
+Rules live in a TOML file (``automations.file``, e.g. ``config/automations.toml``)::
+
+    [[automation]]
+    name = "call-when-delivered"
+    on = "text.delivered"          # the result that triggers it
+    when = { campaign = "spring" } # optional filters: campaign (id or name), from, digits
+    delay = "30s"                  # optional
+    do = "call"                    # or "text"
+    script = "reminder"            # a call's script (a configured name)
+    # body = "..."                 # a text's body
+    # from = "+15550000100"        # default: the number the result came from
+
+Results: ``text.sent``, ``text.delivered``, ``text.undelivered``, ``text.failed``;
+``call.answered``, ``call.completed``, ``call.hangup``, ``call.busy``,
+``call.no_answer``, ``call.failed``, ``call.canceled``, ``call.human``,
+``call.machine``, ``call.prompt`` (``when.digits`` picks an answer).
+
+Each rule fires at most once per result of a text or call: a run is stored under
+(rule, source, result) before anything is sent, and the engagement is submitted
+with an idempotency key made of the same three, so a repeated receipt, a restart or
+a crash between the submission and its record never sends twice. The engagement
+goes to the same contact; its ``trigger`` is ``automation:<rule>:<source id>``, so
+the metrics count it as Activity on the channel whose result triggered it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import tomllib
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from dispatcher.calls import CallStatus, VoiceResult
+from dispatcher.clock import Clock
+from dispatcher.config import parse_duration
+from dispatcher.errors import ConfigError, DispatcherError, InvalidInput
+from dispatcher.model import Lane, TextStatus, check_body
+from dispatcher.numbers import e164
+
+log = logging.getLogger(__name__)
+
+TEXT_RESULTS: dict[TextStatus, str] = {
+    TextStatus.SENT: "text.sent",
+    TextStatus.DELIVERED: "text.delivered",
+    TextStatus.UNDELIVERED: "text.undelivered",
+    TextStatus.UNREACHABLE: "text.undelivered",
+    TextStatus.FAILED: "text.failed",
+}
+CALL_RESULTS: dict[CallStatus | VoiceResult, str] = {
+    CallStatus.ANSWERED: "call.answered",
+    CallStatus.COMPLETED: "call.completed",
+    CallStatus.HANGUP: "call.hangup",
+    CallStatus.BUSY: "call.busy",
+    CallStatus.NO_ANSWER: "call.no_answer",
+    CallStatus.FAILED: "call.failed",
+    CallStatus.CANCELED: "call.canceled",
+    VoiceResult.HUMAN: "call.human",
+    VoiceResult.MACHINE: "call.machine",
+    VoiceResult.PROMPT: "call.prompt",
+}
+RESULTS = frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
+_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
+_KEYS = {"name", "on", "when", "delay", "do", "script", "body", "from"}
+_FILTERS = {"campaign", "from", "digits"}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    name: str
+    on: str
+    do: str  # "text" or "call"
+    delay: timedelta = timedelta(0)
+    script: str | None = None
+    body: str | None = None
+    sender: str | None = None
+    when: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observed:
+    """A result of a text or call, as the automations see it."""
+
+    result: str  # e.g. "text.delivered"
+    source_id: str  # the text's or call's id
+    contact: str
+    sender: str
+    campaign_id: str | None
+    campaign_name: str | None = None
+    detail: str | None = None  # a prompt's digits or words
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    rule: str
+    source_id: str
+    result: str
+    due_at: datetime
+    contact: str
+    sender: str
+    state: str = "due"  # due, done, failed
+    engagement_id: str | None = None
+    detail: str | None = None
+
+
+def matches(rule: Rule, seen: Observed) -> bool:
+    if rule.on != seen.result:
+        return False
+    when = rule.when or {}
+    if "campaign" in when and when["campaign"] not in (seen.campaign_id, seen.campaign_name):
+        return False
+    if "from" in when and when["from"] != seen.sender:
+        return False
+    return "digits" not in when or when["digits"] == (seen.detail or "")
+
+
+def load_rules(path: Path, *, scripts: Collection[str]) -> list[Rule]:
+    """The rules of an automations file, each checked (errors name the rule and key)."""
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the automations file does not exist",
+                          field="automations.file") from None  # fmt: skip
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}", field="automations.file") from exc
+    if unknown := sorted(set(raw) - {"automation"}):
+        raise ConfigError(f"{path}: unknown key {', '.join(unknown)} (rules are "
+                          "[[automation]] tables)", field=unknown[0])  # fmt: skip
+    items = raw.get("automation", [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{path}: automation must be [[automation]] tables", field="automation")
+    rules = [parse_rule(item, index, scripts=scripts, where=str(path)) for index, item in
+             enumerate(items)]  # fmt: skip
+    names = [r.name for r in rules]
+    if dupes := sorted({n for n in names if names.count(n) > 1}):
+        raise ConfigError(f"{path}: two automations are named {dupes[0]!r}", field="name")
+    return rules
+
+
+def parse_rule(  # noqa: PLR0912 - one check per key
+    item: object, index: int, *, scripts: Collection[str], where: str
+) -> Rule:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{where}: automation {index + 1}: {key}: {why}",
+                           field=f"automation[{index}].{key}")  # fmt: skip
+
+    if not isinstance(item, dict):
+        raise bad("automation", "must be a table")
+    if unknown := sorted(set(item) - _KEYS):
+        raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
+    name = item.get("name")
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise bad("name", "a name is a letter then letters, digits, _ or -")
+    on = item.get("on")
+    if on not in RESULTS:
+        raise bad("on", f"{on!r} is not a result; use one of {', '.join(sorted(RESULTS))}")
+    when = item.get("when", {})
+    if not isinstance(when, dict) or not all(isinstance(v, str) for v in when.values()):
+        raise bad("when", "a table of filters with text values")
+    if unknown_filters := sorted(set(when) - _FILTERS):
+        raise bad(
+            "when", f"unknown filter {unknown_filters[0]} (known: {', '.join(sorted(_FILTERS))})"
+        )
+    if "digits" in when and on != "call.prompt":
+        raise bad("when", "digits only filter call.prompt")
+    delay = timedelta(0)
+    if "delay" in item:
+        try:
+            delay = parse_duration(str(item["delay"]), field="delay")
+        except InvalidInput as exc:
+            raise bad("delay", str(exc)) from None
+    do = item.get("do")
+    sender = item.get("from")
+    try:
+        sender = e164(sender, field="from") if sender is not None else None
+        if "from" in when:
+            when = {**when, "from": e164(when["from"], field="when.from")}
+    except InvalidInput as exc:
+        raise bad("from", str(exc)) from None
+    if do == "text":
+        body = item.get("body")
+        if not isinstance(body, str):
+            raise bad("body", "a text automation needs its body")
+        try:
+            check_body(body)
+        except InvalidInput as exc:
+            raise bad("body", str(exc)) from None
+        return Rule(name=name, on=on, do=do, delay=delay, body=body, sender=sender, when=when)
+    if do == "call":
+        script = item.get("script")
+        if script not in scripts:
+            raise bad("script", f"no call script is named {script!r} (known: "
+                      f"{', '.join(sorted(scripts)) or 'none are configured'})")  # fmt: skip
+        return Rule(name=name, on=on, do=do, delay=delay, script=str(script), sender=sender,
+                    when=when)  # fmt: skip
+    raise bad("do", f'must be "text" or "call", not {do!r}')
+
+
+class RunStore(Protocol):
+    async def add_runs(self, runs: Sequence[Run]) -> list[Run]:
+        """Store new runs; returns those that were new (a run exists once)."""
+        ...
+
+    async def due_runs(self, now: datetime, limit: int) -> list[Run]: ...
+
+    async def finish_run(self, run: Run) -> None: ...
+
+    async def list_runs(self, limit: int) -> list[Run]: ...
+
+
+class Engine:
+    """Matches results against the rules, stores a run per match, and runs it when due."""
+
+    def __init__(
+        self, rules: Sequence[Rule], *, store: RunStore, clock: Clock, service: Any
+    ) -> None:
+        self.rules = list(rules)
+        self._store = store
+        self._clock = clock
+        self._service = service
+        self._seen: asyncio.Queue[Observed | None] = asyncio.Queue()
+        self._wake = asyncio.Event()
+        self._stopping = False
+
+    def observe(self, seen: Observed) -> None:
+        """A result happened (called from the send path: cheap and never blocks)."""
+        if self.rules and any(rule.on == seen.result for rule in self.rules):
+            self._seen.put_nowait(seen)
+
+    async def run(self) -> None:
+        """Store matches as they come and run the due ones, until stopped."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._matcher())
+            await self._runner()
+            self._seen.put_nowait(None)
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+
+    async def _matcher(self) -> None:
+        by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
+        while (seen := await self._seen.get()) is not None:
+            if by_campaign and seen.campaign_id and seen.campaign_name is None:
+                campaign = await self._service.store.get_campaign(seen.campaign_id)
+                if campaign is not None:  # a rule may name its campaign rather than its id
+                    seen = replace(seen, campaign_name=campaign.name)
+            runs = [
+                Run(rule=r.name, source_id=seen.source_id, result=seen.result,
+                    due_at=seen.at + r.delay, contact=seen.contact, sender=seen.sender)
+                for r in self.rules if matches(r, seen)
+            ]  # fmt: skip
+            if runs:
+                try:
+                    new = await self._store.add_runs(runs)
+                except DispatcherError:
+                    log.exception("automation.store_failed", extra={"source": seen.source_id})
+                    continue
+                if new:
+                    self._wake.set()
+
+    async def _runner(self) -> None:
+        while not self._stopping:
+            self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
+            now = self._clock.now()
+            for run in await self._store.due_runs(now.wall, 100):
+                await self._execute(run)
+            upcoming = await self._store.due_runs(now.wall + timedelta(days=3650), 1)
+            timer = None
+            if upcoming:
+                wait = max(0.0, (upcoming[0].due_at - self._clock.now().wall).total_seconds())
+                timer = self._clock.call_at(self._clock.now().mono + wait, self._wake.set)
+            await self._wake.wait()
+            if timer is not None:
+                timer.cancel()
+
+    async def _execute(self, run: Run) -> None:
+        rule = next((r for r in self.rules if r.name == run.rule), None)
+        if rule is None:
+            await self._store.finish_run(_ended(run, "failed", detail="the rule is gone"))
+            return
+        key = f"automation:{run.rule}:{run.source_id}:{run.result}"
+        trigger = f"automation:{run.rule}:{run.source_id}"
+        sender = rule.sender or run.sender
+        try:
+            if rule.do == "text":
+                from dispatcher.intake import TextRequest  # noqa: PLC0415 - avoids a cycle
+
+                made = await self._service.submit(TextRequest(
+                    sender=sender, recipient=run.contact, body=rule.body or "",
+                    lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
+                ))  # fmt: skip
+                engagement = made.message.id
+            else:
+                from dispatcher.voice import CallRequest  # noqa: PLC0415 - avoids a cycle
+
+                placed = await self._service.submit_call(CallRequest(
+                    sender=sender, recipient=run.contact, script_name=rule.script,
+                    idempotency_key=key, trigger=trigger,
+                ))  # fmt: skip
+                engagement = placed.call.id
+        except DispatcherError as exc:
+            log.warning("automation.failed", extra={"rule": run.rule, "error": exc})
+            await self._store.finish_run(_ended(run, "failed", detail=str(exc)))
+            return
+        await self._store.finish_run(_ended(run, "done", engagement=engagement))
+        log.info("automation.ran", extra={"rule": run.rule, "engagement": engagement})
+
+
+def _ended(
+    run: Run, state: str, *, engagement: str | None = None, detail: str | None = None
+) -> Run:
+    return Run(rule=run.rule, source_id=run.source_id, result=run.result, due_at=run.due_at,
+               contact=run.contact, sender=run.sender, state=state, engagement_id=engagement,
+               detail=detail)  # fmt: skip

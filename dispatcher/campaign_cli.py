@@ -1,0 +1,157 @@
+"""``dispatcher campaign ...``: create (with the import's progress bar), list, show
+(``--follow`` for a live progress bar), pause, resume, cancel. A client of the
+running service's control socket, like every operator command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from dispatcher.control.client import call
+from dispatcher.errors import DispatcherError
+
+POLL = 0.25
+ENDED = {"finished", "canceled", "failed"}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    campaign = sub.add_parser("campaign", help="bulk campaigns: create, list, show, pause, ...")
+    verbs = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
+    create = verbs.add_parser("create", help="import contacts from a CSV and start sending")
+    create.add_argument("--name", required=True)
+    create.add_argument("--contacts", required=True, help="CSV file, a header line first")
+    create.add_argument(
+        "--template", required=True,
+        help="the text, with {column} fields; for --channel voice, a script's name",
+    )  # fmt: skip
+    create.add_argument("--from", dest="senders", required=True,
+                        help="the sender pool: numbers, comma-separated")  # fmt: skip
+    create.add_argument("--channel", choices=["text", "voice"], default="text")
+    create.add_argument("--start-at", help="ISO 8601 time with offset (default: now)")
+    create.add_argument("--send-window", help="HH:MM-HH:MM in the contact's time (08:00-21:00)")
+    create.add_argument("--outside-window", choices=["hold", "expire"], default="hold")
+    create.add_argument("--validity", help="each text's validity, e.g. 10h")
+    create.add_argument("--phone-column", default="phone")
+    create.add_argument("--tz-column", help="a column of IANA time zones (else from the number)")
+    create.add_argument("--draft", action="store_true", help="import only; launch with resume")
+    verbs.add_parser("list", help="every campaign with its progress")
+    show = verbs.add_parser("show", help="a campaign's import, contacts and projection")
+    show.add_argument("id")
+    show.add_argument("--follow", action="store_true", help="a live progress bar to the end")
+    for verb in ("pause", "resume", "cancel"):
+        verbs.add_parser(verb, help=f"{verb} a campaign").add_argument("id")
+    for parser in verbs.choices.values():
+        parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+async def run(sock: Path, args: argparse.Namespace) -> int:
+    action: str = args.campaign_command
+    if action == "create":
+        return await _create(sock, args)
+    if action == "list":
+        result = await call(sock, "campaigns")
+        _out(args, result, lambda r: _table(r["campaigns"]))
+        return 0
+    if action == "show" and args.follow:
+        return await _follow(sock, args.id)
+    result = await call(sock, f"campaign_{action}", id=args.id)
+    _out(args, result, _show)
+    return 0
+
+
+async def _create(sock: Path, args: argparse.Namespace) -> int:
+    created = await call(
+        sock, "campaign_create", name=args.name, contacts=_absolute(args.contacts),
+        template=args.template, **{"from": args.senders}, channel=args.channel,
+        start_at=args.start_at, send_window=args.send_window,
+        outside_window=args.outside_window, validity=args.validity,
+        phone_column=args.phone_column, tz_column=args.tz_column, draft=args.draft,
+    )  # fmt: skip
+    view = await _imported(sock, created, quiet=args.json)
+    if view["state"] == "failed":
+        raise DispatcherError(f"the import of {args.contacts} failed: {view['import']['error']}")
+    summary = {k: view[k] for k in ("id", "accepted", "rejected", "duplicates", "suppressed",
+                                    "reject_file")}  # fmt: skip
+    _out(args, summary, lambda _: _show(view))
+    return 0
+
+
+def _absolute(path: str) -> str:
+    """The service may run elsewhere in the file system: it is given an absolute path."""
+    return str(Path(path).resolve())
+
+
+async def _imported(sock: Path, view: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
+    """Wait for the import to end, with a progress bar (bytes read, rows) on stderr."""
+    console = Console(stderr=True)
+    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rows]} rows: {task.fields[accepted]} accepted, "
+                          "{task.fields[rejected]} rejected"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
+        task = bar.add_task("import", total=None, rows=0, accepted=0, rejected=0)
+        while view["state"] == "importing":
+            status = view["import"] or {}
+            bar.update(task, total=status.get("bytes_total") or None,
+                       completed=status.get("bytes_read", 0), rows=status.get("rows", 0),
+                       accepted=view["accepted"], rejected=view["rejected"])  # fmt: skip
+            await asyncio.sleep(POLL)
+            view = await call(sock, "campaign_show", id=view["id"])
+    return view
+
+
+async def _follow(sock: Path, campaign_id: str) -> int:
+    """A live progress bar of contacts settled (sent, expired, cancelled) to the end."""
+    console = Console()
+    view = await call(sock, "campaign_show", id=campaign_id)
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+               TextColumn("{task.completed}/{task.total} settled, {task.fields[queued]} "
+                          "queued, {task.fields[state]}"), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(view["name"], total=view["total"] or None, queued=0, state="")
+        while True:
+            bar.update(task, total=view["total"] or None, completed=view["done"],
+                       queued=view["queued"], state=view["state"])  # fmt: skip
+            if view["state"] in ENDED or view["state"] == "paused":
+                break
+            await asyncio.sleep(POLL)
+            view = await call(sock, "campaign_show", id=campaign_id)
+    _show(view)
+    return 0
+
+
+def _out(args: argparse.Namespace, result: Any, human: Any) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2))
+    else:
+        human(result)
+
+
+def _show(c: dict[str, Any]) -> None:
+    print(f"{c['id']}  {c['name']}  {c['state']}  ({c['channel']}, from {', '.join(c['from'])})")
+    print(f"  imported: {c['accepted']} accepted, {c['rejected']} rejected, "
+          f"{c['duplicates']} duplicates, {c['suppressed']} on the Do Not Text list")  # fmt: skip
+    if c.get("reject_file"):
+        print(f"  rejected rows: {c['reject_file']}")
+    if c["channel"] == "text":
+        print(f"  cost: {c['segments']} segments; projected finish {c['projected_finish'] or '-'}")
+    contacts = ", ".join(f"{k} {v}" for k, v in c["contacts"].items()) or "none"
+    print(f"  contacts: {contacts}; {c['done']}/{c['total']} settled")
+    print(f"  window {c['send_window']} in each contact's time (outside: {c['outside_window']})")
+
+
+def _table(campaigns: list[dict[str, Any]]) -> None:
+    table = Table(title="Campaigns")
+    for column in ("id", "name", "state", "settled", "queued", "pending", "rejected"):
+        table.add_column(column)
+    for c in campaigns:
+        table.add_row(c["id"], c["name"], c["state"], f"{c['done']}/{c['total']}",
+                      str(c["queued"]), str(c["pending"]), str(c["rejected"]))  # fmt: skip
+    Console(file=sys.stdout).print(table)

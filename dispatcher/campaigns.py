@@ -1,0 +1,321 @@
+"""Bulk campaigns, the pure part: templates, send windows in the contact's local time,
+the sender pool, and the contacts file read row by row.
+
+Nothing here touches the store or reads a clock; times are passed in. The running
+part (import into the store, feeding the send queue, pause/resume/cancel) is
+:mod:`dispatcher.campaign_desk`.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import string
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import IO
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import phonenumbers
+from phonenumbers import timezone as phone_timezones
+
+from dispatcher.errors import InvalidInput
+
+VOICE_LINK = "voice_link"
+"""A template field every contact has: a URL on the HTTP app that plays a message."""
+
+
+class CampaignState(StrEnum):
+    IMPORTING = "importing"
+    DRAFT = "draft"  # imported, not launched
+    RUNNING = "running"  # (before start_at it waits)
+    PAUSED = "paused"
+    CANCELED = "canceled"
+    FINISHED = "finished"
+    FAILED = "failed"  # the import could not be done (e.g. the file is unreadable)
+
+
+ACTIVE_STATES = frozenset({CampaignState.RUNNING, CampaignState.PAUSED})
+
+
+class ContactState(StrEnum):
+    PENDING = "pending"  # not yet handed to the send queue (or handed back: held, paused)
+    QUEUED = "queued"  # its text or call is in the send queue
+    SENT = "sent"  # its text or call left the queue (sent, or ended by a rule)
+    EXPIRED = "expired"  # outside its send window, and the campaign expires those
+    CANCELED = "canceled"
+
+
+SETTLED = frozenset({ContactState.SENT, ContactState.EXPIRED, ContactState.CANCELED})
+
+
+class OutsideWindow(StrEnum):
+    HOLD = "hold"
+    EXPIRE = "expire"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Campaign:
+    id: str
+    name: str
+    channel: str  # "text" or "voice"
+    template: str  # the text's template, or the name of a call script
+    senders: tuple[str, ...]
+    send_window: str
+    outside_window: OutsideWindow
+    validity: timedelta
+    start_at: datetime | None
+    state: CampaignState
+    created_at: datetime
+    updated_at: datetime
+    source: str | None = None
+    reject_file: str | None = None
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    segments: int = 0  # texts: the segments of every accepted contact's text
+    projected_finish: datetime | None = None  # from the pool's pace, at import
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    campaign_id: str
+    line: int
+    phone: str
+    sender: str
+    tz: str  # one or more IANA zones, "|"-separated: the window must be open in all
+    fields: Mapping[str, str]
+    state: ContactState = ContactState.PENDING
+    attempt: int = 0
+    message_id: str | None = None
+
+
+# -- templates -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A text with ``{field}`` placeholders filled from each contact's columns."""
+
+    text: str
+    fields: tuple[str, ...]
+
+    def render(self, values: Mapping[str, str]) -> str:
+        return self.text.format_map(values)
+
+
+def parse_template(text: str) -> Template:
+    """Check a template's syntax: ``{name}`` fields, ``{{`` and ``}}`` for braces."""
+    if not text.strip():
+        raise InvalidInput("the template is empty", field="template")
+    names: list[str] = []
+    try:
+        for _, name, spec, conversion in string.Formatter().parse(text):
+            if name is None:
+                continue
+            if not name.isidentifier() or spec or conversion:
+                raise InvalidInput(
+                    f"template field {{{name}}} must be a plain name like {{first_name}}",
+                    field="template",
+                )
+            names.append(name)
+    except ValueError as exc:  # unbalanced braces
+        raise InvalidInput(f"the template is not valid: {exc} (write {{{{ for a brace)",
+                           field="template") from exc  # fmt: skip
+    return Template(text=text, fields=tuple(dict.fromkeys(names)))
+
+
+# -- send windows ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """Hours of the day, in the contact's local time, when it may be texted."""
+
+    start: time
+    end: time
+
+    def __str__(self) -> str:
+        return f"{self.start:%H:%M}-{self.end:%H:%M}"
+
+    def contains(self, local: time) -> bool:
+        if self.start <= self.end:
+            return self.start <= local < self.end
+        return local >= self.start or local < self.end  # a window across midnight
+
+    def is_open(self, zones: str, at: datetime) -> bool:
+        """Open at ``at`` in every one of ``zones``."""
+        return all(self.contains(at.astimezone(zone).time()) for zone in _zones(zones))
+
+    def closes(self, zones: str, at: datetime) -> datetime:
+        """When the window that is open at ``at`` closes (the earliest over ``zones``)."""
+        return min(_next_local(at, zone, self.end) for zone in _zones(zones))
+
+    def opens(self, zones: str, at: datetime) -> datetime:
+        """The first moment from ``at`` on when the window is open in every zone."""
+        moment = at
+        for _ in range(4 * len(_zones(zones)) + 4):
+            if self.is_open(zones, moment):
+                return moment
+            moment = max(_next_local(moment, zone, self.start) for zone in _zones(zones)
+                         if not self.contains(moment.astimezone(zone).time()))  # fmt: skip
+        return moment
+
+
+def parse_window(text: str) -> Window:
+    try:
+        start_text, end_text = text.split("-")
+        start, end = time.fromisoformat(start_text.strip()), time.fromisoformat(end_text.strip())
+    except ValueError:
+        raise InvalidInput(f"send window {text!r} is not HH:MM-HH:MM, like 08:00-21:00",
+                           field="send_window") from None  # fmt: skip
+    if start == end:
+        raise InvalidInput(f"send window {text!r} is empty", field="send_window")
+    return Window(start=start, end=end)
+
+
+@functools.lru_cache(maxsize=1024)
+def _zones(zones: str) -> tuple[ZoneInfo, ...]:
+    return tuple(ZoneInfo(name) for name in zones.split("|"))
+
+
+def _next_local(at: datetime, zone: ZoneInfo, clock: time) -> datetime:
+    """The first instant after ``at`` when the wall clock of ``zone`` reads ``clock``
+    (on a day whose wall clock skips it, the instant the day passes it)."""
+    local = at.astimezone(zone)
+    for days in range(3):
+        day = local.date() + timedelta(days=days)
+        candidate = datetime.combine(day, clock, tzinfo=zone)
+        # Round trip through UTC: a wall time that does not exist (spring forward) maps
+        # to the first instant after the gap.
+        instant = candidate.astimezone(UTC)
+        if instant > at:
+            return instant
+    raise AssertionError("unreachable: a clock time comes round every day")
+
+
+def check_zone(name: str, *, field: str = "time_zone") -> str:
+    try:
+        _zones(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"{name!r} is not a time zone (use an IANA name like "
+                           "America/New_York)", field=field) from None  # fmt: skip
+    return name
+
+
+def zones_of(phone: str, fallback: str) -> str:
+    """The time zones of a number's region, from phonenumbers (``fallback`` when the
+    number's region has none, e.g. a fictional 555 number)."""
+    found = _number_zones(phone)
+    return found or fallback
+
+
+@functools.lru_cache(maxsize=65536)
+def _number_zones(phone: str) -> str:
+    zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
+    known = [z for z in zones if z != "Etc/Unknown"]
+    return "|".join(sorted(known))
+
+
+# -- the sender pool -------------------------------------------------------------------
+
+
+def sender_for(phone: str, pool: Sequence[str]) -> str:
+    """The pool number a contact is always sent from: spread evenly, stable across
+    runs and restarts (a hash of the contact's number, not Python's salted hash)."""
+    return pool[zlib.crc32(phone.encode()) % len(pool)]
+
+
+# -- the contacts file -----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One data row of the contacts file, or why it cannot be read."""
+
+    line: int  # 1-based line number in the file (the header is line 1)
+    values: dict[str, str]
+    raw: list[str]
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class CsvReader:
+    """Reads a CSV file row by row, never all at once. A line that is not UTF-8 is one
+    rejected row, not the end of the import."""
+
+    path: Path
+    header: list[str] = field(default_factory=list)
+    bytes_read: int = 0
+
+    def rows(self) -> Iterator[Row]:
+        with self.path.open("rb") as fh:
+            lines = _Lines(fh, self)
+            reader = csv.reader(lines)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise InvalidInput(f"{self.path}: the file is empty", field="contacts") from None
+            if lines.bad_lines:
+                raise InvalidInput(f"{self.path}: the header line is not UTF-8 text",
+                                   field="contacts")  # fmt: skip
+            self.header = [h.strip() for h in header]
+            if len(set(self.header)) != len(self.header):
+                raise InvalidInput(f"{self.path}: the header repeats a column name",
+                                   field="contacts")  # fmt: skip
+            start = reader.line_num + 1
+            while True:
+                try:
+                    values = next(reader)
+                except StopIteration:
+                    return
+                except csv.Error as exc:
+                    yield Row(line=start, values={}, raw=[], error=f"not valid CSV: {exc}")
+                    start = reader.line_num + 1
+                    continue
+                line, start = start, reader.line_num + 1
+                if not values or values == [""]:
+                    continue  # a blank line
+                bad = [n for n in lines.bad_lines if line <= n < start]
+                lines.bad_lines.clear()
+                if bad:
+                    yield Row(line=line, values={}, raw=values, error="not UTF-8 text")
+                elif len(values) != len(self.header):
+                    why = f"{len(values)} columns, the header has {len(self.header)}"
+                    yield Row(line=line, values={}, raw=values, error=why)
+                else:
+                    yield Row(line=line, values=dict(zip(self.header, values, strict=True)),
+                              raw=values)  # fmt: skip
+
+
+class _Lines:
+    """The file's lines as text for the csv module; counts bytes for progress and
+    remembers lines that were not UTF-8 (decoded with replacement characters)."""
+
+    def __init__(self, fh: IO[bytes], owner: CsvReader) -> None:
+        self._fh = fh
+        self._owner = owner
+        self._number = 0
+        self.bad_lines: list[int] = []
+
+    def __iter__(self) -> _Lines:
+        return self
+
+    def __next__(self) -> str:
+        data = self._fh.readline()
+        if not data:
+            raise StopIteration
+        self._number += 1
+        self._owner.bytes_read += len(data)
+        if self._number == 1 and data.startswith(b"\xef\xbb\xbf"):
+            data = data[3:]  # a UTF-8 byte order mark
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.bad_lines.append(self._number)
+            return data.decode("utf-8", errors="replace")

@@ -1,0 +1,128 @@
+"""The control commands of campaigns: create, list, show, pause, resume, cancel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from dispatcher.campaign_desk import CampaignSpec, CampaignView
+from dispatcher.config import parse_duration
+from dispatcher.control.protocol import JSON, IdArgs, LimitArgs, command
+from dispatcher.errors import InvalidInput
+from dispatcher.service import Dispatcher
+
+
+def _ts(at: datetime | None) -> str | None:
+    return at.isoformat(timespec="seconds") if at else None
+
+
+def campaign_json(view: CampaignView) -> JSON:
+    c = view.campaign
+    progress = view.progress
+    contacts = {state.value: n for state, n in sorted(view.contacts.items())}
+    return {
+        "id": c.id,
+        "name": c.name,
+        "state": c.state.value,
+        "channel": c.channel,
+        "template": c.template,
+        "from": list(c.senders),
+        "send_window": c.send_window,
+        "outside_window": c.outside_window.value,
+        "validity_seconds": c.validity.total_seconds(),
+        "start_at": _ts(c.start_at),
+        "created_at": _ts(c.created_at),
+        "updated_at": _ts(c.updated_at),
+        "source": c.source,
+        "accepted": progress.accepted if progress and not progress.done else c.accepted,
+        "rejected": progress.rejected if progress and not progress.done else c.rejected,
+        "duplicates": progress.duplicates if progress and not progress.done else c.duplicates,
+        "suppressed": progress.suppressed if progress and not progress.done else c.suppressed,
+        "reject_file": c.reject_file,
+        "segments": c.segments,
+        "projected_finish": _ts(c.projected_finish),
+        "contacts": contacts,
+        "total": view.total,
+        "done": view.settled,
+        "pending": contacts.get("pending", 0),
+        "queued": contacts.get("queued", 0),
+        "import": None if progress is None else {
+            "bytes_read": progress.bytes_read, "bytes_total": progress.bytes_total,
+            "rows": progress.rows, "done": progress.done, "error": progress.error,
+        },
+    }  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class CreateArgs:
+    name: str
+    contacts: str
+    template: str
+    from_: list[Any] | str
+    channel: str = "text"
+    start_at: str | None = None
+    send_window: str | None = None
+    outside_window: str = "hold"
+    validity: str | None = None
+    phone_column: str = "phone"
+    tz_column: str | None = None
+    draft: bool = False
+
+
+def _spec(a: CreateArgs) -> CampaignSpec:
+    senders = a.from_ if isinstance(a.from_, list) else a.from_.split(",")
+    if not all(isinstance(s, str) for s in senders):
+        raise InvalidInput("from: a list of numbers", field="from")
+    start_at = None
+    if a.start_at:
+        try:
+            start_at = datetime.fromisoformat(a.start_at)
+        except ValueError:
+            raise InvalidInput(f"start_at: {a.start_at!r} is not an ISO 8601 time like "
+                               "2026-11-24T09:00:00+00:00", field="start_at") from None  # fmt: skip
+        if start_at.tzinfo is None:
+            raise InvalidInput("start_at: give the time with its offset (e.g. +00:00)",
+                               field="start_at")  # fmt: skip
+    path = Path(a.contacts)
+    if not path.is_absolute():
+        raise InvalidInput("contacts: give the file's absolute path", field="contacts")
+    return CampaignSpec(
+        name=a.name, contacts=path, template=a.template,
+        senders=[s.strip() for s in senders if s.strip()], channel=a.channel,
+        start_at=start_at, send_window=a.send_window, outside_window=a.outside_window,
+        validity=parse_duration(a.validity, field="validity") if a.validity else None,
+        phone_column=a.phone_column, tz_column=a.tz_column, draft=a.draft,
+    )  # fmt: skip
+
+
+@command("campaign_create", CreateArgs, "create a campaign from a CSV of contacts; imports it")
+async def _create(d: Dispatcher, a: CreateArgs) -> JSON:
+    campaign = await d.campaigns.create(_spec(a))
+    return campaign_json(await d.campaigns.view(campaign.id))
+
+
+@command("campaigns", LimitArgs, "every campaign, newest first, with its progress")
+async def _list(d: Dispatcher, a: LimitArgs) -> JSON:
+    return {"campaigns": [campaign_json(v) for v in await d.campaigns.list(a.limit)]}
+
+
+@command("campaign_show", IdArgs, "one campaign: its import, contacts by state, projection")
+async def _show(d: Dispatcher, a: IdArgs) -> JSON:
+    return campaign_json(await d.campaigns.view(a.id))
+
+
+@command("campaign_pause", IdArgs, "pause a running campaign (its queued texts come back)")
+async def _pause(d: Dispatcher, a: IdArgs) -> JSON:
+    return campaign_json(await d.campaigns.pause(a.id))
+
+
+@command("campaign_resume", IdArgs, "resume a paused campaign, or launch a draft")
+async def _resume(d: Dispatcher, a: IdArgs) -> JSON:
+    return campaign_json(await d.campaigns.resume(a.id))
+
+
+@command("campaign_cancel", IdArgs, "cancel a campaign: no contact not yet sent is sent")
+async def _cancel(d: Dispatcher, a: IdArgs) -> JSON:
+    return campaign_json(await d.campaigns.cancel(a.id))

@@ -1,0 +1,423 @@
+"""Engagement metrics: the product's result counts by channel, for any time range.
+
+Pure, like :mod:`dispatcher.model`: no I/O and no clock. The store turns its
+histories into :class:`EngagementRow` values (``Store.engagement``); this module
+counts them, breaks them down and shapes them for the socket and the command line.
+
+The counts, by channel, in this order:
+
+- voice: Queued, Ringing, Answered, Unanswered, Machine, Human, Hangup, Busy, Failed,
+  Canceled, Completed, Voicemail Drop, Play Drop, Play, Say, Gather, Prompt,
+  Conference, Notify, Dial, Pause, Record, Activity;
+- text: Sent, Delivered, Undelivered, Activity, Play, Failed.
+
+How each is counted (``docs/metrics.md`` says the same for operators):
+
+- text **Sent**: a text the carrier took, once, at the time of its first applied
+  event among Sent, Delivered, Undelivered, Unreachable and Completed (a receipt can
+  beat the acknowledgement: Sending -> Delivered with no Sent event still counts).
+  The store marks that event (``EngagementRow.taken``).
+- text **Delivered**, **Failed**: applied events of that status; **Undelivered**:
+  applied Undelivered and Unreachable events. Inbound texts count nowhere.
+- text **Play**: each play of a voice link, for the text carrying the link.
+- voice **Queued**: calls accepted (the applied Queued event with reason
+  ``accepted``; a retry back to Queued is not a new call). **Ringing**, **Answered**,
+  **Hangup**, **Busy**, **Failed**, **Canceled**, **Completed**: applied events with
+  that status; **Unanswered**: applied "No answer" events.
+- voice **Machine**, **Human** and every step name: call events whose result is that
+  name (a result is a fact recorded once; its event's ``applied`` concerns a status).
+- **Activity**: an engagement (text or call) an automation made, whose trigger is
+  ``automation:<rule>:<source id>``, counts under the *source's* channel (``msg_...``
+  text, ``call_...`` voice) at the time the engagement was accepted. Voice Activity
+  also counts a call's own Activity results (the steps of its script that triggered
+  something); the engagement such a step made (trigger ``<call id>:step<N>``) is not
+  counted again.
+
+Every row carries what it is attributed to. An event or a play belongs to its text or
+call: its campaign, its sender (the text's or call's own number) and its automation
+(the rule in its trigger). An Activity is a result its source got: it counts under
+the source's campaign and sender, and under the automation that made it.
+
+Rates: ``delivery_rate`` = Delivered / Sent; ``answer_rate`` = Answered / (Answered +
+Unanswered + Busy); None when the denominator is 0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter
+from typing import Any, Literal
+
+from dispatcher.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
+from dispatcher.config import parse_duration
+from dispatcher.errors import InvalidInput
+from dispatcher.model import Event, Message, TextStatus
+
+VOICE: tuple[str, ...] = (
+    "Queued", "Ringing", "Answered", "Unanswered", "Machine", "Human", "Hangup", "Busy",
+    "Failed", "Canceled", "Completed", "Voicemail Drop", "Play Drop", "Play", "Say",
+    "Gather", "Prompt", "Conference", "Notify", "Dial", "Pause", "Record", "Activity",
+)  # fmt: skip
+TEXT: tuple[str, ...] = ("Sent", "Delivered", "Undelivered", "Activity", "Play", "Failed")
+CHANNELS: tuple[str, ...] = ("voice", "text")
+"""The channels counted, in output order (email joins them with its own names)."""
+NAMES: Mapping[str, tuple[str, ...]] = {"voice": VOICE, "text": TEXT}
+CHANNEL_RATES: Mapping[str, tuple[str, ...]] = {
+    "voice": ("answer_rate",),
+    "text": ("delivery_rate",),
+}
+"""The rates of each channel."""
+
+By = Literal["campaign", "sender", "automation"]
+BY: tuple[By, ...] = ("campaign", "sender", "automation")
+NO_KEY = "(none)"
+"""The breakdown key of rows with no campaign (sender, automation)."""
+
+Kind = Literal["event", "play", "activity"]
+
+AUTOMATION = "automation:"
+"""The trigger of an engagement an automation made: ``automation:<rule>:<source id>``."""
+SOURCE_CHANNELS: Mapping[str, str] = {"msg_": "text", "call_": "voice"}
+"""The channel of an engagement, from the prefix of its id."""
+
+_T = TextStatus
+TAKEN: frozenset[TextStatus] = frozenset(
+    {_T.SENT, _T.DELIVERED, _T.UNDELIVERED, _T.UNREACHABLE, _T.COMPLETED}
+)
+"""Text statuses that mean the carrier took the text: the first applied one is Sent."""
+_TEXT_NAMES: Mapping[str, str] = {
+    _T.DELIVERED: "Delivered", _T.UNDELIVERED: "Undelivered",
+    _T.UNREACHABLE: "Undelivered", _T.FAILED: "Failed",
+}  # fmt: skip
+TEXT_STATUSES: frozenset[TextStatus] = TAKEN | {_T.FAILED}
+"""Text statuses whose applied events are engagement rows."""
+
+_C = CallStatus
+_VOICE_NAMES: Mapping[str, str] = {
+    _C.RINGING: "Ringing", _C.ANSWERED: "Answered", _C.NO_ANSWER: "Unanswered",
+    _C.HANGUP: "Hangup", _C.BUSY: "Busy", _C.FAILED: "Failed", _C.CANCELED: "Canceled",
+    _C.COMPLETED: "Completed",
+}  # fmt: skip
+VOICE_STATUSES: frozenset[CallStatus] = frozenset({_C.QUEUED, *map(CallStatus, _VOICE_NAMES)})
+"""Call statuses whose applied events are engagement rows (besides every result)."""
+_RESULTS = frozenset(r.value for r in VoiceResult) & set(VOICE)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngagementRow:
+    """One countable fact: an event of a text or call, a voice-link play, or an
+    engagement an automation made (an Activity of its source's channel)."""
+
+    channel: str  # "text" or "voice": the channel of ``item_id``
+    item_id: str  # the text or call (for an activity: the engagement it made)
+    at: datetime
+    kind: Kind = "event"
+    status: str | None = None
+    result: str | None = None  # a voice result: Human, Say, Prompt, Activity, ...
+    applied: bool = True
+    reason: str | None = None
+    campaign_id: str | None = None
+    sender: str | None = None
+    automation: str | None = None  # the rule named in the trigger
+    source_channel: str | None = None  # activity rows: the channel it counts under
+    taken: bool = False  # text events: the first that says the carrier took it (Sent)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsQuery:
+    """Which rows count: ``since <= at < until``, and the attributions asked for."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    campaign_id: str | None = None
+    sender: str | None = None
+    automation: str | None = None
+
+    def matches(self, row: EngagementRow) -> bool:
+        return (
+            (self.since is None or row.at >= self.since)
+            and (self.until is None or row.at < self.until)
+            and (self.campaign_id is None or row.campaign_id == self.campaign_id)
+            and (self.sender is None or row.sender == self.sender)
+            and (self.automation is None or row.automation == self.automation)
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Metrics:
+    """The counts of each channel (every name, in order) and the rates."""
+
+    voice: dict[str, int]
+    text: dict[str, int]
+    rates: dict[str, float | None]
+
+    def counts(self, channel: str) -> dict[str, int]:
+        return {"voice": self.voice, "text": self.text}[channel]
+
+
+# -- rows from histories (the in-memory store; SQLite does the same in SQL) -----------
+
+
+def parse_trigger(trigger: str | None) -> tuple[str | None, str | None]:
+    """``(rule, source id)`` of ``automation:<rule>:<source id>``; ``(None, None)`` for
+    any other trigger (a call's step, none)."""
+    if not trigger or not trigger.startswith(AUTOMATION):
+        return None, None
+    rule, colon, source = trigger.removeprefix(AUTOMATION).rpartition(":")
+    return (rule, source) if colon else (source, None)
+
+
+def source_channel(item_id: str) -> str | None:
+    return next((c for p, c in SOURCE_CHANNELS.items() if item_id.startswith(p)), None)
+
+
+def automation_range(rule: str | None) -> tuple[str, str]:
+    """``[low, high)`` of the triggers an automation writes (every automation when
+    ``rule`` is None), for an index range scan. A rule holding ``:`` also takes in
+    longer rules; :meth:`MetricsQuery.matches` keeps the exact one."""
+    low = AUTOMATION + (f"{rule}:" if rule is not None else "")
+    return low, low[:-1] + chr(ord(":") + 1)
+
+
+def text_rows(message: Message, events: Iterable[Event]) -> list[EngagementRow]:
+    """The rows of a text's history (in the order it was appended)."""
+    rows: list[EngagementRow] = []
+    taken = False
+    automation, _ = parse_trigger(message.trigger)
+    for e in events:
+        if not e.applied or e.status not in TEXT_STATUSES:
+            continue
+        first = e.status in TAKEN and not taken
+        taken = taken or first
+        rows.append(EngagementRow(
+            channel="text", item_id=message.id, at=e.at, status=e.status.value,
+            reason=e.reason, campaign_id=message.campaign_id, sender=message.sender,
+            automation=automation, taken=first,
+        ))  # fmt: skip
+    return rows
+
+
+def call_rows(call: Call, events: Iterable[CallEvent]) -> list[EngagementRow]:
+    """The rows of a call's history: its results and its applied, counted statuses."""
+    automation, _ = parse_trigger(call.trigger)
+    rows: list[EngagementRow] = []
+    for e in events:
+        if e.result is None and not (e.applied and e.status in VOICE_STATUSES):
+            continue
+        rows.append(EngagementRow(
+            channel="voice", item_id=call.id, at=e.at,
+            status=e.status.value if e.status is not None else None,
+            result=e.result.value if e.result is not None else None, applied=e.applied,
+            reason=e.reason, campaign_id=call.campaign_id, sender=call.sender,
+            automation=automation,
+        ))  # fmt: skip
+    return rows
+
+
+def play_row(
+    *, message_id: str, at: datetime, campaign_id: str | None, message: Message | None
+) -> EngagementRow:
+    """A play of a voice link carried by ``message_id`` (the link's campaign, else the
+    text's)."""
+    return EngagementRow(
+        channel="text", item_id=message_id, at=at, kind="play",
+        campaign_id=campaign_id or (message.campaign_id if message else None),
+        sender=message.sender if message else None,
+        automation=parse_trigger(message.trigger)[0] if message else None,
+    )  # fmt: skip
+
+
+def activity_row(
+    *,
+    channel: str,
+    item_id: str,
+    at: datetime,
+    trigger: str | None,
+    source_sender: str | None,
+    source_campaign: str | None,
+) -> EngagementRow | None:
+    """The Activity row of an engagement an automation made, or None when it was not
+    made by an automation (or its source is of no channel counted)."""
+    rule, source = parse_trigger(trigger)
+    counted = source_channel(source) if source else None
+    if rule is None or counted is None:
+        return None
+    return EngagementRow(
+        channel=channel, item_id=item_id, at=at, kind="activity",
+        campaign_id=source_campaign, sender=source_sender, automation=rule,
+        source_channel=counted,
+    )  # fmt: skip
+
+
+# -- counting ------------------------------------------------------------------------
+
+
+def counted(row: EngagementRow) -> Iterator[tuple[str, str]]:
+    """The ``(channel, name)`` counts one row adds to."""
+    if row.kind == "play":
+        yield row.channel, "Play"
+    elif row.kind == "activity":
+        if row.source_channel is not None and row.source_channel in NAMES:
+            yield row.source_channel, "Activity"
+    else:
+        yield from _event_counts(row)
+
+
+def _event_counts(row: EngagementRow) -> Iterator[tuple[str, str]]:
+    status = row.status if row.applied else None
+    if row.channel == "text":
+        if row.taken and status is not None:
+            yield "text", "Sent"
+        if name := _TEXT_NAMES.get(status or ""):
+            yield "text", name
+    elif row.channel == "voice":
+        if status == _C.QUEUED and row.reason == CallReason.ACCEPTED:
+            yield "voice", "Queued"
+        elif name := _VOICE_NAMES.get(status or ""):
+            yield "voice", name
+        if row.result in _RESULTS:
+            yield "voice", str(row.result)
+
+
+def compute(rows: Iterable[EngagementRow]) -> Metrics:
+    return _metrics(Counter(pair for row in rows for pair in counted(row)))
+
+
+def _metrics(tally: Mapping[tuple[str, str], int]) -> Metrics:
+    voice = {name: tally.get(("voice", name), 0) for name in VOICE}
+    text = {name: tally.get(("text", name), 0) for name in TEXT}
+    answered = voice["Answered"]
+    rates = {
+        "delivery_rate": _ratio(text["Delivered"], text["Sent"]),
+        "answer_rate": _ratio(answered, answered + voice["Unanswered"] + voice["Busy"]),
+    }
+    return Metrics(voice=voice, text=text, rates=rates)
+
+
+def _ratio(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+_KEYS = {
+    "campaign": attrgetter("campaign_id"),
+    "sender": attrgetter("sender"),
+    "automation": attrgetter("automation"),
+}
+
+
+def breakdown(rows: Iterable[EngagementRow], by: By) -> dict[str, Metrics]:
+    """The metrics of each campaign (sender, automation), sorted by key; rows without
+    one are under ``(none)``."""
+    key = _KEYS[by]
+    groups: dict[str, list[EngagementRow]] = {}
+    for row in rows:
+        groups.setdefault(key(row) or NO_KEY, []).append(row)
+    return {k: compute(groups[k]) for k in sorted(groups)}
+
+
+def series(rows: Iterable[EngagementRow], bucket: timedelta) -> list[tuple[datetime, Metrics]]:
+    """The metrics of each ``bucket`` (aligned on the Unix epoch, UTC) from the first
+    row's to the last row's, empty buckets included: points for a chart."""
+    if bucket <= timedelta(0):
+        raise InvalidInput("a series bucket must be longer than zero", field="bucket")
+    tallies: dict[int, Counter[tuple[str, str]]] = {}
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    for row in rows:
+        index = math.floor((row.at - epoch) / bucket)
+        tallies.setdefault(index, Counter()).update(counted(row))
+    if not tallies:
+        return []
+    empty: Counter[tuple[str, str]] = Counter()
+    return [
+        (epoch + i * bucket, _metrics(tallies.get(i, empty)))
+        for i in range(min(tallies), max(tallies) + 1)
+    ]
+
+
+# -- requests and answers ------------------------------------------------------------
+
+
+def parse_time(text: str, *, now: datetime, field: str) -> datetime:
+    """An ISO 8601 time (UTC when it names no offset) or a duration back from ``now``
+    (``24h``, ``7d``, ``1h30m``)."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        try:
+            return now - parse_duration(text, field=field)
+        except InvalidInput:
+            raise InvalidInput(
+                f"{field}: {text!r} is neither an ISO 8601 time (2026-03-14T09:00:00Z) nor "
+                "a duration back from now (e.g. 90m, 24h, 7d)",
+                field=field,
+            ) from None
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def request(
+    *,
+    now: datetime,
+    since: str | None = None,
+    until: str | None = None,
+    campaign: str | None = None,
+    sender: str | None = None,
+    automation: str | None = None,
+    by: str | None = None,
+    prefix: str = "",
+) -> tuple[MetricsQuery, By | None]:
+    """The query and breakdown a request asks for; a bad value raises InvalidInput
+    naming its field (``prefix`` + name: ``--since`` on the command line)."""
+    start = parse_time(since, now=now, field=f"{prefix}since") if since is not None else None
+    end = parse_time(until, now=now, field=f"{prefix}until") if until is not None else None
+    if start is not None and end is not None and end <= start:
+        raise InvalidInput(
+            f"{prefix}until ({end.isoformat()}) must be after {prefix}since ({start.isoformat()})",
+            field=f"{prefix}until",
+        )
+    if by is not None and by not in BY:
+        raise InvalidInput(f"{prefix}by: {by!r} is not one of {', '.join(BY)}", field=f"{prefix}by")
+    query = MetricsQuery(
+        since=start, until=end, campaign_id=campaign, sender=sender, automation=automation
+    )
+    return query, by
+
+
+def to_json(metrics: Metrics) -> dict[str, Any]:
+    """``{"voice": {...}, "text": {...}, "rates": {...}}``: every name of each channel,
+    in order."""
+    return {
+        **{channel: dict(metrics.counts(channel)) for channel in CHANNELS},
+        "rates": dict(metrics.rates),
+    }
+
+
+def report(rows: Sequence[EngagementRow], by: By | None = None) -> dict[str, Any]:
+    """The answer of the ``metrics`` command: the totals, and with ``by`` the
+    ``breakdown`` (one object per key)."""
+    answer = to_json(compute(rows))
+    if by is not None:
+        answer["by"] = by
+        answer["breakdown"] = {k: to_json(m) for k, m in breakdown(rows, by).items()}
+    return answer
+
+
+def csv_rows(answer: Mapping[str, Any]) -> list[list[str]]:
+    """A ``metrics`` answer as CSV rows with a header: ``channel,name,count``, or with
+    a breakdown ``key,channel,name,count``."""
+    if "breakdown" in answer:
+        header = ["key", "channel", "name", "count"]
+        groups: Mapping[str, Mapping[str, Any]] = answer["breakdown"]
+        return [header] + [[key, *row] for key, part in groups.items() for row in _counts(part)]
+    return [["channel", "name", "count"], *_counts(answer)]
+
+
+def _counts(answer: Mapping[str, Any]) -> list[list[str]]:
+    return [
+        [channel, name, str(count)]
+        for channel in CHANNELS
+        for name, count in answer[channel].items()
+    ]

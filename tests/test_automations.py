@@ -1,0 +1,241 @@
+"""Automations: rules checked up front, and fired through the service on a fake clock
+exactly once per result, after their delay, to the same contact, with the trigger the
+metrics count as Activity."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.automations import Observed, Rule, load_rules, matches
+from dispatcher.calls import CallStatus
+from dispatcher.channels.simulator import Simulator
+from dispatcher.clock import FakeClock
+from dispatcher.config import AutomationsConfig, SimulatorConfig
+from dispatcher.errors import ConfigError
+from dispatcher.model import Message, TextStatus
+from dispatcher.service import Dispatcher, TextRequest
+from dispatcher.store.memory import MemoryStore
+from dispatcher.store.sqlite import SQLiteStore
+from tests.helpers import wait_for
+from tests.test_calls import CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
+from tests.test_scheduler import advance_until
+
+RULES = """
+[[automation]]
+name = "call-when-delivered"
+on = "text.delivered"
+delay = "30s"
+do = "call"
+script = "reminder"
+
+[[automation]]
+name = "text-after-voicemail"
+on = "call.machine"
+do = "text"
+body = "We left you a voicemail."
+
+[[automation]]
+name = "thanks-for-pressing-1"
+on = "call.prompt"
+when = { digits = "1" }
+do = "text"
+body = "Thanks for confirming."
+"""
+ASK = [{"gather": "Press 1 to confirm.", "digits": 1}, {"say": "Goodbye."}]
+# Every receipt also arrives late and twice: a rule still fires once per result.
+REPEATING = dataclasses.replace(CARRIER, reorder_rate=1.0)
+
+
+@asynccontextmanager
+async def running(
+    home: Path,
+    rules: str = RULES,
+    *,
+    store: MemoryStore | SQLiteStore | None = None,
+    clock: FakeClock | None = None,
+) -> AsyncIterator[Harness]:
+    path = home / "automations.toml"
+    path.write_text(rules)
+    clock = clock or FakeClock()
+    config = dataclasses.replace(
+        config_for(home, simulator=REPEATING),
+        automations=AutomationsConfig(file=str(path)),
+    )
+    channel = Simulator(config=REPEATING, log_path=config.simulator_log, clock=clock)
+    service = Dispatcher(config, store=store or MemoryStore(), channel=channel, clock=clock)
+    async with service:
+        yield Harness(service=service, clock=clock, simulator=channel)
+
+
+async def text(h: Harness, to: str) -> Message:
+    return (await h.service.submit(TextRequest(sender=SENDER, recipient=to, body="Hi"))).message
+
+
+async def status_of(h: Harness, message_id: str) -> TextStatus:
+    return (await h.service.message(message_id)).message.status
+
+
+async def test_a_delivered_text_places_one_call_after_the_delay(tmp_path: Path) -> None:
+    async with running(tmp_path) as h:
+        sent = await text(h, "+16505550100")
+
+        async def delivered() -> bool:
+            return await status_of(h, sent.id) is TextStatus.DELIVERED
+
+        await advance_until(h.clock, delivered)
+        at_delivery = h.clock.now().wall
+        await h.clock.advance(20)
+        assert await h.service.find_calls("+16505550100") == []  # the delay is 30 s
+
+        async def called() -> bool:
+            return bool(await h.service.find_calls("+16505550100"))
+
+        await advance_until(h.clock, called)
+        assert h.clock.now().wall - at_delivery >= timedelta(seconds=30)
+        await h.clock.advance(60)  # the repeated receipts have all come
+        [call] = await h.service.find_calls("+16505550100")
+    assert call.trigger == f"automation:call-when-delivered:{sent.id}"
+    assert call.script_name == "reminder"
+    assert call.sender == SENDER
+
+
+async def test_call_results_trigger_texts_once(tmp_path: Path) -> None:
+    rules = RULES.replace('delay = "30s"\n', "")
+    async with running(tmp_path, rules) as h:
+        machine = await h.call(MACHINE, [{"voicemail_drop": "Call us."}, {"say": "Hi"}])
+        pressed = await h.call(PRESSES_1, ASK)
+        await h.until_ended(machine, pressed)
+
+        async def texted() -> bool:
+            found = [await h.service.find(n) for n in (MACHINE, PRESSES_1)]
+            return all(found)
+
+        await advance_until(h.clock, texted)
+        await h.clock.advance(30)
+        machine_texts = await h.service.find(MACHINE)
+        pressed_texts = await h.service.find(PRESSES_1)
+    assert [m.body for m in machine_texts] == ["We left you a voicemail."]
+    assert [m.body for m in pressed_texts] == ["Thanks for confirming."]
+    assert machine_texts[0].trigger == f"automation:text-after-voicemail:{machine.id}"
+
+
+async def test_a_run_due_at_a_restart_fires_once_after_it(tmp_path: Path) -> None:
+    store_path = tmp_path / "d.db"
+    clock = FakeClock()
+    async with running(tmp_path, store=SQLiteStore(store_path), clock=clock) as h:
+        sent = await text(h, "+16505550101")
+
+        async def delivered() -> bool:
+            return await status_of(h, sent.id) is TextStatus.DELIVERED
+
+        await advance_until(h.clock, delivered)
+        await h.clock.advance(1)  # the run is stored, due in 30 s; the service stops
+        assert await h.service.find_calls("+16505550101") == []
+    async with running(tmp_path, store=SQLiteStore(store_path), clock=clock) as h:
+
+        async def called() -> bool:
+            return bool(await h.service.find_calls("+16505550101"))
+
+        await advance_until(h.clock, called)
+
+        async def recorded() -> bool:
+            return [r.state for r in await h.service.store.list_runs(10)] == ["done"]
+
+        await wait_for(recorded, what="the run to be recorded as done")
+        await h.clock.advance(60)
+        calls = await h.service.find_calls("+16505550101")
+        runs = await h.service.store.list_runs(10)
+    assert len(calls) == 1
+    assert [(r.rule, r.state, r.engagement_id) for r in runs] == [
+        ("call-when-delivered", "done", calls[0].id)
+    ]
+
+
+def observed(result: str, **fields: str | None) -> Observed:
+    base: dict[str, str | None] = {"source_id": "msg_1", "contact": "+16505550100",
+                                   "sender": SENDER, "campaign_id": "cmp_1"}  # fmt: skip
+    return Observed(result=result, at=datetime(2026, 1, 5, tzinfo=UTC), **{**base, **fields})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("when", "seen", "fires"),
+    [
+        ({}, observed("text.delivered"), True),
+        ({}, observed("text.sent"), False),
+        ({"campaign": "cmp_1"}, observed("text.delivered"), True),
+        ({"campaign": "spring"}, observed("text.delivered", campaign_name="spring"), True),
+        ({"campaign": "cmp_2"}, observed("text.delivered"), False),
+        ({"from": SENDER}, observed("text.delivered"), True),
+        ({"from": "+14155550199"}, observed("text.delivered"), False),
+    ],
+)
+def test_filters(when: dict[str, str], seen: Observed, fires: bool) -> None:
+    rule = Rule(name="r", on="text.delivered", do="text", body="x", when=when)
+    assert matches(rule, seen) is fires
+
+
+def test_digits_pick_a_prompts_answer() -> None:
+    rule = Rule(name="r", on="call.prompt", do="text", body="x", when={"digits": "1"})
+    assert matches(rule, observed("call.prompt", detail="1"))
+    assert not matches(rule, observed("call.prompt", detail="2"))
+
+
+@pytest.mark.parametrize(
+    ("toml", "says"),
+    [
+        ('[[automation]]\nname = "a"\non = "text.opened"\ndo = "text"\nbody = "x"\n',
+         "automation 1: on: 'text.opened' is not a result"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "call"\nscript = "nope"\n',
+         "automation 1: script: no call script is named 'nope'"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "fax"\n',
+         "automation 1: do: must be \"text\" or \"call\""),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\n',
+         "automation 1: body: a text automation needs its body"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "x"\ncolour = 1\n',
+         "automation 1: colour: unknown key"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "x"\n'
+         'delay = "soon"\n', "automation 1: delay:"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "x"\n'
+         'when = { digits = "1" }\n', "digits only filter call.prompt"),
+        ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "x"\n'
+         '[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "y"\n',
+         "two automations are named 'a'"),
+        ("[automation\n", "not valid TOML"),
+    ],
+)  # fmt: skip
+def test_a_bad_rule_names_the_rule_and_key(tmp_path: Path, toml: str, says: str) -> None:
+    path = tmp_path / "automations.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace("'", "'")) as info:
+        load_rules(path, scripts={"reminder"})
+    assert str(path) in str(info.value)
+
+
+def test_the_shipped_automations_file_loads() -> None:
+    shipped = Path(__file__).resolve().parent.parent / "config" / "automations.toml"
+    rules = load_rules(shipped, scripts={"reminder"})
+    assert [r.name for r in rules] == ["call-when-delivered", "text-after-voicemail"]
+
+
+def test_the_service_refuses_to_start_on_a_bad_automations_file(tmp_path: Path) -> None:
+    path = tmp_path / "automations.toml"
+    path.write_text('[[automation]]\nname = "a"\non = "nope"\n')
+    config = dataclasses.replace(
+        config_for(tmp_path), automations=AutomationsConfig(file=str(path))
+    )
+    with pytest.raises(ConfigError, match="automation 1: on"):
+        Dispatcher(config, store=MemoryStore(), channel=Simulator(config=SimulatorConfig()))
+
+
+def test_call_statuses_have_results() -> None:
+    from dispatcher.automations import CALL_RESULTS  # noqa: PLC0415
+
+    assert {CALL_RESULTS[s] for s in (CallStatus.BUSY, CallStatus.NO_ANSWER)} == {
+        "call.busy", "call.no_answer",
+    }  # fmt: skip
