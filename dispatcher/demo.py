@@ -21,7 +21,7 @@ import json
 import secrets
 import socket
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -29,9 +29,12 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dispatcher.calls import CALL_TERMINAL, CallStatus
-from dispatcher.config import Config, HttpConfig, SimulatorConfig, StoreConfig
+from dispatcher.calls import CALL_TERMINAL, Call, CallStatus
+from dispatcher.campaign_desk import CampaignSpec
+from dispatcher.campaigns import Campaign, CampaignState, ContactState
+from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
 from dispatcher.control.server import ControlServer
+from dispatcher.metrics import Metrics
 from dispatcher.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.scripts import parse_scripts
 from dispatcher.service import CallView, Dispatcher, StatusView, TextRequest
@@ -59,14 +62,38 @@ REMINDER = [
 that branches, and a text with the details (an activity) for those who confirm."""
 
 CALLS = [
-    ("+15550200001", "answers, presses 1: confirmed, gets a text"),
-    ("+15550200002", "answering machine: voicemail drop"),
-    ("+15550200003", "line busy"),
-    ("+15550200004", "no answer"),
-    ("+15550200005", "hangs up during the reminder"),
-    ("+15550200006", "answers, presses nothing"),
+    ("+15550200004", "placed through the API: no answer"),
+    ("+15550200005", "placed through the API: hangs up during the reminder"),
 ]
 CALLER = "+15550000100"
+CONTACTS = Path(__file__).resolve().parent.parent / "examples" / "contacts.csv"
+CAMPAIGN = "Appointment reminders"
+POOL = ("+15550000201", "+15550000202")
+TEMPLATE = ("Hi {first_name}, this is Acme Dental: your appointment is on {appointment}. "
+            "Reply STOP to opt out.")  # fmt: skip
+AUTOMATIONS = f"""
+[[automation]]
+name = "call-when-delivered"
+on = "text.delivered"
+when = {{ campaign = "{CAMPAIGN}" }}
+do = "call"
+script = "reminder"
+
+[[automation]]
+name = "text-after-voicemail"
+on = "call.machine"
+do = "text"
+body = "We left you a voicemail about your appointment. Reply STOP to opt out."
+"""
+CONTACT_NOTES = {
+    "+15550300001": "delivered; the call: presses 1, confirmed, gets a text",
+    "+15550300003": "delivered; the call: an answering machine, voicemail, then a text",
+    "+15550300005": "delivered; the call: line busy",
+    "+15550166666": "on the Do Not Text list: suppressed",
+    "+15550300009": "outside its send window (its time zone): held",
+    "+15550190014": "the carrier will not deliver: no call",
+    "+15550180015": "handset unreachable: no call",
+}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -109,17 +136,31 @@ def demo_config(base: Config, home: Path) -> Config:
         unreachable=[UNREACHABLE],
         not_in_service=[NOT_IN_SERVICE],
         reorder_rate=0.2,
-        machine=["+15550200002"],
-        busy=["+15550200003"],
+        machine=["+15550300003"],
+        busy=["+15550300005"],
         no_answer=["+15550200004"],
         hangs_up=["+15550200005"],
-        gather_input={"+15550200001": "1"},
+        gather_input={"+15550300001": "1"},
     )
+    rules = home / "automations.toml"
+    home.mkdir(parents=True, exist_ok=True)
+    rules.write_text(AUTOMATIONS, encoding="utf-8")
     return dataclasses.replace(
         base, home=home, simulator=simulator, store=StoreConfig(),
         scripts=parse_scripts({"reminder": REMINDER}, where="demo"),
         http=HttpConfig(listen=f"127.0.0.1:{_free_port()}"),
+        # The contacts' time zone when their number has none (the demo's 555 numbers).
+        campaigns=dataclasses.replace(base.campaigns, default_time_zone="UTC"),
+        automations=AutomationsConfig(file=str(rules)),
     )  # fmt: skip
+
+
+def demo_window(now: datetime) -> str:
+    """A send window open now in UTC (the demo contacts' zone) for six hours, so the demo
+    runs at any hour; the contact 14 hours ahead (Pacific/Kiritimati) is outside it."""
+    start = (now - timedelta(hours=1)).astimezone(UTC)
+    end = (now + timedelta(hours=6)).astimezone(UTC)
+    return f"{start:%H:%M}-{end:%H:%M}"
 
 
 def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
@@ -148,20 +189,26 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         for item in planned:
             submission = await dispatcher.submit(item.request)
             notes[submission.message.id] = item.note
+        campaign = await _campaign(dispatcher, console)
         call_notes = await _automation_calls(config.http.base_url, token)
-        total = len(planned) + len(call_notes)
+        total = len(planned) + len(call_notes) + campaign.accepted
         with Live(console=console, refresh_per_second=4, transient=True) as live:
             while True:
                 view = await dispatcher.status()
                 live.update(_progress(view, total))
-                if _settled(view):
+                if _settled(view) and await _campaign_settled(dispatcher, campaign.id):
                     break
                 await asyncio.sleep(0.25)
         messages = [(await dispatcher.message(mid)).message for mid in notes]
-        calls = [await dispatcher.call(cid) for cid in call_notes]
+        calls = [await dispatcher.call(c.id) for c in await _all_calls(dispatcher)]
+        call_notes.update(await _call_notes(dispatcher, calls))
+        contacts = await _campaign_table(dispatcher, campaign.id)
+        totals = await dispatcher.metrics()
     console.print(_final_table(messages, notes))
     console.print(_counts_table(messages))
+    console.print(contacts)
     console.print(_calls_table(calls, call_notes))
+    console.print(_metrics_table(totals))
     gaps = _gaps(config.simulator_log)
     call_gaps = _gaps(config.simulator_log.with_name("simulator-calls.jsonl"))
     console.print(_gaps_table(gaps))
@@ -187,6 +234,80 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         style="dim",
     )
     return 0 if ok else 1
+
+
+async def _campaign(dispatcher: Dispatcher, console: Console) -> Campaign:
+    """The campaign from examples/contacts.csv, imported and running."""
+    now = dispatcher.clock.now().wall
+    window = demo_window(now)
+    created = await dispatcher.campaigns.create(CampaignSpec(
+        name=CAMPAIGN, contacts=CONTACTS, template=TEMPLATE, senders=POOL,
+        send_window=window, tz_column="tz",
+    ))  # fmt: skip
+    while (view := await dispatcher.campaigns.view(created.id)).campaign.state is (  # noqa: ASYNC110 - as an operator would: by asking
+        CampaignState.IMPORTING
+    ):
+        await asyncio.sleep(0.05)
+    c = view.campaign
+    console.print(
+        f"Campaign [bold]{c.name}[/] from {CONTACTS.name}: {c.accepted} contacts accepted, "
+        f"{c.rejected} rejected (see {c.reject_file}), {c.duplicates} duplicate, "
+        f"{c.suppressed} on the Do Not Text list; {c.segments} segments; window {window} "
+        "in each contact's time"
+    )
+    return c
+
+
+async def _campaign_settled(dispatcher: Dispatcher, campaign_id: str) -> bool:
+    """Every contact sent or held (outside its window), and every automation run."""
+    view = await dispatcher.campaigns.view(campaign_id)
+    queued = view.contacts.get(ContactState.QUEUED, 0)
+    due = await dispatcher.store.due_runs(dispatcher.clock.now().wall + timedelta(days=1), 1)
+    return view.campaign.state is not CampaignState.IMPORTING and not queued and not due
+
+
+async def _all_calls(dispatcher: Dispatcher) -> list[Call]:
+    return await dispatcher.store.calls_in_status(list(CallStatus), 1000)
+
+
+async def _call_notes(dispatcher: Dispatcher, calls: list[CallView]) -> dict[str, str]:
+    notes: dict[str, str] = {}
+    for view in calls:
+        if view.call.trigger and view.call.trigger.startswith("automation:"):
+            notes[view.call.id] = "automation: the campaign's text was delivered"
+    return notes
+
+
+async def _campaign_table(dispatcher: Dispatcher, campaign_id: str) -> Table:
+    view = await dispatcher.campaigns.view(campaign_id)
+    table = Table(title=f"Campaign {view.campaign.name}: contacts")
+    for column in ("line", "contact", "from", "state", "text status", "what it shows"):
+        table.add_column(column)
+    states = [ContactState.SENT, ContactState.PENDING, ContactState.QUEUED,
+              ContactState.EXPIRED, ContactState.CANCELED]  # fmt: skip
+    for contact in await dispatcher.store.contacts_in(campaign_id, states, 1000):
+        status = "-"
+        if contact.message_id and (m := await dispatcher.store.get(contact.message_id)):
+            status = m.status.value
+        note = CONTACT_NOTES.get(contact.phone, "delivered; the call: answers" if status ==
+                                 "Delivered" else "")  # fmt: skip
+        table.add_row(str(contact.line), contact.phone, contact.sender, contact.state.value,
+                      status, note)  # fmt: skip
+    return table
+
+
+def _metrics_table(totals: Metrics) -> Table:
+    table = Table(title="Engagement metrics (dispatcher metrics)")
+    table.add_column("channel")
+    table.add_column("result")
+    table.add_column("count", justify="right")
+    for channel, counts in (("text", totals.text), ("voice", totals.voice)):
+        for name, count in counts.items():
+            if count:
+                table.add_row(channel, name, str(count))
+    for name, rate in totals.rates.items():
+        table.add_row("", name.replace("_", " "), "-" if rate is None else f"{rate:.0%}")
+    return table
 
 
 async def _automation_calls(base_url: str, token: str) -> dict[str, str]:
@@ -244,7 +365,7 @@ def _final_table(messages: list[Message], notes: dict[str, str]) -> Table:
 
 
 def _calls_table(views: list[CallView], notes: dict[str, str]) -> Table:
-    table = Table(title="Calls an automation placed through the API (script: reminder)")
+    table = Table(title="Calls (script: reminder), placed by automations")
     for column in ("to", "status", "answered by", "steps it ran", "what it shows"):
         table.add_column(column, no_wrap=column in ("to", "status"))
     for view in views:

@@ -28,6 +28,7 @@ from dispatcher.config import Config
 from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.lifecycle import Resource
+from dispatcher.metrics import Metrics, MetricsQuery, compute
 from dispatcher.model import (
     TERMINAL,
     WAITING,
@@ -755,6 +756,13 @@ class Dispatcher(Resource):
 
     async def dnt_list(self, limit: int = 1000) -> list[DntEntry]:
         return await self.store.dnt_list(limit)
+
+    # -- engagement metrics ----------------------------------------------------------
+    async def metrics(self, query: MetricsQuery | None = None) -> Metrics:
+        """The result counts by channel (see :mod:`dispatcher.metrics`), counted in a
+        worker thread: a large history must not hold up the sends."""
+        rows = await self.store.engagement(query or MetricsQuery())
+        return await asyncio.to_thread(compute, rows)
 
     # -- calls -----------------------------------------------------------------------
     async def submit_call(self, request: CallRequest) -> CallSubmission:

@@ -546,11 +546,12 @@ async def test_a_bad_script_file_exits_2_and_says_why(
 async def test_the_demo_texts_and_has_an_automation_place_calls(home: Path) -> None:
     run = await dispatcher(home, "demo", "--numbers", "1", "--texts", "4")
     assert run.code == 0, run.err + run.out
-    shown = ["Final status of every text", "Calls an automation placed", "Voicemail",
-             "Prompt", "Busy", "No answer", "Hangup", "every number kept at least 1.000 s",
+    shown = ["Final status of every text", "Campaign Appointment reminders", "held",
+             "Calls (script: reminder)", "Voicemail", "Prompt", "Busy", "No answer", "Hangup",
+             "Engagement metrics", "delivery rate", "every number kept at least 1.000 s",
              "Calls placed: minimum gap"]  # fmt: skip
     assert [s for s in shown if s not in run.out] == []
-    assert _calls_placed(home) == 6
+    assert _calls_placed(home) == 9  # 7 for the campaign's delivered texts, 2 by the API
 
 
 def _calls_placed(home: Path) -> int:
