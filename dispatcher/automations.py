@@ -28,6 +28,7 @@ the metrics count it as Activity on the channel whose result triggered it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import tomllib
@@ -40,7 +41,7 @@ from typing import Any, Protocol
 from dispatcher.calls import CallStatus, VoiceResult
 from dispatcher.clock import Clock
 from dispatcher.config import parse_duration
-from dispatcher.errors import ConfigError, DispatcherError, InvalidInput
+from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.model import Lane, TextStatus, check_body
 from dispatcher.numbers import e164
 
@@ -160,7 +161,7 @@ def parse_rule(  # noqa: PLR0912 - one check per key
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise bad("name", "a name is a letter then letters, digits, _ or -")
     on = item.get("on")
-    if on not in RESULTS:
+    if not isinstance(on, str) or on not in RESULTS:
         raise bad("on", f"{on!r} is not a result; use one of {', '.join(sorted(RESULTS))}")
     when = item.get("when", {})
     if not isinstance(when, dict) or not all(isinstance(v, str) for v in when.values()):
@@ -172,6 +173,8 @@ def parse_rule(  # noqa: PLR0912 - one check per key
     if "digits" in when and on != "call.prompt":
         raise bad("when", "digits only filter call.prompt")
     delay = timedelta(0)
+    if "delay" in item and not isinstance(item["delay"], str):
+        raise bad("delay", "a duration such as 30s, 10m or 1h")
     if "delay" in item:
         try:
             delay = parse_duration(str(item["delay"]), field="delay")
@@ -179,6 +182,8 @@ def parse_rule(  # noqa: PLR0912 - one check per key
             raise bad("delay", str(exc)) from None
     do = item.get("do")
     sender = item.get("from")
+    if sender is not None and not isinstance(sender, str):
+        raise bad("from", "an E.164 number like +14155550123")
     try:
         sender = e164(sender, field="from") if sender is not None else None
         if "from" in when:
@@ -196,7 +201,7 @@ def parse_rule(  # noqa: PLR0912 - one check per key
         return Rule(name=name, on=on, do=do, delay=delay, body=body, sender=sender, when=when)
     if do == "call":
         script = item.get("script")
-        if script not in scripts:
+        if not isinstance(script, str) or script not in scripts:
             raise bad("script", f"no call script is named {script!r} (known: "
                       f"{', '.join(sorted(scripts)) or 'none are configured'})")  # fmt: skip
         return Rule(name=name, on=on, do=do, delay=delay, script=str(script), sender=sender,
@@ -215,14 +220,33 @@ class RunStore(Protocol):
 
     async def list_runs(self, limit: int) -> list[Run]: ...
 
+    async def add_rule(self, name: str, rule: str, at: datetime) -> None:
+        """Keep a rule added through the API (its JSON)."""
+        ...
+
+    async def delete_rule(self, name: str) -> None: ...
+
+    async def stored_rules(self) -> list[tuple[str, str]]:
+        """The rules added through the API: (name, JSON), oldest first."""
+        ...
+
 
 class Engine:
     """Matches results against the rules, stores a run per match, and runs it when due."""
 
     def __init__(
-        self, rules: Sequence[Rule], *, store: RunStore, clock: Clock, service: Any
+        self,
+        rules: Sequence[Rule],
+        *,
+        store: RunStore,
+        clock: Clock,
+        service: Any,
+        scripts: Collection[str] = (),
     ) -> None:
         self.rules = list(rules)
+        self.from_file = {rule.name for rule in rules}
+        self._scripts = scripts
+        self._lock = asyncio.Lock()
         self._store = store
         self._clock = clock
         self._service = service
@@ -232,8 +256,47 @@ class Engine:
 
     def observe(self, seen: Observed) -> None:
         """A result happened (called from the send path: cheap and never blocks)."""
-        if self.rules and any(rule.on == seen.result for rule in self.rules):
+        if any(rule.on == seen.result for rule in self.rules):
             self._seen.put_nowait(seen)
+
+    async def load(self) -> None:
+        """Add the rules kept from the API to the file's (a stored rule that is no longer
+        valid, e.g. its script is gone, is logged and left out)."""
+        for name, raw in await self._store.stored_rules():
+            try:
+                rule = parse_rule(json.loads(raw), 0, scripts=self._scripts, where="api")
+            except (ConfigError, ValueError) as exc:
+                log.warning("automation.stored_rule_invalid", extra={"rule": name, "error": exc})
+                continue
+            if rule.name not in {r.name for r in self.rules}:
+                self.rules.append(rule)
+
+    async def add(self, raw: object) -> Rule:
+        """A rule added through the API: checked like the file's, kept in the store."""
+        if not isinstance(raw, dict):
+            raise InvalidInput('a rule is a JSON object like {"name": ..., "on": ...}')
+        try:
+            rule = parse_rule(raw, 0, scripts=self._scripts, where="the rule")
+        except ConfigError as exc:
+            field = (exc.field or "").removeprefix("automation[0].")
+            raise InvalidInput(str(exc).replace("automation 1: ", ""), field=field) from None
+        async with self._lock:
+            if rule.name in {r.name for r in self.rules}:
+                raise Conflict(f"an automation is already named {rule.name!r}")
+            await self._store.add_rule(rule.name, json.dumps(raw), self._clock.now().wall)
+            self.rules.append(rule)
+        log.info("automation.added", extra={"rule": rule.name})
+        return rule
+
+    async def remove(self, name: str) -> None:
+        async with self._lock:
+            if name in self.from_file:
+                raise Conflict(f"automation {name!r} is in the automations file; edit the file")
+            if name not in {r.name for r in self.rules}:
+                raise NotFound(f"no automation is named {name!r}")
+            await self._store.delete_rule(name)
+            self.rules = [r for r in self.rules if r.name != name]
+        log.info("automation.removed", extra={"rule": name})
 
     async def run(self) -> None:
         """Store matches as they come and run the due ones, until stopped."""
@@ -247,8 +310,8 @@ class Engine:
         self._wake.set()
 
     async def _matcher(self) -> None:
-        by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
         while (seen := await self._seen.get()) is not None:
+            by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
             if by_campaign and seen.campaign_id and seen.campaign_name is None:
                 campaign = await self._service.store.get_campaign(seen.campaign_id)
                 if campaign is not None:  # a rule may name its campaign rather than its id

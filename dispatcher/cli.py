@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher import campaign_cli, logs, metrics, runtime
+from dispatcher import campaign_cli, logs, metrics, report, runtime
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
 from dispatcher.control.server import ControlServer
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _call_parser(sub)
     _metrics_parser(sub)
+    _report_parser(sub)
     campaign_cli.add_parser(sub)
 
     dnt = sub.add_parser("dnt", help="the Do Not Text list")
@@ -141,6 +142,23 @@ def _metrics_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--csv", action="store_true", help="print CSV rows")
+
+
+def _report_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "report", help="write an HTML page of the engagement metrics: charts and their numbers"
+    )
+    parser.add_argument("--out", required=True, metavar="FILE.html", help="the page to write")
+    parser.add_argument("--campaign", help="only this campaign's texts and calls")
+    when = "an ISO 8601 time, or a duration back from now (24h, 7d)"
+    parser.add_argument("--since", help=f"from this time: {when}")
+    parser.add_argument("--until", help=f"up to (not including) this time: {when}")
+    parser.add_argument(
+        "--bucket",
+        choices=list(report.BUCKETS),
+        help="the step of the charts over time (default: hour when the events span up to "
+        "7 days, else day)",
+    )
 
 
 def _json_flag(parser: argparse.ArgumentParser) -> None:
@@ -237,6 +255,8 @@ async def _client_command(config: Config, args: argparse.Namespace) -> int:
         return await _call(sock, args)
     if command == "metrics":
         return await _metrics(sock, args)
+    if command == "report":
+        return await _report(sock, args)
     if command == "campaign":
         return await campaign_cli.run(sock, args)
     if command == "send":
@@ -420,6 +440,35 @@ async def _metrics(sock: Path, args: argparse.Namespace) -> int:
     else:
         _out(args, result, _show_metrics)
     return 0
+
+
+async def _report(sock: Path, args: argparse.Namespace) -> int:
+    """Writes the page, and prints its absolute path."""
+    asked = {name: getattr(args, name) for name in ("since", "until", "campaign")}
+    metrics.request(now=datetime.now(UTC), prefix="--", **asked)  # bad input says so first
+    out = _report_path(args.out)
+    data = await call(sock, "report_data", bucket=args.bucket, **asked)
+    _write_report(out, report.render(data))
+    print(out)
+    return 0
+
+
+def _report_path(text: str) -> Path:
+    """The absolute path of ``--out``, refused early when it cannot be a file."""
+    out = Path(text).expanduser().resolve()
+    if out.is_dir() or not out.parent.is_dir():
+        where = "is a folder" if out.is_dir() else f"has no folder {out.parent}"
+        raise InvalidInput(f"--out: cannot write {out}: it {where}", field="--out")
+    return out
+
+
+def _write_report(out: Path, page: str) -> None:
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as exc:
+        raise InvalidInput(
+            f"--out: cannot write {out}: {exc.strerror or exc}", field="--out"
+        ) from exc
 
 
 def _show_metrics(result: dict[str, Any]) -> None:

@@ -164,7 +164,9 @@ class Dispatcher(Resource):
         rules = []
         if config.automations.file:
             rules = load_rules(Path(config.automations.file), scripts=config.scripts)
-        self.automations = Engine(rules, store=store, clock=self.clock, service=self)
+        self.automations = Engine(
+            rules, store=store, clock=self.clock, service=self, scripts=config.scripts
+        )
         self.calls.observe = self.automations.observe
 
     @classmethod
@@ -192,6 +194,7 @@ class Dispatcher(Resource):
         self.channel.on_receipt(self._receipts.put_nowait)
         await self._recover()
         await self.calls.recover()
+        await self.automations.load()
         # The task group is exited by hand, without the body's exception, so an error
         # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
         self._group = asyncio.TaskGroup()

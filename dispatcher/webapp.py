@@ -41,6 +41,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from dispatcher.automations import RESULTS, Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
 from dispatcher.control.protocol import call_view_json, event_json
@@ -112,6 +113,9 @@ class WebApp:
         app.router.add_post("/twilio/call-status/{call_id}", self.call_status)
         app.router.add_post("/v1/calls", self.submit_call)
         app.router.add_get("/v1/calls/{call_id}", self.get_call)
+        app.router.add_get("/v1/automations", self.automations)
+        app.router.add_post("/v1/automations", self.add_automation)
+        app.router.add_delete("/v1/automations/{name}", self.remove_automation)
         app.router.add_get("/v1/openapi.json", self.openapi)
         return app
 
@@ -298,8 +302,42 @@ class WebApp:
             }
         )
 
+    async def automations(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        engine = self._dispatcher.automations
+        runs = await self._dispatcher.store.list_runs(50)
+        return web.json_response({
+            "automations": [rule_json(r, "file" if r.name in engine.from_file else "api")
+                            for r in engine.rules],
+            "runs": [{"rule": r.rule, "source_id": r.source_id, "result": r.result,
+                      "due_at": r.due_at.isoformat(), "state": r.state,
+                      "engagement_id": r.engagement_id, "detail": r.detail} for r in runs],
+        })  # fmt: skip
+
+    async def add_automation(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        try:
+            body = await request.json()
+        except ValueError as exc:
+            raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+        rule = await self._dispatcher.automations.add(body)
+        return web.json_response(rule_json(rule, "api"), status=201)
+
+    async def remove_automation(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        await self._dispatcher.automations.remove(request.match_info["name"])
+        return web.Response(status=204)
+
     async def openapi(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(OPENAPI)
+
+
+def rule_json(rule: Rule, source: str) -> dict[str, Any]:
+    return {
+        "name": rule.name, "on": rule.on, "do": rule.do,
+        "delay_seconds": rule.delay.total_seconds(), "when": dict(rule.when or {}),
+        "script": rule.script, "body": rule.body, "from": rule.sender, "source": source,
+    }  # fmt: skip
 
 
 class HttpServer(Resource):
@@ -379,6 +417,25 @@ OPENAPI: dict[str, Any] = {
                     "priority": {"type": "string", "enum": ["automation", "bulk"]},
                 },
             },
+            "NewAutomation": {
+                "type": "object",
+                "required": ["name", "on", "do"],
+                "additionalProperties": False,
+                "properties": {
+                    "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$"},
+                    "on": {"type": "string", "enum": sorted(RESULTS)},
+                    "when": {"type": "object", "additionalProperties": False, "properties": {
+                        "campaign": {"type": "string"}, "from": _NUMBER,
+                        "digits": {"type": "string"}}},
+                    "delay": {"type": "string", "example": "10m"},
+                    "do": {"type": "string", "enum": ["text", "call"]},
+                    "script": {"type": "string"},
+                    "body": {"type": "string", "minLength": 1, "maxLength": 1600},
+                    "from": _NUMBER,
+                },
+                "example": {"name": "call-when-delivered", "on": "text.delivered",
+                            "do": "text", "body": "Thanks!"},
+            },
             "NewText": {
                 "type": "object",
                 "required": ["from", "to", "body"],
@@ -437,6 +494,40 @@ OPENAPI: dict[str, Any] = {
                             "content": _JSON_ERROR},
                 },
             }
+        },
+        "/v1/automations": {
+            "get": {
+                "summary": "The automations (from the file and the API) and recent runs",
+                "responses": {"200": {"description": "the rules and runs"},
+                              "401": _UNAUTHORISED},
+            },
+            "post": {
+                "summary": "Add an automation: on a result, after a delay, an engagement",
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/NewAutomation"}}}},
+                "responses": {
+                    "201": {"description": "added"},
+                    "400": {"description": "invalid (the error names the key)",
+                            "content": _JSON_ERROR},
+                    "401": _UNAUTHORISED,
+                    "409": {"description": "an automation has that name",
+                            "content": _JSON_ERROR},
+                },
+            },
+        },
+        "/v1/automations/{name}": {
+            "delete": {
+                "summary": "Remove an automation added through the API",
+                "parameters": [{"name": "name", "in": "path", "required": True,
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    "204": {"description": "removed"},
+                    "401": _UNAUTHORISED,
+                    "404": {"description": "no such automation", "content": _JSON_ERROR},
+                    "409": {"description": "it is in the automations file",
+                            "content": _JSON_ERROR},
+                },
+            },
         },
         "/v1/calls/{call_id}": {
             "get": {

@@ -23,6 +23,7 @@ from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
 from tests.helpers import wait_for
+from tests.peers import App
 from tests.test_calls import CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
 from tests.test_scheduler import advance_until
 
@@ -239,3 +240,49 @@ def test_call_statuses_have_results() -> None:
     assert {CALL_RESULTS[s] for s in (CallStatus.BUSY, CallStatus.NO_ANSWER)} == {
         "call.busy", "call.no_answer",
     }  # fmt: skip
+
+
+# -- through the API ----------------------------------------------------------------------
+
+NEW_RULE = {"name": "thanks", "on": "text.delivered", "do": "text", "body": "Thanks!"}
+
+
+async def test_rules_added_through_the_api_fire_and_can_be_removed(app: App) -> None:
+    status, added = await app.request("POST", "/v1/automations", json=NEW_RULE,
+                                      headers=app.api())  # fmt: skip
+    assert status == 201, added
+    assert added["source"] == "api"
+    status, listed = await app.request("GET", "/v1/automations", headers=app.api())
+    assert status == 200
+    assert [r["name"] for r in listed["automations"]] == ["thanks"]
+    # The same name again is refused; a broken rule names its key.
+    status, again = await app.request("POST", "/v1/automations", json=NEW_RULE,
+                                      headers=app.api())  # fmt: skip
+    assert (status, again["error"]["code"]) == (409, "conflict")
+    bad = {**NEW_RULE, "name": "other", "do": "call", "script": "nope"}
+    status, refused = await app.request("POST", "/v1/automations", json=bad, headers=app.api())
+    assert status == 400
+    assert refused["error"]["field"] == "script"
+    assert "no call script is named 'nope'" in refused["error"]["message"]
+    status, _ = await app.request("DELETE", "/v1/automations/thanks", headers=app.api())
+    assert status == 204
+    status, gone = await app.request("DELETE", "/v1/automations/thanks", headers=app.api())
+    assert status == 404, gone
+    status, _ = await app.request("GET", "/v1/automations", headers={})
+    assert status == 401
+
+
+async def test_a_rule_added_through_the_api_is_kept_across_a_restart(tmp_path: Path) -> None:
+    store_path = tmp_path / "d.db"
+    async with running(tmp_path, "", store=SQLiteStore(store_path)) as h:
+        await h.service.automations.add(NEW_RULE)
+    async with running(tmp_path, "", store=SQLiteStore(store_path)) as h:
+        assert [r.name for r in h.service.automations.rules] == ["thanks"]
+        sent = await text(h, "+16505550102")
+
+        async def thanked() -> bool:
+            return any(m.body == "Thanks!" for m in await h.service.find("+16505550102"))
+
+        await advance_until(h.clock, thanked)
+        thanks = [m for m in await h.service.find("+16505550102") if m.body == "Thanks!"]
+    assert [m.trigger for m in thanks] == [f"automation:thanks:{sent.id}"]

@@ -57,6 +57,7 @@ COMMANDS = {
     "help",
     "message",
     "metrics",
+    "report_data",
     "pause",
     "ping",
     "resume",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dispatcher import metrics
+from dispatcher import metrics, report
 from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
 from dispatcher.model import DntEntry, Event, Lane, Message
@@ -448,6 +448,40 @@ def _report(rows: list[metrics.EngagementRow], by: metrics.By | None) -> JSON:
     not hold up the event loop (and the sends it paces)."""
     try:
         return metrics.report(rows, by)
+    finally:
+        rows.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class ReportDataArgs:
+    since: str | None = None  # ISO 8601, or a duration back from now (24h, 7d)
+    until: str | None = None
+    campaign: str | None = None
+    bucket: str | None = None  # hour or day; null: hours up to 7 days of events, else days
+
+
+@command("report_data", ReportDataArgs, "what dispatcher report draws: since, until, ..., bucket")
+async def _report_data(d: Dispatcher, a: ReportDataArgs) -> JSON:
+    now = d.clock.now().wall
+    query, _ = metrics.request(now=now, since=a.since, until=a.until, campaign=a.campaign)
+    bucket = report.check_bucket(a.bucket)
+    rows = await d.store.engagement(query)
+    data = await asyncio.to_thread(_report_data_of, rows, query, bucket, now)
+    for key in dict.fromkeys([*data["campaigns"], a.campaign]):
+        if key and key != metrics.NO_KEY and (campaign := await d.store.get_campaign(key)):
+            data["campaign_names"][key] = campaign.name
+    return data
+
+
+def _report_data_of(
+    rows: list[metrics.EngagementRow],
+    query: metrics.MetricsQuery,
+    bucket: str | None,
+    now: datetime,
+) -> JSON:
+    """Counted in a worker thread, like ``metrics``, where the rows are freed too."""
+    try:
+        return report.build(rows, query=query, bucket=bucket, now=now)
     finally:
         rows.clear()
 

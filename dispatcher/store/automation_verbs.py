@@ -57,6 +57,15 @@ class SQLiteAutomations:
     async def list_runs(self, limit: int) -> list[Run]:
         return [_run(row) for row in await self._rows("list_runs", (limit,))]
 
+    async def add_rule(self, name: str, rule: str, at: datetime) -> None:
+        await self._write(("insert_rule", [(name, rule, _us(at))]))
+
+    async def delete_rule(self, name: str) -> None:
+        await self._write(("delete_rule", [(name,)]))
+
+    async def stored_rules(self) -> list[tuple[str, str]]:
+        return [(row[0], row[1]) for row in await self._rows("list_rules", ())]
+
 
 def _key(run: Run) -> Params:
     return (run.rule, run.source_id, run.result)
@@ -94,3 +103,22 @@ class MemoryAutomations:
 
     async def list_runs(self, limit: int) -> list[Run]:
         return list(reversed(self._runs.values()))[:limit]
+
+    _automation_rules: dict[str, str] | None = None
+
+    @property
+    def _rules(self) -> dict[str, str]:
+        if self._automation_rules is None:
+            self._automation_rules = {}
+        return self._automation_rules
+
+    async def add_rule(self, name: str, rule: str, at: datetime) -> None:
+        if name in self._rules:
+            raise ValueError(f"an automation is named {name!r}")
+        self._rules[name] = rule
+
+    async def delete_rule(self, name: str) -> None:
+        self._rules.pop(name, None)
+
+    async def stored_rules(self) -> list[tuple[str, str]]:
+        return list(self._rules.items())

@@ -18,3 +18,12 @@ WHERE rule = ? AND source_id = ? AND result = ?;
 
 -- name: list_runs
 SELECT * FROM automation_runs ORDER BY created_at DESC LIMIT ?;
+
+-- name: insert_rule
+INSERT INTO automation_rules (name, rule, created_at) VALUES (?, ?, ?);
+
+-- name: delete_rule
+DELETE FROM automation_rules WHERE name = ?;
+
+-- name: list_rules
+SELECT name, rule FROM automation_rules ORDER BY created_at, name;
