@@ -29,12 +29,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
+from dispatcher import report
 from dispatcher.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.campaign_desk import CampaignSpec
 from dispatcher.campaigns import Campaign, CampaignState, ContactState
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
 from dispatcher.control.server import ControlServer
-from dispatcher.metrics import Metrics
+from dispatcher.metrics import Metrics, MetricsQuery
 from dispatcher.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.scripts import parse_scripts
 from dispatcher.service import CallView, Dispatcher, StatusView, TextRequest
@@ -204,11 +205,13 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         call_notes.update(await _call_notes(dispatcher, calls))
         contacts = await _campaign_table(dispatcher, campaign.id)
         totals = await dispatcher.metrics()
+        page = config.home / "report.html"
+        page.write_text(report.render(await dispatcher.report_data(MetricsQuery(), None)),
+                        encoding="utf-8")  # fmt: skip
     console.print(_final_table(messages, notes))
     console.print(_counts_table(messages))
     console.print(contacts)
     console.print(_calls_table(calls, call_notes))
-    console.print(_metrics_table(totals))
     gaps = _gaps(config.simulator_log)
     call_gaps = _gaps(config.simulator_log.with_name("simulator-calls.jsonl"))
     console.print(_gaps_table(gaps))
@@ -233,6 +236,8 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         "(with dispatcher serve running on that home)",
         style="dim",
     )
+    console.print(_metrics_table(totals))
+    console.print(f"The engagement report (open it in a browser): [bold]{page.resolve()}[/]")
     return 0 if ok else 1
 
 

@@ -17,8 +17,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from dispatcher import runtime
+from dispatcher import report, runtime
 from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
 from dispatcher.calls import Call
 from dispatcher.campaign_desk import CampaignDesk
@@ -28,7 +29,7 @@ from dispatcher.config import Config
 from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.lifecycle import Resource
-from dispatcher.metrics import Metrics, MetricsQuery, compute
+from dispatcher.metrics import NO_KEY, EngagementRow, Metrics, MetricsQuery, compute
 from dispatcher.model import (
     TERMINAL,
     WAITING,
@@ -767,6 +768,17 @@ class Dispatcher(Resource):
         rows = await self.store.engagement(query or MetricsQuery())
         return await asyncio.to_thread(compute, rows)
 
+    async def report_data(self, query: MetricsQuery, bucket: str | None) -> dict[str, Any]:
+        """What ``dispatcher report`` draws (see :mod:`dispatcher.report`), with the
+        names of the campaigns in it."""
+        now = self.clock.now().wall
+        rows = await self.store.engagement(query)
+        data = await asyncio.to_thread(_report_data_of, rows, query, bucket, now)
+        for key in dict.fromkeys([*data["campaigns"], query.campaign_id]):
+            if key and key != NO_KEY and (campaign := await self.store.get_campaign(key)):
+                data["campaign_names"][key] = campaign.name
+        return data
+
     # -- calls -----------------------------------------------------------------------
     async def submit_call(self, request: CallRequest) -> CallSubmission:
         """Accept a voice call: its script is validated, then it is paced per account."""
@@ -839,3 +851,13 @@ def _request(message: Message, validity: timedelta) -> SendRequest:
         validity=min(validity, message.expires_at - message.accepted_at),
         claimed_at=message.updated_at if message.status is TextStatus.SENDING else None,
     )
+
+
+def _report_data_of(
+    rows: list[EngagementRow], query: MetricsQuery, bucket: str | None, now: datetime
+) -> dict[str, Any]:
+    """Counted in a worker thread, like the metrics, where the rows are freed too."""
+    try:
+        return report.build(rows, query=query, bucket=bucket, now=now)
+    finally:
+        rows.clear()

@@ -552,6 +552,7 @@ async def test_the_demo_texts_and_has_an_automation_place_calls(home: Path) -> N
              "Calls placed: minimum gap"]  # fmt: skip
     assert [s for s in shown if s not in run.out] == []
     assert _calls_placed(home) == 9  # 7 for the campaign's delivered texts, 2 by the API
+    assert "report.html" in run.out.splitlines()[-1]
 
 
 def _calls_placed(home: Path) -> int:

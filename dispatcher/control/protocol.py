@@ -462,28 +462,9 @@ class ReportDataArgs:
 
 @command("report_data", ReportDataArgs, "what dispatcher report draws: since, until, ..., bucket")
 async def _report_data(d: Dispatcher, a: ReportDataArgs) -> JSON:
-    now = d.clock.now().wall
-    query, _ = metrics.request(now=now, since=a.since, until=a.until, campaign=a.campaign)
-    bucket = report.check_bucket(a.bucket)
-    rows = await d.store.engagement(query)
-    data = await asyncio.to_thread(_report_data_of, rows, query, bucket, now)
-    for key in dict.fromkeys([*data["campaigns"], a.campaign]):
-        if key and key != metrics.NO_KEY and (campaign := await d.store.get_campaign(key)):
-            data["campaign_names"][key] = campaign.name
-    return data
-
-
-def _report_data_of(
-    rows: list[metrics.EngagementRow],
-    query: metrics.MetricsQuery,
-    bucket: str | None,
-    now: datetime,
-) -> JSON:
-    """Counted in a worker thread, like ``metrics``, where the rows are freed too."""
-    try:
-        return report.build(rows, query=query, bucket=bucket, now=now)
-    finally:
-        rows.clear()
+    query, _ = metrics.request(now=d.clock.now().wall, since=a.since, until=a.until,
+                               campaign=a.campaign)  # fmt: skip
+    return await d.report_data(query, report.check_bucket(a.bucket))
 
 
 def decode_request(line: bytes) -> dict[str, Any]:
