@@ -96,6 +96,7 @@ class CallReason(StrEnum):
     SCRIPT_FINISHED = "script_finished"
     NO_AUDIO = "no_audio"
     CARRIER_FAILED = "carrier_failed"
+    EXPIRED = "expired"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -124,6 +125,7 @@ class Call:
     fingerprint: str | None = None
     trigger: str | None = None  # what triggered it: an automation, another call's step
     campaign_id: str | None = None
+    expires_at: datetime | None = None  # not placed after this (Canceled, expired)
 
     @property
     def terminal(self) -> bool:

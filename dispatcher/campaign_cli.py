@@ -149,8 +149,11 @@ def _show(c: dict[str, Any]) -> None:
 
 def _table(campaigns: list[dict[str, Any]]) -> None:
     table = Table(title="Campaigns")
-    for column in ("id", "name", "state", "settled", "queued", "pending", "rejected"):
-        table.add_column(column)
+    # The id whole on one line (it is what the other verbs take); the rest folds, never cut.
+    table.add_column("id", no_wrap=True, min_width=max((len(c["id"]) for c in campaigns),
+                                                       default=2))  # fmt: skip
+    for column in ("name", "state", "settled", "queued", "pending", "rejected"):
+        table.add_column(column, overflow="fold")
     for c in campaigns:
         table.add_row(c["id"], c["name"], c["state"], f"{c['done']}/{c['total']}",
                       str(c["queued"]), str(c["pending"]), str(c["rejected"]))  # fmt: skip

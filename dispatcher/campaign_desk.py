@@ -165,7 +165,7 @@ class CampaignDesk:
                 f"outside_window must be hold or expire, not {spec.outside_window!r}",
                 field="outside_window",
             ) from None
-        validity = spec.validity or self._config.pacing.validity
+        validity = self._config.pacing.validity if spec.validity is None else spec.validity
         if validity <= timedelta(0):
             raise InvalidInput("validity must be positive", field="validity")
         template: Template | None = None
@@ -321,7 +321,7 @@ class CampaignDesk:
         if spec.tz_column and values.get(spec.tz_column, "").strip():
             zones = check_zone(values[spec.tz_column].strip(), field=spec.tz_column)
         zones = zones or zones_of(phone, config.default_time_zone)
-        fields = {k: v for k, v in values.items() if k != spec.phone_column}
+        fields = dict(values)  # every column, the phone's too: the template may use it
         cost = 1
         if template is not None:
             empty = [f for f in template.fields if not values.get(f, "").strip()]
@@ -337,6 +337,13 @@ class CampaignDesk:
     async def run(self) -> None:
         """Feed every running campaign, settle what its queued texts became, until stopped."""
         tick = self._config.campaigns.tick.total_seconds()
+        for campaign in await self._store.list_campaigns(10_000):
+            if campaign.state is CampaignState.IMPORTING and campaign.id not in self._imports:
+                # An import cut short by a crash is not resumed: the campaign failed.
+                await self._store.update_campaign(replace(
+                    campaign, state=CampaignState.FAILED, updated_at=self._clock.now().wall
+                ))  # fmt: skip
+                log.warning("campaign.import_interrupted", extra={"campaign_id": campaign.id})
         while not self._stopping:
             self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
             for campaign in await self._store.list_campaigns(10_000):
@@ -407,32 +414,40 @@ class CampaignDesk:
     async def _outcome(  # noqa: PLR0911 - one answer per way a queued text can end
         self, campaign: Campaign, contact: Contact, window: Window, now: datetime
     ) -> ContactState:
-        status, reason = await self._status_of(campaign, contact.message_id or "")
-        if status in ("Pending", "Queued", "Placing"):
+        status, reason, expires_at = await self._status_of(campaign, contact.message_id or "")
+        if status in ("Pending", "Queued", "Sending", "Placing"):  # Sending may yet come back
             return ContactState.QUEUED
-        never_left = (status == "Unsent" and reason in (Reason.CANCELED, Reason.EXPIRED)) or (
-            status == "Canceled"
-        )
+        never_left = (
+            status == "Unsent" and reason in (Reason.CANCELED, Reason.EXPIRED, Reason.RATE_LIMITED)
+        ) or status == "Canceled"
         if not never_left:
             return ContactState.SENT
         if campaign.state is CampaignState.CANCELED:
             return ContactState.CANCELED
         if campaign.state is CampaignState.PAUSED:
             return ContactState.PENDING  # handed back: sent after resume
+        if reason == Reason.RATE_LIMITED:
+            return ContactState.PENDING  # within a second of its last attempt: again later
         if reason == Reason.EXPIRED:
-            if campaign.outside_window is OutsideWindow.EXPIRE or window.is_open(contact.tz, now):
+            ended = expires_at or now  # the window as it was when the text expired
+            if campaign.outside_window is OutsideWindow.EXPIRE or window.is_open(contact.tz, ended):
                 return ContactState.EXPIRED  # expired, and not because its window closed
             return ContactState.PENDING  # held: its window closed before its turn
         return ContactState.CANCELED  # an operator cancelled this contact's text
 
-    async def _status_of(self, campaign: Campaign, item_id: str) -> tuple[str, str | None]:
+    async def _status_of(
+        self, campaign: Campaign, item_id: str
+    ) -> tuple[str, str | None, datetime | None]:
+        """The status, reason and (for a text) end of validity of a contact's item."""
         if campaign.channel == "voice":
             call = await self._store.get_call(item_id)
-            return (call.status.value, call.reason) if call else ("Unsent", Reason.CANCELED)
+            if call is None:
+                return "Unsent", Reason.CANCELED, None
+            return call.status.value, call.reason, call.expires_at
         message = await self._store.get(item_id)
         if message is None:
-            return "Unsent", Reason.CANCELED
-        return message.status.value, message.reason
+            return "Unsent", Reason.CANCELED, None
+        return message.status.value, message.reason, message.expires_at
 
     async def _feed(self, campaign: Campaign, queued: Counter[str], now: datetime) -> None:
         window = parse_window(campaign.send_window)
@@ -466,9 +481,11 @@ class CampaignDesk:
         if campaign.channel == "voice":
             from dispatcher.voice import CallRequest  # noqa: PLC0415 - avoids an import cycle
 
+            closes = window.closes(contact.tz, now)
             call = await self._service.submit_call(CallRequest(
                 sender=contact.sender, recipient=contact.phone, script_name=campaign.template,
                 lane=Lane.BULK, idempotency_key=key, campaign_id=campaign.id,
+                validity=min(campaign.validity, closes - now),
             ))  # fmt: skip
             return replace(contact, state=ContactState.QUEUED, message_id=call.call.id)
         template = self._state(campaign.id).template or parse_template(campaign.template)
@@ -530,9 +547,11 @@ class CampaignDesk:
                     f"{state.value} only when {' or '.join(sorted(s.value for s in allowed))}"
                 )
             now = self._clock.now().wall
-            await self._store.update_campaign(replace(campaign, state=state, updated_at=now))
+            changed = replace(campaign, state=state, updated_at=now)
+            await self._store.update_campaign(changed)
             if state in (CampaignState.PAUSED, CampaignState.CANCELED):
                 await self._withdraw(campaign)
+                await self._settle(changed)  # handed back (or cancelled) now, not next turn
         log.info("campaign.%s", state.value, extra={"campaign_id": campaign_id})
         self._wake.set()
         return await self.view(campaign_id)

@@ -191,12 +191,28 @@ def _next_local(at: datetime, zone: ZoneInfo, clock: time) -> datetime:
     for days in range(3):
         day = local.date() + timedelta(days=days)
         candidate = datetime.combine(day, clock, tzinfo=zone)
-        # Round trip through UTC: a wall time that does not exist (spring forward) maps
-        # to the first instant after the gap.
         instant = candidate.astimezone(UTC)
+        if instant.astimezone(zone).replace(tzinfo=None) != candidate.replace(tzinfo=None):
+            instant = _jump(candidate)  # spring forward: the wall time does not exist
         if instant > at:
             return instant
     raise AssertionError("unreachable: a clock time comes round every day")
+
+
+def _jump(wall: datetime) -> datetime:
+    """The instant the clocks jump over ``wall``, a wall time that does not exist: the
+    first whole second with the offset after the gap (found between the two readings of
+    ``wall``, with the offsets before and after it)."""
+    readings = sorted(wall.replace(fold=fold).astimezone(UTC) for fold in (0, 1))
+    low, high = int(readings[0].timestamp()), int(readings[1].timestamp())
+    before = readings[0].astimezone(wall.tzinfo).utcoffset()
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, wall.tzinfo).utcoffset() == before:
+            low = middle
+        else:
+            high = middle
+    return datetime.fromtimestamp(high, UTC)
 
 
 def check_zone(name: str, *, field: str = "time_zone") -> str:

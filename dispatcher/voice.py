@@ -88,6 +88,7 @@ class CallRequest:
     idempotency_key: str | None = None
     trigger: str | None = None
     campaign_id: str | None = None
+    validity: timedelta | None = None  # not placed after this long (None: no limit)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,6 +242,7 @@ class CallDesk:
             status=CallStatus.QUEUED, accepted_at=now, updated_at=now,
             reason=CallReason.ACCEPTED, idempotency_key=key, fingerprint=print_,
             trigger=request.trigger, campaign_id=request.campaign_id,
+            expires_at=now + request.validity if request.validity is not None else None,
         )  # fmt: skip
         if key is None:
             return CallSubmission(call=await self._insert(call), created=True)
@@ -313,6 +315,12 @@ class CallDesk:
                     if fresh is None or fresh.status is not CallStatus.QUEUED:  # cancelled
                         book(slot)
                         return
+                    if self._expired(fresh, slot):
+                        await self._set(fresh, CallStatus.CANCELED, source=Source.SCHEDULER,
+                                        reason=CallReason.EXPIRED,
+                                        detail="its validity ended before its slot")  # fmt: skip
+                        book(slot)  # the slot was not used
+                        return
                     placing = await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
                                               attempt_id=new_id("att"))  # fmt: skip
                 except BaseException:
@@ -330,6 +338,13 @@ class CallDesk:
                 self.idle.set()
             if self._queued:
                 self.pacer.wake(self.account)
+
+    def _expired(self, call: Call, slot: float) -> bool:
+        """Would ``call`` be placed after its validity ends (its slot is ``slot``)?"""
+        if call.expires_at is None:
+            return False
+        now = self._clock.now()
+        return now.wall + timedelta(seconds=max(0.0, slot - now.mono)) >= call.expires_at
 
     def _place_request(self, call: Call) -> PlaceCall:
         script = from_json(call.script)

@@ -833,3 +833,16 @@ async def test_status_shows_the_calls_counts_queue_and_next_slot(tmp_path: Path)
 
 def _nonzero(counts: dict[CallStatus, int]) -> dict[CallStatus, int]:
     return {k: v for k, v in counts.items() if v}
+
+
+async def test_a_call_whose_validity_ends_before_its_slot_is_not_placed(h: Harness) -> None:
+    first = await h.call(recipient(1))
+    second = await h.call(recipient(2))
+    request = CallRequest(sender=SENDER, recipient=recipient(3), script=HELLO,
+                          validity=timedelta(seconds=1.5))  # fmt: skip
+    late = (await h.service.submit_call(request)).call
+    assert late.expires_at == late.accepted_at + timedelta(seconds=1.5)
+    await h.until_ended(first, second, late)
+    ended = await h.get(late.id)
+    assert (ended.status, ended.reason) == (S.CANCELED, "expired")
+    assert h.placed_ids() == [first.id, second.id]

@@ -164,6 +164,7 @@ def _call(row: sqlite3.Row) -> Call:
         fingerprint=row["fingerprint"],
         trigger=row["trigger"],
         campaign_id=row["campaign_id"],
+        expires_at=_dt(row["expires_at"]),
         accepted_at=_at(row["accepted_at"]),
         updated_at=_at(row["updated_at"]),
     )
@@ -586,6 +587,7 @@ class SQLiteStore(SQLiteCampaigns, SQLiteAutomations, Resource):
             c.status.value, c.reason, c.provider_code, c.provider_id, c.attempt_id,
             _ts(c.placed_at), c.answered_by, int(c.script_done), c.idempotency_key,
             c.fingerprint, c.trigger, _ts(c.accepted_at), _ts(c.updated_at), c.campaign_id,
+            _ts(c.expires_at),
         )  # fmt: skip
         await self._write(
             ("insert_call", [row]), ("insert_call_event", [_call_event_row(e) for e in events])

@@ -121,8 +121,8 @@ WHERE number IN (SELECT value FROM json_each(?));
 INSERT INTO calls (
     seq, id, account, sender, recipient, script, script_name, lane, status, reason,
     provider_code, provider_id, attempt_id, placed_at, answered_by, script_done,
-    idempotency_key, fingerprint, "trigger", accepted_at, updated_at, campaign_id
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    idempotency_key, fingerprint, "trigger", accepted_at, updated_at, campaign_id, expires_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_call_event
 INSERT INTO call_events (
