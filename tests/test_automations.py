@@ -5,7 +5,7 @@ metrics count as Activity."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -74,6 +74,19 @@ async def running(
         yield Harness(service=service, clock=clock, simulator=channel)
 
 
+async def until(h: Harness, done: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Advance the fake clock a step at each real-time poll until ``done``: the SQLite
+    store's writes take real time, which a burst of fake seconds would outrun."""
+
+    async def advanced() -> bool:
+        if await done():
+            return True
+        await h.clock.advance(0.25)
+        return False
+
+    await wait_for(advanced, what=what)
+
+
 async def text(h: Harness, to: str) -> Message:
     return (await h.service.submit(TextRequest(sender=SENDER, recipient=to, body="Hi"))).message
 
@@ -135,15 +148,19 @@ async def test_a_run_due_at_a_restart_fires_once_after_it(tmp_path: Path) -> Non
         async def delivered() -> bool:
             return await status_of(h, sent.id) is TextStatus.DELIVERED
 
-        await advance_until(h.clock, delivered)
-        await h.clock.advance(1)  # the run is stored, due in 30 s; the service stops
+        await until(h, delivered, "the text to be delivered")
+
+        async def stored() -> bool:
+            return bool(await h.service.store.due_runs(h.clock.now().wall + timedelta(days=1), 1))
+
+        await until(h, stored, "the run to be stored")  # due in 30 s; the service stops
         assert await h.service.find_calls("+16505550101") == []
     async with running(tmp_path, store=SQLiteStore(store_path), clock=clock) as h:
 
         async def called() -> bool:
             return bool(await h.service.find_calls("+16505550101"))
 
-        await advance_until(h.clock, called)
+        await until(h, called, "the call to be placed")
 
         async def recorded() -> bool:
             return [r.state for r in await h.service.store.list_runs(10)] == ["done"]
@@ -283,6 +300,6 @@ async def test_a_rule_added_through_the_api_is_kept_across_a_restart(tmp_path: P
         async def thanked() -> bool:
             return any(m.body == "Thanks!" for m in await h.service.find("+16505550102"))
 
-        await advance_until(h.clock, thanked)
+        await until(h, thanked, "the automation's text")
         thanks = [m for m in await h.service.find("+16505550102") if m.body == "Thanks!"]
     assert [m.trigger for m in thanks] == [f"automation:thanks:{sent.id}"]
