@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.add_argument("--phone-column", default="phone")
     create.add_argument("--tz-column", help="a column of IANA time zones (else from the number)")
     create.add_argument("--draft", action="store_true", help="import only; launch with resume")
+    create.add_argument(
+        "--voice-message", help="what {voice_link} in the template plays: text or an audio URL"
+    )
     verbs.add_parser("list", help="every campaign with its progress")
     show = verbs.add_parser("show", help="a campaign's import, contacts and projection")
     show.add_argument("id")
@@ -74,6 +77,7 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
         start_at=args.start_at, send_window=args.send_window,
         outside_window=args.outside_window, validity=args.validity,
         phone_column=args.phone_column, tz_column=args.tz_column, draft=args.draft,
+        voice_message=args.voice_message,
     )  # fmt: skip
     view = await _imported(sock, created, quiet=args.json)
     if view["state"] == "failed":

@@ -29,6 +29,7 @@ from typing import Any
 
 from dispatcher.campaigns import (
     ACTIVE_STATES,
+    VOICE_LINK,
     Campaign,
     CampaignState,
     Contact,
@@ -38,6 +39,7 @@ from dispatcher.campaigns import (
     Template,
     Window,
     check_zone,
+    link_token,
     parse_template,
     parse_window,
     sender_for,
@@ -72,6 +74,7 @@ class CampaignSpec:
     phone_column: str = "phone"
     tz_column: str | None = None
     draft: bool = False
+    voice_message: str | None = None  # what {voice_link} plays: text, or an audio URL
 
 
 @dataclass(slots=True)
@@ -171,6 +174,10 @@ class CampaignDesk:
         template: Template | None = None
         if spec.channel == "text":
             template = parse_template(spec.template)
+            if VOICE_LINK in template.fields and not (spec.voice_message or "").strip():
+                raise InvalidInput("the template uses {voice_link}: give the message it plays "
+                                   "(text, or an audio URL) with --voice-message",
+                                   field="voice_message")  # fmt: skip
         elif spec.template not in self._config.scripts:
             known = ", ".join(sorted(self._config.scripts)) or "none are configured"
             raise InvalidInput(f"a voice campaign's template is a script's name; no script "
@@ -184,7 +191,7 @@ class CampaignDesk:
             template=spec.template, senders=senders, send_window=window,
             outside_window=outside, validity=validity, start_at=spec.start_at,
             state=CampaignState.IMPORTING, created_at=now, updated_at=now,
-            source=str(spec.contacts),
+            source=str(spec.contacts), voice_message=spec.voice_message,
         )  # fmt: skip
         return campaign, template
 
@@ -199,7 +206,8 @@ class CampaignDesk:
         if spec.tz_column and spec.tz_column not in columns:
             raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r}",
                                field="tz_column")  # fmt: skip
-        missing = [f for f in (template.fields if template else ()) if f not in columns]
+        missing = [f for f in (template.fields if template else ())
+                   if f not in columns and f != VOICE_LINK]  # fmt: skip
         if missing:
             raise InvalidInput(
                 f"the template uses {', '.join('{' + m + '}' for m in missing)}, which "
@@ -324,10 +332,12 @@ class CampaignDesk:
         fields = dict(values)  # every column, the phone's too: the template may use it
         cost = 1
         if template is not None:
-            empty = [f for f in template.fields if not values.get(f, "").strip()]
+            empty = [f for f in template.fields
+                     if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
             if empty:
                 raise InvalidInput(f"empty field {', '.join(empty)} for the template")
-            cost = check_body(template.render(values)).segments
+            link = {VOICE_LINK: self._link(link_token(campaign.id, row.line, 0))}
+            cost = check_body(template.render({**values, **link})).segments
         contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
                           sender=sender_for(phone, campaign.senders), tz=zones,
                           fields=fields)  # fmt: skip
@@ -492,11 +502,24 @@ class CampaignDesk:
         self._state(campaign.id).template = template
         closes = window.closes(contact.tz, now)
         validity = min(campaign.validity, closes - now)
+        fields, token = dict(contact.fields), None
+        if VOICE_LINK in template.fields:
+            token = link_token(campaign.id, contact.line, contact.attempt)
+            fields[VOICE_LINK] = self._link(token)
         submission = await self._service.submit(TextRequest(
-            sender=contact.sender, recipient=contact.phone, body=template.render(contact.fields),
+            sender=contact.sender, recipient=contact.phone, body=template.render(fields),
             lane=Lane.BULK, idempotency_key=key, validity=validity, campaign_id=campaign.id,
         ))  # fmt: skip
+        if token is not None:
+            await self._store.add_voice_link(
+                token, message_id=submission.message.id, campaign_id=campaign.id,
+                message=campaign.voice_message or "", created_at=now,
+            )  # fmt: skip
         return replace(contact, state=ContactState.QUEUED, message_id=submission.message.id)
+
+    def _link(self, token: str) -> str:
+        """A voice link: a page of the HTTP app that plays the campaign's message."""
+        return f"{self._config.http.base_url}/v/{token}"
 
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import hashlib
 import string
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -78,6 +79,7 @@ class Campaign:
     rejected: int = 0
     duplicates: int = 0
     suppressed: int = 0
+    voice_message: str | None = None  # what its voice links play: text, or an audio URL
     segments: int = 0  # texts: the segments of every accepted contact's text
     projected_finish: datetime | None = None  # from the pool's pace, at import
 
@@ -236,6 +238,13 @@ def _number_zones(phone: str) -> str:
     zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
     known = [z for z in zones if z != "Etc/Unknown"]
     return "|".join(sorted(known))
+
+
+def link_token(campaign_id: str, line: int, attempt: int) -> str:
+    """A voice link's token: the same for the same attempt (so a resubmitted text keeps its
+    body), hard to guess."""
+    digest = hashlib.sha256(f"{campaign_id}:{line}:{attempt}".encode()).hexdigest()
+    return "v" + digest[:24]
 
 
 # -- the sender pool -------------------------------------------------------------------

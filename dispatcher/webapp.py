@@ -30,6 +30,7 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
 from __future__ import annotations
 
 import hmac
+import html
 import json
 import logging
 import re
@@ -48,6 +49,7 @@ from dispatcher.control.protocol import call_view_json, event_json
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.lifecycle import Resource
 from dispatcher.model import Keyword, Lane, TextStatus
+from dispatcher.scripts import is_url
 from dispatcher.service import CallRequest, Dispatcher, TextRequest
 from dispatcher.voice import call_status_url
 
@@ -113,6 +115,7 @@ class WebApp:
         app.router.add_post("/twilio/call-status/{call_id}", self.call_status)
         app.router.add_post("/v1/calls", self.submit_call)
         app.router.add_get("/v1/calls/{call_id}", self.get_call)
+        app.router.add_get("/v/{token}", self.voice_link)
         app.router.add_get("/v1/automations", self.automations)
         app.router.add_post("/v1/automations", self.add_automation)
         app.router.add_delete("/v1/automations/{name}", self.remove_automation)
@@ -302,6 +305,17 @@ class WebApp:
             }
         )
 
+    async def voice_link(self, request: web.Request) -> web.StreamResponse:
+        """A contact opened the voice link of a text: the page plays the message, and the
+        play is counted (text Play)."""
+        token = request.match_info["token"]
+        link = await self._dispatcher.store.voice_link(token)
+        if link is None:
+            return web.Response(status=404, text=_page("This link is not known.", ""),
+                                content_type="text/html")  # fmt: skip
+        await self._dispatcher.store.record_play(token, self._dispatcher.clock.now().wall)
+        return web.Response(text=_page("Your voice message", link[1]), content_type="text/html")
+
     async def automations(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         engine = self._dispatcher.automations
@@ -330,6 +344,23 @@ class WebApp:
 
     async def openapi(self, _: web.Request) -> web.StreamResponse:
         return web.json_response(OPENAPI)
+
+
+def _page(title: str, message: str) -> str:
+    """The voice link's page: an audio player for an audio URL, else the text with a
+    button that speaks it (the browser's own speech synthesis). Nothing else is loaded."""
+    if is_url(message):
+        body = f'<audio controls autoplay src="{html.escape(message)}"></audio>'
+    elif message:
+        said = json.dumps(message).replace("<", "\\u003c")
+        body = (f"<p>{html.escape(message)}</p><button id=play>Play the message</button>"
+                "<script>document.getElementById('play').onclick=()=>speechSynthesis.speak("
+                f"new SpeechSynthesisUtterance({said}))</script>")  # fmt: skip
+    else:
+        body = ""
+    return (f'<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" '
+            f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+            f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")  # fmt: skip
 
 
 def rule_json(rule: Rule, source: str) -> dict[str, Any]:

@@ -69,6 +69,7 @@ class CreateArgs:
     phone_column: str = "phone"
     tz_column: str | None = None
     draft: bool = False
+    voice_message: str | None = None
 
 
 def _spec(a: CreateArgs) -> CampaignSpec:
@@ -94,6 +95,7 @@ def _spec(a: CreateArgs) -> CampaignSpec:
         start_at=start_at, send_window=a.send_window, outside_window=a.outside_window,
         validity=parse_duration(a.validity, field="validity") if a.validity else None,
         phone_column=a.phone_column, tz_column=a.tz_column, draft=a.draft,
+        voice_message=a.voice_message,
     )  # fmt: skip
 
 

@@ -190,6 +190,10 @@ class Store(CampaignStore, RunStore, Protocol):
         (an existing token is kept as it is)."""
         ...
 
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        """A voice link's text (message id) and what it plays, if the token is known."""
+        ...
+
     async def record_play(self, token: str, at: datetime) -> None:
         """Append a play of a voice link (a play of an unknown token counts nowhere)."""
         ...

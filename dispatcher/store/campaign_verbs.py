@@ -75,7 +75,7 @@ def _campaign(row: sqlite3.Row) -> Campaign:
         updated_at=_at(row["updated_at"]), source=row["source"],
         reject_file=row["reject_file"], accepted=row["accepted"], rejected=row["rejected"],
         duplicates=row["duplicates"], suppressed=row["suppressed"], segments=row["segments"],
-        projected_finish=_time(row["projected_finish"]),
+        projected_finish=_time(row["projected_finish"]), voice_message=row["voice_message"],
     )  # fmt: skip
 
 
@@ -107,7 +107,7 @@ class SQLiteCampaigns:
             c.outside_window.value, round(c.validity.total_seconds() * 1_000_000),
             _us(c.start_at), c.state.value, c.source, c.reject_file, c.accepted, c.rejected,
             c.duplicates, c.suppressed, _us(c.created_at), _us(c.updated_at), c.segments,
-            _us(c.projected_finish),
+            _us(c.projected_finish), c.voice_message,
         )  # fmt: skip
         await self._write(("insert_campaign", [row]))
 

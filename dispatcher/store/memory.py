@@ -56,6 +56,7 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         self._call_seq = 0
         self._voice_links: dict[str, tuple[str, str | None]] = {}  # message id, campaign
         self._plays: list[tuple[str, datetime]] = []
+        self._link_messages: dict[str, tuple[str, str]] = {}  # token -> message id, plays
 
     @classmethod
     def from_url(cls, url: str, **_options: object) -> MemoryStore:
@@ -324,6 +325,10 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         created_at: datetime,
     ) -> None:
         self._voice_links.setdefault(token, (message_id, campaign_id))
+        self._link_messages.setdefault(token, (message_id, message))
+
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        return self._link_messages.get(token)
 
     async def record_play(self, token: str, at: datetime) -> None:
         self._plays.append((token, at))

@@ -652,6 +652,10 @@ class SQLiteStore(SQLiteCampaigns, SQLiteAutomations, Resource):
         row = (token, message_id, campaign_id, message, _ts(created_at))
         await self._write(("add_voice_link", [row]))
 
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        row = await self._one("voice_link", (token,))
+        return (row[0], row[1]) if row is not None else None
+
     async def record_play(self, token: str, at: datetime) -> None:
         await self._write(("record_play", [(token, _ts(at))]))
 

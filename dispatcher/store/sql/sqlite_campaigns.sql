@@ -4,8 +4,8 @@
 INSERT INTO campaigns (
     id, name, channel, template, senders, send_window, outside_window, validity_us,
     start_at, state, source, reject_file, accepted, rejected, duplicates, suppressed,
-    created_at, updated_at, segments, projected_finish
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    created_at, updated_at, segments, projected_finish, voice_message
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: update_campaign
 UPDATE campaigns SET
@@ -44,3 +44,6 @@ SELECT DISTINCT tz FROM campaign_contacts WHERE campaign_id = ? AND state = 'pen
 
 -- name: contact_counts
 SELECT state, COUNT(*) FROM campaign_contacts WHERE campaign_id = ? GROUP BY state;
+
+-- name: voice_link
+SELECT message_id, message FROM voice_links WHERE token = ?;
