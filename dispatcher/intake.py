@@ -13,7 +13,6 @@ concurrent submissions cannot both pass a rule.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import secrets
 from collections import deque
@@ -24,6 +23,7 @@ from datetime import datetime, timedelta
 from dispatcher.clock import Clock
 from dispatcher.config import PacingConfig
 from dispatcher.errors import Conflict, InvalidInput
+from dispatcher.keys import OncePerKey
 from dispatcher.model import (
     Event,
     Lane,
@@ -110,7 +110,7 @@ class Intake:
         self._pacing = pacing
         self._recent: dict[str, tuple[datetime, str]] = {}
         self._recent_order: deque[tuple[datetime, str]] = deque()
-        self._keys: dict[str, asyncio.Future[Submission]] = {}
+        self._keys: OncePerKey[Submission] = OncePerKey()
 
     async def load(self) -> None:
         """Remember the texts accepted within the last duplicate window."""
@@ -142,27 +142,15 @@ class Intake:
             raise type(exc)(f"request {index}: {exc}", field=exc.field) from exc
 
     async def _submit_keyed(self, checked: _Checked, key: str) -> Submission:
-        if (running := self._keys.get(key)) is not None:
-            earlier = await asyncio.shield(running)
-            return self._same_key(checked, earlier.message, key)
-        future: asyncio.Future[Submission] = asyncio.get_running_loop().create_future()
-        self._keys[key] = future
-        try:
+        async def make() -> Submission:
             found = await self._store.by_idempotency_key(key)
             if found is not None:
-                result = self._same_key(checked, found, key)
-            else:
-                [message] = await self._admit([checked])
-                result = Submission(message=message, created=True)
-        except BaseException as exc:
-            future.set_exception(exc)
-            with contextlib.suppress(BaseException):
-                future.exception()  # retrieved: only waiters care
-            raise
-        finally:
-            del self._keys[key]
-        future.set_result(result)
-        return result
+                return self._same_key(checked, found, key)
+            [message] = await self._admit([checked])
+            return Submission(message=message, created=True)
+
+        result, made_here = await self._keys.run(key, make)
+        return result if made_here else self._same_key(checked, result.message, key)
 
     @staticmethod
     def _same_key(checked: _Checked, earlier: Message, key: str) -> Submission:

@@ -17,7 +17,6 @@ Hangup when the contact hung up before.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import logging
 from collections import Counter
@@ -50,6 +49,7 @@ from dispatcher.errors import (
     ProviderError,
 )
 from dispatcher.intake import Submission, TextRequest, new_id
+from dispatcher.keys import OncePerKey
 from dispatcher.model import Lane, Source, fingerprint
 from dispatcher.numbers import e164
 from dispatcher.scheduler import Book, Pacer
@@ -151,7 +151,7 @@ class CallDesk:
         self._queue: list[tuple[int, int, str]] = []  # (lane, seq, call id), a heap
         self._queued: dict[str, Call] = {}
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
-        self._keys: dict[str, asyncio.Future[CallSubmission]] = {}
+        self._keys: OncePerKey[CallSubmission] = OncePerKey()
         self._retries: dict[str, int] = {}
         self._reports: asyncio.Queue[CallReport | None] = asyncio.Queue()
         self._parked: dict[str, list[CallReport]] = {}
@@ -250,25 +250,15 @@ class CallDesk:
 
     async def _submit_keyed(self, call: Call, key: str) -> CallSubmission:
         """One call per idempotency key, also under concurrent retries."""
-        if (running := self._keys.get(key)) is not None:
-            return self._same_key(call, (await asyncio.shield(running)).call, key)
-        future: asyncio.Future[CallSubmission] = asyncio.get_running_loop().create_future()
-        self._keys[key] = future
-        try:
+
+        async def make() -> CallSubmission:
             found = await self._store.call_by_idempotency_key(key)
             if found is not None:
-                result = self._same_key(call, found, key)
-            else:
-                result = CallSubmission(call=await self._insert(call), created=True)
-        except BaseException as exc:
-            future.set_exception(exc)
-            with contextlib.suppress(BaseException):
-                future.exception()
-            raise
-        finally:
-            del self._keys[key]
-        future.set_result(result)
-        return result
+                return self._same_key(call, found, key)
+            return CallSubmission(call=await self._insert(call), created=True)
+
+        result, made_here = await self._keys.run(key, make)
+        return result if made_here else self._same_key(call, result.call, key)
 
     @staticmethod
     def _same_key(call: Call, earlier: Call, key: str) -> CallSubmission:
