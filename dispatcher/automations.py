@@ -23,6 +23,17 @@ with an idempotency key made of the same three, so a repeated receipt, a restart
 a crash between the submission and its record never sends twice. The engagement
 goes to the same contact; its ``trigger`` is ``automation:<rule>:<source id>``, so
 the metrics count it as Activity on the channel whose result triggered it.
+
+Exactly once across crashes: the engine matches results from the durable history
+(the applied events of texts and calls), never from what was only in memory. It
+keeps a cursor in the store, the last text event and call event it has handled,
+written in the same transaction as the runs those events made. A result is only
+a wake-up call: the engine reads every event committed after its cursor, stores
+the runs they make and moves the cursor. At start it carries on from the cursor,
+so a result committed just before a crash is matched after it, and each event is
+read once however large the history grows. While no rule exists the cursor is
+dropped: rules match results from the time they exist (a start with rules, or the
+first rule added through the API), not the history before.
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dispatcher.calls import CallStatus, VoiceResult
-from dispatcher.clock import Clock
+from dispatcher.clock import Clock, TimerHandle
 from dispatcher.config import parse_duration
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.model import Lane, TextStatus, check_body
@@ -70,6 +81,8 @@ RESULTS = frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _KEYS = {"name", "on", "when", "delay", "do", "script", "body", "from"}
 _FILTERS = {"campaign", "from", "digits"}
+_BATCH = 500  # results read per channel at a time
+_RETRY = 1.0  # seconds before matching again after the store failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +111,24 @@ class Observed:
     at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A place in the durable history: the last text event and the last call event
+    (each table's own sequence, in commit order)."""
+
+    texts: int = 0
+    calls: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResult:
+    """A result as the history holds it: what the engine matches, and its event."""
+
+    seen: Observed
+    channel: str  # "text" or "call"
+    seq: int  # its event's place in that channel's history
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Run:
     rule: str
@@ -109,6 +140,29 @@ class Run:
     state: str = "due"  # due, done, failed
     engagement_id: str | None = None
     detail: str | None = None
+
+
+def wanted_events(results: Collection[str]) -> tuple[list[str], list[str], list[str]]:
+    """The text statuses, call statuses and call results whose applied events are
+    ``results`` (how a store filters its history)."""
+    texts = sorted({s.value for s, name in TEXT_RESULTS.items() if name in results})
+    statuses = sorted({s.value for s, name in CALL_RESULTS.items()
+                       if isinstance(s, CallStatus) and name in results})  # fmt: skip
+    voice = sorted({r.value for r, name in CALL_RESULTS.items()
+                    if isinstance(r, VoiceResult) and name in results})  # fmt: skip
+    return texts, statuses, voice
+
+
+def text_result(status: str) -> str | None:
+    """The result an applied text event of ``status`` is, if any."""
+    return TEXT_RESULTS.get(TextStatus(status))
+
+
+def call_result(status: str | None, result: str | None) -> str | None:
+    """The result an applied call event is (a status, or a voice result), if any."""
+    if status is not None and (name := CALL_RESULTS.get(CallStatus(status))):
+        return name
+    return CALL_RESULTS.get(VoiceResult(result)) if result is not None else None
 
 
 def matches(rule: Rule, seen: Observed) -> bool:
@@ -210,8 +264,27 @@ def parse_rule(  # noqa: PLR0912 - one check per key
 
 
 class RunStore(Protocol):
-    async def add_runs(self, runs: Sequence[Run]) -> list[Run]:
-        """Store new runs; returns those that were new (a run exists once)."""
+    async def add_runs(self, runs: Sequence[Run], cursor: Cursor | None = None) -> list[Run]:
+        """Store new runs, and move the automations' cursor to ``cursor`` (when given)
+        in the same write; returns the runs that were new (a run exists once)."""
+        ...
+
+    async def automation_cursor(self) -> Cursor | None:
+        """How far the automations have matched the history (None: not following)."""
+        ...
+
+    async def set_automation_cursor(self, cursor: Cursor | None) -> None: ...
+
+    async def history_tip(self) -> Cursor:
+        """The last text event and call event of the history, once every write already
+        begun has committed (a result shown before its commit is then included)."""
+        ...
+
+    async def results_between(
+        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
+    ) -> list[StoredResult]:
+        """The applied events after ``after`` and up to ``upto`` that are one of
+        ``results``, oldest first: at most ``limit`` of texts and ``limit`` of calls."""
         ...
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]: ...
@@ -250,14 +323,18 @@ class Engine:
         self._store = store
         self._clock = clock
         self._service = service
-        self._seen: asyncio.Queue[Observed | None] = asyncio.Queue()
+        self._new = asyncio.Event()  # results may have been committed: match them
         self._wake = asyncio.Event()
         self._stopping = False
+        self._cursor: Cursor | None = None  # None: no rule, nothing is followed
+        self._retry: TimerHandle | None = None
 
     def observe(self, seen: Observed) -> None:
-        """A result happened (called from the send path: cheap and never blocks)."""
+        """A result happened (called from the send path: cheap and never blocks). It is
+        only a wake-up call: runs are made from the durable history, so a result is
+        matched once it is committed, even if the service dies right after."""
         if any(rule.on == seen.result for rule in self.rules):
-            self._seen.put_nowait(seen)
+            self._new.set()
 
     async def load(self) -> None:
         """Add the rules kept from the API to the file's (a stored rule that is no longer
@@ -270,6 +347,19 @@ class Engine:
                 continue
             if rule.name not in {r.name for r in self.rules}:
                 self.rules.append(rule)
+        # Carry on from the cursor: results committed since (a crash may have come
+        # before their runs were written) are matched by the first pass of run().
+        cursor = await self._store.automation_cursor()
+        if self.rules:
+            self._cursor = cursor if cursor is not None else await self._follow()
+        elif cursor is not None:
+            await self._store.set_automation_cursor(None)
+
+    async def _follow(self) -> Cursor:
+        """Start following the history from now (there were no rules before)."""
+        tip = await self._store.history_tip()
+        await self._store.set_automation_cursor(tip)
+        return tip
 
     async def add(self, raw: object) -> Rule:
         """A rule added through the API: checked like the file's, kept in the store."""
@@ -284,6 +374,8 @@ class Engine:
             if rule.name in {r.name for r in self.rules}:
                 raise Conflict(f"an automation is already named {rule.name!r}")
             await self._store.add_rule(rule.name, json.dumps(raw), self._clock.now().wall)
+            if self._cursor is None:
+                self._cursor = await self._follow()
             self.rules.append(rule)
         log.info("automation.added", extra={"rule": rule.name})
         return rule
@@ -296,39 +388,72 @@ class Engine:
                 raise NotFound(f"no automation is named {name!r}")
             await self._store.delete_rule(name)
             self.rules = [r for r in self.rules if r.name != name]
+            if not self.rules:
+                await self._store.set_automation_cursor(None)
+                self._cursor = None
         log.info("automation.removed", extra={"rule": name})
 
     async def run(self) -> None:
         """Store matches as they come and run the due ones, until stopped."""
+        self._new.set()  # first, what was committed since the cursor (before a crash)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._matcher())
             await self._runner()
-            self._seen.put_nowait(None)
+            self._new.set()
 
     def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._new.set()
+        if self._retry is not None:
+            self._retry.cancel()
 
     async def _matcher(self) -> None:
-        while (seen := await self._seen.get()) is not None:
-            by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
-            if by_campaign and seen.campaign_id and seen.campaign_name is None:
-                campaign = await self._service.store.get_campaign(seen.campaign_id)
-                if campaign is not None:  # a rule may name its campaign rather than its id
-                    seen = replace(seen, campaign_name=campaign.name)
-            runs = [
-                Run(rule=r.name, source_id=seen.source_id, result=seen.result,
-                    due_at=seen.at + r.delay, contact=seen.contact, sender=seen.sender)
-                for r in self.rules if matches(r, seen)
-            ]  # fmt: skip
-            if runs:
-                try:
-                    new = await self._store.add_runs(runs)
-                except DispatcherError:
-                    log.exception("automation.store_failed", extra={"source": seen.source_id})
-                    continue
-                if new:
+        while True:
+            await self._new.wait()
+            self._new.clear()  # before the awaits: a result meanwhile is not lost
+            if self._stopping:
+                return
+            try:
+                await self.catch_up()
+            except DispatcherError:
+                # Nothing is lost: the cursor did not move. Try again a little later.
+                log.exception("automation.store_failed")
+                if self._retry is None:
+                    self._retry = self._clock.call_at(self._clock.now().mono + _RETRY,
+                                                      self._retried)  # fmt: skip
+
+    def _retried(self) -> None:
+        self._retry = None
+        self._new.set()
+
+    async def catch_up(self) -> None:
+        """Match every result committed after the cursor: store their runs and move the
+        cursor past them, in one write per batch."""
+        async with self._lock:
+            if self._cursor is None or not self.rules:
+                return
+            wanted = {rule.on for rule in self.rules}
+            tip = await self._store.history_tip()
+            while self._cursor != tip:
+                found = await self._store.results_between(self._cursor, tip, wanted, _BATCH)
+                cursor = _advanced(tip, found)
+                runs = [run for result in found for run in await self._runs_for(result.seen)]
+                if await self._store.add_runs(runs, cursor):
                     self._wake.set()
+                self._cursor = cursor
+
+    async def _runs_for(self, seen: Observed) -> list[Run]:
+        by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
+        if by_campaign and seen.campaign_id and seen.campaign_name is None:
+            campaign = await self._service.store.get_campaign(seen.campaign_id)
+            if campaign is not None:  # a rule may name its campaign rather than its id
+                seen = replace(seen, campaign_name=campaign.name)
+        return [
+            Run(rule=r.name, source_id=seen.source_id, result=seen.result,
+                due_at=seen.at + r.delay, contact=seen.contact, sender=seen.sender)
+            for r in self.rules if matches(r, seen)
+        ]  # fmt: skip
 
     async def _runner(self) -> None:
         while not self._stopping:
@@ -376,6 +501,17 @@ class Engine:
             return
         await self._store.finish_run(_ended(run, "done", engagement=engagement))
         log.info("automation.ran", extra={"rule": run.rule, "engagement": engagement})
+
+
+def _advanced(tip: Cursor, found: Sequence[StoredResult]) -> Cursor:
+    """Where the cursor goes after ``found``: to the tip, or to the last result of a
+    channel that filled its batch (the rest of it comes in the next one)."""
+    texts = [r.seq for r in found if r.channel == "text"]
+    calls = [r.seq for r in found if r.channel == "call"]
+    return Cursor(
+        texts=texts[-1] if len(texts) >= _BATCH else tip.texts,
+        calls=calls[-1] if len(calls) >= _BATCH else tip.calls,
+    )
 
 
 def _ended(

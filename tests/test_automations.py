@@ -22,9 +22,9 @@ from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import wait_for
+from tests.helpers import DEADLINE, wait_for
 from tests.peers import App
-from tests.test_calls import CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
+from tests.test_calls import BUSY, CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
 from tests.test_scheduler import advance_until
 
 RULES = """
@@ -74,7 +74,9 @@ async def running(
         yield Harness(service=service, clock=clock, simulator=channel)
 
 
-async def until(h: Harness, done: Callable[[], Awaitable[bool]], what: str) -> None:
+async def until(
+    h: Harness, done: Callable[[], Awaitable[bool]], what: str, *, within: float = DEADLINE
+) -> None:
     """Advance the fake clock a step at each real-time poll until ``done``: the SQLite
     store's writes take real time, which a burst of fake seconds would outrun."""
 
@@ -84,7 +86,7 @@ async def until(h: Harness, done: Callable[[], Awaitable[bool]], what: str) -> N
         await h.clock.advance(0.25)
         return False
 
-    await wait_for(advanced, what=what)
+    await wait_for(advanced, within=within, what=what)
 
 
 async def text(h: Harness, to: str) -> Message:
@@ -172,6 +174,70 @@ async def test_a_run_due_at_a_restart_fires_once_after_it(tmp_path: Path) -> Non
     assert len(calls) == 1
     assert [(r.rule, r.state, r.engagement_id) for r in runs] == [
         ("call-when-delivered", "done", calls[0].id)
+    ]
+
+
+# -- exactly once across crashes -------------------------------------------------------
+
+OTHER = "+14155550199"
+CRASH_RULES = f"""
+[[automation]]
+name = "thanks"
+on = "{{on}}"
+when = {{{{ from = "{SENDER}" }}}}
+delay = "2s"
+do = "text"
+body = "Thanks."
+from = "{OTHER}"
+"""
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize(("on", "to"), [("text.delivered", "+16505550103"),
+                                        ("call.busy", BUSY)])  # fmt: skip
+async def test_a_result_committed_just_before_a_crash_is_matched_at_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, on: str, to: str
+) -> None:
+    memory = MemoryStore()
+
+    def store() -> MemoryStore | SQLiteStore:
+        return memory if kind == "memory" else SQLiteStore(tmp_path / "d.db")
+
+    clock = FakeClock()
+    rules = CRASH_RULES.format(on=on)
+    async with running(tmp_path, rules, store=store(), clock=clock) as h:
+        # The crash: the result is committed, and the service dies before the rule
+        # engine hears of it (the hand-off after the commit never happens).
+        monkeypatch.setattr(h.service.automations, "observe", lambda _seen: None)
+        monkeypatch.setattr(h.service.calls, "observe", lambda _seen: None)
+        if on == "text.delivered":
+            source = (await text(h, to)).id
+
+            async def ended() -> bool:
+                return await status_of(h, source) is TextStatus.DELIVERED
+        else:
+            source = (await h.call(to)).id
+
+            async def ended() -> bool:
+                return (await h.get(source)).status is CallStatus.BUSY
+
+        await until(h, ended, "the result to be committed")
+        assert await h.service.store.list_runs(10) == []
+    monkeypatch.undo()
+    async with running(tmp_path, rules, store=store(), clock=clock) as h:
+
+        async def done() -> bool:
+            return [r.state for r in await h.service.store.list_runs(10)] == ["done"]
+
+        await until(h, done, "the run to be done", within=10)
+        await h.clock.advance(10)  # anything late (a second run, a second text) comes
+        runs = await h.service.store.list_runs(10)
+        made = [m for m in await h.service.find(to) if m.sender == OTHER]
+    assert [(r.rule, r.source_id, r.result, r.state) for r in runs] == [
+        ("thanks", source, on, "done")
+    ]
+    assert [(m.id, m.body, m.trigger) for m in made] == [
+        (runs[0].engagement_id, "Thanks.", f"automation:thanks:{source}")
     ]
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher.automations import Cursor, Run
 from dispatcher.calls import (
     Call,
     CallEvent,
@@ -1468,3 +1469,98 @@ async def test_sqlite_engagement_survives_close_and_reopen(tmp_path: Path) -> No
         before = Counter(await store.engagement(MetricsQuery()))
     async with open_store(url) as store:
         assert Counter(await store.engagement(MetricsQuery())) == before
+
+
+# -- automations: the durable history they match, and their cursor ------------------------
+
+
+def run_for(source_id: str, result: str = "text.delivered", rule: str = "thanks") -> Run:
+    return Run(rule=rule, source_id=source_id, result=result, due_at=at(1),
+               contact=DEFAULT_RECIPIENT, sender=SENDER)  # fmt: skip
+
+
+async def write_results(store: Store) -> None:
+    """Two texts and a call, with results, steps that are not results and a late repeat."""
+    delivered = await insert(store, dataclasses.replace(make_message("msg_d"), campaign_id="c1"))
+    for status in (TextStatus.SENDING, TextStatus.SENT, TextStatus.DELIVERED):
+        delivered = await move(store, delivered, status, when=at(1), attempt_id="att_d")
+    await move(store, delivered, TextStatus.DELIVERED, when=at(2))  # a repeat: not applied
+    await insert(store, make_message("msg_f", status=TextStatus.FAILED, reason="do_not_text"))
+    call = await insert_call(store, make_call("call_1", recipient="+16505550999"))
+    for step in (CallStatus.PLACING, CallStatus.INITIATED, CallStatus.ANSWERED):
+        _, call = await move_call(store, call, step, when=at(3))
+    prompt = CallEvent(call_id=call.id, at=at(4), result=VoiceResult.PROMPT, step=1, detail="1")
+    said = CallEvent(call_id=call.id, at=at(4), result=VoiceResult.SAY, step=2)
+    await store.update_call(call, [prompt, said])
+    await move_call(store, call, CallStatus.HANGUP, when=at(5))
+
+
+async def test_results_are_read_from_the_history_after_a_cursor(store: Store) -> None:
+    assert await store.automation_cursor() is None
+    start = await store.history_tip()
+    await write_results(store)
+    tip = await store.history_tip()
+    assert (tip.texts > start.texts, tip.calls > start.calls) == (True, True)
+    wanted = {"text.sent", "text.delivered", "text.failed", "call.answered", "call.prompt",
+              "call.hangup"}  # fmt: skip
+
+    found = await store.results_between(start, tip, wanted, 100)
+
+    assert [(r.channel, r.seen.result, r.seen.source_id, r.seen.detail) for r in found] == [
+        ("text", "text.sent", "msg_d", None),
+        ("text", "text.delivered", "msg_d", None),
+        ("text", "text.failed", "msg_f", None),
+        ("call", "call.answered", "call_1", None),
+        ("call", "call.prompt", "call_1", "1"),
+        ("call", "call.hangup", "call_1", None),
+    ]
+    delivered = found[1].seen
+    assert (delivered.contact, delivered.sender, delivered.campaign_id) == (
+        DEFAULT_RECIPIENT, SENDER, "c1",
+    )  # fmt: skip
+    assert delivered.at == at(1)
+    assert found[4].seen.contact == "+16505550999"
+    texts = [r.seq for r in found if r.channel == "text"]
+    assert texts == sorted(texts)
+    assert all(start.texts < s <= tip.texts for s in texts)
+    # Only the results asked for; at most ``limit`` of each channel; nothing after the tip.
+    only = await store.results_between(start, tip, {"text.delivered", "call.hangup"}, 100)
+    assert [r.seen.result for r in only] == ["text.delivered", "call.hangup"]
+    first = await store.results_between(start, tip, wanted, 1)
+    assert [r.seen.result for r in first] == ["text.sent", "call.answered"]
+    after = Cursor(texts=first[0].seq, calls=first[1].seq)
+    rest = await store.results_between(after, tip, wanted, 100)
+    assert [r.seen.result for r in rest] == [r.seen.result for r in found if r not in first]
+    assert await store.results_between(tip, tip, wanted, 100) == []
+
+
+async def test_runs_and_the_cursor_are_written_together(store: Store) -> None:
+    new = await store.add_runs([run_for("msg_1"), run_for("msg_2")], Cursor(texts=7, calls=3))
+    assert [r.source_id for r in new] == ["msg_1", "msg_2"]
+    assert await store.automation_cursor() == Cursor(texts=7, calls=3)
+    # A run exists once; the cursor still moves with a write that makes no run.
+    again = await store.add_runs([run_for("msg_1")], Cursor(texts=9, calls=3))
+    assert again == []
+    assert await store.automation_cursor() == Cursor(texts=9, calls=3)
+    await store.add_runs([run_for("msg_3")])
+    assert await store.automation_cursor() == Cursor(texts=9, calls=3)
+    await store.set_automation_cursor(Cursor(texts=10, calls=4))
+    assert await store.automation_cursor() == Cursor(texts=10, calls=4)
+    await store.set_automation_cursor(None)
+    assert await store.automation_cursor() is None
+    assert len(await store.list_runs(10)) == 3
+
+
+async def test_sqlite_the_cursor_and_the_history_survive_close_and_reopen(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        await write_results(store)
+        tip = await store.history_tip()
+        await store.add_runs([run_for("msg_d")], Cursor(texts=2, calls=1))
+    async with open_store(url) as store:
+        assert await store.automation_cursor() == Cursor(texts=2, calls=1)
+        assert await store.history_tip() == tip
+        found = await store.results_between(Cursor(texts=2, calls=1), tip, {"text.delivered"}, 9)
+        assert [r.seen.source_id for r in found] == ["msg_d"]

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dispatcher.automations import Run
+from dispatcher.automations import (
+    Cursor,
+    Observed,
+    Run,
+    StoredResult,
+    call_result,
+    text_result,
+    wanted_events,
+)
+from dispatcher.calls import Call, CallEvent
+from dispatcher.model import Event, Message
 
 Params = tuple[Any, ...]
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -27,6 +38,30 @@ def _run(row: sqlite3.Row) -> Run:
     )  # fmt: skip
 
 
+def _result(
+    channel: str,
+    seq: int,
+    result: str | None,
+    source: Message | Call | sqlite3.Row,
+    *,
+    source_id: str,
+    at: datetime,
+    detail: str | None = None,
+) -> list[StoredResult]:
+    """A result of the history (none if the event is not one), with its contact,
+    number and campaign from its text or call."""
+    if result is None:
+        return []
+    seen = Observed(
+        result=result, source_id=source_id, contact=source["recipient"],
+        sender=source["sender"], campaign_id=source["campaign_id"], detail=detail, at=at,
+    ) if isinstance(source, sqlite3.Row) else Observed(
+        result=result, source_id=source_id, contact=source.recipient, sender=source.sender,
+        campaign_id=source.campaign_id, detail=detail, at=at,
+    )  # fmt: skip
+    return [StoredResult(seen=seen, channel=channel, seq=seq)]
+
+
 class SQLiteAutomations:
     """Automation runs over the SQLite store's group commit and reader connection."""
 
@@ -38,15 +73,52 @@ class SQLiteAutomations:
 
     _runs_lock: asyncio.Lock | None = None
 
-    async def add_runs(self, runs: Sequence[Run]) -> list[Run]:
+    async def add_runs(self, runs: Sequence[Run], cursor: Cursor | None = None) -> list[Run]:
         # One writer at a time: "was it new?" is answered for each run once.
         if self._runs_lock is None:
             self._runs_lock = asyncio.Lock()
         async with self._runs_lock:
             new = [r for r in runs if not await self._rows("runs_by_key", _key(r))]
+            statements: list[tuple[str, Iterable[Params]]] = []
             if new:
-                await self._write(("insert_run", [_row(r) for r in new]))
+                statements.append(("insert_run", [_row(r) for r in new]))
+            if cursor is not None:  # in the same transaction as the runs
+                statements.append(("set_automation_cursor", [(cursor.texts, cursor.calls)]))
+            if statements:
+                await self._write(*statements)
         return new
+
+    async def automation_cursor(self) -> Cursor | None:
+        rows = await self._rows("automation_cursor", ())
+        return Cursor(texts=rows[0][0], calls=rows[0][1]) if rows else None
+
+    async def set_automation_cursor(self, cursor: Cursor | None) -> None:
+        if cursor is None:
+            await self._write(("clear_automation_cursor", [()]))
+        else:
+            await self._write(("set_automation_cursor", [(cursor.texts, cursor.calls)]))
+
+    async def history_tip(self) -> Cursor:
+        await self._write()  # a barrier: every write begun before it has committed
+        [row] = await self._rows("history_tip", ())
+        return Cursor(texts=row[0], calls=row[1])
+
+    async def results_between(
+        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
+    ) -> list[StoredResult]:
+        texts, statuses, voice = (json.dumps(names) for names in wanted_events(results))
+        found: list[StoredResult] = []
+        for row in await self._rows("text_results_between",
+                                    (after.texts, upto.texts, texts, limit)):  # fmt: skip
+            found += _result("text", row["seq"], text_result(row["status"]), row,
+                             source_id=row["source_id"], at=_at(row["at"]))  # fmt: skip
+        params = (after.calls, upto.calls, statuses, voice, limit)
+        for row in await self._rows("call_results_between", params):
+            found += _result(
+                "call", row["seq"], call_result(row["status"], row["result"]), row,
+                source_id=row["source_id"], at=_at(row["at"]), detail=row["detail"],
+            )  # fmt: skip
+        return found
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
         return [_run(row) for row in await self._rows("due_runs", (_us(now), limit))]
@@ -65,6 +137,10 @@ class SQLiteAutomations:
 
     async def stored_rules(self) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in await self._rows("list_rules", ())]
+
+
+def _at(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
 
 
 def _key(run: Run) -> Params:
@@ -87,11 +163,55 @@ class MemoryAutomations:
             self._automation_runs = {}
         return self._automation_runs
 
-    async def add_runs(self, runs: Sequence[Run]) -> list[Run]:
+    async def add_runs(self, runs: Sequence[Run], cursor: Cursor | None = None) -> list[Run]:
         new = [r for r in runs if _key(r) not in self._runs]
         for run in new:
             self._runs[_key(run)] = run
+        if cursor is not None:
+            self._automation_cursor = cursor
         return new
+
+    # The history in the order it was written, kept by the store (each event's place
+    # is its index + 1), and the texts and calls the events belong to.
+    _text_log: list[Event]
+    _call_log: list[CallEvent]
+    _messages: dict[str, Message]
+    _calls: dict[str, Call]
+    _automation_cursor: Cursor | None = None
+
+    async def automation_cursor(self) -> Cursor | None:
+        return self._automation_cursor
+
+    async def set_automation_cursor(self, cursor: Cursor | None) -> None:
+        self._automation_cursor = cursor
+
+    async def history_tip(self) -> Cursor:
+        return Cursor(texts=len(self._text_log), calls=len(self._call_log))
+
+    async def results_between(
+        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
+    ) -> list[StoredResult]:
+        texts: list[StoredResult] = []
+        for seq in range(after.texts + 1, upto.texts + 1):
+            event = self._text_log[seq - 1]
+            if len(texts) >= limit:
+                break
+            name = text_result(event.status) if event.applied else None
+            if name in results:
+                texts += _result("text", seq, name, self._messages[event.message_id],
+                                 source_id=event.message_id, at=event.at)  # fmt: skip
+        calls: list[StoredResult] = []
+        for seq in range(after.calls + 1, upto.calls + 1):
+            step = self._call_log[seq - 1]
+            if len(calls) >= limit:
+                break
+            name = call_result(step.status, step.result) if step.applied else None
+            if name in results:
+                calls += _result(
+                    "call", seq, name, self._calls[step.call_id], source_id=step.call_id,
+                    at=step.at, detail=step.detail,
+                )  # fmt: skip
+        return texts + calls
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
         due = sorted((r for r in self._runs.values() if r.state == "due" and r.due_at <= now),

@@ -57,6 +57,8 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         self._voice_links: dict[str, tuple[str, str | None]] = {}  # message id, campaign
         self._plays: list[tuple[str, datetime]] = []
         self._link_messages: dict[str, tuple[str, str]] = {}  # token -> message id, plays
+        self._text_log: list[Event] = []  # every text event, in the order written
+        self._call_log: list[CallEvent] = []  # every call event, in the order written
 
     @classmethod
     def from_url(cls, url: str, **_options: object) -> MemoryStore:
@@ -83,6 +85,7 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         stored = replace(message, seq=self._seq)
         self._messages[stored.id] = stored
         self._events[stored.id].extend(events)
+        self._text_log.extend(events)
         self._by_recipient[stored.recipient].append(stored.id)
         if stored.status in INBOUND:  # a contact's own texts are found by the contact too
             self._by_recipient[stored.sender].append(stored.id)
@@ -195,6 +198,7 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
             if not step.event.applied:
                 continue
             updated = apply(message, step)
+            self._text_log.append(step.event)
             self._messages[message.id] = updated
             if updated.provider_id and updated.provider_id != message.provider_id:
                 self._by_provider[updated.provider_id] = updated.id
@@ -249,6 +253,7 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         self._calls_to[stored.recipient].append(stored.id)
         if stored.idempotency_key:
             self._call_by_key[stored.idempotency_key] = stored.id
+        self._call_log.extend(events)
         if stored.provider_id:
             self._call_by_provider[stored.provider_id] = stored.id
         return stored
@@ -277,6 +282,7 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         self._calls[call.id] = new
         if old.provider_id != new.provider_id:
             if old.provider_id and self._call_by_provider.get(old.provider_id) == call.id:
+        self._call_log.extend(events)
                 del self._call_by_provider[old.provider_id]
             if new.provider_id:
                 self._call_by_provider[new.provider_id] = call.id
