@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from dispatcher import private
 from dispatcher.campaigns import (
     ACTIVE_STATES,
     VOICE_LINK,
@@ -56,6 +57,7 @@ from dispatcher.store import Store
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+LINK_KEY = "voice-links.key"  # in the home folder: the secret voice link tokens are signed with
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -126,6 +128,7 @@ class CampaignDesk:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._link_key: bytes | None = None  # voice links' secret, read on first use
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
@@ -252,13 +255,14 @@ class CampaignDesk:
     ) -> Campaign:
         config = self._config.campaigns
         template = self._running[campaign.id].template
-        rejects_path = self._config.home / "campaigns" / f"{campaign.id}-rejects.csv"
-        rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        rejects_path = (
+            private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
+        )
         seen: set[str] = set()
         per_sender: Counter[str] = Counter()
         segments = 0
         pending: list[Contact] = []
-        with rejects_path.open("w", encoding="utf-8", newline="") as out:
+        with private.open_text(rejects_path, newline="") as out:
             writer = csv.writer(out)
             writer.writerow(["line", "reason", *reader.header])
             batch = [first] if first is not None else []
@@ -336,7 +340,7 @@ class CampaignDesk:
                      if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
             if empty:
                 raise InvalidInput(f"empty field {', '.join(empty)} for the template")
-            link = {VOICE_LINK: self._link(link_token(campaign.id, row.line, 0))}
+            link = {VOICE_LINK: self._link(self._token(campaign.id, row.line, 0))}
             cost = check_body(template.render({**values, **link})).segments
         contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
                           sender=sender_for(phone, campaign.senders), tz=zones,
@@ -504,7 +508,7 @@ class CampaignDesk:
         validity = min(campaign.validity, closes - now)
         fields, token = dict(contact.fields), None
         if VOICE_LINK in template.fields:
-            token = link_token(campaign.id, contact.line, contact.attempt)
+            token = self._token(campaign.id, contact.line, contact.attempt)
             fields[VOICE_LINK] = self._link(token)
         submission = await self._service.submit(TextRequest(
             sender=contact.sender, recipient=contact.phone, body=template.render(fields),
@@ -520,6 +524,13 @@ class CampaignDesk:
     def _link(self, token: str) -> str:
         """A voice link: a page of the HTTP app that plays the campaign's message."""
         return f"{self._config.http.base_url}/v/{token}"
+
+    def _token(self, campaign_id: str, line: int, attempt: int) -> str:
+        """A contact's voice link token, signed with the secret kept in the home folder
+        (made on first use)."""
+        if self._link_key is None:
+            self._link_key = private.secret(self._config.home / LINK_KEY)
+        return link_token(self._link_key, campaign_id, line, attempt)
 
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import hmac
 import string
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
@@ -240,11 +241,12 @@ def _number_zones(phone: str) -> str:
     return "|".join(sorted(known))
 
 
-def link_token(campaign_id: str, line: int, attempt: int) -> str:
-    """A voice link's token: the same for the same attempt (so a resubmitted text keeps its
-    body), hard to guess."""
-    digest = hashlib.sha256(f"{campaign_id}:{line}:{attempt}".encode()).hexdigest()
-    return "v" + digest[:24]
+def link_token(key: bytes, campaign_id: str, line: int, attempt: int) -> str:
+    """A voice link's token: an HMAC of the contact's attempt under the service's secret
+    ``key``, so it cannot be computed from the campaign's id and the contact's line; the
+    same for the same attempt (so a resubmitted text keeps its body)."""
+    signed = hmac.new(key, f"{campaign_id}:{line}:{attempt}".encode(), hashlib.sha256)
+    return "v" + signed.hexdigest()[:24]
 
 
 # -- the sender pool -------------------------------------------------------------------

@@ -29,7 +29,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dispatcher import report
+from dispatcher import private, report
 from dispatcher.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.campaign_desk import CampaignSpec
 from dispatcher.campaigns import Campaign, CampaignState, ContactState
@@ -144,8 +144,8 @@ def demo_config(base: Config, home: Path) -> Config:
         gather_input={"+15550300001": "1"},
     )
     rules = home / "automations.toml"
-    home.mkdir(parents=True, exist_ok=True)
-    rules.write_text(AUTOMATIONS, encoding="utf-8")
+    private.prepare_home(home)
+    private.write_text(rules, AUTOMATIONS)
     return dataclasses.replace(
         base, home=home, simulator=simulator, store=StoreConfig(),
         scripts=parse_scripts({"reminder": REMINDER}, where="demo"),
@@ -166,6 +166,7 @@ def demo_window(now: datetime) -> str:
 
 def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
     stamp = datetime.now().astimezone().strftime("%Y%m%d-%H%M%S")
+    private.prepare_home(base.home)
     home = base.home / f"demo-{stamp}"
     config = demo_config(base, home)
     console = Console()
@@ -206,8 +207,7 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         contacts = await _campaign_table(dispatcher, campaign.id)
         totals = await dispatcher.metrics()
         page = config.home / "report.html"
-        page.write_text(report.render(await dispatcher.report_data(MetricsQuery(), None)),
-                        encoding="utf-8")  # fmt: skip
+        private.write_text(page, report.render(await dispatcher.report_data(MetricsQuery(), None)))
     console.print(_final_table(messages, notes))
     console.print(_counts_table(messages))
     console.print(contacts)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher import report, runtime
+from dispatcher import private, report, runtime
 from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
 from dispatcher.calls import Call
 from dispatcher.campaign_desk import CampaignDesk
@@ -189,6 +189,7 @@ class Dispatcher(Resource):
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
+        private.prepare_home(self.config.home)  # 0700, ours, not a symbolic link
         stack = self._stack
         await stack.enter_async_context(self.store)
         await stack.enter_async_context(self.channel)

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
+from dispatcher import private
 from dispatcher.calls import CallReason, CallStatus
 from dispatcher.channels import (
     Accepted,
@@ -88,10 +89,10 @@ class Simulator(Resource):
 
     async def open(self) -> None:
         if self._log_path is not None:
-            self._log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self._log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            private.folder(self._log_path.parent)
+            self._fd = private.create(self._log_path, os.O_WRONLY | os.O_APPEND)
             calls = self._log_path.with_name("simulator-calls.jsonl")
-            self._call_fd = os.open(calls, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._call_fd = private.create(calls, os.O_WRONLY | os.O_APPEND)
 
     async def close(self) -> None:
         for timer in self._timers:

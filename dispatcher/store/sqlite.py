@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 import aiosqlite
 
-from dispatcher import metrics
+from dispatcher import metrics, private
 from dispatcher.calls import Call, CallEvent, CallStatus, VoiceResult
 from dispatcher.errors import ConfigError, DispatcherError
 from dispatcher.lifecycle import Resource
@@ -289,7 +290,13 @@ class SQLiteStore(SQLiteCampaigns, SQLiteAutomations, Resource):
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            # Created 0600 before SQLite opens it: SQLite gives its -wal and -shm files the
+            # database file's mode (a file it creates itself would be 0644).
+            private.folder(self._path.parent)
+            os.close(private.create(self._path, os.O_RDWR))
+        except OSError as exc:
+            raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
         try:
             db = self._db = await aiosqlite.connect(self._path, isolation_level=None)
             db.row_factory = sqlite3.Row
