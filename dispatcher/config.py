@@ -28,10 +28,16 @@ from dispatcher.scripts import Script, parse_scripts
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+MAX_DURATION = timedelta(days=3650)  # ten years: every duration the product takes
+
+
+class DurationOutOfRange(ConfigError):
+    """A well-formed duration longer than :data:`MAX_DURATION`."""
 
 
 def parse_duration(text: str, *, field: str = "duration") -> timedelta:
-    """``"10h"``, ``"1s"``, ``"250ms"``, ``"1h30m"`` -> ``timedelta``."""
+    """``"10h"``, ``"1s"``, ``"250ms"``, ``"1h30m"`` -> ``timedelta``, at most
+    :data:`MAX_DURATION` (3650d)."""
     cleaned = text.strip().replace(" ", "")
     parts = _DURATION.findall(cleaned)
     if not cleaned or "".join(n + u for n, u in parts) != cleaned:
@@ -39,7 +45,14 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
             f"{field}: {text!r} is not a duration; write e.g. 250ms, 1s, 10m, 10h or 1h30m",
             field=field,
         )
-    return timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in parts))
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)  # inf for absurdly long digits
+    if not seconds <= MAX_DURATION.total_seconds():
+        raise DurationOutOfRange(
+            f"{field}: {text!r} is longer than {MAX_DURATION.days}d, the longest duration "
+            "accepted",
+            field=field,
+        )
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -203,6 +216,16 @@ class InboundConfig:
 class ControlConfig:
     socket: str = "dispatcher.sock"
     max_line: int = 65536
+    max_connections: int = 256
+    idle_timeout: timedelta = timedelta(minutes=5)
+
+    def __post_init__(self) -> None:
+        if self.max_connections < 1:
+            raise ConfigError("control.max_connections: must be at least 1",
+                              field="control.max_connections")  # fmt: skip
+        if self.idle_timeout <= timedelta(0):
+            raise ConfigError("control.idle_timeout: must be longer than 0s",
+                              field="control.idle_timeout")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,3 +29,22 @@ def configure(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class Reminder:
+    """A problem that keeps happening, logged once and then at most every ``every``
+    seconds (each reminder counts what happened since the last line), instead of once
+    per occurrence. Times are the caller's monotonic clock."""
+
+    def __init__(self, every: float = 60.0) -> None:
+        self._every = every
+        self._last: float | None = None
+        self._unsaid = 0
+
+    def occurred(self, now: float) -> int | None:
+        """Count one occurrence; the occurrences to report if a line is due, else None."""
+        self._unsaid += 1
+        if self._last is not None and now - self._last < self._every:
+            return None
+        self._last, said, self._unsaid = now, self._unsaid, 0
+        return said

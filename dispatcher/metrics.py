@@ -53,7 +53,7 @@ from operator import attrgetter
 from typing import Any, Literal
 
 from dispatcher.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
-from dispatcher.config import parse_duration
+from dispatcher.config import DurationOutOfRange, parse_duration
 from dispatcher.errors import InvalidInput
 from dispatcher.model import Event, Message, TextStatus
 
@@ -349,6 +349,8 @@ def parse_time(text: str, *, now: datetime, field: str) -> datetime:
     except ValueError:
         try:
             return now - parse_duration(text, field=field)
+        except DurationOutOfRange:
+            raise
         except InvalidInput:
             raise InvalidInput(
                 f"{field}: {text!r} is neither an ISO 8601 time (2026-03-14T09:00:00Z) nor "

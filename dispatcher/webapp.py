@@ -29,6 +29,7 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
 
 from __future__ import annotations
 
+import functools
 import hmac
 import html
 import json
@@ -42,6 +43,7 @@ from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
+from dispatcher import jsonio
 from dispatcher.automations import RESULTS, Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
@@ -65,11 +67,26 @@ def status_callback_url(public_url: str, message_id: str) -> str:
     return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
 
 
+_json_response = functools.partial(web.json_response, dumps=jsonio.dumps)
+
+
 def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
     error: dict[str, Any] = {"code": code, "message": message}
     if field:
         error["field"] = field
-    return web.json_response({"error": error}, status=status)
+    return _json_response({"error": error}, status=status)
+
+
+def _refusal(kind: type[web.HTTPError], code: str, message: str) -> web.HTTPError:
+    """An HTTP error to raise, with the JSON error shape."""
+    return kind(text=jsonio.dumps({"error": {"code": code, "message": message}}),
+                content_type="application/json")  # fmt: skip
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or an ``application/...+json`` type (parameters aside)."""
+    kind, _, subtype = content_type.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 _STATUS_OF = {
@@ -130,11 +147,7 @@ class WebApp:
         signature = request.headers.get("X-Twilio-Signature", "")
         if self._validator is None or not self._validator.validate(url, params, signature):
             log.warning("http.forged_callback", extra={"path": request.path})
-            raise web.HTTPForbidden(
-                text=json.dumps({"error": {"code": "forbidden",
-                                           "message": "the request is not signed by Twilio"}}),
-                content_type="application/json",
-            )  # fmt: skip
+            raise _refusal(web.HTTPForbidden, "forbidden", "the request is not signed by Twilio")
         return params
 
     async def inbound(self, request: web.Request) -> web.StreamResponse:
@@ -198,7 +211,7 @@ class WebApp:
         report = call_report_of(
             sid, status, self._dispatcher.clock.now().wall,
             answered_by=str(answered_by) if answered_by else None,
-            error_code=params.get("ErrorCode"),
+            error_code=params.get("ErrorCode"), duration=params.get("CallDuration"),
         )  # fmt: skip
         if report is None:
             raise InvalidInput(f"{status!r} is not a call status Twilio sends", field="CallStatus")
@@ -207,25 +220,38 @@ class WebApp:
 
     # -- automation API --------------------------------------------------------------
     def _authorised(self, request: web.Request) -> None:
+        """The bearer token, compared in constant time as bytes: a header of any bytes
+        (aiohttp keeps bytes that are not UTF-8 as surrogate escapes) is only refused."""
         header = request.headers.get("Authorization", "")
         token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        if not self._api_token or not hmac.compare_digest(token, self._api_token):
-            raise web.HTTPUnauthorized(
-                text=json.dumps({"error": {"code": "unauthorized",
-                                           "message": "a valid bearer token is required"}}),
-                content_type="application/json",
+        presented = token.encode("utf-8", "surrogateescape")
+        expected = (self._api_token or "").encode("utf-8", "surrogateescape")
+        if not self._api_token or not hmac.compare_digest(presented, expected):
+            raise _refusal(web.HTTPUnauthorized, "unauthorized", "a valid bearer token is required")
+
+    async def _json_body(self, request: web.Request) -> Any:
+        """The body of an authorised ``/v1`` request: declared JSON (415 otherwise),
+        at most MAX_BODY bytes (413) and standard JSON (400, naming what is wrong)."""
+        self._authorised(request)
+        if not _is_json(request.content_type):
+            raise _refusal(
+                web.HTTPUnsupportedMediaType, "unsupported_media_type",
+                f"the request body must be JSON, sent with Content-Type: application/json "
+                f"(not {request.content_type})",
             )  # fmt: skip
+        try:
+            data = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise _refusal(web.HTTPRequestEntityTooLarge, "too_large",
+                           f"the request body is over {MAX_BODY} bytes") from None  # fmt: skip
+        return jsonio.loads(data, what="the request body")
 
     async def _submission(
         self, request: web.Request, fields: set[str], strings: tuple[str, ...]
     ) -> tuple[dict[str, Any], Lane]:
         """The JSON body of a submission, checked: known fields, required strings, plain
         E.164 numbers (as the API's description says) and the priority."""
-        self._authorised(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:  # not JSON, or not UTF-8
-            raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+        body = await self._json_body(request)
         if not isinstance(body, dict):
             raise InvalidInput('the request body must be a JSON object like {"from": ...}')
         if unknown := sorted(set(body) - fields - {"from", "to", "priority"}):
@@ -253,7 +279,7 @@ class WebApp:
                         idempotency_key=key)
         )  # fmt: skip
         message = submission.message
-        return web.json_response(
+        return _json_response(
             {"id": message.id, "status": message.status.value, "reason": message.reason},
             status=201 if submission.created else 200,
         )
@@ -262,7 +288,7 @@ class WebApp:
         self._authorised(request)
         view = await self._dispatcher.message(request.match_info["message_id"])
         m = view.message
-        return web.json_response(
+        return _json_response(
             {
                 "id": m.id,
                 "status": m.status.value,
@@ -289,7 +315,7 @@ class WebApp:
             )
         )  # fmt: skip
         call = submission.call
-        return web.json_response(
+        return _json_response(
             {"id": call.id, "status": call.status.value, "reason": call.reason},
             status=201 if submission.created else 200,
         )
@@ -297,7 +323,7 @@ class WebApp:
     async def get_call(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         view = await self._dispatcher.call(request.match_info["call_id"])
-        return web.json_response(
+        return _json_response(
             {
                 **call_view_json(view),
                 "provider_sid": view.call.provider_id,
@@ -320,7 +346,7 @@ class WebApp:
         self._authorised(request)
         engine = self._dispatcher.automations
         runs = await self._dispatcher.store.list_runs(50)
-        return web.json_response({
+        return _json_response({
             "automations": [rule_json(r, "file" if r.name in engine.from_file else "api")
                             for r in engine.rules],
             "runs": [{"rule": r.rule, "source_id": r.source_id, "result": r.result,
@@ -329,13 +355,9 @@ class WebApp:
         })  # fmt: skip
 
     async def add_automation(self, request: web.Request) -> web.StreamResponse:
-        self._authorised(request)
-        try:
-            body = await request.json()
-        except ValueError as exc:
-            raise InvalidInput(f"the request body is not valid JSON: {exc}") from exc
+        body = await self._json_body(request)
         rule = await self._dispatcher.automations.add(body)
-        return web.json_response(rule_json(rule, "api"), status=201)
+        return _json_response(rule_json(rule, "api"), status=201)
 
     async def remove_automation(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -343,7 +365,7 @@ class WebApp:
         return web.Response(status=204)
 
     async def openapi(self, _: web.Request) -> web.StreamResponse:
-        return web.json_response(OPENAPI)
+        return _json_response(OPENAPI)
 
 
 def _page(title: str, message: str) -> str:
@@ -412,6 +434,10 @@ _KEY = {
 }
 _NUMBER = {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$"}
 _UNAUTHORISED = {"description": "no valid bearer token"}
+_BODY_REFUSED = {
+    "413": {"description": "the body is over 64 KiB", "content": _JSON_ERROR},
+    "415": {"description": "the body is not sent as application/json", "content": _JSON_ERROR},
+}
 OPENAPI: dict[str, Any] = {
     "openapi": "3.0.3",
     "info": {"title": "dispatcher automation API", "version": "1"},
@@ -495,6 +521,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _UNAUTHORISED,
                     "409": {"description": "the key was used for another text",
                             "content": _JSON_ERROR},
+                    **_BODY_REFUSED,
                 },
             }
         },
@@ -523,6 +550,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _UNAUTHORISED,
                     "409": {"description": "the key was used for another call",
                             "content": _JSON_ERROR},
+                    **_BODY_REFUSED,
                 },
             }
         },
@@ -543,6 +571,7 @@ OPENAPI: dict[str, Any] = {
                     "401": _UNAUTHORISED,
                     "409": {"description": "an automation has that name",
                             "content": _JSON_ERROR},
+                    **_BODY_REFUSED,
                 },
             },
         },

@@ -395,6 +395,14 @@ async def test_socket_path_too_long_is_a_clean_error(home: Path) -> None:
     assert "dispatcher.sock" in err
 
 
+@pytest.mark.parametrize("since", ["99999999999h", "3651d"])
+async def test_a_duration_out_of_range_exits_2_naming_the_limit(home: Path, since: str) -> None:
+    run = await dispatcher(home, "metrics", "--since", since)
+    err = assert_clean_error(run, 2)
+    assert "--since" in err
+    assert "3650d" in err
+
+
 async def test_help_exits_0(home: Path) -> None:
     run = await dispatcher(None, "--help", cwd=home)
     assert run.code == 0, run.err

@@ -379,3 +379,45 @@ def test_parse_duration_rejects_garbage(text: str) -> None:
         parse_duration(text, field="pacing.validity")
     assert "pacing.validity" in str(info.value)
     assert info.value.field == "pacing.validity"
+
+
+@pytest.mark.parametrize("text", ["99999999999h", "9" * 400 + "d", "3651d", "3650d1ms"])
+def test_parse_duration_refuses_durations_over_the_limit_naming_it(text: str) -> None:
+    with pytest.raises(ConfigError, match="3650d") as info:
+        parse_duration(text, field="delay")
+    assert info.value.field == "delay"
+    assert "delay" in str(info.value)
+
+
+def test_parse_duration_takes_the_limit_itself() -> None:
+    assert parse_duration("3650d") == timedelta(days=3650)
+
+
+def test_the_control_socket_limits_from_the_file_and_the_environment(
+    write_toml: WriteToml,
+) -> None:
+    assert Config().control.max_connections == 256
+    assert Config().control.idle_timeout == timedelta(minutes=5)
+    path = write_toml('[control]\nmax_connections = 40\nidle_timeout = "30s"\n')
+    config = load_config(path, env={})
+    assert config.control.max_connections == 40
+    assert config.control.idle_timeout == timedelta(seconds=30)
+    env = {"DISPATCHER_CONTROL_MAX_CONNECTIONS": "500", "DISPATCHER_CONTROL_IDLE_TIMEOUT": "1m"}
+    config = load_config(path, env=env)
+    assert config.control.max_connections == 500
+    assert config.control.idle_timeout == timedelta(minutes=1)
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"DISPATCHER_CONTROL_MAX_CONNECTIONS": "0"}, "control.max_connections"),
+        ({"DISPATCHER_CONTROL_MAX_CONNECTIONS": "lots"}, "control.max_connections"),
+        ({"DISPATCHER_CONTROL_IDLE_TIMEOUT": "0s"}, "control.idle_timeout"),
+    ],
+)
+def test_bad_control_socket_limits_name_the_key(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env=env)
+    assert info.value.field == key
+    assert key in str(info.value)

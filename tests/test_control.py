@@ -10,8 +10,10 @@ import contextlib
 import json
 import logging
 import os
+import resource
 import socket
 import stat
+import warnings
 from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,12 +23,13 @@ import pytest
 
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import SimulatorConfig, load_config
-from dispatcher.control.client import ControlClient
-from dispatcher.control.server import ControlServer
-from dispatcher.errors import Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.control.client import ControlClient, call
+from dispatcher.control.server import ControlServer, peer_allowed
+from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.logs import Reminder
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
-from tests.helpers import wait_for
+from tests.helpers import Service, wait_for
 
 ANSWER_TIMEOUT = 10.0
 SIMULATOR = SimulatorConfig(
@@ -810,3 +813,300 @@ async def test_a_bad_call_request_names_the_field(
         assert error["field"] == field
         await conn.assert_still_answers()
     assert (await client.call("call_find", to="+15550200001"))["calls"] == []
+
+
+# -- hostile clients --------------------------------------------------------------------
+
+
+def strict_answer(data: bytes) -> dict[str, Any]:
+    """An answer line parsed as standard JSON (no NaN or Infinity)."""
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"the server wrote {constant}, which is not JSON")
+
+    answer = json.loads(data, parse_constant=refuse)
+    assert isinstance(answer, dict)
+    return answer
+
+
+async def closed_by_server(conn: Raw) -> bool:
+    """True once the server has closed its end (the client reads end of file)."""
+    rest = await asyncio.wait_for(conn.reader.read(), ANSWER_TIMEOUT)
+    return rest == b""
+
+
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b'{"id": NaN, "cmd": "ping"}',
+        b'{"id": Infinity, "cmd": "ping"}',
+        b'{"cmd": "status", "args": {"limit": -Infinity}}',
+        b'{"cmd": "ping", "id": 1e999}',
+    ],
+)
+async def test_nan_and_infinity_are_refused_and_never_written(
+    sock: Path, request_line: bytes
+) -> None:
+    async with raw(sock) as conn:
+        await conn.send(request_line + b"\n")
+        data = await asyncio.wait_for(conn.reader.readline(), ANSWER_TIMEOUT)
+        error = error_of(strict_answer(data))
+        assert error["code"] == "invalid_input"
+        assert "standard JSON" in error["message"]
+        await conn.assert_still_answers()
+
+
+async def test_deep_nesting_is_refused_naming_the_limit(sock: Path) -> None:
+    deep = b"[" * 1000 + b"]" * 1000
+    async with raw(sock) as conn:
+        for request_line in (
+            b'{"cmd": "status", "args": ' + deep + b"}",
+            b'{"id": ' + deep + b', "cmd": "ping"}',
+            b'{"cmd": "call", "args": {"from": "+15550000001", "to": "+15550100001", '
+            b'"script": [{"say": ' + deep + b"}]}}",
+        ):
+            error = error_of(await conn.request(request_line + b"\n"))
+            assert error["code"] == "invalid_input", error
+            assert "nested" in error["message"]
+            assert "32" in error["message"]
+        await conn.assert_still_answers()
+
+
+async def test_a_lone_surrogate_is_refused_naming_the_field(
+    sock: Path, client: ControlClient
+) -> None:
+    async with raw(sock) as conn:
+        for request_line, field in [
+            (b'{"cmd": "submit", "args": {"from": "+15550000001", "to": "+15550100001", '
+             b'"body": "hello \\ud800"}}', "body"),
+            (b'{"cmd": "call", "args": {"from": "+15550000001", "to": "+15550100001", '
+             b'"script": [{"say": "hi"}, {"say": "\\udfff"}]}}', "script[1].say"),
+            (b'{"cmd": "dnt_add", "args": {"number": "+15550100001", "reason": "\\ud83d"}}',
+             "reason"),
+        ]:  # fmt: skip
+            error = error_of(await conn.request(request_line + b"\n"))
+            assert error["code"] == "invalid_input", error
+            assert error["field"] == field, error
+            assert "surrogate" in error["message"]
+        await conn.assert_still_answers()
+    assert (await client.call("status"))["counts"] == {}
+    assert (await client.call("dnt_list"))["entries"] == []
+
+
+async def test_a_huge_integer_is_refused(sock: Path) -> None:
+    async with raw(sock) as conn:
+        error = error_of(
+            await conn.request(b'{"cmd": "status", "args": {"limit": 1' + b"0" * 5000 + b"}}\n")
+        )
+        assert error["code"] == "invalid_input", error
+        assert "integer" in error["message"]
+        await conn.assert_still_answers()
+
+
+@pytest.mark.parametrize("since", ["99999999999h", "9" * 400 + "d", "3651d"])
+async def test_a_duration_out_of_range_is_refused_naming_the_limit(sock: Path, since: str) -> None:
+    async with raw(sock) as conn:
+        error = error_of(await conn.call("metrics", since=since))
+        assert error["code"] != "internal", error
+        assert error["field"] == "since", error
+        assert "3650d" in error["message"]
+        await conn.assert_still_answers()
+
+
+async def test_a_burst_of_connections_is_served_up_to_the_cap_and_the_rest_refused(
+    dispatcher: Dispatcher, home: Path
+) -> None:
+    path = home / "cap.sock"
+    cap = 200  # more than the 127 a default listen backlog lets through at once
+    async with ControlServer(dispatcher, path, max_connections=cap) as server:
+        burst: list[socket.socket] = []
+        conns: list[Raw] = []
+        try:
+            # Every connect of the burst before the server accepts any (no await between).
+            for _ in range(cap):
+                client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                client.setblocking(False)
+                burst.append(client)
+                client.connect(str(path))  # BlockingIOError if the backlog is full
+            conns += [Raw(*await asyncio.open_unix_connection(sock=c)) for c in burst]
+            answers = await asyncio.gather(
+                *(conn.request(line({"id": i, "cmd": "ping"})) for i, conn in enumerate(conns))
+            )
+            assert [answer["id"] for answer in answers] == list(range(cap))
+            assert server.open_connections == cap
+            for _ in range(5):  # over the cap: a clear answer, then the server hangs up
+                async with raw(path) as extra:
+                    error = error_of(await extra.answer())
+                    assert error["code"] == "busy"
+                    assert "control.max_connections" in error["message"]
+                    assert str(cap) in error["message"]
+                    assert await closed_by_server(extra)
+            conns.pop().writer.close()
+
+            async def slot_freed() -> bool:
+                return server.open_connections < cap
+
+            await wait_for(slot_freed, within=10, what="the server to see a client leave")
+            async with raw(path) as again:
+                await again.assert_still_answers()
+        finally:
+            for conn in conns:
+                conn.writer.close()
+
+
+async def test_an_idle_or_trickling_connection_is_timed_out(
+    dispatcher: Dispatcher, home: Path
+) -> None:
+    path = home / "idle.sock"
+    async with (
+        ControlServer(dispatcher, path, idle_timeout=timedelta(milliseconds=300)),
+        raw(path) as silent,
+        raw(path) as trickling,
+        raw(path) as busy,
+    ):
+        await trickling.send(b'{"cmd": "pi')
+        await busy.assert_still_answers()
+        for conn in (silent, trickling):
+            error = error_of(await conn.answer())
+            assert error["code"] == "timeout"
+            assert "control.idle_timeout" in error["message"]
+            assert await closed_by_server(conn)
+
+
+async def test_only_the_services_user_or_root_may_connect() -> None:
+    assert peer_allowed(1000, own=1000)
+    assert peer_allowed(0, own=1000)
+    assert peer_allowed(0, own=0)
+    assert not peer_allowed(65534, own=1000)
+    assert not peer_allowed(1000, own=0)
+
+
+def _connect_as(uid: int, path: Path, out: int) -> None:  # pragma: no cover - in the child
+    """In a forked child: become ``uid``, ask ``ping``, write what came back to ``out``."""
+    try:
+        os.setgid(uid)
+        os.setuid(uid)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+            conn.settimeout(ANSWER_TIMEOUT)
+            conn.connect(str(path))
+            conn.sendall(b'{"id": 1, "cmd": "ping"}\n')
+            with conn.makefile("rb") as answers:
+                os.write(out, answers.readline())
+    finally:
+        os._exit(0)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="acting as another user needs root")
+async def test_another_user_is_refused_even_on_a_loosened_socket(
+    dispatcher: Dispatcher, home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    path = home / "peer.sock"
+    nobody = 65534
+    async with ControlServer(dispatcher, path):
+        os.chmod(home, 0o711)  # noqa: S103 - the other user must reach the socket
+        os.chmod(path, 0o666)  # noqa: S103 - as if loosened: the peer check still holds
+        read_end, write_end = os.pipe()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os.close(read_end)
+            _connect_as(nobody, path, write_end)
+        os.close(write_end)
+        with os.fdopen(read_end, "rb") as pipe:
+            data = await asyncio.wait_for(asyncio.to_thread(pipe.read), ANSWER_TIMEOUT)
+        await asyncio.to_thread(os.waitpid, pid, 0)
+        error = error_of(strict_answer(data.splitlines()[0]))
+        assert error["code"] == "forbidden"
+        assert str(nobody) in error["message"]
+        async with ControlClient(path) as own:  # the service's own user still gets in
+            assert (await own.call("ping"))["pong"] is True
+    refused = [r for r in caplog.records if r.getMessage() == "control.refused_peer"]
+    assert [getattr(r, "uid", None) for r in refused] == [nobody]
+
+
+async def test_a_socket_path_that_is_a_symlink_is_refused(
+    dispatcher: Dispatcher, home: Path
+) -> None:
+    target = home / "elsewhere.sock"
+    path = home / "link.sock"
+    path.symlink_to(target)
+    with pytest.raises(ConfigError, match="symbolic link") as caught:
+        async with ControlServer(dispatcher, path):
+            pytest.fail("the server started on a symlink")
+    assert str(path) in str(caught.value)
+    assert path.is_symlink()
+    assert not target.exists()
+
+
+async def test_a_socket_owned_by_another_user_is_refused(
+    dispatcher: Dispatcher, home: Path
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("giving a file to another user needs root")
+    path = home / "theirs.sock"
+    left = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    left.bind(str(path))
+    left.close()
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by") as caught:
+        async with ControlServer(dispatcher, path):
+            pytest.fail("the server started on another user's socket")
+    assert str(path) in str(caught.value)
+    assert "65534" in str(caught.value)
+    assert path.lstat().st_uid == 65534  # left as it was
+
+
+def test_a_lasting_accept_failure_is_logged_once_then_at_most_every_minute() -> None:
+    reminder = Reminder(every=60.0)
+    said = [reminder.occurred(t) for t in (0.0, 0.05, 1.0, 59.9, 60.0, 61.0, 200.0)]
+    assert said == [1, None, None, None, 4, None, 2]
+
+
+def _open_fds(pid: int) -> list[int]:
+    return [int(name) for name in os.listdir(f"/proc/{pid}/fd")]
+
+
+@pytest.mark.acceptance
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="needs /proc")
+async def test_running_out_of_file_descriptors_neither_floods_the_log_nor_stops_the_server(
+    home: Path,
+) -> None:
+    service = Service(home)
+    await service.start()
+    held: list[Raw] = []
+    try:
+        assert service.process is not None
+        pid = service.process.pid
+        _, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        # Room for a few more descriptors only: the control socket runs out first.
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (max(_open_fds(pid)) + 6, hard))
+        for i in range(30):
+            conn = Raw(*await asyncio.open_unix_connection(service.socket))
+            held.append(conn)
+            await conn.send(line({"id": i, "cmd": "ping"}))
+
+        async def out_of_files() -> bool:
+            return "Too many open files" in service.log.read_text()
+
+        await wait_for(out_of_files, within=30, what="the service to run out of descriptors")
+        for conn in held:
+            conn.writer.close()
+        held.clear()
+
+        async def answers() -> bool:
+            try:
+                return bool((await call(service.socket, "ping"))["pong"])
+            except (DispatcherError, ConnectionError):
+                return False
+
+        await wait_for(answers, within=30, what="the service to accept again")
+        assert service.process.poll() is None
+        log_text = service.log.read_text()
+        assert "Traceback" not in log_text
+        assert log_text.count("control.accept_failed") == 1, log_text
+    finally:
+        for conn in held:
+            conn.writer.close()
+        assert service.stop() == 0

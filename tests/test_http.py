@@ -164,7 +164,8 @@ async def test_bad_submissions_name_the_field_and_change_nothing(
 
 @pytest.mark.parametrize("raw", [b"{not json", b"\xcf", b""])
 async def test_malformed_json_and_unknown_ids(app: App, raw: bytes) -> None:
-    async with app.http.post(app.url + "/v1/messages", data=raw, headers=app.api()) as response:
+    headers = {**app.api(), "Content-Type": "application/json"}
+    async with app.http.post(app.url + "/v1/messages", data=raw, headers=headers) as response:
         assert response.status == 400
     status, answer = await app.request("GET", "/v1/messages/msg_nope", headers=app.api())
     assert status == 404

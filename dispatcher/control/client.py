@@ -25,6 +25,7 @@ _ERRORS: dict[str, type[DispatcherError]] = {
     "not_found": NotFound,
     "conflict": Conflict,
 }
+_GONE = {"busy", "timeout"}  # the server closed this connection; a new one may be served
 
 
 class RemoteError(DispatcherError):
@@ -76,8 +77,9 @@ class ControlClient:
         request_id = next(self._ids)
         line = json.dumps({"id": request_id, "cmd": cmd, "args": args}) + "\n"
         self._writer.write(line.encode())
+        with contextlib.suppress(ConnectionError):
+            await self._writer.drain()  # a refusal (busy, timeout) may still be there to read
         try:
-            await self._writer.drain()
             raw = await asyncio.wait_for(self._reader.readline(), self._timeout)
         except (ConnectionError, TimeoutError) as exc:
             raise ServiceUnavailable(f"the service stopped answering on {self._path}") from exc
@@ -90,6 +92,8 @@ class ControlClient:
         code, message = str(error.get("code", "error")), str(error.get("message", "error"))
         if code in _ERRORS:
             raise _ERRORS[code](message)
+        if code in _GONE:
+            raise ServiceUnavailable(message)
         if code.startswith("invalid") or code in {"message_too_long", "config_error"}:
             raise InvalidInput(message, field=error.get("field"))
         raise RemoteError(code, message, error.get("field"))

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from dispatcher import metrics, report
+from dispatcher import jsonio, metrics, report
 from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
 from dispatcher.model import DntEntry, Event, Lane, Message
@@ -468,11 +468,9 @@ async def _report_data(d: Dispatcher, a: ReportDataArgs) -> JSON:
 
 
 def decode_request(line: bytes) -> dict[str, Any]:
-    """One request line as a JSON object, or a clear InvalidInput."""
-    try:
-        request = json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the request is not valid JSON: {exc}") from exc
+    """One request line as a JSON object (standard JSON: see :mod:`dispatcher.jsonio`),
+    or a clear InvalidInput."""
+    request = jsonio.loads(line, what="the request", unwrap="args")
     if not isinstance(request, dict):
         raise InvalidInput('the request must be a JSON object like {"cmd": "ping"}')
     return request
