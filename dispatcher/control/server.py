@@ -165,10 +165,10 @@ class ControlServer(Resource):
 
     async def _connection(self, conn: socket.socket) -> None:
         """One accepted connection: checked (who, how many), then served."""
+        refusal = self._refusal(conn)
         try:
-            refusal = self._refusal(conn)
             reader, writer = await asyncio.open_unix_connection(sock=conn, limit=self._max_line)
-        except OSError:  # the client left already
+        except OSError:
             conn.close()
             return
         if refusal is None and len(self._connections) >= self._max_connections:
