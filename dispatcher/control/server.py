@@ -141,8 +141,10 @@ class ControlServer(Resource):
             try:
                 conn, _ = await loop.sock_accept(listener)
             except OSError as exc:
-                # Out of descriptors (EMFILE, ENFILE) or memory, or a client that left
-                # before it was accepted: the connects wait in the backlog meanwhile.
+                if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
+                    continue  # that client gave up before it was accepted
+                # Out of descriptors (EMFILE, ENFILE) or memory: the connects wait in the
+                # backlog meanwhile.
                 self._accept_failed(exc)
                 await self._dispatcher.clock.sleep(pause)
                 pause = min(pause * 2, _ACCEPT_PAUSES[1])
@@ -153,8 +155,6 @@ class ControlServer(Resource):
             task.add_done_callback(self._handlers.discard)
 
     def _accept_failed(self, exc: OSError) -> None:
-        if exc.errno in (errno.ECONNABORTED, errno.EPROTO):
-            return  # that client gave up; nothing is wrong here
         times = self._accept_trouble.occurred(self._dispatcher.clock.now().mono)
         if times is not None:
             log.warning(
@@ -165,10 +165,10 @@ class ControlServer(Resource):
 
     async def _connection(self, conn: socket.socket) -> None:
         """One accepted connection: checked (who, how many), then served."""
-        refusal = self._refusal(conn)
         try:
+            refusal = self._refusal(conn)
             reader, writer = await asyncio.open_unix_connection(sock=conn, limit=self._max_line)
-        except OSError:
+        except OSError:  # the client left already
             conn.close()
             return
         if refusal is None and len(self._connections) >= self._max_connections:
