@@ -20,8 +20,6 @@ from dispatcher.errors import InvalidInput
 
 MAX_DEPTH = 32  # arrays and objects inside one another; a call script needs about 5
 MAX_INT = 2**63 - 1  # what the store keeps (a 64-bit integer)
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_BRACKET = re.compile(r"[\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -29,38 +27,25 @@ def loads(data: bytes | str, *, what: str = "the request", unwrap: str | None = 
     """``data`` as standard JSON. A lone surrogate names its field: ``body``,
     ``script[1].say``, ``when.campaign``; with ``unwrap``, a path under that top-level
     key is named without it (``args.body`` is ``body``)."""
+    escapes_only = isinstance(data, bytes)  # then a lone surrogate can only be a \u escape
     if isinstance(data, bytes):
         try:
             data = data.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise InvalidInput(f"{what} is not valid JSON: it is not UTF-8 ({exc})") from None
-    _check_depth(data, what)
-
-    def constant(name: str) -> float:
-        raise InvalidInput(f"{what} has {name}, which is not standard JSON; send a number")
-
-    def number(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise InvalidInput(
-                f"{what} has the number {_short(text)}, too large for standard JSON "
-                "(a 64-bit float)"
-            )
-        return value
-
-    def integer(text: str) -> int:
-        value = int(text) if len(text) <= 20 else MAX_INT + 1
-        if abs(value) > MAX_INT:
-            raise InvalidInput(
-                f"{what} has the integer {_short(text)}; integers are limited to "
-                f"{MAX_INT:,} in size"
-            )
-        return value
 
     try:
-        value = json.loads(data, parse_constant=constant, parse_float=number, parse_int=integer)
+        value = _DECODER.decode(data)
     except json.JSONDecodeError as exc:
         raise InvalidInput(f"{what} is not valid JSON: {exc}") from None
+    except _NotStandard as exc:
+        raise InvalidInput(f"{what} {exc}") from None
+    except RecursionError:  # the parser's own bound, far deeper than ours: unwound cleanly
+        raise InvalidInput(f"{what} {_TOO_DEEP}") from None
+    if data.count("[") + data.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise InvalidInput(f"{what} {_TOO_DEEP}")
+    if escapes_only and "\\u" not in data:
+        return value
     if (path := _surrogate_at(value, [])) is not None:
         if unwrap is not None and len(path) > 1 and path[0] == unwrap:
             path = path[1:]
@@ -74,23 +59,52 @@ def loads(data: bytes | str, *, what: str = "the request", unwrap: str | None = 
     return value
 
 
+class _NotStandard(ValueError):
+    """A value standard JSON does not have (the message follows "the request")."""
+
+
+def _constant(name: str) -> float:
+    raise _NotStandard(f"has {name}, which is not standard JSON; send a number")
+
+
+def _number(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotStandard(
+            f"has the number {_short(text)}, too large for standard JSON (a 64-bit float)"
+        )
+    return value
+
+
+def _integer(text: str) -> int:
+    value = int(text) if len(text) <= 20 else MAX_INT + 1
+    if abs(value) > MAX_INT:
+        raise _NotStandard(
+            f"has the integer {_short(text)}; integers are limited to {MAX_INT:,} in size"
+        )
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_constant, parse_float=_number, parse_int=_integer)
+_TOO_DEEP = f"is nested too deeply: arrays and objects may be nested at most {MAX_DEPTH} levels"
+
+
 def dumps(value: Any) -> str:
     """``value`` as compact standard JSON; ValueError for NaN or an infinity."""
     return json.dumps(value, allow_nan=False, separators=(",", ":"))
 
 
-def _check_depth(text: str, what: str) -> None:
-    depth = 0
-    for bracket in _BRACKET.finditer(_STRING.sub("", text)):
-        if bracket.group() in "[{":
-            depth += 1
-            if depth > MAX_DEPTH:
-                raise InvalidInput(
-                    f"{what} is nested too deeply: arrays and objects may be nested at most "
-                    f"{MAX_DEPTH} levels"
-                )
-        else:
-            depth -= 1
+def _depth(value: Any) -> int:
+    """How deep arrays and objects are nested in ``value`` (a scalar is 0)."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth + 1)
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def _surrogate_at(value: Any, path: list[str | int]) -> list[str | int] | None:

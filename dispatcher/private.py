@@ -121,6 +121,6 @@ def _read_secret(path: Path) -> bytes:
         os.close(fd)
     if len(data) != SECRET_BYTES:
         raise ConfigError(f"{path} is not a secret of {SECRET_BYTES} bytes; remove it and a "
-                          "new one is made (voice links already sent stop working)",
+                          "new one is made (links already sent keep working)",
                           field="home")  # fmt: skip
     return data

@@ -11,10 +11,7 @@ each request with the TwiML of the script's next step and records the step as a
 result event (Say, Gather, Prompt, ...). Status reports (Ringing, Answered, the
 end) arrive from the provider and merge without moving a call backwards; the
 provider's "completed" becomes Completed when the script reached its end and
-Hangup when the contact hung up before. A call that ended without ever being
-answered (its history has no Answered, and the carrier does not say it was) is No
-answer, never Hangup: so is a call a crash cut while it rang, when the carrier is
-asked about it at the next start.
+Hangup when the contact hung up before.
 """
 
 from __future__ import annotations
@@ -27,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from dispatcher.automations import Observed, call_result
+from dispatcher.automations import CALL_RESULTS, Observed
 from dispatcher.calls import (
     ACTIVE,
     CALL_TERMINAL,
@@ -37,7 +34,7 @@ from dispatcher.calls import (
     CallStatus,
     VoiceResult,
     call_status,
-    carrier_completed,
+    completed_status,
     explain_call,
 )
 from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
@@ -446,16 +443,14 @@ class CallDesk:
             if report.answered_by and after.answered_by is None:
                 after, amd = self._answered_by(after, report.answered_by, report.at)
                 events += amd
-            steps: list[tuple[CallStatus, str | None]] = [(report.status, report.reason)]
-            if report.status is CallStatus.COMPLETED:
-                steps = carrier_completed(after, answered=report.answered)
-            for status, reason in steps:
-                event, after = call_status(
-                    after, status, at=report.at, source=Source.RECEIPT, reason=reason,
-                    provider_code=report.provider_code,
-                )  # fmt: skip
-                events.append(event)
-            await self._save(call, after, events)
+            status, reason = report.status, report.reason
+            if status is CallStatus.COMPLETED:
+                status, reason = completed_status(after)
+            event, after = call_status(
+                after, status, at=report.at, source=Source.RECEIPT, reason=reason,
+                provider_code=report.provider_code,
+            )  # fmt: skip
+            await self._save(call, after, [*events, event])
 
     def _answered_by(
         self, call: Call, answered_by: str, at: datetime
@@ -680,14 +675,17 @@ class CallDesk:
             self.counts[after.status] += 1
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
-        self._results(after, events)
+        self._results(before, after, events)
 
-    def _results(self, after: Call, events: list[CallEvent]) -> None:
+    def _results(self, before: Call, after: Call, events: list[CallEvent]) -> None:
         """Show the automations what the call just reached: a status, or a result."""
-        reached = [
-            (name, e.detail if e.result is not None else None)
+        reached: list[tuple[str, str | None]] = []
+        if after.status is not before.status and (name := CALL_RESULTS.get(after.status)):
+            reached.append((name, None))
+        reached += [
+            (CALL_RESULTS[e.result], e.detail)
             for e in events
-            if e.applied and (name := call_result(e.status, e.result)) is not None
+            if e.result is not None and e.result in CALL_RESULTS
         ]
         now = self._clock.now().wall
         for result, detail in reached:

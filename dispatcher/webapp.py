@@ -25,6 +25,9 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
 - ``GET /v1/calls/{id}``: a call's status, history (statuses and every step it ran)
   and explanation.
 - ``GET /v1/openapi.json``: the description of this API.
+- ``GET /v/{token}``: a voice link's page, which plays the campaign's message; opening
+  it counts nothing. ``POST /v/{token}/play``: the page's beacon when its audio starts,
+  a text Play (never from a link-preview fetcher).
 """
 
 from __future__ import annotations
@@ -133,6 +136,7 @@ class WebApp:
         app.router.add_post("/v1/calls", self.submit_call)
         app.router.add_get("/v1/calls/{call_id}", self.get_call)
         app.router.add_get("/v/{token}", self.voice_link)
+        app.router.add_post("/v/{token}/play", self.voice_link_played)
         app.router.add_get("/v1/automations", self.automations)
         app.router.add_post("/v1/automations", self.add_automation)
         app.router.add_delete("/v1/automations/{name}", self.remove_automation)
@@ -332,15 +336,25 @@ class WebApp:
         )
 
     async def voice_link(self, request: web.Request) -> web.StreamResponse:
-        """A contact opened the voice link of a text: the page plays the message, and the
-        play is counted (text Play)."""
+        """A contact (or a link-preview fetcher) opened the voice link of a text: the page
+        plays the message. Opening it counts nothing: the page's beacon does."""
         token = request.match_info["token"]
         link = await self._dispatcher.store.voice_link(token)
         if link is None:
-            return web.Response(status=404, text=_page("This link is not known.", ""),
-                                content_type="text/html")  # fmt: skip
-        await self._dispatcher.store.record_play(token, self._dispatcher.clock.now().wall)
-        return web.Response(text=_page("Your voice message", link[1]), content_type="text/html")
+            return _voice_page(404, _page("This link is not known.", ""))
+        return _voice_page(200, _page("Your voice message", link[1], played=f"{token}/play"))
+
+    async def voice_link_played(self, request: web.Request) -> web.StreamResponse:
+        """The page's beacon: its audio started, a Play of the text carrying the link. A
+        link-preview fetcher (or a request without a User-Agent) is answered alike and
+        counts nothing."""
+        token = request.match_info["token"]
+        if await self._dispatcher.store.voice_link(token) is None:
+            raise web.HTTPNotFound
+        agent = request.headers.get("User-Agent", "")
+        if agent and not PREVIEW_FETCHERS.search(agent):
+            await self._dispatcher.store.record_play(token, self._dispatcher.clock.now().wall)
+        return web.Response(status=204, headers=_PRIVATE_PAGE)
 
     async def automations(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -368,21 +382,60 @@ class WebApp:
         return _json_response(OPENAPI)
 
 
-def _page(title: str, message: str) -> str:
+PREVIEW_FETCHERS = re.compile(
+    "|".join([
+        "facebookexternalhit", "facebot", "slackbot", "slack-imgproxy", "twitterbot",
+        "whatsapp", "telegrambot", "discordbot", "linkedinbot", "skypeuripreview",
+        "googlebot", "google-pagerenderer", "googleother", "bingbot", "bingpreview",
+        "applebot", "linkpreview", "pinterestbot", "redditbot", "embedly", "iframely",
+        "vkshare", "yandexbot", "duckduckbot", "baiduspider", "mastodon", "skypebot",
+    ]),
+    re.IGNORECASE,
+)  # fmt: skip
+"""User-Agents of link-preview fetchers and crawlers (iMessage's previews call
+themselves facebookexternalhit and Twitterbot): a play they report is not counted."""
+
+_PRIVATE_PAGE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer",
+                 "X-Robots-Tag": "noindex, nofollow"}  # fmt: skip
+"""The voice page is one contact's: never cached or indexed, and its address (the
+token) never sent to the audio's host."""
+
+_PLAYED = ("const played=()=>{{const to={to};navigator.sendBeacon?navigator.sendBeacon(to)"
+           ":fetch(to,{{method:'POST',keepalive:true}})}};")  # fmt: skip
+"""The page's beacon, sent when its audio starts (``POST /v/<token>/play``)."""
+
+
+def _voice_page(status: int, page: str) -> web.Response:
+    return web.Response(status=status, text=page, content_type="text/html", headers=_PRIVATE_PAGE)
+
+
+def _page(title: str, message: str, *, played: str = "") -> str:
     """The voice link's page: an audio player for an audio URL, else the text with a
-    button that speaks it (the browser's own speech synthesis). Nothing else is loaded."""
+    button that speaks it (the browser's own speech synthesis). Nothing else is loaded.
+    When the audio starts (from the start: a resumed play is the same play) or the
+    speech starts, the page posts to ``played``, a URL relative to the page."""
+    beacon = _PLAYED.format(to=_script_string(played))
     if is_url(message):
-        body = f'<audio controls autoplay src="{html.escape(message)}"></audio>'
+        body = (f'<audio id=voice controls autoplay src="{html.escape(message)}"></audio>'
+                f"<script>{beacon}let fresh=true;const a=document.getElementById('voice');"
+                "a.addEventListener('playing',()=>{if(fresh){fresh=false;played()}});"
+                "a.addEventListener('ended',()=>{fresh=true})</script>")  # fmt: skip
     elif message:
-        said = json.dumps(message).replace("<", "\\u003c")
         body = (f"<p>{html.escape(message)}</p><button id=play>Play the message</button>"
-                "<script>document.getElementById('play').onclick=()=>speechSynthesis.speak("
-                f"new SpeechSynthesisUtterance({said}))</script>")  # fmt: skip
+                f"<script>{beacon}document.getElementById('play').onclick=()=>{{"
+                f"const u=new SpeechSynthesisUtterance({_script_string(message)});"
+                "u.onstart=played;speechSynthesis.speak(u)}</script>")  # fmt: skip
     else:
         body = ""
     return (f'<!doctype html><html lang="en"><meta charset="utf-8"><meta name="viewport" '
-            f'content="width=device-width, initial-scale=1"><title>{html.escape(title)}</title>'
+            f'content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">'
+            f"<title>{html.escape(title)}</title>"
             f"<body><h1>{html.escape(title)}</h1>{body}</body></html>")  # fmt: skip
+
+
+def _script_string(text: str) -> str:
+    """``text`` as a JavaScript string inside a page's <script> (no ``<`` to end it)."""
+    return json.dumps(text).replace("<", "\\u003c")
 
 
 def rule_json(rule: Rule, source: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import pytest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import SimulatorConfig, load_config
 from dispatcher.control.client import ControlClient, call
+from dispatcher.control.protocol import JSON, REGISTRY, Command, NoArgs
 from dispatcher.control.server import ControlServer, peer_allowed
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.logs import Reminder
@@ -853,6 +854,20 @@ async def test_nan_and_infinity_are_refused_and_never_written(
         error = error_of(strict_answer(data))
         assert error["code"] == "invalid_input"
         assert "standard JSON" in error["message"]
+        await conn.assert_still_answers()
+
+
+async def test_an_answer_that_would_hold_nan_is_an_error_in_standard_json(
+    sock: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def not_a_number(_d: Dispatcher, _a: NoArgs) -> JSON:
+        return {"rate": float("nan")}
+
+    monkeypatch.setitem(REGISTRY, "nan", Command("nan", NoArgs, not_a_number, "a test's"))
+    async with raw(sock) as conn:
+        await conn.send(line({"id": 1, "cmd": "nan"}))
+        data = await asyncio.wait_for(conn.reader.readline(), ANSWER_TIMEOUT)
+        assert error_of(strict_answer(data))["code"] == "internal"
         await conn.assert_still_answers()
 
 
