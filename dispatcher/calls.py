@@ -6,7 +6,10 @@ A call is Queued until its account's next slot (calls per second), Placing while
 the provider call is in flight (the durable intent to call is written first),
 Initiated once the provider took it, then Ringing, Answered (in progress) and one
 of the ends: Completed (the script ran to its end), Hangup (the contact hung up
-before the script finished), Busy, No answer, Failed or Canceled.
+before the script finished), Busy, No answer, Failed or Canceled. Completed and
+Hangup are only ever the end of a call that was answered: a call the carrier ended
+without an answer (a crash cut it while it rang, say) is No answer, Busy, Failed
+or Canceled, as the carrier says.
 
 Besides its statuses a call records the results the voice metrics count:
 answering-machine detection (Human or Machine) and every script step executed
@@ -94,6 +97,8 @@ class CallReason(StrEnum):
     NOT_IN_SERVICE = "not_in_service"
     SCRIPT_UNFINISHED = "hung_up_before_the_script_finished"
     SCRIPT_FINISHED = "script_finished"
+    ENDED_UNANSWERED = "ended_before_it_was_answered"
+    SCRIPT_NOT_SERVED = "answered_but_the_script_was_not_served"
     NO_AUDIO = "no_audio"
     CARRIER_FAILED = "carrier_failed"
     EXPIRED = "expired"
@@ -188,6 +193,24 @@ def completed_status(call: Call) -> tuple[CallStatus, str]:
     return CallStatus.HANGUP, CallReason.SCRIPT_UNFINISHED
 
 
+def carrier_completed(call: Call, *, answered: bool | None) -> list[tuple[CallStatus, str | None]]:
+    """The statuses the carrier's "completed" (the call ended) means for ``call``, in
+    order. ``answered`` is the carrier's own word on whether the call was answered
+    (None: it does not say).
+
+    - A call answered here (its script was served): Completed or Hangup, as
+      :func:`completed_status` says.
+    - A call never answered here that the carrier says was answered (the service was
+      not there to serve its script, e.g. during a restart): Answered, then Failed.
+    - Otherwise the call ended without being answered: No answer, never Hangup.
+    """
+    if call.status is CallStatus.ANSWERED or call.terminal:
+        return [completed_status(call)]  # an ended call: judged a repeat or stale
+    if answered:
+        return [(CallStatus.ANSWERED, None), (CallStatus.FAILED, CallReason.SCRIPT_NOT_SERVED)]
+    return [(CallStatus.NO_ANSWER, CallReason.ENDED_UNANSWERED)]
+
+
 def explain_call(  # noqa: PLR0911 - one answer per status
     call: Call, *, ahead: int | None = None, next_slot_at: datetime | None = None
 ) -> str:
@@ -217,8 +240,13 @@ def explain_call(  # noqa: PLR0911 - one answer per status
         return f"Hangup: {call.recipient} hung up before the script finished."
     if s is CallStatus.BUSY:
         return f"Busy: {call.recipient}'s line was busy{code}."
+    if s is CallStatus.NO_ANSWER and call.reason == CallReason.ENDED_UNANSWERED:
+        return f"No answer: the call to {call.recipient} ended before it was answered{code}."
     if s is CallStatus.NO_ANSWER:
         return f"No answer from {call.recipient}{code}."
+    if s is CallStatus.FAILED and call.reason == CallReason.SCRIPT_NOT_SERVED:
+        return (f"Failed: {call.recipient} answered, but the script was not served (the "
+                "service was not reachable at that moment).")  # fmt: skip
     if s is CallStatus.CANCELED:
         return f"Canceled at {_t(call.updated_at)}."
     return f"Failed: {call.reason or 'the call could not be placed'}{code}."

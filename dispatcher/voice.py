@@ -11,7 +11,10 @@ each request with the TwiML of the script's next step and records the step as a
 result event (Say, Gather, Prompt, ...). Status reports (Ringing, Answered, the
 end) arrive from the provider and merge without moving a call backwards; the
 provider's "completed" becomes Completed when the script reached its end and
-Hangup when the contact hung up before.
+Hangup when the contact hung up before. A call that ended without ever being
+answered (its history has no Answered, and the carrier does not say it was) is No
+answer, never Hangup: so is a call a crash cut while it rang, when the carrier is
+asked about it at the next start.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from dispatcher.automations import CALL_RESULTS, Observed
+from dispatcher.automations import Observed, call_result
 from dispatcher.calls import (
     ACTIVE,
     CALL_TERMINAL,
@@ -34,7 +37,7 @@ from dispatcher.calls import (
     CallStatus,
     VoiceResult,
     call_status,
-    completed_status,
+    carrier_completed,
     explain_call,
 )
 from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
@@ -443,14 +446,16 @@ class CallDesk:
             if report.answered_by and after.answered_by is None:
                 after, amd = self._answered_by(after, report.answered_by, report.at)
                 events += amd
-            status, reason = report.status, report.reason
-            if status is CallStatus.COMPLETED:
-                status, reason = completed_status(after)
-            event, after = call_status(
-                after, status, at=report.at, source=Source.RECEIPT, reason=reason,
-                provider_code=report.provider_code,
-            )  # fmt: skip
-            await self._save(call, after, [*events, event])
+            steps: list[tuple[CallStatus, str | None]] = [(report.status, report.reason)]
+            if report.status is CallStatus.COMPLETED:
+                steps = carrier_completed(after, answered=report.answered)
+            for status, reason in steps:
+                event, after = call_status(
+                    after, status, at=report.at, source=Source.RECEIPT, reason=reason,
+                    provider_code=report.provider_code,
+                )  # fmt: skip
+                events.append(event)
+            await self._save(call, after, events)
 
     def _answered_by(
         self, call: Call, answered_by: str, at: datetime
@@ -675,17 +680,14 @@ class CallDesk:
             self.counts[after.status] += 1
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
-        self._results(before, after, events)
+        self._results(after, events)
 
-    def _results(self, before: Call, after: Call, events: list[CallEvent]) -> None:
+    def _results(self, after: Call, events: list[CallEvent]) -> None:
         """Show the automations what the call just reached: a status, or a result."""
-        reached: list[tuple[str, str | None]] = []
-        if after.status is not before.status and (name := CALL_RESULTS.get(after.status)):
-            reached.append((name, None))
-        reached += [
-            (CALL_RESULTS[e.result], e.detail)
+        reached = [
+            (name, e.detail if e.result is not None else None)
             for e in events
-            if e.result is not None and e.result in CALL_RESULTS
+            if e.applied and (name := call_result(e.status, e.result)) is not None
         ]
         now = self._clock.now().wall
         for result, detail in reached:

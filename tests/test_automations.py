@@ -4,11 +4,17 @@ metrics count as Activity."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import sqlite3
+import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,12 +23,13 @@ from dispatcher.calls import CallStatus
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import AutomationsConfig, SimulatorConfig
+from dispatcher.control.client import ControlClient
 from dispatcher.errors import ConfigError
 from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import DEADLINE, wait_for
+from tests.helpers import DEADLINE, Service, send_log, wait_for
 from tests.peers import App
 from tests.test_calls import BUSY, CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
 from tests.test_scheduler import advance_until
@@ -369,3 +376,131 @@ async def test_a_rule_added_through_the_api_is_kept_across_a_restart(tmp_path: P
         await until(h, thanked, "the automation's text")
         thanks = [m for m in await h.service.find("+16505550102") if m.body == "Thanks!"]
     assert [m.trigger for m in thanks] == [f"automation:thanks:{sent.id}"]
+
+
+# -- the real service, killed right after results commit ----------------------------------
+
+SOURCE, REPLIER = "+15550000001", "+15550000002"
+CONTACTS = [f"+1555030{i:04d}" for i in range(60)]
+KILLS = 8
+KILL_CONFIG = f"""
+[simulator]
+latency = "2ms"
+latency_jitter = "3ms"
+receipt_delay = "20ms"
+receipt_jitter = "80ms"
+reorder_rate = 0.2
+
+[store]
+# Each write waits for its batch: a run is written well after the result it is for,
+# which leaves a wide gap to kill the service in.
+commit_window = "40ms"
+
+[pacing.rates]
+"{SOURCE}" = 20.0
+"{REPLIER}" = 20.0
+
+[automations]
+file = "{{rules}}"
+"""
+KILL_RULES = f"""
+[[automation]]
+name = "thanks"
+on = "text.delivered"
+when = {{ from = "{SOURCE}" }}
+delay = "1s"
+do = "text"
+body = "Thanks."
+from = "{REPLIER}"
+"""
+
+
+class Database:
+    """The service's database, read as another process would (read-only)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "dispatcher.db"
+
+    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError:  # not yet created, or busy for a moment
+            return []
+
+    def unmatched(self) -> int:
+        """Results committed whose run is not (yet) written."""
+        found = self.rows(
+            "SELECT count(*) FROM events AS e JOIN messages AS m ON m.id = e.message_id "
+            "WHERE e.status = 'Delivered' AND e.applied = 1 AND m.sender = ? AND NOT EXISTS "
+            "(SELECT 1 FROM automation_runs AS r WHERE r.source_id = e.message_id)", SOURCE
+        )  # fmt: skip
+        return int(found[0][0]) if found else 0
+
+    def delivered(self, sender: str) -> int:
+        found = self.rows(
+            "SELECT count(*) FROM messages WHERE sender = ? AND status = 'Delivered'", sender
+        )
+        return int(found[0][0]) if found else 0
+
+
+async def gap_seen(db: Database, within: float) -> bool:
+    """Poll the database closely until a result is committed without its run (True), or
+    every source text is delivered, or the deadline passes (False)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if db.unmatched():
+            return True
+        if db.delivered(SOURCE) == len(CONTACTS):
+            return False
+        await asyncio.sleep(0.002)
+    return False
+
+
+@pytest.mark.acceptance
+@pytest.mark.timeout(120)
+async def test_kill_9_right_after_results_commit_loses_and_repeats_no_action(home: Path) -> None:
+    rules = home / "automations.toml"
+    rules.write_text(KILL_RULES)
+    config = home / "dispatcher.toml"
+    config.write_text(KILL_CONFIG.format(rules=rules))
+    service, db = Service(home, config), Database(home)
+    await service.start()
+    kills = 0
+    try:
+        async with ControlClient(service.socket) as client:
+            for to in CONTACTS:
+                await client.call("submit", **{"from": SOURCE}, to=to, body="Your order shipped.")
+        while kills < KILLS and await gap_seen(db, within=20):
+            service.kill9()  # a result is committed; its run is not written yet
+            kills += 1
+            await service.start()
+
+        async def all_done() -> bool:
+            return db.delivered(SOURCE) == db.delivered(REPLIER) == len(CONTACTS)
+
+        # What is missing, if anything, is named below.
+        with contextlib.suppress(AssertionError):
+            await wait_for(all_done, within=40, what="every text and every thanks delivered")
+    finally:
+        assert service.stop() == 0
+    assert kills >= 3, f"only {kills} kills landed between a result and its run"
+
+    sources = dict(db.rows("SELECT id, recipient FROM messages WHERE sender = ?", SOURCE))
+    runs = db.rows("SELECT source_id, result, state, engagement_id FROM automation_runs")
+    replies = db.rows(
+        'SELECT id, recipient, "trigger" FROM messages WHERE sender = ? ORDER BY seq', REPLIER
+    )
+    sent = [r for r in send_log(home) if r["from"] == REPLIER]
+    print(f"{kills} kills, {len(sources)} results, {len(runs)} runs, {len(sent)} replies sent")
+    # One run per result, done, with the one reply it made; one reply per contact, sent once.
+    assert sorted(r[0] for r in runs) == sorted(sources)
+    assert {(r[1], r[2]) for r in runs} == {("text.delivered", "done")}
+    by_id = {reply_id: (to, trigger) for reply_id, to, trigger in replies}
+    assert len(by_id) == len(sources)
+    for source_id, _, _, reply_id in runs:
+        assert by_id[reply_id] == (sources[source_id], f"automation:thanks:{source_id}")
+    assert Counter(r["message_id"] for r in sent) == Counter(set(by_id))
+    assert sorted(r["to"] for r in sent) == sorted(CONTACTS)

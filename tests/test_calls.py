@@ -14,18 +14,32 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from dispatcher.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
+from dispatcher.calls import (
+    Call,
+    CallEvent,
+    CallReason,
+    CallStatus,
+    VoiceResult,
+    call_status,
+    carrier_completed,
+)
 from dispatcher.channels import CallReport, PlaceCall
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
-from dispatcher.config import Config, PacingConfig, SimulatorConfig, VoiceConfig
+from dispatcher.config import (
+    AutomationsConfig,
+    Config,
+    PacingConfig,
+    SimulatorConfig,
+    VoiceConfig,
+)
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.model import Lane, Source, TextStatus
 from dispatcher.scheduler import ERROR_BACKOFF
@@ -247,9 +261,13 @@ async def running(
     simulator: SimulatorConfig = CARRIER,
     store: MemoryStore | None = None,
     clock: FakeClock | None = None,
+    rules: str | None = None,
 ) -> AsyncIterator[Harness]:
     clock = clock or FakeClock()
     config = config_for(home, voice=voice, simulator=simulator)
+    if rules is not None:
+        (home / "automations.toml").write_text(rules)
+        config = replace(config, automations=AutomationsConfig(file=str(home / "automations.toml")))
     channel = Simulator(config=simulator, log_path=config.simulator_log, clock=clock)
     service = Dispatcher(config, store=store or MemoryStore(), channel=channel, clock=clock)
     async with service:
@@ -682,14 +700,22 @@ async def test_a_call_whose_intent_could_not_be_written_keeps_its_place(tmp_path
 
 
 @asynccontextmanager
-async def recovered(home: Path, *, reached: bool) -> AsyncIterator[tuple[Harness, Call]]:
-    """The service started on a store holding a call a crashed run left Placing;
+async def recovered(
+    home: Path,
+    *,
+    reached: bool,
+    up: Sequence[CallStatus] = (),
+    to: str = HUMAN,
+    rules: str | None = None,
+) -> AsyncIterator[tuple[Harness, Call]]:
+    """The service started on a store holding a call a crashed run left Placing, or in
+    the last of ``up`` (statuses the carrier reported after it took the call);
     ``reached``: the simulator logged the attempt before the crash."""
     clock = FakeClock()
     store = MemoryStore()
     now = clock.now().wall
     call = Call(
-        id="call_crashed", account="simulator", sender=SENDER, recipient=HUMAN,
+        id="call_crashed", account="simulator", sender=SENDER, recipient=to,
         script=json.dumps(HELLO), script_name=None, lane=Lane.AUTOMATION,
         status=S.PLACING, accepted_at=now, updated_at=now, attempt_id="att_crashed",
     )  # fmt: skip
@@ -701,11 +727,15 @@ async def recovered(home: Path, *, reached: bool) -> AsyncIterator[tuple[Harness
     if reached:
         log = config_for(home).simulator_log
         async with Simulator(config=CARRIER, log_path=log, clock=clock) as simulator:
-            await simulator.place_call(
+            taken = await simulator.place_call(
                 PlaceCall(call_id=call.id, attempt_id="att_crashed", sender=SENDER,
-                          recipient=HUMAN, voice_url="http://x/v", status_callback_url="http://x/s")
+                          recipient=to, voice_url="http://x/v", status_callback_url="http://x/s")
             )  # fmt: skip
-    async with running(home, store=store, clock=clock) as h:
+        for status in up:  # what the crashed run had recorded of the call
+            event, after = call_status(call, status, at=now, source=Source.RECEIPT)
+            call = replace(after, provider_id=taken.provider_id)
+            await store.update_call(call, [event])
+    async with running(home, store=store, clock=clock, rules=rules) as h:
         yield h, call
 
 
@@ -723,9 +753,11 @@ async def test_a_call_the_carrier_got_before_a_crash_is_not_dialled_again(tmp_pa
         await h.until_ended(call)
         await h.clock.advance(3)
         assert h.placed() == [earlier]
-        # The call's end is learned by asking the carrier: it ended with the old run.
+        # The call's end is learned by asking the carrier: it ended with the old run,
+        # never answered (a crash cut it while it rang): No answer, not Hangup.
         ended = await h.get(call.id)
-        assert (ended.status, ended.provider_id) == (S.HANGUP, earlier.provider_id)
+        assert (ended.status, ended.provider_id) == (S.NO_ANSWER, earlier.provider_id)
+        assert ended.reason == CallReason.ENDED_UNANSWERED
 
 
 async def test_a_call_the_carrier_never_got_is_queued_again_and_placed_once(
@@ -748,6 +780,63 @@ async def test_a_call_the_carrier_never_got_is_queued_again_and_placed_once(
         assert placed.mono - h.start == pytest.approx(1.0 + GUARD)  # a full slot after start
         ended = await h.get(call.id)
         assert (ended.status, ended.provider_id) == (S.COMPLETED, placed.provider_id)
+
+
+ON_ENDS = "".join(
+    f'[[automation]]\nname = "on-{end}"\non = "call.{end}"\ndo = "text"\nbody = "x"\n'
+    for end in ("hangup", "no_answer", "busy", "failed")
+)
+
+
+@pytest.mark.parametrize(
+    ("up", "to", "ends", "reason"),
+    [
+        # Cut while it rang: the carrier says it ended, and it was never answered.
+        ([S.INITIATED], HUMAN, S.NO_ANSWER, CallReason.ENDED_UNANSWERED),
+        ([S.INITIATED, S.RINGING], HUMAN, S.NO_ANSWER, CallReason.ENDED_UNANSWERED),
+        # The carrier says how it ended: as it says.
+        ([S.INITIATED, S.RINGING], BUSY, S.BUSY, None),
+        ([S.INITIATED], BROKEN, S.FAILED, CallReason.CARRIER_FAILED),
+        # Answered before the crash: the contact was cut off before the script ended.
+        ([S.INITIATED, S.RINGING, S.ANSWERED], HUMAN, S.HANGUP, CallReason.SCRIPT_UNFINISHED),
+    ],
+    ids=lambda v: v[-1].value if isinstance(v, list) else str(v),
+)
+async def test_a_call_up_when_the_service_died_ends_as_it_did_at_the_carrier(
+    tmp_path: Path, up: list[CallStatus], to: str, ends: CallStatus, reason: str | None
+) -> None:
+    async with recovered(tmp_path, reached=True, up=up, to=to, rules=ON_ENDS) as (h, call):
+        await h.until_ended(call)
+        await h.clock.advance(3)
+        ended = await h.get(call.id)
+        statuses = await h.statuses(call.id)
+        view = await h.service.call(call.id)
+        runs = await h.service.store.list_runs(10)
+    assert (ended.status, ended.reason) == (ends, reason)
+    # The automations see the end the call had: a Hangup only for an answered call.
+    assert [r.result for r in runs] == [f"call.{ends.value.lower().replace(' ', '_')}"]
+    assert statuses == [S.QUEUED, S.PLACING, *up, ends]
+    assert (S.HANGUP in statuses) is (S.ANSWERED in statuses)  # Hangup only once answered
+    assert len(h.placed()) == 1  # asked about, never dialled again
+    if reason == CallReason.ENDED_UNANSWERED:
+        assert "ended before it was answered" in view.explanation
+
+
+def test_the_carriers_completed_is_hangup_only_for_a_call_answered_here() -> None:
+    now = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    call = Call(id="c", account="a", sender=SENDER, recipient=HUMAN, script="[]",
+                script_name=None, lane=Lane.AUTOMATION, status=S.RINGING, accepted_at=now,
+                updated_at=now)  # fmt: skip
+    unanswered = [(S.NO_ANSWER, CallReason.ENDED_UNANSWERED)]
+    assert carrier_completed(call, answered=None) == unanswered
+    assert carrier_completed(call, answered=False) == unanswered
+    assert carrier_completed(call, answered=True) == [
+        (S.ANSWERED, None), (S.FAILED, CallReason.SCRIPT_NOT_SERVED),
+    ]  # fmt: skip
+    up = replace(call, status=S.ANSWERED)
+    assert carrier_completed(up, answered=None) == [(S.HANGUP, CallReason.SCRIPT_UNFINISHED)]
+    done = replace(up, script_done=True)
+    assert carrier_completed(done, answered=True) == [(S.COMPLETED, CallReason.SCRIPT_FINISHED)]
 
 
 # -- bad input ---------------------------------------------------------------------------

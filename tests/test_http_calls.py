@@ -230,6 +230,28 @@ async def test_a_call_that_is_never_answered_ends_as_twilio_says(
 
 
 @pytest.mark.parametrize(
+    ("callback", "statuses", "reason"),
+    [
+        # "completed" for a call never answered here: as long as the call lasted.
+        ({"CallDuration": "0"}, [CallStatus.NO_ANSWER], CallReason.ENDED_UNANSWERED),
+        ({}, [CallStatus.NO_ANSWER], CallReason.ENDED_UNANSWERED),
+        ({"CallDuration": "9"}, [CallStatus.ANSWERED, CallStatus.FAILED],
+         CallReason.SCRIPT_NOT_SERVED),
+    ],
+)  # fmt: skip
+async def test_a_call_that_ends_before_the_service_saw_it_answered_is_never_a_hangup(
+    app: App, callback: dict[str, str], statuses: list[CallStatus], reason: str
+) -> None:
+    call = await ringing(app)
+    assert (await call.report("ringing"))[0] == 204
+    assert (await call.report("completed", **callback))[0] == 204
+    view = await call.until(statuses[-1])
+    assert view.call.reason == reason
+    assert applied(view)[-1 - len(statuses) :] == [CallStatus.RINGING, *statuses]
+    assert CallStatus.HANGUP not in applied(view)
+
+
+@pytest.mark.parametrize(
     ("answered_by", "by", "heard", "ran"),
     [
         ("machine_end_beep", VoiceResult.MACHINE, "Please call Acme Dental back.",

@@ -165,6 +165,31 @@ def test_twilio_call_statuses_map_to_reports(
     assert report.reason == (CallReason.CARRIER_FAILED if expected is CallStatus.FAILED else None)
 
 
+@pytest.mark.parametrize(
+    ("status", "answered_by", "duration", "answered"),
+    [
+        ("completed", None, "21", True),  # it lasted: it was answered
+        ("completed", "human", None, True),
+        ("completed", "machine_start", "0", True),  # Twilio named who answered
+        ("completed", None, "0", False),  # it ended without lasting a second
+        ("completed", None, None, None),  # Twilio does not say: the history decides
+        ("completed", None, "", None),
+        ("in-progress", None, None, True),
+        ("busy", None, None, False),
+        ("no-answer", None, None, False),
+        ("failed", None, None, False),
+        ("canceled", None, None, False),
+        ("ringing", None, None, None),
+    ],
+)
+def test_twilio_says_whether_a_call_was_answered(
+    status: str, answered_by: str | None, duration: str | None, answered: bool | None
+) -> None:
+    report = call_report_of("CA1", status, NOW, answered_by=answered_by, duration=duration)
+    assert report is not None
+    assert report.answered is answered
+
+
 def test_an_unknown_call_status_has_no_report() -> None:
     assert call_report_of("CA1", "exploded", NOW) is None
 

@@ -79,6 +79,9 @@ class CallReport:
     answered_by: str | None = None  # "human" or "machine"
     provider_code: str | None = None
     reason: str | None = None
+    # The carrier's word on whether the call was answered (None: it does not say); with
+    # Completed, the service's own history decides when it is None.
+    answered: bool | None = None
 
 
 CallSink = Callable[[CallReport], None]

@@ -265,13 +265,21 @@ class Simulator(Resource):
         return None
 
     async def poll_call(self, provider_id: str) -> CallReport | None:
-        """A call that is not up any more (the simulator stopped with it) has ended."""
+        """A call that is not up any more (the simulator stopped with it) has ended: as
+        its recipient's fate says (never answered), or else Completed. The simulator
+        keeps no record of answers, so it does not say whether such a call was answered
+        (a crash may have cut it while it rang): the service's history decides."""
         if provider_id in self._calls:
             return None
         for record in self.records(calls=True):
             if record.get("provider_id") == provider_id:
-                fate = self.call_fate(str(record["to"])) or CallStatus.COMPLETED
-                return CallReport(provider_id=provider_id, status=fate, at=self._clock.now().wall)
+                at = self._clock.now().wall
+                fate = self.call_fate(str(record["to"]))
+                if fate is None:
+                    return CallReport(provider_id=provider_id, status=CallStatus.COMPLETED, at=at)
+                reason = CallReason.CARRIER_FAILED if fate is CallStatus.FAILED else None
+                return CallReport(provider_id=provider_id, status=fate, at=at, reason=reason,
+                                  answered=False)  # fmt: skip
         return None
 
     def _report(self, provider_id: str, status: CallStatus, **extra: Any) -> None:

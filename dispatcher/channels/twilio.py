@@ -21,7 +21,10 @@ TwiML at each step), a status callback for initiated, ringing, answered and
 completed, and answering-machine detection (DetectMessageEnd) when the script
 leaves a voicemail. Call statuses map onto the product's: queued/initiated ->
 Initiated, ringing -> Ringing, in-progress -> Answered, completed -> Completed (or
-Hangup when the script had not finished), busy, no-answer, failed, canceled.
+Hangup when the script had not finished), busy, no-answer, failed, canceled. A
+completed call the service never saw answered is No answer when it lasted 0 seconds
+(or Twilio does not say), and Failed (the script was not served) when Twilio says it
+was answered: never Hangup.
 
 Delivery receipts come through the status callbacks when the HTTP app is public
 (``http.public_url``); a text with no final status ``twilio.fallback_poll_after``
@@ -129,9 +132,19 @@ CALL_EVENTS = ["initiated", "ringing", "answered", "completed"]
 
 
 def call_report_of(
-    sid: str, status: str, at: datetime, *, answered_by: str | None = None, error_code: Any = None
+    sid: str,
+    status: str,
+    at: datetime,
+    *,
+    answered_by: str | None = None,
+    error_code: Any = None,
+    duration: Any = None,
 ) -> CallReport | None:
-    """A call status from Twilio (callback or fetch) as a report, or None if unknown."""
+    """A call status from Twilio (callback or fetch) as a report, or None if unknown.
+
+    Whether the call was answered: yes for in-progress; no for busy, no-answer, failed
+    and canceled; for completed, yes when Twilio names who answered or the call lasted,
+    no when it lasted 0 seconds, unsaid otherwise (the service's history decides)."""
     mapped = _CALL_STATUS.get(status)
     if mapped is None:
         return None
@@ -142,8 +155,25 @@ def call_report_of(
         by = "machine"
     code = str(error_code) if error_code not in (None, "") else None
     reason = CallReason.CARRIER_FAILED if mapped is CallStatus.FAILED else None
+    answered = _ANSWERED.get(mapped)
+    if mapped is CallStatus.COMPLETED:
+        seconds = _seconds(duration)
+        answered = True if by is not None else None if seconds is None else seconds > 0
     return CallReport(provider_id=sid, status=mapped, at=at, answered_by=by, provider_code=code,
-                      reason=reason)  # fmt: skip
+                      reason=reason, answered=answered)  # fmt: skip
+
+
+_ANSWERED = {CallStatus.ANSWERED: True} | dict.fromkeys(
+    (CallStatus.BUSY, CallStatus.NO_ANSWER, CallStatus.FAILED, CallStatus.CANCELED), False
+)
+
+
+def _seconds(duration: Any) -> int | None:
+    """A call's duration as Twilio gives it (a string of whole seconds), if any."""
+    try:
+        return int(str(duration)) if duration not in (None, "") else None
+    except ValueError:
+        return None
 
 
 class TwilioChannel(Resource):
@@ -343,7 +373,7 @@ class TwilioChannel(Resource):
             log.warning("twilio.poll_failed", extra={"provider_id": provider_id, "error": exc})
             return None
         report = call_report_of(provider_id, str(call.status), self._clock.now().wall,
-                                answered_by=call.answered_by)  # fmt: skip
+                                answered_by=call.answered_by, duration=call.duration)  # fmt: skip
         return report if report is not None and report.status in CALL_TERMINAL else None
 
     def settled(self, provider_id: str) -> None:

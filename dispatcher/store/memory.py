@@ -195,10 +195,10 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         for step in transitions:
             message = self._messages[step.message_id]
             self._events[message.id].append(step.event)
+            self._text_log.append(step.event)
             if not step.event.applied:
                 continue
             updated = apply(message, step)
-            self._text_log.append(step.event)
             self._messages[message.id] = updated
             if updated.provider_id and updated.provider_id != message.provider_id:
                 self._by_provider[updated.provider_id] = updated.id
@@ -250,10 +250,10 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         stored = replace(call, seq=self._call_seq)
         self._calls[stored.id] = stored
         self._call_events[stored.id].extend(events)
+        self._call_log.extend(events)
         self._calls_to[stored.recipient].append(stored.id)
         if stored.idempotency_key:
             self._call_by_key[stored.idempotency_key] = stored.id
-        self._call_log.extend(events)
         if stored.provider_id:
             self._call_by_provider[stored.provider_id] = stored.id
         return stored
@@ -279,10 +279,10 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
             updated_at=call.updated_at,
         )
         self._call_events[call.id].extend(events)
+        self._call_log.extend(events)
         self._calls[call.id] = new
         if old.provider_id != new.provider_id:
             if old.provider_id and self._call_by_provider.get(old.provider_id) == call.id:
-        self._call_log.extend(events)
                 del self._call_by_provider[old.provider_id]
             if new.provider_id:
                 self._call_by_provider[new.provider_id] = call.id
