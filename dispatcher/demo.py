@@ -166,7 +166,7 @@ def demo_window(now: datetime) -> str:
 
 def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
     stamp = datetime.now().astimezone().strftime("%Y%m%d-%H%M%S")
-    private.prepare_home(base.home)
+    private.folder(base.home)  # the demo's own home is a new folder in it
     home = base.home / f"demo-{stamp}"
     config = demo_config(base, home)
     console = Console()

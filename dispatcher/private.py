@@ -24,14 +24,20 @@ from dispatcher.errors import ConfigError
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 SECRET_BYTES = 32
+OURS = ("dispatcher.db", "dispatcher.sock", "simulator-sends.jsonl", "voice-links.key")
+"""Files that say a folder is a service's home (one an older version left open)."""
 
 
 def prepare_home(home: Path) -> None:
-    """Create ``home`` (0700) if it is missing, tighten it to 0700 if an older version
-    left it open; refuse a symbolic link, a file, or another user's folder."""
+    """Create ``home`` (0700) if it is missing, tighten it to 0700 if it is empty or an
+    older version left it open; refuse a symbolic link, a file, another user's folder,
+    or a folder open to others that holds something else (``/tmp``, ``/var``: the
+    service never takes those over)."""
     home.parent.mkdir(parents=True, exist_ok=True)
+    created = False
     with contextlib.suppress(FileExistsError):
         os.mkdir(home, FOLDER_MODE)
+        created = True
     try:
         found = os.lstat(home)
     except OSError as exc:
@@ -47,10 +53,21 @@ def prepare_home(home: Path) -> None:
                           field="home")  # fmt: skip
     fd = os.open(home, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        if stat.S_IMODE(os.fstat(fd).st_mode) != FOLDER_MODE:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+        if mode != FOLDER_MODE:
+            if not (created or _empty(home) or any((home / n).exists() for n in OURS)):
+                raise ConfigError(f"the home folder {home} is open to other users (mode "
+                                  f"{mode:o}) and holds other files: give a folder of its "
+                                  f"own, or make it private (chmod 700 {home})",
+                                  field="home")  # fmt: skip
             os.fchmod(fd, FOLDER_MODE)
     finally:
         os.close(fd)
+
+
+def _empty(path: Path) -> bool:
+    with os.scandir(path) as entries:
+        return next(entries, None) is None
 
 
 def folder(path: Path) -> Path:
@@ -66,17 +83,25 @@ def folder(path: Path) -> Path:
 def create(path: Path, flags: int) -> int:
     """Open ``path`` (created 0600 if missing; a regular file of ours left readable is
     tightened) with ``flags``; never through a symbolic link. Returns the descriptor."""
-    return _tightened(os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE))
+    fd = os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+    return _tightened(fd, path)
 
 
-def _tightened(fd: int) -> int:
+def _tightened(fd: int, path: Path) -> int:
+    """``fd``, its file made 0600 if it is a regular file of ours; another user's is
+    refused (never read as ours, whoever planted it)."""
     try:
         found = os.fstat(fd)
-        if stat.S_ISREG(found.st_mode) and stat.S_IMODE(found.st_mode) != FILE_MODE:
+        regular, mine = stat.S_ISREG(found.st_mode), found.st_uid == os.geteuid()
+        if regular and mine and stat.S_IMODE(found.st_mode) != FILE_MODE:
             os.fchmod(fd, FILE_MODE)
     except BaseException:
         os.close(fd)
         raise
+    if regular and not mine:
+        os.close(fd)
+        raise ConfigError(f"{path} belongs to another user (uid {found.st_uid}); the "
+                          f"service runs as uid {os.geteuid()}", field="home")  # fmt: skip
     return fd
 
 
@@ -114,7 +139,7 @@ def secret(path: Path) -> bytes:
 
 
 def _read_secret(path: Path) -> bytes:
-    fd = _tightened(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC))
+    fd = _tightened(os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC), path)
     try:
         data = os.read(fd, SECRET_BYTES + 1)
     finally:

@@ -150,9 +150,31 @@ async def test_a_home_of_another_user_is_refused(
     assert list(theirs.iterdir()) == []
 
 
+async def test_a_shared_folder_is_never_taken_as_a_home(home: Path) -> None:
+    """A folder open to others that holds something else (like /tmp or /var) is refused,
+    and left as it was; an empty one, or an older version's home, is made private."""
+    shared = home / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    (shared / "someone-elses.txt").touch()
+    service = Dispatcher.from_config(Config(home=shared))
+    with pytest.raises(ConfigError, match=f"the home folder {shared} is open to other users "
+                                          r"\(mode 1777\) and holds other files"):  # fmt: skip
+        async with service:
+            pass
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+    for name in ("empty", "older"):
+        (home / name).mkdir(mode=0o755)
+        (home / name).chmod(0o755)
+    (home / "older" / "dispatcher.db").touch()
+    for name in ("empty", "older"):
+        private.prepare_home(home / name)
+        assert stat.S_IMODE((home / name).stat().st_mode) == 0o700
+
+
 def test_a_private_file_is_created_private_and_tightened(home: Path) -> None:
     """The one helper every writer uses: created 0600 under umask 0, an older file's
-    mode tightened, a symbolic link refused."""
+    mode tightened, a symbolic link and (as root) another user's file refused."""
     with umask(0):
         fd = private.create(home / "new", os.O_WRONLY)
         os.close(fd)
@@ -164,3 +186,9 @@ def test_a_private_file_is_created_private_and_tightened(home: Path) -> None:
         with pytest.raises(OSError, match="link"):
             private.create(home / "link", os.O_WRONLY)
     assert modes(home) == {".": "0o700", "link": "0o777", "new": "0o600", "old": "0o600"}
+    if os.geteuid() == 0:
+        planted = home / "planted"
+        planted.touch()
+        os.chown(planted, 65534, 65534)
+        with pytest.raises(ConfigError, match=f"{planted} belongs to another user"):
+            private.create(planted, os.O_RDONLY)
