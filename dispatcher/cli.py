@@ -375,6 +375,11 @@ def _show_view(v: dict[str, Any]) -> None:
 def _show_status(s: dict[str, Any]) -> None:
     counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "no messages"
     print(f"{counts}; in flight {s['in_flight']}")
+    if store := s.get("store"):
+        print(
+            f"SENDING PAUSED: the store refuses writes since {store['since']} "
+            f"({store['error']}); new work is refused until it takes writes again"
+        )
     if calls := s.get("calls"):
         by_status = ", ".join(f"{k} {v}" for k, v in calls["counts"].items()) or "none"
         print(

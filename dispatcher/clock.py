@@ -110,6 +110,12 @@ class FakeClock:
             heapq.heappop(self._timers)
         return self._timers[0][0] if self._timers else None
 
+    def stall(self, seconds: float) -> None:
+        """Time passes with nothing else running, as when the OS takes the CPU from
+        the process between two statements; timers due meanwhile fire at the next
+        :meth:`advance`."""
+        self._mono += seconds
+
     async def advance(self, seconds: float) -> None:
         """Move time forward by ``seconds``, firing due timers and letting tasks run."""
         target = self._mono + seconds

@@ -48,8 +48,7 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     seconds = sum(float(n) * _UNITS[u] for n, u in parts)  # inf for absurdly long digits
     if not seconds <= MAX_DURATION.total_seconds():
         raise DurationOutOfRange(
-            f"{field}: {text!r} is longer than {MAX_DURATION.days}d, the longest duration "
-            "accepted",
+            f"{field}: {text!r} is longer than {MAX_DURATION.days}d, the longest duration accepted",
             field=field,
         )
     return timedelta(seconds=seconds)
@@ -92,6 +91,7 @@ class PacingConfig:
 class StoreConfig:
     url: str = ""
     commit_window: timedelta = timedelta(milliseconds=2)
+    fault_probe: timedelta = timedelta(seconds=1)  # retry a write this often after a fault
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

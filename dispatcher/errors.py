@@ -63,6 +63,22 @@ class ServiceUnavailable(DispatcherError, ConnectionError):
     code = "service_unavailable"
 
 
+class StoreError(DispatcherError, OSError):
+    """The database could not be read or written."""
+
+    code = "store_error"
+
+
+class StoreUnavailable(StoreError, ServiceUnavailable):
+    """The store refuses writes it should take: a full disk, an I/O error, a database
+    locked or read-only. The service keeps what it has already accepted, takes no new
+    work and resumes by itself once writes succeed again; ask again after
+    ``retry_after`` seconds."""
+
+    code = "store_unavailable"
+    retry_after = 5
+
+
 class ProviderError(DispatcherError):
     """A provider (carrier, SMTP relay, simulator) refused or failed a request."""
 

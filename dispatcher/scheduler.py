@@ -18,6 +18,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from dispatcher.clock import Clock, TimerHandle
+from dispatcher.errors import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,16 @@ class Pacer:
     """Decides when each sending number may send next."""
 
     def __init__(
-        self, clock: Clock, dispatch: Dispatch, *, workers: int, lead: float = 0.0
+        self,
+        clock: Clock,
+        dispatch: Dispatch,
+        *,
+        workers: int,
+        lead: float = 0.0,
+        store_fault: Callable[[StoreUnavailable], None] | None = None,
     ) -> None:
         self._clock = clock
+        self._store_fault = store_fault  # told of a refused write instead of the log
         self._lead = lead  # a number is handed out this long before its slot
         self._dispatch = dispatch
         self._workers = workers
@@ -132,8 +140,11 @@ class Pacer:
 
             try:
                 await self._dispatch(number, slot, book)
-            except Exception:
-                log.exception("dispatch.error", extra={"sender": number})
+            except Exception as exc:
+                if isinstance(exc, StoreUnavailable) and self._store_fault is not None:
+                    self._store_fault(exc)  # the service pauses: no traceback per number
+                else:
+                    log.exception("dispatch.error", extra={"sender": number})
                 # The number is not lost: it is tried again after a pause.
                 book(self._clock.now().mono + ERROR_BACKOFF)
             finally:

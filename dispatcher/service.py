@@ -13,7 +13,7 @@ import contextlib
 import heapq
 import logging
 from collections import Counter, defaultdict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,10 +23,18 @@ from dispatcher import private, report, runtime
 from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
 from dispatcher.calls import Call
 from dispatcher.campaign_desk import CampaignDesk
-from dispatcher.channels import CallReport, Channel, Receipt, SendRequest, open_channel
+from dispatcher.channels import (
+    CallReport,
+    Channel,
+    HandOff,
+    Receipt,
+    SendRequest,
+    open_channel,
+)
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
-from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError
+from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError, StoreUnavailable
+from dispatcher.health import StoreFault, StoreHealth
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.lifecycle import Resource
 from dispatcher.metrics import NO_KEY, EngagementRow, Metrics, MetricsQuery, compute
@@ -108,6 +116,7 @@ class StatusView:
     calls: CallsSummary | None = None
     sent_last_minute: int = 0  # every number's sends started in the last 60 s
     recent_errors: list[Message] = field(default_factory=list)  # newest first, at most 20
+    store_fault: StoreFault | None = None  # why sending is paused and work refused, if it is
 
 
 class Dispatcher(Resource):
@@ -125,11 +134,13 @@ class Dispatcher(Resource):
         self.store = store
         self.channel = channel
         self.clock: Clock = clock or SystemClock()
+        self._health = StoreHealth(self.clock, probe_every=config.store.fault_probe.total_seconds())
         self._pacer = Pacer(
             self.clock,
             self._dispatch,
             workers=config.pacing.max_in_flight,
             lead=config.pacing.lead.total_seconds(),
+            store_fault=self._store_fault,
         )
         self._sender_locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._queues = Queues()
@@ -149,7 +160,9 @@ class Dispatcher(Resource):
         self._idle.set()
         self._pacer_task: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
         self._receipts: asyncio.Queue[Receipt | None] = asyncio.Queue()
+        self._refused_receipts: list[Receipt] = []  # applied again once the store recovers
         self._parked: dict[str, tuple[float, list[Receipt]]] = {}
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
@@ -202,13 +215,17 @@ class Dispatcher(Resource):
         self._group = asyncio.TaskGroup()
         await self._group.__aenter__()
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
-        self._group.create_task(self._receipt_loop(), name="receipts")
-        self._group.create_task(self._expiry_loop(), name="expiry")
+        self._group.create_task(self._keep(self._receipt_loop), name="receipts")
+        self._group.create_task(self._keep(self._expiry_loop), name="expiry")
         self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
-        self._group.create_task(self.calls.run_reports(), name="call-reports")
-        self._group.create_task(self.campaigns.run(), name="campaigns")
-        self._group.create_task(self.automations.run(), name="automations")
+        self._group.create_task(self._keep(self.calls.run_reports), name="call-reports")
+        self._group.create_task(self._keep(self.campaigns.run), name="campaigns")
+        self._group.create_task(self._keep(self.automations.run), name="automations")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
+        self._prober = self._group.create_task(
+            self._health.run(probe=self.store.probe, settle=self._settle, resumed=self._resume),
+            name="store-health",
+        )
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
 
@@ -242,9 +259,54 @@ class Dispatcher(Resource):
         self.calls.stop_reports()
         self.automations.stop()
         self._expiry_wake.set()
-        if self._collector is not None:
-            self._collector.cancel()
+        self._health.stop()
+        for task in (self._collector, self._prober):
+            if task is not None:
+                task.cancel()
         log.info("service.drained")
+
+    # -- store faults ----------------------------------------------------------------
+    async def _keep(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the service's loops. A write the store refuses pauses it until
+        the store takes writes again, then it starts over: its work is in the store."""
+        while True:
+            try:
+                await loop()
+            except StoreUnavailable as exc:
+                self._store_fault(exc)
+                await self._health.wait_healthy()
+                if not self._closing:
+                    continue
+            return
+
+    def _store_fault(self, exc: StoreUnavailable) -> None:
+        """The store refused a write: pause texts and calls (see :mod:`dispatcher.health`)."""
+        self._health.report(exc)
+        self.calls.held = True
+
+    async def _settle(self) -> None:
+        """After a store fault, once writes succeed again: let the sends in flight
+        finish, then settle as after a crash (texts left Sending are reconciled with the
+        provider, every number's queue is read again from the store)."""
+        await self._idle.wait()
+        async with contextlib.AsyncExitStack() as locked:
+            for lock in self._sender_locks:
+                await locked.enter_async_context(lock)
+            self._awaiting.clear()  # it may hold states whose writes were refused
+            await self._restore()
+            for receipt in self._refused_receipts:
+                self._receipts.put_nowait(receipt)
+            self._refused_receipts.clear()
+
+    def _resume(self) -> None:
+        """Start sending again (after an operator's hold or a store fault), unless
+        the other still holds."""
+        if self._held or self._health.fault is not None:
+            return
+        self.calls.release()
+        for number, queue in self._queues.items():
+            if queue.depth:
+                self._pacer.wake(number)
 
     # -- submission ------------------------------------------------------------------
     async def submit(self, request: TextRequest) -> Submission:
@@ -257,7 +319,12 @@ class Dispatcher(Resource):
         none is stored and the error names its index."""
         if self._closing:
             raise Conflict("the service is shutting down; submit again once it is back")
-        return await self._intake.submit(requests)
+        self._health.check()
+        try:
+            return await self._intake.submit(requests)
+        except StoreUnavailable as exc:
+            self._store_fault(exc)
+            raise self._health.refusal() from exc
 
     def _accepted(self, message: Message) -> None:
         self._queues.counted(None, message.status)
@@ -297,8 +364,10 @@ class Dispatcher(Resource):
         """Send the head of ``sender``'s queue at ``slot``. The claim (the durable
         intent to send) is made a little ahead, so its write is off the critical path."""
         async with self._lock_for(sender):
-            if self._queues[sender].paused or self._held or self._closing:
+            if self._queues[sender].paused or self._held or self._closing or self._health.fault:
                 return
+            # Never before the number's next slot, even one moved since it was handed out.
+            slot = max(slot, self._pacer.next_slot(sender) or slot)
             now = self.clock.now()
             slot_at = now.wall + timedelta(seconds=max(0.0, slot - now.mono))
             claimed = await self._claim(sender, slot_at)
@@ -321,8 +390,9 @@ class Dispatcher(Resource):
                     self._outcome(failed)
                     book(slot)
                     return
-                # The send starts now: this one read books the slot and is the audit
-                # time. Nothing between it and the provider call yields to the loop.
+                # The send starts now: this read books the slot, until the channel
+                # reports the moment it handed the text over (see _send). Nothing
+                # between the two yields to the loop.
                 start = self.clock.now()
                 hold = self._hold(claimed)
                 book(start.mono + hold)
@@ -387,9 +457,16 @@ class Dispatcher(Resource):
             self._outcome(ended)
 
     async def _send(self, message: Message, start: Instant, hold: float) -> None:
-        """The provider call and what follows it. ``start`` was read just before."""
-        request = _request(message, self.config.pacing.validity)
-        slot = {message.sender: start.wall + timedelta(seconds=hold)}
+        """The provider call and what follows it. ``start`` was read just before; the
+        channel's own read as it hands the text over replaces it: the number's next
+        slot and the audit time are that moment, as the provider sees it."""
+
+        def handed_off(at: Instant) -> None:
+            nonlocal start
+            start = at
+            self._pacer.restore(message.sender, at.mono + hold)
+
+        request = _request(message, self.config.pacing.validity, handed_off)
         try:
             accepted = await self.channel.send(request)
         except OutcomeUnknown as exc:
@@ -397,7 +474,9 @@ class Dispatcher(Resource):
             await self._reconcile(message, running=True)
             return
         except ProviderError as exc:
-            await self._refused(message, exc, slot)
+            await self._refused(
+                message, exc, {message.sender: start.wall + timedelta(seconds=hold)}
+            )
             return
         except Exception:
             log.exception("dispatch.outcome_unknown", extra={"message_id": message.id})
@@ -407,7 +486,9 @@ class Dispatcher(Resource):
             message, TextStatus.SENT, at=self.clock.now().wall, source=Source.PROVIDER,
             provider_id=accepted.provider_id, send_started_at=start.wall,
         )  # fmt: skip
-        await self._record([step], next_slots=slot)
+        await self._record(
+            [step], next_slots={message.sender: start.wall + timedelta(seconds=hold)}
+        )
         self._retries.pop(message.id, None)
         self._await_receipt(sent)
         self._outcome(sent)
@@ -485,8 +566,20 @@ class Dispatcher(Resource):
         )
 
     async def _recover(self) -> None:
-        """Before pacing starts: settle in-doubt sends, then restore each number's
-        queue, pause flag and next slot, and the counts."""
+        """Before pacing starts: settle in-doubt sends, restore the queues, and ask for
+        the receipts of texts Sent before the stop."""
+        await self._restore()
+        await self._intake.load()
+        for message in await self.store.in_status(TextStatus.SENT, limit=1_000_000):
+            if message.provider_id is None:
+                continue
+            self._await_receipt(message)
+            if receipt := await self.channel.poll(message.provider_id):
+                self._receipts.put_nowait(receipt)
+
+    async def _restore(self) -> None:
+        """Settle in-doubt sends, then read each number's queue, pause flag and next
+        slot, and the counts, from the store (at start, and after a store fault)."""
         in_doubt = await self.store.in_status(TextStatus.SENDING, limit=1_000_000)
         for message in in_doubt:
             await self._reconcile(message, running=False)
@@ -499,6 +592,7 @@ class Dispatcher(Resource):
         for state in await self.store.numbers():
             queue = self._queues[state.number]
             queue.paused, queue.depth = state.paused, state.depth
+            queue.buffer.clear()  # read again when the number is next due
             if state.next_slot_at is not None:
                 ahead = (state.next_slot_at - now.wall).total_seconds()
                 self._pacer.restore(state.number, now.mono + ahead)
@@ -507,13 +601,6 @@ class Dispatcher(Resource):
                 self._pacer.restore(state.number, now.mono + doubtful[state.number])
             if state.depth:
                 self._pacer.wake(state.number)
-        await self._intake.load()
-        for message in await self.store.in_status(TextStatus.SENT, limit=1_000_000):
-            if message.provider_id is None:
-                continue
-            self._await_receipt(message)
-            if receipt := await self.channel.poll(message.provider_id):
-                self._receipts.put_nowait(receipt)
 
     # -- inbound ---------------------------------------------------------------------
     async def receive(
@@ -581,6 +668,19 @@ class Dispatcher(Resource):
             await self._apply_receipts(batch)
 
     async def _apply_receipts(self, receipts: Sequence[Receipt]) -> None:
+        """Apply a batch, or keep it for when the store takes writes again (it is
+        applied then; at a stop it is left to the next start, which polls every Sent
+        text)."""
+        if self._health.fault is None:
+            try:
+                await self._merge_receipts(receipts)
+            except StoreUnavailable as exc:
+                self._store_fault(exc)
+            else:
+                return
+        self._refused_receipts.extend(receipts)
+
+    async def _merge_receipts(self, receipts: Sequence[Receipt]) -> None:
         steps: list[Transition] = []
         seen: dict[str, Message] = {}  # as this batch leaves it (not yet written)
         for receipt in receipts:
@@ -690,6 +790,7 @@ class Dispatcher(Resource):
             calls=self.calls.summary(),
             sent_last_minute=sum(_sent_since(s, since) for s in self._sends.values()),
             recent_errors=list(reversed(self._errors)),
+            store_fault=self._health.fault,
         )
 
     async def cancel(self, message_id: str) -> Message:
@@ -735,10 +836,7 @@ class Dispatcher(Resource):
     def release(self) -> None:
         """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
         self._held = False
-        self.calls.release()
-        for number, queue in self._queues.items():
-            if queue.depth:
-                self._pacer.wake(number)
+        self._resume()
 
     async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
         entry = DntEntry(
@@ -783,7 +881,12 @@ class Dispatcher(Resource):
     # -- calls -----------------------------------------------------------------------
     async def submit_call(self, request: CallRequest) -> CallSubmission:
         """Accept a voice call: its script is validated, then it is paced per account."""
-        return await self.calls.submit(request)
+        self._health.check()
+        try:
+            return await self.calls.submit(request)
+        except StoreUnavailable as exc:
+            self._store_fault(exc)
+            raise self._health.refusal() from exc
 
     async def call(self, call_id: str) -> CallView:
         """One call: its status, history (statuses and the steps it ran) and explanation."""
@@ -841,7 +944,9 @@ def _sent_since(sends: deque[float] | None, since: float) -> int:
     return len(sends)
 
 
-def _request(message: Message, validity: timedelta) -> SendRequest:
+def _request(
+    message: Message, validity: timedelta, handed_off: HandOff | None = None
+) -> SendRequest:
     return SendRequest(
         message_id=message.id,
         attempt_id=message.attempt_id or "",
@@ -851,6 +956,7 @@ def _request(message: Message, validity: timedelta) -> SendRequest:
         segments=message.segments,
         validity=min(validity, message.expires_at - message.accepted_at),
         claimed_at=message.updated_at if message.status is TextStatus.SENDING else None,
+        handed_off=handed_off,
     )
 
 

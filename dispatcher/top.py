@@ -72,6 +72,12 @@ def render(
         said = f"the service answered: {problem}; retrying" if problem else UNREACHABLE
         parts += [Text(said, style="bold red"), Text()]
     else:
+        if store := status.get("store"):
+            said = (
+                f"sending paused: the store refuses writes since {store.get('since')} "
+                f"({store.get('error')}); new work is refused until it takes writes again"
+            )
+            parts += [Text(said, style="bold red"), Text()]
         for part in (
             _totals(status),
             _queues(status, numbers),

@@ -51,7 +51,15 @@ from dispatcher.automations import RESULTS, Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
 from dispatcher.control.protocol import call_view_json, event_json
-from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.errors import (
+    ConfigError,
+    Conflict,
+    DispatcherError,
+    InvalidInput,
+    NotFound,
+    ServiceUnavailable,
+    StoreUnavailable,
+)
 from dispatcher.lifecycle import Resource
 from dispatcher.model import Keyword, Lane, TextStatus
 from dispatcher.scripts import is_url
@@ -96,6 +104,7 @@ _STATUS_OF = {
     NotFound: 404,
     Conflict: 409,
     InvalidInput: 400,
+    ServiceUnavailable: 503,
 }
 
 
@@ -106,7 +115,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return await handler(request)
     except DispatcherError as exc:
         status = next((s for cls, s in _STATUS_OF.items() if isinstance(exc, cls)), 500)
-        return _error(status, exc.code, str(exc), getattr(exc, "field", None))
+        answer = _error(status, exc.code, str(exc), getattr(exc, "field", None))
+        if isinstance(exc, StoreUnavailable):
+            answer.headers["Retry-After"] = str(exc.retry_after)
+        return answer
 
 
 class WebApp:

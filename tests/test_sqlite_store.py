@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.errors import StoreError
 from dispatcher.model import Event, Lane, Message, Source, TextStatus
-from dispatcher.store.sqlite import SQLiteStore, StoreError
+from dispatcher.store.sqlite import SQLiteStore
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 

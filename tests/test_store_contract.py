@@ -28,6 +28,7 @@ from dispatcher.calls import (
     call_status,
     completed_status,
 )
+from dispatcher.errors import StoreError
 from dispatcher.metrics import (
     BY,
     NO_KEY,
@@ -51,7 +52,6 @@ from dispatcher.model import (
     transition,
 )
 from dispatcher.store import NumberState, Store, open_store
-from dispatcher.store.sqlite import StoreError
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 SENDER = "+14155550100"

@@ -8,13 +8,14 @@ deterministic carrier that needs no account) and ``twilio://`` (texts and calls)
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Protocol, Self
 
 from dispatcher.adapters import load_adapter
 from dispatcher.calls import CallStatus
+from dispatcher.clock import Instant
 from dispatcher.model import TextStatus
 
 
@@ -30,6 +31,18 @@ class SendRequest:
     segments: int
     validity: timedelta
     claimed_at: datetime | None = None  # when the attempt was claimed: it cannot be older
+    handed_off: HandOff | None = field(default=None, compare=False)
+
+    def hand_off(self, at: Instant) -> None:
+        """The channel calls this with its own clock read at the moment the text
+        leaves for the provider, before its first await. The number's next send is
+        booked from that moment, so the spacing holds as the provider sees it even if
+        the process lost the CPU between the service's read and this one."""
+        if self.handed_off is not None:
+            self.handed_off(at)
+
+
+HandOff = Callable[[Instant], None]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

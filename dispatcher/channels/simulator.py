@@ -14,6 +14,7 @@ X?" from that log.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import json
 import logging
@@ -78,6 +79,7 @@ class Simulator(Resource):
         self._voice: VoiceHandler | None = None
         self._calls: dict[str, asyncio.Task[None]] = {}  # provider id -> the call, while up
         self._call_fd: int | None = None
+        self._torn: dict[int, bool] = {}  # log descriptor -> its last line was cut short
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> Simulator:
@@ -128,8 +130,9 @@ class Simulator(Resource):
         # Reading the clock and logging come first, with no await before them: the
         # logged time is the moment the send reached the carrier.
         now = self._clock.now()
+        request.hand_off(now)
         provider_id = _provider_id(request.attempt_id)
-        self._append(
+        self._log_send(
             {
                 "message_id": request.message_id,
                 "attempt_id": request.attempt_id,
@@ -369,8 +372,28 @@ class Simulator(Resource):
         if fd is None:
             return
         # One write of a whole line on an O_APPEND descriptor: a crash cannot leave
-        # half a record in the middle of the log.
-        os.write(fd, (json.dumps(record, separators=(",", ":")) + "\n").encode())
+        # half a record in the middle of the log. A full disk can: the line it cut
+        # short is ended before the next one, so only that record is lost (skipped as
+        # torn), and the send it recorded is refused.
+        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
+        if self._torn.get(fd):
+            line = b"\n" + line
+        written = os.write(fd, line)
+        self._torn[fd] = 0 < written < len(line)
+        if written < len(line):
+            raise OSError(errno.ENOSPC, "the log was cut short: no space left on the disk")
+
+    def _log_send(self, record: dict[str, Any]) -> None:
+        """The carrier takes a text only once it is in its log: if the log cannot be
+        written (a full disk), the text was not received and may be sent again."""
+        try:
+            self._append(record)
+        except OSError as exc:
+            raise ProviderError(
+                f"the simulator could not record the send: {exc}",
+                provider_code="simulator-log",
+                retryable=True,
+            ) from exc
 
     def _schedule_receipts(self, provider_id: str, outcome: Outcome, rng: random.Random) -> None:
         c = self._config

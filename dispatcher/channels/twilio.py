@@ -254,6 +254,7 @@ class TwilioChannel(Resource):
             params["messaging_service_sid"] = self._config.messaging_service_sid
         else:
             params["from_"] = request.sender
+        request.hand_off(self._clock.now())
         try:
             async with asyncio.timeout(self._timeout):
                 message = await self.client.messages.create_async(**params)

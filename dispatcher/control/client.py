@@ -17,6 +17,7 @@ from dispatcher.errors import (
     InvalidInput,
     NotFound,
     ServiceUnavailable,
+    StoreUnavailable,
 )
 
 MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
@@ -24,6 +25,7 @@ MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes with the final NUL
 _ERRORS: dict[str, type[DispatcherError]] = {
     "not_found": NotFound,
     "conflict": Conflict,
+    "store_unavailable": StoreUnavailable,
 }
 _GONE = {"busy", "timeout"}  # the server closed this connection; a new one may be served
 

@@ -21,6 +21,7 @@ from typing import Any
 from dispatcher import jsonio, metrics, report
 from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
+from dispatcher.health import StoreFault
 from dispatcher.model import DntEntry, Event, Lane, Message
 from dispatcher.service import (
     CallRequest,
@@ -233,7 +234,15 @@ def status_json(view: StatusView) -> JSON:
             }
             for m in view.recent_errors
         ],
+        "store": store_fault_json(view.store_fault),
     }
+
+
+def store_fault_json(fault: StoreFault | None) -> JSON | None:
+    """Why sending is paused and new work refused (None: the store takes writes)."""
+    if fault is None:
+        return None
+    return {"since": _ts(fault.since), "error": fault.error, "probes": fault.probes}
 
 
 def dnt_json(entry: DntEntry) -> JSON:

@@ -89,6 +89,12 @@ class Store(CampaignStore, RunStore, Protocol):
 
     async def set_paused(self, sender: str, paused: bool) -> None: ...
 
+    async def probe(self) -> None:
+        """Make one small write. Raises ``StoreUnavailable`` while the storage refuses
+        writes (a full disk, an I/O error, locked, read-only); the service probes this
+        way to learn when it may take work again."""
+        ...
+
     async def next_expiry(self) -> datetime | None:
         """The earliest expiry among Queued messages."""
         ...

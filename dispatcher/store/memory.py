@@ -174,6 +174,9 @@ class MemoryStore(MemoryCampaigns, MemoryAutomations, Resource):
         else:
             self._paused.discard(sender)
 
+    async def probe(self) -> None:
+        """Memory always takes writes."""
+
     def _queued(self) -> list[Message]:
         return [m for m in self._messages.values() if m.status is TextStatus.QUEUED]
 

@@ -25,7 +25,7 @@ import aiosqlite
 
 from dispatcher import metrics, private
 from dispatcher.calls import Call, CallEvent, CallStatus, VoiceResult
-from dispatcher.errors import ConfigError, DispatcherError
+from dispatcher.errors import ConfigError, StoreError, StoreUnavailable
 from dispatcher.lifecycle import Resource
 from dispatcher.metrics import EngagementRow, MetricsQuery
 from dispatcher.model import (
@@ -45,12 +45,6 @@ from dispatcher.store.queries import load_migrations, load_queries
 log = logging.getLogger(__name__)
 
 Params = tuple[Any, ...]
-
-
-class StoreError(DispatcherError, OSError):
-    """The database could not be read or written."""
-
-    code = "store_error"
 
 
 _MERGED = ("insert_message", "insert_event", "apply_transition", "set_next_slot")
@@ -83,6 +77,20 @@ class _Batch:
         """Every statement of the batch, in the order to run them."""
         self._close_segment()
         return self.statements
+
+
+def _write_error(path: Path, failure: BaseException) -> StoreError:
+    """The error every writer of a failed batch hears. A database that refuses a write
+    it should take (a full disk, an I/O error, locked, read-only, damaged) is
+    :class:`StoreUnavailable`: the service pauses and retries. A write the data itself
+    refuses (a broken constraint) is a plain :class:`StoreError`."""
+    fault = isinstance(failure, sqlite3.DatabaseError) and not isinstance(
+        failure, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
+    )
+    kind = StoreUnavailable if fault else StoreError
+    error = kind(f"writing to {path} failed: {failure}")
+    error.__cause__ = failure
+    return error
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -402,8 +410,7 @@ class SQLiteStore(SQLiteCampaigns, SQLiteAutomations, Resource):
             # An error in any statement rolls the whole batch back.
             with contextlib.suppress(sqlite3.Error, ValueError):
                 await db.execute("ROLLBACK")
-            error = StoreError(f"writing to {self._path} failed: {failures[0]}")
-            error.__cause__ = failures[0]
+            error = _write_error(self._path, failures[0])
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_exception(error)
@@ -411,6 +418,10 @@ class SQLiteStore(SQLiteCampaigns, SQLiteAutomations, Resource):
         for waiter in batch.waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def probe(self) -> None:
+        """One small write through the group commit: does the database take writes?"""
+        await self._write(("store_probe", [(_ts(datetime.now(UTC)),)]))
 
     # -- reads -----------------------------------------------------------------------
     async def _rows(self, name: str, params: Params) -> list[sqlite3.Row]:

@@ -239,3 +239,7 @@ WHERE "trigger" >= ?3 AND "trigger" < ?4 AND accepted_at >= ?1 AND accepted_at <
 SELECT id, sender, campaign_id FROM messages WHERE id IN (SELECT value FROM json_each(?1))
 UNION ALL
 SELECT id, sender, campaign_id FROM calls WHERE id IN (SELECT value FROM json_each(?1));
+
+-- name: store_probe
+INSERT INTO store_probe (id, at) VALUES (1, ?)
+ON CONFLICT (id) DO UPDATE SET at = excluded.at;
