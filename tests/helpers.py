@@ -86,7 +86,7 @@ class Service:
         args = [sys.executable, "-m", "dispatcher", "--home", str(self.home)]
         if self.config is not None:
             args += ["--config", str(self.config)]
-        self.home.mkdir(parents=True, exist_ok=True)
+        self.home.mkdir(mode=0o700, parents=True, exist_ok=True)  # as the service makes it
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: ASYNC220 - Popen returns at once
                 [*args, "serve"], env={**cli_env(self.home), **self.env}, stdout=log, stderr=log
