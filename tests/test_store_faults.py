@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from dispatcher.channels import Accepted, SendRequest
@@ -33,7 +34,7 @@ from dispatcher.health import REMIND_EVERY
 from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import Service, cli, gaps_by_number, send_log, wait_for
+from tests.helpers import Service, cli, free_port, gaps_by_number, send_log, wait_for
 
 
 @contextlib.contextmanager
@@ -249,7 +250,8 @@ async def test_dispatcher_serve_on_a_full_disk_stays_up_refuses_work_and_resumes
 ) -> None:
     numbers = [f"+1415555{i:04d}" for i in range(5)]
     with small_disk(tmp_path / "home", size="16m") as home:
-        service = Service(home)
+        listen = f"127.0.0.1:{free_port()}"
+        service = Service(home, env={"DISPATCHER_HTTP_LISTEN": listen, "DISPATCHER_API_TOKEN": "t"})
         service.log = tmp_path / "serve.log"  # the service's own output is not on that disk
         await service.start()
         accepted: list[str] = []
@@ -277,6 +279,16 @@ async def test_dispatcher_serve_on_a_full_disk_stays_up_refuses_work_and_resumes
                               "--body", "hi", check=False)  # fmt: skip
                 assert refused.returncode == 3, refused.stderr
                 assert "refuses writes" in refused.stderr
+                async with aiohttp.ClientSession() as http:
+                    post = await http.post(
+                        f"http://{listen}/v1/messages",
+                        json={"from": numbers[0], "to": "+16505559998", "body": "hi"},
+                        headers={"Authorization": "Bearer t"},
+                    )
+                    answer = await post.json()
+                assert post.status == 503
+                assert post.headers["Retry-After"] == "5"
+                assert answer["error"]["code"] == "store_unavailable"
                 assert service.process is not None
                 assert service.process.poll() is None  # up all along
 

@@ -152,6 +152,14 @@ def test_the_frame_shows_queues_sends_campaigns_and_errors() -> None:
     )
 
 
+def test_the_frame_says_why_sending_is_paused_when_the_store_refuses_writes() -> None:
+    store = {"since": iso(-30), "error": "database or disk is full", "probes": 29}
+    text = frame(status_answer(store=store))
+    assert "sending paused: the store refuses writes since" in text
+    assert "(database or disk is full)" in text
+    assert "sending paused" not in frame(status_answer(store=None))
+
+
 def test_the_frame_degrades_gracefully() -> None:
     older = status_answer(numbers=[], recent_errors=[], calls=None)
     del older["sent_last_minute"]
