@@ -13,11 +13,11 @@ import contextlib
 import heapq
 import logging
 from collections import Counter, defaultdict, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dispatcher import private, report, runtime
 from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
@@ -65,6 +65,7 @@ from dispatcher.store import Store, open_store
 from dispatcher.voice import CallDesk, CallRequest, CallsSummary, CallSubmission, CallView
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _STRIPES = 256
 _RECEIPT_BATCH = 500
@@ -279,6 +280,19 @@ class Dispatcher(Resource):
                     continue
             return
 
+    async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """New work, refused while the store refuses writes (and if its own write is)."""
+        try:
+            self._health.check()
+        except StoreUnavailable:
+            work.close()
+            raise
+        try:
+            return await work
+        except StoreUnavailable as exc:
+            self._store_fault(exc)
+            raise self._health.refusal() from exc
+
     def _store_fault(self, exc: StoreUnavailable) -> None:
         """The store refused a write: pause texts and calls (see :mod:`dispatcher.health`)."""
         self._health.report(exc)
@@ -319,12 +333,7 @@ class Dispatcher(Resource):
         none is stored and the error names its index."""
         if self._closing:
             raise Conflict("the service is shutting down; submit again once it is back")
-        self._health.check()
-        try:
-            return await self._intake.submit(requests)
-        except StoreUnavailable as exc:
-            self._store_fault(exc)
-            raise self._health.refusal() from exc
+        return await self._taking_work(self._intake.submit(requests))
 
     def _accepted(self, message: Message) -> None:
         self._queues.counted(None, message.status)
@@ -881,12 +890,7 @@ class Dispatcher(Resource):
     # -- calls -----------------------------------------------------------------------
     async def submit_call(self, request: CallRequest) -> CallSubmission:
         """Accept a voice call: its script is validated, then it is paced per account."""
-        self._health.check()
-        try:
-            return await self.calls.submit(request)
-        except StoreUnavailable as exc:
-            self._store_fault(exc)
-            raise self._health.refusal() from exc
+        return await self._taking_work(self.calls.submit(request))
 
     async def call(self, call_id: str) -> CallView:
         """One call: its status, history (statuses and the steps it ran) and explanation."""

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from dispatcher.clock import FakeClock
 from dispatcher.control.client import call
 from dispatcher.errors import ServiceUnavailable
 
@@ -31,6 +32,25 @@ async def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
         await asyncio.sleep(0.05)
+
+
+async def advance_at_polls(
+    clock: FakeClock,
+    done: Callable[[], Awaitable[bool]],
+    *,
+    within: float = DEADLINE,
+    what: str = "",
+) -> None:
+    """Advance the fake clock a step at each real-time poll until ``done``: a SQLite
+    store's writes take real time, which a burst of fake seconds would outrun."""
+
+    async def advanced() -> bool:
+        if await done():
+            return True
+        await clock.advance(0.25)
+        return False
+
+    await wait_for(advanced, within=within, what=what)
 
 
 def cli_env(home: Path) -> dict[str, str]:

@@ -29,7 +29,7 @@ from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import DEADLINE, Service, send_log, wait_for
+from tests.helpers import DEADLINE, Service, advance_at_polls, send_log, wait_for
 from tests.peers import App
 from tests.test_calls import BUSY, CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
 from tests.test_scheduler import advance_until
@@ -84,16 +84,7 @@ async def running(
 async def until(
     h: Harness, done: Callable[[], Awaitable[bool]], what: str, *, within: float = DEADLINE
 ) -> None:
-    """Advance the fake clock a step at each real-time poll until ``done``: the SQLite
-    store's writes take real time, which a burst of fake seconds would outrun."""
-
-    async def advanced() -> bool:
-        if await done():
-            return True
-        await h.clock.advance(0.25)
-        return False
-
-    await wait_for(advanced, within=within, what=what)
+    await advance_at_polls(h.clock, done, within=within, what=what)
 
 
 async def text(h: Harness, to: str) -> Message:

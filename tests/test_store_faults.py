@@ -34,7 +34,15 @@ from dispatcher.health import REMIND_EVERY
 from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import Service, cli, free_port, gaps_by_number, send_log, wait_for
+from tests.helpers import (
+    Service,
+    advance_at_polls,
+    cli,
+    free_port,
+    gaps_by_number,
+    send_log,
+    wait_for,
+)
 
 
 @contextlib.contextmanager
@@ -117,16 +125,7 @@ class Harness:
         return (await self.service.message(message.id)).message.status
 
     async def until(self, done: Callable[[], Awaitable[bool]], what: str) -> None:
-        """Advance the fake clock a step at each real-time poll until ``done``: the
-        store's writes take real time, which a burst of fake seconds would outrun."""
-
-        async def advanced() -> bool:
-            if await done():
-                return True
-            await self.clock.advance(0.25)
-            return False
-
-        await wait_for(advanced, what=what)
+        await advance_at_polls(self.clock, done, what=what)
 
     def sends(self) -> Counter[str]:
         return Counter(str(r["message_id"]) for r in self.simulator.records())
