@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from dispatcher.model import Lane, Source, Verdict
+from dispatcher.model import Lane, Source
+from dispatcher.transitions import TransitionTable, Verdict
 
 
 class CallStatus(StrEnum):
@@ -60,13 +61,11 @@ CALL_TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
 }
 
 
-def judge_call(current: CallStatus, new: CallStatus) -> Verdict:
-    """Late, repeated and out-of-order reports merge without moving a call backwards."""
-    if new == current:
-        return Verdict.DUPLICATE
-    if new in CALL_TRANSITIONS.get(current, frozenset()):
-        return Verdict.APPLY
-    return Verdict.STALE
+CALL_TABLE: TransitionTable[CallStatus] = TransitionTable(CALL_TRANSITIONS, CALL_TERMINAL)
+"""The calls' transition table."""
+
+judge_call = CALL_TABLE.judge
+"""Late, repeated and out-of-order reports merge without moving a call backwards."""
 
 
 class VoiceResult(StrEnum):

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
 from dispatcher.errors import InvalidInput, MessageTooLong
+from dispatcher.transitions import TransitionTable, Verdict
 
 
 class TextStatus(StrEnum):
@@ -79,25 +80,11 @@ def rank(status: TextStatus) -> int:
     return 9 if status in TERMINAL else RANK[status]
 
 
-class Verdict(StrEnum):
-    """What happens to a reported status given the current one."""
+TEXT_TABLE: TransitionTable[TextStatus] = TransitionTable(TRANSITIONS, TERMINAL)
+"""The texts' transition table."""
 
-    APPLY = "apply"
-    DUPLICATE = "duplicate"  # the same status again: kept in the history, changes nothing
-    STALE = "stale"  # arrived late or out of order: kept in the history, changes nothing
-
-
-def judge(current: TextStatus, new: TextStatus) -> Verdict:
-    """Decide whether moving from ``current`` to ``new`` is allowed.
-
-    Terminal states are sticky and nothing moves backwards, so late, repeated and
-    out-of-order provider updates merge without regressing the current state.
-    """
-    if new == current:
-        return Verdict.DUPLICATE
-    if new in TRANSITIONS.get(current, frozenset()):
-        return Verdict.APPLY
-    return Verdict.STALE
+judge = TEXT_TABLE.judge
+"""Decide whether a text may move from one status to another (see :mod:`dispatcher.transitions`)."""
 
 
 class Lane(IntEnum):

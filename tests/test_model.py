@@ -24,7 +24,6 @@ from dispatcher.model import (
     Reason,
     Source,
     TextStatus,
-    Verdict,
     check_body,
     count_segments,
     explain,
@@ -36,6 +35,7 @@ from dispatcher.model import (
     slot_seconds,
     transition,
 )
+from dispatcher.transitions import Verdict
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SENDER = "+14155550100"
