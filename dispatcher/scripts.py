@@ -1,4 +1,4 @@
-"""Call scripts: validated up front, walked step by step, rendered to TwiML.
+"""Call scripts: validated up front, walked step by step into voice instructions.
 
 A script is a list of steps, each a table with exactly one action key and its
 options, in the configuration (``[[scripts.NAME]]`` tables) or in a request (a JSON
@@ -31,9 +31,11 @@ and a Gather's ``on`` table branches on the digits or words received. Actions:
   script; optional ``from``): another engagement, triggered when the step is reached.
 
 A message (a prompt, a voicemail, a play drop) is spoken, or played when it is an
-``http(s)://`` URL. Rendering uses the twilio SDK's ``VoiceResponse``; every step's
-TwiML ends with a redirect to the next step, so each step executed reaches the
-service and is recorded.
+``http(s)://`` URL. Walking a script gives provider-neutral instructions (:class:`Say`,
+:class:`Gather`, :class:`Dial`, ..., :data:`Instruction`); a channel renders them in
+its wire format (TwiML: :mod:`dispatcher.channels.twiml`). Every step's instructions
+end with a redirect to the next step, so each step executed reaches the service and
+is recorded. This module imports no provider SDK.
 """
 
 from __future__ import annotations
@@ -43,9 +45,7 @@ import json
 import re
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-from twilio.twiml.voice_response import VoiceResponse
+from typing import Any, TypeAlias
 
 from dispatcher.calls import VoiceResult
 from dispatcher.errors import InvalidInput
@@ -432,19 +432,110 @@ class Reached:
     detail: str | None = None
 
 
+# -- voice instructions: what a call does next, in no provider's wire format --------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Say:
+    """Speak ``text`` (``loop`` times)."""
+
+    text: str
+    voice: str | None = None
+    language: str | None = None
+    loop: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Play:
+    """Play the audio at ``url`` (``loop`` times)."""
+
+    url: str
+    loop: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pause:
+    seconds: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gather:
+    """Play ``prompt`` and collect an answer (``input``: dtmf, speech or "dtmf speech"),
+    then ask ``then`` what comes next, answer or not. ``speech_language`` is the language
+    speech is recognised in (speech input only)."""
+
+    prompt: Say | Play
+    input: str
+    timeout: int
+    digits: int | None = None
+    speech_language: str | None = None
+    then: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Record:
+    """Record up to ``max_seconds``; ``then`` receives the recording."""
+
+    max_seconds: int
+    beep: bool
+    then: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Dial:
+    """Connect the call to ``number``; ``then`` learns how the dialled leg ended."""
+
+    number: str
+    timeout: int | None = None
+    caller_id: str | None = None
+    then: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conference:
+    """Put the call into the conference ``room``."""
+
+    room: str
+    then: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RingAll:
+    """Ring ``numbers`` at once: the first to answer takes the call."""
+
+    numbers: tuple[str, ...]
+    timeout: int | None = None
+    then: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Redirect:
+    """Ask ``url`` for what comes next."""
+
+    url: str
+    method: str | None = "POST"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hangup:
+    """End the call."""
+
+
+Instruction: TypeAlias = (
+    Say | Play | Pause | Gather | Record | Dial | Conference | RingAll | Redirect | Hangup
+)
+
+
 @dataclass(slots=True)
 class Served:
-    """What one request from the carrier produced: the TwiML to answer with, the steps
-    reached, the activities to trigger and whether the script reached its end."""
+    """What one request from the carrier produced: the instructions to answer with,
+    the steps reached, the activities to trigger and whether the script reached its
+    end."""
 
-    response: VoiceResponse = field(default_factory=VoiceResponse)
+    instructions: list[Instruction] = field(default_factory=list)
     reached: list[Reached] = field(default_factory=list)
     activities: list[tuple[int, Step]] = field(default_factory=list)
     done: bool = False
-
-    @property
-    def twiml(self) -> str:
-        return str(self.response)
 
 
 Url = Callable[[str], str]
@@ -454,19 +545,19 @@ Url = Callable[[str], str]
 def serve(
     script: Script, start: int, *, machine: bool, url: Url, served: Served | None = None
 ) -> Served:
-    """Walk ``script`` from step ``start`` to its next voice step and render it.
+    """Walk ``script`` from step ``start`` to its next voice step, and its instructions.
 
-    Steps that need no TwiML (an ``activity``; a ``voicemail_drop`` when no machine
-    answered) are taken on the way; their own ``goto`` is followed. Reaching the end
-    marks the script done and hangs up.
+    Steps that need no instruction (an ``activity``; a ``voicemail_drop`` when no
+    machine answered) are taken on the way; their own ``goto`` is followed. Reaching
+    the end marks the script done and hangs up.
     """
     served = served or Served()
-    r = served.response
+    out = served.instructions
     index = start
     for _ in range(len(script.steps) + 1):  # a goto loop of silent steps ends here
         if index >= len(script.steps):
             served.done = True
-            r.hangup()
+            out.append(Hangup())
             return served
         step = script.steps[index]
         if step.action == "voicemail_drop" and not machine:
@@ -478,68 +569,62 @@ def serve(
             served.activities.append((index, step))
             index = script.after(index)
             continue
-        _render(step, index, r, url, script)
+        out += _instructions(step, index, url, script)
         return served
-    r.redirect(url(str(index)))
+    out.append(Redirect(url=url(str(index)), method=None))
     return served
 
 
-def _render(step: Step, index: int, r: VoiceResponse, url: Url, script: Script) -> None:
+def _instructions(step: Step, index: int, url: Url, script: Script) -> list[Instruction]:
+    """One voice step's instructions: the step, then a redirect to what follows it
+    (none after a dial: the dialled leg's end asks what comes next)."""
     o = step.options
-    spoken = {k: o[k] for k in ("voice", "language") if k in o}
     nxt = url(str(script.after(index)) if script.after(index) < len(script.steps) else END)
+    done = url(f"{index}.dialed")
+    action: Instruction
     match step.action:
         case "say":
-            r.say(step.value, loop=o.get("loop"), **spoken)
+            action = Say(text=step.value, loop=o.get("loop"), voice=o.get("voice"),
+                         language=o.get("language"))  # fmt: skip
         case "play":
-            r.play(step.value, loop=o.get("loop"))
+            action = Play(url=step.value, loop=o.get("loop"))
         case "pause":
-            r.pause(length=step.value)
+            action = Pause(seconds=step.value)
         case "gather":
-            result = url(f"{index}.result")
-            gather = r.gather(
-                input=o.get("input", "dtmf"), action=result, method="POST",
-                timeout=o.get("timeout", 5), num_digits=o.get("digits"),
-                speech_timeout="auto" if "speech" in o.get("input", "dtmf") else None,
-                language=o.get("language") if "speech" in o.get("input", "dtmf") else None,
+            nxt = url(f"{index}.result")  # no answer: the same handler takes "otherwise"
+            mode = o.get("input", "dtmf")
+            action = Gather(
+                prompt=_message(step.value, o), input=mode, timeout=o.get("timeout", 5),
+                digits=o.get("digits"), then=nxt,
+                speech_language=o.get("language") if "speech" in mode else None,
             )  # fmt: skip
-            _message(gather, step.value, spoken)
-            nxt = result  # no answer: the same handler takes the "otherwise" way
         case "record":
-            done = url(f"{index}.recorded")
-            r.record(max_length=step.value, play_beep=o.get("beep", True), action=done,
-                     method="POST")  # fmt: skip
-            nxt = done  # nothing recorded: Twilio skips the action and goes on to here
+            nxt = url(f"{index}.recorded")  # nothing recorded: the carrier goes on to here
+            action = Record(max_seconds=step.value, beep=o.get("beep", True), then=nxt)
         case "dial":
-            r.dial(step.value, timeout=o.get("timeout"), caller_id=o.get("caller_id"),
-                   action=url(f"{index}.dialed"), method="POST")  # fmt: skip
-            return
+            return [Dial(number=step.value, timeout=o.get("timeout"),
+                         caller_id=o.get("caller_id"), then=done)]  # fmt: skip
         case "conference":
-            dial = r.dial(action=url(f"{index}.dialed"), method="POST")
-            dial.conference(step.value)
-            return
+            return [Conference(room=step.value, then=done)]
         case "notify":
-            dial = r.dial(timeout=o.get("timeout"), action=url(f"{index}.dialed"),
-                          method="POST")  # fmt: skip
-            for number in step.value:
-                dial.number(number)
-            return
+            return [RingAll(numbers=tuple(step.value), timeout=o.get("timeout"), then=done)]
         case "voicemail_drop":
-            _message(r, step.value, spoken)
+            action = _message(step.value, o)
             nxt = url(END)
         case "play_drop":
-            # When the agent drops off, Twilio asks the action URL what the contact
+            # When the agent drops off, the carrier asks the drop URL what the contact
             # hears next: the message, then the rest of the script.
-            r.dial(o["agent"], action=url(f"{index}.drop"), method="POST")
-            return
-    r.redirect(nxt, method="POST")
+            return [Dial(number=o["agent"], then=url(f"{index}.drop"))]
+        case _:  # an activity is never a voice step
+            raise AssertionError(step.action)
+    return [action, Redirect(url=nxt)]
 
 
-def _message(verb: Any, message: str, spoken: Mapping[str, Any]) -> None:
+def _message(message: str, options: Mapping[str, Any]) -> Say | Play:
+    """A message is played when it is an audio URL, else spoken."""
     if is_url(message):
-        verb.play(message)
-    else:
-        verb.say(message, **spoken)
+        return Play(url=message)
+    return Say(text=message, voice=options.get("voice"), language=options.get("language"))
 
 
 def answer(script: Script, index: int, digits: str | None, speech: str | None) -> tuple[str, int]:
@@ -560,9 +645,7 @@ def answer(script: Script, index: int, digits: str | None, speech: str | None) -
 def drop(script: Script, index: int, *, machine: bool, url: Url, status: str | None) -> Served:
     """After a play drop's agent left: the message, then the rest of the script."""
     step = script.steps[index]
-    served = Served()
-    spoken = {k: step.options[k] for k in ("voice", "language") if k in step.options}
-    _message(served.response, step.value, spoken)
+    served = Served(instructions=[_message(step.value, step.options)])
     served.reached.append(Reached(VoiceResult.PLAY_DROP, index, status))
     return serve(script, script.after(index), machine=machine, url=url, served=served)
 

@@ -41,6 +41,7 @@ from dispatcher.calls import (
     explain_call,
 )
 from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
+from dispatcher.channels.twiml import to_twiml
 from dispatcher.clock import Clock, Instant
 from dispatcher.config import Config
 from dispatcher.errors import (
@@ -58,6 +59,7 @@ from dispatcher.numbers import e164
 from dispatcher.scheduler import Book, Pacer
 from dispatcher.scripts import (
     END,
+    Hangup,
     Reached,
     Script,
     Served,
@@ -480,9 +482,7 @@ class CallDesk:
             script = from_json(call.script)
             index, phase = parse_position(at, script)
             if call.terminal:
-                served = Served()
-                served.response.hangup()
-                return served.twiml
+                return to_twiml([Hangup()])
             now = self._clock.now().wall
             events: list[CallEvent] = []
             after = call
@@ -512,7 +512,7 @@ class CallDesk:
                                         reason=CallReason.SCRIPT_FINISHED,
                                         detail="the script reached its end"))  # fmt: skip
             await self._save(call, after, events)
-            return served.twiml
+            return to_twiml(served.instructions)
 
     def _walk(
         self,

@@ -1,8 +1,9 @@
 """Call scripts: validation, canonical JSON, walking a script and its TwiML.
 
-The TwiML is parsed (it is the module's own output, built by the twilio SDK) and
-compared as a tree of ``(tag, attributes, text, children)``, so every verb, every
-attribute and every redirect target is checked, in order.
+A walk's instructions are rendered to TwiML (:mod:`dispatcher.channels.twiml`, built
+by the twilio SDK), parsed and compared as a tree of ``(tag, attributes, text,
+children)``, so every verb, every attribute and every redirect target is checked, in
+order.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any, TypeAlias
 import pytest
 
 from dispatcher.calls import VoiceResult
+from dispatcher.channels.twiml import to_twiml
 from dispatcher.config import load_config
 from dispatcher.errors import ConfigError, InvalidInput
 from dispatcher.scripts import (
@@ -57,7 +59,7 @@ def shape(element: ET.Element) -> list[Node]:
 
 
 def twiml(served: Served) -> list[Node]:
-    root = ET.fromstring(served.twiml)  # noqa: S314 - our own output
+    root = ET.fromstring(to_twiml(served.instructions))  # noqa: S314 - our own output
     assert root.tag == "Response"
     return shape(root)
 
@@ -867,7 +869,7 @@ def test_ambiguous_or_ignored_options_are_refused(raw: Raw, field: str, says: st
 def test_an_upper_case_url_is_played() -> None:
     script = parse_script([{"voicemail_drop": "HTTPS://example.com/vm.mp3"}])
     served = serve(script, 0, machine=True, url=lambda at: at)
-    assert "<Play>HTTPS://example.com/vm.mp3</Play>" in served.twiml
+    assert "<Play>HTTPS://example.com/vm.mp3</Play>" in to_twiml(served.instructions)
 
 
 def test_a_several_word_branch_matches_inside_a_longer_phrase() -> None:
