@@ -1,0 +1,110 @@
+"""The delivery engine's shared pieces: the event bus, bounded retries, parked reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+import pytest
+
+from dispatcher.calls import CALL_TABLE, CallStatus
+from dispatcher.config import ProviderConfig
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.parking import Parked
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.errors import ProviderError
+from dispatcher.model import TEXT_TABLE, TextStatus
+from dispatcher.transitions import TransitionTable, Verdict
+
+
+@dataclass(frozen=True)
+class Seen:
+    what: str
+
+
+@dataclass(frozen=True)
+class Other:
+    what: str
+
+
+def test_the_bus_hands_each_event_to_the_subscribers_of_its_type_in_order() -> None:
+    bus = Bus()
+    got: list[str] = []
+    assert not bus.wanted(Seen)
+    bus.subscribe(Seen, lambda e: got.append(f"first {e.what}"))
+    bus.subscribe(Seen, lambda e: got.append(f"second {e.what}"))
+    bus.subscribe(Other, lambda e: got.append(f"other {e.what}"))
+    bus.publish(Seen("a"))
+    bus.publish(Other("b"))
+    assert got == ["first a", "second a", "other b"]
+    assert bus.wanted(Seen)
+
+
+def test_a_failing_subscriber_never_reaches_the_publisher(caplog: pytest.LogCaptureFixture) -> None:
+    bus = Bus()
+    got: list[Seen] = []
+
+    def broken(_event: Seen) -> None:
+        raise RuntimeError("boom")
+
+    bus.subscribe(Seen, broken)
+    bus.subscribe(Seen, got.append)
+    bus.publish(Seen("a"))  # does not raise
+    assert got == [Seen("a")]
+    assert "bus.handler_failed" in caplog.text
+
+
+def test_retries_back_off_doubling_then_give_up_with_the_count() -> None:
+    retries = Retries(ProviderConfig(max_retries=3, retry_backoff=timedelta(seconds=2)))
+    busy = ProviderError("slow down", provider_code="429", retryable=True)
+    decisions = [retries.refused("m1", busy) for _ in range(4)]
+    assert [d.backoff for d in decisions if isinstance(d, Retry)] == [
+        timedelta(seconds=2), timedelta(seconds=4), timedelta(seconds=8),
+    ]  # fmt: skip
+    last = decisions[-1]
+    assert isinstance(last, GiveUp)
+    assert last.tries == 4
+    assert last.detail.startswith("gave up after 4 tries")
+    retries.taken("m1")
+    assert isinstance(retries.refused("m1", busy), Retry)  # counted afresh
+
+
+def test_a_final_refusal_gives_up_at_once_with_the_providers_reason() -> None:
+    retries = Retries(ProviderConfig())
+    final = ProviderError("no", provider_code="21211", permanent_reason="not_in_service")
+    decision = retries.refused("m1", final)
+    assert decision == GiveUp(tries=1, reason="not_in_service", detail="no")
+
+
+def test_parked_reports_are_bounded_dropping_the_oldest() -> None:
+    parked: Parked[str] = Parked(limit=2)
+    parked.park("p1", "a")
+    parked.park("p1", "b")
+    parked.park("p2", "c")
+    parked.park("p3", "d")  # p1 is the oldest: dropped
+    assert len(parked) == 2
+    assert parked.release("p1") == []
+    assert parked.release("p2") == ["c"]
+    assert parked.release("p2") == []  # released once
+    assert parked.release("p3") == ["d"]
+
+
+@pytest.mark.parametrize(
+    ("table", "current", "new", "verdict"),
+    [
+        (TEXT_TABLE, TextStatus.SENT, TextStatus.DELIVERED, Verdict.APPLY),
+        (TEXT_TABLE, TextStatus.DELIVERED, TextStatus.SENT, Verdict.STALE),
+        (TEXT_TABLE, TextStatus.SENT, TextStatus.SENT, Verdict.DUPLICATE),
+        (CALL_TABLE, CallStatus.RINGING, CallStatus.ANSWERED, Verdict.APPLY),
+        (CALL_TABLE, CallStatus.COMPLETED, CallStatus.RINGING, Verdict.STALE),
+    ],
+)
+def test_one_judge_for_every_table(
+    table: TransitionTable[TextStatus] | TransitionTable[CallStatus],
+    current: TextStatus | CallStatus,
+    new: TextStatus | CallStatus,
+    verdict: Verdict,
+) -> None:
+    assert table.judge(current, new) is verdict  # type: ignore[arg-type]
+    for state in table.terminal:
+        assert state not in table.moves  # terminal states are never left
