@@ -33,6 +33,9 @@ from dispatcher.channels import (
 )
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.parking import Parked
+from dispatcher.engine.retries import Retries, Retry
 from dispatcher.errors import Conflict, NotFound, OutcomeUnknown, ProviderError, StoreUnavailable
 from dispatcher.health import StoreFault, StoreHealth
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
@@ -70,7 +73,6 @@ _T = TypeVar("_T")
 _STRIPES = 256
 _RECEIPT_BATCH = 500
 _EXPIRY_BATCH = 500
-_PARKED_MAX = 10_000
 _AWAITING_MAX = 200_000
 _RECENT = 60.0  # seconds of send times kept per number (sent_last_minute)
 _ERRORS_KEPT = 20  # texts that ended in error, for status's recent_errors
@@ -155,7 +157,7 @@ class Dispatcher(Resource):
         self._errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
         self._held = False
         self._inbound_lock = asyncio.Lock()
-        self._retries: dict[str, int] = {}  # message id -> refusals asking to retry
+        self._retries = Retries(config.provider)
         self._in_flight: Counter[str] = Counter()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -164,15 +166,21 @@ class Dispatcher(Resource):
         self._prober: asyncio.Task[None] | None = None
         self._receipts: asyncio.Queue[Receipt | None] = asyncio.Queue()
         self._refused_receipts: list[Receipt] = []  # applied again once the store recovers
-        self._parked: dict[str, tuple[float, list[Receipt]]] = {}
+        self._parked: Parked[Receipt] = Parked(what="receipt")
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self._closing = False
         self.started = asyncio.Event()
+        self.bus = Bus()  # results and outcomes, for the automations and campaigns
         self.calls = CallDesk(
-            config, store=store, channel=channel, clock=self.clock, submit_text=self.submit
+            config,
+            store=store,
+            channel=channel,
+            clock=self.clock,
+            submit_text=self.submit,
+            bus=self.bus,
         )
         self._call_pacer: asyncio.Task[None] | None = None
         self.campaigns = CampaignDesk(config, store=store, clock=self.clock, service=self)
@@ -182,7 +190,7 @@ class Dispatcher(Resource):
         self.automations = Engine(
             rules, store=store, clock=self.clock, service=self, scripts=config.scripts
         )
-        self.calls.observe = self.automations.observe
+        self.bus.subscribe(Observed, self.automations.observe)
 
     @classmethod
     def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
@@ -352,8 +360,8 @@ class Dispatcher(Resource):
         the automations (cheap: no I/O)."""
         if message.status in _ERRORS:
             self._errors.append(message)
-        if self.automations.rules and (result := TEXT_RESULTS.get(message.status)):
-            self.automations.observe(Observed(
+        if self.bus.wanted(Observed) and (result := TEXT_RESULTS.get(message.status)):
+            self.bus.publish(Observed(
                 result=result, source_id=message.id, contact=message.recipient,
                 sender=message.sender, campaign_id=message.campaign_id,
                 at=self.clock.now().wall,
@@ -498,30 +506,27 @@ class Dispatcher(Resource):
         await self._record(
             [step], next_slots={message.sender: start.wall + timedelta(seconds=hold)}
         )
-        self._retries.pop(message.id, None)
+        self._retries.taken(message.id)
         self._await_receipt(sent)
         self._outcome(sent)
         log.debug("dispatch.sent", extra={"message_id": message.id, "sender": message.sender})
-        for receipt in self._unpark(accepted.provider_id):
+        for receipt in self._parked.release(accepted.provider_id):
             self._receipts.put_nowait(receipt)
 
     async def _refused(
         self, message: Message, exc: ProviderError, slot: dict[str, datetime]
     ) -> None:
         now = self.clock.now()
-        tries = self._retries.pop(message.id, 0) + 1
-        retry = self.config.provider
-        if exc.retryable and tries <= retry.max_retries:
+        decision = self._retries.refused(message.id, exc)
+        if isinstance(decision, Retry):
             # Back off: the number waits retry_backoff, then twice as long, ... beyond its slot.
-            backoff = retry.retry_backoff * 2 ** (tries - 1)
+            backoff = decision.backoff
             step, queued = transition(
                 message, TextStatus.QUEUED, at=now.wall, source=Source.PROVIDER,
-                reason=Reason.RETRY, provider_code=exc.provider_code,
-                detail=f"try {tries} refused, retrying after {backoff}: {exc}",
+                reason=Reason.RETRY, provider_code=exc.provider_code, detail=decision.detail,
             )  # fmt: skip
             slot = {number: at + backoff for number, at in slot.items()}
             await self._record([step], next_slots=slot)
-            self._retries[message.id] = tries
             self._pacer.restore(message.sender, now.mono + backoff.total_seconds())
             self._queues.added(queued)
             self._pacer.wake(message.sender)
@@ -533,9 +538,8 @@ class Dispatcher(Resource):
             )  # fmt: skip
         step, failed = transition(
             message, TextStatus.FAILED, at=now.wall, source=Source.PROVIDER,
-            reason=exc.permanent_reason or Reason.PROVIDER_REJECTED,
-            provider_code=exc.provider_code,
-            detail=str(exc) if tries == 1 else f"gave up after {tries} tries: {exc}",
+            reason=decision.reason or Reason.PROVIDER_REJECTED,
+            provider_code=exc.provider_code, detail=decision.detail,
         )  # fmt: skip
         await self._record([step], next_slots=slot)
         self._outcome(failed)
@@ -698,7 +702,7 @@ class Dispatcher(Resource):
                 seen.get(pid) or self._awaiting.get(pid) or await self.store.by_provider_id(pid)
             )
             if message is None:
-                self._park(receipt)
+                self._parked.park(receipt.provider_id, receipt)
                 continue
             step, after = transition(
                 message, receipt.status, at=receipt.at, source=Source.RECEIPT,
@@ -715,18 +719,6 @@ class Dispatcher(Resource):
                 self._outcome(after)
         if steps:
             await self._record(steps)
-
-    def _park(self, receipt: Receipt) -> None:
-        """Hold a receipt that arrived before its send was recorded as Sent."""
-        now = self.clock.now().mono
-        if len(self._parked) >= _PARKED_MAX:
-            oldest = min(self._parked, key=lambda k: self._parked[k][0])
-            log.warning("receipt.dropped", extra={"provider_id": oldest})
-            del self._parked[oldest]
-        self._parked.setdefault(receipt.provider_id, (now, []))[1].append(receipt)
-
-    def _unpark(self, provider_id: str) -> list[Receipt]:
-        return self._parked.pop(provider_id, (0.0, []))[1]
 
     # -- expiry ----------------------------------------------------------------------
     async def _expiry_loop(self) -> None:

@@ -44,6 +44,9 @@ from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
 from dispatcher.channels.twiml import to_twiml
 from dispatcher.clock import Clock, Instant
 from dispatcher.config import Config
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.parking import Parked
+from dispatcher.engine.retries import Retries, Retry
 from dispatcher.errors import (
     Conflict,
     DispatcherError,
@@ -76,7 +79,6 @@ from dispatcher.store import Store
 log = logging.getLogger(__name__)
 
 _STRIPES = 64
-_PARKED_MAX = 10_000
 
 SubmitText = Callable[[TextRequest], Awaitable[Submission]]
 
@@ -140,6 +142,7 @@ class CallDesk:
         channel: Channel,
         clock: Clock,
         submit_text: SubmitText,
+        bus: Bus,
     ) -> None:
         self._config = config
         self._store = store
@@ -157,16 +160,16 @@ class CallDesk:
         self._queued: dict[str, Call] = {}
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
-        self._retries: dict[str, int] = {}
+        self._retries = Retries(config.provider)
         self._reports: asyncio.Queue[CallReport | None] = asyncio.Queue()
-        self._parked: dict[str, list[CallReport]] = {}
+        self._parked: Parked[CallReport] = Parked(what="call_report")
         self.counts: Counter[CallStatus] = Counter()
         self.in_flight = 0
         self.idle = asyncio.Event()
         self.idle.set()
         self.held = False
         self.closing = False
-        self.observe: Callable[[Observed], None] = lambda _: None  # the automations
+        self._bus = bus  # the call's results, for the automations
 
     @property
     def account(self) -> str:
@@ -387,27 +390,24 @@ class CallDesk:
             after = replace(after, provider_id=accepted.provider_id,
                             placed_at=placed_at or after.placed_at)  # fmt: skip
             await self._save(fresh, after, [event], slot)
-        self._retries.pop(call.id, None)
-        for report in self._parked.pop(accepted.provider_id, []):
+        self._retries.taken(call.id)
+        for report in self._parked.release(accepted.provider_id):
             self._reports.put_nowait(report)
 
     async def _refused(self, call: Call, exc: ProviderError) -> None:
-        tries = self._retries.pop(call.id, 0) + 1
-        retry = self._config.provider
+        decision = self._retries.refused(call.id, exc)
         async with self._lock(call.id):
-            if exc.retryable and tries <= retry.max_retries:
-                backoff = retry.retry_backoff * 2 ** (tries - 1)
+            if isinstance(decision, Retry):
                 queued = await self._set(call, CallStatus.QUEUED, source=Source.PROVIDER,
                                          reason=CallReason.RETRY, code=exc.provider_code,
-                                         detail=f"retry {tries} in {backoff}: {exc}")  # fmt: skip
-                self._retries[call.id] = tries
+                                         detail=decision.detail)  # fmt: skip
                 now = self._clock.now().mono
-                self.pacer.restore(self.account, now + backoff.total_seconds())
+                self.pacer.restore(self.account, now + decision.backoff.total_seconds())
                 self._enqueue(queued)
                 return
-            reason = exc.permanent_reason or CallReason.PROVIDER_REJECTED
+            reason = decision.reason or CallReason.PROVIDER_REJECTED
             await self._set(call, CallStatus.FAILED, source=Source.PROVIDER, reason=reason,
-                            code=exc.provider_code, detail=str(exc))  # fmt: skip
+                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
         log.info("call.failed", extra={"call_id": call.id, "code": exc.provider_code})
 
     async def _reconcile(self, call: Call) -> None:
@@ -438,8 +438,7 @@ class CallDesk:
     async def _apply_report(self, report: CallReport) -> None:
         call = await self._store.call_by_provider_id(report.provider_id)
         if call is None:
-            if len(self._parked) < _PARKED_MAX:  # before the call is recorded as taken
-                self._parked.setdefault(report.provider_id, []).append(report)
+            self._parked.park(report.provider_id, report)  # before the call is recorded as taken
             return
         async with self._lock(call.id):
             call = await self._store.get_call(call.id) or call
@@ -691,7 +690,7 @@ class CallDesk:
         ]
         now = self._clock.now().wall
         for result, detail in reached:
-            self.observe(Observed(
+            self._bus.publish(Observed(
                 result=result, source_id=after.id, contact=after.recipient, sender=after.sender,
                 campaign_id=after.campaign_id, detail=detail, at=now,
             ))  # fmt: skip

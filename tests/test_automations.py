@@ -206,8 +206,7 @@ async def test_a_result_committed_just_before_a_crash_is_matched_at_the_next_sta
     async with running(tmp_path, rules, store=store(), clock=clock) as h:
         # The crash: the result is committed, and the service dies before the rule
         # engine hears of it (the hand-off after the commit never happens).
-        monkeypatch.setattr(h.service.automations, "observe", lambda _seen: None)
-        monkeypatch.setattr(h.service.calls, "observe", lambda _seen: None)
+        monkeypatch.setattr(h.service.bus, "publish", lambda _event: None)
         if on == "text.delivered":
             source = (await text(h, to)).id
 
