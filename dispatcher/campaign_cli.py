@@ -9,14 +9,14 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Any
-
-from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
-from rich.table import Table
+from typing import TYPE_CHECKING, Any
 
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 POLL = 0.25
 ENDED = {"finished", "canceled", "failed"}
@@ -95,11 +95,10 @@ def _absolute(path: str) -> str:
 
 async def _imported(sock: Path, view: dict[str, Any], *, quiet: bool) -> dict[str, Any]:
     """Wait for the import to end, with a progress bar (bytes read, rows) on stderr."""
-    console = Console(stderr=True)
-    columns = (TextColumn("importing"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.fields[rows]} rows: {task.fields[accepted]} accepted, "
-                          "{task.fields[rejected]} rejected"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=console, disable=quiet or not console.is_terminal) as bar:
+    console = _console(stderr=True)
+    counts = "{task.fields[rows]} rows: {task.fields[accepted]} accepted, {task.fields[rejected]} "
+    counts += "rejected"
+    with _progress("importing", counts, console, disable=quiet or not console.is_terminal) as bar:
         task = bar.add_task("import", total=None, rows=0, accepted=0, rejected=0)
         while view["state"] == "importing":
             status = view["import"] or {}
@@ -113,12 +112,10 @@ async def _imported(sock: Path, view: dict[str, Any], *, quiet: bool) -> dict[st
 
 async def _follow(sock: Path, campaign_id: str) -> int:
     """A live progress bar of contacts settled (sent, expired, cancelled) to the end."""
-    console = Console()
     view = await call(sock, "campaign_show", id=campaign_id)
-    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-               TextColumn("{task.completed}/{task.total} settled, {task.fields[queued]} "
-                          "queued, {task.fields[state]}"), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, console=console) as bar:
+    counts = "{task.completed}/{task.total} settled, {task.fields[queued]} queued, "
+    counts += "{task.fields[state]}"
+    with _progress("{task.description}", counts, _console()) as bar:
         task = bar.add_task(view["name"], total=view["total"] or None, queued=0, state="")
         while True:
             bar.update(task, total=view["total"] or None, completed=view["done"],
@@ -129,6 +126,27 @@ async def _follow(sock: Path, campaign_id: str) -> int:
             view = await call(sock, "campaign_show", id=campaign_id)
     _show(view)
     return 0
+
+
+def _console(**options: Any) -> Console:
+    from rich.console import Console  # noqa: PLC0415 - rich loads only to draw
+
+    return Console(**options)
+
+
+def _progress(label: str, counts: str, console: Console, *, disable: bool = False) -> Progress:
+    """A bar with its label, the counts and the time remaining."""
+    from rich.progress import (  # noqa: PLC0415 - rich loads only to draw
+        BarColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (TextColumn(label), BarColumn(), TaskProgressColumn(), TextColumn(counts),
+               TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, console=console, disable=disable)
 
 
 def _out(args: argparse.Namespace, result: Any, human: Any) -> None:
@@ -152,6 +170,8 @@ def _show(c: dict[str, Any]) -> None:
 
 
 def _table(campaigns: list[dict[str, Any]]) -> None:
+    from rich.table import Table  # noqa: PLC0415 - rich loads only to draw
+
     table = Table(title="Campaigns")
     # The id whole on one line (it is what the other verbs take); the rest folds, never cut.
     table.add_column("id", no_wrap=True, min_width=max((len(c["id"]) for c in campaigns),
@@ -161,4 +181,4 @@ def _table(campaigns: list[dict[str, Any]]) -> None:
     for c in campaigns:
         table.add_row(c["id"], c["name"], c["state"], f"{c['done']}/{c['total']}",
                       str(c["queued"]), str(c["pending"]), str(c["rejected"]))  # fmt: skip
-    Console(file=sys.stdout).print(table)
+    _console(file=sys.stdout).print(table)

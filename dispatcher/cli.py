@@ -4,6 +4,9 @@
 running service's control socket. State lives in ``--home`` (or
 ``DISPATCHER_HOME``, default ``./var``).
 
+A client command stays light: it loads neither the service, its store nor its
+carriers (no aiohttp, twilio or aiosqlite); ``serve`` imports them when it starts.
+
 Exit codes: 0 done; 1 the service refused (not found, conflict, ...); 2 bad
 input or configuration; 3 the service is not running.
 """
@@ -27,10 +30,7 @@ from typing import Any
 from dispatcher import campaign_cli, logs, metrics, report, runtime
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
-from dispatcher.control.server import ControlServer
 from dispatcher.errors import DispatcherError, InvalidInput, ServiceUnavailable
-from dispatcher.service import Dispatcher
-from dispatcher.webapp import HttpServer, WebApp
 
 EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--home", help="state folder (default $DISPATCHER_HOME or ./var)")
     parser.add_argument("--config", help="TOML configuration (default $DISPATCHER_CONFIG)")
+    parser.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("serve", help="run the service in the foreground (Ctrl-C drains and exits)")
@@ -104,6 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     for p in dnt_sub.choices.values():
         _json_flag(p)
     return parser
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed version, read from the package's metadata only
+    when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.update(nargs=0, default=argparse.SUPPRESS)
+        super().__init__(option_strings, argparse.SUPPRESS, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        from dispatcher import __version__  # noqa: PLC0415 - the metadata is read only here
+
+        print(f"{parser.prog} {__version__}")
+        parser.exit()
 
 
 def _call_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -212,6 +234,11 @@ def _serve(config: Config) -> int:
 
 async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
     """Run the service and its control socket until SIGINT or SIGTERM, then drain."""
+    # The service, its HTTP app and their peers load here, never for a client command.
+    from dispatcher.control.server import ControlServer  # noqa: PLC0415
+    from dispatcher.service import Dispatcher  # noqa: PLC0415
+    from dispatcher.webapp import HttpServer, WebApp  # noqa: PLC0415
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

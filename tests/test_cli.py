@@ -16,6 +16,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -409,6 +410,14 @@ async def test_help_exits_0(home: Path) -> None:
     for command in ("serve", "send", "message", "status", "find", "cancel", "pause", "dnt"):
         assert command in run.out
     assert os.listdir(home) == []  # asking for help creates nothing
+
+
+async def test_version_prints_the_installed_version(home: Path) -> None:
+    run = await dispatcher(None, "--version", cwd=home)
+    assert run.code == 0, run.err
+    assert run.out == f"dispatcher {metadata.version('dispatcher')}\n"
+    assert run.out == f"dispatcher {package.__version__}\n"
+    assert os.listdir(home) == []  # asking for the version creates nothing
 
 
 # -- dispatcher serve -----------------------------------------------------------------
