@@ -10,8 +10,8 @@ import dataclasses
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, closing
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, closing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,13 +26,15 @@ from dispatcher.config import AutomationsConfig, SimulatorConfig
 from dispatcher.control.client import ControlClient
 from dispatcher.errors import ConfigError
 from dispatcher.model import Message, TextStatus
-from dispatcher.service import Dispatcher, TextRequest
+from dispatcher.service import Dispatcher
+from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
-from tests.helpers import DEADLINE, Service, advance_at_polls, send_log, wait_for
+from dispatcher.testing import advance_until
+from tests.helpers import DEADLINE, Service, send_log, wait_for
 from tests.peers import App
 from tests.test_calls import BUSY, CARRIER, MACHINE, PRESSES_1, SENDER, Harness, config_for
-from tests.test_scheduler import advance_until
+from tests.test_calls import running as running_calls
 
 RULES = """
 [[automation]]
@@ -60,39 +62,24 @@ ASK = [{"gather": "Press 1 to confirm.", "digits": 1}, {"say": "Goodbye."}]
 REPEATING = dataclasses.replace(CARRIER, reorder_rate=1.0)
 
 
-@asynccontextmanager
-async def running(
-    home: Path,
-    rules: str = RULES,
-    *,
-    store: MemoryStore | SQLiteStore | None = None,
-    clock: FakeClock | None = None,
-) -> AsyncIterator[Harness]:
-    path = home / "automations.toml"
-    path.write_text(rules)
-    clock = clock or FakeClock()
-    config = dataclasses.replace(
-        config_for(home, simulator=REPEATING),
-        automations=AutomationsConfig(file=str(path)),
-    )
-    channel = Simulator(config=REPEATING, log_path=config.simulator_log, clock=clock)
-    service = Dispatcher(config, store=store or MemoryStore(), channel=channel, clock=clock)
-    async with service:
-        yield Harness(service=service, clock=clock, simulator=channel)
+def running(
+    home: Path, rules: str = RULES, *, store: Store | None = None, clock: FakeClock | None = None
+) -> AbstractAsyncContextManager[Harness]:
+    return running_calls(home, simulator=REPEATING, store=store, clock=clock, rules=rules)
 
 
 async def until(
     h: Harness, done: Callable[[], Awaitable[bool]], what: str, *, within: float = DEADLINE
 ) -> None:
-    await advance_at_polls(h.clock, done, within=within, what=what)
+    await h.advance_at_polls(done, within=within, what=what)
 
 
 async def text(h: Harness, to: str) -> Message:
-    return (await h.service.submit(TextRequest(sender=SENDER, recipient=to, body="Hi"))).message
+    return await h.text(SENDER, to, "Hi")
 
 
 async def status_of(h: Harness, message_id: str) -> TextStatus:
-    return (await h.service.message(message_id)).message.status
+    return await h.status_of(message_id)
 
 
 async def test_a_delivered_text_places_one_call_after_the_delay(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher import testing
 from dispatcher.calls import (
     Call,
     CallEvent,
@@ -44,10 +45,11 @@ from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.model import Lane, Source, TextStatus
 from dispatcher.scheduler import ERROR_BACKOFF
 from dispatcher.scripts import parse_scripts
-from dispatcher.service import CallRequest, CallSubmission, Dispatcher, TextRequest
+from dispatcher.service import CallRequest, CallSubmission, TextRequest
+from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.testing import CallRecord, advance_until, running_service
 from dispatcher.voice import CallsSummary
-from tests.test_scheduler import advance_until
 
 S = CallStatus
 R = VoiceResult
@@ -123,17 +125,7 @@ def slow_carrier(*, ring: float, latency: float = 0.0) -> SimulatorConfig:
     return replace(CARRIER, ring=timedelta(seconds=ring), latency=timedelta(seconds=latency))
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
-    """One line of the simulator's call log."""
-
-    call_id: str
-    attempt_id: str
-    provider_id: str
-    sender: str
-    recipient: str
-    machine_detection: str | None
-    mono: float
+Placed = CallRecord
 
 
 class YieldingStore(MemoryStore):
@@ -167,35 +159,21 @@ class LockedOnceStore(MemoryStore):
         await super().update_call(call, events, slot)
 
 
-@dataclass(slots=True)
-class Harness:
-    service: Dispatcher
-    clock: FakeClock
-    simulator: Simulator
-    start: float = field(init=False)
+class Harness(testing.Harness):
+    """The running service, with this module's helpers for calls."""
 
-    def __post_init__(self) -> None:
-        self.start = self.clock.now().mono
+    @property
+    def start(self) -> float:
+        return self.started.mono
 
     def placed(self) -> list[Placed]:
-        return [
-            Placed(
-                call_id=str(r["call_id"]),
-                attempt_id=str(r["attempt_id"]),
-                provider_id=str(r["provider_id"]),
-                sender=str(r["from"]),
-                recipient=str(r["to"]),
-                machine_detection=r["machine_detection"],
-                mono=float(r["mono"]),
-            )
-            for r in self.simulator.records(self.simulator.calls_log)
-        ]
+        return self.placed_calls()
 
     def placed_ids(self) -> list[str]:
         return [p.call_id for p in self.placed()]
 
     def text_monos(self) -> list[float]:
-        return [float(r["mono"]) for r in self.simulator.records()]
+        return [s.mono for s in self.sent_texts()]
 
     async def call(self, to: str, script: object = None, *, lane: Lane = Lane.AUTOMATION) -> Call:
         return (await self.submit(to, script, lane=lane)).call
@@ -239,7 +217,7 @@ class Harness:
         async def done() -> bool:
             return all([(await self.get(c.id)).terminal for c in calls])
 
-        await advance_until(self.clock, done, step=step, max_steps=max_steps)
+        await self.advance_until(done, step=step, max_steps=max_steps)
 
 
 def config_for(
@@ -259,19 +237,16 @@ async def running(
     *,
     voice: VoiceConfig | None = None,
     simulator: SimulatorConfig = CARRIER,
-    store: MemoryStore | None = None,
+    store: Store | None = None,
     clock: FakeClock | None = None,
     rules: str | None = None,
 ) -> AsyncIterator[Harness]:
-    clock = clock or FakeClock()
     config = config_for(home, voice=voice, simulator=simulator)
     if rules is not None:
         (home / "automations.toml").write_text(rules)
         config = replace(config, automations=AutomationsConfig(file=str(home / "automations.toml")))
-    channel = Simulator(config=simulator, log_path=config.simulator_log, clock=clock)
-    service = Dispatcher(config, store=store or MemoryStore(), channel=channel, clock=clock)
-    async with service:
-        yield Harness(service=service, clock=clock, simulator=channel)
+    async with running_service(home, config=config, store=store, clock=clock) as harness:
+        yield Harness.of(harness)
 
 
 def gaps(monos: list[float]) -> list[float]:

@@ -12,7 +12,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 from pathlib import Path
@@ -21,13 +21,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.channels.simulator import Simulator
-from dispatcher.clock import FakeClock
+from dispatcher import testing
 from dispatcher.config import Config, PacingConfig, SimulatorConfig
 from dispatcher.errors import Conflict
 from dispatcher.model import DntEntry, Lane, Message, Reason, Source, TextStatus, slot_seconds
-from dispatcher.service import Dispatcher, TextRequest
-from dispatcher.store.memory import MemoryStore
+from dispatcher.service import TextRequest
+from dispatcher.testing import SendRecord, advance_until, running_service
 
 A = "+14155550100"
 B = "+14155550101"
@@ -45,40 +44,21 @@ def recipient(number: int, index: int) -> str:
     return f"+1650555{number}{index:03d}"
 
 
-@dataclass(frozen=True, slots=True)
-class Send:
-    """One line of the simulator's send log."""
-
-    message_id: str
-    attempt_id: str
-    sender: str
-    recipient: str
-    segments: int
-    at: datetime
+Send = SendRecord
 
 
-@dataclass(slots=True)
-class Harness:
-    service: Dispatcher
-    clock: FakeClock
-    simulator: Simulator
-    start: datetime = field(init=False)
+class Harness(testing.Harness):
+    """The running service, with this module's names for its helpers."""
 
-    def __post_init__(self) -> None:
-        self.start = self.clock.now().wall
+    submit = testing.Harness.text
+    get = testing.Harness.message
+
+    @property
+    def start(self) -> datetime:
+        return self.started.wall
 
     def sends(self) -> list[Send]:
-        return [
-            Send(
-                message_id=str(r["message_id"]),
-                attempt_id=str(r["attempt_id"]),
-                sender=str(r["from"]),
-                recipient=str(r["to"]),
-                segments=int(r["segments"]),
-                at=datetime.fromisoformat(str(r["at"])),
-            )
-            for r in self.simulator.records()
-        ]
+        return self.sent_texts()
 
     def sends_of(self, sender: str) -> list[Send]:
         return [s for s in self.sends() if s.sender == sender]
@@ -88,31 +68,6 @@ class Harness:
 
     def at(self, seconds: float) -> datetime:
         return self.start + timedelta(seconds=seconds)
-
-    async def submit(
-        self,
-        sender: str,
-        to: str,
-        body: str = "hello there",
-        *,
-        lane: Lane = Lane.AUTOMATION,
-        key: str | None = None,
-        validity: timedelta | None = None,
-    ) -> Message:
-        request = TextRequest(
-            sender=sender,
-            recipient=to,
-            body=body,
-            lane=lane,
-            idempotency_key=key,
-            validity=validity,
-        )
-        return (await self.service.submit(request)).message
-
-    async def get(self, message_id: str) -> Message:
-        message = await self.service.store.get(message_id)
-        assert message is not None
-        return message
 
     async def statuses(self, messages: list[Message]) -> list[TextStatus]:
         return [(await self.get(m.id)).status for m in messages]
@@ -144,29 +99,11 @@ async def running(
     pacing: PacingConfig | None = None,
     simulator: SimulatorConfig | None = None,
 ) -> AsyncIterator[Harness]:
-    clock = FakeClock()
-    config = Config(home=log_dir, pacing=pacing or PacingConfig())
-    channel = Simulator(
-        config=simulator or quiet_simulator(), log_path=log_dir / "sim.jsonl", clock=clock
-    )
-    service = Dispatcher(config, store=MemoryStore(), channel=channel, clock=clock)
-    async with service:
-        yield Harness(service=service, clock=clock, simulator=channel)
-
-
-async def advance_until(
-    clock: FakeClock,
-    done: Callable[[], Awaitable[bool]],
-    *,
-    step: float = 0.25,
-    max_steps: int = 400,
-) -> None:
-    """Advance ``step`` seconds at a time until ``done()`` holds (bounded)."""
-    for _ in range(max_steps):
-        if await done():
-            return
-        await clock.advance(step)
-    raise AssertionError(f"not done after {step * max_steps} simulated seconds")
+    config = Config(pacing=pacing or PacingConfig())
+    async with running_service(
+        log_dir, config=config, simulator=simulator or quiet_simulator()
+    ) as harness:
+        yield Harness.of(harness)
 
 
 def all_terminal(h: Harness, messages: list[Message]) -> Callable[[], Awaitable[bool]]:

@@ -27,6 +27,7 @@ from rich.console import Console
 from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.protocol import status_json
+from dispatcher.testing import advance_until
 from dispatcher.top import NO_CAMPAIGNS, UNREACHABLE, render
 from tests.helpers import DEADLINE, Service, wait_for
 from tests.test_cli import (
@@ -39,7 +40,7 @@ from tests.test_cli import (
     service,
     submit,
 )
-from tests.test_scheduler import SENDERS, advance_until, all_terminal, quiet_simulator, running
+from tests.test_scheduler import SENDERS, all_terminal, quiet_simulator, running
 
 __all__ = ["client", "service"]  # fixtures, shared with the command line's tests
 
