@@ -17,26 +17,24 @@ import subprocess
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
 import pytest
 
+from dispatcher import testing
 from dispatcher.channels import Accepted, SendRequest
 from dispatcher.channels.simulator import Simulator
-from dispatcher.clock import FakeClock
-from dispatcher.config import Config, SimulatorConfig
+from dispatcher.config import SimulatorConfig
 from dispatcher.control.client import ControlClient
 from dispatcher.errors import StoreUnavailable
 from dispatcher.health import REMIND_EVERY
 from dispatcher.model import Message, TextStatus
-from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.testing import running_service
 from tests.helpers import (
     Service,
-    advance_at_polls,
     cli,
     free_port,
     gaps_by_number,
@@ -89,12 +87,12 @@ CARRIER = SimulatorConfig(
 )
 
 
-@dataclass(slots=True)
-class Harness:
-    service: Dispatcher
-    clock: FakeClock
-    simulator: Simulator
-    disk: Path
+class Harness(testing.Harness):
+    """The running service, its home on a small disk."""
+
+    @property
+    def disk(self) -> Path:
+        return self.home
 
     async def fill_disk(self) -> None:
         """From now on every write that needs more room fails: the disk is full."""
@@ -118,14 +116,10 @@ class Harness:
         await wait_for(probed, what="a probe of the store")
 
     async def submit(self, to: str, sender: str = SENDER) -> Message:
-        request = TextRequest(sender=sender, recipient=to, body="x" * 150)
-        return (await self.service.submit(request)).message
-
-    async def status_of(self, message: Message) -> TextStatus:
-        return (await self.service.message(message.id)).message.status
+        return await self.text(sender, to, "x" * 150)
 
     async def until(self, done: Callable[[], Awaitable[bool]], what: str) -> None:
-        await advance_at_polls(self.clock, done, what=what)
+        await self.advance_at_polls(done, what=what)
 
     def sends(self) -> Counter[str]:
         return Counter(str(r["message_id"]) for r in self.simulator.records())
@@ -133,15 +127,12 @@ class Harness:
 
 @asynccontextmanager
 async def running(home: Path, carrier: type[Simulator] = Simulator) -> AsyncIterator[Harness]:
-    clock = FakeClock()
     with small_disk(home / "disk") as disk:
-        config = Config(home=disk, simulator=CARRIER)
-        channel = carrier(config=CARRIER, log_path=home / "carrier.jsonl", clock=clock)
-        service = Dispatcher(
-            config, store=SQLiteStore(disk / "dispatcher.db"), channel=channel, clock=clock
-        )
-        async with service:
-            yield Harness(service=service, clock=clock, simulator=channel, disk=disk)
+        async with running_service(
+            disk, simulator=CARRIER, store=SQLiteStore(disk / "dispatcher.db"),
+            carrier=carrier, carrier_log=home / "carrier.jsonl",
+        ) as harness:  # fmt: skip
+            yield Harness.of(harness)
 
 
 def all_in(
