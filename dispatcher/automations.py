@@ -45,39 +45,20 @@ import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from dispatcher.calls import CallStatus, VoiceResult
+from dispatcher.automation_types import RESULTS, Cursor, Observed, Run, StoredResult
 from dispatcher.clock import Clock, TimerHandle
 from dispatcher.config import parse_duration
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
-from dispatcher.model import Lane, TextStatus, check_body
+from dispatcher.model import Lane, check_body
 from dispatcher.numbers import e164
+from dispatcher.store.port import RunStore
 
 log = logging.getLogger(__name__)
 
-TEXT_RESULTS: dict[TextStatus, str] = {
-    TextStatus.SENT: "text.sent",
-    TextStatus.DELIVERED: "text.delivered",
-    TextStatus.UNDELIVERED: "text.undelivered",
-    TextStatus.UNREACHABLE: "text.undelivered",
-    TextStatus.FAILED: "text.failed",
-}
-CALL_RESULTS: dict[CallStatus | VoiceResult, str] = {
-    CallStatus.ANSWERED: "call.answered",
-    CallStatus.COMPLETED: "call.completed",
-    CallStatus.HANGUP: "call.hangup",
-    CallStatus.BUSY: "call.busy",
-    CallStatus.NO_ANSWER: "call.no_answer",
-    CallStatus.FAILED: "call.failed",
-    CallStatus.CANCELED: "call.canceled",
-    VoiceResult.HUMAN: "call.human",
-    VoiceResult.MACHINE: "call.machine",
-    VoiceResult.PROMPT: "call.prompt",
-}
-RESULTS = frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _KEYS = {"name", "on", "when", "delay", "do", "script", "body", "from"}
 _FILTERS = {"campaign", "from", "digits"}
@@ -95,74 +76,6 @@ class Rule:
     body: str | None = None
     sender: str | None = None
     when: Mapping[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Observed:
-    """A result of a text or call, as the automations see it."""
-
-    result: str  # e.g. "text.delivered"
-    source_id: str  # the text's or call's id
-    contact: str
-    sender: str
-    campaign_id: str | None
-    campaign_name: str | None = None
-    detail: str | None = None  # a prompt's digits or words
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """A place in the durable history: the last text event and the last call event
-    (each table's own sequence, in commit order)."""
-
-    texts: int = 0
-    calls: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredResult:
-    """A result as the history holds it: what the engine matches, and its event."""
-
-    seen: Observed
-    channel: str  # "text" or "call"
-    seq: int  # its event's place in that channel's history
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Run:
-    rule: str
-    source_id: str
-    result: str
-    due_at: datetime
-    contact: str
-    sender: str
-    state: str = "due"  # due, done, failed
-    engagement_id: str | None = None
-    detail: str | None = None
-
-
-def wanted_events(results: Collection[str]) -> tuple[list[str], list[str], list[str]]:
-    """The text statuses, call statuses and call results whose applied events are
-    ``results`` (how a store filters its history)."""
-    texts = sorted({s.value for s, name in TEXT_RESULTS.items() if name in results})
-    statuses = sorted({s.value for s, name in CALL_RESULTS.items()
-                       if isinstance(s, CallStatus) and name in results})  # fmt: skip
-    voice = sorted({r.value for r, name in CALL_RESULTS.items()
-                    if isinstance(r, VoiceResult) and name in results})  # fmt: skip
-    return texts, statuses, voice
-
-
-def text_result(status: str) -> str | None:
-    """The result an applied text event of ``status`` is, if any."""
-    return TEXT_RESULTS.get(TextStatus(status))
-
-
-def call_result(status: str | None, result: str | None) -> str | None:
-    """The result an applied call event is (a status, or a voice result), if any."""
-    if status is not None and (name := CALL_RESULTS.get(CallStatus(status))):
-        return name
-    return CALL_RESULTS.get(VoiceResult(result)) if result is not None else None
 
 
 def matches(rule: Rule, seen: Observed) -> bool:
@@ -261,47 +174,6 @@ def parse_rule(  # noqa: PLR0912 - one check per key
         return Rule(name=name, on=on, do=do, delay=delay, script=str(script), sender=sender,
                     when=when)  # fmt: skip
     raise bad("do", f'must be "text" or "call", not {do!r}')
-
-
-class RunStore(Protocol):
-    async def add_runs(self, runs: Sequence[Run], cursor: Cursor | None = None) -> list[Run]:
-        """Store new runs, and move the automations' cursor to ``cursor`` (when given)
-        in the same write; returns the runs that were new (a run exists once)."""
-        ...
-
-    async def automation_cursor(self) -> Cursor | None:
-        """How far the automations have matched the history (None: not following)."""
-        ...
-
-    async def set_automation_cursor(self, cursor: Cursor | None) -> None: ...
-
-    async def history_tip(self) -> Cursor:
-        """The last text event and call event of the history, once every write already
-        begun has committed (a result shown before its commit is then included)."""
-        ...
-
-    async def results_between(
-        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
-    ) -> list[StoredResult]:
-        """The applied events after ``after`` and up to ``upto`` that are one of
-        ``results``, oldest first: at most ``limit`` of texts and ``limit`` of calls."""
-        ...
-
-    async def due_runs(self, now: datetime, limit: int) -> list[Run]: ...
-
-    async def finish_run(self, run: Run) -> None: ...
-
-    async def list_runs(self, limit: int) -> list[Run]: ...
-
-    async def add_rule(self, name: str, rule: str, at: datetime) -> None:
-        """Keep a rule added through the API (its JSON)."""
-        ...
-
-    async def delete_rule(self, name: str) -> None: ...
-
-    async def stored_rules(self) -> list[tuple[str, str]]:
-        """The rules added through the API: (name, JSON), oldest first."""
-        ...
 
 
 class Engine:

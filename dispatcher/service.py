@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dispatcher import private, report, runtime
-from dispatcher.automations import TEXT_RESULTS, Engine, Observed, load_rules
+from dispatcher.automation_types import TEXT_RESULTS, Observed
+from dispatcher.automations import Engine, load_rules
 from dispatcher.calls import Call
 from dispatcher.campaign_desk import CampaignDesk
 from dispatcher.channels import (

@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from dispatcher.automations import Observed, call_result
+from dispatcher.automation_types import Observed, call_result
 from dispatcher.calls import (
     ACTIVE,
     CALL_TERMINAL,

@@ -47,7 +47,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from dispatcher import jsonio
-from dispatcher.automations import RESULTS, Rule
+from dispatcher.automation_types import RESULTS
+from dispatcher.automations import Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
 from dispatcher.control.protocol import call_view_json, event_json

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 
-from dispatcher.automations import Observed, Rule, load_rules, matches
+from dispatcher.automation_types import Observed
+from dispatcher.automations import Rule, load_rules, matches
 from dispatcher.calls import CallStatus
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
@@ -302,7 +303,7 @@ def test_the_service_refuses_to_start_on_a_bad_automations_file(tmp_path: Path) 
 
 
 def test_call_statuses_have_results() -> None:
-    from dispatcher.automations import CALL_RESULTS  # noqa: PLC0415
+    from dispatcher.automation_types import CALL_RESULTS  # noqa: PLC0415
 
     assert {CALL_RESULTS[s] for s in (CallStatus.BUSY, CallStatus.NO_ANSWER)} == {
         "call.busy", "call.no_answer",

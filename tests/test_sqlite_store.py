@@ -37,7 +37,7 @@ async def test_a_failing_write_rolls_back_its_whole_batch(store: SQLiteStore) ->
     results = await asyncio.gather(
         store.insert_messages([queued("m1", key="k")]),
         store.insert_messages([queued("m2", key="k")]),
-        store.set_next_slot("+15550000001", NOW),
+        store.record([], next_slots={"+15550000001": NOW}),
         return_exceptions=True,
     )
     assert all(isinstance(r, StoreError) for r in results)
@@ -52,12 +52,12 @@ async def test_a_failing_write_rolls_back_its_whole_batch(store: SQLiteStore) ->
 async def test_writes_of_one_batch_keep_their_order_across_barriers(store: SQLiteStore) -> None:
     number = "+15550000001"
     await asyncio.gather(
-        store.set_next_slot(number, NOW),
+        store.record([], next_slots={number: NOW}),
         store.set_paused(number, True),
-        store.set_next_slot(number, NOW + timedelta(seconds=1)),
+        store.record([], next_slots={number: NOW + timedelta(seconds=1)}),
         store.set_paused(number, False),
         store.set_paused(number, True),
-        store.set_next_slot(number, NOW + timedelta(seconds=2)),
+        store.record([], next_slots={number: NOW + timedelta(seconds=2)}),
     )
     [state] = await store.numbers()
     assert state.paused

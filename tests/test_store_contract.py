@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import pytest
 
-from dispatcher.automations import Cursor, Run
+from dispatcher.automation_types import Cursor, Run
 from dispatcher.calls import (
     Call,
     CallEvent,
@@ -28,7 +29,8 @@ from dispatcher.calls import (
     call_status,
     completed_status,
 )
-from dispatcher.errors import StoreError
+from dispatcher.campaigns import Campaign, CampaignState, Contact, ContactState, OutsideWindow
+from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.metrics import (
     BY,
     NO_KEY,
@@ -158,11 +160,17 @@ def _dt(value: str | datetime | None) -> datetime | None:
     return value
 
 
+async def first_queued(store: Store, sender: str) -> Message | None:
+    """The next Queued message of ``sender`` (the head of its queue), if any."""
+    heads = (await store.heads([sender], 1))[sender]
+    return heads[0] if heads else None
+
+
 async def drain_heads(store: Store, sender: str) -> list[str]:
     """Take the head of ``sender``'s queue into Sending until it is empty."""
     order: list[str] = []
     for _ in range(100):
-        head = await store.head(sender)
+        head = await first_queued(store, sender)
         if head is None:
             return order
         order.append(head.id)
@@ -179,16 +187,62 @@ def assert_utc(value: datetime | None) -> None:
     assert value.utcoffset() == timedelta(0)
 
 
+STORE_VERBS = frozenset(
+    name
+    for part in Store.__mro__
+    if part.__module__ == "dispatcher.store.port"
+    for name, value in vars(part).items()
+    if callable(value) and not name.startswith("_")
+)
+"""Every verb of the store port."""
+
+EXERCISED: dict[str, frozenset[str]] = {}
+"""The verbs each contract test declares it exercises, by test name."""
+
+Test = TypeVar("Test", bound=Callable[..., Awaitable[None]])
+
+
+def exercises(*verbs: str) -> Callable[[Test], Test]:
+    """Declare the verbs a test of both adapters exercises; the ``store`` fixture checks
+    that it did call each of them, and one test checks every verb is declared somewhere."""
+    if unknown := set(verbs) - STORE_VERBS:
+        raise ValueError(f"not verbs of the store port: {sorted(unknown)}")
+
+    def declare(test: Test) -> Test:
+        EXERCISED[test.__name__] = frozenset(verbs)
+        return test
+
+    return declare
+
+
+class Recording:
+    """The store as the tests see it: every attribute is the adapter's, and each verb
+    looked up is noted."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.used: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in STORE_VERBS:
+            self.used.add(name)
+        return getattr(self.store, name)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/t.db"
     async with open_store(url) as opened:
-        yield opened
+        recording = Recording(opened)
+        yield cast(Store, recording)
+    declared = EXERCISED.get(request.function.__name__, frozenset())
+    assert declared <= recording.used, f"declared, never called: {declared - recording.used}"
 
 
 # -- submission --------------------------------------------------------------------------
 
 
+@exercises("insert_message", "get")
 async def test_insert_message_assigns_increasing_seq_and_round_trips(store: Store) -> None:
     stored = [await insert(store, make_message(f"m{i}")) for i in range(5)]
 
@@ -213,6 +267,7 @@ async def test_concurrent_inserts_each_return_their_own_seq(store: Store) -> Non
         assert await store.get(message.id) == message
 
 
+@exercises("record", "history", "numbers", "dnt_add", "dnt_get")
 async def test_datetimes_round_trip_exactly_in_utc(store: Store) -> None:
     odd = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     message = await insert(store, make_message("m1", accepted_at=odd))
@@ -247,6 +302,7 @@ async def test_datetimes_round_trip_exactly_in_utc(store: Store) -> None:
     assert_utc(listed.added_at)
 
 
+@exercises("by_idempotency_key")
 async def test_by_idempotency_key(store: Store) -> None:
     keyed = await insert(store, make_message("m1", idempotency_key="order-42"))
     await insert(store, make_message("m2"))
@@ -255,52 +311,35 @@ async def test_by_idempotency_key(store: Store) -> None:
     assert await store.by_idempotency_key("order-43") is None
 
 
-async def test_last_accepted_to_counts_only_messages_inserted_as_queued(store: Store) -> None:
+@exercises("accepted_since")
+async def test_accepted_since_counts_only_messages_inserted_as_queued(store: Store) -> None:
     to = "+14155550123"
-    assert await store.last_accepted_to(to) is None
+    assert await store.accepted_since(at(0)) == []
     first = await insert(store, make_message("m1", recipient=to, accepted_at=at(0)))
-    await insert(
-        store,
-        make_message(
-            "m2",
-            recipient=to,
-            status=TextStatus.UNSENT,
-            reason=Reason.RATE_LIMITED,
-            duplicate_of="m1",
-            accepted_at=at(0.2),
-        ),
-    )
-    await insert(
-        store,
-        make_message(
-            "m3",
-            recipient=to,
-            status=TextStatus.FAILED,
-            reason=Reason.DO_NOT_TEXT,
-            accepted_at=at(0.4),
-        ),
-    )
+    await insert(store, make_message("m2", recipient=to, status=TextStatus.UNSENT,
+                                     reason=Reason.RATE_LIMITED, duplicate_of="m1",
+                                     accepted_at=at(0.2)))  # fmt: skip
+    await insert(store, make_message("m3", recipient=to, status=TextStatus.FAILED,
+                                     reason=Reason.DO_NOT_TEXT, accepted_at=at(0.4)))  # fmt: skip
     await insert(store, make_message("m4", recipient="+14155550124", accepted_at=at(0.5)))
 
-    last = await store.last_accepted_to(to)
-    assert last is not None
-    assert last.id == first.id
+    assert [m.id for m in await store.accepted_since(at(0))] == ["m1", "m4"]
+    assert [m.id for m in await store.accepted_since(at(0.1))] == ["m4"]
 
     # Leaving the queue does not make it less accepted.
-    await move(store, first, TextStatus.SENDING, attempt_id="att-1")
-    last = await store.last_accepted_to(to)
-    assert last is not None
-    assert last.id == "m1"
+    sending = await move(store, first, TextStatus.SENDING, attempt_id="att-1")
+    assert (await store.accepted_since(at(0)))[0] == sending
 
     newer = await insert(store, make_message("m5", recipient=to, accepted_at=at(2)))
-    last = await store.last_accepted_to(to)
-    assert last is not None
-    assert last.id == newer.id
+    assert [m.id for m in await store.accepted_since(at(0))] == ["m1", "m4", "m5"]
+    assert await store.accepted_since(at(2)) == [newer]
+    assert await store.accepted_since(at(2) + timedelta(microseconds=1)) == []
 
 
 # -- the queue ---------------------------------------------------------------------------
 
 
+@exercises("heads")
 async def test_head_returns_automation_before_bulk_and_fifo_within_a_lane(store: Store) -> None:
     lanes = [Lane.BULK, Lane.AUTOMATION, Lane.BULK, Lane.AUTOMATION, Lane.BULK]
     for i, lane in enumerate(lanes):
@@ -308,11 +347,11 @@ async def test_head_returns_automation_before_bulk_and_fifo_within_a_lane(store:
     await insert(store, make_message("other", sender=OTHER_SENDER))
 
     assert await drain_heads(store, SENDER) == ["m1", "m3", "m0", "m2", "m4"]
-    assert await store.head(SENDER) is None
-    other = await store.head(OTHER_SENDER)
+    assert await first_queued(store, SENDER) is None
+    other = await first_queued(store, OTHER_SENDER)
     assert other is not None
     assert other.id == "other"
-    assert await store.head("+14155550300") is None
+    assert await first_queued(store, "+14155550300") is None
 
 
 async def test_head_skips_messages_that_are_not_queued(store: Store) -> None:
@@ -324,14 +363,15 @@ async def test_head_skips_messages_that_are_not_queued(store: Store) -> None:
     first = await insert(store, make_message("q1", lane=Lane.BULK))
     await insert(store, make_message("q2", lane=Lane.BULK))
 
-    head = await store.head(SENDER)
+    head = await first_queued(store, SENDER)
     assert head == first
     await move(store, first, TextStatus.UNSENT, reason=Reason.CANCELED)
-    head = await store.head(SENDER)
+    head = await first_queued(store, SENDER)
     assert head is not None
     assert head.id == "q2"
 
 
+@exercises("queued_ahead")
 async def test_queued_ahead_counts_queued_messages_in_queue_order(store: Store) -> None:
     b0 = await insert(store, make_message("b0", lane=Lane.BULK))
     a0 = await insert(store, make_message("a0", lane=Lane.AUTOMATION))
@@ -358,12 +398,13 @@ async def test_a_requeued_message_is_counted_once(store: Store) -> None:
 
     assert by_number(await store.numbers())[SENDER].depth == 2
     assert await store.queued_ahead(second) == 1
-    head = await store.head(SENDER)
+    head = await first_queued(store, SENDER)
     assert head is not None
     assert head.id == "m1"
     assert await drain_heads(store, SENDER) == ["m1", "m2"]
 
 
+@exercises("numbers", "set_paused")
 async def test_numbers_report_depth_next_slot_and_paused(store: Store) -> None:
     assert await store.numbers() == []
     for i in range(3):
@@ -380,7 +421,7 @@ async def test_numbers_report_depth_next_slot_and_paused(store: Store) -> None:
     assert states[OTHER_SENDER].depth == 1
 
     await store.set_paused(SENDER, True)
-    await store.set_next_slot(OTHER_SENDER, at(5))
+    await store.record([], next_slots={OTHER_SENDER: at(5)})
     states = by_number(await store.numbers())
     assert states[SENDER].paused is True
     assert states[SENDER].depth == 3
@@ -393,7 +434,7 @@ async def test_numbers_report_depth_next_slot_and_paused(store: Store) -> None:
 
 async def test_numbers_list_a_paused_or_slotted_number_without_a_queue(store: Store) -> None:
     await store.set_paused("+14155550300", True)
-    await store.set_next_slot("+14155550400", at(1))
+    await store.record([], next_slots={"+14155550400": at(1)})
 
     states = by_number(await store.numbers())
     assert states["+14155550300"] == NumberState(
@@ -412,6 +453,7 @@ async def test_numbers_omit_a_number_whose_messages_all_left_the_queue(store: St
     assert await store.numbers() == []
 
 
+@exercises("next_expiry", "expired")
 async def test_next_expiry_and_expired_consider_only_queued_messages(store: Store) -> None:
     assert await store.next_expiry() is None
     assert await store.expired(at(100), limit=10) == []
@@ -439,6 +481,7 @@ async def test_next_expiry_and_expired_consider_only_queued_messages(store: Stor
 # -- transitions -------------------------------------------------------------------------
 
 
+@exercises("record", "by_provider_id", "history")
 async def test_record_appends_events_and_applies_them(store: Store) -> None:
     message = await insert(store, make_message("m1"))
     sending = await move(
@@ -562,6 +605,7 @@ async def test_record_applies_many_transitions_and_next_slots_in_one_call(store:
 # -- reads -------------------------------------------------------------------------------
 
 
+@exercises("find")
 async def test_find_returns_newest_first_with_a_limit(store: Store) -> None:
     to = "+14155550123"
     for i in range(4):
@@ -573,6 +617,7 @@ async def test_find_returns_newest_first_with_a_limit(store: Store) -> None:
     assert await store.find("+14155550125", limit=10) == []
 
 
+@exercises("counts", "in_status")
 async def test_counts_and_in_status(store: Store) -> None:
     for i in range(3):
         await insert(store, make_message(f"q{i}"))
@@ -606,6 +651,7 @@ async def test_counts_of_an_empty_store(store: Store) -> None:
 # -- Do Not Text ---------------------------------------------------------------------------
 
 
+@exercises("dnt_add", "dnt_get", "dnt_remove", "dnt_list")
 async def test_do_not_text_add_get_remove_and_list(store: Store) -> None:
     first = DntEntry(number="+14155550123", added_at=at(1), added_by="alice", reason="STOP")
     again = DntEntry(number="+14155550123", added_at=at(9), added_by="bob", reason=None)
@@ -753,12 +799,12 @@ async def test_a_contacts_own_texts_are_found_by_the_contact(store: Store) -> No
 
 
 async def test_a_next_slot_only_moves_later(store: Store) -> None:
-    await store.set_next_slot(SENDER, at(5))
-    await store.set_next_slot(SENDER, at(3))  # a slow send's record, committed late
+    await store.record([], next_slots={SENDER: at(5)})
+    await store.record([], next_slots={SENDER: at(3)})  # a slow send's record, committed late
     await store.record([], next_slots={SENDER: at(4)})
     [state] = [s for s in await store.numbers() if s.number == SENDER]
     assert state.next_slot_at == at(5)
-    await store.set_next_slot(SENDER, at(6))
+    await store.record([], next_slots={SENDER: at(6)})
     [state] = [s for s in await store.numbers() if s.number == SENDER]
     assert state.next_slot_at == at(6)
 
@@ -832,6 +878,7 @@ async def move_call(
     return event, fresh
 
 
+@exercises("insert_call", "get_call", "call_history")
 async def test_insert_call_round_trips_every_field(store: Store) -> None:
     odd = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
     full = Call(
@@ -894,6 +941,7 @@ async def test_insert_call_assigns_increasing_seq(store: Store) -> None:
         assert await store.get_call(call.id) == call
 
 
+@exercises("update_call", "call_by_provider_id")
 async def test_update_call_stores_the_projection_and_appends_the_history(store: Store) -> None:
     call = await insert_call(store, make_call("c1"))
     history = first_call_events(call)
@@ -1049,6 +1097,7 @@ async def test_call_by_provider_id_follows_the_projection(store: Store) -> None:
     assert await store.call_by_provider_id("CA0") == first
 
 
+@exercises("call_by_idempotency_key")
 async def test_call_by_idempotency_key(store: Store) -> None:
     keyed = await insert_call(store, make_call("c1", idempotency_key="call-42"))
     await insert_call(store, make_call("c2"))
@@ -1057,6 +1106,7 @@ async def test_call_by_idempotency_key(store: Store) -> None:
     assert await store.call_by_idempotency_key("call-43") is None
 
 
+@exercises("calls_in_status")
 async def test_calls_in_status_are_oldest_first_with_a_limit(store: Store) -> None:
     calls = [await insert_call(store, make_call(f"c{i}", accepted_at=at(i))) for i in range(6)]
     # c1 and c4 go to Placing, c2 to Initiated via Placing, c5 is canceled.
@@ -1082,6 +1132,7 @@ async def test_calls_in_status_are_oldest_first_with_a_limit(store: Store) -> No
     assert await store.calls_in_status([], limit=10) == []
 
 
+@exercises("find_calls")
 async def test_find_calls_returns_newest_first_with_a_limit(store: Store) -> None:
     to = "+14155550123"
     for i in range(4):
@@ -1096,6 +1147,7 @@ async def test_find_calls_returns_newest_first_with_a_limit(store: Store) -> Non
     assert len(await store.find_calls(to, limit=10)) == 4
 
 
+@exercises("call_counts", "call_slots")
 async def test_call_counts(store: Store) -> None:
     assert await store.call_counts() == {}
     assert await store.call_slots() == {}
@@ -1135,7 +1187,7 @@ async def test_a_call_slot_only_moves_later(store: Store) -> None:
     assert await store.call_slots() == {ACCOUNT: at(7), OTHER_ACCOUNT: at(1)}
 
     # Call slots and the sending numbers' slots are apart, even under the same name.
-    await store.set_next_slot(ACCOUNT, at(100))
+    await store.record([], next_slots={ACCOUNT: at(100)})
     assert (await store.call_slots())[ACCOUNT] == at(7)
     await store.update_call(placing, [], (SENDER, at(50)))
     assert SENDER not in by_number(await store.numbers())
@@ -1396,6 +1448,7 @@ ENGAGEMENT_CASES = {
 @pytest.mark.parametrize(
     ("query", "voice", "text"), ENGAGEMENT_CASES.values(), ids=ENGAGEMENT_CASES.keys()
 )
+@exercises("engagement", "add_voice_link", "record_play")
 async def test_engagement_counts_the_scripted_history(
     store: Store, query: MetricsQuery, voice: dict[str, int], text: dict[str, int]
 ) -> None:
@@ -1495,6 +1548,7 @@ async def write_results(store: Store) -> None:
     await move_call(store, call, CallStatus.HANGUP, when=at(5))
 
 
+@exercises("automation_cursor", "history_tip", "results_between")
 async def test_results_are_read_from_the_history_after_a_cursor(store: Store) -> None:
     assert await store.automation_cursor() is None
     start = await store.history_tip()
@@ -1534,6 +1588,7 @@ async def test_results_are_read_from_the_history_after_a_cursor(store: Store) ->
     assert await store.results_between(tip, tip, wanted, 100) == []
 
 
+@exercises("add_runs", "automation_cursor", "set_automation_cursor", "list_runs")
 async def test_runs_and_the_cursor_are_written_together(store: Store) -> None:
     new = await store.add_runs([run_for("msg_1"), run_for("msg_2")], Cursor(texts=7, calls=3))
     assert [r.source_id for r in new] == ["msg_1", "msg_2"]
@@ -1564,3 +1619,283 @@ async def test_sqlite_the_cursor_and_the_history_survive_close_and_reopen(
         assert await store.history_tip() == tip
         found = await store.results_between(Cursor(texts=2, calls=1), tip, {"text.delivered"}, 9)
         assert [r.seen.source_id for r in found] == ["msg_d"]
+
+
+@exercises("add_runs", "due_runs", "finish_run", "list_runs")
+async def test_due_runs_are_earliest_first_and_a_finished_run_is_no_longer_due(
+    store: Store,
+) -> None:
+    runs = [
+        dataclasses.replace(run_for("msg_1"), due_at=at(5)),
+        dataclasses.replace(run_for("msg_2"), due_at=at(2)),
+        dataclasses.replace(run_for("msg_3"), due_at=at(9)),
+        dataclasses.replace(run_for("msg_4"), due_at=at(2)),  # the same time: stored later
+    ]
+    await store.add_runs(runs)
+
+    assert [r.source_id for r in await store.due_runs(at(5), 10)] == ["msg_2", "msg_4", "msg_1"]
+    assert [r.source_id for r in await store.due_runs(at(5), 2)] == ["msg_2", "msg_4"]
+    assert await store.due_runs(at(1), 10) == []
+
+    done = dataclasses.replace(runs[1], state="done", engagement_id="call_9", detail="placed")
+    await store.finish_run(done)
+    assert [r.source_id for r in await store.due_runs(at(5), 10)] == ["msg_4", "msg_1"]
+    listed = await store.list_runs(10)  # newest first, the last stored first on a tie
+    assert [r.source_id for r in listed] == ["msg_3", "msg_1", "msg_4", "msg_2"]
+    assert listed[3] == done
+    assert [r.source_id for r in await store.list_runs(1)] == ["msg_3"]
+
+
+@exercises("add_rule", "delete_rule", "stored_rules")
+async def test_rules_added_through_the_api_are_kept_oldest_first(store: Store) -> None:
+    assert await store.stored_rules() == []
+    await store.add_rule("second", '{"name": "second"}', at(2))
+    await store.add_rule("first", '{"name": "first"}', at(1))
+    await store.add_rule("also-first", '{"name": "also-first"}', at(1))  # a tie: by name
+
+    assert await store.stored_rules() == [
+        ("also-first", '{"name": "also-first"}'),
+        ("first", '{"name": "first"}'),
+        ("second", '{"name": "second"}'),
+    ]
+    with pytest.raises(StoreError) as refused:  # a name is taken once
+        await store.add_rule("first", '{"name": "other"}', at(3))
+    assert not isinstance(refused.value, StoreUnavailable)
+    await store.delete_rule("first")
+    await store.delete_rule("no-such-rule")  # nothing to delete: nothing happens
+    assert [name for name, _ in await store.stored_rules()] == ["also-first", "second"]
+
+
+# -- the port as a whole: every verb, errors included ---------------------------------------
+
+
+@exercises("insert_messages", "heads")
+async def test_insert_messages_stores_a_batch_in_queue_order(store: Store) -> None:
+    batch = [make_message(f"m{i}", lane=Lane.BULK, idempotency_key=f"k{i}") for i in range(3)]
+    stored = await store.insert_messages([(m, first_events(m)) for m in batch])
+
+    assert [m.id for m in stored] == ["m0", "m1", "m2"]
+    assert [m.seq for m in stored] == sorted({m.seq for m in stored})
+    for message in stored:
+        assert await store.get(message.id) == message
+        assert await store.history(message.id) == first_events(message)
+    assert await store.by_idempotency_key("k1") == stored[1]
+    assert await drain_heads(store, SENDER) == ["m0", "m1", "m2"]
+    assert await store.insert_messages([]) == []
+
+
+@exercises("insert_message", "insert_messages")
+async def test_a_text_whose_id_or_key_exists_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    kept = await insert(store, make_message("m1", idempotency_key="k1"))
+    clashes = {
+        "the same id": make_message("m1"),
+        "the same key": make_message("m2", idempotency_key="k1"),
+    }
+    for why, message in clashes.items():
+        with pytest.raises(StoreError) as refused:
+            await insert(store, message)
+        assert not isinstance(refused.value, StoreUnavailable), why
+    # A batch with one clash (with the store, or within the batch) writes none of it.
+    for batch in (
+        [make_message("m3"), make_message("m4", idempotency_key="k1")],
+        [make_message("m5", idempotency_key="k5"), make_message("m6", idempotency_key="k5")],
+        [make_message("m7"), make_message("m7")],
+    ):
+        with pytest.raises(StoreError):
+            await store.insert_messages([(m, first_events(m)) for m in batch])
+        for message in batch:
+            assert await store.get(message.id) is None
+    assert await store.get("m1") == kept
+    assert await store.by_idempotency_key("k1") == kept
+    assert await store.counts() == {TextStatus.QUEUED: 1}
+    # The store takes writes after a refusal.
+    assert (await insert(store, make_message("m8"))).seq > kept.seq
+
+
+@exercises("insert_call")
+async def test_a_call_whose_id_or_key_exists_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    kept = await insert_call(store, make_call("c1", idempotency_key="k1"))
+    for call in (make_call("c1"), make_call("c2", idempotency_key="k1")):
+        with pytest.raises(StoreError) as refused:
+            await insert_call(store, call)
+        assert not isinstance(refused.value, StoreUnavailable)
+    assert await store.get_call("c2") is None
+    assert await store.call_history("c2") == []
+    assert await store.get_call("c1") == kept
+    assert await store.call_by_idempotency_key("k1") == kept
+    assert await store.call_counts() == {CallStatus.QUEUED: 1}
+
+
+@exercises("record", "update_call", "update_campaign", "set_contacts", "finish_run")
+async def test_an_update_of_something_unknown_creates_nothing(store: Store) -> None:
+    known = await insert(store, make_message("m1"))
+    ghost = make_message("ghost")
+    step, _ = transition(ghost, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER,
+                         attempt_id="att")  # fmt: skip
+    await store.record([step])
+    call = make_call("ghost_call")
+    await store.update_call(call, [])
+    await store.update_campaign(make_campaign("cmp_ghost"))
+    await store.set_contacts([make_contact("cmp_ghost", 1)])
+    await store.finish_run(dataclasses.replace(run_for("msg_ghost"), state="done"))
+
+    assert await store.get("ghost") is None
+    assert await store.get("m1") == known
+    assert await store.counts() == {TextStatus.QUEUED: 1}
+    assert await store.get_call("ghost_call") is None
+    assert await store.get_campaign("cmp_ghost") is None
+    assert await store.contact_counts("cmp_ghost") == {}
+    assert await store.list_runs(10) == []
+
+
+@exercises("dnt_many")
+async def test_dnt_many_answers_for_the_listed_numbers_only(store: Store) -> None:
+    listed = [DntEntry(number=f"+1415555{i:04d}", added_at=at(i), added_by="ops") for i in range(3)]
+    for entry in listed:
+        await store.dnt_add(entry)
+
+    asked = [listed[0].number, "+14155559999", listed[2].number, listed[2].number]
+    assert await store.dnt_many(asked) == {e.number: e for e in (listed[0], listed[2])}
+    assert await store.dnt_many([]) == {}
+    # Numbers are asked in chunks; a long list is answered whole.
+    many = [f"+1650555{i:04d}" for i in range(1200)]
+    assert await store.dnt_many([*many, listed[1].number]) == {listed[1].number: listed[1]}
+
+
+@exercises("add_voice_link", "voice_link", "record_play")
+async def test_a_voice_link_plays_what_it_was_created_with(store: Store) -> None:
+    assert await store.voice_link("tok") is None
+    await store.add_voice_link(
+        "tok", message_id="msg_1", campaign_id="c1", message="Hello", created_at=T0
+    )
+    await store.add_voice_link(  # an existing token is kept as it is
+        "tok", message_id="msg_2", campaign_id=None, message="Other", created_at=at(1)
+    )
+    await store.add_voice_link(
+        "tok2", message_id="msg_2", campaign_id=None, message="https://a.test/m.mp3",
+        created_at=at(1),
+    )  # fmt: skip
+    await store.record_play("tok", at(2))
+
+    assert await store.voice_link("tok") == ("msg_1", "Hello")
+    assert await store.voice_link("tok2") == ("msg_2", "https://a.test/m.mp3")
+    assert await store.voice_link("nope") is None
+
+
+@exercises("probe")
+async def test_the_probe_writes_while_the_store_takes_writes(store: Store) -> None:
+    await store.probe()
+    await store.probe()  # as often as asked
+    assert await store.counts() == {}
+
+
+# -- campaigns -------------------------------------------------------------------------------
+
+
+def make_campaign(campaign_id: str, *, created: float = 0, channel: str = "text") -> Campaign:
+    return Campaign(
+        id=campaign_id, name=f"name of {campaign_id}", channel=channel, template="Hi {name}",
+        senders=(SENDER, OTHER_SENDER), send_window="08:00-21:00",
+        outside_window=OutsideWindow.HOLD, validity=timedelta(hours=10), start_at=None,
+        state=CampaignState.IMPORTING, created_at=at(created), updated_at=at(created),
+    )  # fmt: skip
+
+
+def make_contact(
+    campaign_id: str, line: int, *, sender: str = SENDER, tz: str = "America/New_York"
+) -> Contact:
+    return Contact(campaign_id=campaign_id, line=line, phone=f"+1650555{line:04d}",
+                   sender=sender, tz=tz, fields={"name": f"Zoë {line}"})  # fmt: skip
+
+
+@exercises("create_campaign", "get_campaign", "list_campaigns", "update_campaign")
+async def test_campaigns_round_trip_and_list_newest_first(store: Store) -> None:
+    first = make_campaign("cmp_a", created=0.000001)
+    second = dataclasses.replace(
+        make_campaign("cmp_b", created=1, channel="voice"), start_at=at(60),
+        outside_window=OutsideWindow.EXPIRE, voice_message="Hello", source="contacts.csv",
+    )  # fmt: skip
+    await store.create_campaign(first)
+    await store.create_campaign(second)
+
+    assert await store.get_campaign("cmp_a") == first
+    assert await store.get_campaign("cmp_b") == second
+    assert await store.get_campaign("cmp_nope") is None
+    assert [c.id for c in await store.list_campaigns(10)] == ["cmp_b", "cmp_a"]
+    assert [c.id for c in await store.list_campaigns(1)] == ["cmp_b"]
+
+    running = dataclasses.replace(
+        first, state=CampaignState.RUNNING, accepted=3, rejected=1, duplicates=1, suppressed=2,
+        reject_file="cmp_a-rejects.csv", segments=4, projected_finish=at(90), start_at=at(2),
+        updated_at=at(3),
+    )  # fmt: skip
+    await store.update_campaign(dataclasses.replace(running, name="renamed", template="{x}"))
+    assert await store.get_campaign("cmp_a") == running  # what a campaign is never changes
+
+    with pytest.raises(StoreError) as refused:
+        await store.create_campaign(make_campaign("cmp_a"))
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert await store.get_campaign("cmp_a") == running
+
+
+@exercises(
+    "add_contacts", "set_contacts", "next_contacts", "contacts_in", "contact_zones",
+    "contact_counts",
+)  # fmt: skip
+async def test_contacts_are_kept_in_file_order_by_number_zone_and_state(store: Store) -> None:
+    ny, la = "America/New_York", "America/Los_Angeles"
+    await store.create_campaign(make_campaign("cmp_a"))
+    contacts = [
+        make_contact("cmp_a", 7, tz=ny), make_contact("cmp_a", 3, tz=la),
+        make_contact("cmp_a", 5, tz=ny), make_contact("cmp_a", 9, sender=OTHER_SENDER, tz=ny),
+    ]  # fmt: skip
+    await store.add_contacts(contacts)
+    await store.add_contacts([make_contact("cmp_b", 3, tz=ny)])  # another campaign's line 3
+
+    assert [c.line for c in await store.next_contacts("cmp_a", SENDER, {ny}, 10)] == [5, 7]
+    assert [c.line for c in await store.next_contacts("cmp_a", SENDER, {ny, la}, 2)] == [3, 5]
+    assert await store.next_contacts("cmp_a", SENDER, set(), 10) == []
+    assert await store.next_contacts("cmp_a", OTHER_SENDER, {ny}, 10) == [contacts[3]]
+    assert sorted(await store.contact_zones("cmp_a")) == [la, ny]
+
+    queued = dataclasses.replace(contacts[1], state=ContactState.QUEUED, attempt=1,
+                                 message_id="msg_1")  # fmt: skip
+    sent = dataclasses.replace(contacts[0], state=ContactState.SENT, attempt=1, message_id="m2")
+    await store.set_contacts([queued, dataclasses.replace(sent, phone="+19999999999")])
+    assert await store.contacts_in("cmp_a", [ContactState.QUEUED], 10) == [queued]
+    # Only a contact's state, attempt and message id change.
+    assert await store.contacts_in("cmp_a", {ContactState.SENT}, 10) == [sent]
+    everyone = await store.contacts_in("cmp_a", list(ContactState), 10)
+    assert [c.line for c in everyone] == [3, 5, 7, 9]
+    assert [c.line for c in await store.contacts_in("cmp_a", list(ContactState), 2)] == [3, 5]
+    assert await store.contact_zones("cmp_a") == [ny]
+    assert await store.contact_counts("cmp_a") == {
+        ContactState.PENDING: 2, ContactState.QUEUED: 1, ContactState.SENT: 1
+    }  # fmt: skip
+    assert await store.contact_counts("cmp_b") == {ContactState.PENDING: 1}
+
+    # A line, or a phone, is taken once per campaign: a batch with a clash writes nothing.
+    for clash in (
+        make_contact("cmp_a", 3),
+        dataclasses.replace(make_contact("cmp_a", 4), phone=contacts[0].phone),
+    ):
+        with pytest.raises(StoreError) as refused:
+            await store.add_contacts([make_contact("cmp_a", 11), clash])
+        assert not isinstance(refused.value, StoreUnavailable)
+    with pytest.raises(StoreError):
+        await store.add_contacts([make_contact("cmp_a", 12), make_contact("cmp_a", 12)])
+    assert [c.line for c in await store.contacts_in("cmp_a", list(ContactState), 10)] == [
+        3, 5, 7, 9
+    ]  # fmt: skip
+
+
+def test_every_verb_of_the_port_is_exercised_on_every_adapter() -> None:
+    declared = frozenset().union(*EXERCISED.values())
+    assert STORE_VERBS - declared == set(), "verbs no contract test exercises"
+    for name in EXERCISED:
+        test = globals()[name]
+        assert "store" in inspect.signature(test).parameters, f"{name} runs on one adapter"

@@ -31,12 +31,6 @@ SELECT * FROM messages WHERE idempotency_key = ?;
 -- name: by_provider_id
 SELECT * FROM messages WHERE provider_id = ?;
 
--- name: last_accepted_to
-SELECT * FROM messages WHERE recipient = ? AND accepted = 1 ORDER BY seq DESC LIMIT 1;
-
--- name: head
-SELECT * FROM messages WHERE sender = ? AND status = 'Queued' ORDER BY lane, seq LIMIT 1;
-
 -- name: queued_ahead
 SELECT COUNT(*) FROM messages
 WHERE sender = ? AND status = 'Queued' AND (lane < ? OR (lane = ? AND seq < ?));

@@ -10,14 +10,15 @@ ON CONFLICT (rule, source_id, result) DO NOTHING;
 SELECT * FROM automation_runs WHERE rule = ? AND source_id = ? AND result = ?;
 
 -- name: due_runs
-SELECT * FROM automation_runs WHERE state = 'due' AND due_at <= ? ORDER BY due_at LIMIT ?;
+SELECT * FROM automation_runs WHERE state = 'due' AND due_at <= ?
+ORDER BY due_at, rowid LIMIT ?;
 
 -- name: finish_run
 UPDATE automation_runs SET state = ?, engagement_id = ?, detail = ?
 WHERE rule = ? AND source_id = ? AND result = ?;
 
 -- name: list_runs
-SELECT * FROM automation_runs ORDER BY created_at DESC LIMIT ?;
+SELECT * FROM automation_runs ORDER BY created_at DESC, rowid DESC LIMIT ?;
 
 -- name: insert_rule
 INSERT INTO automation_rules (name, rule, created_at) VALUES (?, ?, ?);

@@ -1,0 +1,103 @@
+"""The values automations and the store share: results, runs, the history cursor.
+
+Pure: the rule engine (``dispatcher.automations``) and the store port both import
+these, and neither imports the other for them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatcher.calls import CallStatus, VoiceResult
+from dispatcher.model import TextStatus
+
+TEXT_RESULTS: dict[TextStatus, str] = {
+    TextStatus.SENT: "text.sent",
+    TextStatus.DELIVERED: "text.delivered",
+    TextStatus.UNDELIVERED: "text.undelivered",
+    TextStatus.UNREACHABLE: "text.undelivered",
+    TextStatus.FAILED: "text.failed",
+}
+CALL_RESULTS: dict[CallStatus | VoiceResult, str] = {
+    CallStatus.ANSWERED: "call.answered",
+    CallStatus.COMPLETED: "call.completed",
+    CallStatus.HANGUP: "call.hangup",
+    CallStatus.BUSY: "call.busy",
+    CallStatus.NO_ANSWER: "call.no_answer",
+    CallStatus.FAILED: "call.failed",
+    CallStatus.CANCELED: "call.canceled",
+    VoiceResult.HUMAN: "call.human",
+    VoiceResult.MACHINE: "call.machine",
+    VoiceResult.PROMPT: "call.prompt",
+}
+RESULTS = frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observed:
+    """A result of a text or call, as the automations see it."""
+
+    result: str  # e.g. "text.delivered"
+    source_id: str  # the text's or call's id
+    contact: str
+    sender: str
+    campaign_id: str | None
+    campaign_name: str | None = None
+    detail: str | None = None  # a prompt's digits or words
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A place in the durable history: the last text event and the last call event
+    (each table's own sequence, in commit order)."""
+
+    texts: int = 0
+    calls: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredResult:
+    """A result as the history holds it: what the engine matches, and its event."""
+
+    seen: Observed
+    channel: str  # "text" or "call"
+    seq: int  # its event's place in that channel's history
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Run:
+    rule: str
+    source_id: str
+    result: str
+    due_at: datetime
+    contact: str
+    sender: str
+    state: str = "due"  # due, done, failed
+    engagement_id: str | None = None
+    detail: str | None = None
+
+
+def wanted_events(results: Collection[str]) -> tuple[list[str], list[str], list[str]]:
+    """The text statuses, call statuses and call results whose applied events are
+    ``results`` (how a store filters its history)."""
+    texts = sorted({s.value for s, name in TEXT_RESULTS.items() if name in results})
+    statuses = sorted({s.value for s, name in CALL_RESULTS.items()
+                       if isinstance(s, CallStatus) and name in results})  # fmt: skip
+    voice = sorted({r.value for r, name in CALL_RESULTS.items()
+                    if isinstance(r, VoiceResult) and name in results})  # fmt: skip
+    return texts, statuses, voice
+
+
+def text_result(status: str) -> str | None:
+    """The result an applied text event of ``status`` is, if any."""
+    return TEXT_RESULTS.get(TextStatus(status))
+
+
+def call_result(status: str | None, result: str | None) -> str | None:
+    """The result an applied call event is (a status, or a voice result), if any."""
+    if status is not None and (name := CALL_RESULTS.get(CallStatus(status))):
+        return name
+    return CALL_RESULTS.get(VoiceResult(result)) if result is not None else None

@@ -1,0 +1,63 @@
+"""Voice links, their plays and the engagement rows, in memory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from dispatcher import metrics
+from dispatcher.calls import Call
+from dispatcher.metrics import EngagementRow, MetricsQuery
+from dispatcher.model import Message
+from dispatcher.store.memory.tables import MemoryTables
+
+
+class MemoryEngagement(MemoryTables):
+    async def add_voice_link(
+        self,
+        token: str,
+        *,
+        message_id: str,
+        campaign_id: str | None,
+        message: str,
+        created_at: datetime,
+    ) -> None:
+        self._voice_links.setdefault(token, (message_id, campaign_id, message))
+
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        link = self._voice_links.get(token)
+        return (link[0], link[2]) if link is not None else None
+
+    async def record_play(self, token: str, at: datetime) -> None:
+        self._plays.append((token, at))
+
+    async def engagement(self, query: MetricsQuery) -> list[EngagementRow]:
+        rows: list[EngagementRow] = []
+        for message in self._messages.values():
+            rows += metrics.text_rows(message, self._events.get(message.id, ()))
+        for call in self._calls.values():
+            rows += metrics.call_rows(call, self._call_events.get(call.id, ()))
+        for token, at in self._plays:
+            if (link := self._voice_links.get(token)) is not None:
+                message_id, campaign_id, _ = link
+                rows.append(metrics.play_row(
+                    message_id=message_id, at=at, campaign_id=campaign_id,
+                    message=self._messages.get(message_id),
+                ))  # fmt: skip
+        made: list[tuple[str, Message | Call]] = [
+            *(("text", m) for m in self._messages.values()),
+            *(("voice", c) for c in self._calls.values()),
+        ]
+        for channel, item in made:
+            _, source_id = metrics.parse_trigger(item.trigger)
+            source = self._engagement(source_id) if source_id else None
+            row = metrics.activity_row(
+                channel=channel, item_id=item.id, at=item.accepted_at, trigger=item.trigger,
+                source_sender=source.sender if source else None,
+                source_campaign=source.campaign_id if source else None,
+            )  # fmt: skip
+            if row is not None:
+                rows.append(row)
+        return [row for row in rows if query.matches(row)]
+
+    def _engagement(self, item_id: str) -> Message | Call | None:
+        return self._messages.get(item_id) or self._calls.get(item_id)

@@ -1,0 +1,317 @@
+"""The store port: the domain verbs the service needs from storage, and the values
+only the store speaks of.
+
+One ``Store`` made of narrow parts (texts, the Do Not Text list, calls, voice links
+and metrics, campaigns, automation runs), so a collaborator can ask for just the part
+it uses. Every verb here has a caller in the product and a test in the contract suite
+(``tests/test_store_contract.py``) that both adapters pass, errors included:
+
+- a write that breaks a constraint (an id, idempotency key, campaign contact line or
+  phone, or rule name that exists) raises :class:`~dispatcher.errors.StoreError` and
+  writes nothing of that call;
+- a write the storage refuses (a full disk, an I/O error) raises
+  :class:`~dispatcher.errors.StoreUnavailable`;
+- an update naming a text, call, campaign, contact or run that does not exist
+  changes nothing.
+
+The verbs are shaped around sending numbers and their slots, so a shared-database
+adapter can make "claim the head of a number's queue" and "record that its send
+started" atomic its own way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Protocol, Self
+
+from dispatcher.automation_types import Cursor, Run, StoredResult
+from dispatcher.calls import Call, CallEvent, CallStatus
+from dispatcher.campaigns import Campaign, Contact, ContactState
+from dispatcher.metrics import EngagementRow, MetricsQuery
+from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NumberState:
+    """A sending number as the store knows it."""
+
+    number: str
+    next_slot_at: datetime | None
+    paused: bool
+    depth: int  # messages Queued on it
+
+
+class TextStore(Protocol):
+    """Texts: submission, each number's queue, transitions and reads."""
+
+    async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
+        """Store a new message with its first events; returns it with its queue ``seq``."""
+        ...
+
+    async def insert_messages(
+        self, items: Sequence[tuple[Message, Sequence[Event]]]
+    ) -> list[Message]:
+        """Store many new messages at once (one write: all or none); returns them with
+        their ``seq``."""
+        ...
+
+    async def accepted_since(self, since: datetime) -> list[Message]:
+        """Messages accepted for sending at or after ``since`` (for the same-second
+        rule), in queue order."""
+        ...
+
+    async def by_idempotency_key(self, key: str) -> Message | None: ...
+
+    async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
+        """The next ``limit`` Queued messages of each of ``senders``, in queue order:
+        automation lane first, first in first out within a lane."""
+        ...
+
+    async def queued_ahead(self, message: Message) -> int:
+        """How many Queued messages of the same number go before ``message``."""
+        ...
+
+    async def numbers(self) -> list[NumberState]:
+        """Every number that has a queue, a persisted next slot or a pause flag."""
+        ...
+
+    async def set_paused(self, sender: str, paused: bool) -> None: ...
+
+    async def next_expiry(self) -> datetime | None:
+        """The earliest expiry among Queued messages."""
+        ...
+
+    async def expired(self, now: datetime, limit: int) -> list[Message]:
+        """Queued messages whose validity ended by ``now``."""
+        ...
+
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        """Append events, apply the ones marked applied to their messages' projections
+        and move numbers' next slots (only ever later): all in one atomic write."""
+        ...
+
+    async def in_status(self, status: TextStatus, limit: int) -> list[Message]: ...
+
+    async def get(self, message_id: str) -> Message | None: ...
+
+    async def by_provider_id(self, provider_id: str) -> Message | None: ...
+
+    async def history(self, message_id: str) -> list[Event]: ...
+
+    async def find(self, recipient: str, limit: int) -> list[Message]:
+        """Messages to ``recipient`` (and a contact's own texts), newest first."""
+        ...
+
+    async def counts(self) -> dict[TextStatus, int]: ...
+
+
+class DoNotTextStore(Protocol):
+    """The Do Not Text list."""
+
+    async def dnt_add(self, entry: DntEntry) -> DntEntry:
+        """Add a number (an existing entry is kept as it is and returned)."""
+        ...
+
+    async def dnt_remove(self, number: str) -> bool: ...
+
+    async def dnt_get(self, number: str) -> DntEntry | None: ...
+
+    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
+        """The entries of those of ``numbers`` that are on the list."""
+        ...
+
+    async def dnt_list(self, limit: int) -> list[DntEntry]: ...
+
+
+class CallStore(Protocol):
+    """Voice calls and each provider account's next call slot."""
+
+    async def insert_call(self, call: Call, events: Sequence[CallEvent]) -> Call:
+        """Store a new call with its first events; returns it with its queue ``seq``."""
+        ...
+
+    async def update_call(
+        self,
+        call: Call,
+        events: Sequence[CallEvent],
+        next_slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        """Append ``events`` to the call's history, store ``call`` as its new projection
+        and move an account's next call slot (only ever later): one atomic write."""
+        ...
+
+    async def get_call(self, call_id: str) -> Call | None: ...
+
+    async def call_by_provider_id(self, provider_id: str) -> Call | None: ...
+
+    async def call_by_idempotency_key(self, key: str) -> Call | None: ...
+
+    async def call_history(self, call_id: str) -> list[CallEvent]:
+        """The call's events in the order they were appended."""
+        ...
+
+    async def calls_in_status(self, statuses: Collection[CallStatus], limit: int) -> list[Call]:
+        """Calls in any of ``statuses``, oldest (lowest ``seq``) first."""
+        ...
+
+    async def find_calls(self, recipient: str, limit: int) -> list[Call]:
+        """Calls to ``recipient``, newest first."""
+        ...
+
+    async def call_counts(self) -> dict[CallStatus, int]: ...
+
+    async def call_slots(self) -> dict[str, datetime]:
+        """Each account's persisted next call slot."""
+        ...
+
+
+class EngagementStore(Protocol):
+    """Voice links, their plays, and the rows the engagement metrics count."""
+
+    async def add_voice_link(
+        self,
+        token: str,
+        *,
+        message_id: str,
+        campaign_id: str | None,
+        message: str,
+        created_at: datetime,
+    ) -> None:
+        """Store a voice link carried by the text ``message_id`` that plays ``message``
+        (an existing token is kept as it is)."""
+        ...
+
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        """A voice link's text (message id) and what it plays, if the token is known."""
+        ...
+
+    async def record_play(self, token: str, at: datetime) -> None:
+        """Append a play of a voice link (a play of an unknown token counts nowhere)."""
+        ...
+
+    async def engagement(self, query: MetricsQuery) -> list[EngagementRow]:
+        """The rows the engagement metrics count (``dispatcher.metrics``) that match
+        ``query``, in no particular order: the applied, counted events of outbound texts
+        (the first that says the carrier took a text marked ``taken``), the results and
+        counted statuses of calls, voice-link plays, and the engagements automations
+        made (Activity rows, attributed to their source's campaign and sender)."""
+        ...
+
+
+class CampaignStore(Protocol):
+    """Campaigns and their contacts."""
+
+    async def create_campaign(self, campaign: Campaign) -> None: ...
+
+    async def update_campaign(self, campaign: Campaign) -> None:
+        """Store the campaign's state, counts, reject file and start time."""
+        ...
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
+
+    async def list_campaigns(self, limit: int) -> list[Campaign]:
+        """Newest first."""
+        ...
+
+    async def add_contacts(self, contacts: Sequence[Contact]) -> None:
+        """Store a batch of contacts (one write: all or none)."""
+        ...
+
+    async def set_contacts(self, contacts: Sequence[Contact]) -> None:
+        """Store contacts' state, attempt and message id (one write)."""
+        ...
+
+    async def next_contacts(
+        self, campaign_id: str, sender: str, zones: Collection[str], limit: int
+    ) -> list[Contact]:
+        """Pending contacts of one pool number whose time zones are in ``zones``, in
+        file order."""
+        ...
+
+    async def contacts_in(
+        self, campaign_id: str, states: Collection[ContactState], limit: int
+    ) -> list[Contact]:
+        """The campaign's contacts in any of ``states``, in file order."""
+        ...
+
+    async def contact_zones(self, campaign_id: str) -> list[str]:
+        """The time zones of the campaign's pending contacts."""
+        ...
+
+    async def contact_counts(self, campaign_id: str) -> dict[ContactState, int]: ...
+
+
+class RunStore(Protocol):
+    """Automation runs, the rules added through the API, and the history cursor."""
+
+    async def add_runs(self, runs: Sequence[Run], cursor: Cursor | None = None) -> list[Run]:
+        """Store new runs, and move the automations' cursor to ``cursor`` (when given)
+        in the same write; returns the runs that were new (a run exists once)."""
+        ...
+
+    async def automation_cursor(self) -> Cursor | None:
+        """How far the automations have matched the history (None: not following)."""
+        ...
+
+    async def set_automation_cursor(self, cursor: Cursor | None) -> None: ...
+
+    async def history_tip(self) -> Cursor:
+        """The last text event and call event of the history, once every write already
+        begun has committed (a result shown before its commit is then included)."""
+        ...
+
+    async def results_between(
+        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
+    ) -> list[StoredResult]:
+        """The applied events after ``after`` and up to ``upto`` that are one of
+        ``results``, oldest first: at most ``limit`` of texts and ``limit`` of calls."""
+        ...
+
+    async def due_runs(self, now: datetime, limit: int) -> list[Run]:
+        """Runs still due at ``now``, earliest first."""
+        ...
+
+    async def finish_run(self, run: Run) -> None:
+        """Store a run's state, engagement and detail."""
+        ...
+
+    async def list_runs(self, limit: int) -> list[Run]:
+        """Newest first."""
+        ...
+
+    async def add_rule(self, name: str, rule: str, at: datetime) -> None:
+        """Keep a rule added through the API (its JSON); a name is taken once."""
+        ...
+
+    async def delete_rule(self, name: str) -> None: ...
+
+    async def stored_rules(self) -> list[tuple[str, str]]:
+        """The rules added through the API: (name, JSON), oldest first."""
+        ...
+
+
+class Store(TextStore, DoNotTextStore, CallStore, EngagementStore, CampaignStore, RunStore,
+            Protocol):  # fmt: skip
+    """Every verb. Writes become durable before the awaited call returns."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    async def probe(self) -> None:
+        """Make one small write. Raises ``StoreUnavailable`` while the storage refuses
+        writes (a full disk, an I/O error, locked, read-only); the service probes this
+        way to learn when it may take work again."""
+        ...

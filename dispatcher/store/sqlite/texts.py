@@ -1,0 +1,147 @@
+"""Texts and the Do Not Text list in SQLite."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
+
+from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.store.port import NumberState
+from dispatcher.store.sqlite import rows as r
+from dispatcher.store.sqlite.connection import SQLiteConnection
+from dispatcher.store.sqlite.rows import Params
+
+
+class SQLiteTexts(SQLiteConnection):
+    async def _message_or_none(self, name: str, params: Params) -> Message | None:
+        row = await self._one(name, params)
+        return r.message(row) if row is not None else None
+
+    async def _messages(self, name: str, params: Params) -> list[Message]:
+        return [r.message(row) for row in await self._rows(name, params)]
+
+    # -- submission ------------------------------------------------------------------
+    async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
+        [stored] = await self.insert_messages([(message, events)])
+        return stored
+
+    async def insert_messages(
+        self, items: Sequence[tuple[Message, Sequence[Event]]]
+    ) -> list[Message]:
+        stored: list[Message] = []
+        rows: list[Params] = []
+        events: list[Params] = []
+        for m, first_events in items:
+            self._seq += 1  # taken now: other inserts may move self._seq while this one waits
+            stored.append(replace(m, seq=self._seq))
+            rows.append(r.message_row(m, self._seq))
+            events.extend(r.event_row(e) for e in first_events)
+        await self._write(("insert_message", rows), ("insert_event", events))
+        return stored
+
+    async def accepted_since(self, since: datetime) -> list[Message]:
+        return await self._messages("accepted_since", (r.us(since),))
+
+    async def by_idempotency_key(self, key: str) -> Message | None:
+        return await self._message_or_none("by_idempotency_key", (key,))
+
+    # -- the queue -------------------------------------------------------------------
+    async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
+        result: dict[str, list[Message]] = {sender: [] for sender in senders}
+        for chunk in r.chunks(list(senders)):
+            for message in await self._messages("heads", (json.dumps(chunk), limit)):
+                result[message.sender].append(message)
+        return result
+
+    async def queued_ahead(self, message: Message) -> int:
+        lane = int(message.lane)
+        row = await self._one("queued_ahead", (message.sender, lane, lane, message.seq))
+        return int(row[0]) if row else 0
+
+    async def numbers(self) -> list[NumberState]:
+        return [
+            NumberState(
+                number=row[0],
+                next_slot_at=r.at_or_none(row[1]),
+                paused=bool(row[2]),
+                depth=int(row[3]),
+            )
+            for row in await self._rows("numbers", ())
+        ]
+
+    async def set_paused(self, sender: str, paused: bool) -> None:
+        await self._write(("set_paused", [(sender, int(paused))]))
+
+    async def next_expiry(self) -> datetime | None:
+        row = await self._one("next_expiry", ())
+        return r.at_or_none(row[0]) if row else None
+
+    async def expired(self, now: datetime, limit: int) -> list[Message]:
+        return await self._messages("expired", (r.us(now), limit))
+
+    # -- transitions -----------------------------------------------------------------
+    async def record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        updates = [
+            (
+                t.event.status.value, t.event.reason, t.event.provider_code, r.us(t.event.at),
+                t.provider_id, t.attempt_id, r.us_or_none(t.send_started_at), t.message_id,
+            )
+            for t in transitions
+            if t.event.applied
+        ]  # fmt: skip
+        await self._write(
+            ("insert_event", [r.event_row(t.event) for t in transitions]),
+            ("apply_transition", updates),
+            ("set_next_slot", [(n, r.us(at)) for n, at in (next_slots or {}).items()]),
+        )
+
+    async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
+        return await self._messages("in_status", (status.value, limit))
+
+    # -- reads -----------------------------------------------------------------------
+    async def get(self, message_id: str) -> Message | None:
+        return await self._message_or_none("get", (message_id,))
+
+    async def by_provider_id(self, provider_id: str) -> Message | None:
+        return await self._message_or_none("by_provider_id", (provider_id,))
+
+    async def history(self, message_id: str) -> list[Event]:
+        return [r.event(row) for row in await self._rows("history", (message_id,))]
+
+    async def find(self, recipient: str, limit: int) -> list[Message]:
+        return await self._messages("find", (recipient, limit))
+
+    async def counts(self) -> dict[TextStatus, int]:
+        return {TextStatus(row[0]): int(row[1]) for row in await self._rows("counts", ())}
+
+    # -- Do Not Text list ------------------------------------------------------------
+    async def dnt_add(self, entry: DntEntry) -> DntEntry:
+        params = (entry.number, r.us(entry.added_at), entry.added_by, entry.reason)
+        await self._write(("dnt_add", [params]))
+        return await self.dnt_get(entry.number) or entry
+
+    async def dnt_remove(self, number: str) -> bool:
+        async with self._dnt_lock:  # "did it exist" must be answered once per removal
+            existed = await self.dnt_get(number) is not None
+            await self._write(("dnt_remove", [(number,)]))
+        return existed
+
+    async def dnt_get(self, number: str) -> DntEntry | None:
+        row = await self._one("dnt_get", (number,))
+        return r.dnt(row) if row is not None else None
+
+    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
+        found: dict[str, DntEntry] = {}
+        for chunk in r.chunks(list(numbers)):
+            for row in await self._rows("dnt_many", (json.dumps(chunk),)):
+                found[row["number"]] = r.dnt(row)
+        return found
+
+    async def dnt_list(self, limit: int) -> list[DntEntry]:
+        return [r.dnt(row) for row in await self._rows("dnt_list", (limit,))]
