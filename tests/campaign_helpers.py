@@ -15,14 +15,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dispatcher import testing
 from dispatcher.campaign_desk import CampaignDesk, CampaignSpec, CampaignView
 from dispatcher.campaigns import Campaign, CampaignState, Contact, ContactState
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import CampaignsConfig, Config, SimulatorConfig
 from dispatcher.scripts import parse_scripts
-from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
+from dispatcher.testing import running_service
 
 T = TypeVar("T")
 
@@ -71,35 +72,23 @@ class Sent:
     mono: float
 
 
-def _records(simulator: Simulator, *, calls: bool) -> list[Sent]:
-    key = "call_id" if calls else "message_id"
-    return [
-        Sent(item_id=str(r[key]), sender=str(r["from"]), recipient=str(r["to"]),
-             at=datetime.fromisoformat(str(r["at"])), mono=float(r["mono"]))
-        for r in simulator.records(calls=calls)
-    ]  # fmt: skip
+@dataclass
+class Harness(testing.Harness):
+    """The running service, with this module's helpers for campaigns."""
 
-
-@dataclass(slots=True)
-class Harness:
-    service: Dispatcher
-    clock: FakeClock
-    simulator: Simulator
-    home: Path
     created: list[str] = field(default_factory=list)
 
     @property
     def desk(self) -> CampaignDesk:
         return self.service.campaigns
 
-    def now(self) -> datetime:
-        return self.clock.now().wall
-
     def sends(self) -> list[Sent]:
-        return _records(self.simulator, calls=False)
+        return [Sent(item_id=s.message_id, sender=s.sender, recipient=s.recipient, at=s.at,
+                     mono=s.mono) for s in self.sent_texts()]  # fmt: skip
 
     def calls(self) -> list[Sent]:
-        return _records(self.simulator, calls=True)
+        return [Sent(item_id=c.call_id, sender=c.sender, recipient=c.recipient, at=c.at,
+                     mono=c.mono) for c in self.placed_calls()]  # fmt: skip
 
     def contacts_file(self, rows: Iterable[Sequence[str]], header: Sequence[str] = ("phone",
                       "name"), name: str = "contacts.csv") -> Path:  # fmt: skip
@@ -162,13 +151,7 @@ class Harness:
     ) -> None:
         """Advance ``step`` seconds at a time until ``done()`` holds (bounded); ``check``
         runs at every step."""
-        for _ in range(max_steps):
-            if check is not None:
-                await check()
-            if await done():
-                return
-            await self.clock.advance(step)
-        raise AssertionError(f"not done after {step * max_steps} simulated seconds")
+        await super().advance_until(done, step=step, max_steps=max_steps, check=check)
 
     async def until_state(
         self, campaign_id: str, *states: CampaignState, step: float = 0.25, max_steps: int = 2000
@@ -202,17 +185,15 @@ async def running(
     """The service over the in-memory store and the simulator, on a fake clock that
     starts at ``start`` (default 2026-01-05 15:00 UTC: 10:00 in New York, 07:00 in
     Los Angeles)."""
-    clock = FakeClock(start)
     config = Config(
-        home=home,
-        simulator=simulator,
         campaigns=campaigns or CampaignsConfig(),
         scripts=parse_scripts(SCRIPTS, where="test"),
     )
-    sim = channel(config=simulator, log_path=config.simulator_log, clock=clock)
-    service = Dispatcher(config, store=store or MemoryStore(), channel=sim, clock=clock)
-    async with service:
-        yield Harness(service=service, clock=clock, simulator=sim, home=home)
+    async with running_service(
+        home, config=config, simulator=simulator, store=store, clock=FakeClock(start),
+        carrier=channel,
+    ) as harness:  # fmt: skip
+        yield Harness.of(harness)
 
 
 def utc(
