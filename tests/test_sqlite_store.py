@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 
 import pytest
 
 from dispatcher.errors import StoreError
 from dispatcher.model import Event, Lane, Message, Source, TextStatus
+from dispatcher.store.queries import load_queries
 from dispatcher.store.sqlite import SQLiteStore
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
@@ -62,3 +64,9 @@ async def test_writes_of_one_batch_keep_their_order_across_barriers(store: SQLit
     [state] = await store.numbers()
     assert state.paused
     assert state.next_slot_at == NOW + timedelta(seconds=2)
+
+
+def test_every_named_query_is_used() -> None:
+    adapter = resources.files("dispatcher.store.sqlite")
+    code = "".join(f.read_text() for f in adapter.iterdir() if f.name.endswith(".py"))
+    assert [name for name in load_queries("sqlite") if f'"{name}"' not in code] == []

@@ -54,6 +54,8 @@ from dispatcher.model import (
     transition,
 )
 from dispatcher.store import NumberState, Store, open_store
+from dispatcher.store.memory import MemoryStore
+from dispatcher.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 SENDER = "+14155550100"
@@ -1899,3 +1901,13 @@ def test_every_verb_of_the_port_is_exercised_on_every_adapter() -> None:
     for name in EXERCISED:
         test = globals()[name]
         assert "store" in inspect.signature(test).parameters, f"{name} runs on one adapter"
+
+
+@pytest.mark.parametrize("adapter", [MemoryStore, SQLiteStore])
+def test_an_adapter_has_no_verb_beyond_the_port(adapter: type) -> None:
+    public = {
+        name
+        for name in dir(adapter)
+        if not name.startswith("_") and inspect.iscoroutinefunction(getattr(adapter, name))
+    }
+    assert public - STORE_VERBS == {"open", "close"}  # and opened by ``async with``
