@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import os
@@ -10,47 +9,27 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from dispatcher.clock import FakeClock
 from dispatcher.control.client import call
 from dispatcher.errors import ServiceUnavailable
+from dispatcher.testing import wait_for
+
+__all__ = [
+    "DEADLINE",
+    "Service",
+    "cli",
+    "cli_env",
+    "cli_json",
+    "free_port",
+    "gaps_by_number",
+    "send_log",
+    "wait_for",  # from dispatcher.testing, with the service's other test helpers
+]
 
 DEADLINE = 60.0
-
-
-async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, within: float = DEADLINE, what: str = ""
-) -> None:
-    """Poll ``predicate`` until it holds; fail after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within} s waiting for {what or predicate}")
-        await asyncio.sleep(0.05)
-
-
-async def advance_at_polls(
-    clock: FakeClock,
-    done: Callable[[], Awaitable[bool]],
-    *,
-    within: float = DEADLINE,
-    what: str = "",
-) -> None:
-    """Advance the fake clock a step at each real-time poll until ``done``: a SQLite
-    store's writes take real time, which a burst of fake seconds would outrun."""
-
-    async def advanced() -> bool:
-        if await done():
-            return True
-        await clock.advance(0.25)
-        return False
-
-    await wait_for(advanced, within=within, what=what)
 
 
 def cli_env(home: Path) -> dict[str, str]:

@@ -17,7 +17,7 @@ from dispatcher.config import ProviderConfig, TwilioConfig, VoiceConfig, load_co
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
 from dispatcher.model import Message, Reason, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
-from dispatcher.store.memory import MemoryStore
+from dispatcher.testing import build_service
 from dispatcher.voice import call_status_url, voice_url
 from tests.helpers import wait_for
 from tests.peers import ACCOUNT_SID, AUTH_TOKEN, CALLS, MESSAGES, StandIn, error, hang_up
@@ -228,7 +228,7 @@ async def running(
         voice=VoiceConfig(calls_per_second=50),
     )
     channel = channel_for(url, callbacks, timeout=request_timeout or TwilioConfig().timeout)
-    return Dispatcher(config, store=MemoryStore(), channel=channel)
+    return build_service(config, channel=channel)
 
 
 async def test_a_stop_reply_lands_on_the_do_not_text_list(twilio: StandIn, home: Path) -> None:
