@@ -41,27 +41,65 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import re
 import tomllib
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from dispatcher import jsonio
 from dispatcher.automation_types import RESULTS, Cursor, Observed, Run, StoredResult
 from dispatcher.clock import Clock, TimerHandle
 from dispatcher.config import parse_duration
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.model import Lane, check_body
 from dispatcher.numbers import e164
+from dispatcher.schemas import Body, Model, Written, wire
 from dispatcher.store.port import RunStore
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_KEYS = {"name", "on", "when", "delay", "do", "script", "body", "from"}
-_FILTERS = {"campaign", "from", "digits"}
+if TYPE_CHECKING:
+    _Result = str
+else:
+    _Result = Literal[tuple(sorted(RESULTS))]
+
+
+class When(Model, frozen=True):
+    """An automation's filters: every one given must match the result."""
+
+    campaign: Annotated[str, Meta(description="a campaign's id or name")] | UnsetType = UNSET
+    from_: Written | UnsetType = UNSET
+    digits: Annotated[str, Meta(description="a prompt's answer")] | UnsetType = UNSET
+
+
+class NewAutomation(Model, frozen=True):
+    """An automation rule: on a result, after a delay, an engagement to the same contact
+    (a ``[[automation]]`` table of the automations file, or ``POST /v1/automations``)."""
+
+    name: Annotated[
+        str,
+        Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
+             description="a name is a letter then letters, digits, _ or -"),
+    ]  # fmt: skip
+    on: Annotated[_Result, Meta(description="the result that triggers it")]
+    do: Annotated[Literal["text", "call"], Meta(description="the engagement")]
+    when: When | UnsetType = UNSET
+    delay: Annotated[str, Meta(description="a duration such as 30s, 10m or 1h",
+                               examples=["10m"])] | UnsetType = UNSET  # fmt: skip
+    script: Annotated[str, Meta(description="a call's script (a configured name)")] | UnsetType = (
+        UNSET
+    )
+    body: Body | UnsetType = UNSET
+    from_: Written | UnsetType | None = UNSET
+
+
+_KEYS = sorted(NewAutomation.__struct_encode_fields__)
+_FILTERS = sorted(When.__struct_encode_fields__)
 _BATCH = 500  # results read per channel at a time
 _RETRY = 1.0  # seconds before matching again after the store failed
 
@@ -113,67 +151,75 @@ def load_rules(path: Path, *, scripts: Collection[str]) -> list[Rule]:
     return rules
 
 
-def parse_rule(  # noqa: PLR0912 - one check per key
-    item: object, index: int, *, scripts: Collection[str], where: str
-) -> Rule:
+def parse_rule(item: object, index: int, *, scripts: Collection[str], where: str) -> Rule:
+    """One rule, checked against its model (:class:`~dispatcher.schemas.NewAutomation`),
+    then for what a model cannot say: a delay's length, the numbers, a text's body, a
+    call's script by name. Errors name the rule and the key."""
+
     def bad(key: str, why: str) -> ConfigError:
         return ConfigError(f"{where}: automation {index + 1}: {key}: {why}",
                            field=f"automation[{index}].{key}")  # fmt: skip
 
     if not isinstance(item, dict):
         raise bad("automation", "must be a table")
-    if unknown := sorted(set(item) - _KEYS):
-        raise bad(unknown[0], f"unknown key (known: {', '.join(sorted(_KEYS))})")
-    name = item.get("name")
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise bad("name", "a name is a letter then letters, digits, _ or -")
-    on = item.get("on")
-    if not isinstance(on, str) or on not in RESULTS:
-        raise bad("on", f"{on!r} is not a result; use one of {', '.join(sorted(RESULTS))}")
-    when = item.get("when", {})
-    if not isinstance(when, dict) or not all(isinstance(v, str) for v in when.values()):
-        raise bad("when", "a table of filters with text values")
-    if unknown_filters := sorted(set(when) - _FILTERS):
-        raise bad(
-            "when", f"unknown filter {unknown_filters[0]} (known: {', '.join(sorted(_FILTERS))})"
-        )
-    if "digits" in when and on != "call.prompt":
+    try:
+        spec = msgspec.convert(item, NewAutomation)
+    except msgspec.ValidationError as exc:
+        found = jsonio.problem(exc)
+        key = str(found.path[0])
+        raise bad(key, _why(found, item.get(key), scripts)) from None
+    when = {wire(k): v for k, v in msgspec.structs.asdict(spec.when).items()
+            if v is not UNSET} if spec.when else {}  # fmt: skip
+    if "digits" in when and spec.on != "call.prompt":
         raise bad("when", "digits only filter call.prompt")
     delay = timedelta(0)
-    if "delay" in item and not isinstance(item["delay"], str):
-        raise bad("delay", "a duration such as 30s, 10m or 1h")
-    if "delay" in item:
+    if isinstance(spec.delay, str):
         try:
-            delay = parse_duration(str(item["delay"]), field="delay")
+            delay = parse_duration(spec.delay, field="delay")
         except InvalidInput as exc:
             raise bad("delay", str(exc)) from None
-    do = item.get("do")
-    sender = item.get("from")
-    if sender is not None and not isinstance(sender, str):
-        raise bad("from", "an E.164 number like +14155550123")
     try:
-        sender = e164(sender, field="from") if sender is not None else None
+        sender = e164(spec.from_, field="from") if isinstance(spec.from_, str) else None
         if "from" in when:
-            when = {**when, "from": e164(when["from"], field="when.from")}
+            when["from"] = e164(when["from"], field="when.from")
     except InvalidInput as exc:
         raise bad("from", str(exc)) from None
-    if do == "text":
-        body = item.get("body")
-        if not isinstance(body, str):
-            raise bad("body", "a text automation needs its body")
+    if spec.do == "text":
+        if not isinstance(spec.body, str):
+            raise bad("body", _why(None, None, scripts, key="body"))
         try:
-            check_body(body)
+            check_body(spec.body)
         except InvalidInput as exc:
             raise bad("body", str(exc)) from None
-        return Rule(name=name, on=on, do=do, delay=delay, body=body, sender=sender, when=when)
-    if do == "call":
-        script = item.get("script")
-        if not isinstance(script, str) or script not in scripts:
-            raise bad("script", f"no call script is named {script!r} (known: "
-                      f"{', '.join(sorted(scripts)) or 'none are configured'})")  # fmt: skip
-        return Rule(name=name, on=on, do=do, delay=delay, script=str(script), sender=sender,
-                    when=when)  # fmt: skip
-    raise bad("do", f'must be "text" or "call", not {do!r}')
+        return Rule(name=spec.name, on=spec.on, do=spec.do, delay=delay, body=spec.body,
+                    sender=sender, when=when)  # fmt: skip
+    script = spec.script if isinstance(spec.script, str) else None
+    if script is None or script not in scripts:
+        raise bad("script", _why(None, script, scripts, key="script"))
+    return Rule(name=spec.name, on=spec.on, do=spec.do, delay=delay, script=script,
+                sender=sender, when=when)  # fmt: skip
+
+
+def _why(
+    found: jsonio.Problem | None, value: object, scripts: Collection[str], *, key: str = ""
+) -> str:
+    """What is wrong with a rule's ``key`` (or the key ``found`` names) holding ``value``."""
+    key = str(found.path[0]) if found else key
+    if found and found.kind == "unknown":
+        if len(found.path) == 1:
+            return f"unknown key (known: {', '.join(_KEYS)})"
+        return f"unknown filter {found.path[-1]} (known: {', '.join(_FILTERS)})"
+    known = ", ".join(sorted(scripts)) or "none are configured"
+    special = {
+        "on": f"{value!r} is not a result; use one of {', '.join(sorted(RESULTS))}",
+        "do": f'must be "text" or "call", not {value!r}',
+        "when": "a table of filters with text values",
+        "body": "a text automation needs its body",
+        "script": f"no call script is named {value!r} (known: {known})",
+    }
+    if key in special:
+        return special[key]
+    return jsonio.description(NewAutomation, (key,)) or (found.detail if found else "invalid")
 
 
 class Engine:

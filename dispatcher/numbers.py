@@ -16,7 +16,10 @@ from phonenumbers import PhoneMetadata, PhoneNumber
 
 from dispatcher.errors import InvalidNumber
 
-_CANONICAL = re.compile(r"\+[1-9]\d{1,14}")
+E164_PATTERN = r"\+[1-9][0-9]{1,14}"
+"""An E.164 number as written on the wire: ``+``, then up to 15 ASCII digits, the first
+not 0 (:func:`e164` also checks the length for the country code)."""
+_CANONICAL = re.compile(E164_PATTERN)
 _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
 
 

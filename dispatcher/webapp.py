@@ -24,7 +24,8 @@ and the automation API. A thin front over :class:`~dispatcher.service.Dispatcher
   configured script), same token and idempotency rules as texts.
 - ``GET /v1/calls/{id}``: a call's status, history (statuses and every step it ran)
   and explanation.
-- ``GET /v1/openapi.json``: the description of this API.
+- ``GET /v1/openapi.json``: the description of this API, generated from the models of
+  its bodies (:mod:`dispatcher.schemas`) and the route table below, which also routes.
 - ``GET /v/{token}``: a voice link's page, which plays the campaign's message; opening
   it counts nothing. ``POST /v/{token}/play``: the page's beacon when its audio starts,
   a text Play (never from a link-preview fetcher).
@@ -40,18 +41,18 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+import msgspec
 from aiohttp import web
 from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
-from dispatcher import jsonio
-from dispatcher.automation_types import RESULTS
-from dispatcher.automations import Rule
+from dispatcher import jsonio, schemas
+from dispatcher.automations import NewAutomation, Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
-from dispatcher.control.protocol import call_view_json, event_json
+from dispatcher.control.protocol import call_view_of, event_of
 from dispatcher.errors import (
     ConfigError,
     Conflict,
@@ -63,6 +64,7 @@ from dispatcher.errors import (
 )
 from dispatcher.lifecycle import Resource
 from dispatcher.model import Keyword, Lane, TextStatus
+from dispatcher.schemas import Answer, Operation
 from dispatcher.scripts import is_url
 from dispatcher.service import CallRequest, Dispatcher, TextRequest
 from dispatcher.voice import call_status_url
@@ -71,7 +73,7 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
-E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+_Body = TypeVar("_Body", bound=schemas.Model)
 
 
 def status_callback_url(public_url: str, message_id: str) -> str:
@@ -80,6 +82,11 @@ def status_callback_url(public_url: str, message_id: str) -> str:
 
 
 _json_response = functools.partial(web.json_response, dumps=jsonio.dumps)
+
+
+def _answer(model: schemas.Model, status: int = 200) -> web.Response:
+    """A JSON answer written from its model."""
+    return _json_response(msgspec.to_builtins(model), status=status)
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -142,17 +149,12 @@ class WebApp:
         app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
         app.router.add_post("/twilio/status/{message_id}", self.status_callback)
         app.router.add_post("/twilio/inbound", self.inbound)
-        app.router.add_post("/v1/messages", self.submit)
-        app.router.add_get("/v1/messages/{message_id}", self.get_message)
         app.router.add_post("/twilio/voice/{call_id}", self.voice)
         app.router.add_post("/twilio/call-status/{call_id}", self.call_status)
-        app.router.add_post("/v1/calls", self.submit_call)
-        app.router.add_get("/v1/calls/{call_id}", self.get_call)
         app.router.add_get("/v/{token}", self.voice_link)
         app.router.add_post("/v/{token}/play", self.voice_link_played)
-        app.router.add_get("/v1/automations", self.automations)
-        app.router.add_post("/v1/automations", self.add_automation)
-        app.router.add_delete("/v1/automations/{name}", self.remove_automation)
+        for op in API:
+            app.router.add_route(op.method, op.path, getattr(self, op.handler))
         app.router.add_get("/v1/openapi.json", self.openapi)
         return app
 
@@ -246,9 +248,9 @@ class WebApp:
         if not self._api_token or not hmac.compare_digest(presented, expected):
             raise _refusal(web.HTTPUnauthorized, "unauthorized", "a valid bearer token is required")
 
-    async def _json_body(self, request: web.Request) -> Any:
-        """The body of an authorised ``/v1`` request: declared JSON (415 otherwise),
-        at most MAX_BODY bytes (413) and standard JSON (400, naming what is wrong)."""
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body of an authorised ``/v1`` request: declared JSON (415 otherwise) and
+        at most MAX_BODY bytes (413)."""
         self._authorised(request)
         if not _is_json(request.content_type):
             raise _refusal(
@@ -257,96 +259,60 @@ class WebApp:
                 f"(not {request.content_type})",
             )  # fmt: skip
         try:
-            data = await request.read()
+            return await request.read()
         except web.HTTPRequestEntityTooLarge:
             raise _refusal(web.HTTPRequestEntityTooLarge, "too_large",
                            f"the request body is over {MAX_BODY} bytes") from None  # fmt: skip
-        return jsonio.loads(data, what="the request body")
 
-    async def _submission(
-        self, request: web.Request, fields: set[str], strings: tuple[str, ...]
-    ) -> tuple[dict[str, Any], Lane]:
-        """The JSON body of a submission, checked: known fields, required strings, plain
-        E.164 numbers (as the API's description says) and the priority."""
-        body = await self._json_body(request)
-        if not isinstance(body, dict):
-            raise InvalidInput('the request body must be a JSON object like {"from": ...}')
-        if unknown := sorted(set(body) - fields - {"from", "to", "priority"}):
-            raise InvalidInput(f"unknown field {', '.join(unknown)}", field=unknown[0])
-        for name in ("from", "to", *strings):
-            if not isinstance(body.get(name), str):
-                raise InvalidInput(f"{name!r} is required and must be a string", field=name)
-        for name in ("from", "to"):
-            if not E164.fullmatch(body[name]):
-                raise InvalidInput(
-                    f"{name!r} must be an E.164 number like +14155550123, not {body[name]!r}",
-                    field=name,
-                )
-        try:
-            lane = Lane.parse(str(body.get("priority", "automation")))
-        except ValueError as exc:
-            raise InvalidInput(str(exc), field="priority") from exc
-        return body, lane
+    async def _body(self, request: web.Request, model: type[_Body]) -> _Body:
+        """The body, read into its model: standard JSON (400 naming what is wrong) with
+        known fields of the right types (400 naming the field)."""
+        return jsonio.decode(await self._read_body(request), model, what="the request body")
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
-        body, lane = await self._submission(request, {"body"}, ("body",))
-        key = request.headers.get("Idempotency-Key")
+        body = await self._body(request, schemas.NewText)
         submission = await self._dispatcher.submit(
-            TextRequest(sender=body["from"], recipient=body["to"], body=body["body"], lane=lane,
-                        idempotency_key=key)
+            TextRequest(sender=body.from_, recipient=body.to, body=body.body,
+                        lane=Lane.parse(body.priority),
+                        idempotency_key=request.headers.get("Idempotency-Key"))
         )  # fmt: skip
-        message = submission.message
-        return _json_response(
-            {"id": message.id, "status": message.status.value, "reason": message.reason},
-            status=201 if submission.created else 200,
-        )
+        m = submission.message
+        accepted = schemas.Accepted(id=m.id, status=m.status.value, reason=m.reason)
+        return _answer(accepted, status=201 if submission.created else 200)
 
     async def get_message(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         view = await self._dispatcher.message(request.match_info["message_id"])
         m = view.message
-        return _json_response(
-            {
-                "id": m.id,
-                "status": m.status.value,
-                "reason": m.reason,
-                "provider_sid": m.provider_id,
-                "status_callback_url": status_callback_url(self._public_url, m.id),
-                "history": [event_json(e) for e in view.history],
-                "explanation": view.explanation,
-            }
-        )
+        return _answer(schemas.TextView(
+            id=m.id, status=m.status.value, reason=m.reason, provider_sid=m.provider_id,
+            status_callback_url=status_callback_url(self._public_url, m.id),
+            history=[event_of(e) for e in view.history], explanation=view.explanation,
+        ))  # fmt: skip
 
     async def submit_call(self, request: web.Request) -> web.StreamResponse:
-        body, lane = await self._submission(request, {"script"}, ())
-        script = body.get("script")
-        if not isinstance(script, str | list):
-            raise InvalidInput("'script' is required: a list of steps or the name of a "
-                               "configured script", field="script")  # fmt: skip
+        body = await self._body(request, schemas.NewCall)
+        script = body.script
         submission = await self._dispatcher.submit_call(
             CallRequest(
-                sender=body["from"], recipient=body["to"], lane=lane,
+                sender=body.from_, recipient=body.to, lane=Lane.parse(body.priority),
                 script=script if isinstance(script, list) else None,
                 script_name=script if isinstance(script, str) else None,
                 idempotency_key=request.headers.get("Idempotency-Key"),
             )
         )  # fmt: skip
-        call = submission.call
-        return _json_response(
-            {"id": call.id, "status": call.status.value, "reason": call.reason},
-            status=201 if submission.created else 200,
-        )
+        c = submission.call
+        accepted = schemas.Accepted(id=c.id, status=c.status.value, reason=c.reason)
+        return _answer(accepted, status=201 if submission.created else 200)
 
     async def get_call(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         view = await self._dispatcher.call(request.match_info["call_id"])
-        return _json_response(
-            {
-                **call_view_json(view),
-                "provider_sid": view.call.provider_id,
-                "status_callback_url": call_status_url(self._public_url, view.call.id),
-            }
-        )
+        call = call_view_of(view)
+        return _answer(schemas.CallDetail(
+            **msgspec.structs.asdict(call), provider_sid=view.call.provider_id,
+            status_callback_url=call_status_url(self._public_url, view.call.id),
+        ))  # fmt: skip
 
     async def voice_link(self, request: web.Request) -> web.StreamResponse:
         """A contact (or a link-preview fetcher) opened the voice link of a text: the page
@@ -373,18 +339,21 @@ class WebApp:
         self._authorised(request)
         engine = self._dispatcher.automations
         runs = await self._dispatcher.store.list_runs(50)
-        return _json_response({
-            "automations": [rule_json(r, "file" if r.name in engine.from_file else "api")
-                            for r in engine.rules],
-            "runs": [{"rule": r.rule, "source_id": r.source_id, "result": r.result,
-                      "due_at": r.due_at.isoformat(), "state": r.state,
-                      "engagement_id": r.engagement_id, "detail": r.detail} for r in runs],
-        })  # fmt: skip
+        return _answer(schemas.Automations(
+            automations=[rule_out(r, "file" if r.name in engine.from_file else "api")
+                         for r in engine.rules],
+            runs=[schemas.RunOut(rule=r.rule, source_id=r.source_id, result=r.result,
+                                 due_at=r.due_at.isoformat(), state=r.state,
+                                 engagement_id=r.engagement_id, detail=r.detail)
+                  for r in runs],
+        ))  # fmt: skip
 
     async def add_automation(self, request: web.Request) -> web.StreamResponse:
-        body = await self._json_body(request)
+        """A rule, checked against :class:`NewAutomation` by the rule parser
+        (which also reads the automations file)."""
+        body = jsonio.loads(await self._read_body(request), what="the request body")
         rule = await self._dispatcher.automations.add(body)
-        return _json_response(rule_json(rule, "api"), status=201)
+        return _answer(rule_out(rule, "api"), status=201)
 
     async def remove_automation(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -451,12 +420,12 @@ def _script_string(text: str) -> str:
     return json.dumps(text).replace("<", "\\u003c")
 
 
-def rule_json(rule: Rule, source: str) -> dict[str, Any]:
-    return {
-        "name": rule.name, "on": rule.on, "do": rule.do,
-        "delay_seconds": rule.delay.total_seconds(), "when": dict(rule.when or {}),
-        "script": rule.script, "body": rule.body, "from": rule.sender, "source": source,
-    }  # fmt: skip
+def rule_out(rule: Rule, source: Literal["file", "api"]) -> schemas.RuleOut:
+    return schemas.RuleOut(
+        name=rule.name, on=rule.on, do=rule.do, delay_seconds=rule.delay.total_seconds(),
+        when=dict(rule.when or {}), script=rule.script, body=rule.body, from_=rule.sender,
+        source=source,
+    )  # fmt: skip
 
 
 class HttpServer(Resource):
@@ -488,183 +457,48 @@ class HttpServer(Resource):
             await self._runner.cleanup()
 
 
-_ERROR = {"$ref": "#/components/schemas/Error"}
-_JSON_ERROR = {"application/json": {"schema": _ERROR}}
-_MESSAGE_ID = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_CALL_ID = {"name": "call_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_KEY = {
-    "name": "Idempotency-Key",
-    "in": "header",
-    "required": False,
-    "schema": {"type": "string", "maxLength": 255},
-}
-_NUMBER = {"type": "string", "pattern": "^\\+[1-9][0-9]{6,14}$"}
-_UNAUTHORISED = {"description": "no valid bearer token"}
-_BODY_REFUSED = {
-    "413": {"description": "the body is over 64 KiB", "content": _JSON_ERROR},
-    "415": {"description": "the body is not sent as application/json", "content": _JSON_ERROR},
-}
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.0.3",
-    "info": {"title": "dispatcher automation API", "version": "1"},
-    "components": {
-        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-        "schemas": {
-            "Error": {
-                "type": "object",
-                "required": ["error"],
-                "properties": {"error": {"type": "object", "required": ["code", "message"],
-                                         "properties": {"code": {"type": "string"},
-                                                        "message": {"type": "string"},
-                                                        "field": {"type": "string"}}}},
-            },
-            "NewCall": {
-                "type": "object",
-                "required": ["from", "to", "script"],
-                "additionalProperties": False,
-                "properties": {
-                    "from": {**_NUMBER, "example": "+15550000001"},
-                    "to": {**_NUMBER, "example": "+15550100001"},
-                    "script": {
-                        "description": "the steps of the call (say, play, pause, gather, "
-                                       "record, dial, conference, notify, voicemail_drop, "
-                                       "play_drop, activity), or the name of a configured "
-                                       "script",
-                        "oneOf": [
-                            {"type": "array", "minItems": 1, "maxItems": 100,
-                             "items": {"type": "object"},
-                             "example": [{"say": "Hello from dispatcher."}]},
-                            {"type": "string", "minLength": 1},
-                        ],
-                    },
-                    "priority": {"type": "string", "enum": ["automation", "bulk"]},
-                },
-            },
-            "NewAutomation": {
-                "type": "object",
-                "required": ["name", "on", "do"],
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string", "pattern": "^[A-Za-z][A-Za-z0-9_-]{0,63}$"},
-                    "on": {"type": "string", "enum": sorted(RESULTS)},
-                    "when": {"type": "object", "additionalProperties": False, "properties": {
-                        "campaign": {"type": "string"}, "from": _NUMBER,
-                        "digits": {"type": "string"}}},
-                    "delay": {"type": "string", "example": "10m"},
-                    "do": {"type": "string", "enum": ["text", "call"]},
-                    "script": {"type": "string"},
-                    "body": {"type": "string", "minLength": 1, "maxLength": 1600},
-                    "from": _NUMBER,
-                },
-                "example": {"name": "call-when-delivered", "on": "text.delivered",
-                            "do": "text", "body": "Thanks!"},
-            },
-            "NewText": {
-                "type": "object",
-                "required": ["from", "to", "body"],
-                "additionalProperties": False,
-                "properties": {
-                    "from": {**_NUMBER, "example": "+15550000001"},
-                    "to": {**_NUMBER, "example": "+15550100001"},
-                    "body": {"type": "string", "minLength": 1, "maxLength": 1600},
-                    "priority": {"type": "string", "enum": ["automation", "bulk"]},
-                },
-            },
-        },
-    },
-    "security": [{"bearer": []}],
-    "paths": {
-        "/v1/messages": {
-            "post": {
-                "summary": "Submit a text",
-                "parameters": [_KEY],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/NewText"}}}},
-                "responses": {
-                    "201": {"description": "accepted (or ended by a rule: see status)"},
-                    "200": {"description": "the message an earlier request with this key made"},
-                    "400": {"description": "invalid", "content": _JSON_ERROR},
-                    "401": _UNAUTHORISED,
-                    "409": {"description": "the key was used for another text",
-                            "content": _JSON_ERROR},
-                    **_BODY_REFUSED,
-                },
-            }
-        },
-        "/v1/messages/{message_id}": {
-            "get": {
-                "summary": "A text's status, history and explanation",
-                "parameters": [_MESSAGE_ID],
-                "responses": {
-                    "200": {"description": "the text"},
-                    "401": _UNAUTHORISED,
-                    "404": {"description": "no such text", "content": _JSON_ERROR},
-                },
-            }
-        },
-        "/v1/calls": {
-            "post": {
-                "summary": "Place a call with a script",
-                "parameters": [_KEY],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/NewCall"}}}},
-                "responses": {
-                    "201": {"description": "accepted: queued on the account's pace"},
-                    "200": {"description": "the call an earlier request with this key made"},
-                    "400": {"description": "invalid (a number, the script: the error names "
-                                           "the step)", "content": _JSON_ERROR},
-                    "401": _UNAUTHORISED,
-                    "409": {"description": "the key was used for another call",
-                            "content": _JSON_ERROR},
-                    **_BODY_REFUSED,
-                },
-            }
-        },
-        "/v1/automations": {
-            "get": {
-                "summary": "The automations (from the file and the API) and recent runs",
-                "responses": {"200": {"description": "the rules and runs"},
-                              "401": _UNAUTHORISED},
-            },
-            "post": {
-                "summary": "Add an automation: on a result, after a delay, an engagement",
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/NewAutomation"}}}},
-                "responses": {
-                    "201": {"description": "added"},
-                    "400": {"description": "invalid (the error names the key)",
-                            "content": _JSON_ERROR},
-                    "401": _UNAUTHORISED,
-                    "409": {"description": "an automation has that name",
-                            "content": _JSON_ERROR},
-                    **_BODY_REFUSED,
-                },
-            },
-        },
-        "/v1/automations/{name}": {
-            "delete": {
-                "summary": "Remove an automation added through the API",
-                "parameters": [{"name": "name", "in": "path", "required": True,
-                                "schema": {"type": "string"}}],
-                "responses": {
-                    "204": {"description": "removed"},
-                    "401": _UNAUTHORISED,
-                    "404": {"description": "no such automation", "content": _JSON_ERROR},
-                    "409": {"description": "it is in the automations file",
-                            "content": _JSON_ERROR},
-                },
-            },
-        },
-        "/v1/calls/{call_id}": {
-            "get": {
-                "summary": "A call's status, history (statuses and steps) and explanation",
-                "parameters": [_CALL_ID],
-                "responses": {
-                    "200": {"description": "the call"},
-                    "401": _UNAUTHORISED,
-                    "404": {"description": "no such call", "content": _JSON_ERROR},
-                },
-            }
-        },
-    },
-}  # fmt: skip
+_ERROR = schemas.Error
+API = [
+    Operation(method="POST", path="/v1/messages", handler="submit", summary="Submit a text",
+              body=schemas.NewText, idempotency_key=True, answers={
+                  201: Answer("accepted (or ended by a rule: see status)", schemas.Accepted),
+                  200: Answer("the message an earlier request with this key made",
+                              schemas.Accepted),
+                  400: Answer("invalid (the error names the field)", _ERROR),
+                  409: Answer("the key was used for another text", _ERROR)}),
+    Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
+              summary="A text's status, history and explanation", answers={
+                  200: Answer("the text", schemas.TextView),
+                  404: Answer("no such text", _ERROR)}),
+    Operation(method="POST", path="/v1/calls", handler="submit_call",
+              summary="Place a call with a script", body=schemas.NewCall,
+              idempotency_key=True, answers={
+                  201: Answer("accepted: queued on the account's pace", schemas.Accepted),
+                  200: Answer("the call an earlier request with this key made",
+                              schemas.Accepted),
+                  400: Answer("invalid (a number, the script: the error names the step)",
+                              _ERROR),
+                  409: Answer("the key was used for another call", _ERROR)}),
+    Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
+              summary="A call's status, history (statuses and steps) and explanation",
+              answers={200: Answer("the call", schemas.CallDetail),
+                       404: Answer("no such call", _ERROR)}),
+    Operation(method="GET", path="/v1/automations", handler="automations",
+              summary="The automations (from the file and the API) and recent runs",
+              answers={200: Answer("the rules and runs", schemas.Automations)}),
+    Operation(method="POST", path="/v1/automations", handler="add_automation",
+              summary="Add an automation: on a result, after a delay, an engagement",
+              body=NewAutomation, answers={
+                  201: Answer("added", schemas.RuleOut),
+                  400: Answer("invalid (the error names the key)", _ERROR),
+                  409: Answer("an automation has that name", _ERROR)}),
+    Operation(method="DELETE", path="/v1/automations/{name}", handler="remove_automation",
+              summary="Remove an automation added through the API", answers={
+                  204: Answer("removed"),
+                  404: Answer("no such automation", _ERROR),
+                  409: Answer("it is in the automations file", _ERROR)}),
+]  # fmt: skip
+"""The automation API: each route, the models of its bodies and its answers. It routes
+the requests (:meth:`WebApp.app`) and is the API's description (:data:`OPENAPI`)."""
+
+OPENAPI: dict[str, Any] = schemas.openapi(API, title="dispatcher automation API", version="1")

@@ -3,8 +3,9 @@
 A request is one line: ``{"cmd": "status", "args": {...}, "id": 7}`` (``args`` and
 ``id`` optional). The answer is one line: ``{"id": 7, "ok": true, "result": ...}``
 or ``{"id": 7, "ok": false, "error": {"code": "not_found", "message": "..."}}``.
-Each command declares its arguments as a frozen dataclass; they are checked
-before the handler runs, so a bad request gets an error that names the field.
+Each command declares its arguments as a typed model (a ``msgspec.Struct``); msgspec
+reads them straight from the line and checks them before the handler runs, so a bad
+request gets an error that names the argument.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from dispatcher import jsonio, metrics, report
+import msgspec
+from msgspec import Meta
+
+from dispatcher import jsonio, metrics, report, schemas
 from dispatcher.calls import Call, CallEvent
 from dispatcher.errors import InvalidInput
 from dispatcher.health import StoreFault
@@ -59,55 +63,72 @@ def command(name: str, args: type[Any], help: str) -> Callable[[Handler], Handle
     return register
 
 
+class Request(msgspec.Struct):
+    """A request line; ``args`` are read by the command's own model once it is known.
+    Other keys are ignored."""
+
+    cmd: Any = None
+    id: Any = None
+    args: msgspec.Raw = msgspec.Raw(b"null")
+
+
+def decode_request(line: bytes) -> dict[str, Any]:
+    """One request line (standard JSON: see :mod:`dispatcher.jsonio`) as ``cmd``,
+    ``id`` and ``args`` (still raw), or a clear InvalidInput."""
+    request = jsonio.decode(line, Request, what="the request", unwrap="args")
+    if not (jsonio.bounded(request.id) and jsonio.bounded(request.cmd)):
+        jsonio.loads(line, what="the request")  # names the integer that is too large
+    return {"cmd": request.cmd, "id": request.id, "args": request.args}
+
+
+def request_fields(request: dict[str, Any]) -> tuple[str, object]:
+    """``(cmd, args)`` of a decoded request."""
+    cmd = request.get("cmd")
+    if not isinstance(cmd, str):
+        raise InvalidInput('the request has no "cmd" string', field="cmd")
+    return cmd, request.get("args")
+
+
 def parse_args(cls: type[Any], raw: object) -> Any:
-    """Build the ``cls`` dataclass from a JSON object, checking names and types."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise InvalidInput("args must be a JSON object", field="args")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        expected = ", ".join(_wire(f) for f in fields) or "none"
-        raise InvalidInput(
-            f"unknown argument {', '.join(map(_wire, unknown))} (expected: {expected})",
-            field=_wire(unknown[0]),
+    """The ``cls`` arguments of a request (its raw ``args``, or an object already
+    decoded), checking names and types; ``null`` or no ``args`` is no arguments."""
+    model = _model_of(cls)
+    if isinstance(raw, msgspec.Raw):
+        data = bytes(raw)
+        args = jsonio.decode(
+            b"{}" if data == b"null" else data, model, noun="argument", whole="args"
         )
-    values: dict[str, Any] = {}
-    for name, f in fields.items():
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if name not in raw:
-            if required:
-                raise InvalidInput(f"missing argument {_wire(name)!r}", field=_wire(name))
-            continue
-        values[name] = _check_type(name, hints[name], raw[name])
-    return cls(**values)
+    else:
+        args = jsonio.convert({} if raw is None else raw, model, noun="argument")
+    if model is cls:
+        return args
+    return cls(**msgspec.structs.asdict(args))
 
 
-def _check_type(name: str, kind: Any, value: object) -> object:
-    allowed = typing.get_args(kind) if typing.get_origin(kind) is not None else (kind,)
-    for option in allowed:
-        if option is type(None) and value is None:
-            return value
-        if option is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if option in (str, bool) and isinstance(value, option):
-            return value
-        if typing.get_origin(option) is list and isinstance(value, list):
-            return value
-    expected = " or ".join(
-        "null" if o is type(None) else "a list" if typing.get_origin(o) is list else o.__name__
-        for o in allowed
-    )
-    raise InvalidInput(
-        f"argument {_wire(name)!r} must be {expected}, not {value!r}", field=_wire(name)
-    )
+def _model_of(cls: type[Any]) -> type[msgspec.Struct]:
+    """The model of a command's arguments: ``cls`` itself, or for a dataclass, a model
+    with the same fields (its ``__post_init__`` checks then run as it is built)."""
+    if issubclass(cls, msgspec.Struct):
+        return cls
+    if (model := _MODELS.get(cls)) is None:
+        model = _MODELS[cls] = _model_of_dataclass(cls)
+    return model
 
 
-def _wire(name: str) -> str:
-    """The name a field has on the wire (``from_`` is ``from``)."""
-    return name.removesuffix("_")
+_MODELS: dict[type[Any], type[msgspec.Struct]] = {}
+
+
+def _model_of_dataclass(cls: type[Any]) -> type[msgspec.Struct]:
+    hints = typing.get_type_hints(cls, include_extras=True)
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            fields.append((f.name, hints[f.name], f.default))
+        elif f.default_factory is not dataclasses.MISSING:
+            fields.append((f.name, hints[f.name], msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, hints[f.name]))
+    return msgspec.defstruct(cls.__name__, fields, bases=(schemas.Model,))
 
 
 # -- JSON shapes of the service's values ---------------------------------------------
@@ -139,19 +160,23 @@ def message_json(m: Message) -> JSON:
 
 def event_json(e: Event | CallEvent) -> JSON:
     """A history entry; a call's also names its result (Say, Prompt, ...) and step."""
+    return _builtins(event_of(e))
+
+
+def event_of(e: Event | CallEvent) -> schemas.Event:
     extra: JSON = {}
     if isinstance(e, CallEvent):
         extra = {"result": e.result.value if e.result else None, "step": e.step}
-    return {
-        "status": e.status.value if e.status else None,
-        **extra,
-        "at": _ts(e.at),
-        "reason": e.reason,
-        "provider_code": e.provider_code,
-        "source": e.source.value,
-        "applied": e.applied,
-        "detail": e.detail,
-    }
+    return schemas.Event(
+        status=e.status.value if e.status else None, **extra, at=_ts(e.at) or "",
+        reason=e.reason, provider_code=e.provider_code, source=e.source.value,
+        applied=e.applied, detail=e.detail,
+    )  # fmt: skip
+
+
+def _builtins(model: msgspec.Struct) -> JSON:
+    built: JSON = msgspec.to_builtins(model)
+    return built
 
 
 def view_json(view: MessageView) -> JSON:
@@ -163,11 +188,28 @@ def view_json(view: MessageView) -> JSON:
 
 
 def call_json(c: Call) -> JSON:
+    return _builtins(schemas.CallOut(**_call_fields(c)))
+
+
+def call_view_json(view: CallView) -> JSON:
+    return _builtins(call_view_of(view))
+
+
+def call_view_of(view: CallView) -> schemas.CallView:
+    return schemas.CallView(
+        **_call_fields(view.call),
+        history=[event_of(e) for e in view.history],
+        explanation=view.explanation,
+    )
+
+
+def _call_fields(c: Call) -> JSON:
+    """The fields of :class:`schemas.CallOut` for ``c``."""
     return {
         "id": c.id,
         "status": c.status.value,
         "reason": c.reason,
-        "from": c.sender,
+        "from_": c.sender,
         "to": c.recipient,
         "script_name": c.script_name,
         "script": json.loads(c.script),
@@ -180,14 +222,6 @@ def call_json(c: Call) -> JSON:
         "provider_id": c.provider_id,
         "provider_code": c.provider_code,
         "trigger": c.trigger,
-    }
-
-
-def call_view_json(view: CallView) -> JSON:
-    return {
-        **call_json(view.call),
-        "history": [event_json(e) for e in view.history],
-        "explanation": view.explanation,
     }
 
 
@@ -257,69 +291,52 @@ def dnt_json(entry: DntEntry) -> JSON:
 # -- commands ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class NoArgs:
+class Args(schemas.Model, frozen=True):
+    """A command's arguments (``from_`` is ``from`` on the wire)."""
+
+
+class NoArgs(Args, frozen=True):
     pass
 
 
-@dataclass(frozen=True, slots=True)
-class SubmitArgs:
+class SubmitArgs(Args, frozen=True):
     from_: str
     to: str
     body: str
-    priority: str = "automation"
+    priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class IdArgs:
+class IdArgs(Args, frozen=True):
     id: str
 
 
 MAX_LIMIT = 10_000
+Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT, description=f"from 1 to {MAX_LIMIT}")]
 
 
-def _check_limit(limit: int) -> None:
-    if not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"argument 'limit' must be from 1 to {MAX_LIMIT}", field="limit")
-
-
-@dataclass(frozen=True, slots=True)
-class FindArgs:
+class FindArgs(Args, frozen=True):
     to: str
-    limit: int = 50
-
-    def __post_init__(self) -> None:
-        _check_limit(self.limit)
+    limit: Limit = 50
 
 
-@dataclass(frozen=True, slots=True)
-class NumberArgs:
+class NumberArgs(Args, frozen=True):
     number: str
 
 
-@dataclass(frozen=True, slots=True)
-class DntAddArgs:
+class DntAddArgs(Args, frozen=True):
     number: str
     reason: str | None = None
     added_by: str = "operator"
 
 
-@dataclass(frozen=True, slots=True)
-class StatusArgs:
-    limit: int = 100
+class StatusArgs(Args, frozen=True):
+    limit: Limit = 100
     number: str | None = None
 
-    def __post_init__(self) -> None:
-        _check_limit(self.limit)
 
-
-@dataclass(frozen=True, slots=True)
-class LimitArgs:
-    limit: int = 1000
-
-    def __post_init__(self) -> None:
-        _check_limit(self.limit)
+class LimitArgs(Args, frozen=True):
+    limit: Limit = 1000
 
 
 @command("ping", NoArgs, "check that the service answers")
@@ -334,10 +351,7 @@ async def _help(_d: Dispatcher, _: NoArgs) -> JSON:
 
 @command("submit", SubmitArgs, "submit a text: from, to, body, priority, idempotency_key")
 async def _submit(d: Dispatcher, a: SubmitArgs) -> JSON:
-    try:
-        lane = Lane.parse(a.priority)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="priority") from exc
+    lane = Lane.parse(a.priority)
     request = TextRequest(
         sender=a.from_, recipient=a.to, body=a.body, lane=lane, idempotency_key=a.idempotency_key
     )
@@ -396,21 +410,21 @@ async def _dnt_list(d: Dispatcher, a: LimitArgs) -> JSON:
     return {"entries": [dnt_json(e) for e in await d.dnt_list(a.limit)]}
 
 
-@dataclass(frozen=True, slots=True)
-class CallArgs:
+class CallArgs(Args, frozen=True):
     from_: str
     to: str
     script: list[Any] | str
-    priority: str = "automation"
+    priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not jsonio.bounded(self.script):
+            raise ValueError("an integer in the script is too large")
 
 
 @command("call", CallArgs, "place a call: from, to, script (steps, or a script's name), ...")
 async def _call(d: Dispatcher, a: CallArgs) -> JSON:
-    try:
-        lane = Lane.parse(a.priority)
-    except ValueError as exc:
-        raise InvalidInput(str(exc), field="priority") from exc
+    lane = Lane.parse(a.priority)
     request = CallRequest(
         sender=a.from_, recipient=a.to, lane=lane, idempotency_key=a.idempotency_key,
         script=a.script if isinstance(a.script, list) else None,
@@ -435,8 +449,7 @@ async def _call_cancel(d: Dispatcher, a: IdArgs) -> JSON:
     return call_json(await d.cancel_call(a.id))
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsArgs:
+class MetricsArgs(Args, frozen=True):
     since: str | None = None  # ISO 8601, or a duration back from now (24h, 7d)
     until: str | None = None
     campaign: str | None = None
@@ -447,7 +460,7 @@ class MetricsArgs:
 
 @command("metrics", MetricsArgs, "engagement counts by channel: since, until, campaign, ..., by")
 async def _metrics(d: Dispatcher, a: MetricsArgs) -> JSON:
-    query, by = metrics.request(now=d.clock.now().wall, **dataclasses.asdict(a))
+    query, by = metrics.request(now=d.clock.now().wall, **msgspec.structs.asdict(a))
     rows = await d.store.engagement(query)
     return await asyncio.to_thread(_report, rows, by)
 
@@ -461,8 +474,7 @@ def _report(rows: list[metrics.EngagementRow], by: metrics.By | None) -> JSON:
         rows.clear()
 
 
-@dataclass(frozen=True, slots=True)
-class ReportDataArgs:
+class ReportDataArgs(Args, frozen=True):
     since: str | None = None  # ISO 8601, or a duration back from now (24h, 7d)
     until: str | None = None
     campaign: str | None = None
@@ -474,23 +486,3 @@ async def _report_data(d: Dispatcher, a: ReportDataArgs) -> JSON:
     query, _ = metrics.request(now=d.clock.now().wall, since=a.since, until=a.until,
                                campaign=a.campaign)  # fmt: skip
     return await d.report_data(query, report.check_bucket(a.bucket))
-
-
-def decode_request(line: bytes) -> dict[str, Any]:
-    """One request line as a JSON object (standard JSON: see :mod:`dispatcher.jsonio`),
-    or a clear InvalidInput."""
-    request = jsonio.loads(line, what="the request", unwrap="args")
-    if not isinstance(request, dict):
-        raise InvalidInput('the request must be a JSON object like {"cmd": "ping"}')
-    return request
-
-
-def request_fields(request: dict[str, Any]) -> tuple[str, object]:
-    """``(cmd, args)`` of a decoded request (``from`` becomes the field ``from_``)."""
-    cmd = request.get("cmd")
-    if not isinstance(cmd, str):
-        raise InvalidInput('the request has no "cmd" string', field="cmd")
-    args = request.get("args")
-    if isinstance(args, dict) and "from" in args:
-        args = {("from_" if k == "from" else k): v for k, v in args.items()}
-    return cmd, args

@@ -1,0 +1,317 @@
+"""The typed models of what the HTTP API takes and gives, and the OpenAPI description
+generated from them.
+
+Each request body and answer body is a ``msgspec.Struct`` (an automation rule's,
+``NewAutomation``, is beside its parser in :mod:`dispatcher.automations`): msgspec
+checks a request against its model as it decodes it (:func:`dispatcher.jsonio.decode`,
+errors naming the field), and :func:`openapi` writes the API's description from the
+same models, so the two cannot drift. A field's ``Meta`` says what a value must be,
+once: the check, the description and the error message all read it.
+
+What a model cannot say is checked by the domain, with its own errors: a number's
+length for its country (:func:`dispatcher.numbers.e164`), a text's length in
+characters (``check_body``), a call script's steps (``dispatcher.scripts``). Such
+limits are only described here (``extra_json_schema``), never checked twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from dispatcher.numbers import E164_PATTERN
+
+
+def wire(name: str) -> str:
+    """The name a field has on the wire: ``from_`` is ``from``."""
+    return name.removesuffix("_")
+
+
+class Model(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename=wire):
+    """A body on the wire: known fields only, each of its type."""
+
+
+# -- values ------------------------------------------------------------------------------
+
+Number = Annotated[
+    str,
+    Meta(pattern=f"^{E164_PATTERN}$", description="an E.164 number like +14155550123",
+         examples=["+15550000001"]),
+]  # fmt: skip
+"""A phone number in E.164 as written (``+14155550123``, no spaces)."""
+
+Written = Annotated[
+    str,
+    Meta(description="a phone number with its country code, like +14155550123",
+         extra_json_schema={"pattern": f"^{E164_PATTERN}$", "examples": ["+15550000001"]}),
+]  # fmt: skip
+"""A phone number the domain normalises (spaces, dashes and brackets allowed)."""
+
+Priority = Annotated[
+    Literal["automation", "bulk"],
+    Meta(description="the lane: automation texts go ahead of bulk ones on a number"),
+]
+Body = Annotated[
+    str,
+    Meta(description="the text (1 to 1600 characters)",
+         extra_json_schema={"minLength": 1, "maxLength": 1600}),
+]  # fmt: skip
+Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+Id = Annotated[str, Meta(description="the id the service gave it")]
+
+
+# -- requests ----------------------------------------------------------------------------
+
+
+class NewText(Model, frozen=True):
+    """A text to send (``POST /v1/messages``)."""
+
+    from_: Number
+    to: Number
+    body: Body
+    priority: Priority = "automation"
+
+
+class NewCall(Model, frozen=True):
+    """A call to place (``POST /v1/calls``)."""
+
+    from_: Number
+    to: Number
+    script: Annotated[
+        list[Any] | str,
+        Meta(
+            description="the steps of the call (say, play, pause, gather, record, dial, "
+            "conference, notify, voicemail_drop, play_drop, activity), or the name of a "
+            "configured script",
+            extra_json_schema={
+                "oneOf": [
+                    {"type": "array", "minItems": 1, "maxItems": 100,
+                     "items": {"type": "object"},
+                     "examples": [[{"say": "Hello from dispatcher."}]]},
+                    {"type": "string", "minLength": 1},
+                ]
+            },
+        ),
+    ]  # fmt: skip
+    priority: Priority = "automation"
+
+
+# -- answers -----------------------------------------------------------------------------
+
+
+class Event(Model, frozen=True, kw_only=True):
+    """One time-stamped step of a history; a call's also names its result and step."""
+
+    status: str | None
+    result: str | UnsetType | None = UNSET
+    step: int | UnsetType | None = UNSET
+    at: Timestamp
+    reason: str | None
+    provider_code: str | None
+    source: str
+    applied: bool
+    detail: str | None
+
+
+class Accepted(Model, frozen=True):
+    """A text or call accepted (201), or the one an earlier request with the same
+    Idempotency-Key made (200)."""
+
+    id: Id
+    status: str
+    reason: str | None
+
+
+class TextView(Model, frozen=True):
+    """A text: its status, history and why it is in its state."""
+
+    id: Id
+    status: str
+    reason: str | None
+    provider_sid: str | None
+    status_callback_url: str
+    history: list[Event]
+    explanation: str
+
+
+class CallOut(Model, frozen=True):
+    """A call as it stands."""
+
+    id: Id
+    status: str
+    reason: str | None
+    from_: str
+    to: str
+    script_name: str | None
+    script: list[Any]
+    priority: str
+    answered_by: str | None
+    script_done: bool
+    accepted_at: Timestamp
+    placed_at: Timestamp | None
+    updated_at: Timestamp
+    provider_id: str | None
+    provider_code: str | None
+    trigger: str | None
+
+
+class CallView(CallOut, frozen=True):
+    """A call with its history (statuses and every step it ran) and explanation."""
+
+    history: list[Event]
+    explanation: str
+
+
+class CallDetail(CallView, frozen=True):
+    """``GET /v1/calls/{call_id}``: the call, its provider id and its status callback."""
+
+    provider_sid: str | None
+    status_callback_url: str
+
+
+class RuleOut(Model, frozen=True):
+    """An automation rule, and where it comes from (the file or the API)."""
+
+    name: str
+    on: str
+    do: str
+    delay_seconds: float
+    when: dict[str, str]
+    script: str | None
+    body: str | None
+    from_: str | None
+    source: Literal["file", "api"]
+
+
+class RunOut(Model, frozen=True):
+    """One run of a rule: a result it matched, and the engagement it made."""
+
+    rule: str
+    source_id: str
+    result: str
+    due_at: Timestamp
+    state: str
+    engagement_id: str | None
+    detail: str | None
+
+
+class Automations(Model, frozen=True):
+    """The rules (the file's and the API's) and the latest runs."""
+
+    automations: list[RuleOut]
+    runs: list[RunOut]
+
+
+class ErrorDetail(Model, frozen=True):
+    code: str
+    message: str
+    field: str | UnsetType = UNSET
+
+
+class Error(Model, frozen=True):
+    """Every refusal: a stable code, a sentence, and the field at fault if one is."""
+
+    error: ErrorDetail
+
+
+# -- the OpenAPI description -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    description: str
+    body: type[Model] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Operation:
+    """One route of the API: what it takes, what it answers, and the handler (a method
+    of the web app) that serves it."""
+
+    method: str
+    path: str
+    handler: str
+    summary: str
+    body: type[Model] | None = None
+    answers: Mapping[int, Answer] = field(default_factory=dict)
+    idempotency_key: bool = False
+
+
+_COMMON = {
+    401: Answer("no valid bearer token", Error),
+    503: Answer("the store refuses writes for now (a full disk): try again after "
+                "Retry-After seconds", Error),
+}  # fmt: skip
+_WITH_BODY = {
+    413: Answer("the body is over 64 KiB", Error),
+    415: Answer("the body is not sent as application/json", Error),
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
+_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "the same key returns the same engagement and never sends twice",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+}
+_REF = "#/components/schemas/{name}"
+_PARAMETER = re.compile(r"{(\w+)}")
+
+
+def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of ``operations``, every schema from its model."""
+    models = sorted(
+        {m for op in operations for m in (op.body, *(a.body for a in _answers(op).values())) if m},
+        key=lambda m: m.__name__,
+    )
+    _, components = msgspec.json.schema_components(models, ref_template=_REF)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        parameters: list[dict[str, Any]] = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in _PARAMETER.findall(op.path)
+        ]
+        if op.idempotency_key:
+            parameters.append(_KEY)
+        entry: dict[str, Any] = {"summary": op.summary, "operationId": op.handler}
+        if parameters:
+            entry["parameters"] = parameters
+        if op.body is not None:
+            entry["requestBody"] = {"required": True, "content": _json(op.body)}
+        entry["responses"] = {
+            str(status): _response(status, answer)
+            for status, answer in sorted(_answers(op).items())
+        }
+        paths.setdefault(op.path, {})[op.method.lower()] = entry
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": title, "version": version},
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": components,
+        },
+        "security": [{"bearer": []}],
+        "paths": paths,
+    }
+
+
+def _answers(op: Operation) -> dict[int, Answer]:
+    return {**_COMMON, **(_WITH_BODY if op.body is not None else {}), **op.answers}
+
+
+def _json(model: type[Model]) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": _REF.format(name=model.__name__)}}}
+
+
+def _response(status: int, answer: Answer) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": answer.description}
+    if answer.body is not None:
+        response["content"] = _json(answer.body)
+    if status == 503:
+        response["headers"] = _RETRY_AFTER
+    return response
