@@ -156,12 +156,14 @@ class Harness:
     @classmethod
     def of(cls, harness: Harness) -> Self:
         """The same running service, seen through a subclass with more helpers."""
-        return cls(
+        view = cls(
             service=harness.service,
             clock=harness.clock,
             simulator=harness.simulator,
             home=harness.home,
         )
+        view.started = harness.started
+        return view
 
     def now(self) -> datetime:
         """The fake clock's UTC time."""
