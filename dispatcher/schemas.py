@@ -24,6 +24,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from dispatcher.jsonio import bounded
 from dispatcher.numbers import E164_PATTERN
 
 
@@ -99,6 +100,10 @@ class NewCall(Model, frozen=True):
         ),
     ]  # fmt: skip
     priority: Priority = "automation"
+
+    def __post_init__(self) -> None:
+        if not bounded(self.script):  # untyped: held to standard JSON here
+            raise ValueError("an integer in the script is too large")
 
 
 # -- answers -----------------------------------------------------------------------------

@@ -16,11 +16,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from dispatcher.automation_types import RESULTS
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, SimulatorConfig
+from dispatcher.numbers import E164_PATTERN
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
-from dispatcher.webapp import OPENAPI, HttpServer, WebApp
+from dispatcher.webapp import API, OPENAPI, HttpServer, WebApp
 from tests.helpers import free_port
 
 TOKEN = "schema-test-token"  # noqa: S105 - a test secret for a local server
@@ -69,3 +71,41 @@ def test_the_api_answers_as_its_description_says(case: Case[Any], live_api: str)
         headers={"Authorization": f"Bearer {TOKEN}"},
         excluded_checks=[positive_data_acceptance],
     )
+
+
+def test_the_description_is_generated_from_the_routes_and_their_models() -> None:
+    """Every route of the table is described and routed; every answer but 204 names its
+    model, every refusal the error shape, and each route lists the refusals it can give."""
+    paths: dict[str, dict[str, Any]] = OPENAPI["paths"]
+    described = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert described == {(op.method, op.path) for op in API}
+    models = OPENAPI["components"]["schemas"]
+    for op in API:
+        entry = paths[op.path][op.method.lower()]
+        answers: dict[str, dict[str, Any]] = entry["responses"]
+        assert {"401", "503"} <= set(answers), op.path
+        assert "Retry-After" in answers["503"]["headers"]
+        if op.body is not None:
+            assert {"400", "413", "415"} <= set(answers), op.path
+            body = entry["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+            assert body == f"#/components/schemas/{op.body.__name__}"
+        for status, answer in answers.items():
+            if status == "204":
+                assert "content" not in answer
+                continue
+            ref: str = answer["content"]["application/json"]["schema"]["$ref"]
+            assert ref.removeprefix("#/components/schemas/") in models
+            if int(status) >= 400:
+                assert ref == "#/components/schemas/Error"
+    assert models["NewText"]["properties"]["from"]["pattern"] == f"^{E164_PATTERN}$"
+    assert models["NewAutomation"]["properties"]["on"]["enum"] == sorted(RESULTS)
+
+
+async def test_every_route_of_the_table_is_served(tmp_path: Path) -> None:
+    service = Dispatcher(Config(home=tmp_path), store=MemoryStore(),
+                         channel=Simulator(log_path=tmp_path / "sim.jsonl"))  # fmt: skip
+    app = WebApp(service, public_url="http://127.0.0.1", twilio_auth_token=None,
+                 api_token=TOKEN).app()  # fmt: skip
+    served = {(route.method, route.resource.canonical) for route in app.router.routes()
+              if route.resource is not None}  # fmt: skip
+    assert {(op.method, op.path) for op in API} <= served

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from dispatcher.automation_types import Observed
-from dispatcher.automations import Rule, load_rules, matches
+from dispatcher.automations import Rule, load_rules, matches, parse_rule
 from dispatcher.calls import CallStatus
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
@@ -284,6 +284,55 @@ def test_a_bad_rule_names_the_rule_and_key(tmp_path: Path, toml: str, says: str)
     with pytest.raises(ConfigError, match=says.replace("(", r"\(").replace("'", "'")) as info:
         load_rules(path, scripts={"reminder"})
     assert str(path) in str(info.value)
+
+
+RULE = {"name": "a", "on": "text.sent", "do": "text", "body": "x"}
+
+
+@pytest.mark.parametrize(
+    ("rule", "key", "says"),
+    [
+        ({**RULE, "name": 5}, "name", "a name is a letter then letters, digits, _ or -"),
+        ({**RULE, "name": "9lives"}, "name", "a name is a letter"),
+        ({**RULE, "on": None}, "on", "None is not a result; use one of call.answered"),
+        ({"name": "a", "on": "text.sent", "body": "x"}, "do", 'must be "text" or "call", not None'),
+        ({**RULE, "when": "spring"}, "when", "a table of filters with text values"),
+        ({**RULE, "when": {"campaign": 1}}, "when", "a table of filters with text values"),
+        ({**RULE, "when": {"colour": "red"}}, "when",
+         "unknown filter colour (known: campaign, digits, from)"),
+        ({**RULE, "delay": 30}, "delay", "a duration such as 30s, 10m or 1h"),
+        ({**RULE, "delay": ""}, "delay", "delay"),
+        ({**RULE, "from": 5}, "from", "+14155550123"),
+        ({**RULE, "from": "12"}, "from", "'12'"),
+        ({**RULE, "when": {"from": "12"}}, "from", "'12'"),
+        ({**RULE, "body": 5}, "body", "a text automation needs its body"),
+        ({**RULE, "body": ""}, "body", "empty"),
+        ({**RULE, "do": "call", "script": 5}, "script",
+         "no call script is named 5 (known: reminder)"),
+        ({**RULE, "do": "call"}, "script", "no call script is named None (known: reminder)"),
+        ({**RULE, "colour": "red"}, "colour",
+         "unknown key (known: body, delay, do, from, name, on, script, when)"),
+    ],
+)  # fmt: skip
+def test_a_rule_of_the_wrong_shape_names_the_rule_and_key(
+    rule: dict[str, Any], key: str, says: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_rule(rule, 2, scripts={"reminder"}, where="rules.toml")
+    assert info.value.field == f"automation[2].{key}"
+    assert str(info.value).startswith(f"rules.toml: automation 3: {key}: "), info.value
+    assert says in str(info.value)
+
+
+def test_a_rule_is_read_into_its_model() -> None:
+    rule = parse_rule(
+        {**RULE, "on": "call.prompt", "when": {"digits": "1", "from": "+1 555 000 0001"},
+         "delay": "10m", "from": "+1 (555) 000-0002"},
+        0, scripts=(), where="rules.toml",
+    )  # fmt: skip
+    assert rule == Rule(name="a", on="call.prompt", do="text", body="x",
+                        delay=timedelta(minutes=10), sender="+15550000002",
+                        when={"digits": "1", "from": "+15550000001"})  # fmt: skip
 
 
 def test_the_shipped_automations_file_loads() -> None:

@@ -918,6 +918,62 @@ async def test_a_huge_integer_is_refused(sock: Path) -> None:
         await conn.assert_still_answers()
 
 
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b'{"id": 9223372036854775808, "cmd": "ping"}',  # 2**63: beyond a signed 64-bit integer
+        b'{"id": [1, -99999999999999999999], "cmd": "ping"}',
+        b'{"cmd": "status", "args": {"limit": 18446744073709551615}}',
+        b'{"cmd": "call", "args": {"from": "+15550000001", "to": "+15550100001", '
+        b'"script": [{"say": "hi", "x": 123456789012345678901234567890}]}}',
+    ],
+    ids=["id", "inside the id", "an argument", "inside a script"],
+)
+async def test_an_integer_beyond_64_bits_is_refused_wherever_it_is(
+    sock: Path, client: ControlClient, request_line: bytes
+) -> None:
+    # The models read typed arguments; what they leave untyped (the id, a call's
+    # steps) is held to the same standard JSON.
+    async with raw(sock) as conn:
+        error = error_of(await conn.request(request_line + b"\n"))
+        assert error["code"] == "invalid_input", error
+        assert "integer" in error["message"]
+        assert "9,223,372,036,854,775,807" in error["message"]
+        await conn.assert_still_answers()
+    assert (await client.call("call_find", to="+15550100001"))["calls"] == []
+
+
+async def test_null_args_are_no_args_and_other_keys_are_ignored(sock: Path) -> None:
+    async with raw(sock) as conn:
+        for request_line in (
+            b'{"id": 1, "cmd": "status", "args": null}',
+            b'{"id": 1, "cmd": "status", "args": {}, "client": "a test", "pad": [1, {"a": 2}]}',
+        ):
+            answer = await conn.request(request_line + b"\n")
+            assert answer["ok"] is True, answer
+            assert answer["result"]["counts"] == {}
+
+
+@pytest.mark.parametrize(
+    ("args", "field", "words"),
+    [
+        ({"to": "+15550100100", "limit": 0}, "limit", ["'limit'", "1 to 10000", "0"]),
+        ({"to": "+15550100100", "limit": 10_001}, "limit", ["'limit'", "1 to 10000"]),
+        ({"to": "+15550100100", "limit": 2.5}, "limit", ["'limit'", "int", "2.5"]),
+        ({"to": ["+15550100100"]}, "to", ["'to'", "str"]),
+    ],
+)
+async def test_arguments_out_of_range_name_the_argument_and_the_range(
+    sock: Path, args: dict[str, Any], field: str, words: list[str]
+) -> None:
+    async with raw(sock) as conn:
+        error = error_of(await conn.call("find", **args))
+        assert (error["code"], error["field"]) == ("invalid_input", field), error
+        for word in words:
+            assert word in error["message"], (word, error)
+        await conn.assert_still_answers()
+
+
 @pytest.mark.parametrize("since", ["99999999999h", "9" * 400 + "d", "3651d"])
 async def test_a_duration_out_of_range_is_refused_naming_the_limit(sock: Path, since: str) -> None:
     async with raw(sock) as conn:

@@ -114,6 +114,50 @@ async def test_nan_and_infinity_are_not_json(app: App, constant: str) -> None:
     await nothing_changed(app)
 
 
+@pytest.mark.parametrize(
+    ("path", "text"),
+    [
+        ("/v1/calls", json.dumps({**CALL, "script": [{"say": "hi", "x": 2**64}]})),
+        ("/v1/calls", json.dumps({**CALL, "script": [{"pause": -(2**63)}]})),
+        ("/v1/messages", json.dumps({**NEW, "priority": 10**30})),
+        ("/v1/automations", json.dumps({**RULE, "when": {"digits": 2**70}})),
+    ],
+)
+async def test_an_integer_beyond_64_bits_is_refused_wherever_it_is(
+    app: App, path: str, text: str
+) -> None:
+    status, answer = await post_raw(app, path, text.encode())
+    assert status == 400, answer
+    assert "integer" in answer["error"]["message"]
+    await nothing_changed(app)
+    assert await app.service.find_calls(str(CALL["to"])) == []
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field", "words"),
+    [
+        ("/v1/messages", {**NEW, "to": ["+15550200001"]}, "to", ["'to'", "str"]),
+        ("/v1/messages", {**NEW, "body": None}, "body", ["'body'", "str", "None"]),
+        ("/v1/messages", {**NEW, "extra": 1}, "extra", ["unknown field extra", "from, to"]),
+        ("/v1/calls", {**CALL, "to": "+1 555 020 0001"}, "to",
+         ["'to'", "E.164", "+14155550123", "'+1 555 020 0001'"]),
+        ("/v1/calls", {**CALL, "priority": 1}, "priority", ["'priority'", "str"]),
+        ("/v1/automations", {**RULE, "when": {"colour": "red"}}, "when",
+         ["unknown filter colour"]),
+        ("/v1/automations", {**RULE, "name": 7}, "name", ["a name is a letter"]),
+    ],
+)  # fmt: skip
+async def test_a_body_of_the_wrong_shape_names_the_field(
+    app: App, path: str, body: dict[str, Any], field: str, words: list[str]
+) -> None:
+    status, answer = await post_raw(app, path, json.dumps(body).encode())
+    assert status == 400, answer
+    assert answer["error"]["field"] == field
+    for word in words:
+        assert word in answer["error"]["message"], (word, answer)
+    await nothing_changed(app)
+
+
 @pytest.mark.parametrize("delay", ["99999999999h", "9" * 400 + "s", "3651d"])
 async def test_an_automation_delay_out_of_range_names_the_limit(app: App, delay: str) -> None:
     status, answer = await app.request(
