@@ -304,16 +304,27 @@ class _Meta:
 
 
 def _wire_fields(model: type[Any]) -> list[str]:
-    info = msgspec.inspect.type_info(model)
+    info = _type_info(model)
     return [f.encode_name for f in info.fields] if isinstance(info, _STRUCTS) else []
 
 
 _STRUCTS = (msgspec.inspect.StructType, msgspec.inspect.DataclassType)
 
 
+def _type_info(model: type[Any]) -> msgspec.inspect.Type:
+    """What msgspec knows of ``model`` (kept: it is read only to word an error)."""
+    found = _TYPE_INFO.get(model)
+    if found is None:
+        found = _TYPE_INFO[model] = msgspec.inspect.type_info(model)
+    return found
+
+
+_TYPE_INFO: dict[type[Any], msgspec.inspect.Type] = {}
+
+
 def _field_meta(model: type[Any], path: Sequence[str | int]) -> _Meta:
     """The description and the allowed values of the field at ``path`` of ``model``."""
-    kind: msgspec.inspect.Type = msgspec.inspect.type_info(model)
+    kind: msgspec.inspect.Type = _type_info(model)
     description = None
     for key in path:
         kind = _unwrapped(kind)

@@ -229,6 +229,8 @@ class Error(Model, frozen=True):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
+    """One answer of a route; a refusal's (4xx, 5xx) body is :class:`Error`."""
+
     description: str
     body: type[Model] | None = None
 
@@ -248,13 +250,13 @@ class Operation:
 
 
 _COMMON = {
-    401: Answer("no valid bearer token", Error),
+    401: Answer("no valid bearer token"),
     503: Answer("the store refuses writes for now (a full disk): try again after "
-                "Retry-After seconds", Error),
+                "Retry-After seconds"),
 }  # fmt: skip
 _WITH_BODY = {
-    413: Answer("the body is over 64 KiB", Error),
-    415: Answer("the body is not sent as application/json", Error),
+    413: Answer("the body is over 64 KiB"),
+    415: Answer("the body is not sent as application/json"),
 }
 _RETRY_AFTER = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}}
 _KEY = {
@@ -271,7 +273,7 @@ _PARAMETER = re.compile(r"{(\w+)}")
 def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 description of ``operations``, every schema from its model."""
     models = sorted(
-        {m for op in operations for m in (op.body, *(a.body for a in _answers(op).values())) if m},
+        {Error} | {m for op in operations for m in (op.body, *_bodies(op)) if m is not None},
         key=lambda m: m.__name__,
     )
     _, components = msgspec.json.schema_components(models, ref_template=_REF)
@@ -309,14 +311,19 @@ def _answers(op: Operation) -> dict[int, Answer]:
     return {**_COMMON, **(_WITH_BODY if op.body is not None else {}), **op.answers}
 
 
+def _bodies(op: Operation) -> list[type[Model] | None]:
+    return [a.body for a in _answers(op).values()]
+
+
 def _json(model: type[Model]) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": _REF.format(name=model.__name__)}}}
 
 
 def _response(status: int, answer: Answer) -> dict[str, Any]:
     response: dict[str, Any] = {"description": answer.description}
-    if answer.body is not None:
-        response["content"] = _json(answer.body)
+    body = answer.body or (Error if status >= 400 else None)
+    if body is not None:
+        response["content"] = _json(body)
     if status == 503:
         response["headers"] = _RETRY_AFTER
     return response

@@ -457,32 +457,28 @@ class HttpServer(Resource):
             await self._runner.cleanup()
 
 
-_ERROR = schemas.Error
 API = [
     Operation(method="POST", path="/v1/messages", handler="submit", summary="Submit a text",
               body=schemas.NewText, idempotency_key=True, answers={
                   201: Answer("accepted (or ended by a rule: see status)", schemas.Accepted),
                   200: Answer("the message an earlier request with this key made",
                               schemas.Accepted),
-                  400: Answer("invalid (the error names the field)", _ERROR),
-                  409: Answer("the key was used for another text", _ERROR)}),
+                  400: Answer("invalid (the error names the field)"),
+                  409: Answer("the key was used for another text")}),
     Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
-              summary="A text's status, history and explanation", answers={
-                  200: Answer("the text", schemas.TextView),
-                  404: Answer("no such text", _ERROR)}),
+              summary="A text's status, history and explanation",
+              answers={200: Answer("the text", schemas.TextView), 404: Answer("no such text")}),
     Operation(method="POST", path="/v1/calls", handler="submit_call",
               summary="Place a call with a script", body=schemas.NewCall,
               idempotency_key=True, answers={
                   201: Answer("accepted: queued on the account's pace", schemas.Accepted),
                   200: Answer("the call an earlier request with this key made",
                               schemas.Accepted),
-                  400: Answer("invalid (a number, the script: the error names the step)",
-                              _ERROR),
-                  409: Answer("the key was used for another call", _ERROR)}),
+                  400: Answer("invalid (a number, the script: the error names the step)"),
+                  409: Answer("the key was used for another call")}),
     Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
               summary="A call's status, history (statuses and steps) and explanation",
-              answers={200: Answer("the call", schemas.CallDetail),
-                       404: Answer("no such call", _ERROR)}),
+              answers={200: Answer("the call", schemas.CallDetail), 404: Answer("no such call")}),
     Operation(method="GET", path="/v1/automations", handler="automations",
               summary="The automations (from the file and the API) and recent runs",
               answers={200: Answer("the rules and runs", schemas.Automations)}),
@@ -490,13 +486,12 @@ API = [
               summary="Add an automation: on a result, after a delay, an engagement",
               body=NewAutomation, answers={
                   201: Answer("added", schemas.RuleOut),
-                  400: Answer("invalid (the error names the key)", _ERROR),
-                  409: Answer("an automation has that name", _ERROR)}),
+                  400: Answer("invalid (the error names the key)"),
+                  409: Answer("an automation has that name")}),
     Operation(method="DELETE", path="/v1/automations/{name}", handler="remove_automation",
               summary="Remove an automation added through the API", answers={
-                  204: Answer("removed"),
-                  404: Answer("no such automation", _ERROR),
-                  409: Answer("it is in the automations file", _ERROR)}),
+                  204: Answer("removed"), 404: Answer("no such automation"),
+                  409: Answer("it is in the automations file")}),
 ]  # fmt: skip
 """The automation API: each route, the models of its bodies and its answers. It routes
 the requests (:meth:`WebApp.app`) and is the API's description (:data:`OPENAPI`)."""
