@@ -40,26 +40,24 @@ from dispatcher.calls import (
     carrier_completed,
     explain_call,
 )
-from dispatcher.channels import Accepted, CallReport, Channel, PlaceCall
+from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
 from dispatcher.channels.twiml import to_twiml
-from dispatcher.clock import Clock, Instant
-from dispatcher.config import Config
-from dispatcher.engine.bus import Bus
+from dispatcher.clock import Instant
+from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.parking import Parked
-from dispatcher.engine.retries import Retries, Retry
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.wiring import Wiring
 from dispatcher.errors import (
     Conflict,
     DispatcherError,
     InvalidInput,
     NotFound,
-    OutcomeUnknown,
     ProviderError,
 )
 from dispatcher.intake import Submission, TextRequest, new_id
 from dispatcher.keys import OncePerKey
 from dispatcher.model import Lane, Source, fingerprint
 from dispatcher.numbers import e164
-from dispatcher.scheduler import Book, Pacer
 from dispatcher.scripts import (
     END,
     Hangup,
@@ -74,7 +72,6 @@ from dispatcher.scripts import (
     parse_script,
     serve,
 )
-from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -134,42 +131,29 @@ def call_status_url(base: str, call_id: str) -> str:
 class CallDesk:
     """The calls half of the service. Owned and run by the Dispatcher."""
 
-    def __init__(
-        self,
-        config: Config,
-        *,
-        store: Store,
-        channel: Channel,
-        clock: Clock,
-        submit_text: SubmitText,
-        bus: Bus,
-    ) -> None:
-        self._config = config
-        self._store = store
-        self._channel = channel
-        self._clock = clock
+    def __init__(self, wiring: Wiring, *, submit_text: SubmitText) -> None:
+        config = self._config = wiring.config
+        self._store = wiring.store
+        self._channel = wiring.channel
+        clock = self._clock = wiring.clock
         self._submit_text = submit_text
         self._base = config.http.base_url
-        self.pacer = Pacer(
-            clock,
-            self._dispatch,
-            workers=config.voice.max_in_flight,
-            lead=config.pacing.lead.total_seconds(),
-        )
+        self.engine: Delivery[Call] = Delivery(
+            self, clock, retries=Retries(config.provider), workers=config.voice.max_in_flight,
+            lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
+        )  # fmt: skip
+        self.pacer = self.engine.pacer
         self._queue: list[tuple[int, int, str]] = []  # (lane, seq, call id), a heap
         self._queued: dict[str, Call] = {}
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
-        self._retries = Retries(config.provider)
         self._reports: asyncio.Queue[CallReport | None] = asyncio.Queue()
         self._parked: Parked[CallReport] = Parked(what="call_report")
         self.counts: Counter[CallStatus] = Counter()
-        self.in_flight = 0
-        self.idle = asyncio.Event()
-        self.idle.set()
+        self.idle = self.engine.idle  # no call in flight
         self.held = False
         self.closing = False
-        self._bus = bus  # the call's results, for the automations
+        self._bus = wiring.bus  # the call's results, for the automations
 
     @property
     def account(self) -> str:
@@ -190,7 +174,7 @@ class CallDesk:
             self.pacer.restore(self.account, now.mono + (slot - now.wall).total_seconds())
         placing = await self._store.calls_in_status([CallStatus.PLACING], 100_000)
         for call in placing:
-            await self._reconcile(call)
+            await self.engine.reconcile(call, running=False)
         if placing:  # a call may have left just before the crash: wait one full slot
             self.pacer.restore(self.account, now.mono + self._hold())
         for call in await self._store.calls_in_status(ACTIVE, 100_000):
@@ -297,52 +281,87 @@ class CallDesk:
                 return call
         return None
 
-    # -- placing ---------------------------------------------------------------------
-    async def _dispatch(self, account: str, slot: float, book: Book) -> None:
-        if self.held or self.closing or account != self.account:
-            return
-        call = self._next_queued()
-        if call is None:
-            return
-        self.in_flight += 1
-        self.idle.clear()
-        try:
+    # -- the calls kind, for the engine ----------------------------------------------
+    name = "call"
+
+    def item_id(self, item: Call) -> str:
+        return item.id
+
+    @property
+    def in_flight(self) -> int:
+        return sum(self.engine.in_flight.values())
+
+    def may_send(self, key: str) -> bool:
+        return not (self.held or self.closing) and key == self.account
+
+    def hold(self, item: Call) -> float:
+        return self._hold()
+
+    async def claim(self, key: str, slot_at: datetime) -> Call | None:
+        """The next queued call, Placing (the durable intent to call); calls cancelled
+        meanwhile are passed over, and one whose validity ends before ``slot_at`` is
+        Canceled (expired)."""
+        while (call := self._next_queued()) is not None:
             async with self._lock(call.id):
                 try:
                     fresh = await self._store.get_call(call.id)
                     if fresh is None or fresh.status is not CallStatus.QUEUED:  # cancelled
-                        book(slot)
-                        return
-                    if self._expired(fresh, slot):
+                        continue
+                    if fresh.expires_at is not None and slot_at >= fresh.expires_at:
                         await self._set(fresh, CallStatus.CANCELED, source=Source.SCHEDULER,
                                         reason=CallReason.EXPIRED,
                                         detail="its validity ended before its slot")  # fmt: skip
-                        book(slot)  # the slot was not used
-                        return
-                    placing = await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
-                                              attempt_id=new_id("att"))  # fmt: skip
+                        continue
+                    return await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
+                                           attempt_id=new_id("att"))  # fmt: skip
                 except BaseException:
                     self._enqueue(call)  # not claimed: it keeps its place in the queue
                     raise
-            if (wait := slot - self._clock.now().mono) > 0:
-                await self._clock.sleep(wait)
-            # The call starts now: this one read books the slot and is the audit time.
-            start = self._clock.now()
-            book(start.mono + self._hold())
-            await self._place(placing, start)
-        finally:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.idle.set()
-            if self._queued:
-                self.pacer.wake(self.account)
+        return None
 
-    def _expired(self, call: Call, slot: float) -> bool:
-        """Would ``call`` be placed after its validity ends (its slot is ``slot``)?"""
-        if call.expires_at is None:
-            return False
-        now = self._clock.now()
-        return now.wall + timedelta(seconds=max(0.0, slot - now.mono)) >= call.expires_at
+    async def ready(self, item: Call) -> bool:
+        return True
+
+    def started(self, key: str, at: Instant) -> None:
+        """Nothing to count: the calls summary reads the engine."""
+
+    async def send(self, item: Call, hand_off: HandOff) -> Accepted:
+        return await self._channel.place_call(self._place_request(item))
+
+    async def taken(self, item: Call, accepted: Accepted, *, started: Instant, hold: float) -> None:
+        slot = (self.account, started.wall + timedelta(seconds=hold))
+        await self._taken(item, accepted, placed_at=started.wall, slot=slot)
+
+    async def retry(
+        self, item: Call, exc: ProviderError, decision: Retry, slot_at: datetime
+    ) -> None:
+        async with self._lock(item.id):
+            queued = await self._set(item, CallStatus.QUEUED, source=Source.PROVIDER,
+                                     reason=CallReason.RETRY, code=exc.provider_code,
+                                     detail=decision.detail)  # fmt: skip
+        self._enqueue(queued)
+
+    async def fail(
+        self, item: Call, exc: ProviderError, decision: GiveUp, slot_at: datetime
+    ) -> None:
+        async with self._lock(item.id):
+            await self._set(item, CallStatus.FAILED, source=Source.PROVIDER,
+                            reason=decision.reason or CallReason.PROVIDER_REJECTED,
+                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
+
+    async def lookup(self, item: Call) -> Accepted | None:
+        return await self._channel.lookup_call(self._place_request(item))
+
+    async def received(self, item: Call, found: Accepted) -> None:
+        await self._taken(item, found, placed_at=found.received_at, source=Source.RECONCILE)
+
+    async def not_received(self, item: Call, *, running: bool) -> None:
+        async with self._lock(item.id):
+            queued = await self._set(
+                item, CallStatus.QUEUED, source=Source.RECONCILE, reason=CallReason.NOT_RECEIVED,
+                detail=f"the provider never received attempt {item.attempt_id}",
+            )  # fmt: skip
+        self._enqueue(queued)
 
     def _place_request(self, call: Call) -> PlaceCall:
         script = from_json(call.script)
@@ -356,23 +375,6 @@ class CallDesk:
             ring_timeout=int(self._config.voice.ring_timeout.total_seconds()),
             claimed_at=call.updated_at,
         )  # fmt: skip
-
-    async def _place(self, call: Call, start: Instant) -> None:
-        slot = (self.account, start.wall + timedelta(seconds=self._hold()))
-        try:
-            accepted = await self._channel.place_call(self._place_request(call))
-        except OutcomeUnknown as exc:
-            log.warning("call.outcome_unknown", extra={"call_id": call.id, "error": exc})
-            await self._reconcile(call)
-            return
-        except ProviderError as exc:
-            await self._refused(call, exc)
-            return
-        except Exception:
-            log.exception("call.outcome_unknown", extra={"call_id": call.id})
-            await self._reconcile(call)
-            return
-        await self._taken(call, accepted, placed_at=start.wall, slot=slot)
 
     async def _taken(
         self,
@@ -390,45 +392,8 @@ class CallDesk:
             after = replace(after, provider_id=accepted.provider_id,
                             placed_at=placed_at or after.placed_at)  # fmt: skip
             await self._save(fresh, after, [event], slot)
-        self._retries.taken(call.id)
         for report in self._parked.release(accepted.provider_id):
             self._reports.put_nowait(report)
-
-    async def _refused(self, call: Call, exc: ProviderError) -> None:
-        decision = self._retries.refused(call.id, exc)
-        async with self._lock(call.id):
-            if isinstance(decision, Retry):
-                queued = await self._set(call, CallStatus.QUEUED, source=Source.PROVIDER,
-                                         reason=CallReason.RETRY, code=exc.provider_code,
-                                         detail=decision.detail)  # fmt: skip
-                now = self._clock.now().mono
-                self.pacer.restore(self.account, now + decision.backoff.total_seconds())
-                self._enqueue(queued)
-                return
-            reason = decision.reason or CallReason.PROVIDER_REJECTED
-            await self._set(call, CallStatus.FAILED, source=Source.PROVIDER, reason=reason,
-                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
-        log.info("call.failed", extra={"call_id": call.id, "code": exc.provider_code})
-
-    async def _reconcile(self, call: Call) -> None:
-        """Ask the provider whether it took an attempt whose outcome is unknown."""
-        request = self._place_request(call)
-        try:
-            found = await self._channel.lookup_call(request)
-        except ProviderError as exc:
-            log.warning("call.reconcile_failed", extra={"call_id": call.id, "error": exc})
-            return  # stays Placing; settled at the next start
-        if found is not None:
-            await self._taken(call, found, placed_at=found.received_at, source=Source.RECONCILE)
-        else:
-            async with self._lock(call.id):
-                queued = await self._set(
-                    call, CallStatus.QUEUED, source=Source.RECONCILE,
-                    reason=CallReason.NOT_RECEIVED,
-                    detail=f"the provider never received attempt {call.attempt_id}",
-                )  # fmt: skip
-            self._enqueue(queued)
-        log.info("call.reconciled", extra={"call_id": call.id, "received": found is not None})
 
     # -- reports ---------------------------------------------------------------------
     def report(self, report: CallReport) -> None:

@@ -1,0 +1,357 @@
+"""Texts on the delivery engine: the texts kind, each sending number's queue, and the
+expiry sweep.
+
+The engine (:mod:`dispatcher.engine.delivery`) paces each sending number and runs
+every attempt; this desk brings what is particular to texts: the queue of each
+number lives in the store and memory holds a short buffer of its head
+(:mod:`dispatcher.queues`); a claim ends the texts that may no longer go (expired,
+or their contact on the Do Not Text list); a send holds its number one slot per
+segment; the provider's answers and receipts move a text through its statuses
+(:data:`dispatcher.model.TEXT_TABLE`). Receipts are merged by
+:mod:`dispatcher.engine.receipts`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from dispatcher.automation_types import TEXT_RESULTS, Observed
+from dispatcher.channels import Accepted, HandOff, SendRequest
+from dispatcher.clock import Instant
+from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.receipts import Receipts
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import ProviderError
+from dispatcher.intake import new_id
+from dispatcher.model import (
+    WAITING,
+    Message,
+    Reason,
+    Source,
+    TextStatus,
+    Transition,
+    is_expired,
+    slot_seconds,
+    transition,
+)
+from dispatcher.queues import BUFFER, Queues
+
+log = logging.getLogger(__name__)
+
+_EXPIRY_BATCH = 500
+RECENT = 60.0  # seconds of send times kept per number (sent_last_minute)
+_ERRORS_KEPT = 20  # texts that ended in error, for status's recent_errors
+_ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
+
+OptOut = Callable[[str, str], Awaitable[None]]
+"""``opt_out(contact, reason)``: put a contact on the Do Not Text list (as the carrier
+said it replied STOP)."""
+
+
+class TextDesk:
+    """The texts half of the service. Owned and run by the Dispatcher."""
+
+    name = "dispatch"
+
+    def __init__(
+        self,
+        wiring: Wiring,
+        *,
+        may_send: Callable[[], bool],
+        store_faulted: Callable[[], bool],
+        opt_out: OptOut,
+    ) -> None:
+        config, store, channel = wiring.config, wiring.store, wiring.channel
+        self._config, self._store, self._channel = config, store, channel
+        self._clock = clock = wiring.clock
+        self._bus = wiring.bus
+        store_fault = wiring.store_fault
+        self._may_send = may_send
+        self._opt_out = opt_out
+        self.queues = Queues()
+        self.engine: Delivery[Message] = Delivery(
+            self, clock, retries=Retries(config.provider),
+            workers=config.pacing.max_in_flight, lead=config.pacing.lead.total_seconds(),
+            store_fault=store_fault,
+        )  # fmt: skip
+        self.pacer = self.engine.pacer
+        self.receipts = Receipts(
+            self, channel=channel, store=store, store_fault=store_fault, faulted=store_faulted
+        )
+        self.dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
+        self.sent_count = 0  # sends started by this process
+        self.sends: defaultdict[str, deque[float]] = defaultdict(deque)  # last 60 s, per number
+        self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
+        self._expiry_wake = asyncio.Event()
+        self._next_expiry: datetime | None = None
+        self.closing = False
+
+    # -- what the service tells the desk ---------------------------------------------
+    def accepted(self, message: Message) -> None:
+        """A text was stored: queue it (or, if it ended at once, count its outcome)."""
+        self.queues.counted(None, message.status)
+        if message.status is not TextStatus.QUEUED:
+            self.outcome(message)
+            log.info("dispatch.%s", message.reason, extra={"message_id": message.id})
+            return
+        self.queues.added(message)
+        self.pacer.wake(message.sender)
+        if self._next_expiry is None or message.expires_at < self._next_expiry:
+            self._next_expiry = message.expires_at
+            self._expiry_wake.set()
+
+    def outcome(self, message: Message) -> None:
+        """A text reached a result: kept for the operator's recent errors, and
+        published for the automations (cheap: no I/O)."""
+        if message.status in _ERRORS:
+            self.errors.append(message)
+        if self._bus.wanted(Observed) and (result := TEXT_RESULTS.get(message.status)):
+            self._bus.publish(Observed(
+                result=result, source_id=message.id, contact=message.recipient,
+                sender=message.sender, campaign_id=message.campaign_id,
+                at=self._clock.now().wall,
+            ))  # fmt: skip
+
+    async def record(
+        self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+    ) -> None:
+        """Persist transitions (one atomic write) and keep the counts in step."""
+        await self._store.record(steps, next_slots)
+        for step in steps:
+            if step.event.applied:
+                self.queues.counted(step.from_status, step.event.status)
+
+    def stop(self) -> None:
+        self.closing = True
+        self.pacer.stop()
+        self._expiry_wake.set()
+
+    def wake_all(self) -> None:
+        """Every number with a queue becomes due at its next slot."""
+        for number, queue in self.queues.items():
+            if queue.depth:
+                self.pacer.wake(number)
+
+    # -- the texts kind, for the engine ----------------------------------------------
+    def item_id(self, item: Message) -> str:
+        return item.id
+
+    def may_send(self, key: str) -> bool:
+        return self._may_send() and not self.closing and not self.queues[key].paused
+
+    def hold(self, item: Message) -> float:
+        """Seconds a send of ``item`` holds its number: its segments' slots + guard."""
+        rate = self._config.pacing.rate_of(item.sender)
+        return slot_seconds(item.segments, rate) + self._config.pacing.guard.total_seconds()
+
+    async def claim(self, key: str, slot_at: datetime) -> Message | None:
+        """Take the head of the queue into Sending, ending expired and listed ones.
+        A head whose validity ends before ``slot_at`` is left to the expiry sweep,
+        which ends it on time and wakes the number again."""
+        queues = self.queues
+        while True:
+            if queues.needs_read(key):
+                heads = (await self._store.heads([key], BUFFER))[key]
+                listed = await self._store.dnt_many({m.recipient for m in heads})
+                queues.refilled(key, heads, listed)
+            queue = queues[key]
+            if not queue.buffer:
+                return None
+            head = queue.buffer[0]
+            now = self._clock.now().wall
+            if not is_expired(head, now) and is_expired(head, slot_at):
+                return None
+            if is_expired(head, now):
+                step, ended = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                                         reason=Reason.EXPIRED)  # fmt: skip
+            elif self.dnt_changes.get(head.recipient, head.recipient in queue.listed):
+                step, ended = transition(
+                    head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
+                    reason=Reason.DO_NOT_TEXT, detail="listed before sending",
+                )  # fmt: skip
+            else:
+                # The intent to send is durable before the provider hears of it.
+                step, sending = transition(
+                    head, TextStatus.SENDING, at=now, source=Source.SCHEDULER,
+                    attempt_id=new_id("att"),
+                )  # fmt: skip
+                queues.left(head)
+                try:
+                    await self.record([step])
+                except BaseException:
+                    queues.added(head)
+                    raise
+                return sending
+            queues.left(head)
+            await self.record([step])
+            self.outcome(ended)
+
+    async def ready(self, item: Message) -> bool:
+        if not self.dnt_changes.get(item.recipient):
+            return True
+        step, failed = transition(  # listed while it waited for its slot
+            item, TextStatus.FAILED, at=self._clock.now().wall, source=Source.SCHEDULER,
+            reason=Reason.DO_NOT_TEXT, detail="listed before sending",
+        )  # fmt: skip
+        await self.record([step])
+        self.outcome(failed)
+        return False
+
+    def started(self, key: str, at: Instant) -> None:
+        self.sent_count += 1
+        sends = self.sends[key]
+        sends.append(at.mono)
+        if sends[0] <= at.mono - RECENT:
+            sent_since(sends, at.mono - RECENT)
+
+    async def send(self, item: Message, hand_off: HandOff) -> Accepted:
+        return await self._channel.send(self.request(item, hand_off))
+
+    async def taken(
+        self, item: Message, accepted: Accepted, *, started: Instant, hold: float
+    ) -> None:
+        step, sent = transition(
+            item, TextStatus.SENT, at=self._clock.now().wall, source=Source.PROVIDER,
+            provider_id=accepted.provider_id, send_started_at=started.wall,
+        )  # fmt: skip
+        await self.record([step], next_slots={item.sender: started.wall + timedelta(seconds=hold)})
+        self.receipts.awaiting(sent)
+        self.outcome(sent)
+        log.debug("dispatch.sent", extra={"message_id": item.id, "sender": item.sender})
+        self.receipts.unpark(accepted.provider_id)
+
+    async def retry(
+        self, item: Message, exc: ProviderError, decision: Retry, slot_at: datetime
+    ) -> None:
+        step, queued = transition(
+            item, TextStatus.QUEUED, at=self._clock.now().wall, source=Source.PROVIDER,
+            reason=Reason.RETRY, provider_code=exc.provider_code, detail=decision.detail,
+        )  # fmt: skip
+        await self.record([step], next_slots={item.sender: slot_at})
+        self.queues.added(queued)
+
+    async def fail(
+        self, item: Message, exc: ProviderError, decision: GiveUp, slot_at: datetime
+    ) -> None:
+        if exc.permanent_reason == Reason.OPTED_OUT:
+            reason = f"the contact replied STOP (provider code {exc.provider_code})"
+            await self._opt_out(item.recipient, reason)
+        step, failed = transition(
+            item, TextStatus.FAILED, at=self._clock.now().wall, source=Source.PROVIDER,
+            reason=decision.reason or Reason.PROVIDER_REJECTED,
+            provider_code=exc.provider_code, detail=decision.detail,
+        )  # fmt: skip
+        await self.record([step], next_slots={item.sender: slot_at})
+        self.outcome(failed)
+
+    async def lookup(self, item: Message) -> Accepted | None:
+        return await self._channel.lookup(self.request(item))
+
+    async def received(self, item: Message, found: Accepted) -> None:
+        now = self._clock.now().wall
+        started = found.received_at or now
+        step, sent = transition(
+            item, TextStatus.SENT, at=now, source=Source.RECONCILE,
+            provider_id=found.provider_id, send_started_at=started,
+            detail=f"the provider has attempt {item.attempt_id}",
+        )  # fmt: skip
+        slot = started + timedelta(seconds=self.hold(item))
+        await self.record([step], next_slots={item.sender: slot})
+        self.receipts.awaiting(sent)
+        self.outcome(sent)
+        if (receipt := await self._channel.poll(found.provider_id)) is not None:
+            self.receipts.report(receipt)
+
+    async def not_received(self, item: Message, *, running: bool) -> None:
+        step, queued = transition(
+            item, TextStatus.QUEUED, at=self._clock.now().wall, source=Source.RECONCILE,
+            reason=Reason.NOT_RECEIVED,
+            detail=f"the provider never received attempt {item.attempt_id}",
+        )  # fmt: skip
+        await self.record([step])
+        if running:
+            self.queues.added(queued)
+            self.pacer.wake(item.sender)
+
+    def request(self, message: Message, hand_off: HandOff | None = None) -> SendRequest:
+        return SendRequest(
+            message_id=message.id,
+            attempt_id=message.attempt_id or "",
+            sender=message.sender,
+            recipient=message.recipient,
+            body=message.body,
+            segments=message.segments,
+            validity=min(self._config.pacing.validity, message.expires_at - message.accepted_at),
+            claimed_at=message.updated_at if message.status is TextStatus.SENDING else None,
+            handed_off=hand_off,
+        )
+
+    # -- start-up and recovery -------------------------------------------------------
+    async def restore(self) -> None:
+        """Settle in-doubt sends, then read each number's queue, pause flag and next
+        slot, and the counts, from the store (at start, and after a store fault)."""
+        in_doubt = await self._store.in_status(TextStatus.SENDING, limit=1_000_000)
+        for message in in_doubt:
+            await self.engine.reconcile(message, running=False)
+        doubtful: dict[str, float] = {}
+        for m in in_doubt:
+            doubtful[m.sender] = max(doubtful.get(m.sender, 0.0), self.hold(m))
+        self.queues.counts.clear()
+        self.queues.counts.update(await self._store.counts())
+        now = self._clock.now()
+        for state in await self._store.numbers():
+            queue = self.queues[state.number]
+            queue.paused, queue.depth = state.paused, state.depth
+            queue.buffer.clear()  # read again when the number is next due
+            if state.next_slot_at is not None:
+                ahead = (state.next_slot_at - now.wall).total_seconds()
+                self.pacer.restore(state.number, now.mono + ahead)
+            if state.number in doubtful:
+                # A send may have left just before the crash: wait one full slot.
+                self.pacer.restore(state.number, now.mono + doubtful[state.number])
+            if state.depth:
+                self.pacer.wake(state.number)
+
+    # -- expiry ----------------------------------------------------------------------
+    async def expiry_loop(self) -> None:
+        while not self.closing:
+            self._next_expiry = await self._store.next_expiry()
+            timer = None
+            if self._next_expiry is not None:
+                now = self._clock.now()
+                if self._next_expiry <= now.wall:
+                    await self._expire(now.wall)
+                    continue
+                wait = (self._next_expiry - now.wall).total_seconds()
+                timer = self._clock.call_at(now.mono + wait, self._expiry_wake.set)
+            await self._expiry_wake.wait()
+            self._expiry_wake.clear()
+            if timer is not None:
+                timer.cancel()
+
+    async def _expire(self, now: datetime) -> None:
+        for message in await self._store.expired(now, _EXPIRY_BATCH):
+            async with self.engine.lock(message.sender):
+                fresh = await self._store.get(message.id)
+                if fresh is None or fresh.status not in WAITING:
+                    continue
+                step, _ = transition(fresh, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                                     reason=Reason.EXPIRED)  # fmt: skip
+                self.queues.left(fresh)
+                await self.record([step])
+                log.info("dispatch.expired", extra={"message_id": message.id})
+            self.pacer.wake(message.sender)
+
+
+def sent_since(sends: deque[float] | None, since: float) -> int:
+    """How many send times (monotonic, oldest first) are after ``since``; drops the rest."""
+    if not sends:
+        return 0
+    while sends and sends[0] <= since:
+        sends.popleft()
+    return len(sends)
