@@ -433,6 +433,7 @@ class Dispatcher(Resource):
             )  # fmt: skip
             self._queues.left(message)
             await self.texts.record([step])
+            self.texts.outcome(after)
         log.info("dispatch.canceled", extra={"message_id": message_id})
         return after
 

@@ -44,6 +44,7 @@ from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
 from dispatcher.channels.twiml import to_twiml
 from dispatcher.clock import Instant
 from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.events import Outcome
 from dispatcher.engine.parking import Parked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
@@ -644,6 +645,11 @@ class CallDesk:
             self.counts[after.status] += 1
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
+            if after.campaign_id is not None:
+                self._bus.publish(Outcome(
+                    campaign_id=after.campaign_id, item_id=after.id, status=after.status,
+                    reason=after.reason, expires_at=after.expires_at,
+                ))  # fmt: skip
         self._results(after, events)
 
     def _results(self, after: Call, events: list[CallEvent]) -> None:

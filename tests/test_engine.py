@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
 from dispatcher.calls import CALL_TABLE, CallStatus
 from dispatcher.config import ProviderConfig
 from dispatcher.engine.bus import Bus
+from dispatcher.engine.events import Outcome
 from dispatcher.engine.parking import Parked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.errors import ProviderError
 from dispatcher.model import TEXT_TABLE, TextStatus
+from dispatcher.service import TextRequest
+from dispatcher.testing import running_service
 from dispatcher.transitions import TransitionTable, Verdict
+
+SENDER = "+14155550100"
 
 
 @dataclass(frozen=True)
@@ -108,3 +114,30 @@ def test_one_judge_for_every_table(
     assert table.judge(current, new) is verdict  # type: ignore[arg-type]
     for state in table.terminal:
         assert state not in table.moves  # terminal states are never left
+
+
+async def test_a_campaigns_texts_publish_each_change_of_status(tmp_path: Path) -> None:
+    async with running_service(tmp_path) as h:
+        seen: list[Outcome] = []
+        h.service.bus.subscribe(Outcome, seen.append)
+        sent = await h.service.submit(TextRequest(
+            sender=SENDER, recipient="+16505550100", body="hi", campaign_id="cmp_1",
+        ))  # fmt: skip
+        later = await h.service.submit(TextRequest(
+            sender=SENDER, recipient="+16505550101", body="hi", campaign_id="cmp_1",
+        ))  # fmt: skip
+        await h.service.cancel(later.message.id)
+        alone = await h.text(SENDER, "+16505550102")  # in no campaign: not published
+
+        async def delivered() -> bool:
+            return await h.status_of(sent.message) is TextStatus.DELIVERED
+
+        await h.advance_until(delivered)
+    assert [o.status for o in seen if o.item_id == sent.message.id] == [
+        TextStatus.SENT, TextStatus.DELIVERED,
+    ]  # fmt: skip
+    assert [(o.status, o.reason) for o in seen if o.item_id == later.message.id] == [
+        (TextStatus.UNSENT, "canceled"),
+    ]
+    assert {o.campaign_id for o in seen} == {"cmp_1"}
+    assert alone.id not in {o.item_id for o in seen}

@@ -23,6 +23,7 @@ from dispatcher.automation_types import TEXT_RESULTS, Observed
 from dispatcher.channels import Accepted, HandOff, SendRequest
 from dispatcher.clock import Instant
 from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.events import Outcome
 from dispatcher.engine.receipts import Receipts
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
@@ -106,10 +107,15 @@ class TextDesk:
             self._expiry_wake.set()
 
     def outcome(self, message: Message) -> None:
-        """A text reached a result: kept for the operator's recent errors, and
-        published for the automations (cheap: no I/O)."""
+        """A text reached a result (or left its queue): kept for the operator's recent
+        errors, and published for the automations and the campaigns (cheap: no I/O)."""
         if message.status in _ERRORS:
             self.errors.append(message)
+        if message.campaign_id is not None:
+            self._bus.publish(Outcome(
+                campaign_id=message.campaign_id, item_id=message.id, status=message.status,
+                reason=message.reason, expires_at=message.expires_at,
+            ))  # fmt: skip
         if self._bus.wanted(Observed) and (result := TEXT_RESULTS.get(message.status)):
             self._bus.publish(Observed(
                 result=result, source_id=message.id, contact=message.recipient,
@@ -340,10 +346,13 @@ class TextDesk:
                 fresh = await self._store.get(message.id)
                 if fresh is None or fresh.status not in WAITING:
                     continue
-                step, _ = transition(fresh, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
-                                     reason=Reason.EXPIRED)  # fmt: skip
+                step, ended = transition(
+                    fresh, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                    reason=Reason.EXPIRED,
+                )  # fmt: skip
                 self.queues.left(fresh)
                 await self.record([step])
+                self.outcome(ended)
                 log.info("dispatch.expired", extra={"message_id": message.id})
             self.pacer.wake(message.sender)
 

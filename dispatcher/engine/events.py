@@ -1,0 +1,22 @@
+"""What the desks publish on the bus besides the automations' results
+(:class:`dispatcher.automation_types.Observed`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatcher.calls import CallStatus
+from dispatcher.model import TextStatus
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outcome:
+    """A campaign's text or call changed status. The campaign desk follows its
+    contacts by these instead of reading each one's text back from the store."""
+
+    campaign_id: str
+    item_id: str  # the text's or call's id
+    status: TextStatus | CallStatus
+    reason: str | None
+    expires_at: datetime | None  # a text's end of validity, a call's (None: no limit)
