@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import csv
 import json
 import os
@@ -235,29 +234,19 @@ def _serve(config: Config) -> int:
 async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -> None:
     """Run the service and its control socket until SIGINT or SIGTERM, then drain."""
     # The service, its HTTP app and their peers load here, never for a client command.
-    from dispatcher.control.server import ControlServer  # noqa: PLC0415
-    from dispatcher.service import Dispatcher  # noqa: PLC0415
-    from dispatcher.webapp import HttpServer, WebApp  # noqa: PLC0415
+    from dispatcher.compose import serving  # noqa: PLC0415
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        dispatcher = Dispatcher.from_config(config)
-        async with contextlib.AsyncExitStack() as stack:
-            await stack.enter_async_context(dispatcher)
-            await stack.enter_async_context(
-                ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line)
-            )
+        async with serving(
+            config,
+            api_token=os.environ.get("DISPATCHER_API_TOKEN"),
+            twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
+        ):
             if config.http.listen:
-                webapp = WebApp(
-                    dispatcher,
-                    public_url=config.http.base_url,
-                    twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
-                    api_token=os.environ.get("DISPATCHER_API_TOKEN"),
-                )
-                await stack.enter_async_context(HttpServer(webapp, config.http.listen))
                 print(f"dispatcher: HTTP app on {config.http.listen}", file=sys.stderr)
             print(f"dispatcher: serving; control socket {config.socket_path}", file=sys.stderr)
             if on_ready is not None:

@@ -33,13 +33,12 @@ from dispatcher import private, report
 from dispatcher.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.campaign_desk import CampaignSpec
 from dispatcher.campaigns import Campaign, CampaignState, ContactState
+from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
-from dispatcher.control.server import ControlServer
 from dispatcher.metrics import Metrics, MetricsQuery
 from dispatcher.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.scripts import parse_scripts
 from dispatcher.service import CallView, Dispatcher, StatusView, TextRequest
-from dispatcher.webapp import HttpServer, WebApp
 
 DNT_CONTACT = "+15550166666"
 UNDELIVERED = "+1555019*"
@@ -177,15 +176,8 @@ def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
 
 async def _demo(config: Config, console: Console, numbers: int, texts: int) -> int:
     planned = plan(numbers, texts)
-    dispatcher = Dispatcher.from_config(config)
     token = secrets.token_urlsafe(16)
-    webapp = WebApp(dispatcher, public_url=config.http.base_url, twilio_auth_token=None,
-                    api_token=token)  # fmt: skip
-    async with (
-        dispatcher,
-        ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line),
-        HttpServer(webapp, config.http.listen),
-    ):
+    async with serving(config, api_token=token, twilio_auth_token=None) as dispatcher:
         await dispatcher.dnt_add(DNT_CONTACT, added_by="contact", reason="replied STOP")
         notes: dict[str, str] = {}
         for item in planned:
@@ -245,11 +237,11 @@ async def _campaign(dispatcher: Dispatcher, console: Console) -> Campaign:
     """The campaign from examples/contacts.csv, imported and running."""
     now = dispatcher.clock.now().wall
     window = demo_window(now)
-    created = await dispatcher.campaigns.create(CampaignSpec(
+    created = await dispatcher.create_campaign(CampaignSpec(
         name=CAMPAIGN, contacts=CONTACTS, template=TEMPLATE, senders=POOL,
         send_window=window, tz_column="tz",
     ))  # fmt: skip
-    while (view := await dispatcher.campaigns.view(created.id)).campaign.state is (  # noqa: ASYNC110 - as an operator would: by asking
+    while (view := await dispatcher.campaign(created.id)).campaign.state is (  # noqa: ASYNC110 - as an operator would: by asking
         CampaignState.IMPORTING
     ):
         await asyncio.sleep(0.05)
@@ -265,14 +257,15 @@ async def _campaign(dispatcher: Dispatcher, console: Console) -> Campaign:
 
 async def _campaign_settled(dispatcher: Dispatcher, campaign_id: str) -> bool:
     """Every contact sent or held (outside its window), and every automation run."""
-    view = await dispatcher.campaigns.view(campaign_id)
+    view = await dispatcher.campaign(campaign_id)
     queued = view.contacts.get(ContactState.QUEUED, 0)
-    due = await dispatcher.store.due_runs(dispatcher.clock.now().wall + timedelta(days=1), 1)
+    due_by = dispatcher.clock.now().wall + timedelta(days=1)
+    due = await dispatcher.automation_runs(1, due_by=due_by)
     return view.campaign.state is not CampaignState.IMPORTING and not queued and not due
 
 
 async def _all_calls(dispatcher: Dispatcher) -> list[Call]:
-    return await dispatcher.store.calls_in_status(list(CallStatus), 1000)
+    return await dispatcher.calls_in(list(CallStatus), 1000)
 
 
 async def _call_notes(dispatcher: Dispatcher, calls: list[CallView]) -> dict[str, str]:
@@ -284,16 +277,16 @@ async def _call_notes(dispatcher: Dispatcher, calls: list[CallView]) -> dict[str
 
 
 async def _campaign_table(dispatcher: Dispatcher, campaign_id: str) -> Table:
-    view = await dispatcher.campaigns.view(campaign_id)
+    view = await dispatcher.campaign(campaign_id)
     table = Table(title=f"Campaign {view.campaign.name}: contacts")
     for column in ("line", "contact", "from", "state", "text status", "what it shows"):
         table.add_column(column)
     states = [ContactState.SENT, ContactState.PENDING, ContactState.QUEUED,
               ContactState.EXPIRED, ContactState.CANCELED]  # fmt: skip
-    for contact in await dispatcher.store.contacts_in(campaign_id, states, 1000):
+    for contact in await dispatcher.campaign_contacts(campaign_id, states, 1000):
         status = "-"
-        if contact.message_id and (m := await dispatcher.store.get(contact.message_id)):
-            status = m.status.value
+        if contact.message_id:
+            status = (await dispatcher.message(contact.message_id)).message.status.value
         note = CONTACT_NOTES.get(contact.phone, "delivered; the call: answers" if status ==
                                  "Delivered" else "")  # fmt: skip
         table.add_row(str(contact.line), contact.phone, contact.sender, contact.state.value,

@@ -1,4 +1,6 @@
-"""The one service API. The CLI, the control socket and (later) HTTP are thin fronts.
+"""The one service API. The CLI, the control socket, the HTTP app, the demo and the
+report are thin fronts: they call the public verbs of :class:`Dispatcher` and never
+touch its store, channel, desks or delivery engine (``tests/test_fronts.py`` checks).
 
 ``Dispatcher`` owns the store, the channel and the pacer. Open it with ``async
 with``; it recovers what a previous run left in flight, then runs its loops in a
@@ -12,17 +14,18 @@ import asyncio
 import contextlib
 import heapq
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
-from dispatcher import private, report, runtime
-from dispatcher.automation_types import Observed
-from dispatcher.automations import Engine, load_rules
-from dispatcher.calls import Call
-from dispatcher.campaign_desk import CampaignDesk
+from dispatcher import metrics, private, report, runtime
+from dispatcher.automation_types import Observed, Run
+from dispatcher.automations import Engine, Rule, load_rules
+from dispatcher.calls import Call, CallStatus
+from dispatcher.campaign_desk import CampaignDesk, CampaignSpec, CampaignView
+from dispatcher.campaigns import Campaign, Contact, ContactState
 from dispatcher.channels import (
     CallReport,
     Channel,
@@ -38,7 +41,7 @@ from dispatcher.errors import Conflict, NotFound, StoreUnavailable
 from dispatcher.health import StoreFault, StoreHealth
 from dispatcher.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.lifecycle import Resource
-from dispatcher.metrics import NO_KEY, EngagementRow, Metrics, MetricsQuery, compute
+from dispatcher.metrics import NO_KEY, By, EngagementRow, Metrics, MetricsQuery, compute
 from dispatcher.model import (
     WAITING,
     DntEntry,
@@ -484,12 +487,84 @@ class Dispatcher(Resource):
     async def dnt_list(self, limit: int = 1000) -> list[DntEntry]:
         return await self.store.dnt_list(limit)
 
+    # -- campaigns -------------------------------------------------------------------
+    async def create_campaign(self, spec: CampaignSpec) -> Campaign:
+        """Create a campaign and start importing its contacts (see
+        :mod:`dispatcher.campaign_desk`); :meth:`campaign` follows the import."""
+        return await self.campaigns.create(spec)
+
+    async def campaign(self, campaign_id: str) -> CampaignView:
+        """One campaign: its import, its contacts by state and its projection."""
+        return await self.campaigns.view(campaign_id)
+
+    async def campaign_list(self, limit: int = 100) -> list[CampaignView]:
+        """Every campaign, newest first, with its progress."""
+        return await self.campaigns.list(limit)
+
+    async def campaign_contacts(
+        self, campaign_id: str, states: Collection[ContactState], limit: int = 1000
+    ) -> list[Contact]:
+        """The campaign's contacts in any of ``states``, in file order."""
+        await self.campaigns.get(campaign_id)  # NotFound for an unknown campaign
+        return await self.store.contacts_in(campaign_id, states, limit)
+
+    async def pause_campaign(self, campaign_id: str) -> CampaignView:
+        """Pause a running campaign: its queued texts come back, none is sent."""
+        return await self.campaigns.pause(campaign_id)
+
+    async def resume_campaign(self, campaign_id: str) -> CampaignView:
+        """Resume a paused campaign, or launch a draft."""
+        return await self.campaigns.resume(campaign_id)
+
+    async def cancel_campaign(self, campaign_id: str) -> CampaignView:
+        """Cancel a campaign: no contact not yet sent is sent."""
+        return await self.campaigns.cancel(campaign_id)
+
+    # -- automations and voice links -------------------------------------------------
+    def automation_rules(self) -> list[tuple[Rule, Literal["file", "api"]]]:
+        """The rules in force, each with where it came from: the automations file or
+        the API."""
+        engine = self.automations
+        return [(rule, "file" if rule.name in engine.from_file else "api") for rule in engine.rules]
+
+    async def automation_runs(
+        self, limit: int = 50, *, due_by: datetime | None = None
+    ) -> list[Run]:
+        """The automations' runs, newest first; with ``due_by``, only those still due
+        at that time, earliest first."""
+        if due_by is not None:
+            return await self.store.due_runs(due_by, limit)
+        return await self.store.list_runs(limit)
+
+    async def add_automation(self, raw: object) -> Rule:
+        """Add a rule given as JSON (the shape of
+        :class:`~dispatcher.automations.NewAutomation`); it is kept in the store."""
+        return await self.automations.add(raw)
+
+    async def remove_automation(self, name: str) -> None:
+        """Remove a rule added through the API (a rule of the file stays)."""
+        await self.automations.remove(name)
+
+    async def voice_link(self, token: str) -> tuple[str, str] | None:
+        """A voice link's text (its message id) and what it plays, if the token is known."""
+        return await self.store.voice_link(token)
+
+    async def record_play(self, token: str) -> None:
+        """A voice link was played now: a text Play (an unknown token counts nowhere)."""
+        await self.store.record_play(token, self.clock.now().wall)
+
     # -- engagement metrics ----------------------------------------------------------
     async def metrics(self, query: MetricsQuery | None = None) -> Metrics:
         """The result counts by channel (see :mod:`dispatcher.metrics`), counted in a
         worker thread: a large history must not hold up the sends."""
         rows = await self.store.engagement(query or MetricsQuery())
         return await asyncio.to_thread(compute, rows)
+
+    async def metrics_report(self, query: MetricsQuery, by: By | None = None) -> dict[str, Any]:
+        """The answer of the ``metrics`` command (see :func:`dispatcher.metrics.report`):
+        the totals, and with ``by`` one breakdown per key; counted in a worker thread."""
+        rows = await self.store.engagement(query)
+        return await asyncio.to_thread(_metrics_report_of, rows, by)
 
     async def report_data(self, query: MetricsQuery, bucket: str | None) -> dict[str, Any]:
         """What ``dispatcher report`` draws (see :mod:`dispatcher.report`), with the
@@ -516,6 +591,10 @@ class Dispatcher(Resource):
 
     async def find_calls(self, recipient: str, limit: int = 50) -> list[Call]:
         return await self.calls.find(recipient, limit)
+
+    async def calls_in(self, statuses: Collection[CallStatus], limit: int = 1000) -> list[Call]:
+        """Calls in any of ``statuses``, in the order they were accepted."""
+        return await self.store.calls_in_status(statuses, limit)
 
     def report_call(self, report: CallReport) -> None:
         """A call status report from outside (the provider's status callback)."""
@@ -549,6 +628,15 @@ class Dispatcher(Resource):
         if slot is None:
             return None
         return now.wall + timedelta(seconds=slot - now.mono)
+
+
+def _metrics_report_of(rows: list[EngagementRow], by: By | None) -> dict[str, Any]:
+    """Counted in a worker thread, where the rows are freed too: a million events must
+    not hold up the event loop (and the sends it paces)."""
+    try:
+        return metrics.report(rows, by)
+    finally:
+        rows.clear()
 
 
 def _report_data_of(

@@ -318,7 +318,7 @@ class WebApp:
         """A contact (or a link-preview fetcher) opened the voice link of a text: the page
         plays the message. Opening it counts nothing: the page's beacon does."""
         token = request.match_info["token"]
-        link = await self._dispatcher.store.voice_link(token)
+        link = await self._dispatcher.voice_link(token)
         if link is None:
             return _voice_page(404, _page("This link is not known.", ""))
         return _voice_page(200, _page("Your voice message", link[1], played=f"{token}/play"))
@@ -328,20 +328,18 @@ class WebApp:
         link-preview fetcher (or a request without a User-Agent) is answered alike and
         counts nothing."""
         token = request.match_info["token"]
-        if await self._dispatcher.store.voice_link(token) is None:
+        if await self._dispatcher.voice_link(token) is None:
             raise web.HTTPNotFound
         agent = request.headers.get("User-Agent", "")
         if agent and not PREVIEW_FETCHERS.search(agent):
-            await self._dispatcher.store.record_play(token, self._dispatcher.clock.now().wall)
+            await self._dispatcher.record_play(token)
         return web.Response(status=204, headers=_PRIVATE_PAGE)
 
     async def automations(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
-        engine = self._dispatcher.automations
-        runs = await self._dispatcher.store.list_runs(50)
+        runs = await self._dispatcher.automation_runs(50)
         return _answer(schemas.Automations(
-            automations=[rule_out(r, "file" if r.name in engine.from_file else "api")
-                         for r in engine.rules],
+            automations=[rule_out(r, source) for r, source in self._dispatcher.automation_rules()],
             runs=[schemas.RunOut(rule=r.rule, source_id=r.source_id, result=r.result,
                                  due_at=r.due_at.isoformat(), state=r.state,
                                  engagement_id=r.engagement_id, detail=r.detail)
@@ -352,12 +350,12 @@ class WebApp:
         """A rule, checked against :class:`NewAutomation` by the rule parser
         (which also reads the automations file)."""
         body = jsonio.loads(await self._read_body(request), what="the request body")
-        rule = await self._dispatcher.automations.add(body)
+        rule = await self._dispatcher.add_automation(body)
         return _answer(rule_out(rule, "api"), status=201)
 
     async def remove_automation(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
-        await self._dispatcher.automations.remove(request.match_info["name"])
+        await self._dispatcher.remove_automation(request.match_info["name"])
         return web.Response(status=204)
 
     async def openapi(self, _: web.Request) -> web.StreamResponse:

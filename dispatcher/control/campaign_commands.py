@@ -101,30 +101,30 @@ def _spec(a: CreateArgs) -> CampaignSpec:
 
 @command("campaign_create", CreateArgs, "create a campaign from a CSV of contacts; imports it")
 async def _create(d: Dispatcher, a: CreateArgs) -> JSON:
-    campaign = await d.campaigns.create(_spec(a))
-    return campaign_json(await d.campaigns.view(campaign.id))
+    campaign = await d.create_campaign(_spec(a))
+    return campaign_json(await d.campaign(campaign.id))
 
 
 @command("campaigns", LimitArgs, "every campaign, newest first, with its progress")
 async def _list(d: Dispatcher, a: LimitArgs) -> JSON:
-    return {"campaigns": [campaign_json(v) for v in await d.campaigns.list(a.limit)]}
+    return {"campaigns": [campaign_json(v) for v in await d.campaign_list(a.limit)]}
 
 
 @command("campaign_show", IdArgs, "one campaign: its import, contacts by state, projection")
 async def _show(d: Dispatcher, a: IdArgs) -> JSON:
-    return campaign_json(await d.campaigns.view(a.id))
+    return campaign_json(await d.campaign(a.id))
 
 
 @command("campaign_pause", IdArgs, "pause a running campaign (its queued texts come back)")
 async def _pause(d: Dispatcher, a: IdArgs) -> JSON:
-    return campaign_json(await d.campaigns.pause(a.id))
+    return campaign_json(await d.pause_campaign(a.id))
 
 
 @command("campaign_resume", IdArgs, "resume a paused campaign, or launch a draft")
 async def _resume(d: Dispatcher, a: IdArgs) -> JSON:
-    return campaign_json(await d.campaigns.resume(a.id))
+    return campaign_json(await d.resume_campaign(a.id))
 
 
 @command("campaign_cancel", IdArgs, "cancel a campaign: no contact not yet sent is sent")
 async def _cancel(d: Dispatcher, a: IdArgs) -> JSON:
-    return campaign_json(await d.campaigns.cancel(a.id))
+    return campaign_json(await d.cancel_campaign(a.id))

@@ -10,7 +10,6 @@ request gets an error that names the argument.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import typing
@@ -461,17 +460,7 @@ class MetricsArgs(Args, frozen=True):
 @command("metrics", MetricsArgs, "engagement counts by channel: since, until, campaign, ..., by")
 async def _metrics(d: Dispatcher, a: MetricsArgs) -> JSON:
     query, by = metrics.request(now=d.clock.now().wall, **msgspec.structs.asdict(a))
-    rows = await d.store.engagement(query)
-    return await asyncio.to_thread(_report, rows, by)
-
-
-def _report(rows: list[metrics.EngagementRow], by: metrics.By | None) -> JSON:
-    """Counted in a worker thread, where the rows are freed too: a million events must
-    not hold up the event loop (and the sends it paces)."""
-    try:
-        return metrics.report(rows, by)
-    finally:
-        rows.clear()
+    return await d.metrics_report(query, by)
 
 
 class ReportDataArgs(Args, frozen=True):

@@ -1,0 +1,49 @@
+"""The composition root: the one place that builds the running service and its fronts.
+
+:meth:`Dispatcher.from_config <dispatcher.service.Dispatcher.from_config>` builds the
+store and the channel the configuration names and the service over them;
+:func:`serving` opens that service with its control socket and, when ``http.listen``
+is set, its HTTP app. ``dispatcher serve`` and ``dispatcher demo`` run through it;
+tests build the service with :mod:`dispatcher.testing`, over the same constructor.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from dispatcher.clock import Clock
+from dispatcher.config import Config
+from dispatcher.control.server import ControlServer
+from dispatcher.service import Dispatcher
+from dispatcher.webapp import HttpServer, WebApp
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    config: Config,
+    *,
+    api_token: str | None,
+    twilio_auth_token: str | None,
+    clock: Clock | None = None,
+) -> AsyncIterator[Dispatcher]:
+    """The service ``config`` describes, open, with its control socket on
+    ``config.socket_path`` and, when ``http.listen`` is set, its HTTP app (the
+    automation API takes ``api_token``, Twilio's requests are checked with
+    ``twilio_auth_token``). On the way out the fronts close first, then the service
+    drains and closes."""
+    dispatcher = Dispatcher.from_config(config, clock=clock)
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(dispatcher)
+        await stack.enter_async_context(
+            ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line)
+        )
+        if config.http.listen:
+            webapp = WebApp(
+                dispatcher,
+                public_url=config.http.base_url,
+                twilio_auth_token=twilio_auth_token,
+                api_token=api_token,
+            )
+            await stack.enter_async_context(HttpServer(webapp, config.http.listen))
+        yield dispatcher
