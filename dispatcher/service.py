@@ -376,6 +376,7 @@ class Dispatcher(Resource):
 
     # -- operator verbs --------------------------------------------------------------
     async def message(self, message_id: str) -> MessageView:
+        """One text: as stored now, its history, and in plain words why it is there."""
         message = await self._get(message_id)
         history = await self.store.history(message_id)
         queue = None
@@ -392,6 +393,7 @@ class Dispatcher(Resource):
         )
 
     async def find(self, recipient: str, limit: int = 50) -> list[Message]:
+        """The texts to ``recipient``, newest first."""
         return await self.store.find(e164(recipient, field="to"), limit)
 
     async def status(self, *, limit: int = 100, number: str | None = None) -> StatusView:
@@ -420,6 +422,7 @@ class Dispatcher(Resource):
         )
 
     async def cancel(self, message_id: str) -> Message:
+        """Cancel a Pending or Queued text: it ends Unsent (``canceled``)."""
         message = await self._get(message_id)
         async with self.texts.engine.lock(message.sender):
             message = await self._get(message_id)
@@ -441,9 +444,11 @@ class Dispatcher(Resource):
         return after
 
     async def pause(self, number: str) -> NumberView:
+        """Stop sending from ``number`` (persisted; its queue is kept)."""
         return await self._set_paused(e164(number), paused=True)
 
     async def resume(self, number: str) -> NumberView:
+        """Resume sending from a paused ``number`` at its next slot."""
         view = await self._set_paused(e164(number), paused=False)
         self._pacer.wake(view.number)
         return view
@@ -466,6 +471,7 @@ class Dispatcher(Resource):
         self._resume()
 
     async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
+        """Put ``number`` on the Do Not Text list (at once, even for a text claimed)."""
         entry = DntEntry(
             number=e164(number), added_at=self.clock.now().wall, added_by=added_by, reason=reason
         )
@@ -475,6 +481,7 @@ class Dispatcher(Resource):
         return stored
 
     async def dnt_remove(self, number: str) -> bool:
+        """Take ``number`` off the Do Not Text list; whether it was on it."""
         number = e164(number)
         removed = await self.store.dnt_remove(number)
         self.texts.dnt_changes[number] = False
@@ -482,9 +489,11 @@ class Dispatcher(Resource):
         return removed
 
     async def dnt_check(self, number: str) -> DntEntry | None:
+        """The list's entry for ``number``, if it is listed."""
         return await self.store.dnt_get(e164(number))
 
     async def dnt_list(self, limit: int = 1000) -> list[DntEntry]:
+        """The Do Not Text list."""
         return await self.store.dnt_list(limit)
 
     # -- campaigns -------------------------------------------------------------------
@@ -587,9 +596,11 @@ class Dispatcher(Resource):
         return await self.calls.view(call_id)
 
     async def cancel_call(self, call_id: str) -> Call:
+        """Cancel a call that is still queued: it ends Canceled."""
         return await self.calls.cancel(call_id)
 
     async def find_calls(self, recipient: str, limit: int = 50) -> list[Call]:
+        """The calls to ``recipient``, newest first."""
         return await self.calls.find(recipient, limit)
 
     async def calls_in(self, statuses: Collection[CallStatus], limit: int = 1000) -> list[Call]:
