@@ -36,6 +36,12 @@ A message (a prompt, a voicemail, a play drop) is spoken, or played when it is a
 its wire format (TwiML: :mod:`dispatcher.channels.twiml`). Every step's instructions
 end with a redirect to the next step, so each step executed reaches the service and
 is recorded. This module imports no provider SDK.
+
+Each action has its model (:class:`SayStep`, :class:`GatherStep`, ...; msgspec checks
+a step's values as it converts it); what a model cannot say (numbers, a gather's
+answers, an activity's options) each model checks itself, and the rules across steps
+(labels, where a ``goto`` or an answer leads, loops no one hears) are checked over the
+typed steps.
 """
 
 from __future__ import annotations
@@ -43,10 +49,16 @@ from __future__ import annotations
 import functools
 import json
 import re
+import typing
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from types import UnionType
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeAlias, TypeVar
 
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
+
+from dispatcher import jsonio
 from dispatcher.calls import VoiceResult
 from dispatcher.errors import InvalidInput
 from dispatcher.model import check_body
@@ -56,66 +68,327 @@ MAX_STEPS = 100
 MAX_TEXT = 4096
 END = "end"
 
-ACTIONS: dict[str, VoiceResult] = {
-    "say": VoiceResult.SAY,
-    "play": VoiceResult.PLAY,
-    "pause": VoiceResult.PAUSE,
-    "gather": VoiceResult.GATHER,
-    "record": VoiceResult.RECORD,
-    "dial": VoiceResult.DIAL,
-    "conference": VoiceResult.CONFERENCE,
-    "notify": VoiceResult.NOTIFY,
-    "voicemail_drop": VoiceResult.VOICEMAIL_DROP,
-    "play_drop": VoiceResult.PLAY_DROP,
-    "activity": VoiceResult.ACTIVITY,
-}
-_SPOKEN = {"voice", "language"}
-OPTIONS: dict[str, frozenset[str]] = {
-    "say": frozenset(_SPOKEN | {"loop"}),
-    "play": frozenset({"loop"}),
-    "pause": frozenset(),
-    "gather": frozenset(_SPOKEN | {"input", "digits", "timeout", "on", "otherwise"}),
-    "record": frozenset({"beep"}),
-    "dial": frozenset({"timeout", "caller_id"}),
-    "conference": frozenset(),
-    "notify": frozenset({"timeout"}),
-    "voicemail_drop": frozenset(_SPOKEN),
-    "play_drop": frozenset(_SPOKEN | {"agent"}),
-    "activity": frozenset({"body", "script", "from"}),
-}
-_COMMON = frozenset({"label", "goto"})
-_LABEL = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_ROOM = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}")
-_DIGITS = re.compile(r"[0-9*#]{1,20}")
-_INPUTS = {"dtmf", "speech", "dtmf speech"}
+# -- what a step's values must be ---------------------------------------------------
+#
+# Each value's type says what msgspec checks as it converts a step (its ``Meta``) and
+# how a refusal is worded (its ``_Why``). Patterns are anchored with \A and \Z, since
+# msgspec searches them and ``$`` would let a trailing newline through.
 
 
 @dataclass(frozen=True, slots=True)
-class Step:
-    """One validated step: its action, the action's value and options."""
+class _Why:
+    """How a refused value is explained: ``say(meta, value)`` (``meta`` is the
+    constraint of the value's type, if it has one); ``missing`` when a step lacks it."""
 
-    action: str
-    value: Any
-    options: Mapping[str, Any] = field(default_factory=dict)
-    label: str | None = None
-    goto: str | None = None
+    say: Callable[[Meta | None, object], str]
+    missing: str | None = None
+
+
+def _text(meta: Meta | None, value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        return "must be non-empty text"
+    if len(value) > MAX_TEXT:
+        return f"is {len(value)} characters; the limit is {MAX_TEXT}"
+    return f"is over {meta.max_length if meta else MAX_TEXT} characters"
+
+
+def _url(meta: Meta | None, value: object) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_TEXT:
+        return _text(meta, value)
+    return f"must be an http(s):// URL, not {value!r}"
+
+
+def _whole(meta: Meta | None, value: object) -> str:
+    assert meta is not None  # every whole number has its bounds
+    return f"must be a whole number from {meta.ge} to {meta.le}, not {value!r}"
+
+
+def _number(_meta: Meta | None, value: object) -> str:
+    return f"must be an E.164 number like +14155550123, not {value!r}"
+
+
+def _label(_meta: Meta | None, value: object) -> str:
+    return f"a label is a letter then letters, digits, _ or -, not {value!r}"
+
+
+_URL_START = r"[hH][tT][tT][pP][sS]?://"
+_LABEL_PATTERN = r"\A[A-Za-z][A-Za-z0-9_-]{0,63}\Z"
+_LABEL = re.compile(_LABEL_PATTERN)
+_DIGITS = re.compile(r"[0-9*#]{1,20}")
+_IS_URL = re.compile(_URL_START)
+
+
+def is_url(text: str) -> bool:
+    """A message that is an audio URL (played) rather than text (spoken)."""
+    return _IS_URL.match(text) is not None
+
+
+def normalise_answer(answer: str) -> str:
+    """Digits as pressed; speech lower-cased, without punctuation, spaces collapsed."""
+    words = re.sub(r"[^\w*# ]+", " ", answer.lower())
+    return " ".join(words.split())
+
+
+Text = Annotated[str, Meta(pattern=r"\S", max_length=MAX_TEXT), _Why(_text)]
+"""Non-empty text (not only spaces), at most 4096 characters."""
+Name = Annotated[str, Meta(pattern=r"\S", max_length=64), _Why(_text)]
+"""A voice, a language or a script's name: non-empty text of at most 64 characters."""
+AudioUrl = Annotated[str, Meta(pattern=rf"\A{_URL_START}\S*\Z", max_length=MAX_TEXT), _Why(_url)]
+"""An audio URL: http(s)://, no spaces."""
+Message = Annotated[
+    str,
+    Meta(pattern=rf"\A(?:{_URL_START}\S*\Z|(?!{_URL_START})[\s\S]*?\S)", max_length=MAX_TEXT),
+    _Why(_url),
+]
+"""Text to speak, or an audio URL to play (then with no spaces)."""
+Label = Annotated[str, Meta(pattern=_LABEL_PATTERN), _Why(_label)]
+Number = Annotated[str, _Why(_number)]
+"""A phone number, normalised to E.164 once the step is converted."""
+Loop = Annotated[int, Meta(ge=1, le=10), _Why(_whole)]
+Seconds = Annotated[int, Meta(ge=1, le=600), _Why(_whole)]
+Room = Annotated[
+    str,
+    Meta(pattern=r"\A[A-Za-z0-9][A-Za-z0-9 _.-]{0,127}\Z"),
+    _Why(lambda _m, _v: "a room name is 1 to 128 letters, digits, spaces, _ . or -"),
+]
+Digits = Annotated[int, Meta(ge=1, le=20), _Why(_whole)]
+Flag = Annotated[bool, _Why(lambda _m, v: f"must be true or false, not {v!r}")]
+Input = Literal["dtmf", "speech", "dtmf speech"]
+_INPUTS = typing.get_args(Input)
+InputMode = Annotated[
+    Input, _Why(lambda _m, v: f"must be one of {', '.join(sorted(_INPUTS))}, not {v!r}")
+]
+Branches = Annotated[
+    dict[str, Any],
+    Meta(min_length=1),
+    _Why(lambda _m, _v: 'must be a table of answer = label, like {"1" = "confirmed"}'),
+]
+"""A gather's answers and the label each leads to (checked by :class:`GatherStep`)."""
+Collaborators = Annotated[
+    list[Number],
+    Meta(min_length=1, max_length=10),
+    _Why(lambda _m, _v: "must be a list of 1 to 10 collaborators' numbers"),
+]
+Agent = Annotated[Number, _Why(_number, "a play drop needs the agent's number in 'agent'")]
+ActivityKind = Annotated[
+    Literal["text", "call"], _Why(lambda _m, v: f'must be "text" or "call", not {v!r}')
+]
+
+
+# -- the steps: one model per action ------------------------------------------------
+
+
+class Step(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One validated step: a model per action (:class:`SayStep`, ...), with what every
+    step may have: a ``label`` to jump to and a ``goto``."""
+
+    action: ClassVar[str]
+    result: ClassVar[VoiceResult]
+
+    label: Label | UnsetType = UNSET
+    goto: Label | UnsetType = UNSET
 
     @property
-    def result(self) -> VoiceResult:
-        return ACTIONS[self.action]
+    def value(self) -> Any:
+        """The action's own value (the text said, the number dialled, ...)."""
+        return getattr(self, self.action)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options given, as written in the script (``from``, not ``from_``)."""
+        raw: dict[str, Any] = msgspec.to_builtins(self)
+        for key in (self.action, "label", "goto"):
+            raw.pop(key, None)
+        return raw
+
+    def checked(self, fail: Fail) -> Self:
+        """The step once the domain has checked what its model cannot say (numbers, a
+        gather's answers, an activity's options), normalised; ``fail`` words a refusal."""
+        return self
+
+
+Fail: TypeAlias = Callable[[str, str], InvalidInput]
+S = TypeVar("S", bound=Step)
+
+
+class SayStep(Step, frozen=True):
+    action = "say"
+    result = VoiceResult.SAY
+    say: Text
+    voice: Name | UnsetType = UNSET
+    language: Name | UnsetType = UNSET
+    loop: Loop | UnsetType = UNSET
+
+
+class PlayStep(Step, frozen=True):
+    action = "play"
+    result = VoiceResult.PLAY
+    play: AudioUrl
+    loop: Loop | UnsetType = UNSET
+
+
+class PauseStep(Step, frozen=True):
+    action = "pause"
+    result = VoiceResult.PAUSE
+    pause: Seconds
+
+
+class GatherStep(Step, frozen=True):
+    action = "gather"
+    result = VoiceResult.GATHER
+    gather: Message
+    voice: Name | UnsetType = UNSET
+    language: Name | UnsetType = UNSET
+    input: InputMode | UnsetType = UNSET
+    digits: Digits | UnsetType = UNSET
+    timeout: Seconds | UnsetType = UNSET
+    on: Branches | UnsetType = UNSET
+    otherwise: Label | UnsetType = UNSET
+
+    @property
+    def mode(self) -> str:
+        return self.input or "dtmf"
+
+    def checked(self, fail: Fail) -> Self:
+        """Answers normalised (digits, or words under speech input), each once, each
+        leading to a label."""
+        if not self.on:
+            return self
+        speech = "speech" in self.mode
+        branches: dict[str, str] = {}
+        for answer, label in self.on.items():
+            normal = normalise_answer(answer)
+            if not speech and not _DIGITS.fullmatch(normal):
+                raise fail(f"on.{answer}", "keys are digits (or * and #) for dtmf input")
+            if not normal:
+                raise fail(f"on.{answer}", "an answer cannot be empty")
+            if normal in branches:
+                raise fail(f"on.{answer}", f"the answer {normal!r} is given twice")
+            if not isinstance(label, str) or not _LABEL.search(label):
+                raise fail(f"on.{answer}", _label(None, label))
+            branches[normal] = label
+        return msgspec.structs.replace(self, on=branches)
+
+
+class RecordStep(Step, frozen=True):
+    action = "record"
+    result = VoiceResult.RECORD
+    record: Annotated[int, Meta(ge=1, le=3600), _Why(_whole)]  # seconds
+    beep: Flag | UnsetType = UNSET
+
+
+class DialStep(Step, frozen=True):
+    action = "dial"
+    result = VoiceResult.DIAL
+    dial: Number
+    timeout: Seconds | UnsetType = UNSET
+    caller_id: Number | UnsetType = UNSET
+
+    def checked(self, fail: Fail) -> Self:
+        return _numbers(self, fail, "dial", "caller_id")
+
+
+class ConferenceStep(Step, frozen=True):
+    action = "conference"
+    result = VoiceResult.CONFERENCE
+    conference: Room
+
+
+class NotifyStep(Step, frozen=True):
+    action = "notify"
+    result = VoiceResult.NOTIFY
+    notify: Collaborators
+    timeout: Seconds | UnsetType = UNSET
+
+    def checked(self, fail: Fail) -> Self:
+        numbers = [_e164(number, "notify", fail) for number in self.notify]
+        if len(set(numbers)) != len(numbers):
+            raise fail("notify", "lists a number twice")
+        return msgspec.structs.replace(self, notify=numbers)
+
+
+class VoicemailDropStep(Step, frozen=True):
+    action = "voicemail_drop"
+    result = VoiceResult.VOICEMAIL_DROP
+    voicemail_drop: Message
+    voice: Name | UnsetType = UNSET
+    language: Name | UnsetType = UNSET
+
+
+class PlayDropStep(Step, frozen=True):
+    action = "play_drop"
+    result = VoiceResult.PLAY_DROP
+    play_drop: Message
+    agent: Agent
+    voice: Name | UnsetType = UNSET
+    language: Name | UnsetType = UNSET
+
+    def checked(self, fail: Fail) -> Self:
+        return _numbers(self, fail, "agent")
+
+
+class ActivityStep(Step, frozen=True):
+    action = "activity"
+    result = VoiceResult.ACTIVITY
+    activity: ActivityKind
+    body: Text | UnsetType = UNSET
+    script: Name | UnsetType = UNSET
+    from_: Number | UnsetType = msgspec.field(default=UNSET, name="from")
+
+    def checked(self, fail: Fail) -> Self:
+        """A text needs its body (a text's length), a call the name of a script; neither
+        takes the other's option."""
+        step = _numbers(self, fail, "from_")
+        extra = "script" if self.activity == "text" else "body"
+        if getattr(self, extra):
+            raise fail(extra, f"a {self.activity} activity has no {extra!r}")
+        if self.activity == "text":
+            if not self.body:
+                raise fail("body", "a text activity needs its 'body'")
+            try:
+                check_body(self.body)
+            except InvalidInput as exc:
+                raise fail("body", str(exc)) from None
+        elif not self.script:
+            raise fail("script", "a call activity needs the name of a script in 'script'")
+        return step
+
+
+StepKind: TypeAlias = (
+    SayStep | PlayStep | PauseStep | GatherStep | RecordStep | DialStep | ConferenceStep
+    | NotifyStep | VoicemailDropStep | PlayDropStep | ActivityStep
+)  # fmt: skip
+KINDS: dict[str, type[StepKind]] = {kind.action: kind for kind in typing.get_args(StepKind)}
+"""The model of each action, in the order the actions are listed to a user."""
+ACTIONS: dict[str, VoiceResult] = {action: kind.result for action, kind in KINDS.items()}
+
+
+def _e164(value: str, key: str, fail: Fail) -> str:
+    try:
+        return e164(value, field=key)
+    except InvalidInput as exc:
+        raise fail(key, str(exc)) from None
+
+
+def _numbers(step: S, fail: Fail, *names: str) -> S:
+    """``step`` with the numbers in fields ``names`` (those given) in E.164."""
+    given = {n: getattr(step, n) for n in names if getattr(step, n)}
+    return msgspec.structs.replace(
+        step, **{n: _e164(v, n.removesuffix("_"), fail) for n, v in given.items()}
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Script:
     """A validated script. ``to_json`` is its canonical form, stored with each call."""
 
-    steps: tuple[Step, ...]
+    steps: tuple[StepKind, ...]
     labels: Mapping[str, int]
 
     @property
     def detects_machine(self) -> bool:
         """A voicemail drop needs answering-machine detection (to the end of the greeting)."""
-        return any(s.action == "voicemail_drop" for s in self.steps)
+        return any(isinstance(s, VoicemailDropStep) for s in self.steps)
 
     def target(self, label: str) -> int:
         return len(self.steps) if label == END else self.labels[label]
@@ -126,21 +399,11 @@ class Script:
         return self.target(goto) if goto else index + 1
 
     def to_json(self) -> str:
-        return json.dumps([_raw(s) for s in self.steps], sort_keys=True, separators=(",", ":"))
+        return json.dumps(msgspec.to_builtins(self.steps), sort_keys=True, separators=(",", ":"))
 
     def named_scripts(self) -> set[str]:
         """Named scripts its ``activity`` steps place calls with."""
-        return {s.options["script"] for s in self.steps if s.action == "activity" and
-                s.value == "call"}  # fmt: skip
-
-
-def _raw(step: Step) -> dict[str, Any]:
-    raw: dict[str, Any] = {step.action: step.value, **step.options}
-    if step.label:
-        raw["label"] = step.label
-    if step.goto:
-        raw["goto"] = step.goto
-    return raw
+        return {s.script for s in self.steps if isinstance(s, ActivityStep) and s.script}
 
 
 @functools.lru_cache(maxsize=1024)
@@ -151,7 +414,11 @@ def from_json(text: str) -> Script:
 
 def parse_script(raw: object, *, known: Collection[str] | None = None) -> Script:
     """Validate a script from a request or the configuration. ``known`` is the set of
-    named scripts an ``activity`` step may place a call with (None: not checked)."""
+    named scripts an ``activity`` step may place a call with (None: not checked).
+
+    Each step is converted to its action's model (msgspec checks each value), then
+    checked for what a model cannot say; the rules across steps (labels, where each
+    ``goto`` and answer leads, loops no one hears) are checked last."""
     if not isinstance(raw, list) or not raw:
         raise InvalidInput("a script is a non-empty list of steps", field="script")
     if len(raw) > MAX_STEPS:
@@ -160,7 +427,7 @@ def parse_script(raw: object, *, known: Collection[str] | None = None) -> Script
     steps = [_step(i, item, known) for i, item in enumerate(raw)]
     labels: dict[str, int] = {}
     for i, step in enumerate(steps):
-        if step.label is None:
+        if not step.label:
             continue
         if step.label in labels or step.label == END:
             reason = (
@@ -170,10 +437,10 @@ def parse_script(raw: object, *, known: Collection[str] | None = None) -> Script
         labels[step.label] = i
     for i, step in enumerate(steps):
         targets = [("goto", step.goto)] if step.goto else []
-        if step.action == "gather":
-            targets += [(f"on.{k}", v) for k, v in step.options.get("on", {}).items()]
-            if "otherwise" in step.options:
-                targets.append(("otherwise", step.options["otherwise"]))
+        if isinstance(step, GatherStep):
+            targets += [(f"on.{k}", v) for k, v in (step.on or {}).items()]
+            if step.otherwise:
+                targets.append(("otherwise", step.otherwise))
         for where, label in targets:
             if label != END and label not in labels:
                 raise _bad(i, step.action, where, f"no step has the label {label!r}")
@@ -182,17 +449,17 @@ def parse_script(raw: object, *, known: Collection[str] | None = None) -> Script
     return script
 
 
-_SILENT = {"activity", "voicemail_drop"}  # a human hears neither
+_SILENT = (ActivityStep, VoicemailDropStep)  # a human hears neither
 
 
 def _check_silent_loops(script: Script) -> None:
     """A ``goto`` loop through steps a contact never hears would never end: refused."""
     for start, step in enumerate(script.steps):
-        if step.action not in _SILENT:
+        if not isinstance(step, _SILENT):
             continue
         seen = {start}
         index = script.after(start)
-        while index < len(script.steps) and script.steps[index].action in _SILENT:
+        while index < len(script.steps) and isinstance(script.steps[index], _SILENT):
             if index in seen:
                 raise _bad(start, step.action, "goto", "its goto loops back through steps "
                            "the contact never hears, so the call would never go on")  # fmt: skip
@@ -205,199 +472,90 @@ def _bad(index: int, action: str, key: str, why: str) -> InvalidInput:
                         field=f"script[{index}].{key}")  # fmt: skip
 
 
-def _step(index: int, item: object, known: Collection[str] | None) -> Step:
+def _step(index: int, item: object, known: Collection[str] | None) -> StepKind:
+    """Step ``index``: the model of its one action, converted, then checked."""
     if not isinstance(item, dict):
         raise InvalidInput(f"script step {index + 1}: a step is a table like "
                            '{"say": "Hello"}', field=f"script[{index}]")  # fmt: skip
-    actions = [k for k in item if k in ACTIONS]
+    actions = [k for k in item if k in KINDS]
     if len(actions) != 1:
         found = ", ".join(actions) or "none"
         raise InvalidInput(
             f"script step {index + 1}: needs exactly one action of "
-            f"{', '.join(ACTIONS)} (found {found})",
+            f"{', '.join(KINDS)} (found {found})",
             field=f"script[{index}]",
         )
-    action = actions[0]
-    allowed = OPTIONS[action] | _COMMON | {action}
+    kind = KINDS[actions[0]]
+    try:
+        step = msgspec.convert(item, kind)
+    except msgspec.ValidationError as exc:
+        raise _refused(index, kind, item, exc) from None
+    step = step.checked(functools.partial(_bad, index, kind.action))
+    if (
+        isinstance(step, ActivityStep)
+        and step.script
+        and known is not None
+        and (step.script not in known)
+    ):
+        raise _bad(index, kind.action, "script", f"no script is named {step.script!r}")
+    return step
+
+
+def _refused(
+    index: int, kind: type[Step], item: dict[str, Any], exc: msgspec.ValidationError
+) -> InvalidInput:
+    """What msgspec refused in step ``index``, in the product's words: unknown options
+    first (every one, with those allowed), else the value at fault."""
+    allowed = set(kind.__struct_encode_fields__)
     if unknown := sorted(set(item) - allowed):
-        raise _bad(index, action, unknown[0], f"unknown option {', '.join(unknown)} "
-                   f"(allowed: {', '.join(sorted(allowed - {action}))})")  # fmt: skip
-    check = _Checker(index, action, item)
-    value = _VALUES[action](check, item[action])
-    options = {k: _OPTION_CHECKS[k](check, v, k) for k, v in item.items() if k in OPTIONS[action]}
-    if action == "play_drop" and "agent" not in options:
-        raise _bad(index, action, "agent", "a play drop needs the agent's number in 'agent'")
-    if action == "activity":
-        _check_activity(check, value, options, known)
-    label = check.label(item["label"], "label") if "label" in item else None
-    goto = check.label(item["goto"], "goto") if "goto" in item else None
-    return Step(action=action, value=value, options=options, label=label, goto=goto)
+        return _bad(index, kind.action, unknown[0], f"unknown option {', '.join(unknown)} "
+                    f"(allowed: {', '.join(sorted(allowed - {kind.action}))})")  # fmt: skip
+    found = jsonio.problem(exc)
+    key = str(found.path[0])
+    hint = _hints(kind)[key]
+    if len(found.path) > 1:  # an item of a list: its own type words it
+        hint = _item_of(hint)
+    meta, why = _reason(hint)
+    if found.kind == "missing" and why.missing:
+        return _bad(index, kind.action, key, why.missing)
+    return _bad(index, kind.action, key, why.say(meta, jsonio.value_at(item, found.path)))
 
 
-@dataclass(frozen=True, slots=True)
-class _Checker:
-    index: int
-    action: str
-    item: Mapping[str, Any]
-
-    def fail(self, key: str, why: str) -> InvalidInput:
-        return _bad(self.index, self.action, key, why)
-
-    def text(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(key, "must be non-empty text")
-        if len(value) > MAX_TEXT:
-            raise self.fail(key, f"is {len(value)} characters; the limit is {MAX_TEXT}")
-        return value
-
-    def url(self, value: object, key: str) -> str:
-        text = self.text(value, key)
-        if not is_url(text) or any(c.isspace() for c in text):
-            raise self.fail(key, f"must be an http(s):// URL, not {text!r}")
-        return text
-
-    def message(self, value: object, key: str) -> str:
-        """Text to speak, or an audio URL to play."""
-        text = self.text(value, key)
-        return self.url(text, key) if is_url(text) else text
-
-    def integer(self, value: object, key: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise self.fail(key, f"must be a whole number from {low} to {high}, not {value!r}")
-        return value
-
-    def number(self, value: object, key: str) -> str:
-        if not isinstance(value, str):
-            raise self.fail(key, f"must be an E.164 number like +14155550123, not {value!r}")
-        try:
-            return e164(value, field=key)
-        except InvalidInput as exc:
-            raise self.fail(key, str(exc)) from None
-
-    def label(self, value: object, key: str) -> str:
-        if not isinstance(value, str) or not _LABEL.fullmatch(value):
-            raise self.fail(key, f"a label is a letter then letters, digits, _ or -, "
-                            f"not {value!r}")  # fmt: skip
-        return value
+@functools.cache
+def _hints(kind: type[Step]) -> dict[str, Any]:
+    """The type of each field of ``kind``, by its name on the wire."""
+    hints = typing.get_type_hints(kind, include_extras=True)
+    fields = zip(kind.__struct_fields__, kind.__struct_encode_fields__, strict=True)
+    return {wire: hints[name] for name, wire in fields}
 
 
-def _gather_on(check: _Checker, value: object, key: str) -> dict[str, str]:
-    if not isinstance(value, dict) or not value:
-        raise check.fail(key, 'must be a table of answer = label, like {"1" = "confirmed"}')
-    speech = "speech" in str(check.item.get("input", "dtmf"))
-    branches: dict[str, str] = {}
-    for answer, label in value.items():
-        normal = normalise_answer(str(answer))
-        if not speech and not _DIGITS.fullmatch(normal):
-            raise check.fail(f"on.{answer}", "keys are digits (or * and #) for dtmf input")
-        if not normal:
-            raise check.fail(f"on.{answer}", "an answer cannot be empty")
-        if normal in branches:
-            raise check.fail(f"on.{answer}", f"the answer {normal!r} is given twice")
-        branches[normal] = check.label(label, f"on.{answer}")
-    return branches
+def _reason(hint: Any) -> tuple[Meta | None, _Why]:
+    """The constraint of a value's type, and how its refusal is worded."""
+    metadata = [m for option in _options(hint) for m in _metadata(option)]
+    meta = next((m for m in metadata if isinstance(m, Meta)), None)
+    return meta, next(m for m in reversed(metadata) if isinstance(m, _Why))
 
 
-def is_url(text: str) -> bool:
-    """A message that is an audio URL (played) rather than text (spoken)."""
-    return text[:8].lower().startswith(("https://", "http://"))
+def _item_of(hint: Any) -> Any:
+    """The type of the items of a list type (annotated, or one of a union)."""
+    for option in _options(hint):
+        base = typing.get_args(option)[0] if typing.get_origin(option) is Annotated else option
+        if typing.get_origin(base) is list:
+            return typing.get_args(base)[0]
+    return hint
 
 
-def normalise_answer(answer: str) -> str:
-    """Digits as pressed; speech lower-cased, without punctuation, spaces collapsed."""
-    words = re.sub(r"[^\w*# ]+", " ", answer.lower())
-    return " ".join(words.split())
+def _options(hint: Any) -> tuple[Any, ...]:
+    """The alternatives of a union (``Text | UnsetType``), or ``hint`` itself."""
+    union = typing.get_origin(hint) in (typing.Union, UnionType)
+    return typing.get_args(hint) if union else (hint,)
 
 
-def _input(check: _Checker, value: object, key: str) -> str:
-    if value not in _INPUTS:
-        raise check.fail(key, f"must be one of {', '.join(sorted(_INPUTS))}, not {value!r}")
-    return str(value)
-
-
-def _notify(check: _Checker, value: object) -> list[str]:
-    if not isinstance(value, list) or not 1 <= len(value) <= 10:
-        raise check.fail("notify", "must be a list of 1 to 10 collaborators' numbers")
-    numbers = [check.number(v, "notify") for v in value]
-    if len(set(numbers)) != len(numbers):
-        raise check.fail("notify", "lists a number twice")
-    return numbers
-
-
-def _activity(check: _Checker, value: object) -> str:
-    if value not in ("text", "call"):
-        raise check.fail("activity", f'must be "text" or "call", not {value!r}')
-    return str(value)
-
-
-def _check_activity(
-    check: _Checker, kind: str, options: Mapping[str, Any], known: Collection[str] | None
-) -> None:
-    extra = "script" if kind == "text" else "body"
-    if extra in options:
-        raise check.fail(extra, f"a {kind} activity has no {extra!r}")
-    if kind == "text":
-        if "body" not in options:
-            raise check.fail("body", "a text activity needs its 'body'")
-        try:
-            check_body(options["body"])
-        except InvalidInput as exc:
-            raise check.fail("body", str(exc)) from None
-    elif "script" not in options:
-        raise check.fail("script", "a call activity needs the name of a script in 'script'")
-    elif known is not None and options["script"] not in known:
-        raise check.fail("script", f"no script is named {options['script']!r}")
-
-
-def _bool(check: _Checker, value: object, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise check.fail(key, f"must be true or false, not {value!r}")
-    return value
-
-
-def _name(check: _Checker, value: object, key: str) -> str:
-    text = check.text(value, key)
-    if len(text) > 64:
-        raise check.fail(key, "is over 64 characters")
-    return text
-
-
-def _room(check: _Checker, value: object) -> str:
-    if not isinstance(value, str) or not _ROOM.fullmatch(value):
-        raise check.fail("conference", "a room name is 1 to 128 letters, digits, spaces, "
-                         "_ . or -")  # fmt: skip
-    return value
-
-
-_VALUES: dict[str, Callable[[_Checker, object], Any]] = {
-    "say": lambda c, v: c.text(v, "say"),
-    "play": lambda c, v: c.url(v, "play"),
-    "pause": lambda c, v: c.integer(v, "pause", 1, 600),
-    "gather": lambda c, v: c.message(v, "gather"),
-    "record": lambda c, v: c.integer(v, "record", 1, 3600),
-    "dial": lambda c, v: c.number(v, "dial"),
-    "conference": _room,
-    "notify": _notify,
-    "voicemail_drop": lambda c, v: c.message(v, "voicemail_drop"),
-    "play_drop": lambda c, v: c.message(v, "play_drop"),
-    "activity": _activity,
-}
-_OPTION_CHECKS: dict[str, Callable[[_Checker, object, str], Any]] = {
-    "voice": _name,
-    "language": _name,
-    "loop": lambda c, v, k: c.integer(v, k, 1, 10),
-    "input": _input,
-    "digits": lambda c, v, k: c.integer(v, k, 1, 20),
-    "timeout": lambda c, v, k: c.integer(v, k, 1, 600),
-    "on": _gather_on,
-    "otherwise": lambda c, v, k: c.label(v, k),
-    "beep": _bool,
-    "caller_id": lambda c, v, k: c.number(v, k),
-    "agent": lambda c, v, k: c.number(v, k),
-    "body": lambda c, v, k: c.text(v, k),
-    "script": _name,
-    "from": lambda c, v, k: c.number(v, k),
-}
+def _metadata(hint: Any) -> tuple[Any, ...]:
+    """What ``Annotated`` adds to ``hint``, outermost last."""
+    if typing.get_origin(hint) is not Annotated:
+        return ()
+    return typing.get_args(hint)[1:]
 
 
 def parse_scripts(table: object, *, where: str) -> dict[str, Script]:
@@ -578,53 +736,60 @@ def serve(
 def _instructions(step: Step, index: int, url: Url, script: Script) -> list[Instruction]:
     """One voice step's instructions: the step, then a redirect to what follows it
     (none after a dial: the dialled leg's end asks what comes next)."""
-    o = step.options
     nxt = url(str(script.after(index)) if script.after(index) < len(script.steps) else END)
     done = url(f"{index}.dialed")
     action: Instruction
-    match step.action:
-        case "say":
-            action = Say(text=step.value, loop=o.get("loop"), voice=o.get("voice"),
-                         language=o.get("language"))  # fmt: skip
-        case "play":
-            action = Play(url=step.value, loop=o.get("loop"))
-        case "pause":
-            action = Pause(seconds=step.value)
-        case "gather":
+    match step:
+        case SayStep():
+            action = Say(text=step.say, loop=_given(step.loop), voice=_given(step.voice),
+                         language=_given(step.language))  # fmt: skip
+        case PlayStep():
+            action = Play(url=step.play, loop=_given(step.loop))
+        case PauseStep():
+            action = Pause(seconds=step.pause)
+        case GatherStep():
             nxt = url(f"{index}.result")  # no answer: the same handler takes "otherwise"
-            mode = o.get("input", "dtmf")
             action = Gather(
-                prompt=_message(step.value, o), input=mode, timeout=o.get("timeout", 5),
-                digits=o.get("digits"), then=nxt,
-                speech_language=o.get("language") if "speech" in mode else None,
+                prompt=_message(step.gather, step), input=step.mode, timeout=step.timeout or 5,
+                digits=_given(step.digits), then=nxt,
+                speech_language=_given(step.language) if "speech" in step.mode else None,
             )  # fmt: skip
-        case "record":
+        case RecordStep():
             nxt = url(f"{index}.recorded")  # nothing recorded: the carrier goes on to here
-            action = Record(max_seconds=step.value, beep=o.get("beep", True), then=nxt)
-        case "dial":
-            return [Dial(number=step.value, timeout=o.get("timeout"),
-                         caller_id=o.get("caller_id"), then=done)]  # fmt: skip
-        case "conference":
-            return [Conference(room=step.value, then=done)]
-        case "notify":
-            return [RingAll(numbers=tuple(step.value), timeout=o.get("timeout"), then=done)]
-        case "voicemail_drop":
-            action = _message(step.value, o)
+            beep = step.beep if isinstance(step.beep, bool) else True
+            action = Record(max_seconds=step.record, beep=beep, then=nxt)
+        case DialStep():
+            return [Dial(number=step.dial, timeout=_given(step.timeout),
+                         caller_id=_given(step.caller_id), then=done)]  # fmt: skip
+        case ConferenceStep():
+            return [Conference(room=step.conference, then=done)]
+        case NotifyStep():
+            return [RingAll(numbers=tuple(step.notify), timeout=_given(step.timeout), then=done)]
+        case VoicemailDropStep():
+            action = _message(step.voicemail_drop, step)
             nxt = url(END)
-        case "play_drop":
+        case PlayDropStep():
             # When the agent drops off, the carrier asks the drop URL what the contact
             # hears next: the message, then the rest of the script.
-            return [Dial(number=o["agent"], then=url(f"{index}.drop"))]
+            return [Dial(number=step.agent, then=url(f"{index}.drop"))]
         case _:  # an activity is never a voice step
             raise AssertionError(step.action)
     return [action, Redirect(url=nxt)]
 
 
-def _message(message: str, options: Mapping[str, Any]) -> Say | Play:
+T = TypeVar("T")
+
+
+def _given(value: T | UnsetType) -> T | None:
+    """An option's value, None when the step does not give it."""
+    return None if isinstance(value, UnsetType) else value
+
+
+def _message(message: str, step: GatherStep | VoicemailDropStep | PlayDropStep) -> Say | Play:
     """A message is played when it is an audio URL, else spoken."""
     if is_url(message):
         return Play(url=message)
-    return Say(text=message, voice=options.get("voice"), language=options.get("language"))
+    return Say(text=message, voice=_given(step.voice), language=_given(step.language))
 
 
 def answer(script: Script, index: int, digits: str | None, speech: str | None) -> tuple[str, int]:
@@ -632,20 +797,22 @@ def answer(script: Script, index: int, digits: str | None, speech: str | None) -
     ``on`` branch for the answer, else ``otherwise``, else the next step."""
     step = script.steps[index]
     received = normalise_answer(digits or speech or "")
-    branches: Mapping[str, str] = step.options.get("on", {})
+    gather = step if isinstance(step, GatherStep) else None
+    branches: Mapping[str, str] = (gather and gather.on) or {}
     label = branches.get(received)
     if label is None and speech and not digits:  # a branch's words anywhere in the phrase
         padded = f" {received} "
         label = next((v for k, v in branches.items() if f" {k} " in padded), None)
-    if label is None and "otherwise" in step.options:
-        label = step.options["otherwise"]
+    if label is None and gather and gather.otherwise:
+        label = gather.otherwise
     return received, script.target(label) if label else script.after(index)
 
 
 def drop(script: Script, index: int, *, machine: bool, url: Url, status: str | None) -> Served:
     """After a play drop's agent left: the message, then the rest of the script."""
     step = script.steps[index]
-    served = Served(instructions=[_message(step.value, step.options)])
+    assert isinstance(step, PlayDropStep)  # the service asks only a play drop's drop
+    served = Served(instructions=[_message(step.play_drop, step)])
     served.reached.append(Reached(VoiceResult.PLAY_DROP, index, status))
     return serve(script, script.after(index), machine=machine, url=url, served=served)
 

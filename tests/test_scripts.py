@@ -363,6 +363,58 @@ def test_the_canonical_json_holds_normalised_numbers_and_answers() -> None:
     assert steps[5] == {"label": "confirmed", "record": 60, "beep": False}
 
 
+STORED = [
+    # Scripts as the store holds them (written before the steps were models): read back,
+    # each gives the very same text.
+    '[{"language":"en-GB","loop":2,"say":"Hi, this is Acme Dental.","voice":"alice"},'
+    '{"loop":3,"play":"https://cdn.test/hello.mp3"},{"pause":2},{"digits":1,"gather":'
+    '"Press 1 or say yes.","input":"dtmf speech","on":{"1":"confirmed","2":"desk","yes":'
+    '"confirmed"},"otherwise":"sorry","timeout":7},{"goto":"end","label":"sorry","say":'
+    '"Sorry."},{"beep":false,"label":"confirmed","record":60},{"activity":"text","body":'
+    '"See you tomorrow","from":"+14155550101"},{"activity":"call","script":"followup"},'
+    '{"caller_id":"+14155550100","dial":"+14155550102","label":"desk","timeout":20},'
+    '{"conference":"Room 1"},{"notify":["+14155550103","+14155550104"],"timeout":15},'
+    '{"voice":"alice","voicemail_drop":"Please call us back."},{"agent":"+14155550105",'
+    '"play_drop":"https://cdn.test/hello.mp3"}]',
+    '[{"language":"de-DE","say":"Gr\\u00fc\\u00df Gott, caf\\u00e9 \\u2615"},{"gather":"Oui?",'
+    '"input":"speech","on":{"oui merci":"end","\\u00e7a va":"end"}}]',
+]
+
+
+@pytest.mark.parametrize("text", STORED)
+def test_a_stored_script_reads_back_to_the_same_text(text: str) -> None:
+    assert from_json(text).to_json() == text
+    assert parse_script(json.loads(text)).to_json() == text
+
+
+def test_the_rich_script_is_stored_as_before() -> None:
+    assert parse_script(RICH).to_json() == STORED[0]
+
+
+@pytest.mark.parametrize(
+    ("step", "key", "why"),
+    [
+        pytest.param({"play": "https://cdn.test/a\n"}, "play", "http(s):// URL", id="url-newline"),
+        pytest.param({"conference": "room\n"}, "conference", "a room name", id="room-newline"),
+        pytest.param({"label": "a\n", "say": "Hi"}, "label", "a label is", id="label-newline"),
+        pytest.param({"say": "Hi", "loop": None}, "loop", "from 1 to 10, not None",
+                     id="option-null"),
+        pytest.param({"say": "Hi", "goto": None}, "goto", "a label is", id="goto-null"),
+        pytest.param({"say": " " * 5000}, "say", "must be non-empty text", id="say-long-blank"),
+        pytest.param({"notify": [NUMBER, 7]}, "notify", "must be an E.164 number like",
+                     id="notify-item-not-text"),
+        pytest.param({"gather": "Press", "on": {"1": 5}}, "on.1", "a label is", id="on-label-int"),
+        pytest.param({"say": "", "bogus": 1}, "bogus", "unknown option bogus",
+                     id="unknown-before-value"),
+    ],
+)  # fmt: skip
+def test_a_step_model_refuses_what_the_checks_refused(step: object, key: str, why: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        parse_script([step])
+    assert info.value.field == f"script[0].{key}"
+    assert why in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("raw", "machine", "named"),
     [
