@@ -10,6 +10,7 @@ error that names it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import tomllib
@@ -18,10 +19,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 import phonenumbers
+from msgspec import Meta
 
 from dispatcher.errors import ConfigError, InvalidInput
 from dispatcher.scripts import Script, parse_scripts
@@ -54,6 +57,21 @@ def parse_duration(text: str, *, field: str = "duration") -> timedelta:
     return timedelta(seconds=seconds)
 
 
+# What each key holds. msgspec converts every value to its field's type (these aliases
+# say the constraint); a duration is text read by parse_duration; a rule across keys
+# (a rate above 0, a time zone that exists) is the section's own __post_init__.
+Count = Annotated[int, Meta(ge=0, description="a non-negative integer")]
+Rate = Annotated[float, Meta(ge=0, description="a non-negative number")]
+_EXPECTED: dict[Any, str] = {
+    str: "a string",
+    bool: "true or false",
+    timedelta: "a duration such as 250ms, 1s or 10h",
+    list: "a list of strings",
+    dict: "a table of number = value",
+}
+"""What a value of each plain type must be, as an error says it."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ServiceConfig:
     log_level: str = "INFO"
@@ -62,13 +80,13 @@ class ServiceConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PacingConfig:
-    default_rate: float = 1.0
+    default_rate: Rate = 1.0
     guard: timedelta = timedelta(milliseconds=1)
     lead: timedelta = timedelta(milliseconds=50)
-    max_in_flight: int = 64
+    max_in_flight: Count = 64
     validity: timedelta = timedelta(hours=10)
     duplicate_window: timedelta = timedelta(seconds=1)
-    rates: dict[str, float] = field(default_factory=dict)
+    rates: dict[str, Rate] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         rates = [("pacing.default_rate", self.default_rate)]
@@ -97,7 +115,7 @@ class StoreConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ProviderConfig:
     url: str = "simulator://"
-    max_retries: int = 5
+    max_retries: Count = 5
     retry_backoff: timedelta = timedelta(seconds=2)
 
 
@@ -113,12 +131,12 @@ class TwilioConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SimulatorConfig:
-    seed: int = 7
+    seed: Count = 7
     latency: timedelta = timedelta(milliseconds=20)
     latency_jitter: timedelta = timedelta(milliseconds=10)
     receipt_delay: timedelta = timedelta(milliseconds=300)
     receipt_jitter: timedelta = timedelta(milliseconds=700)
-    reorder_rate: float = 0.1
+    reorder_rate: Rate = 0.1
     undelivered: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
     not_in_service: list[str] = field(default_factory=list)
@@ -142,8 +160,8 @@ class SimulatorConfig:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class VoiceConfig:
-    calls_per_second: float = 1.0
-    max_in_flight: int = 8
+    calls_per_second: Rate = 1.0
+    max_in_flight: Count = 8
     ring_timeout: timedelta = timedelta(seconds=30)
     detect_machine: bool = False
 
@@ -167,7 +185,7 @@ class CampaignsConfig:
     default_region: str = "US"
     default_time_zone: str = "America/New_York"
     send_window: str = "08:00-21:00"
-    feed_ahead: int = 2
+    feed_ahead: Count = 2
     tick: timedelta = timedelta(milliseconds=500)
 
     def __post_init__(self) -> None:
@@ -215,8 +233,8 @@ class InboundConfig:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ControlConfig:
     socket: str = "dispatcher.sock"
-    max_line: int = 65536
-    max_connections: int = 256
+    max_line: Count = 65536
+    max_connections: Count = 256
     idle_timeout: timedelta = timedelta(minutes=5)
 
     def __post_init__(self) -> None:
@@ -331,32 +349,37 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
 
 
+@functools.cache
+def _fields(cls: type) -> dict[str, Any]:
+    """The type of each key of a section (its field), constraints included."""
+    return typing.get_type_hints(cls, include_extras=True)
+
+
 def _build(
-    cls: type[Any], section: str, table: dict[str, Any], env: Mapping[str, str], where: str
+    cls: type, section: str, table: dict[str, Any], env: Mapping[str, str], where: str
 ) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
+    kinds = _fields(cls)
     values: dict[str, Any] = {}
     for key, value in table.items():
-        if key not in names:
+        if key not in kinds:
             raise ConfigError(
-                f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(names))})",
+                f"{where}: unknown key {section}.{key} (known: {', '.join(sorted(kinds))})",
                 field=f"{section}.{key}",
             )
-        values[key] = _convert(hints[key], value, f"{section}.{key}", where)
+        values[key] = _convert(kinds[key], value, f"{section}.{key}", where)
     prefix = f"DISPATCHER_{section.upper()}_"
     for var, text in env.items():
         if not var.startswith(prefix):
             continue
         key = var[len(prefix) :].lower()
-        if key not in names:
+        if key not in kinds:
             raise ConfigError(
                 f"environment: {var} names no key of [{section}] "
-                f"(known: {', '.join(sorted(names))})",
+                f"(known: {', '.join(sorted(kinds))})",
                 field=f"{section}.{key}",
             )
         name = f"{section}.{key}"
-        values[key] = _convert(hints[key], _from_env(hints[key], text, var, name), name, var)
+        values[key] = _convert(kinds[key], _from_env(kinds[key], text, var, name), name, var)
     try:
         return cls(**values)
     except ConfigError as exc:
@@ -364,6 +387,8 @@ def _build(
 
 
 def _from_env(kind: Any, text: str, var: str, name: str) -> Any:
+    """An environment variable's text as the value of a key of type ``kind``: a list is
+    written a,b; a table k=v,k=v; a flag 1, true, yes or on."""
     origin = typing.get_origin(kind)
     if origin is list:
         return [part.strip() for part in text.split(",") if part.strip()]
@@ -382,49 +407,36 @@ def _from_env(kind: Any, text: str, var: str, name: str) -> Any:
 
 
 def _convert(kind: Any, value: Any, name: str, where: str) -> Any:
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where}: {name} must be {expected}, not {value!r}", field=name)
-
-    if kind is timedelta:
-        if not isinstance(value, str):
-            raise bad("a duration such as 250ms, 1s or 10h")
-        return parse_duration(value, field=name)
-    if kind is bool:
-        if not isinstance(value, bool):
-            raise bad("true or false")
-        return value
-    if kind is int or kind is float:
-        number = _number(kind, value)
-        if number is None or number < 0:
-            raise bad("a non-negative integer" if kind is int else "a non-negative number")
-        return number
-    if kind is str:
-        if not isinstance(value, str):
-            raise bad("a string")
-        return value
-    origin = typing.get_origin(kind)
-    if origin is list:
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("a list of strings")
-        return list(value)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise bad("a table of number = value")
+    """``value`` as the type ``kind`` of key ``name`` (msgspec checks it), or an error
+    naming the key and ``where`` the value comes from (the file or a variable)."""
+    if typing.get_origin(kind) is dict and isinstance(value, dict):  # each entry by its key
         of = typing.get_args(kind)[1]
         return {str(k): _convert(of, v, f"{name}.{k}", where) for k, v in value.items()}
-    raise bad(str(kind))  # pragma: no cover - every field type is handled above
+    if kind is timedelta and isinstance(value, str):
+        return parse_duration(value, field=name)
+    try:
+        return msgspec.convert(_number(kind, value), kind)
+    except msgspec.ValidationError:
+        raise ConfigError(f"{where}: {name} must be {_expected(kind)}, not {value!r}",
+                          field=name) from None  # fmt: skip
 
 
-def _number(kind: type[Any], value: Any) -> float | int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, str):
+def _number(kind: Any, value: Any) -> Any:
+    """A number written as text (an environment variable, or quoted in the file) is
+    read as that number."""
+    if typing.get_origin(kind) is Annotated and isinstance(value, str):
+        number = typing.get_args(kind)[0]
         try:
-            value = kind(value)
+            return number(value)
         except ValueError:
-            return None
-    if kind is int and isinstance(value, int):
-        return value
-    if kind is float and isinstance(value, int | float):
-        return float(value)
-    return None
+            return value
+    return value
+
+
+def _expected(kind: Any) -> str:
+    """What a value of type ``kind`` must be: its ``Meta`` says it, else its plain type."""
+    if typing.get_origin(kind) is Annotated:
+        meta = next(m for m in typing.get_args(kind)[1:] if isinstance(m, Meta))
+        assert meta.description is not None  # every constrained key describes itself
+        return meta.description
+    return _EXPECTED[typing.get_origin(kind) or kind]

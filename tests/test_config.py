@@ -288,6 +288,23 @@ def test_a_malformed_environment_rate_table_names_the_variable() -> None:
         load_config(None, env={"DISPATCHER_PACING_RATES": NUMBER})
 
 
+def test_a_number_written_as_text_in_the_file_is_read(write_toml: WriteToml) -> None:
+    path = write_toml(f'[pacing]\ndefault_rate = "2"\nmax_in_flight = " 4 "\n'
+                      f'rates = {{ "{NUMBER}" = "0.5" }}\n')  # fmt: skip
+    pacing = load_config(path, env={}).pacing
+    assert (pacing.default_rate, pacing.max_in_flight, pacing.rates) == (2.0, 4, {NUMBER: 0.5})
+
+
+def test_a_bad_file_value_fails_even_when_the_environment_overrides_it(
+    write_toml: WriteToml,
+) -> None:
+    path = write_toml('[pacing]\ndefault_rate = "fast"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={"DISPATCHER_PACING_DEFAULT_RATE": "2"})
+    assert str(info.value).startswith(f"{path}: pacing.default_rate must be a non-negative")
+    assert info.value.field == "pacing.default_rate"
+
+
 def test_an_unknown_provider_fails() -> None:
     with pytest.raises(ConfigError, match="bogus") as info:
         load_config(None, env={"DISPATCHER_PROVIDER": "bogus"})
