@@ -46,20 +46,25 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal, Protocol
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher import jsonio
 from dispatcher.automation_types import RESULTS, Cursor, Observed, Run, StoredResult
+from dispatcher.campaigns import Campaign
 from dispatcher.clock import Clock, TimerHandle
 from dispatcher.config import parse_duration
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.intake import Submission, TextRequest
 from dispatcher.model import Lane, check_body
 from dispatcher.numbers import e164
 from dispatcher.schemas import Body, Model, Written, wire
 from dispatcher.store.port import RunStore
+
+if TYPE_CHECKING:
+    from dispatcher.voice import CallRequest, CallSubmission
 
 log = logging.getLogger(__name__)
 
@@ -222,6 +227,21 @@ def _why(
     return jsonio.description(NewAutomation, (key,)) or (found.detail if found else "invalid")
 
 
+class AutomationService(Protocol):
+    """What the engine asks of the service: the engagements a run makes. The
+    :class:`~dispatcher.service.Dispatcher` has these."""
+
+    async def submit(self, request: TextRequest) -> Submission: ...
+
+    async def submit_call(self, request: CallRequest) -> CallSubmission: ...
+
+
+class AutomationStore(RunStore, Protocol):
+    """The runs, and a campaign's name for the rules that name one."""
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
+
+
 class Engine:
     """Matches results against the rules, stores a run per match, and runs it when due."""
 
@@ -229,9 +249,9 @@ class Engine:
         self,
         rules: Sequence[Rule],
         *,
-        store: RunStore,
+        store: AutomationStore,
         clock: Clock,
-        service: Any,
+        service: AutomationService,
         scripts: Collection[str] = (),
     ) -> None:
         self.rules = list(rules)
@@ -364,7 +384,7 @@ class Engine:
     async def _runs_for(self, seen: Observed) -> list[Run]:
         by_campaign = any("campaign" in (r.when or {}) for r in self.rules)
         if by_campaign and seen.campaign_id and seen.campaign_name is None:
-            campaign = await self._service.store.get_campaign(seen.campaign_id)
+            campaign = await self._store.get_campaign(seen.campaign_id)
             if campaign is not None:  # a rule may name its campaign rather than its id
                 seen = replace(seen, campaign_name=campaign.name)
         return [
@@ -398,15 +418,13 @@ class Engine:
         sender = rule.sender or run.sender
         try:
             if rule.do == "text":
-                from dispatcher.intake import TextRequest  # noqa: PLC0415 - avoids a cycle
-
                 made = await self._service.submit(TextRequest(
                     sender=sender, recipient=run.contact, body=rule.body or "",
                     lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
                 ))  # fmt: skip
                 engagement = made.message.id
             else:
-                from dispatcher.voice import CallRequest  # noqa: PLC0415 - avoids a cycle
+                from dispatcher.voice import CallRequest  # noqa: PLC0415 - voice loads a provider: only for a call
 
                 placed = await self._service.submit_call(CallRequest(
                     sender=sender, recipient=run.contact, script_name=rule.script,
