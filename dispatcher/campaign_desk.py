@@ -1,4 +1,6 @@
-"""Bulk campaigns in the service: import, feed the send queue, pause, resume, cancel.
+"""Bulk campaigns in the service: feed the send queue, follow what became of each
+contact's text (or call), pause, resume, cancel. Creating and importing a campaign is
+:mod:`dispatcher.campaign_import`.
 
 A campaign's contacts live in the store, each with a state (pending, queued, sent,
 expired, canceled), an attempt number and the id of its current text (or call).
@@ -6,6 +8,16 @@ The desk never floods the queue: it keeps ``campaigns.feed_ahead`` texts queued 
 pool number, so the send window is checked when a contact is handed over, and its
 text's validity ends when the window closes (the pacer checks validity at the slot:
 a text whose window closed before its turn is not sent).
+
+The desk follows its campaigns in memory: the running, paused and cancelled ones
+(with work left) are read from the store once, at start, and kept up to date by
+create, pause, resume, cancel and finish. It learns what became of a queued contact
+from the :class:`~dispatcher.engine.events.Outcome` its text or call publishes on the
+service's bus, and writes the contacts that changed once per campaign and turn.
+Only at start (events were missed while the service was down), or after a turn the
+store refused, does it read each queued contact's text back from the store. Its tick
+(``campaigns.tick``) is for what time drives: a window opening, a start time,
+feeding the queue ahead.
 
 Exactly once per contact: a contact's text is submitted with the idempotency key
 ``<campaign>:<line>:<attempt>``, and a new attempt is only made after the last one
@@ -18,339 +30,247 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any
+from datetime import datetime
+from typing import Protocol
 
-from dispatcher import private
+from dispatcher.calls import Call, CallStatus
+from dispatcher.campaign_import import (
+    LINK_KEY,
+    CampaignSpec,
+    CampaignView,
+    Importer,
+    ImportProgress,
+    Started,
+    VoiceLinks,
+)
 from dispatcher.campaigns import (
-    ACTIVE_STATES,
+    STILL_WAITING,
     VOICE_LINK,
     Campaign,
+    CampaignChannel,
     CampaignState,
     Contact,
     ContactState,
-    CsvReader,
     OutsideWindow,
     Template,
     Window,
-    check_zone,
-    link_token,
+    contact_outcome,
+    next_step,
     parse_template,
     parse_window,
-    sender_for,
-    zones_of,
 )
 from dispatcher.clock import Clock
 from dispatcher.config import Config
-from dispatcher.errors import Conflict, DispatcherError, InvalidInput, NotFound
-from dispatcher.intake import TextRequest, new_id
-from dispatcher.model import Lane, Reason, check_body
-from dispatcher.numbers import e164, normalise
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.events import Outcome
+from dispatcher.errors import Conflict, DispatcherError, NotFound
+from dispatcher.intake import Submission, TextRequest
+from dispatcher.model import Lane, Message, Reason, TextStatus
 from dispatcher.store import Store
+from dispatcher.voice import CallRequest, CallSubmission
 
 log = logging.getLogger(__name__)
 
+__all__ = ["LINK_KEY", "CampaignDesk", "CampaignService", "CampaignSpec", "CampaignView",
+           "ImportProgress"]  # fmt: skip
+
 BATCH = 2000
-LINK_KEY = "voice-links.key"  # in the home folder: the secret voice link tokens are signed with
+FOLLOWED = frozenset({CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELED})
+_QUEUED = (ContactState.QUEUED,)
+
+Seen = tuple[TextStatus | CallStatus, str | None, datetime | None]
+"""A contact's text or call as last seen: its status, reason and end of validity."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CampaignSpec:
-    """``campaign create`` as a front received it."""
+class CampaignService(Protocol):
+    """What the desk asks of the service: hand a contact's text or call to the send
+    queue, and withdraw it. The :class:`~dispatcher.service.Dispatcher` has these."""
 
-    name: str
-    contacts: Path
-    template: str
-    senders: Sequence[str]
-    channel: str = "text"
-    start_at: datetime | None = None
-    send_window: str | None = None
-    outside_window: str = "hold"
-    validity: timedelta | None = None
-    phone_column: str = "phone"
-    tz_column: str | None = None
-    draft: bool = False
-    voice_message: str | None = None  # what {voice_link} plays: text, or an audio URL
+    async def submit(self, request: TextRequest) -> Submission: ...
 
+    async def submit_call(self, request: CallRequest) -> CallSubmission: ...
 
-@dataclass(slots=True)
-class ImportProgress:
-    bytes_total: int
-    bytes_read: int = 0
-    rows: int = 0
-    accepted: int = 0
-    rejected: int = 0
-    duplicates: int = 0
-    suppressed: int = 0
-    done: bool = False
-    error: str | None = None
+    async def cancel(self, message_id: str) -> Message: ...
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CampaignView:
-    campaign: Campaign
-    contacts: dict[ContactState, int]
-    progress: ImportProgress | None
-    fields: tuple[str, ...] = ()
-
-    @property
-    def total(self) -> int:
-        return sum(self.contacts.values())
-
-    @property
-    def settled(self) -> int:
-        waiting = (ContactState.PENDING, ContactState.QUEUED)
-        return sum(n for s, n in self.contacts.items() if s not in waiting)
+    async def cancel_call(self, call_id: str) -> Call: ...
 
 
 @dataclass(slots=True)
 class _Running:
+    """A campaign as the desk knows it. While followed, ``queued`` holds its queued
+    contacts by the id of their text (or call), as the store has them."""
+
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     template: Template | None = None
+    campaign: Campaign | None = None  # as last stored, while followed
+    loaded: bool = False  # ``queued`` was read from the store (or the campaign is new)
+    queued: dict[str, Contact] = field(default_factory=dict)
+    per_sender: Counter[str] = field(default_factory=Counter)  # queued, by pool number
+    seen: dict[str, Seen] = field(default_factory=dict)  # news of queued items, unapplied
+    zones: set[str] | None = None  # the pending contacts' time zones (or a few more)
+    exhausted: dict[str, frozenset[str]] = field(default_factory=dict)  # none pending there
+    check_done: bool = True  # something changed since the store last said "not finished"
+
+    def forget(self) -> None:
+        """Know nothing of the campaign's contacts: read them again when next needed."""
+        self.loaded = False
+        self.queued.clear()
+        self.per_sender.clear()
+        self.seen.clear()
+        self.zones = None
+        self.exhausted.clear()
+        self.check_done = True
 
 
 class CampaignDesk:
     """The campaigns half of the service. Owned and run by the Dispatcher."""
 
-    def __init__(self, config: Config, *, store: Store, clock: Clock, service: Any) -> None:
+    def __init__(
+        self, config: Config, *, store: Store, clock: Clock, bus: Bus, service: CampaignService
+    ) -> None:
         self._config = config
         self._store = store
         self._clock = clock
-        self._service = service  # the Dispatcher: submit, cancel, message, calls
+        self._service = service
+        self._links = VoiceLinks(config)
+        self._importer = Importer(config, store=store, clock=clock, links=self._links)
         self._running: dict[str, _Running] = {}
+        self._followed: dict[str, _Running] = {}
         self._imports: dict[str, ImportProgress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._stopping = False
-        self._link_key: bytes | None = None  # voice links' secret, read on first use
+        self._catching = 0  # hand-overs or reads under way: keep news of unknown items
+        self._early: dict[str, Seen] = {}
+        bus.subscribe(Outcome, self._observe)
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
         """Check the campaign (its file's header, template fields, pool, window, script)
         and start importing its contacts; the import runs on, see :meth:`view`."""
-        campaign, template = self._checked(spec)
-        reader = CsvReader(spec.contacts)
-        rows = reader.rows()
-        first = await asyncio.to_thread(_peek, rows)  # reads the header (and one row)
-        self._check_columns(spec, template, reader.header)
-        await self._store.create_campaign(campaign)
-        progress = ImportProgress(bytes_total=_size(spec.contacts))
+        started = await self._importer.begin(spec)
+        campaign = started.campaign
+        progress = self._importer.progress(spec)
         self._imports[campaign.id] = progress
-        self._running[campaign.id] = _Running(template=template)
-        task = asyncio.create_task(
-            self._import(campaign, spec, reader=reader, first=first, rows=rows, progress=progress),
-            name=f"import-{campaign.id}",
-        )
+        self._running[campaign.id] = _Running(template=started.template)
+        task = asyncio.create_task(self._import(started, progress), name=f"import-{campaign.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         log.info("campaign.created", extra={"campaign_id": campaign.id, "campaign": spec.name})
         return campaign
 
-    def _checked(self, spec: CampaignSpec) -> tuple[Campaign, Template | None]:
-        if not spec.name.strip():
-            raise InvalidInput("the campaign needs a name", field="name")
-        if spec.channel not in ("text", "voice"):
-            raise InvalidInput(f"channel must be text or voice, not {spec.channel!r}",
-                               field="channel")  # fmt: skip
-        if not spec.senders:
-            raise InvalidInput("the campaign needs at least one number to send from",
-                               field="from")  # fmt: skip
-        senders = tuple(dict.fromkeys(e164(s, field="from") for s in spec.senders))
-        window = spec.send_window or self._config.campaigns.send_window
-        parse_window(window)
-        try:
-            outside = OutsideWindow(spec.outside_window)
-        except ValueError:
-            raise InvalidInput(
-                f"outside_window must be hold or expire, not {spec.outside_window!r}",
-                field="outside_window",
-            ) from None
-        validity = self._config.pacing.validity if spec.validity is None else spec.validity
-        if validity <= timedelta(0):
-            raise InvalidInput("validity must be positive", field="validity")
-        template: Template | None = None
-        if spec.channel == "text":
-            template = parse_template(spec.template)
-            if VOICE_LINK in template.fields and not (spec.voice_message or "").strip():
-                raise InvalidInput("the template uses {voice_link}: give the message it plays "
-                                   "(text, or an audio URL) with --voice-message",
-                                   field="voice_message")  # fmt: skip
-        elif spec.template not in self._config.scripts:
-            known = ", ".join(sorted(self._config.scripts)) or "none are configured"
-            raise InvalidInput(f"a voice campaign's template is a script's name; no script "
-                               f"is named {spec.template!r} (known: {known})",
-                               field="template")  # fmt: skip
-        if not spec.contacts.is_file():
-            raise InvalidInput(f"{spec.contacts}: no such file", field="contacts")
-        now = self._clock.now().wall
-        campaign = Campaign(
-            id=new_id("cmp"), name=spec.name.strip(), channel=spec.channel,
-            template=spec.template, senders=senders, send_window=window,
-            outside_window=outside, validity=validity, start_at=spec.start_at,
-            state=CampaignState.IMPORTING, created_at=now, updated_at=now,
-            source=str(spec.contacts), voice_message=spec.voice_message,
-        )  # fmt: skip
-        return campaign, template
-
-    def _check_columns(
-        self, spec: CampaignSpec, template: Template | None, header: Sequence[str]
-    ) -> None:
-        columns = set(header)
-        if spec.phone_column not in columns:
-            raise InvalidInput(f"{spec.contacts}: no column {spec.phone_column!r} for the "
-                               f"contact's number (columns: {', '.join(header)}); "
-                               "choose one with --phone-column", field="phone_column")  # fmt: skip
-        if spec.tz_column and spec.tz_column not in columns:
-            raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r}",
-                               field="tz_column")  # fmt: skip
-        missing = [f for f in (template.fields if template else ())
-                   if f not in columns and f != VOICE_LINK]  # fmt: skip
-        if missing:
-            raise InvalidInput(
-                f"the template uses {', '.join('{' + m + '}' for m in missing)}, which "
-                f"{spec.contacts} has no column for (columns: {', '.join(header)}); nothing "
-                "was imported",
-                field="template",
-            )
-
-    async def _import(
-        self,
-        campaign: Campaign,
-        spec: CampaignSpec,
-        *,
-        reader: CsvReader,
-        first: Any,
-        rows: Any,
-        progress: ImportProgress,
-    ) -> None:
-        try:
-            campaign = await self._import_rows(
-                campaign, spec, reader=reader, first=first, rows=rows, progress=progress
-            )
-        except (DispatcherError, OSError) as exc:
-            progress.error = str(exc)
-            campaign = replace(campaign, state=CampaignState.FAILED,
-                               updated_at=self._clock.now().wall)  # fmt: skip
-            log.exception("campaign.import_failed", extra={"campaign_id": campaign.id})
-        finally:
-            progress.done = True
-        await self._store.update_campaign(campaign)
+    async def _import(self, started: Started, progress: ImportProgress) -> None:
+        campaign = await self._importer.finish(started, progress)
+        if campaign.state in FOLLOWED:
+            running = self._state(campaign.id)
+            running.campaign, running.loaded = campaign, True  # new: nothing queued yet
+            self._followed[campaign.id] = running
         self._wake.set()
 
-    async def _import_rows(
-        self,
-        campaign: Campaign,
-        spec: CampaignSpec,
-        *,
-        reader: CsvReader,
-        first: Any,
-        rows: Any,
-        progress: ImportProgress,
-    ) -> Campaign:
-        config = self._config.campaigns
-        template = self._running[campaign.id].template
-        rejects_path = (
-            private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
-        )
-        seen: set[str] = set()
-        per_sender: Counter[str] = Counter()
-        segments = 0
-        pending: list[Contact] = []
-        with private.open_text(rejects_path, newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["line", "reason", *reader.header])
-            batch = [first] if first is not None else []
-            while True:
-                batch += await asyncio.to_thread(_take, rows, BATCH - len(batch))
-                if not batch:
-                    break
-                progress.bytes_read = reader.bytes_read
-                checked: list[tuple[Contact, int]] = []
-                for row in batch:
-                    progress.rows += 1
-                    try:
-                        contact, cost = self._contact(campaign, spec, template, row, config)
-                    except InvalidInput as exc:
-                        progress.rejected += 1
-                        writer.writerow([row.line, str(exc), *row.raw])
-                        continue
-                    if contact.phone in seen:
-                        progress.duplicates += 1
-                        continue
-                    seen.add(contact.phone)
-                    checked.append((contact, cost))
-                batch = []
-                if campaign.channel == "text":  # the Do Not Text list: counted, not imported
-                    listed = await self._store.dnt_many({c.phone for c, _ in checked})
-                    progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
-                    checked = [(c, n) for c, n in checked if c.phone not in listed]
-                for contact, cost in checked:
-                    per_sender[contact.sender] += cost
-                    segments += cost
-                    pending.append(contact)
-                progress.accepted += len(checked)
-                if len(pending) >= BATCH:
-                    await self._store.add_contacts(pending)
-                    pending = []
-            if pending:
-                await self._store.add_contacts(pending)
-        now = self._clock.now().wall
-        start = max(campaign.start_at or now, now)
-        busiest = max(
-            (n / self._config.pacing.rate_of(s) for s, n in per_sender.items()), default=0.0
-        )
-        if campaign.channel == "voice":
-            busiest = progress.accepted / self._config.voice.calls_per_second
-        state = CampaignState.DRAFT if spec.draft else CampaignState.RUNNING
-        return replace(
-            campaign, state=state, accepted=progress.accepted, rejected=progress.rejected,
-            duplicates=progress.duplicates, suppressed=progress.suppressed,
-            reject_file=str(rejects_path) if progress.rejected else None, segments=segments,
-            projected_finish=start + timedelta(seconds=busiest), updated_at=now,
-        )  # fmt: skip
+    # -- following what becomes of the contacts -----------------------------------------
+    def _observe(self, outcome: Outcome) -> None:
+        """A campaign's text or call changed status (from the send path: cheap)."""
+        seen = (outcome.status, outcome.reason, outcome.expires_at)
+        running = self._followed.get(outcome.campaign_id)
+        if running is not None and outcome.item_id in running.queued:
+            running.seen[outcome.item_id] = seen  # applied at the next turn, with others
+        elif self._catching:  # its contact may be on the way to being queued
+            self._early[outcome.item_id] = seen
 
-    def _contact(
-        self,
-        campaign: Campaign,
-        spec: CampaignSpec,
-        template: Template | None,
-        row: Any,
-        config: Any,
-    ) -> tuple[Contact, int]:
-        """A row as a contact and the segments its text costs, or InvalidInput saying why
-        the row is rejected."""
-        if row.error:
-            raise InvalidInput(row.error)
-        values: dict[str, str] = row.values
-        phone = normalise(values[spec.phone_column], config.default_region, field=spec.phone_column)
-        zones = ""
-        if spec.tz_column and values.get(spec.tz_column, "").strip():
-            zones = check_zone(values[spec.tz_column].strip(), field=spec.tz_column)
-        zones = zones or zones_of(phone, config.default_time_zone)
-        fields = dict(values)  # every column, the phone's too: the template may use it
-        cost = 1
-        if template is not None:
-            empty = [f for f in template.fields
-                     if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
-            if empty:
-                raise InvalidInput(f"empty field {', '.join(empty)} for the template")
-            link = {VOICE_LINK: self._link(self._token(campaign.id, row.line, 0))}
-            cost = check_body(template.render({**values, **link})).segments
-        contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
-                          sender=sender_for(phone, campaign.senders), tz=zones,
-                          fields=fields)  # fmt: skip
-        return contact, cost
+    @contextlib.contextmanager
+    def _catch(self) -> Iterator[None]:
+        """Keep what is published of items not known yet, until they are."""
+        self._catching += 1
+        try:
+            yield
+        finally:
+            self._catching -= 1
+            if not self._catching:
+                self._early.clear()
+
+    def _track(self, running: _Running, contact: Contact, seen: Seen) -> None:
+        """``contact`` is queued (as stored), its text or call last ``seen`` so."""
+        item = contact.message_id or ""
+        running.queued[item] = contact
+        running.per_sender[contact.sender] += 1
+        early = self._early.pop(item, None)
+        if early is not None and early[0] not in STILL_WAITING:
+            seen = early  # it moved on since (a status never moves back)
+        if seen[0] not in STILL_WAITING:
+            running.seen[item] = seen
+
+    async def _load(self, running: _Running, campaign: Campaign) -> None:
+        """Read the campaign's queued contacts and what became of each one's text:
+        after a start, when events were missed while the service was down."""
+        running.forget()
+        with self._catch():
+            for contact in await self._store.contacts_in(campaign.id, _QUEUED, 100_000):
+                self._track(running, contact, await self._status_of(campaign, contact))
+            running.loaded = True
+        await self._apply(running, campaign)
+
+    async def _status_of(self, campaign: Campaign, contact: Contact) -> Seen:
+        item_id = contact.message_id or ""
+        found: Message | Call | None
+        if campaign.channel is CampaignChannel.VOICE:
+            found = await self._store.get_call(item_id)
+        else:
+            found = await self._store.get(item_id)
+        if found is None:
+            return TextStatus.UNSENT, Reason.CANCELED, None
+        return found.status, found.reason, found.expires_at
+
+    async def _apply(self, running: _Running, campaign: Campaign) -> None:
+        """Settle the queued contacts whose text or call moved on: one write."""
+        if not running.seen:
+            return
+        seen, running.seen = running.seen, {}
+        window = parse_window(campaign.send_window)
+        now = self._clock.now().wall
+        changed: list[Contact] = []
+        for item, news in seen.items():
+            contact = running.queued.get(item)
+            if contact is None:
+                continue
+            state = contact_outcome(campaign, contact, news, window=window, now=now)
+            if state is ContactState.QUEUED:
+                continue
+            del running.queued[item]
+            running.per_sender[contact.sender] -= 1
+            if state is ContactState.PENDING:  # back in line: its number has one again
+                running.exhausted.pop(contact.sender, None)
+                if running.zones is not None:
+                    running.zones.add(contact.tz)
+            changed.append(next_step(contact, state))
+        if changed:
+            await self._store.set_contacts(changed)
+            running.check_done = True
 
     # -- running ----------------------------------------------------------------------
     async def run(self) -> None:
-        """Feed every running campaign, settle what its queued texts became, until stopped."""
+        """Follow every running, paused or cancelled campaign until stopped: settle
+        what became of their queued contacts, feed the running ones."""
         tick = self._config.campaigns.tick.total_seconds()
+        await self._start()
+        while not self._stopping:
+            self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
+            for running in list(self._followed.values()):
+                await self._turn(running)
+            timer = self._clock.call_at(self._clock.now().mono + tick, self._wake.set)
+            await self._wake.wait()
+            timer.cancel()
+
+    async def _start(self) -> None:
+        """Read the campaigns to follow (once), and what became of their queued
+        contacts while the service was down."""
+        self._followed.clear()
+        for running in self._running.values():
+            running.campaign = None
+            running.forget()
         for campaign in await self._store.list_campaigns(10_000):
             if campaign.state is CampaignState.IMPORTING and campaign.id not in self._imports:
                 # An import cut short by a crash is not resumed: the campaign failed.
@@ -358,17 +278,10 @@ class CampaignDesk:
                     campaign, state=CampaignState.FAILED, updated_at=self._clock.now().wall
                 ))  # fmt: skip
                 log.warning("campaign.import_interrupted", extra={"campaign_id": campaign.id})
-        while not self._stopping:
-            self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
-            for campaign in await self._store.list_campaigns(10_000):
-                if campaign.state in ACTIVE_STATES or campaign.state is CampaignState.CANCELED:
-                    try:
-                        await self._turn(campaign.id)
-                    except DispatcherError:
-                        log.exception("campaign.turn_failed", extra={"campaign_id": campaign.id})
-            timer = self._clock.call_at(self._clock.now().mono + tick, self._wake.set)
-            await self._wake.wait()
-            timer.cancel()
+            elif campaign.state in FOLLOWED and campaign.id not in self._followed:
+                running = self._state(campaign.id)
+                running.campaign = campaign
+                self._followed[campaign.id] = running
 
     def stop(self) -> None:
         self._stopping = True
@@ -382,155 +295,132 @@ class CampaignDesk:
     def _state(self, campaign_id: str) -> _Running:
         return self._running.setdefault(campaign_id, _Running())
 
-    async def _turn(self, campaign_id: str) -> None:
-        running = self._state(campaign_id)
+    def _unfollow(self, running: _Running, campaign: Campaign) -> None:
+        self._followed.pop(campaign.id, None)
+        running.campaign = None
+        running.forget()
+
+    async def _turn(self, running: _Running) -> None:
         async with running.lock:
-            campaign = await self._store.get_campaign(campaign_id)
+            campaign = running.campaign
             if campaign is None:
                 return
-            queued = await self._settle(campaign)
-            if campaign.state is CampaignState.CANCELED:
-                await self._cancel_pending(campaign)
-                return
-            if campaign.state is not CampaignState.RUNNING:
-                return
-            now = self._clock.now().wall
-            if campaign.start_at is not None and now < campaign.start_at:
-                return
-            await self._feed(campaign, queued, now)
-            counts = await self._store.contact_counts(campaign_id)
-            if not counts.get(ContactState.PENDING) and not counts.get(ContactState.QUEUED):
-                await self._store.update_campaign(
-                    replace(campaign, state=CampaignState.FINISHED, updated_at=now)
-                )
-                log.info("campaign.finished", extra={"campaign_id": campaign_id})
+            try:
+                await self._step(running, campaign)
+            except DispatcherError:
+                running.forget()  # the store may not have what memory says: read it again
+                log.exception("campaign.turn_failed", extra={"campaign_id": campaign.id})
 
-    async def _settle(self, campaign: Campaign) -> Counter[str]:
-        """What became of the contacts handed to the queue: still queued, sent, or back to
-        pending (paused, or held outside their window). Returns queued per pool number."""
-        queued: Counter[str] = Counter()
-        changed: list[Contact] = []
-        window = parse_window(campaign.send_window)
-        now = self._clock.now().wall
-        for contact in await self._store.contacts_in(campaign.id, [ContactState.QUEUED], 100_000):
-            outcome = await self._outcome(campaign, contact, window, now)
-            if outcome is ContactState.QUEUED:
-                queued[contact.sender] += 1
-                continue
-            attempt = contact.attempt + 1 if outcome is ContactState.PENDING else contact.attempt
-            message_id = None if outcome is ContactState.PENDING else contact.message_id
-            changed.append(replace(contact, state=outcome, attempt=attempt,
-                                   message_id=message_id))  # fmt: skip
-        if changed:
-            await self._store.set_contacts(changed)
-        return queued
-
-    async def _outcome(  # noqa: PLR0911 - one answer per way a queued text can end
-        self, campaign: Campaign, contact: Contact, window: Window, now: datetime
-    ) -> ContactState:
-        status, reason, expires_at = await self._status_of(campaign, contact.message_id or "")
-        if status in ("Pending", "Queued", "Sending", "Placing"):  # Sending may yet come back
-            return ContactState.QUEUED
-        never_left = (
-            status == "Unsent" and reason in (Reason.CANCELED, Reason.EXPIRED, Reason.RATE_LIMITED)
-        ) or status == "Canceled"
-        if not never_left:
-            return ContactState.SENT
+    async def _step(self, running: _Running, campaign: Campaign) -> None:
+        if not running.loaded:
+            await self._load(running, campaign)
+        await self._apply(running, campaign)
         if campaign.state is CampaignState.CANCELED:
-            return ContactState.CANCELED
-        if campaign.state is CampaignState.PAUSED:
-            return ContactState.PENDING  # handed back: sent after resume
-        if reason == Reason.RATE_LIMITED:
-            return ContactState.PENDING  # within a second of its last attempt: again later
-        if reason == Reason.EXPIRED:
-            ended = expires_at or now  # the window as it was when the text expired
-            if campaign.outside_window is OutsideWindow.EXPIRE or window.is_open(contact.tz, ended):
-                return ContactState.EXPIRED  # expired, and not because its window closed
-            return ContactState.PENDING  # held: its window closed before its turn
-        return ContactState.CANCELED  # an operator cancelled this contact's text
+            if not running.queued:  # nothing left to hear of
+                await self._cancel_pending(campaign)
+                self._unfollow(running, campaign)
+            return
+        if campaign.state is not CampaignState.RUNNING:
+            return
+        now = self._clock.now().wall
+        if campaign.start_at is not None and now < campaign.start_at:
+            return
+        await self._feed(running, campaign, now)
+        if running.queued or not running.check_done:
+            return
+        running.check_done = False
+        counts = await self._store.contact_counts(campaign.id)
+        if not counts.get(ContactState.PENDING) and not counts.get(ContactState.QUEUED):
+            await self._store.update_campaign(
+                replace(campaign, state=CampaignState.FINISHED, updated_at=now)
+            )
+            self._unfollow(running, campaign)
+            log.info("campaign.finished", extra={"campaign_id": campaign.id})
 
-    async def _status_of(
-        self, campaign: Campaign, item_id: str
-    ) -> tuple[str, str | None, datetime | None]:
-        """The status, reason and (for a text) end of validity of a contact's item."""
-        if campaign.channel == "voice":
-            call = await self._store.get_call(item_id)
-            if call is None:
-                return "Unsent", Reason.CANCELED, None
-            return call.status.value, call.reason, call.expires_at
-        message = await self._store.get(item_id)
-        if message is None:
-            return "Unsent", Reason.CANCELED, None
-        return message.status.value, message.reason, message.expires_at
-
-    async def _feed(self, campaign: Campaign, queued: Counter[str], now: datetime) -> None:
+    async def _feed(self, running: _Running, campaign: Campaign, now: datetime) -> None:
+        """Top up each pool number's queue to ``campaigns.feed_ahead``, with contacts
+        whose window is open (with ``expire``, the others end expired on their turn).
+        The contacts handed over are written at once, at the end."""
         window = parse_window(campaign.send_window)
-        zones = await self._store.contact_zones(campaign.id)
-        open_zones = {z for z in zones if window.is_open(z, now)}
+        if running.zones is None:
+            running.zones = set(await self._store.contact_zones(campaign.id))
+        open_zones = {z for z in running.zones if window.is_open(z, now)}
         expire = campaign.outside_window is OutsideWindow.EXPIRE
+        wanted = frozenset(running.zones if expire else open_zones)
         ahead = self._config.campaigns.feed_ahead
-        for sender in campaign.senders:
-            need = ahead - queued[sender]
-            while need > 0:
-                wanted = zones if expire else open_zones
-                batch = await self._store.next_contacts(campaign.id, sender, wanted, need)
-                if not batch:
-                    break
-                closed = [c for c in batch if c.tz not in open_zones]
-                if closed:  # expire: a contact whose window is shut when its turn comes
-                    await self._store.set_contacts(
-                        [replace(c, state=ContactState.EXPIRED) for c in closed]
-                    )
-                handed = [await self._hand_over(campaign, c, window, now)
-                          for c in batch if c.tz in open_zones]  # fmt: skip
-                if handed:
-                    await self._store.set_contacts(handed)
-                need -= len(handed)
+        handed: list[tuple[Contact, Seen]] = []
+        ended: list[Contact] = []
+        with self._catch():
+            for sender in campaign.senders:
+                need = ahead - running.per_sender[sender]
+                while need > 0 and running.exhausted.get(sender) != wanted:
+                    batch = await self._store.next_contacts(campaign.id, sender, wanted, need) if (
+                        wanted) else []  # fmt: skip
+                    if not batch:
+                        running.exhausted[sender] = wanted  # until a window opens or one is back
+                        break
+                    running.check_done = True
+                    ended += [replace(c, state=ContactState.EXPIRED) for c in batch
+                              if c.tz not in open_zones]  # expire: its window is shut  # fmt: skip
+                    fresh = [await self._hand_over(running, campaign, c, window, now)
+                             for c in batch if c.tz in open_zones]  # fmt: skip
+                    handed += fresh
+                    need -= len(fresh)
+                    if need > 0:  # the store is asked again: it must know these first
+                        await self._record(running, handed, ended)
+            await self._record(running, handed, ended)
+
+    async def _record(
+        self, running: _Running, handed: list[tuple[Contact, Seen]], ended: list[Contact]
+    ) -> None:
+        """Write the contacts handed over (queued) and expired since the last write, in
+        one write, then follow the queued ones."""
+        if not handed and not ended:
+            return
+        await self._store.set_contacts([*ended, *(contact for contact, _ in handed)])
+        for contact, seen in handed:
+            self._track(running, contact, seen)
+        handed.clear()
+        ended.clear()
 
     async def _hand_over(
-        self, campaign: Campaign, contact: Contact, window: Window, now: datetime
-    ) -> Contact:
-        """Submit a contact's text (or call), once: the key names the attempt."""
+        self,
+        running: _Running,
+        campaign: Campaign,
+        contact: Contact,
+        window: Window,
+        now: datetime,
+    ) -> tuple[Contact, Seen]:
+        """Submit a contact's text (or call), once: the key names the attempt. Returns
+        the contact queued, and its text or call as the service answered."""
         key = f"{campaign.id}:{contact.line}:{contact.attempt}"
-        if campaign.channel == "voice":
-            from dispatcher.voice import CallRequest  # noqa: PLC0415 - avoids an import cycle
-
-            closes = window.closes(contact.tz, now)
-            call = await self._service.submit_call(CallRequest(
+        validity = min(campaign.validity, window.closes(contact.tz, now) - now)
+        if campaign.channel is CampaignChannel.VOICE:
+            placed = await self._service.submit_call(CallRequest(
                 sender=contact.sender, recipient=contact.phone, script_name=campaign.template,
-                lane=Lane.BULK, idempotency_key=key, campaign_id=campaign.id,
-                validity=min(campaign.validity, closes - now),
+                lane=Lane.BULK, idempotency_key=key, campaign_id=campaign.id, validity=validity,
             ))  # fmt: skip
-            return replace(contact, state=ContactState.QUEUED, message_id=call.call.id)
-        template = self._state(campaign.id).template or parse_template(campaign.template)
-        self._state(campaign.id).template = template
-        closes = window.closes(contact.tz, now)
-        validity = min(campaign.validity, closes - now)
+            call = placed.call
+            queued = replace(contact, state=ContactState.QUEUED, message_id=call.id)
+            return queued, (call.status, call.reason, call.expires_at)
+        template = running.template or parse_template(campaign.template)
+        running.template = template
         fields, token = dict(contact.fields), None
         if VOICE_LINK in template.fields:
-            token = self._token(campaign.id, contact.line, contact.attempt)
-            fields[VOICE_LINK] = self._link(token)
+            token = self._links.token(campaign.id, contact.line, contact.attempt)
+            fields[VOICE_LINK] = self._links.link(token)
         submission = await self._service.submit(TextRequest(
             sender=contact.sender, recipient=contact.phone, body=template.render(fields),
             lane=Lane.BULK, idempotency_key=key, validity=validity, campaign_id=campaign.id,
         ))  # fmt: skip
+        message = submission.message
         if token is not None:
             await self._store.add_voice_link(
-                token, message_id=submission.message.id, campaign_id=campaign.id,
+                token, message_id=message.id, campaign_id=campaign.id,
                 message=campaign.voice_message or "", created_at=now,
             )  # fmt: skip
-        return replace(contact, state=ContactState.QUEUED, message_id=submission.message.id)
-
-    def _link(self, token: str) -> str:
-        """A voice link: a page of the HTTP app that plays the campaign's message."""
-        return f"{self._config.http.base_url}/v/{token}"
-
-    def _token(self, campaign_id: str, line: int, attempt: int) -> str:
-        """A contact's voice link token, signed with the secret kept in the home folder
-        (made on first use)."""
-        if self._link_key is None:
-            self._link_key = private.secret(self._config.home / LINK_KEY)
-        return link_token(self._link_key, campaign_id, line, attempt)
+        queued = replace(contact, state=ContactState.QUEUED, message_id=message.id)
+        return queued, (message.status, message.reason, message.expires_at)
 
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],
@@ -580,42 +470,29 @@ class CampaignDesk:
                     f"campaign {campaign_id} is {campaign.state.value}; it can be made "
                     f"{state.value} only when {' or '.join(sorted(s.value for s in allowed))}"
                 )
-            now = self._clock.now().wall
-            changed = replace(campaign, state=state, updated_at=now)
-            await self._store.update_campaign(changed)
-            if state in (CampaignState.PAUSED, CampaignState.CANCELED):
-                await self._withdraw(campaign)
-                await self._settle(changed)  # handed back (or cancelled) now, not next turn
+            changed = replace(campaign, state=state, updated_at=self._clock.now().wall)
+            try:
+                await self._store.update_campaign(changed)
+                running.campaign, running.check_done = changed, True
+                self._followed[campaign_id] = running
+                if not running.loaded:
+                    await self._load(running, changed)
+                if state in (CampaignState.PAUSED, CampaignState.CANCELED):
+                    await self._withdraw(running, changed)
+                    await self._apply(running, changed)  # handed back (or cancelled) now
+            except BaseException:
+                running.forget()  # what the store has is read again at the next turn
+                raise
         log.info("campaign.%s", state.value, extra={"campaign_id": campaign_id})
         self._wake.set()
         return await self.view(campaign_id)
 
-    async def _withdraw(self, campaign: Campaign) -> None:
+    async def _withdraw(self, running: _Running, campaign: Campaign) -> None:
         """Cancel the campaign's texts still waiting in the queue; one already sending
         goes (it is the contact's one text)."""
-        for contact in await self._store.contacts_in(campaign.id, [ContactState.QUEUED], 100_000):
+        for item in list(running.queued):
             with contextlib.suppress(Conflict, NotFound):
-                if campaign.channel == "voice":
-                    await self._service.cancel_call(contact.message_id or "")
+                if campaign.channel is CampaignChannel.VOICE:
+                    await self._service.cancel_call(item)
                 else:
-                    await self._service.cancel(contact.message_id or "")
-
-
-def _peek(rows: Any) -> Any:
-    return next(rows, None)
-
-
-def _take(rows: Any, n: int) -> list[Any]:
-    taken = []
-    for row in rows:
-        taken.append(row)
-        if len(taken) >= n:
-            break
-    return taken
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
+                    await self._service.cancel(item)

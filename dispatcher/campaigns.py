@@ -15,7 +15,7 @@ import hmac
 import string
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -25,10 +25,19 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
+from dispatcher.calls import CallStatus
 from dispatcher.errors import InvalidInput
+from dispatcher.model import Reason, TextStatus
 
 VOICE_LINK = "voice_link"
 """A template field every contact has: a URL on the HTTP app that plays a message."""
+
+
+class CampaignChannel(StrEnum):
+    """What a campaign sends each contact (stored as its value)."""
+
+    TEXT = "text"
+    VOICE = "voice"  # a call running a configured script
 
 
 class CampaignState(StrEnum):
@@ -64,7 +73,7 @@ class OutsideWindow(StrEnum):
 class Campaign:
     id: str
     name: str
-    channel: str  # "text" or "voice"
+    channel: CampaignChannel
     template: str  # the text's template, or the name of a call script
     senders: tuple[str, ...]
     send_window: str
@@ -96,6 +105,59 @@ class Contact:
     state: ContactState = ContactState.PENDING
     attempt: int = 0
     message_id: str | None = None
+
+
+# -- what became of a contact ------------------------------------------------------------
+
+STILL_WAITING: frozenset[TextStatus | CallStatus] = frozenset({
+    TextStatus.PENDING, TextStatus.QUEUED, TextStatus.SENDING,  # Sending may yet come back
+    CallStatus.QUEUED, CallStatus.PLACING,
+})  # fmt: skip
+"""A contact's text or call in one of these is still in the send queue."""
+
+_NEVER_LEFT = frozenset({Reason.CANCELED, Reason.EXPIRED, Reason.RATE_LIMITED})
+
+
+def contact_outcome(  # noqa: PLR0911 - one answer per way a queued text can end
+    campaign: Campaign,
+    contact: Contact,
+    seen: tuple[TextStatus | CallStatus, str | None, datetime | None],
+    *,
+    window: Window,
+    now: datetime,
+) -> ContactState:
+    """What a queued contact becomes now that its text (or call) is ``seen`` (its
+    status, reason and end of validity): still queued, sent, pending again (the
+    campaign is paused, the text was rate-limited, or it was held outside its window:
+    a new attempt follows), expired, or canceled."""
+    status, reason, expires_at = seen
+    if status in STILL_WAITING:
+        return ContactState.QUEUED
+    never_left = (status is TextStatus.UNSENT and reason in _NEVER_LEFT) or (
+        status is CallStatus.CANCELED
+    )
+    if not never_left:
+        return ContactState.SENT
+    if campaign.state is CampaignState.CANCELED:
+        return ContactState.CANCELED
+    if campaign.state is CampaignState.PAUSED:
+        return ContactState.PENDING  # handed back: sent after resume
+    if reason == Reason.RATE_LIMITED:
+        return ContactState.PENDING  # within a second of its last attempt: again later
+    if reason == Reason.EXPIRED:
+        ended = expires_at or now  # the window as it was when the text expired
+        if campaign.outside_window is OutsideWindow.EXPIRE or window.is_open(contact.tz, ended):
+            return ContactState.EXPIRED  # expired, and not because its window closed
+        return ContactState.PENDING  # held: its window closed before its turn
+    return ContactState.CANCELED  # an operator cancelled this contact's text
+
+
+def next_step(contact: Contact, state: ContactState) -> Contact:
+    """``contact`` in ``state``: a contact handed back to pending gets a new attempt
+    (a new idempotency key) and forgets its text."""
+    if state is ContactState.PENDING:
+        return replace(contact, state=state, attempt=contact.attempt + 1, message_id=None)
+    return replace(contact, state=state)
 
 
 # -- templates -------------------------------------------------------------------------

@@ -156,7 +156,9 @@ class Dispatcher(Resource):
         self.started = asyncio.Event()
         self.calls = CallDesk(wiring, submit_text=self.submit)
         self._call_pacer: asyncio.Task[None] | None = None
-        self.campaigns = CampaignDesk(config, store=store, clock=self.clock, service=self)
+        self.campaigns = CampaignDesk(
+            config, store=store, clock=self.clock, bus=self.bus, service=self
+        )
         rules = []
         if config.automations.file:
             rules = load_rules(Path(config.automations.file), scripts=config.scripts)

@@ -28,6 +28,7 @@ import pytest
 from dispatcher.campaign_desk import CampaignSpec
 from dispatcher.campaigns import (
     Campaign,
+    CampaignChannel,
     CampaignState,
     Contact,
     ContactState,
@@ -1122,6 +1123,62 @@ async def test_a_text_the_carrier_asks_to_retry_still_counts_as_waiting(tmp_path
     assert all(any(e.reason == Reason.RETRY for e in history) for history in retried)
 
 
+class ReadCounting(MemoryStore):
+    """The in-memory store, counting the reads a campaign's progress could make."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+
+    async def get(self, message_id: str) -> Any:
+        self.reads["get"] += 1
+        return await super().get(message_id)
+
+    async def list_campaigns(self, limit: int) -> list[Campaign]:
+        self.reads["list_campaigns"] += 1
+        return await super().list_campaigns(limit)
+
+
+async def test_a_running_campaign_follows_its_texts_by_their_outcomes(tmp_path: Path) -> None:
+    """The desk hears what became of each text from the service's events: it reads no
+    text back from the store, and lists the campaigns once, at start."""
+    store = ReadCounting()
+    async with running(tmp_path, store=store) as h:
+        phones = [ny(i) for i in range(20)]
+        campaign = await h.create(h.contacts_file([(p, "N") for p in phones]))
+        await h.until_state(campaign.id, CampaignState.FINISHED)
+        view = await h.view(campaign.id)
+
+    assert per_recipient(h.sends()) == dict.fromkeys(phones, 1)
+    assert view.contacts == {ContactState.SENT: 20}
+    assert store.reads == {"list_campaigns": 1}
+
+
+async def test_after_a_restart_each_queued_contact_is_read_back_once(tmp_path: Path) -> None:
+    """Events were missed while the service was down: at start the desk reads what
+    became of each queued contact's text, once, then follows the events again."""
+    store = ReadCounting()
+    sender = POOL[0]
+    phones = [ny(i) for i in range(6)]
+    async with running(tmp_path, store=store) as h:
+        await h.service.pause(sender)  # the texts handed over stay queued
+        campaign = await h.create(h.contacts_file([(p, "N") for p in phones]), senders=[sender])
+        await h.clock.advance(5)
+        queued = (await h.view(campaign.id)).contacts[ContactState.QUEUED]
+    store.reads.clear()
+    async with running(tmp_path, store=store) as h:
+        await h.clock.advance(30)
+        assert store.reads == {"list_campaigns": 1, "get": queued}
+        await h.service.resume(sender)
+        await h.until_state(campaign.id, CampaignState.FINISHED)
+        contacts = await h.contacts(campaign.id)
+
+    assert queued == 2
+    assert per_recipient(h.sends()) == dict.fromkeys(phones, 1)
+    assert {c.state for c in contacts} == {ContactState.SENT}
+    assert {c.attempt for c in contacts} == {0}
+
+
 async def test_a_contact_listed_after_the_import_is_never_texted(tmp_path: Path) -> None:
     async with running(tmp_path) as h:
         phones = [ny(i) for i in range(4)]
@@ -1210,12 +1267,12 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_the_store_keeps_campaigns_and_their_contacts(store: Store) -> None:
     t0 = datetime(2026, 1, 5, 15, 0, 0, 123456, tzinfo=UTC)
     first = Campaign(
-        id="cmp_a", name="Spring", channel="text", template="Hi {name}", senders=POOL,
+        id="cmp_a", name="Spring", channel=CampaignChannel.TEXT, template="Hi {name}", senders=POOL,
         send_window="08:00-21:00", outside_window=OutsideWindow.HOLD,
         validity=timedelta(hours=10), start_at=None, state=CampaignState.IMPORTING,
         created_at=t0, updated_at=t0, source="/data/contacts.csv",
     )  # fmt: skip
-    second = replace(first, id="cmp_b", channel="voice", template="reminder",
+    second = replace(first, id="cmp_b", channel=CampaignChannel.VOICE, template="reminder",
                      outside_window=OutsideWindow.EXPIRE, start_at=t0 + timedelta(hours=1),
                      created_at=t0 + SECOND, updated_at=t0 + SECOND)  # fmt: skip
     await store.create_campaign(first)
@@ -1272,7 +1329,7 @@ async def test_sqlite_keeps_a_campaign_across_a_restart(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     t0 = utc(2026, 1, 5, 15)
     campaign = Campaign(
-        id="cmp_a", name="Spring", channel="text", template="Hi {name}", senders=POOL,
+        id="cmp_a", name="Spring", channel=CampaignChannel.TEXT, template="Hi {name}", senders=POOL,
         send_window="22:00-06:00", outside_window=OutsideWindow.EXPIRE,
         validity=timedelta(minutes=90), start_at=t0, state=CampaignState.PAUSED,
         created_at=t0, updated_at=t0, projected_finish=t0 + timedelta(hours=1),

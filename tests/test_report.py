@@ -34,7 +34,7 @@ import aiohttp
 import pytest
 
 from dispatcher import metrics, report
-from dispatcher.campaigns import Campaign, CampaignState, OutsideWindow
+from dispatcher.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
 from dispatcher.control.client import ControlClient
 from dispatcher.errors import InvalidInput
 from dispatcher.metrics import NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
@@ -336,8 +336,8 @@ def test_too_many_points_or_an_unknown_bucket_are_refused() -> None:
 async def test_the_report_data_command(dispatcher: Dispatcher, client: ControlClient) -> None:
     await write_history(dispatcher.store)
     await dispatcher.store.create_campaign(Campaign(
-        id=SPRING, name=EVIL, channel="text", template="Hi", senders=("+15550000001",),
-        send_window="08:00-21:00", outside_window=OutsideWindow.HOLD,
+        id=SPRING, name=EVIL, channel=CampaignChannel.TEXT, template="Hi",
+        senders=("+15550000001",), send_window="08:00-21:00", outside_window=OutsideWindow.HOLD,
         validity=timedelta(hours=10), start_at=None, state=CampaignState.FINISHED,
         created_at=NOW, updated_at=NOW,
     ))  # fmt: skip

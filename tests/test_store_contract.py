@@ -29,7 +29,14 @@ from dispatcher.calls import (
     call_status,
     completed_status,
 )
-from dispatcher.campaigns import Campaign, CampaignState, Contact, ContactState, OutsideWindow
+from dispatcher.campaigns import (
+    Campaign,
+    CampaignChannel,
+    CampaignState,
+    Contact,
+    ContactState,
+    OutsideWindow,
+)
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.metrics import (
     BY,
@@ -1798,7 +1805,9 @@ async def test_the_probe_writes_while_the_store_takes_writes(store: Store) -> No
 # -- campaigns -------------------------------------------------------------------------------
 
 
-def make_campaign(campaign_id: str, *, created: float = 0, channel: str = "text") -> Campaign:
+def make_campaign(
+    campaign_id: str, *, created: float = 0, channel: CampaignChannel = CampaignChannel.TEXT
+) -> Campaign:
     return Campaign(
         id=campaign_id, name=f"name of {campaign_id}", channel=channel, template="Hi {name}",
         senders=(SENDER, OTHER_SENDER), send_window="08:00-21:00",
@@ -1818,7 +1827,7 @@ def make_contact(
 async def test_campaigns_round_trip_and_list_newest_first(store: Store) -> None:
     first = make_campaign("cmp_a", created=0.000001)
     second = dataclasses.replace(
-        make_campaign("cmp_b", created=1, channel="voice"), start_at=at(60),
+        make_campaign("cmp_b", created=1, channel=CampaignChannel.VOICE), start_at=at(60),
         outside_window=OutsideWindow.EXPIRE, voice_message="Hello", source="contacts.csv",
     )  # fmt: skip
     await store.create_campaign(first)

@@ -14,7 +14,14 @@ from typing import Any
 
 from dispatcher.automation_types import Run
 from dispatcher.calls import Call, CallEvent, CallStatus, VoiceResult
-from dispatcher.campaigns import Campaign, CampaignState, Contact, ContactState, OutsideWindow
+from dispatcher.campaigns import (
+    Campaign,
+    CampaignChannel,
+    CampaignState,
+    Contact,
+    ContactState,
+    OutsideWindow,
+)
 from dispatcher.model import DntEntry, Event, Lane, Message, Source, TextStatus
 
 Params = tuple[Any, ...]
@@ -141,7 +148,8 @@ def call_event_row(e: CallEvent) -> Params:
 
 def campaign(row: Row) -> Campaign:
     return Campaign(
-        id=row["id"], name=row["name"], channel=row["channel"], template=row["template"],
+        id=row["id"], name=row["name"], channel=CampaignChannel(row["channel"]),
+        template=row["template"],
         senders=tuple(json.loads(row["senders"])), send_window=row["send_window"],
         outside_window=OutsideWindow(row["outside_window"]),
         validity=timedelta(microseconds=row["validity_us"]), start_at=at_or_none(row["start_at"]),

@@ -1,0 +1,355 @@
+"""A campaign's creation: the request checked, its contacts file imported into the store.
+
+The file is read row by row in worker threads, in batches; each row becomes a contact
+(its number in E.164, its time zones, its pool number) or a line of the reject file
+saying why not. A contact twice in the file is kept once, one on the Do Not Text list
+is not imported. :class:`CampaignView` is a campaign as an operator sees it, its
+import's progress included. The running part is :mod:`dispatcher.campaign_desk`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import logging
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from dispatcher import private
+from dispatcher.campaigns import (
+    VOICE_LINK,
+    Campaign,
+    CampaignChannel,
+    CampaignState,
+    Contact,
+    ContactState,
+    CsvReader,
+    OutsideWindow,
+    Row,
+    Template,
+    check_zone,
+    link_token,
+    parse_template,
+    parse_window,
+    sender_for,
+    zones_of,
+)
+from dispatcher.clock import Clock
+from dispatcher.config import CampaignsConfig, Config
+from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.intake import new_id
+from dispatcher.model import check_body
+from dispatcher.numbers import e164, normalise
+from dispatcher.store.port import CampaignStore, DoNotTextStore
+
+log = logging.getLogger(__name__)
+
+BATCH = 2000
+LINK_KEY = "voice-links.key"  # in the home folder: the secret voice link tokens are signed with
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignSpec:
+    """``campaign create`` as a front received it."""
+
+    name: str
+    contacts: Path
+    template: str
+    senders: Sequence[str]
+    channel: str = CampaignChannel.TEXT  # checked: text or voice
+    start_at: datetime | None = None
+    send_window: str | None = None
+    outside_window: str = "hold"
+    validity: timedelta | None = None
+    phone_column: str = "phone"
+    tz_column: str | None = None
+    draft: bool = False
+    voice_message: str | None = None  # what {voice_link} plays: text, or an audio URL
+
+
+@dataclass(slots=True)
+class ImportProgress:
+    bytes_total: int
+    bytes_read: int = 0
+    rows: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    done: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CampaignView:
+    campaign: Campaign
+    contacts: dict[ContactState, int]
+    progress: ImportProgress | None
+    fields: tuple[str, ...] = ()
+
+    @property
+    def total(self) -> int:
+        return sum(self.contacts.values())
+
+    @property
+    def settled(self) -> int:
+        waiting = (ContactState.PENDING, ContactState.QUEUED)
+        return sum(n for s, n in self.contacts.items() if s not in waiting)
+
+
+class VoiceLinks:
+    """Each contact's voice link: a page of the HTTP app that plays the campaign's
+    message, named by a token signed with the secret kept in the home folder (made on
+    first use)."""
+
+    def __init__(self, config: Config) -> None:
+        self._config = config
+        self._key: bytes | None = None
+
+    def link(self, token: str) -> str:
+        return f"{self._config.http.base_url}/v/{token}"
+
+    def token(self, campaign_id: str, line: int, attempt: int) -> str:
+        if self._key is None:
+            self._key = private.secret(self._config.home / LINK_KEY)
+        return link_token(self._key, campaign_id, line, attempt)
+
+
+class _Store(CampaignStore, DoNotTextStore, Protocol):
+    """What an import writes to and reads from."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Started:
+    """A campaign stored (importing) and its file open at the first data row."""
+
+    campaign: Campaign
+    spec: CampaignSpec
+    template: Template | None
+    reader: CsvReader
+    rows: Iterator[Row]
+    first: Row | None
+
+
+class Importer:
+    """Checks a campaign and imports its contacts."""
+
+    def __init__(self, config: Config, *, store: _Store, clock: Clock, links: VoiceLinks) -> None:
+        self._config = config
+        self._store = store
+        self._clock = clock
+        self._links = links
+
+    async def begin(self, spec: CampaignSpec) -> Started:
+        """Check the campaign (its file's header, template fields, pool, window, script)
+        and store it, importing."""
+        campaign, template = self._checked(spec)
+        reader = CsvReader(spec.contacts)
+        rows = reader.rows()
+        first = await asyncio.to_thread(_peek, rows)  # reads the header (and one row)
+        self._check_columns(spec, template, reader.header)
+        await self._store.create_campaign(campaign)
+        return Started(campaign=campaign, spec=spec, template=template, reader=reader,
+                       rows=rows, first=first)  # fmt: skip
+
+    def progress(self, spec: CampaignSpec) -> ImportProgress:
+        return ImportProgress(bytes_total=_size(spec.contacts))
+
+    async def finish(self, started: Started, progress: ImportProgress) -> Campaign:
+        """Import every row; returns the campaign as stored: running (or a draft), or
+        failed with ``progress.error`` saying why."""
+        campaign = started.campaign
+        try:
+            campaign = await self._import_rows(started, progress)
+        except (DispatcherError, OSError) as exc:
+            progress.error = str(exc)
+            campaign = replace(campaign, state=CampaignState.FAILED,
+                               updated_at=self._clock.now().wall)  # fmt: skip
+            log.exception("campaign.import_failed", extra={"campaign_id": campaign.id})
+        finally:
+            progress.done = True
+        await self._store.update_campaign(campaign)
+        return campaign
+
+    def _checked(self, spec: CampaignSpec) -> tuple[Campaign, Template | None]:
+        if not spec.name.strip():
+            raise InvalidInput("the campaign needs a name", field="name")
+        try:
+            channel = CampaignChannel(spec.channel)
+        except ValueError:
+            raise InvalidInput(f"channel must be text or voice, not {spec.channel!r}",
+                               field="channel") from None  # fmt: skip
+        if not spec.senders:
+            raise InvalidInput("the campaign needs at least one number to send from",
+                               field="from")  # fmt: skip
+        senders = tuple(dict.fromkeys(e164(s, field="from") for s in spec.senders))
+        window = spec.send_window or self._config.campaigns.send_window
+        parse_window(window)
+        try:
+            outside = OutsideWindow(spec.outside_window)
+        except ValueError:
+            raise InvalidInput(
+                f"outside_window must be hold or expire, not {spec.outside_window!r}",
+                field="outside_window",
+            ) from None
+        validity = self._config.pacing.validity if spec.validity is None else spec.validity
+        if validity <= timedelta(0):
+            raise InvalidInput("validity must be positive", field="validity")
+        template: Template | None = None
+        if channel is CampaignChannel.TEXT:
+            template = parse_template(spec.template)
+            if VOICE_LINK in template.fields and not (spec.voice_message or "").strip():
+                raise InvalidInput("the template uses {voice_link}: give the message it plays "
+                                   "(text, or an audio URL) with --voice-message",
+                                   field="voice_message")  # fmt: skip
+        elif spec.template not in self._config.scripts:
+            known = ", ".join(sorted(self._config.scripts)) or "none are configured"
+            raise InvalidInput(f"a voice campaign's template is a script's name; no script "
+                               f"is named {spec.template!r} (known: {known})",
+                               field="template")  # fmt: skip
+        if not spec.contacts.is_file():
+            raise InvalidInput(f"{spec.contacts}: no such file", field="contacts")
+        now = self._clock.now().wall
+        campaign = Campaign(
+            id=new_id("cmp"), name=spec.name.strip(), channel=channel,
+            template=spec.template, senders=senders, send_window=window,
+            outside_window=outside, validity=validity, start_at=spec.start_at,
+            state=CampaignState.IMPORTING, created_at=now, updated_at=now,
+            source=str(spec.contacts), voice_message=spec.voice_message,
+        )  # fmt: skip
+        return campaign, template
+
+    def _check_columns(
+        self, spec: CampaignSpec, template: Template | None, header: Sequence[str]
+    ) -> None:
+        columns = set(header)
+        if spec.phone_column not in columns:
+            raise InvalidInput(f"{spec.contacts}: no column {spec.phone_column!r} for the "
+                               f"contact's number (columns: {', '.join(header)}); "
+                               "choose one with --phone-column", field="phone_column")  # fmt: skip
+        if spec.tz_column and spec.tz_column not in columns:
+            raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r}",
+                               field="tz_column")  # fmt: skip
+        missing = [f for f in (template.fields if template else ())
+                   if f not in columns and f != VOICE_LINK]  # fmt: skip
+        if missing:
+            raise InvalidInput(
+                f"the template uses {', '.join('{' + m + '}' for m in missing)}, which "
+                f"{spec.contacts} has no column for (columns: {', '.join(header)}); nothing "
+                "was imported",
+                field="template",
+            )
+
+    async def _import_rows(self, started: Started, progress: ImportProgress) -> Campaign:
+        campaign, spec, reader = started.campaign, started.spec, started.reader
+        rejects_path = (
+            private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
+        )
+        seen: set[str] = set()
+        per_sender: Counter[str] = Counter()
+        segments = 0
+        pending: list[Contact] = []
+        with private.open_text(rejects_path, newline="") as out:
+            writer = csv.writer(out)
+            writer.writerow(["line", "reason", *reader.header])
+            batch = [started.first] if started.first is not None else []
+            while True:
+                batch += await asyncio.to_thread(_take, started.rows, BATCH - len(batch))
+                if not batch:
+                    break
+                progress.bytes_read = reader.bytes_read
+                checked: list[tuple[Contact, int]] = []
+                for row in batch:
+                    progress.rows += 1
+                    try:
+                        contact, cost = self._contact(campaign, spec, started.template, row)
+                    except InvalidInput as exc:
+                        progress.rejected += 1
+                        writer.writerow([row.line, str(exc), *row.raw])
+                        continue
+                    if contact.phone in seen:
+                        progress.duplicates += 1
+                        continue
+                    seen.add(contact.phone)
+                    checked.append((contact, cost))
+                batch = []
+                if campaign.channel is CampaignChannel.TEXT:  # Do Not Text: counted, not imported
+                    listed = await self._store.dnt_many({c.phone for c, _ in checked})
+                    progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
+                    checked = [(c, n) for c, n in checked if c.phone not in listed]
+                for contact, cost in checked:
+                    per_sender[contact.sender] += cost
+                    segments += cost
+                    pending.append(contact)
+                progress.accepted += len(checked)
+                if len(pending) >= BATCH:
+                    await self._store.add_contacts(pending)
+                    pending = []
+            if pending:
+                await self._store.add_contacts(pending)
+        now = self._clock.now().wall
+        start = max(campaign.start_at or now, now)
+        busiest = max(
+            (n / self._config.pacing.rate_of(s) for s, n in per_sender.items()), default=0.0
+        )
+        if campaign.channel is CampaignChannel.VOICE:
+            busiest = progress.accepted / self._config.voice.calls_per_second
+        state = CampaignState.DRAFT if spec.draft else CampaignState.RUNNING
+        return replace(
+            campaign, state=state, accepted=progress.accepted, rejected=progress.rejected,
+            duplicates=progress.duplicates, suppressed=progress.suppressed,
+            reject_file=str(rejects_path) if progress.rejected else None, segments=segments,
+            projected_finish=start + timedelta(seconds=busiest), updated_at=now,
+        )  # fmt: skip
+
+    def _contact(
+        self, campaign: Campaign, spec: CampaignSpec, template: Template | None, row: Row
+    ) -> tuple[Contact, int]:
+        """A row as a contact and the segments its text costs, or InvalidInput saying why
+        the row is rejected."""
+        if row.error:
+            raise InvalidInput(row.error)
+        config: CampaignsConfig = self._config.campaigns
+        values: dict[str, str] = row.values
+        phone = normalise(values[spec.phone_column], config.default_region, field=spec.phone_column)
+        zones = ""
+        if spec.tz_column and values.get(spec.tz_column, "").strip():
+            zones = check_zone(values[spec.tz_column].strip(), field=spec.tz_column)
+        zones = zones or zones_of(phone, config.default_time_zone)
+        fields = dict(values)  # every column, the phone's too: the template may use it
+        cost = 1
+        if template is not None:
+            empty = [f for f in template.fields
+                     if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
+            if empty:
+                raise InvalidInput(f"empty field {', '.join(empty)} for the template")
+            link = {VOICE_LINK: self._links.link(self._links.token(campaign.id, row.line, 0))}
+            cost = check_body(template.render({**values, **link})).segments
+        contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
+                          sender=sender_for(phone, campaign.senders), tz=zones,
+                          fields=fields)  # fmt: skip
+        return contact, cost
+
+
+def _peek(rows: Iterator[Row]) -> Row | None:
+    return next(rows, None)
+
+
+def _take(rows: Iterator[Row], n: int) -> list[Row]:
+    taken = []
+    for row in rows:
+        taken.append(row)
+        if len(taken) >= n:
+            break
+    return taken
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
