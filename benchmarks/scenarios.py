@@ -26,7 +26,7 @@ from dispatcher import runtime
 from dispatcher.config import load_config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.server import ControlServer
-from dispatcher.model import Lane
+from dispatcher.core.model import Lane
 from dispatcher.service import Dispatcher, TextRequest
 
 NUMBERS = 10_000

@@ -38,8 +38,8 @@ from dispatcher.channels import SendRequest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import SystemClock
 from dispatcher.config import SimulatorConfig, load_config
-from dispatcher.model import Lane
-from dispatcher.scheduler import Book, Pacer
+from dispatcher.core.model import Lane
+from dispatcher.engine.scheduler import Book, Pacer
 from dispatcher.service import Dispatcher, TextRequest
 
 

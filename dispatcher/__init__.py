@@ -12,18 +12,18 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dispatcher.config import Config, load_config
+    from dispatcher.core.model import Lane, Message, TextStatus
     from dispatcher.errors import DispatcherError
-    from dispatcher.model import Lane, Message, TextStatus
     from dispatcher.service import Dispatcher, TextRequest
 
 _EXPORTS = {
     "Config": "dispatcher.config",
     "Dispatcher": "dispatcher.service",
     "DispatcherError": "dispatcher.errors",
-    "Lane": "dispatcher.model",
-    "Message": "dispatcher.model",
+    "Lane": "dispatcher.core.model",
+    "Message": "dispatcher.core.model",
     "TextRequest": "dispatcher.service",
-    "TextStatus": "dispatcher.model",
+    "TextStatus": "dispatcher.core.model",
     "load_config": "dispatcher.config",
 }
 

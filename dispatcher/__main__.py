@@ -1,5 +1,5 @@
 """``python -m dispatcher``: the same as the ``dispatcher`` command."""
 
-from dispatcher.cli import main
+from dispatcher.cli.main import main
 
 raise SystemExit(main())

@@ -16,7 +16,7 @@ from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.control.server import ControlServer
 from dispatcher.service import Dispatcher
-from dispatcher.webapp import HttpServer, WebApp
+from dispatcher.web.app import HttpServer, WebApp
 
 
 @contextlib.asynccontextmanager

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -26,36 +25,9 @@ import msgspec
 import phonenumbers
 from msgspec import Meta
 
+from dispatcher.core.durations import parse_duration
+from dispatcher.core.scripts import Script, parse_scripts
 from dispatcher.errors import ConfigError, InvalidInput
-from dispatcher.scripts import Script, parse_scripts
-
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-MAX_DURATION = timedelta(days=3650)  # ten years: every duration the product takes
-
-
-class DurationOutOfRange(ConfigError):
-    """A well-formed duration longer than :data:`MAX_DURATION`."""
-
-
-def parse_duration(text: str, *, field: str = "duration") -> timedelta:
-    """``"10h"``, ``"1s"``, ``"250ms"``, ``"1h30m"`` -> ``timedelta``, at most
-    :data:`MAX_DURATION` (3650d)."""
-    cleaned = text.strip().replace(" ", "")
-    parts = _DURATION.findall(cleaned)
-    if not cleaned or "".join(n + u for n, u in parts) != cleaned:
-        raise ConfigError(
-            f"{field}: {text!r} is not a duration; write e.g. 250ms, 1s, 10m, 10h or 1h30m",
-            field=field,
-        )
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)  # inf for absurdly long digits
-    if not seconds <= MAX_DURATION.total_seconds():
-        raise DurationOutOfRange(
-            f"{field}: {text!r} is longer than {MAX_DURATION.days}d, the longest duration accepted",
-            field=field,
-        )
-    return timedelta(seconds=seconds)
-
 
 # What each key holds. msgspec converts every value to its field's type (these aliases
 # say the constraint); a duration is text read by parse_duration; a rule across keys

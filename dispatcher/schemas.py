@@ -16,16 +16,22 @@ limits are only described here (``extra_json_schema``), never checked twice.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Literal
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
+from dispatcher.core import calls, model
+from dispatcher.core.numbers import E164_PATTERN
 from dispatcher.jsonio import bounded
-from dispatcher.numbers import E164_PATTERN
+
+if TYPE_CHECKING:
+    from dispatcher.engine.calls import CallView as ServiceCallView
 
 
 def wire(name: str) -> str:
@@ -327,3 +333,55 @@ def _response(status: int, answer: Answer) -> dict[str, Any]:
     if status == 503:
         response["headers"] = _RETRY_AFTER
     return response
+
+
+# -- answers built from the service's values (the socket and the HTTP app alike) ----
+
+
+def ts(at: datetime | None, *, timespec: str = "microseconds") -> str | None:
+    """A time as the answers write it: ISO 8601 (with microseconds, unless a campaign's
+    times, which are whole seconds)."""
+    return at.isoformat(timespec=timespec) if at else None
+
+
+def event_of(e: model.Event | calls.CallEvent) -> Event:
+    """One step of a text's or call's history, as answered."""
+    extra: dict[str, Any] = {}
+    if isinstance(e, calls.CallEvent):
+        extra = {"result": e.result.value if e.result else None, "step": e.step}
+    return Event(
+        status=e.status.value if e.status else None, **extra, at=ts(e.at) or "",
+        reason=e.reason, provider_code=e.provider_code, source=e.source.value,
+        applied=e.applied, detail=e.detail,
+    )  # fmt: skip
+
+
+def call_view_of(view: ServiceCallView) -> CallView:
+    """A call with its history and explanation, as answered."""
+    return CallView(
+        **call_fields(view.call),
+        history=[event_of(e) for e in view.history],
+        explanation=view.explanation,
+    )
+
+
+def call_fields(c: calls.Call) -> dict[str, Any]:
+    """The fields of :class:`CallOut` for ``c``."""
+    return {
+        "id": c.id,
+        "status": c.status.value,
+        "reason": c.reason,
+        "from_": c.sender,
+        "to": c.recipient,
+        "script_name": c.script_name,
+        "script": json.loads(c.script),
+        "priority": c.lane.name.lower(),
+        "answered_by": c.answered_by,
+        "script_done": c.script_done,
+        "accepted_at": ts(c.accepted_at),
+        "placed_at": ts(c.placed_at),
+        "updated_at": ts(c.updated_at),
+        "provider_id": c.provider_id,
+        "provider_code": c.provider_code,
+        "trigger": c.trigger,
+    }

@@ -20,12 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from dispatcher import metrics, private, report, runtime
-from dispatcher.automation_types import Observed, Run
-from dispatcher.automations import Engine, Rule, load_rules
-from dispatcher.calls import Call, CallStatus
-from dispatcher.campaign_desk import CampaignDesk, CampaignSpec, CampaignView
-from dispatcher.campaigns import Campaign, Contact, ContactState
+from dispatcher import private, runtime
 from dispatcher.channels import (
     CallReport,
     Channel,
@@ -34,15 +29,11 @@ from dispatcher.channels import (
 )
 from dispatcher.clock import Clock, Instant, SystemClock
 from dispatcher.config import Config
-from dispatcher.engine.bus import Bus
-from dispatcher.engine.texts import RECENT, TextDesk, sent_since
-from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import Conflict, NotFound, StoreUnavailable
-from dispatcher.health import StoreFault, StoreHealth
-from dispatcher.intake import Intake, Submission, TextRequest, new_id
-from dispatcher.lifecycle import Resource
-from dispatcher.metrics import NO_KEY, By, EngagementRow, Metrics, MetricsQuery, compute
-from dispatcher.model import (
+from dispatcher.core import metrics, report
+from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.metrics import NO_KEY, By, EngagementRow, Metrics, MetricsQuery, compute
+from dispatcher.core.model import (
     WAITING,
     DntEntry,
     Event,
@@ -58,9 +49,26 @@ from dispatcher.model import (
     keyword,
     transition,
 )
-from dispatcher.numbers import e164
+from dispatcher.core.numbers import e164
+from dispatcher.core.results import Observed, Run
+from dispatcher.engine.automations import Engine, NewAutomation, Rule, load_rules
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.calls import (
+    CallDesk,
+    CallRequest,
+    CallsSummary,
+    CallSubmission,
+    CallView,
+    call_status_url,
+)
+from dispatcher.engine.campaigns import CampaignDesk, CampaignSpec, CampaignView
+from dispatcher.engine.health import StoreFault, StoreHealth
+from dispatcher.engine.intake import Intake, Submission, TextRequest, new_id
+from dispatcher.engine.texts import RECENT, TextDesk, sent_since
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import Conflict, NotFound, StoreUnavailable
+from dispatcher.lifecycle import Resource
 from dispatcher.store import Store, open_store
-from dispatcher.voice import CallDesk, CallRequest, CallsSummary, CallSubmission, CallView
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -71,16 +79,23 @@ _EXPIRY_BATCH = 500
 _AWAITING_MAX = 200_000
 _ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
 
-__all__ = [
+__all__ = [  # the service's vocabulary: what its verbs take and answer
     "CallRequest",
     "CallSubmission",
     "CallView",
+    "CallsSummary",
+    "CampaignSpec",
+    "CampaignView",
     "Dispatcher",
     "MessageView",
+    "NewAutomation",
     "NumberView",
+    "Rule",
     "StatusView",
+    "StoreFault",
     "Submission",
     "TextRequest",
+    "call_status_url",
 ]
 
 

@@ -4,7 +4,7 @@ The service runs over the in-memory store and the simulated carrier on a
 :class:`FakeClock`, which moves only when the test advances it: an hour of pacing
 takes milliseconds and gives the same result on every run. ::
 
-    from dispatcher.model import TextStatus
+    from dispatcher.core.model import TextStatus
     from dispatcher.testing import running_service
 
     async def test_a_text_is_delivered(tmp_path):
@@ -36,7 +36,7 @@ from dispatcher.channels import Channel
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import Clock, FakeClock, Instant, settle
 from dispatcher.config import Config, SimulatorConfig
-from dispatcher.model import Lane, Message, TextStatus
+from dispatcher.core.model import Lane, Message, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dispatcher import testing
-from dispatcher.campaign_desk import CampaignDesk, CampaignSpec, CampaignView
-from dispatcher.campaigns import Campaign, CampaignState, Contact, ContactState
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import CampaignsConfig, Config, SimulatorConfig
-from dispatcher.scripts import parse_scripts
+from dispatcher.core.campaigns import Campaign, CampaignState, Contact, ContactState
+from dispatcher.core.scripts import parse_scripts
+from dispatcher.engine.campaigns import CampaignDesk, CampaignSpec, CampaignView
 from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import running_service
 

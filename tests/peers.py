@@ -29,11 +29,11 @@ from twilio.request_validator import RequestValidator
 
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, HttpConfig, SimulatorConfig
-from dispatcher.scripts import Script, parse_script
+from dispatcher.core.scripts import Script, parse_script
+from dispatcher.engine.calls import CallView
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
-from dispatcher.voice import CallView
-from dispatcher.webapp import HttpServer, WebApp
+from dispatcher.web.app import HttpServer, WebApp
 from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,13 +16,13 @@ from hypothesis import HealthCheck, settings
 from schemathesis import Case
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from dispatcher.automation_types import RESULTS
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, SimulatorConfig
-from dispatcher.numbers import E164_PATTERN
+from dispatcher.core.numbers import E164_PATTERN
+from dispatcher.core.results import RESULTS
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
-from dispatcher.webapp import API, OPENAPI, HttpServer, WebApp
+from dispatcher.web.app import API, OPENAPI, HttpServer, WebApp
 from tests.helpers import free_port
 
 TOKEN = "schema-test-token"  # noqa: S105 - a test secret for a local server

@@ -18,15 +18,15 @@ from typing import Any
 
 import pytest
 
-from dispatcher.automation_types import Observed
-from dispatcher.automations import Rule, load_rules, matches, parse_rule
-from dispatcher.calls import CallStatus
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import AutomationsConfig, SimulatorConfig
 from dispatcher.control.client import ControlClient
+from dispatcher.core.calls import CallStatus
+from dispatcher.core.model import Message, TextStatus
+from dispatcher.core.results import Observed
+from dispatcher.engine.automations import Rule, load_rules, matches, parse_rule
 from dispatcher.errors import ConfigError
-from dispatcher.model import Message, TextStatus
 from dispatcher.service import Dispatcher
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
@@ -352,7 +352,7 @@ def test_the_service_refuses_to_start_on_a_bad_automations_file(tmp_path: Path) 
 
 
 def test_call_statuses_have_results() -> None:
-    from dispatcher.automation_types import CALL_RESULTS  # noqa: PLC0415
+    from dispatcher.core.results import CALL_RESULTS  # noqa: PLC0415
 
     assert {CALL_RESULTS[s] for s in (CallStatus.BUSY, CallStatus.NO_ANSWER)} == {
         "call.busy", "call.no_answer",

@@ -22,15 +22,6 @@ from typing import Any
 import pytest
 
 from dispatcher import testing
-from dispatcher.calls import (
-    Call,
-    CallEvent,
-    CallReason,
-    CallStatus,
-    VoiceResult,
-    call_status,
-    carrier_completed,
-)
 from dispatcher.channels import CallReport, PlaceCall
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
@@ -41,15 +32,24 @@ from dispatcher.config import (
     SimulatorConfig,
     VoiceConfig,
 )
+from dispatcher.core.calls import (
+    Call,
+    CallEvent,
+    CallReason,
+    CallStatus,
+    VoiceResult,
+    call_status,
+    carrier_completed,
+)
+from dispatcher.core.model import Lane, Source, TextStatus
+from dispatcher.core.scripts import parse_scripts
+from dispatcher.engine.calls import CallsSummary
+from dispatcher.engine.scheduler import ERROR_BACKOFF
 from dispatcher.errors import Conflict, InvalidInput, NotFound
-from dispatcher.model import Lane, Source, TextStatus
-from dispatcher.scheduler import ERROR_BACKOFF
-from dispatcher.scripts import parse_scripts
 from dispatcher.service import CallRequest, CallSubmission, TextRequest
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import CallRecord, advance_until, running_service
-from dispatcher.voice import CallsSummary
 
 S = CallStatus
 R = VoiceResult

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from dispatcher.campaigns import sender_for
 from dispatcher.control.client import call
+from dispatcher.core.campaigns import sender_for
 from tests.campaign_helpers import POOL, ny, write_contacts
 from tests.helpers import Service, cli_json, gaps_by_number, send_log, wait_for
 

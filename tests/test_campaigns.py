@@ -25,8 +25,11 @@ from typing import Any
 
 import pytest
 
-from dispatcher.campaign_desk import CampaignSpec
-from dispatcher.campaigns import (
+from dispatcher.channels import SendRequest
+from dispatcher.channels.simulator import Simulator
+from dispatcher.config import load_config
+from dispatcher.control.server import ControlServer
+from dispatcher.core.campaigns import (
     Campaign,
     CampaignChannel,
     CampaignState,
@@ -40,12 +43,9 @@ from dispatcher.campaigns import (
     sender_for,
     zones_of,
 )
-from dispatcher.channels import SendRequest
-from dispatcher.channels.simulator import Simulator
-from dispatcher.config import load_config
-from dispatcher.control.server import ControlServer
+from dispatcher.core.model import Reason, TextStatus
+from dispatcher.engine.campaigns import CampaignSpec
 from dispatcher.errors import ConfigError, Conflict, InvalidInput, NotFound, ProviderError
-from dispatcher.model import Reason, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store import Store, open_store
 from dispatcher.store.memory import MemoryStore
@@ -213,7 +213,7 @@ def test_a_contact_always_gets_the_same_pool_number_and_the_pool_is_shared() -> 
     assert min(counts.values()) > 400
     # Another process (another hash seed) chooses the same numbers: it survives restarts.
     code = (
-        "import json, sys; from dispatcher.campaigns import sender_for; "
+        "import json, sys; from dispatcher.core.campaigns import sender_for; "
         f"print(json.dumps([sender_for(p, {list(POOL)!r}) for p in {phones[:50]!r}]))"
     )
     other = subprocess.run(

@@ -17,8 +17,8 @@ from dispatcher.config import (
     ProviderConfig,
     SimulatorConfig,
     load_config,
-    parse_duration,
 )
+from dispatcher.core.durations import parse_duration
 from dispatcher.errors import ConfigError, InvalidInput
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "config" / "dispatcher.toml"

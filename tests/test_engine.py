@@ -8,17 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.calls import CALL_TABLE, CallStatus
 from dispatcher.config import ProviderConfig
+from dispatcher.core.calls import CALL_TABLE, CallStatus
+from dispatcher.core.model import TEXT_TABLE, TextStatus
+from dispatcher.core.transitions import TransitionTable, Verdict
 from dispatcher.engine.bus import Bus
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.parking import Parked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.errors import ProviderError
-from dispatcher.model import TEXT_TABLE, TextStatus
 from dispatcher.service import TextRequest
 from dispatcher.testing import running_service
-from dispatcher.transitions import TransitionTable, Verdict
 
 SENDER = "+14155550100"
 

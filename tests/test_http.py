@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import pytest
 
-from dispatcher.model import TextStatus
+from dispatcher.core.model import TextStatus
 from dispatcher.service import TextRequest
 from tests.helpers import wait_for
 from tests.peers import App

@@ -13,9 +13,9 @@ from xml.etree import ElementTree
 import pytest
 from twilio.request_validator import RequestValidator
 
-from dispatcher.calls import CallReason, CallStatus, VoiceResult
+from dispatcher.core.calls import CallReason, CallStatus, VoiceResult
+from dispatcher.engine.calls import CallView, voice_url
 from dispatcher.service import CallRequest
-from dispatcher.voice import CallView, voice_url
 from tests.peers import ACCOUNT_SID, AUTH_TOKEN, App, until_call
 
 SENDER = "+15550000001"

@@ -21,15 +21,15 @@ SOURCE_ROOT = Path(package.__file__).resolve().parent.parent
 CHILD_TIMEOUT = 60.0
 HEAVY = ("twilio", "aiohttp", "aiosqlite", "dispatcher.service")
 """Never loaded by a pure module or a client command."""
-SERVICE_SIDE = (*HEAVY, "dispatcher.webapp", "dispatcher.control.server")
+SERVICE_SIDE = (*HEAVY, "dispatcher.web.app", "dispatcher.control.server")
 """What only ``serve`` (and the demo) load."""
 PURE = (
-    "dispatcher.model",
-    "dispatcher.calls",
-    "dispatcher.scripts",
-    "dispatcher.campaigns",
-    "dispatcher.automations",
-    "dispatcher.metrics",
+    "dispatcher.core.model",
+    "dispatcher.core.calls",
+    "dispatcher.core.scripts",
+    "dispatcher.core.campaigns",
+    "dispatcher.engine.automations",
+    "dispatcher.core.metrics",
     "dispatcher.config",
 )
 
@@ -89,7 +89,9 @@ def test_the_pure_modules_load_no_service_and_no_provider(tmp_path: Path) -> Non
     code = f"""
         from pathlib import Path
         {"; ".join(f"import {name}" for name in PURE)}
-        from dispatcher import automations, config, scripts
+        from dispatcher import config
+        from dispatcher.engine import automations
+        from dispatcher.core import scripts
 
         settings = config.load_config(None, env={{}}, home={str(tmp_path / "home")!r})
         script = scripts.parse_script([{{"gather": "Press 1", "on": {{"1": "end"}}}}])

@@ -20,12 +20,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher import metrics
-from dispatcher.calls import CallReason, CallStatus, VoiceResult
 from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
-from dispatcher.errors import InvalidInput
-from dispatcher.metrics import (
+from dispatcher.core import metrics
+from dispatcher.core.calls import CallReason, CallStatus, VoiceResult
+from dispatcher.core.metrics import (
     BY,
     NO_KEY,
     TEXT,
@@ -37,7 +36,8 @@ from dispatcher.metrics import (
     compute,
     series,
 )
-from dispatcher.model import Source, TextStatus, transition
+from dispatcher.core.model import Source, TextStatus, transition
+from dispatcher.errors import InvalidInput
 from dispatcher.service import Dispatcher
 from dispatcher.store import open_store
 from tests import test_cli, test_control

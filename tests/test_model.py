@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.errors import InvalidInput, MessageTooLong
-from dispatcher.model import (
+from dispatcher.core.model import (
     MAX_BODY_CHARS,
     RANK,
     TERMINAL,
@@ -35,7 +34,8 @@ from dispatcher.model import (
     slot_seconds,
     transition,
 )
-from dispatcher.transitions import Verdict
+from dispatcher.core.transitions import Verdict
+from dispatcher.errors import InvalidInput, MessageTooLong
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)
 SENDER = "+14155550100"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dispatcher.core.numbers import _fast_possible, _parsed, e164
 from dispatcher.errors import InvalidInput, InvalidNumber
-from dispatcher.numbers import _fast_possible, _parsed, e164
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import Config, SimulatorConfig
 from dispatcher.control.client import ControlClient
-from dispatcher.model import TextStatus
+from dispatcher.core.model import TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.store.memory import MemoryStore
 from tests.helpers import Service, gaps_by_number, send_log, wait_for

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from dispatcher import private
+from dispatcher.cli.demo import demo_window
 from dispatcher.config import Config
 from dispatcher.control.client import call
-from dispatcher.demo import demo_window
 from dispatcher.errors import ConfigError
 from dispatcher.service import Dispatcher
 from dispatcher.store.sqlite import SQLiteStore

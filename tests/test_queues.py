@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from dispatcher.model import Lane, Message, TextStatus
-from dispatcher.queues import Queues
+from dispatcher.core.model import Lane, Message, TextStatus
+from dispatcher.engine.queues import Queues
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 

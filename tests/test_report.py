@@ -33,11 +33,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dispatcher import metrics, report
-from dispatcher.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
 from dispatcher.control.client import ControlClient
+from dispatcher.core import metrics, report
+from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
+from dispatcher.core.metrics import NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
 from dispatcher.errors import InvalidInput
-from dispatcher.metrics import NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
 from tests import test_cli, test_control

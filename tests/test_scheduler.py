@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from dispatcher import testing
 from dispatcher.config import Config, PacingConfig, SimulatorConfig
+from dispatcher.core.model import DntEntry, Lane, Message, Reason, Source, TextStatus, slot_seconds
 from dispatcher.errors import Conflict
-from dispatcher.model import DntEntry, Lane, Message, Reason, Source, TextStatus, slot_seconds
 from dispatcher.service import TextRequest
 from dispatcher.testing import SendRecord, advance_until, running_service
 

@@ -16,11 +16,10 @@ from typing import Any, TypeAlias
 
 import pytest
 
-from dispatcher.calls import VoiceResult
 from dispatcher.channels.twiml import to_twiml
 from dispatcher.config import load_config
-from dispatcher.errors import ConfigError, InvalidInput
-from dispatcher.scripts import (
+from dispatcher.core.calls import VoiceResult
+from dispatcher.core.scripts import (
     ACTIONS,
     MAX_STEPS,
     Reached,
@@ -34,6 +33,7 @@ from dispatcher.scripts import (
     parse_script,
     serve,
 )
+from dispatcher.errors import ConfigError, InvalidInput
 
 Raw: TypeAlias = list[Any]
 Node: TypeAlias = tuple[str, dict[str, str], str | None, list["Node"]]

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.core.model import Event, Lane, Message, Source, TextStatus
 from dispatcher.errors import StoreError
-from dispatcher.model import Event, Lane, Message, Source, TextStatus
 from dispatcher.store.queries import load_queries
 from dispatcher.store.sqlite import SQLiteStore
 

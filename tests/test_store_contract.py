@@ -19,8 +19,7 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
-from dispatcher.automation_types import Cursor, Run
-from dispatcher.calls import (
+from dispatcher.core.calls import (
     Call,
     CallEvent,
     CallReason,
@@ -29,7 +28,7 @@ from dispatcher.calls import (
     call_status,
     completed_status,
 )
-from dispatcher.campaigns import (
+from dispatcher.core.campaigns import (
     Campaign,
     CampaignChannel,
     CampaignState,
@@ -37,8 +36,7 @@ from dispatcher.campaigns import (
     ContactState,
     OutsideWindow,
 )
-from dispatcher.errors import StoreError, StoreUnavailable
-from dispatcher.metrics import (
+from dispatcher.core.metrics import (
     BY,
     NO_KEY,
     TEXT,
@@ -49,7 +47,7 @@ from dispatcher.metrics import (
     breakdown,
     compute,
 )
-from dispatcher.model import (
+from dispatcher.core.model import (
     DntEntry,
     Event,
     Lane,
@@ -60,6 +58,8 @@ from dispatcher.model import (
     Transition,
     transition,
 )
+from dispatcher.core.results import Cursor, Run
+from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store import NumberState, Store, open_store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore

@@ -28,9 +28,9 @@ from dispatcher.channels import Accepted, SendRequest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import SimulatorConfig
 from dispatcher.control.client import ControlClient
+from dispatcher.core.model import Message, TextStatus
+from dispatcher.engine.health import REMIND_EVERY
 from dispatcher.errors import StoreUnavailable
-from dispatcher.health import REMIND_EVERY
-from dispatcher.model import Message, TextStatus
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.testing import running_service
 from tests.helpers import (
@@ -187,7 +187,7 @@ async def test_sending_pauses_on_a_full_disk_says_why_and_resumes_by_itself(
         for _ in range(int(3 * REMIND_EVERY) + 5):  # three minutes of a full disk
             await h.probed_again()
         assert sum(h.sends().values()) == stalled  # nothing sent while nothing is kept
-        errors = [r for r in caplog.records if r.name == "dispatcher.health"]
+        errors = [r for r in caplog.records if r.name == "dispatcher.engine.health"]
         assert [r.getMessage() for r in errors].count("store.unavailable") == 1
         assert 2 <= len(errors) <= 4  # then a reminder at most once a minute
         assert not [r for r in caplog.records if r.exc_info]  # no traceback at all

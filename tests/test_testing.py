@@ -12,7 +12,7 @@ from dispatcher import clock, testing
 from dispatcher.channels import Accepted, SendRequest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, PacingConfig
-from dispatcher.model import TextStatus
+from dispatcher.core.model import TextStatus
 from dispatcher.service import CallRequest
 from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import (

@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from dispatcher.cli.top import NO_CAMPAIGNS, UNREACHABLE, render
 from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.protocol import status_json
 from dispatcher.testing import advance_until
-from dispatcher.top import NO_CAMPAIGNS, UNREACHABLE, render
 from tests.helpers import DEADLINE, Service, wait_for
 from tests.test_cli import (
     OTHER_SENDER,

@@ -14,11 +14,11 @@ import pytest
 from dispatcher.channels import Accepted, PlaceCall, SendRequest
 from dispatcher.channels.twilio import TwilioChannel, receipt_of
 from dispatcher.config import ProviderConfig, TwilioConfig, VoiceConfig, load_config
+from dispatcher.core.model import Message, Reason, TextStatus
+from dispatcher.engine.calls import call_status_url, voice_url
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
-from dispatcher.model import Message, Reason, TextStatus
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.testing import build_service
-from dispatcher.voice import call_status_url, voice_url
 from tests.helpers import wait_for
 from tests.peers import ACCOUNT_SID, AUTH_TOKEN, CALLS, MESSAGES, StandIn, error, hang_up
 

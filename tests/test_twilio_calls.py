@@ -14,12 +14,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from dispatcher.calls import CallReason, CallStatus
 from dispatcher.channels.twilio import CALL_EVENTS, call_report_of
+from dispatcher.core.calls import CallReason, CallStatus
+from dispatcher.core.model import Reason, Source
+from dispatcher.engine.calls import CallView, voice_url
 from dispatcher.errors import OutcomeUnknown, ProviderError
-from dispatcher.model import Reason, Source
 from dispatcher.service import CallRequest, Dispatcher
-from dispatcher.voice import CallView, voice_url
 from tests.peers import (
     ACCOUNT_SID,
     CALLS,

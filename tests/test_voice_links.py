@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from dispatcher.campaign_desk import LINK_KEY, CampaignSpec
-from dispatcher.campaigns import ContactState
-from dispatcher.demo import demo_window
+from dispatcher.cli.demo import demo_window
+from dispatcher.core.campaigns import ContactState
+from dispatcher.engine.campaigns import LINK_KEY, CampaignSpec
 from dispatcher.errors import InvalidInput
 from tests.helpers import free_port, wait_for
 from tests.peers import App

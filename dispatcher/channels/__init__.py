@@ -14,9 +14,9 @@ from types import TracebackType
 from typing import Any, Protocol, Self
 
 from dispatcher.adapters import load_adapter
-from dispatcher.calls import CallStatus
 from dispatcher.clock import Instant
-from dispatcher.model import TextStatus
+from dispatcher.core.calls import CallStatus
+from dispatcher.core.model import TextStatus
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

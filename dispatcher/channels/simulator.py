@@ -29,7 +29,6 @@ from urllib.parse import parse_qs, urlsplit
 from xml.etree import ElementTree
 
 from dispatcher import private
-from dispatcher.calls import CallReason, CallStatus
 from dispatcher.channels import (
     Accepted,
     CallReport,
@@ -42,9 +41,10 @@ from dispatcher.channels import (
 )
 from dispatcher.clock import Clock, SystemClock, TimerHandle
 from dispatcher.config import SimulatorConfig
+from dispatcher.core.calls import CallReason, CallStatus
+from dispatcher.core.model import Reason, TextStatus
 from dispatcher.errors import DispatcherError, ProviderError
 from dispatcher.lifecycle import Resource
-from dispatcher.model import Reason, TextStatus
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,6 @@ from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.rest import Client
 
-from dispatcher.calls import CALL_TERMINAL, CallReason, CallStatus
 from dispatcher.channels import (
     Accepted,
     CallReport,
@@ -60,9 +59,10 @@ from dispatcher.channels import (
 )
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import TwilioConfig
+from dispatcher.core.calls import CALL_TERMINAL, CallReason, CallStatus
+from dispatcher.core.model import Reason, TextStatus
 from dispatcher.errors import ConfigError, OutcomeUnknown, ProviderError
 from dispatcher.lifecycle import Resource
-from dispatcher.model import Reason, TextStatus
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from dispatcher.scripts import (
+from dispatcher.core.scripts import (
     Conference,
     Dial,
     Gather,

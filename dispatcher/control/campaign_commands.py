@@ -7,15 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher.campaign_desk import CampaignSpec, CampaignView
-from dispatcher.config import parse_duration
 from dispatcher.control.protocol import JSON, IdArgs, LimitArgs, command
+from dispatcher.core.durations import parse_duration
 from dispatcher.errors import InvalidInput
-from dispatcher.service import Dispatcher
-
-
-def _ts(at: datetime | None) -> str | None:
-    return at.isoformat(timespec="seconds") if at else None
+from dispatcher.schemas import ts
+from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
 
 
 def campaign_json(view: CampaignView) -> JSON:
@@ -32,9 +28,9 @@ def campaign_json(view: CampaignView) -> JSON:
         "send_window": c.send_window,
         "outside_window": c.outside_window.value,
         "validity_seconds": c.validity.total_seconds(),
-        "start_at": _ts(c.start_at),
-        "created_at": _ts(c.created_at),
-        "updated_at": _ts(c.updated_at),
+        "start_at": ts(c.start_at, timespec="seconds"),
+        "created_at": ts(c.created_at, timespec="seconds"),
+        "updated_at": ts(c.updated_at, timespec="seconds"),
         "source": c.source,
         "accepted": progress.accepted if progress and not progress.done else c.accepted,
         "rejected": progress.rejected if progress and not progress.done else c.rejected,
@@ -42,7 +38,7 @@ def campaign_json(view: CampaignView) -> JSON:
         "suppressed": progress.suppressed if progress and not progress.done else c.suppressed,
         "reject_file": c.reject_file,
         "segments": c.segments,
-        "projected_finish": _ts(c.projected_finish),
+        "projected_finish": ts(c.projected_finish, timespec="seconds"),
         "contacts": contacts,
         "total": view.total,
         "done": view.settled,

@@ -11,31 +11,31 @@ request gets an error that names the argument.
 from __future__ import annotations
 
 import dataclasses
-import json
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta
 
-from dispatcher import jsonio, metrics, report, schemas
-from dispatcher.calls import Call, CallEvent
+from dispatcher import jsonio, schemas
+from dispatcher.core import metrics, report
+from dispatcher.core.calls import Call, CallEvent
+from dispatcher.core.model import DntEntry, Event, Lane, Message
 from dispatcher.errors import InvalidInput
-from dispatcher.health import StoreFault
-from dispatcher.model import DntEntry, Event, Lane, Message
+from dispatcher.schemas import call_fields, call_view_of, event_of, ts
 from dispatcher.service import (
     CallRequest,
+    CallsSummary,
     CallView,
     Dispatcher,
     MessageView,
     NumberView,
     StatusView,
+    StoreFault,
     TextRequest,
 )
-from dispatcher.voice import CallsSummary
 
 JSON = dict[str, Any]
 Handler = Callable[[Dispatcher, Any], Awaitable[JSON]]
@@ -133,10 +133,6 @@ def _model_of_dataclass(cls: type[Any]) -> type[msgspec.Struct]:
 # -- JSON shapes of the service's values ---------------------------------------------
 
 
-def _ts(at: datetime | None) -> str | None:
-    return at.isoformat(timespec="microseconds") if at else None
-
-
 def message_json(m: Message) -> JSON:
     return {
         "id": m.id,
@@ -147,10 +143,10 @@ def message_json(m: Message) -> JSON:
         "body": m.body,
         "segments": m.segments,
         "priority": m.lane.name.lower(),
-        "accepted_at": _ts(m.accepted_at),
-        "expires_at": _ts(m.expires_at),
-        "send_started_at": _ts(m.send_started_at),
-        "updated_at": _ts(m.updated_at),
+        "accepted_at": ts(m.accepted_at),
+        "expires_at": ts(m.expires_at),
+        "send_started_at": ts(m.send_started_at),
+        "updated_at": ts(m.updated_at),
         "provider_id": m.provider_id,
         "provider_code": m.provider_code,
         "duplicate_of": m.duplicate_of,
@@ -160,17 +156,6 @@ def message_json(m: Message) -> JSON:
 def event_json(e: Event | CallEvent) -> JSON:
     """A history entry; a call's also names its result (Say, Prompt, ...) and step."""
     return _builtins(event_of(e))
-
-
-def event_of(e: Event | CallEvent) -> schemas.Event:
-    extra: JSON = {}
-    if isinstance(e, CallEvent):
-        extra = {"result": e.result.value if e.result else None, "step": e.step}
-    return schemas.Event(
-        status=e.status.value if e.status else None, **extra, at=_ts(e.at) or "",
-        reason=e.reason, provider_code=e.provider_code, source=e.source.value,
-        applied=e.applied, detail=e.detail,
-    )  # fmt: skip
 
 
 def _builtins(model: msgspec.Struct) -> JSON:
@@ -187,41 +172,11 @@ def view_json(view: MessageView) -> JSON:
 
 
 def call_json(c: Call) -> JSON:
-    return _builtins(schemas.CallOut(**_call_fields(c)))
+    return _builtins(schemas.CallOut(**call_fields(c)))
 
 
 def call_view_json(view: CallView) -> JSON:
     return _builtins(call_view_of(view))
-
-
-def call_view_of(view: CallView) -> schemas.CallView:
-    return schemas.CallView(
-        **_call_fields(view.call),
-        history=[event_of(e) for e in view.history],
-        explanation=view.explanation,
-    )
-
-
-def _call_fields(c: Call) -> JSON:
-    """The fields of :class:`schemas.CallOut` for ``c``."""
-    return {
-        "id": c.id,
-        "status": c.status.value,
-        "reason": c.reason,
-        "from_": c.sender,
-        "to": c.recipient,
-        "script_name": c.script_name,
-        "script": json.loads(c.script),
-        "priority": c.lane.name.lower(),
-        "answered_by": c.answered_by,
-        "script_done": c.script_done,
-        "accepted_at": _ts(c.accepted_at),
-        "placed_at": _ts(c.placed_at),
-        "updated_at": _ts(c.updated_at),
-        "provider_id": c.provider_id,
-        "provider_code": c.provider_code,
-        "trigger": c.trigger,
-    }
 
 
 def calls_json(s: CallsSummary) -> JSON:
@@ -230,7 +185,7 @@ def calls_json(s: CallsSummary) -> JSON:
         "counts": {status.value: n for status, n in sorted(s.counts.items()) if n},
         "queued": s.queued,
         "in_flight": s.in_flight,
-        "next_slot_at": _ts(s.next_slot_at),
+        "next_slot_at": ts(s.next_slot_at),
         "calls_per_second": s.rate,
     }
 
@@ -239,7 +194,7 @@ def number_json(n: NumberView) -> JSON:
     return {
         "number": n.number,
         "depth": n.depth,
-        "next_slot_at": _ts(n.next_slot_at),
+        "next_slot_at": ts(n.next_slot_at),
         "in_flight": n.in_flight,
         "paused": n.paused,
         "rate": n.rate,
@@ -249,7 +204,7 @@ def number_json(n: NumberView) -> JSON:
 
 def status_json(view: StatusView) -> JSON:
     return {
-        "at": _ts(view.at),
+        "at": ts(view.at),
         "counts": {status.value: count for status, count in sorted(view.counts.items())},
         "in_flight": view.in_flight,
         "numbers": [number_json(n) for n in view.numbers],
@@ -263,7 +218,7 @@ def status_json(view: StatusView) -> JSON:
                 "to": m.recipient,
                 "status": m.status.value,
                 "reason": m.reason,
-                "at": _ts(m.updated_at),
+                "at": ts(m.updated_at),
             }
             for m in view.recent_errors
         ],
@@ -275,13 +230,13 @@ def store_fault_json(fault: StoreFault | None) -> JSON | None:
     """Why sending is paused and new work refused (None: the store takes writes)."""
     if fault is None:
         return None
-    return {"since": _ts(fault.since), "error": fault.error, "probes": fault.probes}
+    return {"since": ts(fault.since), "error": fault.error, "probes": fault.probes}
 
 
 def dnt_json(entry: DntEntry) -> JSON:
     return {
         "number": entry.number,
-        "added_at": _ts(entry.added_at),
+        "added_at": ts(entry.added_at),
         "added_by": entry.added_by,
         "reason": entry.reason,
     }
@@ -340,7 +295,7 @@ class LimitArgs(Args, frozen=True):
 
 @command("ping", NoArgs, "check that the service answers")
 async def _ping(d: Dispatcher, _: NoArgs) -> JSON:
-    return {"pong": True, "at": _ts(d.clock.now().wall)}
+    return {"pong": True, "at": ts(d.clock.now().wall)}
 
 
 @command("help", NoArgs, "list the commands")

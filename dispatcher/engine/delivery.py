@@ -29,8 +29,8 @@ from typing import Generic, Protocol, TypeVar
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import Clock, Instant
 from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.scheduler import Book, Pacer
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
-from dispatcher.scheduler import Book, Pacer
 
 log = logging.getLogger(__name__)
 

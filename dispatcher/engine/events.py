@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher.calls import CallStatus
-from dispatcher.model import TextStatus
+from dispatcher.core.calls import CallStatus
+from dispatcher.core.model import TextStatus
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import Protocol
 
 from dispatcher.channels import Channel, Receipt
+from dispatcher.core.model import TERMINAL, Message, Source, Transition, transition
 from dispatcher.engine.parking import Parked
 from dispatcher.errors import StoreUnavailable
-from dispatcher.model import TERMINAL, Message, Source, Transition, transition
 from dispatcher.store import Store
 
 _RECEIPT_BATCH = 500

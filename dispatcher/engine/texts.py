@@ -19,17 +19,9 @@ from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
-from dispatcher.automation_types import TEXT_RESULTS, Observed
 from dispatcher.channels import Accepted, HandOff, SendRequest
 from dispatcher.clock import Instant
-from dispatcher.engine.delivery import Delivery
-from dispatcher.engine.events import Outcome
-from dispatcher.engine.receipts import Receipts
-from dispatcher.engine.retries import GiveUp, Retries, Retry
-from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import ProviderError
-from dispatcher.intake import new_id
-from dispatcher.model import (
+from dispatcher.core.model import (
     WAITING,
     Message,
     Reason,
@@ -40,7 +32,15 @@ from dispatcher.model import (
     slot_seconds,
     transition,
 )
-from dispatcher.queues import BUFFER, Queues
+from dispatcher.core.results import TEXT_RESULTS, Observed
+from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.events import Outcome
+from dispatcher.engine.intake import new_id
+from dispatcher.engine.queues import BUFFER, Queues
+from dispatcher.engine.receipts import Receipts
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import ProviderError
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,11 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from dispatcher.automation_types import Cursor, Run, StoredResult
-from dispatcher.calls import Call, CallEvent, CallStatus
-from dispatcher.campaigns import Campaign, Contact, ContactState
-from dispatcher.metrics import EngagementRow, MetricsQuery
-from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.core.calls import Call, CallEvent, CallStatus
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.metrics import EngagementRow, MetricsQuery
+from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.core.results import Cursor, Run, StoredResult
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime
 
-from dispatcher.automation_types import (
+from dispatcher.core.calls import Call
+from dispatcher.core.model import Message
+from dispatcher.core.results import (
     Cursor,
     Observed,
     Run,
@@ -13,8 +15,6 @@ from dispatcher.automation_types import (
     call_result,
     text_result,
 )
-from dispatcher.calls import Call
-from dispatcher.model import Message
 from dispatcher.store.memory.tables import MemoryTables, RunKey, refuse
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from dispatcher.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.store.memory.tables import MemoryTables, refuse
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from dispatcher import metrics
-from dispatcher.calls import Call
-from dispatcher.metrics import EngagementRow, MetricsQuery
-from dispatcher.model import Message
+from dispatcher.core import metrics
+from dispatcher.core.calls import Call
+from dispatcher.core.metrics import EngagementRow, MetricsQuery
+from dispatcher.core.model import Message
 from dispatcher.store.memory.tables import MemoryTables
 
 

@@ -6,12 +6,12 @@ from collections import defaultdict
 from collections.abc import Container, Iterable
 from datetime import datetime
 
-from dispatcher.automation_types import Cursor, Run
-from dispatcher.calls import Call, CallEvent
-from dispatcher.campaigns import Campaign, Contact
+from dispatcher.core.calls import Call, CallEvent
+from dispatcher.core.campaigns import Campaign, Contact
+from dispatcher.core.model import DntEntry, Event, Lane, Message
+from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError
 from dispatcher.lifecycle import Resource
-from dispatcher.model import DntEntry, Event, Lane, Message
 
 RunKey = tuple[str, str, str]  # rule, source id, result: a run exists once
 

@@ -9,7 +9,16 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from dispatcher.model import INBOUND, DntEntry, Event, Lane, Message, TextStatus, Transition, apply
+from dispatcher.core.model import (
+    INBOUND,
+    DntEntry,
+    Event,
+    Lane,
+    Message,
+    TextStatus,
+    Transition,
+    apply,
+)
 from dispatcher.store.memory.tables import MemoryTables, unique
 from dispatcher.store.port import NumberState
 

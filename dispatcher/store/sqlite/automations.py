@@ -6,7 +6,7 @@ import json
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 
-from dispatcher.automation_types import (
+from dispatcher.core.results import (
     Cursor,
     Observed,
     Run,

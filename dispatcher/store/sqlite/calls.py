@@ -7,7 +7,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from dispatcher.calls import Call, CallEvent, CallStatus
+from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.rows import Params

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 
-from dispatcher.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 

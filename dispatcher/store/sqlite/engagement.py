@@ -6,8 +6,8 @@ import asyncio
 import json
 from datetime import datetime
 
-from dispatcher import metrics
-from dispatcher.metrics import EngagementRow, MetricsQuery
+from dispatcher.core import metrics
+from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.rows import Row, at, us
 

@@ -12,9 +12,8 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dispatcher.automation_types import Run
-from dispatcher.calls import Call, CallEvent, CallStatus, VoiceResult
-from dispatcher.campaigns import (
+from dispatcher.core.calls import Call, CallEvent, CallStatus, VoiceResult
+from dispatcher.core.campaigns import (
     Campaign,
     CampaignChannel,
     CampaignState,
@@ -22,7 +21,8 @@ from dispatcher.campaigns import (
     ContactState,
     OutsideWindow,
 )
-from dispatcher.model import DntEntry, Event, Lane, Message, Source, TextStatus
+from dispatcher.core.model import DntEntry, Event, Lane, Message, Source, TextStatus
+from dispatcher.core.results import Run
 
 Params = tuple[Any, ...]
 Row = sqlite3.Row

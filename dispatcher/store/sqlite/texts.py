@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from dispatcher.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
 from dispatcher.store.port import NumberState
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection

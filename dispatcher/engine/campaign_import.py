@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 from dispatcher import private
-from dispatcher.campaigns import (
+from dispatcher.clock import Clock
+from dispatcher.config import CampaignsConfig, Config
+from dispatcher.core.campaigns import (
     VOICE_LINK,
     Campaign,
     CampaignChannel,
@@ -38,12 +40,10 @@ from dispatcher.campaigns import (
     sender_for,
     zones_of,
 )
-from dispatcher.clock import Clock
-from dispatcher.config import CampaignsConfig, Config
+from dispatcher.core.model import check_body
+from dispatcher.core.numbers import e164, normalise
+from dispatcher.engine.intake import new_id
 from dispatcher.errors import DispatcherError, InvalidInput
-from dispatcher.intake import new_id
-from dispatcher.model import check_body
-from dispatcher.numbers import e164, normalise
 from dispatcher.store.port import CampaignStore, DoNotTextStore
 
 log = logging.getLogger(__name__)

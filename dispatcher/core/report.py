@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from dispatcher import metrics
+from dispatcher.core import metrics
+from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.errors import InvalidInput
-from dispatcher.metrics import EngagementRow, MetricsQuery
 
 JSON = dict[str, Any]
 

@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from dispatcher.model import Message, TextStatus
+from dispatcher.core.model import Message, TextStatus
 
 BUFFER = 4
 """Texts kept in memory at the head of each number's queue."""

@@ -49,10 +49,10 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.messaging_response import MessagingResponse
 
 from dispatcher import jsonio, schemas
-from dispatcher.automations import NewAutomation, Rule
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
-from dispatcher.control.protocol import call_view_of, event_of
+from dispatcher.core.model import Keyword, Lane, TextStatus
+from dispatcher.core.scripts import is_url
 from dispatcher.errors import (
     ConfigError,
     Conflict,
@@ -63,11 +63,15 @@ from dispatcher.errors import (
     StoreUnavailable,
 )
 from dispatcher.lifecycle import Resource
-from dispatcher.model import Keyword, Lane, TextStatus
-from dispatcher.schemas import Answer, Operation
-from dispatcher.scripts import is_url
-from dispatcher.service import CallRequest, Dispatcher, TextRequest
-from dispatcher.voice import call_status_url
+from dispatcher.schemas import Answer, Operation, call_view_of, event_of
+from dispatcher.service import (
+    CallRequest,
+    Dispatcher,
+    NewAutomation,
+    Rule,
+    TextRequest,
+    call_status_url,
+)
 
 log = logging.getLogger(__name__)
 

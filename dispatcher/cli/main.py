@@ -26,9 +26,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher import campaign_cli, logs, metrics, report, runtime
+from dispatcher import logs, runtime
+from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
+from dispatcher.core import metrics, report
 from dispatcher.errors import DispatcherError, InvalidInput, ServiceUnavailable
 
 EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
@@ -196,11 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit 
         if args.command == "serve":
             return _serve(config)
         if args.command == "demo":
-            from dispatcher.demo import run_demo  # noqa: PLC0415 - rich loads only for the demo
+            from dispatcher.cli.demo import run_demo  # noqa: PLC0415 - rich loads only for the demo
 
             return run_demo(config, numbers=args.numbers, texts=args.texts)
         if args.command == "top":
-            from dispatcher.top import run_top  # noqa: PLC0415 - rich loads only for top
+            from dispatcher.cli.top import run_top  # noqa: PLC0415 - rich loads only for top
 
             return run_top(config.socket_path, interval=args.interval, once=args.once)
         return asyncio.run(_client_command(config, args))

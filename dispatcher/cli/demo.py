@@ -29,16 +29,16 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dispatcher import private, report
-from dispatcher.calls import CALL_TERMINAL, Call, CallStatus
-from dispatcher.campaign_desk import CampaignSpec
-from dispatcher.campaigns import Campaign, CampaignState, ContactState
+from dispatcher import private
 from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
-from dispatcher.metrics import Metrics, MetricsQuery
-from dispatcher.model import TERMINAL, Lane, Message, TextStatus
-from dispatcher.scripts import parse_scripts
-from dispatcher.service import CallView, Dispatcher, StatusView, TextRequest
+from dispatcher.core import report
+from dispatcher.core.calls import CALL_TERMINAL, Call, CallStatus
+from dispatcher.core.campaigns import Campaign, CampaignState, ContactState
+from dispatcher.core.metrics import Metrics, MetricsQuery
+from dispatcher.core.model import TERMINAL, Lane, Message, TextStatus
+from dispatcher.core.scripts import parse_scripts
+from dispatcher.service import CallView, CampaignSpec, Dispatcher, StatusView, TextRequest
 
 DNT_CONTACT = "+15550166666"
 UNDELIVERED = "+1555019*"
@@ -66,7 +66,7 @@ CALLS = [
     ("+15550200005", "placed through the API: hangs up during the reminder"),
 ]
 CALLER = "+15550000100"
-CONTACTS = Path(__file__).resolve().parent.parent / "examples" / "contacts.csv"
+CONTACTS = Path(__file__).resolve().parents[2] / "examples" / "contacts.csv"
 CAMPAIGN = "Appointment reminders"
 POOL = ("+15550000201", "+15550000202")
 TEMPLATE = ("Hi {first_name}, this is Acme Dental: your appointment is on {appointment}. "

@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
-from dispatcher.model import Lane, Source
-from dispatcher.transitions import TransitionTable, Verdict
+from dispatcher.core.model import Lane, Source
+from dispatcher.core.transitions import TransitionTable, Verdict
 
 
 class CallStatus(StrEnum):

@@ -27,8 +27,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
-from dispatcher.automation_types import Observed, call_result
-from dispatcher.calls import (
+from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
+from dispatcher.channels.twiml import to_twiml
+from dispatcher.clock import Instant
+from dispatcher.core.calls import (
     ACTIVE,
     CALL_TERMINAL,
     Call,
@@ -40,26 +42,10 @@ from dispatcher.calls import (
     carrier_completed,
     explain_call,
 )
-from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
-from dispatcher.channels.twiml import to_twiml
-from dispatcher.clock import Instant
-from dispatcher.engine.delivery import Delivery
-from dispatcher.engine.events import Outcome
-from dispatcher.engine.parking import Parked
-from dispatcher.engine.retries import GiveUp, Retries, Retry
-from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import (
-    Conflict,
-    DispatcherError,
-    InvalidInput,
-    NotFound,
-    ProviderError,
-)
-from dispatcher.intake import Submission, TextRequest, new_id
-from dispatcher.keys import OncePerKey
-from dispatcher.model import Lane, Source, fingerprint
-from dispatcher.numbers import e164
-from dispatcher.scripts import (
+from dispatcher.core.model import Lane, Source, fingerprint
+from dispatcher.core.numbers import e164
+from dispatcher.core.results import Observed, call_result
+from dispatcher.core.scripts import (
     END,
     Hangup,
     Reached,
@@ -72,6 +58,20 @@ from dispatcher.scripts import (
     parse_position,
     parse_script,
     serve,
+)
+from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.events import Outcome
+from dispatcher.engine.intake import Submission, TextRequest, new_id
+from dispatcher.engine.keys import OncePerKey
+from dispatcher.engine.parking import Parked
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import (
+    Conflict,
+    DispatcherError,
+    InvalidInput,
+    NotFound,
+    ProviderError,
 )
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher.calls import CallStatus, VoiceResult
-from dispatcher.model import TextStatus
+from dispatcher.core.calls import CallStatus, VoiceResult
+from dispatcher.core.model import TextStatus
 
 TEXT_RESULTS: dict[TextStatus, str] = {
     TextStatus.SENT: "text.sent",

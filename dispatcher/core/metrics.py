@@ -52,10 +52,10 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any, Literal
 
-from dispatcher.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
-from dispatcher.config import DurationOutOfRange, parse_duration
+from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
+from dispatcher.core.durations import DurationOutOfRange, parse_duration
+from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.errors import InvalidInput
-from dispatcher.model import Event, Message, TextStatus
 
 VOICE: tuple[str, ...] = (
     "Queued", "Ringing", "Answered", "Unanswered", "Machine", "Human", "Hangup", "Busy",

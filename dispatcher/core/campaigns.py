@@ -25,9 +25,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import phonenumbers
 from phonenumbers import timezone as phone_timezones
 
-from dispatcher.calls import CallStatus
+from dispatcher.core.calls import CallStatus
+from dispatcher.core.model import Reason, TextStatus
 from dispatcher.errors import InvalidInput
-from dispatcher.model import Reason, TextStatus
 
 VOICE_LINK = "voice_link"
 """A template field every contact has: a URL on the HTTP app that plays a message."""

@@ -37,17 +37,10 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Protocol
 
-from dispatcher.calls import Call, CallStatus
-from dispatcher.campaign_import import (
-    LINK_KEY,
-    CampaignSpec,
-    CampaignView,
-    Importer,
-    ImportProgress,
-    Started,
-    VoiceLinks,
-)
-from dispatcher.campaigns import (
+from dispatcher.clock import Clock
+from dispatcher.config import Config
+from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.campaigns import (
     STILL_WAITING,
     VOICE_LINK,
     Campaign,
@@ -63,15 +56,22 @@ from dispatcher.campaigns import (
     parse_template,
     parse_window,
 )
-from dispatcher.clock import Clock
-from dispatcher.config import Config
+from dispatcher.core.model import Lane, Message, Reason, TextStatus
 from dispatcher.engine.bus import Bus
+from dispatcher.engine.calls import CallRequest, CallSubmission
+from dispatcher.engine.campaign_import import (
+    LINK_KEY,
+    CampaignSpec,
+    CampaignView,
+    Importer,
+    ImportProgress,
+    Started,
+    VoiceLinks,
+)
 from dispatcher.engine.events import Outcome
+from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.errors import Conflict, DispatcherError, NotFound
-from dispatcher.intake import Submission, TextRequest
-from dispatcher.model import Lane, Message, Reason, TextStatus
 from dispatcher.store import Store
-from dispatcher.voice import CallRequest, CallSubmission
 
 log = logging.getLogger(__name__)
 

@@ -52,19 +52,19 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher import jsonio
-from dispatcher.automation_types import RESULTS, Cursor, Observed, Run, StoredResult
-from dispatcher.campaigns import Campaign
 from dispatcher.clock import Clock, TimerHandle
-from dispatcher.config import parse_duration
+from dispatcher.core.campaigns import Campaign
+from dispatcher.core.durations import parse_duration
+from dispatcher.core.model import Lane, check_body
+from dispatcher.core.numbers import e164
+from dispatcher.core.results import RESULTS, Cursor, Observed, Run, StoredResult
+from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
-from dispatcher.intake import Submission, TextRequest
-from dispatcher.model import Lane, check_body
-from dispatcher.numbers import e164
 from dispatcher.schemas import Body, Model, Written, wire
 from dispatcher.store.port import RunStore
 
 if TYPE_CHECKING:
-    from dispatcher.voice import CallRequest, CallSubmission
+    from dispatcher.engine.calls import CallRequest, CallSubmission
 
 log = logging.getLogger(__name__)
 
@@ -424,7 +424,7 @@ class Engine:
                 ))  # fmt: skip
                 engagement = made.message.id
             else:
-                from dispatcher.voice import CallRequest  # noqa: PLC0415 - voice loads a provider: only for a call
+                from dispatcher.engine.calls import CallRequest  # noqa: PLC0415 - voice loads a provider: only for a call
 
                 placed = await self._service.submit_call(CallRequest(
                     sender=sender, recipient=run.contact, script_name=rule.script,

@@ -59,10 +59,10 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher import jsonio
-from dispatcher.calls import VoiceResult
+from dispatcher.core.calls import VoiceResult
+from dispatcher.core.model import check_body
+from dispatcher.core.numbers import e164
 from dispatcher.errors import InvalidInput
-from dispatcher.model import check_body
-from dispatcher.numbers import e164
 
 MAX_STEPS = 100
 MAX_TEXT = 4096

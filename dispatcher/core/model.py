@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
+from dispatcher.core.transitions import TransitionTable, Verdict
 from dispatcher.errors import InvalidInput, MessageTooLong
-from dispatcher.transitions import TransitionTable, Verdict
 
 
 class TextStatus(StrEnum):

@@ -22,9 +22,7 @@ from datetime import datetime, timedelta
 
 from dispatcher.clock import Clock
 from dispatcher.config import PacingConfig
-from dispatcher.errors import Conflict, InvalidInput
-from dispatcher.keys import OncePerKey
-from dispatcher.model import (
+from dispatcher.core.model import (
     Event,
     Lane,
     Message,
@@ -36,7 +34,9 @@ from dispatcher.model import (
     is_same_second_duplicate,
     transition,
 )
-from dispatcher.numbers import e164
+from dispatcher.core.numbers import e164
+from dispatcher.engine.keys import OncePerKey
+from dispatcher.errors import Conflict, InvalidInput
 from dispatcher.store import Store
 
 
