@@ -33,6 +33,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dispatcher.cli import report_page
 from dispatcher.control.client import ControlClient
 from dispatcher.core import metrics, report
 from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
@@ -174,7 +175,7 @@ def assert_self_contained(page: str) -> None:
 
 
 def test_every_name_and_count_is_in_the_totals(data: dict[str, Any]) -> None:
-    page = report.render(data)
+    page = report_page.render(data)
     assert counts_in(page, "Calls: totals (exact counts)") == TOTAL["voice"]
     assert counts_in(page, "Texts: totals (exact counts)") == TOTAL["text"]
     rows = Tables(page).tables
@@ -187,14 +188,14 @@ def test_every_name_and_count_is_in_the_totals(data: dict[str, Any]) -> None:
 
 
 def test_the_funnels(data: dict[str, Any]) -> None:
-    tables = Tables(report.render(data)).tables
+    tables = Tables(report_page.render(data)).tables
     texts = tables["Texts: Sent → Delivered (exact counts)"]
     assert texts[1:] == [
         ["Sent", "10", "100.0% of Sent"],
         ["Delivered", "5", "50.0% of Sent"],
-        ["dropped: Undelivered", "2", report.NONE],
-        ["dropped: Failed", "2", report.NONE],
-        ["delivery rate", "50.0%", report.NONE],
+        ["dropped: Undelivered", "2", report_page.NONE],
+        ["dropped: Failed", "2", report_page.NONE],
+        ["delivery rate", "50.0%", report_page.NONE],
     ]
     calls = tables["Calls: Queued → Ringing → Answered → Completed (exact counts)"]
     assert [row[:2] for row in calls[1:]] == [
@@ -205,17 +206,17 @@ def test_the_funnels(data: dict[str, Any]) -> None:
 
 
 def test_each_campaign_has_its_chart_and_numbers(data: dict[str, Any]) -> None:
-    page = report.render(data)
-    for key, label in ((SPRING, f"{EVIL} ({SPRING})"), (NO_KEY, report.NO_CAMPAIGN)):
+    page = report_page.render(data)
+    for key, label in ((SPRING, f"{EVIL} ({SPRING})"), (NO_KEY, report_page.NO_CAMPAIGN)):
         expected = data["campaigns"][key]
         assert counts_in(page, f"{label}: texts (exact counts)") == expected["text"]
         assert counts_in(page, f"{label}: calls (exact counts)") == expected["voice"]
         assert any(expected["text"].values())
-    assert page.index(escape(EVIL)) < page.index(report.NO_CAMPAIGN + ": texts")
+    assert page.index(escape(EVIL)) < page.index(report_page.NO_CAMPAIGN + ": texts")
 
 
 def test_the_series_tables_add_up_to_the_totals(data: dict[str, Any]) -> None:
-    tables = Tables(report.render(data)).tables
+    tables = Tables(report_page.render(data)).tables
     for channel, title in (("voice", "Calls"), ("text", "Texts")):
         header, *rows = tables[f"{title} per hour (exact counts)"]
         assert header[0] == "Start (UTC)"
@@ -229,7 +230,7 @@ def test_user_text_is_escaped_everywhere(data: dict[str, Any]) -> None:
     data["campaign_names"][SPRING] = sneaky
     data["campaigns"][EVIL] = data["campaigns"].pop(NO_KEY)  # a key is escaped too
     data["campaign"] = SPRING
-    page = report.render(data)
+    page = report_page.render(data)
     assert escape(sneaky) in page
     assert escape(EVIL) in page
     assert sneaky not in page
@@ -238,7 +239,7 @@ def test_user_text_is_escaped_everywhere(data: dict[str, Any]) -> None:
 
 
 def test_the_page_is_self_contained_and_accessible(data: dict[str, Any]) -> None:
-    page = report.render(data)
+    page = report_page.render(data)
     assert_self_contained(page)
     svgs = re.findall(r"<svg\b[^>]*>.*?</svg>", page, flags=re.DOTALL)
     assert len(svgs) == 2 + 2 * 2 + 2 + 2 * 2  # totals, funnels (2 each), series, campaigns
@@ -254,12 +255,12 @@ def test_the_page_is_self_contained_and_accessible(data: dict[str, Any]) -> None
 
 
 def test_the_header_says_the_range_and_when(data: dict[str, Any]) -> None:
-    page = report.render(data)
+    page = report_page.render(data)
     assert "<dt>Time range</dt><dd>all time</dd>" in page
     assert "<dt>Generated</dt><dd>2026-03-15 12:00:00 UTC</dd>" in page
     assert "<dt>Campaign</dt><dd>every campaign</dd>" in page
     data.update(since=at(0).isoformat(), until=at(3600).isoformat(), campaign=SPRING)
-    page = report.render(data)
+    page = report_page.render(data)
     span = f"{at(0):%Y-%m-%d %H:%M:%S} UTC to {at(3600):%Y-%m-%d %H:%M:%S} UTC"
     assert f"<dt>Time range</dt><dd>{span} (until not included)</dd>" in page
     assert f"<dt>Campaign</dt><dd>{escape(EVIL)} ({SPRING})</dd>" in page
@@ -271,12 +272,14 @@ def test_an_empty_range_still_makes_a_page() -> None:
     assert data["series"] == []
     assert data["campaigns"] == {}
     assert data["first_at"] is None
-    page = report.render(data)
+    page = report_page.render(data)
     assert_self_contained(page)
     assert "No events in this range" in page
     assert "<dt>Events</dt><dd>none in this range</dd>" in page
     assert counts_in(page, "Texts: totals (exact counts)") == dict.fromkeys(TEXT, 0)
-    assert ["delivery rate", report.NONE] in Tables(page).tables["Texts: totals (exact counts)"]
+    assert ["delivery rate", report_page.NONE] in Tables(page).tables[
+        "Texts: totals (exact counts)"
+    ]
     assert '<section id="campaigns"><h2>Campaigns</h2><div class="grid"><p class="empty">' in page
 
 
@@ -368,7 +371,8 @@ async def test_the_report_data_command(dispatcher: Dispatcher, client: ControlCl
     window = await client.call("report_data", since=at(11).isoformat(), until=at(20).isoformat())
     assert window["totals"]["text"]["Sent"] == 6
     assert (
-        counts_in(report.render(window), "Texts: totals (exact counts)") == window["totals"]["text"]
+        counts_in(report_page.render(window), "Texts: totals (exact counts)")
+        == window["totals"]["text"]
     )
 
 
@@ -552,7 +556,7 @@ async def test_dispatcher_report_says_when_the_page_cannot_be_written(
 
 async def test_the_page_in_a_headless_browser(data: dict[str, Any], tmp_path: Path) -> None:
     page = tmp_path / "report.html"
-    page.write_text(report.render(data), encoding="utf-8")
+    page.write_text(report_page.render(data), encoding="utf-8")
     visit = await check_in_browser(page, tmp_path)
     titles = [chart["title"] for chart in visit.charts]
     assert len(titles) == 12

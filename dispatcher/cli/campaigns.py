@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dispatcher.cli.output import json_flag, out
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError
 
@@ -24,6 +24,7 @@ ENDED = {"finished", "canceled", "failed"}
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     campaign = sub.add_parser("campaign", help="bulk campaigns: create, list, show, pause, ...")
+    campaign.set_defaults(run=run)
     verbs = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
     create = verbs.add_parser("create", help="import contacts from a CSV and start sending")
     create.add_argument("--name", required=True)
@@ -52,7 +53,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     for verb in ("pause", "resume", "cancel"):
         verbs.add_parser(verb, help=f"{verb} a campaign").add_argument("id")
     for parser in verbs.choices.values():
-        parser.add_argument("--json", action="store_true", help="print JSON")
+        json_flag(parser)
 
 
 async def run(sock: Path, args: argparse.Namespace) -> int:
@@ -61,12 +62,12 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
         return await _create(sock, args)
     if action == "list":
         result = await call(sock, "campaigns")
-        _out(args, result, lambda r: _table(r["campaigns"]))
+        out(args, result, lambda r: _table(r["campaigns"]))
         return 0
     if action == "show" and args.follow:
         return await _follow(sock, args.id)
     result = await call(sock, f"campaign_{action}", id=args.id)
-    _out(args, result, _show)
+    out(args, result, _show)
     return 0
 
 
@@ -84,7 +85,7 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
         raise DispatcherError(f"the import of {args.contacts} failed: {view['import']['error']}")
     summary = {k: view[k] for k in ("id", "accepted", "rejected", "duplicates", "suppressed",
                                     "reject_file")}  # fmt: skip
-    _out(args, summary, lambda _: _show(view))
+    out(args, summary, lambda _: _show(view))
     return 0
 
 
@@ -147,13 +148,6 @@ def _progress(label: str, counts: str, console: Console, *, disable: bool = Fals
     columns = (TextColumn(label), BarColumn(), TaskProgressColumn(), TextColumn(counts),
                TimeRemainingColumn())  # fmt: skip
     return Progress(*columns, console=console, disable=disable)
-
-
-def _out(args: argparse.Namespace, result: Any, human: Any) -> None:
-    if getattr(args, "json", False):
-        print(json.dumps(result, indent=2))
-    else:
-        human(result)
 
 
 def _show(c: dict[str, Any]) -> None:

@@ -30,9 +30,9 @@ from rich.live import Live
 from rich.table import Table
 
 from dispatcher import private
+from dispatcher.cli import report_page
 from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
-from dispatcher.core import report
 from dispatcher.core.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.core.campaigns import Campaign, CampaignState, ContactState
 from dispatcher.core.metrics import Metrics, MetricsQuery
@@ -199,7 +199,9 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         contacts = await _campaign_table(dispatcher, campaign.id)
         totals = await dispatcher.metrics()
         page = config.home / "report.html"
-        private.write_text(page, report.render(await dispatcher.report_data(MetricsQuery(), None)))
+        private.write_text(
+            page, report_page.render(await dispatcher.report_data(MetricsQuery(), None))
+        )
     console.print(_final_table(messages, notes))
     console.print(_counts_table(messages))
     console.print(contacts)

@@ -1,0 +1,116 @@
+"""The text commands: ``send``, ``message``, ``status``, ``find``, ``cancel``,
+``pause`` and ``resume`` (a sending number). Clients of the running service's
+control socket."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from dispatcher.cli.output import each, json_flag, out
+from dispatcher.control.client import call
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    send = sub.add_parser("send", help="submit a text")
+    send.add_argument("--from", dest="sender", required=True, help="sending number, E.164")
+    send.add_argument("--to", dest="recipient", required=True, help="recipient, E.164")
+    send.add_argument("--body", required=True)
+    send.add_argument("--priority", choices=["automation", "bulk"], default="automation")
+    send.add_argument("--idempotency-key")
+
+    message = sub.add_parser("message", help="a message's history and why it is in its state")
+    message.add_argument("id")
+
+    status = sub.add_parser("status", help="counts by status and the deepest queues")
+    status.add_argument("--limit", type=int, default=100, help="numbers to show (default 100)")
+    status.add_argument("--number", help="show this sending number only")
+
+    find = sub.add_parser("find", help="messages to a recipient, newest first")
+    find.add_argument("number")
+    find.add_argument("--limit", type=int, default=20)
+
+    cancel = sub.add_parser("cancel", help="cancel a message that has not started sending")
+    cancel.add_argument("id")
+
+    numbers = [
+        sub.add_parser(verb, help=f"{verb} a sending number") for verb in ("pause", "resume")
+    ]
+    for parser in numbers:
+        parser.add_argument("number")
+    for parser in (send, message, status, find, cancel, *numbers):
+        json_flag(parser)
+        parser.set_defaults(run=run)
+
+
+async def run(sock: Path, args: argparse.Namespace) -> int:
+    command: str = args.command
+    if command == "send":
+        result = await call(
+            sock, "submit", **{"from": args.sender}, to=args.recipient, body=args.body,
+            priority=args.priority, idempotency_key=args.idempotency_key,
+        )  # fmt: skip
+        out(args, {"id": result["id"], "status": result["status"], **result}, _show_message)
+    elif command == "message":
+        out(args, await call(sock, "message", id=args.id), _show_view)
+    elif command == "status":
+        result = await call(sock, "status", limit=args.limit, number=args.number)
+        out(args, result, _show_status)
+    elif command == "find":
+        result = await call(sock, "find", to=args.number, limit=args.limit)
+        out(args, result, lambda r: each(_show_message, r["messages"]))
+    elif command == "cancel":
+        out(args, await call(sock, "cancel", id=args.id), _show_message)
+    else:  # pause, resume
+        out(args, await call(sock, command, number=args.number), _show_number)
+    return 0
+
+
+def _show_message(m: dict[str, Any]) -> None:
+    reason = f" ({m['reason']})" if m.get("reason") else ""
+    print(f"{m['id']}  {m['status']}{reason}  {m['from']} -> {m['to']}")
+
+
+def _show_view(v: dict[str, Any]) -> None:
+    _show_message(v)
+    print(f"  {v['explanation']}")
+    for e in v["history"]:
+        note = "" if e["applied"] else "  (kept, not applied)"
+        reason = f" {e['reason']}" if e.get("reason") else ""
+        code = f" code {e['provider_code']}" if e.get("provider_code") else ""
+        print(f"  {e['at']}  {e['status']:<11}{reason}{code}  [{e['source']}]{note}")
+
+
+def _show_status(s: dict[str, Any]) -> None:
+    counts = ", ".join(f"{k} {v}" for k, v in s["counts"].items()) or "no messages"
+    print(f"{counts}; in flight {s['in_flight']}")
+    if store := s.get("store"):
+        print(
+            f"SENDING PAUSED: the store refuses writes since {store['since']} "
+            f"({store['error']}); new work is refused until it takes writes again"
+        )
+    if calls := s.get("calls"):
+        by_status = ", ".join(f"{k} {v}" for k, v in calls["counts"].items()) or "none"
+        print(
+            f"calls: {by_status}; queued {calls['queued']}, in flight {calls['in_flight']}, "
+            f"{calls['calls_per_second']:g}/s, next slot {calls['next_slot_at'] or '-'}"
+        )
+    if s["numbers"]:
+        shown = len(s["numbers"])
+        total = s["numbers_total"]
+        numbers = "sending number" if total == 1 else "sending numbers"
+        queues = "queue" if shown == 1 else f"{shown} deepest queues"
+        print(f"{total} {numbers}; the {queues}:")
+        print(f"{'number':<16} {'depth':>6} {'in flight':>9}  next slot")
+    for n in s["numbers"]:
+        paused = "  paused" if n["paused"] else ""
+        print(
+            f"{n['number']:<16} {n['depth']:>6} {n['in_flight']:>9}  "
+            f"{n['next_slot_at'] or '-'}{paused}"
+        )
+
+
+def _show_number(n: dict[str, Any]) -> None:
+    state = "paused" if n["paused"] else "sending"
+    print(f"{n['number']} {state}; {n['depth']} queued")
