@@ -1,0 +1,260 @@
+"""The :class:`Dispatcher`: what it is made of, its lifecycle and its store faults.
+
+``Dispatcher`` owns the store, the channel and the pacer. Open it with ``async
+with``; it recovers what a previous run left in flight, then runs its loops in a
+task group until closed, when it drains: no new sends start, sends in flight
+finish, receipts already in are recorded. Its verbs come from one mixin per area
+(see :mod:`dispatcher.service`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dispatcher import private, runtime
+from dispatcher.channels import Channel, open_channel
+from dispatcher.clock import Clock, SystemClock
+from dispatcher.config import Config
+from dispatcher.core.model import TextStatus
+from dispatcher.core.results import Observed
+from dispatcher.engine.automations import Engine, load_rules
+from dispatcher.engine.bus import Bus
+from dispatcher.engine.calls import CallDesk
+from dispatcher.engine.campaigns import CampaignDesk
+from dispatcher.engine.health import StoreHealth
+from dispatcher.engine.intake import Intake
+from dispatcher.engine.texts import TextDesk
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import StoreUnavailable
+from dispatcher.lifecycle import Resource
+from dispatcher.service.automations import AutomationVerbs
+from dispatcher.service.calls import CallVerbs
+from dispatcher.service.campaigns import CampaignVerbs
+from dispatcher.service.metrics import MetricsVerbs
+from dispatcher.service.texts import TextVerbs
+from dispatcher.store import Store, open_store
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs, Resource):
+    """Texts accepted, paced per sending number, sent, tracked; questions answered."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        channel: Channel,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.channel = channel
+        self.clock = clock or SystemClock()
+        self._health = StoreHealth(self.clock, probe_every=config.store.fault_probe.total_seconds())
+        self.bus = Bus()  # results and outcomes, for the automations and campaigns
+        self._held = False
+        self._closing = False
+        wiring = Wiring(
+            config=config, store=store, channel=channel, clock=self.clock, bus=self.bus,
+            store_fault=self._store_fault,
+        )  # fmt: skip
+        self.texts = TextDesk(
+            wiring, may_send=self._sending, opt_out=self._opted_out,
+            store_faulted=lambda: self._health.fault is not None,
+        )  # fmt: skip
+        self._queues = self.texts.queues
+        self._pacer = self.texts.pacer
+        self._intake = Intake(
+            store, self.clock, config.pacing, self._queues.pending, on_stored=self.texts.accepted
+        )
+        self._inbound_lock = asyncio.Lock()
+        self._pacer_task: asyncio.Task[None] | None = None
+        self._collector: asyncio.Task[None] | None = None
+        self._prober: asyncio.Task[None] | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._group: asyncio.TaskGroup | None = None
+        self.started = asyncio.Event()
+        self.calls = CallDesk(wiring, submit_text=self.submit)
+        self._call_pacer: asyncio.Task[None] | None = None
+        self.campaigns = CampaignDesk(
+            config, store=store, clock=self.clock, bus=self.bus, service=self
+        )
+        rules = []
+        if config.automations.file:
+            rules = load_rules(Path(config.automations.file), scripts=config.scripts)
+        self.automations = Engine(
+            rules, store=store, clock=self.clock, service=self, scripts=config.scripts
+        )
+        self.bus.subscribe(Observed, self.automations.observe)
+
+    @classmethod
+    def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
+        """Build the store and channel the configuration names (imported lazily)."""
+        clock = clock or SystemClock()
+        store = open_store(
+            config.store_url, commit_window=config.store.commit_window.total_seconds()
+        )
+        channel = open_channel(
+            config.provider.url,
+            simulator=config.simulator,
+            twilio=config.twilio,
+            status_callbacks=config.http.public_url or None,
+            log_path=config.simulator_log,
+            clock=clock,
+        )
+        return cls(config, store=store, channel=channel, clock=clock)
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def open(self) -> None:
+        private.prepare_home(self.config.home)  # 0700, ours, not a symbolic link
+        stack = self._stack
+        await stack.enter_async_context(self.store)
+        await stack.enter_async_context(self.channel)
+        self.channel.on_receipt(self.texts.receipts.report)
+        await self._recover()
+        await self.calls.recover()
+        await self.automations.load()
+        # The task group is exited by hand, without the body's exception, so an error
+        # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
+        self._group = asyncio.TaskGroup()
+        await self._group.__aenter__()
+        self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
+        self._group.create_task(self._keep(self.texts.receipts.run), name="receipts")
+        self._group.create_task(self._keep(self.texts.expiry_loop), name="expiry")
+        self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
+        self._group.create_task(self._keep(self.calls.run_reports), name="call-reports")
+        self._group.create_task(self._keep(self.campaigns.run), name="campaigns")
+        self._group.create_task(self._keep(self.automations.run), name="automations")
+        self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
+        self._prober = self._group.create_task(
+            self._health.run(probe=self.store.probe, settle=self._settle, resumed=self._resume),
+            name="store-health",
+        )
+        self.started.set()
+        log.info("service.started", extra={"store": self.config.store_url})
+
+    async def close(self) -> None:
+        try:
+            await self._drain()
+            if self._group is not None:
+                await self._group.__aexit__(None, None, None)
+        finally:
+            await self._stack.aclose()
+
+    async def _drain(self) -> None:
+        """Stop starting sends, let those in flight finish, record receipts already in."""
+        self._closing = True
+        self.campaigns.stop()
+        await self.campaigns.close()
+        self.texts.stop()
+        self.calls.stop()
+        timeout = self.config.service.drain_timeout.total_seconds()
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(self.texts.engine.idle.wait(), self.calls.idle.wait()), timeout
+            )
+        except TimeoutError:
+            # Sends still in flight stay in Sending and are reconciled at the next start.
+            in_flight = sum(self.texts.engine.in_flight.values())
+            log.warning("service.drain_timeout", extra={"in_flight": in_flight})
+            for task in (self._pacer_task, self._call_pacer):
+                if task is not None:
+                    task.cancel()
+        self.texts.receipts.stop()
+        self.calls.stop_reports()
+        self.automations.stop()
+        self._health.stop()
+        for task in (self._collector, self._prober):
+            if task is not None:
+                task.cancel()
+        log.info("service.drained")
+
+    # -- store faults ----------------------------------------------------------------
+    async def _keep(self, loop: Callable[[], Awaitable[None]]) -> None:
+        """Run one of the service's loops. A write the store refuses pauses it until
+        the store takes writes again, then it starts over: its work is in the store."""
+        while True:
+            try:
+                await loop()
+            except StoreUnavailable as exc:
+                self._store_fault(exc)
+                await self._health.wait_healthy()
+                if not self._closing:
+                    continue
+            return
+
+    async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T:
+        """New work, refused while the store refuses writes (and if its own write is)."""
+        try:
+            self._health.check()
+        except StoreUnavailable:
+            work.close()
+            raise
+        try:
+            return await work
+        except StoreUnavailable as exc:
+            self._store_fault(exc)
+            raise self._health.refusal() from exc
+
+    def _store_fault(self, exc: StoreUnavailable) -> None:
+        """The store refused a write: pause texts and calls (see :mod:`dispatcher.health`)."""
+        self._health.report(exc)
+        self.calls.held = True
+
+    async def _settle(self) -> None:
+        """After a store fault, once writes succeed again: let the sends in flight
+        finish, then settle as after a crash (texts left Sending are reconciled with the
+        provider, every number's queue is read again from the store)."""
+        await self.texts.engine.idle.wait()
+        async with contextlib.AsyncExitStack() as locked:
+            for lock in self.texts.engine.locks:
+                await locked.enter_async_context(lock)
+            await self.texts.restore()
+            self.texts.receipts.settled()
+
+    def _resume(self) -> None:
+        """Start sending again (after an operator's hold or a store fault), unless
+        the other still holds."""
+        if self._held or self._health.fault is not None:
+            return
+        self.calls.release()
+        self.texts.wake_all()
+
+    # -- the operator's hold ---------------------------------------------------------
+    def hold(self) -> None:
+        """Start no new sends, on any number, until :meth:`release` (not persisted)."""
+        self._held = True
+        self.calls.held = True
+
+    def release(self) -> None:
+        """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
+        self._held = False
+        self._resume()
+
+    # -- recovery and the sending gate -----------------------------------------------
+    async def _recover(self) -> None:
+        """Before pacing starts: settle in-doubt sends, restore the queues, and ask for
+        the receipts of texts Sent before the stop."""
+        await self.texts.restore()
+        await self._intake.load()
+        for message in await self.store.in_status(TextStatus.SENT, limit=1_000_000):
+            if message.provider_id is None:
+                continue
+            self.texts.receipts.awaiting(message)
+            if receipt := await self.channel.poll(message.provider_id):
+                self.texts.receipts.report(receipt)
+
+    def _sending(self) -> bool:
+        """May sends start now (no operator's hold, no store fault, not closing)?"""
+        return not (self._held or self._closing or self._health.fault)
+
+    async def _opted_out(self, contact: str, reason: str) -> None:
+        await self.dnt_add(contact, added_by="carrier", reason=reason)

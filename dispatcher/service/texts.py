@@ -1,0 +1,259 @@
+"""The service's text verbs: submission, inbound texts and their keywords, receipts
+from outside, the operator's questions and commands, and the Do Not Text list."""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import logging
+from collections.abc import Coroutine, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dispatcher.channels import Receipt
+from dispatcher.clock import Clock, Instant
+from dispatcher.config import Config
+from dispatcher.core.model import (
+    WAITING,
+    DntEntry,
+    Event,
+    Keyword,
+    Lane,
+    Message,
+    QueueContext,
+    Reason,
+    Source,
+    TextStatus,
+    count_segments,
+    explain,
+    keyword,
+    transition,
+)
+from dispatcher.core.numbers import e164
+from dispatcher.engine.calls import CallDesk
+from dispatcher.engine.health import StoreHealth
+from dispatcher.engine.intake import Intake, Submission, TextRequest, new_id
+from dispatcher.engine.queues import Queues
+from dispatcher.engine.scheduler import Pacer
+from dispatcher.engine.texts import RECENT, TextDesk, sent_since
+from dispatcher.errors import Conflict, NotFound
+from dispatcher.service.views import MessageView, NumberView, StatusView
+from dispatcher.store import Store
+
+log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+
+class TextVerbs:
+    """Texts accepted, received, explained, cancelled; numbers paused; the list kept."""
+
+    config: Config
+    store: Store
+    clock: Clock
+    texts: TextDesk
+    calls: CallDesk  # for the status: the calls' summary
+    _health: StoreHealth  # for the status: the store's fault
+    _queues: Queues
+    _pacer: Pacer
+    _intake: Intake
+    _inbound_lock: asyncio.Lock
+    _closing: bool
+
+    if TYPE_CHECKING:  # the Dispatcher's, with its store faults
+
+        async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
+
+    # -- submission ------------------------------------------------------------------
+    async def submit(self, request: TextRequest) -> Submission:
+        """Accept a text: validate, apply the Do Not Text and same-second rules, queue."""
+        [submission] = await self.submit_many([request])
+        return submission
+
+    async def submit_many(self, requests: Sequence[TextRequest]) -> list[Submission]:
+        """Accept many texts in one write. All are validated first: if one is invalid,
+        none is stored and the error names its index."""
+        if self._closing:
+            raise Conflict("the service is shutting down; submit again once it is back")
+        return await self._taking_work(self._intake.submit(requests))
+
+    # -- inbound ---------------------------------------------------------------------
+    async def receive(
+        self, *, sender: str, recipient: str, body: str, provider_id: str
+    ) -> tuple[Message, Keyword]:
+        """A text a contact sent us: stored (Receiving, then Received) once per provider
+        id, and its keyword applied: opt-out words list the contact, opt-in words take it
+        off the list, HELP asks for the help reply."""
+        contact, number = e164(sender, field="From"), e164(recipient, field="To")
+        async with self._inbound_lock:  # a webhook repeated at once is still one text
+            return await self._receive(contact, number, body, provider_id)
+
+    async def _receive(
+        self, contact: str, number: str, body: str, provider_id: str
+    ) -> tuple[Message, Keyword]:
+        if (earlier := await self.store.by_provider_id(provider_id)) is not None:
+            return earlier, keyword(earlier.body)  # a repeated webhook: nothing new
+        now = self.clock.now().wall
+        message = Message(
+            id=new_id("msg"), sender=contact, recipient=number, body=body,
+            segments=count_segments(body).segments, lane=Lane.BULK,
+            status=TextStatus.RECEIVING, accepted_at=now, expires_at=now, updated_at=now,
+            provider_id=provider_id, reason=Reason.INBOUND,
+        )  # fmt: skip
+        receiving = Event(message_id=message.id, at=now, status=TextStatus.RECEIVING,
+                          reason=Reason.INBOUND, source=Source.PROVIDER)  # fmt: skip
+        step, received = transition(message, TextStatus.RECEIVED, at=now, source=Source.PROVIDER,
+                                    reason=Reason.INBOUND)  # fmt: skip
+        stored = await self.store.insert_message(received, [receiving, step.event])
+        self._queues.counted(None, stored.status)
+        asked = keyword(body)
+        if asked is Keyword.OPT_OUT:
+            word = " ".join(body.strip().upper().split())
+            await self.dnt_add(contact, added_by="contact", reason=f"replied {word} to {number}")
+        elif asked is Keyword.OPT_IN:
+            await self.dnt_remove(contact)
+        log.info("inbound.received", extra={"message_id": stored.id, "keyword": asked.value})
+        return stored, asked
+
+    # -- receipts --------------------------------------------------------------------
+    def report(self, receipt: Receipt) -> None:
+        """A status report from outside (a provider's callback); applied in order with
+        every other receipt, merged without moving a text backwards."""
+        self.texts.receipts.report(receipt)
+
+    # -- operator verbs --------------------------------------------------------------
+    async def message(self, message_id: str) -> MessageView:
+        """One text: as stored now, its history, and in plain words why it is there."""
+        message = await self._get(message_id)
+        history = await self.store.history(message_id)
+        queue = None
+        if message.status is TextStatus.QUEUED:
+            queue = QueueContext(
+                ahead=await self.store.queued_ahead(message),
+                next_slot_at=self._next_slot_at(message.sender, self.clock.now()),
+                paused=self._queues[message.sender].paused,
+                rate=self.config.pacing.rate_of(message.sender),
+            )
+        dnt = await self.store.dnt_get(message.recipient)
+        return MessageView(
+            message=message, history=history, explanation=explain(message, queue=queue, dnt=dnt)
+        )
+
+    async def find(self, recipient: str, limit: int = 50) -> list[Message]:
+        """The texts to ``recipient``, newest first."""
+        return await self.store.find(e164(recipient, field="to"), limit)
+
+    async def status(self, *, limit: int = 100, number: str | None = None) -> StatusView:
+        """Answered from memory: counts by status, and the ``limit`` numbers with the
+        deepest queues (or just ``number``)."""
+        now = self.clock.now()
+        if number is not None:
+            wanted = [e164(number)]
+        else:
+            deepest = heapq.nsmallest(
+                limit, self._queues.items(), key=lambda item: (-item[1].depth, item[0])
+            )
+            wanted = [name for name, _ in deepest]
+        since = now.mono - RECENT
+        texts = self.texts
+        return StatusView(
+            counts=dict(self._queues.counts),
+            numbers=[self._number_view(name, now) for name in wanted],
+            numbers_total=len(self._queues),
+            in_flight=sum(texts.engine.in_flight.values()),
+            at=now.wall,
+            calls=self.calls.summary(),
+            sent_last_minute=sum(sent_since(s, since) for s in texts.sends.values()),
+            recent_errors=list(reversed(texts.errors)),
+            store_fault=self._health.fault,
+        )
+
+    async def cancel(self, message_id: str) -> Message:
+        """Cancel a Pending or Queued text: it ends Unsent (``canceled``)."""
+        message = await self._get(message_id)
+        async with self.texts.engine.lock(message.sender):
+            message = await self._get(message_id)
+            if message.status is TextStatus.UNSENT and message.reason == Reason.CANCELED:
+                return message
+            if message.status not in WAITING:
+                raise Conflict(
+                    f"message {message_id} is {message.status.value}; only Pending or Queued "
+                    "messages can be cancelled"
+                )
+            step, after = transition(
+                message, TextStatus.UNSENT, at=self.clock.now().wall, source=Source.OPERATOR,
+                reason=Reason.CANCELED,
+            )  # fmt: skip
+            self._queues.left(message)
+            await self.texts.record([step])
+            self.texts.outcome(after)
+        log.info("dispatch.canceled", extra={"message_id": message_id})
+        return after
+
+    async def pause(self, number: str) -> NumberView:
+        """Stop sending from ``number`` (persisted; its queue is kept)."""
+        return await self._set_paused(e164(number), paused=True)
+
+    async def resume(self, number: str) -> NumberView:
+        """Resume sending from a paused ``number`` at its next slot."""
+        view = await self._set_paused(e164(number), paused=False)
+        self._pacer.wake(view.number)
+        return view
+
+    async def _set_paused(self, number: str, *, paused: bool) -> NumberView:
+        async with self.texts.engine.lock(number):
+            await self.store.set_paused(number, paused)
+            self._queues[number].paused = paused
+        log.info("number.paused" if paused else "number.resumed", extra={"sender": number})
+        return self._number_view(number, self.clock.now())
+
+    # -- Do Not Text -----------------------------------------------------------------
+    async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
+        """Put ``number`` on the Do Not Text list (at once, even for a text claimed)."""
+        entry = DntEntry(
+            number=e164(number), added_at=self.clock.now().wall, added_by=added_by, reason=reason
+        )
+        self.texts.dnt_changes[entry.number] = True  # before the write: a send about to go sees it
+        stored = await self.store.dnt_add(entry)
+        log.info("dnt.added", extra={"number": entry.number, "by": added_by})
+        return stored
+
+    async def dnt_remove(self, number: str) -> bool:
+        """Take ``number`` off the Do Not Text list; whether it was on it."""
+        number = e164(number)
+        removed = await self.store.dnt_remove(number)
+        self.texts.dnt_changes[number] = False
+        log.info("dnt.removed", extra={"number": number, "removed": removed})
+        return removed
+
+    async def dnt_check(self, number: str) -> DntEntry | None:
+        """The list's entry for ``number``, if it is listed."""
+        return await self.store.dnt_get(e164(number))
+
+    async def dnt_list(self, limit: int = 1000) -> list[DntEntry]:
+        """The Do Not Text list."""
+        return await self.store.dnt_list(limit)
+
+    # -- helpers ---------------------------------------------------------------------
+    async def _get(self, message_id: str) -> Message:
+        message = await self.store.get(message_id)
+        if message is None:
+            raise NotFound(f"no message with id {message_id!r}")
+        return message
+
+    def _number_view(self, number: str, now: Instant) -> NumberView:
+        queue = self._queues.get(number)
+        return NumberView(
+            number=number,
+            depth=queue.depth if queue else 0,
+            next_slot_at=self._next_slot_at(number, now),
+            in_flight=self.texts.engine.in_flight.get(number, 0),
+            paused=queue.paused if queue else False,
+            rate=self.config.pacing.rate_of(number),
+            sent_last_minute=sent_since(self.texts.sends.get(number), now.mono - RECENT),
+        )
+
+    def _next_slot_at(self, number: str, now: Instant) -> datetime | None:
+        slot = self._pacer.next_slot(number)
+        if slot is None:
+            return None
+        return now.wall + timedelta(seconds=slot - now.mono)
