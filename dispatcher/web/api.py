@@ -1,0 +1,211 @@
+"""The automation API, ``/v1``: texts, calls and automations, with a bearer token
+(``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
+
+- ``POST /v1/messages`` and ``POST /v1/calls`` submit a text or a call, with an
+  optional ``Idempotency-Key`` header: the same key returns the same message and never
+  sends twice; the same key with a different request is 409.
+- ``GET /v1/messages/{id}`` and ``GET /v1/calls/{id}``: the status, history and
+  explanation.
+- ``GET``, ``POST /v1/automations`` and ``DELETE /v1/automations/{name}``: the rules and
+  their recent runs.
+
+:data:`API` is the route table: each route, the models of its bodies
+(:mod:`dispatcher.schemas`) and its answers. It routes the requests and is the API's
+description (:data:`OPENAPI`, served at ``GET /v1/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from dispatcher import jsonio, schemas
+from dispatcher.core.model import Lane
+from dispatcher.schemas import Answer, Operation, call_view_of, event_of
+from dispatcher.service import (
+    CallRequest,
+    Dispatcher,
+    NewAutomation,
+    Rule,
+    TextRequest,
+    call_status_url,
+)
+from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal
+
+_Body = TypeVar("_Body", bound=schemas.Model)
+
+
+def status_callback_url(public_url: str, message_id: str) -> str:
+    """The URL Twilio is given for a text's status callbacks."""
+    return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
+
+
+def _is_json(content_type: str) -> bool:
+    """``application/json`` or an ``application/...+json`` type (parameters aside)."""
+    kind, _, subtype = content_type.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+class Api:
+    """The ``/v1`` handlers, bound to one service (:data:`API` names them)."""
+
+    def __init__(self, dispatcher: Dispatcher, *, public_url: str, api_token: str | None) -> None:
+        self._dispatcher = dispatcher
+        self._public_url = public_url.rstrip("/")
+        self._api_token = api_token
+
+    def _authorised(self, request: web.Request) -> None:
+        """The bearer token, compared in constant time as bytes: a header of any bytes
+        (aiohttp keeps bytes that are not UTF-8 as surrogate escapes) is only refused."""
+        header = request.headers.get("Authorization", "")
+        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+        presented = token.encode("utf-8", "surrogateescape")
+        expected = (self._api_token or "").encode("utf-8", "surrogateescape")
+        if not self._api_token or not hmac.compare_digest(presented, expected):
+            raise refusal(web.HTTPUnauthorized, "unauthorized", "a valid bearer token is required")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        """The body of an authorised ``/v1`` request: declared JSON (415 otherwise) and
+        at most MAX_BODY bytes (413)."""
+        self._authorised(request)
+        if not _is_json(request.content_type):
+            raise refusal(
+                web.HTTPUnsupportedMediaType, "unsupported_media_type",
+                f"the request body must be JSON, sent with Content-Type: application/json "
+                f"(not {request.content_type})",
+            )  # fmt: skip
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise refusal(web.HTTPRequestEntityTooLarge, "too_large",
+                           f"the request body is over {MAX_BODY} bytes") from None  # fmt: skip
+
+    async def _body(self, request: web.Request, model: type[_Body]) -> _Body:
+        """The body, read into its model: standard JSON (400 naming what is wrong) with
+        known fields of the right types (400 naming the field)."""
+        return jsonio.decode(await self._read_body(request), model, what="the request body")
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request, schemas.NewText)
+        submission = await self._dispatcher.submit(
+            TextRequest(sender=body.from_, recipient=body.to, body=body.body,
+                        lane=Lane.parse(body.priority),
+                        idempotency_key=request.headers.get("Idempotency-Key"))
+        )  # fmt: skip
+        m = submission.message
+        accepted = schemas.Accepted(id=m.id, status=m.status.value, reason=m.reason)
+        return answer(accepted, status=201 if submission.created else 200)
+
+    async def get_message(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        view = await self._dispatcher.message(request.match_info["message_id"])
+        m = view.message
+        return answer(schemas.TextView(
+            id=m.id, status=m.status.value, reason=m.reason, provider_sid=m.provider_id,
+            status_callback_url=status_callback_url(self._public_url, m.id),
+            history=[event_of(e) for e in view.history], explanation=view.explanation,
+        ))  # fmt: skip
+
+    async def submit_call(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request, schemas.NewCall)
+        script = body.script
+        submission = await self._dispatcher.submit_call(
+            CallRequest(
+                sender=body.from_, recipient=body.to, lane=Lane.parse(body.priority),
+                script=script if isinstance(script, list) else None,
+                script_name=script if isinstance(script, str) else None,
+                idempotency_key=request.headers.get("Idempotency-Key"),
+            )
+        )  # fmt: skip
+        c = submission.call
+        accepted = schemas.Accepted(id=c.id, status=c.status.value, reason=c.reason)
+        return answer(accepted, status=201 if submission.created else 200)
+
+    async def get_call(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        view = await self._dispatcher.call(request.match_info["call_id"])
+        call = call_view_of(view)
+        return answer(schemas.CallDetail(
+            **msgspec.structs.asdict(call), provider_sid=view.call.provider_id,
+            status_callback_url=call_status_url(self._public_url, view.call.id),
+        ))  # fmt: skip
+
+    async def automations(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        runs = await self._dispatcher.automation_runs(50)
+        return answer(schemas.Automations(
+            automations=[rule_out(r, source) for r, source in self._dispatcher.automation_rules()],
+            runs=[schemas.RunOut(rule=r.rule, source_id=r.source_id, result=r.result,
+                                 due_at=r.due_at.isoformat(), state=r.state,
+                                 engagement_id=r.engagement_id, detail=r.detail)
+                  for r in runs],
+        ))  # fmt: skip
+
+    async def add_automation(self, request: web.Request) -> web.StreamResponse:
+        """A rule, checked against :class:`NewAutomation` by the rule parser
+        (which also reads the automations file)."""
+        body = jsonio.loads(await self._read_body(request), what="the request body")
+        rule = await self._dispatcher.add_automation(body)
+        return answer(rule_out(rule, "api"), status=201)
+
+    async def remove_automation(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        await self._dispatcher.remove_automation(request.match_info["name"])
+        return web.Response(status=204)
+
+    async def openapi(self, _: web.Request) -> web.StreamResponse:
+        return json_response(OPENAPI)
+
+
+def rule_out(rule: Rule, source: Literal["file", "api"]) -> schemas.RuleOut:
+    return schemas.RuleOut(
+        name=rule.name, on=rule.on, do=rule.do, delay_seconds=rule.delay.total_seconds(),
+        when=dict(rule.when or {}), script=rule.script, body=rule.body, from_=rule.sender,
+        source=source,
+    )  # fmt: skip
+
+
+API = [
+    Operation(method="POST", path="/v1/messages", handler="submit", summary="Submit a text",
+              body=schemas.NewText, idempotency_key=True, answers={
+                  201: Answer("accepted (or ended by a rule: see status)", schemas.Accepted),
+                  200: Answer("the message an earlier request with this key made",
+                              schemas.Accepted),
+                  400: Answer("invalid (the error names the field)"),
+                  409: Answer("the key was used for another text")}),
+    Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
+              summary="A text's status, history and explanation",
+              answers={200: Answer("the text", schemas.TextView), 404: Answer("no such text")}),
+    Operation(method="POST", path="/v1/calls", handler="submit_call",
+              summary="Place a call with a script", body=schemas.NewCall,
+              idempotency_key=True, answers={
+                  201: Answer("accepted: queued on the account's pace", schemas.Accepted),
+                  200: Answer("the call an earlier request with this key made",
+                              schemas.Accepted),
+                  400: Answer("invalid (a number, the script: the error names the step)"),
+                  409: Answer("the key was used for another call")}),
+    Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
+              summary="A call's status, history (statuses and steps) and explanation",
+              answers={200: Answer("the call", schemas.CallDetail), 404: Answer("no such call")}),
+    Operation(method="GET", path="/v1/automations", handler="automations",
+              summary="The automations (from the file and the API) and recent runs",
+              answers={200: Answer("the rules and runs", schemas.Automations)}),
+    Operation(method="POST", path="/v1/automations", handler="add_automation",
+              summary="Add an automation: on a result, after a delay, an engagement",
+              body=NewAutomation, answers={
+                  201: Answer("added", schemas.RuleOut),
+                  400: Answer("invalid (the error names the key)"),
+                  409: Answer("an automation has that name")}),
+    Operation(method="DELETE", path="/v1/automations/{name}", handler="remove_automation",
+              summary="Remove an automation added through the API", answers={
+                  204: Answer("removed"), 404: Answer("no such automation"),
+                  409: Answer("it is in the automations file")}),
+]  # fmt: skip
+"""The automation API: each route, the models of its bodies and its answers. It routes
+the requests (:meth:`dispatcher.web.app.WebApp.app`) and is the API's description
+(:data:`OPENAPI`)."""
+
+OPENAPI: dict[str, Any] = schemas.openapi(API, title="dispatcher automation API", version="1")
