@@ -2,14 +2,15 @@
 generated from them.
 
 Each request body and answer body is a ``msgspec.Struct`` (an automation rule's,
-``NewAutomation``, is beside its parser in :mod:`dispatcher.automations`): msgspec
+``NewAutomation``, is beside its parser in :mod:`dispatcher.core.rules`; the base
+``Model`` and the shared values are in :mod:`dispatcher.core.wire`): msgspec
 checks a request against its model as it decodes it (:func:`dispatcher.jsonio.decode`,
 errors naming the field), and :func:`openapi` writes the API's description from the
 same models, so the two cannot drift. A field's ``Meta`` says what a value must be,
 once: the check, the description and the error message all read it.
 
 What a model cannot say is checked by the domain, with its own errors: a number's
-length for its country (:func:`dispatcher.numbers.e164`), a text's length in
+length for its country (:func:`dispatcher.core.numbers.e164`), a text's length in
 characters (``check_body``), a call script's steps (``dispatcher.scripts``). Such
 limits are only described here (``extra_json_schema``), never checked twice.
 """
@@ -27,47 +28,20 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher.core import calls, model
-from dispatcher.core.numbers import E164_PATTERN
+from dispatcher.core.wire import Body, Number
+from dispatcher.core.wire import Model as Model  # noqa: PLC0414 - the fronts subclass schemas.Model
 from dispatcher.jsonio import bounded
 
 if TYPE_CHECKING:
     from dispatcher.engine.calls import CallView as ServiceCallView
 
 
-def wire(name: str) -> str:
-    """The name a field has on the wire: ``from_`` is ``from``."""
-    return name.removesuffix("_")
-
-
-class Model(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, rename=wire):
-    """A body on the wire: known fields only, each of its type."""
-
-
-# -- values ------------------------------------------------------------------------------
-
-Number = Annotated[
-    str,
-    Meta(pattern=f"^{E164_PATTERN}$", description="an E.164 number like +14155550123",
-         examples=["+15550000001"]),
-]  # fmt: skip
-"""A phone number in E.164 as written (``+14155550123``, no spaces)."""
-
-Written = Annotated[
-    str,
-    Meta(description="a phone number with its country code, like +14155550123",
-         extra_json_schema={"pattern": f"^{E164_PATTERN}$", "examples": ["+15550000001"]}),
-]  # fmt: skip
-"""A phone number the domain normalises (spaces, dashes and brackets allowed)."""
+# -- values (the shared ones, ``Number``, ``Written`` and ``Body``, are in core.wire) ---
 
 Priority = Annotated[
     Literal["automation", "bulk"],
     Meta(description="the lane: automation texts go ahead of bulk ones on a number"),
 ]
-Body = Annotated[
-    str,
-    Meta(description="the text (1 to 1600 characters)",
-         extra_json_schema={"minLength": 1, "maxLength": 1600}),
-]  # fmt: skip
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 Id = Annotated[str, Meta(description="the id the service gave it")]
 

@@ -24,8 +24,8 @@ from dispatcher.config import AutomationsConfig, SimulatorConfig
 from dispatcher.control.client import ControlClient
 from dispatcher.core.calls import CallStatus
 from dispatcher.core.model import Message, TextStatus
-from dispatcher.core.results import Observed
-from dispatcher.engine.automations import Rule, load_rules, matches, parse_rule
+from dispatcher.core.results import Observed, Trigger, step_trigger
+from dispatcher.core.rules import Action, Rule, load_rules, matches, parse_rule
 from dispatcher.errors import ConfigError
 from dispatcher.service import Dispatcher
 from dispatcher.store import Store
@@ -245,12 +245,12 @@ def observed(result: str, **fields: str | None) -> Observed:
     ],
 )
 def test_filters(when: dict[str, str], seen: Observed, fires: bool) -> None:
-    rule = Rule(name="r", on="text.delivered", do="text", body="x", when=when)
+    rule = Rule(name="r", on="text.delivered", do=Action.TEXT, body="x", when=when)
     assert matches(rule, seen) is fires
 
 
 def test_digits_pick_a_prompts_answer() -> None:
-    rule = Rule(name="r", on="call.prompt", do="text", body="x", when={"digits": "1"})
+    rule = Rule(name="r", on="call.prompt", do=Action.TEXT, body="x", when={"digits": "1"})
     assert matches(rule, observed("call.prompt", detail="1"))
     assert not matches(rule, observed("call.prompt", detail="2"))
 
@@ -330,7 +330,7 @@ def test_a_rule_is_read_into_its_model() -> None:
          "delay": "10m", "from": "+1 (555) 000-0002"},
         0, scripts=(), where="rules.toml",
     )  # fmt: skip
-    assert rule == Rule(name="a", on="call.prompt", do="text", body="x",
+    assert rule == Rule(name="a", on="call.prompt", do=Action.TEXT, body="x",
                         delay=timedelta(minutes=10), sender="+15550000002",
                         when={"digits": "1", "from": "+15550000001"})  # fmt: skip
 
@@ -349,6 +349,28 @@ def test_the_service_refuses_to_start_on_a_bad_automations_file(tmp_path: Path) 
     )
     with pytest.raises(ConfigError, match="automation 1: on"):
         Dispatcher(config, store=MemoryStore(), channel=Simulator(config=SimulatorConfig()))
+
+
+@pytest.mark.parametrize(
+    ("trigger", "stored"),
+    [
+        (Trigger("thanks", "msg_1"), "automation:thanks:msg_1"),
+        (Trigger("on:call", "call_2"), "automation:on:call:call_2"),
+        (Trigger("solo"), "automation:solo"),
+    ],
+)
+def test_a_trigger_is_stored_and_read_back_as_one_value(trigger: Trigger, stored: str) -> None:
+    assert trigger.format() == stored
+    assert Trigger.parse(stored) == trigger
+    assert trigger.key("text.delivered") == f"{stored}:text.delivered"
+    assert stored.startswith(Trigger.prefix(None))
+
+
+def test_a_call_steps_trigger_is_no_automations() -> None:
+    assert step_trigger("call_1", 4) == "call_1:step4"
+    assert Trigger.parse(step_trigger("call_1", 4)) is None
+    assert Trigger.parse(None) is None
+    assert Trigger.prefix("thanks") == "automation:thanks:"
 
 
 def test_call_statuses_have_results() -> None:

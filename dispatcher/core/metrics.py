@@ -55,6 +55,7 @@ from typing import Any, Literal
 from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
 from dispatcher.core.durations import DurationOutOfRange, parse_duration
 from dispatcher.core.model import Event, Message, TextStatus
+from dispatcher.core.results import Trigger
 from dispatcher.errors import InvalidInput
 
 VOICE: tuple[str, ...] = (
@@ -79,8 +80,6 @@ NO_KEY = "(none)"
 
 Kind = Literal["event", "play", "activity"]
 
-AUTOMATION = "automation:"
-"""The trigger of an engagement an automation made: ``automation:<rule>:<source id>``."""
 SOURCE_CHANNELS: Mapping[str, str] = {"msg_": "text", "call_": "voice"}
 """The channel of an engagement, from the prefix of its id."""
 
@@ -164,11 +163,9 @@ class Metrics:
 
 def parse_trigger(trigger: str | None) -> tuple[str | None, str | None]:
     """``(rule, source id)`` of ``automation:<rule>:<source id>``; ``(None, None)`` for
-    any other trigger (a call's step, none)."""
-    if not trigger or not trigger.startswith(AUTOMATION):
-        return None, None
-    rule, colon, source = trigger.removeprefix(AUTOMATION).rpartition(":")
-    return (rule, source) if colon else (source, None)
+    any other trigger (a call's step, none). See :class:`Trigger`."""
+    found = Trigger.parse(trigger)
+    return (found.rule, found.source_id) if found else (None, None)
 
 
 def source_channel(item_id: str) -> str | None:
@@ -179,7 +176,7 @@ def automation_range(rule: str | None) -> tuple[str, str]:
     """``[low, high)`` of the triggers an automation writes (every automation when
     ``rule`` is None), for an index range scan. A rule holding ``:`` also takes in
     longer rules; :meth:`MetricsQuery.matches` keeps the exact one."""
-    low = AUTOMATION + (f"{rule}:" if rule is not None else "")
+    low = Trigger.prefix(rule)
     return low, low[:-1] + chr(ord(":") + 1)
 
 

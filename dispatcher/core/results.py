@@ -1,7 +1,8 @@
-"""The values automations and the store share: results, runs, the history cursor.
+"""The values automations and the store share: results, runs, the history cursor, and
+the trigger an engagement an automation made carries.
 
-Pure: the rule engine (``dispatcher.automations``) and the store port both import
-these, and neither imports the other for them.
+Pure: the rule engine (:mod:`dispatcher.engine.automations`), the store port and the
+metrics import these, and none imports another for them.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import ClassVar
 
 from dispatcher.core.calls import CallStatus, VoiceResult
 from dispatcher.core.model import TextStatus
@@ -78,6 +80,50 @@ class Run:
     state: str = "due"  # due, done, failed
     engagement_id: str | None = None
     detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What made an engagement, when an automation did: the rule, and the text or call
+    whose result matched it. Stored as the engagement's ``trigger``, written
+    ``automation:<rule>:<source id>``; the metrics count the engagement as Activity of
+    the source's channel."""
+
+    rule: str
+    source_id: str | None = None  # None only in a trigger written without its source
+
+    PREFIX: ClassVar[str] = "automation:"
+
+    def format(self) -> str:
+        """The trigger as stored: ``automation:<rule>:<source id>``."""
+        if self.source_id is None:
+            return f"{self.PREFIX}{self.rule}"
+        return f"{self.PREFIX}{self.rule}:{self.source_id}"
+
+    def key(self, result: str) -> str:
+        """The idempotency key of the engagement: one per rule, source and result."""
+        return f"{self.format()}:{result}"
+
+    @classmethod
+    def parse(cls, text: str | None) -> Trigger | None:
+        """The automation a stored trigger names; None for any other (a call's step,
+        none). The source is after the last ``:``, so a rule holding one is read whole."""
+        if not text or not text.startswith(cls.PREFIX):
+            return None
+        rule, colon, source = text.removeprefix(cls.PREFIX).rpartition(":")
+        return cls(rule, source) if colon else cls(source)
+
+    @classmethod
+    def prefix(cls, rule: str | None = None) -> str:
+        """What every trigger of ``rule`` (of any automation when None) starts with."""
+        return cls.PREFIX if rule is None else f"{cls.PREFIX}{rule}:"
+
+
+def step_trigger(call_id: str, step: int) -> str:
+    """The trigger (and idempotency key) of the engagement a call's ``activity`` step
+    makes: ``<call id>:step<N>``. It is no automation's (:meth:`Trigger.parse` gives
+    None): the call's own Activity result counts it."""
+    return f"{call_id}:step{step}"
 
 
 def wanted_events(results: Collection[str]) -> tuple[list[str], list[str], list[str]]:

@@ -1,28 +1,15 @@
-"""Automations: on a result, after an optional delay, do an engagement.
-
-Rules live in a TOML file (``automations.file``, e.g. ``config/automations.toml``)::
-
-    [[automation]]
-    name = "call-when-delivered"
-    on = "text.delivered"          # the result that triggers it
-    when = { campaign = "spring" } # optional filters: campaign (id or name), from, digits
-    delay = "30s"                  # optional
-    do = "call"                    # or "text"
-    script = "reminder"            # a call's script (a configured name)
-    # body = "..."                 # a text's body
-    # from = "+15550000100"        # default: the number the result came from
-
-Results: ``text.sent``, ``text.delivered``, ``text.undelivered``, ``text.failed``;
-``call.answered``, ``call.completed``, ``call.hangup``, ``call.busy``,
-``call.no_answer``, ``call.failed``, ``call.canceled``, ``call.human``,
-``call.machine``, ``call.prompt`` (``when.digits`` picks an answer).
+"""The rule engine: matches results against the automation rules, stores a run per
+match, and runs it when due through the service. The rules themselves (the file, the
+typed model, the parser, matching) are the pure :mod:`dispatcher.core.rules`; their
+names are re-exported here.
 
 Each rule fires at most once per result of a text or call: a run is stored under
 (rule, source, result) before anything is sent, and the engagement is submitted
 with an idempotency key made of the same three, so a repeated receipt, a restart or
 a crash between the submission and its record never sends twice. The engagement
-goes to the same contact; its ``trigger`` is ``automation:<rule>:<source id>``, so
-the metrics count it as Activity on the channel whose result triggered it.
+goes to the same contact; its ``trigger`` is ``automation:<rule>:<source id>``
+(:class:`~dispatcher.core.results.Trigger`), so the metrics count it as Activity on
+the channel whose result triggered it.
 
 Exactly once across crashes: the engine matches results from the durable history
 (the applied events of texts and calls), never from what was only in memory. It
@@ -41,26 +28,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import tomllib
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Collection, Sequence
+from dataclasses import replace
 from datetime import timedelta
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import msgspec
-from msgspec import UNSET, Meta, UnsetType
-
-from dispatcher import jsonio
 from dispatcher.clock import Clock, TimerHandle
 from dispatcher.core.campaigns import Campaign
-from dispatcher.core.durations import parse_duration
-from dispatcher.core.model import Lane, check_body
-from dispatcher.core.numbers import e164
-from dispatcher.core.results import RESULTS, Cursor, Observed, Run, StoredResult
+from dispatcher.core.model import Lane
+from dispatcher.core.results import Cursor, Observed, Run, StoredResult, Trigger
+from dispatcher.core.rules import (
+    Action,
+    NewAutomation,
+    Rule,
+    When,
+    load_rules,
+    matches,
+    parse_rule,
+)
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
-from dispatcher.schemas import Body, Model, Written, wire
 from dispatcher.store.port import RunStore
 
 if TYPE_CHECKING:
@@ -68,163 +55,21 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    _Result = str
-else:
-    _Result = Literal[tuple(sorted(RESULTS))]
+__all__ = [
+    "Action",
+    "AutomationService",
+    "AutomationStore",
+    "Engine",
+    "NewAutomation",
+    "Rule",
+    "When",
+    "load_rules",
+    "matches",
+    "parse_rule",
+]
 
-
-class When(Model, frozen=True):
-    """An automation's filters: every one given must match the result."""
-
-    campaign: Annotated[str, Meta(description="a campaign's id or name")] | UnsetType = UNSET
-    from_: Written | UnsetType = UNSET
-    digits: Annotated[str, Meta(description="a prompt's answer")] | UnsetType = UNSET
-
-
-class NewAutomation(Model, frozen=True):
-    """An automation rule: on a result, after a delay, an engagement to the same contact
-    (a ``[[automation]]`` table of the automations file, or ``POST /v1/automations``)."""
-
-    name: Annotated[
-        str,
-        Meta(pattern=r"^[A-Za-z][A-Za-z0-9_-]{0,63}$",
-             description="a name is a letter then letters, digits, _ or -"),
-    ]  # fmt: skip
-    on: Annotated[_Result, Meta(description="the result that triggers it")]
-    do: Annotated[Literal["text", "call"], Meta(description="the engagement")]
-    when: When | UnsetType = UNSET
-    delay: Annotated[str, Meta(description="a duration such as 30s, 10m or 1h",
-                               examples=["10m"])] | UnsetType = UNSET  # fmt: skip
-    script: Annotated[str, Meta(description="a call's script (a configured name)")] | UnsetType = (
-        UNSET
-    )
-    body: Body | UnsetType = UNSET
-    from_: Written | UnsetType | None = UNSET
-
-
-_KEYS = sorted(NewAutomation.__struct_encode_fields__)
-_FILTERS = sorted(When.__struct_encode_fields__)
 _BATCH = 500  # results read per channel at a time
 _RETRY = 1.0  # seconds before matching again after the store failed
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Rule:
-    name: str
-    on: str
-    do: str  # "text" or "call"
-    delay: timedelta = timedelta(0)
-    script: str | None = None
-    body: str | None = None
-    sender: str | None = None
-    when: Mapping[str, str] | None = None
-
-
-def matches(rule: Rule, seen: Observed) -> bool:
-    if rule.on != seen.result:
-        return False
-    when = rule.when or {}
-    if "campaign" in when and when["campaign"] not in (seen.campaign_id, seen.campaign_name):
-        return False
-    if "from" in when and when["from"] != seen.sender:
-        return False
-    return "digits" not in when or when["digits"] == (seen.detail or "")
-
-
-def load_rules(path: Path, *, scripts: Collection[str]) -> list[Rule]:
-    """The rules of an automations file, each checked (errors name the rule and key)."""
-    try:
-        with path.open("rb") as fh:
-            raw = tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: the automations file does not exist",
-                          field="automations.file") from None  # fmt: skip
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}", field="automations.file") from exc
-    if unknown := sorted(set(raw) - {"automation"}):
-        raise ConfigError(f"{path}: unknown key {', '.join(unknown)} (rules are "
-                          "[[automation]] tables)", field=unknown[0])  # fmt: skip
-    items = raw.get("automation", [])
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: automation must be [[automation]] tables", field="automation")
-    rules = [parse_rule(item, index, scripts=scripts, where=str(path)) for index, item in
-             enumerate(items)]  # fmt: skip
-    names = [r.name for r in rules]
-    if dupes := sorted({n for n in names if names.count(n) > 1}):
-        raise ConfigError(f"{path}: two automations are named {dupes[0]!r}", field="name")
-    return rules
-
-
-def parse_rule(item: object, index: int, *, scripts: Collection[str], where: str) -> Rule:
-    """One rule, checked against its model (:class:`~dispatcher.schemas.NewAutomation`),
-    then for what a model cannot say: a delay's length, the numbers, a text's body, a
-    call's script by name. Errors name the rule and the key."""
-
-    def bad(key: str, why: str) -> ConfigError:
-        return ConfigError(f"{where}: automation {index + 1}: {key}: {why}",
-                           field=f"automation[{index}].{key}")  # fmt: skip
-
-    if not isinstance(item, dict):
-        raise bad("automation", "must be a table")
-    try:
-        spec = msgspec.convert(item, NewAutomation)
-    except msgspec.ValidationError as exc:
-        found = jsonio.problem(exc)
-        key = str(found.path[0])
-        raise bad(key, _why(found, item.get(key), scripts)) from None
-    when = {wire(k): v for k, v in msgspec.structs.asdict(spec.when).items()
-            if v is not UNSET} if spec.when else {}  # fmt: skip
-    if "digits" in when and spec.on != "call.prompt":
-        raise bad("when", "digits only filter call.prompt")
-    delay = timedelta(0)
-    if isinstance(spec.delay, str):
-        try:
-            delay = parse_duration(spec.delay, field="delay")
-        except InvalidInput as exc:
-            raise bad("delay", str(exc)) from None
-    try:
-        sender = e164(spec.from_, field="from") if isinstance(spec.from_, str) else None
-        if "from" in when:
-            when["from"] = e164(when["from"], field="when.from")
-    except InvalidInput as exc:
-        raise bad("from", str(exc)) from None
-    if spec.do == "text":
-        if not isinstance(spec.body, str):
-            raise bad("body", _why(None, None, scripts, key="body"))
-        try:
-            check_body(spec.body)
-        except InvalidInput as exc:
-            raise bad("body", str(exc)) from None
-        return Rule(name=spec.name, on=spec.on, do=spec.do, delay=delay, body=spec.body,
-                    sender=sender, when=when)  # fmt: skip
-    script = spec.script if isinstance(spec.script, str) else None
-    if script is None or script not in scripts:
-        raise bad("script", _why(None, script, scripts, key="script"))
-    return Rule(name=spec.name, on=spec.on, do=spec.do, delay=delay, script=script,
-                sender=sender, when=when)  # fmt: skip
-
-
-def _why(
-    found: jsonio.Problem | None, value: object, scripts: Collection[str], *, key: str = ""
-) -> str:
-    """What is wrong with a rule's ``key`` (or the key ``found`` names) holding ``value``."""
-    key = str(found.path[0]) if found else key
-    if found and found.kind == "unknown":
-        if len(found.path) == 1:
-            return f"unknown key (known: {', '.join(_KEYS)})"
-        return f"unknown filter {found.path[-1]} (known: {', '.join(_FILTERS)})"
-    known = ", ".join(sorted(scripts)) or "none are configured"
-    special = {
-        "on": f"{value!r} is not a result; use one of {', '.join(sorted(RESULTS))}",
-        "do": f'must be "text" or "call", not {value!r}',
-        "when": "a table of filters with text values",
-        "body": "a text automation needs its body",
-        "script": f"no call script is named {value!r} (known: {known})",
-    }
-    if key in special:
-        return special[key]
-    return jsonio.description(NewAutomation, (key,)) or (found.detail if found else "invalid")
 
 
 class AutomationService(Protocol):
@@ -413,11 +258,11 @@ class Engine:
         if rule is None:
             await self._store.finish_run(_ended(run, "failed", detail="the rule is gone"))
             return
-        key = f"automation:{run.rule}:{run.source_id}:{run.result}"
-        trigger = f"automation:{run.rule}:{run.source_id}"
+        made_by = Trigger(run.rule, run.source_id)
+        key, trigger = made_by.key(run.result), made_by.format()
         sender = rule.sender or run.sender
         try:
-            if rule.do == "text":
+            if rule.do is Action.TEXT:
                 made = await self._service.submit(TextRequest(
                     sender=sender, recipient=run.contact, body=rule.body or "",
                     lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
