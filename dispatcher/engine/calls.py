@@ -1,34 +1,36 @@
 """Voice calls in the service: accepted, paced per account, placed, followed.
 
-Calls go through the same deadline scheduler as texts (:class:`~dispatcher.scheduler.Pacer`)
-with one lane per provider account, at ``voice.calls_per_second``. The intent to
+Calls go through the same delivery engine as texts (:class:`~dispatcher.engine.delivery.Delivery`)
+with one pacing key per provider account, at ``voice.calls_per_second``. The intent to
 call (Placing, with an attempt id) is durable before the provider hears of it; a
 call left Placing by a crash is looked up at the provider, never dialled again
 blindly.
 
-While a call is up, the carrier asks what to play: :meth:`CallDesk.voice` answers
-each request with the TwiML of the script's next step and records the step as a
-result event (Say, Gather, Prompt, ...). Status reports (Ringing, Answered, the
-end) arrive from the provider and merge without moving a call backwards; the
-provider's "completed" becomes Completed when the script reached its end and
-Hangup when the contact hung up before. A call that ended without ever being
-answered (its history has no Answered, and the carrier does not say it was) is No
-answer, never Hangup: so is a call a crash cut while it rang, when the carrier is
-asked about it at the next start.
+While a call is up, the carrier asks what to play: the desk's voice handler
+(:mod:`dispatcher.engine.call_voice`) answers each request with the TwiML of the
+script's next step and records the step as a result event (Say, Gather, Prompt, ...).
+Status reports (Ringing, Answered, the end) arrive from the provider and merge without
+moving a call backwards (:mod:`dispatcher.engine.call_reports`); the provider's
+"completed" becomes Completed when the script reached its end and Hangup when the
+contact hung up before. A call that ended without ever being answered (its history
+has no Answered, and the carrier does not say it was) is No answer, never Hangup: so
+is a call a crash cut while it rang, when the carrier is asked about it at the next
+start. The queue's order is kept in memory by :mod:`dispatcher.engine.call_queue`.
+
+What the desk takes and answers (:class:`CallRequest`, :class:`CallView`, ...) is
+defined in :mod:`dispatcher.engine.call_types` and importable from here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
-from dispatcher.channels.twiml import to_twiml
 from dispatcher.clock import Instant
 from dispatcher.core.calls import (
     ACTIVE,
@@ -37,96 +39,35 @@ from dispatcher.core.calls import (
     CallEvent,
     CallReason,
     CallStatus,
-    VoiceResult,
     call_status,
-    carrier_completed,
     explain_call,
 )
-from dispatcher.core.model import Lane, Source, fingerprint
+from dispatcher.core.model import Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
-from dispatcher.core.scripts import (
-    END,
-    Hangup,
-    Reached,
-    Script,
-    Served,
-    Step,
-    answer,
-    drop,
-    from_json,
-    parse_position,
-    parse_script,
-    serve,
+from dispatcher.core.scripts import END, Script, from_json, parse_script
+from dispatcher.engine.call_queue import CallQueue
+from dispatcher.engine.call_reports import CallReports
+from dispatcher.engine.call_types import (
+    CallRequest,
+    CallsSummary,
+    CallSubmission,
+    CallView,
+    call_status_url,
+    voice_url,
 )
+from dispatcher.engine.call_voice import CallVoice, SubmitText
 from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.events import Outcome
-from dispatcher.engine.intake import Submission, TextRequest, new_id
+from dispatcher.engine.intake import new_id
 from dispatcher.engine.keys import OncePerKey
-from dispatcher.engine.parking import Parked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import (
-    Conflict,
-    DispatcherError,
-    InvalidInput,
-    NotFound,
-    ProviderError,
-)
+from dispatcher.errors import Conflict, InvalidInput, NotFound, ProviderError
 
 log = logging.getLogger(__name__)
 
 _STRIPES = 64
-
-SubmitText = Callable[[TextRequest], Awaitable[Submission]]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallRequest:
-    """A call to place, as a front received it (validated on submission)."""
-
-    sender: str
-    recipient: str
-    script: object = None  # a list of steps (see dispatcher.scripts), or None
-    script_name: str | None = None  # a script of the configuration
-    lane: Lane = Lane.AUTOMATION
-    idempotency_key: str | None = None
-    trigger: str | None = None
-    campaign_id: str | None = None
-    validity: timedelta | None = None  # not placed after this long (None: no limit)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallSubmission:
-    call: Call
-    created: bool  # False when an idempotency key returned an earlier call
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallView:
-    call: Call
-    history: list[CallEvent]
-    explanation: str
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallsSummary:
-    counts: dict[CallStatus, int]
-    queued: int
-    in_flight: int
-    next_slot_at: datetime | None
-    account: str
-    rate: float
-
-
-def voice_url(base: str, call_id: str, at: str = "start") -> str:
-    """The URL the carrier asks for a call's TwiML at position ``at`` of its script."""
-    return f"{base.rstrip('/')}/twilio/voice/{call_id}?at={at}"
-
-
-def call_status_url(base: str, call_id: str) -> str:
-    """The URL the carrier reports a call's statuses to."""
-    return f"{base.rstrip('/')}/twilio/call-status/{call_id}"
 
 
 class CallDesk:
@@ -137,24 +78,25 @@ class CallDesk:
         self._store = wiring.store
         self._channel = wiring.channel
         clock = self._clock = wiring.clock
-        self._submit_text = submit_text
         self._base = config.http.base_url
         self.engine: Delivery[Call] = Delivery(
             self, clock, retries=Retries(config.provider), workers=config.voice.max_in_flight,
             lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
         )  # fmt: skip
         self.pacer = self.engine.pacer
-        self._queue: list[tuple[int, int, str]] = []  # (lane, seq, call id), a heap
-        self._queued: dict[str, Call] = {}
+        self._queue = CallQueue()
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
-        self._reports: asyncio.Queue[CallReport | None] = asyncio.Queue()
-        self._parked: Parked[CallReport] = Parked(what="call_report")
         self.counts: Counter[CallStatus] = Counter()
         self.idle = self.engine.idle  # no call in flight
         self.held = False
         self.closing = False
         self._bus = wiring.bus  # the call's results, for the automations
+        self._reports = CallReports(store=self._store, lock=self._lock, save=self._save)
+        self._voice = CallVoice(
+            store=self._store, clock=clock, base_url=self._base, lock=self._lock,
+            save=self._save, submit_text=submit_text, submit_call=self.submit,
+        )  # fmt: skip
 
     @property
     def account(self) -> str:
@@ -180,25 +122,21 @@ class CallDesk:
             self.pacer.restore(self.account, now.mono + self._hold())
         for call in await self._store.calls_in_status(ACTIVE, 100_000):
             if call.provider_id and (report := await self._channel.poll_call(call.provider_id)):
-                self._reports.put_nowait(report)
+                self._reports.report(report)
         for call in await self._store.calls_in_status([CallStatus.QUEUED], 1_000_000):
             self._enqueue(call)
         self.counts.clear()
         self.counts.update(await self._store.call_counts())
 
     async def run_reports(self) -> None:
-        while (report := await self._reports.get()) is not None:
-            try:
-                await self._apply_report(report)
-            except DispatcherError:
-                log.exception("call.report_failed", extra={"provider_id": report.provider_id})
+        await self._reports.run()
 
     def stop(self) -> None:
         self.closing = True
         self.pacer.stop()
 
     def stop_reports(self) -> None:
-        self._reports.put_nowait(None)
+        self._reports.stop()
 
     # -- submission ------------------------------------------------------------------
     def script_of(self, request: CallRequest) -> tuple[Script, str | None]:
@@ -270,17 +208,8 @@ class CallDesk:
         return stored
 
     def _enqueue(self, call: Call) -> None:
-        if call.id not in self._queued:  # once: recovery may see a re-queued call twice
-            heapq.heappush(self._queue, (int(call.lane), call.seq, call.id))
-        self._queued[call.id] = call
+        self._queue.push(call)
         self.pacer.wake(call.account)
-
-    def _next_queued(self) -> Call | None:
-        while self._queue:
-            _, _, call_id = heapq.heappop(self._queue)
-            if (call := self._queued.pop(call_id, None)) is not None:
-                return call
-        return None
 
     # -- the calls kind, for the engine ----------------------------------------------
     name = "call"
@@ -302,7 +231,7 @@ class CallDesk:
         """The next queued call, Placing (the durable intent to call); calls cancelled
         meanwhile are passed over, and one whose validity ends before ``slot_at`` is
         Canceled (expired)."""
-        while (call := self._next_queued()) is not None:
+        while (call := self._queue.pop()) is not None:
             async with self._lock(call.id):
                 try:
                     fresh = await self._store.get_call(call.id)
@@ -393,167 +322,17 @@ class CallDesk:
             after = replace(after, provider_id=accepted.provider_id,
                             placed_at=placed_at or after.placed_at)  # fmt: skip
             await self._save(fresh, after, [event], slot)
-        for report in self._parked.release(accepted.provider_id):
-            self._reports.put_nowait(report)
+        self._reports.taken(accepted.provider_id)
 
     # -- reports ---------------------------------------------------------------------
     def report(self, report: CallReport) -> None:
         """A status report from the provider; applied in order, never moving back."""
-        self._reports.put_nowait(report)
-
-    async def _apply_report(self, report: CallReport) -> None:
-        call = await self._store.call_by_provider_id(report.provider_id)
-        if call is None:
-            self._parked.park(report.provider_id, report)  # before the call is recorded as taken
-            return
-        async with self._lock(call.id):
-            call = await self._store.get_call(call.id) or call
-            events: list[CallEvent] = []
-            after = call
-            if report.answered_by and after.answered_by is None:
-                after, amd = self._answered_by(after, report.answered_by, report.at)
-                events += amd
-            steps: list[tuple[CallStatus, str | None]] = [(report.status, report.reason)]
-            if report.status is CallStatus.COMPLETED:
-                steps = carrier_completed(after, answered=report.answered)
-            for status, reason in steps:
-                event, after = call_status(
-                    after, status, at=report.at, source=Source.RECEIPT, reason=reason,
-                    provider_code=report.provider_code,
-                )  # fmt: skip
-                events.append(event)
-            await self._save(call, after, events)
-
-    def _answered_by(
-        self, call: Call, answered_by: str, at: datetime
-    ) -> tuple[Call, list[CallEvent]]:
-        """Record answering-machine detection's verdict once: Human or Machine."""
-        if answered_by not in ("human", "machine"):
-            return call, []
-        result = VoiceResult.HUMAN if answered_by == "human" else VoiceResult.MACHINE
-        event = CallEvent(call_id=call.id, at=at, result=result, source=Source.PROVIDER)
-        return replace(call, answered_by=answered_by), [event]
+        self._reports.report(report)
 
     # -- the carrier asks what to play -----------------------------------------------
     async def voice(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
         """The TwiML for position ``at`` of the call's script, recording what it ran."""
-        async with self._lock(call_id):
-            call = await self._store.get_call(call_id)
-            if call is None:
-                raise NotFound(f"no call with id {call_id!r}")
-            sid = form.get("CallSid")
-            if sid and call.provider_id and sid != call.provider_id:
-                raise Conflict(f"call {call_id} is {call.provider_id} at the carrier, not {sid}")
-            script = from_json(call.script)
-            index, phase = parse_position(at, script)
-            if call.terminal:
-                return to_twiml([Hangup()])
-            now = self._clock.now().wall
-            events: list[CallEvent] = []
-            after = call
-            if phase == "start":
-                if (by := _amd(form.get("AnsweredBy"))) and after.answered_by is None:
-                    after, amd = self._answered_by(after, by, now)
-                    events += amd
-                event, after = call_status(after, CallStatus.ANSWERED, at=now,
-                                           source=Source.PROVIDER)  # fmt: skip
-                events.append(event)
-            served = self._walk(
-                script, index, phase=phase, call=after, form=form, events=events, now=now
-            )
-            details = {i: await self._activity(after, i, step) for i, step in served.activities}
-            served.reached = [
-                replace(r, detail=details[r.step]) if r.result is VoiceResult.ACTIVITY else r
-                for r in served.reached
-            ]
-            events += [
-                CallEvent(call_id=call.id, at=now, result=r.result, step=r.step, detail=r.detail,
-                          source=Source.PROVIDER)
-                for r in served.reached
-            ]  # fmt: skip
-            if served.done and not after.script_done:  # after the last steps it ran
-                after = replace(after, script_done=True)
-                events.append(CallEvent(call_id=call.id, at=now, source=Source.PROVIDER,
-                                        reason=CallReason.SCRIPT_FINISHED,
-                                        detail="the script reached its end"))  # fmt: skip
-            await self._save(call, after, events)
-            return to_twiml(served.instructions)
-
-    def _walk(
-        self,
-        script: Script,
-        index: int,
-        *,
-        phase: str | None,
-        call: Call,
-        form: Mapping[str, str],
-        events: list[CallEvent],
-        now: datetime,
-    ) -> Served:
-        machine = call.answered_by == "machine"
-        url = self._url_for(call.id)
-        if phase in ("result", "recorded", "dialed", "drop"):
-            step = script.steps[index] if index < len(script.steps) else None
-            wanted = {"result": "gather", "recorded": "record", "drop": "play_drop"}.get(phase)
-            if (
-                step is None
-                or (wanted and step.action != wanted)
-                or (phase == "dialed" and step.action not in ("dial", "conference", "notify"))
-            ):
-                raise InvalidInput(f"step {index + 1} of call {call.id} has no {phase} phase",
-                                   field="at")  # fmt: skip
-        if phase == "result":
-            received, nxt = answer(script, index, form.get("Digits"), form.get("SpeechResult"))
-            if received:
-                served = serve(script, nxt, machine=machine, url=url)
-                served.reached.insert(0, Reached(VoiceResult.PROMPT, index, received))
-                return served
-            events.append(CallEvent(call_id=call.id, at=now, step=index, source=Source.PROVIDER,
-                                    detail="no answer to the prompt"))  # fmt: skip
-            return serve(script, nxt, machine=machine, url=url)
-        if phase == "recorded":
-            seconds = form.get("RecordingDuration", "")
-            has_audio = bool(form.get("RecordingUrl")) and seconds not in ("", "0")
-            events.append(CallEvent(
-                call_id=call.id, at=now, step=index, source=Source.PROVIDER,
-                reason=None if has_audio else CallReason.NO_AUDIO,
-                detail=f"recording {form.get('RecordingUrl')} ({seconds} s)" if has_audio
-                else "no audio was recorded",
-            ))  # fmt: skip
-            return serve(script, script.after(index), machine=machine, url=url)
-        if phase == "dialed":
-            status = form.get("DialCallStatus") or "unknown"
-            events.append(CallEvent(call_id=call.id, at=now, step=index, source=Source.PROVIDER,
-                                    detail=f"dialled leg ended: {status}"))  # fmt: skip
-            return serve(script, script.after(index), machine=machine, url=url)
-        if phase == "drop":
-            return drop(script, index, machine=machine, url=url,
-                        status=form.get("DialCallStatus"))  # fmt: skip
-        return serve(script, index, machine=machine, url=url)
-
-    def _url_for(self, call_id: str) -> Callable[[str], str]:
-        base = self._base
-        return lambda at: voice_url(base, call_id, at)
-
-    async def _activity(self, call: Call, index: int, step: Step) -> str:
-        """Trigger the engagement an ``activity`` step names, once per call and step."""
-        key = f"{call.id}:step{index}"
-        sender = step.options.get("from", call.sender)
-        try:
-            if step.value == "text":
-                text = await self._submit_text(TextRequest(
-                    sender=sender, recipient=call.recipient, body=step.options["body"],
-                    lane=Lane.AUTOMATION, idempotency_key=key, trigger=key,
-                ))  # fmt: skip
-                return f"text {text.message.id} {text.message.status.value}"
-            placed = await self.submit(CallRequest(
-                sender=sender, recipient=call.recipient, script_name=step.options["script"],
-                idempotency_key=key, trigger=key,
-            ))  # fmt: skip
-        except DispatcherError as exc:
-            log.warning("call.activity_failed", extra={"call_id": call.id, "error": exc})
-            return f"not triggered: {exc}"
-        return f"call {placed.call.id} {placed.call.status.value}"
+        return await self._voice.respond(call_id, at, form)
 
     # -- operator verbs --------------------------------------------------------------
     async def get(self, call_id: str) -> Call:
@@ -567,9 +346,7 @@ class CallDesk:
         history = await self._store.call_history(call_id)
         ahead = None
         if call.status is CallStatus.QUEUED:
-            key = (int(call.lane), call.seq)
-            ahead = sum(1 for lane, seq, cid in self._queue
-                        if (lane, seq) < key and cid in self._queued)  # fmt: skip
+            ahead = self._queue.ahead_of(call)
         return CallView(
             call=call,
             history=history,
@@ -588,7 +365,7 @@ class CallDesk:
             if call.status is not CallStatus.QUEUED:
                 raise Conflict(f"call {call_id} is {call.status.value}; only Queued calls "
                                "can be cancelled")  # fmt: skip
-            self._queued.pop(call_id, None)
+            self._queue.discard(call_id)
             after = await self._set(call, CallStatus.CANCELED, source=Source.OPERATOR,
                                     reason=CallReason.CANCELED)  # fmt: skip
         log.info("call.canceled", extra={"call_id": call_id})
@@ -596,7 +373,7 @@ class CallDesk:
 
     def summary(self) -> CallsSummary:
         return CallsSummary(
-            counts=dict(self.counts), queued=len(self._queued), in_flight=self.in_flight,
+            counts=dict(self.counts), queued=len(self._queue), in_flight=self.in_flight,
             next_slot_at=self.next_slot_at(), account=self.account,
             rate=self._config.voice.calls_per_second,
         )  # fmt: skip
@@ -610,7 +387,7 @@ class CallDesk:
 
     def release(self) -> None:
         self.held = False
-        if self._queued:
+        if self._queue:
             self.pacer.wake(self.account)
 
     # -- helpers ---------------------------------------------------------------------
@@ -668,17 +445,6 @@ class CallDesk:
 
     def _lock(self, call_id: str) -> asyncio.Lock:
         return self._locks[hash(call_id) % _STRIPES]
-
-
-def _amd(answered_by: str | None) -> str | None:
-    """Twilio's AnsweredBy as human or machine (None when unknown)."""
-    if not answered_by:
-        return None
-    if answered_by == "human":
-        return "human"
-    if answered_by.startswith("machine") or answered_by == "fax":
-        return "machine"
-    return None
 
 
 __all__ = [
