@@ -11,7 +11,7 @@ once: the check, the description and the error message all read it.
 
 What a model cannot say is checked by the domain, with its own errors: a number's
 length for its country (:func:`dispatcher.core.numbers.e164`), a text's length in
-characters (``check_body``), a call script's steps (``dispatcher.scripts``). Such
+characters (``check_body``), a call script's steps (``dispatcher.core.scripts``). Such
 limits are only described here (``extra_json_schema``), never checked twice.
 """
 

@@ -101,7 +101,7 @@ CallSink = Callable[[CallReport], None]
 
 VoiceHandler = Callable[[str, str, Mapping[str, str]], Awaitable[str]]
 """``handler(call_id, at, form)``: the TwiML the service answers a carrier's request
-with, for the position ``at`` of the call's script (see :mod:`dispatcher.scripts`)."""
+with, for the position ``at`` of the call's script (see :mod:`dispatcher.core.scripts`)."""
 
 
 class Channel(Protocol):

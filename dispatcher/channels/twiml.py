@@ -2,7 +2,7 @@
 
 Twilio asks the service what a call does next and reads the answer as TwiML; the
 simulator speaks the same format, so both carriers hear one rendering. The walk of a
-script (:mod:`dispatcher.scripts`) gives provider-neutral instructions; this module
+script (:mod:`dispatcher.core.scripts`) gives provider-neutral instructions; this module
 alone turns them into TwiML, with the twilio SDK's ``VoiceResponse``.
 """
 

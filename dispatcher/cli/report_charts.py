@@ -1,7 +1,7 @@
 """The charts of the engagement report's page: inline SVG, nothing fetched.
 
 Every chart is an ``<svg role="img">`` with a ``<title>`` and a ``<desc>``; the page
-(:mod:`dispatcher.cli.report_page`) puts the exact numbers in a table under it. Every
+(:mod:`dispatcher.cli.main.report_page`) puts the exact numbers in a table under it. Every
 text value is escaped (campaign names come from users). Horizontal bars draw the
 totals, the funnels and the campaigns; lines, a channel's results over time.
 """

@@ -2,7 +2,7 @@
 
 :func:`render` turns the data of :func:`dispatcher.core.report.build` (the
 ``report_data`` answer) into the page ``dispatcher report --out FILE`` writes (and
-the demo): inline CSS and inline SVG (:mod:`dispatcher.cli.report_charts`), no
+the demo): inline CSS and inline SVG (:mod:`dispatcher.cli.main.report_charts`), no
 script, nothing fetched (it opens without a network). The exact numbers of every
 chart are in the HTML table under it. Every text value is escaped (campaign names
 come from users).

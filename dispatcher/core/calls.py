@@ -1,6 +1,6 @@
 """The pure core of voice calls: statuses, transitions, events and explanations.
 
-Like :mod:`dispatcher.model` for texts, nothing here does I/O or reads a clock.
+Like :mod:`dispatcher.core.model` for texts, nothing here does I/O or reads a clock.
 
 A call is Queued until its account's next slot (calls per second), Placing while
 the provider call is in flight (the durable intent to call is written first),

@@ -3,7 +3,7 @@ the sender pool, and the contacts file read row by row.
 
 Nothing here touches the store or reads a clock; times are passed in. The running
 part (import into the store, feeding the send queue, pause/resume/cancel) is
-:mod:`dispatcher.campaign_desk`.
+:mod:`dispatcher.engine.campaigns`.
 """
 
 from __future__ import annotations

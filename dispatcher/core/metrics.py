@@ -1,6 +1,6 @@
 """Engagement metrics: the product's result counts by channel, for any time range.
 
-Pure, like :mod:`dispatcher.model`: no I/O and no clock. The store turns its
+Pure, like :mod:`dispatcher.core.model`: no I/O and no clock. The store turns its
 histories into :class:`EngagementRow` values (``Store.engagement``); this module
 counts them, breaks them down and shapes them for the socket and the command line.
 

@@ -84,7 +84,8 @@ TEXT_TABLE: TransitionTable[TextStatus] = TransitionTable(TRANSITIONS, TERMINAL)
 """The texts' transition table."""
 
 judge = TEXT_TABLE.judge
-"""Decide whether a text may move from one status to another (see :mod:`dispatcher.transitions`)."""
+"""Decide whether a text may move from one status to another
+(see :mod:`dispatcher.core.transitions`)."""
 
 
 class Lane(IntEnum):

@@ -5,7 +5,7 @@ engagement rows of a time range into the data the page draws (the answer of the
 ``report_data`` control command, counted in a worker thread): the totals and rates,
 the breakdown by campaign and the time series, with the functions of
 :mod:`dispatcher.core.metrics`. The page itself is drawn by the command that writes
-it (:mod:`dispatcher.cli.report_page`).
+it (:mod:`dispatcher.cli.main.report_page`).
 
 The channels, their names and their rates come with the data, so a channel the
 metrics gain (email) gets its totals, series and campaign charts without a change

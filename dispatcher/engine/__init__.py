@@ -9,6 +9,6 @@
   is recorded as taken, held (bounded) until it is.
 
 The deadline scheduler that paces every pacing key (a sending number, a voice
-account) is :mod:`dispatcher.scheduler`; the transition judge every kind shares is
-:mod:`dispatcher.transitions`.
+account) is :mod:`dispatcher.engine.scheduler`; the transition judge every kind shares is
+:mod:`dispatcher.core.transitions`.
 """

@@ -4,7 +4,7 @@ The file is read row by row in worker threads, in batches; each row becomes a co
 (its number in E.164, its time zones, its pool number) or a line of the reject file
 saying why not. A contact twice in the file is kept once, one on the Do Not Text list
 is not imported. :class:`CampaignView` is a campaign as an operator sees it, its
-import's progress included. The running part is :mod:`dispatcher.campaign_desk`.
+import's progress included. The running part is :mod:`dispatcher.engine.campaigns`.
 """
 
 from __future__ import annotations

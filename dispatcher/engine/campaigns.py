@@ -1,6 +1,6 @@
 """Bulk campaigns in the service: feed the send queue, follow what became of each
 contact's text (or call), pause, resume, cancel. Creating and importing a campaign is
-:mod:`dispatcher.campaign_import`.
+:mod:`dispatcher.engine.campaign_import`.
 
 A campaign's contacts live in the store, each with a state (pending, queued, sent,
 expired, canceled), an attempt number and the id of its current text (or call).

@@ -5,7 +5,7 @@ key (a sending number, a voice account) is claimed durably, what an item costs i
 slots, how it is handed to the provider and how each answer is recorded. The
 engine owns the rest, once:
 
-- the pacer (:mod:`dispatcher.scheduler`): one deadline heap over the pacing keys;
+- the pacer (:mod:`dispatcher.engine.scheduler`): one deadline heap over the pacing keys;
 - the claim a little ahead of the slot (``pacing.lead``), so its write is off the
   critical path, then the wait for the slot under the key's lock;
 - the slot: booked from the moment the send starts, then moved to the moment the

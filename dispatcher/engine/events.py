@@ -1,5 +1,5 @@
 """What the desks publish on the bus besides the automations' results
-(:class:`dispatcher.automation_types.Observed`)."""
+(:class:`dispatcher.core.results.Observed`)."""
 
 from __future__ import annotations
 

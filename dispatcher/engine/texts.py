@@ -4,10 +4,10 @@ expiry sweep.
 The engine (:mod:`dispatcher.engine.delivery`) paces each sending number and runs
 every attempt; this desk brings what is particular to texts: the queue of each
 number lives in the store and memory holds a short buffer of its head
-(:mod:`dispatcher.queues`); a claim ends the texts that may no longer go (expired,
+(:mod:`dispatcher.engine.queues`); a claim ends the texts that may no longer go (expired,
 or their contact on the Do Not Text list); a send holds its number one slot per
 segment; the provider's answers and receipts move a text through its statuses
-(:data:`dispatcher.model.TEXT_TABLE`). Receipts are merged by
+(:data:`dispatcher.core.model.TEXT_TABLE`). Receipts are merged by
 :mod:`dispatcher.engine.receipts`.
 """
 

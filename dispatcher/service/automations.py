@@ -37,7 +37,7 @@ class AutomationVerbs:
 
     async def add_automation(self, raw: object) -> Rule:
         """Add a rule given as JSON (the shape of
-        :class:`~dispatcher.automations.NewAutomation`); it is kept in the store."""
+        :class:`~dispatcher.engine.automations.NewAutomation`); it is kept in the store."""
         return await self.automations.add(raw)
 
     async def remove_automation(self, name: str) -> None:

@@ -18,7 +18,7 @@ class CampaignVerbs:
 
     async def create_campaign(self, spec: CampaignSpec) -> Campaign:
         """Create a campaign and start importing its contacts (see
-        :mod:`dispatcher.campaign_desk`); :meth:`campaign` follows the import."""
+        :mod:`dispatcher.engine.campaigns`); :meth:`campaign` follows the import."""
         return await self.campaigns.create(spec)
 
     async def campaign(self, campaign_id: str) -> CampaignView:

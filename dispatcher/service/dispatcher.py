@@ -205,7 +205,7 @@ class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVe
             raise self._health.refusal() from exc
 
     def _store_fault(self, exc: StoreUnavailable) -> None:
-        """The store refused a write: pause texts and calls (see :mod:`dispatcher.health`)."""
+        """The store refused a write: pause texts and calls (:mod:`dispatcher.engine.health`)."""
         self._health.report(exc)
         self.calls.held = True
 

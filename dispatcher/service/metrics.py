@@ -21,19 +21,19 @@ class MetricsVerbs:
     clock: Clock
 
     async def metrics(self, query: MetricsQuery | None = None) -> Metrics:
-        """The result counts by channel (see :mod:`dispatcher.metrics`), counted in a
+        """The result counts by channel (see :mod:`dispatcher.core.metrics`), counted in a
         worker thread: a large history must not hold up the sends."""
         rows = await self.store.engagement(query or MetricsQuery())
         return await asyncio.to_thread(compute, rows)
 
     async def metrics_report(self, query: MetricsQuery, by: By | None = None) -> dict[str, Any]:
-        """The answer of the ``metrics`` command (see :func:`dispatcher.metrics.report`):
+        """The answer of the ``metrics`` command (see :func:`dispatcher.core.metrics.report`):
         the totals, and with ``by`` one breakdown per key; counted in a worker thread."""
         rows = await self.store.engagement(query)
         return await asyncio.to_thread(_metrics_report_of, rows, by)
 
     async def report_data(self, query: MetricsQuery, bucket: str | None) -> dict[str, Any]:
-        """What ``dispatcher report`` draws (see :mod:`dispatcher.report`), with the
+        """What ``dispatcher report`` draws (see :mod:`dispatcher.core.report`), with the
         names of the campaigns in it."""
         now = self.clock.now().wall
         rows = await self.store.engagement(query)

@@ -197,7 +197,7 @@ class EngagementStore(Protocol):
         ...
 
     async def engagement(self, query: MetricsQuery) -> list[EngagementRow]:
-        """The rows the engagement metrics count (``dispatcher.metrics``) that match
+        """The rows the engagement metrics count (``dispatcher.core.metrics``) that match
         ``query``, in no particular order: the applied, counted events of outbound texts
         (the first that says the carrier took a text marked ``taken``), the results and
         counted statuses of calls, voice-link plays, and the engagements automations
