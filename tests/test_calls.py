@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from dispatcher import testing
-from dispatcher.channels import CallReport, PlaceCall
+from dispatcher.channels import CallReport, PlaceCall, VoiceTurn
 from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import (
@@ -496,7 +496,7 @@ async def test_activity_steps_send_a_text_and_place_a_named_call(h: Harness) -> 
     await advance_until(h.clock, lambda: _text_is(h, text.id, TextStatus.DELIVERED), max_steps=20)
 
     # The carrier asking again for a step already run triggers nothing new.
-    await h.service.voice(call.id, "1", {})
+    await h.service.voice(call.id, "1", VoiceTurn())
     assert len(await h.service.find(HUMAN)) == 1
     assert len(await h.service.find_calls(HUMAN)) == 2
 
@@ -513,8 +513,8 @@ async def test_a_repeated_webhook_request_triggers_an_activity_once(tmp_path: Pa
         await h.clock.advance(0)
         assert (await h.get(call.id)).status is S.INITIATED
 
-        first = await h.service.voice(call.id, "1", {})
-        again = await h.service.voice(call.id, "1", {})
+        first = await h.service.voice(call.id, "1", VoiceTurn())
+        again = await h.service.voice(call.id, "1", VoiceTurn())
         assert first == again
         assert len(await h.service.find(HUMAN)) == 1
         assert len(await h.service.find_calls(HUMAN)) == 2
@@ -849,13 +849,13 @@ async def test_bad_requests_are_refused_and_nothing_is_stored(
 async def test_the_voice_webhook_refuses_a_position_not_in_the_script(h: Harness, at: str) -> None:
     call = await h.call(HUMAN)
     with pytest.raises(InvalidInput):
-        await h.service.voice(call.id, at, {})
+        await h.service.voice(call.id, at, VoiceTurn())
     assert await h.results(call.id) == []
 
 
 async def test_the_voice_webhook_for_an_unknown_call_is_not_found(h: Harness) -> None:
     with pytest.raises(NotFound):
-        await h.service.voice("call_nope", "start", {})
+        await h.service.voice("call_nope", "start", VoiceTurn())
     with pytest.raises(NotFound):
         await h.service.call("call_nope")
 

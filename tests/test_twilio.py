@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.channels import Accepted, PlaceCall, SendRequest
+from dispatcher.channels import Accepted, MachineDetection, PlaceCall, SendRequest
 from dispatcher.channels.twilio import TwilioChannel, receipt_of
 from dispatcher.config import ProviderConfig, TwilioConfig, VoiceConfig, load_config
 from dispatcher.core.model import Message, Reason, TextStatus
@@ -39,7 +39,7 @@ def place(
     call_id: str = "call_1",
     to: str = "+15550100001",
     *,
-    amd: str | None = None,
+    amd: MachineDetection = MachineDetection.OFF,
     claimed_at: datetime | None = None,
 ) -> PlaceCall:
     return PlaceCall(

@@ -14,7 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from dispatcher.channels import DialOutcome, MachineDetection, VoiceTurn
 from dispatcher.channels.twilio import CALL_EVENTS, call_report_of
+from dispatcher.channels.twilio_voice import MACHINE_DETECTION, voice_turn_of
 from dispatcher.core.calls import CallReason, CallStatus
 from dispatcher.core.model import Reason, Source
 from dispatcher.engine.calls import CallView, voice_url
@@ -91,9 +93,9 @@ async def test_prism_takes_repeated_form_keys_as_an_array(
 # -- Twilio's contract, served by Prism ------------------------------------------------
 
 
-@pytest.mark.parametrize("amd", [None, "DetectMessageEnd", "Enable"])
+@pytest.mark.parametrize("amd", list(MachineDetection))
 async def test_a_call_placed_through_the_sdk_passes_twilios_contract(
-    prism_url: str, amd: str | None
+    prism_url: str, amd: MachineDetection
 ) -> None:
     async with channel_for(prism_url, PUBLIC) as channel:
         accepted = await channel.place_call(place(amd=amd))
@@ -102,7 +104,7 @@ async def test_a_call_placed_through_the_sdk_passes_twilios_contract(
 
 async def test_the_call_request_asks_for_every_status_and_the_script(twilio: StandIn) -> None:
     async with channel_for(twilio.url, PUBLIC) as channel:
-        await channel.place_call(place(amd="DetectMessageEnd"))
+        await channel.place_call(place(amd=MachineDetection.MESSAGE_END))
         await channel.place_call(place("call_2"))
     with_amd, without = ({k: [v for k2, v in form if k2 == k] for k, _ in form}
                          for form in twilio.forms[CALLS])  # fmt: skip
@@ -192,6 +194,38 @@ def test_twilio_says_whether_a_call_was_answered(
 
 def test_an_unknown_call_status_has_no_report() -> None:
     assert call_report_of("CA1", "exploded", NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("form", "turn"),
+    [
+        ({}, VoiceTurn()),
+        ({"CallSid": "CA1", "AnsweredBy": "machine_end_beep", "CallStatus": "in-progress"},
+         VoiceTurn(provider_id="CA1", answered_by="machine")),
+        ({"AnsweredBy": "fax"}, VoiceTurn(answered_by="machine")),
+        ({"AnsweredBy": "human"}, VoiceTurn(answered_by="human")),
+        ({"AnsweredBy": "unknown"}, VoiceTurn()),
+        ({"Digits": "1", "SpeechResult": ""}, VoiceTurn(digits="1")),
+        ({"SpeechResult": "yes please"}, VoiceTurn(speech="yes please")),
+        ({"RecordingUrl": "https://r.example/1", "RecordingDuration": "4"},
+         VoiceTurn(recording_url="https://r.example/1", recording_seconds=4)),
+        ({"RecordingUrl": "", "RecordingDuration": "x"}, VoiceTurn()),
+        ({"DialCallStatus": "no-answer"}, VoiceTurn(dialed=DialOutcome.NO_ANSWER)),
+        ({"DialCallStatus": "exploded"}, VoiceTurn()),
+    ],
+)  # fmt: skip
+def test_twilios_voice_request_is_read_into_a_provider_neutral_turn(
+    form: dict[str, str], turn: VoiceTurn
+) -> None:
+    assert voice_turn_of(form) == turn
+
+
+def test_every_machine_detection_has_its_twilio_value() -> None:
+    assert MACHINE_DETECTION == {
+        MachineDetection.OFF: None,
+        MachineDetection.ANSWER: "Enable",
+        MachineDetection.MESSAGE_END: "DetectMessageEnd",
+    }
 
 
 # -- reconciling with Twilio, through the stand-in (refusals: in test_twilio) ------------------

@@ -7,9 +7,10 @@ deterministic carrier that needs no account) and ``twilio://`` (texts and calls)
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, Self
 
@@ -17,6 +18,7 @@ from dispatcher.adapters import load_adapter
 from dispatcher.clock import Instant
 from dispatcher.core.calls import CallStatus
 from dispatcher.core.model import TextStatus
+from dispatcher.core.script_walk import Instruction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +69,15 @@ class Receipt:
 ReceiptSink = Callable[[Receipt], None]
 
 
+class MachineDetection(StrEnum):
+    """Whether the carrier tells a person from an answering machine when a call is
+    answered."""
+
+    OFF = "off"
+    ANSWER = "answer"  # say who answered, as soon as the call is answered
+    MESSAGE_END = "message_end"  # and for a machine, wait for the end of its greeting
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PlaceCall:
     """One attempt to place one call."""
@@ -77,7 +88,7 @@ class PlaceCall:
     recipient: str
     voice_url: str  # where the carrier asks what to play once the call is answered
     status_callback_url: str
-    machine_detection: str | None = None  # "DetectMessageEnd", "Enable" or None
+    machine_detection: MachineDetection = MachineDetection.OFF
     ring_timeout: int = 30  # seconds to let it ring
     claimed_at: datetime | None = None
 
@@ -99,9 +110,37 @@ class CallReport:
 
 CallSink = Callable[[CallReport], None]
 
-VoiceHandler = Callable[[str, str, Mapping[str, str]], Awaitable[str]]
-"""``handler(call_id, at, form)``: the TwiML the service answers a carrier's request
-with, for the position ``at`` of the call's script (see :mod:`dispatcher.core.scripts`)."""
+
+class DialOutcome(StrEnum):
+    """How the leg a call dialled (an agent, a conference, a ring-all) ended."""
+
+    COMPLETED = "completed"
+    ANSWERED = "answered"
+    BUSY = "busy"
+    NO_ANSWER = "no-answer"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoiceTurn:
+    """What the carrier tells about a call when it asks what the call does next; each
+    field is None when the carrier does not say (the form of its request, read by the
+    channel's adapter)."""
+
+    provider_id: str | None = None  # the call, as the carrier knows it
+    answered_by: str | None = None  # "human" or "machine" (answering-machine detection)
+    digits: str | None = None  # the keys pressed at a prompt
+    speech: str | None = None  # the words said at a prompt
+    recording_url: str | None = None  # where a recording step's audio is
+    recording_seconds: int | None = None  # and how long it lasts
+    dialed: DialOutcome | None = None  # how a dialled leg ended
+
+
+VoiceHandler = Callable[[str, str, VoiceTurn], Awaitable[list[Instruction]]]
+"""``handler(call_id, at, turn)``: the provider-neutral instructions the service answers
+a carrier's request with, for the position ``at`` of the call's script (see
+:mod:`dispatcher.core.script_walk`); the channel renders them in its wire format."""
 
 
 class Channel(Protocol):
@@ -148,7 +187,7 @@ class Channel(Protocol):
         ...
 
     def on_voice(self, handler: VoiceHandler) -> None:
-        """How an in-process carrier asks the service for a call's TwiML."""
+        """How an in-process carrier asks the service what a call does next."""
         ...
 
     async def place_call(self, request: PlaceCall) -> Accepted:

@@ -33,12 +33,14 @@ from dispatcher.channels import (
     Accepted,
     CallReport,
     CallSink,
+    MachineDetection,
     PlaceCall,
     Receipt,
     ReceiptSink,
     SendRequest,
     VoiceHandler,
 )
+from dispatcher.channels.twilio_voice import MACHINE_DETECTION, to_twiml, voice_turn_of
 from dispatcher.clock import Clock, SystemClock, TimerHandle
 from dispatcher.config import SimulatorConfig
 from dispatcher.core.calls import CallReason, CallStatus
@@ -243,7 +245,7 @@ class Simulator(Resource):
                 "provider_id": provider_id,
                 "from": request.sender,
                 "to": request.recipient,
-                "machine_detection": request.machine_detection,
+                "machine_detection": MACHINE_DETECTION[request.machine_detection],
                 "at": now.wall.isoformat(timespec="microseconds"),
                 "mono": round(now.mono, 6),
             },
@@ -291,8 +293,10 @@ class Simulator(Resource):
             self._call_sink(CallReport(provider_id=provider_id, status=status, at=at, **extra))
 
     async def _run_call(self, request: PlaceCall, provider_id: str) -> None:
-        """The call as a carrier runs it: ring, answer (or not), then ask the service for
-        TwiML and follow it, verb by verb, until it hangs up or the document ends."""
+        """The call as a carrier runs it: ring, answer (or not), then ask the service what
+        the call does next and follow it as Twilio would, verb by verb: its request is
+        Twilio's form, the instructions are rendered as TwiML, until it hangs up or the
+        document ends."""
         ring = self._config.ring.total_seconds()
         await self._clock.sleep(ring / 2)
         self._report(provider_id, CallStatus.RINGING)
@@ -304,7 +308,7 @@ class Simulator(Resource):
             return
         machine = _matches(request.recipient, self._config.machine)
         answered_by = None
-        if request.machine_detection:
+        if request.machine_detection is not MachineDetection.OFF:
             answered_by = "machine_end_beep" if machine else "human"
         self._report(provider_id, CallStatus.ANSWERED,
                      answered_by=answered_by and answered_by.split("_")[0])  # fmt: skip
@@ -327,7 +331,8 @@ class Simulator(Resource):
         for _ in range(_MAX_DOCUMENTS):
             if at is None:
                 return
-            twiml = await self._voice(request.call_id, at, {**form, **extra})
+            turn = voice_turn_of({**form, **extra})
+            twiml = to_twiml(await self._voice(request.call_id, at, turn))
             at, extra = None, {}
             for verb in ElementTree.fromstring(twiml):  # noqa: S314 - our own TwiML
                 prompt = verb.tag == "Gather" and len(verb) > 0  # its Say or Play is heard

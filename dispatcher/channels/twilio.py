@@ -17,14 +17,15 @@ Twilio's answers map onto the product's statuses:
   searches Twilio's messages from the same number to the same recipient.
 
 Calls are created with the script's first URL on the HTTP app (Twilio asks it for
-TwiML at each step), a status callback for initiated, ringing, answered and
-completed, and answering-machine detection (DetectMessageEnd) when the script
-leaves a voicemail. Call statuses map onto the product's: queued/initiated ->
-Initiated, ringing -> Ringing, in-progress -> Answered, completed -> Completed (or
-Hangup when the script had not finished), busy, no-answer, failed, canceled. A
-completed call the service never saw answered is No answer when it lasted 0 seconds
-(or Twilio does not say), and Failed (the script was not served) when Twilio says it
-was answered: never Hangup.
+TwiML at each step: its request is read and the answer rendered by
+:mod:`dispatcher.channels.twilio_voice`), a status callback for initiated, ringing,
+answered and completed, and answering-machine detection (DetectMessageEnd when the
+script leaves a voicemail, Enable when every call asks for it). Call statuses map onto
+the product's: queued/initiated -> Initiated, ringing -> Ringing, in-progress ->
+Answered, completed -> Completed (or Hangup when the script had not finished), busy,
+no-answer, failed, canceled. A completed call the service never saw answered is No
+answer when it lasted 0 seconds (or Twilio does not say), and Failed (the script was
+not served) when Twilio says it was answered: never Hangup.
 
 Delivery receipts come through the status callbacks when the HTTP app is public
 (``http.public_url``); a text with no final status ``twilio.fallback_poll_after``
@@ -57,6 +58,7 @@ from dispatcher.channels import (
     SendRequest,
     VoiceHandler,
 )
+from dispatcher.channels.twilio_voice import MACHINE_DETECTION, answered_by_of, seconds_of
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import TwilioConfig
 from dispatcher.core.calls import CALL_TERMINAL, CallReason, CallStatus
@@ -148,16 +150,12 @@ def call_report_of(
     mapped = _CALL_STATUS.get(status)
     if mapped is None:
         return None
-    by = None
-    if answered_by == "human":
-        by = "human"
-    elif answered_by and (answered_by.startswith("machine") or answered_by == "fax"):
-        by = "machine"
+    by = answered_by_of(answered_by)
     code = str(error_code) if error_code not in (None, "") else None
     reason = CallReason.CARRIER_FAILED if mapped is CallStatus.FAILED else None
     answered = _ANSWERED.get(mapped)
     if mapped is CallStatus.COMPLETED:
-        seconds = _seconds(duration)
+        seconds = seconds_of(duration)
         answered = True if by is not None else None if seconds is None else seconds > 0
     return CallReport(provider_id=sid, status=mapped, at=at, answered_by=by, provider_code=code,
                       reason=reason, answered=answered)  # fmt: skip
@@ -166,14 +164,6 @@ def call_report_of(
 _ANSWERED = {CallStatus.ANSWERED: True} | dict.fromkeys(
     (CallStatus.BUSY, CallStatus.NO_ANSWER, CallStatus.FAILED, CallStatus.CANCELED), False
 )
-
-
-def _seconds(duration: Any) -> int | None:
-    """A call's duration as Twilio gives it (a string of whole seconds), if any."""
-    try:
-        return int(str(duration)) if duration not in (None, "") else None
-    except ValueError:
-        return None
 
 
 class TwilioChannel(Resource):
@@ -314,7 +304,9 @@ class TwilioChannel(Resource):
         self._call_sink = sink  # Twilio reports calls through the HTTP app's callbacks
 
     def on_voice(self, handler: VoiceHandler) -> None:
-        """Twilio asks for TwiML over HTTP (the HTTP app), not in process."""
+        """Twilio asks what a call does next over HTTP, not in process: the HTTP app
+        reads its request and renders the answer with
+        :mod:`dispatcher.channels.twilio_voice`."""
 
     async def place_call(self, request: PlaceCall) -> Accepted:
         if not self._callbacks:
@@ -333,8 +325,8 @@ class TwilioChannel(Resource):
             "status_callback_event": CALL_EVENTS,
             "timeout": request.ring_timeout,
         }
-        if request.machine_detection:
-            params["machine_detection"] = request.machine_detection
+        if detection := MACHINE_DETECTION[request.machine_detection]:
+            params["machine_detection"] = detection
         try:
             async with asyncio.timeout(self._timeout):
                 call = await self.client.calls.create_async(**params)

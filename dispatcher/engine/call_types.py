@@ -56,7 +56,7 @@ class CallsSummary:
 
 
 def voice_url(base: str, call_id: str, at: str = "start") -> str:
-    """The URL the carrier asks for a call's TwiML at position ``at`` of its script."""
+    """The URL the carrier asks what a call does next at position ``at`` of its script."""
     return f"{base.rstrip('/')}/twilio/voice/{call_id}?at={at}"
 
 

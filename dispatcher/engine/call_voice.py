@@ -1,27 +1,29 @@
 """The carrier asks what to play: a call's script walked into its next instructions.
 
 While a call is up, the carrier asks at each step what the call does next
-(``POST /twilio/voice/{id}?at=N``, or the simulator in process). :class:`CallVoice`
-answers with the TwiML of the script's next step (walked by
-:mod:`dispatcher.core.script_walk`, rendered by :mod:`dispatcher.channels.twiml`),
-records each step it ran as a result event (Say, Gather, Prompt, ...) and triggers an
-``activity`` step's text or call, once per call and step.
+(``POST /twilio/voice/{id}?at=N``, or the simulator in process), telling what it knows
+in a provider-neutral :class:`~dispatcher.channels.VoiceTurn`. :class:`CallVoice`
+answers with the provider-neutral instructions of the script's next step (walked by
+:mod:`dispatcher.core.script_walk`; the channel's adapter renders them in its wire
+format), records each step it ran as a result event (Say, Gather, Prompt, ...) and
+triggers an ``activity`` step's text or call, once per call and step.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime
 
-from dispatcher.channels.twiml import to_twiml
+from dispatcher.channels import VoiceTurn
 from dispatcher.clock import Clock
 from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult, call_status
 from dispatcher.core.model import Lane, Source
 from dispatcher.core.results import step_trigger
 from dispatcher.core.scripts import (
     Hangup,
+    Instruction,
     Reached,
     Script,
     Served,
@@ -69,31 +71,32 @@ class CallVoice:
         self._submit_text = submit_text
         self._submit_call = submit_call
 
-    async def respond(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
-        """The TwiML for position ``at`` of the call's script, recording what it ran."""
+    async def respond(self, call_id: str, at: str, turn: VoiceTurn) -> list[Instruction]:
+        """The instructions for position ``at`` of the call's script, recording what it
+        ran."""
         async with self._lock(call_id):
             call = await self._store.get_call(call_id)
             if call is None:
                 raise NotFound(f"no call with id {call_id!r}")
-            sid = form.get("CallSid")
+            sid = turn.provider_id
             if sid and call.provider_id and sid != call.provider_id:
                 raise Conflict(f"call {call_id} is {call.provider_id} at the carrier, not {sid}")
             script = from_json(call.script)
             index, phase = parse_position(at, script)
             if call.terminal:
-                return to_twiml([Hangup()])
+                return [Hangup()]
             now = self._clock.now().wall
             events: list[CallEvent] = []
             after = call
             if phase == "start":
-                if (by := _amd(form.get("AnsweredBy"))) and after.answered_by is None:
+                if (by := turn.answered_by) and after.answered_by is None:
                     after, amd = answered_by(after, by, now)
                     events += amd
                 event, after = call_status(after, CallStatus.ANSWERED, at=now,
                                            source=Source.PROVIDER)  # fmt: skip
                 events.append(event)
             served = self._walk(
-                script, index, phase=phase, call=after, form=form, events=events, now=now
+                script, index, phase=phase, call=after, turn=turn, events=events, now=now
             )
             details = {i: await self._activity(after, i, step) for i, step in served.activities}
             served.reached = [
@@ -111,7 +114,7 @@ class CallVoice:
                                         reason=CallReason.SCRIPT_FINISHED,
                                         detail="the script reached its end"))  # fmt: skip
             await self._save(call, after, events)
-            return to_twiml(served.instructions)
+            return served.instructions
 
     def _walk(
         self,
@@ -120,7 +123,7 @@ class CallVoice:
         *,
         phase: str | None,
         call: Call,
-        form: Mapping[str, str],
+        turn: VoiceTurn,
         events: list[CallEvent],
         now: datetime,
     ) -> Served:
@@ -137,7 +140,7 @@ class CallVoice:
                 raise InvalidInput(f"step {index + 1} of call {call.id} has no {phase} phase",
                                    field="at")  # fmt: skip
         if phase == "result":
-            received, nxt = answer(script, index, form.get("Digits"), form.get("SpeechResult"))
+            received, nxt = answer(script, index, turn.digits, turn.speech)
             if received:
                 served = serve(script, nxt, machine=machine, url=url)
                 served.reached.insert(0, Reached(VoiceResult.PROMPT, index, received))
@@ -146,23 +149,23 @@ class CallVoice:
                                     detail="no answer to the prompt"))  # fmt: skip
             return serve(script, nxt, machine=machine, url=url)
         if phase == "recorded":
-            seconds = form.get("RecordingDuration", "")
-            has_audio = bool(form.get("RecordingUrl")) and seconds not in ("", "0")
+            seconds = turn.recording_seconds
+            has_audio = bool(turn.recording_url) and bool(seconds)
             events.append(CallEvent(
                 call_id=call.id, at=now, step=index, source=Source.PROVIDER,
                 reason=None if has_audio else CallReason.NO_AUDIO,
-                detail=f"recording {form.get('RecordingUrl')} ({seconds} s)" if has_audio
+                detail=f"recording {turn.recording_url} ({seconds} s)" if has_audio
                 else "no audio was recorded",
             ))  # fmt: skip
             return serve(script, script.after(index), machine=machine, url=url)
         if phase == "dialed":
-            status = form.get("DialCallStatus") or "unknown"
+            status = turn.dialed.value if turn.dialed else "unknown"
             events.append(CallEvent(call_id=call.id, at=now, step=index, source=Source.PROVIDER,
                                     detail=f"dialled leg ended: {status}"))  # fmt: skip
             return serve(script, script.after(index), machine=machine, url=url)
         if phase == "drop":
             return drop(script, index, machine=machine, url=url,
-                        status=form.get("DialCallStatus"))  # fmt: skip
+                        status=turn.dialed and turn.dialed.value)  # fmt: skip
         return serve(script, index, machine=machine, url=url)
 
     def _url_for(self, call_id: str) -> Callable[[str], str]:
@@ -188,14 +191,3 @@ class CallVoice:
             log.warning("call.activity_failed", extra={"call_id": call.id, "error": exc})
             return f"not triggered: {exc}"
         return f"call {placed.call.id} {placed.call.status.value}"
-
-
-def _amd(answered_by: str | None) -> str | None:
-    """Twilio's AnsweredBy as human or machine (None when unknown)."""
-    if not answered_by:
-        return None
-    if answered_by == "human":
-        return "human"
-    if answered_by.startswith("machine") or answered_by == "fax":
-        return "machine"
-    return None

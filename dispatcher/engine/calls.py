@@ -7,15 +7,16 @@ call left Placing by a crash is looked up at the provider, never dialled again
 blindly.
 
 While a call is up, the carrier asks what to play: the desk's voice handler
-(:mod:`dispatcher.engine.call_voice`) answers each request with the TwiML of the
-script's next step and records the step as a result event (Say, Gather, Prompt, ...).
-Status reports (Ringing, Answered, the end) arrive from the provider and merge without
-moving a call backwards (:mod:`dispatcher.engine.call_reports`); the provider's
-"completed" becomes Completed when the script reached its end and Hangup when the
-contact hung up before. A call that ended without ever being answered (its history
-has no Answered, and the carrier does not say it was) is No answer, never Hangup: so
-is a call a crash cut while it rang, when the carrier is asked about it at the next
-start. The queue's order is kept in memory by :mod:`dispatcher.engine.call_queue`.
+(:mod:`dispatcher.engine.call_voice`) answers each request with the provider-neutral
+instructions of the script's next step and records the step as a result event (Say,
+Gather, Prompt, ...). Status reports (Ringing, Answered, the end) arrive from the
+provider and merge without moving a call backwards
+(:mod:`dispatcher.engine.call_reports`); the provider's "completed" becomes Completed
+when the script reached its end and Hangup when the contact hung up before. A call
+that ended without ever being answered (its history has no Answered, and the carrier
+does not say it was) is No answer, never Hangup: so is a call a crash cut while it
+rang, when the carrier is asked about it at the next start. The queue's order is kept
+in memory by :mod:`dispatcher.engine.call_queue`.
 
 What the desk takes and answers (:class:`CallRequest`, :class:`CallView`, ...) is
 defined in :mod:`dispatcher.engine.call_types` and importable from here.
@@ -26,11 +27,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from dispatcher.channels import Accepted, CallReport, HandOff, PlaceCall
+from dispatcher.channels import (
+    Accepted,
+    CallReport,
+    HandOff,
+    MachineDetection,
+    PlaceCall,
+    VoiceTurn,
+)
 from dispatcher.clock import Instant
 from dispatcher.core.calls import (
     ACTIVE,
@@ -45,7 +52,7 @@ from dispatcher.core.calls import (
 from dispatcher.core.model import Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
-from dispatcher.core.scripts import END, Script, from_json, parse_script
+from dispatcher.core.scripts import END, Instruction, Script, from_json, parse_script
 from dispatcher.engine.call_queue import CallQueue
 from dispatcher.engine.call_reports import CallReports
 from dispatcher.engine.call_types import (
@@ -295,9 +302,11 @@ class CallDesk:
 
     def _place_request(self, call: Call) -> PlaceCall:
         script = from_json(call.script)
-        amd = "DetectMessageEnd" if script.detects_machine else None
-        if amd is None and self._config.voice.detect_machine:
-            amd = "Enable"
+        amd = MachineDetection.OFF
+        if script.detects_machine:
+            amd = MachineDetection.MESSAGE_END
+        elif self._config.voice.detect_machine:
+            amd = MachineDetection.ANSWER
         return PlaceCall(
             call_id=call.id, attempt_id=call.attempt_id or "", sender=call.sender,
             recipient=call.recipient, voice_url=voice_url(self._base, call.id),
@@ -330,9 +339,10 @@ class CallDesk:
         self._reports.report(report)
 
     # -- the carrier asks what to play -----------------------------------------------
-    async def voice(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
-        """The TwiML for position ``at`` of the call's script, recording what it ran."""
-        return await self._voice.respond(call_id, at, form)
+    async def voice(self, call_id: str, at: str, turn: VoiceTurn) -> list[Instruction]:
+        """The instructions for position ``at`` of the call's script, recording what it
+        ran."""
+        return await self._voice.respond(call_id, at, turn)
 
     # -- operator verbs --------------------------------------------------------------
     async def get(self, call_id: str) -> Call:

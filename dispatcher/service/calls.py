@@ -3,11 +3,12 @@ status reports and voice webhooks."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Coroutine, Mapping
+from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from dispatcher.channels import CallReport
+from dispatcher.channels import CallReport, VoiceTurn
 from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.scripts import Instruction
 from dispatcher.engine.calls import CallDesk, CallRequest, CallSubmission, CallView
 from dispatcher.store import Store
 
@@ -48,6 +49,7 @@ class CallVerbs:
         """A call status report from outside (the provider's status callback)."""
         self.calls.report(report)
 
-    async def voice(self, call_id: str, at: str, form: Mapping[str, str]) -> str:
-        """The TwiML the carrier plays next on a call (the call's voice webhook)."""
-        return await self.calls.voice(call_id, at, form)
+    async def voice(self, call_id: str, at: str, turn: VoiceTurn) -> list[Instruction]:
+        """What a call does next, at position ``at`` of its script, as provider-neutral
+        instructions (the call's voice webhook; the front renders them for its carrier)."""
+        return await self.calls.voice(call_id, at, turn)

@@ -2,8 +2,9 @@
 plays next, and a call's status callbacks. Signed requests only
 (``X-Twilio-Signature``, checked with the SDK's ``RequestValidator`` against the URL
 Twilio was given); anything else is refused with 403 and logged. The form fields are
-read into the service's receipts and reports by the Twilio adapter
-(:mod:`dispatcher.channels.twilio`)."""
+read into the service's receipts, reports and voice turns, and the service's voice
+instructions rendered as TwiML, by the Twilio adapter (:mod:`dispatcher.channels.twilio`,
+:mod:`dispatcher.channels.twilio_voice`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from twilio.twiml.messaging_response import MessagingResponse
 
 from dispatcher.channels import Receipt
 from dispatcher.channels.twilio import call_report_of, receipt_of
+from dispatcher.channels.twilio_voice import to_twiml, voice_turn_of
 from dispatcher.core.model import Keyword, TextStatus
 from dispatcher.errors import Conflict, InvalidInput
 from dispatcher.service import Dispatcher
@@ -88,11 +90,11 @@ class TwilioRoutes:
     async def voice(self, request: web.Request) -> web.StreamResponse:
         """Twilio asks what a call plays next: the TwiML of the script's next step."""
         params = await self._signed(request)
-        form = {name: str(value) for name, value in params.items()}
-        twiml = await self._dispatcher.voice(
-            request.match_info["call_id"], request.query.get("at", "start"), form
+        turn = voice_turn_of({name: str(value) for name, value in params.items()})
+        instructions = await self._dispatcher.voice(
+            request.match_info["call_id"], request.query.get("at", "start"), turn
         )
-        return web.Response(text=twiml, content_type="application/xml")
+        return web.Response(text=to_twiml(instructions), content_type="application/xml")
 
     async def call_status(self, request: web.Request) -> web.StreamResponse:
         params = await self._signed(request)
