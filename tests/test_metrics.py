@@ -24,6 +24,7 @@ from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.core import metrics
 from dispatcher.core.calls import CallReason, CallStatus, VoiceResult
+from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import (
     BY,
     NO_KEY,
@@ -69,7 +70,7 @@ TOTAL_RATES = {"delivery_rate": 0.5, "answer_rate": 4 / 6}
 
 
 def row(channel: str = "text", **fields: Any) -> EngagementRow:
-    return EngagementRow(channel=channel, item_id="x", at=at(0), **fields)
+    return EngagementRow(channel=Channel(channel), item_id="x", at=at(0), **fields)
 
 
 def nonzero(computed: Metrics) -> dict[tuple[str, str], int]:
@@ -135,11 +136,16 @@ COUNTING = {
         [row("voice", status="Ringing", applied=False, result="Prompt")], {"v:Prompt": 1}
     ),
     "an automation's engagement is an Activity of its source's channel": (
-        [row("voice", kind="activity", source_channel="text"),
-         row("text", kind="activity", source_channel="voice")],
+        [row("voice", kind="activity", source_channel=Channel.TEXT),
+         row("text", kind="activity", source_channel=Channel.VOICE)],
         {"Activity": 1, "v:Activity": 1},
     ),
     "a source of no counted channel": ([row(kind="activity", source_channel="fax")], {}),
+    "email is a channel, not counted yet": (
+        [row("email", status="Delivered", taken=True),
+         row(kind="activity", source_channel=Channel.EMAIL)],
+        {},
+    ),
 }  # fmt: skip
 
 
@@ -153,8 +159,8 @@ def test_counting_rules(rows: list[EngagementRow], expected: dict[str, int]) -> 
 
 
 TRIGGERS = {
-    "automation:thanks:msg_1": ("thanks", "msg_1", "text"),
-    "automation:on:call:call_2": ("on:call", "call_2", "voice"),
+    "automation:thanks:msg_1": ("thanks", "msg_1", Channel.TEXT),
+    "automation:on:call:call_2": ("on:call", "call_2", Channel.VOICE),
     "automation:solo": ("solo", None, None),
     "call_1:step4": (None, None, None),
     "": (None, None, None),
@@ -163,21 +169,36 @@ TRIGGERS = {
 
 @pytest.mark.parametrize(("trigger", "expected"), TRIGGERS.items())
 def test_triggers_name_the_automation_and_the_source(
-    trigger: str, expected: tuple[str | None, str | None, str | None]
+    trigger: str, expected: tuple[str | None, str | None, Channel | None]
 ) -> None:
+    """``channel``: the channel of the source the store holds (None: it holds none)."""
     rule, source, channel = expected
     assert metrics.parse_trigger(trigger) == (rule, source)
+    held = (
+        metrics.ActivitySource(channel=channel, sender=SENDER, campaign_id=SPRING)
+        if channel
+        else None
+    )
     made = metrics.activity_row(
-        channel="voice", item_id="call_9", at=at(1), trigger=trigger,
-        source_sender=SENDER, source_campaign=SPRING,
-    )  # fmt: skip
+        channel=Channel.VOICE, item_id="call_9", at=at(1), trigger=trigger, source=held
+    )
     if channel is None:
         assert made is None  # a call's step: its own Activity result counted it already
     else:
         assert made == EngagementRow(
-            channel="voice", item_id="call_9", at=at(1), kind="activity", campaign_id=SPRING,
+            channel=Channel.VOICE, item_id="call_9", at=at(1), kind="activity", campaign_id=SPRING,
             sender=SENDER, automation=rule, source_channel=channel,
         )  # fmt: skip
+
+
+def test_a_step_trigger_makes_no_activity_even_with_its_source() -> None:
+    """A call's step names its call, but no automation: the call's own Activity result
+    counted it already."""
+    held = metrics.ActivitySource(channel=Channel.VOICE, sender=SENDER, campaign_id=SPRING)
+    made = metrics.activity_row(
+        channel=Channel.TEXT, item_id="msg_9", at=at(1), trigger="call_1:step4", source=held
+    )
+    assert made is None
 
 
 @settings(max_examples=200)
@@ -205,7 +226,7 @@ KEYS = [None, "a", "b"]
 rows_strategy = st.lists(
     st.builds(
         EngagementRow,
-        channel=st.sampled_from(["text", "voice"]),
+        channel=st.sampled_from([Channel.TEXT, Channel.VOICE]),
         item_id=st.sampled_from(["msg_1", "call_1"]),
         at=st.integers(min_value=0, max_value=3 * 86_400).map(at),
         kind=st.sampled_from(["event", "play", "activity"]),
@@ -216,7 +237,7 @@ rows_strategy = st.lists(
         campaign_id=st.sampled_from(KEYS),
         sender=st.sampled_from(KEYS),
         automation=st.sampled_from(KEYS),
-        source_channel=st.sampled_from([None, "text", "voice"]),
+        source_channel=st.sampled_from([None, *Channel]),
         taken=st.booleans(),
     ),
     max_size=30,

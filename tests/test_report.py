@@ -37,6 +37,7 @@ from dispatcher.cli import report_page
 from dispatcher.control.client import ControlClient
 from dispatcher.core import metrics, report
 from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
+from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
 from dispatcher.errors import InvalidInput
 from dispatcher.service import Dispatcher
@@ -289,7 +290,7 @@ def test_an_empty_range_still_makes_a_page() -> None:
 def rows_over(span: timedelta, n: int = 10) -> list[EngagementRow]:
     return [
         EngagementRow(
-            channel="text",
+            channel=Channel.TEXT,
             item_id=f"msg_{i}",
             at=NOW + span * i / (n - 1),
             status="Delivered",

@@ -36,6 +36,7 @@ from dispatcher.core.campaigns import (
     ContactState,
     OutsideWindow,
 )
+from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import (
     BY,
     NO_KEY,
@@ -1516,8 +1517,8 @@ async def test_voice_links_keep_their_first_text_and_unknown_plays_count_nowhere
     rows = await store.engagement(MetricsQuery())
 
     assert sorted(rows, key=lambda r: r.at) == [
-        EngagementRow(channel="text", item_id="msg_1", at=at(s), kind="play", campaign_id="c1",
-                      sender=SENDER)
+        EngagementRow(channel=Channel.TEXT, item_id="msg_1", at=at(s), kind="play",
+                      campaign_id="c1", sender=SENDER)
         for s in (1, 2)
     ]  # fmt: skip
     assert await store.engagement(MetricsQuery(campaign_id="c2")) == []

@@ -1,6 +1,6 @@
 """``dispatcher metrics`` and ``dispatcher report``: the engagement metrics, as tables
 (CSV or JSON on request) or as a self-contained HTML page of charts
-(:mod:`dispatcher.cli.main.report_page`). Clients of the running service's control socket:
+(:mod:`dispatcher.cli.report_page`). Clients of the running service's control socket:
 the service counts, the command prints or draws."""
 
 from __future__ import annotations

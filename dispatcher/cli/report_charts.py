@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from dispatcher.core.channel import Channel
+
 NONE = "\N{EN DASH}"
 """What a cell shows for no value (a rate of nothing)."""
 
@@ -137,7 +139,7 @@ class Plot:
 
     bucket: str
     series: Sequence[Mapping[str, Any]]
-    channel: str
+    channel: Channel
     drawn: Sequence[str]
     names: Sequence[str]  # every name of the channel (for the colours)
 

@@ -2,7 +2,7 @@
 
 :func:`render` turns the data of :func:`dispatcher.core.report.build` (the
 ``report_data`` answer) into the page ``dispatcher report --out FILE`` writes (and
-the demo): inline CSS and inline SVG (:mod:`dispatcher.cli.main.report_charts`), no
+the demo): inline CSS and inline SVG (:mod:`dispatcher.cli.report_charts`), no
 script, nothing fetched (it opens without a network). The exact numbers of every
 chart are in the HTML table under it. Every text value is escaped (campaign names
 come from users).
@@ -27,17 +27,18 @@ from dispatcher.cli.report_charts import (
     when,
 )
 from dispatcher.core import metrics
+from dispatcher.core.channel import Channel
 from dispatcher.core.report import FUNNELS, Funnel
 
 __all__ = ["NONE", "NO_CAMPAIGN", "OVER_TIME", "render"]
 
-OVER_TIME: Mapping[str, tuple[str, ...]] = {
-    "voice": ("Queued", "Ringing", "Answered", "Unanswered", "Busy", "Failed", "Canceled",
+OVER_TIME: Mapping[Channel, tuple[str, ...]] = {
+    Channel.VOICE: ("Queued", "Ringing", "Answered", "Unanswered", "Busy", "Failed", "Canceled",
               "Hangup", "Completed"),
 }  # fmt: skip
 """The names drawn over time per channel (others: every name); the table under the
 chart has every name with a count."""
-_TITLES: Mapping[str, str] = {"voice": "Calls", "text": "Texts"}
+_TITLES: Mapping[Channel, str] = {Channel.VOICE: "Calls", Channel.TEXT: "Texts"}
 NO_CAMPAIGN = "No campaign"
 Row = Sequence[str | int]
 
@@ -45,19 +46,20 @@ Row = Sequence[str | int]
 def render(data: Mapping[str, Any]) -> str:
     """The page of a ``report_data`` answer: a complete HTML document."""
     title = f"Engagement report: {_range_text(data)}"
+    channels = _channels(data)
     sections = [
-        _section("totals", "Totals", [_totals(data, c) for c in data["channels"]]),
+        _section("totals", "Totals", [_totals(data, c) for c in channels]),
         _section(
             "funnels",
             "Delivery funnels",
-            [_funnel(data, c, FUNNELS[c]) for c in data["channels"] if c in FUNNELS],
+            [_funnel(data, c, FUNNELS[c]) for c in channels if c in FUNNELS],
         ),
         _section(
             "over-time",
             f"Over time, per {data['bucket']}",
-            [_over_time(data, channel) for channel in data["channels"]],
+            [_over_time(data, channel) for channel in channels],
         ),
-        _section("campaigns", "Campaigns", _campaigns(data)),
+        _section("campaigns", "Campaigns", _campaigns(data, channels)),
     ]
     return "\n".join([
         "<!DOCTYPE html>",
@@ -151,22 +153,31 @@ def _cell(index: int, cell: str | int) -> str:
     return f'<td class="num">{esc(cell)}</td>'
 
 
-def _counts(part: Mapping[str, Any], channel: str) -> Mapping[str, int]:
+def _channels(data: Mapping[str, Any]) -> list[Channel]:
+    """The channels of the data, in its order (each named by its value)."""
+    return [Channel(value) for value in data["channels"]]
+
+
+def _title(channel: Channel) -> str:
+    return _TITLES.get(channel, channel.capitalize())
+
+
+def _counts(part: Mapping[str, Any], channel: Channel) -> Mapping[str, int]:
     counts: Mapping[str, int] = part[channel]
     return counts
 
 
-def _rates(data: Mapping[str, Any], part: Mapping[str, Any], channel: str) -> list[Row]:
+def _rates(data: Mapping[str, Any], part: Mapping[str, Any], channel: Channel) -> list[Row]:
     return [
         [rate.replace("_", " "), pct(part["rates"].get(rate))]
         for rate in data["channel_rates"].get(channel, [])
     ]
 
 
-def _totals(data: Mapping[str, Any], channel: str) -> str:
+def _totals(data: Mapping[str, Any], channel: Channel) -> str:
     names: Sequence[str] = data["names"][channel]
     counts = _counts(data["totals"], channel)
-    title = f"{_TITLES.get(channel, channel.capitalize())}: totals"
+    title = f"{_title(channel)}: totals"
     bars = [Bar(name, counts[name], color_of(name, names)) for name in names]
     rows: list[Row] = [[name, counts[name]] for name in names]
     rows += _rates(data, data["totals"], channel)
@@ -175,7 +186,7 @@ def _totals(data: Mapping[str, Any], channel: str) -> str:
     return _figure(anchor, title, bar_chart(f"{anchor}-chart", title, bars), table)
 
 
-def _funnel(data: Mapping[str, Any], channel: str, funnel: Funnel) -> str:
+def _funnel(data: Mapping[str, Any], channel: Channel, funnel: Funnel) -> str:
     names: Sequence[str] = data["names"][channel]
     counts = _counts(data["totals"], channel)
     rate = data["totals"]["rates"].get(funnel.rate)
@@ -200,7 +211,7 @@ def _funnel(data: Mapping[str, Any], channel: str, funnel: Funnel) -> str:
     return _figure(anchor, title, chart, table)
 
 
-def _campaigns(data: Mapping[str, Any]) -> list[str]:
+def _campaigns(data: Mapping[str, Any], channels: Sequence[Channel]) -> list[str]:
     campaigns: Mapping[str, Mapping[str, Any]] = data["campaigns"]
     keys = sorted(campaigns, key=lambda k: (k == metrics.NO_KEY, k))
     figures = []
@@ -208,13 +219,12 @@ def _campaigns(data: Mapping[str, Any]) -> list[str]:
         part = campaigns[key]
         label = _campaign_label(data, key)
         charts, tables = [], []
-        for channel in sorted(data["channels"], key=lambda c: c != "text"):  # texts first
+        for channel in sorted(channels, key=lambda c: c is not Channel.TEXT):  # texts first
             names: Sequence[str] = data["names"][channel]
             counts = _counts(part, channel)
-            if channel != "text" and not any(counts.values()):
+            if channel is not Channel.TEXT and not any(counts.values()):
                 continue
-            what = _TITLES.get(channel, channel.capitalize())
-            title = f"{label}: {what.lower()}"
+            title = f"{label}: {_title(channel).lower()}"
             bars = [Bar(name, counts[name], color_of(name, names)) for name in names]
             charts.append(bar_chart(f"campaign-{i}-{slug(channel)}", title, bars))
             rows: list[Row] = [[name, counts[name]] for name in names]
@@ -230,14 +240,13 @@ _OPEN_TABLE = 24
 """A table over time of up to this many rows is shown open; a longer one, folded."""
 
 
-def _over_time(data: Mapping[str, Any], channel: str) -> str:
+def _over_time(data: Mapping[str, Any], channel: Channel) -> str:
     names: Sequence[str] = data["names"][channel]
     series: Sequence[Mapping[str, Any]] = data["series"]
     sums = {name: sum(point[channel][name] for point in series) for name in names}
     drawn = [n for n in OVER_TIME.get(channel, names) if sums.get(n)]
     listed = [n for n in names if sums[n]]
-    what = _TITLES.get(channel, channel.capitalize())
-    title = f"{what} per {data['bucket']}"
+    title = f"{_title(channel)} per {data['bucket']}"
     anchor = f"series-{slug(channel)}"
     chart = line_chart(
         f"{anchor}-chart", title, Plot(data["bucket"], series, channel, drawn, names)

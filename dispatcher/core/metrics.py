@@ -27,11 +27,12 @@ How each is counted (``docs/metrics.md`` says the same for operators):
 - voice **Machine**, **Human** and every step name: call events whose result is that
   name (a result is a fact recorded once; its event's ``applied`` concerns a status).
 - **Activity**: an engagement (text or call) an automation made, whose trigger is
-  ``automation:<rule>:<source id>``, counts under the *source's* channel (``msg_...``
-  text, ``call_...`` voice) at the time the engagement was accepted. Voice Activity
-  also counts a call's own Activity results (the steps of its script that triggered
-  something); the engagement such a step made (trigger ``<call id>:step<N>``) is not
-  counted again.
+  ``automation:<rule>:<source id>``, counts under the *source's* channel at the time
+  the engagement was accepted. The channel is the store's answer, not a guess from the
+  id: the table holding the source (:class:`ActivitySource`); a source the store does
+  not hold counts nowhere. Voice Activity also counts a call's own Activity results
+  (the steps of its script that triggered something); the engagement such a step made
+  (trigger ``<call id>:step<N>``) is not counted again.
 
 Every row carries what it is attributed to. An event or a play belongs to its text or
 call: its campaign, its sender (the text's or call's own number) and its automation
@@ -40,6 +41,10 @@ the source's campaign and sender, and under the automation that made it.
 
 Rates: ``delivery_rate`` = Delivered / Sent; ``answer_rate`` = Answered / (Answered +
 Unanswered + Busy); None when the denominator is 0.
+
+Channels are :class:`~dispatcher.core.channel.Channel` values. Email is one of them but
+is not counted yet: its counts are not in :data:`CHANNELS`, so no answer lists it, and
+an email row would add to nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from operator import attrgetter
 from typing import Any, Literal
 
 from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
+from dispatcher.core.channel import Channel
 from dispatcher.core.durations import DurationOutOfRange, parse_duration
 from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.core.results import Trigger
@@ -64,12 +70,12 @@ VOICE: tuple[str, ...] = (
     "Gather", "Prompt", "Conference", "Notify", "Dial", "Pause", "Record", "Activity",
 )  # fmt: skip
 TEXT: tuple[str, ...] = ("Sent", "Delivered", "Undelivered", "Activity", "Play", "Failed")
-CHANNELS: tuple[str, ...] = ("voice", "text")
+CHANNELS: tuple[Channel, ...] = (Channel.VOICE, Channel.TEXT)
 """The channels counted, in output order (email joins them with its own names)."""
-NAMES: Mapping[str, tuple[str, ...]] = {"voice": VOICE, "text": TEXT}
-CHANNEL_RATES: Mapping[str, tuple[str, ...]] = {
-    "voice": ("answer_rate",),
-    "text": ("delivery_rate",),
+NAMES: Mapping[Channel, tuple[str, ...]] = {Channel.VOICE: VOICE, Channel.TEXT: TEXT}
+CHANNEL_RATES: Mapping[Channel, tuple[str, ...]] = {
+    Channel.VOICE: ("answer_rate",),
+    Channel.TEXT: ("delivery_rate",),
 }
 """The rates of each channel."""
 
@@ -79,9 +85,6 @@ NO_KEY = "(none)"
 """The breakdown key of rows with no campaign (sender, automation)."""
 
 Kind = Literal["event", "play", "activity"]
-
-SOURCE_CHANNELS: Mapping[str, str] = {"msg_": "text", "call_": "voice"}
-"""The channel of an engagement, from the prefix of its id."""
 
 _T = TextStatus
 TAKEN: frozenset[TextStatus] = frozenset(
@@ -111,7 +114,7 @@ class EngagementRow:
     """One countable fact: an event of a text or call, a voice-link play, or an
     engagement an automation made (an Activity of its source's channel)."""
 
-    channel: str  # "text" or "voice": the channel of ``item_id``
+    channel: Channel  # the channel of ``item_id``
     item_id: str  # the text or call (for an activity: the engagement it made)
     at: datetime
     kind: Kind = "event"
@@ -122,7 +125,7 @@ class EngagementRow:
     campaign_id: str | None = None
     sender: str | None = None
     automation: str | None = None  # the rule named in the trigger
-    source_channel: str | None = None  # activity rows: the channel it counts under
+    source_channel: Channel | None = None  # activity rows: the channel it counts under
     taken: bool = False  # text events: the first that says the carrier took it (Sent)
 
 
@@ -154,8 +157,21 @@ class Metrics:
     text: dict[str, int]
     rates: dict[str, float | None]
 
-    def counts(self, channel: str) -> dict[str, int]:
-        return {"voice": self.voice, "text": self.text}[channel]
+    def counts(self, channel: Channel) -> dict[str, int]:
+        """Every name of ``channel`` with its count (none for a channel not counted)."""
+        if channel is Channel.VOICE:
+            return self.voice
+        return self.text if channel is Channel.TEXT else {}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ActivitySource:
+    """The text or call an automation's engagement was made from, as the store holds
+    it: its Activity counts under this channel, campaign and sender."""
+
+    channel: Channel
+    sender: str
+    campaign_id: str | None
 
 
 # -- rows from histories (the in-memory store; SQLite does the same in SQL) -----------
@@ -166,10 +182,6 @@ def parse_trigger(trigger: str | None) -> tuple[str | None, str | None]:
     any other trigger (a call's step, none). See :class:`Trigger`."""
     found = Trigger.parse(trigger)
     return (found.rule, found.source_id) if found else (None, None)
-
-
-def source_channel(item_id: str) -> str | None:
-    return next((c for p, c in SOURCE_CHANNELS.items() if item_id.startswith(p)), None)
 
 
 def automation_range(rule: str | None) -> tuple[str, str]:
@@ -191,7 +203,7 @@ def text_rows(message: Message, events: Iterable[Event]) -> list[EngagementRow]:
         first = e.status in TAKEN and not taken
         taken = taken or first
         rows.append(EngagementRow(
-            channel="text", item_id=message.id, at=e.at, status=e.status.value,
+            channel=Channel.TEXT, item_id=message.id, at=e.at, status=e.status.value,
             reason=e.reason, campaign_id=message.campaign_id, sender=message.sender,
             automation=automation, taken=first,
         ))  # fmt: skip
@@ -206,7 +218,7 @@ def call_rows(call: Call, events: Iterable[CallEvent]) -> list[EngagementRow]:
         if e.result is None and not (e.applied and e.status in VOICE_STATUSES):
             continue
         rows.append(EngagementRow(
-            channel="voice", item_id=call.id, at=e.at,
+            channel=Channel.VOICE, item_id=call.id, at=e.at,
             status=e.status.value if e.status is not None else None,
             result=e.result.value if e.result is not None else None, applied=e.applied,
             reason=e.reason, campaign_id=call.campaign_id, sender=call.sender,
@@ -221,7 +233,7 @@ def play_row(
     """A play of a voice link carried by ``message_id`` (the link's campaign, else the
     text's)."""
     return EngagementRow(
-        channel="text", item_id=message_id, at=at, kind="play",
+        channel=Channel.TEXT, item_id=message_id, at=at, kind="play",
         campaign_id=campaign_id or (message.campaign_id if message else None),
         sender=message.sender if message else None,
         automation=parse_trigger(message.trigger)[0] if message else None,
@@ -230,30 +242,29 @@ def play_row(
 
 def activity_row(
     *,
-    channel: str,
+    channel: Channel,
     item_id: str,
     at: datetime,
     trigger: str | None,
-    source_sender: str | None,
-    source_campaign: str | None,
+    source: ActivitySource | None,
 ) -> EngagementRow | None:
-    """The Activity row of an engagement an automation made, or None when it was not
-    made by an automation (or its source is of no channel counted)."""
-    rule, source = parse_trigger(trigger)
-    counted = source_channel(source) if source else None
-    if rule is None or counted is None:
+    """The Activity row of an engagement an automation made from ``source`` (the text
+    or call its trigger names, as the store holds it), or None when no automation made
+    it or the store holds no such source."""
+    rule, _ = parse_trigger(trigger)
+    if rule is None or source is None:
         return None
     return EngagementRow(
         channel=channel, item_id=item_id, at=at, kind="activity",
-        campaign_id=source_campaign, sender=source_sender, automation=rule,
-        source_channel=counted,
+        campaign_id=source.campaign_id, sender=source.sender, automation=rule,
+        source_channel=source.channel,
     )  # fmt: skip
 
 
 # -- counting ------------------------------------------------------------------------
 
 
-def counted(row: EngagementRow) -> Iterator[tuple[str, str]]:
+def counted(row: EngagementRow) -> Iterator[tuple[Channel, str]]:
     """The ``(channel, name)`` counts one row adds to."""
     if row.kind == "play":
         yield row.channel, "Play"
@@ -264,29 +275,29 @@ def counted(row: EngagementRow) -> Iterator[tuple[str, str]]:
         yield from _event_counts(row)
 
 
-def _event_counts(row: EngagementRow) -> Iterator[tuple[str, str]]:
+def _event_counts(row: EngagementRow) -> Iterator[tuple[Channel, str]]:
     status = row.status if row.applied else None
-    if row.channel == "text":
+    if row.channel is Channel.TEXT:
         if row.taken and status is not None:
-            yield "text", "Sent"
+            yield Channel.TEXT, "Sent"
         if name := _TEXT_NAMES.get(status or ""):
-            yield "text", name
-    elif row.channel == "voice":
+            yield Channel.TEXT, name
+    elif row.channel is Channel.VOICE:
         if status == _C.QUEUED and row.reason == CallReason.ACCEPTED:
-            yield "voice", "Queued"
+            yield Channel.VOICE, "Queued"
         elif name := _VOICE_NAMES.get(status or ""):
-            yield "voice", name
+            yield Channel.VOICE, name
         if row.result in _RESULTS:
-            yield "voice", str(row.result)
+            yield Channel.VOICE, str(row.result)
 
 
 def compute(rows: Iterable[EngagementRow]) -> Metrics:
     return _metrics(Counter(pair for row in rows for pair in counted(row)))
 
 
-def _metrics(tally: Mapping[tuple[str, str], int]) -> Metrics:
-    voice = {name: tally.get(("voice", name), 0) for name in VOICE}
-    text = {name: tally.get(("text", name), 0) for name in TEXT}
+def _metrics(tally: Mapping[tuple[Channel, str], int]) -> Metrics:
+    voice = {name: tally.get((Channel.VOICE, name), 0) for name in VOICE}
+    text = {name: tally.get((Channel.TEXT, name), 0) for name in TEXT}
     answered = voice["Answered"]
     rates = {
         "delivery_rate": _ratio(text["Delivered"], text["Sent"]),
@@ -321,14 +332,14 @@ def series(rows: Iterable[EngagementRow], bucket: timedelta) -> list[tuple[datet
     row's to the last row's, empty buckets included: points for a chart."""
     if bucket <= timedelta(0):
         raise InvalidInput("a series bucket must be longer than zero", field="bucket")
-    tallies: dict[int, Counter[tuple[str, str]]] = {}
+    tallies: dict[int, Counter[tuple[Channel, str]]] = {}
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
     for row in rows:
         index = math.floor((row.at - epoch) / bucket)
         tallies.setdefault(index, Counter()).update(counted(row))
     if not tallies:
         return []
-    empty: Counter[tuple[str, str]] = Counter()
+    empty: Counter[tuple[Channel, str]] = Counter()
     return [
         (epoch + i * bucket, _metrics(tallies.get(i, empty)))
         for i in range(min(tallies), max(tallies) + 1)
@@ -389,7 +400,7 @@ def to_json(metrics: Metrics) -> dict[str, Any]:
     """``{"voice": {...}, "text": {...}, "rates": {...}}``: every name of each channel,
     in order."""
     return {
-        **{channel: dict(metrics.counts(channel)) for channel in CHANNELS},
+        **{channel.value: dict(metrics.counts(channel)) for channel in CHANNELS},
         "rates": dict(metrics.rates),
     }
 
@@ -416,7 +427,7 @@ def csv_rows(answer: Mapping[str, Any]) -> list[list[str]]:
 
 def _counts(answer: Mapping[str, Any]) -> list[list[str]]:
     return [
-        [channel, name, str(count)]
+        [channel.value, name, str(count)]
         for channel in CHANNELS
         for name, count in answer[channel].items()
     ]

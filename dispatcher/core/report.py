@@ -5,7 +5,7 @@ engagement rows of a time range into the data the page draws (the answer of the
 ``report_data`` control command, counted in a worker thread): the totals and rates,
 the breakdown by campaign and the time series, with the functions of
 :mod:`dispatcher.core.metrics`. The page itself is drawn by the command that writes
-it (:mod:`dispatcher.cli.main.report_page`).
+it (:mod:`dispatcher.cli.report_page`).
 
 The channels, their names and their rates come with the data, so a channel the
 metrics gain (email) gets its totals, series and campaign charts without a change
@@ -21,6 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from dispatcher.core import metrics
+from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.errors import InvalidInput
 
@@ -76,9 +77,9 @@ def build(
         "first_at": _iso(first),
         "last_at": _iso(last),
         "bucket": chosen,
-        "channels": list(metrics.CHANNELS),
-        "names": {channel: list(metrics.NAMES[channel]) for channel in metrics.CHANNELS},
-        "channel_rates": {c: list(metrics.CHANNEL_RATES[c]) for c in metrics.CHANNELS},
+        "channels": [channel.value for channel in metrics.CHANNELS],
+        "names": {c.value: list(metrics.NAMES[c]) for c in metrics.CHANNELS},
+        "channel_rates": {c.value: list(metrics.CHANNEL_RATES[c]) for c in metrics.CHANNELS},
         "totals": metrics.to_json(metrics.compute(rows)),
         "campaigns": {
             key: metrics.to_json(part) for key, part in metrics.breakdown(rows, "campaign").items()
@@ -107,12 +108,12 @@ class Funnel:
     rate: str
 
 
-FUNNELS: Mapping[str, Funnel] = {
-    "text": Funnel(
+FUNNELS: Mapping[Channel, Funnel] = {
+    Channel.TEXT: Funnel(
         "Texts: Sent → Delivered", ("Sent", "Delivered"), ("Undelivered", "Failed"),
         "delivery_rate",
     ),
-    "voice": Funnel(
+    Channel.VOICE: Funnel(
         "Calls: Queued → Ringing → Answered → Completed",
         ("Queued", "Ringing", "Answered", "Completed"),
         ("Unanswered", "Busy", "Failed", "Canceled", "Hangup"), "answer_rate",

@@ -6,7 +6,8 @@ from datetime import datetime
 
 from dispatcher.core import metrics
 from dispatcher.core.calls import Call
-from dispatcher.core.metrics import EngagementRow, MetricsQuery
+from dispatcher.core.channel import Channel
+from dispatcher.core.metrics import ActivitySource, EngagementRow, MetricsQuery
 from dispatcher.core.model import Message
 from dispatcher.store.memory.tables import MemoryTables
 
@@ -43,21 +44,28 @@ class MemoryEngagement(MemoryTables):
                     message_id=message_id, at=at, campaign_id=campaign_id,
                     message=self._messages.get(message_id),
                 ))  # fmt: skip
-        made: list[tuple[str, Message | Call]] = [
-            *(("text", m) for m in self._messages.values()),
-            *(("voice", c) for c in self._calls.values()),
+        made: list[tuple[Channel, Message | Call]] = [
+            *((Channel.TEXT, m) for m in self._messages.values()),
+            *((Channel.VOICE, c) for c in self._calls.values()),
         ]
         for channel, item in made:
             _, source_id = metrics.parse_trigger(item.trigger)
-            source = self._engagement(source_id) if source_id else None
             row = metrics.activity_row(
                 channel=channel, item_id=item.id, at=item.accepted_at, trigger=item.trigger,
-                source_sender=source.sender if source else None,
-                source_campaign=source.campaign_id if source else None,
+                source=self._source(source_id) if source_id else None,
             )  # fmt: skip
             if row is not None:
                 rows.append(row)
         return [row for row in rows if query.matches(row)]
 
-    def _engagement(self, item_id: str) -> Message | Call | None:
-        return self._messages.get(item_id) or self._calls.get(item_id)
+    def _source(self, item_id: str) -> ActivitySource | None:
+        """The text or call ``item_id`` names: its channel is the table holding it."""
+        if (text := self._messages.get(item_id)) is not None:
+            return ActivitySource(
+                channel=Channel.TEXT, sender=text.sender, campaign_id=text.campaign_id
+            )
+        if (call := self._calls.get(item_id)) is not None:
+            return ActivitySource(
+                channel=Channel.VOICE, sender=call.sender, campaign_id=call.campaign_id
+            )
+        return None

@@ -229,10 +229,12 @@ SELECT 'voice', id, accepted_at, "trigger" FROM calls
 WHERE "trigger" >= ?3 AND "trigger" < ?4 AND accepted_at >= ?1 AND accepted_at < ?2;
 
 -- name: engagement_sources
--- The texts and calls of a JSON list of ids: what an Activity is attributed to.
-SELECT id, sender, campaign_id FROM messages WHERE id IN (SELECT value FROM json_each(?1))
+-- The texts and calls of a JSON list of ids: what an Activity is attributed to, and
+-- the channel it counts under (the table holding the source).
+SELECT 'text' AS channel, id, sender, campaign_id FROM messages
+WHERE id IN (SELECT value FROM json_each(?1))
 UNION ALL
-SELECT id, sender, campaign_id FROM calls WHERE id IN (SELECT value FROM json_each(?1));
+SELECT 'voice', id, sender, campaign_id FROM calls WHERE id IN (SELECT value FROM json_each(?1));
 
 -- name: store_probe
 INSERT INTO store_probe (id, at) VALUES (1, ?)

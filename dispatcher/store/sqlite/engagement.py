@@ -7,7 +7,8 @@ import json
 from datetime import datetime
 
 from dispatcher.core import metrics
-from dispatcher.core.metrics import EngagementRow, MetricsQuery
+from dispatcher.core.channel import Channel
+from dispatcher.core.metrics import ActivitySource, EngagementRow, MetricsQuery
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.rows import Row, at, us
 
@@ -18,7 +19,7 @@ _FIRST_US, _LAST_US = -(2**62), 2**62
 def _text_row(row: Row) -> EngagementRow:
     """Rows of the engagement queries become engagement rows here and only here."""
     return EngagementRow(
-        channel="text", item_id=row["message_id"], at=at(row["at"]), status=row["status"],
+        channel=Channel.TEXT, item_id=row["message_id"], at=at(row["at"]), status=row["status"],
         reason=row["reason"], campaign_id=row["campaign_id"], sender=row["sender"],
         automation=metrics.parse_trigger(row["trigger"])[0], taken=bool(row["taken"]),
     )  # fmt: skip
@@ -26,7 +27,7 @@ def _text_row(row: Row) -> EngagementRow:
 
 def _call_row(row: Row) -> EngagementRow:
     return EngagementRow(
-        channel="voice", item_id=row["call_id"], at=at(row["at"]), status=row["status"],
+        channel=Channel.VOICE, item_id=row["call_id"], at=at(row["at"]), status=row["status"],
         result=row["result"], applied=bool(row["applied"]), reason=row["reason"],
         campaign_id=row["campaign_id"], sender=row["sender"],
         automation=metrics.parse_trigger(row["trigger"])[0],
@@ -35,23 +36,29 @@ def _call_row(row: Row) -> EngagementRow:
 
 def _play_row(row: Row) -> EngagementRow:
     return EngagementRow(
-        channel="text", item_id=row["message_id"], at=at(row["at"]), kind="play",
+        channel=Channel.TEXT, item_id=row["message_id"], at=at(row["at"]), kind="play",
         campaign_id=row["campaign_id"], sender=row["sender"],
         automation=metrics.parse_trigger(row["trigger"])[0],
     )  # fmt: skip
+
+
+def _source(row: Row) -> ActivitySource:
+    """A text or call an automation's engagement was made from: its channel is the table
+    that holds it (``engagement_sources`` says which)."""
+    return ActivitySource(
+        channel=Channel(row["channel"]), sender=row["sender"], campaign_id=row["campaign_id"]
+    )
 
 
 def _engagement_rows(query: MetricsQuery, raw: list[list[Row]]) -> list[EngagementRow]:
     """The rows of the engagement queries as engagement rows (in a worker thread)."""
     texts, calls, plays, made, sources = raw
     rows = [*map(_text_row, texts), *map(_call_row, calls), *map(_play_row, plays)]
-    by_id = {source["id"]: source for source in sources}
+    by_id = {source["id"]: _source(source) for source in sources}
     for r in made:
-        source = by_id.get(metrics.parse_trigger(r["trigger"])[1] or "")
         row = metrics.activity_row(
-            channel=r["channel"], item_id=r["id"], at=at(r["accepted_at"]),
-            trigger=r["trigger"], source_sender=source["sender"] if source else None,
-            source_campaign=source["campaign_id"] if source else None,
+            channel=Channel(r["channel"]), item_id=r["id"], at=at(r["accepted_at"]),
+            trigger=r["trigger"], source=by_id.get(metrics.parse_trigger(r["trigger"])[1] or ""),
         )  # fmt: skip
         if row is not None:
             rows.append(row)
