@@ -12,6 +12,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ from tests.test_store_contract import (
     at,
     counts,
     first_events,
+    insert,
+    insert_call,
+    make_call,
     make_message,
     write_history,
 )
@@ -199,6 +203,25 @@ def test_a_step_trigger_makes_no_activity_even_with_its_source() -> None:
         channel=Channel.TEXT, item_id="msg_9", at=at(1), trigger="call_1:step4", source=held
     )
     assert made is None
+
+
+async def test_an_activity_counts_under_the_channel_the_store_holds_its_source_in(
+    tmp_path: Path,
+) -> None:
+    """Not under a guess from the source's id: ``call_x`` here is a text, ``msg_y`` a
+    call; a source the store does not hold counts nowhere."""
+    for url in ("memory://", f"sqlite:///{tmp_path}/t.db"):
+        async with open_store(url) as store:
+            await insert(store, make_message("call_x"))
+            await insert_call(store, make_call("msg_y"))
+            made = {"m1": "automation:r:call_x", "m2": "automation:r:msg_y",
+                    "m3": "automation:r:msg_404"}  # fmt: skip
+            for item_id, trigger in made.items():
+                await insert(store, replace(make_message(item_id), trigger=trigger))
+
+            computed = compute(await store.engagement(MetricsQuery(automation="r")))
+
+            assert (computed.text["Activity"], computed.voice["Activity"]) == (1, 1), url
 
 
 @settings(max_examples=200)
