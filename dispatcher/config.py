@@ -108,6 +108,7 @@ class SimulatorConfig:
     latency_jitter: timedelta = timedelta(milliseconds=10)
     receipt_delay: timedelta = timedelta(milliseconds=300)
     receipt_jitter: timedelta = timedelta(milliseconds=700)
+    receipt_tick: timedelta = timedelta(milliseconds=10)
     reorder_rate: Rate = 0.1
     undelivered: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)

@@ -16,8 +16,11 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import heapq
+import itertools
 import json
 import logging
+import math
 import os
 import random
 from collections.abc import Iterator
@@ -75,7 +78,13 @@ class Simulator(Resource):
         self._clock: Clock = clock or SystemClock()
         self._sink: ReceiptSink | None = None
         self._fd: int | None = None
-        self._timers: set[TimerHandle] = set()
+        # Receipts not yet delivered, earliest due first, and the one timer that
+        # delivers them (its due time and handle), whatever the load.
+        self._due: list[tuple[float, int, Receipt, ReceiptSink]] = []
+        self._order = itertools.count()
+        self._armed: tuple[float, TimerHandle] | None = None
+        self._tick = self._config.receipt_tick.total_seconds()
+        self._delivered = -math.inf  # when the last tick delivered (monotonic)
         self.sent = 0
         self._call_sink: CallSink | None = None
         self._voice: VoiceHandler | None = None
@@ -99,9 +108,10 @@ class Simulator(Resource):
             self._call_fd = private.create(calls, os.O_WRONLY | os.O_APPEND)
 
     async def close(self) -> None:
-        for timer in self._timers:
-            timer.cancel()
-        self._timers.clear()
+        if self._armed is not None:
+            self._armed[1].cancel()
+        self._armed = None
+        self._due.clear()
         for task in self._calls.values():
             task.cancel()
         await asyncio.gather(*self._calls.values(), return_exceptions=True)
@@ -419,23 +429,47 @@ class Simulator(Resource):
             self._later(delay + 0.1, final)
 
     def _later(self, delay: float, receipt: Receipt) -> None:
+        """Keep ``receipt`` until it is due, ``delay`` seconds from now."""
         sink = self._sink
         if sink is None:
             return
+        due = self._clock.now().mono + delay
+        heapq.heappush(self._due, (due, next(self._order), receipt, sink))
+        self._arm()
 
-        def fire() -> None:
-            self._timers.discard(handle)
+    def _arm(self) -> None:
+        """One timer for every receipt kept: armed at the earliest one's due time, but
+        not within a tick of the last delivery, and re-armed only for an earlier one."""
+        if not self._due:
+            return
+        at = max(self._due[0][0], self._delivered + self._tick)
+        if self._armed is not None:
+            if self._armed[0] <= at:
+                return
+            self._armed[1].cancel()
+        self._armed = (at, self._clock.call_at(at, self._deliver))
+
+    def _deliver(self) -> None:
+        """Deliver every receipt due by now, in due order, each stamped with the time it
+        fell due (not the moment this tick ran), then arm the timer for the next."""
+        self._armed = None
+        now = self._clock.now()
+        self._delivered = now.mono
+        due = self._due
+        while due and due[0][0] <= now.mono:
+            at, _, receipt, sink = heapq.heappop(due)
             stamped = Receipt(
                 provider_id=receipt.provider_id,
                 status=receipt.status,
-                at=self._clock.now().wall,
+                at=now.wall - timedelta(seconds=now.mono - at),
                 provider_code=receipt.provider_code,
                 reason=receipt.reason,
             )
-            sink(stamped)
-
-        handle = self._clock.call_at(self._clock.now().mono + delay, fire)
-        self._timers.add(handle)
+            try:
+                sink(stamped)
+            except Exception:
+                log.exception("simulator.receipt_error", extra={"provider_id": receipt.provider_id})
+        self._arm()
 
 
 def _matches(number: str, rules: list[str]) -> bool:
