@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import heapq
 import hmac
 import string
 import zlib
@@ -315,9 +316,33 @@ def link_token(key: bytes, campaign_id: str, line: int, attempt: int) -> str:
 
 
 def sender_for(phone: str, pool: Sequence[str]) -> str:
-    """The pool number a contact is always sent from: spread evenly, stable across
-    runs and restarts (a hash of the contact's number, not Python's salted hash)."""
+    """The pool number a contact is sent from unless :func:`rebalance` moves it: stable
+    across runs and restarts (a hash of the contact's number, not Python's salted hash)."""
     return pool[zlib.crc32(phone.encode()) % len(pool)]
+
+
+def pool_bound(contacts: int, pool_size: int) -> int:
+    """The most contacts a pool number carries once balanced: the largest whole number
+    not more than one above the mean."""
+    return contacts // pool_size + 1
+
+
+def rebalance(load: Mapping[str, int], pool: Sequence[str]) -> dict[str, list[str]]:
+    """Where the contacts above :func:`pool_bound` go: for each number carrying more,
+    the numbers its surplus contacts move to, one entry per contact, each to the number
+    least loaded at that moment (ties: the earlier in the pool). Every other contact
+    stays on its number, so most keep the one :func:`sender_for` gives them."""
+    bound = pool_bound(sum(load.values()), len(pool))
+    counts = {number: load.get(number, 0) for number in pool}
+    heap = [(n, i, number) for i, (number, n) in enumerate(counts.items())]
+    heapq.heapify(heap)
+    moves: dict[str, list[str]] = {}
+    for number in pool:
+        for _ in range(counts[number] - bound):
+            n, i, target = heapq.heappop(heap)
+            moves.setdefault(number, []).append(target)
+            heapq.heappush(heap, (n + 1, i, target))
+    return moves
 
 
 # -- the contacts file -----------------------------------------------------------------

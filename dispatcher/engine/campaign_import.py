@@ -13,8 +13,8 @@ import asyncio
 import csv
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
@@ -37,6 +37,7 @@ from dispatcher.core.campaigns import (
     link_token,
     parse_template,
     parse_window,
+    rebalance,
     sender_for,
     zones_of,
 )
@@ -44,7 +45,7 @@ from dispatcher.core.model import check_body
 from dispatcher.core.numbers import e164, normalise
 from dispatcher.engine.intake import new_id
 from dispatcher.errors import DispatcherError, InvalidInput
-from dispatcher.store.port import CampaignStore, DoNotTextStore
+from dispatcher.store.port import CampaignStore, DoNotTextStore, TextStore
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,22 @@ class VoiceLinks:
         return link_token(self._key, campaign_id, line, attempt)
 
 
-class _Store(CampaignStore, DoNotTextStore, Protocol):
+class _Store(CampaignStore, DoNotTextStore, TextStore, Protocol):
     """What an import writes to and reads from."""
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The contacts imported so far, by pool number, and their time zones."""
+
+    segments: Counter[str] = field(default_factory=Counter)
+    contacts: Counter[str] = field(default_factory=Counter)
+    zones: set[str] = field(default_factory=set)
+
+    def add(self, contact: Contact, cost: int) -> None:
+        self.segments[contact.sender] += cost
+        self.contacts[contact.sender] += 1
+        self.zones.add(contact.tz)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -250,8 +265,7 @@ class Importer:
             private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
         )
         seen: set[str] = set()
-        per_sender: Counter[str] = Counter()
-        segments = 0
+        tally = _Tally()
         pending: list[Contact] = []
         with private.open_text(rejects_path, newline="") as out:
             writer = csv.writer(out)
@@ -282,8 +296,7 @@ class Importer:
                     progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
                     checked = [(c, n) for c, n in checked if c.phone not in listed]
                 for contact, cost in checked:
-                    per_sender[contact.sender] += cost
-                    segments += cost
+                    tally.add(contact, cost)
                     pending.append(contact)
                 progress.accepted += len(checked)
                 if len(pending) >= BATCH:
@@ -291,6 +304,8 @@ class Importer:
                     pending = []
             if pending:
                 await self._store.add_contacts(pending)
+        await self._balance(started, tally)
+        per_sender = tally.segments
         now = self._clock.now().wall
         start = max(campaign.start_at or now, now)
         busiest = max(
@@ -302,9 +317,48 @@ class Importer:
         return replace(
             campaign, state=state, accepted=progress.accepted, rejected=progress.rejected,
             duplicates=progress.duplicates, suppressed=progress.suppressed,
-            reject_file=str(rejects_path) if progress.rejected else None, segments=segments,
+            reject_file=str(rejects_path) if progress.rejected else None,
+            segments=sum(per_sender.values()),
             projected_finish=start + timedelta(seconds=busiest), updated_at=now,
         )  # fmt: skip
+
+    async def _balance(self, started: Started, tally: _Tally) -> None:
+        """Move the contacts above the pool's bound (see :func:`rebalance`) to the least
+        loaded numbers, the last lines of each busy number first. A contact that already
+        has that number (an earlier text from it, or a conversation with it) keeps it."""
+        campaign, load, per_sender = started.campaign, tally.contacts, tally.segments
+        moves = rebalance(load, campaign.senders)
+        pool = set(campaign.senders)
+        for number, targets in moves.items():
+            contacts = await self._store.next_contacts(campaign.id, number, tally.zones,
+                                                       load[number])  # fmt: skip
+            moved: list[Contact] = []
+            for contact in reversed(contacts):
+                if len(moved) == len(targets):
+                    break
+                if number in await self._known_numbers(contact.phone, pool):
+                    continue  # sticky: it keeps the number it already knows
+                target = targets[len(moved)]
+                cost = self._cost(campaign, started.template, contact.fields, contact.line)
+                per_sender[number] -= cost
+                per_sender[target] += cost
+                moved.append(replace(contact, sender=target))
+            if moved:
+                await self._store.set_contacts(moved)
+
+    async def _known_numbers(self, phone: str, pool: set[str]) -> set[str]:
+        """The pool numbers that already texted ``phone`` or had a text from it."""
+        found = await self._store.find(phone, 20)
+        return {m.recipient if m.sender == phone else m.sender for m in found} & pool
+
+    def _cost(
+        self, campaign: Campaign, template: Template | None, values: Mapping[str, str], line: int
+    ) -> int:
+        """The segments a contact's text costs (one call for a voice campaign)."""
+        if template is None:
+            return 1
+        link = {VOICE_LINK: self._links.link(self._links.token(campaign.id, line, 0))}
+        return check_body(template.render({**values, **link})).segments
 
     def _contact(
         self, campaign: Campaign, spec: CampaignSpec, template: Template | None, row: Row
@@ -321,14 +375,12 @@ class Importer:
             zones = check_zone(values[spec.tz_column].strip(), field=spec.tz_column)
         zones = zones or zones_of(phone, config.default_time_zone)
         fields = dict(values)  # every column, the phone's too: the template may use it
-        cost = 1
         if template is not None:
             empty = [f for f in template.fields
                      if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
             if empty:
                 raise InvalidInput(f"empty field {', '.join(empty)} for the template")
-            link = {VOICE_LINK: self._links.link(self._links.token(campaign.id, row.line, 0))}
-            cost = check_body(template.render({**values, **link})).segments
+        cost = self._cost(campaign, template, values, row.line)
         contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
                           sender=sender_for(phone, campaign.senders), tz=zones,
                           fields=fields)  # fmt: skip

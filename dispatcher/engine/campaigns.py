@@ -1,23 +1,17 @@
 """Bulk campaigns in the service: feed the send queue, follow what became of each
 contact's text (or call), pause, resume, cancel. Creating and importing a campaign is
-:mod:`dispatcher.engine.campaign_import`.
+:mod:`dispatcher.engine.campaign_import` (which also balances the pool).
 
-A campaign's contacts live in the store, each with a state (pending, queued, sent,
-expired, canceled), an attempt number and the id of its current text (or call).
-The desk never floods the queue: it keeps ``campaigns.feed_ahead`` texts queued per
-pool number, so the send window is checked when a contact is handed over, and its
-text's validity ends when the window closes (the pacer checks validity at the slot:
-a text whose window closed before its turn is not sent).
-
-The desk follows its campaigns in memory: the running, paused and cancelled ones
-(with work left) are read from the store once, at start, and kept up to date by
-create, pause, resume, cancel and finish. It learns what became of a queued contact
-from the :class:`~dispatcher.engine.events.Outcome` its text or call publishes on the
-service's bus, and writes the contacts that changed once per campaign and turn.
-Only at start (events were missed while the service was down), or after a turn the
-store refused, does it read each queued contact's text back from the store. Its tick
-(``campaigns.tick``) is for what time drives: a window opening, a start time,
-feeding the queue ahead.
+A campaign's contacts live in the store, each with a state, an attempt number and the
+id of its current text (or call). The desk keeps ``campaigns.feed_ahead`` texts queued
+per pool number, never more, so a contact's window is checked when it is handed over
+and its text's validity ends when the window closes. It follows its campaigns in
+memory (read once, at start) and learns what became of a queued contact from the
+:class:`~dispatcher.engine.events.Outcome` its text publishes: a text that left its
+number's queue wakes the desk, which settles the news and tops up those numbers'
+queues together, on its next turn, so every pool number stays fed while contacts
+remain. Its tick (``campaigns.tick``) is for what time drives: a window opening, a
+start time, the end of a campaign; it then looks at every pool number.
 
 Exactly once per contact: a contact's text is submitted with the idempotency key
 ``<campaign>:<line>:<attempt>``, and a new attempt is only made after the last one
@@ -114,6 +108,7 @@ class _Running:
     zones: set[str] | None = None  # the pending contacts' time zones (or a few more)
     exhausted: dict[str, frozenset[str]] = field(default_factory=dict)  # none pending there
     check_done: bool = True  # something changed since the store last said "not finished"
+    hungry: set[str] = field(default_factory=set)  # pool numbers with a text gone since fed
 
     def forget(self) -> None:
         """Know nothing of the campaign's contacts: read them again when next needed."""
@@ -124,6 +119,7 @@ class _Running:
         self.zones = None
         self.exhausted.clear()
         self.check_done = True
+        self.hungry.clear()
 
 
 class CampaignDesk:
@@ -143,6 +139,7 @@ class CampaignDesk:
         self._imports: dict[str, ImportProgress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._everyone = True  # the next turn looks at every pool number, not the hungry
         self._stopping = False
         self._catching = 0  # hand-overs or reads under way: keep news of unknown items
         self._early: dict[str, Seen] = {}
@@ -169,7 +166,7 @@ class CampaignDesk:
             running = self._state(campaign.id)
             running.campaign, running.loaded = campaign, True  # new: nothing queued yet
             self._followed[campaign.id] = running
-        self._wake.set()
+        self._wake_all()
 
     # -- following what becomes of the contacts -----------------------------------------
     def _observe(self, outcome: Outcome) -> None:
@@ -178,6 +175,8 @@ class CampaignDesk:
         running = self._followed.get(outcome.campaign_id)
         if running is not None and outcome.item_id in running.queued:
             running.seen[outcome.item_id] = seen  # applied at the next turn, with others
+            if outcome.status not in STILL_WAITING:  # it left its number's queue: refill
+                self._wake.set()
         elif self._catching:  # its contact may be on the way to being queued
             self._early[outcome.item_id] = seen
 
@@ -241,6 +240,7 @@ class CampaignDesk:
                 continue
             del running.queued[item]
             running.per_sender[contact.sender] -= 1
+            running.hungry.add(contact.sender)
             if state is ContactState.PENDING:  # back in line: its number has one again
                 running.exhausted.pop(contact.sender, None)
                 if running.zones is not None:
@@ -258,9 +258,10 @@ class CampaignDesk:
         await self._start()
         while not self._stopping:
             self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
+            everyone, self._everyone = self._everyone, False
             for running in list(self._followed.values()):
-                await self._turn(running)
-            timer = self._clock.call_at(self._clock.now().mono + tick, self._wake.set)
+                await self._turn(running, everyone=everyone)
+            timer = self._clock.call_at(self._clock.now().mono + tick, self._wake_all)
             await self._wake.wait()
             timer.cancel()
 
@@ -287,6 +288,11 @@ class CampaignDesk:
         self._stopping = True
         self._wake.set()
 
+    def _wake_all(self) -> None:
+        """Turn now, looking at every pool number (a tick, or a campaign changed)."""
+        self._everyone = True
+        self._wake.set()
+
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -300,18 +306,18 @@ class CampaignDesk:
         running.campaign = None
         running.forget()
 
-    async def _turn(self, running: _Running) -> None:
+    async def _turn(self, running: _Running, *, everyone: bool) -> None:
         async with running.lock:
             campaign = running.campaign
             if campaign is None:
                 return
             try:
-                await self._step(running, campaign)
+                await self._step(running, campaign, everyone=everyone)
             except DispatcherError:
                 running.forget()  # the store may not have what memory says: read it again
                 log.exception("campaign.turn_failed", extra={"campaign_id": campaign.id})
 
-    async def _step(self, running: _Running, campaign: Campaign) -> None:
+    async def _step(self, running: _Running, campaign: Campaign, *, everyone: bool) -> None:
         if not running.loaded:
             await self._load(running, campaign)
         await self._apply(running, campaign)
@@ -325,9 +331,9 @@ class CampaignDesk:
         now = self._clock.now().wall
         if campaign.start_at is not None and now < campaign.start_at:
             return
-        await self._feed(running, campaign, now)
-        if running.queued or not running.check_done:
-            return
+        await self._feed(running, campaign, now, everyone=everyone)
+        if running.queued or not running.check_done or not everyone:
+            return  # the end is seen on a tick (or a change), not on every send
         running.check_done = False
         counts = await self._store.contact_counts(campaign.id)
         if not counts.get(ContactState.PENDING) and not counts.get(ContactState.QUEUED):
@@ -337,10 +343,12 @@ class CampaignDesk:
             self._unfollow(running, campaign)
             log.info("campaign.finished", extra={"campaign_id": campaign.id})
 
-    async def _feed(self, running: _Running, campaign: Campaign, now: datetime) -> None:
-        """Top up each pool number's queue to ``campaigns.feed_ahead``, with contacts
-        whose window is open (with ``expire``, the others end expired on their turn).
-        The contacts handed over are written at once, at the end."""
+    async def _feed(self, running: _Running, campaign: Campaign, now: datetime, *,
+                    everyone: bool) -> None:  # fmt: skip
+        """Top up the queue of every pool number (or the hungry ones) to ``feed_ahead``
+        with contacts in their window (``expire``: the others end expired); one write."""
+        senders = campaign.senders if everyone else sorted(running.hungry)
+        running.hungry.clear()
         window = parse_window(campaign.send_window)
         if running.zones is None:
             running.zones = set(await self._store.contact_zones(campaign.id))
@@ -351,7 +359,7 @@ class CampaignDesk:
         handed: list[tuple[Contact, Seen]] = []
         ended: list[Contact] = []
         with self._catch():
-            for sender in campaign.senders:
+            for sender in senders:
                 need = ahead - running.per_sender[sender]
                 while need > 0 and running.exhausted.get(sender) != wanted:
                     batch = await self._store.next_contacts(campaign.id, sender, wanted, need) if (
@@ -383,14 +391,8 @@ class CampaignDesk:
         handed.clear()
         ended.clear()
 
-    async def _hand_over(
-        self,
-        running: _Running,
-        campaign: Campaign,
-        contact: Contact,
-        window: Window,
-        now: datetime,
-    ) -> tuple[Contact, Seen]:
+    async def _hand_over(self, running: _Running, campaign: Campaign, contact: Contact,
+                         window: Window, now: datetime) -> tuple[Contact, Seen]:  # fmt: skip
         """Submit a contact's text (or call), once: the key names the attempt. Returns
         the contact queued, and its text or call as the service answered."""
         key = f"{campaign.id}:{contact.line}:{contact.attempt}"
@@ -484,7 +486,7 @@ class CampaignDesk:
                 running.forget()  # what the store has is read again at the next turn
                 raise
         log.info("campaign.%s", state.value, extra={"campaign_id": campaign_id})
-        self._wake.set()
+        self._wake_all()
         return await self.view(campaign_id)
 
     async def _withdraw(self, running: _Running, campaign: Campaign) -> None:

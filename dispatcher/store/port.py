@@ -225,7 +225,7 @@ class CampaignStore(Protocol):
         ...
 
     async def set_contacts(self, contacts: Sequence[Contact]) -> None:
-        """Store contacts' state, attempt and message id (one write)."""
+        """Store contacts' state, attempt, message id and pool number (one write)."""
         ...
 
     async def next_contacts(

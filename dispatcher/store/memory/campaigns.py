@@ -55,7 +55,8 @@ class MemoryCampaigns(MemoryTables):
             if (old := table.get(contact.line)) is None:  # an unknown contact stays unknown
                 continue
             table[contact.line] = replace(old, state=contact.state, attempt=contact.attempt,
-                                          message_id=contact.message_id)  # fmt: skip
+                                          message_id=contact.message_id,
+                                          sender=contact.sender)  # fmt: skip
 
     def _of(self, campaign_id: str) -> list[Contact]:
         return sorted(self._contacts.get(campaign_id, {}).values(), key=lambda c: c.line)

@@ -25,7 +25,7 @@ INSERT INTO campaign_contacts (
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: set_contact
-UPDATE campaign_contacts SET state = ?, attempt = ?, message_id = ?
+UPDATE campaign_contacts SET state = ?, attempt = ?, message_id = ?, sender = ?
 WHERE campaign_id = ? AND line = ?;
 
 -- name: next_contacts

@@ -47,7 +47,8 @@ class SQLiteCampaigns(SQLiteConnection):
         await self._write(("insert_contact", rows))
 
     async def set_contacts(self, contacts: Sequence[Contact]) -> None:
-        rows = [(c.state.value, c.attempt, c.message_id, c.campaign_id, c.line) for c in contacts]
+        rows = [(c.state.value, c.attempt, c.message_id, c.sender, c.campaign_id, c.line)
+                for c in contacts]  # fmt: skip
         await self._write(("set_contact", rows))
 
     async def next_contacts(
