@@ -28,7 +28,7 @@ CONTACTS = 3_600
 class Pace:
     """What a campaign's run looked like from the carrier."""
 
-    rate: float  # texts a second from every number sending to the first number done
+    rate: float  # texts a second while contacts remain: each number's own rate, summed
     ramp: float  # seconds from the first send to every number having sent
     overall: float  # texts a second over the whole run: contacts / (last - first + 1 s)
     pool_rate: float  # what the pool allows: one text a second per number
@@ -73,11 +73,9 @@ async def measure(
         by_number.setdefault(s.sender, []).append(s.mono)
     gaps = [b - a for times in by_number.values() for a, b in itertools.pairwise(sorted(times))]
     load = Counter(c.sender for c in stored)
-    sending = max(min(times) for times in by_number.values())  # every number has sent
-    done = min(max(times) for times in by_number.values())  # a number has no contact left
     return Pace(
-        rate=sum(1 for m in monos if sending <= m < done) / (done - sending),
-        ramp=sending - monos[0],
+        rate=sum((len(t) - 1) / (max(t) - min(t)) for t in by_number.values() if len(t) > 1),
+        ramp=max(min(times) for times in by_number.values()) - monos[0],
         overall=len(monos) / (monos[-1] - monos[0] + 1),
         pool_rate=float(pool_size),
         gap_p50=statistics.median(gaps),

@@ -2,16 +2,14 @@
 contact's text (or call), pause, resume, cancel. Creating and importing a campaign is
 :mod:`dispatcher.engine.campaign_import` (which also balances the pool).
 
-A campaign's contacts live in the store, each with a state, an attempt number and the
-id of its current text (or call). The desk keeps ``campaigns.feed_ahead`` texts queued
-per pool number, never more, so a contact's window is checked when it is handed over
-and its text's validity ends when the window closes. It follows its campaigns in
-memory (read once, at start) and learns what became of a queued contact from the
-:class:`~dispatcher.engine.events.Outcome` its text publishes: a text that left its
-number's queue wakes the desk, which settles the news and tops up those numbers'
-queues together, on its next turn, so every pool number stays fed while contacts
-remain. Its tick (``campaigns.tick``) is for what time drives: a window opening, a
-start time, the end of a campaign; it then looks at every pool number.
+The desk keeps ``campaigns.feed_ahead`` texts queued per pool number, never more, so a
+contact's window is checked when it is handed over and its text's validity ends when
+the window closes. It follows its campaigns in memory (read once, at start) and learns
+what became of a queued contact from the :class:`~dispatcher.engine.events.Outcome`
+its text publishes: a text that left its number's queue wakes the desk, which settles
+the news and tops up those numbers' queues together (each number's in order, the
+numbers at once) on its next turn, so every pool number stays fed. Its tick
+(``campaigns.tick``) is for what time drives: windows, start times, a campaign's end.
 
 Exactly once per contact: a contact's text is submitted with the idempotency key
 ``<campaign>:<line>:<attempt>``, and a new attempt is only made after the last one
@@ -73,16 +71,15 @@ __all__ = ["LINK_KEY", "CampaignDesk", "CampaignService", "CampaignSpec", "Campa
            "ImportProgress"]  # fmt: skip
 
 BATCH = 2000
-FOLLOWED = frozenset({CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELED})
 _QUEUED = (ContactState.QUEUED,)
+FOLLOWED = frozenset({CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELED})
 
 Seen = tuple[TextStatus | CallStatus, str | None, datetime | None]
 """A contact's text or call as last seen: its status, reason and end of validity."""
 
 
 class CampaignService(Protocol):
-    """What the desk asks of the service: hand a contact's text or call to the send
-    queue, and withdraw it. The :class:`~dispatcher.service.Dispatcher` has these."""
+    """What the desk asks of the service (the Dispatcher): queue and withdraw texts."""
 
     async def submit(self, request: TextRequest) -> Submission: ...
 
@@ -139,6 +136,7 @@ class CampaignDesk:
         self._imports: dict[str, ImportProgress] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._fillers = asyncio.Semaphore(16)  # numbers fed at once (more delay the sends)
         self._everyone = True  # the next turn looks at every pool number, not the hungry
         self._stopping = False
         self._catching = 0  # hand-overs or reads under way: keep news of unknown items
@@ -203,8 +201,7 @@ class CampaignDesk:
             running.seen[item] = seen
 
     async def _load(self, running: _Running, campaign: Campaign) -> None:
-        """Read the campaign's queued contacts and what became of each one's text:
-        after a start, when events were missed while the service was down."""
+        """Read the queued contacts and their texts (at start: events were missed)."""
         running.forget()
         with self._catch():
             for contact in await self._store.contacts_in(campaign.id, _QUEUED, 100_000):
@@ -213,12 +210,9 @@ class CampaignDesk:
         await self._apply(running, campaign)
 
     async def _status_of(self, campaign: Campaign, contact: Contact) -> Seen:
-        item_id = contact.message_id or ""
-        found: Message | Call | None
-        if campaign.channel is CampaignChannel.VOICE:
-            found = await self._store.get_call(item_id)
-        else:
-            found = await self._store.get(item_id)
+        item_id, voice = contact.message_id or "", campaign.channel is CampaignChannel.VOICE
+        found: Message | Call | None = await (
+            self._store.get_call(item_id) if voice else self._store.get(item_id))  # fmt: skip
         if found is None:
             return TextStatus.UNSENT, Reason.CANCELED, None
         return found.status, found.reason, found.expires_at
@@ -288,8 +282,7 @@ class CampaignDesk:
         self._stopping = True
         self._wake.set()
 
-    def _wake_all(self) -> None:
-        """Turn now, looking at every pool number (a tick, or a campaign changed)."""
+    def _wake_all(self) -> None:  # a tick, or a campaign changed: look at every number
         self._everyone = True
         self._wake.set()
 
@@ -345,8 +338,7 @@ class CampaignDesk:
 
     async def _feed(self, running: _Running, campaign: Campaign, now: datetime, *,
                     everyone: bool) -> None:  # fmt: skip
-        """Top up the queue of every pool number (or the hungry ones) to ``feed_ahead``
-        with contacts in their window (``expire``: the others end expired); one write."""
+        """Top up every pool number's (or the hungry ones') queue to ``feed_ahead``."""
         senders = campaign.senders if everyone else sorted(running.hungry)
         running.hungry.clear()
         window = parse_window(campaign.send_window)
@@ -356,33 +348,42 @@ class CampaignDesk:
         expire = campaign.outside_window is OutsideWindow.EXPIRE
         wanted = frozenset(running.zones if expire else open_zones)
         ahead = self._config.campaigns.feed_ahead
-        handed: list[tuple[Contact, Seen]] = []
-        ended: list[Contact] = []
-        with self._catch():
-            for sender in senders:
-                need = ahead - running.per_sender[sender]
-                while need > 0 and running.exhausted.get(sender) != wanted:
-                    batch = await self._store.next_contacts(campaign.id, sender, wanted, need) if (
-                        wanted) else []  # fmt: skip
+        handed, ended = list[tuple[Contact, Seen]](), list[Contact]()
+
+        async def fill(sender: str) -> None:  # one number's texts in order, numbers at once
+            mine, over = list[tuple[Contact, Seen]](), list[Contact]()
+            need = ahead - running.per_sender[sender]
+            while need > 0 and running.exhausted.get(sender) != wanted:
+                async with self._fillers:
+                    batch = await self._store.next_contacts(campaign.id, sender, wanted, need)
                     if not batch:
                         running.exhausted[sender] = wanted  # until a window opens or one is back
                         break
                     running.check_done = True
-                    ended += [replace(c, state=ContactState.EXPIRED) for c in batch
-                              if c.tz not in open_zones]  # expire: its window is shut  # fmt: skip
+                    over += [replace(c, state=ContactState.EXPIRED) for c in batch
+                             if c.tz not in open_zones]  # expire: its window is shut  # fmt: skip
                     fresh = [await self._hand_over(running, campaign, c, window, now)
                              for c in batch if c.tz in open_zones]  # fmt: skip
-                    handed += fresh
+                    mine += fresh
                     need -= len(fresh)
                     if need > 0:  # the store is asked again: it must know these first
-                        await self._record(running, handed, ended)
+                        await self._record(running, mine, over)
+            handed.extend(mine)
+            ended.extend(over)
+
+        with self._catch():
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for sender in senders:
+                        group.create_task(fill(sender))
+            except ExceptionGroup as failed:  # the others were stopped: the turn failed
+                raise failed.exceptions[0] from None
             await self._record(running, handed, ended)
 
     async def _record(
         self, running: _Running, handed: list[tuple[Contact, Seen]], ended: list[Contact]
     ) -> None:
-        """Write the contacts handed over (queued) and expired since the last write, in
-        one write, then follow the queued ones."""
+        """Write the contacts handed over (queued) and expired, in one write; follow them."""
         if not handed and not ended:
             return
         await self._store.set_contacts([*ended, *(contact for contact, _ in handed)])
@@ -427,9 +428,8 @@ class CampaignDesk:
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],
                                                         BATCH):  # fmt: skip
-            await self._store.set_contacts(
-                [replace(c, state=ContactState.CANCELED) for c in pending]
-            )
+            await self._store.set_contacts([replace(c, state=ContactState.CANCELED)
+                                            for c in pending])  # fmt: skip
 
     # -- operator verbs ---------------------------------------------------------------
     async def get(self, campaign_id: str) -> Campaign:
