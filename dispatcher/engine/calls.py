@@ -86,6 +86,7 @@ class CallDesk:
         self._channel = wiring.channel
         clock = self._clock = wiring.clock
         self._base = config.http.base_url
+        self._may_send = wiring.may_send
         self.engine: Delivery[Call] = Delivery(
             self, clock, retries=Retries(config.provider), workers=config.voice.max_in_flight,
             lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
@@ -96,7 +97,6 @@ class CallDesk:
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
         self.counts: Counter[CallStatus] = Counter()
         self.idle = self.engine.idle  # no call in flight
-        self.held = False
         self.closing = False
         self._bus = wiring.bus  # the call's results, for the automations
         self._reports = CallReports(store=self._store, lock=self._lock, save=self._save)
@@ -229,7 +229,7 @@ class CallDesk:
         return sum(self.engine.in_flight.values())
 
     def may_send(self, key: str) -> bool:
-        return not (self.held or self.closing) and key == self.account
+        return self._may_send() and not self.closing and key == self.account
 
     def hold(self, item: Call) -> float:
         return self._hold()
@@ -395,8 +395,8 @@ class CallDesk:
         now = self._clock.now()
         return now.wall + timedelta(seconds=slot - now.mono)
 
-    def release(self) -> None:
-        self.held = False
+    def wake(self) -> None:
+        """Every queued call becomes due at the account's next slot."""
         if self._queue:
             self.pacer.wake(self.account)
 

@@ -63,7 +63,6 @@ class TextDesk:
         self,
         wiring: Wiring,
         *,
-        may_send: Callable[[], bool],
         store_faulted: Callable[[], bool],
         opt_out: OptOut,
     ) -> None:
@@ -72,7 +71,7 @@ class TextDesk:
         self._clock = clock = wiring.clock
         self._bus = wiring.bus
         store_fault = wiring.store_fault
-        self._may_send = may_send
+        self._may_send = wiring.may_send
         self._opt_out = opt_out
         self.queues = Queues()
         self.engine: Delivery[Message] = Delivery(

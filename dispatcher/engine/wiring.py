@@ -22,3 +22,4 @@ class Wiring:
     clock: Clock
     bus: Bus  # where results and outcomes are published
     store_fault: Callable[[StoreUnavailable], None]  # tell the service a write was refused
+    may_send: Callable[[], bool]  # may sends start now: no operator's hold, no store fault

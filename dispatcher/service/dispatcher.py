@@ -64,10 +64,10 @@ class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVe
         self._closing = False
         wiring = Wiring(
             config=config, store=store, channel=channel, clock=self.clock, bus=self.bus,
-            store_fault=self._store_fault,
+            store_fault=self._health.report, may_send=self._sending,
         )  # fmt: skip
         self.texts = TextDesk(
-            wiring, may_send=self._sending, opt_out=self._opted_out,
+            wiring, opt_out=self._opted_out,
             store_faulted=lambda: self._health.fault is not None,
         )  # fmt: skip
         self._queues = self.texts.queues
@@ -185,7 +185,7 @@ class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVe
             try:
                 await loop()
             except StoreUnavailable as exc:
-                self._store_fault(exc)
+                self._health.report(exc)
                 await self._health.wait_healthy()
                 if not self._closing:
                     continue
@@ -201,13 +201,8 @@ class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVe
         try:
             return await work
         except StoreUnavailable as exc:
-            self._store_fault(exc)
+            self._health.report(exc)
             raise self._health.refusal() from exc
-
-    def _store_fault(self, exc: StoreUnavailable) -> None:
-        """The store refused a write: pause texts and calls (:mod:`dispatcher.engine.health`)."""
-        self._health.report(exc)
-        self.calls.held = True
 
     async def _settle(self) -> None:
         """After a store fault, once writes succeed again: let the sends in flight
@@ -225,14 +220,13 @@ class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVe
         the other still holds."""
         if self._held or self._health.fault is not None:
             return
-        self.calls.release()
+        self.calls.wake()
         self.texts.wake_all()
 
     # -- the operator's hold ---------------------------------------------------------
     def hold(self) -> None:
         """Start no new sends, on any number, until :meth:`release` (not persisted)."""
         self._held = True
-        self.calls.held = True
 
     def release(self) -> None:
         """Undo :meth:`hold`: every number with a queue becomes due at its next slot."""
