@@ -219,6 +219,22 @@ class ControlConfig:
                               field="control.idle_timeout")  # fmt: skip
 
 
+LOOPS = ("asyncio", "uvloop")
+"""The event loops the service runs on (``[performance] loop``)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerformanceConfig:
+    loop: str = "asyncio"  # the event loop of `dispatcher serve` and the demo
+
+    def __post_init__(self) -> None:
+        if self.loop not in LOOPS:
+            raise ConfigError(
+                f"performance.loop: {self.loop!r} is not an event loop; use " + " or ".join(LOOPS),
+                field="performance.loop",
+            )
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     home: Path = Path("var")
@@ -234,6 +250,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     inbound: InboundConfig = field(default_factory=InboundConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     scripts: dict[str, Script] = field(default_factory=dict)  # named call scripts
 
     @property
@@ -262,6 +279,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "http": HttpConfig,
     "inbound": InboundConfig,
     "control": ControlConfig,
+    "performance": PerformanceConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
 

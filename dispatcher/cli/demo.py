@@ -29,7 +29,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from dispatcher import private
+from dispatcher import private, runtime
 from dispatcher.cli import report_page
 from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
@@ -171,7 +171,9 @@ def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
     console = Console()
     console.print(f"[bold]dispatcher demo[/] - home {home} (SQLite + simulator)")
     console.print(f"While it runs, ask it questions: dispatcher --home {home} status", style="dim")
-    return asyncio.run(_demo(config, console, max(1, numbers), max(4, texts)))
+    return runtime.run(
+        _demo(config, console, max(1, numbers), max(4, texts)), loop=config.performance.loop
+    )
 
 
 async def _demo(config: Config, console: Console, numbers: int, texts: int) -> int:

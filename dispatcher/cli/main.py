@@ -129,7 +129,7 @@ def _fail(exc: Exception) -> None:
 def _serve(config: Config) -> int:
     logs.configure(config.service.log_level)
     runtime.tune()
-    asyncio.run(serve(config))
+    runtime.run(serve(config), loop=config.performance.loop)
     return 0
 
 
