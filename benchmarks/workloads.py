@@ -39,7 +39,7 @@ from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import SystemClock
 from dispatcher.config import SimulatorConfig, load_config
 from dispatcher.core.model import Lane
-from dispatcher.engine.scheduler import Book, Pacer
+from dispatcher.engine.scheduler import Pacer
 from dispatcher.service import Dispatcher, TextRequest
 
 
@@ -120,24 +120,33 @@ async def run_dispatcher(w: Workload, home: Path) -> dict[str, Any]:
 
 
 async def run_heap(w: Workload, sim: Simulator) -> None:
+    """The pacer alone over in-memory queues: each key due sends its next request."""
     queues = {sender(n): deque(request(w, n, k) for k in range(w.texts)) for n in range(w.numbers)}
     clock = SystemClock()
     remaining = w.numbers * w.texts
     done = asyncio.Event()
+    tasks: set[asyncio.Task[None]] = set()
 
-    async def dispatch(number: str, slot: float, book: Book) -> None:
+    async def send(req: SendRequest) -> None:
         nonlocal remaining
-        queue = queues[number]
-        if not queue:
-            return
-        req = queue.popleft()
-        book(clock.now().mono + 1.001)
         await sim.send(req)
         remaining -= 1
         if remaining == 0:
             done.set()
 
-    pacer = Pacer(clock, dispatch, workers=max(64, w.concurrency or 1024))
+    def due(batch: list[tuple[str, float]]) -> None:
+        now = clock.now().mono
+        for number, _ in batch:
+            queue = queues[number]
+            if not queue:
+                pacer.book(number, None)
+                continue
+            pacer.book(number, now + 1.001)
+            task = asyncio.create_task(send(queue.popleft()))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+    pacer = Pacer(clock, due)
     for number in queues:
         pacer.wake(number)
     task = asyncio.create_task(pacer.run())

@@ -44,7 +44,7 @@ from dispatcher.core.calls import (
 from dispatcher.core.model import Lane, Source, TextStatus
 from dispatcher.core.scripts import parse_scripts
 from dispatcher.engine.calls import CallsSummary
-from dispatcher.engine.scheduler import ERROR_BACKOFF
+from dispatcher.engine.delivery import ERROR_BACKOFF
 from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.service import CallRequest, CallSubmission, TextRequest
 from dispatcher.store import Store

@@ -612,6 +612,39 @@ async def test_record_applies_many_transitions_and_next_slots_in_one_call(store:
     assert states[OTHER_SENDER].next_slot_at == at(2.5)
 
 
+@exercises("record_soon", "record", "history", "numbers")
+async def test_writes_handed_over_without_waiting_apply_in_the_order_given(store: Store) -> None:
+    message = await insert(store, make_message("m1"))
+    step_sending, sending = transition(
+        message, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER, attempt_id="att-1"
+    )
+    step_sent, sent = transition(
+        sending, TextStatus.SENT, at=at(2), source=Source.PROVIDER, provider_id="SM1",
+        send_started_at=at(1),
+    )  # fmt: skip
+    step_delivered, _ = transition(
+        sent, TextStatus.DELIVERED, at=at(3), source=Source.RECEIPT, provider_id="SM1"
+    )
+    # Handed over one after the other without a wait between them; a plain record
+    # made after them is ordered after them too.
+    first = store.record_soon([step_sending])
+    second = store.record_soon([step_sent], next_slots={SENDER: at(2)})
+    await store.record([step_delivered])
+    await asyncio.gather(first, second)
+
+    got = await store.get("m1")
+    assert got is not None
+    assert got.status is TextStatus.DELIVERED
+    assert got.provider_id == "SM1"
+    assert got.attempt_id == "att-1"
+    assert [e.status for e in await store.history("m1")][-3:] == [
+        TextStatus.SENDING,
+        TextStatus.SENT,
+        TextStatus.DELIVERED,
+    ]
+    assert by_number(await store.numbers())[SENDER].next_slot_at == at(2)
+
+
 # -- reads -------------------------------------------------------------------------------
 
 

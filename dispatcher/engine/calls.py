@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -88,7 +89,8 @@ class CallDesk:
         self._base = config.http.base_url
         self._may_send = wiring.may_send
         self.engine: Delivery[Call] = Delivery(
-            self, clock, retries=Retries(config.provider), workers=config.voice.max_in_flight,
+            self, clock, retries=Retries(config.provider),
+            max_in_flight=config.voice.max_in_flight,
             lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
         )  # fmt: skip
         self.pacer = self.engine.pacer
@@ -234,7 +236,15 @@ class CallDesk:
     def hold(self, item: Call) -> float:
         return self._hold()
 
-    async def claim(self, key: str, slot_at: datetime) -> Call | None:
+    async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, Call]:
+        """The next queued call of each key (the voice account), Placing."""
+        claimed: dict[str, Call] = {}
+        for key, slot_at in due:
+            if (call := await self._claim_one(slot_at)) is not None:
+                claimed[key] = call
+        return claimed
+
+    async def _claim_one(self, slot_at: datetime) -> Call | None:
         """The next queued call, Placing (the durable intent to call); calls cancelled
         meanwhile are passed over, and one whose validity ends before ``slot_at`` is
         Canceled (expired)."""

@@ -1,15 +1,20 @@
 """One send path for every kind of engagement: texts, calls (and email next).
 
-A kind plugs in what differs through :class:`Kind`: how the next item of a pacing
-key (a sending number, a voice account) is claimed durably, what an item costs in
-slots, how it is handed to the provider and how each answer is recorded. The
-engine owns the rest, once:
+A kind plugs in what differs through :class:`Kind`: how the next items of its pacing
+keys (sending numbers, a voice account) are claimed durably, what an item costs in
+slots, how it is handed to the provider and how each answer is recorded. The engine
+owns the rest, once:
 
-- the pacer (:mod:`dispatcher.engine.scheduler`): one deadline heap over the pacing keys;
-- the claim a little ahead of the slot (``pacing.lead``), so its write is off the
-  critical path, then the wait for the slot under the key's lock;
+- the pacer (:mod:`dispatcher.engine.scheduler`): one deadline heap over the pacing
+  keys, handing out every key due in one timer tick together;
+- the claim of all those keys a little ahead of their slots (``pacing.lead``), in
+  one durable write, so the write is off the critical path and costs one commit per
+  tick, not one per send; then one task waits for each slot in turn and starts the
+  sends due (no worker pool, no lock on the send's path);
 - the slot: booked from the moment the send starts, then moved to the moment the
   channel says it handed the item over (:meth:`~dispatcher.channels.SendRequest.hand_off`);
+- at most ``max_in_flight`` keys handed out at once (claimed, waiting for the slot, or
+  with the provider);
 - refusals: retried with a doubling backoff, at most ``provider.max_retries`` times
   (:mod:`dispatcher.engine.retries`), then failed with the provider's reason;
 - an attempt whose outcome is unknown (the connection broke, the process died) is
@@ -20,16 +25,17 @@ engine owns the rest, once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import Clock, Instant
 from dispatcher.engine.retries import GiveUp, Retries, Retry
-from dispatcher.engine.scheduler import Book, Pacer
+from dispatcher.engine.scheduler import Pacer
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -37,6 +43,10 @@ log = logging.getLogger(__name__)
 I = TypeVar("I")  # noqa: E741 - the item: a Message, a Call
 
 _STRIPES = 256
+WINDOW = 0.005
+"""Seconds of slots one tick hands out together (one claim write for all of them)."""
+ERROR_BACKOFF = 1.0
+"""Seconds before a key whose claim or start failed unexpectedly is tried again."""
 
 
 class Kind(Protocol[I]):
@@ -50,10 +60,11 @@ class Kind(Protocol[I]):
         """May ``key`` start a send now (not paused, held, closing)?"""
         ...
 
-    async def claim(self, key: str, slot_at: datetime) -> I | None:
-        """Take the next item of ``key``'s queue into its sending state, durably, for a
-        send at ``slot_at``; None when there is none. Items that may not go (expired,
-        cancelled, listed) are ended here, with their reason."""
+    async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, I]:
+        """Take the next item of each key's queue into its sending state, all in one
+        durable write, each for a send at its ``slot_at``; a key with none is left out.
+        Items that may not go (expired, cancelled, listed) are ended here, with their
+        reason."""
         ...
 
     async def ready(self, item: I) -> bool:
@@ -108,17 +119,20 @@ class Delivery(Generic[I]):
         clock: Clock,
         *,
         retries: Retries,
-        workers: int,
+        max_in_flight: int,
         lead: float,
+        window: float = WINDOW,
         store_fault: Callable[[StoreUnavailable], None] | None = None,
     ) -> None:
         self._kind = kind
         self._clock = clock
         self._retries = retries
-        self.pacer = Pacer(
-            clock, self._dispatch, workers=workers, lead=lead, store_fault=store_fault
-        )
+        self._max = max_in_flight
+        self._store_fault = store_fault  # told of a refused write instead of the log
+        self.pacer = Pacer(clock, self._due, lead=lead, window=window, room=self._room)
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._out = 0  # keys handed out by the pacer and not yet done with
         self.in_flight: Counter[str] = Counter()  # sends claimed and not yet settled, by key
         self.idle = asyncio.Event()
         self.idle.set()
@@ -131,42 +145,115 @@ class Delivery(Generic[I]):
     def locks(self) -> list[asyncio.Lock]:
         return self._locks
 
-    async def _dispatch(self, key: str, slot: float, book: Book) -> None:
-        """Send the head of ``key``'s queue at ``slot`` (monotonic). The claim is made
-        a little ahead of it, so its write is off the critical path."""
-        async with self.lock(key):
-            if not self._kind.may_send(key):
-                return
-            # Never before the key's next slot, even one moved since it was handed out.
-            slot = max(slot, self.pacer.next_slot(key) or slot)
-            now = self._clock.now()
-            slot_at = now.wall + timedelta(seconds=max(0.0, slot - now.mono))
-            item = await self._kind.claim(key, slot_at)
-            if item is None:
-                return
-            self.in_flight[key] += 1  # in flight from its claim: a drain waits for it
-            self.idle.clear()
+    # -- handing out -----------------------------------------------------------------
+    def _room(self) -> int:
+        return self._max - self._out
+
+    def _due(self, batch: list[tuple[str, float]]) -> None:
+        self._out += len(batch)
+        self.idle.clear()
+        self._spawn(self._dispatch(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _done(self, key: str, slot: float | None = None, *, booked: bool = False) -> None:
+        """``key`` is done with: booked at ``slot`` unless its send already booked it,
+        and its room given back."""
+        if not booked:
+            self.pacer.book(key, slot)
+        self._out -= 1
+        if self._out == self._max - 1:
+            self.pacer.poke()
+        if self._out == 0:
+            self.idle.set()
+
+    def _fault(self, exc: Exception, keys: Sequence[str]) -> None:
+        if isinstance(exc, StoreUnavailable) and self._store_fault is not None:
+            self._store_fault(exc)  # the service pauses: no traceback per key
+        else:
+            log.error("dispatch.error", exc_info=exc, extra={"keys": len(keys)})
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, keys: Sequence[str]) -> AsyncIterator[None]:
+        """Hold the locks of ``keys`` (each stripe once, in order: no deadlock)."""
+        stripes = sorted({hash(key) % _STRIPES for key in keys})
+        async with contextlib.AsyncExitStack() as stack:
+            for stripe in stripes:
+                await stack.enter_async_context(self._locks[stripe])
+            yield
+
+    # -- one tick's keys -------------------------------------------------------------
+    async def _dispatch(self, batch: list[tuple[str, float]]) -> None:
+        """Claim the head of every key of ``batch`` in one write, then start each send
+        at its slot (monotonic), in slot order."""
+        kind, clock, pacer = self._kind, self._clock, self.pacer
+        wanted: list[tuple[str, float]] = []
+        for key, slot in batch:
+            if kind.may_send(key):
+                # Never before the key's next slot, even one moved since it was handed out.
+                wanted.append((key, max(slot, pacer.next_slot(key) or slot)))
+            else:
+                self._done(key)
+        if not wanted:
+            return
+        keys = [key for key, _ in wanted]
+        now = clock.now()
         try:
-            async with self.lock(key):
-                if (wait := slot - self._clock.now().mono) > 0:
-                    await self._clock.sleep(wait)
-                if not await self._kind.ready(item):
-                    book(slot)  # the slot was not used
-                    return
+            async with self._locked(keys):
+                claimed = await kind.claim([
+                    (key, now.wall + timedelta(seconds=max(0.0, slot - now.mono)))
+                    for key, slot in wanted
+                ])  # fmt: skip
+        except Exception as exc:
+            self._fault(exc, keys)
+            # The keys are not lost: each is tried again after a pause.
+            retry_at = clock.now().mono + ERROR_BACKOFF
+            for key in keys:
+                self._done(key, retry_at)
+            return
+        plan: list[tuple[float, str, I]] = []
+        for key, slot in wanted:
+            if (item := claimed.get(key)) is None:
+                self._done(key)
+            else:
+                self.in_flight[key] += 1  # in flight from its claim: a drain waits for it
+                plan.append((slot, key, item))
+        plan.sort(key=lambda entry: entry[0])
+        await self._start_all(plan)
+
+    async def _start_all(self, plan: list[tuple[float, str, I]]) -> None:
+        """Start each claimed send at its slot. One clock read starts every send due
+        at it; the channel then reports the moment it handed each over."""
+        kind, clock = self._kind, self._clock
+        start = clock.now()
+        for slot, key, item in plan:
+            if slot > start.mono:
+                await clock.sleep(slot - start.mono)
+                start = clock.now()
+            try:
+                if not await kind.ready(item):
+                    self._settled(key, slot, booked=False)  # the slot was not used
+                    continue
                 # The send starts now: this read books the slot until the channel
-                # reports the moment it handed the item over. Nothing between the two
-                # yields to the loop.
-                start = self._clock.now()
-                hold = self._kind.hold(item)
-                book(start.mono + hold)
-                self._kind.started(key, start)
-            await self._attempt(key, item, start, hold)
-        finally:
-            self.in_flight[key] -= 1
-            if self.in_flight[key] <= 0:
-                del self.in_flight[key]
-            if not self.in_flight:
-                self.idle.set()
+                # reports the moment it handed the item over.
+                hold = kind.hold(item)
+                self.pacer.book(key, start.mono + hold)
+                kind.started(key, start)
+            except Exception as exc:
+                self._fault(exc, [key])
+                self._settled(key, clock.now().mono + ERROR_BACKOFF, booked=False)
+                continue
+            self._spawn(self._attempt(key, item, start, hold))
+
+    def _settled(self, key: str, slot: float | None = None, *, booked: bool = True) -> None:
+        """A claimed send is over (or will not start: then ``booked`` is False)."""
+        self.in_flight[key] -= 1
+        if self.in_flight[key] <= 0:
+            del self.in_flight[key]
+        self._done(key, slot, booked=booked)
 
     async def _attempt(self, key: str, item: I, start: Instant, hold: float) -> None:
         """The provider call and what follows it."""
@@ -178,20 +265,25 @@ class Delivery(Generic[I]):
 
         name, item_id = self._kind.name, self._kind.item_id(item)
         try:
-            accepted = await self._kind.send(item, handed_off)
-        except OutcomeUnknown as exc:
-            log.warning(f"{name}.outcome_unknown", extra={"id": item_id, "error": exc})
-            await self.reconcile(item, running=True)
-            return
-        except ProviderError as exc:
-            await self._refused(key, item, exc, start.wall + timedelta(seconds=hold))
-            return
-        except Exception:
-            log.exception(f"{name}.outcome_unknown", extra={"id": item_id})
-            await self.reconcile(item, running=True)
-            return
-        self._retries.taken(item_id)
-        await self._kind.taken(item, accepted, started=start, hold=hold)
+            try:
+                accepted = await self._kind.send(item, handed_off)
+            except OutcomeUnknown as exc:
+                log.warning(f"{name}.outcome_unknown", extra={"id": item_id, "error": exc})
+                await self.reconcile(item, running=True)
+                return
+            except ProviderError as exc:
+                await self._refused(key, item, exc, start.wall + timedelta(seconds=hold))
+                return
+            except Exception:
+                log.exception(f"{name}.outcome_unknown", extra={"id": item_id})
+                await self.reconcile(item, running=True)
+                return
+            self._retries.taken(item_id)
+            await self._kind.taken(item, accepted, started=start, hold=hold)
+        except Exception as exc:
+            self._fault(exc, [key])
+        finally:
+            self._settled(key)
 
     async def _refused(self, key: str, item: I, exc: ProviderError, slot_at: datetime) -> None:
         decision = self._retries.refused(self._kind.item_id(item), exc)

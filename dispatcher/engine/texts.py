@@ -40,7 +40,7 @@ from dispatcher.engine.queues import BUFFER, Queues
 from dispatcher.engine.receipts import Receipts
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import ProviderError
+from dispatcher.errors import ProviderError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -70,13 +70,13 @@ class TextDesk:
         self._config, self._store, self._channel = config, store, channel
         self._clock = clock = wiring.clock
         self._bus = wiring.bus
-        store_fault = wiring.store_fault
+        self._store_fault = store_fault = wiring.store_fault
         self._may_send = wiring.may_send
         self._opt_out = opt_out
         self.queues = Queues()
         self.engine: Delivery[Message] = Delivery(
             self, clock, retries=Retries(config.provider),
-            workers=config.pacing.max_in_flight, lead=config.pacing.lead.total_seconds(),
+            max_in_flight=config.pacing.max_in_flight, lead=config.pacing.lead.total_seconds(),
             store_fault=store_fault,
         )  # fmt: skip
         self.pacer = self.engine.pacer
@@ -127,6 +127,27 @@ class TextDesk:
     ) -> None:
         """Persist transitions (one atomic write) and keep the counts in step."""
         await self._store.record(steps, next_slots)
+        self._counted(steps)
+
+    def record_soon(
+        self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+    ) -> None:
+        """Persist transitions without waiting for their commit (after a send: the
+        intent was durable before it). The counts move now; a write the store refuses
+        is reported as a store fault, and what it held is settled as after a crash."""
+        written = self._store.record_soon(steps, next_slots)
+        self._counted(steps)
+        written.add_done_callback(self._written)
+
+    def _written(self, written: asyncio.Future[None]) -> None:
+        if written.cancelled() or (exc := written.exception()) is None:
+            return
+        if isinstance(exc, StoreUnavailable):
+            self._store_fault(exc)
+        else:
+            log.error("dispatch.write_failed", exc_info=exc)
+
+    def _counted(self, steps: Sequence[Transition]) -> None:
         for step in steps:
             if step.event.applied:
                 self.queues.counted(step.from_status, step.event.status)
@@ -154,47 +175,89 @@ class TextDesk:
         rate = self._config.pacing.rate_of(item.sender)
         return slot_seconds(item.segments, rate) + self._config.pacing.guard.total_seconds()
 
-    async def claim(self, key: str, slot_at: datetime) -> Message | None:
-        """Take the head of the queue into Sending, ending expired and listed ones.
-        A head whose validity ends before ``slot_at`` is left to the expiry sweep,
-        which ends it on time and wakes the number again."""
-        queues = self.queues
-        while True:
-            if queues.needs_read(key):
-                heads = (await self._store.heads([key], BUFFER))[key]
-                listed = await self._store.dnt_many({m.recipient for m in heads})
-                queues.refilled(key, heads, listed)
-            queue = queues[key]
-            if not queue.buffer:
-                return None
+    async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, Message]:
+        """Take the head of each number's queue into Sending, all in one write, ending
+        expired and listed heads on the way. A head whose validity ends before its
+        ``slot_at`` is left to the expiry sweep, which ends it on time and wakes the
+        number again. The heads of every number whose buffer is empty are read in one
+        query."""
+        queues, claimed = self.queues, {}
+        steps: list[Transition] = []
+        ended: list[Message] = []
+        taken: list[Message] = []  # heads out of the buffers, back in if the write fails
+        try:
+            while due:
+                await self._read_heads([key for key, _ in due if queues.needs_read(key)])
+                now = self._clock.now().wall
+                again: list[tuple[str, datetime]] = []
+                for key, slot_at in due:
+                    item = self._take(key, slot_at, now, steps=steps, ended=ended, taken=taken)
+                    if item is not None:
+                        claimed[key] = item
+                    elif queues.needs_read(key):
+                        again.append((key, slot_at))  # its buffer ran out on ended heads
+                if again:
+                    # What ended is written before the queue is read again.
+                    await self.record(steps)
+                    steps, taken = [], []
+                due = again
+            # The intent to send is durable before the provider hears of any of them.
+            await self.record(steps)
+        except BaseException:
+            for head in taken:
+                queues.added(head)
+            raise
+        for message in ended:
+            self.outcome(message)
+        return claimed
+
+    async def _read_heads(self, keys: list[str]) -> None:
+        if not keys:
+            return
+        heads = await self._store.heads(keys, BUFFER)
+        listed = await self._store.dnt_many({m.recipient for ms in heads.values() for m in ms})
+        for key in keys:
+            self.queues.refilled(key, heads[key], listed)
+
+    def _take(
+        self,
+        key: str,
+        slot_at: datetime,
+        now: datetime,
+        *,
+        steps: list[Transition],
+        ended: list[Message],
+        taken: list[Message],
+    ) -> Message | None:
+        """The next head of ``key`` that may go, into Sending; the heads before it that
+        may not go, ended. None when the buffer has none to send now."""
+        queue = self.queues[key]
+        while queue.buffer:
             head = queue.buffer[0]
-            now = self._clock.now().wall
-            if not is_expired(head, now) and is_expired(head, slot_at):
-                return None
             if is_expired(head, now):
-                step, ended = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
+                step, after = transition(head, TextStatus.UNSENT, at=now, source=Source.SCHEDULER,
                                          reason=Reason.EXPIRED)  # fmt: skip
+            elif is_expired(head, slot_at):
+                return None
             elif self.dnt_changes.get(head.recipient, head.recipient in queue.listed):
-                step, ended = transition(
+                step, after = transition(
                     head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
                     reason=Reason.DO_NOT_TEXT, detail="listed before sending",
                 )  # fmt: skip
             else:
-                # The intent to send is durable before the provider hears of it.
-                step, sending = transition(
+                step, after = transition(
                     head, TextStatus.SENDING, at=now, source=Source.SCHEDULER,
                     attempt_id=new_id("att"),
                 )  # fmt: skip
-                queues.left(head)
-                try:
-                    await self.record([step])
-                except BaseException:
-                    queues.added(head)
-                    raise
-                return sending
-            queues.left(head)
-            await self.record([step])
-            self.outcome(ended)
+                self.queues.left(head)
+                taken.append(head)
+                steps.append(step)
+                return after
+            self.queues.left(head)
+            taken.append(head)
+            steps.append(step)
+            ended.append(after)
+        return None
 
     async def ready(self, item: Message) -> bool:
         if not self.dnt_changes.get(item.recipient):
@@ -203,7 +266,7 @@ class TextDesk:
             item, TextStatus.FAILED, at=self._clock.now().wall, source=Source.SCHEDULER,
             reason=Reason.DO_NOT_TEXT, detail="listed before sending",
         )  # fmt: skip
-        await self.record([step])
+        self.record_soon([step])  # the sends due with it do not wait for this write
         self.outcome(failed)
         return False
 
@@ -224,7 +287,7 @@ class TextDesk:
             item, TextStatus.SENT, at=self._clock.now().wall, source=Source.PROVIDER,
             provider_id=accepted.provider_id, send_started_at=started.wall,
         )  # fmt: skip
-        await self.record([step], next_slots={item.sender: started.wall + timedelta(seconds=hold)})
+        self.record_soon([step], next_slots={item.sender: started.wall + timedelta(seconds=hold)})
         self.receipts.awaiting(sent)
         self.outcome(sent)
         log.debug("dispatch.sent", extra={"message_id": item.id, "sender": item.sender})

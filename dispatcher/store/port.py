@@ -21,6 +21,7 @@ started" atomic its own way.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -95,6 +96,16 @@ class TextStore(Protocol):
     ) -> None:
         """Append events, apply the ones marked applied to their messages' projections
         and move numbers' next slots (only ever later): all in one atomic write."""
+        ...
+
+    def record_soon(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> asyncio.Future[None]:
+        """:meth:`record`, handed to the store now without waiting for it: the write is
+        ordered after every write handed over before it, and the future says when it
+        is durable (or why it failed)."""
         ...
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]: ...

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
@@ -136,6 +137,23 @@ class MemoryTexts(MemoryTables):
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
+    ) -> None:
+        self._record(transitions, next_slots)
+
+    def record_soon(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> asyncio.Future[None]:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._record(transitions, next_slots)
+        written.set_result(None)
+        return written
+
+    def _record(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None,
     ) -> None:
         for sender, at in (next_slots or {}).items():
             if sender not in self._slots or at > self._slots[sender]:  # only ever later

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
@@ -87,6 +88,13 @@ class SQLiteTexts(SQLiteConnection):
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
     ) -> None:
+        await self.record_soon(transitions, next_slots)
+
+    def record_soon(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+    ) -> asyncio.Future[None]:
         updates = [
             (
                 t.event.status.value, t.event.reason, t.event.provider_code, r.us(t.event.at),
@@ -95,11 +103,17 @@ class SQLiteTexts(SQLiteConnection):
             for t in transitions
             if t.event.applied
         ]  # fmt: skip
-        await self._write(
+        statements = (
             ("insert_event", [r.event_row(t.event) for t in transitions]),
             ("apply_transition", updates),
             ("set_next_slot", [(n, r.us(at)) for n, at in (next_slots or {}).items()]),
         )
+        for name, rows in statements:
+            self._batch.add(name, self._q[name], list(rows))
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._batch.waiters.append(waiter)
+        self._wake.set()
+        return waiter
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
         return await self._messages("in_status", (status.value, limit))
