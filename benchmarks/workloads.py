@@ -129,7 +129,11 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
 
     async def send(req: SendRequest) -> None:
         nonlocal remaining
-        await sim.send(req)
+        # As the dispatcher does: the next slot counts from the moment of the hand-off.
+        number = req.sender
+        await sim.send(
+            dataclasses.replace(req, handed_off=lambda at: pacer.restore(number, at.mono + 1.001))
+        )
         remaining -= 1
         if remaining == 0:
             done.set()
