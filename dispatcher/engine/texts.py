@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import defaultdict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 
@@ -38,6 +38,7 @@ from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
 from dispatcher.engine.queues import BUFFER, Queues
 from dispatcher.engine.receipts import Receipts
+from dispatcher.engine.recent import RecentSends
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
 from dispatcher.errors import ProviderError, StoreUnavailable
@@ -45,7 +46,6 @@ from dispatcher.errors import ProviderError, StoreUnavailable
 log = logging.getLogger(__name__)
 
 _EXPIRY_BATCH = 500
-RECENT = 60.0  # seconds of send times kept per number (sent_last_minute)
 _ERRORS_KEPT = 20  # texts that ended in error, for status's recent_errors
 _ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
 
@@ -85,7 +85,7 @@ class TextDesk:
         )
         self.dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
         self.sent_count = 0  # sends started by this process
-        self.sends: defaultdict[str, deque[float]] = defaultdict(deque)  # last 60 s, per number
+        self.sends = RecentSends()  # started in the last minute, per number and in all
         self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
@@ -272,10 +272,7 @@ class TextDesk:
 
     def started(self, key: str, at: Instant) -> None:
         self.sent_count += 1
-        sends = self.sends[key]
-        sends.append(at.mono)
-        if sends[0] <= at.mono - RECENT:
-            sent_since(sends, at.mono - RECENT)
+        self.sends.add(key, at.mono)
 
     async def send(self, item: Message, hand_off: HandOff) -> Accepted:
         return await self._channel.send(self.request(item, hand_off))
@@ -417,12 +414,3 @@ class TextDesk:
                 self.outcome(ended)
                 log.info("dispatch.expired", extra={"message_id": message.id})
             self.pacer.wake(message.sender)
-
-
-def sent_since(sends: deque[float] | None, since: float) -> int:
-    """How many send times (monotonic, oldest first) are after ``since``; drops the rest."""
-    if not sends:
-        return 0
-    while sends and sends[0] <= since:
-        sends.popleft()
-    return len(sends)

@@ -35,7 +35,7 @@ from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.engine.queues import Queues
 from dispatcher.engine.scheduler import Pacer
-from dispatcher.engine.texts import RECENT, TextDesk, sent_since
+from dispatcher.engine.texts import TextDesk
 from dispatcher.errors import Conflict, NotFound
 from dispatcher.service.views import MessageView, NumberView, StatusView
 from dispatcher.store import Store
@@ -153,7 +153,6 @@ class TextVerbs:
                 limit, self._queues.items(), key=lambda item: (-item[1].depth, item[0])
             )
             wanted = [name for name, _ in deepest]
-        since = now.mono - RECENT
         texts = self.texts
         return StatusView(
             counts=dict(self._queues.counts),
@@ -162,7 +161,7 @@ class TextVerbs:
             in_flight=sum(texts.engine.in_flight.values()),
             at=now.wall,
             calls=self.calls.summary(),
-            sent_last_minute=sum(sent_since(s, since) for s in texts.sends.values()),
+            sent_last_minute=texts.sends.total(now.mono),
             recent_errors=list(reversed(texts.errors)),
             store_fault=self._health.fault,
         )
@@ -249,7 +248,7 @@ class TextVerbs:
             in_flight=self.texts.engine.in_flight.get(number, 0),
             paused=queue.paused if queue else False,
             rate=self.config.pacing.rate_of(number),
-            sent_last_minute=sent_since(self.texts.sends.get(number), now.mono - RECENT),
+            sent_last_minute=self.texts.sends.of(number, now.mono),
         )
 
     def _next_slot_at(self, number: str, now: Instant) -> datetime | None:
