@@ -55,7 +55,7 @@ class PacingConfig:
     default_rate: Rate = 1.0
     guard: timedelta = timedelta(milliseconds=1)
     lead: timedelta = timedelta(milliseconds=50)
-    max_in_flight: Count = 64
+    max_in_flight: Count = 1000
     validity: timedelta = timedelta(hours=10)
     duplicate_window: timedelta = timedelta(seconds=1)
     rates: dict[str, Rate] = field(default_factory=dict)

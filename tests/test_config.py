@@ -53,7 +53,7 @@ def test_defaults() -> None:
     assert config.service.drain_timeout == timedelta(seconds=10)
     assert config.pacing.default_rate == 1.0
     assert config.pacing.guard == timedelta(milliseconds=1)
-    assert config.pacing.max_in_flight == 64
+    assert config.pacing.max_in_flight == 1000
     assert config.pacing.validity == timedelta(hours=10)
     assert config.pacing.duplicate_window == timedelta(seconds=1)
     assert config.pacing.rates == {}
