@@ -1,104 +1,200 @@
-"""``scripts/bench``: the pacing core against its peers, in one run, on one machine.
+"""``scripts/bench``: the service against its peers, every figure in one run, on one machine.
 
-Every workload runs in a fresh interpreter (``benchmarks.workloads``) so its CPU time
-and peak memory are its own. Figures are medians over ``--runs``; violations and
-FIFO inversions are the worst run's. Ratios are against the lower bound of the
-makespan (``texts - 1`` seconds) and against the peers measured in the same run.
+Every workload runs in a fresh interpreter (``benchmarks.workloads``,
+``benchmarks.campaigns``, ``benchmarks.scenarios``), so its CPU time and peak memory
+are its own. Figures are medians over ``--runs``; violations and FIFO inversions are
+the worst run's. Ratios are against the lower bound of the makespan and against the
+peers measured in the same run (``benchmarks.report`` writes the tables).
+
+Parts (``--only``): ``pacing`` (makespan, spacing, order, CPU per text, against
+asyncio-throttle, aiolimiter and the in-memory heap), ``sustained`` (texts a second of
+one service under a saturating load, against the heap), ``campaigns`` (a campaign's
+send rate against its pool's), ``ingest`` (a contacts file imported), ``scenario``
+(bulk ingest, restart with a large queue, the socket's and the HTTP app's latency
+while every number paces, memory).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-RUNNERS = ("dispatcher", "heap", "throttle", "aiolimiter")
-LABELS = {
-    "dispatcher": "dispatcher (SQLite, every transition persisted)",
-    "heap": "in-memory heap scheduler, nothing persisted",
-    "throttle": "asyncio-throttle, one Throttler per number",
-    "aiolimiter": "aiolimiter, one AsyncLimiter per number",
-}
+from benchmarks import report
+from benchmarks.report import RUNNERS
+
+PEER_CAP = report.PEER_CAP
+PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario")
+WORST = {"violations", "inversions"}  # the worst run's, not the median
+Row = dict[str, Any]
 
 
-def run_one(workload: dict[str, Any], timeout: float) -> dict[str, Any]:
-    """One workload in its own interpreter; returns its figures."""
-    done = subprocess.run(  # noqa: S603 - our own module, arguments we built
-        [sys.executable, "-m", "benchmarks.workloads", json.dumps(workload)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Sizes:
+    """What each part measures, by mode (see :func:`parse`)."""
+
+    numbers: list[int]
+    texts: int
+    latencies: list[float]
+    runs: int
+    sustained: tuple[int, float, int]  # numbers, texts a second each, texts each
+    pools: list[tuple[int, int]]  # (pool numbers, contacts) per campaign
+    ingest_rows: int
+    ingest_pool: int
+    queued: int  # texts queued before the restart (scenario)
+    queued_numbers: int
+    http_each: int
+    samples: int
+
+
+QUICK = Sizes(numbers=[20], texts=3, latencies=[0.0], runs=1, sustained=(20, 20.0, 10),
+              pools=[(10, 20)], ingest_rows=2_000, ingest_pool=100, queued=2_000,
+              queued_numbers=100, http_each=3, samples=20)  # fmt: skip
+FULL = Sizes(numbers=[1_000, 10_000], texts=20, latencies=[0.0, 50.0], runs=3,
+             sustained=(1_000, 50.0, 60), pools=[(300, 3_600), (3_500, 42_000)],
+             ingest_rows=1_000_000, ingest_pool=1_000, queued=1_000_000,
+             queued_numbers=10_000, http_each=300, samples=200)  # fmt: skip
+
+
+_RESULTS = threading.Lock()  # workloads run at once (--jobs) append to --results in turn
+
+
+class Failed(Exception):
+    """A workload that failed or did not finish in time: its row says so."""
+
+
+def run_module(module: str, *args: str, timeout: float) -> dict[str, Any]:
+    """``python -m module args`` in its own interpreter; its last line of output, JSON."""
+    try:
+        done = subprocess.run(  # noqa: S603 - our own module, arguments we built
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise Failed(f"did not finish in {timeout:g} s") from None
     if done.returncode != 0:
-        raise RuntimeError(f"workload {workload} failed:\n{done.stderr[-4000:]}")
+        print(done.stderr[-4000:], file=sys.stderr)
+        lines = done.stderr.strip().splitlines() or ["no output"]
+        raise Failed(f"failed: {lines[-1][:200]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
 
 
 def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    def median(key: str) -> float:
-        return float(statistics.median(r[key] for r in results))
-
-    summary = {
-        "runs": len(results),
-        "makespan_ratio": median("makespan_ratio"),
-        "makespan_s": median("makespan_s"),
-        "first_wave_s": median("first_wave_s"),
-        "cpu_per_1k": median("cpu_per_1k"),
-        "peak_rss_mib": median("peak_rss_mib"),
-        "violations": max(r["violations"] for r in results),
-        "inversions": max(r["inversions"] for r in results),
-        "lost": max(r["expected"] - r["sends"] for r in results),
-    }
-    if all("ingest_per_s" in r for r in results):
-        summary["ingest_per_s"] = median("ingest_per_s")
+    """Medians of the numeric figures (the worst for violations and inversions);
+    ``lost``: the most texts any run did not send."""
+    summary: dict[str, Any] = {"runs": len(results)}
+    for key, first in results[0].items():
+        values = [r[key] for r in results if key in r]
+        if isinstance(first, bool) or not isinstance(first, int | float):
+            summary[key] = first
+        elif key in WORST:
+            summary[key] = max(values)
+        else:
+            summary[key] = statistics.median(values)
+    if all("expected" in r and "sends" in r for r in results):
+        summary["lost"] = max(r["expected"] - r["sends"] for r in results)
     return summary
 
 
-PEER_CAP = {"throttle": 1000}
-"""Tasks in flight at once for a peer (0: one task per text, all at once). asyncio-throttle
-polls every 10 ms per waiting task; capped as its users cap it."""
+def measured(args: argparse.Namespace, job: dict[str, Any], once: Callable[[], Row]) -> Row:
+    """``job`` measured ``args.runs`` times (or as an interrupted run saved it): its
+    medians, with the job's own fields; ``failed`` says why when it could not be."""
+    key = json.dumps({**job, "runs": args.runs}, sort_keys=True)
+    if key in args.saved:
+        saved: dict[str, Any] = args.saved[key]
+        return saved
+    started = time.monotonic()
+    try:
+        row = {**job, **summarise([once() for _ in range(args.runs)])}
+    except Failed as exc:
+        row = {**job, "failed": str(exc)}
+    took = time.monotonic() - started
+    print("  " + ", ".join(f"{k}={v}" for k, v in job.items()) + f": {took:.1f} s", file=sys.stderr)
+    if args.results is not None:
+        with _RESULTS:
+            args.results.parent.mkdir(parents=True, exist_ok=True)
+            with args.results.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps({"key": key, "row": row}) + "\n")
+    return row
 
 
-def pacing(args: argparse.Namespace) -> list[dict[str, Any]]:
-    done = _saved(args.results)
-    rows = []
-    for numbers in args.sizes:
-        for latency in args.latencies:
+Job = tuple[dict[str, Any], Callable[[], dict[str, Any]]]
+"""What one row measures (its fields) and one run of it."""
+
+
+def workload(args: argparse.Namespace, part: str, spec: dict[str, Any]) -> Job:
+    arg = json.dumps({**spec, "loop": args.loop})
+    once = partial(run_module, "benchmarks.workloads", arg, timeout=args.timeout)
+    return {"part": part, **spec, "loop": args.loop}, once
+
+
+def pacing(args: argparse.Namespace) -> list[Job]:
+    """Every runner at the first latency; at the others, ``--latency-runners`` only."""
+    jobs = []
+    for numbers in args.sizes.numbers:
+        for latency in args.sizes.latencies:
+            first = latency == args.sizes.latencies[0]
             for runner in args.runners:
-                workload = {
-                    "runner": runner,
-                    "numbers": numbers,
-                    "texts": args.texts,
-                    "latency_ms": latency,
-                    "concurrency": PEER_CAP.get(runner, 0),
-                }
-                key = json.dumps({**workload, "runs": args.runs}, sort_keys=True)
-                if key in done:
-                    rows.append(done[key])
+                if not first and runner not in args.latency_runners:
                     continue
-                print(f"  {runner:<11} N={numbers:<6} latency={latency:g} ms", file=sys.stderr)
-                try:
-                    results = [run_one(workload, args.timeout) for _ in range(args.runs)]
-                except subprocess.TimeoutExpired:
-                    row = {**workload, "timed_out": args.timeout}
-                else:
-                    row = {**workload, **summarise(results)}
-                rows.append(row)
-                if args.results is not None:
-                    args.results.parent.mkdir(parents=True, exist_ok=True)
-                    with args.results.open("a", encoding="utf-8") as fh:
-                        fh.write(json.dumps({"key": key, "row": row}) + "\n")
-    return rows
+                spec = {"runner": runner, "numbers": numbers, "texts": args.sizes.texts,
+                        "latency_ms": latency, "concurrency": PEER_CAP.get(runner, 0)}  # fmt: skip
+                jobs.append(workload(args, "pacing", spec))
+    return jobs
+
+
+def sustained(args: argparse.Namespace) -> list[Job]:
+    """The dispatcher and the heap, every number offered more than the service sends."""
+    numbers, rate, texts = args.sizes.sustained
+    spec = {"numbers": numbers, "texts": texts, "latency_ms": 0.0, "rate": rate}
+    runners = [r for r in ("dispatcher", "heap") if r in args.runners]
+    return [workload(args, "sustained", {"runner": r, **spec}) for r in runners]
+
+
+def campaigns(args: argparse.Namespace) -> list[Job]:
+    jobs: list[Job] = []
+    for pool, contacts in args.sizes.pools:
+        job = {"part": "campaign", "pool": pool, "contacts": contacts, "loop": args.loop}
+        arg = json.dumps({"what": "pace", "first": pool, "second": contacts, "loop": args.loop})
+        jobs.append((job, partial(run_module, "benchmarks.campaigns", arg, timeout=args.timeout)))
+    return jobs
+
+
+def ingest(args: argparse.Namespace) -> list[Job]:
+    rows, pool = args.sizes.ingest_rows, args.sizes.ingest_pool
+    job = {"part": "ingest", "rows": rows, "pool": pool, "loop": args.loop}
+    arg = json.dumps({"what": "ingest", "first": rows, "second": pool, "loop": args.loop})
+    return [(job, partial(run_module, "benchmarks.campaigns", arg, timeout=args.timeout))]
+
+
+def scenario(args: argparse.Namespace) -> list[Job]:
+    s = args.sizes
+    spec = {"texts": s.queued, "numbers": s.queued_numbers, "http_each": s.http_each,
+            "samples": s.samples, "loop": args.loop}  # fmt: skip
+    arg = json.dumps(spec)
+    once = partial(run_module, "benchmarks.scenarios", "service", arg, timeout=args.timeout * 4)
+    return [({"part": "scenario", **spec}, once)]
+
+
+PART_JOBS: dict[str, Callable[[argparse.Namespace], list[Job]]] = {
+    "pacing": pacing, "sustained": sustained, "campaigns": campaigns, "ingest": ingest,
+    "scenario": scenario,
+}  # fmt: skip
+SINGLE = {"ingest", "scenario"}  # parts of one row
 
 
 def _saved(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -109,127 +205,82 @@ def _saved(path: Path | None) -> dict[str, dict[str, Any]]:
     return {item["key"]: item["row"] for item in saved}
 
 
-def table(rows: list[dict[str, Any]], texts: int) -> str:
-    """One Markdown table, with ratios against the bound and against the peers."""
-    out = [
-        f"N numbers x {texts} texts, all due at once; bound = {texts - 1} s. "
-        "Ratios in the last columns: the peer's figure divided by dispatcher's.",
-        "",
-        "| N | latency | runner | makespan / bound | first wave (s) | sends < 1.000 s apart"
-        " | FIFO inversions | lost | CPU-s / 1k texts | peak RSS (MiB) | peer CPU / ours"
-        " | peer makespan / ours |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    ours = {
-        (r["numbers"], r["latency_ms"]): r
-        for r in rows
-        if r["runner"] == "dispatcher" and "timed_out" not in r
-    }
-    for r in rows:
-        if "timed_out" in r:
-            out.append(
-                f"| {r['numbers']:,} | {r['latency_ms']:g} ms | {r['runner']} "
-                f"| did not finish in {r['timed_out']:g} s | | | | | | | | |"
-            )
-            continue
-        mine = ours.get((r["numbers"], r["latency_ms"]))
-        cpu_ratio = span_ratio = "-"
-        if mine is not None and r["runner"] != "dispatcher":
-            cpu_ratio = f"{r['cpu_per_1k'] / mine['cpu_per_1k']:.2f}"
-            span_ratio = f"{r['makespan_ratio'] / mine['makespan_ratio']:.3f}"
-        out.append(
-            f"| {r['numbers']:,} | {r['latency_ms']:g} ms | {r['runner']} "
-            f"| {r['makespan_ratio']:.4f} | {r['first_wave_s']:.3f} | {r['violations']:,} "
-            f"| {r['inversions']:,} | {r['lost']:,} | {r['cpu_per_1k']:.4f} "
-            f"| {r['peak_rss_mib']:.0f} | {cpu_ratio} | {span_ratio} |"
-        )
-    return "\n".join(out)
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",")]
 
 
-def extras_table(extras: dict[str, Any]) -> str:
-    lines = ["| figure | value |", "|---|---|"]
-    for name, value in extras.items():
-        shown = f"{value:,.3f}" if isinstance(value, float) else f"{value:,}"
-        lines.append(f"| {name} | {shown} |")
-    return "\n".join(lines)
-
-
-def machine() -> str:
-    python = platform.python_version()
-    return f"{platform.machine()}, {os.cpu_count()} cores, Python {python}, {platform.platform()}"
-
-
-def report(
-    rows: list[dict[str, Any]], extras: dict[str, Any] | None, args: argparse.Namespace
-) -> str:
-    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    parts = [
-        "# Benchmarks",
-        "",
-        f"Measured {now} on {machine()} with `scripts/bench {' '.join(args.argv)}`"
-        f" (medians of {args.runs} run(s); violations, inversions and losses are the worst run's).",
-        "",
-        "Runners: " + "; ".join(f"**{r}**: {LABELS[r]}" for r in args.runners) + ".",
-        "Peers run one task per text; asyncio-throttle's are capped at "
-        f"{PEER_CAP['throttle']:,} in flight, since each waiting task polls every 10 ms.",
-        "Send times are the moments the sends reached the simulator (its own log).",
-        "",
-        "## Pacing",
-        "",
-        table(rows, args.texts),
-    ]
-    if extras:
-        parts += ["", "## Ingest, operator latency, restart and memory", "", extras_table(extras)]
-    parts += [
-        "",
-        "## What limits these figures",
-        "",
-        "Each target of the pacing core against the figure measured, with the cause of every",
-        "miss and what was changed along the way: [performance.md](performance.md).",
-    ]
-    return "\n".join(parts) + "\n"
+def _pools(text: str) -> list[tuple[int, int]]:
+    pairs = (item.split("x") for item in text.split(","))
+    return [(int(pool), int(contacts)) for pool, contacts in pairs]
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small sizes, one run (CI smoke)")
-    parser.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")])
-    parser.add_argument("--texts", type=int)
-    parser.add_argument("--latencies", type=lambda s: [float(x) for x in s.split(",")])
-    parser.add_argument("--runs", type=int)
-    parser.add_argument("--runners", type=lambda s: s.split(","), default=list(RUNNERS))
-    parser.add_argument("--extras", action="store_true", help="also ingest/latency/restart")
-    parser.add_argument("--extras-texts", type=int, default=1_000_000)
-    parser.add_argument("--out", type=Path, help="write the report here (Markdown)")
-    parser.add_argument("--json", action="store_true", help="print the raw figures as JSON")
-    parser.add_argument("--results", type=Path, help="keep each measured row here; rerun to resume")
-    parser.add_argument("--timeout", type=float, default=900.0, help="seconds per workload")
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    add = parser.add_argument
+    add("--quick", action="store_true", help="small sizes, one run (CI smoke)")
+    add("--only", type=lambda s: s.split(","), default=list(PARTS),
+        help=f"parts to run, comma-separated (default all: {','.join(PARTS)})")  # fmt: skip
+    add("--sizes", type=_ints, help="numbers in the pacing rows (full: 1000,10000)")
+    add("--texts", type=int, help="texts per number in the pacing rows (full: 20)")
+    add("--latencies", type=lambda s: [float(x) for x in s.split(",")],
+        help="simulator latencies, ms (full: 0,50)")  # fmt: skip
+    add("--runs", type=int, help="runs of each workload; figures are medians (full: 3)")
+    add("--runners", type=lambda s: s.split(","), default=list(RUNNERS),
+        help=f"runners of the pacing rows (default {','.join(RUNNERS)})")  # fmt: skip
+    add("--latency-runners", type=lambda s: s.split(","), default=["dispatcher", "heap"],
+        help="runners measured at latencies after the first (default dispatcher,heap)")  # fmt: skip
+    add("--sustained", type=lambda s: tuple(float(x) for x in s.split(",")),
+        help="numbers,rate,texts of the saturating load (full: 1000,50,60)")  # fmt: skip
+    add("--pools", type=_pools, help="campaigns as POOLxCONTACTS,... (full: 300x3600,3500x42000)")
+    add("--ingest-rows", type=int, help="lines of the imported contacts file (full: 1000000)")
+    add("--queued", type=int, help="texts queued before the restart (full: 1000000)")
+    add("--loop", choices=["asyncio", "uvloop"], default="asyncio",
+        help="the event loop every workload runs on (default asyncio)")  # fmt: skip
+    add("--jobs", type=int, help="workloads run this many at once (quick: 4; full: 1, since "
+        "workloads at once share the CPU and skew each other's timings)")  # fmt: skip
+    add("--out", type=Path, help="write the report here (Markdown)")
+    add("--json", action="store_true", help="print the raw figures as JSON")
+    add("--results", type=Path, help="keep each measured row here; rerun to resume")
+    add("--timeout", type=float, default=900.0, help="seconds per workload run")
     args = parser.parse_args(argv)
-    quick = args.quick
-    args.sizes = args.sizes or ([20] if quick else [100, 1000, 10000])
-    args.texts = args.texts or (3 if quick else 20)
-    args.latencies = args.latencies or ([0.0] if quick else [0.0, 50.0])
-    args.runs = args.runs or (1 if quick else 3)
+    base = QUICK if args.quick else FULL
+    given = {"numbers": args.sizes, "texts": args.texts, "latencies": args.latencies,
+             "runs": args.runs, "pools": args.pools, "ingest_rows": args.ingest_rows,
+             "queued": args.queued}  # fmt: skip
+    overrides: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+    if args.sustained is not None:
+        numbers, rate, texts = args.sustained
+        overrides["sustained"] = (int(numbers), rate, int(texts))
+    args.sizes = dataclasses.replace(base, **overrides)
+    args.runs = args.sizes.runs
+    args.jobs = args.jobs or (4 if args.quick else 1)
     args.argv = list(argv)
-    unknown = set(args.runners) - set(RUNNERS)
-    if unknown:
-        parser.error(f"unknown runner {', '.join(sorted(unknown))}; known: {', '.join(RUNNERS)}")
+    for name, chosen, known in (("runner", args.runners, RUNNERS), ("part", args.only, PARTS)):
+        if unknown := set(chosen) - set(known):
+            parser.error(f"unknown {name} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
+    args.saved = _saved(args.results)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    print("pacing workloads:", file=sys.stderr)
-    rows = pacing(args)
-    extras = None
-    if args.extras:
-        from benchmarks import scenarios  # noqa: PLC0415 - only when asked for
-
-        print("ingest, latency and restart:", file=sys.stderr)
-        extras = scenarios.run_all(args.extras_texts, args.timeout)
-    text = report(rows, extras, args)
+    chosen = [part for part in PARTS if part in args.only]
+    jobs = {part: PART_JOBS[part](args) for part in chosen}
+    listed = [(part, job) for part in chosen for job in jobs[part]]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # in order when --jobs 1
+        rows = list(pool.map(lambda item: measured(args, *item[1]), listed))
+    results: dict[str, Any] = {}
+    for (part, _), row in zip(listed, rows, strict=True):
+        if part in SINGLE:
+            results[part] = row
+        else:
+            results.setdefault(part, []).append(row)
+    text = report.markdown(results, args)
     if args.json:
-        print(json.dumps({"pacing": rows, "extras": extras}, indent=2))
+        print(json.dumps(results, indent=2))
     else:
         print(text)
     if args.out is not None:

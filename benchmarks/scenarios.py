@@ -1,11 +1,14 @@
-"""Ingest, restart, operator latency and memory with a large queue.
+"""Ingest, restart, operator latency, HTTP submissions and memory with a large queue.
 
 One service process (this module run as ``python -m benchmarks.scenarios``):
-1. bulk-submits ``texts`` texts over 10,000 numbers with sending held (ingest rate);
+1. bulk-submits ``texts`` texts over ``numbers`` numbers with sending held (ingest
+   rate);
 2. stops, and starts again on the same database: time until every number has sent
-   (restart to full pacing), and its memory with the queue in the store;
+   (restart to full pacing: each number's first send in the simulator's log), and its
+   memory with the queue in the store;
 3. while those numbers pace, a client in another process measures ``status`` and
-   ``message`` round trips over the control socket, and single submissions.
+   ``message`` round trips over the control socket and single submissions, then
+   ``POST /v1/messages`` over 16 connections to the HTTP app on a loopback port.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import secrets
+import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from benchmarks.workloads import simulator_config
 from dispatcher import runtime
@@ -28,9 +34,10 @@ from dispatcher.control.client import ControlClient
 from dispatcher.control.server import ControlServer
 from dispatcher.core.model import Lane
 from dispatcher.service import Dispatcher, TextRequest
+from dispatcher.web.app import HttpServer, WebApp
 
-NUMBERS = 10_000
 CHUNK = 10_000
+CONNECTIONS = 16  # HTTP connections submitting at once
 
 
 def _memory() -> dict[str, float]:
@@ -43,7 +50,28 @@ def _memory() -> dict[str, float]:
     return fields
 
 
-async def service_side(texts: int, home: Path) -> dict[str, Any]:
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def sender(i: int) -> str:
+    return f"+1555{i:07d}"
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Sizes:
+    texts: int  # queued before the restart
+    numbers: int  # over this many numbers
+    http_each: int = 300  # submissions each HTTP connection makes
+    samples: int = 200  # round trips of each socket command, and single submissions
+    loop: str = "asyncio"
+
+
+async def service_side(sizes: Sizes, home: Path) -> dict[str, Any]:
+    texts, numbers = sizes.texts, sizes.numbers
     base = load_config(home=home, env={})
     config = dataclasses.replace(
         base,
@@ -51,14 +79,14 @@ async def service_side(texts: int, home: Path) -> dict[str, Any]:
         pacing=dataclasses.replace(base.pacing, max_in_flight=1024),
     )
     figures: dict[str, Any] = {}
-    per_number = max(1, texts // NUMBERS)
+    per_number = max(1, texts // numbers)
     async with Dispatcher.from_config(config) as d:
         d.hold()
         started = time.perf_counter()
         for first in range(0, texts, CHUNK):
             requests = [
                 TextRequest(
-                    sender=f"+1555{i % NUMBERS:07d}",
+                    sender=sender(i % numbers),
                     recipient=f"+1{6_000_000_000 + i}",
                     body="bulk campaign text",
                     lane=Lane.BULK,
@@ -71,33 +99,59 @@ async def service_side(texts: int, home: Path) -> dict[str, Any]:
         figures["texts queued"] = texts
         figures["ingest peak RSS (MiB)"] = _memory()["VmHWM"]
     # Restart on the same database: the queue is only in the store now.
-    started = time.perf_counter()
+    token, listen = secrets.token_urlsafe(16), f"127.0.0.1:{_free_port()}"
+    started = time.monotonic()
     async with Dispatcher.from_config(config) as d:
-        opened = time.perf_counter() - started
-        while d.texts.sent_count < NUMBERS:  # noqa: ASYNC110 - a measurement's poll, 10 ms
+        opened = time.monotonic() - started
+        while d.texts.sent_count < numbers:  # noqa: ASYNC110 - a measurement's poll, 10 ms
             await asyncio.sleep(0.01)
         figures["restart: service open (s)"] = opened
-        figures["restart: start to every number sending (s)"] = time.perf_counter() - started
-        figures[f"RSS with {texts:,} queued, {NUMBERS:,} numbers pacing (MiB)"] = _memory()["VmRSS"]
-        async with ControlServer(d, config.socket_path):
+        figures[f"RSS with {texts:,} queued, {numbers:,} numbers pacing (MiB)"] = _memory()["VmRSS"]
+        webapp = WebApp(d, public_url=f"http://{listen}", twilio_auth_token=None, api_token=token)
+        async with ControlServer(d, config.socket_path), HttpServer(webapp, listen):
             client = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "benchmarks.scenarios", "client", str(config.socket_path),
-                stdout=asyncio.subprocess.PIPE,
+                sys.executable, "-m", "benchmarks.scenarios", "client", json.dumps({
+                    "socket_path": str(config.socket_path), "url": f"http://{listen}",
+                    "token": token, "each": sizes.http_each, "samples": sizes.samples,
+                }), stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
             out, _ = await client.communicate()
+            if client.returncode != 0:
+                raise RuntimeError(f"the client failed ({client.returncode})")
             figures.update(json.loads(out))
         figures["sends during the scenario"] = d.texts.sent_count
-    figures[f"per number queued at start ({NUMBERS:,} numbers)"] = per_number
+    firsts = _first_sends(config.simulator_log, {sender(i) for i in range(numbers)})
+    if len(firsts) < numbers:
+        raise RuntimeError(f"{numbers - len(firsts):,} numbers never sent after the restart")
+    figures["restart: start to every number sending (s)"] = max(firsts.values()) - started
+    figures[f"per number queued at start ({numbers:,} numbers)"] = per_number
     return figures
 
 
-async def client_side(socket: Path) -> dict[str, Any]:
+def _first_sends(log: Path, wanted: set[str]) -> dict[str, float]:
+    """Each of the ``wanted`` numbers' first send after the restart (monotonic, the
+    service's clock: this process's), from the simulator's log."""
+    first: dict[str, float] = {}
+    with log.open(encoding="utf-8") as fh:
+        for line in fh:
+            record = json.loads(line)
+            number = record["from"]
+            if number in wanted and number not in first:
+                first[number] = float(record["mono"])
+                if len(first) == len(wanted):
+                    break
+    return first
+
+
+async def client_side(
+    socket_path: str, url: str, token: str, each: int, samples: int
+) -> dict[str, Any]:
     """Round trips measured from another process while the service paces."""
     figures: dict[str, Any] = {}
-    async with ControlClient(socket) as client:
+    async with ControlClient(Path(socket_path)) as client:
         ids: list[str] = []
         started = time.perf_counter()
-        single = 300
+        single = samples
         for i in range(single):
             result = await client.call(
                 "submit", **{"from": f"+1555{9_000_000 + i % 50:07d}"},
@@ -109,38 +163,60 @@ async def client_side(socket: Path) -> dict[str, Any]:
         )
         for command, args in (("status", {}), ("message", {"id": ids[0]})):
             times = []
-            for _ in range(200):
+            for _ in range(samples):
                 t = time.perf_counter()
                 await client.call(command, **args)
                 times.append((time.perf_counter() - t) * 1000)
             times.sort()
             figures[f"socket `{command}` p50 (ms)"] = statistics.median(times)
             figures[f"socket `{command}` p99 (ms)"] = times[int(len(times) * 0.99) - 1]
+    figures.update(await http_submissions(url, token, each))
     return figures
 
 
-def run_all(texts: int, timeout: float) -> dict[str, Any]:
-    done = subprocess.run(  # noqa: S603 - our own module, arguments we built
-        [sys.executable, "-m", "benchmarks.scenarios", "service", str(texts)],
-        capture_output=True,
-        text=True,
-        timeout=timeout * 4,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"scenarios failed:\n{done.stderr[-4000:]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    return result
+async def http_submissions(url: str, token: str, each: int) -> dict[str, Any]:
+    """``POST /v1/messages`` from CONNECTIONS clients at once, each ``each`` in turn on
+    its own kept-alive connection: submissions a second and each one's latency."""
+    headers = {"Authorization": f"Bearer {token}"}
+    times: list[float] = []
+
+    async def submit(http: aiohttp.ClientSession, worker: int) -> None:
+        for i in range(each):
+            to = f"+1{7_100_000_000 + worker * each + i}"
+            body = {"from": sender(9_100_000 + worker), "to": to, "body": "automation text",
+                    "priority": "automation"}  # fmt: skip
+            t = time.perf_counter()
+            async with http.post(f"{url}/v1/messages", json=body, headers=headers) as answer:
+                await answer.read()
+                if answer.status != 201:
+                    raise RuntimeError(f"POST /v1/messages answered {answer.status}")
+            times.append((time.perf_counter() - t) * 1000)
+
+    connector = aiohttp.TCPConnector(limit=CONNECTIONS)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        started = time.perf_counter()
+        async with asyncio.TaskGroup() as group:
+            for worker in range(CONNECTIONS):
+                group.create_task(submit(http, worker))
+        elapsed = time.perf_counter() - started
+    times.sort()
+    return {
+        f"HTTP submissions over {CONNECTIONS} connections, /s": len(times) / elapsed,
+        "HTTP submission p50 (ms)": statistics.median(times),
+        "HTTP submission p99 (ms)": times[max(0, int(len(times) * 0.99) - 1)],
+    }
 
 
 def main() -> None:
     runtime.tune()  # as dispatcher serve does
     role = sys.argv[1]
     if role == "service":
-        home = Path(tempfile.mkdtemp(prefix="bench-"))
-        print(json.dumps(asyncio.run(service_side(int(sys.argv[2]), home))))
+        sizes = Sizes(**json.loads(sys.argv[2]))
+        with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+            figures = runtime.run(service_side(sizes, Path(folder)), loop=sizes.loop)
+        print(json.dumps(figures))
     else:
-        print(json.dumps(asyncio.run(client_side(Path(sys.argv[2])))))
+        print(json.dumps(asyncio.run(client_side(**json.loads(sys.argv[2])))))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,13 @@ and CPU time belong to that run alone. Every runner sends through the same
 simulator, whose log is the ground truth: the send times are the moments the
 sends reached it.
 
+The pacing phase starts when every text is queued (the dispatcher's release, the
+peers' first send) and ends when the last one was sent (for the dispatcher: when the
+service has closed). Its CPU time counts every process of the runner, children
+included (:mod:`benchmarks.cpu`); ingest and start-up are not in it. Every number
+sends ``rate`` texts a second: 1 for the makespan rows; more than the service can
+send, in total, for the sustained rate (texts a second while every number has texts).
+
 Runners:
 - ``dispatcher``: the real service path: texts submitted into SQLite, then the
   service started on that database (the restart path), the deadline scheduler,
@@ -24,6 +31,7 @@ import resource
 import sys
 import tempfile
 import time
+from bisect import bisect_left, bisect_right
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -33,6 +41,7 @@ from typing import Any
 from aiolimiter import AsyncLimiter
 from asyncio_throttle.throttler import Throttler
 
+from benchmarks import cpu
 from dispatcher import runtime
 from dispatcher.channels import SendRequest
 from dispatcher.channels.simulator import Simulator
@@ -50,11 +59,35 @@ class Workload:
     texts: int
     latency_ms: float
     concurrency: int = 0  # peers: 0 = one task per text, unbounded
+    rate: float = 1.0  # texts a second per number
+    loop: str = "asyncio"  # the event loop (dispatcher.runtime.run)
 
     @property
     def bound(self) -> float:
-        """The lower bound of the makespan: texts - 1 one-second slots."""
-        return float(self.texts - 1)
+        """The lower bound of the makespan: texts - 1 slots of 1 / rate seconds."""
+        return (self.texts - 1) / self.rate
+
+    @property
+    def hold(self) -> float:
+        """A number's slot, with the pacer's guard (1 ms), as the service books it."""
+        return 1.0 / self.rate + 0.001
+
+
+@dataclasses.dataclass(slots=True)
+class Phase:
+    """The pacing phase: when it began (wall clock) and the CPU used over it."""
+
+    start: datetime | None = None
+    began: cpu.Reading | None = None
+    used: cpu.Reading | None = None
+
+    def begin(self) -> None:
+        self.start = datetime.now().astimezone()
+        self.began = cpu.read()
+
+    def end(self) -> None:
+        assert self.began is not None, "the phase ended before it began"
+        self.used = cpu.read() - self.began
 
 
 def sender(n: int) -> str:
@@ -90,14 +123,13 @@ def request(workload: Workload, n: int, k: int) -> SendRequest:
 # -- runners ---------------------------------------------------------------------------
 
 
-async def run_dispatcher(w: Workload, home: Path) -> dict[str, Any]:
+async def run_dispatcher(w: Workload, home: Path, phase: Phase) -> dict[str, Any]:
     """Submit everything while sending is held, then release: all texts due at once."""
     base = load_config(home=home, env={})
-    config = dataclasses.replace(
-        base,
-        simulator=simulator_config(w.latency_ms),
-        pacing=dataclasses.replace(base.pacing, max_in_flight=max(64, w.concurrency or 1024)),
+    pacing = dataclasses.replace(
+        base.pacing, max_in_flight=max(64, w.concurrency or 1024), default_rate=w.rate
     )
+    config = dataclasses.replace(base, simulator=simulator_config(w.latency_ms), pacing=pacing)
     order: dict[str, tuple[int, int]] = {}
     total = w.numbers * w.texts
     async with Dispatcher.from_config(config) as d:
@@ -112,14 +144,15 @@ async def run_dispatcher(w: Workload, home: Path) -> dict[str, Any]:
             for n, submission in enumerate(await d.submit_many(requests)):
                 order[submission.message.id] = (n, k)
         ingest = time.perf_counter() - ingest_start
-        start = datetime.now().astimezone()
+        phase.begin()
         d.release()
         while d.texts.sent_count < total or (await d.status(limit=1)).in_flight:  # noqa: ASYNC110
             await asyncio.sleep(0.05)  # a measurement's poll, off the measured path
-    return {"start": start.isoformat(), "order": order, "ingest_s": ingest}
+    phase.end()  # the service closed: its children ended and were waited for
+    return {"order": order, "ingest_s": ingest}
 
 
-async def run_heap(w: Workload, sim: Simulator) -> None:
+async def run_heap(w: Workload, sim: Simulator, phase: Phase) -> None:
     """The pacer alone over in-memory queues: each key due sends its next request."""
     queues = {sender(n): deque(request(w, n, k) for k in range(w.texts)) for n in range(w.numbers)}
     clock = SystemClock()
@@ -132,7 +165,7 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
         # As the dispatcher does: the next slot counts from the moment of the hand-off.
         number = req.sender
         await sim.send(
-            dataclasses.replace(req, handed_off=lambda at: pacer.restore(number, at.mono + 1.001))
+            dataclasses.replace(req, handed_off=lambda at: pacer.restore(number, at.mono + w.hold))
         )
         remaining -= 1
         if remaining == 0:
@@ -145,12 +178,13 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
             if not queue:
                 pacer.book(number, None)
                 continue
-            pacer.book(number, now + 1.001)
+            pacer.book(number, now + w.hold)
             task = asyncio.create_task(send(queue.popleft()))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
     pacer = Pacer(clock, due)
+    phase.begin()
     for number in queues:
         pacer.wake(number)
     task = asyncio.create_task(pacer.run())
@@ -159,9 +193,10 @@ async def run_heap(w: Workload, sim: Simulator) -> None:
     await task
 
 
-async def run_limited(w: Workload, sim: Simulator, make: Callable[[], Any]) -> None:
+async def run_limited(w: Workload, sim: Simulator, phase: Phase, make: Callable[[], Any]) -> None:
     limiters = {sender(n): make() for n in range(w.numbers)}
     gate = asyncio.Semaphore(w.concurrency) if w.concurrency else None
+    phase.begin()
 
     async def one(req: SendRequest) -> None:
         if gate is not None:
@@ -181,23 +216,26 @@ async def run_limited(w: Workload, sim: Simulator, make: Callable[[], Any]) -> N
 
 
 def measure(w: Workload) -> dict[str, Any]:
-    home = Path(tempfile.mkdtemp(prefix="bench-"))
-    log_path = home / "simulator-sends.jsonl"
-    cpu0 = time.process_time()
-    extra: dict[str, Any] = {}
-    if w.runner == "dispatcher":
-        extra = asyncio.run(run_dispatcher(w, home))
-        start = datetime.fromisoformat(extra.pop("start"))
-        order = extra.pop("order")
-    else:
-        start, order = _run_peer(w, log_path)
-    cpu = time.process_time() - cpu0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    figures = analyse(log_path, start, order, w)
+    with tempfile.TemporaryDirectory(prefix="bench-") as folder:
+        home = Path(folder)
+        log_path = home / "simulator-sends.jsonl"
+        phase = Phase()
+        extra: dict[str, Any] = {}
+        if w.runner == "dispatcher":
+            extra = runtime.run(run_dispatcher(w, home, phase), loop=w.loop)
+            order = extra.pop("order")
+        else:
+            order = _run_peer(w, log_path, phase)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        assert phase.start is not None
+        assert phase.used is not None
+        figures = analyse(log_path, phase.start, order, w)
+    per_1k = 1000 / (w.numbers * w.texts)
     return {
         **dataclasses.asdict(w),
         **figures,
-        "cpu_per_1k": cpu / (w.numbers * w.texts) * 1000,
+        "cpu_per_1k": phase.used.total * per_1k,
+        "cpu_children_per_1k": phase.used.children * per_1k,
         "peak_rss_mib": rss,
         **(
             {"ingest_per_s": w.numbers * w.texts / extra["ingest_s"]} if "ingest_s" in extra else {}
@@ -205,31 +243,34 @@ def measure(w: Workload) -> dict[str, Any]:
     }
 
 
-def _run_peer(w: Workload, log_path: Path) -> tuple[datetime, dict[str, tuple[int, int]]]:
+def _run_peer(w: Workload, log_path: Path, phase: Phase) -> dict[str, tuple[int, int]]:
     order = {f"m{n}-{k}": (n, k) for n in range(w.numbers) for k in range(w.texts)}
+    period = 1.0 / w.rate
 
-    async def go() -> datetime:
+    async def go() -> None:
         async with Simulator(config=simulator_config(w.latency_ms), log_path=log_path) as sim:
-            start = datetime.now().astimezone()
             runners: dict[str, Callable[[], Awaitable[None]]] = {
-                "heap": lambda: run_heap(w, sim),
+                "heap": lambda: run_heap(w, sim, phase),
                 "throttle": lambda: run_limited(
-                    w, sim, lambda: Throttler(rate_limit=1, period=1.0)
+                    w, sim, phase, lambda: Throttler(rate_limit=1, period=period)
                 ),
-                "aiolimiter": lambda: run_limited(w, sim, lambda: AsyncLimiter(1, 1.0)),
+                "aiolimiter": lambda: run_limited(w, sim, phase, lambda: AsyncLimiter(1, period)),
             }
             await runners[w.runner]()
-            return start
+            phase.end()
 
-    return asyncio.run(go()), order
+    runtime.run(go(), loop=w.loop)
+    return order
 
 
 def analyse(
     log_path: Path, start: datetime, order: dict[str, tuple[int, int]], w: Workload
 ) -> dict[str, Any]:
-    """Makespan, spacing violations, FIFO inversions and first-wave time from the log."""
+    """Makespan, spacing violations, FIFO inversions, first-wave time and the sustained
+    rate from the log."""
     sends: dict[int, list[tuple[float, int, float]]] = defaultdict(list)
     count = 0
+    spacing = 1.0 / w.rate
     with log_path.open(encoding="utf-8") as fh:
         for line in fh:
             record = json.loads(line)
@@ -243,7 +284,7 @@ def analyse(
     for items in sends.values():
         items.sort()
         for (a, ka, _), (b, kb, _) in itertools.pairwise(items):
-            violations += b - a < 1.0
+            violations += b - a < spacing
             inversions += kb < ka
         first_wave = max(first_wave, items[0][2])
         last = max(last, items[-1][2])
@@ -255,7 +296,20 @@ def analyse(
         "violations": violations,
         "inversions": inversions,
         "first_wave_s": first_wave,
+        "sustained_per_s": sustained([t for items in sends.values() for t, _, _ in items]),
     }
+
+
+def sustained(times: list[float]) -> float:
+    """Texts a second over the middle of the run (between the sends at 10% and 90% of
+    them), where every number still has texts: the ramp and the tail left out."""
+    times.sort()
+    if len(times) < 10:
+        return 0.0
+    low, high = times[len(times) // 10], times[len(times) * 9 // 10]
+    if high <= low:
+        return 0.0
+    return (bisect_right(times, high) - bisect_left(times, low)) / (high - low)
 
 
 def main() -> None:

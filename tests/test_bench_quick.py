@@ -1,5 +1,6 @@
-"""The benchmark's quick mode, as a smoke check of correctness only: every runner of
-ours keeps the spacing and the order, and loses nothing. No timing is asserted."""
+"""The benchmark's quick mode, as a smoke check of correctness only: every part runs
+and measures every figure; every runner of ours keeps the spacing and the order, and
+loses nothing. No timing is asserted."""
 
 from __future__ import annotations
 
@@ -20,10 +21,37 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    rows = json.loads(done.stdout)["pacing"]
+    results = json.loads(done.stdout)
+    rows = results["pacing"]
     assert {row["runner"] for row in rows} == {"dispatcher", "heap", "throttle", "aiolimiter"}
     for row in rows:
         if row["runner"] in ("dispatcher", "heap"):
             assert row["violations"] == 0, row
             assert row["inversions"] == 0, row
         assert row["lost"] == 0, row
+        assert row["cpu_per_1k"] > 0, row
+
+    sustained = {row["runner"]: row for row in results["sustained"]}
+    assert set(sustained) == {"dispatcher", "heap"}
+    for row in sustained.values():
+        assert (row["violations"], row["inversions"], row["lost"]) == (0, 0, 0), row
+        assert row["sustained_per_s"] > 0, row
+
+    for row in results["campaigns"]:
+        assert "failed" not in row, row
+        assert (row["violations"], row["lost"]) == (0, 0), row
+
+    ingest = results["ingest"]
+    assert "failed" not in ingest, ingest
+    assert ingest["ingest_per_s"] > 0
+
+    scenario = results["scenario"]
+    assert "failed" not in scenario, scenario
+    figures = (
+        "restart: start to every number sending (s)",
+        "socket `status` p99 (ms)",
+        "HTTP submissions over 16 connections, /s",
+        "HTTP submission p99 (ms)",
+    )
+    for figure in figures:
+        assert scenario[figure] > 0, (figure, scenario)

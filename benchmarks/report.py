@@ -1,0 +1,306 @@
+"""The benchmark's report: the figures of the service next to their peers, in Markdown.
+
+First one table with every figure the service is held to, each next to its peer
+measured in the same run (or the bound it is measured against) and the target; then
+each part's own table with every figure measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+RUNNERS = ("dispatcher", "heap", "throttle", "aiolimiter")
+LABELS = {
+    "dispatcher": "dispatcher (SQLite, every transition persisted)",
+    "heap": "in-memory heap scheduler, nothing persisted",
+    "throttle": "asyncio-throttle, one Throttler per number",
+    "aiolimiter": "aiolimiter, one AsyncLimiter per number",
+}
+PEER_CAP = {"throttle": 1000}
+"""Tasks in flight at once for a peer (0: one task per text, all at once). asyncio-throttle
+polls every 10 ms per waiting task; capped as its users cap it."""
+
+Row = dict[str, Any]
+
+
+def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    python = platform.python_version()
+    where = f"{platform.machine()}, {os.cpu_count()} cores, Python {python}, {platform.platform()}"
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Measured {now} on {where} with `scripts/bench {' '.join(args.argv)}` (medians of "
+        f"{args.runs} run(s); violations, inversions and losses are the worst run's; event "
+        f"loop: {args.loop}).",
+        "",
+        "Runners: " + "; ".join(f"**{r}**: {LABELS[r]}" for r in args.runners) + ".",
+        "Peers run one task per text; asyncio-throttle's are capped at "
+        f"{PEER_CAP['throttle']:,} in flight, since each waiting task polls every 10 ms.",
+        "Send times are the moments the sends reached the simulator (its own log). CPU time",
+        "is over the pacing phase only (from the release of the queued texts to the end, not",
+        "ingest or start-up) and counts every process of the runner, its children included.",
+        "",
+        "## Figures",
+        "",
+        figures(results),
+    ]
+    sections: list[tuple[str, str, Callable[[Any], str]]] = [
+        ("pacing", "Pacing", lambda rows: pacing_table(rows, args.sizes.texts)),
+        ("sustained", "Sustained rate (a saturating load)", sustained_table),
+        ("campaigns", "Campaigns (real clock, SQLite, simulator at 0 ms)", campaigns_table),
+        ("ingest", "Campaign import", lambda row: values_table(row, skip=("part", "loop"))),
+        ("scenario", "Bulk ingest, restart, operator latency, HTTP and memory", scenario_table),
+    ]
+    for key, title, draw in sections:
+        if key in results:
+            parts += ["", f"## {title}", "", draw(results[key])]
+    parts += [
+        "",
+        "## What limits these figures",
+        "",
+        "Each target of the service against the figure measured, with the cause of every",
+        "miss and what was changed along the way: [performance.md](performance.md).",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# -- the summary --------------------------------------------------------------------------
+
+
+def figures(results: dict[str, Any]) -> str:
+    """One line per figure: the service, its peer in the same run, their ratio, the target."""
+    lines = [
+        "| figure | dispatcher | peer, same run | dispatcher / peer | target |",
+        "|---|---|---|---|---|",
+    ]
+    pacing = [r for r in results.get("pacing", []) if "failed" not in r]
+    sustained = {r["runner"]: r for r in results.get("sustained", []) if "failed" not in r}
+    if pacing:
+        lines.append(_spacing(pacing + list(sustained.values())))
+        for numbers in sorted({r["numbers"] for r in pacing}):
+            lines += _pacing_lines(pacing, numbers)
+    if "dispatcher" in sustained:
+        ours, heap = sustained["dispatcher"], sustained.get("heap")
+        offered = ours["numbers"] * ours["rate"]
+        lines.append(_line(
+            f"sustained texts/s of one service ({ours['numbers']:,} numbers, "
+            f"{offered:,.0f} texts/s offered)", f"{ours['sustained_per_s']:,.0f}",
+            f"heap {heap['sustained_per_s']:,.0f}" if heap else "-",
+            _ratio(ours["sustained_per_s"], heap["sustained_per_s"]) if heap else "-",
+            "≥ 10,000",
+        ))  # fmt: skip
+    scenario = results.get("scenario", {})
+    scenario = {} if "failed" in scenario else scenario
+    if scenario:
+        queued, numbers = scenario["texts"], scenario["numbers"]
+        lines.append(_line(
+            f"restart with {queued:,} queued to every number sending ({numbers:,} numbers)",
+            f"{_find(scenario, 'restart: start to every')[1]:.2f} s", "-", "-", "≤ 2 s",
+        ))  # fmt: skip
+        lines.append(_line(
+            f"socket `status` p99 while {numbers:,} numbers pace",
+            f"{_find(scenario, 'socket `status` p99')[1]:.1f} ms", "-", "-", "≤ 5 ms",
+        ))  # fmt: skip
+    lines += _campaign_lines(results, scenario)
+    if scenario:
+        name, rss = _find(scenario, "RSS with")
+        lines.append(_line(name.removesuffix(" (MiB)"), f"{rss:.0f} MiB", "-", "-", "≤ 100 MiB"))
+        per_s = _find(scenario, "HTTP submissions")[1]
+        p99 = _find(scenario, "HTTP submission p99")[1]
+        lines.append(_line(
+            "HTTP submissions (`POST /v1/messages`), 16 connections, while pacing",
+            f"{per_s:,.0f}/s, p99 {p99:.1f} ms", "-", "-", "≥ 3,000/s, p99 ≤ 50 ms",
+        ))  # fmt: skip
+    return "\n".join(lines)
+
+
+def _spacing(rows: list[Row]) -> str:
+    """Violations and inversions summed over every size and latency (each row: its
+    worst run), per runner."""
+    by_runner: dict[str, tuple[int, int]] = {}
+    for r in rows:
+        v, i = by_runner.get(r["runner"], (0, 0))
+        by_runner[r["runner"]] = (v + r["violations"], i + r["inversions"])
+    ours = by_runner.pop("dispatcher", (0, 0))
+    peers = "; ".join(f"{name} {v:,} / {i:,}" for name, (v, i) in by_runner.items())
+    return _line("sends < 1.000 s apart / FIFO inversions, every size and latency",
+                 f"{ours[0]:,} / {ours[1]:,}", peers or "-", "-", "0 / 0")  # fmt: skip
+
+
+def _pacing_lines(rows: list[Row], numbers: int) -> list[str]:
+    texts = rows[0]["texts"]
+    at = [r for r in rows if r["numbers"] == numbers]
+    span_ours, span_peer, span_ratio = [], [], []
+    cpu_ours, cpu_peer, cpu_ratio = [], [], []
+    for latency in sorted({r["latency_ms"] for r in at}):
+        here = {r["runner"]: r for r in at if r["latency_ms"] == latency}
+        ours = here.pop("dispatcher", None)
+        if ours is None:
+            continue
+        tag = f"{latency:g} ms: "
+        span_ours.append(tag + f"{ours['makespan_ratio']:.4f}")
+        if here:
+            best = min(here.values(), key=lambda r: r["makespan_ratio"])
+            span_peer.append(tag + f"{best['runner']} {best['makespan_ratio']:.4f}")
+            span_ratio.append(tag + _ratio(ours["makespan_ratio"], best["makespan_ratio"], 3))
+        children = ours.get("cpu_children_per_1k", 0.0)
+        cpu_ours.append(tag + f"{ours['cpu_per_1k']:.3f} (children {children:.3f})")
+        if (heap := here.get("heap")) is not None:
+            cpu_peer.append(tag + f"heap {heap['cpu_per_1k']:.3f}")
+            cpu_ratio.append(tag + _ratio(ours["cpu_per_1k"], heap["cpu_per_1k"]))
+    target = "≤ 1.008, ahead of every peer" if numbers <= 1000 else "≤ 1.08"
+    return [
+        _line(f"makespan / bound, N={numbers:,} x {texts}", "; ".join(span_ours),
+              "; ".join(span_peer) or "-", "; ".join(span_ratio) or "-", target),
+        _line(f"CPU-s per 1,000 texts, all processes, pacing phase only, N={numbers:,}",
+              "; ".join(cpu_ours), "; ".join(cpu_peer) or "-", "; ".join(cpu_ratio) or "-",
+              "≤ 0.15"),
+    ]  # fmt: skip
+
+
+def _campaign_lines(results: dict[str, Any], scenario: Row) -> list[str]:
+    done = [r for r in results.get("campaigns", []) if "failed" not in r]
+    lines = [_line(
+        f"campaign send rate, {r['pool']:,} pool numbers, {r['contacts']:,} contacts, "
+        "always-open window",
+        f"{r['rate_per_s']:,.0f}/s ({r['rate_share']:.1%}), gap p99 {r['gap_p99_s']:.3f} s",
+        f"the pool's rate {r['pool']:,}/s", f"{r['rate_share']:.3f}",
+        "≥ 97% of the pool's rate, gap p99 ≤ 1.05 s",
+    ) for r in done]  # fmt: skip
+    if done:
+        r = min(done, key=lambda r: r["pool"])
+        lines.append(_line(
+            f"campaign finish, {r['contacts']:,} contacts over {r['pool']:,} numbers",
+            f"{r['finish_s']:.1f} s (busiest number {r['busiest_over_mean']:+.1f} over the mean)",
+            f"contacts / pool {r['finish_bound_s']:.1f} s",
+            _ratio(r["finish_s"], r["finish_bound_s"]), "≤ 14 s for 3,600 over 300",
+        ))  # fmt: skip
+    row = results.get("ingest", {})
+    if row and "failed" not in row:
+        bulk = _find(scenario, "bulk ingest")[1] if scenario else None
+        lines.append(_line(
+            f"campaign ingest, {row['rows']:,} rows, contacts/s",
+            f"{row['ingest_per_s']:,.0f}",
+            f"bulk `submit_many` {bulk:,.0f}" if bulk else "-",
+            _ratio(row["ingest_per_s"], bulk) if bulk else "-", "≥ 50,000",
+        ))  # fmt: skip
+    return lines
+
+
+def _find(row: Row, prefix: str) -> tuple[str, float]:
+    """The scenario's figure whose name starts with ``prefix``."""
+    name = next(k for k in row if k.startswith(prefix))
+    return name, float(row[name])
+
+
+def _ratio(a: float, b: float, digits: int = 2) -> str:
+    return f"{a / b:.{digits}f}" if b else "-"
+
+
+def _line(*cells: str) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+# -- each part's table -------------------------------------------------------------------
+
+
+def pacing_table(rows: list[Row], texts: int) -> str:
+    """Ratios against the bound and against the peers."""
+    out = [
+        f"N numbers x {texts} texts, all due at once; bound = {texts - 1} s. "
+        "Ratios in the last columns: the peer's figure divided by dispatcher's.",
+        "",
+        "| N | latency | runner | makespan / bound | first wave (s) | sends < 1.000 s apart"
+        " | FIFO inversions | lost | CPU-s / 1k texts (children) | peak RSS (MiB)"
+        " | peer CPU / ours | peer makespan / ours |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    ours = {(r["numbers"], r["latency_ms"]): r for r in rows
+            if r["runner"] == "dispatcher" and "failed" not in r}  # fmt: skip
+    for r in rows:
+        head = f"| {r['numbers']:,} | {r['latency_ms']:g} ms | {r['runner']} "
+        if "failed" in r:
+            out.append(head + f"| {r['failed']} | | | | | | | | |")
+            continue
+        mine = ours.get((r["numbers"], r["latency_ms"]))
+        cpu_ratio = span_ratio = "-"
+        if mine is not None and r["runner"] != "dispatcher":
+            cpu_ratio = _ratio(r["cpu_per_1k"], mine["cpu_per_1k"])
+            span_ratio = _ratio(r["makespan_ratio"], mine["makespan_ratio"], 3)
+        out.append(
+            head + f"| {r['makespan_ratio']:.4f} | {r['first_wave_s']:.3f} | {r['violations']:,} "
+            f"| {r['inversions']:,} | {r['lost']:,} | {r['cpu_per_1k']:.4f} "
+            f"({r.get('cpu_children_per_1k', 0.0):.4f}) | {r['peak_rss_mib']:.0f} "
+            f"| {cpu_ratio} | {span_ratio} |"
+        )
+    return "\n".join(out)
+
+
+def sustained_table(rows: list[Row]) -> str:
+    out = [
+        "Every number offered more texts a second than the service sends in all: the rate",
+        "over the middle 80% of the sends (from the 10% mark to the 90% mark).",
+        "",
+        "| runner | numbers | texts/s each | texts | sustained texts/s | sends < 1 / rate apart"
+        " | FIFO inversions | lost | CPU-s / 1k texts (children) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        head = (
+            f"| {r['runner']} | {r['numbers']:,} | {r['rate']:g} | {r['numbers'] * r['texts']:,} "
+        )
+        if "failed" in r:
+            out.append(head + f"| {r['failed']} | | | | |")
+            continue
+        out.append(
+            head + f"| {r['sustained_per_s']:,.0f} | {r['violations']:,} | {r['inversions']:,} "
+            f"| {r['lost']:,} | {r['cpu_per_1k']:.4f} ({r.get('cpu_children_per_1k', 0.0):.4f}) |"
+        )
+    return "\n".join(out)
+
+
+def campaigns_table(rows: list[Row]) -> str:
+    out = [
+        "Rate: each number's own rate from its first to its last send, summed (texts a",
+        "second while contacts remain); the pool's rate is one text a second a number.",
+        "",
+        "| pool | contacts | rate (texts/s) | of the pool's rate | overall (texts/s)"
+        " | first send (s) | gap p50 / p90 / p99 (s) | sends < 1.000 s apart"
+        " | busiest over mean | finish (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        head = f"| {r['pool']:,} | {r['contacts']:,} "
+        if "failed" in r:
+            out.append(head + f"| {r['failed']} | | | | | | | |")
+            continue
+        out.append(
+            head + f"| {r['rate_per_s']:,.1f} | {r['rate_share']:.1%} | {r['overall_per_s']:,.1f} "
+            f"| {r['first_send_s']:.2f} | {r['gap_p50_s']:.3f} / {r['gap_p90_s']:.3f} / "
+            f"{r['gap_p99_s']:.3f} | {r['violations']:,} | {r['busiest_over_mean']:+.1f} "
+            f"| {r['finish_s']:.1f} |"
+        )
+    return "\n".join(out)
+
+
+def scenario_table(row: Row) -> str:
+    return values_table(row, skip=("part", "texts", "numbers", "http_each", "samples", "loop"))
+
+
+def values_table(row: Row, skip: tuple[str, ...] = ()) -> str:
+    lines = ["| figure | value |", "|---|---|"]
+    for name, value in row.items():
+        if name in skip:
+            continue
+        if isinstance(value, float):
+            shown = f"{value:,.3f}"
+        else:
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+        lines.append(f"| {name} | {shown} |")
+    return "\n".join(lines)
