@@ -29,6 +29,12 @@ class InvalidNumber(InvalidInput):
     code = "invalid_number"
 
 
+class InvalidAddress(InvalidInput):
+    """An email address is not valid."""
+
+    code = "invalid_address"
+
+
 class MessageTooLong(InvalidInput):
     """A text body is over the 1,600-character cap."""
 
