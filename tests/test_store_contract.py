@@ -37,6 +37,14 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
 )
 from dispatcher.core.channel import Channel
+from dispatcher.core.emails import (
+    Email,
+    EmailEvent,
+    EmailReason,
+    EmailResult,
+    EmailStatus,
+    email_status,
+)
 from dispatcher.core.metrics import (
     BY,
     NO_KEY,
@@ -1936,6 +1944,151 @@ async def test_contacts_are_kept_in_file_order_by_number_zone_and_state(store: S
     assert [c.line for c in await store.contacts_in("cmp_a", list(ContactState), 10)] == [
         3, 5, 7, 9
     ]  # fmt: skip
+
+
+# -- email -------------------------------------------------------------------------------
+
+RELAY = "smtp://relay.example.com:587"
+
+
+def make_email(
+    email_id: str,
+    *,
+    relay: str = RELAY,
+    status: EmailStatus = EmailStatus.QUEUED,
+    accepted_at: datetime = T0,
+    idempotency_key: str | None = None,
+    html: str | None = None,
+) -> Email:
+    return Email(
+        id=email_id, relay=relay, sender="ann@example.com", recipient="bob@example.com",
+        subject=f"subject of {email_id}", text=f"text of {email_id}", html=html,
+        lane=Lane.AUTOMATION, status=status, accepted_at=accepted_at, updated_at=accepted_at,
+        reason=EmailReason.ACCEPTED, idempotency_key=idempotency_key,
+        fingerprint=f"fp-{email_id}",
+    )  # fmt: skip
+
+
+def first_email_events(email: Email) -> list[EmailEvent]:
+    return [EmailEvent(email_id=email.id, at=email.accepted_at, status=email.status,
+                       reason=email.reason, source=Source.API)]  # fmt: skip
+
+
+async def insert_email(store: Store, email: Email) -> Email:
+    return await store.insert_email(email, first_email_events(email))
+
+
+@exercises("insert_email", "get_email", "email_history")
+async def test_insert_email_round_trips_every_field_with_increasing_seq(store: Store) -> None:
+    odd = datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+    full = dataclasses.replace(
+        make_email("e-full", accepted_at=odd, idempotency_key="order-7", html="<p>Hi</p>"),
+        lane=Lane.BULK, status=EmailStatus.SENT, provider_code="250", provider_id="2.0.0 Ok",
+        attempt_id="att-1", sent_at=odd + timedelta(microseconds=1), trigger="automation:x",
+        campaign_id="cmp_1", updated_at=odd + timedelta(seconds=1),
+    )  # fmt: skip
+    bare = make_email("e-bare")
+    stored = [await insert_email(store, full), await insert_email(store, bare)]
+    together = await asyncio.gather(*(insert_email(store, make_email(f"g{i}")) for i in range(5)))
+
+    assert stored[0] == dataclasses.replace(full, seq=stored[0].seq)
+    seqs = [e.seq for e in [*stored, *together]]
+    assert seqs[0] > 0
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    got = await store.get_email("e-full")
+    assert got == stored[0]
+    assert got is not None
+    for value in (got.accepted_at, got.updated_at, got.sent_at):
+        assert_utc(value)
+    assert got.sent_at == datetime(2027, 1, 1, tzinfo=UTC)
+    assert await store.get_email("e-bare") == stored[1]
+    assert await store.get_email("no-such-email") is None
+    assert await store.email_history("e-full") == first_email_events(full)
+    assert await store.email_history("no-such-email") == []
+
+
+@exercises("update_email", "email_slots", "email_history", "email_counts")
+async def test_update_email_stores_the_projection_history_and_slot_in_one_write(
+    store: Store,
+) -> None:
+    email = await insert_email(store, make_email("e1"))
+    sending_event, sending = email_status(email, EmailStatus.SENDING, at=at(1),
+                                          source=Source.SCHEDULER)  # fmt: skip
+    sending = dataclasses.replace(sending, attempt_id="att-1")
+    await store.update_email(sending, [sending_event])
+    sent_event, sent = email_status(sending, EmailStatus.SENT, at=at(2), source=Source.PROVIDER,
+                                    provider_code="250")  # fmt: skip
+    sent = dataclasses.replace(sent, provider_id="queued as 42", sent_at=at(2))
+    opened = EmailEvent(email_id="e1", at=at(3), result=EmailResult.OPEN, source=Source.CONTACT)
+    await store.update_email(sent, [sent_event, opened], (RELAY, at(2.1)))
+    await store.update_email(sent, [], (RELAY, at(1.5)))  # a relay's slot only moves later
+    await store.update_email(dataclasses.replace(sent, subject="changed"), [])
+
+    got = await store.get_email("e1")
+    assert got == dataclasses.replace(sent, seq=email.seq)  # the subject is not mutable
+    assert [e.status for e in await store.email_history("e1")] == [
+        EmailStatus.QUEUED, EmailStatus.SENDING, EmailStatus.SENT, None
+    ]  # fmt: skip
+    assert (await store.email_history("e1"))[-1] == opened
+    assert await store.email_slots() == {RELAY: at(2.1)}
+    assert await store.email_counts() == {EmailStatus.SENT: 1}
+
+
+@exercises("update_email", "get_email", "email_history", "email_slots")
+async def test_an_update_of_an_unknown_email_creates_nothing(store: Store) -> None:
+    ghost = make_email("ghost")
+    event, after = email_status(ghost, EmailStatus.SENDING, at=at(1), source=Source.SCHEDULER)
+    await store.update_email(after, [event])
+
+    assert await store.get_email("ghost") is None
+    assert await store.email_history("ghost") == []
+    assert await store.email_slots() == {}
+
+
+@exercises("insert_email", "email_by_idempotency_key")
+async def test_an_email_whose_id_or_key_exists_is_refused_and_nothing_is_written(
+    store: Store,
+) -> None:
+    first = await insert_email(store, make_email("e1", idempotency_key="k1"))
+    with pytest.raises(StoreError):
+        await insert_email(store, make_email("e1"))
+    with pytest.raises(StoreError):
+        await insert_email(store, make_email("e2", idempotency_key="k1"))
+
+    assert await store.email_by_idempotency_key("k1") == first
+    assert await store.email_by_idempotency_key("k2") is None
+    assert await store.get_email("e2") is None
+
+
+@exercises("emails_in_status", "email_counts")
+async def test_emails_in_status_are_oldest_first_with_a_limit(store: Store) -> None:
+    emails = [await insert_email(store, make_email(f"e{i}")) for i in range(4)]
+    event, sent = email_status(emails[1], EmailStatus.SENDING, at=at(1), source=Source.SCHEDULER)
+    await store.update_email(sent, [event])
+
+    queued = await store.emails_in_status([EmailStatus.QUEUED], 10)
+    assert [e.id for e in queued] == ["e0", "e2", "e3"]
+    assert [e.id for e in await store.emails_in_status([EmailStatus.QUEUED], 2)] == ["e0", "e2"]
+    both = await store.emails_in_status([EmailStatus.QUEUED, EmailStatus.SENDING], 10)
+    assert [e.id for e in both] == ["e0", "e1", "e2", "e3"]
+    assert await store.emails_in_status([EmailStatus.SENT], 10) == []
+    assert await store.email_counts() == {EmailStatus.QUEUED: 3, EmailStatus.SENDING: 1}
+
+
+async def test_sqlite_emails_survive_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        email = await insert_email(store, make_email("e1"))
+        event, sending = email_status(email, EmailStatus.SENDING, at=at(1),
+                                      source=Source.SCHEDULER)  # fmt: skip
+        await store.update_email(sending, [event], (RELAY, at(2)))
+    async with open_store(url) as store:
+        assert await store.get_email("e1") == sending
+        assert len(await store.email_history("e1")) == 2
+        assert await store.email_slots() == {RELAY: at(2)}
+        after = await insert_email(store, make_email("e2"))
+        assert after.seq > email.seq
 
 
 def test_every_verb_of_the_port_is_exercised_on_every_adapter() -> None:

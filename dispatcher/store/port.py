@@ -1,7 +1,7 @@
 """The store port: the domain verbs the service needs from storage, and the values
 only the store speaks of.
 
-One ``Store`` made of narrow parts (texts, the Do Not Text list, calls, voice links
+One ``Store`` made of narrow parts (texts, the Do Not Text list, calls, email, voice links
 and metrics, campaigns, automation runs), so a collaborator can ask for just the part
 it uses. Every verb here has a caller in the product and a test in the contract suite
 (``tests/test_store_contract.py``) that both adapters pass, errors included:
@@ -11,7 +11,7 @@ it uses. Every verb here has a caller in the product and a test in the contract 
   writes nothing of that call;
 - a write the storage refuses (a full disk, an I/O error) raises
   :class:`~dispatcher.errors.StoreUnavailable`;
-- an update naming a text, call, campaign, contact or run that does not exist
+- an update naming a text, call, email, campaign, contact or run that does not exist
   changes nothing.
 
 The verbs are shaped around sending numbers and their slots, so a shared-database
@@ -30,6 +30,7 @@ from typing import Protocol, Self
 
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
 from dispatcher.core.results import Cursor, Run, StoredResult
@@ -183,6 +184,42 @@ class CallStore(Protocol):
         ...
 
 
+class EmailStore(Protocol):
+    """Email and each relay's next slot."""
+
+    async def insert_email(self, email: Email, events: Sequence[EmailEvent]) -> Email:
+        """Store a new email with its first events; returns it with its queue ``seq``."""
+        ...
+
+    async def update_email(
+        self,
+        email: Email,
+        events: Sequence[EmailEvent],
+        next_slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        """Append ``events`` to the email's history, store ``email`` as its new
+        projection and move a relay's next slot (only ever later): one atomic write."""
+        ...
+
+    async def get_email(self, email_id: str) -> Email | None: ...
+
+    async def email_by_idempotency_key(self, key: str) -> Email | None: ...
+
+    async def email_history(self, email_id: str) -> list[EmailEvent]:
+        """The email's events in the order they were appended."""
+        ...
+
+    async def emails_in_status(self, statuses: Collection[EmailStatus], limit: int) -> list[Email]:
+        """Emails in any of ``statuses``, oldest (lowest ``seq``) first."""
+        ...
+
+    async def email_counts(self) -> dict[EmailStatus, int]: ...
+
+    async def email_slots(self) -> dict[str, datetime]:
+        """Each relay's persisted next slot."""
+        ...
+
+
 class EngagementStore(Protocol):
     """Voice links, their plays, and the rows the engagement metrics count."""
 
@@ -308,8 +345,8 @@ class RunStore(Protocol):
         ...
 
 
-class Store(TextStore, DoNotTextStore, CallStore, EngagementStore, CampaignStore, RunStore,
-            Protocol):  # fmt: skip
+class Store(TextStore, DoNotTextStore, CallStore, EmailStore, EngagementStore, CampaignStore,
+            RunStore, Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

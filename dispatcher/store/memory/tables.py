@@ -8,6 +8,7 @@ from datetime import datetime
 
 from dispatcher.core.calls import Call, CallEvent
 from dispatcher.core.campaigns import Campaign, Contact
+from dispatcher.core.emails import Email, EmailEvent
 from dispatcher.core.model import DntEntry, Event, Lane, Message
 from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError
@@ -42,6 +43,12 @@ class MemoryTables(Resource):
         self._calls_to: dict[str, list[str]] = defaultdict(list)
         self._call_slots: dict[str, datetime] = {}
         self._call_seq = 0
+        # email
+        self._emails: dict[str, Email] = {}
+        self._email_events: dict[str, list[EmailEvent]] = defaultdict(list)
+        self._email_by_key: dict[str, str] = {}
+        self._email_slots: dict[str, datetime] = {}
+        self._email_seq = 0
         # voice links and their plays
         self._voice_links: dict[str, tuple[str, str | None, str]] = {}  # message, campaign, plays
         self._plays: list[tuple[str, datetime]] = []

@@ -1,8 +1,8 @@
 """The embedded default store: SQLite in WAL mode through ``aiosqlite``.
 
 The connections and the group commit are in ``connection.py``; rows become objects
-in ``rows.py``; one module per part of the port (texts, calls, engagement, campaigns,
-automations) adds its verbs. SQL lives in ``dispatcher/store/sql/``.
+in ``rows.py``; one module per part of the port (texts, calls, email, engagement,
+campaigns, automations) adds its verbs. SQL lives in ``dispatcher/store/sql/``.
 """
 
 from __future__ import annotations
@@ -13,13 +13,16 @@ from dispatcher.errors import ConfigError
 from dispatcher.store.sqlite.automations import SQLiteAutomations
 from dispatcher.store.sqlite.calls import SQLiteCalls
 from dispatcher.store.sqlite.campaigns import SQLiteCampaigns
+from dispatcher.store.sqlite.emails import SQLiteEmails
 from dispatcher.store.sqlite.engagement import SQLiteEngagement
 from dispatcher.store.sqlite.texts import SQLiteTexts
 
 __all__ = ["SQLiteStore"]
 
 
-class SQLiteStore(SQLiteTexts, SQLiteCalls, SQLiteEngagement, SQLiteCampaigns, SQLiteAutomations):
+class SQLiteStore(
+    SQLiteTexts, SQLiteCalls, SQLiteEmails, SQLiteEngagement, SQLiteCampaigns, SQLiteAutomations
+):
     """Store adapter for ``sqlite:///path/to/file.db``."""
 
     @classmethod

@@ -21,6 +21,7 @@ from dispatcher.core.campaigns import (
     ContactState,
     OutsideWindow,
 )
+from dispatcher.core.emails import Email, EmailEvent, EmailResult, EmailStatus
 from dispatcher.core.model import DntEntry, Event, Lane, Message, Source, TextStatus
 from dispatcher.core.results import Run
 
@@ -139,6 +140,49 @@ def call_event_row(e: CallEvent) -> Params:
     return (
         e.call_id, us(e.at), e.status.value if e.status is not None else None,
         e.result.value if e.result is not None else None, e.step, e.reason, e.provider_code,
+        e.source.value, int(e.applied), e.detail,
+    )  # fmt: skip
+
+
+# -- email -----------------------------------------------------------------------------
+
+
+def email(row: Row) -> Email:
+    return Email(
+        id=row["id"], seq=row["seq"], relay=row["relay"], sender=row["sender"],
+        recipient=row["recipient"], subject=row["subject"], text=row["text"], html=row["html"],
+        lane=Lane(row["lane"]), status=EmailStatus(row["status"]), reason=row["reason"],
+        provider_code=row["provider_code"], provider_id=row["provider_id"],
+        attempt_id=row["attempt_id"], sent_at=at_or_none(row["sent_at"]),
+        idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
+        trigger=row["trigger"], campaign_id=row["campaign_id"],
+        accepted_at=at(row["accepted_at"]), updated_at=at(row["updated_at"]),
+    )  # fmt: skip
+
+
+def email_row(e: Email) -> Params:
+    return (
+        e.seq, e.id, e.relay, e.sender, e.recipient, e.subject, e.text, e.html, int(e.lane),
+        e.status.value, e.reason, e.provider_code, e.provider_id, e.attempt_id,
+        us_or_none(e.sent_at), e.idempotency_key, e.fingerprint, e.trigger, e.campaign_id,
+        us(e.accepted_at), us(e.updated_at),
+    )  # fmt: skip
+
+
+def email_event(row: Row) -> EmailEvent:
+    return EmailEvent(
+        email_id=row["email_id"], at=at(row["at"]),
+        status=EmailStatus(row["status"]) if row["status"] is not None else None,
+        result=EmailResult(row["result"]) if row["result"] is not None else None,
+        reason=row["reason"], provider_code=row["provider_code"],
+        source=Source(row["source"]), applied=bool(row["applied"]), detail=row["detail"],
+    )  # fmt: skip
+
+
+def email_event_row(e: EmailEvent) -> Params:
+    return (
+        e.email_id, us(e.at), e.status.value if e.status is not None else None,
+        e.result.value if e.result is not None else None, e.reason, e.provider_code,
         e.source.value, int(e.applied), e.detail,
     )  # fmt: skip
 
