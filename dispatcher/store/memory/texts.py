@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
@@ -83,13 +83,15 @@ class MemoryTexts(MemoryTables):
 
     async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
         result: dict[str, list[Message]] = {}
+        messages = self._messages
         for sender in senders:
-            live = [
-                self._messages[mid]
-                for *_, mid in sorted(self._live_queue(sender))
-                if self._messages[mid].status is TextStatus.QUEUED
-            ]
-            result[sender] = live[:limit]
+            live: list[Message] = []
+            for *_, mid in _in_order(self._live_queue(sender)):
+                if (message := messages[mid]).status is TextStatus.QUEUED:
+                    live.append(message)
+                    if len(live) == limit:
+                        break
+            result[sender] = live
         return result
 
     async def queued_ahead(self, message: Message) -> int:
@@ -213,3 +215,18 @@ class MemoryTexts(MemoryTables):
 
 def _seq(message: Message) -> int:
     return message.seq
+
+
+def _in_order(heap: list[tuple[Lane, int, str]]) -> Iterator[tuple[Lane, int, str]]:
+    """A heap's entries, smallest first, without sorting it: the next one is always a
+    child of one already given (k entries cost O(k log k), not the heap's size)."""
+    if not heap:
+        return
+    frontier = [(heap[0], 0)]
+    size = len(heap)
+    while frontier:
+        entry, i = heapq.heappop(frontier)
+        yield entry
+        for child in (2 * i + 1, 2 * i + 2):
+            if child < size:
+                heapq.heappush(frontier, (heap[child], child))
