@@ -30,20 +30,26 @@ async def serving(
     """The service ``config`` describes, open, with its control socket on
     ``config.socket_path`` and, when ``http.listen`` is set, its HTTP app (the
     automation API takes ``api_token``, Twilio's requests are checked with
-    ``twilio_auth_token``). On the way out the fronts close first, then the service
+    ``twilio_auth_token``). Without an API token the HTTP app refuses (a
+    :class:`~dispatcher.errors.ConfigError`, before anything opens) to listen on an
+    address other machines reach. On the way out the fronts close first, then the service
     drains and closes."""
     dispatcher = Dispatcher.from_config(config, clock=clock)
+    http = None
+    if config.http.listen:  # built first: a listen address it refuses fails the start
+        webapp = WebApp(
+            dispatcher,
+            public_url=config.http.base_url,
+            twilio_auth_token=twilio_auth_token,
+            api_token=api_token,
+            metrics_public=config.http.metrics_public,
+        )
+        http = HttpServer(webapp, config.http.listen)
     async with contextlib.AsyncExitStack() as stack:
         await stack.enter_async_context(dispatcher)
         await stack.enter_async_context(
             ControlServer(dispatcher, config.socket_path, max_line=config.control.max_line)
         )
-        if config.http.listen:
-            webapp = WebApp(
-                dispatcher,
-                public_url=config.http.base_url,
-                twilio_auth_token=twilio_auth_token,
-                api_token=api_token,
-            )
-            await stack.enter_async_context(HttpServer(webapp, config.http.listen))
+        if http is not None:
+            await stack.enter_async_context(http)
         yield dispatcher

@@ -189,6 +189,7 @@ class AutomationsConfig:
 class HttpConfig:
     listen: str = "127.0.0.1:8080"
     public_url: str = ""
+    metrics_public: bool = False  # GET /metrics without the API token
 
     @property
     def base_url(self) -> str:

@@ -6,7 +6,8 @@ touch its store, channel, desks or delivery engine (``tests/test_fronts.py`` che
 its lifecycle and its store faults; its verbs are grouped by area, one mixin a
 module: texts and Do Not Text (:mod:`.texts`), calls (:mod:`.calls`), campaigns
 (:mod:`.campaigns`), automations and voice links (:mod:`.automations`), metrics and
-reports (:mod:`.metrics`). What the text verbs answer is in :mod:`.views`.
+reports (:mod:`.metrics`), readiness and the monitoring figures (:mod:`.operations`).
+What the text verbs answer is in :mod:`.views`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dispatcher.engine.campaigns import CampaignSpec, CampaignView
 from dispatcher.engine.health import StoreFault
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.service.dispatcher import Dispatcher
+from dispatcher.service.operations import Gauges, NumbersSummary, Readiness
 from dispatcher.service.views import MessageView, NumberView, StatusView
 
 __all__ = [  # the service's vocabulary: what its verbs take and answer
@@ -33,9 +35,12 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "CampaignSpec",
     "CampaignView",
     "Dispatcher",
+    "Gauges",
     "MessageView",
     "NewAutomation",
     "NumberView",
+    "NumbersSummary",
+    "Readiness",
     "Rule",
     "StatusView",
     "StoreFault",

@@ -36,6 +36,7 @@ from dispatcher.service.automations import AutomationVerbs
 from dispatcher.service.calls import CallVerbs
 from dispatcher.service.campaigns import CampaignVerbs
 from dispatcher.service.metrics import MetricsVerbs
+from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
 from dispatcher.store import Store, open_store
 
@@ -43,7 +44,9 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class Dispatcher(TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs, Resource):
+class Dispatcher(
+    TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs, OperationsVerbs, Resource
+):
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 
     def __init__(

@@ -4,6 +4,7 @@ and the middleware that turns a product error into its HTTP status."""
 from __future__ import annotations
 
 import functools
+import hmac
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -36,6 +37,19 @@ def refusal(kind: type[web.HTTPError], code: str, message: str) -> web.HTTPError
     """An HTTP error to raise, with the JSON error shape."""
     return kind(text=jsonio.dumps({"error": {"code": code, "message": message}}),
                 content_type="application/json")  # fmt: skip
+
+
+def require_token(request: web.Request, token: str | None) -> None:
+    """Refuse (401, the JSON error shape) a request without ``Authorization: Bearer
+    <token>``, and every request when no token is set. Compared in constant time as
+    bytes: a header of any bytes (aiohttp keeps bytes that are not UTF-8 as surrogate
+    escapes) is only refused."""
+    header = request.headers.get("Authorization", "")
+    given = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
+    presented = given.encode("utf-8", "surrogateescape")
+    expected = (token or "").encode("utf-8", "surrogateescape")
+    if not token or not hmac.compare_digest(presented, expected):
+        raise refusal(web.HTTPUnauthorized, "unauthorized", "a valid bearer token is required")
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> web.Response:

@@ -16,7 +16,6 @@ description (:data:`OPENAPI`, served at ``GET /v1/openapi.json``).
 
 from __future__ import annotations
 
-import hmac
 from typing import Any, Literal, TypeVar
 
 import msgspec
@@ -33,7 +32,7 @@ from dispatcher.service import (
     TextRequest,
     call_status_url,
 )
-from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal
+from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
 
 _Body = TypeVar("_Body", bound=schemas.Model)
 
@@ -58,14 +57,8 @@ class Api:
         self._api_token = api_token
 
     def _authorised(self, request: web.Request) -> None:
-        """The bearer token, compared in constant time as bytes: a header of any bytes
-        (aiohttp keeps bytes that are not UTF-8 as surrogate escapes) is only refused."""
-        header = request.headers.get("Authorization", "")
-        token = header.removeprefix("Bearer ").strip() if header.startswith("Bearer ") else ""
-        presented = token.encode("utf-8", "surrogateescape")
-        expected = (self._api_token or "").encode("utf-8", "surrogateescape")
-        if not self._api_token or not hmac.compare_digest(presented, expected):
-            raise refusal(web.HTTPUnauthorized, "unauthorized", "a valid bearer token is required")
+        """The bearer token (see :func:`~dispatcher.web.answers.require_token`)."""
+        require_token(request, self._api_token)
 
     async def _read_body(self, request: web.Request) -> bytes:
         """The body of an authorised ``/v1`` request: declared JSON (415 otherwise) and

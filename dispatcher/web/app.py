@@ -30,6 +30,8 @@ This module holds the app, its routes and its server; the handlers are in
   and explanation.
 - ``GET /v1/openapi.json``: the description of this API, generated from the models of
   its bodies (:mod:`dispatcher.schemas`) and its route table, which also routes.
+- ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (Prometheus): liveness,
+  readiness and the service's figures (:mod:`dispatcher.web.operations`).
 - ``GET /v/{token}``: a voice link's page, which plays the campaign's message; opening
   it counts nothing. ``POST /v/{token}/play``: the page's beacon when its audio starts,
   a text Play (never from a link-preview fetcher).
@@ -37,6 +39,7 @@ This module holds the app, its routes and its server; the handlers are in
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 
 from aiohttp import web
@@ -47,6 +50,7 @@ from dispatcher.service import Dispatcher
 from dispatcher.web import voice_links
 from dispatcher.web.answers import MAX_BODY, errors
 from dispatcher.web.api import API, OPENAPI, Api
+from dispatcher.web.operations import OperationsRoutes
 from dispatcher.web.twilio_routes import TwilioRoutes
 
 __all__ = ["API", "OPENAPI", "HttpServer", "WebApp"]
@@ -64,12 +68,17 @@ class WebApp:
         public_url: str,
         twilio_auth_token: str | None,
         api_token: str | None,
+        metrics_public: bool = False,
     ) -> None:
         self._dispatcher = dispatcher
         self._twilio = TwilioRoutes(
             dispatcher, public_url=public_url, twilio_auth_token=twilio_auth_token
         )
         self._api = Api(dispatcher, public_url=public_url, api_token=api_token)
+        self.protected = bool(api_token)  # is there a token for the API (and the metrics)?
+        self._operations = OperationsRoutes(
+            dispatcher, api_token=api_token, metrics_public=metrics_public
+        )
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[errors], client_max_size=MAX_BODY)
@@ -83,6 +92,7 @@ class WebApp:
         for op in API:
             app.router.add_route(op.method, op.path, getattr(self._api, op.handler))
         app.router.add_get("/v1/openapi.json", self._api.openapi)
+        self._operations.add_to(app)
         return app
 
     async def voice_link(self, request: web.Request) -> web.StreamResponse:
@@ -108,6 +118,17 @@ class WebApp:
         return web.Response(status=204, headers=voice_links.PRIVATE_PAGE)
 
 
+def is_loopback(host: str) -> bool:
+    """Is ``host`` (of ``host:port``) reachable from this machine only: ``localhost`` or
+    a loopback address (127.0.0.0/8, ``::1``, written ``[::1]`` too)?"""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.removeprefix("[").removesuffix("]")).is_loopback
+    except ValueError:
+        return False  # another host name: it may resolve to any address
+
+
 class HttpServer(Resource):
     """The HTTP app on ``host:port`` for the life of the ``async with``."""
 
@@ -115,6 +136,13 @@ class HttpServer(Resource):
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit():
             raise ConfigError(f"http.listen: {listen!r} is not host:port", field="http.listen")
+        if not webapp.protected and not is_loopback(host):
+            raise ConfigError(
+                f"http.listen: {listen!r} is reachable from other machines and no API token "
+                "is set (DISPATCHER_API_TOKEN): set one, or listen on a loopback address "
+                "such as 127.0.0.1:8080",
+                field="http.listen",
+            )
         self._webapp = webapp
         self._host, self._port = host, int(port)
         self._runner: web.AppRunner | None = None
