@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -220,6 +221,31 @@ class ControlConfig:
                               field="control.idle_timeout")  # fmt: skip
 
 
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)*"
+                       r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailConfig:
+    relay_url: str = "simulator://"  # simulator://, smtp://[user@]host[:port], smtps://...
+    domain: str = "localhost"  # of each Message-ID and envelope sender (bounce+<id>@domain)
+    per_second: Rate = 10.0  # emails a second per relay
+    timeout: timedelta = timedelta(seconds=30)  # one SMTP command's answer
+    password: str = field(default="", repr=False)  # DISPATCHER_EMAIL_PASSWORD only
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.per_second) and self.per_second > 0):
+            raise ConfigError(
+                f"email.per_second: must be a finite number above 0, not {self.per_second}",
+                field="email.per_second",
+            )
+        if not _HOSTNAME.match(self.domain):
+            raise ConfigError(f"email.domain: {self.domain!r} is not a domain name like "
+                              "mail.example.com", field="email.domain")  # fmt: skip
+        if self.timeout <= timedelta(0):
+            raise ConfigError("email.timeout: must be longer than 0s", field="email.timeout")
+
+
 LOOPS = ("asyncio", "uvloop")
 """The event loops the service runs on (``[performance] loop``)."""
 
@@ -252,6 +278,7 @@ class Config:
     inbound: InboundConfig = field(default_factory=InboundConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
     scripts: dict[str, Script] = field(default_factory=dict)  # named call scripts
 
     @property
@@ -281,6 +308,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "inbound": InboundConfig,
     "control": ControlConfig,
     "performance": PerformanceConfig,
+    "email": EmailConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
 
@@ -306,6 +334,9 @@ def load_config(
         table = raw.pop(name, {})
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: [{name}] must be a table", field=name)
+        if name == "email" and "password" in table:  # a secret: from the environment only
+            raise ConfigError(f"{where}: email.password is read from DISPATCHER_EMAIL_PASSWORD "
+                              "only, never from a file", field="email.password")  # fmt: skip
         sections[name] = _build(cls, name, table, env, where)
     if raw:
         unknown = ", ".join(sorted(raw))

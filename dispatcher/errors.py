@@ -110,3 +110,10 @@ class OutcomeUnknown(ProviderError, TimeoutError):
     provider whether it has the attempt."""
 
     code = "outcome_unknown"
+
+
+class LookupUnsupported(ProviderError):
+    """The provider cannot be asked whether it received an attempt (an SMTP relay
+    cannot). The attempt is left for an operator, never sent again blindly."""
+
+    code = "lookup_unsupported"

@@ -1,8 +1,9 @@
 """The channels port: how a message leaves the building.
 
-Adapters are picked by URL and imported lazily: ``simulator://`` (the default, a
-deterministic carrier that needs no account) and ``twilio://`` (texts and calls);
-``smtp://`` comes with email.
+Adapters are picked by URL and imported lazily. Texts and calls (``provider.url``):
+``simulator://`` (the default, a deterministic carrier that needs no account) and
+``twilio://``. Email (``email.relay_url``, the :class:`Mailer` port): ``simulator://``
+(the default, an in-process relay that needs no server), ``smtp://`` and ``smtps://``.
 """
 
 from __future__ import annotations
@@ -201,6 +202,71 @@ class Channel(Protocol):
     async def poll_call(self, provider_id: str) -> CallReport | None:
         """The provider's final status of a call, if it has ended."""
         ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutgoingEmail:
+    """One attempt to send one email, with every header the service decides."""
+
+    email_id: str
+    attempt_id: str
+    sender: str  # the From address
+    recipient: str  # the To address (and the only envelope recipient)
+    subject: str
+    text: str
+    html: str | None  # with a text part: multipart/alternative
+    message_id: str  # the Message-ID header, "<id@domain>"
+    return_path: str  # the envelope sender: where bounces go, naming the email
+    date: datetime  # the Date header
+    unsubscribe: tuple[str, ...] = ()  # List-Unsubscribe URIs (bulk email); () for none
+    handed_off: HandOff | None = field(default=None, compare=False)
+
+    def hand_off(self, at: Instant) -> None:
+        """The mailer calls this with its own clock read as the message leaves for the
+        relay (see :meth:`SendRequest.hand_off`)."""
+        if self.handed_off is not None:
+            self.handed_off(at)
+
+
+class Mailer(Protocol):
+    """A relay that takes outbound email."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    @property
+    def relay(self) -> str:
+        """The relay, as its emails are paced and stored (a URL without a password)."""
+        ...
+
+    async def send_email(self, email: OutgoingEmail) -> Accepted:
+        """Hand an email to the relay. Raises ``ProviderError`` when it refuses (retryable
+        for a temporary refusal) and ``OutcomeUnknown`` when the relay may have it."""
+        ...
+
+    async def lookup_email(self, email: OutgoingEmail) -> Accepted | None:
+        """Did the relay take this attempt? Raises ``LookupUnsupported`` when the relay
+        cannot be asked (SMTP cannot). Never a resend."""
+        ...
+
+
+_MAILERS = {
+    "simulator": ("dispatcher.channels.mail_simulator", "MailSimulator"),
+    "smtp": ("dispatcher.channels.smtp", "SmtpMailer"),
+    "smtps": ("dispatcher.channels.smtp", "SmtpMailer"),
+}
+
+
+def open_mailer(url: str, **options: Any) -> Mailer:
+    """Build the mailer named by ``url``'s scheme (not yet opened)."""
+    mailer: Mailer = load_adapter(url, _MAILERS, key="email.relay_url", what="relay", **options)
+    return mailer
 
 
 _ADAPTERS = {

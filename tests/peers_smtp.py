@@ -1,0 +1,79 @@
+"""A real SMTP relay for the tests: ``aiosmtpd`` on a free loopback port, in the test's
+event loop. No mocks: the mailer speaks SMTP to it over TCP.
+
+The relay keeps every message it took, with its envelope, and can be told to answer
+the next DATA commands with given replies (``451 ...``, ``550 ...``) or to drop the
+connection once it has the whole message (after the final dot, before its reply).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import email.policy
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+    @property
+    def raw(self) -> bytes:
+        return self.message.as_bytes()
+
+
+@dataclass
+class Relay:
+    """What the relay took and how it answers next."""
+
+    port: int = 0
+    received: list[Received] = field(default_factory=list)
+    replies: list[str] = field(default_factory=list)  # the next DATA answers, in order
+    drop_after_data: int = 0  # drop this many connections after the final dot
+    connections: int = 0
+    got: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        if self.replies:
+            return self.replies.pop(0)
+        content = envelope.original_content or b""
+        parsed = email.message_from_bytes(content, policy=email.policy.default)
+        assert isinstance(parsed, EmailMessage)
+        self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
+        self.got.set()
+        if self.drop_after_data:
+            self.drop_after_data -= 1
+            assert isinstance(server.transport, asyncio.Transport)
+            server.transport.abort()  # the whole message is here; the reply never leaves
+        return "250 2.0.0 Ok: queued as Q" + str(len(self.received))
+
+    def factory(self) -> SMTP:
+        self.connections += 1
+        return SMTP(self, hostname="relay.example.com", decode_data=False)
+
+
+@asynccontextmanager
+async def smtp_relay() -> AsyncIterator[Relay]:
+    """A relay listening on 127.0.0.1 at a port the system picked."""
+    relay = Relay()
+    server = await asyncio.get_running_loop().create_server(relay.factory, "127.0.0.1", 0)
+    sockets: Any = server.sockets
+    relay.port = int(sockets[0].getsockname()[1])
+    try:
+        yield relay
+    finally:
+        server.close()
+        await server.wait_closed()
