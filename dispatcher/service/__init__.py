@@ -4,10 +4,10 @@ touch its store, channel, desks or delivery engine (``tests/test_fronts.py`` che
 
 :class:`Dispatcher` (:mod:`.dispatcher`) owns the store, the channel and the pacer,
 its lifecycle and its store faults; its verbs are grouped by area, one mixin a
-module: texts and Do Not Text (:mod:`.texts`), calls (:mod:`.calls`), campaigns
-(:mod:`.campaigns`), automations and voice links (:mod:`.automations`), metrics and
-reports (:mod:`.metrics`), readiness and the monitoring figures (:mod:`.operations`).
-What the text verbs answer is in :mod:`.views`.
+module: texts and Do Not Text (:mod:`.texts`), calls (:mod:`.calls`), email
+(:mod:`.emails`), campaigns (:mod:`.campaigns`), automations and voice links
+(:mod:`.automations`), metrics and reports (:mod:`.metrics`), readiness and the
+monitoring figures (:mod:`.operations`). What the text verbs answer is in :mod:`.views`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from dispatcher.engine.calls import (
     call_status_url,
 )
 from dispatcher.engine.campaigns import CampaignSpec, CampaignView
+from dispatcher.engine.emails import EmailRequest, EmailsSummary, EmailSubmission, EmailView
 from dispatcher.engine.health import StoreFault
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.service.dispatcher import Dispatcher
@@ -35,6 +36,10 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "CampaignSpec",
     "CampaignView",
     "Dispatcher",
+    "EmailRequest",
+    "EmailSubmission",
+    "EmailView",
+    "EmailsSummary",
     "Gauges",
     "MessageView",
     "NewAutomation",

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dispatcher import private, runtime
-from dispatcher.channels import Channel, open_channel
+from dispatcher.channels import Channel, Mailer, open_channel, open_mailer
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.core.model import TextStatus
@@ -26,6 +26,7 @@ from dispatcher.engine.automations import Engine, load_rules
 from dispatcher.engine.bus import Bus
 from dispatcher.engine.calls import CallDesk
 from dispatcher.engine.campaigns import CampaignDesk
+from dispatcher.engine.emails import EmailDesk
 from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.intake import Intake
 from dispatcher.engine.texts import TextDesk
@@ -35,6 +36,7 @@ from dispatcher.lifecycle import Resource
 from dispatcher.service.automations import AutomationVerbs
 from dispatcher.service.calls import CallVerbs
 from dispatcher.service.campaigns import CampaignVerbs
+from dispatcher.service.emails import EmailVerbs
 from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
@@ -45,8 +47,9 @@ _T = TypeVar("_T")
 
 
 class Dispatcher(
-    TextVerbs, CallVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs, OperationsVerbs, Resource
-):
+    TextVerbs, CallVerbs, EmailVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs,
+    OperationsVerbs, Resource,
+):  # fmt: skip
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 
     def __init__(
@@ -56,11 +59,17 @@ class Dispatcher(
         store: Store,
         channel: Channel,
         clock: Clock | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.channel = channel
         self.clock = clock or SystemClock()
+        # The relay email goes to: [email] relay_url unless given (the simulator by default).
+        self.mailer = mailer or open_mailer(
+            config.email.relay_url, clock=self.clock, password=config.email.password,
+            timeout=config.email.timeout.total_seconds(),
+        )  # fmt: skip
         self._health = StoreHealth(self.clock, probe_every=config.store.fault_probe.total_seconds())
         self.bus = Bus()  # results and outcomes, for the automations and campaigns
         self._held = False
@@ -87,6 +96,8 @@ class Dispatcher(
         self.started = asyncio.Event()
         self.calls = CallDesk(wiring, submit_text=self.submit)
         self._call_pacer: asyncio.Task[None] | None = None
+        self.emails = EmailDesk(wiring, self.mailer)
+        self._email_pacer: asyncio.Task[None] | None = None
         self.campaigns = CampaignDesk(
             config, store=store, clock=self.clock, bus=self.bus, service=self
         )
@@ -121,9 +132,11 @@ class Dispatcher(
         stack = self._stack
         await stack.enter_async_context(self.store)
         await stack.enter_async_context(self.channel)
+        await stack.enter_async_context(self.mailer)
         self.channel.on_receipt(self.texts.receipts.report)
         await self._recover()
         await self.calls.recover()
+        await self.emails.recover()
         await self.automations.load()
         # The task group is exited by hand, without the body's exception, so an error
         # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
@@ -134,6 +147,7 @@ class Dispatcher(
         self._group.create_task(self._keep(self.texts.expiry_loop), name="expiry")
         self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
         self._group.create_task(self._keep(self.calls.run_reports), name="call-reports")
+        self._email_pacer = self._group.create_task(self.emails.pacer.run(), name="email-pacer")
         self._group.create_task(self._keep(self.campaigns.run), name="campaigns")
         self._group.create_task(self._keep(self.automations.run), name="automations")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
@@ -159,16 +173,20 @@ class Dispatcher(
         await self.campaigns.close()
         self.texts.stop()
         self.calls.stop()
+        self.emails.stop()
         timeout = self.config.service.drain_timeout.total_seconds()
         try:
             await asyncio.wait_for(
-                asyncio.gather(self.texts.engine.idle.wait(), self.calls.idle.wait()), timeout
+                asyncio.gather(
+                    self.texts.engine.idle.wait(), self.calls.idle.wait(), self.emails.idle.wait()
+                ),
+                timeout,
             )
         except TimeoutError:
             # Sends still in flight stay in Sending and are reconciled at the next start.
             in_flight = sum(self.texts.engine.in_flight.values())
             log.warning("service.drain_timeout", extra={"in_flight": in_flight})
-            for task in (self._pacer_task, self._call_pacer):
+            for task in (self._pacer_task, self._call_pacer, self._email_pacer):
                 if task is not None:
                     task.cancel()
         self.texts.receipts.stop()
@@ -224,6 +242,7 @@ class Dispatcher(
         if self._held or self._health.fault is not None:
             return
         self.calls.wake()
+        self.emails.wake()
         self.texts.wake_all()
 
     # -- the operator's hold ---------------------------------------------------------

@@ -1,0 +1,81 @@
+"""What the email desk takes and answers (an email to send, its submission, an
+operator's view of an email, the email summary), and the queue of emails waiting for
+their relay's slot, as memory keeps it."""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from datetime import datetime
+
+from dispatcher.core.emails import Email, EmailEvent, EmailStatus
+from dispatcher.core.model import Lane
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailRequest:
+    """An email to send, as a front received it (validated on submission)."""
+
+    sender: str
+    recipient: str
+    subject: str
+    text: str
+    html: str | None = None
+    lane: Lane = Lane.AUTOMATION  # bulk email carries List-Unsubscribe
+    idempotency_key: str | None = None
+    trigger: str | None = None
+    campaign_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailSubmission:
+    email: Email
+    created: bool  # False when an idempotency key returned an earlier email
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailView:
+    email: Email
+    history: list[EmailEvent]
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailsSummary:
+    counts: dict[EmailStatus, int]
+    queued: int
+    in_flight: int
+    next_slot_at: datetime | None
+    relay: str
+    rate: float  # emails a second on the relay
+
+
+class EmailQueue:
+    """The relay's queued emails in the order they are sent: by lane (automations
+    before bulk), then in the order they were accepted. The queue itself is durable
+    (Queued emails in the store, read back at start); memory keeps the order."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, str]] = []  # (lane, seq, email id)
+        self._emails: dict[str, Email] = {}
+
+    def __len__(self) -> int:
+        return len(self._emails)
+
+    def push(self, email: Email) -> None:
+        if email.id not in self._emails:  # once: recovery may see a re-queued email twice
+            heapq.heappush(self._heap, (int(email.lane), email.seq, email.id))
+        self._emails[email.id] = email
+
+    def pop(self) -> Email | None:
+        """The email at the head (None when none waits)."""
+        while self._heap:
+            _, _, email_id = heapq.heappop(self._heap)
+            if (email := self._emails.pop(email_id, None)) is not None:
+                return email
+        return None
+
+    def ahead_of(self, email: Email) -> int:
+        """How many queued emails are sent before ``email``."""
+        key = (int(email.lane), email.seq)
+        return sum(1 for lane, seq, i in self._heap if (lane, seq) < key and i in self._emails)

@@ -1,0 +1,376 @@
+"""Email in the service: accepted, paced per relay, handed to the relay, followed.
+
+Email goes through the same delivery engine as texts and calls
+(:class:`~dispatcher.engine.delivery.Delivery`) with one pacing key per relay, at
+``[email] per_second``. The intent to send (Sending, with an attempt id) is durable
+before the relay hears of it.
+
+An attempt whose outcome is unknown (the connection dropped once the whole message
+may have been handed over) goes to the engine's reconciliation, which asks the
+mailer whether the relay took it: the simulator knows, and its answer settles the
+email (Sent, or Queued again). An SMTP relay cannot be asked: the email is then
+recorded Unconfirmed, with the reason, and left for the operator; it is never sent
+again by itself. An email a crash left Sending goes the same way at the next start.
+
+What the desk takes and answers (:class:`EmailRequest`, :class:`EmailView`, ...) is
+defined in :mod:`dispatcher.engine.email_types` and importable from here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from dispatcher.channels import Accepted, HandOff, Mailer, OutgoingEmail
+from dispatcher.clock import Instant
+from dispatcher.core.emails import (
+    EMAIL_TERMINAL,
+    Email,
+    EmailEvent,
+    EmailReason,
+    EmailStatus,
+    check_email,
+    email_status,
+    explain_email,
+    message_id,
+    return_path,
+)
+from dispatcher.core.model import Lane, Source, fingerprint
+from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.email_types import (
+    EmailQueue,
+    EmailRequest,
+    EmailsSummary,
+    EmailSubmission,
+    EmailView,
+)
+from dispatcher.engine.intake import new_id
+from dispatcher.engine.keys import OncePerKey
+from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.wiring import Wiring
+from dispatcher.errors import Conflict, InvalidInput, LookupUnsupported, NotFound, ProviderError
+
+log = logging.getLogger(__name__)
+
+_STRIPES = 64
+
+
+def unsubscribe_uris(email_id: str, *, domain: str, base_url: str) -> tuple[str, str]:
+    """The ``List-Unsubscribe`` URIs of a bulk email: a mailto and an HTTPS link."""
+    return (f"mailto:unsubscribe+{email_id}@{domain}",
+            f"{base_url.rstrip('/')}/email/unsubscribe/{email_id}")  # fmt: skip
+
+
+class EmailDesk:
+    """The email half of the service. Owned and run by the Dispatcher."""
+
+    name = "email"  # the prefix of its log events
+
+    def __init__(self, wiring: Wiring, mailer: Mailer) -> None:
+        config = self._config = wiring.config
+        self._store = wiring.store
+        self._mailer = mailer
+        clock = self._clock = wiring.clock
+        self._may_send = wiring.may_send
+        self.engine: Delivery[Email] = Delivery(
+            self, clock, retries=Retries(config.provider),
+            max_in_flight=config.pacing.max_in_flight,
+            lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
+        )  # fmt: skip
+        self.pacer = self.engine.pacer
+        self._queue = EmailQueue()
+        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+        self._keys: OncePerKey[EmailSubmission] = OncePerKey()
+        self.counts: Counter[EmailStatus] = Counter()
+        self.idle = self.engine.idle  # no email in flight
+        self.closing = False
+
+    @property
+    def relay(self) -> str:
+        return self._mailer.relay
+
+    def _hold(self) -> float:
+        return 1.0 / self._config.email.per_second + self._config.pacing.guard.total_seconds()
+
+    # -- lifecycle -------------------------------------------------------------------
+    async def recover(self) -> None:
+        """Before pacing starts: settle emails a previous run left Sending, restore the
+        queue, the relay's next slot and the counts."""
+        now = self._clock.now()
+        slots = await self._store.email_slots()
+        if (slot := slots.get(self.relay)) is not None:
+            self.pacer.restore(self.relay, now.mono + (slot - now.wall).total_seconds())
+        sending = await self._store.emails_in_status([EmailStatus.SENDING], 100_000)
+        for email in sending:
+            await self.engine.reconcile(email, running=False)
+        if sending:  # an email may have left just before the crash: wait one full slot
+            self.pacer.restore(self.relay, now.mono + self._hold())
+        for email in await self._store.emails_in_status([EmailStatus.QUEUED], 1_000_000):
+            self._enqueue(email)
+        self.counts.clear()
+        self.counts.update(await self._store.email_counts())
+
+    def stop(self) -> None:
+        self.closing = True
+        self.pacer.stop()
+
+    # -- submission ------------------------------------------------------------------
+    async def submit(self, request: EmailRequest) -> EmailSubmission:
+        """Accept an email: validate it, then queue it on its relay."""
+        if self.closing:
+            raise Conflict("the service is shutting down; submit again once it is back")
+        content = check_email(sender=request.sender, recipient=request.recipient,
+                              subject=request.subject, text=request.text,
+                              html=request.html)  # fmt: skip
+        key = request.idempotency_key
+        if key is not None and not 0 < len(key) <= 255:
+            raise InvalidInput("idempotency_key: must be 1 to 255 characters",
+                               field="idempotency_key")  # fmt: skip
+        print_ = fingerprint(content.sender, content.recipient, content.subject, content.text,
+                             content.html or "", request.lane.name)  # fmt: skip
+        now = self._clock.now().wall
+        email = Email(
+            id=new_id("eml"), relay=self.relay, sender=content.sender,
+            recipient=content.recipient, subject=content.subject, text=content.text,
+            html=content.html, lane=request.lane, status=EmailStatus.QUEUED, accepted_at=now,
+            updated_at=now, reason=EmailReason.ACCEPTED, idempotency_key=key,
+            fingerprint=print_, trigger=request.trigger, campaign_id=request.campaign_id,
+        )  # fmt: skip
+        if key is None:
+            return EmailSubmission(email=await self._insert(email), created=True)
+
+        async def make() -> EmailSubmission:
+            found = await self._store.email_by_idempotency_key(key)
+            if found is not None:
+                return self._same_key(email, found, key)
+            return EmailSubmission(email=await self._insert(email), created=True)
+
+        result, made_here = await self._keys.run(key, make)
+        return result if made_here else self._same_key(email, result.email, key)
+
+    @staticmethod
+    def _same_key(email: Email, earlier: Email, key: str) -> EmailSubmission:
+        if earlier.fingerprint != email.fingerprint:
+            raise Conflict(f"idempotency key {key!r} was already used for email {earlier.id} "
+                           "with different content")  # fmt: skip
+        return EmailSubmission(email=earlier, created=False)
+
+    async def _insert(self, email: Email) -> Email:
+        first = EmailEvent(email_id=email.id, at=email.accepted_at, status=EmailStatus.QUEUED,
+                           reason=EmailReason.ACCEPTED, source=Source.API)  # fmt: skip
+        stored = await self._store.insert_email(email, [first])
+        self.counts[stored.status] += 1
+        self._enqueue(stored)
+        log.info("email.queued", extra={"email_id": stored.id, "relay": stored.relay})
+        return stored
+
+    def _enqueue(self, email: Email) -> None:
+        self._queue.push(email)
+        self.pacer.wake(self.relay)
+
+    # -- the email kind, for the engine ----------------------------------------------
+    def item_id(self, item: Email) -> str:
+        return item.id
+
+    def may_send(self, key: str) -> bool:
+        return self._may_send() and not self.closing and key == self.relay
+
+    def hold(self, item: Email) -> float:
+        return self._hold()
+
+    async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, Email]:
+        """The next queued email of the relay, Sending (the durable intent to send);
+        emails ended meanwhile are passed over."""
+        claimed: dict[str, Email] = {}
+        for key, _slot_at in due:
+            while (email := self._queue.pop()) is not None:
+                async with self._lock(email.id):
+                    try:
+                        fresh = await self._store.get_email(email.id)
+                        if fresh is None or fresh.status is not EmailStatus.QUEUED:
+                            continue
+                        claimed[key] = await self._set(fresh, EmailStatus.SENDING,
+                                                       source=Source.SCHEDULER,
+                                                       attempt_id=new_id("att"))  # fmt: skip
+                        break
+                    except BaseException:
+                        self._enqueue(email)  # not claimed: it keeps its place in the queue
+                        raise
+        return claimed
+
+    async def ready(self, item: Email) -> bool:
+        return True
+
+    def started(self, key: str, at: Instant) -> None:
+        """Nothing to count: the email summary reads the engine."""
+
+    async def send(self, item: Email, hand_off: HandOff) -> Accepted:
+        return await self._mailer.send_email(self._outgoing(item, hand_off))
+
+    async def taken(
+        self, item: Email, accepted: Accepted, *, started: Instant, hold: float
+    ) -> None:
+        slot = (self.relay, started.wall + timedelta(seconds=hold))
+        await self._taken(item, accepted, sent_at=started.wall, slot=slot, source=Source.PROVIDER)
+
+    async def retry(
+        self, item: Email, exc: ProviderError, decision: Retry, slot_at: datetime
+    ) -> None:
+        async with self._lock(item.id):
+            queued = await self._set(item, EmailStatus.QUEUED, source=Source.PROVIDER,
+                                     reason=EmailReason.RETRY, code=exc.provider_code,
+                                     detail=decision.detail)  # fmt: skip
+        self._enqueue(queued)
+
+    async def fail(
+        self, item: Email, exc: ProviderError, decision: GiveUp, slot_at: datetime
+    ) -> None:
+        async with self._lock(item.id):
+            await self._set(item, EmailStatus.FAILED, source=Source.PROVIDER,
+                            reason=decision.reason or EmailReason.RELAY_REJECTED,
+                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
+
+    async def lookup(self, item: Email) -> Accepted | None:
+        """Ask the mailer whether the relay took the attempt. A relay that cannot be
+        asked (SMTP) leaves the email Unconfirmed for the operator; the error then
+        tells the engine the question is not settled, so nothing more is done."""
+        try:
+            return await self._mailer.lookup_email(self._outgoing(item))
+        except LookupUnsupported as exc:
+            async with self._lock(item.id):
+                fresh = await self._store.get_email(item.id) or item
+                await self._set(fresh, EmailStatus.UNCONFIRMED, source=Source.RECONCILE,
+                                reason=EmailReason.OUTCOME_UNKNOWN,
+                                detail=f"attempt {item.attempt_id}: {exc}; not sent again "
+                                "without an operator")  # fmt: skip
+            raise
+
+    async def received(self, item: Email, found: Accepted) -> None:
+        await self._taken(item, found, sent_at=found.received_at, source=Source.RECONCILE)
+
+    async def not_received(self, item: Email, *, running: bool) -> None:
+        async with self._lock(item.id):
+            queued = await self._set(
+                item, EmailStatus.QUEUED, source=Source.RECONCILE,
+                reason=EmailReason.NOT_RECEIVED,
+                detail=f"the relay never received attempt {item.attempt_id}",
+            )  # fmt: skip
+        self._enqueue(queued)
+
+    def _outgoing(self, email: Email, hand_off: HandOff | None = None) -> OutgoingEmail:
+        domain = self._config.email.domain
+        unsubscribe: tuple[str, ...] = ()
+        if email.lane is Lane.BULK:
+            unsubscribe = unsubscribe_uris(email.id, domain=domain,
+                                           base_url=self._config.http.base_url)  # fmt: skip
+        return OutgoingEmail(
+            email_id=email.id, attempt_id=email.attempt_id or "", sender=email.sender,
+            recipient=email.recipient, subject=email.subject, text=email.text,
+            html=email.html, message_id=message_id(email.id, domain),
+            return_path=return_path(email.id, domain), date=email.updated_at,
+            unsubscribe=unsubscribe, handed_off=hand_off,
+        )  # fmt: skip
+
+    async def _taken(
+        self,
+        email: Email,
+        accepted: Accepted,
+        *,
+        sent_at: datetime | None,
+        source: Source,
+        slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        async with self._lock(email.id):
+            fresh = await self._store.get_email(email.id) or email
+            event, after = email_status(fresh, EmailStatus.SENT, at=self._clock.now().wall,
+                                        source=source, detail=accepted.provider_id)  # fmt: skip
+            if event.applied:
+                after = replace(after, provider_id=accepted.provider_id,
+                                sent_at=sent_at or after.updated_at)  # fmt: skip
+            await self._save(fresh, after, [event], slot)
+
+    # -- operator verbs --------------------------------------------------------------
+    async def get(self, email_id: str) -> Email:
+        email = await self._store.get_email(email_id)
+        if email is None:
+            raise NotFound(f"no email with id {email_id!r}")
+        return email
+
+    async def view(self, email_id: str) -> EmailView:
+        email = await self.get(email_id)
+        history = await self._store.email_history(email_id)
+        ahead = self._queue.ahead_of(email) if email.status is EmailStatus.QUEUED else None
+        return EmailView(
+            email=email, history=history,
+            explanation=explain_email(email, ahead=ahead, next_slot_at=self.next_slot_at()),
+        )  # fmt: skip
+
+    def summary(self) -> EmailsSummary:
+        return EmailsSummary(
+            counts={s: n for s, n in self.counts.items() if n}, queued=len(self._queue),
+            in_flight=sum(self.engine.in_flight.values()), next_slot_at=self.next_slot_at(),
+            relay=self.relay, rate=self._config.email.per_second,
+        )  # fmt: skip
+
+    def next_slot_at(self) -> datetime | None:
+        slot = self.pacer.next_slot(self.relay)
+        if slot is None:
+            return None
+        now = self._clock.now()
+        return now.wall + timedelta(seconds=slot - now.mono)
+
+    def wake(self) -> None:
+        """Every queued email becomes due at the relay's next slot."""
+        if self._queue:
+            self.pacer.wake(self.relay)
+
+    # -- helpers ---------------------------------------------------------------------
+    async def _set(
+        self,
+        email: Email,
+        status: EmailStatus,
+        *,
+        source: Source,
+        reason: str | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+        attempt_id: str | None = None,
+    ) -> Email:
+        event, after = email_status(email, status, at=self._clock.now().wall, source=source,
+                                    reason=reason, provider_code=code, detail=detail)  # fmt: skip
+        if attempt_id is not None and event.applied:
+            after = replace(after, attempt_id=attempt_id)
+        await self._save(email, after, [event])
+        return after
+
+    async def _save(
+        self,
+        before: Email,
+        after: Email,
+        events: list[EmailEvent],
+        slot: tuple[str, datetime] | None = None,
+    ) -> None:
+        await self._store.update_email(after, events, slot)
+        if after.status is not before.status:
+            self.counts[before.status] -= 1
+            self.counts[after.status] += 1
+            if after.status in EMAIL_TERMINAL or after.status is EmailStatus.UNCONFIRMED:
+                log.info("email.ended", extra={"email_id": after.id, "status": after.status.value,
+                                               "code": after.provider_code})  # fmt: skip
+
+    def _lock(self, email_id: str) -> asyncio.Lock:
+        return self._locks[hash(email_id) % _STRIPES]
+
+
+__all__ = [
+    "EmailDesk",
+    "EmailRequest",
+    "EmailSubmission",
+    "EmailView",
+    "EmailsSummary",
+    "unsubscribe_uris",
+]
