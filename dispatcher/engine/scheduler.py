@@ -1,12 +1,12 @@
 """The deadline scheduler: a heap of per-key next-send times and one timer.
 
 Between due times it costs nothing: no task or poll per message, only one timer for
-the earliest due key. When it fires, every key due within the next ``window``
-seconds (plus the claim's ``lead``) is handed out **together**, in one call of the
-``due`` callback, so the engine claims them in one store write and reads their
-queue heads in one query. A handed-out key comes back with :meth:`Pacer.book`: its
-next slot (the moment its send started, plus its hold), or None when it had nothing
-to send.
+the earliest due key. When it fires, the keys due within the next ``window``
+seconds (plus the claim's ``lead``) are handed out **together**, up to :data:`BATCH`
+at a time, in one call of the ``due`` callback, so the engine claims them in one
+store write and reads their queue heads in one query. A handed-out key comes back
+with :meth:`Pacer.book`: its next slot (the moment its send started, plus its hold),
+or None when it had nothing to send.
 
 A key is in exactly one of three places: idle (nothing to send), on the heap
 (waiting for its slot) or handed out. A wake-up for a handed-out key is remembered,
@@ -16,10 +16,23 @@ so no submission is ever missed.
 from __future__ import annotations
 
 import asyncio
+import enum
 import heapq
 from collections.abc import Callable
 
 from dispatcher.clock import Clock, TimerHandle
+
+BATCH = 128
+"""Keys handed out in one batch, at most. When more are due (a first wave, a saturated
+service) the loop runs what else is waiting between batches, so one tick never holds
+it for long, and the first batch's sends start while the next is being claimed."""
+
+
+class _Left(enum.Enum):
+    NONE = "none"  # nothing more is due yet
+    NO_ROOM = "no room"  # more are due, but max_in_flight keys are out
+    MORE = "more"  # more are due: hand out another batch
+
 
 Due = Callable[[list[tuple[str, float]]], None]
 """``due(batch)``: the keys due now, each with its slot (monotonic), in slot order.
@@ -38,12 +51,14 @@ class Pacer:
         lead: float = 0.0,
         window: float = 0.0,
         room: Callable[[], int] | None = None,
+        batch: int = BATCH,
     ) -> None:
         self._clock = clock
         self._due = due
         self._lead = lead  # a key is handed out this long before its slot
         self._window = window  # keys due this close together go out in one batch
         self._room = room  # how many more keys may be handed out now (None: no bound)
+        self._batch = batch  # keys handed out at once, at most
         self._heap: list[tuple[float, str]] = []
         self._next_slot: dict[str, float] = {}
         self._on_heap: set[str] = set()
@@ -98,22 +113,29 @@ class Pacer:
     async def run(self) -> None:
         """Run the timer loop until :meth:`stop`."""
         while not self._stopping:
-            if self._hand_out():
-                self._arm()
-            else:
-                self._disarm()  # no room: :meth:`poke` says when there is again
+            match self._hand_out():
+                case _Left.NONE:
+                    self._arm()
+                case _Left.NO_ROOM:
+                    self._disarm()  # :meth:`poke` says when there is room again
+                case _Left.MORE:
+                    # A full batch went out and more are due: let the loop run what
+                    # is waiting (a socket's request, the sends just started) first.
+                    await asyncio.sleep(0)
+                    continue
             await self._wake.wait()
             self._wake.clear()
         if self._timer is not None:
             self._timer.cancel()
 
-    def _hand_out(self) -> bool:
-        """Hand out the keys due; False when the room ran out before they did."""
+    def _hand_out(self) -> _Left:
+        """Hand out the keys due, at most one batch; say what is left due."""
         heap, next_slot = self._heap, self._next_slot
         horizon = self._clock.now().mono + self._lead + self._window
         room = self._room() if self._room is not None else len(heap)
+        size = min(room, self._batch)
         batch: list[tuple[str, float]] = []
-        while heap and heap[0][0] <= horizon and len(batch) < room:
+        while heap and heap[0][0] <= horizon and len(batch) < size:
             slot, key = heapq.heappop(heap)
             if slot < (later := next_slot.get(key, slot)):
                 heapq.heappush(heap, (later, key))  # pushed back (restore)
@@ -123,7 +145,9 @@ class Pacer:
             batch.append((key, slot))
         if batch:
             self._due(batch)
-        return len(batch) < room or not heap or heap[0][0] > horizon
+        if not heap or heap[0][0] > horizon:
+            return _Left.NONE
+        return _Left.NO_ROOM if len(batch) == room else _Left.MORE
 
     def _arm(self) -> None:
         due = self._heap[0][0] - self._lead if self._heap else None
