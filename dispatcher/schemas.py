@@ -27,13 +27,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from dispatcher.core import calls, model
+from dispatcher.core import calls, emails, model
 from dispatcher.core.wire import Body, Number
 from dispatcher.core.wire import Model as Model  # noqa: PLC0414 - the fronts subclass schemas.Model
 from dispatcher.jsonio import bounded
 
 if TYPE_CHECKING:
     from dispatcher.engine.calls import CallView as ServiceCallView
+    from dispatcher.engine.emails import EmailView as ServiceEmailView
 
 
 # -- values (the shared ones, ``Number``, ``Written`` and ``Body``, are in core.wire) ---
@@ -44,6 +45,12 @@ Priority = Annotated[
 ]
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
 Id = Annotated[str, Meta(description="the id the service gave it")]
+Address = Annotated[
+    str,
+    Meta(description="an email address like ann@example.com (checked without DNS; no line "
+         "breaks)", extra_json_schema={"examples": ["ann@example.com"]}),
+]  # fmt: skip
+"""An email address; its form is checked by the domain (``dispatcher.core.emails``)."""
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -84,6 +91,39 @@ class NewCall(Model, frozen=True):
     def __post_init__(self) -> None:
         if not bounded(self.script):  # untyped: held to standard JSON here
             raise ValueError("an integer in the script is too large")
+
+
+class NewEmail(Model, frozen=True):
+    """An email to send (``POST /v1/emails``)."""
+
+    from_: Address
+    to: Address
+    subject: Annotated[
+        str,
+        Meta(
+            description="one line: no CR or LF (1 to 998 characters)",
+            extra_json_schema={"minLength": 1, "maxLength": 998},
+        ),
+    ]
+    text: Annotated[
+        str,
+        Meta(
+            description="the plain-text part (1 to 50,000 characters)",
+            extra_json_schema={"minLength": 1, "maxLength": 50_000},
+        ),
+    ]
+    html: Annotated[
+        str | None,
+        Meta(
+            description="an HTML part (at most 50,000 characters), sent with the text part as "
+            "multipart/alternative"
+        ),
+    ] = None
+    priority: Annotated[
+        Literal["automation", "bulk"],
+        Meta(description="the lane: automation email goes ahead of bulk email on a relay; "
+             "bulk email carries List-Unsubscribe"),
+    ] = "automation"  # fmt: skip
 
 
 # -- answers -----------------------------------------------------------------------------
@@ -157,6 +197,33 @@ class CallDetail(CallView, frozen=True):
 
     provider_sid: str | None
     status_callback_url: str
+
+
+class EmailOut(Model, frozen=True):
+    """An email as it stands."""
+
+    id: Id
+    status: str
+    reason: str | None
+    from_: str
+    to: str
+    subject: str
+    html: bool  # it has an HTML part
+    priority: str
+    relay: str
+    accepted_at: Timestamp
+    sent_at: Timestamp | None
+    updated_at: Timestamp
+    provider_id: str | None
+    provider_code: str | None
+    trigger: str | None
+
+
+class EmailView(EmailOut, frozen=True):
+    """``GET /v1/emails/{email_id}``: an email with its history and explanation."""
+
+    history: list[Event]
+    explanation: str
 
 
 class RuleOut(Model, frozen=True):
@@ -318,11 +385,13 @@ def ts(at: datetime | None, *, timespec: str = "microseconds") -> str | None:
     return at.isoformat(timespec=timespec) if at else None
 
 
-def event_of(e: model.Event | calls.CallEvent) -> Event:
-    """One step of a text's or call's history, as answered."""
+def event_of(e: model.Event | calls.CallEvent | emails.EmailEvent) -> Event:
+    """One step of a text's, call's or email's history, as answered."""
     extra: dict[str, Any] = {}
     if isinstance(e, calls.CallEvent):
         extra = {"result": e.result.value if e.result else None, "step": e.step}
+    elif isinstance(e, emails.EmailEvent):
+        extra = {"result": e.result.value if e.result else None}
     return Event(
         status=e.status.value if e.status else None, **extra, at=ts(e.at) or "",
         reason=e.reason, provider_code=e.provider_code, source=e.source.value,
@@ -358,4 +427,34 @@ def call_fields(c: calls.Call) -> dict[str, Any]:
         "provider_id": c.provider_id,
         "provider_code": c.provider_code,
         "trigger": c.trigger,
+    }
+
+
+def email_view_of(view: ServiceEmailView) -> EmailView:
+    """An email with its history and explanation, as answered."""
+    return EmailView(
+        **email_fields(view.email),
+        history=[event_of(e) for e in view.history],
+        explanation=view.explanation,
+    )
+
+
+def email_fields(e: emails.Email) -> dict[str, Any]:
+    """The fields of :class:`EmailOut` for ``e``."""
+    return {
+        "id": e.id,
+        "status": e.status.value,
+        "reason": e.reason,
+        "from_": e.sender,
+        "to": e.recipient,
+        "subject": e.subject,
+        "html": e.html is not None,
+        "priority": e.lane.name.lower(),
+        "relay": e.relay,
+        "accepted_at": ts(e.accepted_at),
+        "sent_at": ts(e.sent_at),
+        "updated_at": ts(e.updated_at),
+        "provider_id": e.provider_id,
+        "provider_code": e.provider_code,
+        "trigger": e.trigger,
     }

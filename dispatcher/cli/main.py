@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import logs, runtime
-from dispatcher.cli import calls, dnt, engagement, texts
+from dispatcher.cli import calls, dnt, emails, engagement, texts
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("--once", action="store_true", help="print one frame and exit")
 
     calls.add_parser(sub)
+    emails.add_parser(sub)
     engagement.add_parsers(sub)
     campaign_cli.add_parser(sub)
     dnt.add_parser(sub)

@@ -164,7 +164,7 @@ def email_status(
 
 MAX_SUBJECT = 998
 """Characters of a subject: one header line as RFC 5322 allows it."""
-MAX_PART = 100_000
+MAX_PART = 50_000
 """Characters of the text part, and of the HTML part."""
 
 

@@ -1,11 +1,11 @@
-"""The automation API, ``/v1``: texts, calls and automations, with a bearer token
-(``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
+"""The automation API, ``/v1``: texts, calls, email and automations, with a bearer
+token (``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
 
-- ``POST /v1/messages`` and ``POST /v1/calls`` submit a text or a call, with an
-  optional ``Idempotency-Key`` header: the same key returns the same message and never
-  sends twice; the same key with a different request is 409.
-- ``GET /v1/messages/{id}`` and ``GET /v1/calls/{id}``: the status, history and
-  explanation.
+- ``POST /v1/messages``, ``POST /v1/calls`` and ``POST /v1/emails`` submit a text, a
+  call or an email, with an optional ``Idempotency-Key`` header: the same key returns
+  the same message and never sends twice; the same key with a different request is 409.
+- ``GET /v1/messages/{id}``, ``GET /v1/calls/{id}`` and ``GET /v1/emails/{id}``: the
+  status, history and explanation.
 - ``GET``, ``POST /v1/automations`` and ``DELETE /v1/automations/{name}``: the rules and
   their recent runs.
 
@@ -23,10 +23,11 @@ from aiohttp import web
 
 from dispatcher import jsonio, schemas
 from dispatcher.core.model import Lane
-from dispatcher.schemas import Answer, Operation, call_view_of, event_of
+from dispatcher.schemas import Answer, Operation, call_view_of, email_view_of, event_of
 from dispatcher.service import (
     CallRequest,
     Dispatcher,
+    EmailRequest,
     NewAutomation,
     Rule,
     TextRequest,
@@ -73,8 +74,11 @@ class Api:
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            raise refusal(web.HTTPRequestEntityTooLarge, "too_large",
-                           f"the request body is over {MAX_BODY} bytes") from None  # fmt: skip
+            error = {"code": "too_large", "message": f"the request body is over {MAX_BODY} bytes"}
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=MAX_BODY, actual_size=request.content_length or MAX_BODY + 1,
+                text=jsonio.dumps({"error": error}), content_type="application/json",
+            ) from None  # fmt: skip
 
     async def _body(self, request: web.Request, model: type[_Body]) -> _Body:
         """The body, read into its model: standard JSON (400 naming what is wrong) with
@@ -125,6 +129,22 @@ class Api:
             **msgspec.structs.asdict(call), provider_sid=view.call.provider_id,
             status_callback_url=call_status_url(self._public_url, view.call.id),
         ))  # fmt: skip
+
+    async def submit_email(self, request: web.Request) -> web.StreamResponse:
+        body = await self._body(request, schemas.NewEmail)
+        submission = await self._dispatcher.submit_email(
+            EmailRequest(sender=body.from_, recipient=body.to, subject=body.subject,
+                         text=body.text, html=body.html, lane=Lane.parse(body.priority),
+                         idempotency_key=request.headers.get("Idempotency-Key"))
+        )  # fmt: skip
+        e = submission.email
+        accepted = schemas.Accepted(id=e.id, status=e.status.value, reason=e.reason)
+        return answer(accepted, status=201 if submission.created else 200)
+
+    async def get_email(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        view = await self._dispatcher.email(request.match_info["email_id"])
+        return answer(email_view_of(view))
 
     async def automations(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -183,6 +203,18 @@ API = [
     Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
               summary="A call's status, history (statuses and steps) and explanation",
               answers={200: Answer("the call", schemas.CallDetail), 404: Answer("no such call")}),
+    Operation(method="POST", path="/v1/emails", handler="submit_email",
+              summary="Send an email", body=schemas.NewEmail, idempotency_key=True, answers={
+                  201: Answer("accepted: queued on the relay's pace", schemas.Accepted),
+                  200: Answer("the email an earlier request with this key made",
+                              schemas.Accepted),
+                  400: Answer("invalid: an address, a line break in a header field, an "
+                              "empty subject or text (the error names the field)"),
+                  409: Answer("the key was used for another email")}),
+    Operation(method="GET", path="/v1/emails/{email_id}", handler="get_email",
+              summary="An email's status, history and explanation",
+              answers={200: Answer("the email", schemas.EmailView),
+                       404: Answer("no such email")}),
     Operation(method="GET", path="/v1/automations", handler="automations",
               summary="The automations (from the file and the API) and recent runs",
               answers={200: Answer("the rules and runs", schemas.Automations)}),

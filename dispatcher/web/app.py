@@ -28,6 +28,9 @@ This module holds the app, its routes and its server; the handlers are in
   configured script), same token and idempotency rules as texts.
 - ``GET /v1/calls/{id}``: a call's status, history (statuses and every step it ran)
   and explanation.
+- ``POST /v1/emails`` and ``GET /v1/emails/{id}``: send an email (from, to, subject,
+  text, an optional HTML part), same token and idempotency rules as texts; an email's
+  status, history and explanation.
 - ``GET /v1/openapi.json``: the description of this API, generated from the models of
   its bodies (:mod:`dispatcher.schemas`) and its route table, which also routes.
 - ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (Prometheus): liveness,

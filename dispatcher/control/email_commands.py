@@ -1,0 +1,59 @@
+"""The control commands of email: submit one, show one, the relay's summary."""
+
+from __future__ import annotations
+
+import msgspec
+
+from dispatcher import schemas
+from dispatcher.control.protocol import JSON, Args, IdArgs, NoArgs, command
+from dispatcher.core.emails import Email
+from dispatcher.core.model import Lane
+from dispatcher.schemas import email_fields, email_view_of, ts
+from dispatcher.service import Dispatcher, EmailRequest, EmailsSummary
+
+
+def email_json(e: Email) -> JSON:
+    built: JSON = msgspec.to_builtins(schemas.EmailOut(**email_fields(e)))
+    return built
+
+
+def emails_json(s: EmailsSummary) -> JSON:
+    return {
+        "relay": s.relay,
+        "counts": {status.value: n for status, n in sorted(s.counts.items())},
+        "queued": s.queued,
+        "in_flight": s.in_flight,
+        "next_slot_at": ts(s.next_slot_at),
+        "per_second": s.rate,
+    }
+
+
+class EmailArgs(Args, frozen=True):
+    from_: str
+    to: str
+    subject: str
+    text: str
+    html: str | None = None
+    priority: schemas.Priority = "automation"
+    idempotency_key: str | None = None
+
+
+@command("email_submit", EmailArgs, "send an email: from, to, subject, text, html, priority, ...")
+async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
+    submission = await d.submit_email(
+        EmailRequest(sender=a.from_, recipient=a.to, subject=a.subject, text=a.text,
+                     html=a.html, lane=Lane.parse(a.priority),
+                     idempotency_key=a.idempotency_key)
+    )  # fmt: skip
+    return {**email_json(submission.email), "created": submission.created}
+
+
+@command("email_show", IdArgs, "one email: its statuses, and why it is in its state")
+async def _email_show(d: Dispatcher, a: IdArgs) -> JSON:
+    built: JSON = msgspec.to_builtins(email_view_of(await d.email(a.id)))
+    return built
+
+
+@command("email_status", NoArgs, "the relay: emails by status, its queue and next slot")
+async def _email_status(d: Dispatcher, _: NoArgs) -> JSON:
+    return emails_json(d.email_summary())
