@@ -12,7 +12,7 @@ import pytest
 from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.core.emails import EmailStatus
-from dispatcher.errors import InvalidInput, NotFound
+from dispatcher.errors import Conflict, InvalidInput, NotFound
 from dispatcher.web.app import OPENAPI
 from tests.helpers import wait_for
 from tests.peers import App
@@ -127,6 +127,18 @@ async def test_the_socket_refuses_bad_input_and_unknown_ids(client: ControlClien
     assert caught.value.field == "subject"
     with pytest.raises(NotFound):
         await client.call("email_show", id="eml_nope")
+
+
+async def test_the_socket_cancels_and_refuses_to_resend(client: ControlClient) -> None:
+    # Ten a second on one relay: the last of 30 waits about three seconds for its slot.
+    for n in range(30):
+        last = await client.call("email_submit", **{**EMAIL, "to": f"c{n}@example.com"})
+    canceled = await client.call("email_cancel", id=last["id"])
+    assert canceled["status"] == "Canceled"
+    with pytest.raises(Conflict):
+        await client.call("email_resend", id=last["id"])  # only an Unconfirmed email
+    shown = await client.call("email_show", id=last["id"])
+    assert [e["status"] for e in shown["history"]] == ["Queued", "Canceled"]
 
 
 # -- the command line --------------------------------------------------------------------

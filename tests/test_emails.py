@@ -255,6 +255,31 @@ async def test_a_drop_after_the_final_dot_is_left_unconfirmed_and_not_resent(
     assert "not sent again by itself" in view.explanation
 
 
+async def test_the_operator_resends_or_cancels_an_unconfirmed_email(tmp_path: Path) -> None:
+    async with smtp_relay() as relay, running(tmp_path, relay_url=relay.url) as h:
+        relay.drop_after_data = 2
+        first = (await h.service.submit_email(request(1))).email
+        second = (await h.service.submit_email(request(2))).email
+        await until(h, second, S.UNCONFIRMED, real=True)
+        third = (await h.service.submit_email(request(3))).email
+        with pytest.raises(Conflict):
+            await h.service.resend_email(third.id)  # only an Unconfirmed email
+        resent = await h.service.resend_email(first.id)
+        canceled = await h.service.cancel_email(second.id)
+        await until(h, first, S.SENT, real=True)
+        view = await h.service.email(first.id)
+        with pytest.raises(Conflict):
+            await h.service.cancel_email(first.id)  # it left
+
+    assert resent.status is S.QUEUED
+    assert resent.reason == EmailReason.RESENT
+    assert canceled.status is S.CANCELED
+    ids = [r.message["Message-ID"] for r in relay.received]
+    assert ids.count(f"<{first.id}@{DOMAIN}>") == 2  # on the operator's word, the same id
+    assert ids.count(f"<{second.id}@{DOMAIN}>") == 1
+    assert [e.source for e in view.history if e.status is S.QUEUED][-1] is Source.OPERATOR
+
+
 async def test_an_email_a_crash_left_sending_is_unconfirmed_at_the_next_start(
     tmp_path: Path,
 ) -> None:

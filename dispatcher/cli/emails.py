@@ -1,5 +1,5 @@
-"""``dispatcher email ...``: send an email, show one, the relay's summary. A client of
-the running service's control socket."""
+"""``dispatcher email ...``: send an email, show one, cancel or resend one, the relay's
+summary. A client of the running service's control socket."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from dispatcher.errors import InvalidInput
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    emails = sub.add_parser("email", help="email: send, show, status")
+    emails = sub.add_parser("email", help="email: send, show, cancel, resend, status")
     emails.set_defaults(run=run)
     email_sub = emails.add_subparsers(dest="email_command", required=True, metavar="ACTION")
     send = email_sub.add_parser("send", help="send an email (paced per relay)")
@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--idempotency-key")
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
     show.add_argument("id")
+    email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument("id")
+    email_sub.add_parser(
+        "resend", help="send an Unconfirmed email again (the contact may get it twice)"
+    ).add_argument("id")
     email_sub.add_parser("status", help="the relay: emails by status, its queue and next slot")
     for p in email_sub.choices.values():
         json_flag(p)
@@ -43,6 +47,8 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
         out(args, result, _show_email)
     elif action == "show":
         out(args, await call(sock, "email_show", id=args.id), _show_view)
+    elif action in ("cancel", "resend"):
+        out(args, await call(sock, f"email_{action}", id=args.id), _show_email)
     else:
         out(args, await call(sock, "email_status"), _show_status)
     return 0

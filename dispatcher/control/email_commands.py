@@ -1,4 +1,5 @@
-"""The control commands of email: submit one, show one, the relay's summary."""
+"""The control commands of email: submit one, show one, cancel or resend one, the
+relay's summary."""
 
 from __future__ import annotations
 
@@ -52,6 +53,16 @@ async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
 async def _email_show(d: Dispatcher, a: IdArgs) -> JSON:
     built: JSON = msgspec.to_builtins(email_view_of(await d.email(a.id)))
     return built
+
+
+@command("email_cancel", IdArgs, "cancel a Queued or Unconfirmed email")
+async def _email_cancel(d: Dispatcher, a: IdArgs) -> JSON:
+    return email_json(await d.cancel_email(a.id))
+
+
+@command("email_resend", IdArgs, "send an Unconfirmed email again (it may arrive twice)")
+async def _email_resend(d: Dispatcher, a: IdArgs) -> JSON:
+    return email_json(await d.resend_email(a.id))
 
 
 @command("email_status", NoArgs, "the relay: emails by status, its queue and next slot")

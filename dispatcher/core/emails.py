@@ -87,6 +87,7 @@ class EmailReason(StrEnum):
     NOT_RECEIVED = "not_received_by_relay"
     RELAY_REJECTED = "relay_rejected"
     OUTCOME_UNKNOWN = "outcome_unknown"
+    RESENT = "resent_by_operator"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,7 +260,9 @@ def explain_email(  # noqa: PLR0911 - one answer per status
         return (f"Unconfirmed since {_t(email.updated_at)}: the connection to the relay broke "
                 "after the whole message was handed over, and SMTP cannot be asked whether "
                 "it was taken. It is not sent again by itself: a delivery notification "
-                "settles it, or an operator sends it again or cancels it.")  # fmt: skip
+                "settles it, or an operator sends it again (dispatcher email resend, and "
+                "the contact may get it twice) or cancels it (dispatcher email "
+                "cancel).")  # fmt: skip
     if s is EmailStatus.DELIVERED:
         return f"Delivered to {email.recipient} at {_t(email.updated_at)}."
     if s is EmailStatus.BOUNCED:

@@ -309,6 +309,38 @@ class EmailDesk:
             explanation=explain_email(email, ahead=ahead, next_slot_at=self.next_slot_at()),
         )  # fmt: skip
 
+    async def cancel(self, email_id: str) -> Email:
+        """End a Queued or Unconfirmed email Canceled: it is not sent (again)."""
+        await self.get(email_id)
+        async with self._lock(email_id):
+            email = await self.get(email_id)
+            if email.status is EmailStatus.CANCELED:
+                return email
+            if email.status not in (EmailStatus.QUEUED, EmailStatus.UNCONFIRMED):
+                raise Conflict(f"email {email_id} is {email.status.value}; only Queued or "
+                               "Unconfirmed email can be cancelled")  # fmt: skip
+            after = await self._set(email, EmailStatus.CANCELED, source=Source.OPERATOR,
+                                    reason=EmailReason.CANCELED)  # fmt: skip
+        log.info("email.canceled", extra={"email_id": email_id})
+        return after
+
+    async def resend(self, email_id: str) -> Email:
+        """Queue an Unconfirmed email again, on the operator's word: the relay may have
+        the first attempt, so the contact may get it twice (the Message-ID is the
+        same, which lets a mail client tell the copies apart)."""
+        await self.get(email_id)
+        async with self._lock(email_id):
+            email = await self.get(email_id)
+            if email.status is not EmailStatus.UNCONFIRMED:
+                raise Conflict(f"email {email_id} is {email.status.value}; only Unconfirmed "
+                               "email is sent again by an operator")  # fmt: skip
+            doubt = f"the relay may have attempt {email.attempt_id}"
+            queued = await self._set(email, EmailStatus.QUEUED, source=Source.OPERATOR,
+                                     reason=EmailReason.RESENT, detail=doubt)  # fmt: skip
+        self._enqueue(queued)
+        log.info("email.resent", extra={"email_id": email_id})
+        return queued
+
     def summary(self) -> EmailsSummary:
         return EmailsSummary(
             counts={s: n for s, n in self.counts.items() if n}, queued=len(self._queue),

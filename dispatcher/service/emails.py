@@ -1,10 +1,11 @@
-"""The service's email verbs: accepted, explained, summarised."""
+"""The service's email verbs: accepted, explained, cancelled, sent again, summarised."""
 
 from __future__ import annotations
 
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dispatcher.core.emails import Email
 from dispatcher.engine.emails import (
     EmailDesk,
     EmailRequest,
@@ -33,6 +34,15 @@ class EmailVerbs:
     async def email(self, email_id: str) -> EmailView:
         """One email: its status, history and explanation."""
         return await self.emails.view(email_id)
+
+    async def cancel_email(self, email_id: str) -> Email:
+        """Cancel a Queued or Unconfirmed email: it ends Canceled, never sent (again)."""
+        return await self.emails.cancel(email_id)
+
+    async def resend_email(self, email_id: str) -> Email:
+        """Send an Unconfirmed email again, on the operator's word (the relay may have
+        the first attempt: the contact may get it twice)."""
+        return await self._taking_work(self.emails.resend(email_id))
 
     def email_summary(self) -> EmailsSummary:
         """The emails by status, the relay's queue, its next slot and its rate."""
