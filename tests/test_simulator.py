@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 
 from dispatcher.channels import Receipt, SendRequest
 from dispatcher.channels.simulator import Simulator
@@ -106,3 +108,30 @@ async def test_the_same_seed_gives_the_same_receipts() -> None:
         runs.append([(delivered, r) for delivered, r in got])
     assert runs[0] == runs[1]
     assert len(runs[0]) > 50  # some receipts late and twice, as configured
+
+
+async def test_lookups_and_polls_answer_from_the_log_including_sends_logged_since(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    log = tmp_path / "simulator-sends.jsonl"
+    config = SimulatorConfig(latency=timedelta(0), latency_jitter=timedelta(0))
+    async with Simulator(config=config, clock=clock, log_path=log) as simulator:
+        first = await simulator.send(request(1))
+        found = await simulator.lookup(request(1))
+        assert found is not None
+        assert found.provider_id == first.provider_id
+        assert await simulator.lookup(request(2)) is None
+
+        with log.open("ab") as fh:
+            fh.write(b'{"attempt_id": "att_torn", "provi\n')  # a line cut short
+        second = await simulator.send(request(2))
+        found = await simulator.lookup(request(2))
+        assert found is not None
+        assert found.provider_id == second.provider_id
+        receipt = await simulator.poll(second.provider_id)
+        assert receipt is not None
+        assert receipt.status is TextStatus.DELIVERED
+        assert await simulator.poll("SM-unknown") is None
+        torn = dataclasses.replace(request(3), attempt_id="att_torn")
+        assert await simulator.lookup(torn) is None

@@ -45,6 +45,7 @@ from dispatcher.channels import (
     SendRequest,
     VoiceHandler,
 )
+from dispatcher.channels.simulator_log import SendLog
 from dispatcher.channels.twilio_voice import MACHINE_DETECTION, to_twiml, voice_turn_of
 from dispatcher.clock import Clock, SystemClock, TimerHandle
 from dispatcher.config import SimulatorConfig
@@ -78,6 +79,7 @@ class Simulator(Resource):
     ) -> None:
         self._config = config or SimulatorConfig()
         self._log_path = log_path
+        self._sends = SendLog(log_path)  # its log, indexed for lookups and polls
         self._clock: Clock = clock or SystemClock()
         self._sink: ReceiptSink | None = None
         self._fd: int | None = None
@@ -177,28 +179,24 @@ class Simulator(Resource):
         return Accepted(provider_id=provider_id, received_at=now.wall)
 
     async def lookup(self, request: SendRequest) -> Accepted | None:
-        for record in self.records():
-            if record.get("attempt_id") == request.attempt_id:
-                return Accepted(
-                    provider_id=str(record["provider_id"]),
-                    received_at=datetime.fromisoformat(str(record["at"])),
-                )
-        return None
+        if (found := self._sends.attempt(request.attempt_id)) is None:
+            return None
+        provider_id, at = found
+        return Accepted(provider_id=provider_id, received_at=datetime.fromisoformat(at))
 
     async def poll(self, provider_id: str) -> Receipt | None:
-        for record in self.records():
-            if record.get("provider_id") == provider_id:
-                outcome = self.outcome(str(record["to"]))
-                if outcome.reason == Reason.NOT_IN_SERVICE:
-                    return None
-                return Receipt(
-                    provider_id=provider_id,
-                    status=outcome.status,
-                    at=self._clock.now().wall,
-                    provider_code=outcome.code,
-                    reason=outcome.reason,
-                )
-        return None
+        if (recipient := self._sends.recipient(provider_id)) is None:
+            return None
+        outcome = self.outcome(recipient)
+        if outcome.reason == Reason.NOT_IN_SERVICE:
+            return None
+        return Receipt(
+            provider_id=provider_id,
+            status=outcome.status,
+            at=self._clock.now().wall,
+            provider_code=outcome.code,
+            reason=outcome.reason,
+        )
 
     def records(self, path: Path | None = None, *, calls: bool = False) -> Iterator[dict[str, Any]]:
         """Every send (or call) in the log, oldest first (a torn last line is skipped)."""
