@@ -8,13 +8,17 @@ A client command stays light: it loads neither the service, its store nor its
 carriers (no aiohttp, twilio or aiosqlite); ``serve`` imports them when it starts.
 
 Exit codes: 0 done; 1 the service refused (not found, conflict, ...); 2 bad
-input or configuration; 3 the service is not running.
+input or configuration; 3 the service is not running; 141 the reader of the output
+went away (``dispatcher status --json | head -2``): the command stops quietly, with
+the status a Unix tool killed by SIGPIPE gives (128 + 13), so a pipeline under
+``set -o pipefail`` treats it as it treats ``cat`` or ``seq``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -29,7 +33,9 @@ from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError, InvalidInput, ServiceUnavailable
 
+log = logging.getLogger(__name__)
 EXIT_REFUSED, EXIT_INPUT, EXIT_UNAVAILABLE = 1, 2, 3
+EXIT_PIPE = 128 + signal.SIGPIPE  # 141, as a command killed by SIGPIPE
 
 ClientCommand = Callable[[Path, argparse.Namespace], Coroutine[Any, Any, int]]
 """A client command: it asks the service at the control socket, prints, and gives the
@@ -88,7 +94,24 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 - one exit code per outcome
+def main(argv: Sequence[str] | None = None) -> int:
+    """The command: its exit code (see the module's doc). An output whose reader went
+    away (a closed pipe) ends it quietly with :data:`EXIT_PIPE`, whatever wrote."""
+    try:
+        try:
+            return _main(argv)
+        finally:  # what is still buffered goes now, while a closed pipe can be told
+            sys.stdout.flush()
+    except BrokenPipeError:
+        # The control socket's broken pipes are ServiceUnavailable: this is an output.
+        # Later writes (and the interpreter's last flush) go nowhere, without a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:  # noqa: PLR0911 - one exit code per outcome
     args = build_parser().parse_args(argv)
     try:
         config_path = args.config or os.environ.get("DISPATCHER_CONFIG")
@@ -128,7 +151,7 @@ def _fail(exc: Exception) -> None:
 
 
 def _serve(config: Config) -> int:
-    logs.configure(config.service.log_level)
+    logs.configure(config.service.log_level, os.environ.get("DISPATCHER_LOG_FORMAT", ""))
     runtime.tune()
     runtime.run(serve(config), loop=config.performance.loop)
     return 0
@@ -143,14 +166,17 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    api_token = os.environ.get("DISPATCHER_API_TOKEN") or None
     try:
         async with serving(
             config,
-            api_token=os.environ.get("DISPATCHER_API_TOKEN"),
+            api_token=api_token,
             twilio_auth_token=os.environ.get("TWILIO_AUTH_TOKEN"),
         ):
             if config.http.listen:
                 print(f"dispatcher: HTTP app on {config.http.listen}", file=sys.stderr)
+                if api_token is None:
+                    _warn_no_token(config)
             print(f"dispatcher: serving; control socket {config.socket_path}", file=sys.stderr)
             if on_ready is not None:
                 on_ready()
@@ -160,6 +186,21 @@ async def serve(config: Config, *, on_ready: Callable[[], None] | None = None) -
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     print("dispatcher: stopped", file=sys.stderr)
+
+
+def _warn_no_token(config: Config) -> None:
+    """Say it loudly, in the log and on stderr: without a token the API refuses all."""
+    metrics = " (and GET /metrics)" if not config.http.metrics_public else ""
+    log.warning("http.no_api_token", extra={
+        "listen": config.http.listen,
+        "effect": f"every /v1 request{metrics} is refused with 401",
+        "fix": "set DISPATCHER_API_TOKEN",
+    })  # fmt: skip
+    print(
+        f"dispatcher: WARNING: DISPATCHER_API_TOKEN is not set: every /v1 request{metrics} "
+        "is refused with 401 Unauthorized. Set it to a long random secret and restart.",
+        file=sys.stderr,
+    )
 
 
 async def _ping(sock: Path, _: argparse.Namespace) -> int:
