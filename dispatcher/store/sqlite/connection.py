@@ -1,16 +1,17 @@
 """The SQLite store's connections and its group commit.
 
-Writes are group-committed: every write verb queues its statements and awaits the
-commit of the batch it joined. While one batch is being written, the next one
-gathers, so under load one transaction carries many transitions and a quiet
-service commits each write at once. Reads have a connection (and a thread) of their
-own. SQL lives in named queries (``dispatcher/store/sql/sqlite*.sql``).
+Writes are group-committed: every write verb queues its statements (:meth:`enqueue`)
+and awaits the commit of the batch it joined. While one batch is being written, the
+next one gathers, so under load one transaction carries many transitions and a quiet
+service commits each write at once. The batches are written by a process of their
+own (``writer.py``, ``writer_process.py``): SQLite's work never holds this
+interpreter's lock. Reads have a connection (and a thread) of their own, in this
+process. SQL lives in named queries (``dispatcher/store/sql/sqlite*.sql``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import sqlite3
@@ -23,10 +24,11 @@ from pathlib import Path
 import aiosqlite
 
 from dispatcher import private
-from dispatcher.errors import StoreError, StoreUnavailable
+from dispatcher.errors import StoreError
 from dispatcher.lifecycle import Resource
 from dispatcher.store.queries import load_migrations, load_queries
 from dispatcher.store.sqlite.rows import Params, Row, us
+from dispatcher.store.sqlite.writer import WriterProcess
 
 log = logging.getLogger(__name__)
 
@@ -62,33 +64,27 @@ class _Batch:
         return self.statements
 
 
-def _write_error(path: Path, failure: BaseException) -> StoreError:
-    """The error every writer of a failed batch hears. A database that refuses a write
-    it should take (a full disk, an I/O error, locked, read-only, damaged) is
-    :class:`StoreUnavailable`: the service pauses and retries. A write the data itself
-    refuses (a broken constraint) is a plain :class:`StoreError`."""
-    fault = isinstance(failure, sqlite3.DatabaseError) and not isinstance(
-        failure, sqlite3.IntegrityError | sqlite3.ProgrammingError | sqlite3.InterfaceError
-    )
-    kind = StoreUnavailable if fault else StoreError
-    error = kind(f"writing to {path} failed: {failure}")
+def _unexpected(path: Path, failure: Exception) -> StoreError:
+    error = StoreError(f"writing to {path} failed: {failure}")
     error.__cause__ = failure
     return error
 
 
 class SQLiteConnection(Resource):
-    """The writer and reader connections every part of the SQLite store shares."""
+    """The writer process and the reader connection every part of the SQLite store
+    shares."""
 
     def __init__(self, path: Path, *, commit_window: float = 0.0) -> None:
         self._path = path
         self._window = commit_window
         self._last_commit = 0.0
         self._q = load_queries("sqlite")
-        self._db: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._writer = WriterProcess(path)
         self._batch = _Batch()
         self._wake = asyncio.Event()
-        self._writer: asyncio.Task[None] | None = None
+        self._committer: asyncio.Task[None] | None = None
+        self._in_flight = 0
         self._seq = 0
         self._call_seq = 0
         self._closing = False
@@ -104,45 +100,58 @@ class SQLiteConnection(Resource):
             os.close(private.create(self._path, os.O_RDWR))
         except OSError as exc:
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
+        # The writer starts (an interpreter's start-up) while the schema is brought up
+        # to date here and the reader opens; it takes no batch before open returns.
+        starting = asyncio.create_task(self._writer.start(), name="sqlite-writer-start")
         try:
-            db = self._db = await aiosqlite.connect(self._path, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
-            self._db = db
-            await self._migrate()
+            async with aiosqlite.connect(self._path, isolation_level=None) as db:
+                await db.execute("PRAGMA busy_timeout=5000")
+                await db.execute("PRAGMA journal_mode=WAL")
+                await self._migrate(db)
             # Reads have a connection (and a thread) of their own: in WAL mode they see
             # the last commit and never wait behind the batches being written.
             reader = self._reader = await aiosqlite.connect(self._path, isolation_level=None)
             reader.row_factory = sqlite3.Row
             await reader.execute("PRAGMA query_only=ON")
             await reader.execute("PRAGMA busy_timeout=5000")
-            self._reader = reader
             row = await self._one("max_seq", ())
             self._seq = int(row[0]) if row else 0
             row = await self._one("call_max_seq", ())
             self._call_seq = int(row[0]) if row else 0
-        except sqlite3.DatabaseError as exc:
-            await self._close_connections()
+            await starting
+        except (sqlite3.DatabaseError, StoreError) as exc:
+            await asyncio.wait([starting])  # started or not, it is closed now
+            if not starting.cancelled():
+                starting.exception()  # heard: the error to report is the one above
+            await self._writer.close()
+            await self._close_reader()
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
-        self._writer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
+        self._committer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
 
     async def close(self) -> None:
         self._closing = True
         self._wake.set()
-        if self._writer is not None:
-            await self._writer
-        await self._close_connections()
+        if self._committer is not None:
+            await self._committer
+        await self._writer.close()  # reaped: its CPU counts among this process's children
+        await self._close_reader()
 
-    async def _close_connections(self) -> None:
-        for connection in (self._reader, self._db):
-            if connection is not None:
-                await connection.close()
-        self._db = self._reader = None
+    async def _close_reader(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+        self._reader = None
 
-    async def _migrate(self) -> None:
-        db = self._conn
+    @property
+    def writer_pid(self) -> int | None:
+        """The writer process's id while one runs."""
+        return self._writer.pid
+
+    @property
+    def writes_in_flight(self) -> int:
+        """Writes whose batch is with the writer, not answered yet."""
+        return self._in_flight
+
+    async def _migrate(self, db: aiosqlite.Connection) -> None:
         await db.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations "
             "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP)"
@@ -159,22 +168,24 @@ class SQLiteConnection(Resource):
             )
             log.info("store.migrated", extra={"version": version, "path": str(self._path)})
 
-    @property
-    def _conn(self) -> aiosqlite.Connection:
-        if self._db is None:
-            raise StoreError("the store is not open")
-        return self._db
-
     # -- group commit ----------------------------------------------------------------
-    async def _write(self, *statements: tuple[str, Iterable[Params]]) -> None:
-        if self._closing:
-            raise StoreError("the store is closing")
+    def enqueue(self, *statements: tuple[str, Iterable[Params]]) -> asyncio.Future[None]:
+        """Add ``statements`` (query name, rows) to the batch being gathered; the future
+        is done once the batch has committed, or fails with the batch's error
+        (:class:`StoreUnavailable` when the database refuses writes or the writer died,
+        else :class:`StoreError`). Raises :class:`StoreError` at once if the store is
+        not open or is closing."""
+        if self._committer is None or self._closing:
+            raise StoreError("the store is closing" if self._closing else "the store is not open")
         for name, rows in statements:
             self._batch.add(name, self._q[name], list(rows))
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._batch.waiters.append(waiter)
         self._wake.set()
-        await waiter
+        return waiter
+
+    async def _write(self, *statements: tuple[str, Iterable[Params]]) -> None:
+        await self.enqueue(*statements)
 
     async def _write_loop(self) -> None:
         while True:
@@ -186,30 +197,20 @@ class SQLiteConnection(Resource):
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             if batch.waiters:
-                await self._commit(batch)
+                self._in_flight = len(batch.waiters)
+                try:
+                    await self._commit(batch)
+                finally:
+                    self._in_flight = 0
                 self._last_commit = time.monotonic()
             if self._closing and not self._batch.waiters:
                 return
 
     async def _commit(self, batch: _Batch) -> None:
-        db = self._conn
         try:
-            await db.execute("BEGIN IMMEDIATE")
-            # Every statement is queued to the database thread at once: one wait for all.
-            results = await asyncio.gather(
-                *(db.executemany(sql, rows) for sql, rows in batch.sealed()),
-                return_exceptions=True,
-            )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if not failures:
-                await db.execute("COMMIT")
+            await self._writer.run(batch.sealed())
         except Exception as exc:  # every waiter must hear of any failure
-            failures = [exc]
-        if failures:
-            # An error in any statement rolls the whole batch back.
-            with contextlib.suppress(sqlite3.Error, ValueError):
-                await db.execute("ROLLBACK")
-            error = _write_error(self._path, failures[0])
+            error = exc if isinstance(exc, StoreError) else _unexpected(self._path, exc)
             for waiter in batch.waiters:
                 if not waiter.done():
                     waiter.set_exception(error)
