@@ -177,6 +177,7 @@ async def test_the_api_describes_itself(app: App) -> None:
     assert status == 200
     assert set(spec["paths"]) == {
         "/v1/messages", "/v1/messages/{message_id}", "/v1/calls", "/v1/calls/{call_id}",
+        "/v1/emails", "/v1/emails/{email_id}",
         "/v1/automations", "/v1/automations/{name}",
     }  # fmt: skip
     assert spec["components"]["schemas"]["NewCall"]["required"] == ["from", "to", "script"]
