@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from dispatcher.clock import Clock
 from dispatcher.core.campaigns import CampaignState
+from dispatcher.core.model import Message
 from dispatcher.engine.campaigns import CampaignDesk, CampaignView
 from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.queues import Queues
@@ -104,16 +105,16 @@ class OperationsVerbs:
         now = self.clock.now().wall
         in_flight = self.texts.engine.in_flight
         pacing = paused = queued = 0
-        oldest: datetime | None = None
+        heads: list[list[Message]] = []  # the buffered head of every queue (one pass)
         for number, queue in self._queues.items():
-            queued += queue.depth
+            if depth := queue.depth:
+                queued += depth
+                heads.append(queue.buffer)
             if queue.paused:
                 paused += 1
-            elif queue.depth or in_flight.get(number, 0):
+            elif depth or in_flight.get(number, 0):
                 pacing += 1
-            if queue.depth and queue.buffer:
-                head = min(m.accepted_at for m in queue.buffer)
-                oldest = head if oldest is None else min(oldest, head)
+        oldest = min((m.accepted_at for head in heads for m in head), default=None)
         return Gauges(
             status=status,
             readiness=self.readiness(),
