@@ -147,6 +147,8 @@ CLIENT_COMMANDS = [
     ["report", "--out", "report.html"],
     ["call", "place", "--from", "+15550000001", "--to", "+15550100001", "--say", "Hi"],
     ["call", "show", "call_1"],
+    ["email", "send", "--from", "a@x.io", "--to", "b@x.io", "--subject", "Hi", "--text", "Hi"],
+    ["email", "show", "eml_1"],
     ["campaign", "list"],
     ["top", "--once"],
 ]
