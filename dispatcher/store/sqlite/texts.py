@@ -103,17 +103,11 @@ class SQLiteTexts(SQLiteConnection):
             for t in transitions
             if t.event.applied
         ]  # fmt: skip
-        statements = (
+        return self.enqueue(
             ("insert_event", [r.event_row(t.event) for t in transitions]),
             ("apply_transition", updates),
             ("set_next_slot", [(n, r.us(at)) for n, at in (next_slots or {}).items()]),
         )
-        for name, rows in statements:
-            self._batch.add(name, self._q[name], list(rows))
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.waiters.append(waiter)
-        self._wake.set()
-        return waiter
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
         return await self._messages("in_status", (status.value, limit))
