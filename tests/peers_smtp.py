@@ -40,6 +40,7 @@ class Relay:
     replies: list[str] = field(default_factory=list)  # the next DATA answers, in order
     drop_after_data: int = 0  # drop this many connections after the final dot
     connections: int = 0
+    smtputf8: bool = True  # it takes addresses that are not ASCII
     got: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -62,7 +63,8 @@ class Relay:
 
     def factory(self) -> SMTP:
         self.connections += 1
-        return SMTP(self, hostname="relay.example.com", decode_data=False)
+        return SMTP(self, hostname="relay.example.com", decode_data=False,
+                    enable_SMTPUTF8=self.smtputf8)  # fmt: skip
 
 
 @asynccontextmanager

@@ -54,6 +54,24 @@ async def test_an_email_arrives_with_its_headers_envelope_and_both_parts() -> No
     parts = [(p.get_content_type(), p.get_content().strip()) for p in m.iter_parts()]
     assert parts == [("text/plain", "Hi Bob, 1."), ("text/html", "<p>Hi <b>Bob</b></p>")]
     assert b"\nBcc" not in got.raw
+    for name in ("MIME-Version", "Message-ID", "From", "To", "Subject", "Date"):
+        assert len(m.get_all(name) or []) == 1, name
+
+
+async def test_an_address_that_is_not_ascii_goes_with_smtputf8() -> None:
+    async with smtp_relay() as relay, open_mailer(relay.url) as mailer:
+        await mailer.send_email(dataclasses.replace(outgoing(), recipient="bøb@exämple.com"))
+        relay.smtputf8 = False  # a relay that does not take them: refused for good
+        async with open_mailer(relay.url) as other:
+            with pytest.raises(ProviderError) as caught:
+                await other.send_email(
+                    dataclasses.replace(outgoing(2), recipient="bøb@exämple.com")
+                )
+    [got] = relay.received
+    assert got.rcpt_tos == ["bøb@exämple.com"]
+    assert got.message["To"] == "bøb@exämple.com"
+    assert got.message["Subject"] == "Hello 1 — ünïcode"
+    assert not caught.value.retryable
 
 
 async def test_a_transactional_email_is_plain_text_without_list_headers() -> None:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from email import policy
-from email.message import EmailMessage
+from email import charset, policy
+from email.header import Header
+from email.message import EmailMessage, Message
+from email.mime.multipart import MIMEMultipart
 from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self
@@ -41,24 +43,71 @@ log = logging.getLogger(__name__)
 _PORTS = {"smtp": 25, "smtps": 465}
 
 
-def build_message(email: OutgoingEmail) -> EmailMessage:
+_UTF8 = charset.Charset("utf-8")
+_UTF8.header_encoding = charset.QP
+_UTF8.body_encoding = charset.QP  # readable, and lines kept under 76 characters
+_CRLF = policy.compat32.clone(linesep="\r\n")
+
+
+def build_message(email: OutgoingEmail) -> bytes:
     """The message as the relay receives it: its headers, a text part, and with an HTML
     part ``multipart/alternative``; a bulk email carries ``List-Unsubscribe`` and
-    ``List-Unsubscribe-Post`` (RFC 8058)."""
-    utf8 = needs_utf8(email) or not email.sender.isascii()
-    message = EmailMessage(policy=policy.SMTPUTF8 if utf8 else policy.SMTP)
+    ``List-Unsubscribe-Post`` (RFC 8058). Each part is UTF-8, quoted-printable.
+
+    Built with the standard library's ``compat32`` classes, several times faster than
+    its header registry (the message is built on the event loop); an address that is
+    not ASCII goes through :class:`~email.message.EmailMessage` with ``SMTPUTF8``."""
+    fields = (email.sender, email.recipient, email.subject, email.message_id, *email.unsubscribe)
+    if any("\r" in value or "\n" in value for value in fields):  # checked at submission too
+        raise ProviderError("a header field has a line break: refused",
+                            permanent_reason=EmailReason.RELAY_REJECTED)  # fmt: skip
+    if not (email.sender.isascii() and email.recipient.isascii()):
+        return _international(email)
+    message = _part(email.text, "plain")
+    if email.html is not None:
+        message = MIMEMultipart("alternative", _subparts=[message, _part(email.html, "html")])
+    if "MIME-Version" not in message:  # a multipart has it already
+        message["MIME-Version"] = "1.0"
+    message["From"] = email.sender
+    message["To"] = email.recipient
+    subject = email.subject
+    # A Header (encoded words, folded) where a str is typed: compat32 takes either.
+    headers: Any = message
+    headers["Subject"] = subject if subject.isascii() else Header(subject, _UTF8)
+    for name, value in _headers(email):
+        message[name] = value
+    return message.as_bytes(policy=_CRLF)
+
+
+def _part(text: str, subtype: str) -> Message:
+    """A text part: UTF-8, quoted-printable."""
+    part = Message()
+    part.set_payload(text, _UTF8)  # sets its Content-Type and Content-Transfer-Encoding
+    part.set_type(f"text/{subtype}")
+    del part["MIME-Version"]  # once, at the top
+    return part
+
+
+def _headers(email: OutgoingEmail) -> list[tuple[str, str]]:
+    headers = [("Date", format_datetime(email.date)), ("Message-ID", email.message_id)]
+    if email.unsubscribe:
+        headers.append(("List-Unsubscribe", ", ".join(f"<{uri}>" for uri in email.unsubscribe)))
+        headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return headers
+
+
+def _international(email: OutgoingEmail) -> bytes:
+    """A message whose addresses are not ASCII (it needs the relay's SMTPUTF8)."""
+    message = EmailMessage(policy=policy.SMTPUTF8)
     message["From"] = email.sender
     message["To"] = email.recipient
     message["Subject"] = email.subject
-    message["Date"] = format_datetime(email.date)
-    message["Message-ID"] = email.message_id
-    if email.unsubscribe:
-        message["List-Unsubscribe"] = ", ".join(f"<{uri}>" for uri in email.unsubscribe)
-        message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    for name, value in _headers(email):
+        message[name] = value
     message.set_content(email.text)
     if email.html is not None:
         message.add_alternative(email.html, subtype="html")
-    return message
+    return message.as_bytes()
 
 
 def refusal(exc: aiosmtplib.SMTPResponseException) -> ProviderError:
@@ -182,11 +231,17 @@ class SmtpMailer:
         async with self._lock:
             smtp = await self._connection()
             email.hand_off(self._clock.now())
-            options = ["SMTPUTF8"] if needs_utf8(email) else []
-            content = build_message(email).as_bytes()
+            utf8 = needs_utf8(email)
+            options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
+            content = build_message(email)
+            if utf8 and not smtp.supports_extension("SMTPUTF8"):
+                raise ProviderError(
+                    "the relay does not take addresses that are not ASCII (no SMTPUTF8)",
+                    permanent_reason=EmailReason.RELAY_REJECTED,
+                )
             try:
-                await smtp.mail(email.return_path, options=options)
-                await smtp.rcpt(email.recipient)
+                await smtp.mail(email.return_path, options=options, encoding=encoding)
+                await smtp.rcpt(email.recipient, encoding=encoding)
             except aiosmtplib.SMTPResponseException as exc:
                 await self._reset(smtp)
                 raise refusal(exc) from exc
