@@ -6,6 +6,7 @@ polls, since the relay's answers take real time."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -127,6 +128,44 @@ async def test_emails_are_paced_per_relay(tmp_path: Path, rate: float) -> None:
     assert summary.rate == rate
     assert summary.relay == "simulator://"
     assert summary.counts == {S.SENT: 6}
+
+
+class SlowRelay(MailSimulator):
+    """Takes one email at a time, and takes its time with the first (0.35 s)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.clock = clock
+        self.lock = asyncio.Lock()
+
+    async def send_email(self, email: OutgoingEmail) -> Accepted:
+        async with self.lock:
+            accepted = await super().send_email(email)
+            if len(self.taken()) == 1:
+                await self.clock.sleep(0.35)
+            return accepted
+
+
+async def test_a_relay_slower_than_the_pace_still_gets_one_email_per_slot(
+    tmp_path: Path,
+) -> None:
+    clock = FakeClock()
+    relay = SlowRelay(clock)
+    config = Config(home=tmp_path, simulator=QUIET,
+                    email=EmailConfig(domain=DOMAIN, per_second=10.0))  # fmt: skip
+    channel = Simulator(config=QUIET, log_path=tmp_path / "sim.jsonl", clock=clock)
+    async with Dispatcher(config, store=MemoryStore(), channel=channel, clock=clock,
+                          mailer=relay) as service:  # fmt: skip
+        emails = [(await service.submit_email(request(n))).email for n in range(4)]
+        for _ in range(100):
+            if len(relay.taken()) == 4:
+                break
+            await clock.advance(0.05)
+    monos = [t.mono for t in relay.taken()]
+    assert [t.email.email_id for t in relay.taken()] == [e.id for e in emails]
+    gaps = [b - a for a, b in pairwise(monos)]
+    assert gaps[0] == pytest.approx(0.35)  # the slow one held the connection
+    assert all(g >= 0.1 for g in gaps), gaps  # then one slot after each hand-off
 
 
 async def test_automation_email_goes_before_bulk_email_submitted_earlier(tmp_path: Path) -> None:

@@ -230,7 +230,6 @@ class SmtpMailer:
     async def send_email(self, email: OutgoingEmail) -> Accepted:
         async with self._lock:
             smtp = await self._connection()
-            email.hand_off(self._clock.now())
             utf8 = needs_utf8(email)
             options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
             content = build_message(email)
@@ -239,6 +238,7 @@ class SmtpMailer:
                     "the relay does not take addresses that are not ASCII (no SMTPUTF8)",
                     permanent_reason=EmailReason.RELAY_REJECTED,
                 )
+            email.hand_off(self._clock.now())  # MAIL FROM leaves now
             try:
                 await smtp.mail(email.return_path, options=options, encoding=encoding)
                 await smtp.rcpt(email.recipient, encoding=encoding)

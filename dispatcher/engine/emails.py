@@ -57,6 +57,7 @@ from dispatcher.errors import Conflict, InvalidInput, LookupUnsupported, NotFoun
 log = logging.getLogger(__name__)
 
 _STRIPES = 64
+_EPSILON = 1e-6  # seconds: a wait shorter than this is a rounding of the slot
 
 
 def unsubscribe_uris(email_id: str, *, domain: str, base_url: str) -> tuple[str, str]:
@@ -87,6 +88,8 @@ class EmailDesk:
         self._keys: OncePerKey[EmailSubmission] = OncePerKey()
         self.counts: Counter[EmailStatus] = Counter()
         self.idle = self.engine.idle  # no email in flight
+        self._turn = asyncio.Lock()  # one email at a time is handed to the relay
+        self._handed_at: float | None = None  # when the last one was (monotonic)
         self.closing = False
 
     @property
@@ -209,7 +212,21 @@ class EmailDesk:
         """Nothing to count: the email summary reads the engine."""
 
     async def send(self, item: Email, hand_off: HandOff) -> Accepted:
-        return await self._mailer.send_email(self._outgoing(item, hand_off))
+        """Hand ``item`` to the relay. A relay takes one email at a time (one connection):
+        an email whose slot came while the one before was still being handed over waits
+        its turn here, then one full slot after that one's hand-off, so the relay never
+        gets two emails closer than the pace."""
+
+        def handed(at: Instant) -> None:
+            self._handed_at = at.mono
+            hand_off(at)
+
+        async with self._turn:
+            if self._handed_at is not None:
+                wait = self._handed_at + self._hold() - self._clock.now().mono
+                if wait > _EPSILON:
+                    await self._clock.sleep(wait)
+            return await self._mailer.send_email(self._outgoing(item, handed))
 
     async def taken(
         self, item: Email, accepted: Accepted, *, started: Instant, hold: float
