@@ -41,6 +41,7 @@ class Relay:
     drop_after_data: int = 0  # drop this many connections after the final dot
     connections: int = 0
     smtputf8: bool = True  # it takes addresses that are not ASCII
+    servers: list[SMTP] = field(default_factory=list)
     got: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -61,10 +62,18 @@ class Relay:
             server.transport.abort()  # the whole message is here; the reply never leaves
         return "250 2.0.0 Ok: queued as Q" + str(len(self.received))
 
+    def close_connections(self) -> None:
+        """Close every open connection, as a relay does after an idle timeout."""
+        for server in self.servers:
+            if isinstance(server.transport, asyncio.Transport):
+                server.transport.close()
+
     def factory(self) -> SMTP:
         self.connections += 1
-        return SMTP(self, hostname="relay.example.com", decode_data=False,
-                    enable_SMTPUTF8=self.smtputf8)  # fmt: skip
+        server = SMTP(self, hostname="relay.example.com", decode_data=False,
+                      enable_SMTPUTF8=self.smtputf8)  # fmt: skip
+        self.servers.append(server)
+        return server
 
 
 @asynccontextmanager

@@ -306,6 +306,7 @@ async def test_the_operator_resends_or_cancels_an_unconfirmed_email(tmp_path: Pa
         resent = await h.service.resend_email(first.id)
         canceled = await h.service.cancel_email(second.id)
         await until(h, first, S.SENT, real=True)
+        await until(h, third, S.SENT, real=True)
         view = await h.service.email(first.id)
         with pytest.raises(Conflict):
             await h.service.cancel_email(first.id)  # it left

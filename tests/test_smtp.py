@@ -93,6 +93,15 @@ async def test_one_connection_is_reused_across_sends() -> None:
     assert relay.connections == 1
 
 
+async def test_a_connection_the_relay_closed_while_idle_is_opened_again_at_once() -> None:
+    async with smtp_relay() as relay, open_mailer(relay.url) as mailer:
+        await mailer.send_email(outgoing(1))
+        relay.close_connections()
+        await mailer.send_email(outgoing(2))  # no refusal: nothing was handed over
+    assert len(relay.received) == 2
+    assert relay.connections == 2
+
+
 async def test_a_4xx_is_a_temporary_refusal_and_the_connection_takes_the_next() -> None:
     async with smtp_relay() as relay, open_mailer(relay.url) as mailer:
         relay.replies.append("451 4.3.0 Try again later")

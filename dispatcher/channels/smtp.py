@@ -10,6 +10,7 @@ is opened again when the relay closed it. The relay's answers map to the engine'
 
 - a 4xx reply (to MAIL, RCPT or DATA): a temporary refusal, retried with backoff;
 - a 5xx reply: a permanent refusal, the email ends Failed with the code;
+- a kept connection the relay closed while idle: opened again at once, once;
 - no connection, or a connection lost before the message was handed over: retried,
   the relay cannot have it;
 - a connection lost or timed out during DATA, once the message may have been handed
@@ -228,11 +229,29 @@ class SmtpMailer:
             self._drop()
 
     async def send_email(self, email: OutgoingEmail) -> Accepted:
+        content = build_message(email)
         async with self._lock:
+            smtp = await self._envelope(email)
+            try:
+                reply = await smtp.data(content)
+            except aiosmtplib.SMTPResponseException as exc:
+                await self._reset(smtp)
+                raise refusal(exc) from exc
+            except (aiosmtplib.SMTPException, OSError) as exc:
+                self._drop()
+                raise OutcomeUnknown(f"the connection to the relay broke while the message "
+                                     f"was handed over: {exc}") from exc  # fmt: skip
+        return Accepted(provider_id=reply.message, received_at=self._clock.now().wall)
+
+    async def _envelope(self, email: OutgoingEmail) -> aiosmtplib.SMTP:
+        """``MAIL FROM`` and ``RCPT TO`` accepted on the connection, which is returned.
+        A kept connection the relay closed meanwhile (an idle timeout) is opened again
+        once, at once: nothing was handed over on it."""
+        utf8 = needs_utf8(email)
+        options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
+        for first in (True, False):
+            kept = self._smtp is not None and self._smtp.is_connected
             smtp = await self._connection()
-            utf8 = needs_utf8(email)
-            options, encoding = (["SMTPUTF8"], "utf-8") if utf8 else ([], "ascii")
-            content = build_message(email)
             if utf8 and not smtp.supports_extension("SMTPUTF8"):
                 raise ProviderError(
                     "the relay does not take addresses that are not ASCII (no SMTPUTF8)",
@@ -247,18 +266,13 @@ class SmtpMailer:
                 raise refusal(exc) from exc
             except (aiosmtplib.SMTPException, OSError) as exc:  # before DATA: it has nothing
                 self._drop()
+                if first and kept:
+                    log.info("email.relay_reconnect", extra={"relay": self._relay})
+                    continue
                 raise ProviderError(f"the connection to the relay broke: {exc}",
                                     retryable=True) from exc  # fmt: skip
-            try:
-                reply = await smtp.data(content)
-            except aiosmtplib.SMTPResponseException as exc:
-                await self._reset(smtp)
-                raise refusal(exc) from exc
-            except (aiosmtplib.SMTPException, OSError) as exc:
-                self._drop()
-                raise OutcomeUnknown(f"the connection to the relay broke while the message "
-                                     f"was handed over: {exc}") from exc  # fmt: skip
-        return Accepted(provider_id=reply.message, received_at=self._clock.now().wall)
+            return smtp
+        raise AssertionError("unreachable: the second try returns or raises")
 
     async def lookup_email(self, email: OutgoingEmail) -> Accepted | None:
         raise LookupUnsupported(
