@@ -1,10 +1,13 @@
 """What every route of the HTTP app answers with: JSON bodies, the JSON error shape,
-and the middleware that turns a product error into its HTTP status."""
+and the middleware that gives every refusal that shape: a product error with its HTTP
+status, and aiohttp's own refusals (404 no such route, 405 with ``Allow``, 413 a body
+too large, 415) and any failure (500) as ``{"error": {"code", "message"}}``."""
 
 from __future__ import annotations
 
 import functools
 import hmac
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -20,6 +23,8 @@ from dispatcher.errors import (
     ServiceUnavailable,
     StoreUnavailable,
 )
+
+log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY = 64 * 1024
@@ -67,9 +72,46 @@ _STATUS_OF = {
 }
 
 
+_CODE_OF = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+}
+_KEPT_HEADERS = ("Allow", "Retry-After", "WWW-Authenticate")
+
+
+def _message_of(exc: web.HTTPException, request: web.Request) -> str:
+    if isinstance(exc, web.HTTPNotFound):
+        return f"no route {request.path}: see /v1/openapi.json for the API's routes"
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return f"{request.method} is not allowed on {request.path}: use {allowed}"
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return f"the request body is over {MAX_BODY} bytes"
+    return exc.reason
+
+
+def _json_refusal(exc: web.HTTPException, request: web.Request) -> web.Response:
+    """aiohttp's refusal in the JSON error shape, with its ``Allow`` or ``Retry-After``
+    header."""
+    code = _CODE_OF.get(exc.status, "server_error" if exc.status >= 500 else "refused")
+    reply = _error(exc.status, code, _message_of(exc, request))
+    for name in _KEPT_HEADERS:
+        if name in exc.headers:
+            reply.headers[name] = exc.headers[name]
+    return reply
+
+
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every product error becomes a JSON answer with the right status; nothing leaks."""
+    """Every refusal becomes a JSON answer with the right status; nothing leaks: a
+    product error, aiohttp's own (no route, a method not allowed, a body too large)
+    and an unexpected failure (500, logged with its traceback)."""
     try:
         return await handler(request)
     except DispatcherError as exc:
@@ -78,3 +120,10 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if isinstance(exc, StoreUnavailable):
             reply.headers["Retry-After"] = str(exc.retry_after)
         return reply
+    except web.HTTPException as exc:
+        if exc.status < 400 or exc.content_type == "application/json":
+            raise  # a redirect, or a refusal already in the JSON shape: aiohttp answers it
+        return _json_refusal(exc, request)
+    except Exception:
+        log.exception("http.failed", extra={"method": request.method, "path": request.path})
+        return _error(500, "server_error", "the request failed: the service logged why")
