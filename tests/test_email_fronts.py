@@ -119,6 +119,9 @@ async def test_the_socket_submits_and_shows_an_email(client: ControlClient) -> N
     summary = await client.call("email_status")
     assert summary["counts"] == {"Sent": 1}
     assert summary["per_second"] == 10.0
+    status = await client.call("status")
+    assert status["emails"]["counts"] == {"Sent": 1}
+    assert status["emails"]["relay"] == summary["relay"] == "simulator://"
 
 
 async def test_the_socket_refuses_bad_input_and_unknown_ids(client: ControlClient) -> None:
@@ -165,6 +168,8 @@ async def test_email_send_show_and_status(home: Path, service: Config, tmp_path:
     assert "the relay accepted it" in human.out
     status = await run(home, "email", "status")
     assert "relay simulator:// (10.0/s): Sent 1" in status.out
+    overall = await run(home, "status")
+    assert "email: Sent 1; queued 0, in flight 0, 10/s" in overall.out
 
 
 @pytest.mark.parametrize(

@@ -96,6 +96,12 @@ def _show_status(s: dict[str, Any]) -> None:
             f"calls: {by_status}; queued {calls['queued']}, in flight {calls['in_flight']}, "
             f"{calls['calls_per_second']:g}/s, next slot {calls['next_slot_at'] or '-'}"
         )
+    if emails := s.get("emails"):
+        by_status = ", ".join(f"{k} {v}" for k, v in emails["counts"].items()) or "none"
+        print(
+            f"email: {by_status}; queued {emails['queued']}, in flight {emails['in_flight']}, "
+            f"{emails['per_second']:g}/s, next slot {emails['next_slot_at'] or '-'}"
+        )
     if s["numbers"]:
         shown = len(s["numbers"])
         total = s["numbers_total"]

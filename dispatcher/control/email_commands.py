@@ -6,27 +6,16 @@ from __future__ import annotations
 import msgspec
 
 from dispatcher import schemas
-from dispatcher.control.protocol import JSON, Args, IdArgs, NoArgs, command
+from dispatcher.control.protocol import JSON, Args, IdArgs, NoArgs, command, emails_json
 from dispatcher.core.emails import Email
 from dispatcher.core.model import Lane
-from dispatcher.schemas import email_fields, email_view_of, ts
-from dispatcher.service import Dispatcher, EmailRequest, EmailsSummary
+from dispatcher.schemas import email_fields, email_view_of
+from dispatcher.service import Dispatcher, EmailRequest
 
 
 def email_json(e: Email) -> JSON:
     built: JSON = msgspec.to_builtins(schemas.EmailOut(**email_fields(e)))
     return built
-
-
-def emails_json(s: EmailsSummary) -> JSON:
-    return {
-        "relay": s.relay,
-        "counts": {status.value: n for status, n in sorted(s.counts.items())},
-        "queued": s.queued,
-        "in_flight": s.in_flight,
-        "next_slot_at": ts(s.next_slot_at),
-        "per_second": s.rate,
-    }
 
 
 class EmailArgs(Args, frozen=True):

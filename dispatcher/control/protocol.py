@@ -30,6 +30,7 @@ from dispatcher.service import (
     CallsSummary,
     CallView,
     Dispatcher,
+    EmailsSummary,
     MessageView,
     NumberView,
     StatusView,
@@ -190,6 +191,17 @@ def calls_json(s: CallsSummary) -> JSON:
     }
 
 
+def emails_json(s: EmailsSummary) -> JSON:
+    return {
+        "relay": s.relay,
+        "counts": {status.value: n for status, n in sorted(s.counts.items())},
+        "queued": s.queued,
+        "in_flight": s.in_flight,
+        "next_slot_at": ts(s.next_slot_at),
+        "per_second": s.rate,
+    }
+
+
 def number_json(n: NumberView) -> JSON:
     return {
         "number": n.number,
@@ -210,6 +222,7 @@ def status_json(view: StatusView) -> JSON:
         "numbers": [number_json(n) for n in view.numbers],
         "numbers_total": view.numbers_total,
         "calls": calls_json(view.calls) if view.calls else None,
+        "emails": emails_json(view.emails) if view.emails else None,
         "sent_last_minute": view.sent_last_minute,
         "recent_errors": [
             {

@@ -31,6 +31,7 @@ from dispatcher.core.model import (
 )
 from dispatcher.core.numbers import e164
 from dispatcher.engine.calls import CallDesk
+from dispatcher.engine.emails import EmailDesk
 from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.engine.queues import Queues
@@ -52,6 +53,7 @@ class TextVerbs:
     clock: Clock
     texts: TextDesk
     calls: CallDesk  # for the status: the calls' summary
+    emails: EmailDesk  # and the email's
     _health: StoreHealth  # for the status: the store's fault
     _queues: Queues
     _pacer: Pacer
@@ -161,6 +163,7 @@ class TextVerbs:
             in_flight=sum(texts.engine.in_flight.values()),
             at=now.wall,
             calls=self.calls.summary(),
+            emails=self.emails.summary(),
             sent_last_minute=texts.sends.total(now.mono),
             recent_errors=list(reversed(texts.errors)),
             store_fault=self._health.fault,

@@ -7,6 +7,7 @@ from datetime import datetime
 
 from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.engine.calls import CallsSummary
+from dispatcher.engine.emails import EmailsSummary
 from dispatcher.engine.health import StoreFault
 
 
@@ -36,6 +37,7 @@ class StatusView:
     in_flight: int
     at: datetime
     calls: CallsSummary | None = None
+    emails: EmailsSummary | None = None
     sent_last_minute: int = 0  # every number's sends started in the last 60 s
     recent_errors: list[Message] = field(default_factory=list)  # newest first, at most 20
     store_fault: StoreFault | None = None  # why sending is paused and work refused, if it is
