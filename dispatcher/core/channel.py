@@ -15,4 +15,4 @@ class Channel(StrEnum):
 
     TEXT = "text"
     VOICE = "voice"  # a call
-    EMAIL = "email"  # promised by the product: nothing is sent or counted on it yet
+    EMAIL = "email"  # sent (docs/email.md); its results are not counted in the metrics yet
