@@ -152,18 +152,6 @@ class Accepted(Model, frozen=True):
     reason: str | None
 
 
-class TextView(Model, frozen=True):
-    """A text: its status, history and why it is in its state."""
-
-    id: Id
-    status: str
-    reason: str | None
-    provider_sid: str | None
-    status_callback_url: str
-    history: list[Event]
-    explanation: str
-
-
 class CallOut(Model, frozen=True):
     """A call as it stands."""
 

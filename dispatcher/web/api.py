@@ -34,6 +34,7 @@ from dispatcher.service import (
     call_status_url,
 )
 from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
+from dispatcher.web.models import MessageDetail, message_fields
 
 _Body = TypeVar("_Body", bound=schemas.Model)
 
@@ -100,10 +101,10 @@ class Api:
         self._authorised(request)
         view = await self._dispatcher.message(request.match_info["message_id"])
         m = view.message
-        return answer(schemas.TextView(
-            id=m.id, status=m.status.value, reason=m.reason, provider_sid=m.provider_id,
+        return answer(MessageDetail(
+            **message_fields(m), history=[event_of(e) for e in view.history],
+            explanation=view.explanation, provider_sid=m.provider_id,
             status_callback_url=status_callback_url(self._public_url, m.id),
-            history=[event_of(e) for e in view.history], explanation=view.explanation,
         ))  # fmt: skip
 
     async def submit_call(self, request: web.Request) -> web.StreamResponse:
@@ -190,8 +191,8 @@ API = [
                   400: Answer("invalid (the error names the field)"),
                   409: Answer("the key was used for another text")}),
     Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
-              summary="A text's status, history and explanation",
-              answers={200: Answer("the text", schemas.TextView), 404: Answer("no such text")}),
+              summary="A text: every field, its history and explanation",
+              answers={200: Answer("the text", MessageDetail), 404: Answer("no such text")}),
     Operation(method="POST", path="/v1/calls", handler="submit_call",
               summary="Place a call with a script", body=schemas.NewCall,
               idempotency_key=True, answers={
