@@ -27,6 +27,34 @@ polls every 10 ms per waiting task; capped as its users cap it."""
 
 Row = dict[str, Any]
 
+METHOD = """\
+Sizes are the full mode's. Each workload runs in a fresh interpreter; the service uses
+SQLite in a fresh home and the simulator, whose log (the moment each send reached it)
+is the ground truth.
+
+- **Pacing**: N numbers x 20 texts, all queued while sending is held, then released; the
+  makespan runs from the release to the last send, its bound is 19 slots of 1 s. The
+  peers get the same texts as in-memory queues.
+- **CPU-s per 1,000 texts**: from the release to the end of the run (the service closed),
+  this process's CPU plus its children's: those that ended (`RUSAGE_CHILDREN`) and those
+  still running (`/proc`), less what they used before the release. Ingest and start-up
+  are not counted; the heap is measured over the same phase.
+- **Sustained texts/s**: every number offered 50 texts a second (more than the service
+  sends in all); the rate between the sends at the 10% and 90% marks.
+- **Campaigns**: one campaign from its creation to its end, the send window open all
+  along, the real clock, SQLite, the simulator at 0 ms. Its rate is each number's own
+  rate from its first to its last send, summed (while it had contacts), against one
+  text a second per pool number; the gaps are each number's, from the simulator's log.
+- **Campaign import**: a contacts file of E.164 numbers imported as a draft, from its
+  creation to the campaign stored as a draft; next to it, the scenario's bulk
+  `submit_many` into the send queue.
+- **Scenario**: 1,000,000 texts queued over 10,000 numbers; the service stopped and
+  started on the same database; the restart figure is the last of those numbers' first
+  sends after the start; then, while they pace, a client in another process measures
+  the control socket's round trips and `POST /v1/messages` from 16 connections at once
+  on a loopback port.\
+"""
+
 
 def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -60,6 +88,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
     for key, title, draw in sections:
         if key in results:
             parts += ["", f"## {title}", "", draw(results[key])]
+    parts += ["", "## How each figure is measured", "", METHOD]
     parts += [
         "",
         "## What limits these figures",
