@@ -5,7 +5,8 @@ token (``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
   call or an email, with an optional ``Idempotency-Key`` header: the same key returns
   the same message and never sends twice; the same key with a different request is 409.
 - ``GET /v1/messages/{id}``, ``GET /v1/calls/{id}`` and ``GET /v1/emails/{id}``: the
-  status, history and explanation.
+  status, history and explanation; ``DELETE`` on the first two cancels (see
+  :mod:`dispatcher.web.resources`).
 - ``GET``, ``POST /v1/automations`` and ``DELETE /v1/automations/{name}``: the rules and
   their recent runs.
 
@@ -18,12 +19,11 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-import msgspec
 from aiohttp import web
 
 from dispatcher import jsonio, schemas
 from dispatcher.core.model import Lane
-from dispatcher.schemas import Answer, Operation, call_view_of, email_view_of, event_of
+from dispatcher.schemas import Answer, Operation, email_view_of
 from dispatcher.service import (
     CallRequest,
     Dispatcher,
@@ -31,17 +31,11 @@ from dispatcher.service import (
     NewAutomation,
     Rule,
     TextRequest,
-    call_status_url,
 )
 from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
-from dispatcher.web.models import MessageDetail, message_fields
+from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
 
 _Body = TypeVar("_Body", bound=schemas.Model)
-
-
-def status_callback_url(public_url: str, message_id: str) -> str:
-    """The URL Twilio is given for a text's status callbacks."""
-    return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
 
 
 def _is_json(content_type: str) -> bool:
@@ -50,8 +44,9 @@ def _is_json(content_type: str) -> bool:
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-class Api:
-    """The ``/v1`` handlers, bound to one service (:data:`API` names them)."""
+class Api(ResourceRoutes):
+    """The ``/v1`` handlers, bound to one service (:data:`API` names them; those that
+    read, list and cancel are in :mod:`dispatcher.web.resources`)."""
 
     def __init__(self, dispatcher: Dispatcher, *, public_url: str, api_token: str | None) -> None:
         self._dispatcher = dispatcher
@@ -97,16 +92,6 @@ class Api:
         accepted = schemas.Accepted(id=m.id, status=m.status.value, reason=m.reason)
         return answer(accepted, status=201 if submission.created else 200)
 
-    async def get_message(self, request: web.Request) -> web.StreamResponse:
-        self._authorised(request)
-        view = await self._dispatcher.message(request.match_info["message_id"])
-        m = view.message
-        return answer(MessageDetail(
-            **message_fields(m), history=[event_of(e) for e in view.history],
-            explanation=view.explanation, provider_sid=m.provider_id,
-            status_callback_url=status_callback_url(self._public_url, m.id),
-        ))  # fmt: skip
-
     async def submit_call(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request, schemas.NewCall)
         script = body.script
@@ -121,15 +106,6 @@ class Api:
         c = submission.call
         accepted = schemas.Accepted(id=c.id, status=c.status.value, reason=c.reason)
         return answer(accepted, status=201 if submission.created else 200)
-
-    async def get_call(self, request: web.Request) -> web.StreamResponse:
-        self._authorised(request)
-        view = await self._dispatcher.call(request.match_info["call_id"])
-        call = call_view_of(view)
-        return answer(schemas.CallDetail(
-            **msgspec.structs.asdict(call), provider_sid=view.call.provider_id,
-            status_callback_url=call_status_url(self._public_url, view.call.id),
-        ))  # fmt: skip
 
     async def submit_email(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request, schemas.NewEmail)
@@ -190,9 +166,7 @@ API = [
                               schemas.Accepted),
                   400: Answer("invalid (the error names the field)"),
                   409: Answer("the key was used for another text")}),
-    Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
-              summary="A text: every field, its history and explanation",
-              answers={200: Answer("the text", MessageDetail), 404: Answer("no such text")}),
+    *MESSAGE_ROUTES,
     Operation(method="POST", path="/v1/calls", handler="submit_call",
               summary="Place a call with a script", body=schemas.NewCall,
               idempotency_key=True, answers={
@@ -201,9 +175,7 @@ API = [
                               schemas.Accepted),
                   400: Answer("invalid (a number, the script: the error names the step)"),
                   409: Answer("the key was used for another call")}),
-    Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
-              summary="A call's status, history (statuses and steps) and explanation",
-              answers={200: Answer("the call", schemas.CallDetail), 404: Answer("no such call")}),
+    *CALL_ROUTES,
     Operation(method="POST", path="/v1/emails", handler="submit_email",
               summary="Send an email", body=schemas.NewEmail, idempotency_key=True, answers={
                   201: Answer("accepted: queued on the relay's pace", schemas.Accepted),

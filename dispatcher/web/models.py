@@ -87,3 +87,8 @@ def message_fields(m: Message) -> dict[str, Any]:
         "updated_at": ts(m.updated_at),
         "expires_at": ts(m.expires_at),
     }
+
+
+def status_callback_url(public_url: str, message_id: str) -> str:
+    """The URL Twilio is given for a text's status callbacks."""
+    return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
