@@ -45,6 +45,7 @@ from dispatcher.core.emails import (
     EmailStatus,
     email_status,
 )
+from dispatcher.core.listing import ListQuery
 from dispatcher.core.metrics import (
     BY,
     NO_KEY,
@@ -2107,3 +2108,66 @@ def test_an_adapter_has_no_verb_beyond_the_port(adapter: type) -> None:
         if not name.startswith("_") and inspect.iscoroutinefunction(getattr(adapter, name))
     }
     assert public - STORE_VERBS == {"open", "close"}  # and opened by ``async with``
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+@exercises("list_messages")
+async def test_list_messages_filters_newest_first_and_pages_by_seq(store: Store) -> None:
+    them, other = "+14155550123", "+14155550124"
+    shapes = [  # id, recipient, sender, campaign
+        ("m0", them, SENDER, None), ("m1", other, SENDER, "cmp1"),
+        ("m2", them, OTHER_SENDER, "cmp1"), ("m3", them, SENDER, "cmp2"),
+        ("m4", other, OTHER_SENDER, None), ("m5", them, SENDER, "cmp1"),
+    ]  # fmt: skip
+    stored = {}
+    for i, (message_id, to, sender, campaign) in enumerate(shapes):
+        message = make_message(message_id, recipient=to, sender=sender, accepted_at=at(i))
+        stored[message_id] = await insert(store, dataclasses.replace(message, campaign_id=campaign))
+    await move(store, stored["m3"], TextStatus.SENDING, attempt_id="att-m3")
+
+    async def ids(**given: Any) -> list[str]:
+        return [m.id for m in await store.list_messages(ListQuery(**given))]
+
+    assert await ids() == ["m5", "m4", "m3", "m2", "m1", "m0"]
+    assert (await store.list_messages(ListQuery(limit=1)))[0] == stored["m5"]
+    assert await ids(recipient=them) == ["m5", "m3", "m2", "m0"]
+    assert await ids(sender=OTHER_SENDER) == ["m4", "m2"]
+    assert await ids(status="Sending") == ["m3"]
+    assert await ids(status="Queued", recipient=them) == ["m5", "m2", "m0"]
+    assert await ids(campaign_id="cmp1") == ["m5", "m2", "m1"]
+    assert await ids(campaign_id="cmp1", sender=SENDER, recipient=them) == ["m5"]
+    assert await ids(since=at(2), until=at(4)) == ["m3", "m2"]  # since <= accepted < until
+    assert await ids(since=at(2), until=at(4), campaign_id="cmp1") == ["m2"]
+    assert await ids(limit=2) == ["m5", "m4"]
+    assert await ids(before=stored["m4"].seq, limit=2) == ["m3", "m2"]
+    assert await ids(before=stored["m2"].seq, recipient=them) == ["m0"]
+    assert await ids(before=stored["m3"].seq, status="Sending") == []
+    assert await ids(recipient="+14155550125") == []
+    assert await ids(campaign_id="cmp-none") == []
+
+
+@exercises("list_calls")
+async def test_list_calls_filters_newest_first_and_pages_by_seq(store: Store) -> None:
+    them, other = "+14155550123", "+14155550124"
+    stored = {}
+    for i, to in enumerate([them, other, them, them]):
+        call = make_call(f"c{i}", recipient=to, accepted_at=at(i))
+        campaign = "cmp1" if i % 2 else None
+        stored[call.id] = await insert_call(store, dataclasses.replace(call, campaign_id=campaign))
+    await move_call(store, stored["c2"], CallStatus.PLACING, when=at(5), attempt_id="a2")
+    await insert(store, make_message("m1", recipient=them))  # a text is not a call
+
+    async def ids(**given: Any) -> list[str]:
+        return [c.id for c in await store.list_calls(ListQuery(**given))]
+
+    assert await ids() == ["c3", "c2", "c1", "c0"]
+    assert (await store.list_calls(ListQuery(limit=1)))[0] == await store.get_call("c3")
+    assert await ids(recipient=them) == ["c3", "c2", "c0"]
+    assert await ids(sender=SENDER, status="Placing") == ["c2"]
+    assert await ids(status="Queued", recipient=them) == ["c3", "c0"]
+    assert await ids(campaign_id="cmp1") == ["c3", "c1"]
+    assert await ids(since=at(1), until=at(3)) == ["c2", "c1"]
+    assert await ids(before=stored["c2"].seq, limit=1) == ["c1"]
+    assert await ids(sender=OTHER_SENDER) == []

@@ -7,11 +7,13 @@ its lifecycle and its store faults; its verbs are grouped by area, one mixin a
 module: texts and Do Not Text (:mod:`.texts`), calls (:mod:`.calls`), email
 (:mod:`.emails`), campaigns (:mod:`.campaigns`), automations and voice links
 (:mod:`.automations`), metrics and reports (:mod:`.metrics`), readiness and the
-monitoring figures (:mod:`.operations`). What the text verbs answer is in :mod:`.views`.
+monitoring figures (:mod:`.operations`), the lists of texts and calls (:mod:`.listing`).
+What the text verbs answer is in :mod:`.views`.
 """
 
 from __future__ import annotations
 
+from dispatcher.core.listing import Page
 from dispatcher.engine.automations import NewAutomation, Rule
 from dispatcher.engine.calls import (
     CallRequest,
@@ -45,6 +47,7 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "NewAutomation",
     "NumberView",
     "NumbersSummary",
+    "Page",
     "Readiness",
     "Rule",
     "StatusView",

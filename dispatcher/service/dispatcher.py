@@ -37,6 +37,7 @@ from dispatcher.service.automations import AutomationVerbs
 from dispatcher.service.calls import CallVerbs
 from dispatcher.service.campaigns import CampaignVerbs
 from dispatcher.service.emails import EmailVerbs
+from dispatcher.service.listing import ListingVerbs
 from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
@@ -48,7 +49,7 @@ _T = TypeVar("_T")
 
 class Dispatcher(
     TextVerbs, CallVerbs, EmailVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs,
-    OperationsVerbs, Resource,
+    OperationsVerbs, ListingVerbs, Resource,
 ):  # fmt: skip
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 

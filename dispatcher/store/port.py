@@ -2,9 +2,10 @@
 only the store speaks of.
 
 One ``Store`` made of narrow parts (texts, the Do Not Text list, calls, email, voice links
-and metrics, campaigns, automation runs), so a collaborator can ask for just the part
-it uses. Every verb here has a caller in the product and a test in the contract suite
-(``tests/test_store_contract.py``) that both adapters pass, errors included:
+and metrics, campaigns, automation runs, the lists of texts and calls), so a
+collaborator can ask for just the part it uses. Every verb here has a caller in the
+product and a test in the contract suite (``tests/test_store_contract.py``) that both
+adapters pass, errors included:
 
 - a write that breaks a constraint (an id, idempotency key, campaign contact line or
   phone, or rule name that exists) raises :class:`~dispatcher.errors.StoreError` and
@@ -31,6 +32,7 @@ from typing import Protocol, Self
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
+from dispatcher.core.listing import ListQuery
 from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
 from dispatcher.core.results import Cursor, Run, StoredResult
@@ -345,8 +347,22 @@ class RunStore(Protocol):
         ...
 
 
+class ListingStore(Protocol):
+    """Texts and calls listed with filters, newest first, a page at a time."""
+
+    async def list_messages(self, query: ListQuery) -> list[Message]:
+        """The texts (sent and received) that match ``query``, newest (highest ``seq``)
+        first, at most ``query.limit``."""
+        ...
+
+    async def list_calls(self, query: ListQuery) -> list[Call]:
+        """The calls that match ``query``, newest (highest ``seq``) first, at most
+        ``query.limit``."""
+        ...
+
+
 class Store(TextStore, DoNotTextStore, CallStore, EmailStore, EngagementStore, CampaignStore,
-            RunStore, Protocol):  # fmt: skip
+            RunStore, ListingStore, Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

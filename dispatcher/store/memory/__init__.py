@@ -1,7 +1,7 @@
 """The in-memory store: the public fake, run through the same contract suite as SQLite.
 
 Everything lives in dictionaries (``tables.py``); one module per part of the port
-(texts, calls, email, engagement, campaigns, automations) adds its verbs.
+(texts, calls, email, engagement, campaigns, automations, the lists) adds its verbs.
 """
 
 from __future__ import annotations
@@ -11,13 +11,20 @@ from dispatcher.store.memory.calls import MemoryCalls
 from dispatcher.store.memory.campaigns import MemoryCampaigns
 from dispatcher.store.memory.emails import MemoryEmails
 from dispatcher.store.memory.engagement import MemoryEngagement
+from dispatcher.store.memory.listing import MemoryListing
 from dispatcher.store.memory.texts import MemoryTexts
 
 __all__ = ["MemoryStore"]
 
 
 class MemoryStore(
-    MemoryTexts, MemoryCalls, MemoryEmails, MemoryEngagement, MemoryCampaigns, MemoryAutomations
+    MemoryTexts,
+    MemoryCalls,
+    MemoryEmails,
+    MemoryEngagement,
+    MemoryCampaigns,
+    MemoryAutomations,
+    MemoryListing,
 ):
     """Every verb of the store port over dictionaries; nothing survives the process."""
 

@@ -2,7 +2,7 @@
 
 The connections and the group commit are in ``connection.py``; rows become objects
 in ``rows.py``; one module per part of the port (texts, calls, email, engagement,
-campaigns, automations) adds its verbs. SQL lives in ``dispatcher/store/sql/``.
+campaigns, automations, the lists) adds its verbs. SQL lives in ``dispatcher/store/sql/``.
 """
 
 from __future__ import annotations
@@ -15,13 +15,20 @@ from dispatcher.store.sqlite.calls import SQLiteCalls
 from dispatcher.store.sqlite.campaigns import SQLiteCampaigns
 from dispatcher.store.sqlite.emails import SQLiteEmails
 from dispatcher.store.sqlite.engagement import SQLiteEngagement
+from dispatcher.store.sqlite.listing import SQLiteListing
 from dispatcher.store.sqlite.texts import SQLiteTexts
 
 __all__ = ["SQLiteStore"]
 
 
 class SQLiteStore(
-    SQLiteTexts, SQLiteCalls, SQLiteEmails, SQLiteEngagement, SQLiteCampaigns, SQLiteAutomations
+    SQLiteTexts,
+    SQLiteCalls,
+    SQLiteEmails,
+    SQLiteEngagement,
+    SQLiteCampaigns,
+    SQLiteAutomations,
+    SQLiteListing,
 ):
     """Store adapter for ``sqlite:///path/to/file.db``."""
 
