@@ -51,6 +51,12 @@ Address = Annotated[
          "breaks)", extra_json_schema={"examples": ["ann@example.com"]}),
 ]  # fmt: skip
 """An email address; its form is checked by the domain (``dispatcher.core.emails``)."""
+Sender = Annotated[
+    str,
+    Meta(description="an email address, with an optional display name: Acme Shop "
+         "<shop@example.com> (checked without DNS; no line breaks)",
+         extra_json_schema={"examples": ["Acme Shop <shop@example.com>"]}),
+]  # fmt: skip
 
 
 # -- requests ----------------------------------------------------------------------------
@@ -96,7 +102,7 @@ class NewCall(Model, frozen=True):
 class NewEmail(Model, frozen=True):
     """An email to send (``POST /v1/emails``)."""
 
-    from_: Address
+    from_: Sender
     to: Address
     subject: Annotated[
         str,

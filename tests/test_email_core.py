@@ -76,6 +76,18 @@ def test_a_step_that_does_not_apply_is_kept_and_changes_nothing() -> None:
     assert after.status is EmailStatus.DELIVERED
 
 
+def test_the_sender_may_have_a_display_name_and_the_recipient_not() -> None:
+    assert check_email(**valid(sender="Acme Shop <shop@example.com>")).sender == (
+        "Acme Shop <shop@example.com>"
+    )
+    assert check_email(**valid(sender='"Ünï, Co" <shop@example.com>')).sender == (
+        "=?utf-8?b?w5xuw68sIENv?= <shop@example.com>"
+    )
+    with pytest.raises(InvalidAddress) as caught:
+        check_email(**valid(recipient="Bob <bob@example.com>"))
+    assert caught.value.field == "to"
+
+
 def test_a_valid_email_is_normalised() -> None:
     content = check_email(**valid(sender=" Ann@Example.COM ", html="<p>Hi</p>"))
     assert content.sender == "Ann@example.com"

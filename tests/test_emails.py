@@ -258,6 +258,18 @@ async def test_a_4xx_is_retried_then_accepted(tmp_path: Path) -> None:
     assert view.email.provider_id.startswith("2.0.0 Ok")
 
 
+async def test_the_sender_s_display_name_reaches_the_relay(tmp_path: Path) -> None:
+    async with smtp_relay() as relay, running(tmp_path, relay_url=relay.url) as h:
+        email = (
+            await h.service.submit_email(request(sender='"Acme Shöp" <news@example.com>'))
+        ).email
+        await until(h, email, S.SENT, real=True)
+    sender = relay.received[0].message["From"]
+    assert sender.addresses[0].display_name == "Acme Shöp"
+    assert sender.addresses[0].addr_spec == "news@example.com"
+    assert relay.received[0].mail_from == f"bounce+{email.id}@{DOMAIN}"
+
+
 async def test_a_5xx_ends_failed_with_the_code(tmp_path: Path) -> None:
     async with smtp_relay() as relay, running(tmp_path, relay_url=relay.url) as h:
         relay.replies.append("550 5.1.1 <contact0@example.com>: no such user")

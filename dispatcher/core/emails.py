@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from email.utils import formataddr
 from enum import StrEnum
 
 from email_validator import EmailNotValidError, validate_email
@@ -96,7 +97,7 @@ class Email:
 
     id: str
     relay: str  # the relay whose pace it goes at (its URL without the password)
-    sender: str  # the From address, normalised
+    sender: str  # the From address, normalised (with its display name, if it has one)
     recipient: str  # the To address, normalised
     subject: str
     text: str
@@ -169,15 +170,20 @@ MAX_PART = 50_000
 """Characters of the text part, and of the HTML part."""
 
 
-def address(value: str, *, field: str) -> str:
+def address(value: str, *, field: str, display_name: bool = False) -> str:
     """``value`` as a normalised email address (no DNS lookup), or an error naming
-    ``field``."""
+    ``field``. With ``display_name``, ``Name <address>`` is taken too, and kept in
+    that form (a name that is not ASCII written as an encoded word)."""
     no_line_breaks(value, field=field)
     try:
-        return validate_email(value.strip(), check_deliverability=False).normalized
+        found = validate_email(value.strip(), check_deliverability=False,
+                               allow_display_name=display_name)  # fmt: skip
     except EmailNotValidError as exc:
         raise InvalidAddress(f"{field}: {value!r} is not a valid email address: {exc}",
                              field=field) from None  # fmt: skip
+    if found.display_name:
+        return formataddr((found.display_name, found.normalized))
+    return found.normalized
 
 
 def no_line_breaks(value: str, *, field: str) -> None:
@@ -206,7 +212,7 @@ def check_email(
     a subject (one line, at most :data:`MAX_SUBJECT` characters) and a text part are
     required; the HTML part is optional; each part is at most :data:`MAX_PART`
     characters."""
-    from_ = address(sender, field="from")
+    from_ = address(sender, field="from", display_name=True)
     to = address(recipient, field="to")
     no_line_breaks(subject, field="subject")
     if not subject.strip():
