@@ -286,6 +286,7 @@ class Operation:
     handler: str
     summary: str
     body: type[Model] | None = None
+    query: type[Model] | None = None  # its query parameters, one field each
     answers: Mapping[int, Answer] = field(default_factory=dict)
     idempotency_key: bool = False
 
@@ -324,6 +325,8 @@ def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dic
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PARAMETER.findall(op.path)
         ]
+        if op.query is not None:
+            parameters.extend(_query_parameters(op.query))
         if op.idempotency_key:
             parameters.append(_KEY)
         entry: dict[str, Any] = {"summary": op.summary, "operationId": op.handler}
@@ -346,6 +349,18 @@ def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dic
         "security": [{"bearer": []}],
         "paths": paths,
     }
+
+
+def _query_parameters(model: type[Model]) -> list[dict[str, Any]]:
+    """The query parameters a model's fields describe (an enum's schema written in)."""
+    defs = msgspec.json.schema(model)["$defs"]
+    described = defs[model.__name__]
+    required = set(described.get("required", ()))
+    return [
+        {"name": name, "in": "query", "required": name in required,
+         "schema": defs[value["$ref"].rpartition("/")[2]] if "$ref" in value else value}
+        for name, value in described["properties"].items()
+    ]  # fmt: skip
 
 
 def _answers(op: Operation) -> dict[int, Answer]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import aiohttp
 
 from dispatcher.channels.simulator import Simulator
-from dispatcher.config import Config, HttpConfig, SimulatorConfig, VoiceConfig
+from dispatcher.config import Config, HttpConfig, PacingConfig, SimulatorConfig, VoiceConfig
 from dispatcher.service import Dispatcher
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
@@ -29,7 +29,8 @@ def make_store(kind: str, home: Path) -> Store:
 async def api(home: Path, *, store: str = "memory", calls_per_second: float = 1.0,
               ) -> AsyncIterator[App]:  # fmt: skip
     """The service on the simulator (receipts an hour late, calls ringing for two) and its
-    HTTP app with the API token of :mod:`tests.peers`."""
+    HTTP app with the API token of :mod:`tests.peers`; texts to one contact in the same
+    second are all sent."""
     simulator = SimulatorConfig(latency=timedelta(0), latency_jitter=timedelta(0),
                                 receipt_delay=timedelta(hours=1), reorder_rate=0.0,
                                 ring=timedelta(hours=2))  # fmt: skip
@@ -38,6 +39,7 @@ async def api(home: Path, *, store: str = "memory", calls_per_second: float = 1.
         home=home,
         http=HttpConfig(listen=url.removeprefix("http://"), public_url=url),
         voice=VoiceConfig(calls_per_second=calls_per_second),
+        pacing=PacingConfig(duplicate_window=timedelta(0)),  # texts to one contact at once
     )
     service = Dispatcher(
         config, store=make_store(store, home),

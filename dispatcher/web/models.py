@@ -7,15 +7,25 @@ parameters as they are read (:func:`read_query`), errors naming the parameter.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from msgspec import Meta
+import msgspec
+from msgspec import UNSET, Meta, UnsetType
 
-from dispatcher.core.model import Message
-from dispatcher.schemas import Event, Model, Timestamp, ts
+from dispatcher import jsonio
+from dispatcher.core.calls import CallStatus
+from dispatcher.core.listing import DEFAULT_LIMIT
+from dispatcher.core.model import Message, TextStatus
+from dispatcher.core.wire import Number
+from dispatcher.schemas import CallOut, Event, Model, Timestamp, ts
 
-Limit = Annotated[int, Meta(ge=1, le=500, description="how many to answer (1 to 500)")]
+_Query = TypeVar("_Query", bound=Model)
+_T = TypeVar("_T")
+
+Limit = Annotated[int, Meta(ge=1, le=500, description="how many a page holds (1 to 500)")]
 Cursor = Annotated[
     str,
     Meta(min_length=1, max_length=100,
@@ -92,3 +102,71 @@ def message_fields(m: Message) -> dict[str, Any]:
 def status_callback_url(public_url: str, message_id: str) -> str:
     """The URL Twilio is given for a text's status callbacks."""
     return f"{public_url.rstrip('/')}/twilio/status/{message_id}"
+
+
+# -- lists -------------------------------------------------------------------------------
+
+
+class MessageQuery(Model, frozen=True):
+    """``GET /v1/messages``: every filter given must match."""
+
+    to: Number | UnsetType = UNSET
+    from_: Number | UnsetType = UNSET
+    status: TextStatus | UnsetType = UNSET
+    campaign: Campaign | UnsetType = UNSET
+    since: Since | UnsetType = UNSET
+    until: Until | UnsetType = UNSET
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | UnsetType = UNSET
+
+
+class CallQuery(Model, frozen=True):
+    """``GET /v1/calls``: every filter given must match."""
+
+    to: Number | UnsetType = UNSET
+    from_: Number | UnsetType = UNSET
+    status: CallStatus | UnsetType = UNSET
+    campaign: Campaign | UnsetType = UNSET
+    since: Since | UnsetType = UNSET
+    until: Until | UnsetType = UNSET
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | UnsetType = UNSET
+
+
+class MessagePage(Model, frozen=True):
+    """A page of texts, newest first."""
+
+    messages: list[MessageOut]
+    next_cursor: NextCursor
+
+
+class CallPage(Model, frozen=True):
+    """A page of calls, newest first."""
+
+    calls: list[CallOut]
+    next_cursor: NextCursor
+
+
+_NUMBERS = ("to", "from")
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
+def read_query(query: Mapping[str, str], model: type[_Query]) -> _Query:
+    """The query parameters, checked against their model: an unknown parameter, or a
+    value of the wrong type or out of its range, is refused naming the parameter. A
+    number's ``+`` sent unencoded arrives as a space: it is read as the ``+``."""
+    raw: dict[str, object] = {name: query[name] for name in query}
+    for name in _NUMBERS:
+        if isinstance(value := raw.get(name), str) and value[:1] == " ":
+            raw[name] = "+" + value[1:]
+    if isinstance(limit := raw.get("limit"), str) and _INTEGER.fullmatch(limit):
+        raw["limit"] = int(limit)  # the one parameter that is not a string (strictly)
+    try:
+        return msgspec.convert(raw, model)
+    except msgspec.ValidationError as exc:
+        raise jsonio.invalid(exc, model, raw, what="the query", noun="query parameter") from None
+
+
+def given(value: _T | UnsetType) -> _T | None:
+    """A query parameter's value, None when it was not given."""
+    return None if isinstance(value, UnsetType) else value

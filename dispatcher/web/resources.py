@@ -2,6 +2,10 @@
 Text list and the metrics, with their routes (:data:`ROUTES`, part of the route table
 :data:`dispatcher.web.api.API`).
 
+- ``GET /v1/messages`` and ``GET /v1/calls``: the texts or calls matching the filters
+  (``to``, ``from``, ``status``, ``campaign``, ``since``, ``until``), newest first,
+  ``limit`` a page (default 50, at most 500), the next page from ``cursor`` (the
+  ``next_cursor`` of the page before).
 - ``DELETE /v1/messages/{id}`` and ``DELETE /v1/calls/{id}``: cancel a text or call
   still waiting (200 with it), 409 once its sending has started.
 """
@@ -14,10 +18,21 @@ import msgspec
 from aiohttp import web
 
 from dispatcher import schemas
-from dispatcher.schemas import Answer, Operation, call_view_of, event_of
+from dispatcher.schemas import Answer, Operation, call_fields, call_view_of, event_of
 from dispatcher.service import Dispatcher, call_status_url
 from dispatcher.web.answers import answer
-from dispatcher.web.models import MessageDetail, message_fields, status_callback_url
+from dispatcher.web.models import (
+    CallPage,
+    CallQuery,
+    MessageDetail,
+    MessageOut,
+    MessagePage,
+    MessageQuery,
+    given,
+    message_fields,
+    read_query,
+    status_callback_url,
+)
 
 
 class ResourceRoutes:
@@ -46,6 +61,32 @@ class ResourceRoutes:
             status_callback_url=call_status_url(self._public_url, view.call.id),
         )  # fmt: skip
 
+    async def list_messages(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        q = read_query(request.query, MessageQuery)
+        page = await self._dispatcher.list_messages(
+            to=given(q.to), sender=given(q.from_), status=given(q.status),
+            campaign=given(q.campaign), since=given(q.since), until=given(q.until),
+            limit=q.limit, cursor=given(q.cursor),
+        )  # fmt: skip
+        return answer(MessagePage(
+            messages=[MessageOut(**message_fields(m)) for m in page.items],
+            next_cursor=page.next_cursor,
+        ))  # fmt: skip
+
+    async def list_calls(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        q = read_query(request.query, CallQuery)
+        page = await self._dispatcher.list_calls(
+            to=given(q.to), sender=given(q.from_), status=given(q.status),
+            campaign=given(q.campaign), since=given(q.since), until=given(q.until),
+            limit=q.limit, cursor=given(q.cursor),
+        )  # fmt: skip
+        return answer(CallPage(
+            calls=[schemas.CallOut(**call_fields(c)) for c in page.items],
+            next_cursor=page.next_cursor,
+        ))  # fmt: skip
+
     async def get_message(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         return answer(await self._message_detail(request.match_info["message_id"]))
@@ -67,7 +108,16 @@ class ResourceRoutes:
         return answer(await self._call_detail(call_id))
 
 
+_LISTED = {
+    400: Answer("a filter is not valid (the error names the query parameter)"),
+}
+
 MESSAGE_ROUTES = [
+    Operation(method="GET", path="/v1/messages", handler="list_messages",
+              summary="The texts (sent and received) matching the filters, newest first, "
+                      "a page at a time",
+              query=MessageQuery,
+              answers={200: Answer("a page of texts", MessagePage), **_LISTED}),
     Operation(method="GET", path="/v1/messages/{message_id}", handler="get_message",
               summary="A text: every field, its history and explanation",
               answers={200: Answer("the text", MessageDetail), 404: Answer("no such text")}),
@@ -80,6 +130,9 @@ MESSAGE_ROUTES = [
 """The text routes of the table, after ``POST /v1/messages``."""
 
 CALL_ROUTES = [
+    Operation(method="GET", path="/v1/calls", handler="list_calls",
+              summary="The calls matching the filters, newest first, a page at a time",
+              query=CallQuery, answers={200: Answer("a page of calls", CallPage), **_LISTED}),
     Operation(method="GET", path="/v1/calls/{call_id}", handler="get_call",
               summary="A call's status, history (statuses and steps) and explanation",
               answers={200: Answer("the call", schemas.CallDetail), 404: Answer("no such call")}),
