@@ -41,10 +41,11 @@ is the ground truth.
   are not counted; the heap is measured over the same phase.
 - **Sustained texts/s**: every number offered 50 texts a second (more than the service
   sends in all); the rate between the sends at the 10% and 90% marks.
-- **Campaigns**: one campaign from its creation to its end, the send window open all
-  along, the real clock, SQLite, the simulator at 0 ms. Its rate is each number's own
-  rate from its first to its last send, summed (while it had contacts), against one
-  text a second per pool number; the gaps are each number's, from the simulator's log.
+- **Campaigns**: one campaign from its creation to its end (or cancelled 60 s after
+  three times contacts / pool seconds), the send window open all along, the real clock,
+  SQLite, the simulator at 0 ms. Its rate is each number's own rate from its first to
+  its last send, summed (while it had contacts), against one text a second per pool
+  number; the gaps are each number's, from the simulator's log.
 - **Campaign import**: a contacts file of E.164 numbers imported as a draft, from its
   creation to the campaign stored as a draft; next to it, the scenario's bulk
   `submit_many` into the send queue.
@@ -204,11 +205,13 @@ def _campaign_lines(results: dict[str, Any], scenario: Row) -> list[str]:
     ) for r in done]  # fmt: skip
     if done:
         r = min(done, key=lambda r: r["pool"])
+        unfinished = r.get("unfinished") or "finish_s" not in r
         lines.append(_line(
             f"campaign finish, {r['contacts']:,} contacts over {r['pool']:,} numbers",
-            f"{r['finish_s']:.1f} s (busiest number {r['busiest_over_mean']:+.1f} over the mean)",
+            f"{_finish(r)} s (busiest number {r['busiest_over_mean']:+.1f} over the mean)",
             f"contacts / pool {r['finish_bound_s']:.1f} s",
-            _ratio(r["finish_s"], r["finish_bound_s"]), "≤ 14 s for 3,600 over 300",
+            "-" if unfinished else _ratio(r["finish_s"], r["finish_bound_s"]),
+            "≤ 14 s for 3,600 over 300",
         ))  # fmt: skip
     row = results.get("ingest", {})
     if row and "failed" not in row:
@@ -313,9 +316,16 @@ def campaigns_table(rows: list[Row]) -> str:
             head + f"| {r['rate_per_s']:,.1f} | {r['rate_share']:.1%} | {r['overall_per_s']:,.1f} "
             f"| {r['first_send_s']:.2f} | {r['gap_p50_s']:.3f} / {r['gap_p90_s']:.3f} / "
             f"{r['gap_p99_s']:.3f} | {r['violations']:,} | {r['busiest_over_mean']:+.1f} "
-            f"| {r['finish_s']:.1f} |"
+            f"| {_finish(r)} |"
         )
     return "\n".join(out)
+
+
+def _finish(r: Row) -> str:
+    """A campaign's finish, seconds; one not finished in a run was cancelled."""
+    if r.get("unfinished") or "finish_s" not in r:
+        return f"over {r['window_s']:,.0f} (not finished, cancelled)"
+    return f"{r['finish_s']:.1f}"
 
 
 def scenario_table(row: Row) -> str:
