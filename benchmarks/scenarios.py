@@ -103,7 +103,10 @@ async def service_side(sizes: Sizes, home: Path) -> dict[str, Any]:
     started = time.monotonic()
     async with Dispatcher.from_config(config) as d:
         opened = time.monotonic() - started
-        while d.texts.sent_count < numbers:  # noqa: ASYNC110 - a measurement's poll, 10 ms
+        deadline = started + 600  # bounded: a restart that never gets there fails
+        while d.texts.sent_count < numbers:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{d.texts.sent_count:,} sends 600 s after the restart")
             await asyncio.sleep(0.01)
         figures["restart: service open (s)"] = opened
         figures[f"RSS with {texts:,} queued, {numbers:,} numbers pacing (MiB)"] = _memory()["VmRSS"]

@@ -146,7 +146,10 @@ async def run_dispatcher(w: Workload, home: Path, phase: Phase) -> dict[str, Any
         ingest = time.perf_counter() - ingest_start
         phase.begin()
         d.release()
-        while d.texts.sent_count < total or (await d.status(limit=1)).in_flight:  # noqa: ASYNC110
+        deadline = time.monotonic() + 600 + 20 * w.bound  # bounded: a stuck run fails
+        while d.texts.sent_count < total or (await d.status(limit=1)).in_flight:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{d.texts.sent_count:,} of {total:,} sent by the deadline")
             await asyncio.sleep(0.05)  # a measurement's poll, off the measured path
     phase.end()  # the service closed: its children ended and were waited for
     return {"order": order, "ingest_s": ingest}
