@@ -120,18 +120,77 @@ class Intake:
 
     async def submit(self, requests: Sequence[TextRequest]) -> list[Submission]:
         """Validate every request first (nothing is stored if one is invalid), then
-        store the ones without an idempotency key in one write and the keyed ones
-        one by one."""
+        store every new text in one write: those without an idempotency key and those
+        whose key is new. A key already stored, or being stored by a request under way,
+        answers with that text (``created`` False); a key used for different content
+        is a :class:`Conflict`, raised once the other texts are stored."""
         checked = [self._check(r, i if len(requests) > 1 else None) for i, r in enumerate(requests)]
-        plain = [c for c in checked if c.request.idempotency_key is None]
-        stored = iter(await self._admit(plain)) if plain else iter(())
-        results: list[Submission] = []
-        for c in checked:
-            if c.request.idempotency_key is None:
-                results.append(Submission(message=next(stored), created=True))
+        keys = [c.request.idempotency_key for c in checked]
+        if all(k is None for k in keys):
+            return [Submission(message=m, created=True) for m in await self._admit(checked)]
+        # Claimed without awaiting: until they are settled, these keys are this call's,
+        # and a request with one of them waits for its answer.
+        claimed, waiting = self._keys.claim(dict.fromkeys(k for k in keys if k is not None))
+        # The work goes on if the caller is cancelled: the keys are settled by what was
+        # written, never left claimed.
+        work = asyncio.ensure_future(self._make(checked, keys, claimed))
+        fresh, made, found = await asyncio.shield(work)
+        answers: list[Submission] = []
+        conflict: Conflict | None = None
+        for c, key, answer in zip(checked, keys, fresh, strict=True):
+            if answer is not None:
+                answers.append(answer)
+                continue
+            assert key is not None  # every text without a key is new
+            if key in made:
+                earlier = made[key].message  # the same key earlier in this call
+            elif key in found:
+                earlier = found[key]
             else:
-                results.append(await self._submit_keyed(c, c.request.idempotency_key))
-        return results
+                earlier = (await self._keys.wait(waiting[key])).message
+            try:
+                answers.append(self._same_key(c, earlier, key))
+            except Conflict as exc:
+                conflict = conflict or exc
+        if conflict is not None:
+            raise conflict
+        return answers
+
+    async def _make(
+        self, checked: list[_Checked], keys: list[str | None], claimed: list[str]
+    ) -> tuple[list[Submission | None], dict[str, Submission], dict[str, Message]]:
+        """Store the new texts (without a key, or the first with a key claimed and not
+        stored yet) in one write and settle every claimed key. Returns each request's
+        answer if its text is new, the new texts by key, and the texts found by key."""
+        try:
+            found = await self._stored(claimed)
+            new_keys = set(claimed).difference(found)
+            indexes: list[int] = []
+            for i, key in enumerate(keys):
+                if key is None:
+                    indexes.append(i)
+                elif key in new_keys:  # the first request with a new key makes its text
+                    new_keys.discard(key)
+                    indexes.append(i)
+            messages = await self._admit([checked[i] for i in indexes]) if indexes else []
+        except BaseException as exc:
+            for key in claimed:
+                self._keys.fail(key, exc)
+            raise
+        fresh: list[Submission | None] = [None] * len(checked)
+        made: dict[str, Submission] = {}
+        for i, message in zip(indexes, messages, strict=True):
+            fresh[i] = answer = Submission(message=message, created=True)
+            if (key := keys[i]) is not None:
+                made[key] = answer
+        for key in claimed:
+            self._keys.settle(key, made.get(key) or Submission(message=found[key], created=False))
+        return fresh, made, found
+
+    async def _stored(self, keys: list[str]) -> dict[str, Message]:
+        """The texts already stored under any of ``keys``."""
+        found = await asyncio.gather(*(self._store.by_idempotency_key(k) for k in keys))
+        return {k: m for k, m in zip(keys, found, strict=True) if m is not None}
 
     def _check(self, request: TextRequest, index: int | None) -> _Checked:
         try:
@@ -140,17 +199,6 @@ class Intake:
             if index is None:
                 raise
             raise type(exc)(f"request {index}: {exc}", field=exc.field) from exc
-
-    async def _submit_keyed(self, checked: _Checked, key: str) -> Submission:
-        async def make() -> Submission:
-            found = await self._store.by_idempotency_key(key)
-            if found is not None:
-                return self._same_key(checked, found, key)
-            [message] = await self._admit([checked])
-            return Submission(message=message, created=True)
-
-        result, made_here = await self._keys.run(key, make)
-        return result if made_here else self._same_key(checked, result.message, key)
 
     @staticmethod
     def _same_key(checked: _Checked, earlier: Message, key: str) -> Submission:

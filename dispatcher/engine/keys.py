@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -12,7 +12,10 @@ T = TypeVar("T")
 
 class OncePerKey(Generic[T]):
     """Requests with the same key, made at once, become one: the first runs ``make``;
-    the others wait for its result (or its error) instead of running it again."""
+    the others wait for its result (or its error) instead of running it again.
+
+    Many keys are claimed at once with :meth:`claim`: the caller makes the keys it
+    claimed (together, e.g. in one write) and settles each one."""
 
     def __init__(self) -> None:
         self._running: dict[str, asyncio.Future[T]] = {}
@@ -21,16 +24,45 @@ class OncePerKey(Generic[T]):
         """The result, and True for the request that made it (False for one that waited)."""
         if (running := self._running.get(key)) is not None:
             return await asyncio.shield(running), False
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._running[key] = future
+        [claimed], _ = self.claim([key])
         try:
             result = await make()
         except BaseException as exc:
-            future.set_exception(exc)
-            with contextlib.suppress(BaseException):
-                future.exception()  # retrieved: only waiters care
+            self.fail(claimed, exc)
             raise
-        finally:
-            del self._running[key]
-        future.set_result(result)
+        self.settle(claimed, result)
         return result, True
+
+    def claim(self, keys: Iterable[str]) -> tuple[list[str], dict[str, asyncio.Future[T]]]:
+        """Claim every key of ``keys`` that no request is making now (without awaiting:
+        no other request can claim one in between). Returns the keys claimed, which the
+        caller must :meth:`settle` (or :meth:`fail`), each once, and for the others
+        the result under way."""
+        claimed: list[str] = []
+        waiting: dict[str, asyncio.Future[T]] = {}
+        loop = asyncio.get_running_loop()
+        for key in keys:
+            if (running := self._running.get(key)) is not None:
+                waiting[key] = running
+            else:
+                self._running[key] = loop.create_future()
+                claimed.append(key)
+        return claimed, waiting
+
+    def settle(self, key: str, result: T) -> None:
+        """The claimed ``key`` is made: the requests waiting for it get ``result``, and
+        the next request with it is a new one."""
+        self._running.pop(key).set_result(result)
+
+    def fail(self, key: str, error: BaseException) -> None:
+        """The claimed ``key`` could not be made: the requests waiting for it hear
+        ``error``, and the next request with it is a new one."""
+        future = self._running.pop(key)
+        future.set_exception(error)
+        with contextlib.suppress(BaseException):
+            future.exception()  # retrieved: only waiters care
+
+    @staticmethod
+    async def wait(running: asyncio.Future[T]) -> T:
+        """The result of a key another request is making (its error, if it failed)."""
+        return await asyncio.shield(running)
