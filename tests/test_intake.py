@@ -4,7 +4,7 @@ and two requests with one key still one text."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pytest
 
@@ -30,7 +30,7 @@ class CountingStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self.writes: list[int] = []  # texts per write
-        self.key_reads = 0
+        self.key_reads = 0  # reads of stored keys
         self.gate: asyncio.Event | None = None
         self.entered = asyncio.Event()
         self.refuse = False
@@ -46,9 +46,9 @@ class CountingStore(MemoryStore):
             raise StoreError("the disk is full")
         return await super().insert_messages(items)
 
-    async def by_idempotency_key(self, key: str) -> Message | None:
+    async def by_idempotency_keys(self, keys: Collection[str]) -> dict[str, Message]:
         self.key_reads += 1
-        return await super().by_idempotency_key(key)
+        return await super().by_idempotency_keys(keys)
 
 
 @pytest.fixture
@@ -66,7 +66,7 @@ async def test_keyed_and_plain_texts_of_one_call_are_stored_in_one_write(
 ) -> None:
     requests = [request(i, key=f"k{i}" if i % 3 else None) for i in range(60)]
     answers = await intake.submit(requests)
-    assert store.writes == [60]
+    assert (store.writes, store.key_reads) == ([60], 1)
     assert all(a.created for a in answers)
     assert [a.message.recipient for a in answers] == [r.recipient for r in requests]
     assert [a.message.idempotency_key for a in answers] == [r.idempotency_key for r in requests]
@@ -74,7 +74,7 @@ async def test_keyed_and_plain_texts_of_one_call_are_stored_in_one_write(
     assert all(a.message.status is TextStatus.QUEUED for a in answers)
 
     again = await intake.submit([r for r in requests if r.idempotency_key])
-    assert store.writes == [60]  # nothing new: no write
+    assert (store.writes, store.key_reads) == ([60], 2)  # nothing new: one read, no write
     assert [a.created for a in again] == [False] * 40
     assert [a.message.id for a in again] == [a.message.id for a in answers if
                                              a.message.idempotency_key]  # fmt: skip

@@ -330,6 +330,20 @@ async def test_by_idempotency_key(store: Store) -> None:
     assert await store.by_idempotency_key("order-43") is None
 
 
+@exercises("by_idempotency_keys")
+async def test_by_idempotency_keys_answers_the_stored_keys_in_one_read(store: Store) -> None:
+    keyed = [await insert(store, make_message(f"m{i}", idempotency_key=f"order-{i}"))
+             for i in range(3)]  # fmt: skip
+    await insert(store, make_message("plain"))
+
+    assert await store.by_idempotency_keys([]) == {}
+    assert await store.by_idempotency_keys(["order-2", "order-9", "order-0"]) == {
+        "order-2": keyed[2], "order-0": keyed[0]
+    }  # fmt: skip
+    many = [f"order-{i}" for i in range(1200)]  # more than one chunk of parameters
+    assert await store.by_idempotency_keys(many) == {m.idempotency_key: m for m in keyed}
+
+
 @exercises("accepted_since")
 async def test_accepted_since_counts_only_messages_inserted_as_queued(store: Store) -> None:
     to = "+14155550123"

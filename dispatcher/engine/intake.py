@@ -188,9 +188,8 @@ class Intake:
         return fresh, made, found
 
     async def _stored(self, keys: list[str]) -> dict[str, Message]:
-        """The texts already stored under any of ``keys``."""
-        found = await asyncio.gather(*(self._store.by_idempotency_key(k) for k in keys))
-        return {k: m for k, m in zip(keys, found, strict=True) if m is not None}
+        """The texts already stored under any of ``keys`` (one read)."""
+        return await self._store.by_idempotency_keys(keys) if keys else {}
 
     def _check(self, request: TextRequest, index: int | None) -> _Checked:
         try:

@@ -69,6 +69,10 @@ class TextStore(Protocol):
 
     async def by_idempotency_key(self, key: str) -> Message | None: ...
 
+    async def by_idempotency_keys(self, keys: Collection[str]) -> dict[str, Message]:
+        """The messages stored under any of ``keys``, by key (one read for many)."""
+        ...
+
     async def heads(self, senders: Sequence[str], limit: int) -> dict[str, list[Message]]:
         """The next ``limit`` Queued messages of each of ``senders``, in queue order:
         automation lane first, first in first out within a lane."""

@@ -11,6 +11,7 @@ from dispatcher.store.memory.calls import MemoryCalls
 from dispatcher.store.memory.campaigns import MemoryCampaigns
 from dispatcher.store.memory.emails import MemoryEmails
 from dispatcher.store.memory.engagement import MemoryEngagement
+from dispatcher.store.memory.keys import MemoryKeys
 from dispatcher.store.memory.listing import MemoryListing
 from dispatcher.store.memory.texts import MemoryTexts
 
@@ -19,6 +20,7 @@ __all__ = ["MemoryStore"]
 
 class MemoryStore(
     MemoryTexts,
+    MemoryKeys,
     MemoryCalls,
     MemoryEmails,
     MemoryEngagement,

@@ -28,6 +28,9 @@ SELECT * FROM messages WHERE id = ?;
 -- name: by_idempotency_key
 SELECT * FROM messages WHERE idempotency_key = ?;
 
+-- name: by_idempotency_keys
+SELECT * FROM messages WHERE idempotency_key IN (SELECT value FROM json_each(?));
+
 -- name: by_provider_id
 SELECT * FROM messages WHERE provider_id = ?;
 

@@ -15,6 +15,7 @@ from dispatcher.store.sqlite.calls import SQLiteCalls
 from dispatcher.store.sqlite.campaigns import SQLiteCampaigns
 from dispatcher.store.sqlite.emails import SQLiteEmails
 from dispatcher.store.sqlite.engagement import SQLiteEngagement
+from dispatcher.store.sqlite.keys import SQLiteKeys
 from dispatcher.store.sqlite.listing import SQLiteListing
 from dispatcher.store.sqlite.texts import SQLiteTexts
 
@@ -23,6 +24,7 @@ __all__ = ["SQLiteStore"]
 
 class SQLiteStore(
     SQLiteTexts,
+    SQLiteKeys,
     SQLiteCalls,
     SQLiteEmails,
     SQLiteEngagement,
