@@ -29,6 +29,20 @@ TOKEN = "schema-test-token"  # noqa: S105 - a test secret for a local server
 schema = schemathesis.openapi.from_dict(OPENAPI)
 
 
+def _unsendable(value: object) -> bool:
+    """A query value HTTP cannot carry: an empty list (``[]``, ``[[]]``) sends nothing."""
+    return isinstance(value, list) and all(_unsendable(item) for item in value)
+
+
+@schema.hook
+def filter_query(_: Any, query: dict[str, Any] | None) -> bool:
+    """Leave out the generated queries with a parameter that vanishes on the way (an
+    unknown parameter whose value is an empty list): the request that arrives has no
+    such parameter, so the "unknown parameter refused" check would judge a request the
+    service never received."""
+    return not query or not any(_unsendable(value) for value in query.values())
+
+
 @pytest.fixture(scope="module")
 def live_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The service and its HTTP app on a loop of their own, in a thread."""
