@@ -33,6 +33,8 @@ from dispatcher.service import (
     TextRequest,
 )
 from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
+from dispatcher.web.campaigns import ROUTES as CAMPAIGN_ROUTES
+from dispatcher.web.campaigns import CampaignRoutes
 from dispatcher.web.dnt import ROUTES as DNT_ROUTES
 from dispatcher.web.dnt import DntRoutes
 from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
@@ -46,10 +48,11 @@ def _is_json(content_type: str) -> bool:
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-class Api(ResourceRoutes, DntRoutes):
+class Api(ResourceRoutes, DntRoutes, CampaignRoutes):
     """The ``/v1`` handlers, bound to one service (:data:`API` names them; those that
     read, list and cancel are in :mod:`dispatcher.web.resources`, the Do Not Text list's
-    and the metrics' in :mod:`dispatcher.web.dnt`)."""
+    and the metrics' in :mod:`dispatcher.web.dnt`, the campaigns' in
+    :mod:`dispatcher.web.campaigns`)."""
 
     def __init__(self, dispatcher: Dispatcher, *, public_url: str, api_token: str | None) -> None:
         self._dispatcher = dispatcher
@@ -205,6 +208,7 @@ API = [
                   204: Answer("removed"), 404: Answer("no such automation"),
                   409: Answer("it is in the automations file")}),
     *DNT_ROUTES,
+    *CAMPAIGN_ROUTES,
 ]  # fmt: skip
 """The automation API: each route, the models of its bodies and its answers. It routes
 the requests (:meth:`dispatcher.web.app.WebApp.app`) and is the API's description

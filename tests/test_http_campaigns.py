@@ -1,0 +1,85 @@
+"""Campaigns over real HTTP: the list, one campaign, pause, resume and cancel."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from dispatcher.core.campaigns import CampaignState
+from dispatcher.service import CampaignSpec
+from tests.helpers import wait_for
+from tests.peers import App
+
+
+async def get(app: App, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
+    async with app.http.get(app.url + path, params=params, headers=app.api()) as response:
+        return response.status, await response.json()
+
+
+async def post(app: App, path: str) -> tuple[int, Any]:
+    async with app.http.post(app.url + path, headers=app.api()) as response:
+        return response.status, await response.json()
+
+
+async def draft(app: App, home: Path, name: str) -> str:
+    """A draft campaign of two contacts that would start in a year, its import done."""
+    contacts = home / f"{name}.csv"
+    contacts.write_text("phone,name\n+12125550001,Ann\n+12125550002,Bob\n")
+    spec = CampaignSpec(name=name, contacts=contacts, template="Hi {name}",
+                        senders=["+15550000001"], draft=True,
+                        start_at=datetime.now(UTC) + timedelta(days=365))  # fmt: skip
+    campaign = await app.service.create_campaign(spec)
+
+    async def imported() -> bool:
+        return (await app.service.campaign(campaign.id)).campaign.state is CampaignState.DRAFT
+
+    await wait_for(imported, what="the import")
+    return campaign.id
+
+
+async def test_campaigns_are_listed_shown_and_moved(app: App, home: Path) -> None:
+    first = await draft(app, home, "spring")
+    second = await draft(app, home, "autumn")
+    status, listed = await get(app, "/v1/campaigns")
+    assert status == 200
+    assert [c["id"] for c in listed["campaigns"]] == [second, first]
+    status, shown = await get(app, f"/v1/campaigns/{first}")
+    assert status == 200
+    assert shown == listed["campaigns"][1]
+    assert {k: shown[k] for k in ("name", "state", "channel", "template", "from", "accepted",
+                                  "total", "done")} == {
+        "name": "spring", "state": "draft", "channel": "text", "template": "Hi {name}",
+        "from": ["+15550000001"], "accepted": 2, "total": 2, "done": 0}  # fmt: skip
+    assert shown["contacts"] == {"pending": 2}
+    assert shown["import"]["done"] is True
+    _, one = await get(app, "/v1/campaigns", {"limit": "1"})
+    assert [c["id"] for c in one["campaigns"]] == [second]
+
+    path = f"/v1/campaigns/{first}"
+    status, refused = await post(app, f"{path}/pause")  # a draft is not running
+    assert (status, refused["error"]["code"]) == (409, "conflict")
+    for verb, state in [("resume", "running"), ("pause", "paused"), ("resume", "running"),
+                        ("cancel", "canceled")]:  # fmt: skip
+        status, moved = await post(app, f"{path}/{verb}")
+        assert (status, moved["state"]) == (200, state), verb
+        assert (await app.service.campaign(first)).campaign.state.value == state
+
+    async def contacts_cancelled() -> bool:
+        contacts: dict[str, int] = (await get(app, path))[1]["contacts"]
+        return contacts == {"canceled": 2}
+
+    await wait_for(contacts_cancelled, what="its contacts cancelled")
+    status, refused = await post(app, f"{path}/resume")
+    assert (status, refused["error"]["code"]) == (409, "conflict")
+
+
+async def test_unknown_campaigns_and_bad_limits(app: App) -> None:
+    for status, refused in [await get(app, "/v1/campaigns/cmp_nope"),
+                            await post(app, "/v1/campaigns/cmp_nope/cancel")]:  # fmt: skip
+        assert (status, refused["error"]["code"]) == (404, "not_found")
+    status, refused = await get(app, "/v1/campaigns", {"limit": "0"})
+    assert (status, refused["error"]["field"]) == (400, "limit")
+    assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})
+    async with app.http.get(app.url + "/v1/campaigns") as response:
+        assert response.status == 401
