@@ -9,6 +9,8 @@ token (``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
   :mod:`dispatcher.web.resources`).
 - ``GET``, ``POST /v1/automations`` and ``DELETE /v1/automations/{name}``: the rules and
   their recent runs.
+- The lists of texts and calls (:mod:`dispatcher.web.resources`), the Do Not Text list
+  and the metrics (:mod:`dispatcher.web.dnt`), campaigns (:mod:`dispatcher.web.campaigns`).
 
 :data:`API` is the route table: each route, the models of its bodies
 (:mod:`dispatcher.schemas`) and its answers. It routes the requests and is the API's

@@ -16,8 +16,9 @@ This module holds the app, its routes and its server; the handlers are in
   otherwise) with ``Authorization: Bearer <DISPATCHER_API_TOKEN>`` and an optional
   ``Idempotency-Key`` header: the same key returns the same message and never sends
   twice; the same key with a different text is 409.
-- ``GET /v1/messages/{id}``: status, reason, provider id, the status callback URL
-  given to Twilio, the history and the explanation.
+- ``GET /v1/messages/{id}``: the text with every field (from, to, body, status,
+  reason, error code, times, ...), the status callback URL given to Twilio, the
+  history and the explanation.
 - ``POST /twilio/voice/{call_id}?at=POSITION``: Twilio asks what a call plays next
   (signed); answered with the TwiML of the script's next step, which is recorded.
 - ``POST /twilio/call-status/{call_id}``: Twilio's status callback for a call
@@ -31,6 +32,11 @@ This module holds the app, its routes and its server; the handlers are in
 - ``POST /v1/emails`` and ``GET /v1/emails/{id}``: send an email (from, to, subject,
   text, an optional HTML part), same token and idempotency rules as texts; an email's
   status, history and explanation.
+- ``GET /v1/messages`` and ``GET /v1/calls``: lists with filters and cursor paging;
+  ``DELETE /v1/messages/{id}`` and ``DELETE /v1/calls/{id}``: cancel
+  (:mod:`dispatcher.web.resources`). The Do Not Text list (``/v1/dnt``) and
+  ``GET /v1/metrics`` (:mod:`dispatcher.web.dnt`); campaigns (``/v1/campaigns``:
+  list, show, pause, resume, cancel; :mod:`dispatcher.web.campaigns`).
 - ``GET /v1/openapi.json``: the description of this API, generated from the models of
   its bodies (:mod:`dispatcher.schemas`) and its route table, which also routes.
 - ``GET /healthz``, ``GET /readyz`` and ``GET /metrics`` (Prometheus): liveness,
