@@ -287,6 +287,7 @@ class Operation:
     summary: str
     body: type[Model] | None = None
     query: type[Model] | None = None  # its query parameters, one field each
+    upload: str | None = None  # the media type of a body taken as a file (text/csv)
     answers: Mapping[int, Answer] = field(default_factory=dict)
     idempotency_key: bool = False
 
@@ -334,6 +335,9 @@ def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dic
             entry["parameters"] = parameters
         if op.body is not None:
             entry["requestBody"] = {"required": True, "content": _json(op.body)}
+        elif op.upload is not None:
+            file = {"schema": {"type": "string", "contentMediaType": op.upload}}
+            entry["requestBody"] = {"required": True, "content": {op.upload: file}}
         entry["responses"] = {
             str(status): _response(status, answer)
             for status, answer in sorted(_answers(op).items())
@@ -364,7 +368,8 @@ def _query_parameters(model: type[Model]) -> list[dict[str, Any]]:
 
 
 def _answers(op: Operation) -> dict[int, Answer]:
-    return {**_COMMON, **(_WITH_BODY if op.body is not None else {}), **op.answers}
+    with_body = op.body is not None or op.upload is not None
+    return {**_COMMON, **(_WITH_BODY if with_body else {}), **op.answers}
 
 
 def _bodies(op: Operation) -> list[type[Model] | None]:

@@ -6,8 +6,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dispatcher.core.campaigns import CampaignState
 from dispatcher.service import CampaignSpec
+from dispatcher.web import campaigns as web_campaigns
 from tests.helpers import wait_for
 from tests.peers import App
 
@@ -83,3 +86,51 @@ async def test_unknown_campaigns_and_bad_limits(app: App) -> None:
     assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})
     async with app.http.get(app.url + "/v1/campaigns") as response:
         assert response.status == 401
+
+
+CSV = b"phone,name\n+12125550001,Ann\n+12125550002,Bob\n"
+
+
+async def upload(app: App, params: dict[str, str], body: bytes = CSV,
+                 content_type: str = "text/csv") -> tuple[int, Any]:  # fmt: skip
+    headers = {**app.api(), "Content-Type": content_type}
+    async with app.http.post(app.url + "/v1/campaigns", params=params, data=body,
+                             headers=headers) as response:  # fmt: skip
+        return response.status, await response.json()
+
+
+SPRING = {"name": "spring", "template": "Hi {name}", "from": "+15550000001", "draft": "true",
+          "start_at": "2999-01-01T09:00:00Z"}  # fmt: skip
+
+
+async def test_a_campaign_is_created_from_an_uploaded_file(app: App, home: Path) -> None:
+    status, created = await upload(app, SPRING)
+    assert status == 201
+    assert (created["name"], created["template"], created["from"]) == (
+        "spring", "Hi {name}", ["+15550000001"])  # fmt: skip
+    assert created["start_at"] == "2999-01-01T09:00:00+00:00"
+
+    async def imported() -> bool:
+        shown: dict[str, Any] = (await get(app, f"/v1/campaigns/{created['id']}"))[1]
+        return bool(shown["state"] == "draft" and shown["total"] == 2)
+
+    await wait_for(imported, what="the import")
+    assert [p.read_bytes() for p in (home / "uploads").iterdir()] == [CSV]
+
+
+async def test_a_refused_upload_keeps_nothing(
+    app: App, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    status, refused = await upload(app, SPRING, b"number,name\n+12125550001,Ann\n")
+    assert (status, refused["error"]["code"]) == (400, "invalid_input")  # no phone column
+    status, refused = await upload(app, {**SPRING, "from": "ann"})
+    assert status == 400
+    status, refused = await upload(app, {k: v for k, v in SPRING.items() if k != "name"})
+    assert (status, refused["error"]["field"]) == (400, "name")
+    status, refused = await upload(app, SPRING, content_type="application/json")
+    assert (status, refused["error"]["code"]) == (415, "unsupported_media_type")
+    monkeypatch.setattr(web_campaigns, "MAX_UPLOAD", 100)
+    status, refused = await upload(app, SPRING, CSV * 10)
+    assert (status, refused["error"]["code"]) == (413, "too_large")
+    assert list((home / "uploads").iterdir()) == []
+    assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})

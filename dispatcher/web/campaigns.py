@@ -3,21 +3,35 @@ part of the route table :data:`dispatcher.web.api.API`).
 
 - ``GET /v1/campaigns``: every campaign, newest first, with its progress;
   ``GET /v1/campaigns/{id}``: one campaign.
+- ``POST /v1/campaigns``: create a campaign from a CSV of contacts sent as the body
+  (``text/csv``, up to 50 MiB, kept in the home folder's ``uploads``), its settings as
+  query parameters; the import runs on (follow it with ``GET``).
 - ``POST /v1/campaigns/{id}/pause``, ``.../resume`` (also launches a draft) and
   ``.../cancel``: 200 with the campaign, 409 when its state does not allow it.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+import asyncio
+import secrets
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, BinaryIO, Literal
 
-from aiohttp import web
-from msgspec import Meta
+from aiohttp import StreamReader, web
+from msgspec import UNSET, Meta, UnsetType
 
+from dispatcher import jsonio
+from dispatcher.core.durations import parse_duration
 from dispatcher.schemas import Answer, Model, Operation, Timestamp, ts
-from dispatcher.service import CampaignView, Dispatcher
-from dispatcher.web.answers import answer
-from dispatcher.web.models import read_query
+from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
+from dispatcher.web.answers import answer, refusal
+from dispatcher.web.models import given, read_query
+
+MAX_UPLOAD = 50 * 1024 * 1024
+"""The largest contacts file ``POST /v1/campaigns`` takes, in bytes."""
+UPLOADS = "uploads"
+"""The home folder's folder of the contacts files sent over HTTP."""
 
 
 class ImportOut(Model, frozen=True):
@@ -70,6 +84,39 @@ class CampaignQuery(Model, frozen=True):
     limit: Annotated[int, Meta(ge=1, le=1000, description="at most this many (1 to 1,000)")] = 100
 
 
+Text = Annotated[str, Meta(min_length=1, max_length=2000)]
+
+
+class NewCampaign(Model, frozen=True):
+    """``POST /v1/campaigns``: the settings of ``dispatcher campaign create``, as query
+    parameters; the contacts file is the body."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=200, description="the campaign's name")]
+    template: Annotated[
+        str,
+        Meta(min_length=1, max_length=2000,
+             description="the text, with {column} fields (or a voice campaign's script)"),
+    ]  # fmt: skip
+    from_: Annotated[
+        str,
+        Meta(min_length=1, max_length=2000,
+             description="the pool: E.164 numbers separated by commas"),
+    ]  # fmt: skip
+    channel: Literal["text", "voice"] = "text"
+    start_at: Annotated[datetime, Meta(tz=True, description="not before (ISO 8601, offset)")] | (
+        UnsetType
+    ) = UNSET
+    send_window: Text | UnsetType = UNSET
+    outside_window: Literal["hold", "expire"] = "hold"
+    validity: Annotated[str, Meta(min_length=1, max_length=20, description="a duration: 10h")] | (
+        UnsetType
+    ) = UNSET
+    phone_column: Annotated[str, Meta(min_length=1, max_length=200)] = "phone"
+    tz_column: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
+    draft: bool = False
+    voice_message: Text | UnsetType = UNSET
+
+
 def campaign_out(view: CampaignView) -> CampaignOut:
     c, progress = view.campaign, view.progress
     importing = progress is not None and not progress.done
@@ -108,6 +155,33 @@ class CampaignRoutes:
         views = await self._dispatcher.campaign_list(limit)
         return answer(CampaignList(campaigns=[campaign_out(v) for v in views]))
 
+    async def create_campaign(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        q = read_query(request.query, NewCampaign)
+        if request.content_type not in ("text/csv", "text/plain"):
+            raise refusal(
+                web.HTTPUnsupportedMediaType, "unsupported_media_type",
+                f"send the contacts file as the body, with Content-Type: text/csv "
+                f"(not {request.content_type})",
+            )  # fmt: skip
+        path = await _receive(request, self._dispatcher.config.home / UPLOADS)
+        try:
+            spec = CampaignSpec(
+                name=q.name, contacts=path, template=q.template,
+                senders=[s.strip() for s in q.from_.split(",") if s.strip()],
+                channel=q.channel, start_at=given(q.start_at), send_window=given(q.send_window),
+                outside_window=q.outside_window,
+                validity=None if isinstance(q.validity, UnsetType)
+                else parse_duration(q.validity, field="validity"),
+                phone_column=q.phone_column, tz_column=given(q.tz_column), draft=q.draft,
+                voice_message=given(q.voice_message),
+            )  # fmt: skip
+            campaign = await self._dispatcher.create_campaign(spec)
+        except BaseException:
+            path.unlink(missing_ok=True)  # refused: its file is not kept
+            raise
+        return answer(campaign_out(await self._dispatcher.campaign(campaign.id)), status=201)
+
     async def get_campaign(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         return answer(campaign_out(await self._dispatcher.campaign(_id(request))))
@@ -125,6 +199,42 @@ class CampaignRoutes:
         return answer(campaign_out(await self._dispatcher.cancel_campaign(_id(request))))
 
 
+async def _receive(request: web.Request, folder: Path) -> Path:
+    """The body, streamed into a new file of ``folder`` (written off the event loop);
+    over MAX_UPLOAD bytes it is refused (413) and nothing is kept."""
+    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
+    path = folder / f"contacts-{secrets.token_hex(8)}.csv"
+    file = await asyncio.to_thread(path.open, "xb")
+    try:
+        with file:
+            size = await _copy(request.content, file)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    if size > MAX_UPLOAD:
+        path.unlink(missing_ok=True)
+        error = {"code": "too_large", "message": f"the contacts file is over {MAX_UPLOAD} bytes"}
+        raise web.HTTPRequestEntityTooLarge(
+            max_size=MAX_UPLOAD,
+            actual_size=size,
+            text=jsonio.dumps({"error": error}),
+            content_type="application/json",
+        )
+    return path
+
+
+async def _copy(body: StreamReader, file: BinaryIO) -> int:
+    """Copy ``body`` into ``file`` until its end, or until it is over MAX_UPLOAD bytes;
+    the bytes read."""
+    size = 0
+    async for chunk in body.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > MAX_UPLOAD:
+            break
+        await asyncio.to_thread(file.write, chunk)
+    return size
+
+
 def _id(request: web.Request) -> str:
     return request.match_info["campaign_id"]
 
@@ -134,6 +244,14 @@ _CHANGE = {**_ONE, 409: Answer("its state does not allow it (the error says whic
 _PATH = "/v1/campaigns/{campaign_id}"
 
 ROUTES = [
+    Operation(method="POST", path="/v1/campaigns", handler="create_campaign",
+              summary="Create a campaign from a CSV of contacts (the body) and start "
+                      "importing it", query=NewCampaign, upload="text/csv",
+              answers={201: Answer("created: its import runs on", CampaignOut),
+                       400: Answer("invalid: a setting, the file's header, the template's "
+                                   "fields, the pool (the error names it)"),
+                       413: Answer("the file is over 50 MiB"),
+                       415: Answer("the body is not sent as text/csv")}),
     Operation(method="GET", path="/v1/campaigns", handler="campaigns",
               summary="Every campaign, newest first, with its progress", query=CampaignQuery,
               answers={200: Answer("the campaigns", CampaignList),

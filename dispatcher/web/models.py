@@ -160,7 +160,9 @@ def read_query(query: Mapping[str, str], model: type[_Query]) -> _Query:
         if isinstance(value := raw.get(name), str) and value[:1] == " ":
             raw[name] = "+" + value[1:]
     if isinstance(limit := raw.get("limit"), str) and _INTEGER.fullmatch(limit):
-        raw["limit"] = int(limit)  # the one parameter that is not a string (strictly)
+        raw["limit"] = int(limit)  # the parameters that are not strings (strictly)
+    if isinstance(draft := raw.get("draft"), str) and draft in ("true", "false"):
+        raw["draft"] = draft == "true"
     try:
         return msgspec.convert(raw, model)
     except msgspec.ValidationError as exc:
