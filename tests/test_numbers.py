@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import re
 
+import phonenumbers
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from phonenumbers import PhoneNumberFormat
+from phonenumbers import timezone as phone_timezones
 
-from dispatcher.core.numbers import _fast_possible, _parsed, e164
+from dispatcher.core.numbers import _fast_possible, _parsed, e164, time_zones
 from dispatcher.errors import InvalidInput, InvalidNumber
 
 
@@ -72,3 +75,60 @@ def test_an_invalid_number_is_an_invalid_input_and_a_value_error() -> None:
 def test_the_fast_path_agrees_with_the_full_parser(value: str) -> None:
     if _fast_possible(value):
         assert _parsed(value, "to") == value
+
+
+# -- time zones ---------------------------------------------------------------------------
+
+
+def library_zones(value: str) -> tuple[str, ...]:
+    return tuple(phone_timezones.time_zones_for_number(phonenumbers.parse(value)))
+
+
+def example_numbers() -> list[str]:
+    """An example number of every kind of every region the library knows."""
+    found = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in range(12):
+            example = phonenumbers.example_number_for_type(region, kind)
+            if example is not None:
+                found.append(phonenumbers.format_number(example, PhoneNumberFormat.E164))
+    others = [phonenumbers.example_number_for_non_geo_entity(code)
+              for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS)]  # fmt: skip
+    found += [phonenumbers.format_number(n, PhoneNumberFormat.E164) for n in others if n]
+    return found
+
+
+def test_time_zones_agree_with_the_library_for_every_kind_of_every_region() -> None:
+    numbers = example_numbers()
+    assert len(numbers) > 1000
+    assert [time_zones(n) for n in numbers] == [library_zones(n) for n in numbers]
+    assert time_zones("+12125550123") == ("America/New_York",)
+    assert time_zones("+12005550123") == ("Etc/Unknown",)  # not a valid number
+
+
+@given(st.sampled_from(example_numbers()), st.lists(st.integers(0, 99), max_size=3))
+@settings(max_examples=1000)
+def test_time_zones_agree_with_the_library_near_valid_numbers(
+    example: str, changes: list[int]
+) -> None:
+    digits = list(example)
+    for change in changes:  # a few digits changed: valid or not, of the same country
+        digits[2 + change % (len(digits) - 2)] = str(change % 10)
+    value = "".join(digits)
+    try:
+        expected = library_zones(value)
+    except phonenumbers.NumberParseException:
+        with pytest.raises(phonenumbers.NumberParseException):
+            time_zones(value)
+        return
+    assert time_zones(value) == expected
+
+
+@given(st.from_regex(r"\+[1-9][0-9]{5,14}", fullmatch=True))
+@settings(max_examples=1000)
+def test_time_zones_agree_with_the_library_for_any_number(value: str) -> None:
+    try:
+        expected = library_zones(value)
+    except phonenumbers.NumberParseException:
+        return
+    assert time_zones(value) == expected

@@ -23,11 +23,9 @@ from pathlib import Path
 from typing import IO
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import phonenumbers
-from phonenumbers import timezone as phone_timezones
-
 from dispatcher.core.calls import CallStatus
 from dispatcher.core.model import Reason, TextStatus
+from dispatcher.core.numbers import UNKNOWN_ZONE, time_zones
 from dispatcher.errors import InvalidInput
 
 VOICE_LINK = "voice_link"
@@ -297,11 +295,11 @@ def zones_of(phone: str, fallback: str) -> str:
     return found or fallback
 
 
-@functools.lru_cache(maxsize=65536)
 def _number_zones(phone: str) -> str:
-    zones = phone_timezones.time_zones_for_number(phonenumbers.parse(phone))
-    known = [z for z in zones if z != "Etc/Unknown"]
-    return "|".join(sorted(known))
+    zones = time_zones(phone)
+    if len(zones) == 1:
+        return "" if zones[0] == UNKNOWN_ZONE else zones[0]
+    return "|".join(sorted(z for z in zones if z != UNKNOWN_ZONE))
 
 
 def link_token(key: bytes, campaign_id: str, line: int, attempt: int) -> str:
@@ -358,6 +356,11 @@ class Row:
     error: str | None = None
 
 
+Record = tuple[int, list[str], str | None]
+"""A data row as read: its line, its fields (as many as could be read) and why it
+cannot be used, if so (a :class:`Row` without the dictionary)."""
+
+
 @dataclass(slots=True)
 class CsvReader:
     """Reads a CSV file row by row, never all at once. A line that is not UTF-8 is one
@@ -368,6 +371,14 @@ class CsvReader:
     bytes_read: int = 0
 
     def rows(self) -> Iterator[Row]:
+        for line, raw, error in self.records():
+            if error is not None:
+                yield Row(line=line, values={}, raw=raw, error=error)
+            else:
+                yield Row(line=line, values=dict(zip(self.header, raw, strict=True)), raw=raw)
+
+    def records(self) -> Iterator[Record]:
+        """The rows as records; a record without an error has a field per column."""
         with self.path.open("rb") as fh:
             lines = _Lines(fh, self)
             reader = csv.reader(lines)
@@ -382,6 +393,7 @@ class CsvReader:
             if len(set(self.header)) != len(self.header):
                 raise InvalidInput(f"{self.path}: the header repeats a column name",
                                    field="contacts")  # fmt: skip
+            columns = len(self.header)
             start = reader.line_num + 1
             while True:
                 try:
@@ -389,22 +401,22 @@ class CsvReader:
                 except StopIteration:
                     return
                 except csv.Error as exc:
-                    yield Row(line=start, values={}, raw=[], error=f"not valid CSV: {exc}")
+                    yield start, [], f"not valid CSV: {exc}"
                     start = reader.line_num + 1
                     continue
                 line, start = start, reader.line_num + 1
                 if not values or values == [""]:
                     continue  # a blank line
-                bad = [n for n in lines.bad_lines if line <= n < start]
-                lines.bad_lines.clear()
-                if bad:
-                    yield Row(line=line, values={}, raw=values, error="not UTF-8 text")
-                elif len(values) != len(self.header):
-                    why = f"{len(values)} columns, the header has {len(self.header)}"
-                    yield Row(line=line, values={}, raw=values, error=why)
+                if lines.bad_lines:
+                    bad = [n for n in lines.bad_lines if line <= n < start]
+                    lines.bad_lines.clear()
+                    if bad:
+                        yield line, values, "not UTF-8 text"
+                        continue
+                if len(values) != columns:
+                    yield line, values, f"{len(values)} columns, the header has {columns}"
                 else:
-                    yield Row(line=line, values=dict(zip(self.header, values, strict=True)),
-                              raw=values)  # fmt: skip
+                    yield line, values, None
 
 
 class _Lines:
