@@ -1910,6 +1910,20 @@ async def test_campaigns_round_trip_and_list_newest_first(store: Store) -> None:
     assert await store.get_campaign("cmp_a") == running
 
 
+@exercises("add_contacts", "contacts_at")
+async def test_contacts_are_read_by_their_lines_in_file_order(store: Store) -> None:
+    await store.create_campaign(make_campaign("cmp_a"))
+    contacts = [make_contact("cmp_a", line) for line in range(2, 1300)]
+    await store.add_contacts(contacts)
+    await store.add_contacts([make_contact("cmp_b", 9)])
+
+    assert await store.contacts_at("cmp_a", [9, 3, 4000, 5]) == [contacts[1], contacts[3],
+                                                                   contacts[7]]  # fmt: skip
+    assert await store.contacts_at("cmp_a", []) == []
+    assert await store.contacts_at("cmp_c", [9]) == []
+    assert await store.contacts_at("cmp_a", range(1299, 0, -1)) == contacts  # many at once
+
+
 @exercises(
     "add_contacts", "set_contacts", "next_contacts", "contacts_in", "contact_zones",
     "contact_counts",

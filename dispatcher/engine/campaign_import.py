@@ -10,14 +10,16 @@ import's progress included. The running part is :mod:`dispatcher.engine.campaign
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
+from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from dispatcher import private
 from dispatcher.clock import Clock
@@ -31,25 +33,23 @@ from dispatcher.core.campaigns import (
     ContactState,
     CsvReader,
     OutsideWindow,
-    Row,
+    Record,
     Template,
-    check_zone,
     link_token,
     parse_template,
     parse_window,
     rebalance,
-    sender_for,
-    zones_of,
 )
-from dispatcher.core.model import check_body
-from dispatcher.core.numbers import e164, normalise
+from dispatcher.core.contacts import ContactRules, Rejected, text_cost
+from dispatcher.core.numbers import e164
+from dispatcher.engine.contact_reading import Read, read_chunks, workers_for
 from dispatcher.engine.intake import new_id
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.store.port import CampaignStore, DoNotTextStore, TextStore
 
 log = logging.getLogger(__name__)
 
-BATCH = 2000
+BATCH = 5000  # rows read, and contacts stored, at a time
 LINK_KEY = "voice-links.key"  # in the home folder: the secret voice link tokens are signed with
 
 
@@ -81,6 +81,7 @@ class ImportProgress:
     rejected: int = 0
     duplicates: int = 0
     suppressed: int = 0
+    stored: int = 0  # contacts in the store (accepted ones are written a chunk at a time)
     done: bool = False
     error: str | None = None
 
@@ -126,15 +127,21 @@ class _Store(CampaignStore, DoNotTextStore, TextStore, Protocol):
 
 @dataclass(slots=True)
 class _Tally:
-    """The contacts imported so far, by pool number, and their time zones."""
+    """The contacts imported so far, by pool number (their segments, and their lines
+    in file order), and their time zones."""
 
     segments: Counter[str] = field(default_factory=Counter)
     contacts: Counter[str] = field(default_factory=Counter)
+    lines: dict[str, array[int]] = field(default_factory=dict)
     zones: set[str] = field(default_factory=set)
 
     def add(self, contact: Contact, cost: int) -> None:
-        self.segments[contact.sender] += cost
-        self.contacts[contact.sender] += 1
+        sender = contact.sender
+        self.segments[sender] += cost
+        self.contacts[sender] += 1
+        if (lines := self.lines.get(sender)) is None:
+            lines = self.lines[sender] = array("q")
+        lines.append(contact.line)
         self.zones.add(contact.tz)
 
 
@@ -146,8 +153,8 @@ class Started:
     spec: CampaignSpec
     template: Template | None
     reader: CsvReader
-    rows: Iterator[Row]
-    first: Row | None
+    rows: Iterator[Record]
+    first: Record | None
 
 
 class Importer:
@@ -164,7 +171,7 @@ class Importer:
         and store it, importing."""
         campaign, template = self._checked(spec)
         reader = CsvReader(spec.contacts)
-        rows = reader.rows()
+        rows = reader.records()
         first = await asyncio.to_thread(_peek, rows)  # reads the header (and one row)
         self._check_columns(spec, template, reader.header)
         await self._store.create_campaign(campaign)
@@ -266,44 +273,28 @@ class Importer:
         )
         seen: set[str] = set()
         tally = _Tally()
-        pending: list[Contact] = []
+        rules = self._rules(started)
+        workers = workers_for(_size(spec.contacts))
+        chunks = read_chunks(rules, started.rows, started.first, BATCH, workers=workers)
+        writing: asyncio.Task[None] | None = None  # the last chunk's write
         with private.open_text(rejects_path, newline="") as out:
-            writer = csv.writer(out)
-            writer.writerow(["line", "reason", *reader.header])
-            batch = [started.first] if started.first is not None else []
-            while True:
-                batch += await asyncio.to_thread(_take, started.rows, BATCH - len(batch))
-                if not batch:
-                    break
-                progress.bytes_read = reader.bytes_read
-                checked: list[tuple[Contact, int]] = []
-                for row in batch:
-                    progress.rows += 1
-                    try:
-                        contact, cost = self._contact(campaign, spec, started.template, row)
-                    except InvalidInput as exc:
-                        progress.rejected += 1
-                        writer.writerow([row.line, str(exc), *row.raw])
-                        continue
-                    if contact.phone in seen:
-                        progress.duplicates += 1
-                        continue
-                    seen.add(contact.phone)
-                    checked.append((contact, cost))
-                batch = []
-                if campaign.channel is CampaignChannel.TEXT:  # Do Not Text: counted, not imported
-                    listed = await self._store.dnt_many({c.phone for c, _ in checked})
-                    progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
-                    checked = [(c, n) for c, n in checked if c.phone not in listed]
-                for contact, cost in checked:
-                    tally.add(contact, cost)
-                    pending.append(contact)
-                progress.accepted += len(checked)
-                if len(pending) >= BATCH:
-                    await self._store.add_contacts(pending)
-                    pending = []
-            if pending:
-                await self._store.add_contacts(pending)
+            rejects = csv.writer(out)
+            rejects.writerow(["line", "reason", *reader.header])
+            try:
+                async with contextlib.aclosing(chunks):
+                    async for read in chunks:
+                        progress.bytes_read = reader.bytes_read
+                        checked = await self._accepted(campaign, read, seen, progress, rejects)
+                        for contact, cost in checked:
+                            tally.add(contact, cost)
+                        if writing is not None:
+                            await writing  # one write at a time, in file order
+                        if checked:  # one write a chunk, while the next chunk is read
+                            contacts = [c for c, _ in checked]
+                            writing = asyncio.create_task(self._store_contacts(contacts, progress))
+            finally:
+                if writing is not None:
+                    await writing
         await self._balance(started, tally)
         per_sender = tally.segments
         now = self._clock.now().wall
@@ -322,82 +313,97 @@ class Importer:
             projected_finish=start + timedelta(seconds=busiest), updated_at=now,
         )  # fmt: skip
 
+    async def _store_contacts(self, contacts: list[Contact], progress: ImportProgress) -> None:
+        await self._store.add_contacts(contacts)
+        progress.stored += len(contacts)
+
+    async def _accepted(
+        self, campaign: Campaign, read: Read, seen: set[str], progress: ImportProgress,
+        rejects: Any,
+    ) -> list[tuple[Contact, int]]:  # fmt: skip
+        """A chunk's contacts to store: the rejected rows go to the reject file, a
+        contact seen before is counted as a duplicate, one on the Do Not Text list as
+        suppressed."""
+        progress.rows += len(read)
+        checked: list[tuple[Contact, int]] = []
+        for item in read:
+            if isinstance(item, Rejected):
+                progress.rejected += 1
+                rejects.writerow([item.line, item.reason, *item.raw])
+                continue
+            phone = item[0].phone
+            if phone in seen:
+                progress.duplicates += 1
+                continue
+            seen.add(phone)
+            checked.append(item)
+        if checked and campaign.channel is CampaignChannel.TEXT:  # Do Not Text: not imported
+            listed = await self._store.dnt_many([c.phone for c, _ in checked])
+            if listed:
+                progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
+                checked = [(c, n) for c, n in checked if c.phone not in listed]
+        progress.accepted += len(checked)
+        return checked
+
     async def _balance(self, started: Started, tally: _Tally) -> None:
         """Move the contacts above the pool's bound (see :func:`rebalance`) to the least
         loaded numbers, the last lines of each busy number first. A contact that already
-        has that number (an earlier text from it, or a conversation with it) keeps it."""
-        campaign, load, per_sender = started.campaign, tally.contacts, tally.segments
-        moves = rebalance(load, campaign.senders)
+        has that number (an earlier text from it, or a conversation with it) keeps it.
+        The busy numbers are balanced a few at once; only the contacts looked at are read."""
+        moves = rebalance(tally.contacts, started.campaign.senders)
+        busy = asyncio.Semaphore(16)
+
+        async def give(number: str, targets: list[str]) -> None:
+            async with busy:
+                await self._give(started, tally, number, targets)
+
+        await asyncio.gather(*(give(number, targets) for number, targets in moves.items()))
+
+    async def _give(self, started: Started, tally: _Tally, number: str, targets: list[str]) -> None:
+        """Move ``number``'s last contacts, one to each of ``targets``."""
+        campaign, per_sender = started.campaign, tally.segments
+        rules = self._rules(started)
         pool = set(campaign.senders)
-        for number, targets in moves.items():
-            contacts = await self._store.next_contacts(campaign.id, number, tally.zones,
-                                                       load[number])  # fmt: skip
-            moved: list[Contact] = []
-            for contact in reversed(contacts):
+        lines = tally.lines[number]
+        moved: list[Contact] = []
+        end = len(lines)
+        while len(moved) < len(targets) and end > 0:
+            start = max(0, end - (len(targets) - len(moved)))  # as many as still to move
+            contacts = await self._store.contacts_at(campaign.id, lines[start:end])
+            end = start
+            known = await asyncio.gather(*(self._known_numbers(c.phone, pool) for c in contacts))
+            for contact, numbers in zip(reversed(contacts), reversed(known), strict=True):
                 if len(moved) == len(targets):
                     break
-                if number in await self._known_numbers(contact.phone, pool):
+                if number in numbers:
                     continue  # sticky: it keeps the number it already knows
                 target = targets[len(moved)]
-                cost = self._cost(campaign, started.template, contact.fields, contact.line)
+                cost = text_cost(rules, dict(contact.fields))
                 per_sender[number] -= cost
                 per_sender[target] += cost
                 moved.append(replace(contact, sender=target))
-            if moved:
-                await self._store.set_contacts(moved)
+        if moved:
+            await self._store.set_contacts(moved)
 
     async def _known_numbers(self, phone: str, pool: set[str]) -> set[str]:
         """The pool numbers that already texted ``phone`` or had a text from it."""
         found = await self._store.find(phone, 20)
         return {m.recipient if m.sender == phone else m.sender for m in found} & pool
 
-    def _cost(
-        self, campaign: Campaign, template: Template | None, values: Mapping[str, str], line: int
-    ) -> int:
-        """The segments a contact's text costs (one call for a voice campaign)."""
-        if template is None:
-            return 1
-        link = {VOICE_LINK: self._links.link(self._links.token(campaign.id, line, 0))}
-        return check_body(template.render({**values, **link})).segments
-
-    def _contact(
-        self, campaign: Campaign, spec: CampaignSpec, template: Template | None, row: Row
-    ) -> tuple[Contact, int]:
-        """A row as a contact and the segments its text costs, or InvalidInput saying why
-        the row is rejected."""
-        if row.error:
-            raise InvalidInput(row.error)
+    def _rules(self, started: Started) -> ContactRules:
+        campaign, spec = started.campaign, started.spec
         config: CampaignsConfig = self._config.campaigns
-        values: dict[str, str] = row.values
-        phone = normalise(values[spec.phone_column], config.default_region, field=spec.phone_column)
-        zones = ""
-        if spec.tz_column and values.get(spec.tz_column, "").strip():
-            zones = check_zone(values[spec.tz_column].strip(), field=spec.tz_column)
-        zones = zones or zones_of(phone, config.default_time_zone)
-        fields = dict(values)  # every column, the phone's too: the template may use it
-        if template is not None:
-            empty = [f for f in template.fields
-                     if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
-            if empty:
-                raise InvalidInput(f"empty field {', '.join(empty)} for the template")
-        cost = self._cost(campaign, template, values, row.line)
-        contact = Contact(campaign_id=campaign.id, line=row.line, phone=phone,
-                          sender=sender_for(phone, campaign.senders), tz=zones,
-                          fields=fields)  # fmt: skip
-        return contact, cost
+        return ContactRules(
+            campaign_id=campaign.id, senders=campaign.senders,
+            header=tuple(started.reader.header), phone_column=spec.phone_column,
+            tz_column=spec.tz_column, region=config.default_region,
+            default_zone=config.default_time_zone, template=started.template,
+            link_base=self._links.link(""),
+        )  # fmt: skip
 
 
-def _peek(rows: Iterator[Row]) -> Row | None:
+def _peek(rows: Iterator[Record]) -> Record | None:
     return next(rows, None)
-
-
-def _take(rows: Iterator[Row], n: int) -> list[Row]:
-    taken = []
-    for row in rows:
-        taken.append(row)
-        if len(taken) >= n:
-            break
-    return taken
 
 
 def _size(path: Path) -> int:

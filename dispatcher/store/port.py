@@ -289,6 +289,10 @@ class CampaignStore(Protocol):
         file order."""
         ...
 
+    async def contacts_at(self, campaign_id: str, lines: Collection[int]) -> list[Contact]:
+        """The campaign's contacts at those of ``lines`` it has, in file order."""
+        ...
+
     async def contacts_in(
         self, campaign_id: str, states: Collection[ContactState], limit: int
     ) -> list[Contact]:

@@ -69,6 +69,10 @@ class MemoryCampaigns(MemoryTables):
                  if c.sender == sender and c.state is pending and c.tz in zones]  # fmt: skip
         return found[:limit]
 
+    async def contacts_at(self, campaign_id: str, lines: Collection[int]) -> list[Contact]:
+        table = self._contacts.get(campaign_id, {})
+        return [table[line] for line in sorted(set(lines)) if line in table]
+
     async def contacts_in(
         self, campaign_id: str, states: Collection[ContactState], limit: int
     ) -> list[Contact]:

@@ -34,6 +34,11 @@ WHERE campaign_id = ? AND sender = ? AND state = 'pending'
   AND tz IN (SELECT value FROM json_each(?))
 ORDER BY line LIMIT ?;
 
+-- name: contacts_at
+SELECT * FROM campaign_contacts
+WHERE campaign_id = ? AND line IN (SELECT value FROM json_each(?))
+ORDER BY line;
+
 -- name: contacts_in
 SELECT * FROM campaign_contacts
 WHERE campaign_id = ? AND state IN (SELECT value FROM json_each(?))

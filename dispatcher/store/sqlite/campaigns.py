@@ -5,16 +5,21 @@ from __future__ import annotations
 import json
 from collections.abc import Collection, Sequence
 
+import msgspec
+
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
+
+_FIELDS = msgspec.json.Encoder()
+"""A contact's fields as a JSON object (several times faster than the json module)."""
 
 
 class SQLiteCampaigns(SQLiteConnection):
     async def create_campaign(self, campaign: Campaign) -> None:
         c = campaign
         row = (
-            c.id, c.name, c.channel, c.template, json.dumps(list(c.senders)), c.send_window,
+            c.id, c.name, c.channel.value, c.template, json.dumps(list(c.senders)), c.send_window,
             c.outside_window.value, round(c.validity.total_seconds() * 1_000_000),
             r.us_or_none(c.start_at), c.state.value, c.source, c.reject_file, c.accepted,
             c.rejected, c.duplicates, c.suppressed, r.us(c.created_at), r.us(c.updated_at),
@@ -39,8 +44,9 @@ class SQLiteCampaigns(SQLiteConnection):
         return [r.campaign(row) for row in await self._rows("list_campaigns", (limit,))]
 
     async def add_contacts(self, contacts: Sequence[Contact]) -> None:
+        encode = _FIELDS.encode
         rows = [
-            (c.campaign_id, c.line, c.phone, c.sender, c.tz, json.dumps(dict(c.fields)),
+            (c.campaign_id, c.line, c.phone, c.sender, c.tz, encode(c.fields).decode(),
              c.state.value, c.attempt, c.message_id)
             for c in contacts
         ]  # fmt: skip
@@ -56,6 +62,14 @@ class SQLiteCampaigns(SQLiteConnection):
     ) -> list[Contact]:
         params = (campaign_id, sender, json.dumps(sorted(zones)), limit)
         return [r.contact(row) for row in await self._rows("next_contacts", params)]
+
+    async def contacts_at(self, campaign_id: str, lines: Collection[int]) -> list[Contact]:
+        found: list[Contact] = []
+        ordered = sorted(lines)
+        for first in range(0, len(ordered), 500):
+            params = (campaign_id, json.dumps(ordered[first : first + 500]))
+            found += [r.contact(row) for row in await self._rows("contacts_at", params)]
+        return found
 
     async def contacts_in(
         self, campaign_id: str, states: Collection[ContactState], limit: int
