@@ -24,17 +24,15 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Protocol
 
 from dispatcher.clock import Clock
 from dispatcher.config import Config
-from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.calls import Call
 from dispatcher.core.campaigns import (
     STILL_WAITING,
-    VOICE_LINK,
     Campaign,
     CampaignChannel,
     CampaignState,
@@ -48,9 +46,9 @@ from dispatcher.core.campaigns import (
     parse_template,
     parse_window,
 )
-from dispatcher.core.model import Lane, Message, Reason, TextStatus
+from dispatcher.core.model import Message, Reason, TextStatus
 from dispatcher.engine.bus import Bus
-from dispatcher.engine.calls import CallRequest, CallSubmission
+from dispatcher.engine.campaign_handover import CHUNK, CampaignService, HandOver, Seen
 from dispatcher.engine.campaign_import import (
     LINK_KEY,
     CampaignSpec,
@@ -61,7 +59,6 @@ from dispatcher.engine.campaign_import import (
     VoiceLinks,
 )
 from dispatcher.engine.events import Outcome
-from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.errors import Conflict, DispatcherError, NotFound
 from dispatcher.store import Store
 
@@ -73,21 +70,6 @@ __all__ = ["LINK_KEY", "CampaignDesk", "CampaignService", "CampaignSpec", "Campa
 BATCH = 2000
 _QUEUED = (ContactState.QUEUED,)
 FOLLOWED = frozenset({CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELED})
-
-Seen = tuple[TextStatus | CallStatus, str | None, datetime | None]
-"""A contact's text or call as last seen: its status, reason and end of validity."""
-
-
-class CampaignService(Protocol):
-    """What the desk asks of the service (the Dispatcher): queue and withdraw texts."""
-
-    async def submit(self, request: TextRequest) -> Submission: ...
-
-    async def submit_call(self, request: CallRequest) -> CallSubmission: ...
-
-    async def cancel(self, message_id: str) -> Message: ...
-
-    async def cancel_call(self, call_id: str) -> Call: ...
 
 
 @dataclass(slots=True)
@@ -131,6 +113,7 @@ class CampaignDesk:
         self._service = service
         self._links = VoiceLinks(config)
         self._importer = Importer(config, store=store, clock=clock, links=self._links)
+        self._hand_over = HandOver(service, store, self._links)
         self._running: dict[str, _Running] = {}
         self._followed: dict[str, _Running] = {}
         self._imports: dict[str, ImportProgress] = {}
@@ -348,37 +331,64 @@ class CampaignDesk:
         expire = campaign.outside_window is OutsideWindow.EXPIRE
         wanted = frozenset(running.zones if expire else open_zones)
         ahead = self._config.campaigns.feed_ahead
-        handed, ended = list[tuple[Contact, Seen]](), list[Contact]()
+        template = None
+        if campaign.channel is CampaignChannel.TEXT:
+            template = running.template = running.template or parse_template(campaign.template)
+        needs = {sender: ahead - running.per_sender[sender] for sender in senders}
 
-        async def fill(sender: str) -> None:  # one number's texts in order, numbers at once
-            mine, over = list[tuple[Contact, Seen]](), list[Contact]()
-            need = ahead - running.per_sender[sender]
-            while need > 0 and running.exhausted.get(sender) != wanted:
-                async with self._fillers:
-                    batch = await self._store.next_contacts(campaign.id, sender, wanted, need)
-                    if not batch:
-                        running.exhausted[sender] = wanted  # until a window opens or one is back
-                        break
-                    running.check_done = True
-                    over += [replace(c, state=ContactState.EXPIRED) for c in batch
-                             if c.tz not in open_zones]  # expire: its window is shut  # fmt: skip
-                    fresh = [await self._hand_over(running, campaign, c, window, now)
-                             for c in batch if c.tz in open_zones]  # fmt: skip
-                    mine += fresh
-                    need -= len(fresh)
-                    if need > 0:  # the store is asked again: it must know these first
-                        await self._record(running, mine, over)
-            handed.extend(mine)
-            ended.extend(over)
+        async def next_contacts(sender: str, need: int) -> list[Contact]:
+            async with self._fillers:
+                batch = await self._store.next_contacts(campaign.id, sender, wanted, need)
+            if not batch:
+                running.exhausted[sender] = wanted  # until a window opens or one is back
+            return batch
 
         with self._catch():
-            try:
-                async with asyncio.TaskGroup() as group:
-                    for sender in senders:
-                        group.create_task(fill(sender))
-            except ExceptionGroup as failed:  # the others were stopped: the turn failed
-                raise failed.exceptions[0] from None
-            await self._record(running, handed, ended)
+            # Each round reads the numbers' next contacts (a few numbers at once) and
+            # hands their texts over as they come, a chunk at a time (each number's in
+            # line order), recording each chunk in one write; a number still short (some
+            # of its contacts expired) goes again in the next round.
+            while needs := {s: n for s, n in needs.items()
+                            if n > 0 and running.exhausted.get(s) != wanted}:  # fmt: skip
+                try:
+                    await self._round(running, campaign, needs, next_contacts,
+                                      (template, window, open_zones, now))  # fmt: skip
+                except ExceptionGroup as failed:  # the others were stopped: the turn failed
+                    raise failed.exceptions[0] from None
+
+    async def _round(
+        self, running: _Running, campaign: Campaign, needs: dict[str, int],
+        next_contacts: Callable[[str, int], Awaitable[list[Contact]]],
+        how: tuple[Template | None, Window, set[str], datetime],
+    ) -> None:  # fmt: skip
+        template, window, open_zones, now = how
+        fresh, over = list[Contact](), list[Contact]()
+
+        async def flush() -> None:
+            handed = await self._hand_over(campaign, template, fresh, window, now)
+            await self._record(running, handed, over)
+            fresh.clear()
+
+        read: asyncio.Queue[tuple[str, list[Contact]]] = asyncio.Queue()
+
+        async def reading(sender: str, need: int) -> None:
+            read.put_nowait((sender, await next_contacts(sender, need)))
+
+        async with asyncio.TaskGroup() as group:
+            for sender, need in needs.items():
+                group.create_task(reading(sender, need))
+            for _ in range(len(needs)):
+                sender, batch = await read.get()
+                if batch:
+                    running.check_done = True
+                over += [replace(c, state=ContactState.EXPIRED) for c in batch
+                         if c.tz not in open_zones]  # expire: its window is shut  # fmt: skip
+                mine = [c for c in batch if c.tz in open_zones]
+                fresh += mine
+                needs[sender] -= len(mine)
+                if len(fresh) >= CHUNK:
+                    await flush()
+            await flush()
 
     async def _record(
         self, running: _Running, handed: list[tuple[Contact, Seen]], ended: list[Contact]
@@ -391,39 +401,6 @@ class CampaignDesk:
             self._track(running, contact, seen)
         handed.clear()
         ended.clear()
-
-    async def _hand_over(self, running: _Running, campaign: Campaign, contact: Contact,
-                         window: Window, now: datetime) -> tuple[Contact, Seen]:  # fmt: skip
-        """Submit a contact's text (or call), once: the key names the attempt. Returns
-        the contact queued, and its text or call as the service answered."""
-        key = f"{campaign.id}:{contact.line}:{contact.attempt}"
-        validity = min(campaign.validity, window.closes(contact.tz, now) - now)
-        if campaign.channel is CampaignChannel.VOICE:
-            placed = await self._service.submit_call(CallRequest(
-                sender=contact.sender, recipient=contact.phone, script_name=campaign.template,
-                lane=Lane.BULK, idempotency_key=key, campaign_id=campaign.id, validity=validity,
-            ))  # fmt: skip
-            call = placed.call
-            queued = replace(contact, state=ContactState.QUEUED, message_id=call.id)
-            return queued, (call.status, call.reason, call.expires_at)
-        template = running.template or parse_template(campaign.template)
-        running.template = template
-        fields, token = dict(contact.fields), None
-        if VOICE_LINK in template.fields:
-            token = self._links.token(campaign.id, contact.line, contact.attempt)
-            fields[VOICE_LINK] = self._links.link(token)
-        submission = await self._service.submit(TextRequest(
-            sender=contact.sender, recipient=contact.phone, body=template.render(fields),
-            lane=Lane.BULK, idempotency_key=key, validity=validity, campaign_id=campaign.id,
-        ))  # fmt: skip
-        message = submission.message
-        if token is not None:
-            await self._store.add_voice_link(
-                token, message_id=message.id, campaign_id=campaign.id,
-                message=campaign.voice_message or "", created_at=now,
-            )  # fmt: skip
-        queued = replace(contact, state=ContactState.QUEUED, message_id=message.id)
-        return queued, (message.status, message.reason, message.expires_at)
 
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],
@@ -440,10 +417,15 @@ class CampaignDesk:
 
     async def view(self, campaign_id: str) -> CampaignView:
         campaign = await self.get(campaign_id)
-        counts = await self._store.contact_counts(campaign_id)
+        progress = self._imports.get(campaign_id)
+        if campaign.state is CampaignState.IMPORTING and progress and not progress.done:
+            # Every contact stored so far is pending: no count over the table meanwhile.
+            counts = {ContactState.PENDING: progress.stored} if progress.stored else {}
+        else:
+            counts = await self._store.contact_counts(campaign_id)
         template = self._state(campaign_id).template
         return CampaignView(
-            campaign=campaign, contacts=counts, progress=self._imports.get(campaign_id),
+            campaign=campaign, contacts=counts, progress=progress,
             fields=template.fields if template else (),
         )  # fmt: skip
 
