@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Sequence
+from dataclasses import replace
 
 import pytest
 
 from dispatcher.config import PacingConfig
-from dispatcher.core.model import Event, Lane, Message, TextStatus
+from dispatcher.core.model import Event, Lane, Message, Reason, Source, TextStatus, transition
 from dispatcher.engine.intake import Intake, TextRequest
 from dispatcher.errors import Conflict, StoreError
 from dispatcher.store.memory import MemoryStore
@@ -162,3 +163,20 @@ async def test_a_cancelled_caller_leaves_its_keys_settled_by_what_was_written(
     [answer] = await retry
     assert answer.created is False  # the write went through: the retry gets that text
     assert store.writes == [1]
+
+
+async def test_a_queued_text_is_stored_as_its_transitions_make_it(
+    store: CountingStore, intake: Intake
+) -> None:
+    [answer] = await intake.submit([request(0, key="k")])
+    stored = answer.message
+    history = await store.history(stored.id)
+    pending = replace(stored, status=TextStatus.PENDING, seq=0)
+    step, expected = transition(pending, TextStatus.QUEUED, at=stored.accepted_at,
+                                source=Source.API)  # fmt: skip
+    assert replace(expected, seq=stored.seq) == stored
+    assert history == [
+        Event(message_id=stored.id, at=stored.accepted_at, status=TextStatus.PENDING,
+              reason=Reason.ACCEPTED, source=Source.API),
+        step.event,
+    ]  # fmt: skip

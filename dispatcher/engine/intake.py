@@ -217,42 +217,48 @@ class Intake:
         self._forget_before(now - window)
         rows: list[tuple[Message, list[Event]]] = []
         reserved: list[str] = []
+        recent = self._recent
+        default_validity = self._pacing.validity
         for c in items:
-            message = Message(
-                id=new_id("msg"),
-                sender=c.sender,
-                recipient=c.recipient,
-                body=c.request.body,
-                segments=c.segments,
-                lane=c.request.lane,
-                status=TextStatus.PENDING,
-                accepted_at=now,
-                expires_at=now + (c.request.validity or self._pacing.validity),
-                updated_at=now,
-                idempotency_key=c.request.idempotency_key,
-                fingerprint=c.fingerprint,
-                campaign_id=c.request.campaign_id,
-                trigger=c.request.trigger,
-            )
-            pending = Event(message_id=message.id, at=now, status=TextStatus.PENDING,
+            request, recipient, message_id = c.request, c.recipient, new_id("msg")
+            pending = Event(message_id=message_id, at=now, status=TextStatus.PENDING,
                             reason=Reason.ACCEPTED, source=Source.API)  # fmt: skip
-            previous = self._recent.get(c.recipient)
-            if (entry := listed.get(c.recipient)) is not None:
+            entry = listed.get(recipient) if listed else None
+            previous = recent.get(recipient)
+            status = TextStatus.QUEUED
+            if entry is not None or (
+                previous is not None and is_same_second_duplicate(previous[0], now, window)
+            ):
+                status = TextStatus.PENDING  # a rule ends it below
+            # The common case, queued, is built as it is after its transition (the
+            # transition from Pending to Queued always applies).
+            message = Message(
+                id=message_id, sender=c.sender, recipient=recipient, body=request.body,
+                segments=c.segments, lane=request.lane, status=status, accepted_at=now,
+                expires_at=now + (request.validity or default_validity), updated_at=now,
+                idempotency_key=request.idempotency_key, fingerprint=c.fingerprint,
+                campaign_id=request.campaign_id, trigger=request.trigger,
+            )  # fmt: skip
+            if status is TextStatus.QUEUED:
+                queued = Event(message_id=message_id, at=now, status=TextStatus.QUEUED,
+                               source=Source.API)  # fmt: skip
+                self._remember(recipient, now, message_id)
+                reserved.append(recipient)
+                rows.append((message, [pending, queued]))
+                continue
+            if entry is not None:
                 step, message = transition(
                     message, TextStatus.FAILED, at=now, source=Source.API,
                     reason=Reason.DO_NOT_TEXT,
                     detail=f"on the Do Not Text list since {entry.added_at.isoformat()}",
                 )  # fmt: skip
-            elif previous is not None and is_same_second_duplicate(previous[0], now, window):
+            else:
+                assert previous is not None
                 step, message = transition(
                     message, TextStatus.UNSENT, at=now, source=Source.API,
                     reason=Reason.RATE_LIMITED, detail=f"duplicate of {previous[1]}",
                 )  # fmt: skip
                 message = replace(message, duplicate_of=previous[1])
-            else:
-                step, message = transition(message, TextStatus.QUEUED, at=now, source=Source.API)
-                self._remember(c.recipient, now, message.id)
-                reserved.append(c.recipient)
             rows.append((message, [pending, step.event]))
         ids = {m.id for m, _ in rows if m.status is TextStatus.QUEUED}
         self._pending.update(ids)

@@ -70,10 +70,16 @@ def message(row: Row) -> Message:
     )  # fmt: skip
 
 
+def plain(value: str | None) -> str | None:
+    """A reason or code as a plain string (an enum's value): rows hold plain values,
+    which the writer ships without converting them one by one."""
+    return value if value is None or type(value) is str else str(value)
+
+
 def message_row(m: Message, seq: int) -> Params:
     return (
         seq, m.id, m.sender, m.recipient, m.body, m.segments, int(m.lane), m.status.value,
-        int(m.status is TextStatus.QUEUED), m.reason, m.provider_code, m.provider_id,
+        int(m.status is TextStatus.QUEUED), plain(m.reason), m.provider_code, m.provider_id,
         m.attempt_id, m.duplicate_of, m.idempotency_key, m.fingerprint, us(m.accepted_at),
         us(m.expires_at), us_or_none(m.send_started_at), us(m.updated_at), m.campaign_id,
         m.trigger,
@@ -89,8 +95,8 @@ def event(row: Row) -> Event:
 
 
 def event_row(e: Event) -> Params:
-    return (e.message_id, us(e.at), e.status.value, e.reason, e.provider_code, e.source.value,
-            int(e.applied), e.detail)  # fmt: skip
+    return (e.message_id, us(e.at), e.status.value, plain(e.reason), e.provider_code,
+            e.source.value, int(e.applied), e.detail)  # fmt: skip
 
 
 def dnt(row: Row) -> DntEntry:
@@ -119,7 +125,7 @@ def call(row: Row) -> Call:
 def call_row(c: Call) -> Params:
     return (
         c.seq, c.id, c.account, c.sender, c.recipient, c.script, c.script_name, int(c.lane),
-        c.status.value, c.reason, c.provider_code, c.provider_id, c.attempt_id,
+        c.status.value, plain(c.reason), c.provider_code, c.provider_id, c.attempt_id,
         us_or_none(c.placed_at), c.answered_by, int(c.script_done), c.idempotency_key,
         c.fingerprint, c.trigger, us(c.accepted_at), us(c.updated_at), c.campaign_id,
         us_or_none(c.expires_at),
@@ -139,8 +145,8 @@ def call_event(row: Row) -> CallEvent:
 def call_event_row(e: CallEvent) -> Params:
     return (
         e.call_id, us(e.at), e.status.value if e.status is not None else None,
-        e.result.value if e.result is not None else None, e.step, e.reason, e.provider_code,
-        e.source.value, int(e.applied), e.detail,
+        e.result.value if e.result is not None else None, e.step, plain(e.reason),
+        e.provider_code, e.source.value, int(e.applied), e.detail,
     )  # fmt: skip
 
 
