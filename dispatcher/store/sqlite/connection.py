@@ -84,6 +84,7 @@ class SQLiteConnection(Resource):
         self._batch = _Batch()
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
+        self._starting: asyncio.Task[None] | None = None
         self._in_flight = 0
         self._seq = 0
         self._call_seq = 0
@@ -101,8 +102,9 @@ class SQLiteConnection(Resource):
         except OSError as exc:
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
         # The writer starts (an interpreter's start-up) while the schema is brought up
-        # to date here and the reader opens; it takes no batch before open returns.
-        starting = asyncio.create_task(self._writer.start(), name="sqlite-writer-start")
+        # to date here and the reader opens, and while the caller reads: the first batch
+        # waits for it to be ready (and hears why, if it could not start).
+        self._starting = asyncio.create_task(self._writer.start(), name="sqlite-writer-start")
         try:
             async with aiosqlite.connect(self._path, isolation_level=None) as db:
                 await db.execute("PRAGMA busy_timeout=5000")
@@ -118,12 +120,8 @@ class SQLiteConnection(Resource):
             self._seq = int(row[0]) if row else 0
             row = await self._one("call_max_seq", ())
             self._call_seq = int(row[0]) if row else 0
-            await starting
-        except (sqlite3.DatabaseError, StoreError) as exc:
-            await asyncio.wait([starting])  # started or not, it is closed now
-            if not starting.cancelled():
-                starting.exception()  # heard: the error to report is the one above
-            await self._writer.close()
+        except sqlite3.DatabaseError as exc:
+            await self._close_writer()
             await self._close_reader()
             raise StoreError(f"cannot open the database {self._path}: {exc}") from exc
         self._committer = asyncio.create_task(self._write_loop(), name="sqlite-group-commit")
@@ -133,8 +131,16 @@ class SQLiteConnection(Resource):
         self._wake.set()
         if self._committer is not None:
             await self._committer
-        await self._writer.close()  # reaped: its CPU counts among this process's children
+        await self._close_writer()
         await self._close_reader()
+
+    async def _close_writer(self) -> None:
+        if (starting := self._starting) is not None:
+            self._starting = None
+            await asyncio.wait([starting])  # started or not, it is closed below
+            if not starting.cancelled():
+                starting.exception()  # no write waited for it: nobody to tell
+        await self._writer.close()  # reaped: its CPU counts among this process's children
 
     async def _close_reader(self) -> None:
         if self._reader is not None:
@@ -208,6 +214,9 @@ class SQLiteConnection(Resource):
 
     async def _commit(self, batch: _Batch) -> None:
         try:
+            if (starting := self._starting) is not None:
+                self._starting = None
+                await starting  # the writer of the first batch
             await self._writer.run(batch.sealed())
         except Exception as exc:  # every waiter must hear of any failure
             error = exc if isinstance(exc, StoreError) else _unexpected(self._path, exc)

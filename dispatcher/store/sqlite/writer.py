@@ -34,9 +34,10 @@ Statements = Sequence[tuple[str, list[tuple[Any, ...]]]]
 
 
 def command(path: Path) -> list[str]:
-    """The writer's command line: isolated (``-I``: no environment, no user site, not
-    the package's ``__init__`` modules), on the service's own interpreter."""
-    return [sys.executable, "-I", str(PROGRAM), str(path)]
+    """The writer's command line, on the service's own interpreter: isolated (``-I``: no
+    environment variables, no user site) and without ``site`` (``-S``: no installed
+    packages, not even this one, on its path; the standard library is all it needs)."""
+    return [sys.executable, "-I", "-S", str(PROGRAM), str(path)]
 
 
 def encode(statements: Statements) -> bytes:

@@ -1,6 +1,6 @@
 """The SQLite store's writer: a program of its own, fed batches of writes on stdin.
 
-The service runs it as ``python -I writer_process.py DATABASE`` (see ``writer.py``)
+The service runs it as ``python -I -S writer_process.py DATABASE`` (see ``writer.py``)
 so that SQLite's work, and the interpreter lock it takes, is off the process that
 paces. It imports nothing of the package and only a few modules of the standard
 library (not even ``typing`` or ``pickle``), so it starts in a few tens of
