@@ -4,6 +4,7 @@ and two requests with one key still one text."""
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ import pytest
 
 from dispatcher.config import PacingConfig
 from dispatcher.core.model import Event, Lane, Message, Reason, Source, TextStatus, transition
-from dispatcher.engine.intake import Intake, TextRequest
+from dispatcher.engine.intake import Intake, TextRequest, new_id, new_ids
 from dispatcher.errors import Conflict, StoreError
 from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import FakeClock
@@ -180,3 +181,11 @@ async def test_a_queued_text_is_stored_as_its_transitions_make_it(
               reason=Reason.ACCEPTED, source=Source.API),
         step.event,
     ]  # fmt: skip
+
+
+def test_ids_made_together_look_like_ids_made_one_by_one() -> None:
+    ids = new_ids("msg", 1000)
+    assert len(set(ids)) == 1000
+    pattern = re.compile(r"msg_[0-9a-f]{20}")
+    assert all(pattern.fullmatch(i) for i in [*ids, new_id("msg")])
+    assert new_ids("msg", 0) == []

@@ -10,8 +10,10 @@ file order; a worker answers with a few short strings a record, and the contacts
 made from the records the thread kept meanwhile.
 
 Workers are started (``spawn``: the service has threads) for one import and stopped
-at its end. If they cannot start or one dies, the rest of the file is read in the
-thread: nothing is lost, only the speed.
+at its end; they import the package, not the service's entry point (``python -m
+dispatcher`` is a package's ``__main__``, which spawned processes skip; a script that
+runs the service guards its entry as usual). If they cannot start or one dies, the
+rest of the file is read in the thread: nothing is lost, only the speed.
 """
 
 from __future__ import annotations

@@ -219,8 +219,8 @@ class Intake:
         reserved: list[str] = []
         recent = self._recent
         default_validity = self._pacing.validity
-        for c in items:
-            request, recipient, message_id = c.request, c.recipient, new_id("msg")
+        for c, message_id in zip(items, new_ids("msg", len(items)), strict=True):
+            request, recipient = c.request, c.recipient
             pending = Event(message_id=message_id, at=now, status=TextStatus.PENDING,
                             reason=Reason.ACCEPTED, source=Source.API)  # fmt: skip
             entry = listed.get(recipient) if listed else None
@@ -300,3 +300,10 @@ class Intake:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def new_ids(prefix: str, count: int) -> list[str]:
+    """``count`` ids as :func:`new_id` makes them, from one read of the system's
+    random source."""
+    random = secrets.token_hex(10 * count)
+    return [f"{prefix}_{random[i : i + 20]}" for i in range(0, 20 * count, 20)]
