@@ -9,7 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import each, json_flag, out
+from dispatcher.cli.numbers import phone
+from dispatcher.cli.output import each, json_flag, nothing_found, out
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -43,7 +44,8 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
     action: str = args.call_command
     if action == "place":
         result = await call(
-            sock, "call", **{"from": args.sender}, to=args.recipient,
+            sock, "call", **{"from": phone(args, args.sender, option="--from")},
+            to=phone(args, args.recipient, option="--to"),
             script=_script_arg(args), priority=args.priority,
             idempotency_key=args.idempotency_key,
         )  # fmt: skip
@@ -51,7 +53,10 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
     elif action == "show":
         out(args, await call(sock, "call_show", id=args.id), _show_call_view)
     elif action == "find":
-        result = await call(sock, "call_find", to=args.number, limit=args.limit)
+        to = phone(args, args.number, option="NUMBER")
+        result = await call(sock, "call_find", to=to, limit=args.limit)
+        if not result["calls"]:
+            return nothing_found(args, result, f"no calls to {to}")
         out(args, result, lambda r: each(_show_call, r["calls"]))
     else:
         out(args, await call(sock, "call_cancel", id=args.id), _show_call)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli import report_page
+from dispatcher.cli.numbers import phone_or_none
 from dispatcher.cli.output import out
 from dispatcher.control.client import call
 from dispatcher.core import metrics, report
@@ -53,6 +54,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 async def run_metrics(sock: Path, args: argparse.Namespace) -> int:
     names = ("since", "until", "campaign", "sender", "automation", "by")
     asked = {name: getattr(args, name) for name in names}
+    asked["sender"] = phone_or_none(args, args.sender, option="--sender")
     metrics.request(now=datetime.now(UTC), prefix="--", **asked)  # bad input says so first
     result = await call(sock, "metrics", **asked)
     if args.csv:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import logs, runtime
-from dispatcher.cli import calls, dnt, emails, engagement, texts
+from dispatcher.cli import calls, dnt, emails, engagement, numbers, texts
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
@@ -129,6 +129,7 @@ def _main(argv: Sequence[str] | None) -> int:  # noqa: PLR0911 - one exit code p
 
             return run_top(config.socket_path, interval=args.interval, once=args.once)
         run: ClientCommand = args.run
+        setattr(args, numbers.REGION, config.campaigns.default_region)
         return asyncio.run(run(config.socket_path, args))
     except ServiceUnavailable as exc:
         _fail(exc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -26,3 +27,12 @@ def each(show: Callable[[dict[str, Any]], None], items: list[dict[str, Any]]) ->
     """Show every item of a list answer."""
     for item in items:
         show(item)
+
+
+def nothing_found(args: argparse.Namespace, result: Any, what: str) -> int:
+    """A filter matched nothing: say so on stderr (the empty answer still goes to
+    stdout with ``--json``) and give exit code 1, as ``grep`` does."""
+    if getattr(args, "json", False):
+        print(json.dumps(result, indent=2))
+    print(f"dispatcher: {what}", file=sys.stderr)
+    return 1

@@ -8,7 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import each, json_flag, out
+from dispatcher.cli.numbers import phone, phone_or_none
+from dispatcher.cli.output import each, json_flag, nothing_found, out
 from dispatcher.control.client import call
 
 
@@ -48,22 +49,28 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
     command: str = args.command
     if command == "send":
         result = await call(
-            sock, "submit", **{"from": args.sender}, to=args.recipient, body=args.body,
+            sock, "submit", **{"from": phone(args, args.sender, option="--from")},
+            to=phone(args, args.recipient, option="--to"), body=args.body,
             priority=args.priority, idempotency_key=args.idempotency_key,
         )  # fmt: skip
         out(args, {"id": result["id"], "status": result["status"], **result}, _show_message)
     elif command == "message":
         out(args, await call(sock, "message", id=args.id), _show_view)
     elif command == "status":
-        result = await call(sock, "status", limit=args.limit, number=args.number)
+        number = phone_or_none(args, args.number, option="--number")
+        result = await call(sock, "status", limit=args.limit, number=number)
         out(args, result, _show_status)
     elif command == "find":
-        result = await call(sock, "find", to=args.number, limit=args.limit)
-        out(args, result, lambda r: each(_show_message, r["messages"]))
+        to = phone(args, args.number, option="NUMBER")
+        result = await call(sock, "find", to=to, limit=args.limit)
+        if not result["messages"]:
+            return nothing_found(args, result, f"no texts to or from {to}")
+        out(args, result, lambda r: each(_show_found, r["messages"]))
     elif command == "cancel":
         out(args, await call(sock, "cancel", id=args.id), _show_message)
     else:  # pause, resume
-        out(args, await call(sock, command, number=args.number), _show_number)
+        number = phone(args, args.number, option="NUMBER")
+        out(args, await call(sock, command, number=number), _show_number)
     return 0
 
 
@@ -72,9 +79,27 @@ def _show_message(m: dict[str, Any]) -> None:
     print(f"{m['id']}  {m['status']}{reason}  {m['from']} -> {m['to']}")
 
 
+def _show_found(m: dict[str, Any]) -> None:
+    """A found text: its line, then when it was accepted and last changed, and its body."""
+    _show_message(m)
+    print(f"  accepted {m['accepted_at']}, updated {m['updated_at']}")
+    print(f"  {_quoted(m['body'])}")
+
+
+def _quoted(body: str) -> str:
+    """A body on one line: its line breaks and tabs shown escaped."""
+    return body.replace("\\", "\\\\").translate(_ESCAPES)
+
+
+_ESCAPES = str.maketrans({"\n": "\\n", "\r": "\\r", "\t": "\\t"})
+
+
 def _show_view(v: dict[str, Any]) -> None:
     _show_message(v)
     print(f"  {v['explanation']}")
+    print(f"  body ({v['segments']} segment{'s' if v['segments'] != 1 else ''}): "
+          f"{_quoted(v['body'])}")  # fmt: skip
+    print(f"  accepted {v['accepted_at']}, expires {v['expires_at'] or '-'}")
     for e in v["history"]:
         note = "" if e["applied"] else "  (kept, not applied)"
         reason = f" {e['reason']}" if e.get("reason") else ""
