@@ -19,7 +19,10 @@ owns the rest, once:
   (:mod:`dispatcher.engine.retries`), then failed with the provider's reason;
 - an attempt whose outcome is unknown (the connection broke, the process died) is
   reconciled: the provider is asked whether it has it; it is never sent blindly
-  again.
+  again;
+- the monitoring figures of the send path, kept as plain counts
+  (:mod:`dispatcher.core.tally`) and read at scrape time: each send's start after its
+  slot, the provider's answer after the hand-off, the provider's errors by code.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import Clock, Instant
+from dispatcher.core.tally import PROVIDER_LATENCY, SEND_LATENESS, Histogram, Tally
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
@@ -47,6 +51,8 @@ WINDOW = 0.005
 """Seconds of slots one tick hands out together (one claim write for all of them)."""
 ERROR_BACKOFF = 1.0
 """Seconds before a key whose claim or start failed unexpectedly is tried again."""
+OUTCOME_UNKNOWN = "outcome_unknown"
+"""The error code counted for an attempt whose outcome is unknown."""
 
 
 class Kind(Protocol[I]):
@@ -134,6 +140,9 @@ class Delivery(Generic[I]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = 0  # keys handed out by the pacer and not yet done with
         self.in_flight: Counter[str] = Counter()  # sends claimed and not yet settled, by key
+        self.lateness = Histogram(SEND_LATENESS)  # each send's start after its slot
+        self.latency = Histogram(PROVIDER_LATENCY)  # the provider's answer after the hand-off
+        self.provider_errors = Tally()  # refusals by provider code, and unknown outcomes
         self.idle = asyncio.Event()
         self.idle.set()
 
@@ -242,6 +251,7 @@ class Delivery(Generic[I]):
                 hold = kind.hold(item)
                 self.pacer.book(key, start.mono + hold)
                 kind.started(key, start)
+                self.lateness.observe(max(0.0, start.mono - slot))
             except Exception as exc:
                 self._fault(exc, [key])
                 self._settled(key, clock.now().mono + ERROR_BACKOFF, booked=False)
@@ -268,16 +278,21 @@ class Delivery(Generic[I]):
             try:
                 accepted = await self._kind.send(item, handed_off)
             except OutcomeUnknown as exc:
+                self.provider_errors.add(OUTCOME_UNKNOWN)
                 log.warning(f"{name}.outcome_unknown", extra={"id": item_id, "error": exc})
                 await self.reconcile(item, running=True)
                 return
             except ProviderError as exc:
+                self.latency.observe(self._clock.now().mono - start.mono)
+                self.provider_errors.add(exc.provider_code or "none")
                 await self._refused(key, item, exc, start.wall + timedelta(seconds=hold))
                 return
             except Exception:
+                self.provider_errors.add(OUTCOME_UNKNOWN)
                 log.exception(f"{name}.outcome_unknown", extra={"id": item_id})
                 await self.reconcile(item, running=True)
                 return
+            self.latency.observe(self._clock.now().mono - start.mono)
             self._retries.taken(item_id)
             await self._kind.taken(item, accepted, started=start, hold=hold)
         except Exception as exc:
