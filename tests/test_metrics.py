@@ -25,6 +25,7 @@ from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.core import metrics
 from dispatcher.core.calls import CallReason, CallStatus, VoiceResult
+from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
 from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import (
     BY,
@@ -39,7 +40,7 @@ from dispatcher.core.metrics import (
     series,
 )
 from dispatcher.core.model import Source, TextStatus, transition
-from dispatcher.errors import InvalidInput
+from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.service import Dispatcher
 from dispatcher.store import open_store
 from tests import test_cli, test_control
@@ -426,9 +427,16 @@ async def test_the_metrics_command_over_the_socket(
     # The history is in March 2026; relative times are read on the service's clock.
     recent = await client.call("metrics", since="1d", until=None)
     assert recent == metrics.report([])
+    await dispatcher.store.create_campaign(campaign_named(SPRING, "Spring reminders"))
     year = await client.call("metrics", since="3650d", campaign=SPRING)
     assert year["text"] == counts(TEXT, {"Sent": 3, "Delivered": 2, "Undelivered": 1,
                                          "Activity": 2, "Play": 2})  # fmt: skip
+    assert await client.call("metrics", since="3650d", campaign="Spring reminders") == year
+    with pytest.raises(NotFound, match="no campaign has the id or name 'Autumn'"):
+        await client.call("metrics", campaign="Autumn")  # never counts of zero
+    await dispatcher.store.create_campaign(campaign_named("cmp_again", "Spring reminders"))
+    with pytest.raises(InvalidInput, match="2 campaigns are named 'Spring reminders'"):
+        await client.call("metrics", campaign="Spring reminders")
     window = await client.call("metrics", since=at(11).isoformat(), until=at(20).isoformat())
     assert window["text"] == counts(TEXT, {"Sent": 6, "Delivered": 1, "Failed": 1})
 
@@ -441,6 +449,15 @@ async def test_the_metrics_command_over_the_socket(
     assert nonzero(Metrics(**by_sender["breakdown"][OTHER_SENDER])) == {("text", "Activity"): 1}
     by_campaign = await client.call("metrics", by="campaign")
     assert set(by_campaign["breakdown"]) == {NO_KEY, SPRING}
+
+
+def campaign_named(campaign_id: str, name: str) -> Campaign:
+    return Campaign(
+        id=campaign_id, name=name, channel=CampaignChannel.TEXT, template="Hi",
+        senders=(SENDER,), send_window="08:00-21:00", outside_window=OutsideWindow.HOLD,
+        validity=timedelta(hours=10), start_at=None, state=CampaignState.FINISHED,
+        created_at=at(0), updated_at=at(0),
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -492,6 +509,17 @@ async def test_metrics_csv(home: Path, history: Config) -> None:
     assert rows[0] == ["key", "channel", "name", "count"]
     assert ["thanks", "text", "Play", "1"] in rows
     assert {key for key, *_ in rows[1:]} == {"thanks"}
+
+
+async def test_metrics_of_a_campaign_by_name_or_id(home: Path, history: Config) -> None:
+    async with open_store(history.store_url) as store:
+        await store.create_campaign(campaign_named(SPRING, "Spring reminders"))
+    by_id = (await run(home, "metrics", "--campaign", SPRING, "--json")).json()
+    assert by_id["text"]["Sent"] == 3
+    by_name = (await run(home, "metrics", "--campaign", "Spring reminders", "--json")).json()
+    assert by_name == by_id
+    unknown = await run(home, "metrics", "--campaign", "Autumn")
+    assert "no campaign has the id or name 'Autumn'" in test_cli.assert_clean_error(unknown, 1)
 
 
 async def test_metrics_human(home: Path, history: Config) -> None:

@@ -189,6 +189,7 @@ ROUTES = [
               summary="The engagement counts by channel, as the metrics command gives them",
               query=MetricsFilter,
               answers={200: Answer("the counts (and a breakdown with by)", MetricsOut),
-                       400: Answer("a filter is not valid (the error names it)")}),
+                       400: Answer("a filter is not valid (the error names it)"),
+                       404: Answer("no campaign has the id or name given as campaign")}),
 ]  # fmt: skip
 """The Do Not Text and metrics routes of the table."""
