@@ -2075,6 +2075,25 @@ async def test_an_update_of_an_unknown_email_creates_nothing(store: Store) -> No
     assert await store.email_slots() == {}
 
 
+@exercises("add_email_events", "email_history", "get_email")
+async def test_results_are_appended_to_the_history_and_change_no_projection(
+    store: Store,
+) -> None:
+    email = await insert_email(store, make_email("e1"))
+    opened = EmailEvent(email_id="e1", at=at(3), result=EmailResult.OPEN, reason="unique",
+                        source=Source.CONTACT, detail="fetcher: Gmail image proxy")  # fmt: skip
+    clicked = EmailEvent(email_id="e1", at=at(4), result=EmailResult.CLICK, reason="unique",
+                         source=Source.CONTACT, detail="link 0: https://a.example/")  # fmt: skip
+    ghost = EmailEvent(email_id="ghost", at=at(4), result=EmailResult.OPEN, source=Source.CONTACT)
+    await store.add_email_events([opened, clicked, ghost])
+    await store.add_email_events([])
+
+    assert await store.get_email("e1") == email
+    assert await store.email_history("e1") == [*first_email_events(email), opened, clicked]
+    assert await store.email_history("ghost") == []
+    assert await store.get_email("ghost") is None
+
+
 @exercises("insert_email", "email_by_idempotency_key")
 async def test_an_email_whose_id_or_key_exists_is_refused_and_nothing_is_written(
     store: Store,

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from dispatcher.channels import Accepted, HandOff, Mailer, OutgoingEmail
 from dispatcher.clock import Instant
+from dispatcher.core.email_tracking import engagement
 from dispatcher.core.emails import (
     EMAIL_TERMINAL,
     Email,
@@ -41,6 +42,7 @@ from dispatcher.core.emails import (
 )
 from dispatcher.core.model import Lane, Source, fingerprint
 from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.email_tracking import EmailTracking
 from dispatcher.engine.email_types import (
     EmailQueue,
     EmailRequest,
@@ -60,12 +62,6 @@ _STRIPES = 64
 _EPSILON = 1e-6  # seconds: a wait shorter than this is a rounding of the slot
 
 
-def unsubscribe_uris(email_id: str, *, domain: str, base_url: str) -> tuple[str, str]:
-    """The ``List-Unsubscribe`` URIs of a bulk email: a mailto and an HTTPS link."""
-    return (f"mailto:unsubscribe+{email_id}@{domain}",
-            f"{base_url.rstrip('/')}/email/unsubscribe/{email_id}")  # fmt: skip
-
-
 class EmailDesk:
     """The email half of the service. Owned and run by the Dispatcher."""
 
@@ -75,6 +71,7 @@ class EmailDesk:
         config = self._config = wiring.config
         self._store = wiring.store
         self._mailer = mailer
+        self.tracking = EmailTracking(wiring)  # the tracking URLs and what they bring back
         clock = self._clock = wiring.clock
         self._may_send = wiring.may_send
         self.engine: Delivery[Email] = Delivery(
@@ -282,12 +279,11 @@ class EmailDesk:
         domain = self._config.email.domain
         unsubscribe: tuple[str, ...] = ()
         if email.lane is Lane.BULK:
-            unsubscribe = unsubscribe_uris(email.id, domain=domain,
-                                           base_url=self._config.http.base_url)  # fmt: skip
+            unsubscribe = self.tracking.unsubscribe_uris(email.id)
         return OutgoingEmail(
             email_id=email.id, attempt_id=email.attempt_id or "", sender=email.sender,
             recipient=email.recipient, subject=email.subject, text=email.text,
-            html=email.html, message_id=message_id(email.id, domain),
+            html=self.tracking.html(email), message_id=message_id(email.id, domain),
             return_path=return_path(email.id, domain), date=email.updated_at,
             unsubscribe=unsubscribe, handed_off=hand_off,
         )  # fmt: skip
@@ -321,10 +317,10 @@ class EmailDesk:
         email = await self.get(email_id)
         history = await self._store.email_history(email_id)
         ahead = self._queue.ahead_of(email) if email.status is EmailStatus.QUEUED else None
-        return EmailView(
-            email=email, history=history,
-            explanation=explain_email(email, ahead=ahead, next_slot_at=self.next_slot_at()),
-        )  # fmt: skip
+        explanation = explain_email(email, ahead=ahead, next_slot_at=self.next_slot_at())
+        if results := engagement(history).describe():
+            explanation = f"{explanation} {results}"
+        return EmailView(email=email, history=history, explanation=explanation)
 
     async def cancel(self, email_id: str) -> Email:
         """End a Queued or Unconfirmed email Canceled: it is not sent (again)."""
@@ -421,5 +417,4 @@ __all__ = [
     "EmailSubmission",
     "EmailView",
     "EmailsSummary",
-    "unsubscribe_uris",
 ]

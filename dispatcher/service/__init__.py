@@ -13,6 +13,7 @@ What the text verbs answer is in :mod:`.views`.
 
 from __future__ import annotations
 
+from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
 from dispatcher.core.listing import Page
 from dispatcher.engine.automations import NewAutomation, Rule
 from dispatcher.engine.calls import (
@@ -23,6 +24,7 @@ from dispatcher.engine.calls import (
     call_status_url,
 )
 from dispatcher.engine.campaigns import CampaignSpec, CampaignView
+from dispatcher.engine.email_tracking import Unsubscribed
 from dispatcher.engine.emails import EmailRequest, EmailsSummary, EmailSubmission, EmailView
 from dispatcher.engine.health import StoreFault
 from dispatcher.engine.intake import Submission, TextRequest
@@ -54,5 +56,8 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "StoreFault",
     "Submission",
     "TextRequest",
+    "UnsubscribeScope",
+    "UnsubscribeSource",
+    "Unsubscribed",
     "call_status_url",
 ]

@@ -1,11 +1,14 @@
-"""The service's email verbs: accepted, explained, cancelled, sent again, summarised."""
+"""The service's email verbs: accepted, explained, cancelled, sent again, summarised;
+and what the tracking URLs bring back (opens, clicks, unsubscribes)."""
 
 from __future__ import annotations
 
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
 from dispatcher.core.emails import Email
+from dispatcher.engine.email_tracking import Unsubscribed
 from dispatcher.engine.emails import (
     EmailDesk,
     EmailRequest,
@@ -47,3 +50,33 @@ class EmailVerbs:
     def email_summary(self) -> EmailsSummary:
         """The emails by status, the relay's queue, its next slot and its rate."""
         return self.emails.summary()
+
+    # -- engagement: what the tracking URLs bring back -------------------------------
+    async def email_opened(self, token: str, user_agent: str) -> bool:
+        """The open pixel of an email was fetched: an Open (``unique`` the first time,
+        a known fetcher marked). False, and nothing recorded, for a token that is
+        unknown or forged."""
+        return await self._taking_work(self.emails.tracking.opened(token, user_agent))
+
+    async def email_clicked(self, token: str, user_agent: str) -> str | None:
+        """A tracked link of an email was clicked: a Click, and the URL stored for that
+        link, where the reader goes. None, and nothing recorded, for a token that is
+        unknown or forged."""
+        return await self._taking_work(self.emails.tracking.clicked(token, user_agent))
+
+    async def unsubscribe_target(self, token: str) -> Email | None:
+        """The email an unsubscribe token names, for its confirmation page (None if the
+        token is unknown or forged). Nothing changes."""
+        return await self.emails.tracking.unsubscribing(token)
+
+    async def unsubscribe(
+        self, token_or_email_id: str, scope: UnsubscribeScope, source: UnsubscribeSource
+    ) -> Unsubscribed:
+        """Unsubscribe the recipient of an email, named by the signed token of its
+        ``List-Unsubscribe`` URIs or by its id, from email from its sender (``scope``
+        SENDER) or from all email (ALL): an Unsubscribe in the email's history, and an
+        opt-out. ``source`` says how it came (one-click POST, the page, a mailto).
+        Raises NotFound for a token that is unknown or forged, or an unknown id."""
+        return await self._taking_work(
+            self.emails.tracking.unsubscribe(token_or_email_id, scope, source)
+        )

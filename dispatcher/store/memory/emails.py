@@ -49,6 +49,11 @@ class MemoryEmails(MemoryTables):
             updated_at=email.updated_at,
         )
 
+    async def add_email_events(self, events: Sequence[EmailEvent]) -> None:
+        for event in events:
+            if event.email_id in self._emails:  # an unknown email stays unknown
+                self._email_events[event.email_id].append(event)
+
     async def get_email(self, email_id: str) -> Email | None:
         return self._emails.get(email_id)
 

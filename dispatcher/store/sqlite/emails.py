@@ -55,6 +55,11 @@ class SQLiteEmails(SQLiteConnection):
             statements.append(("set_email_slot", [(relay, r.us(at))]))
         await self._write(*statements)  # one batch: one transaction
 
+    async def add_email_events(self, events: Sequence[EmailEvent]) -> None:
+        # Written only for an email the store has (insert_email_event's condition).
+        if events:
+            await self._write(("insert_email_event", [r.email_event_row(e) for e in events]))
+
     async def get_email(self, email_id: str) -> Email | None:
         return await self._email_or_none("get_email", (email_id,))
 
