@@ -9,8 +9,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.numbers import phone
-from dispatcher.cli.output import each, json_flag, nothing_found, out
+from dispatcher.cli.numbers import NUMBER, phone
+from dispatcher.cli.output import each, idempotency, json_flag, nothing_found, out, priority
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -20,22 +20,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     calls.set_defaults(run=run)
     call_sub = calls.add_subparsers(dest="call_command", required=True, metavar="ACTION")
     place = call_sub.add_parser("place", help="place a call that runs a script")
-    place.add_argument("--from", dest="sender", required=True, help="calling number, E.164")
-    place.add_argument("--to", dest="recipient", required=True, help="contact, E.164")
+    place.add_argument("--from", dest="sender", required=True, help=f"the calling {NUMBER}")
+    place.add_argument("--to", dest="recipient", required=True, help=f"the contact's {NUMBER}")
     script = place.add_mutually_exclusive_group(required=True)
     script.add_argument("--script", help="the name of a script in the configuration")
     script.add_argument(
         "--script-file", help="a script: a JSON list of steps, or TOML with [[steps]] tables"
     )
     script.add_argument("--say", help="a one-step script that says this text")
-    place.add_argument("--priority", choices=["automation", "bulk"], default="automation")
-    place.add_argument("--idempotency-key")
+    priority(place)
+    idempotency(place)
     show = call_sub.add_parser("show", help="a call's statuses, the steps it ran, and why")
-    show.add_argument("id")
+    show.add_argument("id", help="the call's id (call_...)")
     find_calls = call_sub.add_parser("find", help="calls to a contact, newest first")
-    find_calls.add_argument("number")
-    find_calls.add_argument("--limit", type=int, default=20)
-    call_sub.add_parser("cancel", help="cancel a call that is still queued").add_argument("id")
+    find_calls.add_argument("number", help=f"the contact's {NUMBER}")
+    find_calls.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
+    call_sub.add_parser("cancel", help="cancel a call that is still queued").add_argument(
+        "id", help="the call's id (call_...)"
+    )
     for p in call_sub.choices.values():
         json_flag(p)
 

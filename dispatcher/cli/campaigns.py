@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
+CAMPAIGN_ID = "the campaign's id (cmp_...)"
 POLL = 0.25
 ENDED = {"finished", "canceled", "failed"}
 
@@ -27,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     campaign.set_defaults(run=run)
     verbs = campaign.add_subparsers(dest="campaign_command", required=True, metavar="ACTION")
     create = verbs.add_parser("create", help="import contacts from a CSV and start sending")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="the campaign's name (metrics take it too)")
     create.add_argument("--contacts", required=True, help="CSV file, a header line first")
     create.add_argument(
         "--template", required=True,
@@ -35,12 +36,20 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )  # fmt: skip
     create.add_argument("--from", dest="senders", required=True,
                         help="the sender pool: numbers, comma-separated")  # fmt: skip
-    create.add_argument("--channel", choices=["text", "voice"], default="text")
+    create.add_argument(
+        "--channel", choices=["text", "voice"], default="text",
+        help="texts, or calls running the script --template names (default text)",
+    )  # fmt: skip
     create.add_argument("--start-at", help="ISO 8601 time with offset (default: now)")
     create.add_argument("--send-window", help="HH:MM-HH:MM in the contact's time (08:00-21:00)")
-    create.add_argument("--outside-window", choices=["hold", "expire"], default="hold")
+    create.add_argument("--outside-window", choices=["hold", "expire"], default="hold",
+                        help="a contact outside its window waits for it (hold, the default) "
+                        "or ends expired (expire)")  # fmt: skip
     create.add_argument("--validity", help="each text's validity, e.g. 10h")
-    create.add_argument("--phone-column", default="phone")
+    create.add_argument(
+        "--phone-column", default="phone",
+        help="the column of the contacts' numbers, in any case (default phone)",
+    )  # fmt: skip
     create.add_argument("--tz-column", help="a column of IANA time zones (else from the number)")
     create.add_argument("--draft", action="store_true", help="import only; launch with resume")
     create.add_argument(
@@ -48,10 +57,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     verbs.add_parser("list", help="every campaign with its progress")
     show = verbs.add_parser("show", help="a campaign's import, contacts and projection")
-    show.add_argument("id")
+    show.add_argument("id", help=CAMPAIGN_ID)
     show.add_argument("--follow", action="store_true", help="a live progress bar to the end")
     for verb in ("pause", "resume", "cancel"):
-        verbs.add_parser(verb, help=f"{verb} a campaign").add_argument("id")
+        verbs.add_parser(verb, help=f"{verb} a campaign").add_argument("id", help=CAMPAIGN_ID)
     for parser in verbs.choices.values():
         json_flag(parser)
 

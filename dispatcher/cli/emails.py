@@ -7,9 +7,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import json_flag, out
+from dispatcher.cli.output import idempotency, json_flag, out
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
+
+EMAIL_ID = "the email's id (eml_...)"
 
 
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -24,13 +26,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--html", metavar="FILE", help="a file with the HTML part (UTF-8)")
     send.add_argument("--priority", choices=["automation", "bulk"], default="automation",
                       help="bulk email carries List-Unsubscribe (default automation)")  # fmt: skip
-    send.add_argument("--idempotency-key")
+    idempotency(send)
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
-    show.add_argument("id")
-    email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument("id")
+    show.add_argument("id", help=EMAIL_ID)
+    email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument(
+        "id", help=EMAIL_ID
+    )
     email_sub.add_parser(
         "resend", help="send an Unconfirmed email again (the contact may get it twice)"
-    ).add_argument("id")
+    ).add_argument("id", help=EMAIL_ID)
     email_sub.add_parser("status", help="the relay: emails by status, its queue and next slot")
     for p in email_sub.choices.values():
         json_flag(p)

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import logs, runtime
-from dispatcher.cli import calls, dnt, emails, engagement, numbers, texts
+from dispatcher.cli import calls, dnt, emails, engagement, helptext, numbers, texts
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
@@ -51,7 +51,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("serve", help="run the service in the foreground (Ctrl-C drains and exits)")
+    sub.add_parser(
+        "serve", help="run the service in the foreground (Ctrl-C drains and exits)",
+        description="Run the service in the foreground: the control socket in the home "
+        "folder, the HTTP app on http.listen. Ctrl-C or SIGTERM drains and exits. The "
+        "options --home and --config go before the command.",
+    )  # fmt: skip
     demo = sub.add_parser("demo", help="run a small campaign on the simulator and show it")
     demo.add_argument("--numbers", type=int, default=3, help="sending numbers (default 3)")
     demo.add_argument("--texts", type=int, default=12, help="texts per number (default 12)")
@@ -70,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     engagement.add_parsers(sub)
     campaign_cli.add_parser(sub)
     dnt.add_parser(sub)
-    return parser
+    return helptext.finish(parser)
 
 
 class _Version(argparse.Action):

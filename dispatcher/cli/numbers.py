@@ -13,6 +13,10 @@ from __future__ import annotations
 import argparse
 import re
 
+NUMBER = (
+    "number: E.164 (+14155550123) or national (415-555-0123, read in DISPATCHER_DEFAULT_REGION)"
+)
+"""How a number argument's help ends."""
 _E164 = re.compile(r"\+[1-9][0-9]{1,14}")
 REGION = "default_region"
 """The attribute of the parsed arguments that holds the region national numbers are

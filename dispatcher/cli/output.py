@@ -36,3 +36,19 @@ def nothing_found(args: argparse.Namespace, result: Any, what: str) -> int:
         print(json.dumps(result, indent=2))
     print(f"dispatcher: {what}", file=sys.stderr)
     return 1
+
+
+def priority(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` the ``--priority`` option of a submission."""
+    parser.add_argument(
+        "--priority", choices=["automation", "bulk"], default="automation",
+        help="the lane: automation goes ahead of bulk on the same number (default automation)",
+    )  # fmt: skip
+
+
+def idempotency(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` the ``--idempotency-key`` option of a submission."""
+    parser.add_argument(
+        "--idempotency-key", metavar="KEY",
+        help="submitting again with the same key answers the first submission, sends nothing",
+    )  # fmt: skip

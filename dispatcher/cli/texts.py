@@ -8,38 +8,38 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.numbers import phone, phone_or_none
-from dispatcher.cli.output import each, json_flag, nothing_found, out
+from dispatcher.cli.numbers import NUMBER, phone, phone_or_none
+from dispatcher.cli.output import each, idempotency, json_flag, nothing_found, out, priority
 from dispatcher.control.client import call
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     send = sub.add_parser("send", help="submit a text")
-    send.add_argument("--from", dest="sender", required=True, help="sending number, E.164")
-    send.add_argument("--to", dest="recipient", required=True, help="recipient, E.164")
-    send.add_argument("--body", required=True)
-    send.add_argument("--priority", choices=["automation", "bulk"], default="automation")
-    send.add_argument("--idempotency-key")
+    send.add_argument("--from", dest="sender", required=True, help=f"the sending {NUMBER}")
+    send.add_argument("--to", dest="recipient", required=True, help=f"the contact's {NUMBER}")
+    send.add_argument("--body", required=True, help="the text (its segments are counted)")
+    priority(send)
+    idempotency(send)
 
     message = sub.add_parser("message", help="a message's history and why it is in its state")
-    message.add_argument("id")
+    message.add_argument("id", help="the text's id (msg_...)")
 
     status = sub.add_parser("status", help="counts by status and the deepest queues")
     status.add_argument("--limit", type=int, default=100, help="numbers to show (default 100)")
-    status.add_argument("--number", help="show this sending number only")
+    status.add_argument("--number", help=f"show this sending {NUMBER} only")
 
     find = sub.add_parser("find", help="messages to a recipient, newest first")
-    find.add_argument("number")
-    find.add_argument("--limit", type=int, default=20)
+    find.add_argument("number", help=f"the contact's {NUMBER}")
+    find.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
     cancel = sub.add_parser("cancel", help="cancel a message that has not started sending")
-    cancel.add_argument("id")
+    cancel.add_argument("id", help="the text's id (msg_...)")
 
     numbers = [
         sub.add_parser(verb, help=f"{verb} a sending number") for verb in ("pause", "resume")
     ]
     for parser in numbers:
-        parser.add_argument("number")
+        parser.add_argument("number", help=f"the sending {NUMBER}")
     for parser in (send, message, status, find, cancel, *numbers):
         json_flag(parser)
         parser.set_defaults(run=run)

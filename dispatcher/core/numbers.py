@@ -29,6 +29,7 @@ E164_PATTERN = r"\+[1-9][0-9]{1,14}"
 not 0 (:func:`e164` also checks the length for the country code)."""
 _CANONICAL = re.compile(E164_PATTERN)
 _COUNTRY_CODES = frozenset(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+_WHOLE = phonenumbers.ValidationResult.IS_POSSIBLE
 
 
 def e164(value: str, *, field: str = "number") -> str:
@@ -53,7 +54,8 @@ def normalise(value: str, region: str, *, field: str = "phone") -> str:
     except phonenumbers.NumberParseException as exc:
         raise InvalidNumber(f"{field}: {value!r} is not a phone number ({exc})",
                             field=field) from exc  # fmt: skip
-    if not phonenumbers.is_possible_number(parsed):
+    # A local-only number (seven digits in the US) is possible, but not without its area.
+    if phonenumbers.is_possible_number_with_reason(parsed) != _WHOLE:
         raise InvalidNumber(f"{field}: {value!r} has the wrong length for a {region} number",
                             field=field)  # fmt: skip
     result: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
