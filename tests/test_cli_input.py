@@ -17,7 +17,7 @@ from dispatcher.config import Config, load_config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.server import ControlServer
 from dispatcher.service import Dispatcher
-from tests.test_cli import CHILD_TIMEOUT, SENDER, Run, assert_clean_error, child_env
+from tests.test_cli import CHILD_TIMEOUT, SENDER, SOURCE_ROOT, Run, assert_clean_error, child_env
 
 SLOW = {"DISPATCHER_PACING_DEFAULT_RATE": "0.001"}  # texts stay queued
 
@@ -105,3 +105,19 @@ async def test_call_place_takes_national_numbers(home: Path, service: Config) ->
     async with ControlClient(service.socket_path) as client:
         shown = await client.call("call_show", id=call["id"])
     assert shown["to"] == "+15550200001"
+
+
+async def test_the_readme_s_examples_run_on_the_shipped_configuration(home: Path) -> None:
+    shipped = SOURCE_ROOT / "config" / "dispatcher.toml"
+    config = load_config(shipped, home=home, env={})
+    running = Dispatcher.from_config(config)
+    async with (
+        running,
+        ControlServer(running, config.socket_path, max_line=config.control.max_line),
+    ):
+        sent = await run(home, "send", "--from", "+15550000001", "--to", "+15550100001",
+                         "--body", "Hello", "--json")  # fmt: skip
+        assert sent.json()["status"] in {"Queued", "Sending", "Sent", "Delivered"}
+        placed = await run(home, "call", "place", "--from", "+15550000100", "--to",
+                           "+15550200001", "--script", "reminder", "--json")  # fmt: skip
+        assert placed.json()["script_name"] == "reminder"
