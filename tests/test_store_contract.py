@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+import sqlite3
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,8 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
 )
 from dispatcher.core.channel import Channel
+from dispatcher.core.consent import Action, ConsentSource, Scope
+from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import (
     Email,
     EmailEvent,
@@ -72,6 +75,7 @@ from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store import NumberState, Store, open_store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.store.queries import load_migrations
 from dispatcher.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
@@ -756,6 +760,125 @@ async def test_do_not_text_concurrent_adds_keep_one_and_removes_report_it_once(
     removed = await asyncio.gather(*(store.dnt_remove(first.number) for _ in range(3)))
     assert sorted(removed) == [False, False, True]  # it existed once, so once it was removed
     assert await store.dnt_get(first.number) is None
+
+
+# -- the consent ledger --------------------------------------------------------------------
+
+LEDGER_MIGRATION = 16  # where the Do Not Text table became a view of the ledger
+
+
+def consent(
+    entry_id: str,
+    contact: str,
+    *,
+    action: Action = Action.OPT_OUT,
+    channel: Channel = Channel.TEXT,
+    scope: Scope = Scope.ALL,
+    scope_value: str = "",
+    source: ConsentSource = ConsentSource.OPERATOR,
+    when: float = 0,
+) -> ConsentEntry:
+    return ConsentEntry(id=entry_id, contact=contact, channel=channel, action=action,
+                        scope=scope, scope_value=scope_value, source=source, who="ops",
+                        at=at(when), reason=f"reason of {entry_id}")  # fmt: skip
+
+
+@exercises("consent_record", "consent_of", "consent_entries")
+async def test_consent_entries_are_kept_in_the_order_recorded(store: Store) -> None:
+    them, mail = "+14155550123", "ann@example.com"
+    written = [
+        consent("c1", them, source=ConsentSource.STOP_REPLY, when=5),
+        consent("c2", mail, channel=Channel.EMAIL, source=ConsentSource.HARD_BOUNCE, when=1),
+        consent("c3", them, action=Action.OPT_IN, scope=Scope.SENDER, scope_value=SENDER),
+        consent("c4", them, channel=Channel.VOICE, scope=Scope.CAMPAIGN, scope_value="cmp1"),
+    ]
+    await store.consent_record(written[:1])
+    await store.consent_record(written[1:])
+    await store.consent_record([])
+
+    found = await store.consent_of([them, mail, "+14155559999", them])
+    assert set(found) == {them, mail}
+    assert [e.id for e in found[them]] == ["c1", "c3", "c4"]
+    assert found[mail] == [dataclasses.replace(written[1], seq=found[mail][0].seq)]
+    assert_utc(found[them][0].at)
+    assert await store.consent_of([]) == {}
+
+    everything = await store.consent_entries(0, 10)
+    assert [e.id for e in everything] == ["c1", "c2", "c3", "c4"]
+    assert [dataclasses.replace(e, seq=0) for e in everything] == written
+    seqs = [e.seq for e in everything]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+    assert [e.id for e in await store.consent_entries(seqs[1], 1)] == ["c3"]
+    assert await store.consent_entries(seqs[3], 10) == []
+    # Contacts are asked in chunks; a long list is answered whole.
+    many = [f"+1650555{i:04d}" for i in range(1200)]
+    assert set(await store.consent_of([*many, mail])) == {mail}
+
+
+async def test_a_consent_entry_id_is_written_once(store: Store) -> None:
+    await store.consent_record([consent("c1", "+14155550123")])
+    with pytest.raises(StoreError):
+        await store.consent_record([consent("c2", "+14155550124"), consent("c1", "+1415555")])
+    assert [e.id for e in await store.consent_entries(0, 10)] == ["c1"]
+
+
+async def test_the_do_not_text_list_is_the_text_view_of_the_ledger(store: Store) -> None:
+    them = "+14155550123"
+    await store.consent_record([
+        consent("c1", them, channel=Channel.VOICE),  # not text
+        consent("c2", them, scope=Scope.SENDER, scope_value=SENDER),  # not every sender
+    ])  # fmt: skip
+    assert await store.dnt_get(them) is None
+    await store.consent_record([consent("c3", them, source=ConsentSource.STOP_REPLY, when=3),
+                                consent("c4", them, when=4)])  # fmt: skip
+    listed = DntEntry(number=them, added_at=at(3), added_by="ops", reason="reason of c3")
+    assert await store.dnt_get(them) == listed  # the first in force
+    assert await store.dnt_many([them]) == {them: listed}
+    # An opt-in for one sender takes back only that sender's.
+    await store.consent_record([consent("c5", them, action=Action.OPT_IN, scope=Scope.SENDER,
+                                        scope_value=SENDER)])  # fmt: skip
+    assert await store.dnt_list(limit=10) == [listed]
+
+    assert await store.dnt_remove(them, at=at(9), who="bob", entry_id="c6") is True
+    assert await store.dnt_get(them) is None
+    removal = (await store.consent_of([them]))[them][-1]
+    assert (removal.id, removal.action, removal.who, removal.at) == ("c6", Action.OPT_IN, "bob",
+                                                                      at(9))  # fmt: skip
+    again = DntEntry(number=them, added_at=at(10), added_by="carol")
+    assert await store.dnt_add(again, entry_id="c7") == again
+    assert (await store.consent_of([them]))[them][-1].id == "c7"
+    assert len(await store.consent_entries(0, 100)) == 7  # nothing was deleted
+
+
+async def test_sqlite_migrates_the_do_not_text_list_into_the_ledger(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY)")
+    for version, script in load_migrations("sqlite"):
+        if version >= LEDGER_MIGRATION:
+            break
+        db.executescript(script)
+        db.execute("INSERT INTO schema_migrations (version) VALUES (?)", (version,))
+    db.executemany(
+        "INSERT INTO do_not_text (number, added_at, added_by, reason) VALUES (?, ?, ?, ?)",
+        [("+14155550123", 1_000_000, "contact", "replied STOP to +14155550100"),
+         ("+14155550124", 2_000_000, "ops", None)],
+    )  # fmt: skip
+    db.commit()
+    db.close()
+
+    async with open_store(f"sqlite:///{path}") as store:
+        listed = await store.dnt_list(limit=10)
+        assert [(e.number, e.added_by, e.reason) for e in listed] == [
+            ("+14155550123", "contact", "replied STOP to +14155550100"),
+            ("+14155550124", "ops", None),
+        ]
+        entries = await store.consent_entries(0, 10)
+        assert [(e.source, e.channel, e.scope) for e in entries] == [
+            (ConsentSource.STOP_REPLY, Channel.TEXT, Scope.ALL),
+            (ConsentSource.OPERATOR, Channel.TEXT, Scope.ALL),
+        ]
 
 
 # -- SQLite only: durability -------------------------------------------------------------

@@ -22,6 +22,8 @@ from datetime import datetime, timedelta
 
 from dispatcher.clock import Clock
 from dispatcher.config import PacingConfig
+from dispatcher.core.channel import Channel
+from dispatcher.core.consent import refusal
 from dispatcher.core.model import (
     Event,
     Lane,
@@ -35,6 +37,7 @@ from dispatcher.core.model import (
     transition,
 )
 from dispatcher.core.numbers import e164
+from dispatcher.engine.consent import ConsentBook
 from dispatcher.engine.keys import OncePerKey
 from dispatcher.errors import Conflict, InvalidInput
 from dispatcher.store import Store
@@ -102,7 +105,10 @@ class Intake:
         pacing: PacingConfig,
         pending: set[str],
         on_stored: Callable[[Message], None],
+        *,
+        consent: ConsentBook | None = None,
     ) -> None:
+        self._consent = consent or ConsentBook(store)  # checked at submission
         self._pending = pending  # ids of Queued texts being written (see Queues.pending)
         self._on_stored = on_stored  # told of every new text the moment it is durable
         self._store = store
@@ -209,7 +215,7 @@ class Intake:
         return Submission(message=earlier, created=False)
 
     async def _admit(self, items: Sequence[_Checked]) -> list[Message]:
-        listed = await self._store.dnt_many({c.recipient for c in items})
+        ledger = await self._consent.read({c.recipient for c in items})
         # From here to the write, nothing awaits: the same-second rule is decided and
         # reserved in one step.
         now = self._clock.now().wall
@@ -223,7 +229,10 @@ class Intake:
             request, recipient = c.request, c.recipient
             pending = Event(message_id=message_id, at=now, status=TextStatus.PENDING,
                             reason=Reason.ACCEPTED, source=Source.API)  # fmt: skip
-            entry = listed.get(recipient) if listed else None
+            entry = self._consent.blocking(
+                ledger, recipient, channel=Channel.TEXT, sender=c.sender,
+                campaign=request.campaign_id,
+            ) if ledger else None  # fmt: skip
             previous = recent.get(recipient)
             status = TextStatus.QUEUED
             if entry is not None or (
@@ -250,7 +259,7 @@ class Intake:
                 step, message = transition(
                     message, TextStatus.FAILED, at=now, source=Source.API,
                     reason=Reason.DO_NOT_TEXT,
-                    detail=f"on the Do Not Text list since {entry.added_at.isoformat()}",
+                    detail=f"{refusal(entry)} since {entry.at.isoformat()}",
                 )  # fmt: skip
             else:
                 assert previous is not None

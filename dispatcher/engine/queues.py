@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from dispatcher.core.model import Message, TextStatus
+from dispatcher.engine.consent import Ledger
 
 BUFFER = 4
 """Texts kept in memory at the head of each number's queue."""
@@ -31,7 +32,8 @@ class NumberQueue:
     depth: int = 0
     paused: bool = False
     buffer: list[Message] = field(default_factory=list)  # queue order: (lane, seq)
-    listed: set[str] = field(default_factory=set)  # buffered recipients on the DNT list at read
+    listed: set[str] = field(default_factory=set)  # buffered recipients in the consent ledger
+    ledger: Ledger = field(default_factory=dict)  # their entries, as read with them
 
     @property
     def complete(self) -> bool:
@@ -94,11 +96,14 @@ class Queues:
                 del queue.buffer[i]
                 break
 
-    def refilled(self, number: str, heads: list[Message], listed: Iterable[str]) -> None:
+    def refilled(
+        self, number: str, heads: list[Message], listed: Iterable[str], ledger: Ledger | None = None
+    ) -> None:
         """Merge a fresh read of the head of the queue (and which of its recipients
-        are on the Do Not Text list) into the buffer."""
+        have entries in the consent ledger, with those entries) into the buffer."""
         queue = self[number]
         queue.listed = set(listed)
+        queue.ledger = ledger or {}
         merged = {
             m.id: m for m in heads if m.status is TextStatus.QUEUED and m.id not in self.pending
         }

@@ -21,6 +21,8 @@ from datetime import datetime, timedelta
 
 from dispatcher.channels import Accepted, HandOff, SendRequest
 from dispatcher.clock import Instant
+from dispatcher.core.channel import Channel
+from dispatcher.core.consent import refusal
 from dispatcher.core.model import (
     WAITING,
     Message,
@@ -83,7 +85,7 @@ class TextDesk:
         self.receipts = Receipts(
             self, channel=channel, store=store, store_fault=store_fault, faulted=store_faulted
         )
-        self.dnt_changes: dict[str, bool] = {}  # listed or not, as changed by this process
+        self._consent = wiring.consent
         self.sent_count = 0  # sends started by this process
         self.sends = RecentSends()  # started in the last minute, per number and in all
         self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
@@ -215,9 +217,9 @@ class TextDesk:
         if not keys:
             return
         heads = await self._store.heads(keys, BUFFER)
-        listed = await self._store.dnt_many({m.recipient for ms in heads.values() for m in ms})
+        listed = await self._consent.read({m.recipient for ms in heads.values() for m in ms})
         for key in keys:
-            self.queues.refilled(key, heads[key], listed)
+            self.queues.refilled(key, heads[key], listed, listed)
 
     def _take(
         self,
@@ -239,10 +241,16 @@ class TextDesk:
                                          reason=Reason.EXPIRED)  # fmt: skip
             elif is_expired(head, slot_at):
                 return None
-            elif self.dnt_changes.get(head.recipient, head.recipient in queue.listed):
+            elif optout := self._consent.blocking(
+                queue.ledger,
+                head.recipient,
+                channel=Channel.TEXT,
+                sender=head.sender,
+                campaign=head.campaign_id,
+            ):
                 step, after = transition(
                     head, TextStatus.FAILED, at=now, source=Source.SCHEDULER,
-                    reason=Reason.DO_NOT_TEXT, detail="listed before sending",
+                    reason=Reason.DO_NOT_TEXT, detail=refusal(optout),
                 )  # fmt: skip
             else:
                 step, after = transition(
@@ -260,11 +268,16 @@ class TextDesk:
         return None
 
     async def ready(self, item: Message) -> bool:
-        if not self.dnt_changes.get(item.recipient):
+        if item.recipient not in self._consent.changed:  # no I/O unless it changed here
             return True
-        step, failed = transition(  # listed while it waited for its slot
+        optout = await self._consent.check(
+            item.recipient, channel=Channel.TEXT, sender=item.sender, campaign=item.campaign_id
+        )
+        if optout is None:
+            return True
+        step, failed = transition(  # opted out while it waited for its slot
             item, TextStatus.FAILED, at=self._clock.now().wall, source=Source.SCHEDULER,
-            reason=Reason.DO_NOT_TEXT, detail="listed before sending",
+            reason=Reason.DO_NOT_TEXT, detail=refusal(optout),
         )  # fmt: skip
         self.record_soon([step])  # the sends due with it do not wait for this write
         self.outcome(failed)

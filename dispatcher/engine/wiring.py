@@ -10,6 +10,7 @@ from dispatcher.channels import Channel
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.engine.bus import Bus
+from dispatcher.engine.consent import ConsentBook
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store import Store
 
@@ -23,3 +24,4 @@ class Wiring:
     bus: Bus  # where results and outcomes are published
     store_fault: Callable[[StoreUnavailable], None]  # tell the service a write was refused
     may_send: Callable[[], bool]  # may sends start now: no operator's hold, no store fault
+    consent: ConsentBook  # the consent ledger, checked at submission and before sending

@@ -20,12 +20,15 @@ from dispatcher import private, runtime
 from dispatcher.channels import Channel, Mailer, open_channel, open_mailer
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
+from dispatcher.core.channel import Channel as ConsentChannel
+from dispatcher.core.consent import ConsentSource
 from dispatcher.core.model import TextStatus
 from dispatcher.core.results import Observed
 from dispatcher.engine.automations import Engine, load_rules
 from dispatcher.engine.bus import Bus
 from dispatcher.engine.calls import CallDesk
 from dispatcher.engine.campaigns import CampaignDesk
+from dispatcher.engine.consent import ConsentBook
 from dispatcher.engine.emails import EmailDesk
 from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.intake import Intake
@@ -75,9 +78,10 @@ class Dispatcher(
         self.bus = Bus()  # results and outcomes, for the automations and campaigns
         self._held = False
         self._closing = False
+        self.consent_book = ConsentBook(store)  # the consent ledger as the desks check it
         wiring = Wiring(
             config=config, store=store, channel=channel, clock=self.clock, bus=self.bus,
-            store_fault=self._health.report, may_send=self._sending,
+            store_fault=self._health.report, may_send=self._sending, consent=self.consent_book,
         )  # fmt: skip
         self.texts = TextDesk(
             wiring, opt_out=self._opted_out,
@@ -86,8 +90,9 @@ class Dispatcher(
         self._queues = self.texts.queues
         self._pacer = self.texts.pacer
         self._intake = Intake(
-            store, self.clock, config.pacing, self._queues.pending, on_stored=self.texts.accepted
-        )
+            store, self.clock, config.pacing, self._queues.pending, on_stored=self.texts.accepted,
+            consent=self.consent_book,
+        )  # fmt: skip
         self._inbound_lock = asyncio.Lock()
         self._pacer_task: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
@@ -274,4 +279,5 @@ class Dispatcher(
         return not (self._held or self._closing or self._health.fault)
 
     async def _opted_out(self, contact: str, reason: str) -> None:
-        await self.dnt_add(contact, added_by="carrier", reason=reason)
+        await self.opt_out(contact, source=ConsentSource.CARRIER, who="carrier", reason=reason,
+                           channels=[ConsentChannel.TEXT])  # fmt: skip

@@ -6,13 +6,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher.channels import Receipt
 from dispatcher.clock import Clock, Instant
 from dispatcher.config import Config
+from dispatcher.core.channel import Channel
+from dispatcher.core.consent import Action, ConsentSource, dnt_row
+from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.model import (
     WAITING,
     DntEntry,
@@ -38,6 +41,7 @@ from dispatcher.engine.queues import Queues
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.engine.texts import TextDesk
 from dispatcher.errors import Conflict, NotFound
+from dispatcher.service.consent import ConsentVerbs
 from dispatcher.service.views import MessageView, NumberView, StatusView
 from dispatcher.store import Store
 
@@ -45,7 +49,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 
-class TextVerbs:
+class TextVerbs(ConsentVerbs):
     """Texts accepted, received, explained, cancelled; numbers paused; the list kept."""
 
     config: Config
@@ -108,11 +112,13 @@ class TextVerbs:
         stored = await self.store.insert_message(received, [receiving, step.event])
         self._queues.counted(None, stored.status)
         asked = keyword(body)
+        said = f"replied {' '.join(body.strip().upper().split())} to {number}"
         if asked is Keyword.OPT_OUT:
-            word = " ".join(body.strip().upper().split())
-            await self.dnt_add(contact, added_by="contact", reason=f"replied {word} to {number}")
+            await self.opt_out(contact, source=ConsentSource.STOP_REPLY, who="contact",
+                               reason=said, channels=[Channel.TEXT])  # fmt: skip
         elif asked is Keyword.OPT_IN:
-            await self.dnt_remove(contact)
+            await self.opt_in(contact, source=ConsentSource.START_REPLY, who="contact",
+                              reason=said, channels=[Channel.TEXT])  # fmt: skip
         log.info("inbound.received", extra={"message_id": stored.id, "keyword": asked.value})
         return stored, asked
 
@@ -208,24 +214,43 @@ class TextVerbs:
         log.info("number.paused" if paused else "number.resumed", extra={"sender": number})
         return self._number_view(number, self.clock.now())
 
-    # -- Do Not Text -----------------------------------------------------------------
+    # -- Do Not Text: the text view of the consent ledger ------------------------------
     async def dnt_add(self, number: str, *, added_by: str, reason: str | None) -> DntEntry:
-        """Put ``number`` on the Do Not Text list (at once, even for a text claimed)."""
+        """Put ``number`` on the Do Not Text list (at once, even for a text claimed): an
+        operator's text opt-out for every sender, unless one is in force (that one is
+        kept as it is and returned)."""
         entry = DntEntry(
             number=e164(number), added_at=self.clock.now().wall, added_by=added_by, reason=reason
         )
-        self.texts.dnt_changes[entry.number] = True  # before the write: a send about to go sees it
-        stored = await self.store.dnt_add(entry)
+        row = dnt_row(id=new_id("cns"), number=entry.number, action=Action.OPT_OUT,
+                      at=entry.added_at, who=added_by, reason=reason)  # fmt: skip
+        stored = await self._dnt_write(row, self.store.dnt_add(entry, entry_id=row.id))
+        if stored != entry:
+            self.consent_book.forget([row])  # it was listed already: nothing written
         log.info("dnt.added", extra={"number": entry.number, "by": added_by})
         return stored
 
-    async def dnt_remove(self, number: str) -> bool:
-        """Take ``number`` off the Do Not Text list; whether it was on it."""
+    async def dnt_remove(self, number: str, *, removed_by: str = "operator") -> bool:
+        """Take ``number`` off the Do Not Text list (an operator's text opt-in for every
+        sender); whether it was on it."""
         number = e164(number)
-        removed = await self.store.dnt_remove(number)
-        self.texts.dnt_changes[number] = False
+        row = dnt_row(id=new_id("cns"), number=number, action=Action.OPT_IN,
+                      at=self.clock.now().wall, who=removed_by, reason=None)  # fmt: skip
+        removed = await self._dnt_write(
+            row, self.store.dnt_remove(number, at=row.at, who=removed_by, entry_id=row.id)
+        )
+        if not removed:
+            self.consent_book.forget([row])
         log.info("dnt.removed", extra={"number": number, "removed": removed})
         return removed
+
+    async def _dnt_write(self, row: ConsentEntry, write: Awaitable[_T]) -> _T:
+        self.consent_book.noted([row])  # before the write: a send about to go sees it
+        try:
+            return await write
+        except BaseException:
+            self.consent_book.forget([row])
+            raise
 
     async def dnt_check(self, number: str) -> DntEntry | None:
         """The list's entry for ``number``, if it is listed."""

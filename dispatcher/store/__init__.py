@@ -12,6 +12,7 @@ from dispatcher.adapters import load_adapter
 from dispatcher.store.port import (
     CallStore,
     CampaignStore,
+    ConsentStore,
     DoNotTextStore,
     EmailStore,
     EngagementStore,
@@ -24,6 +25,7 @@ from dispatcher.store.port import (
 __all__ = [
     "CallStore",
     "CampaignStore",
+    "ConsentStore",
     "DoNotTextStore",
     "EmailStore",
     "EngagementStore",

@@ -1,8 +1,9 @@
 """The store port: the domain verbs the service needs from storage, and the values
 only the store speaks of.
 
-One ``Store`` made of narrow parts (texts, the Do Not Text list, calls, email, voice links
-and metrics, campaigns, automation runs, the lists of texts and calls), so a
+One ``Store`` made of narrow parts (texts, the consent ledger and its Do Not Text view,
+calls, email, voice links and metrics, campaigns, automation runs, the lists of texts
+and calls), so a
 collaborator can ask for just the part it uses. Every verb here has a caller in the
 product and a test in the contract suite (``tests/test_store_contract.py``) that both
 adapters pass, errors included:
@@ -31,6 +32,7 @@ from typing import Protocol, Self
 
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.listing import ListQuery
 from dispatcher.core.metrics import EngagementRow, MetricsQuery
@@ -131,13 +133,27 @@ class TextStore(Protocol):
 
 
 class DoNotTextStore(Protocol):
-    """The Do Not Text list."""
+    """The Do Not Text list: the text view of the consent ledger (the contacts with a
+    text opt-out for every sender in force, :func:`dispatcher.core.consent.dnt_entry`)."""
 
-    async def dnt_add(self, entry: DntEntry) -> DntEntry:
-        """Add a number (an existing entry is kept as it is and returned)."""
+    async def dnt_add(self, entry: DntEntry, *, entry_id: str | None = None) -> DntEntry:
+        """Add a number (an existing entry is kept as it is and returned): appends an
+        operator's text opt-out for every sender to the ledger (under ``entry_id``, or
+        an id of the store's) unless one is in force."""
         ...
 
-    async def dnt_remove(self, number: str) -> bool: ...
+    async def dnt_remove(
+        self,
+        number: str,
+        *,
+        at: datetime | None = None,
+        who: str = "operator",
+        entry_id: str | None = None,
+    ) -> bool:
+        """Take a number off the list: appends an operator's text opt-in for every
+        sender (at ``at``; when not given, at the time of the contact's latest entry)
+        if it is listed. Whether it was listed, answered once per removal."""
+        ...
 
     async def dnt_get(self, number: str) -> DntEntry | None: ...
 
@@ -146,6 +162,26 @@ class DoNotTextStore(Protocol):
         ...
 
     async def dnt_list(self, limit: int) -> list[DntEntry]: ...
+
+
+class ConsentStore(Protocol):
+    """The consent ledger: every opt-out and opt-in of every channel, appended, never
+    changed (:mod:`dispatcher.core.consent` derives the current state from it)."""
+
+    async def consent_record(self, entries: Sequence[ConsentEntry]) -> None:
+        """Append ``entries`` in their order (one write: all or none). An id that exists
+        raises :class:`~dispatcher.errors.StoreError`."""
+        ...
+
+    async def consent_of(self, contacts: Collection[str]) -> dict[str, list[ConsentEntry]]:
+        """The entries of each of ``contacts`` that has any, in the order they were
+        recorded (one read for many)."""
+        ...
+
+    async def consent_entries(self, after: int, limit: int) -> list[ConsentEntry]:
+        """Up to ``limit`` entries recorded after the one whose ``seq`` is ``after``, in
+        the order they were recorded (the ledger page by page)."""
+        ...
 
 
 class CallStore(Protocol):
@@ -375,8 +411,8 @@ class ListingStore(Protocol):
         ...
 
 
-class Store(TextStore, DoNotTextStore, CallStore, EmailStore, EngagementStore, CampaignStore,
-            RunStore, ListingStore, Protocol):  # fmt: skip
+class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, EngagementStore,
+            CampaignStore, RunStore, ListingStore, Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dispatcher.store.memory.automations import MemoryAutomations
 from dispatcher.store.memory.calls import MemoryCalls
 from dispatcher.store.memory.campaigns import MemoryCampaigns
+from dispatcher.store.memory.consent import MemoryConsent
 from dispatcher.store.memory.emails import MemoryEmails
 from dispatcher.store.memory.engagement import MemoryEngagement
 from dispatcher.store.memory.keys import MemoryKeys
@@ -20,6 +21,7 @@ __all__ = ["MemoryStore"]
 
 class MemoryStore(
     MemoryTexts,
+    MemoryConsent,
     MemoryKeys,
     MemoryCalls,
     MemoryEmails,

@@ -8,8 +8,9 @@ from datetime import datetime
 
 from dispatcher.core.calls import Call, CallEvent
 from dispatcher.core.campaigns import Campaign, Contact
+from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import Email, EmailEvent
-from dispatcher.core.model import DntEntry, Event, Lane, Message
+from dispatcher.core.model import Event, Lane, Message
 from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError
 from dispatcher.lifecycle import Resource
@@ -33,7 +34,9 @@ class MemoryTables(Resource):
         self._on_heap: set[str] = set()
         self._slots: dict[str, datetime] = {}
         self._paused: set[str] = set()
-        self._dnt: dict[str, DntEntry] = {}
+        # the consent ledger, in the order it was recorded, and each contact's entries
+        self._consent: list[ConsentEntry] = []
+        self._consent_of: dict[str, list[ConsentEntry]] = defaultdict(list)
         self._seq = 0
         # calls
         self._calls: dict[str, Call] = {}

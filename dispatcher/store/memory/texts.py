@@ -1,4 +1,4 @@
-"""Texts and the Do Not Text list in memory. Each number's queue is a heap ordered by
+"""Texts in memory. Each number's queue is a heap ordered by
 (lane, seq), so the fake stays usable for tests with many messages."""
 
 from __future__ import annotations
@@ -6,13 +6,12 @@ from __future__ import annotations
 import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from dispatcher.core.model import (
     INBOUND,
-    DntEntry,
     Event,
     Lane,
     Message,
@@ -195,22 +194,6 @@ class MemoryTexts(MemoryTables):
 
     async def counts(self) -> dict[TextStatus, int]:
         return dict(Counter(m.status for m in self._messages.values()))
-
-    # -- Do Not Text list ------------------------------------------------------------
-    async def dnt_add(self, entry: DntEntry) -> DntEntry:
-        return self._dnt.setdefault(entry.number, entry)
-
-    async def dnt_remove(self, number: str) -> bool:
-        return self._dnt.pop(number, None) is not None
-
-    async def dnt_get(self, number: str) -> DntEntry | None:
-        return self._dnt.get(number)
-
-    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
-        return {n: self._dnt[n] for n in numbers if n in self._dnt}
-
-    async def dnt_list(self, limit: int) -> list[DntEntry]:
-        return sorted(self._dnt.values(), key=lambda e: e.added_at)[:limit]
 
 
 def _seq(message: Message) -> int:

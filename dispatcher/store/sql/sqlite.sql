@@ -85,19 +85,6 @@ ORDER BY seq DESC LIMIT ?2;
 -- name: counts
 SELECT status, COUNT(*) FROM messages GROUP BY status;
 
--- name: dnt_add
-INSERT INTO do_not_text (number, added_at, added_by, reason) VALUES (?, ?, ?, ?)
-ON CONFLICT (number) DO NOTHING;
-
--- name: dnt_remove
-DELETE FROM do_not_text WHERE number = ?;
-
--- name: dnt_get
-SELECT number, added_at, added_by, reason FROM do_not_text WHERE number = ?;
-
--- name: dnt_list
-SELECT number, added_at, added_by, reason FROM do_not_text ORDER BY added_at LIMIT ?;
-
 -- name: accepted_since
 SELECT * FROM messages WHERE accepted = 1 AND accepted_at >= ? ORDER BY seq;
 
@@ -109,10 +96,6 @@ JOIN messages AS m ON m.seq IN (
     ORDER BY q.lane, q.seq LIMIT ?
 )
 ORDER BY m.sender, m.lane, m.seq;
-
--- name: dnt_many
-SELECT number, added_at, added_by, reason FROM do_not_text
-WHERE number IN (SELECT value FROM json_each(?));
 
 -- name: insert_call
 INSERT INTO calls (

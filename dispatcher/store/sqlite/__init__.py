@@ -13,6 +13,7 @@ from dispatcher.errors import ConfigError
 from dispatcher.store.sqlite.automations import SQLiteAutomations
 from dispatcher.store.sqlite.calls import SQLiteCalls
 from dispatcher.store.sqlite.campaigns import SQLiteCampaigns
+from dispatcher.store.sqlite.consent import SQLiteConsent
 from dispatcher.store.sqlite.emails import SQLiteEmails
 from dispatcher.store.sqlite.engagement import SQLiteEngagement
 from dispatcher.store.sqlite.keys import SQLiteKeys
@@ -24,6 +25,7 @@ __all__ = ["SQLiteStore"]
 
 class SQLiteStore(
     SQLiteTexts,
+    SQLiteConsent,
     SQLiteKeys,
     SQLiteCalls,
     SQLiteEmails,

@@ -1,14 +1,14 @@
-"""Texts and the Do Not Text list in SQLite."""
+"""Texts in SQLite."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 
-from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.core.model import Event, Message, TextStatus, Transition
 from dispatcher.store.port import NumberState
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
@@ -127,29 +127,3 @@ class SQLiteTexts(SQLiteConnection):
 
     async def counts(self) -> dict[TextStatus, int]:
         return {TextStatus(row[0]): int(row[1]) for row in await self._rows("counts", ())}
-
-    # -- Do Not Text list ------------------------------------------------------------
-    async def dnt_add(self, entry: DntEntry) -> DntEntry:
-        params = (entry.number, r.us(entry.added_at), entry.added_by, entry.reason)
-        await self._write(("dnt_add", [params]))
-        return await self.dnt_get(entry.number) or entry
-
-    async def dnt_remove(self, number: str) -> bool:
-        async with self._dnt_lock:  # "did it exist" must be answered once per removal
-            existed = await self.dnt_get(number) is not None
-            await self._write(("dnt_remove", [(number,)]))
-        return existed
-
-    async def dnt_get(self, number: str) -> DntEntry | None:
-        row = await self._one("dnt_get", (number,))
-        return r.dnt(row) if row is not None else None
-
-    async def dnt_many(self, numbers: Collection[str]) -> dict[str, DntEntry]:
-        found: dict[str, DntEntry] = {}
-        for chunk in r.chunks(list(numbers)):
-            for row in await self._rows("dnt_many", (json.dumps(chunk),)):
-                found[row["number"]] = r.dnt(row)
-        return found
-
-    async def dnt_list(self, limit: int) -> list[DntEntry]:
-        return [r.dnt(row) for row in await self._rows("dnt_list", (limit,))]
