@@ -238,7 +238,8 @@ class Engagement:
                          "link scanner)")  # fmt: skip
         if self.unsubscribed:
             parts.append(f"unsubscribed at {_t(self.unsubscribed)}")
-        return ("; ".join(parts).capitalize() + ".") if parts else ""
+        said = "; ".join(parts)
+        return f"{said[:1].upper()}{said[1:]}." if parts else ""
 
 
 def engagement(history: Sequence[EmailEvent]) -> Engagement:

@@ -44,6 +44,8 @@ This module holds the app, its routes and its server; the handlers are in
 - ``GET /v/{token}``: a voice link's page, which plays the campaign's message; opening
   it counts nothing. ``POST /v/{token}/play``: the page's beacon when its audio starts,
   a text Play (never from a link-preview fetcher).
+- ``/email/o/{token}``, ``/email/c/{token}``, ``/email/u/{token}``: an email's open
+  pixel, tracked links and unsubscribe page (:mod:`dispatcher.web.email_links`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ from dispatcher.service import Dispatcher
 from dispatcher.web import voice_links
 from dispatcher.web.answers import MAX_BODY, errors
 from dispatcher.web.api import API, OPENAPI, Api
+from dispatcher.web.email_links import EmailLinks
 from dispatcher.web.operations import OperationsRoutes
 from dispatcher.web.twilio_routes import TwilioRoutes
 
@@ -102,6 +105,7 @@ class WebApp:
             app.router.add_route(op.method, op.path, getattr(self._api, op.handler))
         app.router.add_get("/v1/openapi.json", self._api.openapi)
         self._operations.add_to(app)
+        EmailLinks(self._dispatcher).add_to(app)
         return app
 
     async def voice_link(self, request: web.Request) -> web.StreamResponse:
