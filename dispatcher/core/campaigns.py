@@ -13,20 +13,23 @@ import functools
 import hashlib
 import heapq
 import hmac
-import string
+import itertools
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatcher.core.calls import CallStatus
 from dispatcher.core.model import Reason, TextStatus
 from dispatcher.core.numbers import UNKNOWN_ZONE, time_zones
 from dispatcher.errors import InvalidInput
+
+if TYPE_CHECKING:
+    import _csv
 
 VOICE_LINK = "voice_link"
 """A template field every contact has: a URL on the HTTP app that plays a message."""
@@ -163,35 +166,101 @@ def next_step(contact: Contact, state: ContactState) -> Contact:
 
 
 @dataclass(frozen=True, slots=True)
+class Field:
+    """A ``{column}`` of a template, or ``{column|default}``: the default stands in
+    for a contact whose column is empty."""
+
+    name: str
+    default: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Template:
-    """A text with ``{field}`` placeholders filled from each contact's columns."""
+    """A text with ``{column}`` fields filled from each contact's row: a field names a
+    column of the file as its header writes it (``{First Name}``), and may give a
+    default for an empty value (``{first_name|there}``)."""
 
     text: str
-    fields: tuple[str, ...]
+    fields: tuple[str, ...]  # the columns used, each once, in order
+    parts: tuple[str | Field, ...] = ()
+    defaults: tuple[tuple[str, str], ...] = ()  # (column, default) of the fields with one
 
     def render(self, values: Mapping[str, str]) -> str:
-        return self.text.format_map(values)
+        out: list[str] = []
+        for part in self.parts:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            value = values.get(part.name, "")
+            out.append(part.default if part.default is not None and not value.strip() else value)
+        return "".join(out)
+
+    def empty(self, values: Mapping[str, str], *, skip: str = "") -> list[str]:
+        """The fields without a default whose value in ``values`` is empty."""
+        optional = {name for name, _ in self.defaults}
+        return [f for f in self.fields
+                if f != skip and f not in optional and not values.get(f, "").strip()]  # fmt: skip
 
 
 def parse_template(text: str) -> Template:
-    """Check a template's syntax: ``{name}`` fields, ``{{`` and ``}}`` for braces."""
+    """Read a template: ``{column}`` and ``{column|default}`` fields, ``{{`` and ``}}``
+    for braces. A column is named as the file's header writes it, spaces and case
+    included (surrounding spaces aside)."""
     if not text.strip():
         raise InvalidInput("the template is empty", field="template")
-    names: list[str] = []
-    try:
-        for _, name, spec, conversion in string.Formatter().parse(text):
-            if name is None:
-                continue
-            if not name.isidentifier() or spec or conversion:
-                raise InvalidInput(
-                    f"template field {{{name}}} must be a plain name like {{first_name}}",
-                    field="template",
-                )
-            names.append(name)
-    except ValueError as exc:  # unbalanced braces
-        raise InvalidInput(f"the template is not valid: {exc} (write {{{{ for a brace)",
-                           field="template") from exc  # fmt: skip
-    return Template(text=text, fields=tuple(dict.fromkeys(names)))
+    parts: list[str | Field] = []
+    literal: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char in "{}" and text[i : i + 2] in ("{{", "}}"):
+            literal.append(char)
+            i += 2
+            continue
+        if char == "}":
+            raise _bad_template(
+                f"a }} at character {i + 1} closes no field (write }}}} for a brace)"
+            )
+        if char != "{":
+            literal.append(char)
+            i += 1
+            continue
+        close = text.find("}", i + 1)
+        inner = text[i + 1 : close] if close != -1 else ""
+        if close == -1 or "{" in inner:
+            raise _bad_template(f"the field at character {i + 1} is not closed with }} "
+                                "(write {{ for a brace)")  # fmt: skip
+        name, bar, default = inner.partition("|")
+        if not name.strip():
+            raise _bad_template(f"the field {{{inner}}} names no column: write a column's "
+                                "name as the header has it, like {First Name}")  # fmt: skip
+        if literal:
+            parts.append("".join(literal))
+            literal.clear()
+        parts.append(Field(name.strip(), default if bar else None))
+        i = close + 1
+    if literal:
+        parts.append("".join(literal))
+    defaults = {p.name: p.default for p in parts if isinstance(p, Field) and p.default is not None}
+    # A column's default stands in wherever the column is used.
+    parts = [Field(p.name, defaults.get(p.name)) if isinstance(p, Field) else p for p in parts]
+    fields = [p for p in parts if isinstance(p, Field)]
+    return Template(text=text, fields=tuple(dict.fromkeys(f.name for f in fields)),
+                    parts=tuple(parts), defaults=tuple(defaults.items()))  # fmt: skip
+
+
+def _bad_template(why: str) -> InvalidInput:
+    return InvalidInput(f"the template is not valid: {why}", field="template")
+
+
+def column_named(name: str, header: Sequence[str]) -> str | None:
+    """The column of ``header`` called ``name``: as written, else the one column whose
+    name differs only in case (``Phone`` for ``phone``); None when there is none (or
+    several differ only in case)."""
+    if name in header:
+        return name
+    folded = [column for column in header if column.casefold() == name.casefold()]
+    return folded[0] if len(folded) == 1 else None
 
 
 # -- send windows ----------------------------------------------------------------------
@@ -369,6 +438,7 @@ class CsvReader:
     path: Path
     header: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    delimiter: str = ","  # as found in the header line (see :func:`sniff_delimiter`)
 
     def rows(self) -> Iterator[Row]:
         for line, raw, error in self.records():
@@ -381,7 +451,7 @@ class CsvReader:
         """The rows as records; a record without an error has a field per column."""
         with self.path.open("rb") as fh:
             lines = _Lines(fh, self)
-            reader = csv.reader(lines)
+            reader = self._reader(lines)
             try:
                 header = next(reader)
             except StopIteration:
@@ -418,6 +488,36 @@ class CsvReader:
                 else:
                     yield line, values, None
 
+    def _reader(self, lines: _Lines) -> _csv.Reader:
+        """The csv reader of the file, with the delimiter its header line has."""
+        if lines.peek(2) in (b"\xff\xfe", b"\xfe\xff"):
+            raise InvalidInput(f"{self.path}: the file is UTF-16 text; save it as UTF-8 "
+                               '("CSV UTF-8")', field="contacts")  # fmt: skip
+        first = next(lines, None)
+        if first is None:
+            raise InvalidInput(f"{self.path}: the file is empty", field="contacts")
+        self.delimiter = sniff_delimiter(first)
+        return csv.reader(itertools.chain([first], lines), delimiter=self.delimiter)
+
+
+DELIMITERS = ",;\t|"
+"""What may separate a contacts file's columns: the first of these that the header
+line has most of (outside quotes) does; a header with none of them is one column."""
+
+
+def sniff_delimiter(header: str) -> str:
+    """The delimiter of a file whose first line is ``header``: the one of
+    :data:`DELIMITERS` it has most of outside double quotes (a comma on a tie)."""
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for char in header:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])  # the first of the most frequent
+    return best if counts[best] else ","
+
 
 class _Lines:
     """The file's lines as text for the csv module; counts bytes for progress and
@@ -431,6 +531,13 @@ class _Lines:
 
     def __iter__(self) -> _Lines:
         return self
+
+    def peek(self, size: int) -> bytes:
+        """The next ``size`` bytes, left unread."""
+        at = self._fh.tell()
+        data = self._fh.read(size)
+        self._fh.seek(at)
+        return data
 
     def __next__(self) -> str:
         data = self._fh.readline()

@@ -83,10 +83,10 @@ def _read(rules: ContactRules, values: dict[str, str]) -> Reading:
     zones = zones or zones_of(phone, rules.default_zone)
     cost = 1
     if (template := rules.template) is not None:
-        empty = [f for f in template.fields
-                 if f != VOICE_LINK and not values.get(f, "").strip()]  # fmt: skip
-        if empty:
-            raise InvalidInput(f"empty field {', '.join(empty)} for the template")
+        if empty := template.empty(values, skip=VOICE_LINK):
+            fields = ", ".join("{" + f + "}" for f in empty)
+            raise InvalidInput(f"empty field {fields} for the template (a default fills "
+                               f"it: {{{empty[0]}|...}})")  # fmt: skip
         cost = text_cost(rules, values)
     return phone, sender_for(phone, rules.senders), zones, cost
 

@@ -25,6 +25,7 @@ from dispatcher import private
 from dispatcher.clock import Clock
 from dispatcher.config import CampaignsConfig, Config
 from dispatcher.core.campaigns import (
+    DELIMITERS,
     VOICE_LINK,
     Campaign,
     CampaignChannel,
@@ -35,6 +36,7 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
     Record,
     Template,
+    column_named,
     link_token,
     parse_template,
     parse_window,
@@ -173,7 +175,7 @@ class Importer:
         reader = CsvReader(spec.contacts)
         rows = reader.records()
         first = await asyncio.to_thread(_peek, rows)  # reads the header (and one row)
-        self._check_columns(spec, template, reader.header)
+        spec = self._check_columns(spec, template, reader)
         await self._store.create_campaign(campaign)
         return Started(campaign=campaign, spec=spec, template=template, reader=reader,
                        rows=rows, first=first)  # fmt: skip
@@ -246,32 +248,40 @@ class Importer:
         return campaign, template
 
     def _check_columns(
-        self, spec: CampaignSpec, template: Template | None, header: Sequence[str]
-    ) -> None:
-        columns = set(header)
-        if spec.phone_column not in columns:
+        self, spec: CampaignSpec, template: Template | None, reader: CsvReader
+    ) -> CampaignSpec:
+        """``spec`` with its phone and time-zone columns as the header names them (their
+        case aside), once every column it needs is found."""
+        header = reader.header
+        phone = column_named(spec.phone_column, header)
+        if phone is None:
             raise InvalidInput(f"{spec.contacts}: no column {spec.phone_column!r} for the "
-                               f"contact's number (columns: {', '.join(header)}); "
-                               "choose one with --phone-column", field="phone_column")  # fmt: skip
-        if spec.tz_column and spec.tz_column not in columns:
-            raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r}",
-                               field="tz_column")  # fmt: skip
+                               f"contact's number (columns: {_columns(reader)}); choose one "
+                               f"with --phone-column{_delimiter_hint(reader)}",
+                               field="phone_column")  # fmt: skip
+        tz = column_named(spec.tz_column, header) if spec.tz_column else None
+        if spec.tz_column and tz is None:
+            raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r} "
+                               f"(columns: {_columns(reader)})", field="tz_column")  # fmt: skip
         missing = [f for f in (template.fields if template else ())
-                   if f not in columns and f != VOICE_LINK]  # fmt: skip
+                   if f not in header and f != VOICE_LINK]  # fmt: skip
         if missing:
+            near = {f: c for f in missing if (c := column_named(f, header)) is not None}
+            hint = "".join(f"; {{{f}}} is written {{{c}}} in the header" for f, c in near.items())
             raise InvalidInput(
                 f"the template uses {', '.join('{' + m + '}' for m in missing)}, which "
-                f"{spec.contacts} has no column for (columns: {', '.join(header)}); nothing "
-                "was imported",
+                f"{spec.contacts} has no column for (columns: {_columns(reader)}){hint}"
+                f"{_delimiter_hint(reader)}; nothing was imported",
                 field="template",
             )
+        return replace(spec, phone_column=phone, tz_column=tz)
 
     async def _import_rows(self, started: Started, progress: ImportProgress) -> Campaign:
         campaign, spec, reader = started.campaign, started.spec, started.reader
         rejects_path = (
             private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
         )
-        seen: set[str] = set()
+        seen: dict[str, int] = {}  # each contact's number: its first line
         tally = _Tally()
         rules = self._rules(started)
         workers = workers_for(_size(spec.contacts))
@@ -308,7 +318,8 @@ class Importer:
         return replace(
             campaign, state=state, accepted=progress.accepted, rejected=progress.rejected,
             duplicates=progress.duplicates, suppressed=progress.suppressed,
-            reject_file=str(rejects_path) if progress.rejected else None,
+            reject_file=str(rejects_path) if progress.rejected or progress.duplicates
+            or progress.suppressed else None,
             segments=sum(per_sender.values()),
             projected_finish=start + timedelta(seconds=busiest), updated_at=now,
         )  # fmt: skip
@@ -318,30 +329,35 @@ class Importer:
         progress.stored += len(contacts)
 
     async def _accepted(
-        self, campaign: Campaign, read: Read, seen: set[str], progress: ImportProgress,
+        self, campaign: Campaign, read: Read, seen: dict[str, int], progress: ImportProgress,
         rejects: Any,
     ) -> list[tuple[Contact, int]]:  # fmt: skip
         """A chunk's contacts to store: the rejected rows go to the reject file, a
         contact seen before is counted as a duplicate, one on the Do Not Text list as
-        suppressed."""
+        suppressed, and both are listed in the reject file too, with why."""
         progress.rows += len(read)
         checked: list[tuple[Contact, int]] = []
+        left: list[tuple[int, str, list[str]]] = []  # (line, why, row): rows not imported
         for item in read:
             if isinstance(item, Rejected):
                 progress.rejected += 1
-                rejects.writerow([item.line, item.reason, *item.raw])
+                left.append((item.line, item.reason, item.raw))
                 continue
-            phone = item[0].phone
-            if phone in seen:
+            contact = item[0]
+            if (first := seen.get(contact.phone)) is not None:
                 progress.duplicates += 1
+                left.append((contact.line, f"duplicate of line {first}", _row(contact)))
                 continue
-            seen.add(phone)
+            seen[contact.phone] = contact.line
             checked.append(item)
         if checked and campaign.channel is CampaignChannel.TEXT:  # Do Not Text: not imported
             listed = await self._store.dnt_many([c.phone for c, _ in checked])
             if listed:
-                progress.suppressed += sum(1 for c, _ in checked if c.phone in listed)
+                out = [c for c, _ in checked if c.phone in listed]
+                progress.suppressed += len(out)
+                left += [(c.line, "on the Do Not Text list", _row(c)) for c in out]
                 checked = [(c, n) for c, n in checked if c.phone not in listed]
+        rejects.writerows([line, why, *row] for line, why, row in sorted(left))
         progress.accepted += len(checked)
         return checked
 
@@ -400,6 +416,29 @@ class Importer:
             default_zone=config.default_time_zone, template=started.template,
             link_base=self._links.link(""),
         )  # fmt: skip
+
+
+def _row(contact: Contact) -> list[str]:
+    """A contact's row as the file has it (its fields are the row's, in column order)."""
+    return list(contact.fields.values())
+
+
+def _columns(reader: CsvReader) -> str:
+    """The header's columns, as a message lists them."""
+    return ", ".join(reader.header)
+
+
+def _delimiter_hint(reader: CsvReader) -> str:
+    """When the header reads as one column holding what may be another delimiter: say
+    so (the file may be separated by something else than it seems)."""
+    if len(reader.header) != 1:
+        return ""
+    others = [d for d in DELIMITERS if d != reader.delimiter and d in reader.header[0]]
+    if not others:
+        return ""
+    shown = {"\t": "tabs", ";": "semicolons", ",": "commas", "|": "bars"}
+    return (f"; the header reads as one column: if the file's columns are separated by "
+            f"{shown[others[0]]}, save it separated by commas")  # fmt: skip
 
 
 def _peek(rows: Iterator[Record]) -> Record | None:
