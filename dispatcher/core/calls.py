@@ -101,6 +101,7 @@ class CallReason(StrEnum):
     NO_AUDIO = "no_audio"
     CARRIER_FAILED = "carrier_failed"
     EXPIRED = "expired"
+    DO_NOT_CALL = "do_not_call"  # the contact opted out of calls (the consent ledger)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -89,6 +89,7 @@ class EmailReason(StrEnum):
     RELAY_REJECTED = "relay_rejected"
     OUTCOME_UNKNOWN = "outcome_unknown"
     RESENT = "resent_by_operator"
+    SUPPRESSED = "suppressed"  # the address opted out or bounced (the consent ledger)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,6 +50,9 @@ from dispatcher.core.calls import (
     call_status,
     explain_call,
 )
+from dispatcher.core.channel import Channel as ConsentChannel
+from dispatcher.core.consent import Entry as ConsentEntry
+from dispatcher.core.consent import refusal
 from dispatcher.core.model import Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
@@ -88,6 +91,7 @@ class CallDesk:
         clock = self._clock = wiring.clock
         self._base = config.http.base_url
         self._may_send = wiring.may_send
+        self._consent = wiring.consent  # the Do Not Call view of the consent ledger
         self.engine: Delivery[Call] = Delivery(
             self, clock, retries=Retries(config.provider),
             max_in_flight=config.voice.max_in_flight,
@@ -210,8 +214,11 @@ class CallDesk:
     async def _insert(self, call: Call) -> Call:
         first = CallEvent(call_id=call.id, at=call.accepted_at, status=CallStatus.QUEUED,
                           reason=CallReason.ACCEPTED, source=Source.API)  # fmt: skip
+        optout = await self._do_not_call(call)
         stored = await self._store.insert_call(call, [first])
         self.counts[stored.status] += 1
+        if optout is not None:  # on the Do Not Call list: it ends at once, with the reason
+            return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
         log.info("call.queued", extra={"call_id": stored.id, "to": stored.recipient})
         return stored
@@ -259,6 +266,9 @@ class CallDesk:
                                         reason=CallReason.EXPIRED,
                                         detail="its validity ended before its slot")  # fmt: skip
                         continue
+                    if (optout := await self._do_not_call(fresh)) is not None:
+                        await self._opted_out(fresh, optout, source=Source.SCHEDULER)
+                        continue
                     return await self._set(fresh, CallStatus.PLACING, source=Source.SCHEDULER,
                                            attempt_id=new_id("att"))  # fmt: skip
                 except BaseException:
@@ -267,7 +277,24 @@ class CallDesk:
         return None
 
     async def ready(self, item: Call) -> bool:
-        return True
+        if item.recipient not in self._consent.changed:  # no I/O unless it changed here
+            return True
+        optout = await self._do_not_call(item)
+        if optout is None:
+            return True
+        async with self._lock(item.id):
+            await self._opted_out(item, optout, source=Source.SCHEDULER)
+        return False
+
+    async def _do_not_call(self, call: Call) -> ConsentEntry | None:
+        """The opt-out that refuses ``call``, if its contact opted out of calls."""
+        return await self._consent.check(call.recipient, channel=ConsentChannel.VOICE,
+                                         sender=call.sender, campaign=call.campaign_id)  # fmt: skip
+
+    async def _opted_out(self, call: Call, optout: ConsentEntry, *, source: Source) -> Call:
+        """End ``call`` Failed: its contact opted out of calls (the Do Not Call view)."""
+        return await self._set(call, CallStatus.FAILED, source=source,
+                               reason=CallReason.DO_NOT_CALL, detail=refusal(optout))  # fmt: skip
 
     def started(self, key: str, at: Instant) -> None:
         """Nothing to count: the calls summary reads the engine."""

@@ -27,6 +27,9 @@ from datetime import datetime, timedelta
 
 from dispatcher.channels import Accepted, HandOff, Mailer, OutgoingEmail
 from dispatcher.clock import Instant
+from dispatcher.core.channel import Channel as ConsentChannel
+from dispatcher.core.consent import Entry as ConsentEntry
+from dispatcher.core.consent import refusal
 from dispatcher.core.email_tracking import engagement
 from dispatcher.core.emails import (
     EMAIL_TERMINAL,
@@ -74,6 +77,7 @@ class EmailDesk:
         self.tracking = EmailTracking(wiring)  # the tracking URLs and what they bring back
         clock = self._clock = wiring.clock
         self._may_send = wiring.may_send
+        self._consent = wiring.consent  # email suppression: the ledger's email view
         self.engine: Delivery[Email] = Delivery(
             self, clock, retries=Retries(config.provider),
             max_in_flight=config.pacing.max_in_flight,
@@ -162,8 +166,11 @@ class EmailDesk:
     async def _insert(self, email: Email) -> Email:
         first = EmailEvent(email_id=email.id, at=email.accepted_at, status=EmailStatus.QUEUED,
                            reason=EmailReason.ACCEPTED, source=Source.API)  # fmt: skip
+        optout = await self._suppressed(email)
         stored = await self._store.insert_email(email, [first])
         self.counts[stored.status] += 1
+        if optout is not None:  # a suppressed address: it ends at once, with the reason
+            return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
         log.info("email.queued", extra={"email_id": stored.id, "relay": stored.relay})
         return stored
@@ -193,6 +200,9 @@ class EmailDesk:
                         fresh = await self._store.get_email(email.id)
                         if fresh is None or fresh.status is not EmailStatus.QUEUED:
                             continue
+                        if (optout := await self._suppressed(fresh)) is not None:
+                            await self._opted_out(fresh, optout, source=Source.SCHEDULER)
+                            continue
                         claimed[key] = await self._set(fresh, EmailStatus.SENDING,
                                                        source=Source.SCHEDULER,
                                                        attempt_id=new_id("att"))  # fmt: skip
@@ -203,7 +213,25 @@ class EmailDesk:
         return claimed
 
     async def ready(self, item: Email) -> bool:
-        return True
+        if item.recipient.lower() not in self._consent.changed:  # no I/O unless it changed
+            return True
+        if (optout := await self._suppressed(item)) is None:
+            return True
+        async with self._lock(item.id):
+            await self._opted_out(item, optout, source=Source.SCHEDULER)
+        return False
+
+    async def _suppressed(self, email: Email) -> ConsentEntry | None:
+        """The opt-out that refuses ``email``, if its address is suppressed."""
+        return await self._consent.check(
+            email.recipient.lower(), channel=ConsentChannel.EMAIL, sender=email.sender,
+            campaign=email.campaign_id,
+        )  # fmt: skip
+
+    async def _opted_out(self, email: Email, optout: ConsentEntry, *, source: Source) -> Email:
+        """End ``email`` Failed: its address is suppressed."""
+        return await self._set(email, EmailStatus.FAILED, source=source,
+                               reason=EmailReason.SUPPRESSED, detail=refusal(optout))  # fmt: skip
 
     def started(self, key: str, at: Instant) -> None:
         """Nothing to count: the email summary reads the engine."""
