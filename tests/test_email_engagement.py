@@ -18,6 +18,7 @@ import pytest
 
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, EmailConfig, HttpConfig
+from dispatcher.core.channel import Channel
 from dispatcher.core.emails import EmailEvent, EmailResult, EmailStatus
 from dispatcher.core.model import Lane
 from dispatcher.errors import NotFound
@@ -372,3 +373,22 @@ async def test_the_mailto_unsubscribes_by_its_token_or_the_email_id(engaged: Eng
         sent.email_id, "ann0@example.com", "shop@example.com")  # fmt: skip
     assert by_id.scope is UnsubscribeScope.ALL
     assert [e.reason for e in await engaged.results(sent.email_id)] == ["sender", "all"]
+
+
+# -- the consent ledger ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scope", list(UnsubscribeScope))
+async def test_an_unsubscribe_opts_the_address_out_of_email_in_the_consent_ledger(
+    engaged: Engaged, scope: UnsubscribeScope
+) -> None:
+    sent = await engaged.send()
+    _, link = sent.unsubscribe
+    status, _ = await engaged.post(link, {"scope": scope.value})
+    assert status == 200
+
+    [entry] = await engaged.service.consent_history("ann0@example.com")
+    assert (entry.channel, entry.source.value, entry.who) == (
+        Channel.EMAIL, "unsubscribe", "ann0@example.com")  # fmt: skip
+    assert entry.scope_value == ("example.com" if scope is UnsubscribeScope.SENDER else "")
+    assert entry.reason == f"unsubscribed (page) from email {sent.email_id}"

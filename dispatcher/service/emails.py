@@ -3,9 +3,12 @@ and what the tracking URLs bring back (opens, clicks, unsubscribes)."""
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
+from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dispatcher.core.channel import Channel as ConsentChannel
+from dispatcher.core.consent import ConsentSource
+from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
 from dispatcher.core.emails import Email
 from dispatcher.engine.email_tracking import Unsubscribed
@@ -28,6 +31,18 @@ class EmailVerbs:
     if TYPE_CHECKING:  # the Dispatcher's, with its store faults
 
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
+
+        async def opt_out(  # the consent ledger's (service/consent.py)
+            self,
+            contact: str,
+            *,
+            source: ConsentSource,
+            who: str,
+            reason: str | None = None,
+            channels: Collection[ConsentChannel] | None = None,
+            sender: str | None = None,
+            campaign: str | None = None,
+        ) -> list[ConsentEntry]: ...
 
     async def submit_email(self, request: EmailRequest) -> EmailSubmission:
         """Accept an email: its addresses and header fields are validated (a CR or LF in
@@ -74,9 +89,19 @@ class EmailVerbs:
     ) -> Unsubscribed:
         """Unsubscribe the recipient of an email, named by the signed token of its
         ``List-Unsubscribe`` URIs or by its id, from email from its sender (``scope``
-        SENDER) or from all email (ALL): an Unsubscribe in the email's history, and an
-        opt-out. ``source`` says how it came (one-click POST, the page, a mailto).
-        Raises NotFound for a token that is unknown or forged, or an unknown id."""
-        return await self._taking_work(
+        SENDER: the domain of its From address) or from all email (ALL): an Unsubscribe
+        in the email's history, then an email opt-out in the consent ledger (source
+        ``unsubscribe``), so a later email to the address from that sender (or any)
+        ends Failed with the reason. ``source`` says how it came (one-click POST, the
+        page, a mailto). Raises NotFound for a token that is unknown or forged, or an
+        unknown id."""
+        done = await self._taking_work(
             self.emails.tracking.unsubscribe(token_or_email_id, scope, source)
         )
+        sender = done.sender if scope is UnsubscribeScope.SENDER else None
+        await self._taking_work(self.opt_out(
+            done.recipient, source=ConsentSource.UNSUBSCRIBE, who=done.recipient,
+            reason=f"unsubscribed ({source.value}) from email {done.email_id}",
+            channels=[ConsentChannel.EMAIL], sender=sender,
+        ))  # fmt: skip
+        return done
