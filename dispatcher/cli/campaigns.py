@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dispatcher.cli.output import json_flag, out
+from dispatcher.cli.numbers import NUMBER, phone
+from dispatcher.cli.output import json_flag, nothing_found, out
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError
+
+CONTACT_STATES = ("pending", "queued", "sent", "expired", "canceled")
 
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.progress import Progress
 
 CAMPAIGN_ID = "the campaign's id (cmp_...)"
+PREVIEW = 3  # texts shown after an import
 POLL = 0.25
 ENDED = {"finished", "canceled", "failed"}
 
@@ -61,22 +67,60 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     show.add_argument("--follow", action="store_true", help="a live progress bar to the end")
     for verb in ("pause", "resume", "cancel"):
         verbs.add_parser(verb, help=f"{verb} a campaign").add_argument("id", help=CAMPAIGN_ID)
+    preview = verbs.add_parser("preview", help="the first contacts' texts, as they will be sent")
+    preview.add_argument("id", help=CAMPAIGN_ID)
+    preview.add_argument("--limit", type=int, default=3, help="texts to show (default 3)")
+    test = verbs.add_parser(
+        "test", help="send one contact's text to a test number, outside the campaign's counts"
+    )
+    test.add_argument("id", help=CAMPAIGN_ID)
+    test.add_argument("--to", required=True, help=f"the test {NUMBER}")
+    test.add_argument(
+        "--line", type=int, help="the contact on this line of the file (default: the first)"
+    )
+    contacts = verbs.add_parser(
+        "contacts", help="every contact: its state, its text's status, reason and times"
+    )
+    contacts.add_argument("id", help=CAMPAIGN_ID)
+    contacts.add_argument("--state", action="append", choices=CONTACT_STATES,
+                          help="only contacts in this state (again for more)")  # fmt: skip
+    contacts.add_argument("--limit", type=int, default=10_000,
+                          help="at most this many, in file order (default 10,000)")  # fmt: skip
     for parser in verbs.choices.values():
-        json_flag(parser)
+        if parser is contacts:
+            output = parser.add_mutually_exclusive_group()
+            output.add_argument("--json", action="store_true", help="print JSON")
+            output.add_argument("--csv", action="store_true", help="print CSV rows, a header first")
+        else:
+            json_flag(parser)
 
 
 async def run(sock: Path, args: argparse.Namespace) -> int:
     action: str = args.campaign_command
-    if action == "create":
-        return await _create(sock, args)
-    if action == "list":
-        result = await call(sock, "campaigns")
-        out(args, result, lambda r: _table(r["campaigns"]))
-        return 0
     if action == "show" and args.follow:
         return await _follow(sock, args.id)
-    result = await call(sock, f"campaign_{action}", id=args.id)
-    out(args, result, _show)
+    verb = _VERBS.get(action)
+    if verb is not None:
+        return await verb(sock, args)
+    # show, pause, resume, cancel: the campaign as it is after
+    out(args, await call(sock, f"campaign_{action}", id=args.id), _show)
+    return 0
+
+
+async def _list(sock: Path, args: argparse.Namespace) -> int:
+    out(args, await call(sock, "campaigns"), lambda r: _table(r["campaigns"]))
+    return 0
+
+
+async def _preview(sock: Path, args: argparse.Namespace) -> int:
+    result = await call(sock, "campaign_preview", id=args.id, limit=args.limit)
+    out(args, result, lambda r: _texts(r["texts"]))
+    return 0
+
+
+async def _test(sock: Path, args: argparse.Namespace) -> int:
+    to = phone(args, args.to, option="--to")
+    out(args, await call(sock, "campaign_test", id=args.id, to=to, line=args.line), _tested)
     return 0
 
 
@@ -94,8 +138,60 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
         raise DispatcherError(f"the import of {args.contacts} failed: {view['import']['error']}")
     summary = {k: view[k] for k in ("id", "accepted", "rejected", "duplicates", "suppressed",
                                     "reject_file")}  # fmt: skip
-    out(args, summary, lambda _: _show(view))
+    if args.json:
+        out(args, summary, _show)
+        return 0
+    _show(view)
+    if view["accepted"]:
+        first = await call(sock, "campaign_preview", id=view["id"], limit=PREVIEW)
+        print(f"  the first {len(first['texts'])} as they will be sent:")
+        _texts(first["texts"], indent="    ")
     return 0
+
+
+async def _contacts(sock: Path, args: argparse.Namespace) -> int:
+    result = await call(sock, "campaign_contacts", id=args.id, states=args.state or [],
+                        limit=args.limit)  # fmt: skip
+    rows: list[dict[str, Any]] = result["contacts"]
+    if not rows:
+        states = " or ".join(args.state or ["any state"])
+        return nothing_found(args, result, f"campaign {args.id} has no contact in {states}")
+    if args.csv:
+        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    else:
+        out(args, result, lambda _: _contact_lines(rows))
+    return 0
+
+
+def _contact_lines(rows: list[dict[str, Any]]) -> None:
+    print(f"{'line':>6}  {'phone':<16} {'state':<9} {'status':<12} {'reason':<14} updated")
+    for r in rows:
+        print(f"{r['line']:>6}  {r['phone']:<16} {r['state']:<9} {r['status'] or '-':<12} "
+              f"{r['reason'] or '-':<14} {r['updated_at'] or '-'}")  # fmt: skip
+
+
+def _texts(texts: list[dict[str, Any]], indent: str = "") -> None:
+    """Each previewed text: its line and contact, then the text."""
+    for t in texts:
+        cost = (
+            f", {t['segments']} segment{'s' if t['segments'] != 1 else ''}" if t["segments"] else ""
+        )
+        print(f"{indent}line {t['line']}: {t['from']} -> {t['to']}{cost}")
+        print(f"{indent}  {t['body']}")
+
+
+def _tested(t: dict[str, Any]) -> None:
+    print(f"{t['id']}  {t['status']}  {t['from']} -> {t['to']}  (the text of line {t['line']}; "
+          "in none of the campaign's counts)")  # fmt: skip
+    print(f"  {t['body']}")
+
+
+_VERBS: dict[str, Callable[[Path, argparse.Namespace], Awaitable[int]]] = {
+    "create": _create, "list": _list, "preview": _preview, "test": _test,
+    "contacts": _contacts,
+}  # fmt: skip
 
 
 def _absolute(path: str) -> str:

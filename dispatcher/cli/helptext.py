@@ -66,6 +66,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "--channel voice --from +15550000100 --send-window 09:00-18:00 --draft",
     ),
     "campaign list": ("dispatcher campaign list",),
+    "campaign preview": (
+        "dispatcher campaign preview cmp_7d2e...",
+        "dispatcher campaign preview cmp_7d2e... --limit 10 --json",
+    ),
+    "campaign test": (
+        "dispatcher campaign test cmp_7d2e... --to +15550100099",
+        "dispatcher campaign test cmp_7d2e... --to 555-010-0099 --line 12",
+    ),
+    "campaign contacts": (
+        "dispatcher campaign contacts cmp_7d2e...",
+        "dispatcher campaign contacts cmp_7d2e... --state expired --state canceled",
+        "dispatcher campaign contacts cmp_7d2e... --csv > results.csv",
+    ),
     "campaign show": (
         "dispatcher campaign show cmp_7d2e...",
         "dispatcher campaign show cmp_7d2e... --follow",
@@ -77,6 +90,19 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "dnt remove": ("dispatcher dnt remove 555-010-0001",),
     "dnt check": ("dispatcher dnt check +15550100001",),
     "dnt list": ("dispatcher dnt list --json",),
+    "consent check": (
+        "dispatcher consent check +15550100001",
+        "dispatcher consent check ann@example.org --channel email --json",
+    ),
+    "consent add": (
+        'dispatcher consent add 555-010-0001 --channel voice --reason "asked by phone"',
+        "dispatcher consent add ann@example.org --sender news.example.com",
+    ),
+    "consent remove": ("dispatcher consent remove +15550100001 --channel text",),
+    "consent list": ("dispatcher consent list --channel email --json",),
+    "consent history": ("dispatcher consent history +15550100001",),
+    "consent import": ("dispatcher consent import opt-outs.csv",),
+    "consent export": ("dispatcher consent export > consent.csv",),
 }
 """Examples of each command, by its words after ``dispatcher``."""
 

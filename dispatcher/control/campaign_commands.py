@@ -1,13 +1,17 @@
-"""The control commands of campaigns: create, list, show, pause, resume, cancel."""
+"""The control commands of campaigns: create, list, show, pause, resume, cancel; the
+preview of the first texts, a test send, and the contacts' report."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from dispatcher.control.protocol import JSON, IdArgs, LimitArgs, command
+from msgspec import Meta
+
+from dispatcher.control.protocol import JSON, Args, IdArgs, LimitArgs, command
+from dispatcher.core.campaigns import ContactState
 from dispatcher.core.durations import parse_duration
 from dispatcher.errors import InvalidInput
 from dispatcher.schemas import ts
@@ -124,3 +128,48 @@ async def _resume(d: Dispatcher, a: IdArgs) -> JSON:
 @command("campaign_cancel", IdArgs, "cancel a campaign: no contact not yet sent is sent")
 async def _cancel(d: Dispatcher, a: IdArgs) -> JSON:
     return campaign_json(await d.cancel_campaign(a.id))
+
+
+class PreviewArgs(Args, frozen=True):
+    id: str
+    limit: Annotated[int, Meta(ge=1, le=100)] = 3
+
+
+@command("campaign_preview", PreviewArgs, "the first contacts' texts, as they will be sent")
+async def _preview(d: Dispatcher, a: PreviewArgs) -> JSON:
+    texts = await d.campaign_preview(a.id, a.limit)
+    return {"texts": [{"line": t.line, "to": t.phone, "from": t.sender, "body": t.body,
+                       "segments": t.segments} for t in texts]}  # fmt: skip
+
+
+class TestArgs(Args, frozen=True):
+    id: str
+    to: str
+    line: Annotated[int, Meta(ge=1)] | None = None
+
+
+@command("campaign_test", TestArgs, "send one contact's text to a test number, outside the counts")
+async def _test(d: Dispatcher, a: TestArgs) -> JSON:
+    sent = await d.campaign_test(a.id, a.to, a.line)
+    return {"id": sent.id, "status": sent.status, "from": sent.sender, "to": sent.recipient,
+            "body": sent.body, "line": sent.line}  # fmt: skip
+
+
+State = Literal["pending", "queued", "sent", "expired", "canceled"]
+
+
+class ContactsArgs(Args, frozen=True):
+    id: str
+    states: tuple[State, ...] = ()
+    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+
+
+@command("campaign_contacts", ContactsArgs, "every contact with its state, text status and times")
+async def _contacts(d: Dispatcher, a: ContactsArgs) -> JSON:
+    reports = await d.campaign_report(a.id, [ContactState(s) for s in a.states], a.limit)
+    return {"contacts": [{
+        "line": r.contact.line, "phone": r.contact.phone, "from": r.contact.sender,
+        "state": r.contact.state.value, "attempt": r.contact.attempt, "id": r.item_id,
+        "status": r.status, "reason": r.reason, "accepted_at": ts(r.accepted_at),
+        "sent_at": ts(r.sent_at), "updated_at": ts(r.updated_at),
+    } for r in reports]}  # fmt: skip

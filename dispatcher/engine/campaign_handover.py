@@ -89,14 +89,12 @@ class HandOver:
     ) -> list[tuple[Contact, Seen]]:  # fmt: skip
         requests, tokens = [], []
         for contact in contacts:
-            fields, token = dict(contact.fields), None
-            if VOICE_LINK in template.fields:
-                token = self._links.token(campaign.id, contact.line, contact.attempt)
-                fields[VOICE_LINK] = self._links.link(token)
+            token = self._token(campaign, template, contact)
             tokens.append(token)
             requests.append(TextRequest(
-                sender=contact.sender, recipient=contact.phone, body=template.render(fields),
-                lane=Lane.BULK, idempotency_key=_key(campaign, contact),
+                sender=contact.sender, recipient=contact.phone,
+                body=self._render(template, contact, token),
+                lane=Lane.BULK, idempotency_key=attempt_key(campaign, contact),
                 validity=_validity(campaign, contact, window, now), campaign_id=campaign.id,
             ))  # fmt: skip
         submissions = await self._service.submit_many(requests)
@@ -112,21 +110,36 @@ class HandOver:
             handed.append((queued, (message.status, message.reason, message.expires_at)))
         return handed
 
+    def body(self, campaign: Campaign, template: Template, contact: Contact) -> str:
+        """The text of ``contact``'s present attempt, as it is (or will be) sent."""
+        return self._render(template, contact, self._token(campaign, template, contact))
+
+    def _token(self, campaign: Campaign, template: Template, contact: Contact) -> str | None:
+        """The token of the attempt's voice link, when the template has one."""
+        if VOICE_LINK not in template.fields:
+            return None
+        return self._links.token(campaign.id, contact.line, contact.attempt)
+
+    def _render(self, template: Template, contact: Contact, token: str | None) -> str:
+        if token is None:
+            return template.render(contact.fields)
+        return template.render({**contact.fields, VOICE_LINK: self._links.link(token)})
+
     async def _call(
         self, campaign: Campaign, contact: Contact, window: Window, now: datetime
     ) -> tuple[Contact, Seen]:
         async with self._calls:
             placed = await self._service.submit_call(CallRequest(
                 sender=contact.sender, recipient=contact.phone, script_name=campaign.template,
-                lane=Lane.BULK, idempotency_key=_key(campaign, contact), campaign_id=campaign.id,
-                validity=_validity(campaign, contact, window, now),
+                lane=Lane.BULK, idempotency_key=attempt_key(campaign, contact),
+                campaign_id=campaign.id, validity=_validity(campaign, contact, window, now),
             ))  # fmt: skip
         call = placed.call
         queued = replace(contact, state=ContactState.QUEUED, message_id=call.id)
         return queued, (call.status, call.reason, call.expires_at)
 
 
-def _key(campaign: Campaign, contact: Contact) -> str:
+def attempt_key(campaign: Campaign, contact: Contact) -> str:
     """The idempotency key of a contact's attempt: its text or call is made once."""
     return f"{campaign.id}:{contact.line}:{contact.attempt}"
 

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -58,6 +58,7 @@ from dispatcher.engine.campaign_import import (
     Started,
     VoiceLinks,
 )
+from dispatcher.engine.campaign_views import CampaignViews, ContactReport, Rendered, TestSend
 from dispatcher.engine.events import Outcome
 from dispatcher.errors import Conflict, DispatcherError, NotFound
 from dispatcher.store import Store
@@ -114,6 +115,7 @@ class CampaignDesk:
         self._links = VoiceLinks(config)
         self._importer = Importer(config, store=store, clock=clock, links=self._links)
         self._hand_over = HandOver(service, store, self._links)
+        self._views = CampaignViews(store, service, self._hand_over)
         self._running: dict[str, _Running] = {}
         self._followed: dict[str, _Running] = {}
         self._imports: dict[str, ImportProgress] = {}
@@ -429,6 +431,23 @@ class CampaignDesk:
             fields=template.fields if template else (),
         )  # fmt: skip
 
+    async def preview(self, campaign_id: str, limit: int) -> list[Rendered]:
+        """The texts of the campaign's first ``limit`` contacts, as they will be sent."""
+        campaign = await self.get(campaign_id)
+        return await self._views.preview(campaign, _template_of(campaign), limit)
+
+    async def test_send(self, campaign_id: str, to: str, line: int | None = None) -> TestSend:
+        """Send one contact's text (the first's, or the one on ``line``) to ``to``,
+        outside the campaign's counts."""
+        campaign = await self.get(campaign_id)
+        return await self._views.test(campaign, _template_of(campaign), to, line)
+
+    async def report(
+        self, campaign_id: str, states: Collection[ContactState], limit: int
+    ) -> list[ContactReport]:
+        """The campaign's contacts in ``states`` (all when empty), each with its text."""
+        return await self._views.contacts(await self.get(campaign_id), states, limit)
+
     async def list(self, limit: int = 100) -> list[CampaignView]:
         return [await self.view(c.id) for c in await self._store.list_campaigns(limit)]
 
@@ -480,3 +499,8 @@ class CampaignDesk:
                     await self._service.cancel_call(item)
                 else:
                     await self._service.cancel(item)
+
+
+def _template_of(campaign: Campaign) -> Template | None:
+    """A text campaign's template (a voice campaign has a script's name)."""
+    return parse_template(campaign.template) if campaign.channel is CampaignChannel.TEXT else None

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.engine.campaign_views import ContactReport, Rendered, TestSend
 from dispatcher.engine.campaigns import CampaignDesk, CampaignSpec, CampaignView
 from dispatcher.store import Store
 
@@ -35,6 +36,24 @@ class CampaignVerbs:
         """The campaign's contacts in any of ``states``, in file order."""
         await self.campaigns.get(campaign_id)  # NotFound for an unknown campaign
         return await self.store.contacts_in(campaign_id, states, limit)
+
+    async def campaign_preview(self, campaign_id: str, limit: int = 3) -> list[Rendered]:
+        """The texts of the campaign's first ``limit`` contacts, as they will be sent
+        (a voice campaign's: its script's name)."""
+        return await self.campaigns.preview(campaign_id, limit)
+
+    async def campaign_test(self, campaign_id: str, to: str, line: int | None = None) -> TestSend:
+        """Send the text of the campaign's first contact (or of the one on ``line``) to
+        the test number ``to``, from that contact's pool number. It belongs to no
+        campaign: it is in none of the campaign's counts, contacts or metrics."""
+        return await self.campaigns.test_send(campaign_id, to, line)
+
+    async def campaign_report(
+        self, campaign_id: str, states: Collection[ContactState] = (), limit: int = 10_000
+    ) -> list[ContactReport]:
+        """The campaign's contacts in ``states`` (every state when empty), in file
+        order, each with its text's (or call's) status, reason and times."""
+        return await self.campaigns.report(campaign_id, states, limit)
 
     async def pause_campaign(self, campaign_id: str) -> CampaignView:
         """Pause a running campaign: its queued texts come back, none is sent."""

@@ -1,0 +1,118 @@
+"""The campaign commands a marketer runs before and after sending, as they run them:
+``campaign create`` (its preview of the first texts), ``campaign preview``,
+``campaign test`` and ``campaign contacts`` (``--state``, ``--csv``), in subprocesses
+against a service in the test's own event loop."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher.config import Config, load_config
+from dispatcher.control.client import ControlClient
+from dispatcher.control.server import ControlServer
+from dispatcher.service import Dispatcher
+from tests.campaign_helpers import write_contacts
+from tests.helpers import wait_for
+from tests.test_cli import assert_clean_error, dispatcher
+
+POOL = "+15550000201,+15550000202"
+ROWS = [("+12125550001", "Ann", "May 4"), ("(212) 555-0002", "", "May 5"),
+        ("+12125550003", "Cy", "May 6"), ("not a number", "Di", "May 7")]  # fmt: skip
+
+
+@pytest.fixture
+async def service(home: Path) -> AsyncIterator[Config]:
+    config = load_config(home=home, env={})
+    running = Dispatcher.from_config(config)
+    async with (
+        running,
+        ControlServer(running, config.socket_path, max_line=config.control.max_line),
+    ):
+        yield config
+
+
+async def create(home: Path, *options: str) -> str:
+    path = write_contacts(home / "contacts.csv", ("Phone", "First Name", "Date"), ROWS)
+    run = await dispatcher(
+        home, "campaign", "create", "--name", "Spring", "--contacts", str(path),
+        "--template", "Hi {First Name|there}, see you on {Date}.", "--from", POOL, *options,
+    )  # fmt: skip
+    assert run.code == 0, run.err
+    return run.out
+
+
+async def test_create_shows_the_first_texts_and_preview_shows_more(
+    home: Path, service: Config
+) -> None:
+    shown = await create(home, "--draft")
+    campaign_id = shown.split()[0]
+    assert "3 accepted, 1 rejected" in shown
+    assert "the first 3 as they will be sent:" in shown
+    assert "    line 2: +155500002" in shown
+    assert "      Hi Ann, see you on May 4." in shown
+    assert "      Hi there, see you on May 5." in shown
+
+    preview = (await dispatcher(home, "campaign", "preview", campaign_id, "--limit", "2",
+                                "--json")).json()  # fmt: skip
+    assert [(t["line"], t["to"], t["body"], t["segments"]) for t in preview["texts"]] == [
+        (2, "+12125550001", "Hi Ann, see you on May 4.", 1),
+        (3, "+12125550002", "Hi there, see you on May 5.", 1),
+    ]
+    unknown = await dispatcher(home, "campaign", "preview", "cmp_none")
+    assert "cmp_none" in assert_clean_error(unknown, 1)
+
+
+async def test_a_test_send_goes_to_the_test_number_outside_the_campaign(
+    home: Path, service: Config
+) -> None:
+    campaign_id = (await create(home, "--draft")).split()[0]
+    run = await dispatcher(home, "campaign", "test", campaign_id, "--to", "555-010-0099",
+                           "--line", "3", "--json")  # fmt: skip
+    sent = run.json()
+    assert (sent["to"], sent["line"], sent["body"]) == (
+        "+15550100099", 3, "Hi there, see you on May 5.",
+    )  # fmt: skip
+    async with ControlClient(service.socket_path) as client:
+        stored = await client.call("message", id=sent["id"])
+        shown = await client.call("campaign_show", id=campaign_id)
+    assert stored["body"] == sent["body"]
+    assert stored["from"] in POOL.split(",")
+    assert shown["contacts"] == {"pending": 3}  # no contact moved, none added
+    human = await dispatcher(home, "campaign", "test", campaign_id, "--to", "+15550100098")
+    assert "in none of the campaign's counts" in human.out
+    missing = await dispatcher(home, "campaign", "test", campaign_id, "--to", "+15550100098",
+                               "--line", "99")  # fmt: skip
+    assert "no contact on line 99" in assert_clean_error(missing, 1)
+
+
+async def test_contacts_lists_each_contact_with_its_text(home: Path, service: Config) -> None:
+    # Open all day but a minute (a window is never the whole day), whatever the time.
+    campaign_id = (await create(home, "--send-window", "00:00-23:59")).split()[0]
+    async with ControlClient(service.socket_path) as client:
+
+        async def settled() -> bool:
+            shown = await client.call("campaign_show", id=campaign_id)
+            return bool(shown["state"] == "finished")
+
+        await wait_for(settled, within=90, what="the campaign to finish")
+
+    listed = await dispatcher(home, "campaign", "contacts", campaign_id, "--csv")
+    assert listed.code == 0, listed.err
+    rows = list(csv.DictReader(listed.out.splitlines()))
+    assert [(r["line"], r["phone"], r["state"]) for r in rows] == [
+        ("2", "+12125550001", "sent"), ("3", "+12125550002", "sent"),
+        ("4", "+12125550003", "sent"),
+    ]  # fmt: skip
+    for row in rows:
+        assert row["status"] in {"Sent", "Delivered"}
+        assert row["id"].startswith("msg_")
+        assert row["accepted_at"] <= row["sent_at"] <= row["updated_at"]
+    human = await dispatcher(home, "campaign", "contacts", campaign_id, "--state", "sent")
+    assert human.out.splitlines()[1].split()[:3] == ["2", "+12125550001", "sent"]
+    none = await dispatcher(home, "campaign", "contacts", campaign_id, "--state", "expired")
+    assert (none.code, none.out) == (1, "")
+    assert none.err == f"dispatcher: campaign {campaign_id} has no contact in expired\n"
