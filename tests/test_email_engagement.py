@@ -378,14 +378,20 @@ async def test_the_mailto_unsubscribes_by_its_token_or_the_email_id(engaged: Eng
 # -- the consent ledger ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("scope", list(UnsubscribeScope))
-async def test_an_unsubscribe_opts_the_address_out_of_email_in_the_consent_ledger(
-    engaged: Engaged, scope: UnsubscribeScope
-) -> None:
+async def unsubscribed(engaged: Engaged, scope: UnsubscribeScope) -> Sent:
+    """An email sent, and unsubscribed from through its page's form."""
     sent = await engaged.send()
     _, link = sent.unsubscribe
     status, _ = await engaged.post(link, {"scope": scope.value})
     assert status == 200
+    return sent
+
+
+@pytest.mark.parametrize("scope", list(UnsubscribeScope))
+async def test_an_unsubscribe_opts_the_address_out_of_email_in_the_consent_ledger(
+    engaged: Engaged, scope: UnsubscribeScope
+) -> None:
+    sent = await unsubscribed(engaged, scope)
 
     [entry] = await engaged.service.consent_history("ann0@example.com")
     assert (entry.channel, entry.source.value, entry.who) == (

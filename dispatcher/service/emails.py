@@ -32,17 +32,10 @@ class EmailVerbs:
 
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
 
-        async def opt_out(  # the consent ledger's (service/consent.py)
-            self,
-            contact: str,
-            *,
-            source: ConsentSource,
-            who: str,
-            reason: str | None = None,
-            channels: Collection[ConsentChannel] | None = None,
-            sender: str | None = None,
-            campaign: str | None = None,
-        ) -> list[ConsentEntry]: ...
+        async def opt_out(self, contact: str, *, source: ConsentSource, who: str,  # consent's
+                          reason: str | None = None, channels: Collection[ConsentChannel]
+                          | None = None, sender: str | None = None, campaign: str | None = None,
+                          ) -> list[ConsentEntry]: ...  # fmt: skip
 
     async def submit_email(self, request: EmailRequest) -> EmailSubmission:
         """Accept an email: its addresses and header fields are validated (a CR or LF in
