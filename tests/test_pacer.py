@@ -1,13 +1,22 @@
-"""The deadline scheduler alone (``dispatcher.engine.scheduler``), on a fake clock: keys
-due together go out in batches, never more than the room allows, and each key comes
-back through ``book``."""
+"""The deadline scheduler (``dispatcher.engine.scheduler``), on a fake clock: keys due
+together go out in batches, never more than the room allows, and each key comes back
+through ``book``; and the engine's claim lead, which follows the claims' duration."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
+from datetime import datetime
 
-from dispatcher.clock import FakeClock
+import pytest
+
+from dispatcher.channels import Accepted, HandOff
+from dispatcher.clock import FakeClock, Instant
+from dispatcher.config import ProviderConfig
+from dispatcher.engine.delivery import MAX_LEAD, Delivery
+from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
+from dispatcher.errors import ProviderError
 
 
 async def test_keys_due_together_go_out_in_batches_in_slot_order() -> None:
@@ -74,3 +83,108 @@ async def test_a_booked_key_comes_back_at_its_slot_and_an_idle_one_when_woken() 
     assert seen[3] == ("a", start + 1.0)
     pacer.stop()
     await task
+
+
+class SlowClaims:
+    """A kind whose every claim takes ``claim_takes`` seconds of the fake clock: each key
+    has ``per_key`` items, sent at once."""
+
+    name = "slow"
+
+    def __init__(self, clock: FakeClock, claim_takes: float, per_key: int) -> None:
+        self._clock = clock
+        self._claim_takes = claim_takes
+        self._left: dict[str, int] = {}
+        self._per_key = per_key
+        self.started_at: list[float] = []
+
+    def item_id(self, item: str) -> str:
+        return item
+
+    def may_send(self, key: str) -> bool:
+        return True
+
+    async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, str]:
+        await self._clock.sleep(self._claim_takes)
+        claimed = {}
+        for key, _ in due:
+            sent = self._left.setdefault(key, 0)
+            if sent < self._per_key:
+                self._left[key] = sent + 1
+                claimed[key] = f"{key}-{sent}"
+        return claimed
+
+    async def ready(self, item: str) -> bool:
+        return True
+
+    def hold(self, item: str) -> float:
+        return 1.0
+
+    def started(self, key: str, at: Instant) -> None:
+        self.started_at.append(at.mono)
+
+    async def send(self, item: str, hand_off: HandOff) -> Accepted:
+        hand_off(self._clock.now())
+        return Accepted(provider_id=item)
+
+    async def taken(self, item: str, accepted: Accepted, *, started: Instant, hold: float) -> None:
+        return None
+
+    async def retry(
+        self, item: str, exc: ProviderError, decision: Retry, slot_at: datetime
+    ) -> None:
+        raise AssertionError("no refusals here")
+
+    async def fail(
+        self, item: str, exc: ProviderError, decision: GiveUp, slot_at: datetime
+    ) -> None:
+        raise AssertionError("no refusals here")
+
+    async def lookup(self, item: str) -> Accepted | None:
+        return None
+
+    async def received(self, item: str, found: Accepted) -> None:
+        return None
+
+    async def not_received(self, item: str, *, running: bool) -> None:
+        return None
+
+
+async def test_the_lead_follows_slow_claims_so_later_sends_start_at_their_slots() -> None:
+    clock = FakeClock()
+    kind = SlowClaims(clock, claim_takes=0.12, per_key=4)
+    delivery = Delivery(kind, clock, retries=Retries(ProviderConfig()), max_in_flight=10,
+                        lead=0.05)  # fmt: skip
+    start = clock.now().mono
+    delivery.pacer.wake("n1")
+    task = asyncio.create_task(delivery.pacer.run())
+    for _ in range(60):
+        await clock.advance(0.1)
+    delivery.pacer.stop()
+    await task
+    # The first claim outlasted the 50 ms lead: its send started 0.12 s late. The lead
+    # then became 1.5 times that claim, and every later send started at its slot.
+    assert delivery.pacer.lead == pytest.approx(0.18)
+    offsets = [round(at - start, 6) for at in kind.started_at]
+    assert offsets == [0.12, 1.12, 2.12, 3.12]
+    assert delivery.lateness.count == 4
+    assert delivery.lateness.counts[0] == 3  # on time (within the first bucket, 1 ms)
+
+
+async def test_the_lead_stays_at_least_the_configured_one_and_at_most_its_bound() -> None:
+    clock = FakeClock()
+    fast = Delivery(SlowClaims(clock, claim_takes=0.0, per_key=2), clock,
+                    retries=Retries(ProviderConfig()), max_in_flight=10, lead=0.05)  # fmt: skip
+    slow = Delivery(SlowClaims(clock, claim_takes=2.0, per_key=2), clock,
+                    retries=Retries(ProviderConfig()), max_in_flight=10, lead=0.05)  # fmt: skip
+    tasks = []
+    for delivery in (fast, slow):
+        delivery.pacer.wake("n1")
+        tasks.append(asyncio.create_task(delivery.pacer.run()))
+    for _ in range(80):
+        await clock.advance(0.1)
+    for delivery in (fast, slow):
+        delivery.pacer.stop()
+    await asyncio.gather(*tasks)
+    assert fast.pacer.lead == 0.05
+    assert slow.pacer.lead == MAX_LEAD

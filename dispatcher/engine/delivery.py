@@ -7,10 +7,13 @@ owns the rest, once:
 
 - the pacer (:mod:`dispatcher.engine.scheduler`): one deadline heap over the pacing
   keys, handing out every key due in one timer tick together;
-- the claim of all those keys a little ahead of their slots (``pacing.lead``), in
-  one durable write, so the write is off the critical path and costs one commit per
-  tick, not one per send; then one task waits for each slot in turn and starts the
-  sends due (no worker pool, no lock on the send's path);
+- the claim of all those keys a little ahead of their slots, in one durable write,
+  so the write is off the critical path and costs one commit per tick, not one per
+  send. The lead is ``pacing.lead`` at least, and follows the claims' own duration
+  (:data:`LEAD_MARGIN` times the slowest of the last :data:`CLAIM_SAMPLES`, at most
+  :data:`MAX_LEAD`): a claim that outlasts the lead would start its sends late, and
+  every send late delays its number's next one. Then one task waits for each slot in
+  turn and starts the sends due (no worker pool, no lock on the send's path);
 - the slot: booked from the moment the send starts, then moved to the moment the
   channel says it handed the item over (:meth:`~dispatcher.channels.SendRequest.hand_off`);
 - at most ``max_in_flight`` keys handed out at once (claimed, waiting for the slot, or
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
@@ -51,6 +54,13 @@ WINDOW = 0.005
 """Seconds of slots one tick hands out together (one claim write for all of them)."""
 ERROR_BACKOFF = 1.0
 """Seconds before a key whose claim or start failed unexpectedly is tried again."""
+CLAIM_SAMPLES = 64
+"""The last claims whose durations set the lead."""
+LEAD_MARGIN = 1.5
+"""The lead is this many times the slowest recent claim (at least ``pacing.lead``)."""
+MAX_LEAD = 0.25
+"""Seconds of lead at most: a key handed out counts against ``max_in_flight`` from
+then on, and its Do Not Text check at the claim is that much older."""
 OUTCOME_UNKNOWN = "outcome_unknown"
 """The error code counted for an attempt whose outcome is unknown."""
 
@@ -136,6 +146,8 @@ class Delivery(Generic[I]):
         self._max = max_in_flight
         self._store_fault = store_fault  # told of a refused write instead of the log
         self.pacer = Pacer(clock, self._due, lead=lead, window=window, room=self._room)
+        self._least_lead = lead
+        self._claims: deque[float] = deque(maxlen=CLAIM_SAMPLES)  # seconds each took
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = 0  # keys handed out by the pacer and not yet done with
@@ -223,6 +235,7 @@ class Delivery(Generic[I]):
             for key in keys:
                 self._done(key, retry_at)
             return
+        self._claimed_in(clock.now().mono - now.mono)
         plan: list[tuple[float, str, I]] = []
         for key, slot in wanted:
             if (item := claimed.get(key)) is None:
@@ -232,6 +245,13 @@ class Delivery(Generic[I]):
                 plan.append((slot, key, item))
         plan.sort(key=lambda entry: entry[0])
         await self._start_all(plan)
+
+    def _claimed_in(self, seconds: float) -> None:
+        """A claim took ``seconds``: hand keys out early enough for the slowest."""
+        self._claims.append(seconds)
+        lead = min(MAX_LEAD, max(self._least_lead, LEAD_MARGIN * max(self._claims)))
+        if abs(lead - self.pacer.lead) >= 0.001:
+            self.pacer.lead = lead
 
     async def _start_all(self, plan: list[tuple[float, str, I]]) -> None:
         """Start each claimed send at its slot. One clock read starts every send due

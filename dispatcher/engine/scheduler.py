@@ -100,6 +100,18 @@ class Pacer:
     def next_slot(self, key: str) -> float | None:
         return self._next_slot.get(key)
 
+    @property
+    def lead(self) -> float:
+        """Seconds before its slot a key is handed out (time for its claim)."""
+        return self._lead
+
+    @lead.setter
+    def lead(self, seconds: float) -> None:
+        earlier = seconds > self._lead
+        self._lead = seconds
+        if earlier:
+            self._wake.set()  # the timer armed for the old lead would fire too late
+
     def poke(self) -> None:
         """Look at the heap again (room to hand out keys came back)."""
         self._wake.set()
