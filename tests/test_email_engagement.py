@@ -19,7 +19,7 @@ import pytest
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, EmailConfig, HttpConfig
 from dispatcher.core.channel import Channel
-from dispatcher.core.emails import EmailEvent, EmailResult, EmailStatus
+from dispatcher.core.emails import Email, EmailEvent, EmailResult, EmailStatus
 from dispatcher.core.model import Lane
 from dispatcher.errors import NotFound
 from dispatcher.service import Dispatcher, EmailRequest, UnsubscribeScope, UnsubscribeSource
@@ -398,3 +398,41 @@ async def test_an_unsubscribe_opts_the_address_out_of_email_in_the_consent_ledge
         Channel.EMAIL, "unsubscribe", "ann0@example.com")  # fmt: skip
     assert entry.scope_value == ("example.com" if scope is UnsubscribeScope.SENDER else "")
     assert entry.reason == f"unsubscribed (page) from email {sent.email_id}"
+
+
+async def submitted(engaged: Engaged, sender: str) -> Email:
+    return (await engaged.service.submit_email(EmailRequest(
+        sender=sender, recipient="ann0@example.com", subject="Again", text="More news.",
+    ))).email  # fmt: skip
+
+
+async def ended(engaged: Engaged, email: Email) -> Email:
+    async def done() -> bool:
+        status = (await engaged.service.email(email.id)).email.status
+        return status in (EmailStatus.SENT, EmailStatus.FAILED)
+
+    await wait_for(done, within=10, what=f"{email.id} Sent or Failed")
+    return (await engaged.service.email(email.id)).email
+
+
+@pytest.mark.parametrize("scope", list(UnsubscribeScope))
+async def test_after_an_unsubscribe_a_later_email_ends_failed_with_the_reason(
+    engaged: Engaged, scope: UnsubscribeScope
+) -> None:
+    await unsubscribed(engaged, scope)
+
+    same = await ended(engaged, await submitted(engaged, "Acme Shop <shop@example.com>"))
+    other = await ended(engaged, await submitted(engaged, "news@other.example"))
+
+    assert same.status is EmailStatus.FAILED
+    assert same.reason == "suppressed"
+    [refused] = [e for e in (await engaged.service.email(same.id)).history
+                 if e.status is EmailStatus.FAILED]  # fmt: skip
+    assert refused.detail is not None
+    assert "ann0@example.com opted out of email" in refused.detail
+    assert "(unsubscribe, by ann0@example.com: unsubscribed (page) from email" in refused.detail
+    if scope is UnsubscribeScope.SENDER:
+        assert other.status is EmailStatus.SENT  # another sender's email still goes
+    else:
+        assert other.status is EmailStatus.FAILED
+    assert len(engaged.relay.received) == 1 + (other.status is EmailStatus.SENT)
