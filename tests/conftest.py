@@ -10,6 +10,7 @@ import pytest
 
 if TYPE_CHECKING:
     from tests.peers import App, StandIn
+    from tests.peers_postgres import Cluster
 
 
 @pytest.fixture
@@ -27,6 +28,15 @@ def prism_url() -> Iterator[str]:
 
     with prism() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A throwaway PostgreSQL cluster for the whole session (``peers_postgres``)."""
+    from tests.peers_postgres import cluster  # noqa: PLC0415 - only the tests that need it start it
+
+    with cluster() as running:
+        yield running
 
 
 @pytest.fixture
