@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -23,6 +24,7 @@ from dispatcher.core.emails import Email, EmailEvent, EmailResult, EmailStatus
 from dispatcher.core.model import Lane
 from dispatcher.errors import NotFound
 from dispatcher.service import Dispatcher, EmailRequest, UnsubscribeScope, UnsubscribeSource
+from dispatcher.store import Store, open_store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.web.app import HttpServer, WebApp
 from tests.helpers import free_port, wait_for
@@ -109,8 +111,18 @@ class Sent:
 
 
 @pytest.fixture
-async def engaged(tmp_path: Path) -> AsyncIterator[Engaged]:
-    """A service sending to a real SMTP relay, and its HTTP app on a loopback port."""
+async def engaged(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Engaged]:
+    """A service sending to a real SMTP relay, and its HTTP app on a loopback port; over
+    the in-memory store, or (parametrized ``sqlite``) the SQLite store, whose writes
+    are group-committed."""
+    sqlite = getattr(request, "param", "memory") == "sqlite"
+    store = open_store(f"sqlite:///{tmp_path}/dispatcher.db") if sqlite else MemoryStore()
+    async with engaging(tmp_path, store) as running:
+        yield running
+
+
+@asynccontextmanager
+async def engaging(tmp_path: Path, store: Store) -> AsyncIterator[Engaged]:
     url = f"http://127.0.0.1:{free_port()}"
     async with smtp_relay() as relay:
         config = Config(
@@ -118,7 +130,7 @@ async def engaged(tmp_path: Path) -> AsyncIterator[Engaged]:
             email=EmailConfig(relay_url=relay.url, domain=DOMAIN, per_second=50.0),
         )  # fmt: skip
         carrier = Simulator(config=config.simulator, log_path=tmp_path / "sim.jsonl")
-        service = Dispatcher(config, store=MemoryStore(), channel=carrier)
+        service = Dispatcher(config, store=store, channel=carrier)
         webapp = WebApp(service, public_url=url, twilio_auth_token=None, api_token=API_TOKEN)
         async with (
             service,
@@ -197,6 +209,7 @@ async def test_each_fetch_of_the_pixel_is_an_open_the_first_unique(engaged: Enga
     assert "Opened 3 times" in view["explanation"]
 
 
+@pytest.mark.parametrize("engaged", ["memory", "sqlite"], indirect=True)
 async def test_opens_at_once_are_counted_unique_once(engaged: Engaged) -> None:
     sent = await engaged.send()
     [pixel] = sent.paths("o")
@@ -207,6 +220,7 @@ async def test_opens_at_once_are_counted_unique_once(engaged: Engaged) -> None:
     assert sorted(reasons) == ["repeat"] * 7 + ["unique"]
 
 
+@pytest.mark.parametrize("engaged", ["memory", "sqlite"], indirect=True)
 async def test_a_click_redirects_to_the_stored_url_only(engaged: Engaged) -> None:
     sent = await engaged.send()
     first, second = sent.paths("c")
