@@ -49,8 +49,9 @@ is the ground truth.
 - **Campaign import**: a contacts file of E.164 numbers imported as a draft, from its
   creation to the campaign stored as a draft; next to it, the scenario's bulk
   `submit_many` into the send queue.
-- **Scenario**: 1,000,000 texts queued over 10,000 numbers; the service stopped and
-  started on the same database; the restart figure is the last of those numbers' first
+- **Scenario**: 1,000,000 texts queued over 10,000 numbers by one service process,
+  which then stops; a new process starts on the same database, as a restart does (its
+  memory is not the ingest's); the restart figure is the last of those numbers' first
   sends after the start; then, while they pace, a client in another process measures
   the control socket's round trips and `POST /v1/messages` from 16 connections at once
   on a loopback port.\

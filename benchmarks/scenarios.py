@@ -2,10 +2,10 @@
 
 One service process (this module run as ``python -m benchmarks.scenarios``):
 1. bulk-submits ``texts`` texts over ``numbers`` numbers with sending held (ingest
-   rate);
-2. stops, and starts again on the same database: time until every number has sent
-   (restart to full pacing: each number's first send in the simulator's log), and its
-   memory with the queue in the store;
+   rate), in a process of its own, which then stops;
+2. starts again on the same database, in a new process as a restart is: time until
+   every number has sent (restart to full pacing: each number's first send in the
+   simulator's log), and its memory with the queue in the store;
 3. while those numbers pace, a client in another process measures ``status`` and
    ``message`` round trips over the control socket and single submissions, then
    ``POST /v1/messages`` over 16 connections to the HTTP app on a loopback port.
@@ -19,6 +19,7 @@ import json
 import secrets
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +30,7 @@ import aiohttp
 
 from benchmarks.workloads import simulator_config
 from dispatcher import runtime
-from dispatcher.config import load_config
+from dispatcher.config import Config, load_config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.server import ControlServer
 from dispatcher.core.model import Lane
@@ -70,17 +71,22 @@ class Sizes:
     loop: str = "asyncio"
 
 
-async def service_side(sizes: Sizes, home: Path) -> dict[str, Any]:
-    texts, numbers = sizes.texts, sizes.numbers
+def _config(home: Path) -> Config:
     base = load_config(home=home, env={})
-    config = dataclasses.replace(
+    return dataclasses.replace(
         base,
         simulator=simulator_config(0.0),
         pacing=dataclasses.replace(base.pacing, max_in_flight=1024),
     )
+
+
+async def ingest_side(sizes: Sizes, home: Path) -> dict[str, Any]:
+    """Bulk-submit the queue with sending held, in a process of its own: the restart
+    that follows is a new process, as it is for a user, and its memory is not the
+    ingest's."""
+    texts, numbers = sizes.texts, sizes.numbers
     figures: dict[str, Any] = {}
-    per_number = max(1, texts // numbers)
-    async with Dispatcher.from_config(config) as d:
+    async with Dispatcher.from_config(_config(home)) as d:
         d.hold()
         started = time.perf_counter()
         for first in range(0, texts, CHUNK):
@@ -98,6 +104,15 @@ async def service_side(sizes: Sizes, home: Path) -> dict[str, Any]:
         figures["bulk ingest, texts/s (submit_many into SQLite)"] = texts / elapsed
         figures["texts queued"] = texts
         figures["ingest peak RSS (MiB)"] = _memory()["VmHWM"]
+    return figures
+
+
+async def service_side(sizes: Sizes, home: Path, figures: dict[str, Any]) -> dict[str, Any]:
+    """Start on the database the ingest left: every number sending, then the operator's
+    and the HTTP app's latency while they pace."""
+    numbers, texts = sizes.numbers, sizes.texts
+    config = _config(home)
+    per_number = max(1, texts // numbers)
     # Restart on the same database: the queue is only in the store now.
     token, listen = secrets.token_urlsafe(16), f"127.0.0.1:{_free_port()}"
     started = time.monotonic()
@@ -213,10 +228,18 @@ async def http_submissions(url: str, token: str, each: int) -> dict[str, Any]:
 def main() -> None:
     runtime.tune()  # as dispatcher serve does
     role = sys.argv[1]
-    if role == "service":
+    if role == "ingest":
+        sizes = Sizes(**json.loads(sys.argv[2]))
+        print(json.dumps(runtime.run(ingest_side(sizes, Path(sys.argv[3])), loop=sizes.loop)))
+    elif role == "service":
         sizes = Sizes(**json.loads(sys.argv[2]))
         with tempfile.TemporaryDirectory(prefix="bench-") as folder:
-            figures = runtime.run(service_side(sizes, Path(folder)), loop=sizes.loop)
+            ingest = subprocess.run(  # noqa: S603 - this module, with its own arguments
+                [sys.executable, "-m", "benchmarks.scenarios", "ingest", sys.argv[2], folder],
+                check=True, stdout=subprocess.PIPE,
+            )  # fmt: skip
+            figures = json.loads(ingest.stdout)
+            figures = runtime.run(service_side(sizes, Path(folder), figures), loop=sizes.loop)
         print(json.dumps(figures))
     else:
         print(json.dumps(asyncio.run(client_side(**json.loads(sys.argv[2])))))
