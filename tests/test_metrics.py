@@ -29,6 +29,7 @@ from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, 
 from dispatcher.core.channel import Channel
 from dispatcher.core.metrics import (
     BY,
+    EMAIL,
     NO_KEY,
     TEXT,
     VOICE,
@@ -44,6 +45,7 @@ from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.service import Dispatcher
 from dispatcher.store import open_store
 from tests import test_cli, test_control
+from tests.test_email_metrics import SHOP, TOTAL_EMAIL, write_email_history
 from tests.test_store_contract import (
     FILTERS,
     OTHER_SENDER,
@@ -70,7 +72,11 @@ client = test_control.client
 service = test_cli.service
 run = test_cli.dispatcher
 
-TOTAL = {"voice": counts(VOICE, TOTAL_VOICE), "text": counts(TEXT, TOTAL_TEXT)}
+TOTAL = {
+    "voice": counts(VOICE, TOTAL_VOICE),
+    "text": counts(TEXT, TOTAL_TEXT),
+    "email": counts(EMAIL, TOTAL_EMAIL),
+}
 TOTAL_RATES = {"delivery_rate": 0.5, "answer_rate": 4 / 6}
 
 
@@ -97,7 +103,11 @@ def test_the_names_of_each_channel_in_order() -> None:
         "Gather", "Prompt", "Conference", "Notify", "Dial", "Pause", "Record", "Activity",
     )  # fmt: skip
     assert TEXT == ("Sent", "Delivered", "Undelivered", "Activity", "Play", "Failed")
-    assert metrics.CHANNELS == ("voice", "text")
+    assert EMAIL == (
+        "Sent", "Delivered", "Open", "Click", "Bounce", "Activity", "Unsubscribe", "Complaint",
+        "Play",
+    )  # fmt: skip
+    assert metrics.CHANNELS == ("voice", "text", "email")
     # Every voice result the service records is a name the metrics count.
     assert {r.value for r in VoiceResult} <= set(VOICE)
 
@@ -146,19 +156,34 @@ COUNTING = {
         {"Activity": 1, "v:Activity": 1},
     ),
     "a source of no counted channel": ([row(kind="activity", source_channel="fax")], {}),
-    "email is a channel, not counted yet": (
-        [row("email", status="Delivered", taken=True),
-         row(kind="activity", source_channel=Channel.EMAIL)],
+    "an email's first relay event is its Sent": (
+        [row("email", status="Bounced", taken=True), row("email", status="Delivered")],
+        {"e:Sent": 1, "e:Bounce": 1, "e:Delivered": 1},
+    ),
+    "email results count every time, whatever the status": (
+        [row("email", result=r) for r in ("Open", "Open", "Click", "Unsubscribe", "Complaint")],
+        {"e:Open": 2, "e:Click": 1, "e:Unsubscribe": 1, "e:Complaint": 1},
+    ),
+    "an email's unapplied or uncounted statuses count nowhere": (
+        [row("email", status="Delivered", applied=False, taken=True),
+         row("email", status="Failed"), row("email", status="Unconfirmed")],
         {},
+    ),
+    "an email play and an Activity of an email": (
+        [row("email", kind="play"), row(kind="activity", source_channel=Channel.EMAIL)],
+        {"e:Play": 1, "e:Activity": 1},
     ),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize(("rows", "expected"), COUNTING.values(), ids=COUNTING.keys())
 def test_counting_rules(rows: list[EngagementRow], expected: dict[str, int]) -> None:
-    """``expected`` names text counts plainly and voice counts as ``v:Name``."""
+    """``expected`` names text counts plainly, voice counts as ``v:Name`` and email
+    counts as ``e:Name``."""
+    prefixes = {"v:": "voice", "e:": "email"}
     wanted = {
-        ("voice", k[2:]) if k.startswith("v:") else ("text", k): n for k, n in expected.items()
+        (prefixes[k[:2]], k[2:]) if k[:2] in prefixes else ("text", k): n
+        for k, n in expected.items()
     }
     assert nonzero(compute(rows)) == wanted
 
@@ -374,10 +399,11 @@ def test_bad_requests_name_the_option(asked: dict[str, str], field: str, says: s
 def test_json_has_every_name_of_each_channel_in_order_and_the_rates() -> None:
     answer = metrics.report([])
 
-    assert list(answer) == ["voice", "text", "rates"]
+    assert list(answer) == ["voice", "text", "email", "rates"]
     assert list(answer["voice"]) == list(VOICE)
     assert list(answer["text"]) == list(TEXT)
-    assert set(answer["voice"].values()) == set(answer["text"].values()) == {0}
+    assert list(answer["email"]) == list(EMAIL)
+    assert {*answer["voice"].values(), *answer["text"].values(), *answer["email"].values()} == {0}
     assert answer["rates"] == {"delivery_rate": None, "answer_rate": None}
     assert json.loads(json.dumps(answer)) == answer
 
@@ -409,7 +435,7 @@ def test_csv_rows() -> None:
 
     by_campaign = metrics.csv_rows(metrics.report([row(campaign_id="c1", **_TAKEN)], "campaign"))
     assert by_campaign[0] == ["key", "channel", "name", "count"]
-    assert len(by_campaign) == 1 + len(VOICE) + len(TEXT)
+    assert len(by_campaign) == 1 + len(VOICE) + len(TEXT) + len(EMAIL)
     assert ["c1", "text", "Delivered", "1"] in by_campaign
 
 
@@ -420,6 +446,7 @@ async def test_the_metrics_command_over_the_socket(
     dispatcher: Dispatcher, client: ControlClient
 ) -> None:
     await write_history(dispatcher.store)
+    await write_email_history(dispatcher.store)
 
     answer = await client.call("metrics")
     assert answer == {**TOTAL, "rates": TOTAL_RATES}
@@ -480,6 +507,7 @@ async def history(service: Config) -> Config:
     """The running service's database holds the scripted history."""
     async with open_store(service.store_url) as store:
         await write_history(store)
+        await write_email_history(store)
     return service
 
 
@@ -495,6 +523,17 @@ async def test_metrics_json(home: Path, history: Config) -> None:
     # msg_b (its receipt was its Sent) and msg_c; msg_a was sent before the window.
     assert by["breakdown"][SPRING]["text"]["Sent"] == 2
     assert by["breakdown"][NO_KEY]["voice"] == counts(VOICE, {})
+
+    # Email per sender (its From address) and per campaign, every name of the nine.
+    senders = (await run(home, "metrics", "--by", "sender", "--json")).json()["breakdown"]
+    assert senders[SHOP]["email"] == counts(EMAIL, {"Sent": 1, "Delivered": 1,
+                                                    "Unsubscribe": 1, "Complaint": 1})  # fmt: skip
+    campaigns = (await run(home, "metrics", "--by", "campaign", "--json")).json()["breakdown"]
+    spring = {"Sent": 2, "Delivered": 2, "Open": 2, "Click": 1, "Unsubscribe": 1,
+              "Complaint": 1, "Activity": 1, "Play": 1}  # fmt: skip
+    assert campaigns[SPRING]["email"] == counts(EMAIL, spring)
+    clicked = (await run(home, "metrics", "--automation", "on_click", "--json")).json()
+    assert clicked["email"] == counts(EMAIL, {"Activity": 1})
 
 
 async def test_metrics_csv(home: Path, history: Config) -> None:

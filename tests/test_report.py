@@ -38,12 +38,13 @@ from dispatcher.control.client import ControlClient
 from dispatcher.core import metrics, report
 from dispatcher.core.campaigns import Campaign, CampaignChannel, CampaignState, OutsideWindow
 from dispatcher.core.channel import Channel
-from dispatcher.core.metrics import NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
+from dispatcher.core.metrics import EMAIL, NO_KEY, TEXT, VOICE, EngagementRow, MetricsQuery
 from dispatcher.errors import InvalidInput
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
 from tests import test_cli, test_control
 from tests.helpers import Service, free_port, wait_for
+from tests.test_email_metrics import write_email_history
 from tests.test_metrics import TOTAL, TOTAL_RATES
 from tests.test_store_contract import SPRING, at, write_history
 
@@ -65,6 +66,7 @@ async def scripted_data() -> dict[str, Any]:
     least once), its campaign named by a user who tried a script."""
     store = MemoryStore()
     await write_history(store)
+    await write_email_history(store)
     rows = await store.engagement(MetricsQuery())
     data = report.build(rows, query=MetricsQuery(), bucket=None, now=NOW)
     data["campaign_names"] = {SPRING: EVIL}
@@ -179,10 +181,11 @@ def test_every_name_and_count_is_in_the_totals(data: dict[str, Any]) -> None:
     page = report_page.render(data)
     assert counts_in(page, "Calls: totals (exact counts)") == TOTAL["voice"]
     assert counts_in(page, "Texts: totals (exact counts)") == TOTAL["text"]
+    assert counts_in(page, "Email: totals (exact counts)") == TOTAL["email"]
     rows = Tables(page).tables
     assert ["delivery rate", "50.0%"] in rows["Texts: totals (exact counts)"]
     assert ["answer rate", "66.7%"] in rows["Calls: totals (exact counts)"]
-    for channel, names in (("voice", VOICE), ("text", TEXT)):
+    for channel, names in (("voice", VOICE), ("text", TEXT), ("email", EMAIL)):
         for name in names:  # a bar per name, with its count
             count = TOTAL[channel][name]
             assert f'data-name="{escape(name)}" data-value="{count}"' in page, (channel, name)
@@ -212,13 +215,15 @@ def test_each_campaign_has_its_chart_and_numbers(data: dict[str, Any]) -> None:
         expected = data["campaigns"][key]
         assert counts_in(page, f"{label}: texts (exact counts)") == expected["text"]
         assert counts_in(page, f"{label}: calls (exact counts)") == expected["voice"]
+        assert counts_in(page, f"{label}: email (exact counts)") == expected["email"]
         assert any(expected["text"].values())
+        assert any(expected["email"].values())
     assert page.index(escape(EVIL)) < page.index(report_page.NO_CAMPAIGN + ": texts")
 
 
 def test_the_series_tables_add_up_to_the_totals(data: dict[str, Any]) -> None:
     tables = Tables(report_page.render(data)).tables
-    for channel, title in (("voice", "Calls"), ("text", "Texts")):
+    for channel, title in (("voice", "Calls"), ("text", "Texts"), ("email", "Email")):
         header, *rows = tables[f"{title} per hour (exact counts)"]
         assert header[0] == "Start (UTC)"
         assert len(rows) == len(data["series"]) == 1
@@ -243,7 +248,7 @@ def test_the_page_is_self_contained_and_accessible(data: dict[str, Any]) -> None
     page = report_page.render(data)
     assert_self_contained(page)
     svgs = re.findall(r"<svg\b[^>]*>.*?</svg>", page, flags=re.DOTALL)
-    assert len(svgs) == 2 + 2 * 2 + 2 + 2 * 2  # totals, funnels (2 each), series, campaigns
+    assert len(svgs) == 3 + 2 * 2 + 3 + 2 * 3  # totals, funnels (2 each), series, campaigns
     for svg in svgs:
         labelled = re.search(r'aria-labelledby="([^"]+)-t \1-d"', svg)
         assert labelled, svg[:200]
@@ -339,6 +344,7 @@ def test_too_many_points_or_an_unknown_bucket_are_refused() -> None:
 
 async def test_the_report_data_command(dispatcher: Dispatcher, client: ControlClient) -> None:
     await write_history(dispatcher.store)
+    await write_email_history(dispatcher.store)
     await dispatcher.store.create_campaign(Campaign(
         id=SPRING, name=EVIL, channel=CampaignChannel.TEXT, template="Hi",
         senders=("+15550000001",), send_window="08:00-21:00", outside_window=OutsideWindow.HOLD,
@@ -351,7 +357,7 @@ async def test_the_report_data_command(dispatcher: Dispatcher, client: ControlCl
     assert answer["campaign_names"] == {SPRING: EVIL}
     assert set(answer["campaigns"]) == {SPRING, NO_KEY}
     assert answer["bucket"] == "hour"
-    assert answer["names"] == {"voice": list(VOICE), "text": list(TEXT)}
+    assert answer["names"] == {"voice": list(VOICE), "text": list(TEXT), "email": list(EMAIL)}
     assert answer["channels"] == list(metrics.CHANNELS)
     generated = datetime.fromisoformat(answer["generated_at"])
     assert abs(generated - datetime.now(UTC)) < timedelta(minutes=1)
@@ -560,8 +566,9 @@ async def test_the_page_in_a_headless_browser(data: dict[str, Any], tmp_path: Pa
     page.write_text(report_page.render(data), encoding="utf-8")
     visit = await check_in_browser(page, tmp_path)
     titles = [chart["title"] for chart in visit.charts]
-    assert len(titles) == 12
+    assert len(titles) == 16
     assert f"{EVIL} ({SPRING}): texts" in titles  # shown as text, never run
+    assert {"Email: totals", f"{EVIL} ({SPRING}): email"} <= set(titles)
     assert visit.text.count(EVIL) >= 3  # heading, chart title, table caption
 
 

@@ -38,7 +38,9 @@ OVER_TIME: Mapping[Channel, tuple[str, ...]] = {
 }  # fmt: skip
 """The names drawn over time per channel (others: every name); the table under the
 chart has every name with a count."""
-_TITLES: Mapping[Channel, str] = {Channel.VOICE: "Calls", Channel.TEXT: "Texts"}
+_TITLES: Mapping[Channel, str] = {
+    Channel.VOICE: "Calls", Channel.TEXT: "Texts", Channel.EMAIL: "Email",
+}  # fmt: skip
 NO_CAMPAIGN = "No campaign"
 Row = Sequence[str | int]
 

@@ -15,4 +15,4 @@ class Channel(StrEnum):
 
     TEXT = "text"
     VOICE = "voice"  # a call
-    EMAIL = "email"  # sent (docs/email.md); its results are not counted in the metrics yet
+    EMAIL = "email"  # sent (docs/email.md), its results counted in the metrics

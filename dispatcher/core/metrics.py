@@ -9,7 +9,8 @@ The counts, by channel, in this order:
 - voice: Queued, Ringing, Answered, Unanswered, Machine, Human, Hangup, Busy, Failed,
   Canceled, Completed, Voicemail Drop, Play Drop, Play, Say, Gather, Prompt,
   Conference, Notify, Dial, Pause, Record, Activity;
-- text: Sent, Delivered, Undelivered, Activity, Play, Failed.
+- text: Sent, Delivered, Undelivered, Activity, Play, Failed;
+- email: Sent, Delivered, Open, Click, Bounce, Activity, Unsubscribe, Complaint, Play.
 
 How each is counted (``docs/metrics.md`` says the same for operators):
 
@@ -20,6 +21,13 @@ How each is counted (``docs/metrics.md`` says the same for operators):
 - text **Delivered**, **Failed**: applied events of that status; **Undelivered**:
   applied Undelivered and Unreachable events. Inbound texts count nowhere.
 - text **Play**: each play of a voice link, for the text carrying the link.
+- email **Sent**: an email the relay took, once, at the time of its first applied
+  event among Sent, Delivered and Bounced (a notification can beat the relay's answer
+  being recorded, as receipts do for texts; the store marks it, ``taken``).
+  **Delivered**: applied Delivered events; **Bounce**: applied Bounced events (hard or
+  soft, from a delivery status notification).
+  **Open**, **Click**, **Unsubscribe**, **Complaint**: events with that result, every
+  time (totals, not unique). **Play**: each play of a voice link an email carries.
 - voice **Queued**: calls accepted (the applied Queued event with reason
   ``accepted``; a retry back to Queued is not a new call). **Ringing**, **Answered**,
   **Hangup**, **Busy**, **Failed**, **Canceled**, **Completed**: applied events with
@@ -42,13 +50,13 @@ the source's campaign and sender, and under the automation that made it.
 Rates: ``delivery_rate`` = Delivered / Sent; ``answer_rate`` = Answered / (Answered +
 Unanswered + Busy); None when the denominator is 0.
 
-Channels are :class:`~dispatcher.core.channel.Channel` values. Email is one of them but
-is not counted yet: its counts are not in :data:`CHANNELS`, so no answer lists it, and
-an email row would add to nothing.
+Channels are :class:`~dispatcher.core.channel.Channel` values: voice, text and email,
+in that order in every answer.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,6 +68,7 @@ from typing import Any, Literal
 from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
 from dispatcher.core.channel import Channel
 from dispatcher.core.durations import DurationOutOfRange, parse_duration
+from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.core.results import Trigger
 from dispatcher.errors import InvalidInput
@@ -70,12 +79,19 @@ VOICE: tuple[str, ...] = (
     "Gather", "Prompt", "Conference", "Notify", "Dial", "Pause", "Record", "Activity",
 )  # fmt: skip
 TEXT: tuple[str, ...] = ("Sent", "Delivered", "Undelivered", "Activity", "Play", "Failed")
-CHANNELS: tuple[Channel, ...] = (Channel.VOICE, Channel.TEXT)
-"""The channels counted, in output order (email joins them with its own names)."""
-NAMES: Mapping[Channel, tuple[str, ...]] = {Channel.VOICE: VOICE, Channel.TEXT: TEXT}
+EMAIL: tuple[str, ...] = (
+    "Sent", "Delivered", "Open", "Click", "Bounce", "Activity", "Unsubscribe", "Complaint",
+    "Play",
+)  # fmt: skip
+CHANNELS: tuple[Channel, ...] = (Channel.VOICE, Channel.TEXT, Channel.EMAIL)
+"""The channels counted, in output order."""
+NAMES: Mapping[Channel, tuple[str, ...]] = {
+    Channel.VOICE: VOICE, Channel.TEXT: TEXT, Channel.EMAIL: EMAIL,
+}  # fmt: skip
 CHANNEL_RATES: Mapping[Channel, tuple[str, ...]] = {
     Channel.VOICE: ("answer_rate",),
     Channel.TEXT: ("delivery_rate",),
+    Channel.EMAIL: (),
 }
 """The rates of each channel."""
 
@@ -107,6 +123,12 @@ _VOICE_NAMES: Mapping[str, str] = {
 VOICE_STATUSES: frozenset[CallStatus] = frozenset({_C.QUEUED, *map(CallStatus, _VOICE_NAMES)})
 """Call statuses whose applied events are engagement rows (besides every result)."""
 _RESULTS = frozenset(r.value for r in VoiceResult) & set(VOICE)
+
+_E = EmailStatus
+EMAIL_TAKEN: frozenset[EmailStatus] = frozenset({_E.SENT, _E.DELIVERED, _E.BOUNCED})
+"""Email statuses that mean the relay took the email: the first applied one is Sent."""
+_EMAIL_RESULTS = frozenset({"Open", "Click", "Unsubscribe", "Complaint"})
+"""Email results counted under their own name (Bounce is the status Bounced)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,12 +178,13 @@ class Metrics:
     voice: dict[str, int]
     text: dict[str, int]
     rates: dict[str, float | None]
+    email: dict[str, int] = dataclasses.field(default_factory=lambda: dict.fromkeys(EMAIL, 0))
 
     def counts(self, channel: Channel) -> dict[str, int]:
-        """Every name of ``channel`` with its count (none for a channel not counted)."""
+        """Every name of ``channel`` with its count."""
         if channel is Channel.VOICE:
             return self.voice
-        return self.text if channel is Channel.TEXT else {}
+        return self.text if channel is Channel.TEXT else self.email
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -227,13 +250,39 @@ def call_rows(call: Call, events: Iterable[CallEvent]) -> list[EngagementRow]:
     return rows
 
 
+def email_rows(email: Email, events: Iterable[EmailEvent]) -> list[EngagementRow]:
+    """The rows of an email's history: its results and its applied, counted statuses."""
+    automation, _ = parse_trigger(email.trigger)
+    rows: list[EngagementRow] = []
+    taken = False
+    for e in events:
+        counted_status = e.applied and e.status in EMAIL_TAKEN
+        if e.result is None and not counted_status:
+            continue
+        first = counted_status and not taken
+        taken = taken or first
+        rows.append(EngagementRow(
+            channel=Channel.EMAIL, item_id=email.id, at=e.at,
+            status=e.status.value if e.status is not None else None,
+            result=e.result.value if e.result is not None else None, applied=e.applied,
+            reason=e.reason, campaign_id=email.campaign_id, sender=email.sender,
+            automation=automation, taken=first,
+        ))  # fmt: skip
+    return rows
+
+
 def play_row(
-    *, message_id: str, at: datetime, campaign_id: str | None, message: Message | None
+    *,
+    message_id: str,
+    at: datetime,
+    campaign_id: str | None,
+    message: Message | Email | None,
 ) -> EngagementRow:
-    """A play of a voice link carried by ``message_id`` (the link's campaign, else the
-    text's)."""
+    """A play of a voice link carried by ``message_id``, a text or an email (the link's
+    campaign, else the text's or email's)."""
     return EngagementRow(
-        channel=Channel.TEXT, item_id=message_id, at=at, kind="play",
+        channel=Channel.EMAIL if isinstance(message, Email) else Channel.TEXT,
+        item_id=message_id, at=at, kind="play",
         campaign_id=campaign_id or (message.campaign_id if message else None),
         sender=message.sender if message else None,
         automation=parse_trigger(message.trigger)[0] if message else None,
@@ -289,6 +338,19 @@ def _event_counts(row: EngagementRow) -> Iterator[tuple[Channel, str]]:
             yield Channel.VOICE, name
         if row.result in _RESULTS:
             yield Channel.VOICE, str(row.result)
+    elif row.channel is Channel.EMAIL:
+        yield from _email_counts(row, status)
+
+
+def _email_counts(row: EngagementRow, status: str | None) -> Iterator[tuple[Channel, str]]:
+    if row.taken and status is not None:
+        yield Channel.EMAIL, "Sent"
+    if status == _E.DELIVERED:
+        yield Channel.EMAIL, "Delivered"
+    if status == _E.BOUNCED:
+        yield Channel.EMAIL, "Bounce"
+    if row.result in _EMAIL_RESULTS:
+        yield Channel.EMAIL, str(row.result)
 
 
 def compute(rows: Iterable[EngagementRow]) -> Metrics:
@@ -298,12 +360,13 @@ def compute(rows: Iterable[EngagementRow]) -> Metrics:
 def _metrics(tally: Mapping[tuple[Channel, str], int]) -> Metrics:
     voice = {name: tally.get((Channel.VOICE, name), 0) for name in VOICE}
     text = {name: tally.get((Channel.TEXT, name), 0) for name in TEXT}
+    email = {name: tally.get((Channel.EMAIL, name), 0) for name in EMAIL}
     answered = voice["Answered"]
     rates = {
         "delivery_rate": _ratio(text["Delivered"], text["Sent"]),
         "answer_rate": _ratio(answered, answered + voice["Unanswered"] + voice["Busy"]),
     }
-    return Metrics(voice=voice, text=text, rates=rates)
+    return Metrics(voice=voice, text=text, email=email, rates=rates)
 
 
 def _ratio(part: int, whole: int) -> float | None:
@@ -397,8 +460,8 @@ def request(
 
 
 def to_json(metrics: Metrics) -> dict[str, Any]:
-    """``{"voice": {...}, "text": {...}, "rates": {...}}``: every name of each channel,
-    in order."""
+    """``{"voice": {...}, "text": {...}, "email": {...}, "rates": {...}}``: every name of
+    each channel, in order."""
     return {
         **{channel.value: dict(metrics.counts(channel)) for channel in CHANNELS},
         "rates": dict(metrics.rates),

@@ -1,4 +1,4 @@
-"""Voice links, their plays and the engagement rows, in memory."""
+"""Voice links, their plays and the engagement rows (texts, calls, email), in memory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from datetime import datetime
 from dispatcher.core import metrics
 from dispatcher.core.calls import Call
 from dispatcher.core.channel import Channel
+from dispatcher.core.emails import Email
 from dispatcher.core.metrics import ActivitySource, EngagementRow, MetricsQuery
 from dispatcher.core.model import Message
 from dispatcher.store.memory.tables import MemoryTables
@@ -37,16 +38,19 @@ class MemoryEngagement(MemoryTables):
             rows += metrics.text_rows(message, self._events.get(message.id, ()))
         for call in self._calls.values():
             rows += metrics.call_rows(call, self._call_events.get(call.id, ()))
+        for email in self._emails.values():
+            rows += metrics.email_rows(email, self._email_events.get(email.id, ()))
         for token, at in self._plays:
             if (link := self._voice_links.get(token)) is not None:
                 message_id, campaign_id, _ = link
+                carrier = self._messages.get(message_id) or self._emails.get(message_id)
                 rows.append(metrics.play_row(
-                    message_id=message_id, at=at, campaign_id=campaign_id,
-                    message=self._messages.get(message_id),
+                    message_id=message_id, at=at, campaign_id=campaign_id, message=carrier,
                 ))  # fmt: skip
-        made: list[tuple[Channel, Message | Call]] = [
+        made: list[tuple[Channel, Message | Call | Email]] = [
             *((Channel.TEXT, m) for m in self._messages.values()),
             *((Channel.VOICE, c) for c in self._calls.values()),
+            *((Channel.EMAIL, e) for e in self._emails.values()),
         ]
         for channel, item in made:
             _, source_id = metrics.parse_trigger(item.trigger)
@@ -59,7 +63,7 @@ class MemoryEngagement(MemoryTables):
         return [row for row in rows if query.matches(row)]
 
     def _source(self, item_id: str) -> ActivitySource | None:
-        """The text or call ``item_id`` names: its channel is the table holding it."""
+        """The text, call or email ``item_id`` names: its channel is the table holding it."""
         if (text := self._messages.get(item_id)) is not None:
             return ActivitySource(
                 channel=Channel.TEXT, sender=text.sender, campaign_id=text.campaign_id
@@ -67,5 +71,9 @@ class MemoryEngagement(MemoryTables):
         if (call := self._calls.get(item_id)) is not None:
             return ActivitySource(
                 channel=Channel.VOICE, sender=call.sender, campaign_id=call.campaign_id
+            )
+        if (email := self._emails.get(item_id)) is not None:
+            return ActivitySource(
+                channel=Channel.EMAIL, sender=email.sender, campaign_id=email.campaign_id
             )
         return None

@@ -1,4 +1,4 @@
-"""Voice links, their plays and the engagement rows, in SQLite."""
+"""Voice links, their plays and the engagement rows (texts, calls, email), in SQLite."""
 
 from __future__ import annotations
 
@@ -34,9 +34,18 @@ def _call_row(row: Row) -> EngagementRow:
     )  # fmt: skip
 
 
-def _play_row(row: Row) -> EngagementRow:
+def _email_row(row: Row) -> EngagementRow:
     return EngagementRow(
-        channel=Channel.TEXT, item_id=row["message_id"], at=at(row["at"]), kind="play",
+        channel=Channel.EMAIL, item_id=row["email_id"], at=at(row["at"]), status=row["status"],
+        result=row["result"], applied=bool(row["applied"]), reason=row["reason"],
+        campaign_id=row["campaign_id"], sender=row["sender"],
+        automation=metrics.parse_trigger(row["trigger"])[0], taken=bool(row["taken"]),
+    )  # fmt: skip
+
+
+def _play_row(row: Row, channel: Channel = Channel.TEXT) -> EngagementRow:
+    return EngagementRow(
+        channel=channel, item_id=row["message_id"], at=at(row["at"]), kind="play",
         campaign_id=row["campaign_id"], sender=row["sender"],
         automation=metrics.parse_trigger(row["trigger"])[0],
     )  # fmt: skip
@@ -52,8 +61,14 @@ def _source(row: Row) -> ActivitySource:
 
 def _engagement_rows(query: MetricsQuery, raw: list[list[Row]]) -> list[EngagementRow]:
     """The rows of the engagement queries as engagement rows (in a worker thread)."""
-    texts, calls, plays, made, sources = raw
-    rows = [*map(_text_row, texts), *map(_call_row, calls), *map(_play_row, plays)]
+    texts, calls, plays, emails, email_plays, made, sources = raw
+    # A link an email carries is not a text's: its plays are the email's.
+    by_email = {row["message_id"] for row in email_plays}
+    rows = [
+        *map(_text_row, texts), *map(_call_row, calls), *map(_email_row, emails),
+        *(_play_row(p) for p in plays if p["message_id"] not in by_email),
+        *(_play_row(p, Channel.EMAIL) for p in email_plays),
+    ]  # fmt: skip
     by_id = {source["id"]: _source(source) for source in sources}
     for r in made:
         row = metrics.activity_row(
@@ -63,7 +78,7 @@ def _engagement_rows(query: MetricsQuery, raw: list[list[Row]]) -> list[Engageme
         if row is not None:
             rows.append(row)
     raw.clear()  # the database rows are freed in this thread, not on the event loop
-    del texts, calls, plays, made, sources, by_id
+    del texts, calls, plays, emails, email_plays, made, sources, by_id
     return [row for row in rows if query.matches(row)]
 
 
@@ -93,12 +108,18 @@ class SQLiteEngagement(SQLiteConnection):
         low, high = metrics.automation_range(query.automation)
         rule = (low, high) if query.automation is not None else (None, None)
         params = (since, until, query.campaign_id, query.sender, *rule)
-        names = ("engagement_texts", "engagement_calls", "engagement_plays")
+        names = ("engagement_texts", "engagement_calls", "engagement_plays",
+                 "engagement_emails", "engagement_email_plays")  # fmt: skip
         raw = [await self._rows(name, params) for name in names]
         made = await self._rows("engagement_made", (since, until, low, high))
-        wanted = sorted({s for r in made if (s := metrics.parse_trigger(r["trigger"])[1])})
-        raw += [made, await self._rows("engagement_sources", (json.dumps(wanted),))]
-        del made
+        made += await self._rows("engagement_email_made", (since, until, low, high))
+        wanted = json.dumps(
+            sorted({s for r in made if (s := metrics.parse_trigger(r["trigger"])[1])})
+        )
+        sources = await self._rows("engagement_sources", (wanted,))
+        sources += await self._rows("engagement_email_sources", (wanted,))
+        raw += [made, sources]
+        del made, sources
         # A million events make about two seconds of Python: done in a worker thread
         # (which frees the database rows too), so sends keep their pace meanwhile.
         return await asyncio.to_thread(_engagement_rows, query, raw)
