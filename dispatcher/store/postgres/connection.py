@@ -1,0 +1,125 @@
+"""The PostgreSQL store's connection pool and its schema.
+
+One ``asyncpg`` pool per process. Opening it proves the database answers (an
+unreachable or refusing database is a clear :class:`StoreError` at start, naming the
+URL without its password), then brings the schema up to date under an advisory lock:
+of several workers started at the same moment against an empty database, one applies
+the migrations (``dispatcher/store/sql/migrations/postgres``, each in a transaction of
+its own) and the others wait for it, then find nothing left to do. A database whose
+schema is newer than this program's migrations is refused. SQL lives in named queries
+(``dispatcher/store/sql/postgres*.sql``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import asyncpg
+
+from dispatcher.errors import StoreError, StoreUnavailable
+from dispatcher.lifecycle import Resource
+from dispatcher.store.postgres.url import PostgresURL, parse_url
+from dispatcher.store.queries import load_migrations, load_queries
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+"""Seconds a connection has to be established before the database counts as unreachable."""
+
+
+class PostgresConnection(Resource):
+    """The pool every part of the PostgreSQL store shares."""
+
+    def __init__(
+        self,
+        url: str | PostgresURL,
+        *,
+        min_size: int = 2,
+        max_size: int = 10,
+        connect_timeout: float = CONNECT_TIMEOUT,
+    ) -> None:
+        self._url = url if isinstance(url, PostgresURL) else parse_url(url)
+        self._min_size = min_size
+        self._max_size = max_size
+        self._connect_timeout = connect_timeout
+        self._q = load_queries("postgres")
+        self._pool: asyncpg.Pool | None = None
+
+    @property
+    def url(self) -> PostgresURL:
+        return self._url
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    def query(self, name: str) -> str:
+        """The named query ``name``."""
+        return self._q[name]
+
+    async def open(self) -> None:
+        shown = self._url.shown
+        try:
+            pool = await asyncpg.create_pool(
+                self._url.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                timeout=self._connect_timeout,
+                server_settings={"application_name": "dispatcher"},
+            )
+        except TimeoutError as exc:
+            raise StoreUnavailable(f"the database {shown} did not answer within "
+                                   f"{self._connect_timeout:g} s") from exc  # fmt: skip
+        except asyncpg.InvalidCatalogNameError as exc:
+            raise StoreError(f"the database {shown} does not exist: {exc}") from exc
+        except (asyncpg.InvalidAuthorizationSpecificationError,
+                asyncpg.InvalidPasswordError) as exc:  # fmt: skip
+            raise StoreError(f"the database {shown} refused the login: {exc}") from exc
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"cannot reach the database {shown}: {exc}") from exc
+        self._pool = pool
+        try:
+            await self._migrate(pool)
+        except BaseException:
+            self._pool = None
+            await pool.close()
+            raise
+
+    async def close(self) -> None:
+        if (pool := self._pool) is not None:
+            self._pool = None
+            await pool.close()
+
+    async def _migrate(self, pool: asyncpg.Pool) -> None:
+        migrations = load_migrations("postgres")
+        newest = migrations[-1][0] if migrations else 0
+        try:
+            async with pool.acquire() as db:
+                await db.execute(self._q["migration_lock"])
+                try:
+                    await db.execute(self._q["schema_migrations"])
+                    done = {row["version"] for row in await db.fetch(self._q["schema_versions"])}
+                    if done and max(done) > newest:
+                        raise StoreError(
+                            f"the database {self._url.shown} has schema version {max(done)}, "
+                            f"newer than this dispatcher knows (up to {newest}): upgrade "
+                            "dispatcher before running it against this database"
+                        )
+                    for version, script in migrations:
+                        if version in done:
+                            continue
+                        async with db.transaction():
+                            await db.execute(script)
+                            await db.execute(self._q["schema_migrated"], version)
+                        log.info("store.migrated",
+                                 extra={"version": version, "url": self._url.shown})  # fmt: skip
+                finally:
+                    await db.execute(self._q["migration_unlock"])
+        except asyncpg.PostgresError as exc:
+            raise StoreError(f"migrating the database {self._url.shown} failed: {exc}") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(
+                f"lost the database {self._url.shown} while migrating it: {exc}"
+            ) from exc
