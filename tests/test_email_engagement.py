@@ -22,6 +22,7 @@ from dispatcher.config import Config, EmailConfig, HttpConfig
 from dispatcher.core.channel import Channel
 from dispatcher.core.emails import Email, EmailEvent, EmailResult, EmailStatus
 from dispatcher.core.model import Lane
+from dispatcher.engine import email_tracking
 from dispatcher.errors import NotFound
 from dispatcher.service import Dispatcher, EmailRequest, UnsubscribeScope, UnsubscribeSource
 from dispatcher.store import Store, open_store
@@ -241,6 +242,21 @@ async def test_a_click_redirects_to_the_stored_url_only(engaged: Engaged) -> Non
         f"link 1: {STORED[1]}; fetcher: link scanner",
     ]  # fmt: skip
     assert "Clicked 3 times" in (await engaged.service.email(sent.email_id)).explanation
+
+
+async def test_opens_past_the_cap_answer_and_record_nothing(
+    engaged: Engaged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(email_tracking, "MAX_RESULTS", 3)
+    sent = await engaged.send()
+    [pixel] = sent.paths("o")
+    [link, _] = sent.paths("c")
+
+    answers = [await engaged.get(path) for path in [pixel] * 5 + [link] * 4]
+
+    assert [a[0] for a in answers] == [200] * 5 + [302] * 4
+    results = [e.result for e in await engaged.results(sent.email_id)]
+    assert results == [EmailResult.OPEN] * 3 + [EmailResult.CLICK] * 3
 
 
 async def test_head_requests_count_nothing(engaged: Engaged) -> None:

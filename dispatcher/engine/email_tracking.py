@@ -44,6 +44,10 @@ KEY_FILE = "email-links.key"
 makes every tracking URL already sent unknown."""
 
 _STRIPES = 64
+MAX_RESULTS = 1000
+"""Opens (and clicks) recorded for one email at the most: one reader opens an email a
+handful of times, so more is a loop or someone replaying its URL. Past it the pixel
+and the links still answer, and nothing more is written (``email.results_capped``)."""
 _ID_PREFIX = "eml_"
 
 
@@ -167,9 +171,14 @@ class EmailTracking:
         self, email: Email, result: EmailResult, user_agent: str, detail: str
     ) -> None:
         """Record an Open or Click: ``unique`` if the email has none yet. One at a time
-        per email, so two at once are not both the first."""
+        per email, so two at once are not both the first; at most :data:`MAX_RESULTS`
+        of each."""
         async with self._locks[hash(email.id) % _STRIPES]:
             history = await self._store.email_history(email.id)
+            if sum(1 for e in history if e.result is result) >= MAX_RESULTS:
+                log.warning("email.results_capped", extra={"email_id": email.id,
+                                                           "result": result.value})  # fmt: skip
+                return
             event = result_event(email.id, result, at=self._clock.now().wall, earlier=history,
                                  user_agent=user_agent, detail=detail)  # fmt: skip
             await self._store.add_email_events([event])
