@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import logs, runtime
-from dispatcher.cli import calls, dnt, emails, engagement, helptext, numbers, texts
+from dispatcher.cli import calls, consent, dnt, emails, engagement, helptext, numbers, texts
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     engagement.add_parsers(sub)
     campaign_cli.add_parser(sub)
     dnt.add_parser(sub)
+    consent.add_parser(sub)
     return helptext.finish(parser)
 
 

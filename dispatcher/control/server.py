@@ -29,6 +29,7 @@ from typing import Any
 from dispatcher import jsonio
 from dispatcher.control import (
     campaign_commands,  # noqa: F401 - registers its commands
+    consent_commands,  # noqa: F401 - registers its commands
     email_commands,  # noqa: F401 - registers its commands
 )
 from dispatcher.control.client import MAX_SOCKET_PATH

@@ -128,6 +128,8 @@ def scope_of(*, sender: str | None, campaign: str | None, channel: Channel) -> t
     (neither given) every sender. Both at once is refused."""
     if sender and campaign:
         raise InvalidInput("scope: give a sender or a campaign, not both", field="scope")
+    if sender and channel is not Channel.EMAIL:
+        return Scope.SENDER, e164(sender.strip(), field="sender")
     if sender:
         return Scope.SENDER, sender_key(channel, sender.strip())
     if campaign:

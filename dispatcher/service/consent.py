@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from collections.abc import AsyncIterator, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 
 from dispatcher.clock import Clock
@@ -176,6 +176,34 @@ class ConsentVerbs:
                               reason=reason or None))  # fmt: skip
         return made
 
+    async def consent_remove(
+        self,
+        contact: str,
+        *,
+        who: str,
+        channels: Collection[Channel] | None = None,
+        sender: str | None = None,
+        campaign: str | None = None,
+    ) -> list[Entry]:
+        """Take back the opt-outs of ``contact`` in force on ``channels`` (by default
+        every channel it can be reached on) for that scope (for everyone, when neither
+        ``sender`` nor ``campaign`` is given: every opt-out of the channel): an
+        operator's opt-in on each channel that had one. The entries recorded; none when
+        nothing was in force."""
+        key = contact_key(contact)
+        asked = list(channels) if channels else list(channels_for(key))
+        entries = (await self.consent_book.read([key])).get(key, [])
+        wanted = {c: scope_of(sender=sender, campaign=campaign, channel=c) for c in asked}
+        listed = [
+            c for c in asked
+            if any(wanted[c][0] is Scope.ALL or (e.scope, e.scope_value) == wanted[c]
+                   for e in in_force(entries, c))
+        ]  # fmt: skip
+        if not listed:
+            return []
+        return await self.opt_in(key, source=ConsentSource.OPERATOR, who=who, channels=listed,
+                                 sender=sender, campaign=campaign)  # fmt: skip
+
     # -- questions ---------------------------------------------------------------------
     async def consent_check(self, contact: str, *, channel: Channel | None = None) -> ConsentView:
         """The opt-outs of ``contact`` in force, on ``channel`` or on every channel it
@@ -279,8 +307,3 @@ class ConsentVerbs:
 
 def _line(lines: list[str], number: int) -> str:
     return lines[number - 1] if 0 < number <= len(lines) else ""
-
-
-def channels_named(names: Iterable[str]) -> list[Channel]:
-    """Channel names from a front, each checked."""
-    return [channel_of(name) for name in names]

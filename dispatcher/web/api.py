@@ -10,7 +10,8 @@ token (``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
 - ``GET``, ``POST /v1/automations`` and ``DELETE /v1/automations/{name}``: the rules and
   their recent runs.
 - The lists of texts and calls (:mod:`dispatcher.web.resources`), the Do Not Text list
-  and the metrics (:mod:`dispatcher.web.dnt`), campaigns (:mod:`dispatcher.web.campaigns`).
+  and the metrics (:mod:`dispatcher.web.dnt`), the consent ledger
+  (:mod:`dispatcher.web.consent`), campaigns (:mod:`dispatcher.web.campaigns`).
 
 :data:`API` is the route table: each route, the models of its bodies
 (:mod:`dispatcher.schemas`) and its answers. It routes the requests and is the API's
@@ -37,6 +38,8 @@ from dispatcher.service import (
 from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
 from dispatcher.web.campaigns import ROUTES as CAMPAIGN_ROUTES
 from dispatcher.web.campaigns import CampaignRoutes
+from dispatcher.web.consent import ROUTES as CONSENT_ROUTES
+from dispatcher.web.consent import ConsentRoutes
 from dispatcher.web.dnt import ROUTES as DNT_ROUTES
 from dispatcher.web.dnt import DntRoutes
 from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
@@ -50,7 +53,7 @@ def _is_json(content_type: str) -> bool:
     return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
-class Api(ResourceRoutes, DntRoutes, CampaignRoutes):
+class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
     """The ``/v1`` handlers, bound to one service (:data:`API` names them; those that
     read, list and cancel are in :mod:`dispatcher.web.resources`, the Do Not Text list's
     and the metrics' in :mod:`dispatcher.web.dnt`, the campaigns' in
@@ -210,6 +213,7 @@ API = [
                   204: Answer("removed"), 404: Answer("no such automation"),
                   409: Answer("it is in the automations file")}),
     *DNT_ROUTES,
+    *CONSENT_ROUTES,
     *CAMPAIGN_ROUTES,
 ]  # fmt: skip
 """The automation API: each route, the models of its bodies and its answers. It routes
