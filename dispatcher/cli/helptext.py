@@ -58,6 +58,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "dispatcher metrics --sender +15550000001 --by automation --csv",
     ),
     "report": ("dispatcher report --out report.html --since 7d",),
+    "backup": (
+        "dispatcher backup /var/backups/dispatcher-$(date -u +%F).db",
+        "dispatcher --home /var/lib/dispatcher backup copy.db --json",
+    ),
     "campaign create": (
         'dispatcher campaign create --name "Spring reminders" --contacts contacts.csv '
         '--template "Hi {first_name|there}, see you on {Appointment Date}." '

@@ -27,7 +27,17 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher import logs, runtime
-from dispatcher.cli import calls, consent, dnt, emails, engagement, helptext, numbers, texts
+from dispatcher.cli import (
+    backup,
+    calls,
+    consent,
+    dnt,
+    emails,
+    engagement,
+    helptext,
+    numbers,
+    texts,
+)
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
 from dispatcher.control.client import call
@@ -76,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     campaign_cli.add_parser(sub)
     dnt.add_parser(sub)
     consent.add_parser(sub)
+    backup.add_parser(sub)
     return helptext.finish(parser)
 
 
@@ -130,6 +141,8 @@ def _main(argv: Sequence[str] | None) -> int:  # noqa: PLR0911 - one exit code p
             from dispatcher.cli.demo import run_demo  # noqa: PLC0415 - rich loads only for the demo
 
             return run_demo(config, numbers=args.numbers, texts=args.texts)
+        if args.command == "backup":
+            return backup.run_backup(config, args)
         if args.command == "top":
             from dispatcher.cli.top import run_top  # noqa: PLC0415 - rich loads only for top
 
