@@ -205,6 +205,7 @@ async def test_a_call_to_a_do_not_call_contact_fails_with_the_reason(tmp_path: P
         refused = await place(h, CONTACT)
         assert (refused.status, refused.reason) == (CallStatus.FAILED, CallReason.DO_NOT_CALL)
         view = await h.service.call(refused.id)
+        assert view.explanation.startswith(f"Not placed: {CONTACT} opted out of calls")
         assert "opted out of voice (operator, by ops: asked not to be called)" in (
             view.history[-1].detail or ""
         )
@@ -249,6 +250,7 @@ async def test_a_suppressed_address_fails_with_the_reason(tmp_path: Path) -> Non
             email = (await h.service.submit_email(email_to(address))).email
             assert (email.status, email.reason) == (EmailStatus.FAILED, EmailReason.SUPPRESSED)
             view = await h.service.email(email.id)
+            assert view.explanation.startswith(f"Not sent: {address} is suppressed")
             assert f"opted out of email ({name}, by mailbox" in (view.history[-1].detail or "")
         # An unsubscribe from one domain leaves the others.
         await h.service.opt_out("ann@example.com", source=ConsentSource.UNSUBSCRIBE, who="ann",

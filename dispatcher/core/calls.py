@@ -211,6 +211,15 @@ def carrier_completed(call: Call, *, answered: bool | None) -> list[tuple[CallSt
     return [(CallStatus.NO_ANSWER, CallReason.ENDED_UNANSWERED)]
 
 
+_FAILED_BECAUSE: dict[str, str] = {
+    CallReason.SCRIPT_NOT_SERVED: "Failed: {to} answered, but the script was not served (the "
+    "service was not reachable at that moment).",
+    CallReason.DO_NOT_CALL: "Not placed: {to} opted out of calls (the Do Not Call list; the "
+    "history says who recorded it, when and why).",
+}
+"""What a Failed call's explanation says for the reasons that have their own words."""
+
+
 def explain_call(  # noqa: PLR0911 - one answer per status
     call: Call, *, ahead: int | None = None, next_slot_at: datetime | None = None
 ) -> str:
@@ -244,9 +253,8 @@ def explain_call(  # noqa: PLR0911 - one answer per status
         return f"No answer: the call to {call.recipient} ended before it was answered{code}."
     if s is CallStatus.NO_ANSWER:
         return f"No answer from {call.recipient}{code}."
-    if s is CallStatus.FAILED and call.reason == CallReason.SCRIPT_NOT_SERVED:
-        return (f"Failed: {call.recipient} answered, but the script was not served (the "
-                "service was not reachable at that moment).")  # fmt: skip
+    if s is CallStatus.FAILED and (why := _FAILED_BECAUSE.get(call.reason or "")):
+        return why.format(to=call.recipient)
     if s is CallStatus.CANCELED:
         return f"Canceled at {_t(call.updated_at)}."
     return f"Failed: {call.reason or 'the call could not be placed'}{code}."

@@ -276,6 +276,9 @@ def explain_email(  # noqa: PLR0911 - one answer per status
         return f"Bounced: {email.recipient} did not take it{code}."
     if s is EmailStatus.CANCELED:
         return f"Canceled at {_t(email.updated_at)}."
+    if email.reason == EmailReason.SUPPRESSED:
+        return (f"Not sent: {email.recipient} is suppressed (an opt-out, a bounce or a "
+                "complaint; the history says which, when and why).")  # fmt: skip
     return f"Failed: {email.reason or 'the relay refused it'}{code}."
 
 
