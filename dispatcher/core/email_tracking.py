@@ -118,7 +118,7 @@ def _is_hex(text: str) -> bool:
 # -- the HTML part as it leaves --------------------------------------------------------
 
 _HREF = re.compile(
-    r"""(<a\b[^>]*?\bhref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
+    r"""(<a\b[^>]*?\shref\s*=\s*)(?:"([^"]*)"|'([^']*)'|([^\s"'>]+))""", re.IGNORECASE
 )
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
