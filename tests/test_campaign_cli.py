@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import csv
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -116,3 +118,37 @@ async def test_contacts_lists_each_contact_with_its_text(home: Path, service: Co
     none = await dispatcher(home, "campaign", "contacts", campaign_id, "--state", "expired")
     assert (none.code, none.out) == (1, "")
     assert none.err == f"dispatcher: campaign {campaign_id} has no contact in expired\n"
+
+
+def shut_zone() -> str:
+    """A time zone where the default window (08:00-21:00) is shut now, and for an hour."""
+    now = datetime.now(UTC)
+    for offset in range(-12, 15):
+        if (now + timedelta(hours=offset)).hour in {21, 22, 23, 0, 1, 2, 3, 4, 5, 6}:
+            return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # Etc/GMT-5 is UTC+5
+    raise AssertionError("it is night somewhere")
+
+
+async def test_show_says_how_many_contacts_are_held_and_until_when(
+    home: Path, service: Config
+) -> None:
+    zone = shut_zone()
+    path = write_contacts(home / "night.csv", ("phone", "name", "tz"),
+                          [("+12125550001", "Ann", zone)])  # fmt: skip
+    run = await dispatcher(home, "campaign", "create", "--name", "Night", "--contacts",
+                           str(path), "--template", "Hi {name}", "--from", POOL,
+                           "--tz-column", "tz", "--json")  # fmt: skip
+    campaign_id = run.json()["id"]
+    async with ControlClient(service.socket_path) as client:
+
+        async def held() -> bool:
+            return bool((await client.call("campaign_show", id=campaign_id))["held"] == 1)
+
+        await wait_for(held, within=30, what="the contact to be seen held")
+        shown = await client.call("campaign_show", id=campaign_id)
+    opens = datetime.fromisoformat(shown["held_until"])
+    assert opens > datetime.now(UTC)
+    assert opens.astimezone(ZoneInfo(zone)).strftime("%H:%M") == "08:00"
+    human = await dispatcher(home, "campaign", "show", campaign_id)
+    waits = f"held: 1 contact waits for the window to open (the first at {shown['held_until']})"
+    assert f"  {waits}" in human.out.splitlines()

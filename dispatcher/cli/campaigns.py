@@ -17,7 +17,7 @@ from dispatcher.cli.output import json_flag, nothing_found, out
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError
 
-CONTACT_STATES = ("pending", "queued", "sent", "expired", "canceled")
+CONTACT_STATES = ("pending", "queued", "sent", "expired", "canceled", "no_window")
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -220,12 +220,14 @@ async def _follow(sock: Path, campaign_id: str) -> int:
     """A live progress bar of contacts settled (sent, expired, cancelled) to the end."""
     view = await call(sock, "campaign_show", id=campaign_id)
     counts = "{task.completed}/{task.total} settled, {task.fields[queued]} queued, "
-    counts += "{task.fields[state]}"
+    counts += "held: {task.fields[held]}; {task.fields[state]}"
     with _progress("{task.description}", counts, _console()) as bar:
-        task = bar.add_task(view["name"], total=view["total"] or None, queued=0, state="")
+        task = bar.add_task(view["name"], total=view["total"] or None, queued=0, state="",
+                            held="none")  # fmt: skip
         while True:
             bar.update(task, total=view["total"] or None, completed=view["done"],
-                       queued=view["queued"], state=view["state"])  # fmt: skip
+                       queued=view["queued"], state=view["state"],
+                       held=_held(view))  # fmt: skip
             if view["state"] in ENDED or view["state"] == "paused":
                 break
             await asyncio.sleep(POLL)
@@ -265,7 +267,21 @@ def _show(c: dict[str, Any]) -> None:
         print(f"  cost: {c['segments']} segments; projected finish {c['projected_finish'] or '-'}")
     contacts = ", ".join(f"{k} {v}" for k, v in c["contacts"].items()) or "none"
     print(f"  contacts: {contacts}; {c['done']}/{c['total']} settled")
+    if c.get("held"):
+        print(f"  held: {_held(c)}")
+    if c.get("no_window"):
+        print(f"  {c['no_window']} outside every window: their time zones are never all "
+              f"in {c['send_window']} at once")  # fmt: skip
     print(f"  window {c['send_window']} in each contact's time (outside: {c['outside_window']})")
+
+
+def _held(c: dict[str, Any]) -> str:
+    """How many contacts wait for their window to open, and until when."""
+    held = int(c.get("held") or 0)
+    if not held:
+        return "none"
+    noun = "contact waits" if held == 1 else "contacts wait"
+    return f"{held} {noun} for the window to open (the first at {c['held_until']})"
 
 
 def _table(campaigns: list[dict[str, Any]]) -> None:

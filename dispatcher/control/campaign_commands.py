@@ -48,6 +48,9 @@ def campaign_json(view: CampaignView) -> JSON:
         "done": view.settled,
         "pending": contacts.get("pending", 0),
         "queued": contacts.get("queued", 0),
+        "held": view.outlook.held if view.outlook else 0,
+        "held_until": ts(view.outlook.held_until if view.outlook else None, timespec="seconds"),
+        "no_window": contacts.get("no_window", 0),
         "import": None if progress is None else {
             "bytes_read": progress.bytes_read, "bytes_total": progress.bytes_total,
             "rows": progress.rows, "done": progress.done, "error": progress.error,
@@ -155,7 +158,7 @@ async def _test(d: Dispatcher, a: TestArgs) -> JSON:
             "body": sent.body, "line": sent.line}  # fmt: skip
 
 
-State = Literal["pending", "queued", "sent", "expired", "canceled"]
+State = Literal["pending", "queued", "sent", "expired", "canceled", "no_window"]
 
 
 class ContactsArgs(Args, frozen=True):

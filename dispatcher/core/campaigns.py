@@ -15,7 +15,7 @@ import heapq
 import hmac
 import itertools
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
@@ -61,9 +61,11 @@ class ContactState(StrEnum):
     SENT = "sent"  # its text or call left the queue (sent, or ended by a rule)
     EXPIRED = "expired"  # outside its send window, and the campaign expires those
     CANCELED = "canceled"
+    NO_WINDOW = "no_window"  # its time zones are never in the send window at once
 
 
-SETTLED = frozenset({ContactState.SENT, ContactState.EXPIRED, ContactState.CANCELED})
+SETTLED = frozenset({ContactState.SENT, ContactState.EXPIRED, ContactState.CANCELED,
+                     ContactState.NO_WINDOW})  # fmt: skip
 
 
 class OutsideWindow(StrEnum):
@@ -299,6 +301,11 @@ class Window:
                          if not self.contains(moment.astimezone(zone).time()))  # fmt: skip
         return moment
 
+    def ever_open(self, zones: str, at: datetime) -> bool:
+        """Whether the window is ever open in all of ``zones`` at once (from ``at``, over
+        the next days): a number spanning zones far apart may have no common hour."""
+        return self.is_open(zones, self.opens(zones, at))
+
 
 def parse_window(text: str) -> Window:
     try:
@@ -377,6 +384,65 @@ def link_token(key: bytes, campaign_id: str, line: int, attempt: int) -> str:
     same for the same attempt (so a resubmitted text keeps its body)."""
     signed = hmac.new(key, f"{campaign_id}:{line}:{attempt}".encode(), hashlib.sha256)
     return "v" + signed.hexdigest()[:24]
+
+
+# -- the projection ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Outlook:
+    """What is ahead of a campaign: its contacts held outside their window now (and
+    when the first of them opens), and when the last contact is projected to be sent."""
+
+    held: int = 0
+    held_until: datetime | None = None
+    finish: datetime | None = None
+
+
+def outlook(
+    waiting: Mapping[tuple[str, str], tuple[int, float]], *, window: Window, now: datetime,
+    start: datetime, rate: Callable[[str], float],
+) -> Outlook:  # fmt: skip
+    """The outlook of contacts still to send: ``waiting`` maps (pool number, time zones)
+    to how many contacts and the slots they take (their segments, or one a call). Each
+    pool number sends at its ``rate`` (slots a second), from ``start``, each group of
+    contacts in the hours its window is open, the groups whose window opens first
+    first; the finish is the last pool number's. Groups whose window is never open are
+    left out."""
+    held, until = 0, None
+    by_sender: dict[str, list[tuple[datetime, str, float]]] = {}
+    for (sender, zones), (contacts, slots) in waiting.items():
+        opens = window.opens(zones, now)
+        if not window.is_open(zones, opens):
+            continue  # never open: reported, not projected
+        if opens > now:
+            held += contacts
+            until = opens if until is None else min(until, opens)
+        first = window.opens(zones, start)
+        by_sender.setdefault(sender, []).append((first, zones, slots))
+    finish = None
+    for sender, groups in by_sender.items():
+        end = _sent_by(sorted(groups), window, start, rate(sender))
+        finish = end if finish is None else max(finish, end)
+    return Outlook(held=held, held_until=until, finish=finish)
+
+
+def _sent_by(
+    groups: Sequence[tuple[datetime, str, float]], window: Window, start: datetime, rate: float
+) -> datetime:
+    """When one pool number has sent its groups, one after another, each in its window."""
+    moment = start
+    for _, zones, slots in groups:
+        need = slots / rate  # seconds of sending
+        for _ in range(3660):  # one window a turn: ten years of days at most
+            moment = window.opens(zones, moment)
+            open_for = (window.closes(zones, moment) - moment).total_seconds()
+            if need <= open_for:
+                moment += timedelta(seconds=need)
+                break
+            need -= open_for
+            moment = window.closes(zones, moment)
+    return moment
 
 
 # -- the sender pool -------------------------------------------------------------------

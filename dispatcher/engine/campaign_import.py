@@ -15,7 +15,7 @@ import csv
 import logging
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -33,11 +33,13 @@ from dispatcher.core.campaigns import (
     Contact,
     ContactState,
     CsvReader,
+    Outlook,
     OutsideWindow,
     Record,
     Template,
     column_named,
     link_token,
+    outlook,
     parse_template,
     parse_window,
     rebalance,
@@ -94,6 +96,7 @@ class CampaignView:
     contacts: dict[ContactState, int]
     progress: ImportProgress | None
     fields: tuple[str, ...] = ()
+    outlook: Outlook | None = None  # a running campaign's, as last worked out
 
     @property
     def total(self) -> int:
@@ -136,11 +139,15 @@ class _Tally:
     contacts: Counter[str] = field(default_factory=Counter)
     lines: dict[str, array[int]] = field(default_factory=dict)
     zones: set[str] = field(default_factory=set)
+    groups: Counter[tuple[str, str]] = field(default_factory=Counter)  # by number and zones
+    group_segments: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def add(self, contact: Contact, cost: int) -> None:
         sender = contact.sender
         self.segments[sender] += cost
         self.contacts[sender] += 1
+        self.groups[sender, contact.tz] += 1
+        self.group_segments[sender, contact.tz] += cost
         if (lines := self.lines.get(sender)) is None:
             lines = self.lines[sender] = array("q")
         lines.append(contact.line)
@@ -306,22 +313,16 @@ class Importer:
                 if writing is not None:
                     await writing
         await self._balance(started, tally)
-        per_sender = tally.segments
         now = self._clock.now().wall
-        start = max(campaign.start_at or now, now)
-        busiest = max(
-            (n / self._config.pacing.rate_of(s) for s, n in per_sender.items()), default=0.0
-        )
-        if campaign.channel is CampaignChannel.VOICE:
-            busiest = progress.accepted / self._config.voice.calls_per_second
+        projected = projection(self._config, campaign, tally.groups, tally.group_segments, now)
         state = CampaignState.DRAFT if spec.draft else CampaignState.RUNNING
         return replace(
             campaign, state=state, accepted=progress.accepted, rejected=progress.rejected,
             duplicates=progress.duplicates, suppressed=progress.suppressed,
             reject_file=str(rejects_path) if progress.rejected or progress.duplicates
             or progress.suppressed else None,
-            segments=sum(per_sender.values()),
-            projected_finish=start + timedelta(seconds=busiest), updated_at=now,
+            segments=sum(tally.segments.values()),
+            projected_finish=projected.finish, updated_at=now,
         )  # fmt: skip
 
     async def _store_contacts(self, contacts: list[Contact], progress: ImportProgress) -> None:
@@ -397,6 +398,9 @@ class Importer:
                 cost = text_cost(rules, dict(contact.fields))
                 per_sender[number] -= cost
                 per_sender[target] += cost
+                for key, sign in (((number, contact.tz), -1), ((target, contact.tz), 1)):
+                    tally.groups[key] += sign
+                    tally.group_segments[key] += sign * cost
                 moved.append(replace(contact, sender=target))
         if moved:
             await self._store.set_contacts(moved)
@@ -416,6 +420,35 @@ class Importer:
             default_zone=config.default_time_zone, template=started.template,
             link_base=self._links.link(""),
         )  # fmt: skip
+
+
+VOICE_PACE = ""
+"""The pacing key of a voice campaign's calls in a projection: the provider account's
+one pace (``voice.calls_per_second``), not a pace per pool number."""
+
+
+def projection(
+    config: Config, campaign: Campaign, contacts: Mapping[tuple[str, str], int],
+    segments: Mapping[tuple[str, str], int], now: datetime,
+) -> Outlook:  # fmt: skip
+    """The campaign's outlook from its waiting ``contacts`` (and their ``segments``) by
+    pool number and time zones: each number at its pace (a voice campaign's calls at the
+    account's), in each contact's send window, from now or the campaign's start."""
+    waiting: Counter[tuple[str, str]] = Counter()
+    slots: Counter[tuple[str, str]] = Counter()
+    voice = campaign.channel is CampaignChannel.VOICE
+    for (sender, zones), n in contacts.items():
+        key = (VOICE_PACE if voice else sender, zones)
+        waiting[key] += n
+        slots[key] += n if voice else segments.get((sender, zones), n)
+    calls = config.voice.calls_per_second
+
+    def rate(sender: str) -> float:
+        return calls if sender == VOICE_PACE else config.pacing.rate_of(sender)
+
+    return outlook({key: (n, slots[key]) for key, n in waiting.items() if n > 0},
+                   window=parse_window(campaign.send_window), now=now,
+                   start=max(campaign.start_at or now, now), rate=rate)  # fmt: skip
 
 
 def _row(contact: Contact) -> list[str]:

@@ -26,7 +26,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from dispatcher.clock import Clock
 from dispatcher.config import Config
@@ -38,6 +38,7 @@ from dispatcher.core.campaigns import (
     CampaignState,
     Contact,
     ContactState,
+    Outlook,
     OutsideWindow,
     Template,
     Window,
@@ -57,6 +58,7 @@ from dispatcher.engine.campaign_import import (
     ImportProgress,
     Started,
     VoiceLinks,
+    projection,
 )
 from dispatcher.engine.campaign_views import CampaignViews, ContactReport, Rendered, TestSend
 from dispatcher.engine.events import Outcome
@@ -69,6 +71,10 @@ __all__ = ["LINK_KEY", "CampaignDesk", "CampaignService", "CampaignSpec", "Campa
            "ImportProgress"]  # fmt: skip
 
 BATCH = 2000
+WAITING = (ContactState.PENDING, ContactState.QUEUED)
+LOOK_EVERY = 5.0  # seconds between two outlooks of a running campaign
+LOOK_SAMPLE = 20_000  # the waiting contacts an outlook reads (in file order), at most
+LOOK_MOVED = timedelta(minutes=1)  # a projected finish that moved this much is stored
 _QUEUED = (ContactState.QUEUED,)
 FOLLOWED = frozenset({CampaignState.RUNNING, CampaignState.PAUSED, CampaignState.CANCELED})
 
@@ -89,6 +95,9 @@ class _Running:
     exhausted: dict[str, frozenset[str]] = field(default_factory=dict)  # none pending there
     check_done: bool = True  # something changed since the store last said "not finished"
     hungry: set[str] = field(default_factory=set)  # pool numbers with a text gone since fed
+    checked: set[str] = field(default_factory=set)  # time zones known to open some day
+    outlook: Outlook | None = None  # held contacts and the projected finish, when last seen
+    looked: float | None = None  # when (monotonic) the outlook was last worked out
 
     def forget(self) -> None:
         """Know nothing of the campaign's contacts: read them again when next needed."""
@@ -100,6 +109,8 @@ class _Running:
         self.exhausted.clear()
         self.check_done = True
         self.hungry.clear()
+        self.checked.clear()
+        self.looked = None
 
 
 class CampaignDesk:
@@ -310,6 +321,7 @@ class CampaignDesk:
         if campaign.start_at is not None and now < campaign.start_at:
             return
         await self._feed(running, campaign, now, everyone=everyone)
+        campaign = await self._look_ahead(running, campaign, now)
         if running.queued or not running.check_done or not everyone:
             return  # the end is seen on a tick (or a change), not on every send
         running.check_done = False
@@ -329,6 +341,11 @@ class CampaignDesk:
         window = parse_window(campaign.send_window)
         if running.zones is None:
             running.zones = set(await self._store.contact_zones(campaign.id))
+        if never := {z for z in running.zones - running.checked if not window.ever_open(z, now)}:
+            await self._no_window(campaign, never)
+            running.zones -= never
+            running.check_done = True  # they may have been the last
+        running.checked |= running.zones
         open_zones = {z for z in running.zones if window.is_open(z, now)}
         expire = campaign.outside_window is OutsideWindow.EXPIRE
         wanted = frozenset(running.zones if expire else open_zones)
@@ -404,6 +421,52 @@ class CampaignDesk:
         handed.clear()
         ended.clear()
 
+    async def _no_window(self, campaign: Campaign, zones: set[str]) -> None:
+        """Settle the pending contacts of ``zones``, whose send window is never open in
+        all their time zones at once: they are reported, not waited for forever."""
+        ended = 0
+        for sender in campaign.senders:
+            while batch := await self._store.next_contacts(campaign.id, sender,
+                                                           frozenset(zones), BATCH):  # fmt: skip
+                await self._store.set_contacts(
+                    [replace(c, state=ContactState.NO_WINDOW) for c in batch]
+                )
+                ended += len(batch)
+        log.warning("campaign.no_window", extra={
+            "campaign_id": campaign.id, "contacts": ended, "zones": ", ".join(sorted(zones)),
+            "send_window": campaign.send_window,
+        })  # fmt: skip
+
+    async def _look_ahead(self, running: _Running, campaign: Campaign, now: datetime) -> Campaign:
+        """Work out again (every :data:`LOOK_EVERY` seconds) how many contacts are held
+        outside their window, until when, and when the campaign is projected to finish,
+        from the contacts still waiting (a sample of the first :data:`LOOK_SAMPLE`, scaled
+        to them all); a projected finish that moved is stored."""
+        mono = self._clock.now().mono
+        if running.looked is not None and mono - running.looked < LOOK_EVERY:
+            return campaign
+        running.looked = mono
+        waiting = await self._store.contacts_in(campaign.id, WAITING, LOOK_SAMPLE)
+        counts = await self._store.contact_counts(campaign.id)
+        total = sum(counts.get(state, 0) for state in WAITING)
+        scale = total / len(waiting) if waiting else 1.0
+        per_contact = campaign.segments / campaign.accepted if campaign.accepted else 1.0
+        groups = Counter((c.sender, c.tz) for c in waiting)
+        contacts = {key: round(n * scale) for key, n in groups.items()}
+        segments = {key: round(n * scale * per_contact) for key, n in groups.items()}
+        running.outlook = projection(self._config, campaign, contacts, segments, now)
+        finish = running.outlook.finish
+        if finish is None or campaign.projected_finish is None:
+            moved = finish != campaign.projected_finish
+        else:
+            moved = abs(finish - campaign.projected_finish) >= LOOK_MOVED
+        if not moved:
+            return campaign
+        changed = replace(campaign, projected_finish=finish)
+        await self._store.update_campaign(changed)
+        running.campaign = changed
+        return changed
+
     async def _cancel_pending(self, campaign: Campaign) -> None:
         while pending := await self._store.contacts_in(campaign.id, [ContactState.PENDING],
                                                         BATCH):  # fmt: skip
@@ -425,10 +488,12 @@ class CampaignDesk:
             counts = {ContactState.PENDING: progress.stored} if progress.stored else {}
         else:
             counts = await self._store.contact_counts(campaign_id)
-        template = self._state(campaign_id).template
+        running = self._state(campaign_id)
+        template = running.template
         return CampaignView(
             campaign=campaign, contacts=counts, progress=progress,
             fields=template.fields if template else (),
+            outlook=running.outlook if campaign.state is CampaignState.RUNNING else None,
         )  # fmt: skip
 
     async def preview(self, campaign_id: str, limit: int) -> list[Rendered]:
