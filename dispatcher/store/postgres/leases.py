@@ -1,0 +1,247 @@
+"""Leases on pacing keys: which worker may send from which key, proven by the database.
+
+Each pacing key (a sending number) has one row: its owner, an ``epoch`` that grows at
+every acquisition (the fencing token), ``lease_expires_at`` by the database's clock and
+``next_slot_at``. A worker (:class:`Leases`, one per process) registers, renews all its
+leases and its heartbeat in one statement, takes free or lapsed keys with work up to a
+fair share among the live workers, gives back keys beyond its share and idle ones, and
+starts each send in one round trip (:meth:`Leases.start_send`), which moves the
+message to Sending under the key's epoch. Every later change of that message names
+the status and the epoch it expects (:meth:`Leases.transition`), so a worker that lost
+its key changes nothing.
+
+A worker trusts a lease only until its own monotonic clock says it may have lapsed:
+the deadline is taken *before* the statement that set the lease was sent, so it falls
+before the database's expiry whatever the round trip took.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+import asyncpg
+
+from dispatcher.clock import Clock
+from dispatcher.core.model import Source, TextStatus
+from dispatcher.errors import StoreError, StoreUnavailable
+from dispatcher.store.postgres.connection import PostgresConnection
+
+LEASE_SECONDS = 6.0
+"""How long a lease lasts unless renewed; workers renew every third of it."""
+MIN_LEASE_SECONDS = 1.0
+"""The lease a send needs left, by the database's clock, to start."""
+
+
+def worker_id(name: str) -> str:
+    """A worker id, new at every start: ``name`` (a host, a home folder) and a random part."""
+    return f"{name}/{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A key this worker holds."""
+
+    key: str
+    epoch: int
+    trusted_until: float  # this worker's monotonic clock: no send starts after it
+    next_slot_at: datetime | None  # as the database had it when the lease was taken or renewed
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    share: int  # this worker's fair share of the keys in play
+    taken: list[Lease]  # the keys taken now, each under a new epoch
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    NOT_OWNER = "not_owner"  # the key has another owner or a later epoch
+    LEASE_SHORT = "lease_short"  # less than the lease a send needs is left
+    TOO_EARLY = "too_early"  # before the key's next slot (its previous owner's, maybe)
+    BUSY = "busy"  # a send of the key is in flight, or its outcome is unknown
+    NOT_QUEUED = "not_queued"  # the message is no longer Queued on that key
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    outcome: StartOutcome
+    started_at: datetime | None  # the database's clock, when it started
+    next_slot_at: datetime | None
+    lease_expires_at: datetime | None
+    trusted: bool  # started, and still inside the lease by this worker's clock after the
+    # commit: only then may the provider be called
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fenced:
+    """A status change that names the status and the epoch it expects."""
+
+    message_id: str
+    expected: TextStatus
+    epoch: int
+    status: TextStatus
+    source: Source
+    reason: str | None = None
+    provider_code: str | None = None
+    provider_id: str | None = None
+
+
+class Leases:
+    """One worker's leases."""
+
+    def __init__(
+        self,
+        db: PostgresConnection,
+        clock: Clock,
+        worker: str,
+        *,
+        lease_seconds: float = LEASE_SECONDS,
+        min_lease_seconds: float = MIN_LEASE_SECONDS,
+    ) -> None:
+        if not 0 < min_lease_seconds < lease_seconds:
+            raise ValueError("the lease a send needs must be shorter than the lease")
+        self._db = db
+        self._clock = clock
+        self.worker = worker
+        self.lease_seconds = lease_seconds
+        self._min_lease = min_lease_seconds
+        self._held: dict[str, Lease] = {}
+
+    @property
+    def held(self) -> dict[str, Lease]:
+        """The leases this worker holds, by key (a copy)."""
+        return dict(self._held)
+
+    def trusted(self, lease: Lease) -> bool:
+        """Whether this worker's clock still puts ``lease`` inside its term."""
+        return self._clock.now().mono < lease.trusted_until
+
+    async def register(self, address: str | None = None) -> None:
+        """Record this worker as live (or again, after a restart under the same id:
+        what an earlier run held under it is given up)."""
+        await self._execute("register_worker", self.worker, address)
+        self._held.clear()
+
+    async def deregister(self) -> None:
+        """Give back every key and remove this worker (a clean stop)."""
+        await self._execute("deregister_worker", self.worker)
+        self._held.clear()
+
+    async def add_keys(self, keys: Collection[str]) -> None:
+        """Make sure each of ``keys`` has its row (free, epoch 0)."""
+        await self._execute("add_pacing_keys", sorted(keys))
+
+    async def renew(self) -> list[str]:
+        """Renew every lease still held and the heartbeat, in one statement; returns the
+        keys lost (lapsed or taken), which this worker no longer holds."""
+        deadline = self._deadline()
+        rows = await self._fetch("renew_leases", self.worker, self.lease_seconds)
+        renewed = {
+            row["key"]: Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
+            for row in rows
+            if (held := self._held.get(row["key"])) is not None and held.epoch == row["epoch"]
+        }
+        lost = sorted(set(self._held) - set(renewed))
+        self._held = renewed
+        return lost
+
+    async def acquire(self, limit: int = 1_000) -> Acquired:
+        """Take free or lapsed keys that have work, up to this worker's fair share and
+        ``limit``; keys other workers are taking at the same moment are skipped."""
+        deadline = self._deadline()
+        rows = await self._fetch("acquire_leases", self.worker, self.lease_seconds, limit)
+        taken = [
+            Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
+            for row in rows
+            if row["key"] is not None
+        ]
+        self._held.update((lease.key, lease) for lease in taken)
+        return Acquired(share=rows[0]["share"] if rows else 0, taken=taken)
+
+    async def shed(self, share: int) -> list[str]:
+        """Give back the keys held beyond ``share`` (workers joined), none with a send in
+        flight; returns them."""
+        rows = await self._fetch("shed_leases", self.worker, share)
+        return self._forget(row["key"] for row in rows)
+
+    async def release(self, keys: Collection[str]) -> list[str]:
+        """Give back ``keys`` (idle ones); returns those given back."""
+        leases = [self._held[key] for key in sorted(keys) if key in self._held]
+        rows = await self._fetch(
+            "release_leases",
+            self.worker,
+            [lease.key for lease in leases],
+            [lease.epoch for lease in leases],
+        )
+        self._forget(lease.key for lease in leases)
+        return sorted(row["key"] for row in rows)
+
+    async def start_send(
+        self, lease: Lease, message_id: str, attempt_id: str, spacing: timedelta
+    ) -> Start:
+        """Start the send of ``message_id`` from ``lease``'s key in one round trip: the
+        message goes from Queued to Sending under the lease's epoch and the key's next
+        slot moves ``spacing`` past the start, or nothing changes and the outcome says
+        why. The provider may be called only when the answer is ``trusted``."""
+        if not self.trusted(lease):
+            return Start(StartOutcome.LEASE_SHORT, None, lease.next_slot_at, None, trusted=False)
+        rows = await self._fetch(
+            "start_send", self.worker, lease.key, lease.epoch, message_id, attempt_id,
+            spacing.total_seconds(), self._min_lease,
+        )  # fmt: skip
+        row = rows[0]
+        outcome = StartOutcome(row["outcome"])
+        if outcome is StartOutcome.NOT_OWNER:
+            self._forget([lease.key])
+        return Start(
+            outcome,
+            row["started_at"],
+            row["next_slot_at"],
+            row["lease_expires_at"],
+            trusted=outcome is StartOutcome.STARTED and self.trusted(lease),
+        )
+
+    async def transition(self, changes: Sequence[Fenced]) -> set[str]:
+        """Apply ``changes`` in one statement, each only if its message is still in the
+        status and epoch it expects (with its event); returns the ids changed."""
+        if not changes:
+            return set()
+        rows = await self._fetch(
+            "fenced_transitions",
+            [c.message_id for c in changes],
+            [str(c.expected) for c in changes],
+            [c.epoch for c in changes],
+            [str(c.status) for c in changes],
+            [c.reason for c in changes],
+            [c.provider_code for c in changes],
+            [c.provider_id for c in changes],
+            [str(c.source) for c in changes],
+        )
+        return {row["id"] for row in rows}
+
+    # -- plumbing --------------------------------------------------------------------
+    def _deadline(self) -> float:
+        return self._clock.now().mono + self.lease_seconds
+
+    def _forget(self, keys: Iterable[str]) -> list[str]:
+        gone = sorted(keys)
+        for key in gone:
+            self._held.pop(key, None)
+        return gone
+
+    async def _execute(self, name: str, *args: object) -> None:
+        await self._fetch(name, *args)
+
+    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+        try:
+            return await self._db.pool.fetch(self._db.query(name), *args)
+        except asyncpg.PostgresError as exc:
+            if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError):
+                raise StoreUnavailable(f"the database {self._db.url.shown}: {exc}") from exc
+            raise StoreError(f"{name} failed on {self._db.url.shown}: {exc}") from exc
+        except (OSError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"lost the database {self._db.url.shown}: {exc}") from exc

@@ -1,0 +1,125 @@
+-- Workers and the leases on pacing keys. Every time is the database's clock; a worker
+-- keeps its own monotonic deadline for each lease (dispatcher/store/postgres/leases.py).
+
+-- name: register_worker
+-- A worker's id is new at every start; a row left under the same id by an earlier run
+-- gives up what it held, which this run never saw.
+WITH freed AS (
+    UPDATE pacing_keys SET owner = NULL, lease_expires_at = NULL WHERE owner = $1
+    RETURNING key
+)
+INSERT INTO workers (id, address, started_at, heartbeat_at)
+VALUES ($1, $2, now(), now())
+ON CONFLICT (id) DO UPDATE
+SET address = excluded.address, started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at;
+
+-- name: deregister_worker
+WITH freed AS (
+    UPDATE pacing_keys SET owner = NULL, lease_expires_at = NULL WHERE owner = $1
+    RETURNING key
+)
+DELETE FROM workers WHERE id = $1;
+
+-- name: add_pacing_keys
+INSERT INTO pacing_keys (key) SELECT unnest($1::TEXT[]) ON CONFLICT (key) DO NOTHING;
+
+-- name: renew_leases
+-- The heartbeat and every lease the worker still holds, in one statement. A lease that
+-- has lapsed is not renewed: it may have been taken, and is acquired again (a new epoch).
+WITH beat AS (
+    UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING id
+)
+UPDATE pacing_keys AS p SET lease_expires_at = now() + make_interval(secs => $2)
+FROM beat
+WHERE p.owner = beat.id AND p.lease_expires_at > now()
+RETURNING p.key, p.epoch, p.next_slot_at;
+
+-- name: acquire_leases
+-- Free or lapsed keys with work (a message Queued, or Sending and to be reconciled), up
+-- to the worker's fair share of the keys in play among the live workers and to $3, in
+-- one statement; a key another worker is taking at this moment is skipped, not waited
+-- for. Each one taken gets a new epoch. One row at least: the share, and a key taken
+-- per row (NULL when none was).
+WITH live AS (
+    SELECT GREATEST(COUNT(*), 1) AS n FROM workers
+    WHERE heartbeat_at > now() - make_interval(secs => $2)
+), in_play AS (
+    SELECT COUNT(*) AS n FROM pacing_keys AS p
+    WHERE NOT p.paused AND (
+        p.lease_expires_at > now()
+        OR EXISTS (SELECT 1 FROM messages AS m
+                   WHERE m.sender = p.key AND m.status IN ('Queued', 'Sending')))
+), held AS (
+    SELECT COUNT(*) AS n FROM pacing_keys WHERE owner = $1 AND lease_expires_at > now()
+), share AS (
+    SELECT CEIL(in_play.n::NUMERIC / live.n)::INTEGER AS n FROM in_play, live
+), free AS (
+    SELECT p.key FROM pacing_keys AS p
+    WHERE NOT p.paused
+      AND (p.owner IS NULL OR p.lease_expires_at IS NULL OR p.lease_expires_at <= now())
+      AND EXISTS (SELECT 1 FROM messages AS m
+                  WHERE m.sender = p.key AND m.status IN ('Queued', 'Sending'))
+    ORDER BY p.key
+    LIMIT (SELECT GREATEST(LEAST(share.n - held.n, $3), 0) FROM share, held)
+    FOR UPDATE OF p SKIP LOCKED
+), taken AS (
+    UPDATE pacing_keys AS p
+    SET owner = $1, epoch = p.epoch + 1, lease_expires_at = now() + make_interval(secs => $2)
+    FROM free WHERE p.key = free.key
+    RETURNING p.key, p.epoch, p.next_slot_at
+)
+SELECT share.n AS share, taken.key, taken.epoch, taken.next_slot_at
+FROM share LEFT JOIN taken ON true;
+
+-- name: shed_leases
+-- Give back the held keys beyond the share $2 (workers joined): never one with a send
+-- in flight, the last keys first.
+WITH held AS (
+    SELECT COUNT(*) AS n FROM pacing_keys WHERE owner = $1 AND lease_expires_at > now()
+), surplus AS (
+    SELECT p.key FROM pacing_keys AS p
+    WHERE p.owner = $1 AND p.lease_expires_at > now()
+      AND NOT EXISTS (SELECT 1 FROM messages AS m
+                      WHERE m.sender = p.key AND m.status = 'Sending')
+    ORDER BY p.key DESC
+    LIMIT (SELECT GREATEST(held.n - $2, 0) FROM held)
+    FOR UPDATE OF p SKIP LOCKED
+)
+UPDATE pacing_keys AS p SET owner = NULL, lease_expires_at = NULL
+FROM surplus WHERE p.key = surplus.key AND p.owner = $1
+RETURNING p.key;
+
+-- name: release_leases
+-- Give back the keys named with the epochs they were held under; a key since taken
+-- by another worker (a later epoch) is left alone.
+UPDATE pacing_keys AS p SET owner = NULL, lease_expires_at = NULL
+FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(key, epoch)
+WHERE p.key = r.key AND p.epoch = r.epoch AND p.owner = $1
+RETURNING p.key;
+
+-- name: start_send
+SELECT outcome, started_at, next_slot_at, lease_expires_at
+FROM dispatcher_start_send($1, $2, $3, $4, $5, make_interval(secs => $6),
+                           make_interval(secs => $7));
+
+-- name: fenced_transitions
+-- Status changes that each name the status and the epoch they expect: one whose
+-- message has moved on, or was started under another epoch, changes nothing. Many in
+-- one statement; returns the ids of the messages changed.
+WITH wanted AS (
+    SELECT * FROM unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[],
+                         $6::TEXT[], $7::TEXT[], $8::TEXT[])
+        AS w(id, expected, epoch, status, reason, provider_code, provider_id, source)
+), moved AS (
+    UPDATE messages AS m
+    SET status = w.status, reason = w.reason, provider_code = w.provider_code,
+        provider_id = COALESCE(w.provider_id, m.provider_id), updated_at = clock_timestamp()
+    FROM wanted AS w
+    WHERE m.id = w.id AND m.status = w.expected AND m.epoch = w.epoch
+    RETURNING m.id, m.status, m.reason, m.provider_code, w.source, m.updated_at
+), logged AS (
+    INSERT INTO events (message_id, at, status, reason, provider_code, source, applied)
+    SELECT id, updated_at, status, reason, provider_code, source, true FROM moved
+)
+SELECT id FROM moved;

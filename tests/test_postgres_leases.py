@@ -1,0 +1,335 @@
+"""Leases on pacing keys and the one-round-trip start of a send, on a throwaway
+PostgreSQL cluster (``postgres``): workers contending for keys, the fencing of a
+worker that lost its key, expiry and takeover, a previous owner's next slot, and many
+connections racing with never two sends in flight from one key."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+
+import asyncpg
+import pytest
+
+from dispatcher.clock import FakeClock, SystemClock
+from dispatcher.core.model import Source, TextStatus
+from dispatcher.store.postgres.connection import PostgresConnection
+from dispatcher.store.postgres.leases import Fenced, Lease, Leases, StartOutcome, worker_id
+from tests.peers_postgres import Cluster
+
+SECOND = timedelta(seconds=1)
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+async def db(postgres: Cluster) -> AsyncIterator[PostgresConnection]:
+    async with PostgresConnection(await postgres.fresh_database(), max_size=12) as store:
+        yield store
+
+
+# Messages are put on the queue with SQL of their own here: the store port's verbs come
+# to this adapter later.
+async def queue(db: PostgresConnection, key: str, count: int = 1) -> list[str]:
+    ids = [f"m{next(_ids)}" for _ in range(count)]
+    await db.pool.executemany(
+        "INSERT INTO messages (id, sender, recipient, body, segments, lane, status, accepted,"
+        " accepted_at, expires_at, updated_at) VALUES ($1, $2, '+15550001111', 'hi', 1, 1,"
+        " 'Queued', true, now(), now() + interval '1 hour', now())",
+        [(message_id, key) for message_id in ids],
+    )
+    await db.pool.execute(
+        "INSERT INTO pacing_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", key
+    )
+    return ids
+
+
+async def head(db: PostgresConnection, key: str) -> str | None:
+    found: str | None = await db.pool.fetchval(
+        "SELECT id FROM messages WHERE sender = $1 AND status = 'Queued'"
+        " ORDER BY lane, seq LIMIT 1",
+        key,
+    )
+    return found
+
+
+async def status(db: PostgresConnection, message_id: str) -> tuple[str, int | None]:
+    row = await db.pool.fetchrow("SELECT status, epoch FROM messages WHERE id = $1", message_id)
+    assert row is not None
+    return row["status"], row["epoch"]
+
+
+async def worker(
+    db: PostgresConnection, name: str, *, lease: float = 6.0, clock: FakeClock | None = None
+) -> Leases:
+    leases = Leases(db, clock or SystemClock(), worker_id(name), lease_seconds=lease,
+                    min_lease_seconds=min(1.0, lease / 3))  # fmt: skip
+    await leases.register()
+    return leases
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: float = 10) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+def sent(message_id: str, epoch: int) -> Fenced:
+    return Fenced(message_id=message_id, expected=TextStatus.SENDING, epoch=epoch,
+                  status=TextStatus.SENT, source=Source.PROVIDER,
+                  provider_id=f"SM{message_id}")  # fmt: skip
+
+
+async def test_two_workers_share_the_keys_with_work(db: PostgresConnection) -> None:
+    for key in ("+15550000001", "+15550000002", "+15550000003", "+15550000004"):
+        await queue(db, key)
+    await db.pool.execute("INSERT INTO pacing_keys (key) VALUES ('+15550000009')")  # no work
+    one, two = await worker(db, "one"), await worker(db, "two")
+    first = await one.acquire()
+    assert first.share == 2  # 4 keys in play, 2 live workers
+    second = await two.acquire()
+    assert second.share == 2
+    assert len(first.taken) == len(second.taken) == 2
+    assert {lease.key for lease in first.taken}.isdisjoint(lease.key for lease in second.taken)
+    assert all(lease.epoch == 1 for lease in [*first.taken, *second.taken])
+    assert (await one.acquire()).taken == []  # nothing free; a key without work is not taken
+    assert await one.renew() == []
+    assert set(one.held) == {lease.key for lease in first.taken}
+
+
+async def test_workers_acquiring_at_once_never_take_the_same_key(db: PostgresConnection) -> None:
+    keys = [f"+1555000{i:04d}" for i in range(40)]
+    for key in keys:
+        await queue(db, key)
+    workers = [await worker(db, f"w{i}") for i in range(6)]
+    results = await asyncio.gather(*(w.acquire() for w in workers))
+    taken = [lease.key for result in results for lease in result.taken]
+    assert len(taken) == len(set(taken))
+    assert all(len(result.taken) <= result.share for result in results)
+    for _ in range(3):  # whoever was skipped takes the rest, up to the share
+        await asyncio.gather(*(w.acquire() for w in workers))
+    owners = await db.pool.fetch("SELECT owner, count(*) AS n FROM pacing_keys GROUP BY owner")
+    assert sum(row["n"] for row in owners) == len(keys)
+    assert all(row["owner"] is not None and row["n"] <= 7 for row in owners)  # ceil(40 / 6)
+
+
+async def test_a_worker_that_lost_its_key_changes_nothing(db: PostgresConnection) -> None:
+    key = "+15550000001"
+    m1, m2, m3 = await queue(db, key, 3)
+    old = await worker(db, "old", lease=0.6)
+    [lease] = (await old.acquire()).taken
+    start = await old.start_send(lease, m1, "a1", timedelta(0))
+    assert start.outcome is StartOutcome.STARTED
+    assert start.trusted
+    assert await old.transition([sent(m1, lease.epoch)]) == {m1}
+    new = await worker(db, "new")
+
+    async def taken_over() -> bool:
+        return bool((await new.acquire()).taken)
+
+    await eventually(taken_over, "the new worker takes the lapsed key")
+    [fresh] = new.held.values()
+    assert fresh.epoch == lease.epoch + 1
+    assert (await new.start_send(fresh, m2, "a2", timedelta(0))).outcome is StartOutcome.STARTED
+    # The old owner, stalled past its lease, wakes up and carries on as if it held it:
+    stale = Lease(key, lease.epoch, time.monotonic() + 60, None)  # its clock says "still mine"
+    refused = await old.start_send(stale, m3, "a3", timedelta(0))
+    assert refused.outcome is StartOutcome.NOT_OWNER
+    assert not refused.trusted
+    assert old.held == {}  # the refusal told it the key is gone
+    failed = Fenced(message_id=m2, expected=TextStatus.SENDING, epoch=lease.epoch,
+                    status=TextStatus.FAILED, source=Source.PROVIDER)  # fmt: skip
+    assert await old.transition([failed]) == set()
+    assert await status(db, m2) == ("Sending", fresh.epoch)
+    assert await status(db, m3) == ("Queued", None)
+    assert await new.transition([sent(m2, fresh.epoch)]) == {m2}
+    history = await db.pool.fetch(
+        "SELECT status, source FROM events WHERE message_id = $1 ORDER BY id", m2
+    )
+    assert [(row["status"], row["source"]) for row in history] == [
+        ("Sending", "scheduler"), ("Sent", "provider"),
+    ]  # fmt: skip
+
+
+async def test_a_lease_lapses_by_the_workers_own_clock_first(db: PostgresConnection) -> None:
+    key = "+15550000001"
+    [m1] = await queue(db, key)
+    clock = FakeClock()
+    one = await worker(db, "one", lease=6.0, clock=clock)
+    [lease] = (await one.acquire()).taken
+    clock.stall(6.0)  # the process was stopped: the database's lease may have lapsed
+    assert not one.trusted(lease)
+    start = await one.start_send(lease, m1, "a1", SECOND)
+    assert start.outcome is StartOutcome.LEASE_SHORT
+    assert not start.trusted
+    assert await status(db, m1) == ("Queued", None)  # nothing was asked of the database
+    assert await one.renew() == []  # the database's lease had not lapsed: renewed
+    [renewed] = one.held.values()
+    assert one.trusted(renewed)  # from the clock's new reading
+
+
+async def test_a_lease_too_short_for_a_send_starts_nothing(db: PostgresConnection) -> None:
+    [m1] = await queue(db, "+15550000001")
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    await db.pool.execute(
+        "UPDATE pacing_keys SET lease_expires_at = now() + interval '200 milliseconds'"
+    )
+    start = await one.start_send(lease, m1, "a1", SECOND)
+    assert start.outcome is StartOutcome.LEASE_SHORT
+    assert await status(db, m1) == ("Queued", None)
+
+
+async def test_expired_lease_is_taken_over_and_the_old_owner_hears_it(
+    db: PostgresConnection,
+) -> None:
+    key = "+15550000001"
+    await queue(db, key)
+    one = await worker(db, "one", lease=0.5)
+    two = await worker(db, "two", lease=0.5)
+    [lease] = (await one.acquire()).taken
+    assert (await two.acquire()).taken == []  # held: not free yet
+
+    async def lapsed() -> bool:
+        return bool((await two.acquire()).taken)
+
+    await eventually(lapsed, "the key is free once its lease lapsed")
+    assert two.held[key].epoch == lease.epoch + 1
+    assert await one.renew() == [key]
+    assert one.held == {}
+    owner = await db.pool.fetchval("SELECT owner FROM pacing_keys WHERE key = $1", key)
+    assert owner == two.worker
+
+
+async def test_the_next_slot_of_a_previous_owner_holds(db: PostgresConnection) -> None:
+    key = "+15550000001"
+    m1, m2 = await queue(db, key, 2)
+    one, two = await worker(db, "one"), await worker(db, "two")
+    [lease] = (await one.acquire()).taken
+    first = await one.start_send(lease, m1, "a1", SECOND)
+    assert first.started_at is not None
+    assert first.next_slot_at == first.started_at + SECOND
+    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    assert await one.release([key]) == [key]
+    [taken] = (await two.acquire()).taken
+    assert taken.next_slot_at == first.next_slot_at  # the new owner sees the slot
+    early = await two.start_send(taken, m2, "a2", SECOND)
+    assert early.outcome is StartOutcome.TOO_EARLY
+    assert early.next_slot_at == first.next_slot_at
+    assert await status(db, m2) == ("Queued", None)
+
+    async def started() -> bool:
+        return (await two.start_send(taken, m2, "a2", SECOND)).outcome is StartOutcome.STARTED
+
+    await eventually(started, "the send starts once the slot has come")
+    second_at = await db.pool.fetchval("SELECT send_started_at FROM messages WHERE id = $1", m2)
+    assert second_at - first.started_at >= SECOND
+
+
+async def test_one_send_in_flight_per_key(db: PostgresConnection) -> None:
+    key = "+15550000001"
+    m1, m2 = await queue(db, key, 2)
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    assert (await one.start_send(lease, m1, "a1", timedelta(0))).outcome is StartOutcome.STARTED
+    busy = await one.start_send(lease, m2, "a2", timedelta(0))
+    assert busy.outcome is StartOutcome.BUSY  # m1's outcome is not recorded yet
+    again = await one.start_send(lease, m1, "a1", timedelta(0))
+    assert again.outcome is StartOutcome.BUSY
+    with pytest.raises(asyncpg.UniqueViolationError):  # the index holds against any writer
+        await db.pool.execute("UPDATE messages SET status = 'Sending' WHERE id = $1", m2)
+    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    assert (await one.start_send(lease, m1, "a1", timedelta(0))).outcome is (
+        StartOutcome.NOT_QUEUED
+    )
+    assert (await one.start_send(lease, m2, "a2", timedelta(0))).outcome is StartOutcome.STARTED
+
+
+async def test_workers_shed_keys_beyond_their_share_when_others_join(
+    db: PostgresConnection,
+) -> None:
+    keys = [f"+1555000{i:04d}" for i in range(6)]
+    for key in keys:
+        await queue(db, key)
+    one = await worker(db, "one")
+    await queue(db, keys[-1])  # a second text, behind the one in flight
+    assert len((await one.acquire()).taken) == 6
+    busy_lease = one.held[keys[-1]]
+    head_of_busy = await head(db, keys[-1])
+    assert head_of_busy is not None
+    started = await one.start_send(busy_lease, head_of_busy, "a1", timedelta(0))
+    assert started.outcome is StartOutcome.STARTED
+    two, three = await worker(db, "two"), await worker(db, "three")
+    share = (await two.acquire()).share
+    assert share == 2
+    shed = await one.shed(share)
+    assert keys[-1] not in shed  # a key with a send in flight stays
+    assert len(one.held) == 2
+    assert keys[-1] in one.held
+    assert len((await two.acquire()).taken) == 2
+    assert len((await three.acquire()).taken) == 2
+
+
+async def test_a_clean_stop_gives_every_key_back(db: PostgresConnection) -> None:
+    for key in ("+15550000001", "+15550000002"):
+        await queue(db, key)
+    one = await worker(db, "one")
+    assert len((await one.acquire()).taken) == 2
+    await one.deregister()
+    free = await db.pool.fetchval("SELECT count(*) FROM pacing_keys WHERE owner IS NULL")
+    assert free == 2
+    assert await db.pool.fetchval("SELECT count(*) FROM workers") == 0
+
+
+async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection) -> None:
+    """Six workers on six connections, short leases that lapse and move between them,
+    each sending as fast as its keys allow: per key, every send starts after the
+    previous one's spacing, one at a time, and every message once."""
+    keys = [f"+1555000{i:04d}" for i in range(4)]
+    spacing = timedelta(milliseconds=40)
+    for key in keys:
+        await queue(db, key, 12)
+    rng = random.Random(16)
+    workers = [await worker(db, f"w{i}", lease=0.4) for i in range(6)]
+    deadline = time.monotonic() + 60
+
+    async def run(w: Leases) -> None:
+        while time.monotonic() < deadline:
+            await w.renew()
+            await w.acquire(limit=2)
+            for lease in w.held.values():
+                message = await head(db, lease.key)
+                if message is None:
+                    continue
+                start = await w.start_send(lease, message, f"a-{message}", spacing)
+                if start.outcome is StartOutcome.STARTED:
+                    await asyncio.sleep(rng.random() / 100)  # the provider's answer
+                    assert await w.transition([sent(message, lease.epoch)]) == {message}
+            if await db.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'Queued'") == 0:
+                return
+            if rng.random() < 0.2:
+                await w.release(list(w.held))  # keys move between workers
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(run(w) for w in workers))
+    rows = await db.pool.fetch(
+        "SELECT m.sender, m.id, m.epoch, m.send_started_at, m.status,"
+        " (SELECT count(*) FROM events e WHERE e.message_id = m.id AND e.status = 'Sending')"
+        " AS starts FROM messages m ORDER BY m.sender, m.send_started_at"
+    )
+    assert all(row["status"] == "Sent" and row["starts"] == 1 for row in rows)
+    by_key: defaultdict[str, list[asyncpg.Record]] = defaultdict(list)
+    for row in rows:
+        by_key[row["sender"]].append(row)
+    epochs: set[tuple[str, int]] = set()
+    for key, sends in by_key.items():
+        assert len(sends) == 12
+        for before, after in itertools.pairwise(sends):
+            assert after["send_started_at"] - before["send_started_at"] >= spacing, key
+        epochs.update((key, row["epoch"]) for row in sends)
+    assert len(epochs) > len(keys), "the keys moved between workers during the race"
