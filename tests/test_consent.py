@@ -133,6 +133,7 @@ async def test_a_stop_reply_lands_with_its_source_and_later_texts_fail(tmp_path:
         later = await h.text(OTHER, CONTACT)
         assert (later.status, later.reason) == (TextStatus.FAILED, Reason.DO_NOT_TEXT)
         view = await h.service.message(later.id)
+        assert view.explanation.startswith(f"Not sent: {CONTACT} is on the Do Not Text list since")
         assert "opted out of text (stop_reply, by contact: replied STOP" in (
             view.history[-1].detail or ""
         )
@@ -159,8 +160,9 @@ async def test_an_opt_out_while_a_text_waits_for_its_slot_fails_it(tmp_path: Pat
                                 reason="asked by phone", sender=SENDER)  # fmt: skip
         await until_text(h, waiting.id, TextStatus.FAILED)
         assert await h.status_of(first) is not TextStatus.FAILED
-        ended = await h.message(waiting.id)
-        assert ended.reason == Reason.DO_NOT_TEXT
+        ended = await h.service.message(waiting.id)
+        assert ended.message.reason == Reason.DO_NOT_TEXT
+        assert ended.explanation.startswith(f"Not sent: {CONTACT} opted out of texts")
         assert [r.message_id for r in h.sent_texts()] == [first.id]
         # Scoped to one sender: another number may still text the contact.
         other = await h.text(OTHER, CONTACT)

@@ -331,10 +331,7 @@ def explain(  # noqa: PLR0911 - one answer per status
     if s is TextStatus.UNSENT:
         return _explain_unsent(message)
     if s is TextStatus.FAILED and r == Reason.DO_NOT_TEXT:
-        since = f" since {_t(dnt.added_at)} (added by {dnt.added_by}" if dnt else ""
-        why = f": {dnt.reason}" if dnt and dnt.reason else ""
-        close = ")" if dnt else ""
-        return f"Not sent: {message.recipient} is on the Do Not Text list{since}{why}{close}."
+        return _explain_opted_out(message, dnt)
     if s is TextStatus.FAILED:
         code = f" (provider code {message.provider_code})" if message.provider_code else ""
         return f"Could not be sent: {r or 'failed'}{code}."
@@ -359,6 +356,15 @@ def _explain_queued(message: Message, queue: QueueContext) -> str:
         f"Queued {behind} on number {message.sender} ({lane} lane, "
         f"{queue.rate:g} text/s){slot}{paused}; expires at {_t(message.expires_at)}."
     )
+
+
+def _explain_opted_out(message: Message, dnt: DntEntry | None) -> str:
+    if dnt is None:  # an opt-out of one sender or campaign, or one taken back since
+        return (f"Not sent: {message.recipient} opted out of texts (the consent ledger; the "
+                "history says from whom, when and why).")  # fmt: skip
+    why = f": {dnt.reason}" if dnt.reason else ""
+    return (f"Not sent: {message.recipient} is on the Do Not Text list since "
+            f"{_t(dnt.added_at)} (added by {dnt.added_by}{why}).")  # fmt: skip
 
 
 def _explain_unsent(message: Message) -> str:
