@@ -24,7 +24,8 @@ from dispatcher.errors import ConfigError
 FOLDER_MODE = 0o700
 FILE_MODE = 0o600
 SECRET_BYTES = 32
-OURS = ("dispatcher.db", "dispatcher.sock", "simulator-sends.jsonl", "voice-links.key")
+OURS = ("dispatcher.db", "dispatcher.sock", "simulator-sends.jsonl", "voice-links.key",
+        "email-links.key")  # fmt: skip
 """Files that say a folder is a service's home (one an older version left open)."""
 
 
