@@ -37,6 +37,7 @@ FRONTS = (
     "cli",
     "control",
     "web",
+    "mailbox",
     "compose.py",
 )
 """The fronts, as paths in the package (a folder: every module in it)."""

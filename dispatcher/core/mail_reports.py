@@ -124,21 +124,18 @@ def read_mail(content: bytes, *, recipients: Sequence[str], domain: str) -> Mail
     try:
         message = email.message_from_bytes(content, policy=email.policy.compat32)
     except (ValueError, TypeError, LookupError, IndexError) as exc:  # a broken structure
-        return MailReport(kind=MailKind.OTHER, problem=f"not a readable message: {exc}")
+        return _other(f"not a readable message: {exc}")
     token = _addressed(recipients, "unsubscribe", domain)
     if token is not None:
         return MailReport(kind=MailKind.UNSUBSCRIBE, email_id=token, token=token,
                           matched_by=MatchedBy.UNSUBSCRIBE_ADDRESS)  # fmt: skip
-    reader = _READERS.get(_report_type(message) or "")
-    if reader is not None:
-        try:
-            return reader(message, recipients, domain)
-        except (ValueError, TypeError, LookupError, IndexError, AttributeError) as exc:
-            return MailReport(kind=MailKind.OTHER, problem=f"a report that cannot be read: {exc}")
+    found = _READERS.get(_report_type(message) or "")
+    if found is not None:
+        return _report(message, found, recipients, domain)
     if not message.keys() or message.defects:
-        return MailReport(kind=MailKind.OTHER, problem="not a well-formed message")
-    return MailReport(kind=MailKind.OTHER, problem="neither a delivery status notification "
-                      "(RFC 3464) nor a feedback report (RFC 5965)")  # fmt: skip
+        return _other("not a well-formed message")
+    return _other("neither a delivery status notification (RFC 3464) nor a feedback report "
+                  "(RFC 5965)")  # fmt: skip
 
 
 def step_of(block: RecipientStatus) -> Step | None:
@@ -188,48 +185,61 @@ def _report_type(message: Message) -> str | None:
     return value.lower() if isinstance(value, str) else None
 
 
-def _delivery_status(message: Message, recipients: Sequence[str], domain: str) -> MailReport:
-    part = _part(message, "message/delivery-status")
-    if part is None:
-        return MailReport(kind=MailKind.OTHER, problem="a delivery status notification "
-                          "without its message/delivery-status part")  # fmt: skip
-    blocks = _blocks(part)
+def _report(
+    message: Message, found: tuple[str, str, _Reader], recipients: Sequence[str], domain: str
+) -> MailReport:
+    what, part_type, reader = found
+    try:
+        part = _part(message, part_type)
+        if part is None:
+            return _other(f"a {what} without its {part_type} part")
+        return reader(message, _blocks(part), recipients, domain)
+    except (ValueError, TypeError, LookupError, IndexError, AttributeError) as exc:
+        return _other(f"a {what} that cannot be read: {exc}")
+
+
+def _other(problem: str) -> MailReport:
+    return MailReport(kind=MailKind.OTHER, problem=problem)
+
+
+def _delivery_status(
+    message: Message, blocks: list[dict[str, str]], recipients: Sequence[str], domain: str
+) -> MailReport:
     per_recipient = tuple(_recipient(b) for b in blocks[1:] if "action" in b or "status" in b)
     if not per_recipient:
-        return MailReport(kind=MailKind.OTHER, problem="a delivery status notification "
-                          "with no recipient's block (Action, Status)")  # fmt: skip
+        return _other("a delivery status notification with no recipient's block (Action, "
+                      "Status)")  # fmt: skip
     steps = tuple(step for b in per_recipient if (step := step_of(b)) is not None)
     if not steps:
         said = ", ".join(f"{b.action} {b.status}" for b in per_recipient)
-        return MailReport(kind=MailKind.OTHER, problem="a delivery status notification whose "
-                          f"Action and Status cannot be read: {said}"[:_MAX_DETAIL])  # fmt: skip
+        return _other(f"a delivery status notification whose Action and Status cannot be "
+                      f"read: {said}"[:_MAX_DETAIL])  # fmt: skip
     email_id, how = _match(message, recipients, domain, original_from=None)
     return MailReport(kind=MailKind.DELIVERY_STATUS, email_id=email_id, matched_by=how,
                       recipients=per_recipient, steps=steps)  # fmt: skip
 
 
-def _feedback(message: Message, recipients: Sequence[str], domain: str) -> MailReport:
-    part = _part(message, "message/feedback-report")
-    if part is None:
-        return MailReport(kind=MailKind.OTHER, problem="a feedback report without its "
-                          "message/feedback-report part")  # fmt: skip
-    fields = _blocks(part)
+def _feedback(
+    message: Message, fields: list[dict[str, str]], recipients: Sequence[str], domain: str
+) -> MailReport:
     first = fields[0] if fields else {}
     kind = first.get("feedback-type", "").strip().lower()
     if not kind:
-        return MailReport(kind=MailKind.OTHER, problem="a feedback report without its "
-                          "Feedback-Type")  # fmt: skip
+        return _other("a feedback report without its Feedback-Type")
     email_id, how = _match(message, recipients, domain,
                            original_from=first.get("original-mail-from"))  # fmt: skip
     return MailReport(kind=MailKind.FEEDBACK, email_id=email_id, matched_by=how,
                       feedback_type=kind[:64])  # fmt: skip
 
 
-_READERS: dict[str, Callable[[Message, Sequence[str], str], MailReport]] = {
-    "delivery-status": _delivery_status,
-    "feedback-report": _feedback,
-}
-"""The reader of each report type (``multipart/report``'s ``report-type``)."""
+_Reader = Callable[[Message, list[dict[str, str]], Sequence[str], str], MailReport]
+_READERS: dict[str, tuple[str, str, _Reader]] = {
+    "delivery-status": ("delivery status notification", "message/delivery-status",
+                        _delivery_status),
+    "feedback-report": ("feedback report", "message/feedback-report", _feedback),
+}  # fmt: skip
+"""What each report type is (``multipart/report``'s ``report-type``): its name, the
+part of its fields, and its reader (given the fields' blocks)."""
 
 
 def _part(message: Message, content_type: str) -> Message | None:
@@ -281,7 +291,7 @@ def _addressed(recipients: Sequence[str], tag: str, domain: str) -> str | None:
         local, _, at = _address(recipient).rpartition("@")
         name, plus, token = local.partition("+")
         if plus and name.lower() == tag and at.lower() == domain and _TOKEN.match(token):
-            return token
+            return token.lower()  # ids and tokens are lower case; some systems change case
     return None
 
 

@@ -44,6 +44,9 @@ FROM email_events WHERE email_id = ? ORDER BY id;
 -- name: emails_in_status
 SELECT * FROM emails WHERE status IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?;
 
+-- name: find_emails
+SELECT * FROM emails WHERE recipient = ? ORDER BY seq DESC LIMIT ?;
+
 -- name: email_counts
 SELECT status, COUNT(*) FROM emails GROUP BY status;
 

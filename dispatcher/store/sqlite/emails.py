@@ -74,6 +74,9 @@ class SQLiteEmails(SQLiteConnection):
         rows = await self._rows("emails_in_status", (json.dumps(names), limit))
         return [r.email(row) for row in rows]
 
+    async def find_emails(self, recipient: str, limit: int) -> list[Email]:
+        return [r.email(row) for row in await self._rows("find_emails", (recipient, limit))]
+
     async def email_counts(self) -> dict[EmailStatus, int]:
         return {EmailStatus(row[0]): int(row[1]) for row in await self._rows("email_counts", ())}
 
