@@ -275,6 +275,23 @@ async def test_workers_shed_keys_beyond_their_share_when_others_join(
     assert len((await three.acquire()).taken) == 2
 
 
+async def test_a_key_whose_acquisition_answer_was_lost_is_adopted_at_renewal(
+    db: PostgresConnection,
+) -> None:
+    [m1] = await queue(db, "+15550000001")
+    one = await worker(db, "one")
+    # The database gave the key to this worker, and the answer never reached it:
+    await db.pool.execute(
+        "UPDATE pacing_keys SET owner = $1, epoch = 5, lease_expires_at = now() + interval '6 s'",
+        one.worker,
+    )
+    assert one.held == {}
+    assert await one.renew() == []
+    [adopted] = one.held.values()
+    assert adopted.epoch == 5
+    assert (await one.start_send(adopted, m1, "a1", SECOND)).outcome is StartOutcome.STARTED
+
+
 async def test_a_clean_stop_gives_every_key_back(db: PostgresConnection) -> None:
     for key in ("+15550000001", "+15550000002"):
         await queue(db, key)

@@ -137,15 +137,20 @@ class Leases:
 
     async def renew(self) -> list[str]:
         """Renew every lease still held and the heartbeat, in one statement; returns the
-        keys lost (lapsed or taken), which this worker no longer holds."""
+        keys lost (lapsed, taken, or held now under another epoch), whose earlier
+        :class:`Lease` no longer counts. A key the database says this worker holds and
+        it did not know of (an acquisition whose answer was lost on the way) is adopted
+        with the epoch the database gave it, rather than renewed unused for ever."""
         deadline = self._deadline()
         rows = await self._fetch("renew_leases", self.worker, self.lease_seconds)
         renewed = {
             row["key"]: Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
             for row in rows
-            if (held := self._held.get(row["key"])) is not None and held.epoch == row["epoch"]
         }
-        lost = sorted(set(self._held) - set(renewed))
+        lost = sorted(
+            key for key, lease in self._held.items()
+            if key not in renewed or renewed[key].epoch != lease.epoch
+        )  # fmt: skip
         self._held = renewed
         return lost
 
