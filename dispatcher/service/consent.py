@@ -70,6 +70,18 @@ class ImportResult:
     bad: list[BadRow] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Change:
+    """What an opt-out or opt-in is recorded with, but the contact and the action."""
+
+    source: ConsentSource
+    who: str
+    reason: str | None
+    channels: Collection[Channel] | None
+    sender: str | None
+    campaign: str | None
+
+
 class ConsentVerbs:
     """The consent ledger: opt-outs and opt-ins recorded, checked, listed, imported."""
 
@@ -93,9 +105,10 @@ class ConsentVerbs:
         ``channels`` (by default every channel it can be reached on) from ``sender``
         (a sending number or email domain) or for ``campaign``, or (neither given) by
         anyone. One entry per channel, in force at once, even for a send about to go."""
-        return await self._record(Action.OPT_OUT, contact, source=source, who=who,
-                                  reason=reason, channels=channels, sender=sender,
-                                  campaign=campaign)  # fmt: skip
+        return await self._record(Action.OPT_OUT, contact, _Change(
+            source=source, who=who, reason=reason, channels=channels, sender=sender,
+            campaign=campaign,
+        ))  # fmt: skip
 
     async def opt_in(
         self,
@@ -111,30 +124,19 @@ class ConsentVerbs:
         """Record that ``contact`` may be reached again: takes back the opt-outs of the
         same scope (for everyone: every opt-out of those channels). Kept in the history
         as a new entry; nothing is deleted."""
-        return await self._record(Action.OPT_IN, contact, source=source, who=who,
-                                  reason=reason, channels=channels, sender=sender,
-                                  campaign=campaign)  # fmt: skip
+        return await self._record(Action.OPT_IN, contact, _Change(
+            source=source, who=who, reason=reason, channels=channels, sender=sender,
+            campaign=campaign,
+        ))  # fmt: skip
 
-    async def _record(
-        self,
-        action: Action,
-        contact: str,
-        *,
-        source: ConsentSource,
-        who: str,
-        reason: str | None,
-        channels: Collection[Channel] | None,
-        sender: str | None,
-        campaign: str | None,
-    ) -> list[Entry]:
+    async def _record(self, action: Action, contact: str, change: _Change) -> list[Entry]:
         key = contact_key(contact)
-        entries = self._entries(action, key, source=source, who=who, reason=reason,
-                                channels=channels, sender=sender, campaign=campaign)  # fmt: skip
+        entries = self._entries(action, key, change)
         await self._write(entries)
         for entry in entries:
             log.info(f"consent.{action.value}", extra={
-                "contact": key, "channel": entry.channel.value, "source": source.value,
-                "by": who,
+                "contact": key, "channel": entry.channel.value, "source": change.source.value,
+                "by": change.who,
             })  # fmt: skip
         return entries
 
@@ -146,20 +148,9 @@ class ConsentVerbs:
             self.consent_book.forget(entries)
             raise
 
-    def _entries(
-        self,
-        action: Action,
-        key: str,
-        *,
-        source: ConsentSource,
-        who: str,
-        reason: str | None,
-        channels: Collection[Channel] | None,
-        sender: str | None,
-        campaign: str | None,
-    ) -> list[Entry]:
+    def _entries(self, action: Action, key: str, change: _Change) -> list[Entry]:
         reachable = channels_for(key)
-        wanted = list(dict.fromkeys(channels)) if channels else list(reachable)
+        wanted = list(dict.fromkeys(change.channels)) if change.channels else list(reachable)
         for channel in wanted:
             if channel not in reachable:
                 kind = "an email address" if "@" in key else "a phone number"
@@ -167,13 +158,12 @@ class ConsentVerbs:
                                    "channel", field="channel")  # fmt: skip
         now = self.clock.now().wall
         ids = new_ids("cns", len(wanted))
-        scoped = {c: scope_of(sender=sender, campaign=campaign, channel=c) for c in wanted}
         made = []
         for entry_id, c in zip(ids, wanted, strict=True):
-            scope, value = scoped[c]
+            scope, value = scope_of(sender=change.sender, campaign=change.campaign, channel=c)
             made.append(Entry(id=entry_id, contact=key, channel=c, action=action, scope=scope,
-                              scope_value=value, source=source, who=who, at=now,
-                              reason=reason or None))  # fmt: skip
+                              scope_value=value, source=change.source, who=change.who,
+                              at=now, reason=change.reason or None))  # fmt: skip
         return made
 
     async def consent_remove(
@@ -297,12 +287,12 @@ class ConsentVerbs:
             raise InvalidInput(f"scope_value: a {scope_text} scope needs a value",
                                field="scope_value")  # fmt: skip
         channel = fields.get("channel")
-        return self._entries(
-            action, contact_key(contact), source=ConsentSource.IMPORT, who=who,
-            reason=fields.get("reason"), channels=[channel_of(channel)] if channel else None,
+        return self._entries(action, contact_key(contact), _Change(
+            source=ConsentSource.IMPORT, who=who, reason=fields.get("reason"),
+            channels=[channel_of(channel)] if channel else None,
             sender=value if scope_text == Scope.SENDER.value else None,
             campaign=value if scope_text == Scope.CAMPAIGN.value else None,
-        )  # fmt: skip
+        ))  # fmt: skip
 
 
 def _line(lines: list[str], number: int) -> str:
