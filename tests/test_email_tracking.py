@@ -10,17 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dispatcher.core.email_tracking import (
-    Tracked,
-    engagement,
-    fetcher,
-    links,
-    read,
-    result_event,
-    sign,
-    signed,
-    tracked_html,
-)
+from dispatcher.core import email_tracking as et
 from dispatcher.core.emails import EmailEvent, EmailResult
 from dispatcher.core.model import Source
 
@@ -29,45 +19,47 @@ AT = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 email_ids = st.binary(min_size=10, max_size=10).map(lambda b: "eml_" + b.hex())
 
 
-@given(email_ids, st.sampled_from(list(Tracked)), st.none() | st.integers(0, 9999),
+@given(email_ids, st.sampled_from(list(et.Tracked)), st.none() | st.integers(0, 9999),
        st.text(max_size=200))  # fmt: skip
 def test_a_token_reads_back_and_is_signed_for_its_kind_email_link_and_url_only(
-    email_id: str, kind: Tracked, link: int | None, url: str
+    email_id: str, kind: et.Tracked, link: int | None, url: str
 ) -> None:
-    token = sign(KEY, kind, email_id, link=link, url=url)
-    parsed = read(token)
+    token = et.sign(KEY, kind, email_id, link=link, url=url)
+    parsed = et.read(token)
 
     assert parsed is not None
     assert (parsed.email_id, parsed.link) == (email_id, link)
     assert token.isalnum()
     assert token.islower() or token.isdigit()
     assert len(f"unsubscribe+{token}") <= 64  # an address's local part
-    assert signed(KEY, kind, parsed, url=url)
-    assert not signed(b"x" * 32, kind, parsed, url=url)  # another service's secret
-    assert not signed(KEY, kind, parsed, url=url + "/")  # another URL
-    others = [k for k in Tracked if k is not kind]
-    assert not any(signed(KEY, k, parsed, url=url) for k in others)
+    assert et.signed(KEY, kind, parsed, url=url)
+    assert not et.signed(b"x" * 32, kind, parsed, url=url)  # another service's secret
+    assert not et.signed(KEY, kind, parsed, url=url + "/")  # another URL
+    others = [k for k in et.Tracked if k is not kind]
+    assert not any(et.signed(KEY, k, parsed, url=url) for k in others)
 
 
 @given(st.text(max_size=80))
 def test_anything_else_is_no_token_or_not_signed(text: str) -> None:
-    parsed = read(text)
+    parsed = et.read(text)
     if parsed is not None:
-        assert not signed(KEY, Tracked.OPEN, parsed)
+        assert not et.signed(KEY, et.Tracked.OPEN, parsed)
 
 
 def test_a_changed_character_breaks_the_signature() -> None:
     email_id = "eml_" + secrets.token_hex(10)
-    token = sign(KEY, Tracked.CLICK, email_id, link=3, url="https://a.example/")
+    token = et.sign(KEY, et.Tracked.CLICK, email_id, link=3, url="https://a.example/")
     for i in range(len(token)):
         changed = token[:i] + ("1" if token[i] != "1" else "2") + token[i + 1 :]
-        parsed = read(changed)
-        assert parsed is None or not signed(KEY, Tracked.CLICK, parsed, url="https://a.example/")
+        parsed = et.read(changed)
+        assert parsed is None or not et.signed(
+            KEY, et.Tracked.CLICK, parsed, url="https://a.example/"
+        )
 
 
 def test_sign_refuses_an_id_that_is_not_an_email_id() -> None:
     with pytest.raises(ValueError, match="not an email id"):
-        sign(KEY, Tracked.OPEN, "msg_0123456789abcdef0123")
+        et.sign(KEY, et.Tracked.OPEN, "msg_0123456789abcdef0123")
 
 
 HTML = ("<p><a href=\"https://a.example/x?y=1&amp;z=2\">a</a> <A HREF='http://b.example'>b</A>"
@@ -77,11 +69,15 @@ HTML = ("<p><a href=\"https://a.example/x?y=1&amp;z=2\">a</a> <A HREF='http://b.
 
 
 def test_links_are_the_http_links_in_order_entities_decoded() -> None:
-    assert links(HTML) == ["https://a.example/x?y=1&z=2", "http://b.example", "https://c.example/"]
+    assert et.links(HTML) == [
+        "https://a.example/x?y=1&z=2",
+        "http://b.example",
+        "https://c.example/",
+    ]
 
 
 def test_the_html_leaves_with_its_links_tracked_and_the_pixel_at_the_end() -> None:
-    out = tracked_html(f"<html><body>{HTML}</BODY></html>", pixel_url="https://t/o/1&2",
+    out = et.tracked_html(f"<html><body>{HTML}</BODY></html>", pixel_url="https://t/o/1&2",
                        click_url=lambda n, url: f"https://t/c/{n}?{url}")  # fmt: skip
 
     assert 'href="https://t/c/0?https://a.example/x?y=1&amp;z=2"' in out
@@ -93,11 +89,11 @@ def test_the_html_leaves_with_its_links_tracked_and_the_pixel_at_the_end() -> No
     pixel = ('<img src="https://t/o/1&amp;2" width="1" height="1" alt="" '
              'style="display:block;width:1px;height:1px;border:0">')  # fmt: skip
     assert out.endswith(f"{pixel}</BODY></html>")
-    assert links(out) == [f"https://t/c/{n}?{url}" for n, url in enumerate(links(HTML))]
+    assert et.links(out) == [f"https://t/c/{n}?{url}" for n, url in enumerate(et.links(HTML))]
 
 
 def test_html_without_a_body_gets_the_pixel_at_its_end() -> None:
-    out = tracked_html("<p>Hi</p>", pixel_url="https://t/o", click_url=lambda n, url: url)
+    out = et.tracked_html("<p>Hi</p>", pixel_url="https://t/o", click_url=lambda n, url: url)
     assert out.startswith('<p>Hi</p><img src="https://t/o"')
 
 
@@ -109,8 +105,8 @@ def test_every_tracked_link_is_rewritten_and_nothing_else(html: str) -> None:
         seen.append((n, url))
         return f"https://t/c/{n}"
 
-    tracked_html(html, pixel_url="https://t/o", click_url=click)
-    assert seen == list(enumerate(links(html)))
+    et.tracked_html(html, pixel_url="https://t/o", click_url=click)
+    assert seen == list(enumerate(et.links(html)))
 
 
 @pytest.mark.parametrize(
@@ -132,7 +128,7 @@ def test_every_tracked_link_is_rewritten_and_nothing_else(html: str) -> None:
     ],
 )  # fmt: skip
 def test_known_fetchers_are_named(agent: str, name: str | None) -> None:
-    assert fetcher(agent) == name
+    assert et.fetcher(agent) == name
 
 
 def test_results_are_unique_once_and_add_up() -> None:
@@ -141,7 +137,7 @@ def test_results_are_unique_once_and_add_up() -> None:
         (EmailResult.OPEN, "Mozilla/5.0"), (EmailResult.OPEN, "Thunderbird/115"),
         (EmailResult.CLICK, "Thunderbird/115"), (EmailResult.OPEN, "Thunderbird/115"),
     ]):  # fmt: skip
-        history.append(result_event("eml_1", result, at=AT + timedelta(minutes=i),
+        history.append(et.result_event("eml_1", result, at=AT + timedelta(minutes=i),
                                     earlier=history, user_agent=agent, detail="d"))  # fmt: skip
     history.append(EmailEvent(email_id="eml_1", at=AT + timedelta(hours=1),
                               result=EmailResult.UNSUBSCRIBE, source=Source.CONTACT))  # fmt: skip
@@ -152,11 +148,11 @@ def test_results_are_unique_once_and_add_up() -> None:
     ]  # fmt: skip
     assert history[0].detail == "d; fetcher: Apple Mail Privacy Protection"
     assert all(e.status is None and e.source is Source.CONTACT for e in history)
-    summary = engagement(history)
+    summary = et.engagement(history)
     assert (summary.opens, summary.clicks, summary.fetched) == (3, 1, 1)
     assert summary.describe() == (
         "Opened 3 times (first at 2026-01-05T15:00:00+00:00); clicked once (first at "
         "2026-01-05T15:02:00+00:00); 1 of those by a known fetcher (an image proxy or link "
         "scanner); unsubscribed at 2026-01-05T16:00:00+00:00."
     )
-    assert engagement([]).describe() == ""
+    assert et.engagement([]).describe() == ""
