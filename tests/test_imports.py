@@ -1,5 +1,5 @@
 """What a light import loads: the pure modules and the client commands load neither
-the service nor its peers (aiohttp, the twilio SDK, aiosqlite).
+the service nor its peers (aiohttp, the twilio SDK, aiosqlite, asyncpg).
 
 Each check runs in a fresh interpreter, so nothing this test process imported counts.
 """
@@ -19,7 +19,7 @@ import dispatcher as package
 
 SOURCE_ROOT = Path(package.__file__).resolve().parent.parent
 CHILD_TIMEOUT = 60.0
-HEAVY = ("twilio", "aiohttp", "aiosqlite", "dispatcher.service")
+HEAVY = ("twilio", "aiohttp", "aiosqlite", "asyncpg", "dispatcher.service")
 """Never loaded by a pure module or a client command."""
 SERVICE_SIDE = (*HEAVY, "dispatcher.web.app", "dispatcher.control.server")
 """What only ``serve`` (and the demo) load."""
