@@ -34,6 +34,11 @@ class Clock(Protocol):
         """Read the clock once."""
         ...
 
+    def monotonic(self) -> float:
+        """The monotonic time alone (``now().mono``), for a measurement: no wall time
+        is read or built."""
+        ...
+
     def call_at(self, mono: float, callback: Callable[[], None]) -> TimerHandle:
         """Run ``callback`` once the monotonic time reaches ``mono``."""
         ...
@@ -48,6 +53,9 @@ class SystemClock:
 
     def now(self) -> Instant:
         return Instant(mono=time.monotonic(), wall=datetime.now(UTC))
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def call_at(self, mono: float, callback: Callable[[], None]) -> TimerHandle:
         loop = asyncio.get_running_loop()
@@ -85,6 +93,9 @@ class FakeClock:
 
     def now(self) -> Instant:
         return Instant(mono=self._mono, wall=self._wall_at(self._mono))
+
+    def monotonic(self) -> float:
+        return self._mono
 
     def _wall_at(self, mono: float) -> datetime:
         return self._wall0 + timedelta(seconds=mono - self._mono0)

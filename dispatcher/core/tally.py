@@ -68,12 +68,16 @@ class Tally:
     __slots__ = ("counts",)
 
     def __init__(self) -> None:
-        self.counts: dict[tuple[str, str], int] = {}
+        self.counts: dict[tuple[str, str | None], int] = {}
 
     def add(self, first: str, second: str | None = None) -> None:
-        key = (first, second or "")
-        self.counts[key] = self.counts.get(key, 0) + 1
+        counts, key = self.counts, (first, second)
+        counts[key] = counts.get(key, 0) + 1
 
     def items(self) -> list[tuple[tuple[str, str], int]]:
-        """Each key with its count, sorted by key."""
-        return sorted(self.counts.items())
+        """Each key with its count, sorted by key (no second part: ``""``)."""
+        merged: dict[tuple[str, str], int] = {}
+        for (first, second), count in list(self.counts.items()):
+            key = (str(first), str(second or ""))
+            merged[key] = merged.get(key, 0) + count
+        return sorted(merged.items())

@@ -303,7 +303,7 @@ class Delivery(Generic[I]):
                 await self.reconcile(item, running=True)
                 return
             except ProviderError as exc:
-                self.latency.observe(self._clock.now().mono - start.mono)
+                self.latency.observe(self._clock.monotonic() - start.mono)
                 self.provider_errors.add(exc.provider_code or "none")
                 await self._refused(key, item, exc, start.wall + timedelta(seconds=hold))
                 return
@@ -312,7 +312,7 @@ class Delivery(Generic[I]):
                 log.exception(f"{name}.outcome_unknown", extra={"id": item_id})
                 await self.reconcile(item, running=True)
                 return
-            self.latency.observe(self._clock.now().mono - start.mono)
+            self.latency.observe(self._clock.monotonic() - start.mono)
             self._retries.taken(item_id)
             await self._kind.taken(item, accepted, started=start, hold=hold)
         except Exception as exc:
