@@ -18,6 +18,7 @@ import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
 from dispatcher.core.model import Source, TextStatus
+from dispatcher.errors import StoreUnavailable
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.postgres.leases import Fenced, Lease, Leases, StartOutcome, worker_id
 from tests.peers_postgres import Cluster
@@ -100,6 +101,22 @@ async def test_two_workers_share_the_keys_with_work(db: PostgresConnection) -> N
     assert (await one.acquire()).taken == []  # nothing free; a key without work is not taken
     assert await one.renew() == []
     assert set(one.held) == {lease.key for lease in first.taken}
+
+
+async def test_the_share_counts_live_workers_and_skips_paused_keys(
+    db: PostgresConnection,
+) -> None:
+    keys = [f"+1555000{i:04d}" for i in range(5)]
+    for key in keys:
+        await queue(db, key)
+    await db.pool.execute("UPDATE pacing_keys SET paused = true WHERE key = $1", keys[-1])
+    one, gone = await worker(db, "one"), await worker(db, "gone")
+    await db.pool.execute(  # its heartbeat stopped a minute ago: it no longer counts
+        "UPDATE workers SET heartbeat_at = now() - interval '1 minute' WHERE id = $1", gone.worker
+    )
+    acquired = await one.acquire()
+    assert acquired.share == 4  # four keys in play (one paused), one live worker
+    assert sorted(lease.key for lease in acquired.taken) == keys[:-1]
 
 
 async def test_workers_acquiring_at_once_never_take_the_same_key(db: PostgresConnection) -> None:
@@ -290,6 +307,41 @@ async def test_a_key_whose_acquisition_answer_was_lost_is_adopted_at_renewal(
     [adopted] = one.held.values()
     assert adopted.epoch == 5
     assert (await one.start_send(adopted, m1, "a1", SECOND)).outcome is StartOutcome.STARTED
+
+
+async def test_a_connection_lost_mid_start_is_unavailable_and_loses_nothing(
+    db: PostgresConnection,
+) -> None:
+    key = "+15550000001"
+    [m1] = await queue(db, key)
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    admin = await asyncpg.connect(db.url.dsn)
+    try:
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT 1 FROM pacing_keys WHERE key = $1 FOR UPDATE", key)
+        starting = asyncio.create_task(one.start_send(lease, m1, "a1", SECOND))
+
+        async def waiting() -> bool:  # the start waits for the key's lock
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ))  # fmt: skip
+
+        await eventually(waiting, "the start waits for the key's lock")
+        await admin.execute(  # its connection is cut (a network fault, a restart)
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        with pytest.raises(StoreUnavailable, match="the database"):
+            await starting
+        await holding.rollback()
+    finally:
+        await admin.close()
+    assert await status(db, m1) == ("Queued", None)  # nothing half done
+    start = await one.start_send(lease, m1, "a1", SECOND)  # on a new connection
+    assert start.outcome is StartOutcome.STARTED
 
 
 async def test_a_clean_stop_gives_every_key_back(db: PostgresConnection) -> None:

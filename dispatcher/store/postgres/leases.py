@@ -36,6 +36,15 @@ MIN_LEASE_SECONDS = 1.0
 """The lease a send needs left, by the database's clock, to start."""
 
 
+_UNAVAILABLE = (
+    asyncpg.PostgresConnectionError,  # class 08: the connection failed
+    asyncpg.InsufficientResourcesError,  # 53: a full disk, too many connections
+    asyncpg.OperatorInterventionError,  # 57: shut down, restarting, cancelled
+    asyncpg.PostgresSystemError,  # 58: an I/O error
+)
+"""What the database answers when it cannot work now, rather than refusing the request."""
+
+
 def worker_id(name: str) -> str:
     """A worker id, new at every start: ``name`` (a host, a home folder) and a random part."""
     return f"{name}/{uuid.uuid4().hex[:12]}"
@@ -244,9 +253,9 @@ class Leases:
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
         try:
             return await self._db.pool.fetch(self._db.query(name), *args)
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(f"the database {self._db.url.shown}: {exc}") from exc
         except asyncpg.PostgresError as exc:
-            if isinstance(exc, asyncpg.PostgresConnectionError | asyncpg.CannotConnectNowError):
-                raise StoreUnavailable(f"the database {self._db.url.shown}: {exc}") from exc
             raise StoreError(f"{name} failed on {self._db.url.shown}: {exc}") from exc
         except (OSError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"lost the database {self._db.url.shown}: {exc}") from exc
