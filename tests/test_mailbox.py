@@ -219,17 +219,20 @@ async def test_mail_to_the_unsubscribe_mailto_unsubscribes_the_recipient(tmp_pat
         # The address as some mail systems write it: upper case.
         await box.deliver(b"Subject: unsubscribe\r\n\r\n", to=mailto.upper(),
                           sender="ann0@example.com")  # fmt: skip
-        forged = f"unsubscribe+{'0' * 36}@{DOMAIN}"
-        await box.deliver(b"Subject: unsubscribe\r\n\r\n", to=forged, sender="eve@example.com")
+        for forged in (f"unsubscribe+{'0' * 36}@{DOMAIN}", f"unsubscribe+{email.id}@{DOMAIN}"):
+            await box.deliver(b"Subject: unsubscribe\r\n\r\n", to=forged, sender="eve@example.com")
         view = await box.h.service.email(email.id)
         kept = box.kept()
+        opted_out = await box.h.service.consent_history(email.recipient, channel=Channel.EMAIL)
 
     unsubscribe = view.history[-1]
     assert (unsubscribe.result, unsubscribe.source) == (EmailResult.UNSUBSCRIBE, Source.CONTACT)
     assert unsubscribe.detail is not None
     assert unsubscribe.detail.startswith("mailto:")
-    [unmatched] = kept  # the forged token: kept aside, nothing recorded
-    assert unmatched.name.endswith("-unmatched.eml")
+    assert [e.result for e in view.history].count(EmailResult.UNSUBSCRIBE) == 1
+    assert [e.source.value for e in opted_out] == ["unsubscribe"]
+    # A forged token, or the email's bare id (its Message-ID shows it): kept aside.
+    assert [p.name.rpartition("-")[2] for p in kept] == ["unmatched.eml"] * 2
 
 
 async def test_what_matches_nothing_is_kept_aside_and_the_mailbox_keeps_serving(

@@ -31,6 +31,7 @@ from dispatcher.config import Config
 from dispatcher.core.channel import Channel
 from dispatcher.core.consent import ConsentSource, Entry
 from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
+from dispatcher.core.emails import Email
 from dispatcher.core.mail_reports import BounceType, MailKind, MailReport, read_mail
 from dispatcher.engine.email_reports import Reported
 from dispatcher.engine.email_tracking import Unsubscribed
@@ -93,6 +94,8 @@ class MailboxVerbs:
             self, token_or_email_id: str, scope: UnsubscribeScope, source: UnsubscribeSource
         ) -> Unsubscribed: ...
 
+        async def unsubscribe_target(self, token: str) -> Email | None: ...
+
     async def receive_mail(self, mail: InboundMail) -> MailOutcome:
         """Read a message the mailbox took and record what it says about its email."""
         report = read_mail(mail.content, recipients=mail.recipients,
@@ -146,11 +149,17 @@ class MailboxVerbs:
         return True
 
     async def _unsubscribe(self, token: str) -> MailOutcome:
+        """Unsubscribe as the one-click link does, for a signed token only (an email's
+        id, which its Message-ID shows, unsubscribes no one by mail)."""
         kind = MailKind.UNSUBSCRIBE
+        unknown = MailOutcome(verdict=MailVerdict.UNMATCHED, kind=kind,
+                              detail="not an unsubscribe token this service signed")  # fmt: skip
+        if await self.unsubscribe_target(token) is None:
+            return unknown
         try:
             done = await self.unsubscribe(token, UnsubscribeScope.SENDER, UnsubscribeSource.MAILTO)
-        except NotFound as exc:
-            return MailOutcome(verdict=MailVerdict.UNMATCHED, kind=kind, detail=str(exc))
+        except NotFound:  # the email went meanwhile
+            return unknown
         return MailOutcome(verdict=MailVerdict.RECORDED, kind=kind, email_id=done.email_id,
                            detail=f"unsubscribed {done.recipient} from {done.sender}",
                            suppressed=True)  # fmt: skip
