@@ -5,6 +5,7 @@ their relay's slot, as memory keeps it."""
 from __future__ import annotations
 
 import heapq
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -25,6 +26,9 @@ class EmailRequest:
     idempotency_key: str | None = None
     trigger: str | None = None
     campaign_id: str | None = None
+    # With fields, the subject, text and HTML are templates filled with them at
+    # submission (dispatcher.core.email_templates); without, they are sent as given.
+    fields: Mapping[str, object] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

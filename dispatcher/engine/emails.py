@@ -30,6 +30,7 @@ from dispatcher.clock import Instant
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.consent import refusal
+from dispatcher.core.email_templates import Rendered, render_email
 from dispatcher.core.email_tracking import engagement
 from dispatcher.core.emails import (
     EMAIL_TERMINAL,
@@ -127,9 +128,13 @@ class EmailDesk:
         """Accept an email: validate it, then queue it on its relay."""
         if self.closing:
             raise Conflict("the service is shutting down; submit again once it is back")
+        parts = Rendered(subject=request.subject, text=request.text, html=request.html)
+        if request.fields is not None:  # templates: filled here, never at the send
+            parts = render_email(subject=request.subject, text=request.text,
+                                 html=request.html, fields=request.fields)  # fmt: skip
         content = check_email(sender=request.sender, recipient=request.recipient,
-                              subject=request.subject, text=request.text,
-                              html=request.html)  # fmt: skip
+                              subject=parts.subject, text=parts.text,
+                              html=parts.html)  # fmt: skip
         key = request.idempotency_key
         if key is not None and not 0 < len(key) <= 255:
             raise InvalidInput("idempotency_key: must be 1 to 255 characters",
