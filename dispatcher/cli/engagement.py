@@ -1,7 +1,9 @@
 """``dispatcher metrics`` and ``dispatcher report``: the engagement metrics, as tables
 (CSV or JSON on request) or as a self-contained HTML page of charts
 (:mod:`dispatcher.cli.report_page`). Clients of the running service's control socket:
-the service counts, the command prints or draws."""
+the service counts, the command prints or draws. The counting's vocabulary
+(:mod:`dispatcher.core.metrics`) and the page load when these commands run, so that
+every other client command starts without them."""
 
 from __future__ import annotations
 
@@ -12,14 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli import report_page
 from dispatcher.cli.numbers import phone_or_none
 from dispatcher.cli.output import out
 from dispatcher.control.client import call
-from dispatcher.core import metrics, report
 from dispatcher.errors import InvalidInput
 
 _WHEN = "an ISO 8601 time, or a duration back from now (24h, 7d)"
+BREAKDOWNS = ("campaign", "sender", "automation")
+"""The keys of ``--by`` (:data:`dispatcher.core.metrics.BY`; a test holds them equal)."""
+BUCKETS = ("hour", "day")
+"""The steps of ``--bucket`` (:data:`dispatcher.core.report.BUCKETS`; the same)."""
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -30,7 +34,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     counts.add_argument("--automation", help="only what this automation made")
     counts.add_argument("--since", help=f"from this time: {_WHEN}")
     counts.add_argument("--until", help=f"up to (not including) this time: {_WHEN}")
-    counts.add_argument("--by", metavar="|".join(metrics.BY), help="one breakdown per key")
+    counts.add_argument("--by", metavar="|".join(BREAKDOWNS), help="one breakdown per key")
     output = counts.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")
     output.add_argument("--csv", action="store_true", help="print CSV rows")
@@ -45,13 +49,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     page.add_argument("--until", help=f"up to (not including) this time: {_WHEN}")
     page.add_argument(
         "--bucket",
-        choices=list(report.BUCKETS),
+        choices=BUCKETS,
         help="the step of the charts over time (default: hour when the events span up to "
         "7 days, else day)",
     )
 
 
 async def run_metrics(sock: Path, args: argparse.Namespace) -> int:
+    from dispatcher.core import metrics  # noqa: PLC0415 - loads only for this command
+
     names = ("since", "until", "campaign", "sender", "automation", "by")
     asked = {name: getattr(args, name) for name in names}
     asked["sender"] = phone_or_none(args, args.sender, option="--sender")
@@ -66,6 +72,9 @@ async def run_metrics(sock: Path, args: argparse.Namespace) -> int:
 
 async def run_report(sock: Path, args: argparse.Namespace) -> int:
     """Writes the page, and prints its absolute path."""
+    from dispatcher.cli import report_page  # noqa: PLC0415 - loads only for this command
+    from dispatcher.core import metrics  # noqa: PLC0415
+
     asked = {name: getattr(args, name) for name in ("since", "until", "campaign")}
     metrics.request(now=datetime.now(UTC), prefix="--", **asked)  # bad input says so first
     page = _report_path(args.out)
@@ -97,6 +106,8 @@ def _show_metrics(result: dict[str, Any]) -> None:
     """A table per channel: a column for the total, and one per key of a breakdown."""
     from rich.console import Console  # noqa: PLC0415 - rich loads only for tables
     from rich.table import Table  # noqa: PLC0415
+
+    from dispatcher.core import metrics  # noqa: PLC0415 - loads only for this command
 
     columns = {"all": result, **result.get("breakdown", {})}
     console = Console()
