@@ -179,6 +179,7 @@ async def test_the_api_describes_itself(app: App) -> None:
         "/v1/messages", "/v1/messages/{message_id}", "/v1/calls", "/v1/calls/{call_id}",
         "/v1/emails", "/v1/emails/{email_id}",
         "/v1/automations", "/v1/automations/{name}", "/v1/dnt", "/v1/dnt/{number}", "/v1/metrics",
+        "/v1/consent", "/v1/consent/{contact}", "/v1/consent/{contact}/history",
         "/v1/campaigns", "/v1/campaigns/{campaign_id}", "/v1/campaigns/{campaign_id}/pause",
         "/v1/campaigns/{campaign_id}/resume", "/v1/campaigns/{campaign_id}/cancel",
     }  # fmt: skip
