@@ -20,7 +20,14 @@ from dispatcher.clock import FakeClock, SystemClock
 from dispatcher.core.model import Source, TextStatus
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store.postgres.connection import PostgresConnection
-from dispatcher.store.postgres.leases import Fenced, Lease, Leases, StartOutcome, worker_id
+from dispatcher.store.postgres.leases import (
+    Fenced,
+    Lease,
+    Leases,
+    Send,
+    StartOutcome,
+    worker_id,
+)
 from tests.peers_postgres import Cluster
 
 SECOND = timedelta(seconds=1)
@@ -267,6 +274,47 @@ async def test_one_send_in_flight_per_key(db: PostgresConnection) -> None:
     assert (await one.start_send(lease, m2, "a2", timedelta(0))).outcome is StartOutcome.STARTED
 
 
+async def test_many_starts_in_one_round_trip_each_with_its_outcome(
+    db: PostgresConnection,
+) -> None:
+    keys = [f"+1555000{i:04d}" for i in range(6)]
+    heads = [(await queue(db, key, 2))[0] for key in keys]
+    one = await worker(db, "one")
+    await one.acquire(limit=5)
+    two = await worker(db, "two")
+    theirs = (await two.acquire()).taken[0]  # the sixth key
+    mine = [one.held[key] for key in keys[:5]]
+    await db.pool.execute(  # the fourth key's slot is a minute away
+        "UPDATE pacing_keys SET next_slot_at = now() + interval '1 minute' WHERE key = $1",
+        keys[3],
+    )
+    lapsed = Lease(keys[4], mine[4].epoch, time.monotonic() - 1, None)  # by this clock
+    sends = [
+        Send(mine[2], heads[2], "a2", SECOND),
+        Send(theirs, heads[5], "a5", SECOND),  # another worker's key
+        Send(mine[0], heads[0], "a0", SECOND),
+        Send(mine[0], heads[0], "a0-again", SECOND),  # the same key again: its slot is taken
+        Send(mine[3], heads[3], "a3", SECOND),
+        Send(lapsed, heads[4], "a4", SECOND),
+        Send(mine[1], heads[2], "a1", SECOND),  # a message of another key
+    ]
+    starts = await one.start_sends(sends)
+    assert [start.outcome for start in starts] == [
+        StartOutcome.STARTED,
+        StartOutcome.NOT_OWNER,
+        StartOutcome.STARTED,
+        StartOutcome.TOO_EARLY,
+        StartOutcome.TOO_EARLY,
+        StartOutcome.LEASE_SHORT,
+        StartOutcome.NOT_QUEUED,
+    ]
+    assert [start.trusted for start in starts] == [True, False, True, False, False, False, False]
+    assert await status(db, heads[0]) == ("Sending", mine[0].epoch)
+    assert await status(db, heads[5]) == ("Queued", None)
+    assert keys[5] not in one.held  # it learnt the key is not its own
+    assert (await two.start_send(theirs, heads[5], "a5", SECOND)).outcome is (StartOutcome.STARTED)
+
+
 async def test_workers_shed_keys_beyond_their_share_when_others_join(
     db: PostgresConnection,
 ) -> None:
@@ -371,14 +419,18 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
         while time.monotonic() < deadline:
             await w.renew()
             await w.acquire(limit=2)
-            for lease in w.held.values():
-                message = await head(db, lease.key)
-                if message is None:
-                    continue
-                start = await w.start_send(lease, message, f"a-{message}", spacing)
-                if start.outcome is StartOutcome.STARTED:
-                    await asyncio.sleep(rng.random() / 100)  # the provider's answer
-                    assert await w.transition([sent(message, lease.epoch)]) == {message}
+            sends = [
+                Send(lease, message, f"a-{message}", spacing)
+                for lease in w.held.values()
+                if (message := await head(db, lease.key)) is not None
+            ]
+            rng.shuffle(sends)  # in any order: the keys are locked in theirs
+            starts = await w.start_sends(sends)
+            await asyncio.sleep(rng.random() / 100)  # the provider's answers
+            answered = [sent(send.message_id, send.lease.epoch)
+                         for send, start in zip(sends, starts, strict=True)
+                         if start.outcome is StartOutcome.STARTED]  # fmt: skip
+            assert await w.transition(answered) == {change.message_id for change in answered}
             if await db.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'Queued'") == 0:
                 return
             if rng.random() < 0.2:

@@ -5,7 +5,7 @@ every acquisition (the fencing token), ``lease_expires_at`` by the database's cl
 ``next_slot_at``. A worker (:class:`Leases`, one per process) registers, renews all its
 leases and its heartbeat in one statement, takes free or lapsed keys with work up to a
 fair share among the live workers, gives back keys beyond its share and idle ones, and
-starts each send in one round trip (:meth:`Leases.start_send`), which moves the
+starts sends in one round trip (:meth:`Leases.start_sends`), each moving its
 message to Sending under the key's epoch. Every later change of that message names
 the status and the epoch it expects (:meth:`Leases.transition`), so a worker that lost
 its key changes nothing.
@@ -83,6 +83,16 @@ class Start:
     lease_expires_at: datetime | None
     trusted: bool  # started, and still inside the lease by this worker's clock after the
     # commit: only then may the provider be called
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A send to start: the next message of ``lease``'s key."""
+
+    lease: Lease
+    message_id: str
+    attempt_id: str
+    spacing: timedelta  # the key's next slot moves this far past the start
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -201,23 +211,44 @@ class Leases:
         message goes from Queued to Sending under the lease's epoch and the key's next
         slot moves ``spacing`` past the start, or nothing changes and the outcome says
         why. The provider may be called only when the answer is ``trusted``."""
-        if not self.trusted(lease):
-            return Start(StartOutcome.LEASE_SHORT, None, lease.next_slot_at, None, trusted=False)
-        rows = await self._fetch(
-            "start_send", self.worker, lease.key, lease.epoch, message_id, attempt_id,
-            spacing.total_seconds(), self._min_lease,
-        )  # fmt: skip
-        row = rows[0]
-        outcome = StartOutcome(row["outcome"])
-        if outcome is StartOutcome.NOT_OWNER:
-            self._forget([lease.key])
-        return Start(
-            outcome,
-            row["started_at"],
-            row["next_slot_at"],
-            row["lease_expires_at"],
-            trusted=outcome is StartOutcome.STARTED and self.trusted(lease),
+        [start] = await self.start_sends([Send(lease, message_id, attempt_id, spacing)])
+        return start
+
+    async def start_sends(self, sends: Sequence[Send]) -> list[Start]:
+        """:meth:`start_send` for many keys in one round trip and one transaction (the
+        sends of one tick), each with its own outcome, in the order given. The keys are
+        locked in their order, so batches of different workers never deadlock."""
+        untrusted = Start(StartOutcome.LEASE_SHORT, None, None, None, trusted=False)
+        asked = sorted(
+            (i for i, send in enumerate(sends) if self.trusted(send.lease)),
+            key=lambda i: (sends[i].lease.key, i),
         )
+        starts = [untrusted] * len(sends)
+        if not asked:
+            return starts
+        rows = await self._fetch(
+            "start_sends",
+            self.worker,
+            [sends[i].lease.key for i in asked],
+            [sends[i].lease.epoch for i in asked],
+            [sends[i].message_id for i in asked],
+            [sends[i].attempt_id for i in asked],
+            [sends[i].spacing.total_seconds() for i in asked],
+            self._min_lease,
+        )
+        for i, row in zip(asked, rows, strict=True):
+            lease = sends[i].lease
+            outcome = StartOutcome(row["outcome"])
+            if outcome is StartOutcome.NOT_OWNER:
+                self._forget([lease.key])
+            starts[i] = Start(
+                outcome,
+                row["started_at"],
+                row["next_slot_at"],
+                row["lease_expires_at"],
+                trusted=outcome is StartOutcome.STARTED and self.trusted(lease),
+            )
+        return starts
 
     async def transition(self, changes: Sequence[Fenced]) -> set[str]:
         """Apply ``changes`` in one statement, each only if its message is still in the

@@ -98,10 +98,17 @@ FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(key, epoch)
 WHERE p.key = r.key AND p.epoch = r.epoch AND p.owner = $1
 RETURNING p.key;
 
--- name: start_send
-SELECT outcome, started_at, next_slot_at, lease_expires_at
-FROM dispatcher_start_send($1, $2, $3, $4, $5, make_interval(secs => $6),
-                           make_interval(secs => $7));
+-- name: start_sends
+-- dispatcher_start_send for each send given, in one statement (one transaction): the
+-- caller orders them by key, so the keys' row locks are taken in one order everywhere.
+SELECT r.outcome, r.started_at, r.next_slot_at, r.lease_expires_at
+FROM unnest($2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::FLOAT8[])
+    WITH ORDINALITY AS s(key, epoch, message, attempt, spacing, i)
+CROSS JOIN LATERAL dispatcher_start_send(
+    $1, s.key, s.epoch, s.message, s.attempt, make_interval(secs => s.spacing),
+    make_interval(secs => $7)
+) AS r
+ORDER BY s.i;
 
 -- name: fenced_transitions
 -- Status changes that each name the status and the epoch they expect: one whose
