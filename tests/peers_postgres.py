@@ -144,6 +144,19 @@ def _run(command: list[str], folder: Path, what: str) -> None:
         )
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (an exited server its parent has not reaped yet does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # the state is the field after the command's closing parenthesis
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
+
+
 def _stop(pid: int) -> None:
     """Stop the server this fixture started: an immediate shutdown (its data is thrown
     away), then a kill if it has not gone within ``STOP_TIMEOUT``."""
@@ -151,7 +164,8 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGQUIT)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline:
-            os.kill(pid, 0)  # raises ProcessLookupError once it has gone
+            if not _running(pid):
+                return
             time.sleep(0.05)
         os.kill(pid, signal.SIGKILL)
 
