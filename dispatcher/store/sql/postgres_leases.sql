@@ -39,7 +39,9 @@ RETURNING p.key, p.epoch, p.next_slot_at;
 -- Free or lapsed keys with work (a message Queued, or Sending and to be reconciled), up
 -- to the worker's fair share of the keys in play among the live workers and to $3, in
 -- one statement; a key another worker is taking at this moment is skipped, not waited
--- for. Each one taken gets a new epoch. One row at least: the share, and a key taken
+-- for. Each one taken gets a new epoch. Work is probed key by key (LIMIT 1, Queued and
+-- Sending apart, each on a partial index of its own): the cost follows the number of
+-- keys, not the depth of the queues. One row at least: the share, and a key taken
 -- per row (NULL when none was).
 WITH live AS (
     SELECT GREATEST(COUNT(*), 1) AS n FROM workers
@@ -48,8 +50,10 @@ WITH live AS (
     SELECT COUNT(*) AS n FROM pacing_keys AS p
     WHERE NOT p.paused AND (
         p.lease_expires_at > now()
-        OR EXISTS (SELECT 1 FROM messages AS m
-                   WHERE m.sender = p.key AND m.status IN ('Queued', 'Sending')))
+        OR (SELECT 1 FROM messages AS m
+            WHERE m.sender = p.key AND m.status = 'Queued' LIMIT 1) IS NOT NULL
+        OR (SELECT 1 FROM messages AS m
+            WHERE m.sender = p.key AND m.status = 'Sending' LIMIT 1) IS NOT NULL)
 ), held AS (
     SELECT COUNT(*) AS n FROM pacing_keys WHERE owner = $1 AND lease_expires_at > now()
 ), share AS (
@@ -58,8 +62,10 @@ WITH live AS (
     SELECT p.key FROM pacing_keys AS p
     WHERE NOT p.paused
       AND (p.owner IS NULL OR p.lease_expires_at IS NULL OR p.lease_expires_at <= now())
-      AND EXISTS (SELECT 1 FROM messages AS m
-                  WHERE m.sender = p.key AND m.status IN ('Queued', 'Sending'))
+      AND ((SELECT 1 FROM messages AS m
+            WHERE m.sender = p.key AND m.status = 'Queued' LIMIT 1) IS NOT NULL
+           OR (SELECT 1 FROM messages AS m
+               WHERE m.sender = p.key AND m.status = 'Sending' LIMIT 1) IS NOT NULL)
     ORDER BY p.key
     LIMIT (SELECT GREATEST(LEAST(share.n - held.n, $3), 0) FROM share, held)
     FOR UPDATE OF p SKIP LOCKED
