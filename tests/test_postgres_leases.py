@@ -392,6 +392,20 @@ async def test_a_connection_lost_mid_start_is_unavailable_and_loses_nothing(
     assert start.outcome is StartOutcome.STARTED
 
 
+async def test_a_worker_whose_row_was_removed_registers_again(db: PostgresConnection) -> None:
+    [m1] = await queue(db, "+15550000001")
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    await db.pool.execute("DELETE FROM workers WHERE id = $1", one.worker)
+    assert await one.renew() == [lease.key]  # nothing it held counts any more
+    assert await db.pool.fetchval("SELECT count(*) FROM workers WHERE id = $1", one.worker) == 1
+    [again] = (await one.acquire()).taken
+    assert again.epoch == lease.epoch + 1
+    assert (await one.start_send(lease, m1, "a1", SECOND)).outcome is StartOutcome.NOT_OWNER
+    assert one.held == {again.key: again}  # the refusal of the old lease keeps the new one
+    assert (await one.start_send(again, m1, "a1", SECOND)).outcome is StartOutcome.STARTED
+
+
 async def test_a_clean_stop_gives_every_key_back(db: PostgresConnection) -> None:
     for key in ("+15550000001", "+15550000002"):
         await queue(db, key)

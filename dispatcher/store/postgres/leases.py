@@ -159,13 +159,19 @@ class Leases:
         keys lost (lapsed, taken, or held now under another epoch), whose earlier
         :class:`Lease` no longer counts. A key the database says this worker holds and
         it did not know of (an acquisition whose answer was lost on the way) is adopted
-        with the epoch the database gave it, rather than renewed unused for ever."""
+        with the epoch the database gave it, rather than renewed unused for ever. A
+        worker whose row has gone (removed by an operator) registers again."""
         deadline = self._deadline()
         rows = await self._fetch("renew_leases", self.worker, self.lease_seconds)
         renewed = {
             row["key"]: Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
             for row in rows
+            if row["key"] is not None
         }
+        if not rows[0]["registered"]:
+            lost = sorted(self._held)
+            await self.register()
+            return lost
         lost = sorted(
             key for key, lease in self._held.items()
             if key not in renewed or renewed[key].epoch != lease.epoch
@@ -239,8 +245,9 @@ class Leases:
         for i, row in zip(asked, rows, strict=True):
             lease = sends[i].lease
             outcome = StartOutcome(row["outcome"])
-            if outcome is StartOutcome.NOT_OWNER:
-                self._forget([lease.key])
+            held = self._held.get(lease.key)
+            if outcome is StartOutcome.NOT_OWNER and held and held.epoch == lease.epoch:
+                del self._held[lease.key]  # (a later lease of the key stays)
             starts[i] = Start(
                 outcome,
                 row["started_at"],

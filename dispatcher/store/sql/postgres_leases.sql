@@ -27,13 +27,18 @@ INSERT INTO pacing_keys (key) SELECT unnest($1::TEXT[]) ON CONFLICT (key) DO NOT
 -- name: renew_leases
 -- The heartbeat and every lease the worker still holds, in one statement. A lease that
 -- has lapsed is not renewed: it may have been taken, and is acquired again (a new epoch).
+-- One row at least: whether the worker's row is there, and a lease renewed per row.
 WITH beat AS (
     UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING id
+), renewed AS (
+    UPDATE pacing_keys AS p SET lease_expires_at = now() + make_interval(secs => $2)
+    FROM beat
+    WHERE p.owner = beat.id AND p.lease_expires_at > now()
+    RETURNING p.key, p.epoch, p.next_slot_at
 )
-UPDATE pacing_keys AS p SET lease_expires_at = now() + make_interval(secs => $2)
-FROM beat
-WHERE p.owner = beat.id AND p.lease_expires_at > now()
-RETURNING p.key, p.epoch, p.next_slot_at;
+SELECT EXISTS (SELECT 1 FROM beat) AS registered, renewed.key, renewed.epoch,
+       renewed.next_slot_at
+FROM (SELECT 1) AS one LEFT JOIN renewed ON true;
 
 -- name: acquire_leases
 -- Free or lapsed keys with work (a message Queued, or Sending and to be reconciled), up
