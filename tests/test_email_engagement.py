@@ -17,6 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from dispatcher.channels.mail_simulator import MailSimulator
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, EmailConfig, HttpConfig
 from dispatcher.core.channel import Channel
@@ -27,6 +28,7 @@ from dispatcher.errors import NotFound
 from dispatcher.service import Dispatcher, EmailRequest, UnsubscribeScope, UnsubscribeSource
 from dispatcher.store import Store, open_store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.testing import QUIET, running_service
 from dispatcher.web.app import HttpServer, WebApp
 from tests.helpers import free_port, wait_for
 from tests.peers import API_TOKEN, App
@@ -466,3 +468,27 @@ async def test_after_an_unsubscribe_a_later_email_ends_failed_with_the_reason(
     else:
         assert other.status is EmailStatus.FAILED
     assert len(engaged.relay.received) == 1 + (other.status is EmailStatus.SENT)
+
+
+async def test_without_a_public_url_the_urls_name_the_listen_address_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = Config(simulator=QUIET, email=EmailConfig(domain=DOMAIN))
+    async with running_service(tmp_path, config=config) as h:
+        emails = [(await h.service.submit_email(EmailRequest(
+            sender="shop@example.com", recipient=f"ann{n}@example.com", subject="Hi",
+            text="Hi.", html=HTML, lane=Lane.BULK,
+        ))).email for n in range(2)]  # fmt: skip
+
+        async def sent() -> bool:
+            views = [await h.service.email(e.id) for e in emails]
+            return all(v.email.status is EmailStatus.SENT for v in views)
+
+        await h.advance_until(sent, step=0.05, max_steps=400)
+    mailer = h.service.mailer
+    assert isinstance(mailer, MailSimulator)
+    for taken in mailer.taken():
+        assert taken.email.html is not None
+        assert "http://127.0.0.1:8080/email/o/" in taken.email.html
+        assert taken.email.unsubscribe[1].startswith("http://127.0.0.1:8080/email/u/")
+    assert [r.getMessage() for r in caplog.records].count("email.no_public_url") == 1

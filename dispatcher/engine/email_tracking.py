@@ -72,6 +72,7 @@ class EmailTracking:
         self._store = wiring.store
         self._clock = wiring.clock
         self._key: bytes | None = None
+        self._warned = False  # that the URLs name the listen address ([http] public_url unset)
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
 
     @property
@@ -80,12 +81,21 @@ class EmailTracking:
             self._key = private.secret(self._config.home / KEY_FILE)
         return self._key
 
+    @property
+    def _base(self) -> str:
+        """Where the URLs point: ``[http] public_url``, else (with a warning, once) the
+        listen address, which only this machine reaches."""
+        if not self._config.http.public_url and not self._warned:
+            self._warned = True
+            log.warning("email.no_public_url", extra={"base_url": self._config.http.base_url})
+        return self._config.http.base_url
+
     # -- what an email leaves with ---------------------------------------------------
     def html(self, email: Email) -> str | None:
         """The HTML part as it leaves: its links tracked, the pixel added."""
         if email.html is None:
             return None
-        base, key = self._config.http.base_url, self.key
+        base, key = self._base, self.key
 
         def click(n: int, url: str) -> str:
             return f"{base}/email/c/{sign(key, Tracked.CLICK, email.id, link=n, url=url)}"
@@ -98,7 +108,7 @@ class EmailTracking:
         both with the email's signed unsubscribe token."""
         token = sign(self.key, Tracked.UNSUBSCRIBE, email_id)
         return (f"mailto:unsubscribe+{token}@{self._config.email.domain}",
-                f"{self._config.http.base_url}/email/u/{token}")  # fmt: skip
+                f"{self._base}/email/u/{token}")  # fmt: skip
 
     # -- what comes back -------------------------------------------------------------
     async def opened(self, token: str, user_agent: str) -> bool:
