@@ -50,9 +50,7 @@ async def queue(db: PostgresConnection, key: str, count: int = 1) -> list[str]:
         " 'Queued', true, now(), now() + interval '1 hour', now())",
         [(message_id, key) for message_id in ids],
     )
-    await db.pool.execute(
-        "INSERT INTO pacing_keys (key) VALUES ($1) ON CONFLICT (key) DO NOTHING", key
-    )
+    await Leases(db, SystemClock(), "queue").add_keys([key])
     return ids
 
 
@@ -395,10 +393,12 @@ async def test_a_connection_lost_mid_start_is_unavailable_and_loses_nothing(
 async def test_a_worker_whose_row_was_removed_registers_again(db: PostgresConnection) -> None:
     [m1] = await queue(db, "+15550000001")
     one = await worker(db, "one")
+    await one.register("127.0.0.1:8081")
     [lease] = (await one.acquire()).taken
     await db.pool.execute("DELETE FROM workers WHERE id = $1", one.worker)
     assert await one.renew() == [lease.key]  # nothing it held counts any more
-    assert await db.pool.fetchval("SELECT count(*) FROM workers WHERE id = $1", one.worker) == 1
+    address = await db.pool.fetchval("SELECT address FROM workers WHERE id = $1", one.worker)
+    assert address == "127.0.0.1:8081"
     [again] = (await one.acquire()).taken
     assert again.epoch == lease.epoch + 1
     assert (await one.start_send(lease, m1, "a1", SECOND)).outcome is StartOutcome.NOT_OWNER

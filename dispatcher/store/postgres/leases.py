@@ -122,13 +122,15 @@ class Leases:
         min_lease_seconds: float = MIN_LEASE_SECONDS,
     ) -> None:
         if not 0 < min_lease_seconds < lease_seconds:
-            raise ValueError("the lease a send needs must be shorter than the lease")
+            raise ValueError(f"min_lease_seconds ({min_lease_seconds:g}) must be above 0 and "
+                             f"below lease_seconds ({lease_seconds:g})")  # fmt: skip
         self._db = db
         self._clock = clock
         self.worker = worker
         self.lease_seconds = lease_seconds
         self._min_lease = min_lease_seconds
         self._held: dict[str, Lease] = {}
+        self._address: str | None = None
 
     @property
     def held(self) -> dict[str, Lease]:
@@ -142,6 +144,7 @@ class Leases:
     async def register(self, address: str | None = None) -> None:
         """Record this worker as live (or again, after a restart under the same id:
         what an earlier run held under it is given up)."""
+        self._address = address
         await self._execute("register_worker", self.worker, address)
         self._held.clear()
 
@@ -170,7 +173,7 @@ class Leases:
         }
         if not rows[0]["registered"]:
             lost = sorted(self._held)
-            await self.register()
+            await self.register(self._address)
             return lost
         lost = sorted(
             key for key, lease in self._held.items()
