@@ -54,6 +54,14 @@ async def queue(db: PostgresConnection, key: str, count: int = 1) -> list[str]:
     return ids
 
 
+async def numbers_with_work(db: PostgresConnection, count: int, texts: int = 1) -> list[str]:
+    """``count`` sending numbers with ``texts`` texts Queued on each."""
+    keys = [f"+1555000{i:04d}" for i in range(count)]
+    for key in keys:
+        await queue(db, key, texts)
+    return keys
+
+
 async def head(db: PostgresConnection, key: str) -> str | None:
     found: str | None = await db.pool.fetchval(
         "SELECT id FROM messages WHERE sender = $1 AND status = 'Queued'"
@@ -111,9 +119,7 @@ async def test_two_workers_share_the_keys_with_work(db: PostgresConnection) -> N
 async def test_the_share_counts_live_workers_and_skips_paused_keys(
     db: PostgresConnection,
 ) -> None:
-    keys = [f"+1555000{i:04d}" for i in range(5)]
-    for key in keys:
-        await queue(db, key)
+    keys = await numbers_with_work(db, 5)
     await db.pool.execute("UPDATE pacing_keys SET paused = true WHERE key = $1", keys[-1])
     one, gone = await worker(db, "one"), await worker(db, "gone")
     await db.pool.execute(  # its heartbeat stopped a minute ago: it no longer counts
@@ -125,9 +131,7 @@ async def test_the_share_counts_live_workers_and_skips_paused_keys(
 
 
 async def test_workers_acquiring_at_once_never_take_the_same_key(db: PostgresConnection) -> None:
-    keys = [f"+1555000{i:04d}" for i in range(40)]
-    for key in keys:
-        await queue(db, key)
+    keys = await numbers_with_work(db, 40)
     workers = [await worker(db, f"w{i}") for i in range(6)]
     results = await asyncio.gather(*(w.acquire() for w in workers))
     taken = [lease.key for result in results for lease in result.taken]
@@ -310,15 +314,13 @@ async def test_many_starts_in_one_round_trip_each_with_its_outcome(
     assert await status(db, heads[0]) == ("Sending", mine[0].epoch)
     assert await status(db, heads[5]) == ("Queued", None)
     assert keys[5] not in one.held  # it learnt the key is not its own
-    assert (await two.start_send(theirs, heads[5], "a5", SECOND)).outcome is (StartOutcome.STARTED)
+    assert (await two.start_send(theirs, heads[5], "a5", SECOND)).outcome is StartOutcome.STARTED
 
 
 async def test_workers_shed_keys_beyond_their_share_when_others_join(
     db: PostgresConnection,
 ) -> None:
-    keys = [f"+1555000{i:04d}" for i in range(6)]
-    for key in keys:
-        await queue(db, key)
+    keys = await numbers_with_work(db, 6)
     one = await worker(db, "one")
     await queue(db, keys[-1])  # a second text, behind the one in flight
     assert len((await one.acquire()).taken) == 6
@@ -421,10 +423,8 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
     """Six workers on six connections, short leases that lapse and move between them,
     each sending as fast as its keys allow: per key, every send starts after the
     previous one's spacing, one at a time, and every message once."""
-    keys = [f"+1555000{i:04d}" for i in range(4)]
+    keys = await numbers_with_work(db, 4, texts=12)
     spacing = timedelta(milliseconds=40)
-    for key in keys:
-        await queue(db, key, 12)
     rng = random.Random(16)
     workers = [await worker(db, f"w{i}", lease=0.4) for i in range(6)]
     deadline = time.monotonic() + 60
