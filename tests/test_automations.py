@@ -263,7 +263,7 @@ def test_digits_pick_a_prompts_answer() -> None:
         ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "call"\nscript = "nope"\n',
          "automation 1: script: no call script is named 'nope'"),
         ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "fax"\n',
-         "automation 1: do: must be \"text\" or \"call\""),
+         "automation 1: do: must be one of \"text\", \"call\", \"email\""),
         ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\n',
          "automation 1: body: a text automation needs its body"),
         ('[[automation]]\nname = "a"\non = "text.sent"\ndo = "text"\nbody = "x"\ncolour = 1\n',
@@ -295,7 +295,8 @@ RULE = {"name": "a", "on": "text.sent", "do": "text", "body": "x"}
         ({**RULE, "name": 5}, "name", "a name is a letter then letters, digits, _ or -"),
         ({**RULE, "name": "9lives"}, "name", "a name is a letter"),
         ({**RULE, "on": None}, "on", "None is not a result; use one of call.answered"),
-        ({"name": "a", "on": "text.sent", "body": "x"}, "do", 'must be "text" or "call", not None'),
+        ({"name": "a", "on": "text.sent", "body": "x"}, "do",
+         'must be one of "text", "call", "email", not None'),
         ({**RULE, "when": "spring"}, "when", "a table of filters with text values"),
         ({**RULE, "when": {"campaign": 1}}, "when", "a table of filters with text values"),
         ({**RULE, "when": {"colour": "red"}}, "when",
@@ -311,7 +312,8 @@ RULE = {"name": "a", "on": "text.sent", "do": "text", "body": "x"}
          "no call script is named 5 (known: reminder)"),
         ({**RULE, "do": "call"}, "script", "no call script is named None (known: reminder)"),
         ({**RULE, "colour": "red"}, "colour",
-         "unknown key (known: body, delay, do, from, name, on, script, when)"),
+         "unknown key (known: body, delay, do, from, html, name, on, script, subject, text, "
+         "to, when)"),
     ],
 )  # fmt: skip
 def test_a_rule_of_the_wrong_shape_names_the_rule_and_key(

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import ClassVar
 
 from dispatcher.core.calls import CallStatus, VoiceResult
+from dispatcher.core.emails import EmailResult, EmailStatus
 from dispatcher.core.model import TextStatus
 
 TEXT_RESULTS: dict[TextStatus, str] = {
@@ -34,17 +35,27 @@ CALL_RESULTS: dict[CallStatus | VoiceResult, str] = {
     VoiceResult.MACHINE: "call.machine",
     VoiceResult.PROMPT: "call.prompt",
 }
-RESULTS = frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
+EMAIL_RESULTS: dict[EmailStatus | EmailResult, str] = {
+    EmailStatus.BOUNCED: "email.bounce",
+    EmailResult.OPEN: "email.open",
+    EmailResult.CLICK: "email.click",
+    EmailResult.UNSUBSCRIBE: "email.unsubscribe",
+    EmailResult.COMPLAINT: "email.complaint",
+}
+"""The results of an email an automation can be triggered by (what the email metrics
+count as its Activity)."""
+RESULTS = (frozenset(TEXT_RESULTS.values()) | frozenset(CALL_RESULTS.values())
+           | frozenset(EMAIL_RESULTS.values()))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Observed:
-    """A result of a text or call, as the automations see it."""
+    """A result of a text, call or email, as the automations see it."""
 
     result: str  # e.g. "text.delivered"
-    source_id: str  # the text's or call's id
-    contact: str
-    sender: str
+    source_id: str  # the text's, call's or email's id
+    contact: str  # a phone number, or an email's address
+    sender: str  # a sending number, or an email's From address
     campaign_id: str | None
     campaign_name: str | None = None
     detail: str | None = None  # a prompt's digits or words
@@ -53,11 +64,12 @@ class Observed:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """A place in the durable history: the last text event and the last call event
+    """A place in the durable history: the last text event, call event and email event
     (each table's own sequence, in commit order)."""
 
     texts: int = 0
     calls: int = 0
+    emails: int = 0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -65,7 +77,7 @@ class StoredResult:
     """A result as the history holds it: what the engine matches, and its event."""
 
     seen: Observed
-    channel: str  # "text" or "call"
+    channel: str  # "text", "call" or "email"
     seq: int  # its event's place in that channel's history
 
 
@@ -135,6 +147,22 @@ def wanted_events(results: Collection[str]) -> tuple[list[str], list[str], list[
     voice = sorted({r.value for r, name in CALL_RESULTS.items()
                     if isinstance(r, VoiceResult) and name in results})  # fmt: skip
     return texts, statuses, voice
+
+
+def wanted_email_events(results: Collection[str]) -> tuple[list[str], list[str]]:
+    """The email statuses and email results whose applied events are ``results``."""
+    statuses = sorted({s.value for s, name in EMAIL_RESULTS.items()
+                       if isinstance(s, EmailStatus) and name in results})  # fmt: skip
+    found = sorted({r.value for r, name in EMAIL_RESULTS.items()
+                    if isinstance(r, EmailResult) and name in results})  # fmt: skip
+    return statuses, found
+
+
+def email_result(status: str | None, result: str | None) -> str | None:
+    """The result an applied email event is (a status, or a result), if any."""
+    if status is not None and (name := EMAIL_RESULTS.get(EmailStatus(status))):
+        return name
+    return EMAIL_RESULTS.get(EmailResult(result)) if result is not None else None
 
 
 def text_result(status: str) -> str | None:

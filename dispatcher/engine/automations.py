@@ -3,7 +3,7 @@ match, and runs it when due through the service. The rules themselves (the file,
 typed model, the parser, matching) are the pure :mod:`dispatcher.core.rules`; their
 names are re-exported here.
 
-Each rule fires at most once per result of a text or call: a run is stored under
+Each rule fires at most once per result of a text, call or email: a run is stored under
 (rule, source, result) before anything is sent, and the engagement is submitted
 with an idempotency key made of the same three, so a repeated receipt, a restart or
 a crash between the submission and its record never sends twice. The engagement
@@ -12,8 +12,8 @@ goes to the same contact; its ``trigger`` is ``automation:<rule>:<source id>``
 the channel whose result triggered it.
 
 Exactly once across crashes: the engine matches results from the durable history
-(the applied events of texts and calls), never from what was only in memory. It
-keeps a cursor in the store, the last text event and call event it has handled,
+(the applied events of texts, calls and emails), never from what was only in memory.
+It keeps a cursor in the store, the last text, call and email event it has handled,
 written in the same transaction as the runs those events made. A result is only
 a wake-up call: the engine reads every event committed after its cursor, stores
 the runs they make and moves the cursor. At start it carries on from the cursor,
@@ -39,13 +39,16 @@ from dispatcher.core.model import Lane
 from dispatcher.core.results import Cursor, Observed, Run, StoredResult, Trigger
 from dispatcher.core.rules import (
     Action,
+    EmailAction,
     NewAutomation,
     Rule,
     When,
     load_rules,
     matches,
     parse_rule,
+    trigger_fields,
 )
+from dispatcher.engine.email_types import EmailRequest, EmailSubmission
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
 from dispatcher.store.port import RunStore
@@ -79,6 +82,8 @@ class AutomationService(Protocol):
     async def submit(self, request: TextRequest) -> Submission: ...
 
     async def submit_call(self, request: CallRequest) -> CallSubmission: ...
+
+    async def submit_email(self, request: EmailRequest) -> EmailSubmission: ...
 
 
 class AutomationStore(RunStore, Protocol):
@@ -117,6 +122,12 @@ class Engine:
         only a wake-up call: runs are made from the durable history, so a result is
         matched once it is committed, even if the service dies right after."""
         if any(rule.on == seen.result for rule in self.rules):
+            self._new.set()
+
+    def email_result(self) -> None:
+        """An email's result was committed (an open, click, unsubscribe, bounce or
+        complaint): a wake-up call, as :meth:`observe` is for texts and calls."""
+        if any(rule.on.startswith("email.") for rule in self.rules):
             self._new.set()
 
     async def load(self) -> None:
@@ -268,6 +279,8 @@ class Engine:
                     lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
                 ))  # fmt: skip
                 engagement = made.message.id
+            elif rule.email is not None:
+                engagement = await self._email(rule.email, run, key, trigger)
             else:
                 from dispatcher.engine.calls import CallRequest  # noqa: PLC0415 - voice loads a provider: only for a call
 
@@ -283,15 +296,28 @@ class Engine:
         await self._store.finish_run(_ended(run, "done", engagement=engagement))
         log.info("automation.ran", extra={"rule": run.rule, "engagement": engagement})
 
+    async def _email(self, action: EmailAction, run: Run, key: str, trigger: str) -> str:
+        """Send a rule's email: its templates filled with the result's fields, to its
+        address or the contact's (the address of the email whose result it was)."""
+        sent = await self._service.submit_email(EmailRequest(
+            sender=action.sender, recipient=action.recipient or run.contact,
+            subject=action.subject, text=action.text, html=action.html,
+            lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
+            fields=trigger_fields(run),
+        ))  # fmt: skip
+        return sent.email.id
+
 
 def _advanced(tip: Cursor, found: Sequence[StoredResult]) -> Cursor:
     """Where the cursor goes after ``found``: to the tip, or to the last result of a
     channel that filled its batch (the rest of it comes in the next one)."""
     texts = [r.seq for r in found if r.channel == "text"]
     calls = [r.seq for r in found if r.channel == "call"]
+    emails = [r.seq for r in found if r.channel == "email"]
     return Cursor(
         texts=texts[-1] if len(texts) >= _BATCH else tip.texts,
         calls=calls[-1] if len(calls) >= _BATCH else tip.calls,
+        emails=emails[-1] if len(emails) >= _BATCH else tip.emails,
     )
 
 

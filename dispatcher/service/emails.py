@@ -11,6 +11,7 @@ from dispatcher.core.consent import ConsentSource
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
 from dispatcher.core.emails import Email
+from dispatcher.engine.automations import Engine
 from dispatcher.engine.email_tracking import Unsubscribed
 from dispatcher.engine.emails import (
     EmailDesk,
@@ -27,6 +28,7 @@ class EmailVerbs:
     """Email, paced per relay by the email desk."""
 
     emails: EmailDesk
+    automations: Engine  # told of each open, click and unsubscribe
 
     if TYPE_CHECKING:  # the Dispatcher's, with its store faults
 
@@ -64,13 +66,19 @@ class EmailVerbs:
         """The open pixel of an email was fetched: an Open (``unique`` the first time,
         a known fetcher marked). False, and nothing recorded, for a token that is
         unknown or forged."""
-        return await self._taking_work(self.emails.tracking.opened(token, user_agent))
+        opened = await self._taking_work(self.emails.tracking.opened(token, user_agent))
+        if opened:
+            self.automations.email_result()
+        return opened
 
     async def email_clicked(self, token: str, user_agent: str) -> str | None:
         """A tracked link of an email was clicked: a Click, and the URL stored for that
         link, where the reader goes. None, and nothing recorded, for a token that is
         unknown or forged."""
-        return await self._taking_work(self.emails.tracking.clicked(token, user_agent))
+        url = await self._taking_work(self.emails.tracking.clicked(token, user_agent))
+        if url is not None:
+            self.automations.email_result()
+        return url
 
     async def unsubscribe_target(self, token: str) -> Email | None:
         """The email an unsubscribe token names, for its confirmation page (None if the
@@ -91,6 +99,7 @@ class EmailVerbs:
         done = await self._taking_work(
             self.emails.tracking.unsubscribe(token_or_email_id, scope, source)
         )
+        self.automations.email_result()
         sender = done.sender if scope is UnsubscribeScope.SENDER else None
         await self._taking_work(self.opt_out(
             done.recipient, source=ConsentSource.UNSUBSCRIBE, who=done.recipient,

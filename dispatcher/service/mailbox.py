@@ -33,6 +33,7 @@ from dispatcher.core.consent import ConsentSource, Entry
 from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
 from dispatcher.core.emails import Email
 from dispatcher.core.mail_reports import BounceType, MailKind, MailReport, read_mail
+from dispatcher.engine.automations import Engine
 from dispatcher.engine.email_reports import Reported
 from dispatcher.engine.email_tracking import Unsubscribed
 from dispatcher.engine.emails import EmailDesk
@@ -80,6 +81,7 @@ class MailboxVerbs:
 
     config: Config
     emails: EmailDesk
+    automations: Engine  # told of each bounce and complaint
 
     if TYPE_CHECKING:  # the Dispatcher's, from its other verbs
 
@@ -119,6 +121,7 @@ class MailboxVerbs:
         if reported is None:
             return MailOutcome(verdict=MailVerdict.UNMATCHED, kind=report.kind,
                                email_id=email_id, detail=f"no email {email_id}")  # fmt: skip
+        self.automations.email_result()
         suppressed = await self._suppress(report, reported)
         done = ", ".join(f"{e.status or e.result}{'' if e.applied else ' (not applied)'}"
                          for e in reported.events)  # fmt: skip

@@ -6,6 +6,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from dispatcher.core.calls import Call
+from dispatcher.core.emails import Email
 from dispatcher.core.model import Message
 from dispatcher.core.results import (
     Cursor,
@@ -13,6 +14,7 @@ from dispatcher.core.results import (
     Run,
     StoredResult,
     call_result,
+    email_result,
     text_result,
 )
 from dispatcher.store.memory.tables import MemoryTables, RunKey, refuse
@@ -34,7 +36,8 @@ class MemoryAutomations(MemoryTables):
         self._cursor = cursor
 
     async def history_tip(self) -> Cursor:
-        return Cursor(texts=len(self._text_log), calls=len(self._call_log))
+        return Cursor(texts=len(self._text_log), calls=len(self._call_log),
+                      emails=len(self._email_log))  # fmt: skip
 
     async def results_between(
         self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
@@ -57,7 +60,21 @@ class MemoryAutomations(MemoryTables):
             call = self._calls.get(step.call_id)
             if name in results and name is not None and call is not None:
                 calls.append(_stored("call", seq, name, call, at=step.at, detail=step.detail))
-        return texts + calls
+        return texts + calls + self._email_results(after, upto, results, limit)
+
+    def _email_results(
+        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
+    ) -> list[StoredResult]:
+        emails: list[StoredResult] = []
+        for seq in range(after.emails + 1, upto.emails + 1):
+            if len(emails) >= limit:
+                break
+            event = self._email_log[seq - 1]
+            name = email_result(event.status, event.result) if event.applied else None
+            email = self._emails.get(event.email_id)
+            if name in results and name is not None and email is not None:
+                emails.append(_stored("email", seq, name, email, at=event.at))
+        return emails
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
         due = [r for r in self._runs.values() if r.state == "due" and r.due_at <= now]
@@ -92,7 +109,7 @@ def _stored(
     channel: str,
     seq: int,
     result: str,
-    source: Message | Call,
+    source: Message | Call | Email,
     *,
     at: datetime,
     detail: str | None = None,

@@ -19,6 +19,7 @@ class MemoryEmails(MemoryTables):
         stored = replace(email, seq=self._email_seq)
         self._emails[stored.id] = stored
         self._email_events[stored.id].extend(events)
+        self._email_log.extend(events)
         if stored.idempotency_key:
             self._email_by_key[stored.idempotency_key] = stored.id
         return stored
@@ -37,6 +38,7 @@ class MemoryEmails(MemoryTables):
         if old is None:  # an unknown email stays unknown
             return
         self._email_events[email.id].extend(events)
+        self._email_log.extend(events)
         # Like the SQL adapter, only the mutable fields are replaced.
         self._emails[email.id] = replace(
             old,
@@ -53,6 +55,7 @@ class MemoryEmails(MemoryTables):
         for event in events:
             if event.email_id in self._emails:  # an unknown email stays unknown
                 self._email_events[event.email_id].append(event)
+                self._email_log.append(event)
 
     async def get_email(self, email_id: str) -> Email | None:
         return self._emails.get(email_id)

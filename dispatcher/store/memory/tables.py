@@ -66,6 +66,7 @@ class MemoryTables(Resource):
         self._runs: dict[RunKey, Run] = {}
         self._rules: dict[str, tuple[str, datetime]] = {}  # name: JSON, added at
         self._cursor: Cursor | None = None
+        self._email_log: list[EmailEvent] = []  # the email history in the order written
 
 
 def refuse(what: str) -> StoreError:

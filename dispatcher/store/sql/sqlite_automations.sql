@@ -30,18 +30,20 @@ DELETE FROM automation_rules WHERE name = ?;
 SELECT name, rule FROM automation_rules ORDER BY created_at, name;
 
 -- name: automation_cursor
-SELECT text_event, call_event FROM automation_cursor WHERE id = 1;
+SELECT text_event, call_event, email_event FROM automation_cursor WHERE id = 1;
 
 -- name: set_automation_cursor
-INSERT INTO automation_cursor (id, text_event, call_event) VALUES (1, ?, ?)
+INSERT INTO automation_cursor (id, text_event, call_event, email_event) VALUES (1, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET text_event = excluded.text_event,
-                               call_event = excluded.call_event;
+                               call_event = excluded.call_event,
+                               email_event = excluded.email_event;
 
 -- name: clear_automation_cursor
 DELETE FROM automation_cursor;
 
 -- name: history_tip
-SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM call_events);
+SELECT (SELECT COALESCE(MAX(id), 0) FROM events), (SELECT COALESCE(MAX(id), 0) FROM call_events),
+       (SELECT COALESCE(MAX(id), 0) FROM email_events);
 
 -- The results after a cursor: a range of each history's own key, read once.
 -- name: text_results_between
@@ -56,6 +58,14 @@ ORDER BY e.id LIMIT ?;
 SELECT e.id AS seq, e.call_id AS source_id, e.at, e.status, e.result, e.detail,
        c.recipient, c.sender, c.campaign_id
 FROM call_events AS e JOIN calls AS c ON c.id = e.call_id
+WHERE e.id > ? AND e.id <= ? AND e.applied = 1
+  AND (e.status IN (SELECT value FROM json_each(?)) OR e.result IN (SELECT value FROM json_each(?)))
+ORDER BY e.id LIMIT ?;
+
+-- name: email_results_between
+SELECT e.id AS seq, e.email_id AS source_id, e.at, e.status, e.result, NULL AS detail,
+       m.recipient, m.sender, m.campaign_id
+FROM email_events AS e JOIN emails AS m ON m.id = e.email_id
 WHERE e.id > ? AND e.id <= ? AND e.applied = 1
   AND (e.status IN (SELECT value FROM json_each(?)) OR e.result IN (SELECT value FROM json_each(?)))
 ORDER BY e.id LIMIT ?;

@@ -12,7 +12,9 @@ from dispatcher.core.results import (
     Run,
     StoredResult,
     call_result,
+    email_result,
     text_result,
+    wanted_email_events,
     wanted_events,
 )
 from dispatcher.store.sqlite import rows as r
@@ -29,25 +31,25 @@ class SQLiteAutomations(SQLiteConnection):
             if new:
                 statements.append(("insert_run", [_row(run) for run in new]))
             if cursor is not None:  # in the same transaction as the runs
-                statements.append(("set_automation_cursor", [(cursor.texts, cursor.calls)]))
+                statements.append(("set_automation_cursor", [_cursor(cursor)]))
             if statements:
                 await self._write(*statements)
         return new
 
     async def automation_cursor(self) -> Cursor | None:
         rows = await self._rows("automation_cursor", ())
-        return Cursor(texts=rows[0][0], calls=rows[0][1]) if rows else None
+        return Cursor(texts=rows[0][0], calls=rows[0][1], emails=rows[0][2]) if rows else None
 
     async def set_automation_cursor(self, cursor: Cursor | None) -> None:
         if cursor is None:
             await self._write(("clear_automation_cursor", [()]))
         else:
-            await self._write(("set_automation_cursor", [(cursor.texts, cursor.calls)]))
+            await self._write(("set_automation_cursor", [_cursor(cursor)]))
 
     async def history_tip(self) -> Cursor:
         await self._write()  # a barrier: every write begun before it has committed
         [row] = await self._rows("history_tip", ())
-        return Cursor(texts=row[0], calls=row[1])
+        return Cursor(texts=row[0], calls=row[1], emails=row[2])
 
     async def results_between(
         self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
@@ -60,6 +62,10 @@ class SQLiteAutomations(SQLiteConnection):
         params = (after.calls, upto.calls, statuses, voice, limit)
         for row in await self._rows("call_results_between", params):
             found += _stored("call", call_result(row["status"], row["result"]), row)
+        statuses, results_ = (json.dumps(names) for names in wanted_email_events(results))
+        params = (after.emails, upto.emails, statuses, results_, limit)
+        for row in await self._rows("email_results_between", params):
+            found += _stored("email", email_result(row["status"], row["result"]), row)
         return found
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
@@ -79,6 +85,10 @@ class SQLiteAutomations(SQLiteConnection):
 
     async def stored_rules(self) -> list[tuple[str, str]]:
         return [(row[0], row[1]) for row in await self._rows("list_rules", ())]
+
+
+def _cursor(cursor: Cursor) -> Params:
+    return (cursor.texts, cursor.calls, cursor.emails)
 
 
 def _key(run: Run) -> Params:
