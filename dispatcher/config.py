@@ -263,6 +263,30 @@ class PerformanceConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallbacksConfig:
+    """Status callbacks (docs/api.md, "Status callbacks")."""
+
+    secret: str = field(default="", repr=False)  # DISPATCHER_CALLBACKS_SECRET only
+    concurrency: Count = 8  # deliveries in flight at once
+    per_receiver: Count = 2  # of which to one receiving host
+    timeout: timedelta = timedelta(seconds=10)  # one POST, answer included
+    first_retry: timedelta = timedelta(seconds=1)  # the longest wait after a first failure
+    longest_retry: timedelta = timedelta(hours=1)  # the longest wait between two attempts
+    give_up_after: timedelta = timedelta(days=1)  # after the status changed
+    backlog_warning: Count = 1000  # a receiver's pending deliveries that are reported
+
+    def __post_init__(self) -> None:
+        for name in ("concurrency", "per_receiver", "backlog_warning"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"callbacks.{name}: must be at least 1",
+                                  field=f"callbacks.{name}")  # fmt: skip
+        for name in ("timeout", "first_retry", "longest_retry", "give_up_after"):
+            if getattr(self, name) <= timedelta(0):
+                raise ConfigError(f"callbacks.{name}: must be longer than 0s",
+                                  field=f"callbacks.{name}")  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Config:
     home: Path = Path("var")
     service: ServiceConfig = field(default_factory=ServiceConfig)
@@ -279,6 +303,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
+    callbacks: CallbacksConfig = field(default_factory=CallbacksConfig)
     scripts: dict[str, Script] = field(default_factory=dict)  # named call scripts
 
     @property
@@ -309,6 +334,7 @@ _SECTIONS: dict[str, type[Any]] = {
     "control": ControlConfig,
     "performance": PerformanceConfig,
     "email": EmailConfig,
+    "callbacks": CallbacksConfig,
 }
 _PROVIDERS = {"simulator": "simulator://", "twilio": "twilio://"}
 
@@ -337,6 +363,10 @@ def load_config(
         if name == "email" and "password" in table:  # a secret: from the environment only
             raise ConfigError(f"{where}: email.password is read from DISPATCHER_EMAIL_PASSWORD "
                               "only, never from a file", field="email.password")  # fmt: skip
+        if name == "callbacks" and "secret" in table:  # a secret: from the environment only
+            raise ConfigError(f"{where}: callbacks.secret is read from "
+                              "DISPATCHER_CALLBACKS_SECRET only, never from a file",
+                              field="callbacks.secret")  # fmt: skip
         sections[name] = _build(cls, name, table, env, where)
     if raw:
         unknown = ", ".join(sorted(raw))

@@ -28,6 +28,7 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher.core import calls, emails, model
+from dispatcher.core.callbacks import Delivery, DeliveryState
 from dispatcher.core.wire import Body, Number
 from dispatcher.core.wire import Model as Model  # noqa: PLC0414 - the fronts subclass schemas.Model
 from dispatcher.jsonio import bounded
@@ -44,6 +45,12 @@ Priority = Annotated[
     Meta(description="the lane: automation texts go ahead of bulk ones on a number"),
 ]
 Timestamp = Annotated[str, Meta(extra_json_schema={"format": "date-time"})]
+CallbackUrl = Annotated[
+    str,
+    Meta(max_length=2000, description="where each status change is POSTed, signed: an https "
+         "URL, or http to a loopback host (docs/api.md, \"Status callbacks\")",
+         extra_json_schema={"format": "uri", "examples": ["https://example.com/hooks/dispatcher"]}),
+]  # fmt: skip
 Id = Annotated[str, Meta(description="the id the service gave it")]
 Address = Annotated[
     str,
@@ -69,6 +76,7 @@ class NewText(Model, frozen=True):
     to: Number
     body: Body
     priority: Priority = "automation"
+    status_callback: CallbackUrl | None = None
 
 
 class NewCall(Model, frozen=True):
@@ -93,6 +101,7 @@ class NewCall(Model, frozen=True):
         ),
     ]  # fmt: skip
     priority: Priority = "automation"
+    status_callback: CallbackUrl | None = None
 
     def __post_init__(self) -> None:
         if not bounded(self.script):  # untyped: held to standard JSON here
@@ -130,6 +139,7 @@ class NewEmail(Model, frozen=True):
         Meta(description="the lane: automation email goes ahead of bulk email on a relay; "
              "bulk email carries List-Unsubscribe"),
     ] = "automation"  # fmt: skip
+    status_callback: CallbackUrl | None = None
 
 
 # -- answers -----------------------------------------------------------------------------
@@ -186,11 +196,32 @@ class CallView(CallOut, frozen=True):
     explanation: str
 
 
+class AttemptOut(Model, frozen=True):
+    """One POST of a status callback: the receiver's HTTP status, or the error."""
+
+    at: Timestamp
+    status_code: int | None
+    error: str | None
+
+
+class CallbackOut(Model, frozen=True):
+    """One status change for the submission's ``status_callback``, and its delivery."""
+
+    sequence: int
+    status: str
+    url: str
+    state: Annotated[str, Meta(description="pending, delivered or given up")]
+    next_attempt_at: Annotated[Timestamp | None, Meta(description="when pending")]
+    attempts: list[AttemptOut]
+
+
 class CallDetail(CallView, frozen=True):
-    """``GET /v1/calls/{call_id}``: the call, its provider id and its status callback."""
+    """``GET /v1/calls/{call_id}``: the call, its provider id, the URL the carrier is
+    given for its status reports, and the deliveries of its ``status_callback``."""
 
     provider_sid: str | None
     status_callback_url: str
+    callbacks: list[CallbackOut]
 
 
 class EmailOut(Model, frozen=True):
@@ -214,10 +245,17 @@ class EmailOut(Model, frozen=True):
 
 
 class EmailView(EmailOut, frozen=True):
-    """``GET /v1/emails/{email_id}``: an email with its history and explanation."""
+    """An email with its history and explanation."""
 
     history: list[Event]
     explanation: str
+
+
+class EmailDetail(EmailView, frozen=True):
+    """``GET /v1/emails/{email_id}``: an email with its history, explanation and the
+    deliveries of its ``status_callback``."""
+
+    callbacks: list[CallbackOut]
 
 
 class RuleOut(Model, frozen=True):
@@ -442,6 +480,20 @@ def call_fields(c: calls.Call) -> dict[str, Any]:
         "provider_code": c.provider_code,
         "trigger": c.trigger,
     }
+
+
+def callbacks_out(deliveries: Sequence[Delivery]) -> list[CallbackOut]:
+    """The deliveries of a status callback, as answered."""
+    return [
+        CallbackOut(
+            sequence=d.seq, status=d.status, url=d.url, state=d.state.value,
+            next_attempt_at=ts(d.next_at) if d.state is DeliveryState.PENDING else None,
+            attempts=[AttemptOut(at=a.at.isoformat(timespec="microseconds"),
+                                 status_code=a.status_code, error=a.error)
+                      for a in d.attempts],
+        )
+        for d in deliveries
+    ]  # fmt: skip
 
 
 def email_view_of(view: ServiceEmailView) -> EmailView:

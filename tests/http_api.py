@@ -11,7 +11,14 @@ from pathlib import Path
 import aiohttp
 
 from dispatcher.channels.simulator import Simulator
-from dispatcher.config import Config, HttpConfig, PacingConfig, SimulatorConfig, VoiceConfig
+from dispatcher.config import (
+    CallbacksConfig,
+    Config,
+    HttpConfig,
+    PacingConfig,
+    SimulatorConfig,
+    VoiceConfig,
+)
 from dispatcher.service import Dispatcher
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
@@ -27,7 +34,7 @@ def make_store(kind: str, home: Path) -> Store:
 
 @asynccontextmanager
 async def api(home: Path, *, store: str = "memory", calls_per_second: float = 1.0,
-              ) -> AsyncIterator[App]:  # fmt: skip
+              callbacks: CallbacksConfig | None = None) -> AsyncIterator[App]:  # fmt: skip
     """The service on the simulator (receipts an hour late, calls ringing for two) and its
     HTTP app with the API token of :mod:`tests.peers`; texts to one contact in the same
     second are all sent."""
@@ -40,6 +47,7 @@ async def api(home: Path, *, store: str = "memory", calls_per_second: float = 1.
         http=HttpConfig(listen=url.removeprefix("http://"), public_url=url),
         voice=VoiceConfig(calls_per_second=calls_per_second),
         pacing=PacingConfig(duplicate_window=timedelta(0)),  # texts to one contact at once
+        callbacks=callbacks or CallbacksConfig(),
     )
     service = Dispatcher(
         config, store=make_store(store, home),

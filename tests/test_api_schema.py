@@ -18,8 +18,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from dispatcher.channels.simulator import Simulator
 from dispatcher.config import Config, SimulatorConfig
+from dispatcher.core.callbacks import callback_url
 from dispatcher.core.numbers import E164_PATTERN
 from dispatcher.core.results import RESULTS
+from dispatcher.errors import InvalidInput
 from dispatcher.service import Dispatcher
 from dispatcher.store.memory import MemoryStore
 from dispatcher.web.app import API, OPENAPI, HttpServer, WebApp
@@ -41,6 +43,23 @@ def filter_query(_: Any, query: dict[str, Any] | None) -> bool:
     such parameter, so the "unknown parameter refused" check would judge a request the
     service never received."""
     return not query or not any(_unsendable(value) for value in query.values())
+
+
+LOOPBACK_HOOK = "http://127.0.0.1:9/hook"  # the discard port: nothing answers there
+
+
+@schema.hook
+def map_body(_: Any, body: Any) -> Any:
+    """Keep generated submissions off the network: a ``status_callback`` generated as a
+    URL the service takes (any https host) is pointed at the loopback instead, so the
+    service never POSTs to a host outside the machine."""
+    if isinstance(body, dict) and isinstance(url := body.get("status_callback"), str):
+        try:
+            callback_url(url)
+        except InvalidInput:
+            return body
+        return {**body, "status_callback": LOOPBACK_HOOK}
+    return body
 
 
 @pytest.fixture(scope="module")

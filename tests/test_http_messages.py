@@ -17,7 +17,7 @@ NEW = {"from": SENDER, "to": "+15550200001", "body": "your code is 1234", "prior
 FIELDS = {
     "id", "from", "to", "body", "segments", "status", "reason", "error_code", "priority",
     "campaign_id", "provider_id", "trigger", "created_at", "updated_at", "expires_at",
-    "history", "explanation", "provider_sid", "status_callback_url",
+    "history", "explanation", "provider_sid", "status_callback_url", "callbacks",
 }  # fmt: skip
 
 

@@ -20,6 +20,14 @@ from typing import Any, TypeVar, cast
 
 import pytest
 
+from dispatcher.core.callbacks import (
+    Attempt,
+    Delivery,
+    DeliveryState,
+    HistoryMark,
+    StatusChange,
+)
+from dispatcher.core.callbacks import Subscription as CallbackSubscription
 from dispatcher.core.calls import (
     Call,
     CallEvent,
@@ -2341,3 +2349,132 @@ async def test_list_calls_filters_newest_first_and_pages_by_seq(store: Store) ->
     assert await ids(since=at(1), until=at(3)) == ["c2", "c1"]
     assert await ids(before=stored["c2"].seq, limit=1) == ["c1"]
     assert await ids(sender=OTHER_SENDER) == []
+
+
+# -- status callbacks ------------------------------------------------------------------
+
+
+def callback(sub: CallbackSubscription, change: StatusChange, seq: int) -> Delivery:
+    return Delivery(id=0, channel=change.channel, source_id=change.source_id, seq=seq,
+                    event=change.event, url=sub.url, status=change.status, reason=change.reason,
+                    error_code=change.error_code, at=change.at, created_at=at(10),
+                    next_at=at(10 + seq))  # fmt: skip
+
+
+def subscription(channel: Channel, source_id: str) -> CallbackSubscription:
+    return CallbackSubscription(channel=channel, source_id=source_id,
+                                url="https://example.com/hooks", created_at=at(9))  # fmt: skip
+
+
+@exercises("history_marks", "status_changes", "subscribed_changes", "callback_subscription",
+           "add_callbacks")  # fmt: skip
+async def test_status_changes_are_read_from_the_histories_for_subscribed_items(
+    store: Store,
+) -> None:
+    start = await store.history_marks()
+    text = await insert(store, make_message("msg_1"))
+    for status in (TextStatus.SENDING, TextStatus.SENT):
+        text = await move(store, text, status, when=at(1), attempt_id="att_1")
+    await move(store, text, TextStatus.SENT, when=at(2))  # a repeat: not applied
+    await insert(store, make_message("msg_2", recipient="+14155550199"))
+    call = await insert_call(store, make_call("call_1"))
+    prompt = CallEvent(call_id=call.id, at=at(3), result=VoiceResult.PROMPT, step=1, detail="1")
+    await store.update_call(call, [prompt])  # a result that sets no status
+    email = await insert_email(store, make_email("e1"))
+    event, sending = email_status(email, EmailStatus.SENDING, at=at(4), source=Source.SCHEDULER)
+    await store.update_email(sending, [event])
+    tip = await store.history_marks()
+    assert (tip.texts > start.texts, tip.calls > start.calls, tip.emails > start.emails) == (
+        True, True, True,
+    )  # fmt: skip
+    # One item's changes: the applied events that set a status, oldest first.
+    changes = await store.status_changes(Channel.TEXT, "msg_1")
+    assert [c.status for c in changes[-2:]] == ["Sending", "Sent"]
+    assert [c.event for c in changes] == sorted(c.event for c in changes)
+    assert changes[-1].at == at(1)
+    assert [c.status for c in await store.status_changes(Channel.VOICE, "call_1")] == ["Queued"]
+    assert [c.status for c in await store.status_changes(Channel.EMAIL, "e1")] == [
+        "Queued", "Sending",
+    ]  # fmt: skip
+    assert await store.status_changes(Channel.TEXT, "msg_none") == []
+    # Only the subscribed items' changes between two marks, each with its subscription.
+    assert await store.subscribed_changes(start, tip, 100) == []
+    assert await store.callback_subscription(Channel.TEXT, "msg_1") is None
+    subs = [subscription(Channel.TEXT, "msg_1"), subscription(Channel.EMAIL, "e1")]
+    await store.add_callbacks([], subs)
+    assert await store.callback_subscription(Channel.TEXT, "msg_1") == subs[0]
+    found = await store.subscribed_changes(start, tip, 100)
+    assert [(s.source_id, c.status) for s, c in found] == [
+        *(("msg_1", c.status) for c in changes), ("e1", "Queued"), ("e1", "Sending"),
+    ]  # fmt: skip
+    assert found[0][0] == subs[0]
+    first = await store.subscribed_changes(start, tip, 1)
+    assert [(s.source_id, c.status) for s, c in first] == [("msg_1", changes[0].status),
+                                                           ("e1", "Queued")]  # fmt: skip
+    assert await store.subscribed_changes(tip, tip, 100) == []
+
+
+@exercises("add_callbacks", "callback_subscription", "callback_cursor", "callbacks_of",
+           "callback_heads", "update_callback", "callback_backlog")  # fmt: skip
+async def test_the_outbox_gives_each_item_s_first_pending_delivery_earliest_first(
+    store: Store,
+) -> None:
+    assert await store.callback_cursor() is None
+    items = [await insert(store, make_message(f"m{i}", recipient=f"+1415555040{i}"))
+             for i in range(2)]  # fmt: skip
+    deliveries = []
+    subs = []
+    for message in items:
+        sub = subscription(Channel.TEXT, message.id)
+        changes = await store.status_changes(Channel.TEXT, message.id)
+        made = [callback(sub, c, n) for n, c in enumerate(changes, start=1)]
+        subs.append(dataclasses.replace(sub, last_event=changes[-1].event, last_seq=len(made)))
+        deliveries += made
+    mark = HistoryMark(texts=5, calls=2, emails=1)
+    await store.add_callbacks(deliveries, subs, mark)
+    assert await store.callback_cursor() == mark
+    assert await store.callback_subscription(Channel.TEXT, "m1") == subs[1]
+    stored = await store.callbacks_of(Channel.TEXT, "m0")
+    assert [d.seq for d in stored] == list(range(1, len(stored) + 1))
+    assert all(d.id > 0 for d in stored)
+    assert dataclasses.replace(stored[0], id=0) == deliveries[0]
+    # Each item's lowest pending sequence number, earliest due first.
+    heads = await store.callback_heads(10)
+    assert [(d.source_id, d.seq) for d in heads] == [("m0", 1), ("m1", 1)]
+    assert await store.callback_backlog() == {"https://example.com/hooks": len(deliveries)}
+    # A failed attempt moves it later; a delivered one lets the next of its item go.
+    failed = Attempt(at=at(20), status_code=500)
+    later = dataclasses.replace(heads[0], next_at=at(60), attempts=(failed,))
+    await store.update_callback(later)
+    done = Attempt(at=at(21), error="ConnectionRefusedError: refused")
+    ok = Attempt(at=at(22), status_code=204)
+    delivered = dataclasses.replace(heads[1], state=DeliveryState.DELIVERED, attempts=(done, ok))
+    await store.update_callback(delivered)
+    heads = await store.callback_heads(10)
+    assert [(d.source_id, d.seq) for d in heads][:2] == [("m1", 2), ("m0", 1)]
+    assert (await store.callbacks_of(Channel.TEXT, "m0"))[0] == later
+    assert (await store.callbacks_of(Channel.TEXT, "m1"))[0] == delivered
+    assert len(await store.callback_heads(1)) == 1
+    given_up = dataclasses.replace(later, state=DeliveryState.GIVEN_UP)
+    await store.update_callback(given_up)
+    assert ("m0", 1) not in [(d.source_id, d.seq) for d in await store.callback_heads(10)]
+    assert await store.callback_backlog() == {"https://example.com/hooks": len(deliveries) - 2}
+    await store.update_callback(dataclasses.replace(later, id=999_999))  # unknown: no change
+    assert await store.callbacks_of(Channel.TEXT, "none") == []
+    # A sequence number taken for an item is refused, and nothing of the write is kept.
+    with pytest.raises(StoreError):
+        await store.add_callbacks([deliveries[0]], [], HistoryMark(texts=99))
+    assert await store.callback_cursor() == mark
+
+
+async def test_sqlite_the_outbox_and_the_cursor_survive_close_and_reopen(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with open_store(url) as store:
+        message = await insert(store, make_message("m1"))
+        sub = subscription(Channel.TEXT, message.id)
+        [change] = (await store.status_changes(Channel.TEXT, "m1"))[-1:]
+        await store.add_callbacks([callback(sub, change, 1)], [sub], HistoryMark(texts=3))
+    async with open_store(url) as store:
+        assert await store.callback_cursor() == HistoryMark(texts=3)
+        [head] = await store.callback_heads(5)
+        assert (head.source_id, head.seq, head.state) == ("m1", 1, DeliveryState.PENDING)

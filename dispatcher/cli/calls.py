@@ -10,7 +10,16 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.numbers import NUMBER, phone
-from dispatcher.cli.output import each, idempotency, json_flag, nothing_found, out, priority
+from dispatcher.cli.output import (
+    each,
+    idempotency,
+    json_flag,
+    nothing_found,
+    out,
+    priority,
+    show_callbacks,
+    status_callback,
+)
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -30,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     script.add_argument("--say", help="a one-step script that says this text")
     priority(place)
     idempotency(place)
+    status_callback(place)
     show = call_sub.add_parser("show", help="a call's statuses, the steps it ran, and why")
     show.add_argument("id", help="the call's id (call_...)")
     find_calls = call_sub.add_parser("find", help="calls to a contact, newest first")
@@ -49,7 +59,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
             sock, "call", **{"from": phone(args, args.sender, option="--from")},
             to=phone(args, args.recipient, option="--to"),
             script=_script_arg(args), priority=args.priority,
-            idempotency_key=args.idempotency_key,
+            idempotency_key=args.idempotency_key, status_callback=args.status_callback,
         )  # fmt: skip
         out(args, result, _show_call)
     elif action == "show":
@@ -100,3 +110,4 @@ def _show_call_view(v: dict[str, Any]) -> None:
         note = "" if e["applied"] else "  (kept, not applied)"
         detail = f" {e['detail']}" if e.get("detail") else ""
         print(f"  {e['at']}  {what:<14}{step}{detail}  [{e['source']}]{note}")
+    show_callbacks(v)

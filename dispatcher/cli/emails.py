@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import idempotency, json_flag, out
+from dispatcher.cli.output import idempotency, json_flag, out, show_callbacks, status_callback
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -27,6 +27,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--priority", choices=["automation", "bulk"], default="automation",
                       help="bulk email carries List-Unsubscribe (default automation)")  # fmt: skip
     idempotency(send)
+    status_callback(send)
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
     show.add_argument("id", help=EMAIL_ID)
     email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument(
@@ -47,6 +48,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
             sock, "email_submit", **{"from": args.sender}, to=args.recipient,
             subject=args.subject, text=args.text, html=_html(args.html),
             priority=args.priority, idempotency_key=args.idempotency_key,
+            status_callback=args.status_callback,
         )  # fmt: skip
         out(args, result, _show_email)
     elif action == "show":
@@ -81,6 +83,7 @@ def _show_view(v: dict[str, Any]) -> None:
         note = "" if e["applied"] else "  (kept, not applied)"
         detail = f" {e['detail']}" if e.get("detail") else ""
         print(f"  {e['at']}  {what:<12}{code}{detail}  [{e['source']}]{note}")
+    show_callbacks(v)
 
 
 def _show_status(s: dict[str, Any]) -> None:

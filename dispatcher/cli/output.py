@@ -46,6 +46,25 @@ def priority(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def status_callback(parser: argparse.ArgumentParser) -> None:
+    """Give ``parser`` the ``--status-callback`` option of a submission."""
+    parser.add_argument(
+        "--status-callback", metavar="URL",
+        help="POST each status change there, signed (https, or http to a loopback host; "
+             "docs/api.md, Status callbacks)",
+    )  # fmt: skip
+
+
+def show_callbacks(view: dict[str, Any]) -> None:
+    """The deliveries of an item's status callback, each attempt with its outcome."""
+    for d in view.get("callbacks") or []:
+        due = f", next attempt {d['next_attempt_at']}" if d.get("next_attempt_at") else ""
+        print(f"  callback {d['sequence']} {d['status']} -> {d['url']}: {d['state']}{due}")
+        for a in d["attempts"]:
+            outcome = f"HTTP {a['status_code']}" if a["status_code"] is not None else a["error"]
+            print(f"    {a['at']}  {outcome}")
+
+
 def idempotency(parser: argparse.ArgumentParser) -> None:
     """Give ``parser`` the ``--idempotency-key`` option of a submission."""
     parser.add_argument(

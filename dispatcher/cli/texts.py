@@ -9,7 +9,16 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.numbers import NUMBER, phone, phone_or_none
-from dispatcher.cli.output import each, idempotency, json_flag, nothing_found, out, priority
+from dispatcher.cli.output import (
+    each,
+    idempotency,
+    json_flag,
+    nothing_found,
+    out,
+    priority,
+    show_callbacks,
+    status_callback,
+)
 from dispatcher.control.client import call
 
 
@@ -20,6 +29,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     send.add_argument("--body", required=True, help="the text (its segments are counted)")
     priority(send)
     idempotency(send)
+    status_callback(send)
 
     message = sub.add_parser("message", help="a message's history and why it is in its state")
     message.add_argument("id", help="the text's id (msg_...)")
@@ -52,6 +62,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
             sock, "submit", **{"from": phone(args, args.sender, option="--from")},
             to=phone(args, args.recipient, option="--to"), body=args.body,
             priority=args.priority, idempotency_key=args.idempotency_key,
+            status_callback=args.status_callback,
         )  # fmt: skip
         out(args, {"id": result["id"], "status": result["status"], **result}, _show_message)
     elif command == "message":
@@ -105,6 +116,7 @@ def _show_view(v: dict[str, Any]) -> None:
         reason = f" {e['reason']}" if e.get("reason") else ""
         code = f" code {e['provider_code']}" if e.get("provider_code") else ""
         print(f"  {e['at']}  {e['status']:<11}{reason}{code}  [{e['source']}]{note}")
+    show_callbacks(v)
 
 
 def _show_status(s: dict[str, Any]) -> None:

@@ -6,7 +6,16 @@ from __future__ import annotations
 import msgspec
 
 from dispatcher import schemas
-from dispatcher.control.protocol import JSON, Args, IdArgs, NoArgs, command, emails_json
+from dispatcher.control.protocol import (
+    JSON,
+    Args,
+    IdArgs,
+    NoArgs,
+    callbacks_json,
+    command,
+    emails_json,
+)
+from dispatcher.core.channel import Channel
 from dispatcher.core.emails import Email
 from dispatcher.core.model import Lane
 from dispatcher.schemas import email_fields, email_view_of
@@ -26,14 +35,20 @@ class EmailArgs(Args, frozen=True):
     html: str | None = None
     priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
+    status_callback: str | None = None
 
 
-@command("email_submit", EmailArgs, "send an email: from, to, subject, text, html, priority, ...")
+@command(
+    "email_submit",
+    EmailArgs,
+    "send an email: from, to, subject, text, html, priority, status_callback, ...",
+)
 async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
     submission = await d.submit_email(
         EmailRequest(sender=a.from_, recipient=a.to, subject=a.subject, text=a.text,
                      html=a.html, lane=Lane.parse(a.priority),
-                     idempotency_key=a.idempotency_key)
+                     idempotency_key=a.idempotency_key),
+        status_callback=a.status_callback,
     )  # fmt: skip
     return {**email_json(submission.email), "created": submission.created}
 
@@ -41,7 +56,7 @@ async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
 @command("email_show", IdArgs, "one email: its statuses, and why it is in its state")
 async def _email_show(d: Dispatcher, a: IdArgs) -> JSON:
     built: JSON = msgspec.to_builtins(email_view_of(await d.email(a.id)))
-    return built
+    return {**built, "callbacks": await callbacks_json(d, Channel.EMAIL, a.id)}
 
 
 @command("email_cancel", IdArgs, "cancel a Queued or Unconfirmed email")

@@ -22,6 +22,7 @@ from msgspec import Meta
 from dispatcher import jsonio, schemas
 from dispatcher.core import metrics, report
 from dispatcher.core.calls import Call, CallEvent
+from dispatcher.core.channel import Channel
 from dispatcher.core.model import DntEntry, Event, Lane, Message
 from dispatcher.errors import InvalidInput
 from dispatcher.schemas import call_fields, call_view_of, event_of, ts
@@ -272,6 +273,7 @@ class SubmitArgs(Args, frozen=True):
     body: str
     priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
+    status_callback: str | None = None
 
 
 class IdArgs(Args, frozen=True):
@@ -316,13 +318,17 @@ async def _help(_d: Dispatcher, _: NoArgs) -> JSON:
     return {"commands": {name: c.help for name, c in sorted(REGISTRY.items())}}
 
 
-@command("submit", SubmitArgs, "submit a text: from, to, body, priority, idempotency_key")
+@command(
+    "submit",
+    SubmitArgs,
+    "submit a text: from, to, body, priority, idempotency_key, status_callback",
+)
 async def _submit(d: Dispatcher, a: SubmitArgs) -> JSON:
     lane = Lane.parse(a.priority)
     request = TextRequest(
         sender=a.from_, recipient=a.to, body=a.body, lane=lane, idempotency_key=a.idempotency_key
     )
-    submission = await d.submit(request)
+    submission = await d.submit(request, status_callback=a.status_callback)
     return {**message_json(submission.message), "created": submission.created}
 
 
@@ -333,7 +339,16 @@ async def _status(d: Dispatcher, a: StatusArgs) -> JSON:
 
 @command("message", IdArgs, "one message: history and why it is in its state")
 async def _message(d: Dispatcher, a: IdArgs) -> JSON:
-    return view_json(await d.message(a.id))
+    view = view_json(await d.message(a.id))
+    return {**view, "callbacks": await callbacks_json(d, Channel.TEXT, a.id)}
+
+
+async def callbacks_json(d: Dispatcher, channel: Channel, item_id: str) -> list[JSON]:
+    """The deliveries of an item's status callback, each with its attempts."""
+    built: list[JSON] = msgspec.to_builtins(
+        schemas.callbacks_out(await d.status_callbacks(channel, item_id))
+    )
+    return built
 
 
 @command("find", FindArgs, "messages to a recipient, newest first")
@@ -383,6 +398,7 @@ class CallArgs(Args, frozen=True):
     script: list[Any] | str
     priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
+    status_callback: str | None = None
 
     def __post_init__(self) -> None:
         if not jsonio.bounded(self.script):
@@ -397,13 +413,14 @@ async def _call(d: Dispatcher, a: CallArgs) -> JSON:
         script=a.script if isinstance(a.script, list) else None,
         script_name=a.script if isinstance(a.script, str) else None,
     )  # fmt: skip
-    submission = await d.submit_call(request)
+    submission = await d.submit_call(request, status_callback=a.status_callback)
     return {**call_json(submission.call), "created": submission.created}
 
 
 @command("call_show", IdArgs, "one call: its statuses, the steps it ran, and why")
 async def _call_show(d: Dispatcher, a: IdArgs) -> JSON:
-    return call_view_json(await d.call(a.id))
+    view = call_view_json(await d.call(a.id))
+    return {**view, "callbacks": await callbacks_json(d, Channel.VOICE, a.id)}
 
 
 @command("call_find", FindArgs, "calls to a contact, newest first")

@@ -7,7 +7,9 @@ from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from dispatcher.channels import CallReport, VoiceTurn
+from dispatcher.core.callbacks import callback_url
 from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.channel import Channel
 from dispatcher.core.scripts import Instruction
 from dispatcher.engine.calls import CallDesk, CallRequest, CallSubmission, CallView
 from dispatcher.store import Store
@@ -25,9 +27,18 @@ class CallVerbs:
 
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
 
-    async def submit_call(self, request: CallRequest) -> CallSubmission:
-        """Accept a voice call: its script is validated, then it is paced per account."""
-        return await self._taking_work(self.calls.submit(request))
+        async def _subscribe(self, channel: Channel, item_id: str, url: str) -> None: ...
+
+    async def submit_call(
+        self, request: CallRequest, *, status_callback: str | None = None
+    ) -> CallSubmission:
+        """Accept a voice call: its script is validated, then it is paced per account.
+        With ``status_callback``, each status change is POSTed there."""
+        url = callback_url(status_callback) if status_callback is not None else None
+        submission = await self._taking_work(self.calls.submit(request))
+        if url is not None:
+            await self._subscribe(Channel.VOICE, submission.call.id, url)
+        return submission
 
     async def call(self, call_id: str) -> CallView:
         """One call: its status, history (statuses and the steps it ran) and explanation."""

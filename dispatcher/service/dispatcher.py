@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ from dispatcher.core.model import TextStatus
 from dispatcher.core.results import Observed
 from dispatcher.engine.automations import Engine, load_rules
 from dispatcher.engine.bus import Bus
+from dispatcher.engine.callbacks import HttpPoster, StatusCallbacks
 from dispatcher.engine.calls import CallDesk
 from dispatcher.engine.campaigns import CampaignDesk
 from dispatcher.engine.consent import ConsentBook
@@ -48,6 +50,7 @@ from dispatcher.store import Store, open_store
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+CALLBACK_KEY = "callbacks.key"  # in the home folder: the secret callbacks are signed with
 
 
 class Dispatcher(
@@ -114,6 +117,10 @@ class Dispatcher(
             rules, store=store, clock=self.clock, service=self, scripts=config.scripts
         )
         self.bus.subscribe(Observed, self.automations.observe)
+        self._poster = HttpPoster(config.callbacks.timeout.total_seconds())
+        self.callbacks = StatusCallbacks(config.callbacks, store=store, clock=self.clock,
+                                         poster=self._poster, rand=random.Random())  # noqa: S311 - jitter, not a secret  # fmt: skip
+        self.bus.subscribe(Observed, self.callbacks.observe)
 
     @classmethod
     def from_config(cls, config: Config, *, clock: Clock | None = None) -> Dispatcher:
@@ -144,6 +151,8 @@ class Dispatcher(
         await self.calls.recover()
         await self.emails.recover()
         await self.automations.load()
+        await stack.enter_async_context(self._poster)
+        await self.callbacks.load(self._callback_secret())
         # The task group is exited by hand, without the body's exception, so an error
         # in the caller's block reaches it as itself, not wrapped in an ExceptionGroup.
         self._group = asyncio.TaskGroup()
@@ -156,6 +165,7 @@ class Dispatcher(
         self._email_pacer = self._group.create_task(self.emails.pacer.run(), name="email-pacer")
         self._group.create_task(self._keep(self.campaigns.run), name="campaigns")
         self._group.create_task(self._keep(self.automations.run), name="automations")
+        self._group.create_task(self._keep(self.callbacks.run), name="status-callbacks")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self._prober = self._group.create_task(
             self._health.run(probe=self.store.probe, settle=self._settle, resumed=self._resume),
@@ -198,6 +208,7 @@ class Dispatcher(
         self.texts.receipts.stop()
         self.calls.stop_reports()
         self.automations.stop()
+        self.callbacks.stop()
         self._health.stop()
         for task in (self._collector, self._prober):
             if task is not None:
@@ -273,6 +284,13 @@ class Dispatcher(
             self.texts.receipts.awaiting(message)
             if receipt := await self.channel.poll(message.provider_id):
                 self.texts.receipts.report(receipt)
+
+    def _callback_secret(self) -> bytes:
+        """What status callbacks are signed with: ``DISPATCHER_CALLBACKS_SECRET``, else the
+        secret kept in the home folder's ``callbacks.key``, written as hex."""
+        if secret := self.config.callbacks.secret:
+            return secret.encode()
+        return private.secret(self.config.home / CALLBACK_KEY).hex().encode()
 
     def _sending(self) -> bool:
         """May sends start now (no operator's hold, no store fault, not closing)?"""

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dispatcher.core.callbacks import callback_url
+from dispatcher.core.channel import Channel
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import ConsentSource
 from dispatcher.core.consent import Entry as ConsentEntry
@@ -39,10 +41,19 @@ class EmailVerbs:
                           | None = None, sender: str | None = None, campaign: str | None = None,
                           ) -> list[ConsentEntry]: ...  # fmt: skip
 
-    async def submit_email(self, request: EmailRequest) -> EmailSubmission:
+        async def _subscribe(self, channel: Channel, item_id: str, url: str) -> None: ...
+
+    async def submit_email(
+        self, request: EmailRequest, *, status_callback: str | None = None
+    ) -> EmailSubmission:
         """Accept an email: its addresses and header fields are validated (a CR or LF in
-        any of them is refused), then it is paced per relay."""
-        return await self._taking_work(self.emails.submit(request))
+        any of them is refused), then it is paced per relay. With ``status_callback``,
+        each status change is POSTed there."""
+        url = callback_url(status_callback) if status_callback is not None else None
+        submission = await self._taking_work(self.emails.submit(request))
+        if url is not None:
+            await self._subscribe(Channel.EMAIL, submission.email.id, url)
+        return submission
 
     async def email(self, email_id: str) -> EmailView:
         """One email: its status, history and explanation."""

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from dispatcher.channels import Receipt
 from dispatcher.clock import Clock, Instant
 from dispatcher.config import Config
+from dispatcher.core.callbacks import Delivery, callback_url
 from dispatcher.core.channel import Channel
 from dispatcher.core.consent import Action, ConsentSource, dnt_row
 from dispatcher.core.consent import Entry as ConsentEntry
@@ -33,6 +34,7 @@ from dispatcher.core.model import (
     transition,
 )
 from dispatcher.core.numbers import e164
+from dispatcher.engine.callbacks import StatusCallbacks
 from dispatcher.engine.calls import CallDesk
 from dispatcher.engine.emails import EmailDesk
 from dispatcher.engine.health import StoreHealth
@@ -58,6 +60,7 @@ class TextVerbs(ConsentVerbs):
     texts: TextDesk
     calls: CallDesk  # for the status: the calls' summary
     emails: EmailDesk  # and the email's
+    callbacks: StatusCallbacks
     _health: StoreHealth  # for the status: the store's fault
     _queues: Queues
     _pacer: Pacer
@@ -70,10 +73,27 @@ class TextVerbs(ConsentVerbs):
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
 
     # -- submission ------------------------------------------------------------------
-    async def submit(self, request: TextRequest) -> Submission:
-        """Accept a text: validate, apply the Do Not Text and same-second rules, queue."""
+    async def submit(
+        self, request: TextRequest, *, status_callback: str | None = None
+    ) -> Submission:
+        """Accept a text: validate, apply the Do Not Text and same-second rules, queue.
+        With ``status_callback`` (https, or http to a loopback host), each status change
+        of the text is POSTed there (docs/api.md, "Status callbacks")."""
+        url = callback_url(status_callback) if status_callback is not None else None
         [submission] = await self.submit_many([request])
+        if url is not None:
+            await self._subscribe(Channel.TEXT, submission.message.id, url)
         return submission
+
+    async def _subscribe(self, channel: Channel, item_id: str, url: str) -> None:
+        """Send an item's status changes to ``url``. If this write fails, the item is
+        accepted without it: submitting again with the same idempotency key adds it."""
+        await self._taking_work(self.callbacks.subscribe(channel, item_id, url))
+
+    async def status_callbacks(self, channel: Channel, item_id: str) -> list[Delivery]:
+        """The status callbacks of a text, call or email: each status change to deliver,
+        its state and every attempt with its outcome, by sequence number."""
+        return await self.callbacks.of(channel, item_id)
 
     async def submit_many(self, requests: Sequence[TextRequest]) -> list[Submission]:
         """Accept many texts in one write. All are validated first: if one is invalid,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dispatcher.adapters import load_adapter
 from dispatcher.store.port import (
+    CallbackStore,
     CallStore,
     CampaignStore,
     ConsentStore,
@@ -24,6 +25,7 @@ from dispatcher.store.port import (
 
 __all__ = [
     "CallStore",
+    "CallbackStore",
     "CampaignStore",
     "ConsentStore",
     "DoNotTextStore",

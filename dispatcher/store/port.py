@@ -30,8 +30,10 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
+from dispatcher.core.callbacks import Delivery, HistoryMark, StatusChange, Subscription
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.channel import Channel
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.listing import ListQuery
@@ -411,8 +413,68 @@ class ListingStore(Protocol):
         ...
 
 
+class CallbackStore(Protocol):
+    """Status callbacks: which items' status changes go where (subscriptions), the
+    outbox of their deliveries with each attempt, and how far the three histories (texts,
+    calls, email) have been put in it."""
+
+    async def callback_subscription(
+        self, channel: Channel, source_id: str
+    ) -> Subscription | None: ...
+
+    async def add_callbacks(
+        self,
+        deliveries: Sequence[Delivery],
+        subscriptions: Sequence[Subscription] = (),
+        cursor: HistoryMark | None = None,
+    ) -> None:
+        """In one write: add ``deliveries`` to the outbox (each gets its id), store
+        ``subscriptions`` (new, or an existing one's last event and sequence number) and
+        move the cursor (when given). A sequence number taken for an item raises
+        :class:`~dispatcher.errors.StoreError` and writes nothing."""
+        ...
+
+    async def callback_cursor(self) -> HistoryMark | None:
+        """How far the histories have been put in the outbox (None: not followed yet)."""
+        ...
+
+    async def history_marks(self) -> HistoryMark:
+        """The last committed event of each history (every event before it is committed:
+        a later write's events come after it)."""
+        ...
+
+    async def subscribed_changes(
+        self, after: HistoryMark, upto: HistoryMark, limit: int
+    ) -> list[tuple[Subscription, StatusChange]]:
+        """The status changes (applied events that set a status) after ``after`` and up
+        to ``upto`` of the items that have a subscription, each with it, oldest first per
+        channel: at most ``limit`` of each channel."""
+        ...
+
+    async def status_changes(self, channel: Channel, source_id: str) -> list[StatusChange]:
+        """One item's status changes so far, oldest first."""
+        ...
+
+    async def callback_heads(self, limit: int) -> list[Delivery]:
+        """The pending delivery of lowest sequence number of each item (the others wait
+        behind it), earliest due first."""
+        ...
+
+    async def update_callback(self, delivery: Delivery) -> None:
+        """Store a delivery's state, next attempt and attempts."""
+        ...
+
+    async def callbacks_of(self, channel: Channel, source_id: str) -> list[Delivery]:
+        """One item's deliveries, by sequence number."""
+        ...
+
+    async def callback_backlog(self) -> dict[str, int]:
+        """The pending deliveries of each receiving URL."""
+        ...
+
+
 class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, EngagementStore,
-            CampaignStore, RunStore, ListingStore, Protocol):  # fmt: skip
+            CampaignStore, RunStore, ListingStore, CallbackStore, Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

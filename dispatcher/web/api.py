@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
+import msgspec
 from aiohttp import web
 
 from dispatcher import jsonio, schemas
+from dispatcher.core.channel import Channel
 from dispatcher.core.model import Lane
-from dispatcher.schemas import Answer, Operation, email_view_of
+from dispatcher.schemas import Answer, Operation, callbacks_out, email_view_of
 from dispatcher.service import (
     CallRequest,
     Dispatcher,
@@ -97,7 +99,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
         submission = await self._dispatcher.submit(
             TextRequest(sender=body.from_, recipient=body.to, body=body.body,
                         lane=Lane.parse(body.priority),
-                        idempotency_key=request.headers.get("Idempotency-Key"))
+                        idempotency_key=request.headers.get("Idempotency-Key")),
+            status_callback=body.status_callback,
         )  # fmt: skip
         m = submission.message
         accepted = schemas.Accepted(id=m.id, status=m.status.value, reason=m.reason)
@@ -112,7 +115,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
                 script=script if isinstance(script, list) else None,
                 script_name=script if isinstance(script, str) else None,
                 idempotency_key=request.headers.get("Idempotency-Key"),
-            )
+            ),
+            status_callback=body.status_callback,
         )  # fmt: skip
         c = submission.call
         accepted = schemas.Accepted(id=c.id, status=c.status.value, reason=c.reason)
@@ -123,7 +127,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
         submission = await self._dispatcher.submit_email(
             EmailRequest(sender=body.from_, recipient=body.to, subject=body.subject,
                          text=body.text, html=body.html, lane=Lane.parse(body.priority),
-                         idempotency_key=request.headers.get("Idempotency-Key"))
+                         idempotency_key=request.headers.get("Idempotency-Key")),
+            status_callback=body.status_callback,
         )  # fmt: skip
         e = submission.email
         accepted = schemas.Accepted(id=e.id, status=e.status.value, reason=e.reason)
@@ -131,8 +136,11 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
 
     async def get_email(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
-        view = await self._dispatcher.email(request.match_info["email_id"])
-        return answer(email_view_of(view))
+        email_id = request.match_info["email_id"]
+        view = email_view_of(await self._dispatcher.email(email_id))
+        sent = await self._dispatcher.status_callbacks(Channel.EMAIL, email_id)
+        return answer(schemas.EmailDetail(**msgspec.structs.asdict(view),
+                                          callbacks=callbacks_out(sent)))  # fmt: skip
 
     async def automations(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -197,7 +205,7 @@ API = [
                   409: Answer("the key was used for another email")}),
     Operation(method="GET", path="/v1/emails/{email_id}", handler="get_email",
               summary="An email's status, history and explanation",
-              answers={200: Answer("the email", schemas.EmailView),
+              answers={200: Answer("the email", schemas.EmailDetail),
                        404: Answer("no such email")}),
     Operation(method="GET", path="/v1/automations", handler="automations",
               summary="The automations (from the file and the API) and recent runs",

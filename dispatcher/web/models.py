@@ -20,7 +20,7 @@ from dispatcher.core.calls import CallStatus
 from dispatcher.core.listing import DEFAULT_LIMIT
 from dispatcher.core.model import Message, TextStatus
 from dispatcher.core.wire import Number
-from dispatcher.schemas import CallOut, Event, Model, Timestamp, ts
+from dispatcher.schemas import CallbackOut, CallOut, Event, Model, Timestamp, ts
 
 _Query = TypeVar("_Query", bound=Model)
 _T = TypeVar("_T")
@@ -75,7 +75,14 @@ class MessageDetail(MessageOut, frozen=True):
     history: list[Event]
     explanation: str
     provider_sid: str | None
-    status_callback_url: str
+    status_callback_url: Annotated[
+        str, Meta(description="the URL Twilio is given for its status reports")
+    ]
+    callbacks: Annotated[
+        list[CallbackOut],
+        Meta(description="each status change for the submission's status_callback, and "
+             "its delivery"),
+    ]  # fmt: skip
 
 
 def message_fields(m: Message) -> dict[str, Any]:

@@ -18,7 +18,15 @@ import msgspec
 from aiohttp import web
 
 from dispatcher import schemas
-from dispatcher.schemas import Answer, Operation, call_fields, call_view_of, event_of
+from dispatcher.core.channel import Channel
+from dispatcher.schemas import (
+    Answer,
+    Operation,
+    call_fields,
+    call_view_of,
+    callbacks_out,
+    event_of,
+)
 from dispatcher.service import Dispatcher, call_status_url
 from dispatcher.web.answers import answer
 from dispatcher.web.models import (
@@ -48,17 +56,21 @@ class ResourceRoutes:
     async def _message_detail(self, message_id: str) -> MessageDetail:
         view = await self._dispatcher.message(message_id)
         m = view.message
+        sent = await self._dispatcher.status_callbacks(Channel.TEXT, m.id)
         return MessageDetail(
             **message_fields(m), history=[event_of(e) for e in view.history],
             explanation=view.explanation, provider_sid=m.provider_id,
             status_callback_url=status_callback_url(self._public_url, m.id),
+            callbacks=callbacks_out(sent),
         )  # fmt: skip
 
     async def _call_detail(self, call_id: str) -> schemas.CallDetail:
         view = await self._dispatcher.call(call_id)
+        sent = await self._dispatcher.status_callbacks(Channel.VOICE, view.call.id)
         return schemas.CallDetail(
             **msgspec.structs.asdict(call_view_of(view)), provider_sid=view.call.provider_id,
             status_callback_url=call_status_url(self._public_url, view.call.id),
+            callbacks=callbacks_out(sent),
         )  # fmt: skip
 
     async def list_messages(self, request: web.Request) -> web.StreamResponse:

@@ -7,6 +7,7 @@ Everything lives in dictionaries (``tables.py``); one module per part of the por
 from __future__ import annotations
 
 from dispatcher.store.memory.automations import MemoryAutomations
+from dispatcher.store.memory.callbacks import MemoryCallbacks
 from dispatcher.store.memory.calls import MemoryCalls
 from dispatcher.store.memory.campaigns import MemoryCampaigns
 from dispatcher.store.memory.consent import MemoryConsent
@@ -28,6 +29,7 @@ class MemoryStore(
     MemoryEngagement,
     MemoryCampaigns,
     MemoryAutomations,
+    MemoryCallbacks,
     MemoryListing,
 ):
     """Every verb of the store port over dictionaries; nothing survives the process."""

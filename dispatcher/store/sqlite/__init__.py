@@ -11,6 +11,7 @@ from pathlib import Path
 
 from dispatcher.errors import ConfigError
 from dispatcher.store.sqlite.automations import SQLiteAutomations
+from dispatcher.store.sqlite.callbacks import SQLiteCallbacks
 from dispatcher.store.sqlite.calls import SQLiteCalls
 from dispatcher.store.sqlite.campaigns import SQLiteCampaigns
 from dispatcher.store.sqlite.consent import SQLiteConsent
@@ -32,6 +33,7 @@ class SQLiteStore(
     SQLiteEngagement,
     SQLiteCampaigns,
     SQLiteAutomations,
+    SQLiteCallbacks,
     SQLiteListing,
 ):
     """Store adapter for ``sqlite:///path/to/file.db``."""

@@ -1,0 +1,86 @@
+-- Named queries of the SQLite store for status callbacks.
+
+-- name: callback_subscription
+SELECT * FROM callback_subscriptions WHERE channel = ? AND source_id = ?;
+
+-- name: upsert_callback_subscription
+INSERT INTO callback_subscriptions (channel, source_id, url, created_at, last_event, last_seq)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (channel, source_id) DO UPDATE SET last_event = excluded.last_event,
+                                               last_seq = excluded.last_seq;
+
+-- name: insert_callback
+INSERT INTO callback_outbox (
+    channel, source_id, seq, event, url, status, reason, error_code, at, created_at, state,
+    next_at, attempts
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+
+-- name: update_callback
+UPDATE callback_outbox SET state = ?, next_at = ?, attempts = ? WHERE id = ?;
+
+-- name: callback_cursor
+SELECT text_event, call_event, email_event FROM callback_cursor WHERE id = 1;
+
+-- name: set_callback_cursor
+INSERT INTO callback_cursor (id, text_event, call_event, email_event) VALUES (1, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET text_event = excluded.text_event,
+                               call_event = excluded.call_event,
+                               email_event = excluded.email_event;
+
+-- name: history_marks
+SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
+       (SELECT COALESCE(MAX(id), 0) FROM call_events),
+       (SELECT COALESCE(MAX(id), 0) FROM email_events);
+
+-- The status changes of subscribed items after a mark: a range of each history's key.
+-- name: subscribed_text_changes
+SELECT e.id AS event, e.message_id AS source_id, e.at, e.status, e.reason, e.provider_code,
+       s.url, s.created_at, s.last_event, s.last_seq
+FROM events AS e JOIN callback_subscriptions AS s
+  ON s.channel = 'text' AND s.source_id = e.message_id
+WHERE e.id > ? AND e.id <= ? AND e.applied = 1
+ORDER BY e.id LIMIT ?;
+
+-- name: subscribed_call_changes
+SELECT e.id AS event, e.call_id AS source_id, e.at, e.status, e.reason, e.provider_code,
+       s.url, s.created_at, s.last_event, s.last_seq
+FROM call_events AS e JOIN callback_subscriptions AS s
+  ON s.channel = 'voice' AND s.source_id = e.call_id
+WHERE e.id > ? AND e.id <= ? AND e.applied = 1 AND e.status IS NOT NULL
+ORDER BY e.id LIMIT ?;
+
+-- name: subscribed_email_changes
+SELECT e.id AS event, e.email_id AS source_id, e.at, e.status, e.reason, e.provider_code,
+       s.url, s.created_at, s.last_event, s.last_seq
+FROM email_events AS e JOIN callback_subscriptions AS s
+  ON s.channel = 'email' AND s.source_id = e.email_id
+WHERE e.id > ? AND e.id <= ? AND e.applied = 1 AND e.status IS NOT NULL
+ORDER BY e.id LIMIT ?;
+
+-- One item's status changes, oldest first.
+-- name: text_status_changes
+SELECT id AS event, message_id AS source_id, at, status, reason, provider_code FROM events
+WHERE message_id = ? AND applied = 1 ORDER BY id;
+
+-- name: call_status_changes
+SELECT id AS event, call_id AS source_id, at, status, reason, provider_code FROM call_events
+WHERE call_id = ? AND applied = 1 AND status IS NOT NULL ORDER BY id;
+
+-- name: email_status_changes
+SELECT id AS event, email_id AS source_id, at, status, reason, provider_code FROM email_events
+WHERE email_id = ? AND applied = 1 AND status IS NOT NULL ORDER BY id;
+
+-- The pending deliveries that go next: each item's first, earliest due first.
+-- name: callback_heads
+SELECT o.* FROM callback_outbox AS o
+WHERE o.state = 'pending' AND NOT EXISTS (
+    SELECT 1 FROM callback_outbox AS p
+    WHERE p.state = 'pending' AND p.channel = o.channel AND p.source_id = o.source_id
+      AND p.seq < o.seq)
+ORDER BY o.next_at, o.id LIMIT ?;
+
+-- name: callbacks_of
+SELECT * FROM callback_outbox WHERE channel = ? AND source_id = ? ORDER BY seq;
+
+-- name: callback_backlog
+SELECT url, COUNT(*) FROM callback_outbox WHERE state = 'pending' GROUP BY url;
