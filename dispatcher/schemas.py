@@ -140,6 +140,14 @@ class NewEmail(Model, frozen=True):
              "bulk email carries List-Unsubscribe"),
     ] = "automation"  # fmt: skip
     status_callback: CallbackUrl | None = None
+    # Values are checked by the domain, which names the field whose value is not text.
+    fields: Annotated[
+        dict[str, str | int | float | bool | None] | None,
+        Meta(description="per-contact fields (text values): with them, subject, text and "
+             "html are jinja2 templates ({{ first_name }}) filled at submission, the HTML "
+             "autoescaped; a field a template uses and this lacks is refused (docs/email.md)",
+             examples=[{"first_name": "Ann", "order": "A-1042"}]),
+    ] = None  # fmt: skip
 
 
 # -- answers -----------------------------------------------------------------------------

@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--html", metavar="FILE", help="a file with the HTML part (UTF-8)")
     send.add_argument("--priority", choices=["automation", "bulk"], default="automation",
                       help="bulk email carries List-Unsubscribe (default automation)")  # fmt: skip
+    send.add_argument("--field", dest="fields", action="append", metavar="KEY=VALUE",
+                      help="a per-contact field: subject, text and HTML become templates "
+                           "({{ key }}) filled at submission (repeat it)")  # fmt: skip
     idempotency(send)
     status_callback(send)
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
@@ -48,7 +51,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
             sock, "email_submit", **{"from": args.sender}, to=args.recipient,
             subject=args.subject, text=args.text, html=_html(args.html),
             priority=args.priority, idempotency_key=args.idempotency_key,
-            status_callback=args.status_callback,
+            status_callback=args.status_callback, fields=_fields(args.fields),
         )  # fmt: skip
         out(args, result, _show_email)
     elif action == "show":
@@ -67,6 +70,19 @@ def _html(path: str | None) -> str | None:
         return Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"html: cannot read {path}: {exc}", field="html") from exc
+
+
+def _fields(given: list[str] | None) -> dict[str, str] | None:
+    """``--field key=value`` as a mapping (None without one: the parts are no templates)."""
+    if given is None:
+        return None
+    fields: dict[str, str] = {}
+    for item in given:
+        key, equals, value = item.partition("=")
+        if not equals or not key:
+            raise InvalidInput(f"--field: write KEY=VALUE, not {item!r}", field="fields")
+        fields[key] = value
+    return fields
 
 
 def _show_email(e: dict[str, Any]) -> None:

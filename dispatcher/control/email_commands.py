@@ -36,18 +36,19 @@ class EmailArgs(Args, frozen=True):
     priority: schemas.Priority = "automation"
     idempotency_key: str | None = None
     status_callback: str | None = None
+    fields: dict[str, object] | None = None  # with them, the parts are templates
 
 
 @command(
     "email_submit",
     EmailArgs,
-    "send an email: from, to, subject, text, html, priority, status_callback, ...",
+    "send an email: from, to, subject, text, html, priority, fields, status_callback, ...",
 )
 async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
     submission = await d.submit_email(
         EmailRequest(sender=a.from_, recipient=a.to, subject=a.subject, text=a.text,
                      html=a.html, lane=Lane.parse(a.priority),
-                     idempotency_key=a.idempotency_key),
+                     idempotency_key=a.idempotency_key, fields=a.fields),
         status_callback=a.status_callback,
     )  # fmt: skip
     return {**email_json(submission.email), "created": submission.created}

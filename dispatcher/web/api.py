@@ -127,7 +127,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
         submission = await self._dispatcher.submit_email(
             EmailRequest(sender=body.from_, recipient=body.to, subject=body.subject,
                          text=body.text, html=body.html, lane=Lane.parse(body.priority),
-                         idempotency_key=request.headers.get("Idempotency-Key")),
+                         idempotency_key=request.headers.get("Idempotency-Key"),
+                         fields=body.fields),
             status_callback=body.status_callback,
         )  # fmt: skip
         e = submission.email
