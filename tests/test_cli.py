@@ -556,8 +556,9 @@ async def test_a_bad_script_file_exits_2_and_says_why(
     path = home / "bad.json"
     path.write_text(content)
     assert says in assert_clean_error(await place(home, "--script-file", str(path)), 2)
-    listed = (await dispatcher(home, "call", "find", CONTACT, "--json")).json()
-    assert listed["calls"] == []
+    listed = await dispatcher(home, "call", "find", CONTACT, "--json")
+    assert listed.code == 1  # nothing found
+    assert json.loads(listed.out)["calls"] == []
 
 
 async def test_the_demo_texts_and_has_an_automation_place_calls(home: Path) -> None:
