@@ -73,7 +73,8 @@ async def test_metrics_with_the_command_s_filters(app: App) -> None:
     query, by = metrics.request(now=datetime.now(UTC), since="1h", by="sender")
     assert answer == await app.service.metrics_report(query, by)
     assert answer["breakdown"]["+15550000001"]["text"]["Sent"] == 1
-    assert set(answer) == {"voice", "text", "rates", "by", "breakdown"}
+    assert set(answer) == {"voice", "text", "email", "rates", "by", "breakdown"}
+    assert list(answer["email"]) == list(metrics.EMAIL)
     _, other = await get(app, "/v1/metrics", {"sender": "+15550000009"})
     assert other["text"]["Sent"] == 0
     _, later = await get(app, "/v1/metrics", {"since": "2999-01-01T00:00:00Z"})

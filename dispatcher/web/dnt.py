@@ -94,6 +94,7 @@ class ChannelCounts(Model, frozen=True):
 
     voice: dict[str, int]
     text: dict[str, int]
+    email: dict[str, int]
     rates: dict[str, float | None]
 
 
