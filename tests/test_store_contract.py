@@ -2367,7 +2367,7 @@ def subscription(channel: Channel, source_id: str) -> CallbackSubscription:
 
 
 @exercises("history_marks", "status_changes", "subscribed_changes", "callback_subscription",
-           "add_callbacks")  # fmt: skip
+           "add_callbacks", "any_callback_subscription")  # fmt: skip
 async def test_status_changes_are_read_from_the_histories_for_subscribed_items(
     store: Store,
 ) -> None:
@@ -2400,8 +2400,10 @@ async def test_status_changes_are_read_from_the_histories_for_subscribed_items(
     # Only the subscribed items' changes between two marks, each with its subscription.
     assert await store.subscribed_changes(start, tip, 100) == []
     assert await store.callback_subscription(Channel.TEXT, "msg_1") is None
+    assert await store.any_callback_subscription() is False
     subs = [subscription(Channel.TEXT, "msg_1"), subscription(Channel.EMAIL, "e1")]
     await store.add_callbacks([], subs)
+    assert await store.any_callback_subscription() is True
     assert await store.callback_subscription(Channel.TEXT, "msg_1") == subs[0]
     found = await store.subscribed_changes(start, tip, 100)
     assert [(s.source_id, c.status) for s, c in found] == [

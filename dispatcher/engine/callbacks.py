@@ -132,6 +132,7 @@ class StatusCallbacks:
                                    give_up_after=config.give_up_after)  # fmt: skip
         self._lock = asyncio.Lock()  # a subscription and a pass of the follower
         self._cursor: HistoryMark | None = None
+        self._subscribed = False  # does any item have a subscription (none: nothing to read)
         self._new = asyncio.Event()  # changes may have been committed: follow them
         self._due = asyncio.Event()  # deliveries may be due: look at the heads
         self._stopping = False
@@ -147,6 +148,7 @@ class StatusCallbacks:
         """Sign with ``secret``; carry on from the cursor, or start following the
         histories from now (a subscription brings the changes its item already has)."""
         self._secret = secret
+        self._subscribed = await self._store.any_callback_subscription()
         cursor = await self._store.callback_cursor()
         if cursor is None:
             cursor = await self._store.history_marks()
@@ -166,6 +168,7 @@ class StatusCallbacks:
             sub, deliveries = queued(sub, await self._store.status_changes(channel, source_id),
                                      now)  # fmt: skip
             await self._store.add_callbacks(deliveries, [sub])
+            self._subscribed = True
         if deliveries:
             self._due.set()
 
@@ -224,6 +227,13 @@ class StatusCallbacks:
             if self._cursor is None:
                 return False
             tip = await self._store.history_marks()
+            if not self._subscribed:
+                # No item has a subscription: nothing after the cursor is for anyone, and a
+                # subscription made later brings its item's changes so far itself.
+                if self._cursor != tip:
+                    await self._store.add_callbacks([], cursor=tip)
+                    self._cursor = tip
+                return False
             while self._cursor != tip:
                 found = await self._store.subscribed_changes(self._cursor, tip, _BATCH)
                 subs: dict[tuple[Channel, str], Subscription] = {}

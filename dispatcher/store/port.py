@@ -422,6 +422,10 @@ class CallbackStore(Protocol):
         self, channel: Channel, source_id: str
     ) -> Subscription | None: ...
 
+    async def any_callback_subscription(self) -> bool:
+        """Whether any item has a subscription (while none has, no history is read)."""
+        ...
+
     async def add_callbacks(
         self,
         deliveries: Sequence[Delivery],

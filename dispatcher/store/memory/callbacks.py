@@ -26,6 +26,9 @@ class MemoryCallbacks(MemoryTables):
     async def callback_subscription(self, channel: Channel, source_id: str) -> Subscription | None:
         return self._subscriptions.get((channel, source_id))
 
+    async def any_callback_subscription(self) -> bool:
+        return bool(self._subscriptions)
+
     async def add_callbacks(
         self,
         deliveries: Sequence[Delivery],

@@ -32,11 +32,16 @@ SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
        (SELECT COALESCE(MAX(id), 0) FROM call_events),
        (SELECT COALESCE(MAX(id), 0) FROM email_events);
 
--- The status changes of subscribed items after a mark: a range of each history's key.
+-- name: any_callback_subscription
+SELECT EXISTS (SELECT 1 FROM callback_subscriptions);
+
+-- The status changes of subscribed items after a mark: a range of each history's key,
+-- each event looked up in the subscriptions (CROSS JOIN keeps the history outside: the
+-- work follows the events written, not every subscription ever made).
 -- name: subscribed_text_changes
 SELECT e.id AS event, e.message_id AS source_id, e.at, e.status, e.reason, e.provider_code,
        s.url, s.created_at, s.last_event, s.last_seq
-FROM events AS e JOIN callback_subscriptions AS s
+FROM events AS e CROSS JOIN callback_subscriptions AS s
   ON s.channel = 'text' AND s.source_id = e.message_id
 WHERE e.id > ? AND e.id <= ? AND e.applied = 1
 ORDER BY e.id LIMIT ?;
@@ -44,7 +49,7 @@ ORDER BY e.id LIMIT ?;
 -- name: subscribed_call_changes
 SELECT e.id AS event, e.call_id AS source_id, e.at, e.status, e.reason, e.provider_code,
        s.url, s.created_at, s.last_event, s.last_seq
-FROM call_events AS e JOIN callback_subscriptions AS s
+FROM call_events AS e CROSS JOIN callback_subscriptions AS s
   ON s.channel = 'voice' AND s.source_id = e.call_id
 WHERE e.id > ? AND e.id <= ? AND e.applied = 1 AND e.status IS NOT NULL
 ORDER BY e.id LIMIT ?;
@@ -52,7 +57,7 @@ ORDER BY e.id LIMIT ?;
 -- name: subscribed_email_changes
 SELECT e.id AS event, e.email_id AS source_id, e.at, e.status, e.reason, e.provider_code,
        s.url, s.created_at, s.last_event, s.last_seq
-FROM email_events AS e JOIN callback_subscriptions AS s
+FROM email_events AS e CROSS JOIN callback_subscriptions AS s
   ON s.channel = 'email' AND s.source_id = e.email_id
 WHERE e.id > ? AND e.id <= ? AND e.applied = 1 AND e.status IS NOT NULL
 ORDER BY e.id LIMIT ?;

@@ -31,6 +31,10 @@ class SQLiteCallbacks(SQLiteConnection):
         row = await self._one("callback_subscription", (channel.value, source_id))
         return None if row is None else _subscription(channel, row)
 
+    async def any_callback_subscription(self) -> bool:
+        row = await self._one("any_callback_subscription", ())
+        return bool(row and row[0])
+
     async def add_callbacks(
         self,
         deliveries: Sequence[Delivery],
