@@ -6,35 +6,21 @@ against a service in the test's own event loop."""
 from __future__ import annotations
 
 import csv
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-import pytest
-
-from dispatcher.config import Config, load_config
+from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
-from dispatcher.control.server import ControlServer
-from dispatcher.service import Dispatcher
+from tests import test_cli
 from tests.campaign_helpers import write_contacts
 from tests.helpers import wait_for
 from tests.test_cli import assert_clean_error, dispatcher
 
+service = test_cli.service  # the fixture: the service, in the test's own event loop
 POOL = "+15550000201,+15550000202"
 ROWS = [("+12125550001", "Ann", "May 4"), ("(212) 555-0002", "", "May 5"),
         ("+12125550003", "Cy", "May 6"), ("not a number", "Di", "May 7")]  # fmt: skip
-
-
-@pytest.fixture
-async def service(home: Path) -> AsyncIterator[Config]:
-    config = load_config(home=home, env={})
-    running = Dispatcher.from_config(config)
-    async with (
-        running,
-        ControlServer(running, config.socket_path, max_line=config.control.max_line),
-    ):
-        yield config
 
 
 async def create(home: Path, *options: str) -> str:
