@@ -302,3 +302,32 @@ async def test_the_store_reads_email_results_after_a_cursor(tmp_path: Path, adap
     assert [r.seen.result for r in only] == ["email.unsubscribe"]
     assert [r.seen.result for r in rest] == ["email.unsubscribe"]
     assert kept == Cursor(texts=1, calls=2, emails=3)
+
+
+# -- the simulated relay's bounces -------------------------------------------------------
+
+
+async def test_the_simulated_relay_bounces_the_reserved_domains(tmp_path: Path) -> None:
+    async with running(tmp_path, ON_OPEN) as h:
+        hard = await sent_email(h, to="bob@bounce.example")
+        soft = await sent_email(h, to="cy@soft-bounce.example")
+
+        async def bounced() -> bool:
+            views = [await h.service.email(e.id) for e in (hard, soft)]
+            return all(v.email.status is EmailStatus.BOUNCED for v in views)
+
+        await h.advance_at_polls(bounced, within=30, what="both bounced")
+
+        async def told() -> bool:
+            return len(taken_to(h, "team@example.com")) == 2
+
+        await h.advance_at_polls(told, within=30, what="the team told twice")
+        hard_view = await h.service.email(hard.id)
+        soft_view = await h.service.email(soft.id)
+        again = (await h.service.submit_email(EmailRequest(
+            sender="news@example.com", recipient="bob@bounce.example", subject="x", text="y",
+        ))).email  # fmt: skip
+    assert (hard_view.email.reason, hard_view.email.provider_code) == ("hard_bounce", "5.1.1")
+    assert (soft_view.email.reason, soft_view.email.provider_code) == ("soft_bounce", "4.2.2")
+    assert again.status is EmailStatus.FAILED  # a hard bounce suppresses the address
+    assert again.reason == "suppressed"

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 
 from dispatcher.adapters import load_adapter
 from dispatcher.clock import Instant
@@ -253,6 +253,20 @@ class Mailer(Protocol):
     async def lookup_email(self, email: OutgoingEmail) -> Accepted | None:
         """Did the relay take this attempt? Raises ``LookupUnsupported`` when the relay
         cannot be asked (SMTP cannot). Never a resend."""
+        ...
+
+
+MailSink = Callable[[str, tuple[str, ...], bytes], Awaitable[None]]
+"""Where mail a relay sends back goes: its envelope sender, its recipients, its bytes."""
+
+
+@runtime_checkable
+class ReturningMailer(Protocol):
+    """A relay that sends mail back to the service itself (the simulator's bounces),
+    rather than to the inbound mailbox."""
+
+    def on_report(self, sink: MailSink) -> None:
+        """Hand each message the relay sends back to ``sink``."""
         ...
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dispatcher import private, runtime
-from dispatcher.channels import Channel, Mailer, open_channel, open_mailer
+from dispatcher.channels import Channel, Mailer, ReturningMailer, open_channel, open_mailer
 from dispatcher.clock import Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.core.channel import Channel as ConsentChannel
@@ -43,6 +43,7 @@ from dispatcher.service.calls import CallVerbs
 from dispatcher.service.campaigns import CampaignVerbs
 from dispatcher.service.emails import EmailVerbs
 from dispatcher.service.listing import ListingVerbs
+from dispatcher.service.mailbox import MailboxVerbs
 from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
@@ -54,8 +55,8 @@ CALLBACK_KEY = "callbacks.key"  # in the home folder: the secret callbacks are s
 
 
 class Dispatcher(
-    TextVerbs, CallVerbs, EmailVerbs, CampaignVerbs, AutomationVerbs, MetricsVerbs,
-    OperationsVerbs, ListingVerbs, Resource,
+    TextVerbs, CallVerbs, EmailVerbs, MailboxVerbs, CampaignVerbs, AutomationVerbs,
+    MetricsVerbs, OperationsVerbs, ListingVerbs, Resource,
 ):  # fmt: skip
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 
@@ -147,6 +148,8 @@ class Dispatcher(
         await stack.enter_async_context(self.channel)
         await stack.enter_async_context(self.mailer)
         self.channel.on_receipt(self.texts.receipts.report)
+        if isinstance(self.mailer, ReturningMailer):  # the simulated relay's bounces
+            self.mailer.on_report(self.returned_mail)
         await self._recover()
         await self.calls.recover()
         await self.emails.recover()

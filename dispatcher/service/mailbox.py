@@ -113,6 +113,16 @@ class MailboxVerbs:
             return await self._unsubscribe(report.email_id)
         return await self._taking_work(self._record_report(report, report.email_id))
 
+    async def returned_mail(
+        self, mail_from: str, recipients: tuple[str, ...], content: bytes
+    ) -> None:
+        """Mail a relay sent back to the service itself (the simulated relay's bounces),
+        read as the mailbox reads what it takes."""
+        outcome = await self.receive_mail(InboundMail(mail_from=mail_from, recipients=recipients,
+                                                      content=content))  # fmt: skip
+        if outcome.kept_aside:
+            log.warning("mailbox.returned_unread", extra={"detail": outcome.detail})
+
     async def _record_report(self, report: MailReport, email_id: str) -> MailOutcome:
         if report.kind is MailKind.FEEDBACK:
             reported = await self.emails.reports.complaint(email_id, report.feedback_type or "")
