@@ -111,6 +111,34 @@ async def test_every_status_reaches_the_receiver_signed_and_in_order(
         assert all(a["status_code"] == 204 for c in view["callbacks"] for a in c["attempts"])
 
 
+async def test_a_submission_repeated_with_its_key_adds_the_url_with_every_status_so_far(
+    home: Path,
+) -> None:
+    async with receiver() as got, api(home, store="sqlite", callbacks=FAST) as app:
+        new = {"from": SENDER, "to": "+15550200001", "body": "hi"}
+        key = {**app.api(), "Idempotency-Key": "order-1042"}
+        status, created = await app.request("POST", "/v1/messages", json=new, headers=key)
+        assert status == 201, created
+
+        async def sent() -> bool:
+            return (await app.service.message(created["id"])).message.status is TextStatus.SENT
+
+        await wait_for(sent, what="the text to be sent, with no callback yet")
+        assert got.posts == 0
+        again = {**new, "status_callback": got.url}
+        status, same = await app.request("POST", "/v1/messages", json=again, headers=key)
+        assert (status, same["id"]) == (200, created["id"])
+        statuses = await _history(app, created["id"])
+        assert statuses[-1] == "Sent"
+        assert await _delivered(app, got, created["id"]) == list(enumerate(statuses, start=1))
+        # The URL is kept once: a later one for the same text changes nothing.
+        other = {**new, "status_callback": "https://example.com/elsewhere"}
+        status, _ = await app.request("POST", "/v1/messages", json=other, headers=key)
+        assert status == 200
+        deliveries = await app.service.status_callbacks(Channel.TEXT, created["id"])
+        assert {d.url for d in deliveries} == {got.url}
+
+
 async def test_a_receiver_failing_a_few_times_gets_every_status_in_order(home: Path) -> None:
     async with receiver(fail=3) as got, api(home, callbacks=FAST) as app:
         ids = await _sent(app, got, [SENDER] * 3)

@@ -167,7 +167,10 @@ class StatusCallbacks:
             sub = Subscription(channel=channel, source_id=source_id, url=url, created_at=now)
             sub, deliveries = queued(sub, await self._store.status_changes(channel, source_id),
                                      now)  # fmt: skip
-            await self._store.add_callbacks(deliveries, [sub])
+            # The first subscription also stores how far the follower went without any.
+            await self._store.add_callbacks(
+                deliveries, [sub], None if self._subscribed else self._cursor
+            )
             self._subscribed = True
         if deliveries:
             self._due.set()
@@ -229,10 +232,9 @@ class StatusCallbacks:
             tip = await self._store.history_marks()
             if not self._subscribed:
                 # No item has a subscription: nothing after the cursor is for anyone, and a
-                # subscription made later brings its item's changes so far itself.
-                if self._cursor != tip:
-                    await self._store.add_callbacks([], cursor=tip)
-                    self._cursor = tip
+                # subscription made later brings its item's changes so far itself (and
+                # stores this cursor with it).
+                self._cursor = tip
                 return False
             while self._cursor != tip:
                 found = await self._store.subscribed_changes(self._cursor, tip, _BATCH)
