@@ -82,3 +82,10 @@ async def test_a_command_s_help_shows_its_examples(home: Path) -> None:
         "dispatcher call place --from +15550000100 --to +15550200001 --script reminder" in run.out
     )
     assert "DISPATCHER_DEFAULT_REGION" in run.out  # how national numbers are read
+
+
+async def test_the_command_list_ends_with_examples(home: Path) -> None:
+    run = await dispatcher(home, "--help")
+    assert run.code == 0, run.err
+    assert run.out.rstrip().endswith("Each command's --help has its examples.")
+    assert all(example in run.out for example in helptext.TOP)

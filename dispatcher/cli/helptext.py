@@ -16,6 +16,14 @@ from datetime import timedelta
 
 from dispatcher.config import Config
 
+TOP = (
+    "dispatcher --config config/dispatcher.toml serve",
+    'dispatcher send --from +15550000001 --to 555-010-0001 --body "Hello"',
+    "dispatcher status",
+    "dispatcher campaign --help",
+)
+"""Examples under the command list of ``dispatcher --help``."""
+
 EXAMPLES: dict[str, tuple[str, ...]] = {
     "serve": (
         "dispatcher --config config/dispatcher.toml serve",
@@ -128,6 +136,8 @@ the process's own settings, the secrets, and the short names of common keys."""
 def finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Give every command of ``parser`` its description and examples; ``serve`` its
     environment variables."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = "\n  ".join(("examples:", *TOP)) + "\n\nEach command's --help has its examples."
     for path, command, summary in _commands(parser, ()):
         name = " ".join(path)
         command.formatter_class = argparse.RawDescriptionHelpFormatter

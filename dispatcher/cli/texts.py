@@ -38,7 +38,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     status.add_argument("--limit", type=int, default=100, help="numbers to show (default 100)")
     status.add_argument("--number", help=f"show this sending {NUMBER} only")
 
-    find = sub.add_parser("find", help="messages to a recipient, newest first")
+    find = sub.add_parser(
+        "find", help="texts to and from a contact, newest first: status, times and body"
+    )
     find.add_argument("number", help=f"the contact's {NUMBER}")
     find.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
 
