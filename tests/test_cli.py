@@ -567,7 +567,8 @@ async def test_the_demo_texts_and_has_an_automation_place_calls(home: Path) -> N
     shown = ["Final status of every text", "Campaign Appointment reminders", "held",
              "Calls (script: reminder)", "Voicemail", "Prompt", "Busy", "No answer", "Hangup",
              "Engagement metrics", "delivery rate", "every number kept at least 1.000 s",
-             "Calls placed: minimum gap"]  # fmt: skip
+             "Calls placed: minimum gap", "Emails (to the in-process relay", "Bounced 5.1.1",
+             "Unsubscribe", "desk@acme-dental.example.com"]  # fmt: skip
     assert [s for s in shown if s not in run.out] == []
     assert _calls_placed(home) == 9  # 7 for the campaign's delivered texts, 2 by the API
     assert "report.html" in run.out.splitlines()[-1]

@@ -6,10 +6,13 @@ loopback port), sends a small campaign from a few numbers (same-second
 duplicates, a Do Not Text contact, undeliverable, unreachable and out-of-service
 recipients among it), and has an automation place appointment-reminder calls
 through the HTTP API (a human who confirms, an answering machine that gets the
-voicemail drop, a busy line, no answer, a contact who hangs up). It shows live
-progress and ends with every message's and call's final status and the measured
-minimum gap between sends of each number and between calls, read from the
-simulator's own logs.
+voicemail drop, a busy line, no answer, a contact who hangs up). It sends a few
+emails with per-contact fields to the in-process relay (the default ``simulator://``:
+no mail server): one is taken, one bounces (an address at the reserved domain
+``bounce.example``), one is unsubscribed from with one click, and an automation tells
+the front desk of the unsubscribe by email. It shows live progress and ends with
+every message's, call's and email's final status and the measured minimum gap
+between sends of each number and between calls, read from the simulator's own logs.
 """
 
 from __future__ import annotations
@@ -35,10 +38,21 @@ from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
 from dispatcher.core.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.core.campaigns import Campaign, CampaignState, ContactState
+from dispatcher.core.emails import EmailStatus
 from dispatcher.core.metrics import Metrics, MetricsQuery
 from dispatcher.core.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.core.scripts import parse_scripts
-from dispatcher.service import CallView, CampaignSpec, Dispatcher, StatusView, TextRequest
+from dispatcher.service import (
+    CallView,
+    CampaignSpec,
+    Dispatcher,
+    EmailRequest,
+    EmailView,
+    StatusView,
+    TextRequest,
+    UnsubscribeScope,
+    UnsubscribeSource,
+)
 
 DNT_CONTACT = "+15550166666"
 UNDELIVERED = "+1555019*"
@@ -84,7 +98,27 @@ name = "text-after-voicemail"
 on = "call.machine"
 do = "text"
 body = "We left you a voicemail about your appointment. Reply STOP to opt out."
+
+[[automation]]
+name = "tell-the-desk"
+on = "email.unsubscribe"
+do = "email"
+from = "robot@acme-dental.example.com"
+to = "desk@acme-dental.example.com"
+subject = "{{{{ contact }}}} unsubscribed"
+text = "{{{{ contact }}}} unsubscribed from {{{{ sender }}}} (email {{{{ source_id }}}})."
 """
+EMAIL_FROM = "Acme Dental <appointments@acme-dental.example.com>"
+EMAILS = [
+    ("ann@example.com", "Ann", "taken by the relay"),
+    ("bob@bounce.example", "Bob", "bounces (hard, 5.1.1): the address is suppressed"),
+    ("cy@example.com", "Cy", "unsubscribed with one click: an automation tells the desk"),
+]
+BOUNCES = "bob@bounce.example"
+UNSUBSCRIBES = "cy@example.com"
+EMAIL_SUBJECT = "Your appointment tomorrow, {{ first_name }}"
+EMAIL_TEXT = "Hi {{ first_name }}, your appointment at Acme Dental is tomorrow at 10:00."
+EMAIL_HTML = "<p>Hi {{ first_name }},</p><p>your appointment is tomorrow at <b>10:00</b>.</p>"
 CONTACT_NOTES = {
     "+15550300001": "delivered; the call: presses 1, confirmed, gets a text",
     "+15550300003": "delivered; the call: an answering machine, voicemail, then a text",
@@ -185,6 +219,7 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
         for item in planned:
             submission = await dispatcher.submit(item.request)
             notes[submission.message.id] = item.note
+        email_notes = await _emails(dispatcher)
         campaign = await _campaign(dispatcher, console)
         call_notes = await _automation_calls(config.http.base_url, token)
         total = len(planned) + len(call_notes) + campaign.accepted
@@ -192,9 +227,11 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
             while True:
                 view = await dispatcher.status()
                 live.update(_progress(view, total))
-                if _settled(view) and await _campaign_settled(dispatcher, campaign.id):
+                if (_settled(view) and await _emails_settled(dispatcher, email_notes)
+                        and await _campaign_settled(dispatcher, campaign.id)):  # fmt: skip
                     break
                 await asyncio.sleep(0.25)
+        emails = [await dispatcher.email(email_id) for email_id in email_notes]
         messages = [(await dispatcher.message(mid)).message for mid in notes]
         calls = [await dispatcher.call(c.id) for c in await _all_calls(dispatcher)]
         call_notes.update(await _call_notes(dispatcher, calls))
@@ -208,6 +245,7 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
     console.print(_counts_table(messages))
     console.print(contacts)
     console.print(_calls_table(calls, call_notes))
+    console.print(_emails_table(emails, email_notes))
     gaps = _gaps(config.simulator_log)
     call_gaps = _gaps(config.simulator_log.with_name("simulator-calls.jsonl"))
     console.print(_gaps_table(gaps))
@@ -235,6 +273,54 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
     console.print(_metrics_table(totals))
     console.print(f"The engagement report (open it in a browser): [bold]{page.resolve()}[/]")
     return 0 if ok else 1
+
+
+async def _emails(dispatcher: Dispatcher) -> dict[str, str]:
+    """A few emails with per-contact fields, bulk (so they carry List-Unsubscribe)."""
+    notes: dict[str, str] = {}
+    for to, name, note in EMAILS:
+        submitted = await dispatcher.submit_email(EmailRequest(
+            sender=EMAIL_FROM, recipient=to, subject=EMAIL_SUBJECT, text=EMAIL_TEXT,
+            html=EMAIL_HTML, lane=Lane.BULK, fields={"first_name": name},
+        ))  # fmt: skip
+        notes[submitted.email.id] = note
+    return notes
+
+
+async def _emails_settled(dispatcher: Dispatcher, notes: dict[str, str]) -> bool:
+    """Every email has left, the bounce has come back, and the contact who unsubscribes
+    has (once, as a reader's one click would), and the desk's email has left too."""
+    settled = True
+    for email_id in list(notes):
+        view = await dispatcher.email(email_id)
+        email = view.email
+        if email.status in (EmailStatus.QUEUED, EmailStatus.SENDING):
+            settled = False
+        elif email.recipient == BOUNCES and email.status is not EmailStatus.BOUNCED:
+            settled = False  # its report comes a second after the relay took it
+        elif email.recipient == UNSUBSCRIBES and not any(e.result for e in view.history):
+            await dispatcher.unsubscribe(email_id, UnsubscribeScope.SENDER,
+                                         UnsubscribeSource.ONE_CLICK)  # fmt: skip
+            settled = False
+    for run in await dispatcher.automation_runs(100):
+        if run.rule == "tell-the-desk" and run.engagement_id and run.engagement_id not in notes:
+            notes[run.engagement_id] = "automation: the desk is told of the unsubscribe"
+            settled = False
+    return settled
+
+
+def _emails_table(views: list[EmailView], notes: dict[str, str]) -> Table:
+    table = Table(title="Emails (to the in-process relay, simulator://)")
+    for column in ("to", "status", "results", "what it shows"):
+        table.add_column(column, no_wrap=column in ("to", "status"))
+    for view in views:
+        e = view.email
+        style = {EmailStatus.SENT: "green", EmailStatus.BOUNCED: "red"}.get(e.status, "yellow")
+        code = f" {e.provider_code}" if e.status is EmailStatus.BOUNCED else ""
+        results = ", ".join(f"{ev.result.value}" for ev in view.history if ev.result)
+        table.add_row(e.recipient, f"[{style}]{e.status.value}[/]{code}", results or "-",
+                      notes.get(e.id, ""))  # fmt: skip
+    return table
 
 
 async def _campaign(dispatcher: Dispatcher, console: Console) -> Campaign:
@@ -303,7 +389,8 @@ def _metrics_table(totals: Metrics) -> Table:
     table.add_column("channel")
     table.add_column("result")
     table.add_column("count", justify="right")
-    for channel, counts in (("text", totals.text), ("voice", totals.voice)):
+    for channel, counts in (("text", totals.text), ("voice", totals.voice),
+                            ("email", totals.email)):  # fmt: skip
         for name, count in counts.items():
             if count:
                 table.add_row(channel, name, str(count))
