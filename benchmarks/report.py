@@ -54,7 +54,16 @@ is the ground truth.
   memory is not the ingest's); the restart figure is the last of those numbers' first
   sends after the start; then, while they pace, a client in another process measures
   the control socket's round trips and `POST /v1/messages` from 16 connections at once
-  on a loopback port.\
+  on a loopback port.
+- **Email pacing**: an `aiosmtpd` relay on a loopback port, in a process of its own,
+  notes when each transaction's `MAIL FROM` reaches it (where the service books a
+  relay's slot). First aiosmtplib alone sends 3,000 messages built beforehand, one
+  after another over one connection: the ceiling. Then the service (SQLite, every
+  transition persisted) sends 3,000 emails submitted while held, with `[email]
+  per_second` far above that ceiling, so the relay and its one connection are the
+  limit; the ratio is the service's rate over the ceiling, from the first to the last
+  transaction. Last, 100 emails at the default 10 a second: the smallest gap between
+  two of them at the relay.\
 """
 
 
@@ -86,6 +95,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         ("campaigns", "Campaigns (real clock, SQLite, simulator at 0 ms)", campaigns_table),
         ("ingest", "Campaign import", lambda row: values_table(row, skip=("part", "loop"))),
         ("scenario", "Bulk ingest, restart, operator latency, HTTP and memory", scenario_table),
+        ("email", "Email pacing (one relay: aiosmtpd on a loopback port)", email_table),
     ]
     for key, title, draw in sections:
         if key in results:
@@ -139,6 +149,7 @@ def figures(results: dict[str, Any]) -> str:
             f"{_find(scenario, 'socket `status` p99')[1]:.1f} ms", "-", "-", "≤ 5 ms",
         ))  # fmt: skip
     lines += _campaign_lines(results, scenario)
+    lines += _email_lines(results.get("email", {}))
     if scenario:
         name, rss = _find(scenario, "RSS with")
         lines.append(_line(name.removesuffix(" (MiB)"), f"{rss:.0f} MiB", "-", "-", "≤ 100 MiB"))
@@ -149,6 +160,25 @@ def figures(results: dict[str, Any]) -> str:
             f"{per_s:,.0f}/s, p99 {p99:.1f} ms", "-", "-", "≥ 3,000/s, p99 ≤ 50 ms",
         ))  # fmt: skip
     return "\n".join(lines)
+
+
+def _email_lines(row: Row) -> list[str]:
+    """Emails a second per relay against aiosmtplib alone on one connection to the same
+    relay; the smallest gap at the default pace."""
+    if not row or "failed" in row:
+        return []
+    return [
+        _line(f"emails/s per relay, `per_second` above the relay's ceiling ({row['emails']:,} "
+              "emails, every transition persisted)", f"{row['service_per_s']:,.0f}",
+              f"aiosmtplib, one connection {row['ceiling_per_s']:,.0f}",
+              _ratio(row["service_per_s"], row["ceiling_per_s"]), "≈ 1: the relay the limit"),
+        _line(f"smallest gap between emails at the default 10/s ({row['paced']:,} emails)",
+              f"{row['paced_min_gap_ms']:.1f} ms", "-", "-", "≥ 100 ms"),
+    ]  # fmt: skip
+
+
+def email_table(row: Row) -> str:
+    return values_table(row, skip=("part", "loop"))
 
 
 def _spacing(rows: list[Row]) -> str:

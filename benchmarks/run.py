@@ -11,7 +11,9 @@ asyncio-throttle, aiolimiter and the in-memory heap), ``sustained`` (texts a sec
 one service under a saturating load, against the heap), ``campaigns`` (a campaign's
 send rate against its pool's), ``ingest`` (a contacts file imported), ``scenario``
 (bulk ingest, restart with a large queue, the socket's and the HTTP app's latency
-while every number paces, memory).
+while every number paces, memory), ``email`` (emails a second per relay to a local
+aiosmtpd relay against aiosmtplib's own ceiling over one connection, and the spacing
+held at the default 10 a second).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from benchmarks import report
 from benchmarks.report import RUNNERS
 
 PEER_CAP = report.PEER_CAP
-PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario")
+PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario", "email")
 WORST = {"violations", "inversions", "unfinished"}  # the worst run's, not the median
 Row = dict[str, Any]
 
@@ -55,15 +57,19 @@ class Sizes:
     queued_numbers: int
     http_each: int
     samples: int
+    emails: int  # to the relay as fast as it takes them (email)
+    paced_emails: int  # at the default 10 a second (email)
 
 
 QUICK = Sizes(numbers=[20], texts=3, latencies=[0.0], runs=1, sustained=(20, 20.0, 10),
               pools=[(10, 20)], ingest_rows=2_000, ingest_pool=100, queued=2_000,
-              queued_numbers=100, http_each=3, samples=20)  # fmt: skip
+              queued_numbers=100, http_each=3, samples=20, emails=200,
+              paced_emails=20)  # fmt: skip
 FULL = Sizes(numbers=[1_000, 10_000], texts=20, latencies=[0.0, 50.0], runs=3,
              sustained=(1_000, 50.0, 40), pools=[(300, 3_600), (3_500, 21_000)],
              ingest_rows=1_000_000, ingest_pool=1_000, queued=1_000_000,
-             queued_numbers=10_000, http_each=300, samples=200)  # fmt: skip
+             queued_numbers=10_000, http_each=300, samples=200, emails=3_000,
+             paced_emails=100)  # fmt: skip
 
 
 _RESULTS = threading.Lock()  # workloads run at once (--jobs) append to --results in turn
@@ -190,11 +196,17 @@ def scenario(args: argparse.Namespace) -> list[Job]:
     return [({"part": "scenario", **spec}, once)]
 
 
+def email(args: argparse.Namespace) -> list[Job]:
+    spec = {"emails": args.sizes.emails, "paced": args.sizes.paced_emails, "loop": args.loop}
+    once = partial(run_module, "benchmarks.mail", json.dumps(spec), timeout=args.timeout)
+    return [({"part": "email", **spec}, once)]
+
+
 PART_JOBS: dict[str, Callable[[argparse.Namespace], list[Job]]] = {
     "pacing": pacing, "sustained": sustained, "campaigns": campaigns, "ingest": ingest,
-    "scenario": scenario,
+    "scenario": scenario, "email": email,
 }  # fmt: skip
-SINGLE = {"ingest", "scenario"}  # parts of one row
+SINGLE = {"ingest", "scenario", "email"}  # parts of one row
 
 
 def _saved(path: Path | None) -> dict[str, dict[str, Any]]:

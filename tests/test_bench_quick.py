@@ -55,3 +55,9 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
     )
     for figure in figures:
         assert scenario[figure] > 0, (figure, scenario)
+
+    email = results["email"]
+    assert "failed" not in email, email
+    assert email["lost"] == 0, email
+    assert email["ceiling_per_s"] > 0, email
+    assert email["service_per_s"] > 0, email
