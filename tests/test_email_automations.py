@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from dispatcher.channels import OutgoingEmail
-from dispatcher.channels.mail_simulator import MailSimulator
 from dispatcher.clock import FakeClock
 from dispatcher.config import AutomationsConfig, Config, EmailConfig
 from dispatcher.core.email_tracking import UnsubscribeScope, UnsubscribeSource
@@ -29,6 +28,7 @@ from dispatcher.store.memory import MemoryStore
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.testing import QUIET, Harness, running_service
 from tests.mail_reports import dsn, original
+from tests.test_emails import relay_of
 
 DOMAIN = "mail.example.com"
 ON_OPEN = """
@@ -81,12 +81,6 @@ async def running(
                     automations=AutomationsConfig(file=str(home / "automations.toml")))  # fmt: skip
     async with running_service(home, config=config, store=store, clock=clock) as h:
         yield h
-
-
-def relay_of(h: Harness) -> MailSimulator:
-    mailer = h.service.mailer
-    assert isinstance(mailer, MailSimulator)
-    return mailer
 
 
 def taken_to(h: Harness, recipient: str) -> list[OutgoingEmail]:

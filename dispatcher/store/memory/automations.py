@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
+from typing import TypeVar
 
-from dispatcher.core.calls import Call
-from dispatcher.core.emails import Email
-from dispatcher.core.model import Message
+from dispatcher.core.calls import Call, CallEvent
+from dispatcher.core.emails import Email, EmailEvent
+from dispatcher.core.model import Event, Message
 from dispatcher.core.results import (
     Cursor,
     Observed,
@@ -18,6 +19,8 @@ from dispatcher.core.results import (
     text_result,
 )
 from dispatcher.store.memory.tables import MemoryTables, RunKey, refuse
+
+_E = TypeVar("_E")
 
 
 class MemoryAutomations(MemoryTables):
@@ -42,39 +45,30 @@ class MemoryAutomations(MemoryTables):
     async def results_between(
         self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
     ) -> list[StoredResult]:
-        texts: list[StoredResult] = []
-        for seq in range(after.texts + 1, upto.texts + 1):
-            if len(texts) >= limit:
-                break
-            event = self._text_log[seq - 1]
+        def text(seq: int, event: Event) -> StoredResult | None:
             name = text_result(event.status) if event.applied else None
             message = self._messages.get(event.message_id)
-            if name in results and name is not None and message is not None:
-                texts.append(_stored("text", seq, name, message, at=event.at))
-        calls: list[StoredResult] = []
-        for seq in range(after.calls + 1, upto.calls + 1):
-            if len(calls) >= limit:
-                break
-            step = self._call_log[seq - 1]
-            name = call_result(step.status, step.result) if step.applied else None
-            call = self._calls.get(step.call_id)
-            if name in results and name is not None and call is not None:
-                calls.append(_stored("call", seq, name, call, at=step.at, detail=step.detail))
-        return texts + calls + self._email_results(after, upto, results, limit)
+            if name not in results or name is None or message is None:
+                return None
+            return _stored("text", seq, name, message, at=event.at)
 
-    def _email_results(
-        self, after: Cursor, upto: Cursor, results: Collection[str], limit: int
-    ) -> list[StoredResult]:
-        emails: list[StoredResult] = []
-        for seq in range(after.emails + 1, upto.emails + 1):
-            if len(emails) >= limit:
-                break
-            event = self._email_log[seq - 1]
+        def call(seq: int, step: CallEvent) -> StoredResult | None:
+            name = call_result(step.status, step.result) if step.applied else None
+            found = self._calls.get(step.call_id)
+            if name not in results or name is None or found is None:
+                return None
+            return _stored("call", seq, name, found, at=step.at, detail=step.detail)
+
+        def email(seq: int, event: EmailEvent) -> StoredResult | None:
             name = email_result(event.status, event.result) if event.applied else None
-            email = self._emails.get(event.email_id)
-            if name in results and name is not None and email is not None:
-                emails.append(_stored("email", seq, name, email, at=event.at))
-        return emails
+            found = self._emails.get(event.email_id)
+            if name not in results or name is None or found is None:
+                return None
+            return _stored("email", seq, name, found, at=event.at)
+
+        return (_read(self._text_log, after.texts, upto.texts, limit, text)
+                + _read(self._call_log, after.calls, upto.calls, limit, call)
+                + _read(self._email_log, after.emails, upto.emails, limit, email))  # fmt: skip
 
     async def due_runs(self, now: datetime, limit: int) -> list[Run]:
         due = [r for r in self._runs.values() if r.state == "due" and r.due_at <= now]
@@ -99,6 +93,23 @@ class MemoryAutomations(MemoryTables):
     async def stored_rules(self) -> list[tuple[str, str]]:
         oldest = sorted(self._rules.items(), key=lambda item: (item[1][1], item[0]))
         return [(name, rule) for name, (rule, _) in oldest]
+
+
+def _read(
+    log: Sequence[_E],
+    after: int,
+    upto: int,
+    limit: int,
+    stored: Callable[[int, _E], StoredResult | None],
+) -> list[StoredResult]:
+    """At most ``limit`` results of a history's events after ``after`` up to ``upto``."""
+    found: list[StoredResult] = []
+    for seq in range(after + 1, upto + 1):
+        if len(found) >= limit:
+            break
+        if (result := stored(seq, log[seq - 1])) is not None:
+            found.append(result)
+    return found
 
 
 def _key(run: Run) -> RunKey:
