@@ -24,7 +24,6 @@ from dispatcher.core.callbacks import (
     Attempt,
     Delivery,
     DeliveryState,
-    HistoryMark,
     StatusChange,
 )
 from dispatcher.core.callbacks import Subscription as CallbackSubscription
@@ -2366,12 +2365,12 @@ def subscription(channel: Channel, source_id: str) -> CallbackSubscription:
                                 url="https://example.com/hooks", created_at=at(9))  # fmt: skip
 
 
-@exercises("history_marks", "status_changes", "subscribed_changes", "callback_subscription",
+@exercises("history_tip", "status_changes", "subscribed_changes", "callback_subscription",
            "add_callbacks", "any_callback_subscription")  # fmt: skip
 async def test_status_changes_are_read_from_the_histories_for_subscribed_items(
     store: Store,
 ) -> None:
-    start = await store.history_marks()
+    start = await store.history_tip()
     text = await insert(store, make_message("msg_1"))
     for status in (TextStatus.SENDING, TextStatus.SENT):
         text = await move(store, text, status, when=at(1), attempt_id="att_1")
@@ -2383,7 +2382,7 @@ async def test_status_changes_are_read_from_the_histories_for_subscribed_items(
     email = await insert_email(store, make_email("e1"))
     event, sending = email_status(email, EmailStatus.SENDING, at=at(4), source=Source.SCHEDULER)
     await store.update_email(sending, [event])
-    tip = await store.history_marks()
+    tip = await store.history_tip()
     assert (tip.texts > start.texts, tip.calls > start.calls, tip.emails > start.emails) == (
         True, True, True,
     )  # fmt: skip
@@ -2432,7 +2431,7 @@ async def test_the_outbox_gives_each_item_s_first_pending_delivery_earliest_firs
         made = [callback(sub, c, n) for n, c in enumerate(changes, start=1)]
         subs.append(dataclasses.replace(sub, last_event=changes[-1].event, last_seq=len(made)))
         deliveries += made
-    mark = HistoryMark(texts=5, calls=2, emails=1)
+    mark = Cursor(texts=5, calls=2, emails=1)
     await store.add_callbacks(deliveries, subs, mark)
     assert await store.callback_cursor() == mark
     assert await store.callback_subscription(Channel.TEXT, "m1") == subs[1]
@@ -2465,7 +2464,7 @@ async def test_the_outbox_gives_each_item_s_first_pending_delivery_earliest_firs
     assert await store.callbacks_of(Channel.TEXT, "none") == []
     # A sequence number taken for an item is refused, and nothing of the write is kept.
     with pytest.raises(StoreError):
-        await store.add_callbacks([deliveries[0]], [], HistoryMark(texts=99))
+        await store.add_callbacks([deliveries[0]], [], Cursor(texts=99))
     assert await store.callback_cursor() == mark
 
 
@@ -2475,8 +2474,8 @@ async def test_sqlite_the_outbox_and_the_cursor_survive_close_and_reopen(tmp_pat
         message = await insert(store, make_message("m1"))
         sub = subscription(Channel.TEXT, message.id)
         [change] = (await store.status_changes(Channel.TEXT, "m1"))[-1:]
-        await store.add_callbacks([callback(sub, change, 1)], [sub], HistoryMark(texts=3))
+        await store.add_callbacks([callback(sub, change, 1)], [sub], Cursor(texts=3))
     async with open_store(url) as store:
-        assert await store.callback_cursor() == HistoryMark(texts=3)
+        assert await store.callback_cursor() == Cursor(texts=3)
         [head] = await store.callback_heads(5)
         assert (head.source_id, head.seq, head.state) == ("m1", 1, DeliveryState.PENDING)

@@ -69,15 +69,6 @@ def _loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class HistoryMark:
-    """A place in the three histories: the last text, call and email event handled."""
-
-    texts: int = 0
-    calls: int = 0
-    emails: int = 0
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class StatusChange:
     """An applied event of a history that set a status."""
 

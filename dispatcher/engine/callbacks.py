@@ -42,7 +42,6 @@ from dispatcher.core.callbacks import (
     Attempt,
     Delivery,
     DeliveryState,
-    HistoryMark,
     Randomness,
     RetryPolicy,
     StatusChange,
@@ -52,6 +51,7 @@ from dispatcher.core.callbacks import (
     signature,
 )
 from dispatcher.core.channel import Channel
+from dispatcher.core.results import Cursor
 from dispatcher.errors import DispatcherError
 from dispatcher.lifecycle import Resource
 from dispatcher.store.port import CallbackStore
@@ -110,6 +110,12 @@ class HttpPoster(Resource):
             raise CallbackUnreachable(f"{type(exc).__name__}: {exc}") from exc
 
 
+class CallbackSource(CallbackStore, Protocol):
+    """The outbox, and the tip of the histories (as the automations read it)."""
+
+    async def history_tip(self) -> Cursor: ...
+
+
 class StatusCallbacks:
     """The follower and the sender (see the module's doc)."""
 
@@ -117,7 +123,7 @@ class StatusCallbacks:
         self,
         config: CallbacksConfig,
         *,
-        store: CallbackStore,
+        store: CallbackSource,
         clock: Clock,
         poster: Poster,
         rand: Randomness,
@@ -131,7 +137,7 @@ class StatusCallbacks:
         self._policy = RetryPolicy(first=config.first_retry, longest=config.longest_retry,
                                    give_up_after=config.give_up_after)  # fmt: skip
         self._lock = asyncio.Lock()  # a subscription and a pass of the follower
-        self._cursor: HistoryMark | None = None
+        self._cursor: Cursor | None = None
         self._subscribed = False  # does any item have a subscription (none: nothing to read)
         self._new = asyncio.Event()  # changes may have been committed: follow them
         self._due = asyncio.Event()  # deliveries may be due: look at the heads
@@ -151,7 +157,7 @@ class StatusCallbacks:
         self._subscribed = await self._store.any_callback_subscription()
         cursor = await self._store.callback_cursor()
         if cursor is None:
-            cursor = await self._store.history_marks()
+            cursor = await self._store.history_tip()
             await self._store.add_callbacks([], cursor=cursor)
         self._cursor = cursor
 
@@ -229,7 +235,7 @@ class StatusCallbacks:
         async with self._lock:
             if self._cursor is None:
                 return False
-            tip = await self._store.history_marks()
+            tip = await self._store.history_tip()
             if not self._subscribed:
                 # No item has a subscription: nothing after the cursor is for anyone, and a
                 # subscription made later brings its item's changes so far itself (and
@@ -363,7 +369,7 @@ def _host(url: str) -> str:
     return urlsplit(url).netloc
 
 
-def _advanced(tip: HistoryMark, found: list[tuple[Subscription, StatusChange]]) -> HistoryMark:
+def _advanced(tip: Cursor, found: list[tuple[Subscription, StatusChange]]) -> Cursor:
     """Where the cursor goes after ``found``: to the tip, or, for a channel that filled
     its batch, to its last change (the rest of it comes in the next one)."""
     last: dict[Channel, list[int]] = {channel: [] for channel in Channel}

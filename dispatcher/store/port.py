@@ -30,7 +30,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Protocol, Self
 
-from dispatcher.core.callbacks import Delivery, HistoryMark, StatusChange, Subscription
+from dispatcher.core.callbacks import Delivery, StatusChange, Subscription
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.core.channel import Channel
@@ -416,7 +416,8 @@ class ListingStore(Protocol):
 class CallbackStore(Protocol):
     """Status callbacks: which items' status changes go where (subscriptions), the
     outbox of their deliveries with each attempt, and how far the three histories (texts,
-    calls, email) have been put in it."""
+    calls, email) have been put in it (a :class:`Cursor`, as the automations keep; the
+    histories' tip is :meth:`RunStore.history_tip`)."""
 
     async def callback_subscription(
         self, channel: Channel, source_id: str
@@ -430,7 +431,7 @@ class CallbackStore(Protocol):
         self,
         deliveries: Sequence[Delivery],
         subscriptions: Sequence[Subscription] = (),
-        cursor: HistoryMark | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
         """In one write: add ``deliveries`` to the outbox (each gets its id), store
         ``subscriptions`` (new, or an existing one's last event and sequence number) and
@@ -438,17 +439,12 @@ class CallbackStore(Protocol):
         :class:`~dispatcher.errors.StoreError` and writes nothing."""
         ...
 
-    async def callback_cursor(self) -> HistoryMark | None:
+    async def callback_cursor(self) -> Cursor | None:
         """How far the histories have been put in the outbox (None: not followed yet)."""
         ...
 
-    async def history_marks(self) -> HistoryMark:
-        """The last committed event of each history (every event before it is committed:
-        a later write's events come after it)."""
-        ...
-
     async def subscribed_changes(
-        self, after: HistoryMark, upto: HistoryMark, limit: int
+        self, after: Cursor, upto: Cursor, limit: int
     ) -> list[tuple[Subscription, StatusChange]]:
         """The status changes (applied events that set a status) after ``after`` and up
         to ``upto`` of the items that have a subscription, each with it, oldest first per

@@ -9,7 +9,6 @@ from dataclasses import replace
 from dispatcher.core.callbacks import (
     Delivery,
     DeliveryState,
-    HistoryMark,
     StatusChange,
     Subscription,
 )
@@ -17,6 +16,7 @@ from dispatcher.core.calls import CallEvent
 from dispatcher.core.channel import Channel
 from dispatcher.core.emails import EmailEvent
 from dispatcher.core.model import Event
+from dispatcher.core.results import Cursor
 from dispatcher.store.memory.tables import MemoryTables, unique
 
 _AnyEvent = Event | CallEvent | EmailEvent
@@ -33,7 +33,7 @@ class MemoryCallbacks(MemoryTables):
         self,
         deliveries: Sequence[Delivery],
         subscriptions: Sequence[Subscription] = (),
-        cursor: HistoryMark | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
         taken = {(d.channel, d.source_id, d.seq) for d in self._outbox.values()}
         unique([f"{d.channel} {d.source_id} {d.seq}" for d in deliveries],
@@ -46,16 +46,11 @@ class MemoryCallbacks(MemoryTables):
         if cursor is not None:
             self._callback_cursor = cursor
 
-    async def callback_cursor(self) -> HistoryMark | None:
+    async def callback_cursor(self) -> Cursor | None:
         return self._callback_cursor
 
-    async def history_marks(self) -> HistoryMark:
-        return HistoryMark(
-            texts=len(self._text_log), calls=len(self._call_log), emails=len(self._email_log)
-        )
-
     async def subscribed_changes(
-        self, after: HistoryMark, upto: HistoryMark, limit: int
+        self, after: Cursor, upto: Cursor, limit: int
     ) -> list[tuple[Subscription, StatusChange]]:
         found: list[tuple[Subscription, StatusChange]] = []
         logs: list[tuple[Channel, Sequence[_AnyEvent], int, int]] = [

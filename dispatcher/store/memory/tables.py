@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Container, Iterable
 from datetime import datetime
 
-from dispatcher.core.callbacks import Delivery, HistoryMark, Subscription
+from dispatcher.core.callbacks import Delivery, Subscription
 from dispatcher.core.calls import Call, CallEvent
 from dispatcher.core.campaigns import Campaign, Contact
 from dispatcher.core.consent import Entry as ConsentEntry
@@ -71,7 +71,7 @@ class MemoryTables(Resource):
         self._email_log: list[EmailEvent] = []  # the email history in the order written
         self._subscriptions: dict[tuple[str, str], Subscription] = {}
         self._outbox: dict[int, Delivery] = {}
-        self._callback_cursor: HistoryMark | None = None
+        self._callback_cursor: Cursor | None = None
 
 
 def refuse(what: str) -> StoreError:

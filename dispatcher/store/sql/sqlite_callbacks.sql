@@ -27,11 +27,6 @@ ON CONFLICT (id) DO UPDATE SET text_event = excluded.text_event,
                                call_event = excluded.call_event,
                                email_event = excluded.email_event;
 
--- name: history_marks
-SELECT (SELECT COALESCE(MAX(id), 0) FROM events),
-       (SELECT COALESCE(MAX(id), 0) FROM call_events),
-       (SELECT COALESCE(MAX(id), 0) FROM email_events);
-
 -- name: any_callback_subscription
 SELECT EXISTS (SELECT 1 FROM callback_subscriptions);
 

@@ -10,11 +10,11 @@ from dispatcher.core.callbacks import (
     Attempt,
     Delivery,
     DeliveryState,
-    HistoryMark,
     StatusChange,
     Subscription,
 )
 from dispatcher.core.channel import Channel
+from dispatcher.core.results import Cursor
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.rows import Params, Row
@@ -39,7 +39,7 @@ class SQLiteCallbacks(SQLiteConnection):
         self,
         deliveries: Sequence[Delivery],
         subscriptions: Sequence[Subscription] = (),
-        cursor: HistoryMark | None = None,
+        cursor: Cursor | None = None,
     ) -> None:
         statements: list[tuple[str, Iterable[Params]]] = []
         if subscriptions:
@@ -56,18 +56,12 @@ class SQLiteCallbacks(SQLiteConnection):
         if statements:
             await self._write(*statements)
 
-    async def callback_cursor(self) -> HistoryMark | None:
+    async def callback_cursor(self) -> Cursor | None:
         row = await self._one("callback_cursor", ())
-        return None if row is None else HistoryMark(texts=row[0], calls=row[1], emails=row[2])
-
-    async def history_marks(self) -> HistoryMark:
-        # One writer commits the transactions one after the other and an event's id is
-        # given as it is written: every event up to the last committed one is committed.
-        [row] = await self._rows("history_marks", ())
-        return HistoryMark(texts=row[0], calls=row[1], emails=row[2])
+        return None if row is None else Cursor(texts=row[0], calls=row[1], emails=row[2])
 
     async def subscribed_changes(
-        self, after: HistoryMark, upto: HistoryMark, limit: int
+        self, after: Cursor, upto: Cursor, limit: int
     ) -> list[tuple[Subscription, StatusChange]]:
         found: list[tuple[Subscription, StatusChange]] = []
         ranges = {
