@@ -142,6 +142,8 @@ CLIENT_COMMANDS = [
     ["dnt", "list"],
     ["dnt", "check", "+15550100001"],
     ["dnt", "add", "+15550100001", "--reason", "asked"],
+    ["consent", "check", "ann@example.com", "--channel", "email"],
+    ["consent", "add", "+15550100001", "--channel", "voice"],
     ["metrics", "--since", "24h"],
     ["metrics", "--csv"],
     ["report", "--out", "report.html"],
