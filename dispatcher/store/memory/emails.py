@@ -72,6 +72,10 @@ class MemoryEmails(MemoryTables):
         found = sorted((e for e in self._emails.values() if e.status in wanted), key=_seq)
         return found[:limit]
 
+    async def find_emails(self, recipient: str, limit: int) -> list[Email]:
+        found = [e for e in self._emails.values() if e.recipient == recipient]
+        return sorted(found, key=_seq, reverse=True)[:limit]
+
     async def email_counts(self) -> dict[EmailStatus, int]:
         return dict(Counter(e.status for e in self._emails.values()))
 
