@@ -38,7 +38,7 @@ from dispatcher.compose import serving
 from dispatcher.config import AutomationsConfig, Config, HttpConfig, SimulatorConfig, StoreConfig
 from dispatcher.core.calls import CALL_TERMINAL, Call, CallStatus
 from dispatcher.core.campaigns import Campaign, CampaignState, ContactState
-from dispatcher.core.emails import EmailStatus
+from dispatcher.core.emails import Email, EmailStatus
 from dispatcher.core.metrics import Metrics, MetricsQuery
 from dispatcher.core.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.core.scripts import parse_scripts
@@ -115,6 +115,7 @@ EMAILS = [
     ("cy@example.com", "Cy", "unsubscribed with one click: an automation tells the desk"),
 ]
 BOUNCES = "bob@bounce.example"
+REPORT_WAIT = timedelta(seconds=10)  # the relay's report comes a second after it took it
 UNSUBSCRIBES = "cy@example.com"
 EMAIL_SUBJECT = "Your appointment tomorrow, {{ first_name }}"
 EMAIL_TEXT = "Hi {{ first_name }}, your appointment at Acme Dental is tomorrow at 10:00."
@@ -296,7 +297,7 @@ async def _emails_settled(dispatcher: Dispatcher, notes: dict[str, str]) -> bool
         email = view.email
         if email.status in (EmailStatus.QUEUED, EmailStatus.SENDING):
             settled = False
-        elif email.recipient == BOUNCES and email.status is not EmailStatus.BOUNCED:
+        elif email.recipient == BOUNCES and _report_due(dispatcher, email):
             settled = False  # its report comes a second after the relay took it
         elif email.recipient == UNSUBSCRIBES and not any(e.result for e in view.history):
             await dispatcher.unsubscribe(email_id, UnsubscribeScope.SENDER,
@@ -307,6 +308,13 @@ async def _emails_settled(dispatcher: Dispatcher, notes: dict[str, str]) -> bool
             notes[run.engagement_id] = "automation: the desk is told of the unsubscribe"
             settled = False
     return settled
+
+
+def _report_due(dispatcher: Dispatcher, email: Email) -> bool:
+    """Is the bounce of ``email`` still to come? (Waited for 10 s at most.)"""
+    if email.status is EmailStatus.BOUNCED or email.sent_at is None:
+        return False  # it came, or the email never left
+    return dispatcher.clock.now().wall - email.sent_at < REPORT_WAIT
 
 
 def _emails_table(views: list[EmailView], notes: dict[str, str]) -> Table:
