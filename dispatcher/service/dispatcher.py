@@ -142,6 +142,16 @@ class Dispatcher(
 
     # -- lifecycle -------------------------------------------------------------------
     async def open(self) -> None:
+        try:
+            await self._open()
+        except BaseException:
+            # What was opened before the failure is closed again: a store left open
+            # keeps its reader thread and writer process, and the process would never
+            # exit.
+            await self._stack.aclose()
+            raise
+
+    async def _open(self) -> None:
         private.prepare_home(self.config.home)  # 0700, ours, not a symbolic link
         stack = self._stack
         await stack.enter_async_context(self.store)
