@@ -108,3 +108,17 @@ async def test_a_failure_of_the_app_is_500_in_json_and_logged(
         assert response.status == 400
         assert (await refusal(response))["code"] == "bad_request"
     assert any(r.message == "http.failed" and r.exc_info for r in caplog.records)
+
+
+async def test_a_query_as_long_as_the_longest_the_api_describes_reaches_the_app(app: App) -> None:
+    # A template and a pool of 2,000 characters outside the Basic Multilingual Plane
+    # each: 48,000 bytes once percent-encoded, beyond the HTTP parser's usual 8,190.
+    # The app itself answers (the parser's refusal would be plain text).
+    long = "\U0001f600" * 2000
+    query = {"name": "long", "template": long, "from": long}
+    headers = {**app.api(), "Content-Type": "text/csv"}
+    async with app.http.post(app.url + "/v1/campaigns", params=query, headers=headers,
+                             data=b"phone\n+15550200001\n") as response:  # fmt: skip
+        assert response.status == 400
+        error = await refusal(response)
+    assert error["code"] == "invalid_number"  # the pool, read by the app

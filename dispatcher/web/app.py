@@ -69,6 +69,13 @@ __all__ = ["API", "OPENAPI", "HttpServer", "WebApp"]
 
 log = logging.getLogger(__name__)
 
+MAX_REQUEST_LINE = 131_072
+"""Bytes a request line may have (aiohttp's default is 8,190). ``POST /v1/campaigns``
+takes its settings as query parameters, up to about 6,600 characters in all (the
+template, the pool and the send window, 2,000 each); percent-encoded, a character
+outside the Basic Multilingual Plane takes 12 bytes, so about 80,000 bytes. A longer
+line is refused by the HTTP parser itself, before the app, in plain text."""
+
 
 class WebApp:
     """The routes, bound to one service."""
@@ -161,7 +168,9 @@ class HttpServer(Resource):
         self._runner: web.AppRunner | None = None
 
     async def open(self) -> None:
-        self._runner = web.AppRunner(self._webapp.app(), access_log=None)
+        self._runner = web.AppRunner(
+            self._webapp.app(), access_log=None, max_line_size=MAX_REQUEST_LINE
+        )
         await self._runner.setup()
         try:
             await web.TCPSite(self._runner, self._host, self._port).start()
