@@ -3,7 +3,8 @@
 :meth:`Dispatcher.from_config <dispatcher.service.Dispatcher.from_config>` builds the
 store and the channel the configuration names and the service over them;
 :func:`serving` opens that service with its control socket and, when ``http.listen``
-is set, its HTTP app. ``dispatcher serve`` and ``dispatcher demo`` run through it;
+is set, its HTTP app, and when ``email.inbound_listen`` is set, its inbound mailbox
+(:mod:`dispatcher.mailbox`). ``dispatcher serve`` and ``dispatcher demo`` run through it;
 tests build the service with :mod:`dispatcher.testing`, over the same constructor.
 """
 
@@ -15,6 +16,7 @@ from collections.abc import AsyncIterator
 from dispatcher.clock import Clock
 from dispatcher.config import Config
 from dispatcher.control.server import ControlServer
+from dispatcher.mailbox import Mailbox
 from dispatcher.service import Dispatcher
 from dispatcher.web.app import HttpServer, WebApp
 
@@ -30,7 +32,8 @@ async def serving(
     """The service ``config`` describes, open, with its control socket on
     ``config.socket_path`` and, when ``http.listen`` is set, its HTTP app (the
     automation API takes ``api_token``, Twilio's requests are checked with
-    ``twilio_auth_token``). Without an API token the HTTP app refuses (a
+    ``twilio_auth_token``) and, when ``email.inbound_listen`` is set, its inbound
+    mailbox. Without an API token the HTTP app refuses (a
     :class:`~dispatcher.errors.ConfigError`, before anything opens) to listen on an
     address other machines reach. On the way out the fronts close first, then the service
     drains and closes."""
@@ -52,4 +55,6 @@ async def serving(
         )
         if http is not None:
             await stack.enter_async_context(http)
+        if config.email.inbound_listen:  # the mailbox for bounces and complaints
+            await stack.enter_async_context(Mailbox(dispatcher, config.email.inbound_listen))
         yield dispatcher

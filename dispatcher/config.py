@@ -23,12 +23,15 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-import phonenumbers
 from msgspec import Meta
 
 from dispatcher.core.durations import parse_duration
-from dispatcher.core.scripts import Script, parse_scripts
 from dispatcher.errors import ConfigError, InvalidInput
+
+# Call scripts and phone numbers load only when a configuration needs them, so that a
+# client command (which reads the configuration for its socket) starts quickly.
+if typing.TYPE_CHECKING:
+    from dispatcher.core.scripts import Script
 
 # What each key holds. msgspec converts every value to its field's type (these aliases
 # say the constraint); a duration is text read by parse_duration; a rule across keys
@@ -163,7 +166,7 @@ class CampaignsConfig:
     tick: timedelta = timedelta(milliseconds=500)
 
     def __post_init__(self) -> None:
-        if self.default_region not in phonenumbers.SUPPORTED_REGIONS:
+        if self.default_region != "US" and not _is_region(self.default_region):
             raise ConfigError(
                 f"campaigns.default_region: {self.default_region!r} is not a region code "
                 "like US or GB",
@@ -232,8 +235,13 @@ class EmailConfig:
     per_second: Rate = 10.0  # emails a second per relay
     timeout: timedelta = timedelta(seconds=30)  # one SMTP command's answer
     password: str = field(default="", repr=False)  # DISPATCHER_EMAIL_PASSWORD only
+    inbound_listen: str = ""  # host:port of the mailbox for bounces and complaints; off: ""
+    inbound_max_size: Count = 10 * 1024 * 1024  # bytes of one message the mailbox takes
+    relay_is_final: bool = False  # the relay is the recipient's own server: accepted is Delivered
+    soft_bounce_limit: Count = 3  # soft bounces in a row that suppress an address
 
     def __post_init__(self) -> None:
+        _email_inbound(self)
         if not (math.isfinite(self.per_second) and self.per_second > 0):
             raise ConfigError(
                 f"email.per_second: must be a finite number above 0, not {self.per_second}",
@@ -244,6 +252,21 @@ class EmailConfig:
                               "mail.example.com", field="email.domain")  # fmt: skip
         if self.timeout <= timedelta(0):
             raise ConfigError("email.timeout: must be longer than 0s", field="email.timeout")
+
+
+def _email_inbound(email: EmailConfig) -> None:
+    """The inbound mailbox's keys: a listen address, a size and a limit that make sense."""
+    if email.inbound_listen:
+        host, _, port = email.inbound_listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ConfigError(f"email.inbound_listen: {email.inbound_listen!r} is not host:port "
+                              "(such as 127.0.0.1:2525)", field="email.inbound_listen")  # fmt: skip
+    if email.inbound_max_size < 1024:
+        raise ConfigError("email.inbound_max_size: must be at least 1024 bytes, not "
+                          f"{email.inbound_max_size}", field="email.inbound_max_size")  # fmt: skip
+    if email.soft_bounce_limit < 1:
+        raise ConfigError("email.soft_bounce_limit: must be at least 1",
+                          field="email.soft_bounce_limit")  # fmt: skip
 
 
 LOOPS = ("asyncio", "uvloop")
@@ -352,10 +375,7 @@ def load_config(
     if path is not None:
         raw = _read_toml(path)
     sections: dict[str, Any] = {}
-    try:
-        scripts = parse_scripts(raw.pop("scripts", {}), where=where)
-    except InvalidInput as exc:
-        raise ConfigError(str(exc), field=exc.field) from None
+    scripts = _scripts(raw, where)
     for name, cls in _SECTIONS.items():
         table = raw.pop(name, {})
         if not isinstance(table, dict):
@@ -390,6 +410,25 @@ def load_config(
         sections["http"] = dataclasses.replace(sections["http"], public_url=public)
     home_value = home or env.get("DISPATCHER_HOME") or "var"
     return Config(home=Path(home_value), scripts=scripts, **sections)
+
+
+def _scripts(raw: dict[str, Any], where: str) -> dict[str, Script]:
+    """The named call scripts of the file (its ``[[scripts.NAME]]`` tables), checked."""
+    if "scripts" not in raw:
+        return {}
+    from dispatcher.core.scripts import parse_scripts  # noqa: PLC0415 - see the imports
+
+    try:
+        return parse_scripts(raw.pop("scripts"), where=where)
+    except InvalidInput as exc:
+        raise ConfigError(str(exc), field=exc.field) from None
+
+
+def _is_region(code: str) -> bool:
+    """Whether ``code`` is a region phonenumbers knows (US, the default, is)."""
+    import phonenumbers  # noqa: PLC0415 - see the imports
+
+    return code in phonenumbers.SUPPORTED_REGIONS
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

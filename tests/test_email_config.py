@@ -16,6 +16,8 @@ def test_the_defaults_need_no_relay() -> None:
     assert email.per_second == 10.0
     assert email.domain == "localhost"
     assert email.password == ""
+    assert (email.inbound_listen, email.relay_is_final, email.soft_bounce_limit) == ("", False, 3)
+    assert email.inbound_max_size == 10 * 1024 * 1024
 
 
 def test_the_environment_overrides_every_key_and_gives_the_password(tmp_path: Path) -> None:
@@ -26,6 +28,10 @@ def test_the_environment_overrides_every_key_and_gives_the_password(tmp_path: Pa
         "DISPATCHER_EMAIL_DOMAIN": "mail.example.com",
         "DISPATCHER_EMAIL_PER_SECOND": "2.5",
         "DISPATCHER_EMAIL_PASSWORD": "s3cret",
+        "DISPATCHER_EMAIL_INBOUND_LISTEN": "127.0.0.1:2525",
+        "DISPATCHER_EMAIL_INBOUND_MAX_SIZE": "65536",
+        "DISPATCHER_EMAIL_RELAY_IS_FINAL": "true",
+        "DISPATCHER_EMAIL_SOFT_BOUNCE_LIMIT": "5",
     }
     email = load_config(path, env=env).email
     assert email.relay_url == "smtps://ann@relay.example.com"
@@ -33,6 +39,9 @@ def test_the_environment_overrides_every_key_and_gives_the_password(tmp_path: Pa
     assert email.per_second == 2.5
     assert email.password == "s3cret"  # noqa: S105 - the test's secret
     assert "s3cret" not in repr(email)
+    assert email.inbound_listen == "127.0.0.1:2525"
+    assert (email.inbound_max_size, email.soft_bounce_limit) == (65536, 5)
+    assert email.relay_is_final
 
 
 @pytest.mark.parametrize(
@@ -44,6 +53,12 @@ def test_the_environment_overrides_every_key_and_gives_the_password(tmp_path: Pa
         ('[email]\ndomain = "not a domain"\n', "email.domain"),
         ('[email]\ntimeout = "0s"\n', "email.timeout"),
         ("[email]\nrelay = 1\n", "email.relay"),
+        ('[email]\ninbound_listen = "2525"\n', "email.inbound_listen"),
+        ('[email]\ninbound_listen = "127.0.0.1:port"\n', "email.inbound_listen"),
+        ('[email]\ninbound_listen = "127.0.0.1:70000"\n', "email.inbound_listen"),
+        ("[email]\ninbound_max_size = 100\n", "email.inbound_max_size"),
+        ("[email]\nsoft_bounce_limit = 0\n", "email.soft_bounce_limit"),
+        ('[email]\nrelay_is_final = "maybe"\n', "email.relay_is_final"),
     ],
 )
 def test_a_bad_value_names_its_key(tmp_path: Path, toml: str, field: str) -> None:
