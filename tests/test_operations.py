@@ -19,12 +19,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from dispatcher.channels.simulator import Simulator
-from dispatcher.config import Config, StoreConfig, load_config
+from dispatcher.config import Config, EmailConfig, StoreConfig, load_config
+from dispatcher.core.calls import CALL_TERMINAL
 from dispatcher.core.campaigns import ContactState
-from dispatcher.core.model import Event, Lane, Message, TextStatus
+from dispatcher.core.emails import EmailStatus
+from dispatcher.core.model import TERMINAL, Event, Lane, Message, TextStatus
 from dispatcher.errors import ConfigError, StoreUnavailable
-from dispatcher.service import CampaignSpec, Dispatcher
+from dispatcher.service import CallRequest, CampaignSpec, Dispatcher, EmailRequest
 from dispatcher.store.memory import MemoryStore
+from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.testing import QUIET, Harness, running_service
 from dispatcher.web.app import HttpServer, WebApp, is_loopback
 from tests.helpers import free_port, wait_for
@@ -35,7 +38,9 @@ FAMILIES = {
     "dispatcher_calls", "dispatcher_queue_depth", "dispatcher_in_flight", "dispatcher_numbers",
     "dispatcher_oldest_queued_seconds", "dispatcher_sends_last_minute",
     "dispatcher_sends_per_second", "dispatcher_receipts_pending", "dispatcher_campaign_info",
-    "dispatcher_campaign_contacts", "dispatcher_campaign_progress_ratio",
+    "dispatcher_campaign_contacts", "dispatcher_campaign_progress_ratio", "dispatcher_emails",
+    "dispatcher_transitions", "dispatcher_provider_errors", "dispatcher_send_lateness_seconds",
+    "dispatcher_provider_latency_seconds", "dispatcher_store_write_seconds",
 }  # fmt: skip
 PAUSED, BUSY = "+15550000001", "+15550000002"
 
@@ -183,8 +188,10 @@ async def test_metrics_show_the_queues_numbers_sends_and_campaigns(tmp_path: Pat
             s.value for s in TextStatus
         }
         assert value(samples, "dispatcher_texts", status="Queued") == 2
-        assert value(samples, "dispatcher_queue_depth", channel="text") == 2
-        assert value(samples, "dispatcher_queue_depth", channel="call") == 0
+        for lane in ("automation", "bulk"):
+            assert value(samples, "dispatcher_queue_depth", channel="text", lane=lane) == 1
+            assert value(samples, "dispatcher_queue_depth", channel="call", lane=lane) == 0
+            assert value(samples, "dispatcher_queue_depth", channel="email", lane=lane) == 0
         assert value(samples, "dispatcher_numbers", state="paused") == 1
         assert value(samples, "dispatcher_oldest_queued_seconds") == pytest.approx(30, abs=0.1)
         assert value(samples, "dispatcher_sends_last_minute") == 1
@@ -204,6 +211,70 @@ async def test_metrics_show_the_queues_numbers_sends_and_campaigns(tmp_path: Pat
 
         h.service.hold()
         assert value(await web.metrics(), "dispatcher_held") == 1
+
+
+async def test_metrics_count_the_send_path_of_every_channel(tmp_path: Path) -> None:
+    """Real traffic on SQLite: texts delivered, refused (not in service) and undelivered,
+    a call, an email; the counters and histograms the engine and the store kept."""
+    dead, lost = "+15550100666", "+15550100777"
+    config = Config(
+        simulator=dataclasses.replace(QUIET, not_in_service=[dead], undelivered=[lost]),
+        email=EmailConfig(domain="mail.example.com"),
+    )
+    store = SQLiteStore(tmp_path / "dispatcher.db")
+    async with running_service(tmp_path, config=config, store=store) as h, site(h.service) as web:
+        texts = [await h.text(f"+1555000001{i}", to) for i, to in
+                 enumerate(["+15550100001", "+15550100002", dead, lost])]  # fmt: skip
+        call = await h.service.submit_call(CallRequest(
+            sender=BUSY, recipient="+15550100009", script=[{"say": "hello"}]
+        ))  # fmt: skip
+        email = await h.service.submit_email(EmailRequest(
+            sender="news@example.com", recipient="ann@example.com", subject="Hi", text="Hello."
+        ))  # fmt: skip
+
+        async def settled() -> bool:
+            ended = [await h.status_of(t) in TERMINAL for t in texts]
+            mail = (await h.service.email(email.email.id)).email.status
+            placed = (await h.service.call(call.call.id)).call.status
+            return all(ended) and mail is not EmailStatus.QUEUED and placed in CALL_TERMINAL
+
+        await h.advance_until(settled, step=0.05, max_steps=2000)
+        samples = await web.metrics()
+
+        def count(name: str, **labels: str) -> float:
+            """The one sample named ``name`` (``..._total``, ``..._bucket``) with ``labels``."""
+            [found] = [s.value for family in samples.values() for s in family
+                       if s.name == name and s.labels == labels]  # fmt: skip
+            return found
+
+        moves = "dispatcher_transitions_total"
+        assert count(moves, channel="text", status="Failed", reason="not_in_service") == 1
+        assert count(moves, channel="text", status="Undelivered",
+                     reason="carrier_undelivered") == 1  # fmt: skip
+        assert count(moves, channel="text", status="Delivered", reason="") == 2
+        assert count(moves, channel="call", status="Queued", reason="accepted") == 1
+        assert count(moves, channel="email", status="Queued", reason="accepted") == 1
+        assert count(moves, channel="email", status="Sent", reason="") == 1
+        assert count("dispatcher_provider_errors_total", channel="text", code="21614") == 1
+        assert {s.labels["channel"] for s in samples["dispatcher_provider_errors"]} == {"text"}
+        sends = {"text": len(h.sent_texts()), "call": len(h.placed_calls()), "email": 1}
+        for channel, started in sends.items():
+            for family in ("dispatcher_send_lateness_seconds",
+                           "dispatcher_provider_latency_seconds"):  # fmt: skip
+                assert count(f"{family}_count", channel=channel) == started
+                assert count(f"{family}_bucket", channel=channel, le="+Inf") == started
+                buckets = [
+                    s.value
+                    for s in samples[family]
+                    if s.name.endswith("_bucket") and s.labels["channel"] == channel
+                ]
+                assert buckets == sorted(buckets)  # cumulative  # fmt: skip
+        writes = "dispatcher_store_write_seconds"
+        assert count(f"{writes}_count") >= 3  # the texts, the call, the email: batches
+        assert count(f"{writes}_bucket", le="+Inf") == count(f"{writes}_count")
+        assert count(f"{writes}_sum") > 0
+        assert count("dispatcher_emails", status="Sent") == 1
+        assert count("dispatcher_texts", status="Failed") == 1
 
 
 async def test_metrics_speak_openmetrics_to_a_scraper_that_asks(tmp_path: Path) -> None:
@@ -257,8 +328,9 @@ async def test_each_app_has_its_own_registry(tmp_path: Path) -> None:
     ):
         await first.service.pause(PAUSED)
         await first.text(PAUSED, "+15550100001")
-        assert value(await one.metrics(), "dispatcher_queue_depth", channel="text") == 1
-        assert value(await two.metrics(), "dispatcher_queue_depth", channel="text") == 0
+        depth = {"channel": "text", "lane": "automation"}
+        assert value(await one.metrics(), "dispatcher_queue_depth", **depth) == 1
+        assert value(await two.metrics(), "dispatcher_queue_depth", **depth) == 0
     assert not [m.name for m in REGISTRY.collect() if m.name.startswith("dispatcher_")]
 
 

@@ -2254,6 +2254,25 @@ async def test_emails_in_status_are_oldest_first_with_a_limit(store: Store) -> N
     assert await store.email_counts() == {EmailStatus.QUEUED: 3, EmailStatus.SENDING: 1}
 
 
+@exercises("find_emails")
+async def test_find_emails_returns_an_address_newest_first_as_it_stands(store: Store) -> None:
+    for i in range(3):
+        await insert_email(store, make_email(f"e{i}", accepted_at=at(i)))
+    other = dataclasses.replace(make_email("elsewhere"), recipient="cy@example.com")
+    await insert_email(store, other)
+    first = await store.get_email("e0")
+    assert first is not None
+    event, sending = email_status(first, EmailStatus.SENDING, at=at(5), source=Source.SCHEDULER)
+    await store.update_email(sending, [event])
+
+    found = await store.find_emails("bob@example.com", 10)
+    assert [e.id for e in found] == ["e2", "e1", "e0"]
+    assert found[-1].status is EmailStatus.SENDING  # the projection as it is now
+    assert [e.id for e in await store.find_emails("bob@example.com", 2)] == ["e2", "e1"]
+    assert [e.id for e in await store.find_emails("cy@example.com", 10)] == ["elsewhere"]
+    assert await store.find_emails("nobody@example.com", 10) == []
+
+
 async def test_sqlite_emails_survive_close_and_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     async with open_store(url) as store:
@@ -2348,6 +2367,48 @@ async def test_list_calls_filters_newest_first_and_pages_by_seq(store: Store) ->
     assert await ids(since=at(1), until=at(3)) == ["c2", "c1"]
     assert await ids(before=stored["c2"].seq, limit=1) == ["c1"]
     assert await ids(sender=OTHER_SENDER) == []
+
+
+# -- what the operator's status and the monitoring figures read ----------------------------
+
+
+@exercises("queued_by_lane")
+async def test_queued_by_lane_counts_the_queued_texts_of_each_lane(store: Store) -> None:
+    assert await store.queued_by_lane() == {}
+    urgent = [await insert(store, make_message(f"a{i}")) for i in range(2)]
+    for i in range(3):
+        await insert(store, make_message(f"b{i}", lane=Lane.BULK, recipient=f"+1415555020{i}"))
+    await move(store, urgent[0], TextStatus.SENDING)  # no longer queued
+    assert await store.queued_by_lane() == {Lane.AUTOMATION: 1, Lane.BULK: 3}
+
+
+@exercises("recent_errors")
+async def test_recent_errors_are_the_texts_last_ended_in_error_newest_first(store: Store) -> None:
+    texts = [await insert(store, make_message(f"m{i}", recipient=f"+1415555030{i}"))
+             for i in range(5)]  # fmt: skip
+    sending = [await move(store, m, TextStatus.SENDING, when=at(1)) for m in texts]
+    await move(store, sending[0], TextStatus.FAILED, when=at(2), reason="provider_rejected")
+    sent = await move(store, sending[1], TextStatus.SENT, when=at(3))
+    await move(store, sent, TextStatus.UNDELIVERED, when=at(4), reason="carrier_undelivered")
+    await move(store, sending[2], TextStatus.SENT, when=at(5))  # no error
+    await move(store, sending[3], TextStatus.UNREACHABLE, when=at(6))
+    await move(store, sending[4], TextStatus.SENT, when=at(7))
+    found = await store.recent_errors(10)
+    assert [(m.id, m.status) for m in found] == [
+        ("m3", TextStatus.UNREACHABLE), ("m1", TextStatus.UNDELIVERED), ("m0", TextStatus.FAILED),
+    ]  # fmt: skip
+    assert found[1] == await store.get("m1")  # the text as stored, with its reason
+    assert [m.id for m in await store.recent_errors(2)] == ["m3", "m1"]
+    assert await store.recent_errors(0) == []
+
+
+@exercises("insert_message")
+async def test_each_write_is_timed(store: Store) -> None:
+    before = store.write_seconds.count
+    await insert(store, make_message("m1"))
+    await move(store, await store.get("m1") or make_message("m1"), TextStatus.SENDING)
+    assert store.write_seconds.count >= before + 1
+    assert store.write_seconds.sum >= 0
 
 
 # -- status callbacks ------------------------------------------------------------------

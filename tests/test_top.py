@@ -28,7 +28,8 @@ from dispatcher.cli.top import NO_CAMPAIGNS, UNREACHABLE, render
 from dispatcher.config import Config
 from dispatcher.control.client import ControlClient
 from dispatcher.control.protocol import status_json
-from dispatcher.testing import advance_until
+from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.testing import FakeClock, advance_until, running_service
 from tests.helpers import DEADLINE, Service, wait_for
 from tests.test_cli import (
     OTHER_SENDER,
@@ -40,7 +41,7 @@ from tests.test_cli import (
     service,
     submit,
 )
-from tests.test_scheduler import SENDERS, all_terminal, quiet_simulator, running
+from tests.test_scheduler import SENDERS, Harness, all_terminal, quiet_simulator, running
 
 __all__ = ["client", "service"]  # fixtures, shared with the command line's tests
 
@@ -92,6 +93,14 @@ def status_answer(**changes: Any) -> dict[str, Any]:
             "next_slot_at": iso(0.5),
             "calls_per_second": 1.0,
         },
+        "emails": {
+            "relay": "simulator://",
+            "counts": {"Delivered": 4, "Sent": 2},
+            "queued": 3,
+            "in_flight": 0,
+            "next_slot_at": iso(0.1),
+            "per_second": 10.0,
+        },
         "recent_errors": [
             {
                 "id": "msg_0123456789abcdef0123",
@@ -99,6 +108,7 @@ def status_answer(**changes: Any) -> dict[str, Any]:
                 "to": "+15559990001",
                 "status": "Undelivered",
                 "reason": "carrier_undelivered",
+                "code": "30005",
                 "at": iso(-5),
             },
         ],
@@ -137,6 +147,8 @@ def test_the_frame_shows_queues_sends_campaigns_and_errors() -> None:
     assert "in flight 1" in text
     assert "sent in the last minute 42" in text
     assert "queued 2   in flight 1   next slot in 0.5 s" in text  # calls
+    assert row(text, "email") == ["email", "Delivered", "4", "Sent", "2", "queued", "3", "in",
+                                  "flight", "0", "next", "slot", "in", "0.1", "s"]  # fmt: skip
     assert "deepest queues (2 of 5 numbers)" in text
     # number, depth, next slot, sent in the last minute, in flight, paused
     assert row(text, "+15550000001") == ["+15550000001", "7", "in", "0.4", "s", "12", "1"]
@@ -146,7 +158,8 @@ def test_the_frame_shows_queues_sends_campaigns_and_errors() -> None:
     assert spring[-4:] == ["12/40", "30%", "5", "23"]
     assert row(text, "autumn (cmp_3)")[2:] == ["paused", "0/0", "-", "-", "-"]
     assert "winter" not in text  # finished
-    error = ["msg_0123456789abcdef0123", "+15550000001", "Undelivered", "carrier_undelivered"]
+    error = ["msg_0123456789abcdef0123", "+15550000001", "Undelivered", "carrier_undelivered",
+             "30005"]  # fmt: skip
     assert row(text, local(-5)) == [local(-5), *error]
     assert text.rstrip().splitlines()[-1] == (
         f"service {SOCKET}  ·  refreshed {AT.astimezone():%H:%M:%S}  ·  q to quit"
@@ -162,7 +175,7 @@ def test_the_frame_says_why_sending_is_paused_when_the_store_refuses_writes() ->
 
 
 def test_the_frame_degrades_gracefully() -> None:
-    older = status_answer(numbers=[], recent_errors=[], calls=None)
+    older = status_answer(numbers=[], recent_errors=[], calls=None, emails=None)
     del older["sent_last_minute"]
     text = frame(older, interactive=False)
     assert NO_CAMPAIGNS in text  # None: a service without the campaigns command
@@ -170,6 +183,7 @@ def test_the_frame_degrades_gracefully() -> None:
     assert "no sending numbers yet" in text
     assert "no recent errors" in text
     assert "calls" not in text
+    assert "email" not in text
     assert "q to quit" not in text
 
     assert NO_CAMPAIGNS in frame(status_answer(), campaigns=[])
@@ -422,7 +436,7 @@ async def test_status_counts_sends_of_the_last_minute_and_keeps_the_last_errors(
         stored = await h.get(undelivered.id)
         assert errors[undelivered.id] == {
             "id": undelivered.id, "number": SENDERS[0], "to": "+15559990001",
-            "status": "Undelivered", "reason": "carrier_undelivered",
+            "status": "Undelivered", "reason": "carrier_undelivered", "code": "30005",
             "at": stored.updated_at.isoformat(timespec="microseconds"),
         }  # fmt: skip
         assert (errors[gone.id]["status"], errors[gone.id]["reason"]) == (
@@ -449,6 +463,31 @@ async def test_status_keeps_only_the_last_20_errors(tmp_path: Path) -> None:
         assert [m.updated_at for m in errors] == sorted(
             (m.updated_at for m in errors), reverse=True
         )
+
+
+async def test_the_last_errors_are_read_from_the_store_after_a_restart(tmp_path: Path) -> None:
+    sim = quiet_simulator(undelivered=["+1555999*"], not_in_service=["+15558880001"])
+    config = Config(simulator=sim)
+    clock = FakeClock()
+    async with running_service(tmp_path, config=config, clock=clock,
+                               store=SQLiteStore(tmp_path / "d.db")) as first:  # fmt: skip
+        h = Harness.of(first)
+        texts = [await h.submit(SENDERS[0], "+15559990001"),
+                 await h.submit(SENDERS[1], "+15558880001"),
+                 await h.submit(SENDERS[2], "+15557770001")]  # fmt: skip
+        await advance_until(h.clock, all_terminal(h, texts))
+        before = status_json(await h.service.status())["recent_errors"]
+    assert {e["id"] for e in before} == {texts[0].id, texts[1].id}
+
+    async with running_service(tmp_path, config=config, clock=clock,
+                               store=SQLiteStore(tmp_path / "d.db")) as second:  # fmt: skip
+        after = status_json(await second.service.status())["recent_errors"]
+        assert after == before  # newest first, with status, reason, code and time
+        assert {e["code"] for e in after} == {"30005", "21614"}
+        shown = frame(status_answer(recent_errors=after))
+        assert texts[0].id in shown
+        assert "carrier_undelivered" in shown
+        assert "30005" in shown
 
 
 @pytest.mark.parametrize("answer", [{"numbers": "not a list"}, {"recent_errors": None}])

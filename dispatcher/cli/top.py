@@ -104,16 +104,18 @@ def _totals(status: Mapping[str, Any]) -> Table:
             f"sent in the last minute {_n(status.get('sent_last_minute'))}"
         ),
     )
-    calls = status.get("calls")
-    if isinstance(calls, Mapping):
-        slot = _slot(calls.get("next_slot_at"), status.get("at"))
-        grid.add_row(
-            "calls",
-            Text(
-                f"{_pairs(calls.get('counts')) or 'none yet'}   queued {_n(calls.get('queued'))}"
-                f"   in flight {_n(calls.get('in_flight'))}   next slot {slot}"
-            ),
-        )
+    for label, key in (("calls", "calls"), ("email", "emails")):
+        paced = status.get(key)
+        if isinstance(paced, Mapping):
+            slot = _slot(paced.get("next_slot_at"), status.get("at"))
+            grid.add_row(
+                label,
+                Text(
+                    f"{_pairs(paced.get('counts')) or 'none yet'}   "
+                    f"queued {_n(paced.get('queued'))}   in flight {_n(paced.get('in_flight'))}"
+                    f"   next slot {slot}"
+                ),
+            )
     return grid
 
 
@@ -174,14 +176,14 @@ def _errors(recent: object, limit: int | None) -> RenderableType:
         return Text("no recent errors", style="dim")
     table = _table(
         "last errors",
-        ["time", "message", "number", "status", "reason"],
+        ["time", "message", "number", "status", "reason", "code"],
         whole={"message", "number"},
     )
     for e in rows:
         at = e.get("at")
         table.add_row(
             *_cells(_clock(at) if isinstance(at, str) else "-", e.get("id"), e.get("number"),
-                    e.get("status"), e.get("reason")),
+                    e.get("status"), e.get("reason"), e.get("code")),
             style="red",
         )  # fmt: skip
     return table

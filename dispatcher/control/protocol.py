@@ -232,6 +232,7 @@ def status_json(view: StatusView) -> JSON:
                 "to": m.recipient,
                 "status": m.status.value,
                 "reason": m.reason,
+                "code": m.provider_code,
                 "at": ts(m.updated_at),
             }
             for m in view.recent_errors

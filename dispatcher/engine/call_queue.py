@@ -8,8 +8,10 @@ were accepted. A call cancelled meanwhile is dropped when it reaches the head.
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 
 from dispatcher.core.calls import Call
+from dispatcher.core.model import Lane
 
 
 class CallQueue:
@@ -38,6 +40,10 @@ class CallQueue:
     def discard(self, call_id: str) -> None:
         """Leave a cancelled call out (its place is dropped when it reaches the head)."""
         self._calls.pop(call_id, None)
+
+    def lanes(self) -> dict[Lane, int]:
+        """The queued calls of each lane (a lane with none left out)."""
+        return dict(Counter(call.lane for call in self._calls.values()))
 
     def ahead_of(self, call: Call) -> int:
         """How many queued calls are placed before ``call``."""

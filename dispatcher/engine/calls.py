@@ -53,10 +53,11 @@ from dispatcher.core.calls import (
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.consent import refusal
-from dispatcher.core.model import Source, fingerprint
+from dispatcher.core.model import Lane, Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
 from dispatcher.core.scripts import END, Instruction, Script, from_json, parse_script
+from dispatcher.core.tally import Tally
 from dispatcher.engine.call_queue import CallQueue
 from dispatcher.engine.call_reports import CallReports
 from dispatcher.engine.call_types import (
@@ -102,6 +103,7 @@ class CallDesk:
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
         self.counts: Counter[CallStatus] = Counter()
+        self.transitions = Tally()  # status changes applied by this process, with their reason
         self.idle = self.engine.idle  # no call in flight
         self.closing = False
         self._bus = wiring.bus  # the call's results, for the automations
@@ -217,6 +219,7 @@ class CallDesk:
         optout = await self._do_not_call(call)
         stored = await self._store.insert_call(call, [first])
         self.counts[stored.status] += 1
+        self.transitions.add(stored.status, stored.reason)
         if optout is not None:  # on the Do Not Call list: it ends at once, with the reason
             return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
@@ -425,6 +428,9 @@ class CallDesk:
             rate=self._config.voice.calls_per_second,
         )  # fmt: skip
 
+    def queued_by_lane(self) -> dict[Lane, int]:
+        return self._queue.lanes()
+
     def next_slot_at(self) -> datetime | None:
         slot = self.pacer.next_slot(self.account)
         if slot is None:
@@ -467,6 +473,7 @@ class CallDesk:
         if after.status is not before.status:
             self.counts[before.status] -= 1
             self.counts[after.status] += 1
+            self.transitions.add(after.status, after.reason)
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
             if after.campaign_id is not None:

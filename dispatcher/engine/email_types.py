@@ -5,6 +5,7 @@ their relay's slot, as memory keeps it."""
 from __future__ import annotations
 
 import heapq
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,10 @@ class EmailQueue:
             if (email := self._emails.pop(email_id, None)) is not None:
                 return email
         return None
+
+    def lanes(self) -> dict[Lane, int]:
+        """The queued emails of each lane (a lane with none left out)."""
+        return dict(Counter(email.lane for email in self._emails.values()))
 
     def ahead_of(self, email: Email) -> int:
         """How many queued emails are sent before ``email``."""

@@ -45,7 +45,9 @@ from dispatcher.core.emails import (
     return_path,
 )
 from dispatcher.core.model import Lane, Source, fingerprint
+from dispatcher.core.tally import Tally
 from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.email_reports import EmailReports, relay_final
 from dispatcher.engine.email_tracking import EmailTracking
 from dispatcher.engine.email_types import (
     EmailQueue,
@@ -89,6 +91,10 @@ class EmailDesk:
         self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[EmailSubmission] = OncePerKey()
         self.counts: Counter[EmailStatus] = Counter()
+        self.transitions = Tally()  # status changes applied by this process, with their reason
+        # What comes back by mail: delivery status notifications and complaints.
+        self.reports = EmailReports(store=self._store, clock=clock, lock=self._lock,
+                                    save=self._save)  # fmt: skip
         self.idle = self.engine.idle  # no email in flight
         self._turn = asyncio.Lock()  # one email at a time is handed to the relay
         self._handed_at: float | None = None  # when the last one was (monotonic)
@@ -174,6 +180,7 @@ class EmailDesk:
         optout = await self._suppressed(email)
         stored = await self._store.insert_email(email, [first])
         self.counts[stored.status] += 1
+        self.transitions.add(stored.status, stored.reason)
         if optout is not None:  # a suppressed address: it ends at once, with the reason
             return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
@@ -337,7 +344,11 @@ class EmailDesk:
             if event.applied:
                 after = replace(after, provider_id=accepted.provider_id,
                                 sent_at=sent_at or after.updated_at)  # fmt: skip
-            await self._save(fresh, after, [event], slot)
+            events = [event]
+            if event.applied and self._config.email.relay_is_final:
+                final, after = relay_final(after, event.at)
+                events.append(final)
+            await self._save(fresh, after, events, slot)
 
     # -- operator verbs --------------------------------------------------------------
     async def get(self, email_id: str) -> Email:
@@ -394,6 +405,9 @@ class EmailDesk:
             relay=self.relay, rate=self._config.email.per_second,
         )  # fmt: skip
 
+    def queued_by_lane(self) -> dict[Lane, int]:
+        return self._queue.lanes()
+
     def next_slot_at(self) -> datetime | None:
         slot = self.pacer.next_slot(self.relay)
         if slot is None:
@@ -436,6 +450,7 @@ class EmailDesk:
         if after.status is not before.status:
             self.counts[before.status] -= 1
             self.counts[after.status] += 1
+            self.transitions.add(after.status, after.reason)
             if after.status in EMAIL_TERMINAL or after.status is EmailStatus.UNCONFIRMED:
                 log.info("email.ended", extra={"email_id": after.id, "status": after.status.value,
                                                "code": after.provider_code})  # fmt: skip

@@ -35,6 +35,7 @@ from dispatcher.core.model import (
     transition,
 )
 from dispatcher.core.results import TEXT_RESULTS, Observed
+from dispatcher.core.tally import Tally
 from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
@@ -89,6 +90,7 @@ class TextDesk:
         self.sent_count = 0  # sends started by this process
         self.sends = RecentSends()  # started in the last minute, per number and in all
         self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
+        self.transitions = Tally()  # status changes applied by this process, with their reason
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
         self.closing = False
@@ -97,6 +99,7 @@ class TextDesk:
     def accepted(self, message: Message) -> None:
         """A text was stored: queue it (or, if it ended at once, count its outcome)."""
         self.queues.counted(None, message.status)
+        self.transitions.add(message.status, message.reason)
         if message.status is not TextStatus.QUEUED:
             self.outcome(message)
             log.info("dispatch.%s", message.reason, extra={"message_id": message.id})
@@ -151,8 +154,9 @@ class TextDesk:
 
     def _counted(self, steps: Sequence[Transition]) -> None:
         for step in steps:
-            if step.event.applied:
-                self.queues.counted(step.from_status, step.event.status)
+            if (event := step.event).applied:
+                self.queues.counted(step.from_status, event.status)
+                self.transitions.add(event.status, event.reason)
 
     def stop(self) -> None:
         self.closing = True
@@ -372,7 +376,8 @@ class TextDesk:
     # -- start-up and recovery -------------------------------------------------------
     async def restore(self) -> None:
         """Settle in-doubt sends, then read each number's queue, pause flag and next
-        slot, and the counts, from the store (at start, and after a store fault)."""
+        slot, the counts and the last errors, from the store (at start, and after a
+        store fault)."""
         in_doubt = await self._store.in_status(TextStatus.SENDING, limit=1_000_000)
         for message in in_doubt:
             await self.engine.reconcile(message, running=False)
@@ -381,6 +386,9 @@ class TextDesk:
             doubtful[m.sender] = max(doubtful.get(m.sender, 0.0), self.hold(m))
         self.queues.counts.clear()
         self.queues.counts.update(await self._store.counts())
+        # The operator's last errors are the store's: they survive a restart.
+        self.errors.clear()
+        self.errors.extend(reversed(await self._store.recent_errors(_ERRORS_KEPT)))
         now = self._clock.now()
         for state in await self._store.numbers():
             queue = self.queues[state.number]

@@ -29,7 +29,7 @@ from dispatcher.engine.emails import EmailRequest, EmailsSummary, EmailSubmissio
 from dispatcher.engine.health import StoreFault
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.service.dispatcher import Dispatcher
-from dispatcher.service.operations import Gauges, NumbersSummary, Readiness
+from dispatcher.service.operations import Gauges, NumbersSummary, Readiness, SendFigures
 from dispatcher.service.views import MessageView, NumberView, StatusView
 
 __all__ = [  # the service's vocabulary: what its verbs take and answer
@@ -52,6 +52,7 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "Page",
     "Readiness",
     "Rule",
+    "SendFigures",
     "StatusView",
     "StoreFault",
     "Submission",

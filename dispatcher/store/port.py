@@ -38,8 +38,9 @@ from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.listing import ListQuery
 from dispatcher.core.metrics import EngagementRow, MetricsQuery
-from dispatcher.core.model import DntEntry, Event, Message, TextStatus, Transition
+from dispatcher.core.model import DntEntry, Event, Lane, Message, TextStatus, Transition
 from dispatcher.core.results import Cursor, Run, StoredResult
+from dispatcher.core.tally import Histogram
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,6 +264,10 @@ class EmailStore(Protocol):
         """Emails in any of ``statuses``, oldest (lowest ``seq``) first."""
         ...
 
+    async def find_emails(self, recipient: str, limit: int) -> list[Email]:
+        """Emails to ``recipient`` (a normalised address), newest first."""
+        ...
+
     async def email_counts(self) -> dict[EmailStatus, int]: ...
 
     async def email_slots(self) -> dict[str, datetime]:
@@ -473,8 +478,28 @@ class CallbackStore(Protocol):
         ...
 
 
+class OperationsStore(Protocol):
+    """What the operator's status and the monitoring figures read of the store."""
+
+    @property
+    def write_seconds(self) -> Histogram:
+        """How long each write took: a batch's commit (SQLite), a write (memory)."""
+        ...
+
+    async def queued_by_lane(self) -> dict[Lane, int]:
+        """Texts queued, by lane (a lane with none left out)."""
+        ...
+
+    async def recent_errors(self, limit: int) -> list[Message]:
+        """The texts that most recently ended in error (an applied Failed, Undelivered
+        or Unreachable event), newest first, at most ``limit``; a read as long as its
+        limit."""
+        ...
+
+
 class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, EngagementStore,
-            CampaignStore, RunStore, ListingStore, CallbackStore, Protocol):  # fmt: skip
+            CampaignStore, RunStore, ListingStore, CallbackStore, OperationsStore,
+            Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

@@ -18,18 +18,27 @@ one), with the process's own figures (memory, CPU, open files).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from dispatcher import jsonio
 from dispatcher.core.calls import CallStatus
 from dispatcher.core.campaigns import ContactState
-from dispatcher.core.model import TextStatus
+from dispatcher.core.channel import Channel
+from dispatcher.core.emails import EmailStatus
+from dispatcher.core.model import Lane, TextStatus
+from dispatcher.core.tally import Histogram
 from dispatcher.service import Dispatcher, Gauges
 from dispatcher.web.answers import json_response, require_token
 
@@ -42,7 +51,9 @@ _FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("dispatcher_held", "1 while the operator's hold stops new sends, else 0", ()),
     ("dispatcher_texts", "Texts in each status", ("status",)),
     ("dispatcher_calls", "Calls in each status", ("status",)),
-    ("dispatcher_queue_depth", "Texts or calls queued, waiting for their slot", ("channel",)),
+    ("dispatcher_emails", "Emails in each status", ("status",)),
+    ("dispatcher_queue_depth", "Texts, calls or emails queued in each lane, waiting for a slot",
+     ("channel", "lane")),
     ("dispatcher_in_flight", "Sends handed to the provider and not yet answered", ("channel",)),
     ("dispatcher_numbers", "Sending numbers: pacing (texts queued or in flight), paused, idle",
      ("state",)),
@@ -59,6 +70,24 @@ _FAMILIES: tuple[tuple[str, str, tuple[str, ...]], ...] = (
      "An open campaign's settled contacts (sent, expired, cancelled) over all its contacts",
      ("campaign",)),
 )  # fmt: skip
+_COUNTERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("dispatcher_transitions",
+     "Status changes applied by this process, by the status entered and its reason",
+     ("channel", "status", "reason")),
+    ("dispatcher_provider_errors",
+     "Sends the provider refused, by its error code (outcome_unknown: no answer)",
+     ("channel", "code")),
+)  # fmt: skip
+_HISTOGRAMS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("dispatcher_send_lateness_seconds", "Each send's start after its slot", ("channel",)),
+    ("dispatcher_provider_latency_seconds",
+     "The provider's answer (accepted or refused) after the send was handed over",
+     ("channel",)),
+    ("dispatcher_store_write_seconds",
+     "Each write to the store, from its hand-off to its commit (a batch in SQLite)", ()),
+)  # fmt: skip
+CHANNEL_LABELS = {Channel.TEXT: "text", Channel.VOICE: "call", Channel.EMAIL: "email"}
+"""The ``channel`` label of each channel, as the gauges have always named them."""
 
 
 class ServiceCollector(Collector):
@@ -69,7 +98,12 @@ class ServiceCollector(Collector):
         self._gauges: Gauges | None = None
 
     def describe(self) -> Iterable[Metric]:
-        return [GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _FAMILIES]
+        return [
+            *(GaugeMetricFamily(name, doc, labels=labels) for name, doc, labels in _FAMILIES),
+            *(CounterMetricFamily(name, doc, labels=labels) for name, doc, labels in _COUNTERS),
+            *(HistogramMetricFamily(name, doc, labels=labels)
+              for name, doc, labels in _HISTOGRAMS),
+        ]  # fmt: skip
 
     def collect(self) -> Iterable[Metric]:
         return [] if self._gauges is None else list(_families(self._gauges))
@@ -98,10 +132,13 @@ def _families(g: Gauges) -> Iterator[Metric]:
     for call_status in CallStatus:
         count = calls.counts.get(call_status, 0) if calls else 0
         made["dispatcher_calls"].add_metric([call_status.value], count)
-    made["dispatcher_queue_depth"].add_metric(["text"], g.queued)
-    made["dispatcher_queue_depth"].add_metric(["call"], calls.queued if calls else 0)
+    emails = status.emails
+    for email_status in EmailStatus:
+        count = emails.counts.get(email_status, 0) if emails else 0
+        made["dispatcher_emails"].add_metric([email_status.value], count)
     made["dispatcher_in_flight"].add_metric(["text"], status.in_flight)
     made["dispatcher_in_flight"].add_metric(["call"], calls.in_flight if calls else 0)
+    made["dispatcher_in_flight"].add_metric(["email"], emails.in_flight if emails else 0)
     numbers = g.numbers
     for state, count in (("pacing", numbers.pacing), ("paused", numbers.paused),
                          ("idle", numbers.idle)):  # fmt: skip
@@ -121,7 +158,42 @@ def _families(g: Gauges) -> Iterator[Metric]:
             )
         ratio = view.settled / view.total if view.total else 0.0
         made["dispatcher_campaign_progress_ratio"].add_metric([c.id], ratio)
+    yield from _send_path(g, made["dispatcher_queue_depth"])  # fills the queue depths first
     yield from made.values()
+
+
+def _send_path(g: Gauges, depth: GaugeMetricFamily) -> Iterator[Metric]:
+    """The queues by lane and the send path's counts, as the engine and the store keep
+    them."""
+    counters = {name: CounterMetricFamily(name, doc, labels=labels)
+                for name, doc, labels in _COUNTERS}  # fmt: skip
+    histograms = {name: HistogramMetricFamily(name, doc, labels=labels)
+                  for name, doc, labels in _HISTOGRAMS}  # fmt: skip
+    for channel, figures in (g.channels or {}).items():
+        label = CHANNEL_LABELS[channel]
+        if figures.queued is not None:  # None: the store could not say (logged)
+            for lane in Lane:
+                depth.add_metric([label, lane.name.lower()], figures.queued.get(lane, 0))
+        for (status, reason), count in figures.transitions.items():
+            counters["dispatcher_transitions"].add_metric([label, status, reason], count)
+        for (code, _), count in figures.errors.items():
+            counters["dispatcher_provider_errors"].add_metric([label, code], count)
+        _observed(histograms["dispatcher_send_lateness_seconds"], [label], figures.lateness)
+        _observed(histograms["dispatcher_provider_latency_seconds"], [label], figures.latency)
+    if g.store_writes is not None:
+        _observed(histograms["dispatcher_store_write_seconds"], [], g.store_writes)
+    yield from counters.values()
+    yield from histograms.values()
+
+
+def _le(bound: float) -> str:
+    """A bucket's bound as Prometheus writes it."""
+    return "+Inf" if math.isinf(bound) else repr(bound)
+
+
+def _observed(family: HistogramMetricFamily, labels: list[str], histogram: Histogram) -> None:
+    buckets = [(_le(bound), count) for bound, count in histogram.buckets()]
+    family.add_metric(labels, buckets, histogram.sum)
 
 
 class OperationsRoutes:

@@ -15,6 +15,7 @@ from dispatcher.store.memory.emails import MemoryEmails
 from dispatcher.store.memory.engagement import MemoryEngagement
 from dispatcher.store.memory.keys import MemoryKeys
 from dispatcher.store.memory.listing import MemoryListing
+from dispatcher.store.memory.operations import MemoryOperations
 from dispatcher.store.memory.texts import MemoryTexts
 
 __all__ = ["MemoryStore"]
@@ -31,6 +32,7 @@ class MemoryStore(
     MemoryAutomations,
     MemoryCallbacks,
     MemoryListing,
+    MemoryOperations,
 ):
     """Every verb of the store port over dictionaries; nothing survives the process."""
 

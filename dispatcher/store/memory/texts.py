@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
@@ -19,11 +20,14 @@ from dispatcher.core.model import (
     Transition,
     apply,
 )
+from dispatcher.core.tally import Histogram
 from dispatcher.store.memory.tables import MemoryTables, unique
 from dispatcher.store.port import NumberState
 
 
 class MemoryTexts(MemoryTables):
+    _write_seconds: Histogram  # each write's time (MemoryOperations keeps it)
+
     # -- submission ------------------------------------------------------------------
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
         [stored] = await self.insert_messages([(message, events)])
@@ -156,9 +160,14 @@ class MemoryTexts(MemoryTables):
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None,
     ) -> None:
+        began = time.perf_counter()
         for sender, at in (next_slots or {}).items():
             if sender not in self._slots or at > self._slots[sender]:  # only ever later
                 self._slots[sender] = at
+        self._apply(transitions)
+        self._write_seconds.observe(time.perf_counter() - began)
+
+    def _apply(self, transitions: Sequence[Transition]) -> None:
         for step in transitions:
             self._events[step.message_id].append(step.event)
             self._text_log.append(step.event)

@@ -19,6 +19,7 @@ from dispatcher.store.sqlite.emails import SQLiteEmails
 from dispatcher.store.sqlite.engagement import SQLiteEngagement
 from dispatcher.store.sqlite.keys import SQLiteKeys
 from dispatcher.store.sqlite.listing import SQLiteListing
+from dispatcher.store.sqlite.operations import SQLiteOperations
 from dispatcher.store.sqlite.texts import SQLiteTexts
 
 __all__ = ["SQLiteStore"]
@@ -35,6 +36,7 @@ class SQLiteStore(
     SQLiteAutomations,
     SQLiteCallbacks,
     SQLiteListing,
+    SQLiteOperations,
 ):
     """Store adapter for ``sqlite:///path/to/file.db``."""
 

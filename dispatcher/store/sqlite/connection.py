@@ -24,6 +24,7 @@ from pathlib import Path
 import aiosqlite
 
 from dispatcher import private
+from dispatcher.core.tally import STORE_WRITE, Histogram
 from dispatcher.errors import StoreError
 from dispatcher.lifecycle import Resource
 from dispatcher.store.queries import load_migrations, load_queries
@@ -78,6 +79,7 @@ class SQLiteConnection(Resource):
         self._path = path
         self._window = commit_window
         self._last_commit = 0.0
+        self._write_seconds = Histogram(STORE_WRITE)  # each batch, from its hand-off to its answer
         self._q = load_queries("sqlite")
         self._reader: aiosqlite.Connection | None = None
         self._writer = WriterProcess(path)
@@ -204,11 +206,13 @@ class SQLiteConnection(Resource):
             batch, self._batch = self._batch, _Batch()
             if batch.waiters:
                 self._in_flight = len(batch.waiters)
+                began = time.monotonic()
                 try:
                     await self._commit(batch)
                 finally:
                     self._in_flight = 0
                 self._last_commit = time.monotonic()
+                self._write_seconds.observe(self._last_commit - began)
             if self._closing and not self._batch.waiters:
                 return
 

@@ -1,0 +1,35 @@
+"""What the operator's status and the monitoring figures read of the in-memory store."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from dispatcher.core.model import Lane, Message, TextStatus
+from dispatcher.core.tally import STORE_WRITE, Histogram
+from dispatcher.store.memory.tables import MemoryTables
+
+_ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
+
+
+class MemoryOperations(MemoryTables):
+    def __init__(self) -> None:
+        super().__init__()
+        self._write_seconds = Histogram(STORE_WRITE)
+
+    @property
+    def write_seconds(self) -> Histogram:
+        return self._write_seconds
+
+    async def queued_by_lane(self) -> dict[Lane, int]:
+        return dict(
+            Counter(m.lane for m in self._messages.values() if m.status is TextStatus.QUEUED)
+        )
+
+    async def recent_errors(self, limit: int) -> list[Message]:
+        found: list[Message] = []
+        for event in reversed(self._text_log):
+            if len(found) >= limit:
+                break
+            if event.applied and event.status in _ERRORS:
+                found.append(self._messages[event.message_id])
+        return found
