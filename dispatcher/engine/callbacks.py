@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Protocol
 from urllib.parse import urlsplit
@@ -52,7 +52,7 @@ from dispatcher.core.callbacks import (
 )
 from dispatcher.core.channel import Channel
 from dispatcher.core.results import Cursor
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, StoreUnavailable
 from dispatcher.lifecycle import Resource
 from dispatcher.store.port import CallbackStore
 
@@ -127,8 +127,10 @@ class StatusCallbacks:
         clock: Clock,
         poster: Poster,
         rand: Randomness,
+        store_fault: Callable[[StoreUnavailable], None] | None = None,
     ) -> None:
         self._config = config
+        self._store_fault = store_fault  # told of a refused write instead of the log
         self._store = store
         self._clock = clock
         self._secret = b""  # given at load
@@ -205,6 +207,15 @@ class StatusCallbacks:
             if self._tasks:
                 await asyncio.wait(self._tasks)
 
+    def _store_failed(self, exc: DispatcherError, extra: dict[str, object] | None = None) -> None:
+        """A write or read the store refused: a store that refuses writes is the
+        service's to report (it pauses until the store takes them again); anything
+        else is logged here."""
+        if isinstance(exc, StoreUnavailable) and self._store_fault is not None:
+            self._store_fault(exc)
+        else:
+            log.error("callback.store_failed", exc_info=exc, extra=extra)
+
     def stop(self) -> None:
         self._stopping = True
         self._new.set()
@@ -221,9 +232,9 @@ class StatusCallbacks:
             try:
                 if await self.catch_up():
                     self._due.set()
-            except DispatcherError:
+            except DispatcherError as exc:
                 # Nothing is lost: the cursor did not move. Try again a little later.
-                log.exception("callback.store_failed")
+                self._store_failed(exc)
                 await self._clock.sleep(_RETRY)
                 self._new.set()
 
@@ -278,8 +289,8 @@ class StatusCallbacks:
             timer: TimerHandle | None = None
             try:
                 timer = await self._start_due()
-            except DispatcherError:
-                log.exception("callback.store_failed")
+            except DispatcherError as exc:
+                self._store_failed(exc)
                 timer = self._clock.call_at(self._clock.now().mono + _RETRY, self._due.set)
             await self._due.wait()
             if timer is not None:
@@ -350,9 +361,9 @@ class StatusCallbacks:
                  "outcome": attempt.outcome, "receiver": _host(after.url)}  # fmt: skip
         try:
             await self._store.update_callback(after)
-        except DispatcherError:
+        except DispatcherError as exc:
             # Not recorded: it stays pending as it was and is made again (at least once).
-            log.exception("callback.store_failed", extra=extra)
+            self._store_failed(exc, extra)
             return False
         if after.state is DeliveryState.DELIVERED:
             self.delivered += 1

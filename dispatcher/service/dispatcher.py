@@ -120,7 +120,8 @@ class Dispatcher(
         self.bus.subscribe(Observed, self.automations.observe)
         self._poster = HttpPoster(config.callbacks.timeout.total_seconds())
         self.callbacks = StatusCallbacks(config.callbacks, store=store, clock=self.clock,
-                                         poster=self._poster, rand=random.Random())  # noqa: S311 - jitter, not a secret  # fmt: skip
+                                         poster=self._poster, rand=random.Random(),  # noqa: S311 - jitter, not a secret
+                                         store_fault=self._health.report)  # fmt: skip
         self.bus.subscribe(Observed, self.callbacks.observe)
 
     @classmethod
