@@ -1,9 +1,10 @@
 """The store contract: every adapter behind ``open_store`` answers the domain verbs alike.
 
-One suite, parametrised over ``memory://`` and ``sqlite:///...``. Tests speak only in
-domain verbs (insert, head, record, numbers, ...), never in SQL or dictionaries. Texts
-come first, voice calls last; each has SQLite-only tests: durability across close and
-reopen, group commit, and atomic writes.
+One suite, parametrised over ``memory://``, ``sqlite:///...`` and a database of a
+throwaway PostgreSQL cluster (a verb the PostgreSQL store does not have yet skips its
+test there). Tests speak only in domain verbs (insert, head, record, numbers, ...), never
+in SQL or dictionaries. Texts come first, voice calls last; some tests are for one
+adapter: durability across close and reopen, group commit, and atomic writes.
 """
 
 from __future__ import annotations
@@ -82,8 +83,10 @@ from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store import NumberState, Store, open_store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.store.queries import load_migrations
 from dispatcher.store.sqlite import SQLiteStore
+from tests.peers_postgres import Cluster
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 SENDER = "+14155550100"
@@ -252,21 +255,31 @@ class Recording:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.used: set[str] = set()
+        self.missing: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         if name in STORE_VERBS:
             self.used.add(name)
+            if not hasattr(self.store, name) and isinstance(self.store, PostgresStore):
+                self.missing.add(name)
+                pytest.skip(f"the PostgreSQL store has no {name} yet")
         return getattr(self.store, name)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/t.db"
-    async with open_store(url) as opened:
+    if request.param == "postgres":
+        cluster: Cluster = request.getfixturevalue("postgres")
+        opened_store: Store = cast(Store, PostgresStore(await cluster.fresh_database()))
+    else:
+        url = "memory://" if request.param == "memory" else f"sqlite:///{tmp_path}/t.db"
+        opened_store = open_store(url)
+    async with opened_store as opened:
         recording = Recording(opened)
         yield cast(Store, recording)
     declared = EXERCISED.get(request.function.__name__, frozenset())
-    assert declared <= recording.used, f"declared, never called: {declared - recording.used}"
+    never = declared - recording.used
+    assert recording.missing or not never, f"declared, never called: {never}"
 
 
 # -- submission --------------------------------------------------------------------------
@@ -2296,7 +2309,7 @@ def test_every_verb_of_the_port_is_exercised_on_every_adapter() -> None:
         assert "store" in inspect.signature(test).parameters, f"{name} runs on one adapter"
 
 
-@pytest.mark.parametrize("adapter", [MemoryStore, SQLiteStore])
+@pytest.mark.parametrize("adapter", [MemoryStore, SQLiteStore, PostgresStore])
 def test_an_adapter_has_no_verb_beyond_the_port(adapter: type) -> None:
     public = {
         name

@@ -1,0 +1,25 @@
+"""The PostgreSQL store: every part of the port over one pool.
+
+Each part is a mixin over :class:`~dispatcher.store.postgres.base.PostgresBase`, one
+module each, as in the SQLite adapter. The contract suite (``tests/test_store_contract.py``)
+runs on it against a real cluster.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dispatcher.store.postgres.base import PostgresBase
+from dispatcher.store.postgres.url import parse_url
+
+
+class PostgresStore(
+    PostgresBase,
+):
+    """Store adapter for ``postgresql://user@host:port/database``."""
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> PostgresStore:
+        parse_url(url)  # a bad URL is refused before anything opens
+        pool = {k: v for k, v in options.items() if k in ("min_size", "max_size")}
+        return cls(url, **pool)
