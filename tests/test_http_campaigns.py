@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -13,6 +14,7 @@ from dispatcher.service import CampaignSpec
 from dispatcher.web import campaigns as web_campaigns
 from tests.helpers import wait_for
 from tests.peers import App
+from tests.test_campaign_cli import shut_zone
 
 
 async def get(app: App, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -134,3 +136,27 @@ async def test_a_refused_upload_keeps_nothing(
     assert (status, refused["error"]["code"]) == (413, "too_large")
     assert list((home / "uploads").iterdir()) == []
     assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})
+
+
+async def test_a_campaign_says_how_many_contacts_are_held_and_until_when(
+    app: App, home: Path
+) -> None:
+    zone = shut_zone()
+    contacts = home / "night.csv"
+    contacts.write_text(f"phone,name,tz\n+12125550001,Ann,{zone}\n")
+    spec = CampaignSpec(name="night", contacts=contacts, template="Hi {name}",
+                        senders=["+15550000001"], tz_column="tz")  # fmt: skip
+    campaign_id = (await app.service.create_campaign(spec)).id
+
+    async def held() -> bool:
+        return bool((await get(app, f"/v1/campaigns/{campaign_id}"))[1]["held"] == 1)
+
+    await wait_for(held, within=30, what="the contact to be seen held")
+    _, shown = await get(app, f"/v1/campaigns/{campaign_id}")
+    opens = datetime.fromisoformat(shown["held_until"])
+    assert opens > datetime.now(UTC)
+    assert opens.astimezone(ZoneInfo(zone)).strftime("%H:%M") == "08:00"
+    _, listed = await get(app, "/v1/campaigns")
+    assert listed["campaigns"][0]["held_until"] == shown["held_until"]
+    _, drafted = await get(app, f"/v1/campaigns/{await draft(app, home, 'spring')}")
+    assert (drafted["held"], drafted["held_until"]) == (0, None)

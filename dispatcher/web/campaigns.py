@@ -69,6 +69,15 @@ class CampaignOut(Model, frozen=True):
     contacts: Annotated[dict[str, int], Meta(description="the contacts in each state")]
     total: int
     done: Annotated[int, Meta(description="the contacts settled: sent, expired, cancelled")]
+    held: Annotated[
+        int,
+        Meta(description="the contacts waiting for their send window to open (a running "
+             "campaign's, as last worked out; 0 otherwise)"),
+    ]  # fmt: skip
+    held_until: Annotated[
+        Timestamp | None,
+        Meta(description="when the first held contact's window opens (null: none held)"),
+    ]
     import_: ImportOut | None
 
 
@@ -134,6 +143,8 @@ def campaign_out(view: CampaignView) -> CampaignOut:
         segments=c.segments, projected_finish=ts(c.projected_finish, timespec="seconds"),
         contacts={state.value: n for state, n in sorted(view.contacts.items())},
         total=view.total, done=view.settled,
+        held=view.outlook.held if view.outlook else 0,
+        held_until=ts(view.outlook.held_until if view.outlook else None, timespec="seconds"),
         import_=None if progress is None else ImportOut(
             bytes_read=progress.bytes_read, bytes_total=progress.bytes_total,
             rows=progress.rows, done=progress.done, error=progress.error),
