@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.store.postgres.base import PostgresBase
+from dispatcher.store.postgres.campaigns import PostgresCampaigns
 from dispatcher.store.postgres.url import parse_url
 
 
 class PostgresStore(
+    PostgresCampaigns,
     PostgresBase,
 ):
     """Store adapter for ``postgresql://user@host:port/database``."""
