@@ -11,11 +11,13 @@ from typing import Any
 
 from dispatcher.store.postgres.base import PostgresBase
 from dispatcher.store.postgres.campaigns import PostgresCampaigns
+from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.url import parse_url
 
 
 class PostgresStore(
     PostgresCampaigns,
+    PostgresEmails,
     PostgresBase,
 ):
     """Store adapter for ``postgresql://user@host:port/database``."""
