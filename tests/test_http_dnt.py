@@ -84,3 +84,26 @@ async def test_metrics_with_the_command_s_filters(app: App) -> None:
                           ({"sender": "ann"}, "sender")]:  # fmt: skip
         status, refused = await get(app, "/v1/metrics", params)
         assert (status, refused["error"]["field"]) == (400, field), params
+
+
+async def test_metrics_of_an_email_sender_by_its_from_address(app: App) -> None:
+    for sender in ("Shop <shop@example.com>", "news@example.com"):
+        email = {"from": sender, "to": "ann@example.com", "subject": "Hi", "text": "Hello"}
+        status, _ = await app.request("POST", "/v1/emails", json=email, headers=app.api())
+        assert status == 201
+
+    async def counted() -> bool:
+        counts: dict[str, int] = (await get(app, "/v1/metrics"))[1]["email"]
+        return counts["Sent"] == 2
+
+    await wait_for(counted, what="both emails counted as Sent")
+    for sender, sent in [("Shop <shop@example.com>", 1), ("news@example.com", 1),
+                         ("shop@example.com", 0), ("+15550000001", 0)]:  # fmt: skip
+        status, answer = await get(app, "/v1/metrics", {"sender": sender})
+        assert (status, answer["email"]["Sent"]) == (200, sent), sender
+    status, refused = await get(app, "/v1/metrics", {"sender": "shop@"})
+    assert (status, refused["error"]["field"]) == (400, "sender")
+    assert "not a valid email address" in refused["error"]["message"]
+    status, refused = await get(app, "/v1/metrics", {"sender": "shop"})
+    assert (status, refused["error"]["field"]) == (400, "sender")
+    assert "neither a phone number" in refused["error"]["message"]

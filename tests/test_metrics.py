@@ -45,7 +45,7 @@ from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.service import Dispatcher
 from dispatcher.store import open_store
 from tests import test_cli, test_control
-from tests.test_email_metrics import SHOP, TOTAL_EMAIL, write_email_history
+from tests.test_email_metrics import NEWS, SHOP, TOTAL_EMAIL, write_email_history
 from tests.test_store_contract import (
     FILTERS,
     OTHER_SENDER,
@@ -534,6 +534,21 @@ async def test_metrics_json(home: Path, history: Config) -> None:
     assert campaigns[SPRING]["email"] == counts(EMAIL, spring)
     clicked = (await run(home, "metrics", "--automation", "on_click", "--json")).json()
     assert clicked["email"] == counts(EMAIL, {"Activity": 1})
+
+
+async def test_metrics_of_an_email_sender_by_its_from_address(home: Path, history: Config) -> None:
+    shop = {"Sent": 1, "Delivered": 1, "Unsubscribe": 1, "Complaint": 1}
+    for sender in (SHOP, "Shop <shop@EXAMPLE.com>"):  # normalised as an email's From is
+        one = (await run(home, "metrics", "--sender", sender, "--json")).json()
+        assert one["email"] == counts(EMAIL, shop), sender
+        assert one["text"] == counts(TEXT, {})  # a text is never sent from an address
+    news = (await run(home, "metrics", "--sender", NEWS, "--json")).json()
+    assert news["email"]["Sent"] == 2
+    for bad in ("ann", "ann@", "+1"):
+        refused = await run(home, "metrics", "--sender", bad)
+        assert refused.code == 2, bad
+        assert refused.err.startswith(f"dispatcher: error: --sender: {bad!r}"), refused.err
+    assert "neither a phone number" in (await run(home, "metrics", "--sender", "ann")).err
 
 
 async def test_metrics_csv(home: Path, history: Config) -> None:

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.numbers import phone_or_none
+from dispatcher.cli.numbers import REGION
 from dispatcher.cli.output import out
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
@@ -30,7 +30,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     counts = sub.add_parser("metrics", help="engagement counts by channel (voice and text)")
     counts.set_defaults(run=run_metrics)
     counts.add_argument("--campaign", help="only this campaign's texts and calls")
-    counts.add_argument("--sender", help="only texts and calls from this number")
+    counts.add_argument(
+        "--sender", help="only texts and calls from this number, or email from this address"
+    )
     counts.add_argument("--automation", help="only what this automation made")
     counts.add_argument("--since", help=f"from this time: {_WHEN}")
     counts.add_argument("--until", help=f"up to (not including) this time: {_WHEN}")
@@ -60,7 +62,9 @@ async def run_metrics(sock: Path, args: argparse.Namespace) -> int:
 
     names = ("since", "until", "campaign", "sender", "automation", "by")
     asked = {name: getattr(args, name) for name in names}
-    asked["sender"] = phone_or_none(args, args.sender, option="--sender")
+    if args.sender is not None:
+        region = getattr(args, REGION, "US")
+        asked["sender"] = metrics.sender_key(args.sender, field="--sender", region=region)
     metrics.request(now=datetime.now(UTC), prefix="--", **asked)  # bad input says so first
     result = await call(sock, "metrics", **asked)
     if args.csv:

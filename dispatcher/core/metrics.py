@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,7 +69,7 @@ from typing import Any, Literal
 from dispatcher.core.calls import Call, CallEvent, CallReason, CallStatus, VoiceResult
 from dispatcher.core.channel import Channel
 from dispatcher.core.durations import DurationOutOfRange, parse_duration
-from dispatcher.core.emails import Email, EmailEvent, EmailStatus
+from dispatcher.core.emails import Email, EmailEvent, EmailStatus, address
 from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.core.results import Trigger
 from dispatcher.errors import InvalidInput
@@ -457,6 +458,30 @@ def request(
         since=start, until=end, campaign_id=campaign, sender=sender, automation=automation
     )
     return query, by
+
+
+_E164 = re.compile(r"\+[1-9][0-9]{1,14}")
+
+
+def sender_key(value: str, *, field: str, region: str) -> str:
+    """A ``sender`` filter as the rows carry it: an email's From address (anything with
+    an ``@``), normalised as an email's sender is (a display name kept: ``Shop
+    <shop@example.com>``); or a phone number in E.164, a national one read as a number
+    of ``region``. Anything else is refused naming ``field``."""
+    if _E164.fullmatch(value):
+        return value
+    if "@" in value:
+        return address(value, field=field, display_name=True)
+    from dispatcher.core.numbers import normalise  # noqa: PLC0415 - only for national numbers
+
+    try:
+        return normalise(value, region, field=field)
+    except InvalidInput:
+        raise InvalidInput(
+            f"{field}: {value!r} is neither a phone number (+14155550123, or national) nor "
+            "an email address (shop@example.com)",
+            field=field,
+        ) from None
 
 
 def to_json(metrics: Metrics) -> dict[str, Any]:

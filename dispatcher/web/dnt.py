@@ -78,13 +78,23 @@ Name = Annotated[str, Meta(min_length=1, max_length=200, description="a campaign
                            "an automation's name")]  # fmt: skip
 
 
+SenderFilter = Annotated[
+    str,
+    Meta(min_length=1, max_length=320,
+         description="a sending number (E.164, or national in the default region) for texts "
+         "and calls, or an email's From address (with its display name, if it was sent with "
+         "one) for email",
+         examples=["+15550000001", "shop@example.com"]),
+]  # fmt: skip
+
+
 class MetricsFilter(Model, frozen=True):
     """``GET /v1/metrics``: the ``metrics`` command's filters."""
 
     since: When | UnsetType = UNSET
     until: When | UnsetType = UNSET
     campaign: Name | UnsetType = UNSET
-    sender: Number | UnsetType = UNSET
+    sender: SenderFilter | UnsetType = UNSET
     automation: Name | UnsetType = UNSET
     by: Literal["campaign", "sender", "automation"] | UnsetType = UNSET
 
@@ -158,11 +168,18 @@ class DntRoutes:
         f = read_query(request.query, MetricsFilter)
         query, by = metrics.request(
             now=self._dispatcher.clock.now().wall, since=given(f.since), until=given(f.until),
-            campaign=given(f.campaign), sender=given(f.sender), automation=given(f.automation),
-            by=given(f.by),
+            campaign=given(f.campaign), sender=self._sender(f.sender),
+            automation=given(f.automation), by=given(f.by),
         )  # fmt: skip
         result = await self._dispatcher.metrics_report(query, by)
         return answer(msgspec.convert(result, MetricsOut))
+
+    def _sender(self, value: str | UnsetType) -> str | None:
+        """The ``sender`` filter as the rows carry it (see :func:`metrics.sender_key`)."""
+        if isinstance(value, UnsetType):
+            return None
+        region = self._dispatcher.config.campaigns.default_region
+        return metrics.sender_key(value, field="sender", region=region)
 
 
 _NUMBER = {400: Answer("not a phone number (the error names it)")}
