@@ -268,7 +268,8 @@ async def test_one_send_in_flight_per_key(db: PostgresConnection) -> None:
     again = await one.start_send(lease, m1, "a1", timedelta(0))
     assert again.outcome is StartOutcome.BUSY
     with pytest.raises(asyncpg.UniqueViolationError):  # the index holds against any writer
-        await db.pool.execute("UPDATE messages SET status = 'Sending' WHERE id = $1", m2)
+        await db.pool.execute("UPDATE messages SET status = 'Sending', epoch = $2 WHERE id = $1",
+                              m2, lease.epoch)  # fmt: skip
     assert await one.transition([sent(m1, lease.epoch)]) == {m1}
     assert (await one.start_send(lease, m1, "a1", timedelta(0))).outcome is (
         StartOutcome.NOT_QUEUED

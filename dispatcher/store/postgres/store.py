@@ -10,18 +10,16 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.store.postgres.base import PostgresBase
-from dispatcher.store.postgres.calls import PostgresCalls
 from dispatcher.store.postgres.campaigns import PostgresCampaigns
-from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
+from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
 
 
 class PostgresStore(
     PostgresCampaigns,
-    PostgresCalls,
-    PostgresConsent,
     PostgresEmails,
+    PostgresTexts,
     PostgresBase,
 ):
     """Store adapter for ``postgresql://user@host:port/database``."""
