@@ -10,7 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from dispatcher.store.postgres.base import PostgresBase
+from dispatcher.store.postgres.calls import PostgresCalls
 from dispatcher.store.postgres.campaigns import PostgresCampaigns
+from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
@@ -18,6 +20,8 @@ from dispatcher.store.postgres.url import parse_url
 
 class PostgresStore(
     PostgresCampaigns,
+    PostgresCalls,
+    PostgresConsent,
     PostgresEmails,
     PostgresTexts,
     PostgresBase,
