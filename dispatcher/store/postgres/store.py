@@ -14,6 +14,7 @@ from dispatcher.store.postgres.calls import PostgresCalls
 from dispatcher.store.postgres.campaigns import PostgresCampaigns
 from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
+from dispatcher.store.postgres.engagement import PostgresEngagement
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
 
@@ -23,6 +24,7 @@ class PostgresStore(
     PostgresCalls,
     PostgresConsent,
     PostgresEmails,
+    PostgresEngagement,
     PostgresTexts,
     PostgresBase,
 ):
