@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from dispatcher.store.postgres.automations import PostgresAutomations
 from dispatcher.store.postgres.base import PostgresBase
+from dispatcher.store.postgres.callbacks import PostgresCallbacks
 from dispatcher.store.postgres.calls import PostgresCalls
 from dispatcher.store.postgres.campaigns import PostgresCampaigns
 from dispatcher.store.postgres.consent import PostgresConsent
@@ -21,6 +23,8 @@ from dispatcher.store.postgres.url import parse_url
 
 class PostgresStore(
     PostgresCampaigns,
+    PostgresAutomations,
+    PostgresCallbacks,
     PostgresCalls,
     PostgresConsent,
     PostgresEmails,

@@ -1,0 +1,185 @@
+"""The PostgreSQL store beyond the contract suite, on a throwaway cluster (``postgres``):
+what several writers on one database and a reopened store must get right."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from dispatcher.core.callbacks import Subscription
+from dispatcher.core.campaigns import (
+    Campaign,
+    CampaignChannel,
+    CampaignState,
+    Contact,
+    ContactState,
+    OutsideWindow,
+)
+from dispatcher.core.channel import Channel
+from dispatcher.core.results import Cursor, Run
+from dispatcher.errors import StoreError
+from dispatcher.store.postgres.store import PostgresStore
+from tests.peers_postgres import Cluster
+
+T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
+
+
+@pytest.fixture
+async def url(postgres: Cluster) -> str:
+    return await postgres.fresh_database()
+
+
+@pytest.fixture
+async def store(url: str) -> AsyncIterator[PostgresStore]:
+    async with PostgresStore(url) as opened:
+        yield opened
+
+
+# -- campaigns, runs and callbacks (part D) ------------------------------------------------
+
+
+async def queue_text(db: asyncpg.Connection, message_id: str) -> None:
+    """A text in ``messages``, written as a worker would (the results join it)."""
+    await db.execute(
+        "INSERT INTO messages (id, sender, recipient, body, segments, lane, status, accepted,"
+        " accepted_at, expires_at, updated_at) VALUES ($1, '+14155550100', '+14155550123',"
+        " 'hi', 1, 1, 'Sent', true, now(), now() + interval '1 hour', now())",
+        message_id,
+    )
+
+
+async def deliver(db: asyncpg.Connection, message_id: str) -> int:
+    """A Delivered event of a text; its id."""
+    event_id: int = await db.fetchval(
+        "INSERT INTO events (message_id, at, status, source, applied)"
+        " VALUES ($1, now(), 'Delivered', 'provider', true) RETURNING id",
+        message_id,
+    )
+    return event_id
+
+
+async def test_a_result_committed_late_with_a_smaller_id_is_not_skipped(
+    store: PostgresStore, url: str
+) -> None:
+    """Two writers: the first takes event id n and commits after the second (n + 1). A
+    cursor moved past n + 1 while n was in flight would never see n: the tip stops
+    before the older transaction's events until it ends, and then both are read."""
+    early, late = await asyncpg.connect(url), await asyncpg.connect(url)
+    try:
+        for message_id in ("m_early", "m_late"):
+            await queue_text(early, message_id)
+        subs = [Subscription(channel=Channel.TEXT, source_id=m, url="https://example.com/h",
+                             created_at=T0) for m in ("m_early", "m_late")]  # fmt: skip
+        await store.add_callbacks([], subs)
+        start = await store.history_tip()
+        in_flight = early.transaction()
+        await in_flight.start()
+        first = await deliver(early, "m_early")
+        second = await deliver(late, "m_late")  # committed at once
+        assert first < second
+        committed = await late.fetchval("SELECT max(id) FROM events")
+        assert committed == second  # what a cursor on ids alone would move to
+
+        store.tip_wait = 0.0  # the tip now, without waiting for the writer in flight
+        held = await store.history_tip()
+        assert await store.results_between(start, held, {"text.delivered"}, 10) == []
+        assert await store.subscribed_changes(start, held, 10) == []
+        # Asked again with time to wait: the tip waits for the older writer to end.
+        store.tip_wait = 30.0
+        asked = asyncio.create_task(store.history_tip())
+        done, _ = await asyncio.wait({asked}, timeout=0.5)
+        assert not done
+        await in_flight.commit()
+        tip = await asked
+        assert tip.texts > held.texts
+
+        found = await store.results_between(held, tip, {"text.delivered"}, 10)
+        assert [r.seen.source_id for r in found] == ["m_early", "m_late"]
+        changes = await store.subscribed_changes(held, tip, 10)
+        assert [(s.source_id, c.status) for s, c in changes] == [
+            ("m_early", "Delivered"), ("m_late", "Delivered"),
+        ]  # fmt: skip
+        assert [c.event for _, c in changes] == [r.seq for r in found]
+        # The cursors keep such places exactly.
+        await store.add_runs([], tip)
+        assert await store.automation_cursor() == tip
+        await store.add_callbacks([], [], tip)
+        assert await store.callback_cursor() == tip
+        assert await store.results_between(tip, await store.history_tip(), {"text.delivered"},
+                                           10) == []  # fmt: skip
+    finally:
+        await early.close()
+        await late.close()
+
+
+def run_of(source_id: str) -> Run:
+    return Run(rule="thank", source_id=source_id, result="text.delivered", due_at=T0,
+               contact="+14155550123", sender="+14155550100")  # fmt: skip
+
+
+async def test_two_workers_adding_the_same_run_make_it_once(url: str) -> None:
+    async with PostgresStore(url) as one, PostgresStore(url) as two:
+        for n in range(20):
+            runs = [run_of(f"m{n}"), run_of(f"m{n}_b")]
+            made = await asyncio.gather(one.add_runs(runs), two.add_runs(runs[::-1]))
+            assert sorted(r.source_id for batch in made for r in batch) == [f"m{n}", f"m{n}_b"]
+        assert len(await one.list_runs(100)) == 40
+
+
+def campaign() -> Campaign:
+    return Campaign(
+        id="cmp_1", name="Spring", channel=CampaignChannel.TEXT, template="Hi {name}",
+        senders=("+14155550100", "+14155550101"), send_window="09:00-20:00",
+        outside_window=OutsideWindow.HOLD, validity=timedelta(hours=6), start_at=None,
+        state=CampaignState.RUNNING, created_at=T0, updated_at=T0,
+    )  # fmt: skip
+
+
+def contact(line: int) -> Contact:
+    return Contact(campaign_id="cmp_1", line=line, phone=f"+1415{line:07d}",
+                   sender=f"+141555501{line % 2:02d}", tz="America/Los_Angeles",
+                   fields={"name": f"n{line}"}, state=ContactState.PENDING)  # fmt: skip
+
+
+async def test_contacts_in_batches_and_a_refused_batch_writes_none_of_it(
+    store: PostgresStore,
+) -> None:
+    await store.create_campaign(campaign())
+    for first in range(1, 20_001, 5000):
+        await store.add_contacts([contact(line) for line in range(first, first + 5000)])
+    assert await store.contact_counts("cmp_1") == {ContactState.PENDING: 20_000}
+    at = await store.contacts_at("cmp_1", [19_999, 1, 5000, 5001, 30_000])
+    assert [c.line for c in at] == [1, 5000, 5001, 19_999]
+    assert at[0] == contact(1)
+    # A batch with a line already stored is refused whole.
+    with pytest.raises(StoreError, match="duplicate key"):
+        await store.add_contacts([contact(line) for line in range(20_001, 20_011)] + [contact(7)])
+    assert await store.contacts_at("cmp_1", [20_001]) == []
+    queued = [dataclasses.replace(contact(n), state=ContactState.QUEUED, attempt=1,
+                                  message_id=f"msg_{n}") for n in range(1, 1001)]  # fmt: skip
+    await store.set_contacts(queued)
+    assert await store.contact_counts("cmp_1") == {
+        ContactState.PENDING: 19_000, ContactState.QUEUED: 1000,
+    }  # fmt: skip
+    assert await store.contacts_in("cmp_1", [ContactState.QUEUED], 2) == queued[:2]
+
+
+async def test_campaigns_runs_and_the_outbox_survive_close_and_reopen(url: str) -> None:
+    mark = Cursor(texts=(1 << 63) * 900 + 12, calls=3, emails=0)
+    async with PostgresStore(url) as store:
+        await store.create_campaign(campaign())
+        await store.add_contacts([contact(1), contact(2)])
+        await store.add_runs([run_of("m1")], mark)
+        await store.add_rule("thank", '{"name": "thank"}', T0)
+    async with PostgresStore(url) as store:
+        assert await store.get_campaign("cmp_1") == campaign()
+        assert [c.line for c in await store.next_contacts(
+            "cmp_1", "+14155550101", {"America/Los_Angeles"}, 5)] == [1]  # fmt: skip
+        assert await store.automation_cursor() == mark
+        assert [r.source_id for r in await store.due_runs(T0, 5)] == ["m1"]
+        assert await store.stored_rules() == [("thank", '{"name": "thank"}')]
