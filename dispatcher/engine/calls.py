@@ -24,9 +24,7 @@ defined in :mod:`dispatcher.engine.call_types` and importable from here.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -57,7 +55,6 @@ from dispatcher.core.model import Lane, Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
 from dispatcher.core.scripts import END, Instruction, Script, from_json, parse_script
-from dispatcher.core.tally import Tally
 from dispatcher.engine.call_queue import CallQueue
 from dispatcher.engine.call_reports import CallReports
 from dispatcher.engine.call_types import (
@@ -74,12 +71,11 @@ from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
 from dispatcher.engine.keys import OncePerKey
 from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.single_key import OneKey
 from dispatcher.engine.wiring import Wiring
 from dispatcher.errors import Conflict, InvalidInput, NotFound, ProviderError
 
 log = logging.getLogger(__name__)
-
-_STRIPES = 64
 
 
 class CallDesk:
@@ -100,13 +96,19 @@ class CallDesk:
         )  # fmt: skip
         self.pacer = self.engine.pacer
         self._queue = CallQueue()
-        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[CallSubmission] = OncePerKey()
-        self.counts: Counter[CallStatus] = Counter()
-        self.transitions = Tally()  # status changes applied by this process, with their reason
         self.idle = self.engine.idle  # no call in flight
         self.closing = False
         self._bus = wiring.bus  # the call's results, for the automations
+        paced: OneKey[Call, CallStatus, CallEvent] = OneKey(
+            pacer=self.pacer, key=lambda: self.account, clock=clock, queue=self._queue,
+            change=call_status, attempt=lambda call, attempt: replace(call, attempt_id=attempt),
+            write=self._store.update_call, saved=self._saved,
+        )  # fmt: skip
+        self._lock, self._set, self._save = paced.lock, paced.set, paced.save
+        self.next_slot_at, self.wake = paced.next_slot_at, paced.wake
+        self.counts = paced.counts
+        self.transitions = paced.transitions  # status changes applied by this process
         self._reports = CallReports(store=self._store, lock=self._lock, save=self._save)
         self._voice = CallVoice(
             store=self._store, clock=clock, base_url=self._base, lock=self._lock,
@@ -431,49 +433,11 @@ class CallDesk:
     def queued_by_lane(self) -> dict[Lane, int]:
         return self._queue.lanes()
 
-    def next_slot_at(self) -> datetime | None:
-        slot = self.pacer.next_slot(self.account)
-        if slot is None:
-            return None
-        now = self._clock.now()
-        return now.wall + timedelta(seconds=slot - now.mono)
-
-    def wake(self) -> None:
-        """Every queued call becomes due at the account's next slot."""
-        if self._queue:
-            self.pacer.wake(self.account)
-
     # -- helpers ---------------------------------------------------------------------
-    async def _set(
-        self,
-        call: Call,
-        status: CallStatus,
-        *,
-        source: Source,
-        reason: str | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-        attempt_id: str | None = None,
-    ) -> Call:
-        event, after = call_status(call, status, at=self._clock.now().wall, source=source,
-                                   reason=reason, provider_code=code, detail=detail)  # fmt: skip
-        if attempt_id is not None and event.applied:
-            after = replace(after, attempt_id=attempt_id)
-        await self._save(call, after, [event])
-        return after
-
-    async def _save(
-        self,
-        before: Call,
-        after: Call,
-        events: list[CallEvent],
-        slot: tuple[str, datetime] | None = None,
-    ) -> None:
-        await self._store.update_call(after, events, slot)
+    def _saved(self, before: Call, after: Call, events: list[CallEvent]) -> None:
+        """A change written: an ended call is logged, a campaign's call tells the
+        campaign desk, and the automations see what the call reached."""
         if after.status is not before.status:
-            self.counts[before.status] -= 1
-            self.counts[after.status] += 1
-            self.transitions.add(after.status, after.reason)
             if after.status in CALL_TERMINAL:
                 log.info("call.ended", extra={"call_id": after.id, "status": after.status.value})
             if after.campaign_id is not None:
@@ -496,9 +460,6 @@ class CallDesk:
                 result=result, source_id=after.id, contact=after.recipient, sender=after.sender,
                 campaign_id=after.campaign_id, detail=detail, at=now,
             ))  # fmt: skip
-
-    def _lock(self, call_id: str) -> asyncio.Lock:
-        return self._locks[hash(call_id) % _STRIPES]
 
 
 __all__ = [

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -45,7 +44,6 @@ from dispatcher.core.emails import (
     return_path,
 )
 from dispatcher.core.model import Lane, Source, fingerprint
-from dispatcher.core.tally import Tally
 from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.email_reports import EmailReports, relay_final
 from dispatcher.engine.email_tracking import EmailTracking
@@ -59,12 +57,12 @@ from dispatcher.engine.email_types import (
 from dispatcher.engine.intake import new_id
 from dispatcher.engine.keys import OncePerKey
 from dispatcher.engine.retries import GiveUp, Retries, Retry
+from dispatcher.engine.single_key import OneKey
 from dispatcher.engine.wiring import Wiring
 from dispatcher.errors import Conflict, InvalidInput, LookupUnsupported, NotFound, ProviderError
 
 log = logging.getLogger(__name__)
 
-_STRIPES = 64
 _EPSILON = 1e-6  # seconds: a wait shorter than this is a rounding of the slot
 
 
@@ -88,10 +86,16 @@ class EmailDesk:
         )  # fmt: skip
         self.pacer = self.engine.pacer
         self._queue = EmailQueue()
-        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
         self._keys: OncePerKey[EmailSubmission] = OncePerKey()
-        self.counts: Counter[EmailStatus] = Counter()
-        self.transitions = Tally()  # status changes applied by this process, with their reason
+        paced: OneKey[Email, EmailStatus, EmailEvent] = OneKey(
+            pacer=self.pacer, key=lambda: self.relay, clock=clock, queue=self._queue,
+            change=email_status, attempt=lambda email, attempt: replace(email, attempt_id=attempt),
+            write=self._store.update_email, saved=self._saved,
+        )  # fmt: skip
+        self._lock, self._set, self._save = paced.lock, paced.set, paced.save
+        self.next_slot_at, self.wake = paced.next_slot_at, paced.wake
+        self.counts = paced.counts
+        self.transitions = paced.transitions  # status changes applied by this process
         # What comes back by mail: delivery status notifications and complaints.
         self.reports = EmailReports(store=self._store, clock=clock, lock=self._lock,
                                     save=self._save)  # fmt: skip
@@ -408,55 +412,15 @@ class EmailDesk:
     def queued_by_lane(self) -> dict[Lane, int]:
         return self._queue.lanes()
 
-    def next_slot_at(self) -> datetime | None:
-        slot = self.pacer.next_slot(self.relay)
-        if slot is None:
-            return None
-        now = self._clock.now()
-        return now.wall + timedelta(seconds=slot - now.mono)
-
-    def wake(self) -> None:
-        """Every queued email becomes due at the relay's next slot."""
-        if self._queue:
-            self.pacer.wake(self.relay)
-
     # -- helpers ---------------------------------------------------------------------
-    async def _set(
-        self,
-        email: Email,
-        status: EmailStatus,
-        *,
-        source: Source,
-        reason: str | None = None,
-        code: str | None = None,
-        detail: str | None = None,
-        attempt_id: str | None = None,
-    ) -> Email:
-        event, after = email_status(email, status, at=self._clock.now().wall, source=source,
-                                    reason=reason, provider_code=code, detail=detail)  # fmt: skip
-        if attempt_id is not None and event.applied:
-            after = replace(after, attempt_id=attempt_id)
-        await self._save(email, after, [event])
-        return after
-
-    async def _save(
-        self,
-        before: Email,
-        after: Email,
-        events: list[EmailEvent],
-        slot: tuple[str, datetime] | None = None,
-    ) -> None:
-        await self._store.update_email(after, events, slot)
-        if after.status is not before.status:
-            self.counts[before.status] -= 1
-            self.counts[after.status] += 1
-            self.transitions.add(after.status, after.reason)
-            if after.status in EMAIL_TERMINAL or after.status is EmailStatus.UNCONFIRMED:
-                log.info("email.ended", extra={"email_id": after.id, "status": after.status.value,
-                                               "code": after.provider_code})  # fmt: skip
-
-    def _lock(self, email_id: str) -> asyncio.Lock:
-        return self._locks[hash(email_id) % _STRIPES]
+    def _saved(self, before: Email, after: Email, events: list[EmailEvent]) -> None:
+        """A status change written: an email that ended (or is left for the operator)
+        is logged."""
+        if after.status is before.status:
+            return
+        if after.status in EMAIL_TERMINAL or after.status is EmailStatus.UNCONFIRMED:
+            log.info("email.ended", extra={"email_id": after.id, "status": after.status.value,
+                                           "code": after.provider_code})  # fmt: skip
 
 
 __all__ = [
