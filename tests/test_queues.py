@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from random import Random
 
 from dispatcher.core.model import Lane, Message, TextStatus
 from dispatcher.engine.queues import Queues
@@ -75,3 +76,43 @@ def test_counts_follow_transitions() -> None:
     assert queues.counts == {TextStatus.QUEUED: 1, TextStatus.SENDING: 1}
     queues.counted(TextStatus.QUEUED, TextStatus.UNSENT)
     assert TextStatus.QUEUED not in queues.counts
+
+
+def _sorted_by_depth(queues: Queues, limit: int) -> list[str]:
+    """The answer by sorting every number: deepest first, ties and idle ones by name."""
+    everyone = sorted(queues.items(), key=lambda item: (-item[1].depth, item[0]))
+    return [number for number, _ in everyone[:limit]]
+
+
+def test_deepest_answers_as_sorting_every_number_would() -> None:
+    random = Random(13)
+    queues = Queues()
+    senders = [f"+1555000{i:04d}" for i in range(40)]
+    queued: list[Message] = []
+    for seq in range(1, 2_000):
+        if queued and random.random() < 0.45:
+            queues.left(queued.pop(random.randrange(len(queued))))
+        elif random.random() < 0.02:
+            queues.set_depth(random.choice(senders), random.randrange(5))
+        else:
+            queued.append(msg(seq, sender=random.choice(senders)))
+            queues.added(queued[-1])
+        if seq % 50 == 0:
+            for limit in (0, 1, 5, 39, 40, 100):
+                assert queues.deepest(limit) == _sorted_by_depth(queues, limit)
+
+
+def test_deepest_fills_with_idle_numbers_in_name_order() -> None:
+    queues = Queues()
+    for number in ("+15550000009", "+15550000003", "+15550000001", "+15550000005"):
+        queues[number]  # known, nothing queued
+    queues.added(msg(1, sender="+15550000005"))
+    queues.added(msg(2, sender="+15550000009"))
+    queues.added(msg(3, sender="+15550000009"))
+    assert queues.deepest(3) == ["+15550000009", "+15550000005", "+15550000001"]
+    queues.set_depth("+15550000003", 7)  # as the store counted it at a restart
+    assert queues.deepest(10) == [
+        "+15550000003", "+15550000009", "+15550000005", "+15550000001",
+    ]  # fmt: skip
+    queues.set_depth("+15550000003", 0)
+    assert queues.deepest(2) == ["+15550000009", "+15550000005"]

@@ -29,7 +29,7 @@ def _key(message: Message) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class NumberQueue:
-    depth: int = 0
+    depth: int = 0  # changed by ``Queues`` only, which keeps its index of depths
     paused: bool = False
     buffer: list[Message] = field(default_factory=list)  # queue order: (lane, seq)
     listed: set[str] = field(default_factory=set)  # buffered recipients in the consent ledger
@@ -41,12 +41,63 @@ class NumberQueue:
         return len(self.buffer) == self.depth
 
 
+class DepthIndex:
+    """Every number by the depth of its queue, so the deepest queues are found without
+    a pass over every number: the work of ``deepest`` grows with how many it returns.
+
+    A number with a queue is in its depth's list (names in order); every number is in
+    ``_names`` (in order), where the numbers with an empty queue are found."""
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._by_depth: dict[int, list[str]] = {}  # depth > 0: its numbers, in order
+        self._depths: list[int] = []  # the keys of ``_by_depth``, ascending
+
+    def new(self, number: str) -> None:
+        """``number`` is known now, with an empty queue."""
+        bisect.insort(self._names, number)
+
+    def moved(self, number: str, was: int, now: int) -> None:
+        """``number``'s queue went from ``was`` texts to ``now``."""
+        if was:
+            names = self._by_depth[was]
+            del names[bisect.bisect_left(names, number)]
+            if not names:
+                del self._by_depth[was]
+                del self._depths[bisect.bisect_left(self._depths, was)]
+        if now:
+            names_now = self._by_depth.get(now)
+            if names_now is None:
+                self._by_depth[now] = [number]
+                bisect.insort(self._depths, now)
+            else:
+                bisect.insort(names_now, number)
+
+    def deepest(self, limit: int, queues: dict[str, NumberQueue]) -> list[str]:
+        """The ``limit`` numbers with the deepest queues, deepest first, a tie in name
+        order, then numbers with an empty queue in name order (as sorting every number
+        by depth, then name, would answer)."""
+        chosen: list[str] = []
+        for level in reversed(self._depths):
+            if len(chosen) >= limit:
+                return chosen
+            chosen.extend(self._by_depth[level][: limit - len(chosen)])
+        # Fewer than ``limit`` numbers have a queue: at most that many are skipped here.
+        for number in self._names:
+            if len(chosen) >= limit:
+                break
+            if not queues[number].depth:
+                chosen.append(number)
+        return chosen
+
+
 class Queues:
     """Per-number queue state, and the count of messages in each status."""
 
     def __init__(self, buffer: int = BUFFER) -> None:
         self._size = buffer
         self._numbers: dict[str, NumberQueue] = {}
+        self._depths = DepthIndex()
         self.counts: Counter[TextStatus] = Counter()
         # Texts being written to the store, announced by ``added`` once durable. A read
         # of the store can see them first: it must leave them to ``added``.
@@ -57,7 +108,20 @@ class Queues:
         queue = self._numbers.get(number)
         if queue is None:
             queue = self._numbers[number] = NumberQueue()
+            self._depths.new(number)
         return queue
+
+    def set_depth(self, number: str, depth: int) -> None:
+        """``number`` has ``depth`` texts queued (as the store counted them)."""
+        queue = self[number]
+        self._depths.moved(number, queue.depth, depth)
+        queue.depth = depth
+
+    def deepest(self, limit: int) -> list[str]:
+        """The ``limit`` numbers with the deepest queues, deepest first, ties in name
+        order, then idle numbers in name order; its work grows with ``limit``, not with
+        the numbers known."""
+        return self._depths.deepest(limit, self._numbers)
 
     def items(self) -> Iterable[tuple[str, NumberQueue]]:
         """Every number, in no particular order (cheap)."""
@@ -77,6 +141,7 @@ class Queues:
             return
         queue = self[message.sender]
         was_complete = queue.complete
+        self._depths.moved(message.sender, queue.depth, queue.depth + 1)
         queue.depth += 1
         buffer = queue.buffer
         if was_complete or (buffer and _key(message) < _key(buffer[-1])):
@@ -90,7 +155,9 @@ class Queues:
             self._left_while_pending.add(message.id)
             return
         queue = self[message.sender]
-        queue.depth = max(0, queue.depth - 1)
+        if queue.depth:
+            self._depths.moved(message.sender, queue.depth, queue.depth - 1)
+            queue.depth -= 1
         for i, buffered in enumerate(queue.buffer):
             if buffered.id == message.id:
                 del queue.buffer[i]

@@ -392,7 +392,8 @@ class TextDesk:
         now = self._clock.now()
         for state in await self._store.numbers():
             queue = self.queues[state.number]
-            queue.paused, queue.depth = state.paused, state.depth
+            queue.paused = state.paused
+            self.queues.set_depth(state.number, state.depth)
             queue.buffer.clear()  # read again when the number is next due
             if state.next_slot_at is not None:
                 ahead = (state.next_slot_at - now.wall).total_seconds()

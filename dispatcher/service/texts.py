@@ -4,7 +4,6 @@ from outside, the operator's questions and commands, and the Do Not Text list.""
 from __future__ import annotations
 
 import asyncio
-import heapq
 import logging
 from collections.abc import Awaitable, Coroutine, Sequence
 from datetime import datetime, timedelta
@@ -174,13 +173,7 @@ class TextVerbs(ConsentVerbs):
         """Answered from memory: counts by status, and the ``limit`` numbers with the
         deepest queues (or just ``number``)."""
         now = self.clock.now()
-        if number is not None:
-            wanted = [e164(number)]
-        else:
-            deepest = heapq.nsmallest(
-                limit, self._queues.items(), key=lambda item: (-item[1].depth, item[0])
-            )
-            wanted = [name for name, _ in deepest]
+        wanted = [e164(number)] if number is not None else self._queues.deepest(limit)
         texts = self.texts
         return StatusView(
             counts=dict(self._queues.counts),
