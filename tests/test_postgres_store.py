@@ -21,10 +21,12 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
 )
 from dispatcher.core.channel import Channel
+from dispatcher.core.model import Source, TextStatus, transition
 from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError
 from dispatcher.store.postgres.store import PostgresStore
 from tests.peers_postgres import Cluster
+from tests.test_store_contract import make_message
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -115,6 +117,24 @@ async def test_a_result_committed_late_with_a_smaller_id_is_not_skipped(
     finally:
         await early.close()
         await late.close()
+
+
+async def test_the_tip_includes_the_texts_writes_handed_over_before_it(
+    store: PostgresStore,
+) -> None:
+    """A result the engine has shown (its write handed over, not yet committed) is in
+    the tip asked for after it, as on SQLite."""
+    start = await store.history_tip()
+    message = await store.insert_message(make_message("m_soon"), [])
+    sending, message = transition(message, TextStatus.SENDING, at=T0, source=Source.SCHEDULER,
+                                  attempt_id="att_1", send_started_at=T0)  # fmt: skip
+    sent, message = transition(message, TextStatus.SENT, at=T0, source=Source.PROVIDER,
+                               provider_id="SM1")  # fmt: skip
+    written = [store.record_soon([sending]), store.record_soon([sent])]
+    tip = await store.history_tip()
+    assert all(w.done() for w in written)
+    found = await store.results_between(start, tip, {"text.sent"}, 10)
+    assert [(r.seen.source_id, r.seen.result) for r in found] == [("m_soon", "text.sent")]
 
 
 def run_of(source_id: str) -> Run:

@@ -17,10 +17,12 @@ has a ``tx`` at or above it: the events below the horizon are final, and a later
 always lands after them. A place in a history is ``(tx, id)``, carried in a cursor as
 one number, ``tx * 2**63 + id`` (ids are positive BIGINTs), and stored as NUMERIC.
 
-:meth:`history_tip` is the last final event of each history. An event already committed
-above the horizon (an older transaction is still in flight) is waited for, up to
-:attr:`tip_wait` seconds, so that a result committed before the call is in the tip, as
-the port asks; a transaction that stays open longer only holds the tip back.
+:meth:`history_tip` is the last final event of each history, once the writes this
+process has handed over (the texts' writes, queued in order) have ended, as the port
+asks: a result the engine has shown is in it. An event already committed above the
+horizon (an older transaction is still in flight) is waited for, up to :attr:`tip_wait`
+seconds, so that what another worker committed before the call is in the tip too; a
+transaction that stays open longer only holds the tip back.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from dispatcher.core.results import Cursor
 from dispatcher.store.postgres.base import PostgresBase, Record
@@ -81,7 +84,12 @@ class PostgresHistory(PostgresBase):
     """How long :meth:`history_tip` waits for a transaction in flight that holds back
     events already committed (seconds)."""
 
+    _last_write: asyncio.Future[Any] | None = None
+    """The texts' write handed over last (``texts.py`` queues them in order)."""
+
     async def history_tip(self) -> Cursor:
+        if (last := self._last_write) is not None:
+            await asyncio.wait([last])  # a barrier: the writes handed over have ended
         deadline = time.monotonic() + self.tip_wait
         row = await self._tip_row()
         tip, committed = _tips(row), _tips(row, "_committed")
