@@ -35,6 +35,7 @@ from dispatcher.jsonio import bounded
 
 if TYPE_CHECKING:
     from dispatcher.engine.calls import CallView as ServiceCallView
+    from dispatcher.engine.campaign_views import ContactReport
     from dispatcher.engine.emails import EmailView as ServiceEmailView
 
 
@@ -488,6 +489,33 @@ def call_fields(c: calls.Call) -> dict[str, Any]:
         "provider_code": c.provider_code,
         "trigger": c.trigger,
     }
+
+
+class ContactOut(Model, frozen=True):
+    """A campaign's contact and its present text (or call)."""
+
+    line: Annotated[int, Meta(description="its line in the contacts file")]
+    phone: str
+    from_: Annotated[str, Meta(description="its pool number")]
+    state: Annotated[str, Meta(description="pending, queued, sent, expired, canceled or "
+                               "no_window")]  # fmt: skip
+    attempt: int
+    id: Annotated[str | None, Meta(description="its present text's (or call's) id")]
+    status: str | None
+    reason: str | None
+    accepted_at: Annotated[Timestamp | None, Meta(description="handed to the send queue")]
+    sent_at: Annotated[Timestamp | None, Meta(description="its sending (or call) started")]
+    updated_at: Timestamp | None
+
+
+def contact_out(r: ContactReport) -> ContactOut:
+    """A contact and its present text (or call), as answered."""
+    c = r.contact
+    return ContactOut(
+        line=c.line, phone=c.phone, from_=c.sender, state=c.state.value, attempt=c.attempt,
+        id=r.item_id, status=r.status, reason=r.reason, accepted_at=ts(r.accepted_at),
+        sent_at=ts(r.sent_at), updated_at=ts(r.updated_at),
+    )  # fmt: skip
 
 
 def callbacks_out(deliveries: Sequence[Delivery]) -> list[CallbackOut]:

@@ -160,3 +160,45 @@ async def test_a_campaign_says_how_many_contacts_are_held_and_until_when(
     assert listed["campaigns"][0]["held_until"] == shown["held_until"]
     _, drafted = await get(app, f"/v1/campaigns/{await draft(app, home, 'spring')}")
     assert (drafted["held"], drafted["held_until"]) == (0, None)
+
+
+async def test_a_campaign_s_contacts_are_listed_a_page_at_a_time(app: App, home: Path) -> None:
+    contacts = home / "seven.csv"
+    rows = [f"+1212555000{n},Name {n}" for n in range(1, 8)]
+    contacts.write_text("phone,name\n" + "\n".join(rows) + "\n")
+    spec = CampaignSpec(name="seven", contacts=contacts, template="Hi {name}",
+                        senders=["+15550000001"], draft=True)  # fmt: skip
+    campaign_id = (await app.service.create_campaign(spec)).id
+
+    async def imported() -> bool:
+        return bool((await get(app, f"/v1/campaigns/{campaign_id}"))[1]["total"] == 7)
+
+    await wait_for(imported, what="the import")
+    path = f"/v1/campaigns/{campaign_id}/contacts"
+    lines: list[int] = []
+    params = {"limit": "3"}
+    while True:
+        status, page = await get(app, path, params)
+        assert status == 200
+        assert len(page["contacts"]) <= 3
+        lines += [c["line"] for c in page["contacts"]]
+        if page["next_cursor"] is None:
+            break
+        params = {"limit": "3", "cursor": page["next_cursor"]}
+    assert lines == [2, 3, 4, 5, 6, 7, 8]
+    status, first = await get(app, path, {"state": "pending", "limit": "1"})
+    assert status == 200
+    assert {k: first["contacts"][0][k] for k in ("line", "phone", "from", "state", "attempt",
+                                                 "id", "status", "sent_at")} == {
+        "line": 2, "phone": "+12125550001", "from": "+15550000001", "state": "pending",
+        "attempt": 0, "id": None, "status": None, "sent_at": None}  # fmt: skip
+    assert await get(app, path, {"state": "sent"}) == (200, {"contacts": [],
+                                                             "next_cursor": None})  # fmt: skip
+    _, every = await get(app, path)
+    assert (len(every["contacts"]), every["next_cursor"]) == (7, None)
+    for params, field in [({"cursor": "nonsense"}, "cursor"), ({"state": "asleep"}, "state"),
+                          ({"limit": "501"}, "limit")]:  # fmt: skip
+        status, refused = await get(app, path, params)
+        assert (status, refused["error"]["field"]) == (400, field), params
+    status, refused = await get(app, "/v1/campaigns/cmp_nope/contacts")
+    assert (status, refused["error"]["code"]) == (404, "not_found")

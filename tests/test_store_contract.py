@@ -2118,6 +2118,24 @@ async def test_contacts_are_kept_in_file_order_by_number_zone_and_state(store: S
     ]  # fmt: skip
 
 
+@exercises("contacts_in")
+async def test_contacts_are_read_a_page_at_a_time_after_a_line(store: Store) -> None:
+    await store.create_campaign(make_campaign("cmp_a"))
+    await store.add_contacts([make_contact("cmp_a", line) for line in (2, 3, 5, 8, 13)])
+    await store.add_contacts([make_contact("cmp_b", 4)])
+    every = list(ContactState)
+    assert [c.line for c in await store.contacts_in("cmp_a", every, 2, after=0)] == [2, 3]
+    assert [c.line for c in await store.contacts_in("cmp_a", every, 2, after=3)] == [5, 8]
+    assert [c.line for c in await store.contacts_in("cmp_a", every, 2, after=4)] == [5, 8]
+    assert [c.line for c in await store.contacts_in("cmp_a", every, 2, after=8)] == [13]
+    assert await store.contacts_in("cmp_a", every, 2, after=13) == []
+    await store.set_contacts([dataclasses.replace(make_contact("cmp_a", 8),
+                                                  state=ContactState.SENT)])  # fmt: skip
+    sent = await store.contacts_in("cmp_a", [ContactState.SENT], 10, after=5)
+    assert [(c.line, c.state) for c in sent] == [(8, ContactState.SENT)]
+    assert await store.contacts_in("cmp_a", [ContactState.SENT], 10, after=8) == []
+
+
 # -- email -------------------------------------------------------------------------------
 
 RELAY = "smtp://relay.example.com:587"

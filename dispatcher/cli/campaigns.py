@@ -8,14 +8,14 @@ import argparse
 import asyncio
 import csv
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.cli.numbers import NUMBER, phone
 from dispatcher.cli.output import json_flag, nothing_found, out
 from dispatcher.control.client import call
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, InvalidInput
 
 CONTACT_STATES = ("pending", "queued", "sent", "expired", "canceled", "no_window")
 
@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from rich.progress import Progress
 
 CAMPAIGN_ID = "the campaign's id (cmp_...)"
+PAGE = 5000  # contacts asked of the service at a time
+LISTED = 10_000  # contacts listed without --csv when no --limit is given
 PREVIEW = 3  # texts shown after an import
 POLL = 0.25
 ENDED = {"finished", "canceled", "failed"}
@@ -84,8 +86,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     contacts.add_argument("id", help=CAMPAIGN_ID)
     contacts.add_argument("--state", action="append", choices=CONTACT_STATES,
                           help="only contacts in this state (again for more)")  # fmt: skip
-    contacts.add_argument("--limit", type=int, default=10_000,
-                          help="at most this many, in file order (default 10,000)")  # fmt: skip
+    contacts.add_argument("--limit", type=int,
+                          help="at most this many, in file order (default: every one with "
+                          "--csv, else 10,000)")  # fmt: skip
+    contacts.add_argument("--cursor", help="from where an earlier listing stopped (the "
+                          "next_cursor it gave)")  # fmt: skip
     for parser in verbs.choices.values():
         if parser is contacts:
             output = parser.add_mutually_exclusive_group()
@@ -150,19 +155,53 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
 
 
 async def _contacts(sock: Path, args: argparse.Namespace) -> int:
-    result = await call(sock, "campaign_contacts", id=args.id, states=args.state or [],
-                        limit=args.limit)  # fmt: skip
-    rows: list[dict[str, Any]] = result["contacts"]
-    if not rows:
+    """The contacts, a page at a time: with ``--csv`` each page is written as it comes
+    (an export of every contact holds one page in memory), else up to ``--limit``."""
+    limit: int | None = args.limit if args.limit is not None or args.csv else LISTED
+    if limit is not None and limit < 1:
+        raise InvalidInput(f"--limit: at least 1, not {limit}", field="--limit")
+    pages = _contact_pages(sock, args, limit)
+    listed: list[dict[str, Any]] = []
+    writer: csv.DictWriter[str] | None = None
+    cursor: str | None = None
+    async for rows, after in pages:
+        cursor = after
+        if args.csv and rows:
+            if writer is None:
+                writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]),
+                                        lineterminator="\n")  # fmt: skip
+                writer.writeheader()
+            writer.writerows(rows)
+        elif not args.csv:
+            listed += rows
+    result = {"contacts": listed, "next_cursor": cursor}
+    if writer is None and not listed:
         states = " or ".join(args.state or ["any state"])
         return nothing_found(args, result, f"campaign {args.id} has no contact in {states}")
-    if args.csv:
-        writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    else:
-        out(args, result, lambda _: _contact_lines(rows))
+    if not args.csv:
+        out(args, result, lambda _: _contact_lines(listed))
+    if cursor is not None and not args.json:
+        print(f"dispatcher: more contacts follow: --cursor {cursor}", file=sys.stderr)
     return 0
+
+
+async def _contact_pages(
+    sock: Path, args: argparse.Namespace, limit: int | None
+) -> AsyncIterator[tuple[list[dict[str, Any]], str | None]]:
+    """Each page of contacts and the cursor after it, up to ``limit`` contacts (None:
+    every one), from ``--cursor``."""
+    cursor: str | None = args.cursor
+    left = limit
+    while True:
+        size = PAGE if left is None else min(PAGE, left)
+        page = await call(sock, "campaign_contacts", id=args.id, states=args.state or [],
+                          limit=size, cursor=cursor)  # fmt: skip
+        cursor = page["next_cursor"]
+        yield page["contacts"], cursor
+        if left is not None:
+            left -= len(page["contacts"])
+        if cursor is None or left == 0:
+            return
 
 
 def _contact_lines(rows: list[dict[str, Any]]) -> None:

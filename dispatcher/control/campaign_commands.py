@@ -8,13 +8,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import msgspec
 from msgspec import Meta
 
 from dispatcher.control.protocol import JSON, Args, IdArgs, LimitArgs, command
 from dispatcher.core.campaigns import ContactState
 from dispatcher.core.durations import parse_duration
 from dispatcher.errors import InvalidInput
-from dispatcher.schemas import ts
+from dispatcher.schemas import contact_out, ts
 from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
 
 
@@ -164,15 +165,14 @@ State = Literal["pending", "queued", "sent", "expired", "canceled", "no_window"]
 class ContactsArgs(Args, frozen=True):
     id: str
     states: tuple[State, ...] = ()
-    limit: Annotated[int, Meta(ge=1, le=1_000_000)] = 10_000
+    limit: Annotated[int, Meta(ge=1, le=10_000)] = 10_000
+    cursor: Annotated[str, Meta(min_length=1, max_length=100)] | None = None
 
 
-@command("campaign_contacts", ContactsArgs, "every contact with its state, text status and times")
+@command("campaign_contacts", ContactsArgs,
+         "a page of contacts, each with its state, text status and times")  # fmt: skip
 async def _contacts(d: Dispatcher, a: ContactsArgs) -> JSON:
-    reports = await d.campaign_report(a.id, [ContactState(s) for s in a.states], a.limit)
-    return {"contacts": [{
-        "line": r.contact.line, "phone": r.contact.phone, "from": r.contact.sender,
-        "state": r.contact.state.value, "attempt": r.contact.attempt, "id": r.item_id,
-        "status": r.status, "reason": r.reason, "accepted_at": ts(r.accepted_at),
-        "sent_at": ts(r.sent_at), "updated_at": ts(r.updated_at),
-    } for r in reports]}  # fmt: skip
+    states = [ContactState(s) for s in a.states]
+    page = await d.campaign_report(a.id, states, a.limit, a.cursor)
+    contacts = [msgspec.to_builtins(contact_out(r)) for r in page.items]
+    return {"contacts": contacts, "next_cursor": page.next_cursor}

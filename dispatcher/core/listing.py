@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -58,6 +59,16 @@ class Page(Generic[T]):
 
     items: list[T]
     next_cursor: str | None
+
+
+def page_of(items: list[T], limit: int, kind: str, position: Callable[[T], int]) -> Page[T]:
+    """A page of the first ``limit`` of ``items``, read one more than a page (is there a
+    page after this one?), with the cursor of the next carrying the ``position`` of its
+    last item (None: no more)."""
+    if len(items) <= limit:
+        return Page(items, None)
+    del items[limit:]
+    return Page(items, encode_cursor(kind, position(items[-1])))
 
 
 def encode_cursor(kind: str, seq: int) -> str:

@@ -14,6 +14,7 @@ from datetime import datetime
 
 from dispatcher.core.calls import Call
 from dispatcher.core.campaigns import Campaign, CampaignChannel, Contact, ContactState, Template
+from dispatcher.core.listing import Page, decode_cursor, page_of
 from dispatcher.core.model import Message, check_body
 from dispatcher.engine.calls import CallRequest
 from dispatcher.engine.campaign_handover import CampaignService, HandOver, attempt_key
@@ -23,6 +24,10 @@ from dispatcher.store import Store
 
 LIMIT = 1_000_000
 """The most contacts one answer lists."""
+PAGE = 10_000
+"""The most contacts a page lists (the control socket's and the HTTP API's)."""
+CURSOR = "contacts"
+"""The kind of a cursor of a campaign's contacts: it carries the line a page ends on."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,14 +118,27 @@ class CampaignViews:
         return Rendered(line=contact.line, phone=contact.phone, sender=contact.sender,
                         body=body, segments=check_body(body).segments)  # fmt: skip
 
+    async def page(
+        self, campaign: Campaign, states: Collection[ContactState], limit: int,
+        cursor: str | None,
+    ) -> Page[ContactReport]:  # fmt: skip
+        """A page of :meth:`contacts`: the first ``limit`` after the page ``cursor``
+        names (None: from the first line)."""
+        if not 1 <= limit <= PAGE:
+            raise InvalidInput(f"limit: from 1 to {PAGE:,}", field="limit")
+        after = 0 if cursor is None else decode_cursor(CURSOR, cursor)
+        reports = await self.contacts(campaign, states, limit + 1, after)
+        return page_of(reports, limit, CURSOR, lambda r: r.contact.line)
+
     async def contacts(
-        self, campaign: Campaign, states: Collection[ContactState], limit: int
+        self, campaign: Campaign, states: Collection[ContactState], limit: int, after: int = 0
     ) -> list[ContactReport]:
-        """The campaign's contacts in ``states`` (every state when empty), in file order,
-        each with its current text or call."""
+        """The campaign's contacts in ``states`` (every state when empty), in file order
+        from the first line after ``after``, each with its current text or call."""
         if not 1 <= limit <= LIMIT:
             raise InvalidInput(f"limit: from 1 to {LIMIT:,}", field="limit")
-        contacts = await self._store.contacts_in(campaign.id, states or list(ContactState), limit)
+        every = states or list(ContactState)
+        contacts = await self._store.contacts_in(campaign.id, every, limit, after)
         if campaign.channel is CampaignChannel.VOICE:
             calls = [await self._store.get_call(c.message_id) if c.message_id else None
                      for c in contacts]  # fmt: skip

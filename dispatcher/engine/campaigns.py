@@ -47,6 +47,7 @@ from dispatcher.core.campaigns import (
     parse_template,
     parse_window,
 )
+from dispatcher.core.listing import Page
 from dispatcher.core.model import Message, Reason, TextStatus
 from dispatcher.engine.bus import Bus
 from dispatcher.engine.campaign_handover import CHUNK, CampaignService, HandOver, Seen
@@ -508,10 +509,12 @@ class CampaignDesk:
         return await self._views.test(campaign, _template_of(campaign), to, line)
 
     async def report(
-        self, campaign_id: str, states: Collection[ContactState], limit: int
-    ) -> list[ContactReport]:
-        """The campaign's contacts in ``states`` (all when empty), each with its text."""
-        return await self._views.contacts(await self.get(campaign_id), states, limit)
+        self, campaign_id: str, states: Collection[ContactState], limit: int,
+        cursor: str | None = None,
+    ) -> Page[ContactReport]:  # fmt: skip
+        """A page of the campaign's contacts in ``states`` (all when empty), each with
+        its text, after the page ``cursor`` names."""
+        return await self._views.page(await self.get(campaign_id), states, limit, cursor)
 
     async def list(self, limit: int = 100) -> list[CampaignView]:
         return [await self.view(c.id) for c in await self._store.list_campaigns(limit)]

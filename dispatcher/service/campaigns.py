@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.listing import Page
 from dispatcher.engine.campaign_views import ContactReport, Rendered, TestSend
 from dispatcher.engine.campaigns import CampaignDesk, CampaignSpec, CampaignView
 from dispatcher.store import Store
@@ -49,11 +50,13 @@ class CampaignVerbs:
         return await self.campaigns.test_send(campaign_id, to, line)
 
     async def campaign_report(
-        self, campaign_id: str, states: Collection[ContactState] = (), limit: int = 10_000
-    ) -> list[ContactReport]:
-        """The campaign's contacts in ``states`` (every state when empty), in file
-        order, each with its text's (or call's) status, reason and times."""
-        return await self.campaigns.report(campaign_id, states, limit)
+        self, campaign_id: str, states: Collection[ContactState] = (), limit: int = 10_000,
+        cursor: str | None = None,
+    ) -> Page[ContactReport]:  # fmt: skip
+        """A page of the campaign's contacts in ``states`` (every state when empty), in
+        file order, each with its text's (or call's) status, reason and times: at most
+        ``limit`` (up to 10,000) after the page ``cursor`` names (its ``next_cursor``)."""
+        return await self.campaigns.report(campaign_id, states, limit, cursor)
 
     async def pause_campaign(self, campaign_id: str) -> CampaignView:
         """Pause a running campaign: its queued texts come back, none is sent."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from operator import attrgetter
 from typing import TypeVar
 
 from dispatcher.core.calls import Call, CallStatus
@@ -14,7 +15,7 @@ from dispatcher.core.listing import (
     ListQuery,
     Page,
     decode_cursor,
-    encode_cursor,
+    page_of,
 )
 from dispatcher.core.model import Message, TextStatus
 from dispatcher.core.numbers import e164
@@ -85,9 +86,4 @@ def _query(
 async def _page(
     kind: str, fetch: Callable[[ListQuery], Awaitable[list[_Item]]], query: ListQuery
 ) -> Page[_Item]:
-    items = await fetch(query)
-    limit = query.limit - 1
-    if len(items) <= limit:
-        return Page(items, None)
-    del items[limit:]
-    return Page(items, encode_cursor(kind, items[-1].seq))
+    return page_of(await fetch(query), query.limit - 1, kind, attrgetter("seq"))

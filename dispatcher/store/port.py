@@ -343,9 +343,10 @@ class CampaignStore(Protocol):
         ...
 
     async def contacts_in(
-        self, campaign_id: str, states: Collection[ContactState], limit: int
+        self, campaign_id: str, states: Collection[ContactState], limit: int, after: int = 0
     ) -> list[Contact]:
-        """The campaign's contacts in any of ``states``, in file order."""
+        """The campaign's contacts in any of ``states``, in file order, from the first
+        line after ``after`` (a page that follows one ending on that line)."""
         ...
 
     async def contact_zones(self, campaign_id: str) -> list[str]:

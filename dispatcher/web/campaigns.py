@@ -6,6 +6,8 @@ part of the route table :data:`dispatcher.web.api.API`).
 - ``POST /v1/campaigns``: create a campaign from a CSV of contacts sent as the body
   (``text/csv``, up to 50 MiB, kept in the home folder's ``uploads``), its settings as
   query parameters; the import runs on (follow it with ``GET``).
+- ``GET /v1/campaigns/{id}/contacts``: its contacts in file order (``state``, ``limit``
+  a page, the next page from ``cursor``), each with its present text or call.
 - ``POST /v1/campaigns/{id}/pause``, ``.../resume`` (also launches a draft) and
   ``.../cancel``: 200 with the campaign, 409 when its state does not allow it.
 """
@@ -22,11 +24,13 @@ from aiohttp import StreamReader, web
 from msgspec import UNSET, Meta, UnsetType
 
 from dispatcher import jsonio
+from dispatcher.core.campaigns import ContactState
 from dispatcher.core.durations import parse_duration
-from dispatcher.schemas import Answer, Model, Operation, Timestamp, ts
+from dispatcher.core.listing import DEFAULT_LIMIT
+from dispatcher.schemas import Answer, ContactOut, Model, Operation, Timestamp, contact_out, ts
 from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
 from dispatcher.web.answers import answer, refusal
-from dispatcher.web.models import given, read_query
+from dispatcher.web.models import Cursor, Limit, NextCursor, given, read_query
 
 MAX_UPLOAD = 50 * 1024 * 1024
 """The largest contacts file ``POST /v1/campaigns`` takes, in bytes."""
@@ -91,6 +95,21 @@ class CampaignQuery(Model, frozen=True):
     """``GET /v1/campaigns``."""
 
     limit: Annotated[int, Meta(ge=1, le=1000, description="at most this many (1 to 1,000)")] = 100
+
+
+class ContactsQuery(Model, frozen=True):
+    """``GET /v1/campaigns/{campaign_id}/contacts``."""
+
+    state: ContactState | UnsetType = UNSET
+    limit: Limit = DEFAULT_LIMIT
+    cursor: Cursor | UnsetType = UNSET
+
+
+class ContactPage(Model, frozen=True):
+    """A page of a campaign's contacts, in file order."""
+
+    contacts: list[ContactOut]
+    next_cursor: NextCursor
 
 
 Text = Annotated[str, Meta(min_length=1, max_length=2000)]
@@ -197,6 +216,15 @@ class CampaignRoutes:
         self._authorised(request)
         return answer(campaign_out(await self._dispatcher.campaign(_id(request))))
 
+    async def campaign_contacts(self, request: web.Request) -> web.StreamResponse:
+        self._authorised(request)
+        q = read_query(request.query, ContactsQuery)
+        states = [] if isinstance(q.state, UnsetType) else [q.state]
+        page = await self._dispatcher.campaign_report(_id(request), states, q.limit,
+                                                      given(q.cursor))  # fmt: skip
+        return answer(ContactPage(contacts=[contact_out(r) for r in page.items],
+                                  next_cursor=page.next_cursor))  # fmt: skip
+
     async def pause_campaign(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
         return answer(campaign_out(await self._dispatcher.pause_campaign(_id(request))))
@@ -270,6 +298,13 @@ ROUTES = [
     Operation(method="GET", path=_PATH, handler="get_campaign",
               summary="A campaign: its import, its contacts by state and its projection",
               answers={200: Answer("the campaign", CampaignOut), **_ONE}),
+    Operation(method="GET", path=f"{_PATH}/contacts", handler="campaign_contacts",
+              summary="A campaign's contacts in file order, each with its present text's (or "
+                      "call's) status, reason and times, a page at a time",
+              query=ContactsQuery,
+              answers={200: Answer("a page of contacts", ContactPage),
+                       400: Answer("a filter is not valid (the error names the query "
+                                   "parameter)"), **_ONE}),
     Operation(method="POST", path=f"{_PATH}/pause", handler="pause_campaign",
               summary="Pause a running campaign: its queued texts come back, none is sent",
               answers={200: Answer("paused", CampaignOut), **_CHANGE}),

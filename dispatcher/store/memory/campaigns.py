@@ -74,9 +74,10 @@ class MemoryCampaigns(MemoryTables):
         return [table[line] for line in sorted(set(lines)) if line in table]
 
     async def contacts_in(
-        self, campaign_id: str, states: Collection[ContactState], limit: int
+        self, campaign_id: str, states: Collection[ContactState], limit: int, after: int = 0
     ) -> list[Contact]:
-        return [c for c in self._of(campaign_id) if c.state in states][:limit]
+        found = [c for c in self._of(campaign_id) if c.state in states and c.line > after]
+        return found[:limit]
 
     async def contact_zones(self, campaign_id: str) -> list[str]:
         return sorted({c.tz for c in self._of(campaign_id) if c.state is ContactState.PENDING})

@@ -87,9 +87,10 @@ class PostgresCampaigns(PostgresBase):
         return [_contact(row) for row in rows]
 
     async def contacts_in(
-        self, campaign_id: str, states: Collection[ContactState], limit: int
+        self, campaign_id: str, states: Collection[ContactState], limit: int, after: int = 0
     ) -> list[Contact]:
-        rows = await self._fetch("contacts_in", campaign_id, [s.value for s in states], limit)
+        states_in = [s.value for s in states]
+        rows = await self._fetch("contacts_in", campaign_id, states_in, after, limit)
         return [_contact(row) for row in rows]
 
     async def contact_zones(self, campaign_id: str) -> list[str]:

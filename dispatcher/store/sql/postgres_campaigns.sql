@@ -39,7 +39,8 @@ ORDER BY line;
 
 -- name: contacts_in
 SELECT * FROM campaign_contacts WHERE campaign_id = $1 AND state = ANY($2::TEXT[])
-ORDER BY line LIMIT $3;
+  AND line > $3
+ORDER BY line LIMIT $4;
 
 -- name: contact_zones
 SELECT DISTINCT tz FROM campaign_contacts WHERE campaign_id = $1 AND state = 'pending';

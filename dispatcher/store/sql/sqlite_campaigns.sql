@@ -41,7 +41,7 @@ ORDER BY line;
 
 -- name: contacts_in
 SELECT * FROM campaign_contacts
-WHERE campaign_id = ? AND state IN (SELECT value FROM json_each(?))
+WHERE campaign_id = ? AND state IN (SELECT value FROM json_each(?)) AND line > ?
 ORDER BY line LIMIT ?;
 
 -- name: contact_zones

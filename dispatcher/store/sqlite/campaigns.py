@@ -72,9 +72,9 @@ class SQLiteCampaigns(SQLiteConnection):
         return found
 
     async def contacts_in(
-        self, campaign_id: str, states: Collection[ContactState], limit: int
+        self, campaign_id: str, states: Collection[ContactState], limit: int, after: int = 0
     ) -> list[Contact]:
-        params = (campaign_id, json.dumps([s.value for s in states]), limit)
+        params = (campaign_id, json.dumps([s.value for s in states]), after, limit)
         return [r.contact(row) for row in await self._rows("contacts_in", params)]
 
     async def contact_zones(self, campaign_id: str) -> list[str]:
