@@ -24,6 +24,7 @@ from dispatcher.core.channel import Channel
 from dispatcher.core.model import Source, TextStatus, transition
 from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError
+from dispatcher.store.postgres.history import place
 from dispatcher.store.postgres.store import PostgresStore
 from tests.peers_postgres import Cluster
 from tests.test_store_contract import make_message
@@ -203,3 +204,43 @@ async def test_campaigns_runs_and_the_outbox_survive_close_and_reopen(url: str) 
         assert await store.automation_cursor() == mark
         assert [r.source_id for r in await store.due_runs(T0, 5)] == ["m1"]
         assert await store.stored_rules() == [("thank", '{"name": "thank"}')]
+
+
+async def test_a_database_restored_into_another_cluster_is_followed_on(url: str) -> None:
+    """A dump restored into a younger cluster keeps the old transaction ids, which lie
+    in this cluster's future: at the next start the old events are put before anything
+    new, and the cursors move with them, so new results are read after the old ones."""
+    async with PostgresStore(url) as store:
+        db = await asyncpg.connect(url)
+        try:
+            for message_id in ("m_done", "m_waiting"):
+                await queue_text(db, message_id)
+            done, waiting = await deliver(db, "m_done"), await deliver(db, "m_waiting")
+            # The old cluster's ids, far ahead of this one's.
+            await db.execute("UPDATE events SET tx = tx + 1000000000000")
+            rows = await db.fetch("SELECT tx, id FROM events ORDER BY id")
+        finally:
+            await db.close()
+        [(tx_done, _), (tx_waiting, _)] = [(r["tx"], r["id"]) for r in rows]
+        mark = Cursor(texts=place(tx_done, done))  # matched up to m_done
+        await store.add_runs([], mark)
+        sub = Subscription(channel=Channel.TEXT, source_id="m_waiting",
+                           url="https://example.com/h", created_at=T0,
+                           last_event=place(tx_waiting, waiting), last_seq=1)  # fmt: skip
+        await store.add_callbacks([], [sub], mark)
+    async with PostgresStore(url) as store:
+        db = await asyncpg.connect(url)
+        try:
+            await queue_text(db, "m_new")
+            await deliver(db, "m_new")
+        finally:
+            await db.close()
+        cursor = await store.automation_cursor()
+        assert cursor is not None
+        tip = await store.history_tip()
+        found = await store.results_between(cursor, tip, {"text.delivered"}, 10)
+        assert [r.seen.source_id for r in found] == ["m_waiting", "m_new"]
+        assert await store.callback_cursor() == cursor
+        # The subscription's place moved too: its change already sent is not sent again.
+        [(moved, change)] = await store.subscribed_changes(cursor, tip, 10)
+        assert (change.source_id, change.event) == ("m_waiting", moved.last_event)

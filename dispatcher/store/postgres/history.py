@@ -28,6 +28,7 @@ transaction that stays open longer only holds the tip back.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -35,10 +36,13 @@ from typing import Any
 from dispatcher.core.results import Cursor
 from dispatcher.store.postgres.base import PostgresBase, Record
 
+log = logging.getLogger(__name__)
+
 ID_SPAN = 2**63
 """A place is ``tx * ID_SPAN + id``: ids are below it."""
 
 _CHANNELS = ("texts", "calls", "emails")
+_REBASED = ("rebased_text_place", "rebased_call_place", "rebased_email_place")
 
 
 def place(tx: int, event_id: int) -> int:
@@ -86,6 +90,32 @@ class PostgresHistory(PostgresBase):
 
     _last_write: asyncio.Future[Any] | None = None
     """The texts' write handed over last (``texts.py`` queues them in order)."""
+
+    async def open(self) -> None:
+        await super().open()
+        try:
+            await self._rebase_if_moved()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _rebase_if_moved(self) -> None:
+        """A database restored from a dump into another cluster may hold transaction ids
+        of this cluster's future: then every old event is put at tx 0 (in id order,
+        before anything this cluster writes) and the cursors and the callbacks' places
+        with them, once, before anything is followed (``postgres_history.sql``)."""
+        async with self._transaction() as db:
+            await db.execute(self.query("histories_lock"))
+            if not await db.fetchval(self.query("histories_moved")):
+                return
+            for row in await db.fetch(self.query("histories_cursors")):
+                places = [await db.fetchval(self.query(name), *parts(at))
+                          for name, at in zip(_REBASED, row[1:], strict=True)]  # fmt: skip
+                await db.execute(self.query(f"rebase_{row['kind']}_cursor"), *places)
+            await db.execute(self.query("rebase_histories"))
+        log.warning(
+            "store.histories_rebased", extra={"reason": "transaction ids of another cluster"}
+        )
 
     async def history_tip(self) -> Cursor:
         if (last := self._last_write) is not None:
