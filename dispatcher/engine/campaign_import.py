@@ -15,7 +15,7 @@ import csv
 import logging
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -132,26 +132,50 @@ class _Store(CampaignStore, DoNotTextStore, TextStore, Protocol):
 
 @dataclass(slots=True)
 class _Tally:
-    """The contacts imported so far, by pool number (their segments, and their lines
-    in file order), and their time zones."""
+    """The contacts imported so far, by pool number (their segments), by pool number
+    and time zones, and their lines in file order with each one's pool number (``lines``
+    holds the lines of the numbers the balance takes contacts from, once it asks)."""
 
+    pool: dict[str, int]  # each pool number's place in the pool
     segments: Counter[str] = field(default_factory=Counter)
     contacts: Counter[str] = field(default_factory=Counter)
     lines: dict[str, array[int]] = field(default_factory=dict)
     zones: set[str] = field(default_factory=set)
     groups: Counter[tuple[str, str]] = field(default_factory=Counter)  # by number and zones
     group_segments: Counter[tuple[str, str]] = field(default_factory=Counter)
+    line_numbers: array[int] = field(default_factory=lambda: array("q"))
+    line_senders: array[int] = field(default_factory=lambda: array("l"))  # places in the pool
 
-    def add(self, contact: Contact, cost: int) -> None:
-        sender = contact.sender
-        self.segments[sender] += cost
-        self.contacts[sender] += 1
-        self.groups[sender, contact.tz] += 1
-        self.group_segments[sender, contact.tz] += cost
-        if (lines := self.lines.get(sender)) is None:
-            lines = self.lines[sender] = array("q")
-        lines.append(contact.line)
-        self.zones.add(contact.tz)
+    def add(self, checked: Sequence[tuple[Contact, int]]) -> None:
+        """A chunk's contacts and their segments, counted together (``Counter.update``
+        counts in C: a row costs a few list items, not six dictionary updates)."""
+        senders = [contact.sender for contact, _ in checked]
+        groups = [(contact.sender, contact.tz) for contact, _ in checked]
+        self.contacts.update(senders)
+        self.groups.update(groups)
+        costs = [cost for _, cost in checked]
+        if costs.count(1) == len(costs):
+            self.segments.update(senders)
+            self.group_segments.update(groups)
+        else:
+            for group, cost in zip(groups, costs, strict=True):
+                self.segments[group[0]] += cost
+                self.group_segments[group] += cost
+        self.zones.update(zones for _, zones in groups)
+        self.line_numbers.extend(contact.line for contact, _ in checked)
+        pool = self.pool
+        self.line_senders.extend(pool[sender] for sender in senders)
+
+    def keep_lines(self, numbers: Collection[str]) -> None:
+        """Group the lines of ``numbers``' contacts, in file order, into ``lines``."""
+        if not numbers:
+            return
+        wanted = {self.pool[number]: array("q") for number in numbers}
+        for line, sender in zip(self.line_numbers, self.line_senders, strict=True):
+            if (lines := wanted.get(sender)) is not None:
+                lines.append(line)
+        senders = list(self.pool)
+        self.lines.update((senders[place], lines) for place, lines in wanted.items())
 
 
 @dataclass(slots=True, kw_only=True)
@@ -289,7 +313,7 @@ class Importer:
             private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
         )
         seen: dict[str, int] = {}  # each contact's number: its first line
-        tally = _Tally()
+        tally = _Tally(pool={number: place for place, number in enumerate(campaign.senders)})
         rules = self._rules(started)
         workers = workers_for(_size(spec.contacts))
         chunks = read_chunks(rules, started.rows, started.first, BATCH, workers=workers)
@@ -302,8 +326,7 @@ class Importer:
                     async for read in chunks:
                         progress.bytes_read = reader.bytes_read
                         checked = await self._accepted(campaign, read, seen, progress, rejects)
-                        for contact, cost in checked:
-                            tally.add(contact, cost)
+                        tally.add(checked)
                         if writing is not None:
                             await writing  # one write at a time, in file order
                         if checked:  # one write a chunk, while the next chunk is read
@@ -368,6 +391,7 @@ class Importer:
         has that number (an earlier text from it, or a conversation with it) keeps it.
         The busy numbers are balanced a few at once; only the contacts looked at are read."""
         moves = rebalance(tally.contacts, started.campaign.senders)
+        tally.keep_lines(moves)
         busy = asyncio.Semaphore(16)
 
         async def give(number: str, targets: list[str]) -> None:
