@@ -5,13 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
+from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import asyncpg
 import pytest
 
 from dispatcher.core.callbacks import Subscription
+from dispatcher.core.calls import (
+    CallEvent,
+    CallStatus,
+    VoiceResult,
+    call_status,
+)
 from dispatcher.core.campaigns import (
     Campaign,
     CampaignChannel,
@@ -21,13 +30,31 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
 )
 from dispatcher.core.channel import Channel
-from dispatcher.core.model import Source, TextStatus, transition
+from dispatcher.core.consent import Action
+from dispatcher.core.model import (
+    DntEntry,
+    Source,
+    TextStatus,
+    transition,
+)
 from dispatcher.core.results import Cursor, Run
-from dispatcher.errors import StoreError
+from dispatcher.errors import (
+    StoreError,
+    StoreUnavailable,
+)
+from dispatcher.store import Store
 from dispatcher.store.postgres.history import place
 from dispatcher.store.postgres.store import PostgresStore
 from tests.peers_postgres import Cluster
-from tests.test_store_contract import make_message
+from tests.test_store_contract import (
+    ACCOUNT,
+    at,
+    first_call_events,
+    insert_call,
+    make_call,
+    make_message,
+    move_call,
+)
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
 
@@ -244,3 +271,111 @@ async def test_a_database_restored_into_another_cluster_is_followed_on(url: str)
         # The subscription's place moved too: its change already sent is not sent again.
         [(moved, change)] = await store.subscribed_changes(cursor, tip, 10)
         assert (change.source_id, change.event) == ("m_waiting", moved.last_event)
+
+
+# -- consent, Do Not Text and calls (part B) -----------------------------------------------
+
+
+async def test_two_stores_add_and_remove_a_number_once(url: str) -> None:
+    """Two workers adding one number at once write one opt-out between them (the first
+    in force is what both answer), and removing it at once writes one opt-in: one of all
+    the removals reports it."""
+    numbers = [f"+1415555{i:04d}" for i in range(10)]
+    async with PostgresStore(url) as one, PostgresStore(url) as two:
+        added = await asyncio.gather(*(
+            s.dnt_add(DntEntry(number=n, added_at=at(k), added_by=f"worker{k}"))
+            for n in numbers for k, s in enumerate((one, two))
+        ))  # fmt: skip
+        listed = await one.dnt_many(numbers)
+        assert set(listed) == set(numbers)
+        assert list(added) == [listed[n] for n in numbers for _ in range(2)]
+        assert await two.dnt_many(numbers) == listed
+
+        removed = await asyncio.gather(*(
+            s.dnt_remove(n) for n in numbers for s in (one, two, one, two)
+        ))  # fmt: skip
+        for i in range(len(numbers)):  # of each number's four removals, one reports it
+            assert removed[4 * i : 4 * i + 4].count(True) == 1
+        assert await two.dnt_list(100) == []
+        ledger = await one.consent_entries(0, 100)
+        assert Counter((e.contact, e.action) for e in ledger) == {
+            (n, action): 1 for n in numbers for action in (Action.OPT_OUT, Action.OPT_IN)
+        }
+
+
+async def test_calls_consent_and_slots_survive_close_and_reopen(url: str) -> None:
+    async with PostgresStore(url) as store:
+        s = cast(Store, store)
+        call = await insert_call(s, make_call("c1", idempotency_key="k-1"))
+        await insert_call(s, make_call("c2", recipient="+14155550123"))
+        _, placing = await move_call(s, call, CallStatus.PLACING, when=at(1), attempt_id="a1",
+                                     placed_at=at(1), next_slot=(ACCOUNT, at(1.25)))  # fmt: skip
+        _, initiated = await move_call(s, placing, CallStatus.INITIATED, when=at(2),
+                                       provider_id="CA1")  # fmt: skip
+        step = CallEvent(call_id="c1", at=at(3), result=VoiceResult.SAY, step=2,
+                         source=Source.PROVIDER)  # fmt: skip
+        await store.update_call(initiated, [step])
+        await store.dnt_add(DntEntry(number="+14155550999", added_at=at(4), added_by="ops"))
+        before = [await store.get_call(c) for c in ("c1", "c2")]
+        history = await store.call_history("c1")
+        ledger = await store.consent_entries(0, 10)
+
+    async with PostgresStore(url) as store:
+        assert [await store.get_call(c) for c in ("c1", "c2")] == before
+        assert await store.call_history("c1") == history
+        assert history[-1] == step
+        assert await store.call_by_provider_id("CA1") == before[0]
+        assert await store.call_by_idempotency_key("k-1") == before[0]
+        assert await store.call_slots() == {ACCOUNT: at(1.25)}
+        assert await store.consent_entries(0, 10) == ledger
+        assert await store.dnt_get("+14155550999") is not None
+        # Calls keep their order after a reopen: a new one goes behind the old ones.
+        newest = await insert_call(cast(Store, store), make_call("c3"))
+        assert max(c.seq for c in before if c is not None) < newest.seq
+        queued = await store.calls_in_status({CallStatus.QUEUED}, 10)
+        assert [c.id for c in queued] == ["c2", "c3"]
+
+
+async def test_a_call_update_the_database_refuses_writes_none_of_it(
+    store: PostgresStore,
+) -> None:
+    """An event the database refuses (text with a NUL character) takes the projection
+    and the account's slot with it: the update is one statement."""
+    call = await insert_call(cast(Store, store), make_call("c1"))
+    event, placing = call_status(call, CallStatus.PLACING, at=at(1), source=Source.SCHEDULER)
+    bad = CallEvent(call_id="c1", at=at(1), result=VoiceResult.SAY, detail="a\x00b")
+    with pytest.raises(StoreError) as refused:
+        await store.update_call(placing, [event, bad], (ACCOUNT, at(2)))
+    assert not isinstance(refused.value, StoreUnavailable)
+    assert await store.get_call("c1") == call
+    assert await store.call_history("c1") == first_call_events(call)
+    assert await store.call_slots() == {}
+
+    await store.update_call(placing, [event], (ACCOUNT, at(2)))  # it takes writes again
+    assert await store.get_call("c1") == placing
+    assert await store.call_slots() == {ACCOUNT: at(2)}
+
+
+async def test_two_stores_on_one_database_share_calls_and_an_accounts_slot(url: str) -> None:
+    """Two workers' stores inserting calls at once get distinct seqs (each its own in
+    the order it called), see each other's calls, and an account's slot moved by both
+    ends at the later of their slots."""
+    async with PostgresStore(url) as one, PostgresStore(url) as two:
+        stores = [one, two] * 10
+        inserted = await asyncio.gather(*(
+            insert_call(cast(Store, s), make_call(f"c{i}")) for i, s in enumerate(stores)
+        ))  # fmt: skip
+        seqs = [c.seq for c in inserted]
+        assert len(set(seqs)) == len(seqs)
+        for mine in (seqs[0::2], seqs[1::2]):
+            assert mine == sorted(mine)
+        assert await two.get_call("c0") == inserted[0]
+        assert await one.call_counts() == {CallStatus.QUEUED: 20}
+
+        slots = [at(k) for k in range(1, 21)]
+        random.Random(11).shuffle(slots)
+        await asyncio.gather(*(
+            s.update_call(c, [], (ACCOUNT, when))
+            for s, c, when in zip(stores, inserted, slots, strict=True)
+        ))  # fmt: skip
+        assert await one.call_slots() == await two.call_slots() == {ACCOUNT: at(20)}

@@ -17,6 +17,7 @@ from dispatcher.store.postgres.campaigns import PostgresCampaigns
 from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.engagement import PostgresEngagement
+from dispatcher.store.postgres.listing import PostgresListing
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
 
@@ -27,6 +28,7 @@ class PostgresStore(
     PostgresCallbacks,
     PostgresCalls,
     PostgresConsent,
+    PostgresListing,
     PostgresEmails,
     PostgresEngagement,
     PostgresTexts,
