@@ -231,8 +231,11 @@ def problem(exc: msgspec.ValidationError) -> Problem:
     if named := _NAMED.fullmatch(detail):
         kind = "missing" if named["kind"] == "missing required" else "unknown"
         return Problem(kind, (*path, named["name"]), "", detail)
+    values = "..." in path  # a value of an object, whose key msgspec does not give:
+    del path[path.index("...") if values else len(path) :]  # the object is named
     if expected := _EXPECTED.fullmatch(detail):
         words = " or ".join(_WORDS.get(t, t) for t in expected["type"].split(" | "))
+        words = f"an object whose values are {words}" if values else words
         rest = expected["rest"]
         if rest.startswith(", got"):
             return Problem("type", tuple(path), words, detail)

@@ -335,6 +335,7 @@ class Operation:
     body: type[Model] | None = None
     query: type[Model] | None = None  # its query parameters, one field each
     upload: str | None = None  # the media type of a body taken as a file (text/csv)
+    # (with a body too: either is taken, and the query's parameters go with the file)
     answers: Mapping[int, Answer] = field(default_factory=dict)
     idempotency_key: bool = False
 
@@ -373,18 +374,18 @@ def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dic
             {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
             for name in _PARAMETER.findall(op.path)
         ]
-        if op.query is not None:
-            parameters.extend(_query_parameters(op.query))
+        if op.query is not None:  # with a JSON body as well, they go with the file only
+            parameters.extend(_query_parameters(op.query, required=op.body is None))
         if op.idempotency_key:
             parameters.append(_KEY)
         entry: dict[str, Any] = {"summary": op.summary, "operationId": op.handler}
         if parameters:
             entry["parameters"] = parameters
-        if op.body is not None:
-            entry["requestBody"] = {"required": True, "content": _json(op.body)}
-        elif op.upload is not None:
-            file = {"schema": {"type": "string", "contentMediaType": op.upload}}
-            entry["requestBody"] = {"required": True, "content": {op.upload: file}}
+        content = _json(op.body) if op.body is not None else {}
+        if op.upload is not None:
+            content[op.upload] = {"schema": {"type": "string", "contentMediaType": op.upload}}
+        if content:
+            entry["requestBody"] = {"required": True, "content": content}
         entry["responses"] = {
             str(status): _response(status, answer)
             for status, answer in sorted(_answers(op).items())
@@ -402,13 +403,14 @@ def openapi(operations: Sequence[Operation], *, title: str, version: str) -> dic
     }
 
 
-def _query_parameters(model: type[Model]) -> list[dict[str, Any]]:
-    """The query parameters a model's fields describe (an enum's schema written in)."""
+def _query_parameters(model: type[Model], *, required: bool = True) -> list[dict[str, Any]]:
+    """The query parameters a model's fields describe (an enum's schema written in);
+    none required unless ``required``."""
     defs = msgspec.json.schema(model)["$defs"]
     described = defs[model.__name__]
-    required = set(described.get("required", ()))
+    needed = set(described.get("required", ())) if required else set()
     return [
-        {"name": name, "in": "query", "required": name in required,
+        {"name": name, "in": "query", "required": name in needed,
          "schema": defs[value["$ref"].rpartition("/")[2]] if "$ref" in value else value}
         for name, value in described["properties"].items()
     ]  # fmt: skip

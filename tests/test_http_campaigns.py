@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -9,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from dispatcher.core.campaigns import CampaignState
+from dispatcher.core.campaigns import CampaignState, ContactState
 from dispatcher.service import CampaignSpec
+from dispatcher.web import campaign_contacts
 from dispatcher.web import campaigns as web_campaigns
 from tests.helpers import wait_for
 from tests.peers import App
@@ -129,8 +132,11 @@ async def test_a_refused_upload_keeps_nothing(
     assert status == 400
     status, refused = await upload(app, {k: v for k, v in SPRING.items() if k != "name"})
     assert (status, refused["error"]["field"]) == (400, "name")
-    status, refused = await upload(app, SPRING, content_type="application/json")
+    status, refused = await upload(app, SPRING, content_type="application/xml")
     assert (status, refused["error"]["code"]) == (415, "unsupported_media_type")
+    status, refused = await upload(app, SPRING, content_type="application/json")
+    assert status == 400
+    assert "with a JSON body the campaign's settings are in the body" in refused["error"]["message"]
     monkeypatch.setattr(web_campaigns, "MAX_UPLOAD", 100)
     status, refused = await upload(app, SPRING, CSV * 10)
     assert (status, refused["error"]["code"]) == (413, "too_large")
@@ -202,3 +208,97 @@ async def test_a_campaign_s_contacts_are_listed_a_page_at_a_time(app: App, home:
         assert (status, refused["error"]["field"]) == (400, field), params
     status, refused = await get(app, "/v1/campaigns/cmp_nope/contacts")
     assert (status, refused["error"]["code"]) == (404, "not_found")
+
+
+async def post_json(app: App, body: Any, params: dict[str, str] | None = None) -> tuple[int, Any]:
+    data = io.BytesIO(json.dumps(body).encode())  # streamed: a large body too
+    headers = {**app.api(), "Content-Type": "application/json"}
+    async with app.http.post(app.url + "/v1/campaigns", data=data, params=params,
+                             headers=headers) as response:  # fmt: skip
+        return response.status, await response.json()
+
+
+AUTUMN: dict[str, Any] = {
+    "name": "autumn", "template": "Hi {First Name|there}", "from": "+15550000001",
+    "draft": True, "start_at": "2999-01-01T09:00:00Z",
+}  # fmt: skip
+
+
+async def test_a_campaign_is_created_from_json_contacts(app: App, home: Path) -> None:
+    listed = {"number": "+12125550009", "reason": "asked"}
+    assert (await app.request("POST", "/v1/dnt", json=listed, headers=app.api()))[0] == 201
+    contacts = [
+        {"phone": "+12125550001", "fields": {"First Name": "Ann"}, "time_zone": "Asia/Tokyo"},
+        {"phone": "(212) 555-0002"},  # national, read in the default region; no field
+        {"phone": "+1 212 555 0001", "fields": {"First Name": "Again"}},  # a duplicate
+        {"phone": "+12125550009", "fields": {"First Name": "Listed"}},  # Do Not Text
+    ]  # fmt: skip
+    status, created = await post_json(app, {**AUTUMN, "contacts": contacts})
+    assert status == 201, created
+    assert (created["name"], created["template"], created["from"], created["start_at"]) == (
+        "autumn", "Hi {First Name|there}", ["+15550000001"], "2999-01-01T09:00:00+00:00",
+    )  # fmt: skip
+
+    async def imported() -> bool:
+        shown: dict[str, Any] = (await get(app, f"/v1/campaigns/{created['id']}"))[1]
+        return bool(shown["state"] == "draft")
+
+    await wait_for(imported, what="the import")
+    _, shown = await get(app, f"/v1/campaigns/{created['id']}")
+    assert {k: shown[k] for k in ("accepted", "rejected", "duplicates", "suppressed")} == {
+        "accepted": 2, "rejected": 0, "duplicates": 1, "suppressed": 1}  # fmt: skip
+    _, page = await get(app, f"/v1/campaigns/{created['id']}/contacts")
+    assert [(c["line"], c["phone"]) for c in page["contacts"]] == [
+        (2, "+12125550001"), (3, "+12125550002")]  # fmt: skip
+    texts = await app.service.campaign_preview(created["id"])
+    assert [t.body for t in texts] == ["Hi Ann", "Hi there"]
+    stored = await app.service.campaign_contacts(created["id"], list(ContactState), 10)
+    assert [c.tz for c in stored] == ["Asia/Tokyo", "America/New_York"]  # its number's
+    (written,) = (home / "uploads").iterdir()
+    assert written.read_text().splitlines()[0] == '"phone","time_zone","First Name"'
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"contacts": [{"phone": "+12125550001"}, {"phone": "not a number"}]}, "contacts[1].phone"),
+        ({"contacts": [{"phone": "+12125550001", "time_zone": "Mars/Olympus"}]},
+         "contacts[0].time_zone"),
+        ({"contacts": [{"phone": "+12125550001", "fields": {"PHONE": "x"}}]},
+         "contacts[0].fields.PHONE"),
+        ({"contacts": [{"phone": "+12125550001", "fields": {"note": "a\nb"}}]},
+         "contacts[0].fields.note"),
+        ({"contacts": [{"phone": "+12125550001"}, {"fields": {}}]}, "contacts[1].phone"),
+        ({"contacts": [{"phone": "+12125550001", "fields": {"n": 7}}]}, "contacts[0].fields"),
+        ({"contacts": [{"phone": "+12125550001", "email": "a@example.com"}]}, "contacts[0].email"),
+        ({"contacts": []}, "contacts"),
+        ({"contacts": [{"phone": "+12125550001"}] * 100_001}, "contacts"),
+        ({"phone_column": "mobile"}, "phone_column"),
+        ({"name": ""}, "name"),
+        ({"template": "Hi {name}"}, "template"),  # no contact has the field
+    ],
+)  # fmt: skip
+async def test_a_bad_json_campaign_is_refused_naming_the_contact(
+    app: App, home: Path, change: dict[str, Any], field: str
+) -> None:
+    body = {**AUTUMN, "contacts": [{"phone": "+12125550001"}], **change}
+    status, refused = await post_json(app, body)
+    assert (status, refused["error"]["field"]) == (400, field), refused
+    assert not (home / "uploads").exists() or list((home / "uploads").iterdir()) == []
+    assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})
+
+
+async def test_a_json_campaign_takes_no_query_and_a_bounded_body(
+    app: App, home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    body = {**AUTUMN, "contacts": [{"phone": "+12125550001"}]}
+    status, refused = await post_json(app, body, params={"name": "spring"})
+    assert (status, refused["error"]["field"]) == (400, "name")
+    monkeypatch.setattr(campaign_contacts, "MAX_JSON", 100)
+    status, refused = await post_json(app, body)
+    assert (status, refused["error"]["code"]) == (413, "too_large")
+    assert "over 100 bytes" in refused["error"]["message"]
+    status, refused = await upload(app, SPRING, b"name,phone\n", content_type="text/html")
+    assert (status, refused["error"]["code"]) == (415, "unsupported_media_type")
+    assert "application/json" in refused["error"]["message"]
+    assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})

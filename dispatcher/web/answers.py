@@ -44,6 +44,21 @@ def refusal(kind: type[web.HTTPError], code: str, message: str) -> web.HTTPError
                 content_type="application/json")  # fmt: skip
 
 
+def is_json(content_type: str) -> bool:
+    """``application/json`` or an ``application/...+json`` type (parameters aside)."""
+    kind, _, subtype = content_type.lower().partition("/")
+    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
+
+
+def too_large(what: str, limit: int, size: int) -> web.HTTPRequestEntityTooLarge:
+    """The 413 to raise for ``what`` (a body, a file) over ``limit`` bytes, in the JSON
+    error shape."""
+    error = {"code": "too_large", "message": f"{what} is over {limit} bytes"}
+    return web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size,
+                                         text=jsonio.dumps({"error": error}),
+                                         content_type="application/json")  # fmt: skip
+
+
 def require_token(request: web.Request, token: str | None) -> None:
     """Refuse (401, the JSON error shape) a request without ``Authorization: Bearer
     <token>``, and every request when no token is set. Compared in constant time as

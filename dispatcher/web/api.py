@@ -37,7 +37,15 @@ from dispatcher.service import (
     Rule,
     TextRequest,
 )
-from dispatcher.web.answers import MAX_BODY, answer, json_response, refusal, require_token
+from dispatcher.web.answers import (
+    MAX_BODY,
+    answer,
+    is_json,
+    json_response,
+    refusal,
+    require_token,
+    too_large,
+)
 from dispatcher.web.campaigns import ROUTES as CAMPAIGN_ROUTES
 from dispatcher.web.campaigns import CampaignRoutes
 from dispatcher.web.consent import ROUTES as CONSENT_ROUTES
@@ -47,12 +55,6 @@ from dispatcher.web.dnt import DntRoutes
 from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
 
 _Body = TypeVar("_Body", bound=schemas.Model)
-
-
-def _is_json(content_type: str) -> bool:
-    """``application/json`` or an ``application/...+json`` type (parameters aside)."""
-    kind, _, subtype = content_type.lower().partition("/")
-    return kind == "application" and (subtype == "json" or subtype.endswith("+json"))
 
 
 class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
@@ -74,7 +76,7 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
         """The body of an authorised ``/v1`` request: declared JSON (415 otherwise) and
         at most MAX_BODY bytes (413)."""
         self._authorised(request)
-        if not _is_json(request.content_type):
+        if not is_json(request.content_type):
             raise refusal(
                 web.HTTPUnsupportedMediaType, "unsupported_media_type",
                 f"the request body must be JSON, sent with Content-Type: application/json "
@@ -83,11 +85,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
         try:
             return await request.read()
         except web.HTTPRequestEntityTooLarge:
-            error = {"code": "too_large", "message": f"the request body is over {MAX_BODY} bytes"}
-            raise web.HTTPRequestEntityTooLarge(
-                max_size=MAX_BODY, actual_size=request.content_length or MAX_BODY + 1,
-                text=jsonio.dumps({"error": error}), content_type="application/json",
-            ) from None  # fmt: skip
+            size = request.content_length or MAX_BODY + 1
+            raise too_large("the request body", MAX_BODY, size) from None
 
     async def _body(self, request: web.Request, model: type[_Body]) -> _Body:
         """The body, read into its model: standard JSON (400 naming what is wrong) with

@@ -5,7 +5,9 @@ part of the route table :data:`dispatcher.web.api.API`).
   ``GET /v1/campaigns/{id}``: one campaign.
 - ``POST /v1/campaigns``: create a campaign from a CSV of contacts sent as the body
   (``text/csv``, up to 50 MiB, kept in the home folder's ``uploads``), its settings as
-  query parameters; the import runs on (follow it with ``GET``).
+  query parameters; or from a JSON body of its settings and contacts (up to 20 MiB,
+  written as a contacts file there: :mod:`dispatcher.web.campaign_contacts`); the
+  import runs on (follow it with ``GET``).
 - ``GET /v1/campaigns/{id}/contacts``: its contacts in file order (``state``, ``limit``
   a page, the next page from ``cursor``), each with its present text or call.
 - ``POST /v1/campaigns/{id}/pause``, ``.../resume`` (also launches a draft) and
@@ -20,6 +22,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, BinaryIO, Literal
 
+import msgspec
 from aiohttp import StreamReader, web
 from msgspec import UNSET, Meta, UnsetType
 
@@ -27,9 +30,19 @@ from dispatcher import jsonio
 from dispatcher.core.campaigns import ContactState
 from dispatcher.core.durations import parse_duration
 from dispatcher.core.listing import DEFAULT_LIMIT
+from dispatcher.errors import InvalidInput
 from dispatcher.schemas import Answer, ContactOut, Model, Operation, Timestamp, contact_out, ts
 from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
-from dispatcher.web.answers import answer, refusal
+from dispatcher.web.answers import answer, is_json, refusal, too_large
+from dispatcher.web.campaign_contacts import (
+    MAX_CONTACTS,
+    MAX_JSON,
+    PHONE,
+    Contacts,
+    check_contacts,
+    read_json,
+    write_contacts,
+)
 from dispatcher.web.models import Cursor, Limit, NextCursor, given, read_query
 
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -145,6 +158,14 @@ class NewCampaign(Model, frozen=True):
     voice_message: Text | UnsetType = UNSET
 
 
+class NewCampaignContacts(NewCampaign, frozen=True, kw_only=True):
+    """``POST /v1/campaigns`` with a JSON body: the settings of ``dispatcher campaign
+    create`` and the contacts (see :mod:`dispatcher.web.campaign_contacts`); the
+    columns of a CSV (``phone_column``, ``tz_column``) are not taken."""
+
+    contacts: Contacts
+
+
 def campaign_out(view: CampaignView) -> CampaignOut:
     c, progress = view.campaign, view.progress
     importing = progress is not None and not progress.done
@@ -187,14 +208,7 @@ class CampaignRoutes:
 
     async def create_campaign(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
-        q = read_query(request.query, NewCampaign)
-        if request.content_type not in ("text/csv", "text/plain"):
-            raise refusal(
-                web.HTTPUnsupportedMediaType, "unsupported_media_type",
-                f"send the contacts file as the body, with Content-Type: text/csv "
-                f"(not {request.content_type})",
-            )  # fmt: skip
-        path = await _receive(request, self._dispatcher.config.home / UPLOADS)
+        q, path = await self._new_campaign(request)
         try:
             spec = CampaignSpec(
                 name=q.name, contacts=path, template=q.template,
@@ -211,6 +225,48 @@ class CampaignRoutes:
             path.unlink(missing_ok=True)  # refused: its file is not kept
             raise
         return answer(campaign_out(await self._dispatcher.campaign(campaign.id)), status=201)
+
+    async def _new_campaign(self, request: web.Request) -> tuple[NewCampaign, Path]:
+        """A new campaign's settings and contacts file: a CSV body with the settings as
+        query parameters, or a JSON body of both (its contacts written as a file)."""
+        uploads = self._dispatcher.config.home / UPLOADS
+        if is_json(request.content_type):
+            return await self._json_campaign(request, uploads)
+        q = read_query(request.query, NewCampaign)
+        if request.content_type not in ("text/csv", "text/plain"):
+            raise refusal(
+                web.HTTPUnsupportedMediaType, "unsupported_media_type",
+                f"send the contacts file as the body, with Content-Type: text/csv, or the "
+                f"campaign as JSON, with Content-Type: application/json "
+                f"(not {request.content_type})",
+            )  # fmt: skip
+        return q, await _receive(request, uploads)
+
+    async def _json_campaign(
+        self, request: web.Request, uploads: Path
+    ) -> tuple[NewCampaignContacts, Path]:
+        """The campaign of a JSON body: checked whole, its contacts each by its index,
+        before they are written as the rows of a contacts file."""
+        if name := next(iter(request.query), None):
+            raise InvalidInput(f"{name}: with a JSON body the campaign's settings are in "
+                               "the body, not in the query", field=name)  # fmt: skip
+        raw = await read_json(request)
+        body = await asyncio.to_thread(jsonio.decode, raw, NewCampaignContacts,
+                                       what="the request body")  # fmt: skip
+        csv_columns = {"phone_column": body.phone_column != PHONE,
+                       "tz_column": not isinstance(body.tz_column, UnsetType)}  # fmt: skip
+        for name in (name for name, given_as in csv_columns.items() if given_as):
+            raise InvalidInput(f"{name}: names a column of a CSV body; a JSON body's contacts "
+                               "give their phone and time_zone", field=name)  # fmt: skip
+        region = self._dispatcher.config.campaigns.default_region
+        await asyncio.to_thread(check_contacts, body.contacts, region)
+        path = await asyncio.to_thread(_upload_path, uploads)
+        try:
+            zones = await asyncio.to_thread(write_contacts, body.contacts, path)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return msgspec.structs.replace(body, tz_column=UNSET if zones is None else zones), path
 
     async def get_campaign(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)
@@ -238,11 +294,16 @@ class CampaignRoutes:
         return answer(campaign_out(await self._dispatcher.cancel_campaign(_id(request))))
 
 
+def _upload_path(folder: Path) -> Path:
+    """A new contacts file's path in ``folder`` (made if need be)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"contacts-{secrets.token_hex(8)}.csv"
+
+
 async def _receive(request: web.Request, folder: Path) -> Path:
     """The body, streamed into a new file of ``folder`` (written off the event loop);
     over MAX_UPLOAD bytes it is refused (413) and nothing is kept."""
-    await asyncio.to_thread(folder.mkdir, parents=True, exist_ok=True)
-    path = folder / f"contacts-{secrets.token_hex(8)}.csv"
+    path = await asyncio.to_thread(_upload_path, folder)
     file = await asyncio.to_thread(path.open, "xb")
     try:
         with file:
@@ -252,13 +313,7 @@ async def _receive(request: web.Request, folder: Path) -> Path:
         raise
     if size > MAX_UPLOAD:
         path.unlink(missing_ok=True)
-        error = {"code": "too_large", "message": f"the contacts file is over {MAX_UPLOAD} bytes"}
-        raise web.HTTPRequestEntityTooLarge(
-            max_size=MAX_UPLOAD,
-            actual_size=size,
-            text=jsonio.dumps({"error": error}),
-            content_type="application/json",
-        )
+        raise too_large("the contacts file", MAX_UPLOAD, size)
     return path
 
 
@@ -284,13 +339,19 @@ _PATH = "/v1/campaigns/{campaign_id}"
 
 ROUTES = [
     Operation(method="POST", path="/v1/campaigns", handler="create_campaign",
-              summary="Create a campaign from a CSV of contacts (the body) and start "
-                      "importing it", query=NewCampaign, upload="text/csv",
+              summary="Create a campaign from a CSV of contacts (the body; the settings "
+                      "as query parameters) or from JSON (its settings and contacts), and "
+                      "start importing it", query=NewCampaign, upload="text/csv",
+              body=NewCampaignContacts,
               answers={201: Answer("created: its import runs on", CampaignOut),
                        400: Answer("invalid: a setting, the file's header, the template's "
-                                   "fields, the pool (the error names it)"),
-                       413: Answer("the file is over 50 MiB"),
-                       415: Answer("the body is not sent as text/csv")}),
+                                   "fields, the pool, a JSON body's contact (the error names "
+                                   "it: contacts[3].phone)"),
+                       413: Answer(f"the CSV body is over {MAX_UPLOAD // 2**20} MiB, the "
+                                   f"JSON body over {MAX_JSON // 2**20} MiB (or its contacts "
+                                   f"over {MAX_CONTACTS:,}: 400)"),
+                       415: Answer("the body is sent neither as text/csv nor as "
+                                   "application/json")}),
     Operation(method="GET", path="/v1/campaigns", handler="campaigns",
               summary="Every campaign, newest first, with its progress", query=CampaignQuery,
               answers={200: Answer("the campaigns", CampaignList),
