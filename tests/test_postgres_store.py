@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import random
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -31,6 +32,8 @@ from dispatcher.core.campaigns import (
 )
 from dispatcher.core.channel import Channel
 from dispatcher.core.consent import Action
+from dispatcher.core.emails import EmailStatus, email_status
+from dispatcher.core.metrics import EMAIL, TEXT, VOICE, MetricsQuery, compute
 from dispatcher.core.model import (
     DntEntry,
     Source,
@@ -43,17 +46,26 @@ from dispatcher.errors import (
     StoreUnavailable,
 )
 from dispatcher.store import Store
+from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.history import place
 from dispatcher.store.postgres.store import PostgresStore
 from tests.peers_postgres import Cluster
+from tests.test_email_metrics import EMAIL_CASES, write_email_history
 from tests.test_store_contract import (
     ACCOUNT,
+    ENGAGEMENT_CASES,
+    RELAY,
     at,
+    counts,
     first_call_events,
+    first_email_events,
     insert_call,
+    insert_email,
     make_call,
+    make_email,
     make_message,
     move_call,
+    write_history,
 )
 
 T0 = datetime(2026, 3, 14, 9, 26, 53, 589793, tzinfo=UTC)
@@ -271,6 +283,100 @@ async def test_a_database_restored_into_another_cluster_is_followed_on(url: str)
         # The subscription's place moved too: its change already sent is not sent again.
         [(moved, change)] = await store.subscribed_changes(cursor, tip, 10)
         assert (change.source_id, change.event) == ("m_waiting", moved.last_event)
+
+
+# -- email and engagement (part C) -------------------------------------------------------
+
+
+async def test_engagement_rows_are_the_memory_stores_for_every_query(url: str) -> None:
+    """The scripted histories of texts, calls, plays and emails give PostgreSQL the very
+    rows the memory store gives, for every query of the engagement cases."""
+    queries = [q for q, *_ in ENGAGEMENT_CASES.values()] + [q for q, _ in EMAIL_CASES.values()]
+    found = []
+    for opened in (MemoryStore(), PostgresStore(url)):
+        async with opened as store:
+            await write_history(cast(Store, store))
+            await write_email_history(cast(Store, store))
+            found.append([Counter(await store.engagement(q)) for q in queries])
+    memory, postgres = found
+    assert memory == postgres
+    assert all(memory[:3]), "the histories have rows"
+
+
+async def test_an_automations_engagement_is_found_whatever_the_databases_locale(
+    postgres: Cluster,
+) -> None:
+    """In a database ordering text by ICU's en-US rules (where ';' sorts before ':'),
+    the triggers of one automation still form the byte range the metrics ask for."""
+    name = f"icu_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 '
+                            "LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C'")  # fmt: skip
+    finally:
+        await admin.close()
+    async with PostgresStore(postgres.url(name)) as store:
+        assert await store.pool.fetchval(
+            "SELECT 'automation:thanks:msg_a' < 'automation:thanks;'"
+        ) is False  # fmt: skip
+        await write_history(cast(Store, store))
+        await write_email_history(cast(Store, store))
+
+        thanks = compute(await store.engagement(MetricsQuery(automation="thanks")))
+        clicks = compute(await store.engagement(MetricsQuery(automation="on_click")))
+        escalate = compute(await store.engagement(MetricsQuery(automation="escalate")))
+
+    assert thanks.text == counts(TEXT, {"Sent": 1, "Delivered": 1, "Play": 1, "Activity": 1})
+    assert clicks.email == counts(EMAIL, {"Activity": 1})
+    assert escalate.voice == counts(VOICE, {"Activity": 1})
+
+
+async def test_emails_links_and_plays_survive_close_and_reopen(url: str) -> None:
+    async with PostgresStore(url) as store:
+        email = await insert_email(cast(Store, store), make_email("e1"))
+        event, sending = email_status(email, EmailStatus.SENDING, at=at(1),
+                                      source=Source.SCHEDULER)  # fmt: skip
+        await store.update_email(sending, [event], (RELAY, at(2)))
+        await store.add_voice_link("tok", message_id="e1", campaign_id="c1", message="Hi",
+                                   created_at=T0)  # fmt: skip
+        await store.record_play("tok", at(3))
+        before = Counter(await store.engagement(MetricsQuery()))
+    async with PostgresStore(url) as store:
+        assert await store.get_email("e1") == sending
+        assert await store.email_history("e1") == [*first_email_events(email), event]
+        assert await store.email_slots() == {RELAY: at(2)}
+        assert await store.voice_link("tok") == ("e1", "Hi")
+        assert Counter(await store.engagement(MetricsQuery())) == before
+        assert sum(before.values()) == 1  # the play, counted for the email
+        after = await insert_email(cast(Store, store), make_email("e2"))
+        assert after.seq > email.seq
+
+
+async def test_two_stores_on_one_database_share_emails_and_a_relays_slot(url: str) -> None:
+    """Two workers' stores inserting at once get distinct seqs (each its own in the
+    order it called), see each other's emails, and a relay's slot moved by both ends
+    at the later of their slots."""
+    async with PostgresStore(url) as one, PostgresStore(url) as two:
+        stores = [one, two] * 10
+        inserted = await asyncio.gather(*(
+            insert_email(cast(Store, s), make_email(f"e{i}")) for i, s in enumerate(stores)
+        ))  # fmt: skip
+        seqs = [e.seq for e in inserted]
+        assert len(set(seqs)) == len(seqs)
+        for mine in (seqs[0::2], seqs[1::2]):
+            assert mine == sorted(mine)
+        assert await two.get_email("e0") == inserted[0]
+        assert [e.id for e in await one.emails_in_status([EmailStatus.QUEUED], 100)] == [
+            e.id for e in sorted(inserted, key=lambda e: e.seq)
+        ]
+
+        slots = [at(k) for k in range(1, 21)]
+        random.Random(7).shuffle(slots)
+        await asyncio.gather(*(
+            s.update_email(e, [], (RELAY, when))
+            for s, e, when in zip(stores, inserted, slots, strict=True)
+        ))  # fmt: skip
+        assert await one.email_slots() == await two.email_slots() == {RELAY: at(20)}
 
 
 # -- consent, Do Not Text and calls (part B) -----------------------------------------------
