@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -43,6 +43,19 @@ class Relay:
     smtputf8: bool = True  # it takes addresses that are not ASCII
     servers: list[SMTP] = field(default_factory=list)
     got: asyncio.Event = field(default_factory=asyncio.Event)
+    hold: asyncio.Event | None = None  # DATA's reply waits for it to be set
+    clock: Callable[[], float] | None = None  # what mail_times reads
+    mail_times: list[float] = field(default_factory=list)  # when each MAIL FROM came
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str,
+        options: list[str],
+    ) -> str:  # fmt: skip
+        if self.clock is not None:
+            self.mail_times.append(self.clock())
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
 
     @property
     def url(self) -> str:
@@ -56,6 +69,8 @@ class Relay:
         assert isinstance(parsed, EmailMessage)
         self.received.append(Received(str(envelope.mail_from), list(envelope.rcpt_tos), parsed))
         self.got.set()
+        if self.hold is not None:
+            await self.hold.wait()  # the message is here; its reply waits
         if self.drop_after_data:
             self.drop_after_data -= 1
             assert isinstance(server.transport, asyncio.Transport)

@@ -9,7 +9,10 @@ owns the rest, once:
   keys, handing out every key due in one timer tick together;
 - the claim of all those keys a little ahead of their slots, in one durable write,
   so the write is off the critical path and costs one commit per tick, not one per
-  send. The lead is ``pacing.lead`` at least, and follows the claims' own duration
+  send. A kind whose key sends faster than one claim a slot (email: one relay) may
+  claim several items of a key at once (``claim_ahead``): the items due within the
+  lead, each started at its own slot, the key handed out again once the last has
+  started. The lead is ``pacing.lead`` at least, and follows the claims' own duration
   (:data:`LEAD_MARGIN` times the slowest of the last :data:`CLAIM_SAMPLES`, at most
   :data:`MAX_LEAD`): a claim that outlasts the lead would start its sends late, and
   every send late delays its number's next one. Then one task waits for each slot in
@@ -31,16 +34,16 @@ owns the rest, once:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import Clock, Instant
 from dispatcher.core.tally import PROVIDER_LATENCY, SEND_LATENESS, Histogram, Tally
+from dispatcher.engine.keys import all_locked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
@@ -63,6 +66,10 @@ MAX_LEAD = 0.25
 then on, and its Do Not Text check at the claim is that much older."""
 OUTCOME_UNKNOWN = "outcome_unknown"
 """The error code counted for an attempt whose outcome is unknown."""
+
+ClaimAhead = Callable[[Sequence[tuple[str, datetime]]], Awaitable[dict[str, list[I]]]]
+"""``claim_ahead(due)``: as :meth:`Kind.claim`, but each key's next items, in the order
+they go, as many as are due within the lead (the first at its ``slot_at``)."""
 
 
 class Kind(Protocol[I]):
@@ -139,8 +146,10 @@ class Delivery(Generic[I]):
         lead: float,
         window: float = WINDOW,
         store_fault: Callable[[StoreUnavailable], None] | None = None,
+        claim_ahead: ClaimAhead[I] | None = None,
     ) -> None:
         self._kind = kind
+        self._claim_ahead = claim_ahead  # several items of a key in one claim
         self._clock = clock
         self._retries = retries
         self._max = max_in_flight
@@ -152,6 +161,7 @@ class Delivery(Generic[I]):
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = 0  # keys handed out by the pacer and not yet done with
         self.in_flight: Counter[str] = Counter()  # sends claimed and not yet settled, by key
+        self._ahead: Counter[str] = Counter()  # a key's items claimed ahead, not started yet
         self.lateness = Histogram(SEND_LATENESS)  # each send's start after its slot
         self.latency = Histogram(PROVIDER_LATENCY)  # the provider's answer after the hand-off
         self.provider_errors = Tally()  # refusals by provider code, and unknown outcomes
@@ -168,7 +178,7 @@ class Delivery(Generic[I]):
 
     # -- handing out -----------------------------------------------------------------
     def _room(self) -> int:
-        return self._max - self._out
+        return max(0, self._max - self._out)  # items claimed ahead may pass the bound
 
     def _due(self, batch: list[tuple[str, float]]) -> None:
         self._out += len(batch)
@@ -184,27 +194,30 @@ class Delivery(Generic[I]):
         """``key`` is done with: booked at ``slot`` unless its send already booked it,
         and its room given back."""
         if not booked:
-            self.pacer.book(key, slot)
+            self._book(key, slot)
         self._out -= 1
         if self._out == self._max - 1:
             self.pacer.poke()
         if self._out == 0:
             self.idle.set()
 
+    def _book(self, key: str, slot: float | None) -> None:
+        """The key's next slot: booked (the key back on the heap) by its last item
+        claimed; an item claimed ahead of others of its key only moves the slot later."""
+        if self._ahead and self._ahead[key] > 0:
+            self._ahead[key] -= 1
+            if self._ahead[key] == 0:
+                del self._ahead[key]
+            if slot is not None:
+                self.pacer.restore(key, slot)
+            return
+        self.pacer.book(key, slot)
+
     def _fault(self, exc: Exception, keys: Sequence[str]) -> None:
         if isinstance(exc, StoreUnavailable) and self._store_fault is not None:
             self._store_fault(exc)  # the service pauses: no traceback per key
         else:
             log.error("dispatch.error", exc_info=exc, extra={"keys": len(keys)})
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, keys: Sequence[str]) -> AsyncIterator[None]:
-        """Hold the locks of ``keys`` (each stripe once, in order: no deadlock)."""
-        stripes = sorted({hash(key) % _STRIPES for key in keys})
-        async with contextlib.AsyncExitStack() as stack:
-            for stripe in stripes:
-                await stack.enter_async_context(self._locks[stripe])
-            yield
 
     # -- one tick's keys -------------------------------------------------------------
     async def _dispatch(self, batch: list[tuple[str, float]]) -> None:
@@ -222,12 +235,14 @@ class Delivery(Generic[I]):
             return
         keys = [key for key, _ in wanted]
         now = clock.now()
+        due = [(key, now.wall + timedelta(seconds=max(0.0, slot - now.mono)))
+               for key, slot in wanted]  # fmt: skip
         try:
-            async with self._locked(keys):
-                claimed = await kind.claim([
-                    (key, now.wall + timedelta(seconds=max(0.0, slot - now.mono)))
-                    for key, slot in wanted
-                ])  # fmt: skip
+            async with all_locked(self._locks, keys):
+                if self._claim_ahead is not None:
+                    claimed = await self._claim_ahead(due)
+                else:
+                    claimed = {key: [item] for key, item in (await kind.claim(due)).items()}
         except Exception as exc:
             self._fault(exc, keys)
             # The keys are not lost: each is tried again after a pause.
@@ -238,11 +253,17 @@ class Delivery(Generic[I]):
         self._claimed_in(clock.now().mono - now.mono)
         plan: list[tuple[float, str, I]] = []
         for key, slot in wanted:
-            if (item := claimed.get(key)) is None:
+            items = claimed.get(key)
+            if not items:
                 self._done(key)
-            else:
+                continue
+            self._out += len(items) - 1  # each item is done with once
+            self._ahead[key] += len(items) - 1  # started before the key is booked
+            at = slot
+            for item in items:
                 self.in_flight[key] += 1  # in flight from its claim: a drain waits for it
-                plan.append((slot, key, item))
+                plan.append((at, key, item))
+                at += kind.hold(item)  # the earliest the next can start
         plan.sort(key=lambda entry: entry[0])
         await self._start_all(plan)
 
@@ -269,7 +290,7 @@ class Delivery(Generic[I]):
                 # The send starts now: this read books the slot until the channel
                 # reports the moment it handed the item over.
                 hold = kind.hold(item)
-                self.pacer.book(key, start.mono + hold)
+                self._book(key, start.mono + hold)
                 kind.started(key, start)
                 self.lateness.observe(max(0.0, start.mono - slot))
             except Exception as exc:

@@ -72,6 +72,13 @@ class EmailQueue:
             heapq.heappush(self._heap, (int(email.lane), email.seq, email.id))
         self._emails[email.id] = email
 
+    def take(self, count: int) -> list[Email]:
+        """Up to ``count`` emails from the head, in order."""
+        taken: list[Email] = []
+        while len(taken) < count and (email := self.pop()) is not None:
+            taken.append(email)
+        return taken
+
     def pop(self) -> Email | None:
         """The email at the head (None when none waits)."""
         while self._heap:

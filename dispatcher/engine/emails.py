@@ -64,6 +64,10 @@ from dispatcher.errors import Conflict, InvalidInput, LookupUnsupported, NotFoun
 log = logging.getLogger(__name__)
 
 _EPSILON = 1e-6  # seconds: a wait shorter than this is a rounding of the slot
+MAX_AHEAD = 64
+"""Emails of the relay claimed in one write at most (when its pace is fast enough that
+more slots than this fall within the claim's lead). Each is Sending from then on: a
+crash leaves them Unconfirmed, never sent twice."""
 
 
 class EmailDesk:
@@ -83,6 +87,7 @@ class EmailDesk:
             self, clock, retries=Retries(config.provider),
             max_in_flight=config.pacing.max_in_flight,
             lead=config.pacing.lead.total_seconds(), store_fault=wiring.store_fault,
+            claim_ahead=self.claim_ahead,
         )  # fmt: skip
         self.pacer = self.engine.pacer
         self._queue = EmailQueue()
@@ -92,7 +97,8 @@ class EmailDesk:
             change=email_status, attempt=lambda email, attempt: replace(email, attempt_id=attempt),
             write=self._store.update_email, saved=self._saved,
         )  # fmt: skip
-        self._lock, self._set, self._save = paced.lock, paced.set, paced.save
+        self._lock, self._locked = paced.lock, paced.locked
+        self._set, self._save = paced.set, paced.save
         self.next_slot_at, self.wake = paced.next_slot_at, paced.wake
         self.counts = paced.counts
         self.transitions = paced.transitions  # status changes applied by this process
@@ -102,6 +108,7 @@ class EmailDesk:
         self.idle = self.engine.idle  # no email in flight
         self._turn = asyncio.Lock()  # one email at a time is handed to the relay
         self._handed_at: float | None = None  # when the last one was (monotonic)
+        self._unhanded: set[str] = set()  # claimed (Sending), not handed to the relay yet
         self.closing = False
 
     @property
@@ -206,35 +213,83 @@ class EmailDesk:
         return self._hold()
 
     async def claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, Email]:
-        """The next queued email of the relay, Sending (the durable intent to send);
-        emails ended meanwhile are passed over."""
-        claimed: dict[str, Email] = {}
+        """The next queued email of the relay, Sending (the durable intent to send)."""
+        return {key: items[0] for key, items in (await self._claim(due, 1)).items()}
+
+    async def claim_ahead(self, due: Sequence[tuple[str, datetime]]) -> dict[str, list[Email]]:
+        """The relay's next queued emails whose slots fall within the claim's lead,
+        Sending, in one write. Emails claimed earlier and not handed to the relay yet
+        count against them: while the relay is slow, no more are claimed (each hand-off
+        wakes the relay's key), so a crash leaves at most that many Sending that never
+        left."""
+        return await self._claim(due, self._ahead())
+
+    def _ahead(self) -> int:
+        """Emails claimed at once: the relay's slots within the lead (one at the
+        default pace), at most :data:`MAX_AHEAD`."""
+        return max(1, min(MAX_AHEAD, int(self.pacer.lead / self._hold())))
+
+    async def _claim(
+        self, due: Sequence[tuple[str, datetime]], count: int
+    ) -> dict[str, list[Email]]:
+        claimed: dict[str, list[Email]] = {}
         for key, _slot_at in due:
-            while (email := self._queue.pop()) is not None:
-                async with self._lock(email.id):
-                    try:
-                        fresh = await self._store.get_email(email.id)
-                        if fresh is None or fresh.status is not EmailStatus.QUEUED:
-                            continue
-                        if (optout := await self._suppressed(fresh)) is not None:
-                            await self._opted_out(fresh, optout, source=Source.SCHEDULER)
-                            continue
-                        claimed[key] = await self._set(fresh, EmailStatus.SENDING,
-                                                       source=Source.SCHEDULER,
-                                                       attempt_id=new_id("att"))  # fmt: skip
-                        break
-                    except BaseException:
-                        self._enqueue(email)  # not claimed: it keeps its place in the queue
-                        raise
+            room = count - len(self._unhanded)
+            taken: list[Email] = []
+            while len(taken) < room and (heads := self._queue.take(room - len(taken))):
+                taken += await self._claim_heads(heads)
+            if taken:
+                claimed[key] = taken
         return claimed
+
+    async def _claim_heads(self, heads: list[Email]) -> list[Email]:
+        """``heads`` (out of the queue), Sending (the durable intent to send), their
+        writes gathered into one commit; emails ended meanwhile are passed over, and
+        those to a suppressed address end Failed. The ones Sending, in order."""
+        async with self._locked(email.id for email in heads):
+            try:
+                found = await asyncio.gather(*(self._store.get_email(e.id) for e in heads))
+                fresh = [e for e in found if e is not None and e.status is EmailStatus.QUEUED]
+                ledger = await self._consent.read({e.recipient.lower() for e in fresh})
+                ended, going = [], []
+                for email in fresh:
+                    optout = self._consent.blocking(
+                        ledger, email.recipient.lower(), channel=ConsentChannel.EMAIL,
+                        sender=email.sender, campaign=email.campaign_id,
+                    )  # fmt: skip
+                    if optout is not None:
+                        ended.append(self._opted_out(email, optout, source=Source.SCHEDULER))
+                    else:
+                        going.append(self._set(email, EmailStatus.SENDING, source=Source.SCHEDULER,
+                                               attempt_id=new_id("att")))  # fmt: skip
+                done = await asyncio.gather(*ended, *going)
+            except BaseException:
+                for email in heads:
+                    self._enqueue(email)  # not claimed: each keeps its place in the queue
+                raise
+        sending = done[len(ended) :]
+        self._unhanded.update(email.id for email in sending)
+        return sending
+
+    def _let_go(self, email_id: str) -> None:
+        """A claimed email was handed to the relay, or will not be: room for the next
+        claim, and the relay's key woken for it."""
+        if email_id in self._unhanded:
+            self._unhanded.discard(email_id)
+            self.wake()
 
     async def ready(self, item: Email) -> bool:
         if item.recipient.lower() not in self._consent.changed:  # no I/O unless it changed
             return True
-        if (optout := await self._suppressed(item)) is None:
-            return True
-        async with self._lock(item.id):
-            await self._opted_out(item, optout, source=Source.SCHEDULER)
+        try:
+            if (optout := await self._suppressed(item)) is None:
+                return True
+            async with self._lock(item.id):
+                await self._opted_out(item, optout, source=Source.SCHEDULER)
+        except BaseException:
+            self._let_go(item.id)  # the engine ends its send here
+            raise
+        self._let_go(item.id)
         return False
 
     async def _suppressed(self, email: Email) -> ConsentEntry | None:
@@ -261,13 +316,17 @@ class EmailDesk:
         def handed(at: Instant) -> None:
             self._handed_at = at.mono
             hand_off(at)
+            self._let_go(item.id)
 
-        async with self._turn:
-            if self._handed_at is not None:
-                wait = self._handed_at + self._hold() - self._clock.now().mono
-                if wait > _EPSILON:
-                    await self._clock.sleep(wait)
-            return await self._mailer.send_email(self._outgoing(item, handed))
+        try:
+            async with self._turn:
+                if self._handed_at is not None:
+                    wait = self._handed_at + self._hold() - self._clock.now().mono
+                    if wait > _EPSILON:
+                        await self._clock.sleep(wait)
+                return await self._mailer.send_email(self._outgoing(item, handed))
+        finally:
+            self._let_go(item.id)  # refused before the hand-off, or cancelled
 
     async def taken(
         self, item: Email, accepted: Accepted, *, started: Instant, hold: float

@@ -1,13 +1,25 @@
-"""One answer per idempotency key, also under concurrent requests."""
+"""One answer per idempotency key, also under concurrent requests; and the striped
+locks of several keys held at once."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def all_locked(locks: Sequence[asyncio.Lock], keys: Iterable[str]) -> AsyncIterator[None]:
+    """Hold the locks of ``keys``, striped over ``locks`` (each stripe once, in order:
+    no deadlock)."""
+    stripes = sorted({hash(key) % len(locks) for key in keys})
+    async with contextlib.AsyncExitStack() as stack:
+        for stripe in stripes:
+            await stack.enter_async_context(locks[stripe])
+        yield
 
 
 class OncePerKey(Generic[T]):

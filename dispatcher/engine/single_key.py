@@ -11,14 +11,16 @@ besides once a change is written (log it, tell the automations) is its ``saved``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence, Sized
+from collections.abc import Awaitable, Callable, Iterable, Sequence, Sized
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from dispatcher.clock import Clock
 from dispatcher.core.model import Source
 from dispatcher.core.tally import Tally
+from dispatcher.engine.keys import all_locked
 from dispatcher.engine.scheduler import Pacer
 
 _STRIPES = 64
@@ -100,6 +102,10 @@ class OneKey(Generic[I, S, E]):
     def lock(self, item_id: str) -> asyncio.Lock:
         """The lock every change of the item ``item_id`` is made under."""
         return self._locks[hash(item_id) % _STRIPES]
+
+    def locked(self, item_ids: Iterable[str]) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold the locks of several items at once."""
+        return all_locked(self._locks, item_ids)
 
     def next_slot_at(self) -> datetime | None:
         slot = self._pacer.next_slot(self._key())
