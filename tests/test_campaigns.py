@@ -660,7 +660,9 @@ CREATE_ERRORS: dict[str, tuple[dict[str, Any], bytes | None, str, str]] = {
     "no pool": ({"senders": []}, GOOD_ROWS, "at least one number to send from", "from"),
     "a bad pool number": ({"senders": [POOL[0], "12"]}, GOOD_ROWS, "'12'", "from"),
     "no name": ({"name": " "}, GOOD_ROWS, "the campaign needs a name", "name"),
-    "an unknown channel": ({"channel": "fax"}, GOOD_ROWS, "text or voice, not 'fax'", "channel"),
+    "an unknown channel": (
+        {"channel": "fax"}, GOOD_ROWS, "text, voice or email, not 'fax'", "channel"
+    ),
     "an unknown script": (
         {"channel": "voice", "template": "remind"}, GOOD_ROWS,
         "no script is named 'remind' (known: reminder)", "template",

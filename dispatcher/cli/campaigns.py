@@ -39,15 +39,24 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.add_argument("--name", required=True, help="the campaign's name (metrics take it too)")
     create.add_argument("--contacts", required=True, help="CSV file, a header line first")
     create.add_argument(
-        "--template", required=True,
+        "--template",
         help="the text, with {column} fields; for --channel voice, a script's name",
     )  # fmt: skip
     create.add_argument("--from", dest="senders", required=True,
-                        help="the sender pool: numbers, comma-separated")  # fmt: skip
+                        help="the sender pool: numbers (or From addresses for --channel "
+                        "email), comma-separated")  # fmt: skip
     create.add_argument(
-        "--channel", choices=["text", "voice"], default="text",
-        help="texts, or calls running the script --template names (default text)",
+        "--channel", choices=["text", "voice", "email"], default="text",
+        help="texts, calls running the script --template names, or emails (default text)",
     )  # fmt: skip
+    create.add_argument("--subject", help="email: the subject, a template ({{ order }})")
+    create.add_argument("--text", help="email: the plain-text part, a template")
+    create.add_argument("--html", metavar="FILE", help="email: a file of the HTML part")
+    create.add_argument("--email-column", default="email",
+                        help="email: the column of the addresses, in any case "
+                        "(default email)")  # fmt: skip
+    create.add_argument("--time-zone", help="the time zone of a contact without one "
+                        "(default campaigns.default_time_zone)")  # fmt: skip
     create.add_argument("--start-at", help="ISO 8601 time with offset (default: now)")
     create.add_argument("--send-window", help="HH:MM-HH:MM in the contact's time (08:00-21:00)")
     create.add_argument("--outside-window", choices=["hold", "expire"], default="hold",
@@ -76,7 +85,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "test", help="send one contact's text to a test number, outside the campaign's counts"
     )
     test.add_argument("id", help=CAMPAIGN_ID)
-    test.add_argument("--to", required=True, help=f"the test {NUMBER}")
+    test.add_argument("--to", required=True,
+                      help=f"the test {NUMBER} (an address for an email campaign)")  # fmt: skip
     test.add_argument(
         "--line", type=int, help="the contact on this line of the file (default: the first)"
     )
@@ -124,7 +134,7 @@ async def _preview(sock: Path, args: argparse.Namespace) -> int:
 
 
 async def _test(sock: Path, args: argparse.Namespace) -> int:
-    to = phone(args, args.to, option="--to")
+    to = args.to if "@" in args.to else phone(args, args.to, option="--to")
     out(args, await call(sock, "campaign_test", id=args.id, to=to, line=args.line), _tested)
     return 0
 
@@ -132,11 +142,11 @@ async def _test(sock: Path, args: argparse.Namespace) -> int:
 async def _create(sock: Path, args: argparse.Namespace) -> int:
     created = await call(
         sock, "campaign_create", name=args.name, contacts=_absolute(args.contacts),
-        template=args.template, **{"from": args.senders}, channel=args.channel,
+        template=_template(args), **{"from": args.senders}, channel=args.channel,
         start_at=args.start_at, send_window=args.send_window,
         outside_window=args.outside_window, validity=args.validity,
         phone_column=args.phone_column, tz_column=args.tz_column, draft=args.draft,
-        voice_message=args.voice_message,
+        voice_message=args.voice_message, **_email_options(args),
     )  # fmt: skip
     view = await _imported(sock, created, quiet=args.json)
     if view["state"] == "failed":
@@ -152,6 +162,33 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
         print(f"  the first {len(first['texts'])} as they will be sent:")
         _texts(first["texts"], indent="    ")
     return 0
+
+
+def _template(args: argparse.Namespace) -> str:
+    """The text's template (or script), or an email campaign's text part."""
+    email = args.channel == "email"
+    given: str | None = args.text if email else args.template
+    if given is None:
+        option = "--text" if email else "--template"
+        raise DispatcherError(f"{option} is required for a {args.channel} campaign")
+    return given
+
+
+def _email_options(args: argparse.Namespace) -> dict[str, Any]:
+    """An email campaign's subject, HTML part (read from its file) and columns."""
+    if args.channel != "email":
+        return {"time_zone": args.time_zone} if args.time_zone else {}
+    if not args.subject:
+        raise DispatcherError("--subject is required for an email campaign")
+    html = None
+    if args.html:
+        try:
+            html = Path(args.html).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DispatcherError(f"--html {args.html}: cannot be read as UTF-8 text: "
+                                  f"{exc}") from None  # fmt: skip
+    return {"subject": args.subject, "html": html, "email_column": args.email_column,
+            "time_zone": args.time_zone}  # fmt: skip
 
 
 async def _contacts(sock: Path, args: argparse.Namespace) -> int:
@@ -218,6 +255,8 @@ def _texts(texts: list[dict[str, Any]], indent: str = "") -> None:
             f", {t['segments']} segment{'s' if t['segments'] != 1 else ''}" if t["segments"] else ""
         )
         print(f"{indent}line {t['line']}: {t['from']} -> {t['to']}{cost}")
+        if t.get("subject"):
+            print(f"{indent}  Subject: {t['subject']}")
         print(f"{indent}  {t['body']}")
 
 
@@ -299,7 +338,8 @@ def _progress(label: str, counts: str, console: Console, *, disable: bool = Fals
 def _show(c: dict[str, Any]) -> None:
     print(f"{c['id']}  {c['name']}  {c['state']}  ({c['channel']}, from {', '.join(c['from'])})")
     print(f"  imported: {c['accepted']} accepted, {c['rejected']} rejected, "
-          f"{c['duplicates']} duplicates, {c['suppressed']} on the Do Not Text list")  # fmt: skip
+          f"{c['duplicates']} duplicates, {c['suppressed']} "
+          f"{_OPTED_OUT[c['channel']]}")  # fmt: skip
     if c.get("reject_file"):
         print(f"  rejected rows: {c['reject_file']}")
     if c["channel"] == "text":
@@ -312,6 +352,10 @@ def _show(c: dict[str, Any]) -> None:
         print(f"  {c['no_window']} outside every window: their time zones are never all "
               f"in {c['send_window']} at once")  # fmt: skip
     print(f"  window {c['send_window']} in each contact's time (outside: {c['outside_window']})")
+
+
+_OPTED_OUT = {"text": "on the Do Not Text list", "voice": "on the Do Not Call list",
+              "email": "suppressed for email"}  # fmt: skip
 
 
 def _held(c: dict[str, Any]) -> str:

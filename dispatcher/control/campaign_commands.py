@@ -29,6 +29,8 @@ def campaign_json(view: CampaignView) -> JSON:
         "state": c.state.value,
         "channel": c.channel,
         "template": c.template,
+        "subject": c.subject,
+        "html": c.html,
         "from": list(c.senders),
         "send_window": c.send_window,
         "outside_window": c.outside_window.value,
@@ -74,12 +76,17 @@ class CreateArgs:
     tz_column: str | None = None
     draft: bool = False
     voice_message: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    email_column: str = "email"
+    time_zone: str | None = None
 
 
 def _spec(a: CreateArgs) -> CampaignSpec:
     senders = a.from_ if isinstance(a.from_, list) else a.from_.split(",")
     if not all(isinstance(s, str) for s in senders):
-        raise InvalidInput("from: a list of numbers", field="from")
+        raise InvalidInput("from: a list of numbers (or an email campaign's addresses)",
+                           field="from")  # fmt: skip
     start_at = None
     if a.start_at:
         try:
@@ -99,7 +106,8 @@ def _spec(a: CreateArgs) -> CampaignSpec:
         start_at=start_at, send_window=a.send_window, outside_window=a.outside_window,
         validity=parse_duration(a.validity, field="validity") if a.validity else None,
         phone_column=a.phone_column, tz_column=a.tz_column, draft=a.draft,
-        voice_message=a.voice_message,
+        voice_message=a.voice_message, subject=a.subject, html=a.html,
+        email_column=a.email_column, time_zone=a.time_zone,
     )  # fmt: skip
 
 
@@ -143,7 +151,8 @@ class PreviewArgs(Args, frozen=True):
 async def _preview(d: Dispatcher, a: PreviewArgs) -> JSON:
     texts = await d.campaign_preview(a.id, a.limit)
     return {"texts": [{"line": t.line, "to": t.phone, "from": t.sender, "body": t.body,
-                       "segments": t.segments} for t in texts]}  # fmt: skip
+                       "segments": t.segments, "subject": t.subject}
+                      for t in texts]}  # fmt: skip
 
 
 class TestArgs(Args, frozen=True):

@@ -24,6 +24,7 @@ from typing import IO, TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dispatcher.core.calls import CallStatus
+from dispatcher.core.emails import EmailStatus
 from dispatcher.core.model import Reason, TextStatus
 from dispatcher.core.numbers import UNKNOWN_ZONE, time_zones
 from dispatcher.errors import InvalidInput
@@ -40,6 +41,7 @@ class CampaignChannel(StrEnum):
 
     TEXT = "text"
     VOICE = "voice"  # a call running a configured script
+    EMAIL = "email"  # an email: its subject, text and HTML part filled for each contact
 
 
 class CampaignState(StrEnum):
@@ -78,8 +80,8 @@ class Campaign:
     id: str
     name: str
     channel: CampaignChannel
-    template: str  # the text's template, or the name of a call script
-    senders: tuple[str, ...]
+    template: str  # the text's template, a call script's name, or an email's text part
+    senders: tuple[str, ...]  # the pool: sending numbers, or an email's From addresses
     send_window: str
     outside_window: OutsideWindow
     validity: timedelta
@@ -96,13 +98,15 @@ class Campaign:
     voice_message: str | None = None  # what its voice links play: text, or an audio URL
     segments: int = 0  # texts: the segments of every accepted contact's text
     projected_finish: datetime | None = None  # from the pool's pace, at import
+    subject: str | None = None  # an email campaign's subject (a template, as its text)
+    html: str | None = None  # an email campaign's HTML part, if it has one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Contact:
     campaign_id: str
     line: int
-    phone: str
+    phone: str  # the contact: its number in E.164, or an email campaign's address
     sender: str
     tz: str  # one or more IANA zones, "|"-separated: the window must be open in all
     fields: Mapping[str, str]
@@ -113,11 +117,14 @@ class Contact:
 
 # -- what became of a contact ------------------------------------------------------------
 
-STILL_WAITING: frozenset[TextStatus | CallStatus] = frozenset({
+Status = TextStatus | CallStatus | EmailStatus
+"""The status of a contact's text, call or email."""
+
+STILL_WAITING: frozenset[Status] = frozenset({
     TextStatus.PENDING, TextStatus.QUEUED, TextStatus.SENDING,  # Sending may yet come back
-    CallStatus.QUEUED, CallStatus.PLACING,
+    CallStatus.QUEUED, CallStatus.PLACING, EmailStatus.QUEUED, EmailStatus.SENDING,
 })  # fmt: skip
-"""A contact's text or call in one of these is still in the send queue."""
+"""A contact's text, call or email in one of these is still in the send queue."""
 
 _NEVER_LEFT = frozenset({Reason.CANCELED, Reason.EXPIRED, Reason.RATE_LIMITED})
 
@@ -125,7 +132,7 @@ _NEVER_LEFT = frozenset({Reason.CANCELED, Reason.EXPIRED, Reason.RATE_LIMITED})
 def contact_outcome(  # noqa: PLR0911 - one answer per way a queued text can end
     campaign: Campaign,
     contact: Contact,
-    seen: tuple[TextStatus | CallStatus, str | None, datetime | None],
+    seen: tuple[Status, str | None, datetime | None],
     *,
     window: Window,
     now: datetime,
@@ -138,7 +145,7 @@ def contact_outcome(  # noqa: PLR0911 - one answer per way a queued text can end
     if status in STILL_WAITING:
         return ContactState.QUEUED
     never_left = (status is TextStatus.UNSENT and reason in _NEVER_LEFT) or (
-        status is CallStatus.CANCELED
+        status in (CallStatus.CANCELED, EmailStatus.CANCELED)
     )
     if not never_left:
         return ContactState.SENT

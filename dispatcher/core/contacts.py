@@ -22,6 +22,8 @@ from dispatcher.core.campaigns import (
     sender_for,
     zones_of,
 )
+from dispatcher.core.email_campaigns import EmailParts
+from dispatcher.core.emails import address
 from dispatcher.core.model import check_body
 from dispatcher.core.numbers import normalise
 from dispatcher.errors import InvalidInput
@@ -46,8 +48,9 @@ class ContactRules:
     tz_column: str | None
     region: str  # numbers written without a country code are read as this region's
     default_zone: str  # for a number whose region has no time zone
-    template: Template | None  # None: a voice campaign (one call a contact)
+    template: Template | None  # None: a voice or email campaign
     link_base: str  # a voice link without its token: {base_url}/v/
+    email: EmailParts | None = None  # an email campaign's: phone_column holds addresses
 
     def sample_link(self) -> str:
         """A voice link as long as every real one, of the same characters: a text's
@@ -76,11 +79,10 @@ def read_record(rules: ContactRules, record: Record) -> Reading:
 
 
 def _read(rules: ContactRules, values: dict[str, str]) -> Reading:
+    if rules.email is not None:
+        return _read_email(rules, rules.email, values)
     phone = normalise(values[rules.phone_column], rules.region, field=rules.phone_column)
-    zones = ""
-    if rules.tz_column and values[rules.tz_column].strip():
-        zones = check_zone(values[rules.tz_column].strip(), field=rules.tz_column)
-    zones = zones or zones_of(phone, rules.default_zone)
+    zones = _zone_column(rules, values) or zones_of(phone, rules.default_zone)
     cost = 1
     if (template := rules.template) is not None:
         if empty := template.empty(values, skip=VOICE_LINK):
@@ -89,6 +91,25 @@ def _read(rules: ContactRules, values: dict[str, str]) -> Reading:
                                f"it: {{{empty[0]}|...}})")  # fmt: skip
         cost = text_cost(rules, values)
     return phone, sender_for(phone, rules.senders), zones, cost
+
+
+def _zone_column(rules: ContactRules, values: dict[str, str]) -> str:
+    """The row's time zones from the time-zone column ("" when it has none)."""
+    if rules.tz_column and values[rules.tz_column].strip():
+        return check_zone(values[rules.tz_column].strip(), field=rules.tz_column)
+    return ""
+
+
+def _read_email(rules: ContactRules, parts: EmailParts, values: dict[str, str]) -> Reading:
+    """An email campaign's row: its address (validated, no DNS lookup), its time zone
+    (the column's, or the campaign's), its pool address; its email is filled in and
+    checked as it will be sent (a field may not break the subject's line, say)."""
+    column = rules.phone_column
+    recipient = address(values[column], field=column)
+    sender = sender_for(recipient.lower(), rules.senders)
+    link = rules.sample_link() if parts.voice_link else None
+    parts.render(sender=sender, recipient=recipient, values=values, link=link)
+    return recipient, sender, _zone_column(rules, values) or rules.default_zone, 1
 
 
 def read_records(rules: ContactRules, records: Sequence[Record]) -> list[Reading]:

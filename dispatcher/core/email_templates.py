@@ -133,6 +133,20 @@ def render_part(part: str, source: str, fields: Mapping[str, str], *, html: bool
         raise InvalidInput(f"{part}: line {_line(exc)}: {exc}", field=part) from None
 
 
+def fields_used(*sources: str | None) -> frozenset[str]:
+    """The fields ``sources`` (templates) read; a template that does not parse reads
+    none here (rendering it says why)."""
+    used: set[str] = set()
+    for source in sources:
+        if source is None:
+            continue
+        try:
+            used |= meta.find_undeclared_variables(_TEXT.parse(source))
+        except TemplateSyntaxError:
+            continue
+    return frozenset(used - set(_TEXT.globals))
+
+
 def _missing(
     tree: nodes.Template, fields: Mapping[str, str], env: SandboxedEnvironment
 ) -> tuple[str, int] | None:

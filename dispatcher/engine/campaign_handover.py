@@ -1,10 +1,11 @@
 """Handing a campaign's contacts over to the send queue, once each: a contact's text (or
-call) carries the idempotency key ``<campaign>:<line>:<attempt>``.
+call, or email) carries the idempotency key ``<campaign>:<line>:<attempt>``.
 
 A turn's texts go to the service together, :data:`CHUNK` at a time in one
 ``submit_many`` each (one read of the keys, one write), in the order given: each pool
 number's texts keep their line order. Calls are placed one by one for a number, in
-line order, a few numbers at once.
+line order, a few numbers at once. Emails are submitted one by one, in the order given,
+each filled in for its contact and bulk (it carries List-Unsubscribe).
 """
 
 from __future__ import annotations
@@ -15,19 +16,23 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from dispatcher.core.calls import Call, CallStatus
+from dispatcher.core.calls import Call
 from dispatcher.core.campaigns import (
     VOICE_LINK,
     Campaign,
     CampaignChannel,
     Contact,
     ContactState,
+    Status,
     Template,
     Window,
 )
-from dispatcher.core.model import Lane, Message, TextStatus
+from dispatcher.core.email_campaigns import EmailParts, email_parts
+from dispatcher.core.emails import Email, EmailContent
+from dispatcher.core.model import Lane, Message
 from dispatcher.engine.calls import CallRequest, CallSubmission
 from dispatcher.engine.campaign_import import VoiceLinks
+from dispatcher.engine.email_types import EmailRequest, EmailSubmission
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.store import Store
 
@@ -35,8 +40,8 @@ CHUNK = 500
 """Texts submitted in one call: one write each, short enough not to hold the loop."""
 CALLS_AT_ONCE = 16
 
-Seen = tuple[TextStatus | CallStatus, str | None, datetime | None]
-"""A contact's text or call as last seen: its status, reason and end of validity."""
+Seen = tuple[Status, str | None, datetime | None]
+"""A contact's text, call or email as last seen: its status, reason and end of validity."""
 
 
 class CampaignService(Protocol):
@@ -52,6 +57,10 @@ class CampaignService(Protocol):
 
     async def cancel_call(self, call_id: str) -> Call: ...
 
+    async def submit_email(self, request: EmailRequest) -> EmailSubmission: ...
+
+    async def cancel_email(self, email_id: str) -> Email: ...
+
 
 class HandOver:
     """Submits contacts' texts or calls; answers each contact queued, with its text or
@@ -62,11 +71,14 @@ class HandOver:
         self._store = store
         self._links = links
         self._calls = asyncio.Semaphore(CALLS_AT_ONCE)
+        self._parts: dict[str, EmailParts] = {}  # by campaign
 
     async def __call__(
         self, campaign: Campaign, template: Template | None, contacts: Sequence[Contact],
         window: Window, now: datetime,
     ) -> list[tuple[Contact, Seen]]:  # fmt: skip
+        if campaign.channel is CampaignChannel.EMAIL:
+            return [await self._email(campaign, c, now) for c in contacts]
         if campaign.channel is CampaignChannel.VOICE or template is None:
             by_sender: dict[str, list[Contact]] = {}
             for contact in contacts:
@@ -124,6 +136,53 @@ class HandOver:
         if token is None:
             return template.render(contact.fields)
         return template.render({**contact.fields, VOICE_LINK: self._links.link(token)})
+
+    def email(self, campaign: Campaign, contact: Contact) -> EmailContent:
+        """The email of ``contact``'s present attempt, as it is (or will be) sent."""
+        return self._filled(campaign, contact, self._email_token(campaign, contact))
+
+    def _email_token(self, campaign: Campaign, contact: Contact) -> str | None:
+        if not self._parts_of(campaign, contact).voice_link:
+            return None
+        return self._links.token(campaign.id, contact.line, contact.attempt)
+
+    def _parts_of(self, campaign: Campaign, contact: Contact) -> EmailParts:
+        """The campaign's parts, with the columns of its contacts file (a contact's
+        fields are its row, in column order)."""
+        parts = self._parts.get(campaign.id)
+        if parts is None:
+            parts = self._parts[campaign.id] = email_parts(
+                subject=campaign.subject or "", text=campaign.template, html=campaign.html,
+                header=list(contact.fields), link=self._links.link("") if
+                campaign.voice_message else None,
+            )  # fmt: skip
+        return parts
+
+    def _filled(self, campaign: Campaign, contact: Contact, token: str | None) -> EmailContent:
+        link = self._links.link(token) if token is not None else None
+        return self._parts_of(campaign, contact).render(
+            sender=contact.sender, recipient=contact.phone, values=contact.fields, link=link
+        )
+
+    async def _email(
+        self, campaign: Campaign, contact: Contact, now: datetime
+    ) -> tuple[Contact, Seen]:
+        """Submit ``contact``'s email, filled in (its voice link recorded for it)."""
+        token = self._email_token(campaign, contact)
+        content = self._filled(campaign, contact, token)
+        submitted = await self._service.submit_email(EmailRequest(
+            sender=content.sender, recipient=content.recipient, subject=content.subject,
+            text=content.text, html=content.html, lane=Lane.BULK,
+            idempotency_key=attempt_key(campaign, contact), campaign_id=campaign.id,
+        ))  # fmt: skip
+        email = submitted.email
+        if token is not None:
+            await self._store.add_voice_link(
+                token, message_id=email.id, campaign_id=campaign.id,
+                message=campaign.voice_message or "", created_at=now,
+            )  # fmt: skip
+        queued = replace(contact, state=ContactState.QUEUED, message_id=email.id)
+        return queued, (email.status, email.reason, None)
 
     async def _call(
         self, campaign: Campaign, contact: Contact, window: Window, now: datetime

@@ -37,6 +37,7 @@ from dispatcher.core.campaigns import (
     OutsideWindow,
     Record,
     Template,
+    check_zone,
     column_named,
     link_token,
     outlook,
@@ -44,12 +45,17 @@ from dispatcher.core.campaigns import (
     parse_window,
     rebalance,
 )
+from dispatcher.core.channel import Channel
+from dispatcher.core.consent import blocking, refusal
 from dispatcher.core.contacts import ContactRules, Rejected, text_cost
+from dispatcher.core.email_campaigns import EmailParts, email_parts
+from dispatcher.core.email_templates import fields_used
+from dispatcher.core.emails import address
 from dispatcher.core.numbers import e164
 from dispatcher.engine.contact_reading import Read, read_chunks, workers_for
 from dispatcher.engine.intake import new_id
 from dispatcher.errors import DispatcherError, InvalidInput
-from dispatcher.store.port import CampaignStore, DoNotTextStore, TextStore
+from dispatcher.store.port import CampaignStore, ConsentStore, DoNotTextStore, TextStore
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +71,7 @@ class CampaignSpec:
     contacts: Path
     template: str
     senders: Sequence[str]
-    channel: str = CampaignChannel.TEXT  # checked: text or voice
+    channel: str = CampaignChannel.TEXT  # checked: text, voice or email
     start_at: datetime | None = None
     send_window: str | None = None
     outside_window: str = "hold"
@@ -74,6 +80,10 @@ class CampaignSpec:
     tz_column: str | None = None
     draft: bool = False
     voice_message: str | None = None  # what {voice_link} plays: text, or an audio URL
+    subject: str | None = None  # an email campaign's (its text part is the template)
+    html: str | None = None  # an email campaign's HTML part
+    email_column: str = "email"  # an email campaign's column of addresses
+    time_zone: str | None = None  # of contacts without one (default: the configuration's)
 
 
 @dataclass(slots=True)
@@ -126,7 +136,7 @@ class VoiceLinks:
         return link_token(self._key, campaign_id, line, attempt)
 
 
-class _Store(CampaignStore, DoNotTextStore, TextStore, Protocol):
+class _Store(CampaignStore, ConsentStore, DoNotTextStore, TextStore, Protocol):
     """What an import writes to and reads from."""
 
 
@@ -188,6 +198,7 @@ class Started:
     reader: CsvReader
     rows: Iterator[Record]
     first: Record | None
+    email: EmailParts | None = None  # an email campaign's parts, checked against the header
 
 
 class Importer:
@@ -207,9 +218,18 @@ class Importer:
         rows = reader.records()
         first = await asyncio.to_thread(_peek, rows)  # reads the header (and one row)
         spec = self._check_columns(spec, template, reader)
+        parts = None
+        if campaign.channel is CampaignChannel.EMAIL:
+            parts = email_parts(
+                subject=campaign.subject or "",
+                text=campaign.template,
+                html=campaign.html,
+                header=reader.header,
+                link=self._links.link("") if spec.voice_message else None,
+            )
         await self._store.create_campaign(campaign)
         return Started(campaign=campaign, spec=spec, template=template, reader=reader,
-                       rows=rows, first=first)  # fmt: skip
+                       rows=rows, first=first, email=parts)  # fmt: skip
 
     def progress(self, spec: CampaignSpec) -> ImportProgress:
         return ImportProgress(bytes_total=_size(spec.contacts))
@@ -236,12 +256,9 @@ class Importer:
         try:
             channel = CampaignChannel(spec.channel)
         except ValueError:
-            raise InvalidInput(f"channel must be text or voice, not {spec.channel!r}",
+            raise InvalidInput(f"channel must be text, voice or email, not {spec.channel!r}",
                                field="channel") from None  # fmt: skip
-        if not spec.senders:
-            raise InvalidInput("the campaign needs at least one number to send from",
-                               field="from")  # fmt: skip
-        senders = tuple(dict.fromkeys(e164(s, field="from") for s in spec.senders))
+        senders = _senders(channel, spec.senders)
         window = spec.send_window or self._config.campaigns.send_window
         parse_window(window)
         try:
@@ -254,13 +271,16 @@ class Importer:
         validity = self._config.pacing.validity if spec.validity is None else spec.validity
         if validity <= timedelta(0):
             raise InvalidInput("validity must be positive", field="validity")
+        if spec.time_zone is not None:
+            check_zone(spec.time_zone)
         template: Template | None = None
         if channel is CampaignChannel.TEXT:
             template = parse_template(spec.template)
-            if VOICE_LINK in template.fields and not (spec.voice_message or "").strip():
-                raise InvalidInput("the template uses {voice_link}: give the message it plays "
-                                   "(text, or an audio URL) with --voice-message",
-                                   field="voice_message")  # fmt: skip
+            if VOICE_LINK in template.fields:
+                _needs_voice_message(spec)
+        elif channel is CampaignChannel.EMAIL:
+            if VOICE_LINK in fields_used(spec.subject, spec.template, spec.html):
+                _needs_voice_message(spec)
         elif spec.template not in self._config.scripts:
             known = ", ".join(sorted(self._config.scripts)) or "none are configured"
             raise InvalidInput(f"a voice campaign's template is a script's name; no script "
@@ -275,6 +295,8 @@ class Importer:
             outside_window=outside, validity=validity, start_at=spec.start_at,
             state=CampaignState.IMPORTING, created_at=now, updated_at=now,
             source=str(spec.contacts), voice_message=spec.voice_message,
+            subject=spec.subject if channel is CampaignChannel.EMAIL else None,
+            html=spec.html if channel is CampaignChannel.EMAIL else None,
         )  # fmt: skip
         return campaign, template
 
@@ -284,12 +306,15 @@ class Importer:
         """``spec`` with its phone and time-zone columns as the header names them (their
         case aside), once every column it needs is found."""
         header = reader.header
-        phone = column_named(spec.phone_column, header)
+        email = spec.channel == CampaignChannel.EMAIL
+        wanted = spec.email_column if email else spec.phone_column
+        phone = column_named(wanted, header)
         if phone is None:
-            raise InvalidInput(f"{spec.contacts}: no column {spec.phone_column!r} for the "
-                               f"contact's number (columns: {_columns(reader)}); choose one "
-                               f"with --phone-column{_delimiter_hint(reader)}",
-                               field="phone_column")  # fmt: skip
+            option, what = ("email", "address") if email else ("phone", "number")
+            raise InvalidInput(f"{spec.contacts}: no column {wanted!r} for the contact's "
+                               f"{what} (columns: {_columns(reader)}); choose one with "
+                               f"--{option}-column{_delimiter_hint(reader)}",
+                               field=f"{option}_column")  # fmt: skip
         tz = column_named(spec.tz_column, header) if spec.tz_column else None
         if spec.tz_column and tz is None:
             raise InvalidInput(f"{spec.contacts}: no time-zone column {spec.tz_column!r} "
@@ -312,7 +337,7 @@ class Importer:
         rejects_path = (
             private.folder(self._config.home / "campaigns") / f"{campaign.id}-rejects.csv"
         )
-        seen: dict[str, int] = {}  # each contact's number: its first line
+        seen: dict[str, int] = {}  # each contact (an address in lower case): its first line
         tally = _Tally(pool={number: place for place, number in enumerate(campaign.senders)})
         rules = self._rules(started)
         workers = workers_for(_size(spec.contacts))
@@ -368,22 +393,37 @@ class Importer:
                 left.append((item.line, item.reason, item.raw))
                 continue
             contact = item[0]
-            if (first := seen.get(contact.phone)) is not None:
+            key = contact.phone.lower()  # a mailbox's case is not another contact
+            if (first := seen.get(key)) is not None:
                 progress.duplicates += 1
                 left.append((contact.line, f"duplicate of line {first}", _row(contact)))
                 continue
-            seen[contact.phone] = contact.line
+            seen[key] = contact.line
             checked.append(item)
-        if checked and campaign.channel is CampaignChannel.TEXT:  # Do Not Text: not imported
-            listed = await self._store.dnt_many([c.phone for c, _ in checked])
-            if listed:
-                out = [c for c, _ in checked if c.phone in listed]
-                progress.suppressed += len(out)
-                left += [(c.line, "on the Do Not Text list", _row(c)) for c in out]
-                checked = [(c, n) for c, n in checked if c.phone not in listed]
+        if checked:  # opted out of the campaign's channel: not imported
+            opted = await self._opted_out(campaign, [c for c, _ in checked])
+            progress.suppressed += len(opted)
+            left += [(c.line, why, _row(c)) for c, _ in checked if (why := opted.get(c.line))]
+            checked = [(c, n) for c, n in checked if c.line not in opted]
         rejects.writerows([line, why, *row] for line, why, row in sorted(left))
         progress.accepted += len(checked)
         return checked
+
+    async def _opted_out(self, campaign: Campaign, contacts: list[Contact]) -> dict[int, str]:
+        """The lines of ``contacts`` the consent ledger refuses on the campaign's channel
+        (from their pool number or address), with why: a text's the Do Not Text list."""
+        if campaign.channel is CampaignChannel.TEXT:
+            listed = await self._store.dnt_many([c.phone for c in contacts])
+            return {c.line: "on the Do Not Text list" for c in contacts if c.phone in listed}
+        channel = Channel.EMAIL if campaign.channel is CampaignChannel.EMAIL else Channel.VOICE
+        ledger = await self._store.consent_of([c.phone.lower() for c in contacts])
+        opted: dict[int, str] = {}
+        for contact in contacts:
+            entries = ledger.get(contact.phone.lower())
+            entry = blocking(entries, channel=channel, sender=contact.sender) if entries else None
+            if entry is not None:
+                opted[contact.line] = _OPTED_OUT[channel] + refusal(entry)
+        return opted
 
     async def _balance(self, started: Started, tally: _Tally) -> None:
         """Move the contacts above the pool's bound (see :func:`rebalance`) to the least
@@ -431,6 +471,8 @@ class Importer:
 
     async def _known_numbers(self, phone: str, pool: set[str]) -> set[str]:
         """The pool numbers that already texted ``phone`` or had a text from it."""
+        if "@" in phone:
+            return set()  # an email campaign's pool is sticky by its hash alone
         found = await self._store.find(phone, 20)
         return {m.recipient if m.sender == phone else m.sender for m in found} & pool
 
@@ -441,14 +483,35 @@ class Importer:
             campaign_id=campaign.id, senders=campaign.senders,
             header=tuple(started.reader.header), phone_column=spec.phone_column,
             tz_column=spec.tz_column, region=config.default_region,
-            default_zone=config.default_time_zone, template=started.template,
-            link_base=self._links.link(""),
+            default_zone=spec.time_zone or config.default_time_zone,
+            template=started.template, link_base=self._links.link(""), email=started.email,
         )  # fmt: skip
 
 
 VOICE_PACE = ""
-"""The pacing key of a voice campaign's calls in a projection: the provider account's
-one pace (``voice.calls_per_second``), not a pace per pool number."""
+"""The pacing key of a voice (or email) campaign's calls in a projection: the provider
+account's one pace (``voice.calls_per_second``, or the relay's ``email.per_second``),
+not a pace per pool number."""
+
+_OPTED_OUT = {Channel.VOICE: "on the Do Not Call list: ", Channel.EMAIL: "suppressed for email: "}
+"""What the reject file says of a contact the ledger refuses, before why."""
+
+
+def _senders(channel: CampaignChannel, given: Sequence[str]) -> tuple[str, ...]:
+    """The pool: sending numbers in E.164, or an email campaign's From addresses."""
+    if not given:
+        what = "address" if channel is CampaignChannel.EMAIL else "number"
+        raise InvalidInput(f"the campaign needs at least one {what} to send from", field="from")
+    if channel is CampaignChannel.EMAIL:
+        return tuple(dict.fromkeys(address(s, field="from", display_name=True) for s in given))
+    return tuple(dict.fromkeys(e164(s, field="from") for s in given))
+
+
+def _needs_voice_message(spec: CampaignSpec) -> None:
+    if not (spec.voice_message or "").strip():
+        raise InvalidInput("the template uses {voice_link}: give the message it plays "
+                           "(text, or an audio URL) with --voice-message",
+                           field="voice_message")  # fmt: skip
 
 
 def projection(
@@ -460,12 +523,14 @@ def projection(
     account's), in each contact's send window, from now or the campaign's start."""
     waiting: Counter[tuple[str, str]] = Counter()
     slots: Counter[tuple[str, str]] = Counter()
-    voice = campaign.channel is CampaignChannel.VOICE
+    one_pace = campaign.channel is not CampaignChannel.TEXT
     for (sender, zones), n in contacts.items():
-        key = (VOICE_PACE if voice else sender, zones)
+        key = (VOICE_PACE if one_pace else sender, zones)
         waiting[key] += n
-        slots[key] += n if voice else segments.get((sender, zones), n)
+        slots[key] += n if one_pace else segments.get((sender, zones), n)
     calls = config.voice.calls_per_second
+    if campaign.channel is CampaignChannel.EMAIL:
+        calls = config.email.per_second
 
     def rate(sender: str) -> float:
         return calls if sender == VOICE_PACE else config.pacing.rate_of(sender)

@@ -2,8 +2,8 @@
 the contacts will get them (a preview), one of them sent to a test number, and every
 contact with what became of it.
 
-A test send is an ordinary text (or call) to the number given: it carries no
-campaign, so it is in none of the campaign's counts, contacts or metrics.
+A test send is an ordinary text (or call, or email) to the number (or address) given:
+it carries no campaign, so it is in none of the campaign's counts, contacts or metrics.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from datetime import datetime
 
 from dispatcher.core.calls import Call
 from dispatcher.core.campaigns import Campaign, CampaignChannel, Contact, ContactState, Template
+from dispatcher.core.emails import Email
 from dispatcher.core.listing import Page, decode_cursor, page_of
 from dispatcher.core.model import Message, check_body
 from dispatcher.engine.calls import CallRequest
 from dispatcher.engine.campaign_handover import CampaignService, HandOver, attempt_key
+from dispatcher.engine.email_types import EmailRequest
 from dispatcher.engine.intake import TextRequest
 from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.store import Store
@@ -32,13 +34,15 @@ CURSOR = "contacts"
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Rendered:
-    """A contact's text as it will be sent (a voice campaign's: the script's name)."""
+    """A contact's text as it will be sent (a voice campaign's: the script's name; an
+    email campaign's: its email's text part, and its subject)."""
 
     line: int
     phone: str
     sender: str
     body: str
-    segments: int  # a voice campaign's: 0
+    segments: int  # a voice or email campaign's: 0
+    subject: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,11 +98,18 @@ class CampaignViews:
             where = "no contact" if line is None else f"no contact on line {line}"
             raise NotFound(f"campaign {campaign.id} has {where} to take a text from")
         rendered = self._rendered(campaign, template, contacts[0])
-        if campaign.channel is CampaignChannel.VOICE:
+        if campaign.channel is CampaignChannel.EMAIL:
+            email = self._hand_over.email(campaign, contacts[0])
+            mailed = await self._service.submit_email(EmailRequest(
+                sender=email.sender, recipient=to, subject=email.subject, text=email.text,
+                html=email.html,
+            ))  # fmt: skip
+            item: Message | Call | Email = mailed.email
+        elif campaign.channel is CampaignChannel.VOICE:
             placed = await self._service.submit_call(
                 CallRequest(sender=rendered.sender, recipient=to, script_name=campaign.template)
             )
-            item: Message | Call = placed.call
+            item = placed.call
         else:
             sent = await self._service.submit(
                 TextRequest(sender=rendered.sender, recipient=to, body=rendered.body)
@@ -111,6 +122,10 @@ class CampaignViews:
     def _rendered(
         self, campaign: Campaign, template: Template | None, contact: Contact
     ) -> Rendered:
+        if campaign.channel is CampaignChannel.EMAIL:
+            email = self._hand_over.email(campaign, contact)
+            return Rendered(line=contact.line, phone=contact.phone, sender=email.sender,
+                            body=email.text, segments=0, subject=email.subject)  # fmt: skip
         if campaign.channel is CampaignChannel.VOICE or template is None:
             return Rendered(line=contact.line, phone=contact.phone, sender=contact.sender,
                             body=campaign.template, segments=0)  # fmt: skip
@@ -139,20 +154,24 @@ class CampaignViews:
             raise InvalidInput(f"limit: from 1 to {LIMIT:,}", field="limit")
         every = states or list(ContactState)
         contacts = await self._store.contacts_in(campaign.id, every, limit, after)
-        if campaign.channel is CampaignChannel.VOICE:
-            calls = [await self._store.get_call(c.message_id) if c.message_id else None
-                     for c in contacts]  # fmt: skip
-            return [_report(c, call) for c, call in zip(contacts, calls, strict=True)]
+        if campaign.channel is not CampaignChannel.TEXT:
+            get = self._store.get_call if campaign.channel is CampaignChannel.VOICE else (
+                self._store.get_email)  # fmt: skip
+            items = [await get(c.message_id) if c.message_id else None for c in contacts]
+            return [_report(c, item) for c, item in zip(contacts, items, strict=True)]
         keys = [attempt_key(campaign, c) for c in contacts if c.message_id]
         texts = await self._store.by_idempotency_keys(keys)
         return [_report(c, texts.get(attempt_key(campaign, c)) if c.message_id else None)
                 for c in contacts]  # fmt: skip
 
 
-def _report(contact: Contact, item: Message | Call | None) -> ContactReport:
+def _report(contact: Contact, item: Message | Call | Email | None) -> ContactReport:
     if item is None or item.id != contact.message_id:
         return ContactReport(contact=contact)
-    sent_at = item.placed_at if isinstance(item, Call) else item.send_started_at
+    if isinstance(item, Email):
+        sent_at = item.sent_at
+    else:
+        sent_at = item.placed_at if isinstance(item, Call) else item.send_started_at
     return ContactReport(
         contact=contact, status=item.status.value, reason=item.reason, item_id=item.id,
         accepted_at=item.accepted_at, sent_at=sent_at, updated_at=item.updated_at,

@@ -207,7 +207,13 @@ class CampaignDesk:
         await self._apply(running, campaign)
 
     async def _status_of(self, campaign: Campaign, contact: Contact) -> Seen:
-        item_id, voice = contact.message_id or "", campaign.channel is CampaignChannel.VOICE
+        item_id = contact.message_id or ""
+        if campaign.channel is CampaignChannel.EMAIL:
+            email = await self._store.get_email(item_id)
+            if email is None:
+                return TextStatus.UNSENT, Reason.CANCELED, None
+            return email.status, email.reason, None  # an email has no end of validity
+        voice = campaign.channel is CampaignChannel.VOICE
         found: Message | Call | None = await (
             self._store.get_call(item_id) if voice else self._store.get(item_id))  # fmt: skip
         if found is None:
@@ -565,6 +571,8 @@ class CampaignDesk:
             with contextlib.suppress(Conflict, NotFound):
                 if campaign.channel is CampaignChannel.VOICE:
                     await self._service.cancel_call(item)
+                elif campaign.channel is CampaignChannel.EMAIL:
+                    await self._service.cancel_email(item)
                 else:
                     await self._service.cancel(item)
 

@@ -54,6 +54,7 @@ from dispatcher.engine.email_types import (
     EmailSubmission,
     EmailView,
 )
+from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
 from dispatcher.engine.keys import OncePerKey
 from dispatcher.engine.retries import GiveUp, Retries, Retry
@@ -83,6 +84,7 @@ class EmailDesk:
         clock = self._clock = wiring.clock
         self._may_send = wiring.may_send
         self._consent = wiring.consent  # email suppression: the ledger's email view
+        self._bus = wiring.bus  # a campaign's emails tell the campaign desk what they became
         self.engine: Delivery[Email] = Delivery(
             self, clock, retries=Retries(config.provider),
             max_in_flight=config.pacing.max_in_flight,
@@ -474,12 +476,17 @@ class EmailDesk:
     # -- helpers ---------------------------------------------------------------------
     def _saved(self, before: Email, after: Email, events: list[EmailEvent]) -> None:
         """A status change written: an email that ended (or is left for the operator)
-        is logged."""
+        is logged, and a campaign's email tells the campaign desk."""
         if after.status is before.status:
             return
         if after.status in EMAIL_TERMINAL or after.status is EmailStatus.UNCONFIRMED:
             log.info("email.ended", extra={"email_id": after.id, "status": after.status.value,
                                            "code": after.provider_code})  # fmt: skip
+        if after.campaign_id is not None:
+            self._bus.publish(Outcome(
+                campaign_id=after.campaign_id, item_id=after.id, status=after.status,
+                reason=after.reason, expires_at=None,
+            ))  # fmt: skip
 
 
 __all__ = [

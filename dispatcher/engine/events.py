@@ -6,17 +6,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from dispatcher.core.calls import CallStatus
-from dispatcher.core.model import TextStatus
+from dispatcher.core.campaigns import Status
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """A campaign's text or call changed status. The campaign desk follows its
+    """A campaign's text, call or email changed status. The campaign desk follows its
     contacts by these instead of reading each one's text back from the store."""
 
     campaign_id: str
-    item_id: str  # the text's or call's id
-    status: TextStatus | CallStatus
+    item_id: str  # the text's, call's or email's id
+    status: Status
     reason: str | None
     expires_at: datetime | None  # a text's end of validity, a call's (None: no limit)

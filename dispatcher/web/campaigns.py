@@ -29,6 +29,7 @@ from msgspec import UNSET, Meta, UnsetType
 from dispatcher import jsonio
 from dispatcher.core.campaigns import ContactState
 from dispatcher.core.durations import parse_duration
+from dispatcher.core.emails import MAX_PART, MAX_SUBJECT
 from dispatcher.core.listing import DEFAULT_LIMIT
 from dispatcher.errors import InvalidInput
 from dispatcher.schemas import Answer, ContactOut, Model, Operation, Timestamp, contact_out, ts
@@ -68,8 +69,10 @@ class CampaignOut(Model, frozen=True):
     name: str
     state: Annotated[str, Meta(description="importing, draft, running, paused, canceled, "
                                "finished or failed")]  # fmt: skip
-    channel: Annotated[str, Meta(description="text, or voice (a call running a script)")]
+    channel: Annotated[str, Meta(description="text, voice (a call running a script) or email")]
     template: str
+    subject: str | None
+    html: str | None
     from_: list[str]
     send_window: str
     outside_window: str
@@ -136,14 +139,16 @@ class NewCampaign(Model, frozen=True):
     template: Annotated[
         str,
         Meta(min_length=1, max_length=2000,
-             description="the text, with {column} fields (or a voice campaign's script)"),
+             description="the text, with {column} fields (or a voice campaign's script, "
+                         "or an email campaign's text part, with {{ column }} fields)"),
     ]  # fmt: skip
     from_: Annotated[
         str,
         Meta(min_length=1, max_length=2000,
-             description="the pool: E.164 numbers separated by commas"),
+             description="the pool: E.164 numbers (an email campaign's From addresses) "
+                         "separated by commas"),
     ]  # fmt: skip
-    channel: Literal["text", "voice"] = "text"
+    channel: Literal["text", "voice", "email"] = "text"
     start_at: Annotated[datetime, Meta(tz=True, description="not before (ISO 8601, offset)")] | (
         UnsetType
     ) = UNSET
@@ -156,6 +161,19 @@ class NewCampaign(Model, frozen=True):
     tz_column: Annotated[str, Meta(min_length=1, max_length=200)] | UnsetType = UNSET
     draft: bool = False
     voice_message: Text | UnsetType = UNSET
+    subject: Annotated[str, Meta(min_length=1, max_length=MAX_SUBJECT,
+                                 description="an email campaign's subject")] | (
+        UnsetType
+    ) = UNSET  # fmt: skip
+    html: Annotated[str, Meta(min_length=1, max_length=MAX_PART,
+                              description="an email campaign's HTML part")] | (
+        UnsetType
+    ) = UNSET  # fmt: skip
+    email_column: Annotated[str, Meta(min_length=1, max_length=200)] = "email"
+    time_zone: Annotated[str, Meta(min_length=1, max_length=200,
+                                   description="of a contact without one (IANA)")] | (
+        UnsetType
+    ) = UNSET  # fmt: skip
 
 
 class NewCampaignContacts(NewCampaign, frozen=True, kw_only=True):
@@ -171,7 +189,8 @@ def campaign_out(view: CampaignView) -> CampaignOut:
     importing = progress is not None and not progress.done
     return CampaignOut(
         id=c.id, name=c.name, state=c.state.value, channel=c.channel.value,
-        template=c.template, from_=list(c.senders), send_window=c.send_window,
+        template=c.template, subject=c.subject, html=c.html, from_=list(c.senders),
+        send_window=c.send_window,
         outside_window=c.outside_window.value, validity_seconds=c.validity.total_seconds(),
         start_at=ts(c.start_at, timespec="seconds"),
         created_at=ts(c.created_at, timespec="seconds") or "",
@@ -218,7 +237,8 @@ class CampaignRoutes:
                 validity=None if isinstance(q.validity, UnsetType)
                 else parse_duration(q.validity, field="validity"),
                 phone_column=q.phone_column, tz_column=given(q.tz_column), draft=q.draft,
-                voice_message=given(q.voice_message),
+                voice_message=given(q.voice_message), subject=given(q.subject),
+                html=given(q.html), email_column=q.email_column, time_zone=given(q.time_zone),
             )  # fmt: skip
             campaign = await self._dispatcher.create_campaign(spec)
         except BaseException:

@@ -23,7 +23,7 @@ class SQLiteCampaigns(SQLiteConnection):
             c.outside_window.value, round(c.validity.total_seconds() * 1_000_000),
             r.us_or_none(c.start_at), c.state.value, c.source, c.reject_file, c.accepted,
             c.rejected, c.duplicates, c.suppressed, r.us(c.created_at), r.us(c.updated_at),
-            c.segments, r.us_or_none(c.projected_finish), c.voice_message,
+            c.segments, r.us_or_none(c.projected_finish), c.voice_message, c.subject, c.html,
         )  # fmt: skip
         await self._write(("insert_campaign", [row]))
 

@@ -208,6 +208,7 @@ def campaign(row: Row) -> Campaign:
         reject_file=row["reject_file"], accepted=row["accepted"], rejected=row["rejected"],
         duplicates=row["duplicates"], suppressed=row["suppressed"], segments=row["segments"],
         projected_finish=at_or_none(row["projected_finish"]), voice_message=row["voice_message"],
+        subject=row["subject"], html=row["html"],
     )  # fmt: skip
 
 
