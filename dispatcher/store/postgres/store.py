@@ -18,6 +18,7 @@ from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.engagement import PostgresEngagement
 from dispatcher.store.postgres.listing import PostgresListing
+from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
 
@@ -29,6 +30,7 @@ class PostgresStore(
     PostgresCalls,
     PostgresConsent,
     PostgresListing,
+    PostgresOperations,
     PostgresEmails,
     PostgresEngagement,
     PostgresTexts,
