@@ -23,13 +23,17 @@ from dispatcher.core.campaigns import CampaignChannel, CampaignState, ContactSta
 from dispatcher.core.channel import Channel
 from dispatcher.core.consent import ConsentSource
 from dispatcher.core.emails import EmailStatus
+from dispatcher.core.metrics import MetricsQuery
 from dispatcher.core.scripts import parse_scripts
+from dispatcher.engine.campaigns import CampaignSpec
 from dispatcher.errors import InvalidInput
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
-from dispatcher.testing import running_service
+from dispatcher.testing import running_service, wait_for
 from tests.campaign_helpers import CARRIER, POOL, SCRIPTS, Harness, utc, write_contacts
 from tests.peers_smtp import Relay, smtp_relay
+from tests.test_email_engagement import engaging
+from tests.test_voice_links import BROWSER
 
 DOMAIN = "mail.example.com"
 SHOP = "Acme Shop <shop@example.com>"
@@ -274,3 +278,37 @@ async def test_the_import_skips_contacts_opted_out_of_the_campaigns_channel(
     ((line, why, *_),) = rejects(email.reject_file)
     assert line == "3"
     assert why.startswith("suppressed for email: person1@example.com opted out of email")
+
+
+# -- a voice link in an email --------------------------------------------------------------
+
+
+async def test_a_voice_link_played_from_an_email_counts_as_email_play(tmp_path: Path) -> None:
+    async with engaging(tmp_path, MemoryStore()) as engaged:
+        service = engaged.service
+        contacts = write_contacts(
+            tmp_path / "c.csv", ("email", "name"), [("ann@example.com", "Ann")]
+        )
+        campaign = await service.create_campaign(CampaignSpec(
+            name="listen", contacts=contacts, channel=CampaignChannel.EMAIL, senders=[SHOP],
+            subject="A message for {{ name }}", template="Listen, {{ name }}: {{ voice_link }}",
+            html='<p><a href="{{ voice_link }}">Listen</a></p>',
+            voice_message="Your appointment is tomorrow at 10.",
+        ))  # fmt: skip
+        await wait_for(lambda: _got(engaged.relay), within=20, what="the campaign's email")
+        text = plain(engaged.relay.received[0].message)
+        link = text.split(": ", 1)[1].strip()
+        assert link.startswith(f"{engaged.app.url}/v/v")
+        async with engaged.app.http.post(f"{link}/play",
+                                         headers={"User-Agent": BROWSER}) as response:  # fmt: skip
+            assert response.status == 204
+        by_campaign = await service.metrics(MetricsQuery(campaign_id=campaign.id))
+        overall = await service.metrics()
+
+    assert by_campaign.email["Play"] == 1
+    assert overall.text["Play"] == 0  # the email's play, not a text's
+    assert by_campaign.email["Sent"] == 1
+
+
+async def _got(relay: Relay) -> bool:
+    return bool(relay.received)
