@@ -485,3 +485,85 @@ async def test_two_stores_on_one_database_share_calls_and_an_accounts_slot(url: 
             for s, c, when in zip(stores, inserted, slots, strict=True)
         ))  # fmt: skip
         assert await one.call_slots() == await two.call_slots() == {ACCOUNT: at(20)}
+
+
+# -- texts (part A) --------------------------------------------------------------------
+
+
+async def test_two_stores_on_one_database_see_each_others_texts(url: str) -> None:
+    """Two workers' stores: a text one queues is the other's head, the other's record
+    is in the first's history, a next slot moves only later whoever writes it."""
+    async with PostgresStore(url) as one, PostgresStore(url) as two:
+        first = await one.insert_message(make_message("m1"), [])
+        second = await two.insert_message(make_message("m2"), [])
+        assert second.seq > first.seq
+        assert [m.id for m in (await two.heads([first.sender], 5))[first.sender]] == ["m1", "m2"]
+        step, sending = transition(first, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER,
+                                   attempt_id="att-1")  # fmt: skip
+        await two.record([step], next_slots={first.sender: at(3)})
+        await one.record([], next_slots={first.sender: at(2)})  # an earlier slot, committed late
+        assert await one.get("m1") == sending
+        assert [e.status for e in await one.history("m1")] == [TextStatus.SENDING]
+        [number] = await one.numbers()
+        assert (number.next_slot_at, number.depth) == (at(3), 1)
+
+
+async def test_texts_and_slots_survive_close_and_reopen(url: str) -> None:
+    async with PostgresStore(url) as store:
+        kept = await store.insert_message(make_message("m1", idempotency_key="k1"), [])
+        await store.set_paused(kept.sender, True)
+        await store.record([], next_slots={kept.sender: at(5)})
+    async with PostgresStore(url) as store:
+        assert await store.get("m1") == kept
+        assert await store.by_idempotency_key("k1") == kept
+        [number] = await store.numbers()
+        assert (number.number, number.paused, number.next_slot_at) == (kept.sender, True, at(5))
+        assert (await store.insert_message(make_message("m2"), [])).seq > kept.seq
+
+
+async def test_a_database_that_refuses_writes_is_unavailable_until_it_takes_them(
+    postgres: Cluster, url: str
+) -> None:
+    """Its connections dropped, then read-only: each refusal is StoreUnavailable (the
+    service pauses and probes), nothing is half written, and the same store writes
+    again once the database takes writes."""
+    database = url.split("/")[3].split("?", maxsplit=1)[0]
+    admin = await asyncpg.connect(postgres.url())
+
+    async def drop_connections() -> None:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = $1 AND pid <> pg_backend_pid()",
+            database,
+        )
+
+    try:
+        async with PostgresStore(url) as store:
+            kept = await store.insert_message(make_message("m1"), [])
+            await admin.execute(
+                f'ALTER DATABASE "{database}" SET default_transaction_read_only = on'
+            )
+            await drop_connections()
+            refusals = 0
+            for attempt in range(5):  # a dropped connection, then the read-only database
+                with pytest.raises(StoreUnavailable):
+                    await store.insert_message(make_message(f"r{attempt}"), [])
+                refusals += 1
+            with pytest.raises(StoreUnavailable):
+                await store.probe()
+            assert await store.get("m1") == kept  # reads still answer
+            assert refusals == 5
+            await admin.execute(f'ALTER DATABASE "{database}" RESET default_transaction_read_only')
+            await drop_connections()
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:  # the probe, as the service runs it, until the store takes writes
+                try:
+                    await store.probe()
+                    break
+                except StoreUnavailable:
+                    assert asyncio.get_running_loop().time() < deadline, "never took writes"
+            again = await store.insert_message(make_message("m2"), [])
+            assert again.seq > kept.seq
+            assert {m.id for m in await store.in_status(TextStatus.QUEUED, 10)} == {"m1", "m2"}
+    finally:
+        await admin.close()

@@ -55,7 +55,10 @@ def translate(exc: BaseException, doing: str) -> StoreError | None:
             error: StoreError = StoreUnavailable(f"{doing} failed: {exc}")
         else:
             error = StoreError(f"{doing} failed: {exc}")
-    elif isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError)):
+    elif isinstance(exc, (OSError, TimeoutError, asyncpg.InterfaceError,
+                          asyncpg.InternalClientError)):  # fmt: skip
+        # InternalClientError: a pooled connection whose server process was ended
+        # (pg_terminate_backend, a restart) is found broken when it is next used.
         error = StoreUnavailable(f"{doing} failed: the database did not answer: {exc}")
     else:
         return None
