@@ -113,12 +113,7 @@ class HandOver:
         handed: list[tuple[Contact, Seen]] = []
         for contact, token, submission in zip(contacts, tokens, submissions, strict=True):
             message = submission.message
-            if token is not None:
-                await self._store.add_voice_link(
-                    token, message_id=message.id, campaign_id=campaign.id,
-                    message=campaign.voice_message or "", created_at=now,
-                )  # fmt: skip
-            queued = replace(contact, state=ContactState.QUEUED, message_id=message.id)
+            queued = await self._queued(campaign, contact, message.id, token, now)
             handed.append((queued, (message.status, message.reason, message.expires_at)))
         return handed
 
@@ -176,13 +171,21 @@ class HandOver:
             idempotency_key=attempt_key(campaign, contact), campaign_id=campaign.id,
         ))  # fmt: skip
         email = submitted.email
+        queued = await self._queued(campaign, contact, email.id, token, now)
+        return queued, (email.status, email.reason, None)
+
+    async def _queued(
+        self, campaign: Campaign, contact: Contact, item_id: str, token: str | None,
+        now: datetime,
+    ) -> Contact:  # fmt: skip
+        """``contact`` queued with its text or email ``item_id``, whose voice link (when
+        it carries one) is recorded for it: its plays count for that text or email."""
         if token is not None:
             await self._store.add_voice_link(
-                token, message_id=email.id, campaign_id=campaign.id,
+                token, message_id=item_id, campaign_id=campaign.id,
                 message=campaign.voice_message or "", created_at=now,
             )  # fmt: skip
-        queued = replace(contact, state=ContactState.QUEUED, message_id=email.id)
-        return queued, (email.status, email.reason, None)
+        return replace(contact, state=ContactState.QUEUED, message_id=item_id)
 
     async def _call(
         self, campaign: Campaign, contact: Contact, window: Window, now: datetime
