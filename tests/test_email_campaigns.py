@@ -27,7 +27,7 @@ from dispatcher.core.metrics import MetricsQuery
 from dispatcher.core.scripts import parse_scripts
 from dispatcher.engine.campaigns import CampaignSpec
 from dispatcher.errors import InvalidInput
-from dispatcher.store import Store
+from dispatcher.store import Store, open_store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import running_service, wait_for
 from tests.campaign_helpers import CARRIER, POOL, SCRIPTS, Harness, utc, write_contacts
@@ -315,3 +315,20 @@ async def test_a_voice_link_played_from_an_email_counts_as_email_play(tmp_path: 
 
 async def _got(relay: Relay) -> bool:
     return bool(relay.received)
+
+
+async def test_sqlite_keeps_an_email_campaigns_parts(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/t.db"
+    async with smtp_relay() as relay, serving(tmp_path, relay, store=open_store(url)) as h:
+        campaign_id = await create(h, write_contacts(tmp_path / "c.csv", HEADER, rows(2)))
+        await until_finished(h, campaign_id)
+    async with open_store(url) as store:
+        campaign = await store.get_campaign(campaign_id)
+        contacts = await store.contacts_in(campaign_id, list(ContactState), 10)
+
+    assert campaign is not None
+    assert campaign.channel is CampaignChannel.EMAIL
+    assert campaign.subject == "Order {{ order }} for {{ First_Name }}"
+    assert campaign.html == "<p>Hi <b>{{ First_Name }}</b></p>"
+    assert [c.phone for c in contacts] == ["Person0@example.com", "Person1@example.com"]
+    assert set(by_recipient(relay).values()) == {1}
