@@ -567,3 +567,14 @@ async def test_a_database_that_refuses_writes_is_unavailable_until_it_takes_them
             assert {m.id for m in await store.in_status(TextStatus.QUEUED, 10)} == {"m1", "m2"}
     finally:
         await admin.close()
+
+
+async def test_an_email_campaign_keeps_its_subject_and_html(store: PostgresStore) -> None:
+    email = dataclasses.replace(
+        campaign(), id="cmp_mail", channel=CampaignChannel.EMAIL, template="Hi {name}",
+        senders=("Shop <shop@example.com>",), subject="News for {name}",
+        html="<p>Hi {name}</p>",
+    )  # fmt: skip
+    await store.create_campaign(email)
+    assert await store.get_campaign("cmp_mail") == email
+    assert await store.list_campaigns(5) == [email]
