@@ -239,6 +239,8 @@ class EmailConfig:
     inbound_max_size: Count = 10 * 1024 * 1024  # bytes of one message the mailbox takes
     relay_is_final: bool = False  # the relay is the recipient's own server: accepted is Delivered
     soft_bounce_limit: Count = 3  # soft bounces in a row that suppress an address
+    track_opens: bool = True  # the HTML part carries the open pixel
+    track_clicks: bool = True  # the links of both parts go through the click redirect
 
     def __post_init__(self) -> None:
         _email_inbound(self)

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -100,8 +101,16 @@ class Sent:
         assert part is not None
         return str(part.get_content())
 
-    def paths(self, kind: str) -> list[str]:
-        """The app's paths of ``kind`` (o, c) in the HTML part, in order."""
+    @property
+    def text(self) -> str:
+        part = self.message.get_body(("plain",))
+        assert part is not None
+        return str(part.get_content())
+
+    def paths(self, kind: str, *, part: str | None = None) -> list[str]:
+        """The app's paths of ``kind`` (o, c) in the HTML part (or ``part``), in order."""
+        if part is not None:
+            return re.findall(rf"http://127\.0\.0\.1:\d+(/email/{kind}/[a-z0-9]+)", part)
         return re.findall(rf'"http://127\.0\.0\.1:\d+(/email/{kind}/[a-z0-9]+)"', self.html)
 
     @property
@@ -125,12 +134,12 @@ async def engaged(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterat
 
 
 @asynccontextmanager
-async def engaging(tmp_path: Path, store: Store) -> AsyncIterator[Engaged]:
+async def engaging(tmp_path: Path, store: Store, **email: Any) -> AsyncIterator[Engaged]:
     url = f"http://127.0.0.1:{free_port()}"
     async with smtp_relay() as relay:
         config = Config(
             home=tmp_path, http=HttpConfig(listen=url.removeprefix("http://"), public_url=url),
-            email=EmailConfig(relay_url=relay.url, domain=DOMAIN, per_second=50.0),
+            email=EmailConfig(relay_url=relay.url, domain=DOMAIN, per_second=50.0, **email),
         )  # fmt: skip
         carrier = Simulator(config=config.simulator, log_path=tmp_path / "sim.jsonl")
         service = Dispatcher(config, store=store, channel=carrier)
@@ -159,9 +168,8 @@ async def test_the_sent_email_has_the_pixel_tracked_links_and_signed_unsubscribe
     assert 'href="mailto:help@example.com"' in html
     assert 'href="#top"' in html
     assert "shop.example.com" not in html  # the URLs themselves are not in the email
-    text = sent.message.get_body(("plain",))
-    assert text is not None
-    assert "https://shop.example.com/sale" in text.get_content()
+    assert "shop.example.com" not in sent.text  # the text part's link is tracked too
+    assert len(sent.paths("c", part=sent.text)) == 1
 
     mailto, link = sent.unsubscribe
     token = link.removeprefix("/email/u/")
@@ -244,6 +252,45 @@ async def test_a_click_redirects_to_the_stored_url_only(engaged: Engaged) -> Non
         f"link 1: {STORED[1]}; fetcher: link scanner",
     ]  # fmt: skip
     assert "Clicked 3 times" in (await engaged.service.email(sent.email_id)).explanation
+
+
+async def test_a_text_part_link_redirects_to_its_stored_url_only(engaged: Engaged) -> None:
+    sent = await engaged.send()
+    [path] = sent.paths("c", part=sent.text)
+    assert sent.text == f"The sale is on: {engaged.app.url}{path}"
+    forged = path[:-1] + ("a" if path[-1] != "a" else "b")
+
+    status, headers, _ = await engaged.get(f"{path}?url=https://evil.example")
+    refused, _, _ = await engaged.get(forged)
+
+    assert (status, headers["Location"]) == (302, "https://shop.example.com/sale")
+    assert refused == 404
+    [click] = await engaged.results(sent.email_id)
+    assert (click.result, click.reason) == (EmailResult.CLICK, "unique")
+    assert click.detail == "link 2: https://shop.example.com/sale"  # after the HTML's two
+
+
+async def test_with_tracking_switched_off_no_pixel_and_no_link_is_rewritten(
+    tmp_path: Path,
+) -> None:
+    async with engaging(tmp_path, MemoryStore(), track_opens=False, track_clicks=False) as off:
+        sent = await off.send()
+    assert sent.paths("o") == []
+    assert sent.paths("c") == []
+    assert sent.html == HTML  # as submitted: no pixel, the links as they were
+    assert sent.text == "The sale is on: https://shop.example.com/sale"
+    assert sent.unsubscribe  # a bulk email's unsubscribe is not tracking: it stays
+
+
+async def test_opens_alone_or_clicks_alone_can_be_switched_off(tmp_path: Path) -> None:
+    async with engaging(tmp_path / "a", MemoryStore(), track_opens=False) as clicks_only:
+        no_pixel = await clicks_only.send()
+    async with engaging(tmp_path / "b", MemoryStore(), track_clicks=False) as opens_only:
+        no_clicks = await opens_only.send()
+    assert (len(no_pixel.paths("o")), len(no_pixel.paths("c"))) == (0, 2)
+    assert len(no_pixel.paths("c", part=no_pixel.text)) == 1
+    assert (len(no_clicks.paths("o")), len(no_clicks.paths("c"))) == (1, 0)
+    assert no_clicks.text == "The sale is on: https://shop.example.com/sale"
 
 
 async def test_opens_past_the_cap_answer_and_record_nothing(

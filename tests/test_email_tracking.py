@@ -156,3 +156,27 @@ def test_results_are_unique_once_and_add_up() -> None:
         "scanner); unsubscribed at 2026-01-05T16:00:00+00:00."
     )
     assert et.engagement([]).describe() == ""
+
+
+def test_the_text_part_s_links_are_its_urls_without_the_sentence_s_punctuation() -> None:
+    text = "See https://a.example/x?y=1, then (http://b.example/p). Not ftp://c.example."
+    assert et.text_links(text) == ["https://a.example/x?y=1", "http://b.example/p"]
+    assert et.all_links(text, '<a href="https://h.example/">h</a>') == [
+        "https://h.example/", "https://a.example/x?y=1", "http://b.example/p"
+    ]  # fmt: skip
+    out = et.tracked_text(text, first=1, click_url=lambda n, url: f"<{n}:{url}>")
+    assert out == ("See <1:https://a.example/x?y=1>, then (<2:http://b.example/p>). "
+                   "Not ftp://c.example.")  # fmt: skip
+
+
+plain = st.text(st.characters(blacklist_categories=["Cs"], blacklist_characters="\x00"))
+
+
+@given(plain | st.builds("{}https://x.example/{}".format, plain, plain))
+def test_every_text_link_is_rewritten_and_nothing_else(text: str) -> None:
+    found = et.text_links(text)
+    out = et.tracked_text(text, first=0, click_url=lambda n, url: f"\x00{n}\x00")
+    restored = out
+    for n, url in enumerate(found):
+        restored = restored.replace(f"\x00{n}\x00", url, 1)
+    assert restored == text

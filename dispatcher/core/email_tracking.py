@@ -137,10 +137,59 @@ def _tracked_url(match: re.Match[str]) -> str:
     return url if url.lower().startswith(("http://", "https://")) else ""
 
 
-def tracked_html(html: str, *, pixel_url: str, click_url: Callable[[int, str], str]) -> str:
+_TEXT_URL = re.compile(r"""https?://[^\s<>"'()\[\]{}]+""", re.IGNORECASE)
+_TRAILING = ".,;:!?"  # ends a sentence, not the URL
+
+
+def text_links(text: str) -> list[str]:
+    """The URLs of the text part's tracked links, in order: every ``http`` or ``https``
+    URL written in it (without the punctuation that ends its sentence). Link ``n`` of
+    a click token is :func:`all_links` ``[n]``."""
+    return [match.group(0).rstrip(_TRAILING) for match in _TEXT_URL.finditer(text)]
+
+
+def all_links(text: str, html: str | None) -> list[str]:
+    """Every tracked link of an email, as its click tokens number them: the HTML part's
+    first, then the text part's."""
+    return [*(links(html) if html is not None else ()), *text_links(text)]
+
+
+def tracked_text(text: str, *, first: int, click_url: Callable[[int, str], str]) -> str:
+    """The text part as it leaves: each URL (:func:`text_links`) replaced by
+    ``click_url(n, url)``, numbered from ``first`` (after the HTML part's links)."""
+    count = first
+
+    def rewrite(match: re.Match[str]) -> str:
+        nonlocal count
+        raw = match.group(0)
+        url = raw.rstrip(_TRAILING)
+        new = click_url(count, url)
+        count += 1
+        return new + raw[len(url) :]
+
+    return _TEXT_URL.sub(rewrite, text)
+
+
+def tracked_html(
+    html: str, *, pixel_url: str | None, click_url: Callable[[int, str], str] | None
+) -> str:
     """The HTML part as it leaves: each tracked link (:func:`links`) pointed at
     ``click_url(n, url)``, and the open pixel (``pixel_url``, a 1x1 image shown to no
-    one) added at the end of the body."""
+    one) added at the end of the body. Without a ``click_url`` the links are left as
+    they are; without a ``pixel_url`` no pixel is added."""
+    out = html if click_url is None else _rewritten(html, click_url)
+    if pixel_url is None:
+        return out
+    pixel = (f'<img src="{html_.escape(pixel_url)}" width="1" height="1" alt="" '
+             'style="display:block;width:1px;height:1px;border:0">')  # fmt: skip
+    ends = list(_BODY_END.finditer(out))
+    if ends:
+        at = ends[-1].start()
+        return out[:at] + pixel + out[at:]
+    return out + pixel
+
+
+def _rewritten(html: str, click_url: Callable[[int, str], str]) -> str:
     count = 0
 
     def rewrite(match: re.Match[str]) -> str:
@@ -152,14 +201,7 @@ def tracked_html(html: str, *, pixel_url: str, click_url: Callable[[int, str], s
         count += 1
         return f'{match.group(1)}"{html_.escape(new)}"'
 
-    out = _HREF.sub(rewrite, html)
-    pixel = (f'<img src="{html_.escape(pixel_url)}" width="1" height="1" alt="" '
-             'style="display:block;width:1px;height:1px;border:0">')  # fmt: skip
-    ends = list(_BODY_END.finditer(out))
-    if ends:
-        at = ends[-1].start()
-        return out[:at] + pixel + out[at:]
-    return out + pixel
+    return _HREF.sub(rewrite, html)
 
 
 # -- fetchers --------------------------------------------------------------------------

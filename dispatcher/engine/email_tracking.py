@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parseaddr
@@ -25,12 +26,14 @@ from dispatcher.core.email_tracking import (
     Tracked,
     UnsubscribeScope,
     UnsubscribeSource,
+    all_links,
     links,
     read,
     result_event,
     sign,
     signed,
     tracked_html,
+    tracked_text,
 )
 from dispatcher.core.emails import Email, EmailEvent, EmailResult
 from dispatcher.core.model import Source
@@ -92,16 +95,34 @@ class EmailTracking:
 
     # -- what an email leaves with ---------------------------------------------------
     def html(self, email: Email) -> str | None:
-        """The HTML part as it leaves: its links tracked, the pixel added."""
+        """The HTML part as it leaves: its links tracked, the pixel added (each unless
+        ``[email] track_clicks`` or ``track_opens`` is off)."""
         if email.html is None:
+            return None
+        opens = self._config.email.track_opens
+        pixel = f"{self._base}/email/o/{sign(self.key, Tracked.OPEN, email.id)}" if opens else None
+        return tracked_html(email.html, pixel_url=pixel, click_url=self._click_url(email))
+
+    def text(self, email: Email) -> str:
+        """The text part as it leaves: its links tracked (unless ``[email]
+        track_clicks`` is off), numbered after the HTML part's."""
+        click = self._click_url(email)
+        if click is None:
+            return email.text
+        first = len(links(email.html)) if email.html is not None else 0
+        return tracked_text(email.text, first=first, click_url=click)
+
+    def _click_url(self, email: Email) -> Callable[[int, str], str] | None:
+        """The click redirect of the email's ``n``-th link, or None when clicks are
+        not tracked."""
+        if not self._config.email.track_clicks:
             return None
         base, key = self._base, self.key
 
         def click(n: int, url: str) -> str:
             return f"{base}/email/c/{sign(key, Tracked.CLICK, email.id, link=n, url=url)}"
 
-        pixel = f"{base}/email/o/{sign(key, Tracked.OPEN, email.id)}"
-        return tracked_html(email.html, pixel_url=pixel, click_url=click)
+        return click
 
     def unsubscribe_uris(self, email_id: str) -> tuple[str, str]:
         """The ``List-Unsubscribe`` URIs of a bulk email: a mailto and an HTTPS link,
@@ -128,9 +149,9 @@ class EmailTracking:
         if parsed is None or parsed.link is None:
             return None
         email = await self._store.get_email(parsed.email_id)
-        if email is None or email.html is None:
+        if email is None:
             return None
-        found = links(email.html)
+        found = all_links(email.text, email.html)
         if parsed.link >= len(found):
             return None
         url = found[parsed.link]

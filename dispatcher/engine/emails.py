@@ -387,7 +387,7 @@ class EmailDesk:
             unsubscribe = self.tracking.unsubscribe_uris(email.id)
         return OutgoingEmail(
             email_id=email.id, attempt_id=email.attempt_id or "", sender=email.sender,
-            recipient=email.recipient, subject=email.subject, text=email.text,
+            recipient=email.recipient, subject=email.subject, text=self.tracking.text(email),
             html=self.tracking.html(email), message_id=message_id(email.id, domain),
             return_path=return_path(email.id, domain), date=email.updated_at,
             unsubscribe=unsubscribe, handed_off=hand_off,
