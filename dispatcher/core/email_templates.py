@@ -20,13 +20,14 @@ Pure: nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
+import functools
 import re
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, meta, nodes
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
@@ -114,18 +115,17 @@ def render_email(
 
 def render_part(part: str, source: str, fields: Mapping[str, str], *, html: bool) -> str:
     """One part of an email rendered with ``fields`` (see :func:`render_email`)."""
-    env = _HTML if html else _TEXT
     try:
-        tree = env.parse(source)
+        compiled = _compiled(source, html=html)
     except TemplateSyntaxError as exc:
         raise InvalidInput(f"{part}: line {exc.lineno}: {exc.message}", field=part) from None
-    if missing := _missing(tree, fields, env):
+    if missing := compiled.missing(fields):
         name, line = missing
         given = ", ".join(sorted(fields)) or "none"
         raise InvalidInput(f"{part}: line {line}: the field {name!r} is not given (fields "
                            f"given: {given})", field=part)  # fmt: skip
     try:
-        return env.from_string(tree).render(fields)
+        return compiled.template.render(fields)
     except SecurityError as exc:
         raise InvalidInput(f"{part}: line {_line(exc)}: refused by the sandbox: {exc}",
                            field=part) from None  # fmt: skip
@@ -147,18 +147,34 @@ def fields_used(*sources: str | None) -> frozenset[str]:
     return frozenset(used - set(_TEXT.globals))
 
 
-def _missing(
-    tree: nodes.Template, fields: Mapping[str, str], env: SandboxedEnvironment
-) -> tuple[str, int] | None:
-    """The first field the template reads that is neither given nor its own (a loop
-    variable, a ``set``, a global such as ``range``), with its line."""
-    undeclared = meta.find_undeclared_variables(tree) - set(fields) - set(env.globals)
-    if not undeclared:
-        return None
-    found = [(name.lineno, name.name) for name in tree.find_all(nodes.Name)
-             if name.ctx == "load" and name.name in undeclared]  # fmt: skip
-    line, name = min(found) if found else (1, min(undeclared))
-    return name, line
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """A template parsed and compiled once (a campaign fills the same one for every
+    contact), with the fields it reads and where."""
+
+    template: Template
+    reads: frozenset[str]  # the fields it reads that are not its own or a global
+    names: tuple[tuple[int, str], ...]  # (line, name) of every name it loads
+
+    def missing(self, fields: Mapping[str, str]) -> tuple[str, int] | None:
+        """The first field the template reads that is neither given nor its own (a loop
+        variable, a ``set``, a global such as ``range``), with its line."""
+        undeclared = self.reads - set(fields)
+        if not undeclared:
+            return None
+        found = [(line, name) for line, name in self.names if name in undeclared]
+        line, name = min(found) if found else (1, min(undeclared))
+        return name, line
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(source: str, *, html: bool) -> _Compiled:
+    env = _HTML if html else _TEXT
+    tree = env.parse(source)
+    reads = frozenset(meta.find_undeclared_variables(tree) - set(env.globals))
+    names = tuple((name.lineno, name.name) for name in tree.find_all(nodes.Name)
+                  if name.ctx == "load")  # fmt: skip
+    return _Compiled(template=env.from_string(tree), reads=reads, names=names)
 
 
 def _line(exc: BaseException) -> int:
