@@ -3,8 +3,9 @@
 A number's next slot and pause flag are its pacing key's row (``pacing_keys``, the
 table the leases use), so a key taken over by another worker keeps both. The writes of
 texts (new texts, recorded transitions) run one after the other in the order they were
-handed over, each in a transaction of its own: ``seq`` follows the order of
-submission, and :meth:`record_soon` is ordered after every earlier write.
+handed over, each in a transaction: ``seq`` follows the order of submission, and
+:meth:`record_soon` is ordered after every earlier write. Records handed over while the
+write before them runs are written together, in one transaction (a group commit).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _T = TypeVar("_T")
 
 class PostgresTexts(PostgresBase):
     _last_write: asyncio.Future[Any] | None = None  # the write handed over last
+    _open_records: _Records | None = None  # records handed over last, not begun yet
 
     # -- submission ------------------------------------------------------------------
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
@@ -107,13 +109,23 @@ class PostgresTexts(PostgresBase):
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
     ) -> asyncio.Future[None]:
-        steps = list(transitions)
-        slots = sorted((next_slots or {}).items())
-        return self._in_order(lambda: self._record(steps, slots))
+        records = self._open_records
+        if records is None:  # the records that follow join it until its turn comes
+            records = _Records()
+            written = self._in_order(lambda: self._record(records))
+            self._open_records = records
+            records.written = written
+        records.add(transitions, next_slots or {})
+        assert records.written is not None
+        return records.written
 
-    async def _record(
-        self, transitions: list[Transition], slots: list[tuple[str, datetime]]
-    ) -> None:
+    async def _record(self, records: _Records) -> None:
+        """Write ``records`` (one or more records handed over one after the other) in
+        one transaction: a group commit."""
+        if self._open_records is records:
+            self._open_records = None
+        transitions = records.transitions
+        slots = sorted(records.slots.items())
         if not transitions and not slots:
             return
         changes = [
@@ -139,6 +151,7 @@ class PostgresTexts(PostgresBase):
         """Run ``write`` once every write handed over before it has ended (whether it
         committed or failed): the writes of texts apply in the order they were made."""
         before = self._last_write
+        self._open_records = None  # a later record goes after this write
 
         async def in_turn() -> _T:
             if before is not None:
@@ -181,6 +194,22 @@ class PostgresTexts(PostgresBase):
 
     async def _messages(self, name: str, *args: object) -> list[Message]:
         return [message(row) for row in await self._fetch(name, *args)]
+
+
+class _Records:
+    """Records handed over one after the other, written together (the events in the
+    order given, each number's latest next slot)."""
+
+    def __init__(self) -> None:
+        self.transitions: list[Transition] = []
+        self.slots: dict[str, datetime] = {}
+        self.written: asyncio.Future[None] | None = None
+
+    def add(self, transitions: Sequence[Transition], slots: Mapping[str, datetime]) -> None:
+        self.transitions.extend(transitions)
+        for number, at in slots.items():
+            if number not in self.slots or at > self.slots[number]:
+                self.slots[number] = at
 
 
 def _seen(task: asyncio.Future[Any]) -> None:
