@@ -508,6 +508,30 @@ async def test_two_stores_on_one_database_see_each_others_texts(url: str) -> Non
         assert (number.next_slot_at, number.depth) == (at(3), 1)
 
 
+async def test_records_handed_over_together_commit_together_in_order(
+    store: PostgresStore,
+) -> None:
+    """Records handed over without waiting are written in fewer transactions than
+    records (a group commit), each one durable, the events in the order given and each
+    number's slot at the latest."""
+    texts = [await store.insert_message(make_message(f"m{i}", sender=f"+1415555{i:04d}"), [])
+             for i in range(50)]  # fmt: skip
+    before = store.write_seconds.count
+    written = []
+    for step_at, status in ((1, TextStatus.SENDING), (2, TextStatus.SENT)):
+        for i, text in enumerate(texts):
+            step, texts[i] = transition(text, status, at=at(step_at), source=Source.SCHEDULER,
+                                        attempt_id=f"att-{i}")  # fmt: skip
+            written.append(store.record_soon([step], next_slots={text.sender: at(step_at)}))
+    await asyncio.gather(*written)
+    assert store.write_seconds.count - before < len(written)
+    for text in texts:
+        assert await store.get(text.id) == text
+        assert [e.status for e in await store.history(text.id)] == [TextStatus.SENDING,
+                                                                     TextStatus.SENT]  # fmt: skip
+    assert {n.next_slot_at for n in await store.numbers()} == {at(2)}
+
+
 async def test_texts_and_slots_survive_close_and_reopen(url: str) -> None:
     async with PostgresStore(url) as store:
         kept = await store.insert_message(make_message("m1", idempotency_key="k1"), [])
