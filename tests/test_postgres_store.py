@@ -16,12 +16,7 @@ import asyncpg
 import pytest
 
 from dispatcher.core.callbacks import Subscription
-from dispatcher.core.calls import (
-    CallEvent,
-    CallStatus,
-    VoiceResult,
-    call_status,
-)
+from dispatcher.core.calls import CallEvent, CallStatus, VoiceResult, call_status
 from dispatcher.core.campaigns import (
     Campaign,
     CampaignChannel,
@@ -34,17 +29,9 @@ from dispatcher.core.channel import Channel
 from dispatcher.core.consent import Action
 from dispatcher.core.emails import EmailStatus, email_status
 from dispatcher.core.metrics import EMAIL, TEXT, VOICE, MetricsQuery, compute
-from dispatcher.core.model import (
-    DntEntry,
-    Source,
-    TextStatus,
-    transition,
-)
+from dispatcher.core.model import DntEntry, Source, TextStatus, transition
 from dispatcher.core.results import Cursor, Run
-from dispatcher.errors import (
-    StoreError,
-    StoreUnavailable,
-)
+from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.history import place
@@ -243,46 +230,6 @@ async def test_campaigns_runs_and_the_outbox_survive_close_and_reopen(url: str) 
         assert await store.automation_cursor() == mark
         assert [r.source_id for r in await store.due_runs(T0, 5)] == ["m1"]
         assert await store.stored_rules() == [("thank", '{"name": "thank"}')]
-
-
-async def test_a_database_restored_into_another_cluster_is_followed_on(url: str) -> None:
-    """A dump restored into a younger cluster keeps the old transaction ids, which lie
-    in this cluster's future: at the next start the old events are put before anything
-    new, and the cursors move with them, so new results are read after the old ones."""
-    async with PostgresStore(url) as store:
-        db = await asyncpg.connect(url)
-        try:
-            for message_id in ("m_done", "m_waiting"):
-                await queue_text(db, message_id)
-            done, waiting = await deliver(db, "m_done"), await deliver(db, "m_waiting")
-            # The old cluster's ids, far ahead of this one's.
-            await db.execute("UPDATE events SET tx = tx + 1000000000000")
-            rows = await db.fetch("SELECT tx, id FROM events ORDER BY id")
-        finally:
-            await db.close()
-        [(tx_done, _), (tx_waiting, _)] = [(r["tx"], r["id"]) for r in rows]
-        mark = Cursor(texts=place(tx_done, done))  # matched up to m_done
-        await store.add_runs([], mark)
-        sub = Subscription(channel=Channel.TEXT, source_id="m_waiting",
-                           url="https://example.com/h", created_at=T0,
-                           last_event=place(tx_waiting, waiting), last_seq=1)  # fmt: skip
-        await store.add_callbacks([], [sub], mark)
-    async with PostgresStore(url) as store:
-        db = await asyncpg.connect(url)
-        try:
-            await queue_text(db, "m_new")
-            await deliver(db, "m_new")
-        finally:
-            await db.close()
-        cursor = await store.automation_cursor()
-        assert cursor is not None
-        tip = await store.history_tip()
-        found = await store.results_between(cursor, tip, {"text.delivered"}, 10)
-        assert [r.seen.source_id for r in found] == ["m_waiting", "m_new"]
-        assert await store.callback_cursor() == cursor
-        # The subscription's place moved too: its change already sent is not sent again.
-        [(moved, change)] = await store.subscribed_changes(cursor, tip, 10)
-        assert (change.source_id, change.event) == ("m_waiting", moved.last_event)
 
 
 # -- email and engagement (part C) -------------------------------------------------------
@@ -487,6 +434,57 @@ async def test_two_stores_on_one_database_share_calls_and_an_accounts_slot(url: 
         assert await one.call_slots() == await two.call_slots() == {ACCOUNT: at(20)}
 
 
+async def test_a_database_restored_into_another_cluster_is_followed_on(url: str) -> None:
+    """A dump restored into a younger cluster keeps the old transaction ids, which lie
+    in this cluster's future: at the next start the old events are put before anything
+    new, and the cursors move with them, so new results are read after the old ones."""
+    async with PostgresStore(url) as store:
+        db = await asyncpg.connect(url)
+        try:
+            for message_id in ("m_done", "m_waiting"):
+                await queue_text(db, message_id)
+            done, waiting = await deliver(db, "m_done"), await deliver(db, "m_waiting")
+            # The old cluster's ids, far ahead of this one's.
+            await db.execute("UPDATE events SET tx = tx + 1000000000000")
+            rows = await db.fetch("SELECT tx, id FROM events ORDER BY id")
+        finally:
+            await db.close()
+        [(tx_done, _), (tx_waiting, _)] = [(r["tx"], r["id"]) for r in rows]
+        mark = Cursor(texts=place(tx_done, done))  # matched up to m_done
+        await store.add_runs([], mark)
+        sub = Subscription(channel=Channel.TEXT, source_id="m_waiting",
+                           url="https://example.com/h", created_at=T0,
+                           last_event=place(tx_waiting, waiting), last_seq=1)  # fmt: skip
+        await store.add_callbacks([], [sub], mark)
+    async with PostgresStore(url) as store:
+        db = await asyncpg.connect(url)
+        try:
+            await queue_text(db, "m_new")
+            await deliver(db, "m_new")
+        finally:
+            await db.close()
+        cursor = await store.automation_cursor()
+        assert cursor is not None
+        tip = await store.history_tip()
+        found = await store.results_between(cursor, tip, {"text.delivered"}, 10)
+        assert [r.seen.source_id for r in found] == ["m_waiting", "m_new"]
+        assert await store.callback_cursor() == cursor
+        # The subscription's place moved too: its change already sent is not sent again.
+        [(moved, change)] = await store.subscribed_changes(cursor, tip, 10)
+        assert (change.source_id, change.event) == ("m_waiting", moved.last_event)
+
+
+async def test_an_email_campaign_keeps_its_subject_and_html(store: PostgresStore) -> None:
+    email = dataclasses.replace(
+        campaign(), id="cmp_mail", channel=CampaignChannel.EMAIL, template="Hi {name}",
+        senders=("Shop <shop@example.com>",), subject="News for {name}",
+        html="<p>Hi {name}</p>",
+    )  # fmt: skip
+    await store.create_campaign(email)
+    assert await store.get_campaign("cmp_mail") == email
+    assert await store.list_campaigns(5) == [email]
+
+
 # -- texts (part A) --------------------------------------------------------------------
 
 
@@ -591,14 +589,3 @@ async def test_a_database_that_refuses_writes_is_unavailable_until_it_takes_them
             assert {m.id for m in await store.in_status(TextStatus.QUEUED, 10)} == {"m1", "m2"}
     finally:
         await admin.close()
-
-
-async def test_an_email_campaign_keeps_its_subject_and_html(store: PostgresStore) -> None:
-    email = dataclasses.replace(
-        campaign(), id="cmp_mail", channel=CampaignChannel.EMAIL, template="Hi {name}",
-        senders=("Shop <shop@example.com>",), subject="News for {name}",
-        html="<p>Hi {name}</p>",
-    )  # fmt: skip
-    await store.create_campaign(email)
-    assert await store.get_campaign("cmp_mail") == email
-    assert await store.list_campaigns(5) == [email]
