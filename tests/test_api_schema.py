@@ -132,6 +132,8 @@ def test_the_description_is_generated_from_the_routes_and_their_models() -> None
                 assert ref == "#/components/schemas/Error"
     assert models["NewText"]["properties"]["from"]["pattern"] == f"^{E164_PATTERN}$"
     assert models["NewAutomation"]["properties"]["on"]["enum"] == sorted(RESULTS)
+    contact = models["ContactIn"]  # a campaign's contact: a number, or an email campaign's address
+    assert ({"phone", "email"} <= set(contact["properties"]), contact["required"]) == (True, [])
 
 
 async def test_every_route_of_the_table_is_served(tmp_path: Path) -> None:

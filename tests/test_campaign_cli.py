@@ -110,11 +110,21 @@ async def test_contacts_lists_each_contact_with_its_text(home: Path, service: Co
 
 def shut_zone() -> str:
     """A time zone where the default window (08:00-21:00) is shut now, and for an hour."""
+    return zone_at({21, 22, 23, 0, 1, 2, 3, 4, 5, 6})
+
+
+def open_zone() -> str:
+    """A time zone where the default window (08:00-21:00) is open now, and for hours."""
+    return zone_at({9, 10, 11, 12, 13, 14})
+
+
+def zone_at(hours: set[int]) -> str:
+    """A time zone whose hour is now one of ``hours``."""
     now = datetime.now(UTC)
     for offset in range(-12, 15):
-        if (now + timedelta(hours=offset)).hour in {21, 22, 23, 0, 1, 2, 3, 4, 5, 6}:
+        if (now + timedelta(hours=offset)).hour in hours:
             return f"Etc/GMT{-offset:+d}" if offset else "Etc/GMT"  # Etc/GMT-5 is UTC+5
-    raise AssertionError("it is night somewhere")
+    raise AssertionError(f"no time zone is at an hour of {sorted(hours)} now")
 
 
 async def test_show_says_how_many_contacts_are_held_and_until_when(

@@ -17,7 +17,7 @@ from dispatcher.web import campaign_contacts
 from dispatcher.web import campaigns as web_campaigns
 from tests.helpers import wait_for
 from tests.peers import App
-from tests.test_campaign_cli import shut_zone
+from tests.test_campaign_cli import open_zone, shut_zone
 
 
 async def get(app: App, path: str, params: dict[str, str] | None = None) -> tuple[int, Any]:
@@ -258,6 +258,69 @@ async def test_a_campaign_is_created_from_json_contacts(app: App, home: Path) ->
     assert written.read_text().splitlines()[0] == '"phone","time_zone","First Name"'
 
 
+SALE: dict[str, Any] = {
+    "name": "sale", "channel": "email", "from": "Acme Shop <shop@example.com>",
+    "subject": "{{ First_Name }}, the sale is on", "template": "Hi {{ First_Name }}.",
+}  # fmt: skip
+
+
+async def test_an_email_campaign_from_json_contacts_is_the_one_a_file_makes(
+    app: App, home: Path
+) -> None:
+    opted = {"contact": "gone@example.com", "channels": ["email"], "reason": "asked"}
+    assert (await app.request("POST", "/v1/consent", json=opted, headers=app.api()))[0] == 201
+    zone = open_zone()
+    contacts: list[dict[str, Any]] = [
+        {"email": "ann@example.com", "fields": {"First Name": "Ann"}, "time_zone": zone},
+        {"email": "Bob@Example.com", "fields": {"First Name": "Bob"}},
+        {"email": "ANN@example.com", "fields": {"First Name": "Again"}},  # a duplicate
+        {"email": "gone@example.com", "fields": {"First Name": "Gone"}},  # suppressed
+    ]  # fmt: skip
+    rows = [f'"{c["email"]}","{c.get("time_zone", "")}","{c["fields"]["First Name"]}"'
+            for c in contacts]  # fmt: skip
+    file = "\n".join(['"email","time_zone","First Name"', *rows, ""]).encode()
+    status, from_file = await upload(app, {**SALE, "tz_column": "time_zone", "draft": "true",
+                                           "time_zone": zone}, file)  # fmt: skip
+    assert status == 201, from_file
+    status, from_json = await post_json(app, {**SALE, "draft": True, "time_zone": zone,
+                                              "contacts": contacts})  # fmt: skip
+    assert status == 201, from_json
+    assert (from_json["channel"], from_json["subject"]) == ("email", SALE["subject"])
+
+    async def imported() -> bool:
+        shown = [(await get(app, f"/v1/campaigns/{c['id']}"))[1] for c in (from_file, from_json)]
+        return all(c["state"] == "draft" for c in shown)
+
+    await wait_for(imported, what="the imports")
+    made = [(await get(app, f"/v1/campaigns/{c['id']}"))[1] for c in (from_file, from_json)]
+    counts = [{k: c[k] for k in ("accepted", "rejected", "duplicates", "suppressed")}
+              for c in made]  # fmt: skip
+    assert counts == [{"accepted": 2, "rejected": 0, "duplicates": 1, "suppressed": 1}] * 2
+    pages = [(await get(app, f"/v1/campaigns/{c['id']}/contacts"))[1] for c in made]
+    assert [[(c["line"], c["phone"]) for c in page["contacts"]] for page in pages] == [
+        [(2, "ann@example.com"), (3, "Bob@example.com")]] * 2  # fmt: skip
+    previews = [await app.service.campaign_preview(c["id"]) for c in made]
+    assert [[(t.subject, t.body) for t in texts] for texts in previews] == [
+        [("Ann, the sale is on", "Hi Ann."), ("Bob, the sale is on", "Hi Bob.")]] * 2  # fmt: skip
+    # the JSON contacts written as a contacts file: the very file uploaded
+    assert [p.read_bytes() for p in (home / "uploads").iterdir()] == [file] * 2
+
+    assert (await post(app, f"/v1/campaigns/{from_json['id']}/resume"))[0] == 200
+
+    async def sent() -> bool:
+        page = (await get(app, f"/v1/campaigns/{from_json['id']}/contacts"))[1]
+        return all(c["state"] == "sent" and c["status"] == "Sent" for c in page["contacts"])
+
+    await wait_for(sent, what="the campaign's emails")
+    page = (await get(app, f"/v1/campaigns/{from_json['id']}/contacts"))[1]
+    emails = [(await get(app, f"/v1/emails/{c['id']}"))[1] for c in page["contacts"]]
+    assert [(e["to"], e["subject"], e["priority"]) for e in emails] == [
+        ("ann@example.com", "Ann, the sale is on", "bulk"),
+        ("Bob@example.com", "Bob, the sale is on", "bulk")]  # fmt: skip
+    stored = [await app.service.store.get_email(c["id"]) for c in page["contacts"]]
+    assert [e.campaign_id if e else None for e in stored] == [from_json["id"]] * 2
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -271,6 +334,19 @@ async def test_a_campaign_is_created_from_json_contacts(app: App, home: Path) ->
         ({"contacts": [{"phone": "+12125550001"}, {"fields": {}}]}, "contacts[1].phone"),
         ({"contacts": [{"phone": "+12125550001", "fields": {"n": 7}}]}, "contacts[0].fields"),
         ({"contacts": [{"phone": "+12125550001", "email": "a@example.com"}]}, "contacts[0].email"),
+        ({"contacts": [{"email": "a@example.com"}]}, "contacts[0].phone"),
+        ({**SALE, "contacts": [{"email": "a@example.com"}, {"fields": {"x": "y"}}]},
+         "contacts[1].email"),
+        ({**SALE, "contacts": [{"email": "a@example.com"}, {"email": "not an address"}]},
+         "contacts[1].email"),
+        ({**SALE, "contacts": [{"email": "a@example.com"}, {"email": "a@b.com\nBcc: c@d.com"}]},
+         "contacts[1].email"),
+        ({**SALE, "contacts": [{"email": "a@example.com", "phone": "+12125550001"}]},
+         "contacts[0].phone"),
+        ({**SALE, "contacts": [{"email": "a@example.com", "fields": {"Email": "x"}}]},
+         "contacts[0].fields.Email"),
+        ({**SALE, "email_column": "mail", "contacts": [{"email": "a@example.com"}]},
+         "email_column"),
         ({"contacts": []}, "contacts"),
         ({"contacts": [{"phone": "+12125550001"}] * 100_001}, "contacts"),
         ({"phone_column": "mobile"}, "phone_column"),

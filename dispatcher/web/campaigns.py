@@ -36,6 +36,7 @@ from dispatcher.schemas import Answer, ContactOut, Model, Operation, Timestamp, 
 from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
 from dispatcher.web.answers import answer, is_json, refusal, too_large
 from dispatcher.web.campaign_contacts import (
+    EMAIL,
     MAX_CONTACTS,
     MAX_JSON,
     PHONE,
@@ -178,8 +179,9 @@ class NewCampaign(Model, frozen=True):
 
 class NewCampaignContacts(NewCampaign, frozen=True, kw_only=True):
     """``POST /v1/campaigns`` with a JSON body: the settings of ``dispatcher campaign
-    create`` and the contacts (see :mod:`dispatcher.web.campaign_contacts`); the
-    columns of a CSV (``phone_column``, ``tz_column``) are not taken."""
+    create`` and the contacts (see :mod:`dispatcher.web.campaign_contacts`; each with
+    its ``phone``, an email campaign's with its ``email``); the columns of a CSV
+    (``phone_column``, ``email_column``, ``tz_column``) are not taken."""
 
     contacts: Contacts
 
@@ -274,15 +276,18 @@ class CampaignRoutes:
         body = await asyncio.to_thread(jsonio.decode, raw, NewCampaignContacts,
                                        what="the request body")  # fmt: skip
         csv_columns = {"phone_column": body.phone_column != PHONE,
+                       "email_column": body.email_column != EMAIL,
                        "tz_column": not isinstance(body.tz_column, UnsetType)}  # fmt: skip
         for name in (name for name, given_as in csv_columns.items() if given_as):
             raise InvalidInput(f"{name}: names a column of a CSV body; a JSON body's contacts "
-                               "give their phone and time_zone", field=name)  # fmt: skip
+                               "give their phone (or email) and time_zone",
+                               field=name)  # fmt: skip
         region = self._dispatcher.config.campaigns.default_region
-        await asyncio.to_thread(check_contacts, body.contacts, region)
+        email = body.channel == "email"
+        await asyncio.to_thread(check_contacts, body.contacts, region, email=email)
         path = await asyncio.to_thread(_upload_path, uploads)
         try:
-            zones = await asyncio.to_thread(write_contacts, body.contacts, path)
+            zones = await asyncio.to_thread(write_contacts, body.contacts, path, email=email)
         except BaseException:
             path.unlink(missing_ok=True)
             raise
@@ -366,7 +371,7 @@ ROUTES = [
               answers={201: Answer("created: its import runs on", CampaignOut),
                        400: Answer("invalid: a setting, the file's header, the template's "
                                    "fields, the pool, a JSON body's contact (the error names "
-                                   "it: contacts[3].phone)"),
+                                   "it: contacts[3].phone, contacts[3].email)"),
                        413: Answer(f"the CSV body is over {MAX_UPLOAD // 2**20} MiB, the "
                                    f"JSON body over {MAX_JSON // 2**20} MiB (or its contacts "
                                    f"over {MAX_CONTACTS:,}: 400)"),
