@@ -1,9 +1,11 @@
 """Campaigns on the real service: ``dispatcher serve`` in a subprocess on SQLite, the
 campaign created with the command line, ``kill -9`` in the middle of it, and the
-simulator's own logs as the judge of "each contact exactly once" and of pacing."""
+simulator's own logs as the judge of "each contact exactly once" and of pacing; an
+email campaign, created with the command line, judged by the SMTP relay it sends to."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,6 +17,8 @@ from dispatcher.control.client import call
 from dispatcher.core.campaigns import sender_for
 from tests.campaign_helpers import POOL, ny, write_contacts
 from tests.helpers import Service, cli_json, gaps_by_number, send_log, wait_for
+from tests.peers_smtp import smtp_relay
+from tests.test_cli import dispatcher
 
 CONFIG = """
 [simulator]
@@ -24,6 +28,7 @@ receipt_delay = "50ms"
 receipt_jitter = "300ms"
 reorder_rate = 0.3
 """
+DOMAIN = "mail.example.com"
 
 
 def open_window() -> str:
@@ -171,3 +176,52 @@ async def test_an_import_cut_short_by_kill_9_fails_and_the_file_can_be_imported_
         (again["id"], "draft"), (created["id"], "failed"),
     ]  # fmt: skip
     assert send_log(home) == []
+
+
+@pytest.mark.acceptance
+@pytest.mark.timeout(120)
+async def test_an_email_campaign_created_with_the_command_line_emails_each_contact_once(
+    home: Path,
+) -> None:
+    people = [(f"person{i}@example.com", f"P{i}", "Etc/UTC") for i in range(6)]
+    contacts = write_contacts(home / "people.csv", ("Email", "First Name", "tz"),
+                              [*people, ("not an address", "X", "Etc/UTC")])  # fmt: skip
+    html = home / "body.html"
+    html.write_text('<p>Hi {{ First_Name }}, <a href="https://example.com/sale">the sale</a>.</p>')
+    async with smtp_relay() as relay:
+        env = {"DISPATCHER_EMAIL_RELAY_URL": relay.url, "DISPATCHER_EMAIL_DOMAIN": DOMAIN}
+        service = Service(home, env=env)
+        await service.start()
+        try:
+            run = await dispatcher(
+                home, "campaign", "create", "--name", "Sale", "--channel", "email",
+                "--contacts", str(contacts), "--from", "Acme Shop <shop@example.com>",
+                "--subject", "{{ First_Name }}, the sale is on", "--text", "Hi {{ First_Name }}.",
+                "--html", str(html), "--tz-column", "tz", "--send-window", open_window(), "--json",
+            )  # fmt: skip
+            created = run.json()
+
+            async def finished() -> bool:
+                return bool((await shown(home, created["id"]))["state"] == "finished")
+
+            await wait_for(finished, within=60, what="the campaign to finish")
+            view = await shown(home, created["id"])
+        finally:
+            assert await asyncio.to_thread(service.stop) == 0  # the relay answers its QUIT
+
+    assert (created["accepted"], created["rejected"]) == (6, 1)
+    assert (view["channel"], view["contacts"]) == ("email", {"sent": 6})
+    got = {r.rcpt_tos[0]: r for r in relay.received}
+    assert Counter(r.rcpt_tos[0] for r in relay.received) == {p[0]: 1 for p in people}
+    for address, name, _ in people:
+        message = got[address].message
+        assert message["Subject"] == f"{name}, the sale is on"
+        assert message["From"] == "Acme Shop <shop@example.com>"
+        assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"  # bulk email
+        assert got[address].mail_from.startswith("bounce+eml_")
+        assert got[address].mail_from.endswith(f"@{DOMAIN}")
+        parts = {p.get_content_type(): p.get_content() for p in message.walk()
+                 if not p.is_multipart()}  # fmt: skip
+        assert parts["text/plain"].strip() == f"Hi {name}."
+        assert f"Hi {name}, " in parts["text/html"]
+    assert send_log(home) == []  # no text went out
