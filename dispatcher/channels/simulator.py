@@ -415,27 +415,27 @@ class Simulator(Resource):
     ) -> None:
         c = self._config
         delay = _jittered(c.receipt_delay, c.receipt_jitter, draws)
+        now = self._clock.now()  # one reading for the receipt's time and its due time
         final = Receipt(
             provider_id=provider_id,
             status=outcome.status,
-            at=self._clock.now().wall,
+            at=now.wall,
             provider_code=outcome.code,
             reason=outcome.reason,
         )
-        self._later(delay, final)
+        self._later(now.mono + delay, final)
         if next(draws) < c.reorder_rate:
             # A late "sent" report after the final one, and the final one twice:
             # the service must merge both without regressing.
             late = Receipt(provider_id=provider_id, status=TextStatus.SENT, at=final.at)
-            self._later(delay + 0.05, late)
-            self._later(delay + 0.1, final)
+            self._later(now.mono + delay + 0.05, late)
+            self._later(now.mono + delay + 0.1, final)
 
-    def _later(self, delay: float, receipt: Receipt) -> None:
-        """Keep ``receipt`` until it is due, ``delay`` seconds from now."""
+    def _later(self, due: float, receipt: Receipt) -> None:
+        """Keep ``receipt`` until it is due, at ``due`` on the monotonic clock."""
         sink = self._sink
         if sink is None:
             return
-        due = self._clock.now().mono + delay
         heapq.heappush(self._due, (due, next(self._order), receipt, sink))
         self._arm()
 
