@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from dispatcher.core.calls import Call, CallEvent, CallStatus
 from dispatcher.core.model import Lane
+from dispatcher.engine.single_key import ItemNamed, ItemsSummary, ItemSubmission, ItemView, KeyNamed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,27 +33,16 @@ class CallRequest:
     validity: timedelta | None = None  # not placed after this long (None: no limit)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallSubmission:
-    call: Call
-    created: bool  # False when an idempotency key returned an earlier call
+class CallSubmission(ItemSubmission[Call]):
+    call = ItemNamed[Call]()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallView:
-    call: Call
-    history: list[CallEvent]
-    explanation: str
+class CallView(ItemView[Call, CallEvent]):
+    call = ItemNamed[Call]()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CallsSummary:
-    counts: dict[CallStatus, int]
-    queued: int
-    in_flight: int
-    next_slot_at: datetime | None
-    account: str
-    rate: float
+class CallsSummary(ItemsSummary[CallStatus]):
+    account = KeyNamed()  # the voice account: the pacing key
 
 
 def voice_url(base: str, call_id: str, at: str = "start") -> str:

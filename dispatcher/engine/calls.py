@@ -50,7 +50,6 @@ from dispatcher.core.calls import (
 )
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import Entry as ConsentEntry
-from dispatcher.core.consent import refusal
 from dispatcher.core.model import Lane, Source, fingerprint
 from dispatcher.core.numbers import e164
 from dispatcher.core.results import Observed, call_result
@@ -69,13 +68,18 @@ from dispatcher.engine.call_voice import CallVoice, SubmitText
 from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
-from dispatcher.engine.keys import OncePerKey
 from dispatcher.engine.retries import GiveUp, Retries, Retry
-from dispatcher.engine.single_key import OneKey
+from dispatcher.engine.single_key import OneKey, Shelf, Terms
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import Conflict, InvalidInput, NotFound, ProviderError
+from dispatcher.errors import Conflict, InvalidInput, ProviderError
 
 log = logging.getLogger(__name__)
+
+_TERMS = Terms(
+    noun="call", provider="provider", queued=CallStatus.QUEUED, claimed=CallStatus.PLACING,
+    failed=CallStatus.FAILED, retry=CallReason.RETRY, not_received=CallReason.NOT_RECEIVED,
+    rejected=CallReason.PROVIDER_REJECTED, opted_out=CallReason.DO_NOT_CALL,
+)  # fmt: skip
 
 
 class CallDesk:
@@ -96,16 +100,22 @@ class CallDesk:
         )  # fmt: skip
         self.pacer = self.engine.pacer
         self._queue = CallQueue()
-        self._keys: OncePerKey[CallSubmission] = OncePerKey()
         self.idle = self.engine.idle  # no call in flight
         self.closing = False
         self._bus = wiring.bus  # the call's results, for the automations
+        store = self._store
+        shelf = Shelf(
+            get=store.get_call, by_key=store.call_by_idempotency_key, write=store.update_call,
+            slots=store.call_slots, in_status=store.calls_in_status, counts=store.call_counts,
+        )  # fmt: skip
         paced: OneKey[Call, CallStatus, CallEvent] = OneKey(
             pacer=self.pacer, key=lambda: self.account, clock=clock, queue=self._queue,
             change=call_status, attempt=lambda call, attempt: replace(call, attempt_id=attempt),
-            write=self._store.update_call, saved=self._saved,
+            shelf=shelf, terms=_TERMS, enqueue=self._enqueue, saved=self._saved,
         )  # fmt: skip
+        self._paced = paced
         self._lock, self._set, self._save = paced.lock, paced.set, paced.save
+        self._opted_out, self.get = paced.opted_out, paced.get
         self.next_slot_at, self.wake = paced.next_slot_at, paced.wake
         self.counts = paced.counts
         self.transitions = paced.transitions  # status changes applied by this process
@@ -128,22 +138,14 @@ class CallDesk:
         calls that were up, restore the queue, the account's next slot and the counts."""
         self._channel.on_call_report(self.report)
         self._channel.on_voice(self.voice)
-        now = self._clock.now()
-        slots = await self._store.call_slots()
-        if (slot := slots.get(self.account)) is not None:
-            self.pacer.restore(self.account, now.mono + (slot - now.wall).total_seconds())
-        placing = await self._store.calls_in_status([CallStatus.PLACING], 100_000)
-        for call in placing:
-            await self.engine.reconcile(call, running=False)
-        if placing:  # a call may have left just before the crash: wait one full slot
-            self.pacer.restore(self.account, now.mono + self._hold())
+        await self._paced.recover_claimed(self._reconcile_left, self._hold())
         for call in await self._store.calls_in_status(ACTIVE, 100_000):
             if call.provider_id and (report := await self._channel.poll_call(call.provider_id)):
                 self._reports.report(report)
-        for call in await self._store.calls_in_status([CallStatus.QUEUED], 1_000_000):
-            self._enqueue(call)
-        self.counts.clear()
-        self.counts.update(await self._store.call_counts())
+        await self._paced.recover_queued()
+
+    async def _reconcile_left(self, call: Call) -> None:
+        await self.engine.reconcile(call, running=False)
 
     async def run_reports(self) -> None:
         await self._reports.run()
@@ -178,50 +180,25 @@ class CallDesk:
         sender = e164(request.sender, field="from")
         recipient = e164(request.recipient, field="to")
         script, name = self.script_of(request)
-        key = request.idempotency_key
-        if key is not None and not 0 < len(key) <= 255:
-            raise InvalidInput("idempotency_key: must be 1 to 255 characters",
-                               field="idempotency_key")  # fmt: skip
         print_ = fingerprint(sender, recipient, script.to_json(), request.lane.name)
         now = self._clock.now().wall
         call = Call(
             id=new_id("call"), account=self.account, sender=sender, recipient=recipient,
             script=script.to_json(), script_name=name, lane=request.lane,
             status=CallStatus.QUEUED, accepted_at=now, updated_at=now,
-            reason=CallReason.ACCEPTED, idempotency_key=key, fingerprint=print_,
+            reason=CallReason.ACCEPTED, idempotency_key=request.idempotency_key, fingerprint=print_,
             trigger=request.trigger, campaign_id=request.campaign_id,
             expires_at=now + request.validity if request.validity is not None else None,
         )  # fmt: skip
-        if key is None:
-            return CallSubmission(call=await self._insert(call), created=True)
-        return await self._submit_keyed(call, key)
-
-    async def _submit_keyed(self, call: Call, key: str) -> CallSubmission:
-        """One call per idempotency key, also under concurrent retries."""
-
-        async def make() -> CallSubmission:
-            found = await self._store.call_by_idempotency_key(key)
-            if found is not None:
-                return self._same_key(call, found, key)
-            return CallSubmission(call=await self._insert(call), created=True)
-
-        result, made_here = await self._keys.run(key, make)
-        return result if made_here else self._same_key(call, result.call, key)
-
-    @staticmethod
-    def _same_key(call: Call, earlier: Call, key: str) -> CallSubmission:
-        if earlier.fingerprint != call.fingerprint:
-            raise Conflict(f"idempotency key {key!r} was already used for call {earlier.id} "
-                           "with different content")  # fmt: skip
-        return CallSubmission(call=earlier, created=False)
+        stored, created = await self._paced.accept(call, self._insert)
+        return CallSubmission(item=stored, created=created)
 
     async def _insert(self, call: Call) -> Call:
         first = CallEvent(call_id=call.id, at=call.accepted_at, status=CallStatus.QUEUED,
                           reason=CallReason.ACCEPTED, source=Source.API)  # fmt: skip
         optout = await self._do_not_call(call)
         stored = await self._store.insert_call(call, [first])
-        self.counts[stored.status] += 1
-        self.transitions.add(stored.status, stored.reason)
+        self._paced.inserted(stored)
         if optout is not None:  # on the Do Not Call list: it ends at once, with the reason
             return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
@@ -296,11 +273,6 @@ class CallDesk:
         return await self._consent.check(call.recipient, channel=ConsentChannel.VOICE,
                                          sender=call.sender, campaign=call.campaign_id)  # fmt: skip
 
-    async def _opted_out(self, call: Call, optout: ConsentEntry, *, source: Source) -> Call:
-        """End ``call`` Failed: its contact opted out of calls (the Do Not Call view)."""
-        return await self._set(call, CallStatus.FAILED, source=source,
-                               reason=CallReason.DO_NOT_CALL, detail=refusal(optout))  # fmt: skip
-
     def started(self, key: str, at: Instant) -> None:
         """Nothing to count: the calls summary reads the engine."""
 
@@ -314,19 +286,12 @@ class CallDesk:
     async def retry(
         self, item: Call, exc: ProviderError, decision: Retry, slot_at: datetime
     ) -> None:
-        async with self._lock(item.id):
-            queued = await self._set(item, CallStatus.QUEUED, source=Source.PROVIDER,
-                                     reason=CallReason.RETRY, code=exc.provider_code,
-                                     detail=decision.detail)  # fmt: skip
-        self._enqueue(queued)
+        await self._paced.retry(item, exc, decision)
 
     async def fail(
         self, item: Call, exc: ProviderError, decision: GiveUp, slot_at: datetime
     ) -> None:
-        async with self._lock(item.id):
-            await self._set(item, CallStatus.FAILED, source=Source.PROVIDER,
-                            reason=decision.reason or CallReason.PROVIDER_REJECTED,
-                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
+        await self._paced.fail(item, exc, decision)
 
     async def lookup(self, item: Call) -> Accepted | None:
         return await self._channel.lookup_call(self._place_request(item))
@@ -335,12 +300,7 @@ class CallDesk:
         await self._taken(item, found, placed_at=found.received_at, source=Source.RECONCILE)
 
     async def not_received(self, item: Call, *, running: bool) -> None:
-        async with self._lock(item.id):
-            queued = await self._set(
-                item, CallStatus.QUEUED, source=Source.RECONCILE, reason=CallReason.NOT_RECEIVED,
-                detail=f"the provider never received attempt {item.attempt_id}",
-            )  # fmt: skip
-        self._enqueue(queued)
+        await self._paced.not_received(item)
 
     def _place_request(self, call: Call) -> PlaceCall:
         script = from_json(call.script)
@@ -387,12 +347,6 @@ class CallDesk:
         return await self._voice.respond(call_id, at, turn)
 
     # -- operator verbs --------------------------------------------------------------
-    async def get(self, call_id: str) -> Call:
-        call = await self._store.get_call(call_id)
-        if call is None:
-            raise NotFound(f"no call with id {call_id!r}")
-        return call
-
     async def view(self, call_id: str) -> CallView:
         call = await self.get(call_id)
         history = await self._store.call_history(call_id)
@@ -400,7 +354,7 @@ class CallDesk:
         if call.status is CallStatus.QUEUED:
             ahead = self._queue.ahead_of(call)
         return CallView(
-            call=call,
+            item=call,
             history=history,
             explanation=explain_call(call, ahead=ahead, next_slot_at=self.next_slot_at()),
         )
@@ -426,7 +380,7 @@ class CallDesk:
     def summary(self) -> CallsSummary:
         return CallsSummary(
             counts=dict(self.counts), queued=len(self._queue), in_flight=self.in_flight,
-            next_slot_at=self.next_slot_at(), account=self.account,
+            next_slot_at=self.next_slot_at(), key=self.account,
             rate=self._config.voice.calls_per_second,
         )  # fmt: skip
 

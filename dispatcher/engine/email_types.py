@@ -8,10 +8,10 @@ import heapq
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
 
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
 from dispatcher.core.model import Lane
+from dispatcher.engine.single_key import ItemNamed, ItemsSummary, ItemSubmission, ItemView, KeyNamed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,27 +32,16 @@ class EmailRequest:
     fields: Mapping[str, object] | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EmailSubmission:
-    email: Email
-    created: bool  # False when an idempotency key returned an earlier email
+class EmailSubmission(ItemSubmission[Email]):
+    email = ItemNamed[Email]()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EmailView:
-    email: Email
-    history: list[EmailEvent]
-    explanation: str
+class EmailView(ItemView[Email, EmailEvent]):
+    email = ItemNamed[Email]()
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EmailsSummary:
-    counts: dict[EmailStatus, int]
-    queued: int
-    in_flight: int
-    next_slot_at: datetime | None
-    relay: str
-    rate: float  # emails a second on the relay
+class EmailsSummary(ItemsSummary[EmailStatus]):
+    relay = KeyNamed()  # the relay: the pacing key
 
 
 class EmailQueue:

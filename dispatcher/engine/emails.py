@@ -28,7 +28,6 @@ from dispatcher.channels import Accepted, HandOff, Mailer, OutgoingEmail
 from dispatcher.clock import Instant
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import Entry as ConsentEntry
-from dispatcher.core.consent import refusal
 from dispatcher.core.email_templates import Rendered, render_email
 from dispatcher.core.email_tracking import engagement
 from dispatcher.core.emails import (
@@ -56,11 +55,10 @@ from dispatcher.engine.email_types import (
 )
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
-from dispatcher.engine.keys import OncePerKey
 from dispatcher.engine.retries import GiveUp, Retries, Retry
-from dispatcher.engine.single_key import OneKey
+from dispatcher.engine.single_key import OneKey, Shelf, Terms
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import Conflict, InvalidInput, LookupUnsupported, NotFound, ProviderError
+from dispatcher.errors import Conflict, LookupUnsupported, ProviderError
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +67,12 @@ MAX_AHEAD = 64
 """Emails of the relay claimed in one write at most (when its pace is fast enough that
 more slots than this fall within the claim's lead). Each is Sending from then on: a
 crash leaves them Unconfirmed, never sent twice."""
+
+_TERMS = Terms(
+    noun="email", provider="relay", queued=EmailStatus.QUEUED, claimed=EmailStatus.SENDING,
+    failed=EmailStatus.FAILED, retry=EmailReason.RETRY, not_received=EmailReason.NOT_RECEIVED,
+    rejected=EmailReason.RELAY_REJECTED, opted_out=EmailReason.SUPPRESSED,
+)  # fmt: skip
 
 
 class EmailDesk:
@@ -93,13 +97,20 @@ class EmailDesk:
         )  # fmt: skip
         self.pacer = self.engine.pacer
         self._queue = EmailQueue()
-        self._keys: OncePerKey[EmailSubmission] = OncePerKey()
+        store = self._store
+        shelf = Shelf(
+            get=store.get_email, by_key=store.email_by_idempotency_key,
+            write=store.update_email, slots=store.email_slots, in_status=store.emails_in_status,
+            counts=store.email_counts,
+        )  # fmt: skip
         paced: OneKey[Email, EmailStatus, EmailEvent] = OneKey(
             pacer=self.pacer, key=lambda: self.relay, clock=clock, queue=self._queue,
             change=email_status, attempt=lambda email, attempt: replace(email, attempt_id=attempt),
-            write=self._store.update_email, saved=self._saved,
+            shelf=shelf, terms=_TERMS, enqueue=self._enqueue, saved=self._saved,
         )  # fmt: skip
+        self._paced = paced
         self._lock, self._locked = paced.lock, paced.locked
+        self._opted_out, self.get = paced.opted_out, paced.get
         self._set, self._save = paced.set, paced.save
         self.next_slot_at, self.wake = paced.next_slot_at, paced.wake
         self.counts = paced.counts
@@ -124,19 +135,11 @@ class EmailDesk:
     async def recover(self) -> None:
         """Before pacing starts: settle emails a previous run left Sending, restore the
         queue, the relay's next slot and the counts."""
-        now = self._clock.now()
-        slots = await self._store.email_slots()
-        if (slot := slots.get(self.relay)) is not None:
-            self.pacer.restore(self.relay, now.mono + (slot - now.wall).total_seconds())
-        sending = await self._store.emails_in_status([EmailStatus.SENDING], 100_000)
-        for email in sending:
-            await self.engine.reconcile(email, running=False)
-        if sending:  # an email may have left just before the crash: wait one full slot
-            self.pacer.restore(self.relay, now.mono + self._hold())
-        for email in await self._store.emails_in_status([EmailStatus.QUEUED], 1_000_000):
-            self._enqueue(email)
-        self.counts.clear()
-        self.counts.update(await self._store.email_counts())
+        await self._paced.recover_claimed(self._reconcile_left, self._hold())
+        await self._paced.recover_queued()
+
+    async def _reconcile_left(self, email: Email) -> None:
+        await self.engine.reconcile(email, running=False)
 
     def stop(self) -> None:
         self.closing = True
@@ -154,10 +157,6 @@ class EmailDesk:
         content = check_email(sender=request.sender, recipient=request.recipient,
                               subject=parts.subject, text=parts.text,
                               html=parts.html)  # fmt: skip
-        key = request.idempotency_key
-        if key is not None and not 0 < len(key) <= 255:
-            raise InvalidInput("idempotency_key: must be 1 to 255 characters",
-                               field="idempotency_key")  # fmt: skip
         print_ = fingerprint(content.sender, content.recipient, content.subject, content.text,
                              content.html or "", request.lane.name)  # fmt: skip
         now = self._clock.now().wall
@@ -165,35 +164,18 @@ class EmailDesk:
             id=new_id("eml"), relay=self.relay, sender=content.sender,
             recipient=content.recipient, subject=content.subject, text=content.text,
             html=content.html, lane=request.lane, status=EmailStatus.QUEUED, accepted_at=now,
-            updated_at=now, reason=EmailReason.ACCEPTED, idempotency_key=key,
+            updated_at=now, reason=EmailReason.ACCEPTED, idempotency_key=request.idempotency_key,
             fingerprint=print_, trigger=request.trigger, campaign_id=request.campaign_id,
         )  # fmt: skip
-        if key is None:
-            return EmailSubmission(email=await self._insert(email), created=True)
-
-        async def make() -> EmailSubmission:
-            found = await self._store.email_by_idempotency_key(key)
-            if found is not None:
-                return self._same_key(email, found, key)
-            return EmailSubmission(email=await self._insert(email), created=True)
-
-        result, made_here = await self._keys.run(key, make)
-        return result if made_here else self._same_key(email, result.email, key)
-
-    @staticmethod
-    def _same_key(email: Email, earlier: Email, key: str) -> EmailSubmission:
-        if earlier.fingerprint != email.fingerprint:
-            raise Conflict(f"idempotency key {key!r} was already used for email {earlier.id} "
-                           "with different content")  # fmt: skip
-        return EmailSubmission(email=earlier, created=False)
+        stored, created = await self._paced.accept(email, self._insert)
+        return EmailSubmission(item=stored, created=created)
 
     async def _insert(self, email: Email) -> Email:
         first = EmailEvent(email_id=email.id, at=email.accepted_at, status=EmailStatus.QUEUED,
                            reason=EmailReason.ACCEPTED, source=Source.API)  # fmt: skip
         optout = await self._suppressed(email)
         stored = await self._store.insert_email(email, [first])
-        self.counts[stored.status] += 1
-        self.transitions.add(stored.status, stored.reason)
+        self._paced.inserted(stored)
         if optout is not None:  # a suppressed address: it ends at once, with the reason
             return await self._opted_out(stored, optout, source=Source.API)
         self._enqueue(stored)
@@ -301,11 +283,6 @@ class EmailDesk:
             campaign=email.campaign_id,
         )  # fmt: skip
 
-    async def _opted_out(self, email: Email, optout: ConsentEntry, *, source: Source) -> Email:
-        """End ``email`` Failed: its address is suppressed."""
-        return await self._set(email, EmailStatus.FAILED, source=source,
-                               reason=EmailReason.SUPPRESSED, detail=refusal(optout))  # fmt: skip
-
     def started(self, key: str, at: Instant) -> None:
         """Nothing to count: the email summary reads the engine."""
 
@@ -339,19 +316,12 @@ class EmailDesk:
     async def retry(
         self, item: Email, exc: ProviderError, decision: Retry, slot_at: datetime
     ) -> None:
-        async with self._lock(item.id):
-            queued = await self._set(item, EmailStatus.QUEUED, source=Source.PROVIDER,
-                                     reason=EmailReason.RETRY, code=exc.provider_code,
-                                     detail=decision.detail)  # fmt: skip
-        self._enqueue(queued)
+        await self._paced.retry(item, exc, decision)
 
     async def fail(
         self, item: Email, exc: ProviderError, decision: GiveUp, slot_at: datetime
     ) -> None:
-        async with self._lock(item.id):
-            await self._set(item, EmailStatus.FAILED, source=Source.PROVIDER,
-                            reason=decision.reason or EmailReason.RELAY_REJECTED,
-                            code=exc.provider_code, detail=decision.detail)  # fmt: skip
+        await self._paced.fail(item, exc, decision)
 
     async def lookup(self, item: Email) -> Accepted | None:
         """Ask the mailer whether the relay took the attempt. A relay that cannot be
@@ -372,13 +342,7 @@ class EmailDesk:
         await self._taken(item, found, sent_at=found.received_at, source=Source.RECONCILE)
 
     async def not_received(self, item: Email, *, running: bool) -> None:
-        async with self._lock(item.id):
-            queued = await self._set(
-                item, EmailStatus.QUEUED, source=Source.RECONCILE,
-                reason=EmailReason.NOT_RECEIVED,
-                detail=f"the relay never received attempt {item.attempt_id}",
-            )  # fmt: skip
-        self._enqueue(queued)
+        await self._paced.not_received(item)
 
     def _outgoing(self, email: Email, hand_off: HandOff | None = None) -> OutgoingEmail:
         domain = self._config.email.domain
@@ -416,12 +380,6 @@ class EmailDesk:
             await self._save(fresh, after, events, slot)
 
     # -- operator verbs --------------------------------------------------------------
-    async def get(self, email_id: str) -> Email:
-        email = await self._store.get_email(email_id)
-        if email is None:
-            raise NotFound(f"no email with id {email_id!r}")
-        return email
-
     async def view(self, email_id: str) -> EmailView:
         email = await self.get(email_id)
         history = await self._store.email_history(email_id)
@@ -429,7 +387,7 @@ class EmailDesk:
         explanation = explain_email(email, ahead=ahead, next_slot_at=self.next_slot_at())
         if results := engagement(history).describe():
             explanation = f"{explanation} {results}"
-        return EmailView(email=email, history=history, explanation=explanation)
+        return EmailView(item=email, history=history, explanation=explanation)
 
     async def cancel(self, email_id: str) -> Email:
         """End a Queued or Unconfirmed email Canceled: it is not sent (again)."""
@@ -467,7 +425,7 @@ class EmailDesk:
         return EmailsSummary(
             counts={s: n for s, n in self.counts.items() if n}, queued=len(self._queue),
             in_flight=sum(self.engine.in_flight.values()), next_slot_at=self.next_slot_at(),
-            relay=self.relay, rate=self._config.email.per_second,
+            key=self.relay, rate=self._config.email.per_second,
         )  # fmt: skip
 
     def queued_by_lane(self) -> dict[Lane, int]:
