@@ -10,16 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.numbers import NUMBER, phone
-from dispatcher.cli.output import (
-    each,
-    idempotency,
-    json_flag,
-    nothing_found,
-    out,
-    priority,
-    show_callbacks,
-    status_callback,
-)
+from dispatcher.cli.output import found, json_flag, out, show_callbacks, submission
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -37,9 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--script-file", help="a script: a JSON list of steps, or TOML with [[steps]] tables"
     )
     script.add_argument("--say", help="a one-step script that says this text")
-    priority(place)
-    idempotency(place)
-    status_callback(place)
+    submission(place)
     show = call_sub.add_parser("show", help="a call's statuses, the steps it ran, and why")
     show.add_argument("id", help="the call's id (call_...)")
     find_calls = call_sub.add_parser("find", help="calls to a contact, newest first")
@@ -67,9 +56,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
     elif action == "find":
         to = phone(args, args.number, option="NUMBER")
         result = await call(sock, "call_find", to=to, limit=args.limit)
-        if not result["calls"]:
-            return nothing_found(args, result, f"no calls to {to}")
-        out(args, result, lambda r: each(_show_call, r["calls"]))
+        return found(args, result, "calls", _show_call, f"no calls to {to}")
     else:
         out(args, await call(sock, "call_cancel", id=args.id), _show_call)
     return 0

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import idempotency, json_flag, out, show_callbacks, status_callback
+from dispatcher.cli.output import json_flag, out, show_callbacks, submission
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -24,13 +24,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--subject", required=True, help="one line")
     send.add_argument("--text", required=True, help="the plain-text part")
     send.add_argument("--html", metavar="FILE", help="a file with the HTML part (UTF-8)")
-    send.add_argument("--priority", choices=["automation", "bulk"], default="automation",
-                      help="bulk email carries List-Unsubscribe (default automation)")  # fmt: skip
+    submission(send, lanes="bulk email carries List-Unsubscribe")
     send.add_argument("--field", dest="fields", action="append", metavar="KEY=VALUE",
                       help="a per-contact field: subject, text and HTML become templates "
                            "({{ key }}) filled at submission (repeat it)")  # fmt: skip
-    idempotency(send)
-    status_callback(send)
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
     show.add_argument("id", help=EMAIL_ID)
     email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument(

@@ -38,12 +38,31 @@ def nothing_found(args: argparse.Namespace, result: Any, what: str) -> int:
     return 1
 
 
-def priority(parser: argparse.ArgumentParser) -> None:
-    """Give ``parser`` the ``--priority`` option of a submission."""
-    parser.add_argument(
-        "--priority", choices=["automation", "bulk"], default="automation",
-        help="the lane: automation goes ahead of bulk on the same number (default automation)",
-    )  # fmt: skip
+def found(
+    args: argparse.Namespace,
+    result: Any,
+    key: str,
+    show: Callable[[dict[str, Any]], None],
+    nothing: str,
+) -> int:
+    """Show every item of the list answer ``result[key]``; when it is empty, say
+    ``nothing`` as :func:`nothing_found` does."""
+    if not result[key]:
+        return nothing_found(args, result, nothing)
+    out(args, result, lambda r: each(show, r[key]))
+    return 0
+
+
+def submission(
+    parser: argparse.ArgumentParser,
+    lanes: str = "the lane: automation goes ahead of bulk on the same number",
+) -> None:
+    """Give ``parser`` the options of a submission: ``--priority`` (explained by
+    ``lanes``), ``--idempotency-key`` and ``--status-callback``."""
+    parser.add_argument("--priority", choices=["automation", "bulk"], default="automation",
+                        help=f"{lanes} (default automation)")  # fmt: skip
+    idempotency(parser)
+    status_callback(parser)
 
 
 def status_callback(parser: argparse.ArgumentParser) -> None:

@@ -9,16 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from dispatcher.cli.numbers import NUMBER, phone, phone_or_none
-from dispatcher.cli.output import (
-    each,
-    idempotency,
-    json_flag,
-    nothing_found,
-    out,
-    priority,
-    show_callbacks,
-    status_callback,
-)
+from dispatcher.cli.output import found, json_flag, out, show_callbacks, submission
 from dispatcher.control.client import call
 
 
@@ -27,9 +18,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     send.add_argument("--from", dest="sender", required=True, help=f"the sending {NUMBER}")
     send.add_argument("--to", dest="recipient", required=True, help=f"the contact's {NUMBER}")
     send.add_argument("--body", required=True, help="the text (its segments are counted)")
-    priority(send)
-    idempotency(send)
-    status_callback(send)
+    submission(send)
 
     message = sub.add_parser("message", help="a message's history and why it is in its state")
     message.add_argument("id", help="the text's id (msg_...)")
@@ -76,9 +65,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
     elif command == "find":
         to = phone(args, args.number, option="NUMBER")
         result = await call(sock, "find", to=to, limit=args.limit)
-        if not result["messages"]:
-            return nothing_found(args, result, f"no texts to or from {to}")
-        out(args, result, lambda r: each(_show_found, r["messages"]))
+        return found(args, result, "messages", _show_found, f"no texts to or from {to}")
     elif command == "cancel":
         out(args, await call(sock, "cancel", id=args.id), _show_message)
     else:  # pause, resume
