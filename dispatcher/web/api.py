@@ -20,7 +20,7 @@ description (:data:`OPENAPI`, served at ``GET /v1/openapi.json``).
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -31,20 +31,14 @@ from dispatcher.core.model import Lane
 from dispatcher.schemas import Answer, Operation, callbacks_out, email_view_of
 from dispatcher.service import (
     CallRequest,
-    Dispatcher,
     EmailRequest,
     NewAutomation,
     Rule,
     TextRequest,
 )
 from dispatcher.web.answers import (
-    MAX_BODY,
     answer,
-    is_json,
     json_response,
-    refusal,
-    require_token,
-    too_large,
 )
 from dispatcher.web.campaigns import ROUTES as CAMPAIGN_ROUTES
 from dispatcher.web.campaigns import CampaignRoutes
@@ -54,44 +48,12 @@ from dispatcher.web.dnt import ROUTES as DNT_ROUTES
 from dispatcher.web.dnt import DntRoutes
 from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
 
-_Body = TypeVar("_Body", bound=schemas.Model)
-
 
 class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
     """The ``/v1`` handlers, bound to one service (:data:`API` names them; those that
     read, list and cancel are in :mod:`dispatcher.web.resources`, the Do Not Text list's
     and the metrics' in :mod:`dispatcher.web.dnt`, the campaigns' in
     :mod:`dispatcher.web.campaigns`)."""
-
-    def __init__(self, dispatcher: Dispatcher, *, public_url: str, api_token: str | None) -> None:
-        self._dispatcher = dispatcher
-        self._public_url = public_url.rstrip("/")
-        self._api_token = api_token
-
-    def _authorised(self, request: web.Request) -> None:
-        """The bearer token (see :func:`~dispatcher.web.answers.require_token`)."""
-        require_token(request, self._api_token)
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        """The body of an authorised ``/v1`` request: declared JSON (415 otherwise) and
-        at most MAX_BODY bytes (413)."""
-        self._authorised(request)
-        if not is_json(request.content_type):
-            raise refusal(
-                web.HTTPUnsupportedMediaType, "unsupported_media_type",
-                f"the request body must be JSON, sent with Content-Type: application/json "
-                f"(not {request.content_type})",
-            )  # fmt: skip
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            size = request.content_length or MAX_BODY + 1
-            raise too_large("the request body", MAX_BODY, size) from None
-
-    async def _body(self, request: web.Request, model: type[_Body]) -> _Body:
-        """The body, read into its model: standard JSON (400 naming what is wrong) with
-        known fields of the right types (400 naming the field)."""
-        return jsonio.decode(await self._read_body(request), model, what="the request body")
 
     async def submit(self, request: web.Request) -> web.StreamResponse:
         body = await self._body(request, schemas.NewText)

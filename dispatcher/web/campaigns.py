@@ -20,7 +20,7 @@ import asyncio
 import secrets
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO, Literal
+from typing import Annotated, BinaryIO, Literal
 
 import msgspec
 from aiohttp import StreamReader, web
@@ -33,8 +33,9 @@ from dispatcher.core.emails import MAX_PART, MAX_SUBJECT
 from dispatcher.core.listing import DEFAULT_LIMIT
 from dispatcher.errors import InvalidInput
 from dispatcher.schemas import Answer, ContactOut, Model, Operation, Timestamp, contact_out, ts
-from dispatcher.service import CampaignSpec, CampaignView, Dispatcher
+from dispatcher.service import CampaignSpec, CampaignView
 from dispatcher.web.answers import answer, is_json, refusal, too_large
+from dispatcher.web.api_base import ApiBase
 from dispatcher.web.campaign_contacts import (
     EMAIL,
     MAX_CONTACTS,
@@ -212,14 +213,8 @@ def campaign_out(view: CampaignView) -> CampaignOut:
     )  # fmt: skip
 
 
-class CampaignRoutes:
+class CampaignRoutes(ApiBase):
     """The handlers (a part of :class:`~dispatcher.web.api.Api`)."""
-
-    _dispatcher: Dispatcher
-
-    if TYPE_CHECKING:  # the Api's: the bearer token
-
-        def _authorised(self, request: web.Request) -> None: ...
 
     async def campaigns(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)

@@ -16,8 +16,6 @@ Entries recorded here name ``api`` as who asked, with the source ``operator``.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from aiohttp import web
 from msgspec import UnsetType
 
@@ -37,8 +35,8 @@ from dispatcher.core.channel import Channel
 from dispatcher.core.consent import ConsentSource, channel_of
 from dispatcher.errors import NotFound
 from dispatcher.schemas import Answer, Operation
-from dispatcher.service import Dispatcher
 from dispatcher.web.answers import answer
+from dispatcher.web.api_base import ApiBase
 from dispatcher.web.models import given, read_query
 
 WHO = "api"
@@ -54,16 +52,8 @@ def _channel(name: ChannelName | UnsetType) -> Channel | None:
     return None if isinstance(name, UnsetType) else channel_of(name)
 
 
-class ConsentRoutes:
+class ConsentRoutes(ApiBase):
     """The handlers (a part of :class:`~dispatcher.web.api.Api`)."""
-
-    _dispatcher: Dispatcher
-
-    if TYPE_CHECKING:  # the Api's: the bearer token and the body read into its model
-
-        def _authorised(self, request: web.Request) -> None: ...
-
-        async def _body(self, request: web.Request, model: type[NewConsent]) -> NewConsent: ...
 
     async def consent_list(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)

@@ -13,7 +13,7 @@ models and routes (:data:`ROUTES`, part of the route table
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 import msgspec
 from aiohttp import web
@@ -24,8 +24,8 @@ from dispatcher.core.model import DntEntry
 from dispatcher.core.wire import Number
 from dispatcher.errors import NotFound
 from dispatcher.schemas import Answer, Model, Operation, Timestamp, ts
-from dispatcher.service import Dispatcher
 from dispatcher.web.answers import answer
+from dispatcher.web.api_base import ApiBase
 from dispatcher.web.models import given, read_query
 
 ADDED_BY = "api"
@@ -123,16 +123,8 @@ def dnt_out(entry: DntEntry) -> DntOut:
 # -- handlers ----------------------------------------------------------------------------
 
 
-class DntRoutes:
+class DntRoutes(ApiBase):
     """The handlers (a part of :class:`~dispatcher.web.api.Api`)."""
-
-    _dispatcher: Dispatcher
-
-    if TYPE_CHECKING:  # the Api's: the bearer token and the body read into its model
-
-        def _authorised(self, request: web.Request) -> None: ...
-
-        async def _body(self, request: web.Request, model: type[NewDnt]) -> NewDnt: ...
 
     async def dnt_list(self, request: web.Request) -> web.StreamResponse:
         self._authorised(request)

@@ -12,8 +12,6 @@ Text list and the metrics, with their routes (:data:`ROUTES`, part of the route 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import msgspec
 from aiohttp import web
 
@@ -27,8 +25,9 @@ from dispatcher.schemas import (
     callbacks_out,
     event_of,
 )
-from dispatcher.service import Dispatcher, call_status_url
+from dispatcher.service import call_status_url
 from dispatcher.web.answers import answer
+from dispatcher.web.api_base import ApiBase
 from dispatcher.web.models import (
     CallPage,
     CallQuery,
@@ -43,15 +42,8 @@ from dispatcher.web.models import (
 )
 
 
-class ResourceRoutes:
+class ResourceRoutes(ApiBase):
     """The handlers (a part of :class:`~dispatcher.web.api.Api`)."""
-
-    _dispatcher: Dispatcher
-    _public_url: str
-
-    if TYPE_CHECKING:  # the Api's: the bearer token
-
-        def _authorised(self, request: web.Request) -> None: ...
 
     async def _message_detail(self, message_id: str) -> MessageDetail:
         view = await self._dispatcher.message(message_id)
