@@ -1,5 +1,10 @@
 """``dispatcher demo``: the whole thing working, on SQLite and the simulator.
 
+On SQLite it makes a fresh database in its own home; when ``store.url``
+(``DISPATCHER_STORE_URL``) names a PostgreSQL database, it runs on that one instead,
+which must hold no texts yet (an empty database of its own: the demo's checks count
+everything in it).
+
 It starts the service in-process on a fresh home (with its control socket, so an
 operator can question it from another terminal, and its HTTP app on a free
 loopback port), sends a small campaign from a few numbers (same-second
@@ -42,6 +47,7 @@ from dispatcher.core.emails import Email, EmailStatus
 from dispatcher.core.metrics import Metrics, MetricsQuery
 from dispatcher.core.model import TERMINAL, Lane, Message, TextStatus
 from dispatcher.core.scripts import parse_scripts
+from dispatcher.errors import ConfigError
 from dispatcher.service import (
     CallView,
     CampaignSpec,
@@ -108,6 +114,8 @@ to = "desk@acme-dental.example.com"
 subject = "{{{{ contact }}}} unsubscribed"
 text = "{{{{ contact }}}} unsubscribed from {{{{ sender }}}} (email {{{{ source_id }}}})."
 """
+POSTGRESQL = ("postgresql://", "postgres://")
+"""The store URLs the demo runs on as given; any other, it replaces by a fresh SQLite."""
 EMAIL_FROM = "Acme Dental <appointments@acme-dental.example.com>"
 EMAILS = [
     ("ann@example.com", "Ann", "taken by the relay"),
@@ -180,8 +188,10 @@ def demo_config(base: Config, home: Path) -> Config:
     rules = home / "automations.toml"
     private.prepare_home(home)
     private.write_text(rules, AUTOMATIONS)
+    # A fresh SQLite database in the demo's home, unless the store is a PostgreSQL one.
+    store = base.store if base.store.url.startswith(POSTGRESQL) else StoreConfig()
     return dataclasses.replace(
-        base, home=home, simulator=simulator, store=StoreConfig(),
+        base, home=home, simulator=simulator, store=store,
         scripts=parse_scripts({"reminder": REMINDER}, where="demo"),
         http=HttpConfig(listen=f"127.0.0.1:{_free_port()}"),
         # The contacts' time zone when their number has none (the demo's 555 numbers).
@@ -204,7 +214,8 @@ def run_demo(base: Config, *, numbers: int = 3, texts: int = 12) -> int:
     home = base.home / f"demo-{stamp}"
     config = demo_config(base, home)
     console = Console()
-    console.print(f"[bold]dispatcher demo[/] - home {home} (SQLite + simulator)")
+    store = "PostgreSQL" if config.store.url else "SQLite"
+    console.print(f"[bold]dispatcher demo[/] - home {home} ({store} + simulator)")
     console.print(f"While it runs, ask it questions: dispatcher --home {home} status", style="dim")
     return runtime.run(
         _demo(config, console, max(1, numbers), max(4, texts)), loop=config.performance.loop
@@ -215,6 +226,13 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
     planned = plan(numbers, texts)
     token = secrets.token_urlsafe(16)
     async with serving(config, api_token=token, twilio_auth_token=None) as dispatcher:
+        if sum((await dispatcher.status()).counts.values()):
+            raise ConfigError(
+                "store.url: the demo needs a PostgreSQL database of its own, and this one "
+                "already holds texts: create an empty one (createdb dispatcher_demo) and "
+                "name it in DISPATCHER_STORE_URL",
+                field="store.url",
+            )
         await dispatcher.dnt_add(DNT_CONTACT, added_by="contact", reason="replied STOP")
         notes: dict[str, str] = {}
         for item in planned:

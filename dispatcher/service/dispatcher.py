@@ -47,7 +47,7 @@ from dispatcher.service.mailbox import MailboxVerbs
 from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
-from dispatcher.store import Store, open_store
+from dispatcher.store import Store, Watched, open_store
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -129,8 +129,9 @@ class Dispatcher(
         """Build the store and channel the configuration names (imported lazily)."""
         clock = clock or SystemClock()
         store = open_store(
-            config.store_url, commit_window=config.store.commit_window.total_seconds()
-        )
+            config.store_url, commit_window=config.store.commit_window.total_seconds(),
+            service_home=str(config.home),
+        )  # fmt: skip
         channel = open_channel(
             config.provider.url,
             simulator=config.simulator,
@@ -156,6 +157,8 @@ class Dispatcher(
         private.prepare_home(self.config.home)  # 0700, ours, not a symbolic link
         stack = self._stack
         await stack.enter_async_context(self.store)
+        if isinstance(self.store, Watched):  # PostgreSQL: its single-worker lock lost
+            self.store.on_fault(self._health.report)
         await stack.enter_async_context(self.channel)
         await stack.enter_async_context(self.mailer)
         self.channel.on_receipt(self.texts.receipts.report)

@@ -24,11 +24,11 @@ started" atomic its own way.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, runtime_checkable
 
 from dispatcher.core.callbacks import Delivery, StatusChange, Subscription
 from dispatcher.core.calls import Call, CallEvent, CallStatus
@@ -41,6 +41,7 @@ from dispatcher.core.metrics import EngagementRow, MetricsQuery
 from dispatcher.core.model import DntEntry, Event, Lane, Message, TextStatus, Transition
 from dispatcher.core.results import Cursor, Run, StoredResult
 from dispatcher.core.tally import Histogram
+from dispatcher.errors import StoreUnavailable
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -517,3 +518,13 @@ class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, Enga
         writes (a full disk, an I/O error, locked, read-only); the service probes this
         way to learn when it may take work again."""
         ...
+
+
+@runtime_checkable
+class Watched(Protocol):
+    """A store that may learn, between writes, that the service must stop sending: the
+    PostgreSQL store opened for a service, whose single-worker lock goes with its
+    connection. It reports through ``report`` (the service's store fault: no sends start)
+    and its :meth:`Store.probe` succeeds only once the lock is held again."""
+
+    def on_fault(self, report: Callable[[StoreUnavailable], None]) -> None: ...

@@ -3,12 +3,18 @@
 Each part is a mixin over :class:`~dispatcher.store.postgres.base.PostgresBase`, one
 module each, as in the SQLite adapter. The contract suite (``tests/test_store_contract.py``)
 runs on it against a real cluster.
+
+Opened for the service (``service_home`` given), it also holds the single-worker guard
+(``guard.py``): one service per database until the delivery engine is driven by the
+leases. Opened without it (a command's short read, the tests), it takes no lock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from dispatcher.errors import StoreUnavailable
 from dispatcher.store.postgres.automations import PostgresAutomations
 from dispatcher.store.postgres.base import PostgresBase
 from dispatcher.store.postgres.callbacks import PostgresCallbacks
@@ -17,6 +23,7 @@ from dispatcher.store.postgres.campaigns import PostgresCampaigns
 from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.engagement import PostgresEngagement
+from dispatcher.store.postgres.guard import Holder, ServiceGuard
 from dispatcher.store.postgres.listing import PostgresListing
 from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
@@ -38,8 +45,45 @@ class PostgresStore(
 ):
     """Store adapter for ``postgresql://user@host:port/database``."""
 
+    def __init__(self, url: str, *, service_home: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._guard: ServiceGuard | None = None
+        if service_home is not None:
+            me = Holder.this_process(service_home)
+            self._guard = ServiceGuard(self.url, self._q, me=me,
+                                       connect_timeout=self._connect_timeout)  # fmt: skip
+
     @classmethod
     def from_url(cls, url: str, **options: Any) -> PostgresStore:
         parse_url(url)  # a bad URL is refused before anything opens
         pool = {k: v for k, v in options.items() if k in ("min_size", "max_size")}
-        return cls(url, **pool)
+        home = options.get("service_home")
+        return cls(url, service_home=None if home is None else str(home), **pool)
+
+    async def open(self) -> None:
+        await super().open()
+        if self._guard is None:
+            return
+        try:
+            await self._guard.take()
+        except BaseException:
+            await super().close()
+            raise
+
+    async def close(self) -> None:
+        try:
+            await super().close()  # the writes handed over end first
+        finally:
+            if self._guard is not None:
+                await self._guard.release()
+
+    def on_fault(self, report: Callable[[StoreUnavailable], None]) -> None:
+        """Tell the service, through ``report``, when the guard's lock may be lost."""
+        if self._guard is not None:
+            self._guard.on_lost(report)
+
+    async def probe(self) -> None:
+        """A small write, once the guard holds its lock again (if it lost it)."""
+        if self._guard is not None:
+            await self._guard.take_again()
+        await super().probe()

@@ -1,0 +1,236 @@
+"""The service on PostgreSQL: ``dispatcher serve`` as a subprocess on a database of its
+own (the throwaway cluster of ``tests/peers_postgres.py``), one service per database.
+
+The simulator's log is the judge of what left and when: every accepted text sent once,
+each number's sends at least 1.000 s apart. A second service on the same database is
+refused at start, naming the first; a lost guard connection stops sends until the
+service holds its lock again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from dispatcher.control.client import ControlClient
+from dispatcher.store import open_store
+from tests.helpers import DEADLINE, Service, cli_env, gaps_by_number, send_log, wait_for
+from tests.peers_postgres import Cluster
+
+pytestmark = pytest.mark.acceptance
+
+NUMBERS = ["+14155550001", "+14155550002"]
+GUARD = "dispatcher-guard"  # the guard connection's application_name
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    url: str  # the service's database, of its own
+    service: Service
+    client: ControlClient
+
+
+@pytest.fixture
+async def running(home: Path, postgres: Cluster) -> AsyncIterator[Running]:
+    """``dispatcher serve`` on ``home`` and a fresh database, with a control client."""
+    url = await postgres.fresh_database()
+    service = Service(home, env={"DISPATCHER_STORE_URL": url})
+    await service.start()
+    try:
+        async with ControlClient(service.socket) as client:
+            yield Running(url, service, client)
+    finally:
+        assert service.stop() == 0, service.log.read_text()
+
+
+async def _submit(client: ControlClient, texts: int) -> list[str]:
+    accepted = []
+    for i in range(texts):
+        answer = await client.call("submit", **{"from": NUMBERS[i % len(NUMBERS)]},
+                                   to=f"+1650555{i:04d}", body=f"text {i}")  # fmt: skip
+        accepted.append(answer["id"])
+    return accepted
+
+
+async def _all_delivered(client: ControlClient, accepted: list[str]) -> None:
+    async def delivered() -> bool:
+        counts: dict[str, int] = (await client.call("status"))["counts"]
+        return counts.get("Delivered", 0) == len(accepted)
+
+    await wait_for(delivered, what="every accepted text to be delivered")
+
+
+def _accounted_for(home: Path, accepted: list[str]) -> None:
+    """Every accepted text sent once, each number's sends at least 1.000 s apart."""
+    records = send_log(home)
+    assert sorted(r["message_id"] for r in records) == sorted(accepted)
+    gaps = [gap for per in gaps_by_number(records).values() for gap in per]
+    assert gaps
+    assert min(gaps) >= 1.0
+
+
+async def test_serve_on_postgresql_paces_each_number_and_sends_every_text_once(
+    home: Path, running: Running
+) -> None:
+    accepted = await _submit(running.client, 8)
+    await _all_delivered(running.client, accepted)
+    # A short read of the same database by another process works while it runs.
+    async with open_store(running.url) as store:
+        assert all([await store.get(message_id) for message_id in accepted])
+    assert running.service.stop() == 0
+    _accounted_for(home, accepted)
+
+
+async def test_a_second_service_on_the_same_database_is_refused_naming_the_first(
+    home: Path, tmp_path: Path, running: Running
+) -> None:
+    first = running.service.process
+    assert first is not None
+    other = tmp_path / "other"
+    refused = _dispatcher(other, running.url, "serve")
+    assert refused.returncode == 1, refused.stderr
+    said = refused.stderr
+    assert "another dispatcher service already runs on the database" in said
+    for part in (socket.gethostname(), f"process {first.pid}", f"home {home}",
+                 "not supported yet", "docs/scale-out.md"):  # fmt: skip
+        assert part in said, said
+    assert "Traceback" not in said
+    assert (await running.client.call("ping")) is not None  # the first runs on
+    # The SQLite-only backup says what to use instead, and copies nothing.
+    copied = _dispatcher(other, running.url, "backup", str(tmp_path / "copy.db"))
+    assert copied.returncode == 2, copied.stderr
+    assert "pg_dump" in copied.stderr
+    assert not (tmp_path / "copy.db").exists()
+
+
+async def test_a_lost_guard_connection_stops_sends_until_the_lock_is_held_again(
+    running: Running,
+) -> None:
+    accepted = await _sending(running, 12)
+    admin = await asyncpg.connect(running.url)
+    try:
+        await _take_the_lock_from_the_service(admin)
+        await _nothing_starts_while_paused(running)
+    finally:
+        await admin.close()  # the lock is free again
+    await _resumed(running, accepted)
+    assert "its connection was closed" in running.service.log.read_text()
+
+
+async def test_a_silent_guard_connection_counts_as_lost(running: Running) -> None:
+    """The guard's server process stopped (as a network that drops every packet): the
+    connection does not answer its check, the service pauses, and its lock stays held by
+    that process until it ends its session, once it runs again."""
+    accepted = await _sending(running, 8)
+    admin = await asyncpg.connect(running.url)
+    try:
+        guard = await admin.fetchval(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = $1 "
+            "AND datname = current_database()", GUARD,
+        )  # fmt: skip
+    finally:
+        await admin.close()
+    os.kill(guard, signal.SIGSTOP)
+    try:
+        await _nothing_starts_while_paused(running)
+    finally:
+        os.kill(guard, signal.SIGCONT)
+    await _resumed(running, accepted)
+    assert "its connection did not answer" in running.service.log.read_text()
+
+
+async def _sending(running: Running, texts: int) -> list[str]:
+    """Submit ``texts`` and wait for the first sends; the ids accepted."""
+    accepted = await _submit(running.client, texts)
+
+    async def sent() -> bool:
+        return len(send_log(running.service.home)) >= 2
+
+    await wait_for(sent, what="the first sends")
+    return accepted
+
+
+async def _store_fault(running: Running) -> dict[str, Any] | None:
+    fault: dict[str, Any] | None = (await running.client.call("status"))["store"]
+    return fault
+
+
+async def _nothing_starts_while_paused(running: Running) -> None:
+    """The service pauses; no send starts while it tries to take its lock three times
+    (another holds it), and the fault says why."""
+
+    async def probed(times: int) -> bool:
+        fault = await _store_fault(running)
+        return fault is not None and fault["probes"] >= times
+
+    await wait_for(lambda: probed(1), what="sending to pause, the lock lost")
+    sent = len(send_log(running.service.home))
+    await wait_for(lambda: probed(3), what="the service to try the lock again")
+    assert len(send_log(running.service.home)) == sent
+    fault = await _store_fault(running)
+    assert fault is not None
+    assert "already runs on the database" in fault["error"]
+
+
+async def _resumed(running: Running, accepted: list[str]) -> None:
+    """Once its lock is free, the service holds it again and sends the rest: every text
+    once, spaced."""
+
+    async def resumed() -> bool:
+        return await _store_fault(running) is None
+
+    await wait_for(resumed, what="the service to hold its lock again and resume")
+    await _all_delivered(running.client, accepted)
+    assert running.service.stop() == 0
+    _accounted_for(running.service.home, accepted)
+    logged = running.service.log.read_text()
+    assert "store.guard_lost" in logged
+    assert "store.guard_taken_again" in logged
+
+
+async def _take_the_lock_from_the_service(admin: asyncpg.Connection[Any]) -> None:
+    """End the service's guard session and hold its lock in ``admin``'s, on the same
+    database (the service tries to take it back every second: end its session again
+    until ``admin`` wins)."""
+
+    async def taken() -> bool:
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = $1 AND datname = current_database()", GUARD,
+        )  # fmt: skip
+        return bool(await admin.fetchval("SELECT pg_try_advisory_lock(18, 0)"))
+
+    await wait_for(taken, what="the test to hold the service's lock")
+
+
+async def test_the_demo_runs_on_an_empty_postgresql_database_and_on_no_other(
+    tmp_path: Path, postgres: Cluster
+) -> None:
+    url = await postgres.fresh_database()
+    run = _dispatcher(tmp_path / "demo", url, "demo", "--numbers", "1", "--texts", "4")
+    assert run.returncode == 0, run.stderr + run.stdout
+    assert "(PostgreSQL + simulator)" in run.stdout
+    assert "every number kept at least 1.000 s" in run.stdout
+    assert not list((tmp_path / "demo").glob("demo-*/dispatcher.db"))  # no SQLite beside
+    again = _dispatcher(tmp_path / "again", url, "demo", "--numbers", "1", "--texts", "4")
+    assert again.returncode == 2, again.stderr + again.stdout
+    assert "already holds texts: create an empty one" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def _dispatcher(home: Path, url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**cli_env(home), "DISPATCHER_STORE_URL": url}
+    return subprocess.run(
+        [sys.executable, "-m", "dispatcher", "--home", str(home), *args],
+        env=env, capture_output=True, text=True, timeout=DEADLINE, check=False,
+    )  # fmt: skip
