@@ -149,6 +149,31 @@ async def test_a_silent_guard_connection_counts_as_lost(running: Running) -> Non
     assert "its connection did not answer" in running.service.log.read_text()
 
 
+async def test_every_connection_ended_at_once_as_by_a_restart_loses_nothing(
+    running: Running,
+) -> None:
+    """Every session of the service ended at once (what a database restart does to it):
+    the service pauses, takes its lock again, settles what was in flight with the
+    carrier and sends the rest, every text once, spaced."""
+    accepted = await _sending(running, 12)
+    admin = await asyncpg.connect(running.url)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+            "AND application_name LIKE 'dispatcher%'"
+        )
+    finally:
+        await admin.close()
+    assert ended >= 2  # the guard's and the pool's
+
+    async def paused() -> bool:
+        return await _store_fault(running) is not None
+
+    await wait_for(paused, what="sending to pause")
+    await _resumed(running, accepted)
+
+
 async def _sending(running: Running, texts: int) -> list[str]:
     """Submit ``texts`` and wait for the first sends; the ids accepted."""
     accepted = await _submit(running.client, texts)
