@@ -59,6 +59,16 @@ Address = Annotated[
          "breaks)", extra_json_schema={"examples": ["ann@example.com"]}),
 ]  # fmt: skip
 """An email address; its form is checked by the domain (``dispatcher.core.emails``)."""
+TrackOpens = Annotated[
+    bool | None,
+    Meta(description="this email's open pixel in its HTML part: true or false overrides "
+         "the [email] track_opens switch for it (null: the switch's)"),
+]  # fmt: skip
+TrackClicks = Annotated[
+    bool | None,
+    Meta(description="its links through the click redirect: true or false overrides the "
+         "[email] track_clicks switch for it (null: the switch's)"),
+]  # fmt: skip
 Sender = Annotated[
     str,
     Meta(description="an email address, with an optional display name: Acme Shop "
@@ -141,6 +151,8 @@ class NewEmail(Model, frozen=True):
              "bulk email carries List-Unsubscribe"),
     ] = "automation"  # fmt: skip
     status_callback: CallbackUrl | None = None
+    track_opens: TrackOpens = None
+    track_clicks: TrackClicks = None
     # Values are checked by the domain, which names the field whose value is not text.
     fields: Annotated[
         dict[str, str | int | float | bool | None] | None,
@@ -251,6 +263,8 @@ class EmailOut(Model, frozen=True):
     provider_id: str | None
     provider_code: str | None
     trigger: str | None
+    track_opens: TrackOpens
+    track_clicks: TrackClicks
 
 
 class EmailView(EmailOut, frozen=True):
@@ -561,4 +575,6 @@ def email_fields(e: emails.Email) -> dict[str, Any]:
         "provider_id": e.provider_id,
         "provider_code": e.provider_code,
         "trigger": e.trigger,
+        "track_opens": e.track_opens,
+        "track_clicks": e.track_clicks,
     }

@@ -313,7 +313,7 @@ RULE = {"name": "a", "on": "text.sent", "do": "text", "body": "x"}
         ({**RULE, "do": "call"}, "script", "no call script is named None (known: reminder)"),
         ({**RULE, "colour": "red"}, "colour",
          "unknown key (known: body, delay, do, from, html, name, on, script, subject, text, "
-         "to, when)"),
+         "to, track_clicks, track_opens, when)"),
     ],
 )  # fmt: skip
 def test_a_rule_of_the_wrong_shape_names_the_rule_and_key(

@@ -143,6 +143,10 @@ def test_an_email_rule_is_read_into_its_model() -> None:
         ({"on": "text.sent", "do": "text", "body": "x", "from": None, "subject": None,
           "text": None, "to": "a@example.com"}, "to", "only an email automation has to"),
         ({"do": "fax"}, "do", 'must be one of "text", "call", "email"'),
+        ({"track_opens": "no"}, "track_opens", "open pixel (true) or none (false)"),
+        ({"on": "text.sent", "do": "text", "body": "x", "from": None, "subject": None,
+          "text": None, "track_clicks": False}, "track_clicks",
+         "only an email automation has track_clicks"),
     ],
 )  # fmt: skip
 def test_a_bad_email_rule_names_the_rule_and_key(
@@ -153,6 +157,12 @@ def test_a_bad_email_rule_names_the_rule_and_key(
         parse_rule(raw, 0, scripts=(), where="rules.toml")
     assert info.value.field == f"automation[0].{key}", info.value
     assert says in str(info.value)
+
+
+def test_an_email_rule_may_switch_its_emails_tracking() -> None:
+    rule = parse_rule({**EMAIL_RULE, "track_opens": False}, 0, scripts=(), where="rules.toml")
+    assert rule.email is not None
+    assert (rule.email.track_opens, rule.email.track_clicks) == (False, None)
 
 
 # -- an email as the action --------------------------------------------------------------
@@ -173,6 +183,23 @@ async def test_a_delivered_text_sends_one_email_filled_from_the_result(tmp_path:
     assert email.text == f"Text {text.id} from +15550000001 was delivered."
     assert stored.trigger == f"automation:email-when-delivered:{text.id}"
     assert stored.lane.name == "AUTOMATION"
+
+
+async def test_an_email_rule_s_tracking_switches_hold_for_its_emails(tmp_path: Path) -> None:
+    rules = ON_TEXT + 'html = "<p><a href=\'https://example.com/a\'>a</a></p>"\n' + (
+        "track_opens = false\n")  # fmt: skip
+    async with running(tmp_path, rules) as h:
+        await h.text("+15550000001", "+16505550100", "Hi")
+
+        async def emailed() -> bool:
+            return bool(taken_to(h, "team@example.com"))
+
+        await h.advance_at_polls(emailed, within=30, what="emailed")
+        [email] = taken_to(h, "team@example.com")
+        stored = (await h.service.email(email.email_id)).email
+    assert (stored.track_opens, stored.track_clicks) == (False, None)
+    assert "/email/o/" not in (email.html or "")  # no pixel
+    assert "/email/c/" in (email.html or "")  # its link tracked, as [email] says
 
 
 # -- an email's result as the trigger ----------------------------------------------------

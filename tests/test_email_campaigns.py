@@ -32,6 +32,7 @@ from dispatcher.store.memory import MemoryStore
 from dispatcher.testing import running_service, wait_for
 from tests.campaign_helpers import CARRIER, POOL, SCRIPTS, Harness, utc, write_contacts
 from tests.peers_smtp import Relay, smtp_relay
+from tests.test_campaign_cli import open_zone
 from tests.test_email_engagement import engaging
 from tests.test_voice_links import BROWSER
 
@@ -294,6 +295,7 @@ async def test_a_voice_link_played_from_an_email_counts_as_email_play(tmp_path: 
             subject="A message for {{ name }}", template="Listen, {{ name }}: {{ voice_link }}",
             html='<p><a href="{{ voice_link }}">Listen</a></p>',
             voice_message="Your appointment is tomorrow at 10.",
+            time_zone=open_zone(),  # its window open now, whatever the hour
         ))  # fmt: skip
         await wait_for(lambda: _got(engaged.relay), within=20, what="the campaign's email")
         text = plain(engaged.relay.received[0].message)

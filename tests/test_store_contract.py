@@ -2029,6 +2029,7 @@ async def test_campaigns_round_trip_and_list_newest_first(store: Store) -> None:
     second = dataclasses.replace(
         make_campaign("cmp_b", created=1, channel=CampaignChannel.VOICE), start_at=at(60),
         outside_window=OutsideWindow.EXPIRE, voice_message="Hello", source="contacts.csv",
+        track_opens=True, track_clicks=False,
     )  # fmt: skip
     await store.create_campaign(first)
     await store.create_campaign(second)
@@ -2175,9 +2176,10 @@ async def test_insert_email_round_trips_every_field_with_increasing_seq(store: S
         make_email("e-full", accepted_at=odd, idempotency_key="order-7", html="<p>Hi</p>"),
         lane=Lane.BULK, status=EmailStatus.SENT, provider_code="250", provider_id="2.0.0 Ok",
         attempt_id="att-1", sent_at=odd + timedelta(microseconds=1), trigger="automation:x",
-        campaign_id="cmp_1", updated_at=odd + timedelta(seconds=1),
+        campaign_id="cmp_1", updated_at=odd + timedelta(seconds=1), track_opens=False,
+        track_clicks=True,
     )  # fmt: skip
-    bare = make_email("e-bare")
+    bare = make_email("e-bare")  # its tracking switches: the configuration's (None)
     stored = [await insert_email(store, full), await insert_email(store, bare)]
     together = await asyncio.gather(*(insert_email(store, make_email(f"g{i}")) for i in range(5)))
 
@@ -2307,7 +2309,7 @@ async def test_find_emails_returns_an_address_newest_first_as_it_stands(store: S
 async def test_sqlite_emails_survive_close_and_reopen(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/t.db"
     async with open_store(url) as store:
-        email = await insert_email(store, make_email("e1"))
+        email = await insert_email(store, dataclasses.replace(make_email("e1"), track_opens=False))
         event, sending = email_status(email, EmailStatus.SENDING, at=at(1),
                                       source=Source.SCHEDULER)  # fmt: skip
         await store.update_email(sending, [event], (RELAY, at(2)))

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dispatcher.cli.numbers import NUMBER, phone
-from dispatcher.cli.output import json_flag, nothing_found, out
+from dispatcher.cli.output import json_flag, nothing_found, out, tracking
 from dispatcher.control.client import call
 from dispatcher.errors import DispatcherError, InvalidInput
 
@@ -52,6 +52,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     create.add_argument("--subject", help="email: the subject, a template ({{ order }})")
     create.add_argument("--text", help="email: the plain-text part, a template")
     create.add_argument("--html", metavar="FILE", help="email: a file of the HTML part")
+    tracking(create, "email")
     create.add_argument("--email-column", default="email",
                         help="email: the column of the addresses, in any case "
                         "(default email)")  # fmt: skip
@@ -146,7 +147,8 @@ async def _create(sock: Path, args: argparse.Namespace) -> int:
         start_at=args.start_at, send_window=args.send_window,
         outside_window=args.outside_window, validity=args.validity,
         phone_column=args.phone_column, tz_column=args.tz_column, draft=args.draft,
-        voice_message=args.voice_message, **_email_options(args),
+        voice_message=args.voice_message, track_opens=args.track_opens,
+        track_clicks=args.track_clicks, **_email_options(args),
     )  # fmt: skip
     view = await _imported(sock, created, quiet=args.json)
     if view["state"] == "failed":

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from dispatcher.cli.output import json_flag, out, show_callbacks, submission
+from dispatcher.cli.output import json_flag, out, show_callbacks, submission, tracking
 from dispatcher.control.client import call
 from dispatcher.errors import InvalidInput
 
@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     send.add_argument("--field", dest="fields", action="append", metavar="KEY=VALUE",
                       help="a per-contact field: subject, text and HTML become templates "
                            "({{ key }}) filled at submission (repeat it)")  # fmt: skip
+    tracking(send)
     show = email_sub.add_parser("show", help="an email's statuses, and why it is in its state")
     show.add_argument("id", help=EMAIL_ID)
     email_sub.add_parser("cancel", help="cancel a Queued or Unconfirmed email").add_argument(
@@ -49,6 +50,7 @@ async def run(sock: Path, args: argparse.Namespace) -> int:
             subject=args.subject, text=args.text, html=_html(args.html),
             priority=args.priority, idempotency_key=args.idempotency_key,
             status_callback=args.status_callback, fields=_fields(args.fields),
+            track_opens=args.track_opens, track_clicks=args.track_clicks,
         )  # fmt: skip
         out(args, result, _show_email)
     elif action == "show":

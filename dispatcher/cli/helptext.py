@@ -55,6 +55,8 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         '--subject "Your order" --text "It ships today."',
         "dispatcher email send --from news@example.com --to ann@example.org "
         '--subject "News" --text "Hi" --html news.html --priority bulk',
+        "dispatcher email send --from news@example.com --to ann@example.org "
+        '--subject "Receipt" --text "Thanks" --html receipt.html --no-track-opens',
     ),
     "email show": ("dispatcher email show eml_51c0...",),
     "email cancel": ("dispatcher email cancel eml_51c0...",),

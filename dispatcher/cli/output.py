@@ -84,6 +84,20 @@ def show_callbacks(view: dict[str, Any]) -> None:
             print(f"    {a['at']}  {outcome}")
 
 
+def tracking(parser: argparse.ArgumentParser, what: str = "the email") -> None:
+    """Give ``parser`` the ``--[no-]track-opens`` and ``--[no-]track-clicks`` options
+    of an email (or an email campaign: ``what``); not given: the ``[email]`` switches'."""
+    parser.add_argument(
+        "--track-opens", action=argparse.BooleanOptionalAction, default=None,
+        help=f"{what}: an open pixel in the HTML part, or none (default: [email] track_opens)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--track-clicks", action=argparse.BooleanOptionalAction, default=None,
+        help=f"{what}: links through the click redirect, or as written (default: [email] "
+             "track_clicks)",
+    )  # fmt: skip
+
+
 def idempotency(parser: argparse.ArgumentParser) -> None:
     """Give ``parser`` the ``--idempotency-key`` option of a submission."""
     parser.add_argument(

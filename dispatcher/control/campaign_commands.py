@@ -31,6 +31,8 @@ def campaign_json(view: CampaignView) -> JSON:
         "template": c.template,
         "subject": c.subject,
         "html": c.html,
+        "track_opens": c.track_opens,
+        "track_clicks": c.track_clicks,
         "from": list(c.senders),
         "send_window": c.send_window,
         "outside_window": c.outside_window.value,
@@ -80,6 +82,8 @@ class CreateArgs:
     html: str | None = None
     email_column: str = "email"
     time_zone: str | None = None
+    track_opens: bool | None = None  # an email campaign's: None, the [email] switch's
+    track_clicks: bool | None = None
 
 
 def _spec(a: CreateArgs) -> CampaignSpec:
@@ -107,7 +111,8 @@ def _spec(a: CreateArgs) -> CampaignSpec:
         validity=parse_duration(a.validity, field="validity") if a.validity else None,
         phone_column=a.phone_column, tz_column=a.tz_column, draft=a.draft,
         voice_message=a.voice_message, subject=a.subject, html=a.html,
-        email_column=a.email_column, time_zone=a.time_zone,
+        email_column=a.email_column, time_zone=a.time_zone, track_opens=a.track_opens,
+        track_clicks=a.track_clicks,
     )  # fmt: skip
 
 

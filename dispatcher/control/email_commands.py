@@ -37,18 +37,22 @@ class EmailArgs(Args, frozen=True):
     idempotency_key: str | None = None
     status_callback: str | None = None
     fields: dict[str, object] | None = None  # with them, the parts are templates
+    track_opens: bool | None = None  # None: the [email] switch's
+    track_clicks: bool | None = None
 
 
 @command(
     "email_submit",
     EmailArgs,
-    "send an email: from, to, subject, text, html, priority, fields, status_callback, ...",
+    "send an email: from, to, subject, text, html, priority, fields, status_callback, "
+    "track_opens, track_clicks, ...",
 )
 async def _email_submit(d: Dispatcher, a: EmailArgs) -> JSON:
     submission = await d.submit_email(
         EmailRequest(sender=a.from_, recipient=a.to, subject=a.subject, text=a.text,
                      html=a.html, lane=Lane.parse(a.priority),
-                     idempotency_key=a.idempotency_key, fields=a.fields),
+                     idempotency_key=a.idempotency_key, fields=a.fields,
+                     track_opens=a.track_opens, track_clicks=a.track_clicks),
         status_callback=a.status_callback,
     )  # fmt: skip
     return {**email_json(submission.email), "created": submission.created}

@@ -100,6 +100,9 @@ class Campaign:
     projected_finish: datetime | None = None  # from the pool's pace, at import
     subject: str | None = None  # an email campaign's subject (a template, as its text)
     html: str | None = None  # an email campaign's HTML part, if it has one
+    # An email campaign's tracking switches for its emails (None: the [email] config's).
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

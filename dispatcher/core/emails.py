@@ -117,6 +117,10 @@ class Email:
     fingerprint: str | None = None
     trigger: str | None = None  # what triggered it: an automation
     campaign_id: str | None = None
+    # Its own tracking switches: the open pixel, the click redirects (None: the [email]
+    # track_opens / track_clicks configuration's, as it is when the email is sent).
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
 
     @property
     def terminal(self) -> bool:

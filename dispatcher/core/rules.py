@@ -13,7 +13,8 @@ Rules live in a TOML file (``automations.file``, e.g. ``config/automations.toml`
     # from = "+15550000100"        # default: the number the result came from
 
 An email (``do = "email"``) needs ``from`` (an address), ``subject`` and ``text`` (and
-may have ``html``): templates filled with the triggering result's fields
+may have ``html``, and ``track_opens`` / ``track_clicks`` to override the ``[email]``
+switches for its emails): templates filled with the triggering result's fields
 (:data:`TRIGGER_FIELDS`, see :mod:`dispatcher.core.email_templates`), checked when the
 rule is read. It goes to ``to``, or without one to the address of the email whose
 result triggered it (a text's or call's contact is a phone number: there ``to`` is
@@ -110,6 +111,15 @@ class NewAutomation(Model, frozen=True):
     html: Annotated[str, Meta(description="an email's HTML part: a template, autoescaped")] | (
         UnsetType
     ) = UNSET
+    track_opens: Annotated[bool, Meta(description="an email's open pixel (true) or none "
+                                      "(false); default: the [email] track_opens switch's")] | (
+        UnsetType
+    ) = UNSET  # fmt: skip
+    track_clicks: Annotated[bool, Meta(description="an email's links through the click "
+                                       "redirect (true) or as written (false); default: the "
+                                       "[email] track_clicks switch's")] | (
+        UnsetType
+    ) = UNSET  # fmt: skip
 
 
 _KEYS = sorted(NewAutomation.__struct_encode_fields__)
@@ -130,6 +140,8 @@ class EmailAction:
     subject: str
     text: str
     html: str | None = None
+    track_opens: bool | None = None  # None: the [email] switch's
+    track_clicks: bool | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,7 +231,7 @@ def parse_rule(item: object, index: int, *, scripts: Collection[str], where: str
     if spec.do is Action.EMAIL:
         return Rule(name=spec.name, on=spec.on, do=spec.do, delay=delay, when=when,
                     email=_email_action(spec, bad))  # fmt: skip
-    for key in ("to", "subject", "text", "html"):
+    for key in ("to", "subject", "text", "html", "track_opens", "track_clicks"):
         if getattr(spec, key) is not UNSET:
             raise bad(key, f"only an email automation has {key} (this one is a {spec.do})")
     try:
@@ -283,7 +295,11 @@ def _email_action(spec: NewAutomation, bad: Callable[[str, str], ConfigError]) -
                      fields=dict.fromkeys(TRIGGER_FIELDS, "x"))  # fmt: skip
     except InvalidInput as exc:
         raise bad(exc.field or "text", str(exc)) from None
-    return EmailAction(sender=sender, recipient=recipient, subject=subject, text=text, html=html)
+    return EmailAction(
+        sender=sender, recipient=recipient, subject=subject, text=text, html=html,
+        track_opens=None if isinstance(spec.track_opens, UnsetType) else spec.track_opens,
+        track_clicks=None if isinstance(spec.track_clicks, UnsetType) else spec.track_clicks,
+    )  # fmt: skip
 
 
 def _why(

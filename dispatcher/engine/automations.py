@@ -303,7 +303,8 @@ class Engine:
             sender=action.sender, recipient=action.recipient or run.contact,
             subject=action.subject, text=action.text, html=action.html,
             lane=Lane.AUTOMATION, idempotency_key=key, trigger=trigger,
-            fields=trigger_fields(run),
+            fields=trigger_fields(run), track_opens=action.track_opens,
+            track_clicks=action.track_clicks,
         ))  # fmt: skip
         return sent.email.id
 

@@ -169,6 +169,7 @@ class HandOver:
             sender=content.sender, recipient=content.recipient, subject=content.subject,
             text=content.text, html=content.html, lane=Lane.BULK,
             idempotency_key=attempt_key(campaign, contact), campaign_id=campaign.id,
+            track_opens=campaign.track_opens, track_clicks=campaign.track_clicks,
         ))  # fmt: skip
         email = submitted.email
         queued = await self._queued(campaign, contact, email.id, token, now)

@@ -84,6 +84,8 @@ class CampaignSpec:
     html: str | None = None  # an email campaign's HTML part
     email_column: str = "email"  # an email campaign's column of addresses
     time_zone: str | None = None  # of contacts without one (default: the configuration's)
+    track_opens: bool | None = None  # an email campaign's emails' (None: [email]'s switch)
+    track_clicks: bool | None = None
 
 
 @dataclass(slots=True)
@@ -278,10 +280,13 @@ class Importer:
             template = parse_template(spec.template)
             if VOICE_LINK in template.fields:
                 _needs_voice_message(spec)
-        elif channel is CampaignChannel.EMAIL:
-            if VOICE_LINK in fields_used(spec.subject, spec.template, spec.html):
-                _needs_voice_message(spec)
-        elif spec.template not in self._config.scripts:
+        elif channel is CampaignChannel.EMAIL and VOICE_LINK in fields_used(
+            spec.subject, spec.template, spec.html
+        ):
+            _needs_voice_message(spec)
+        if channel is not CampaignChannel.EMAIL:
+            _no_tracking(spec)
+        if channel is CampaignChannel.VOICE and spec.template not in self._config.scripts:
             known = ", ".join(sorted(self._config.scripts)) or "none are configured"
             raise InvalidInput(f"a voice campaign's template is a script's name; no script "
                                f"is named {spec.template!r} (known: {known})",
@@ -297,6 +302,7 @@ class Importer:
             source=str(spec.contacts), voice_message=spec.voice_message,
             subject=spec.subject if channel is CampaignChannel.EMAIL else None,
             html=spec.html if channel is CampaignChannel.EMAIL else None,
+            track_opens=spec.track_opens, track_clicks=spec.track_clicks,
         )  # fmt: skip
         return campaign, template
 
@@ -505,6 +511,14 @@ def _senders(channel: CampaignChannel, given: Sequence[str]) -> tuple[str, ...]:
     if channel is CampaignChannel.EMAIL:
         return tuple(dict.fromkeys(address(s, field="from", display_name=True) for s in given))
     return tuple(dict.fromkeys(e164(s, field="from") for s in given))
+
+
+def _no_tracking(spec: CampaignSpec) -> None:
+    """Refuse the tracking switches of a campaign that sends no email."""
+    for name, on in (("track_opens", spec.track_opens), ("track_clicks", spec.track_clicks)):
+        if on is not None:
+            raise InvalidInput(f"{name}: only an email campaign's emails are tracked; a "
+                               f"{spec.channel} campaign takes no {name}", field=name)  # fmt: skip
 
 
 def _needs_voice_message(spec: CampaignSpec) -> None:

@@ -102,7 +102,8 @@ class CampaignViews:
             email = self._hand_over.email(campaign, contacts[0])
             mailed = await self._service.submit_email(EmailRequest(
                 sender=email.sender, recipient=to, subject=email.subject, text=email.text,
-                html=email.html,
+                html=email.html, track_opens=campaign.track_opens,
+                track_clicks=campaign.track_clicks,
             ))  # fmt: skip
             item: Message | Call | Email = mailed.email
         elif campaign.channel is CampaignChannel.VOICE:

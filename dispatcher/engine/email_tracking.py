@@ -96,16 +96,17 @@ class EmailTracking:
     # -- what an email leaves with ---------------------------------------------------
     def html(self, email: Email) -> str | None:
         """The HTML part as it leaves: its links tracked, the pixel added (each unless
-        ``[email] track_clicks`` or ``track_opens`` is off)."""
+        ``[email] track_clicks`` or ``track_opens`` is off, or the email's own switch)."""
         if email.html is None:
             return None
-        opens = self._config.email.track_opens
+        opens = self._config.email.track_opens if email.track_opens is None else email.track_opens
         pixel = f"{self._base}/email/o/{sign(self.key, Tracked.OPEN, email.id)}" if opens else None
         return tracked_html(email.html, pixel_url=pixel, click_url=self._click_url(email))
 
     def text(self, email: Email) -> str:
         """The text part as it leaves: its links tracked (unless ``[email]
-        track_clicks`` is off), numbered after the HTML part's."""
+        track_clicks`` or the email's own switch is off), numbered after the HTML
+        part's."""
         click = self._click_url(email)
         if click is None:
             return email.text
@@ -114,8 +115,9 @@ class EmailTracking:
 
     def _click_url(self, email: Email) -> Callable[[int, str], str] | None:
         """The click redirect of the email's ``n``-th link, or None when clicks are
-        not tracked."""
-        if not self._config.email.track_clicks:
+        not tracked (the email's own switch, else ``[email] track_clicks``)."""
+        clicks = email.track_clicks
+        if not (self._config.email.track_clicks if clicks is None else clicks):
             return None
         base, key = self._base, self.key
 

@@ -27,6 +27,8 @@ class EmailRequest:
     idempotency_key: str | None = None
     trigger: str | None = None
     campaign_id: str | None = None
+    track_opens: bool | None = None  # the open pixel; None: the [email] configuration's
+    track_clicks: bool | None = None  # the click redirects; None: the configuration's
     # With fields, the subject, text and HTML are templates filled with them at
     # submission (dispatcher.core.email_templates); without, they are sent as given.
     fields: Mapping[str, object] | None = None

@@ -157,8 +157,10 @@ class EmailDesk:
         content = check_email(sender=request.sender, recipient=request.recipient,
                               subject=parts.subject, text=parts.text,
                               html=parts.html)  # fmt: skip
+        switches = [f"{name}={on}" for name, on in (("track_opens", request.track_opens),
+                    ("track_clicks", request.track_clicks)) if on is not None]  # fmt: skip
         print_ = fingerprint(content.sender, content.recipient, content.subject, content.text,
-                             content.html or "", request.lane.name)  # fmt: skip
+                             content.html or "", request.lane.name, *switches)  # fmt: skip
         now = self._clock.now().wall
         email = Email(
             id=new_id("eml"), relay=self.relay, sender=content.sender,
@@ -166,6 +168,7 @@ class EmailDesk:
             html=content.html, lane=request.lane, status=EmailStatus.QUEUED, accepted_at=now,
             updated_at=now, reason=EmailReason.ACCEPTED, idempotency_key=request.idempotency_key,
             fingerprint=print_, trigger=request.trigger, campaign_id=request.campaign_id,
+            track_opens=request.track_opens, track_clicks=request.track_clicks,
         )  # fmt: skip
         stored, created = await self._paced.accept(email, self._insert)
         return EmailSubmission(item=stored, created=created)

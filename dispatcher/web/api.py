@@ -89,7 +89,8 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
             EmailRequest(sender=body.from_, recipient=body.to, subject=body.subject,
                          text=body.text, html=body.html, lane=Lane.parse(body.priority),
                          idempotency_key=request.headers.get("Idempotency-Key"),
-                         fields=body.fields),
+                         fields=body.fields, track_opens=body.track_opens,
+                         track_clicks=body.track_clicks),
             status_callback=body.status_callback,
         )  # fmt: skip
         e = submission.email

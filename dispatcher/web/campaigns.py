@@ -75,6 +75,10 @@ class CampaignOut(Model, frozen=True):
     template: str
     subject: str | None
     html: str | None
+    track_opens: Annotated[bool | None, Meta(description="an email campaign's own open "
+                           "tracking (null: the [email] track_opens switch's)")]  # fmt: skip
+    track_clicks: Annotated[bool | None, Meta(description="an email campaign's own click "
+                            "tracking (null: the [email] track_clicks switch's)")]  # fmt: skip
     from_: list[str]
     send_window: str
     outside_window: str
@@ -176,6 +180,16 @@ class NewCampaign(Model, frozen=True):
                                    description="of a contact without one (IANA)")] | (
         UnsetType
     ) = UNSET  # fmt: skip
+    track_opens: Annotated[
+        bool,
+        Meta(description="an email campaign's emails: the open pixel (true) or none (false); "
+             "not given: the [email] track_opens switch's"),
+    ] | UnsetType = UNSET  # fmt: skip
+    track_clicks: Annotated[
+        bool,
+        Meta(description="an email campaign's emails: links through the click redirect "
+             "(true) or as written (false); not given: the [email] track_clicks switch's"),
+    ] | UnsetType = UNSET  # fmt: skip
 
 
 class NewCampaignContacts(NewCampaign, frozen=True, kw_only=True):
@@ -192,7 +206,8 @@ def campaign_out(view: CampaignView) -> CampaignOut:
     importing = progress is not None and not progress.done
     return CampaignOut(
         id=c.id, name=c.name, state=c.state.value, channel=c.channel.value,
-        template=c.template, subject=c.subject, html=c.html, from_=list(c.senders),
+        template=c.template, subject=c.subject, html=c.html, track_opens=c.track_opens,
+        track_clicks=c.track_clicks, from_=list(c.senders),
         send_window=c.send_window,
         outside_window=c.outside_window.value, validity_seconds=c.validity.total_seconds(),
         start_at=ts(c.start_at, timespec="seconds"),
@@ -236,6 +251,7 @@ class CampaignRoutes(ApiBase):
                 phone_column=q.phone_column, tz_column=given(q.tz_column), draft=q.draft,
                 voice_message=given(q.voice_message), subject=given(q.subject),
                 html=given(q.html), email_column=q.email_column, time_zone=given(q.time_zone),
+                track_opens=given(q.track_opens), track_clicks=given(q.track_clicks),
             )  # fmt: skip
             campaign = await self._dispatcher.create_campaign(spec)
         except BaseException:

@@ -33,7 +33,8 @@ class PostgresCampaigns(PostgresBase):
             json.dumps(list(c.senders)), c.send_window, c.outside_window.value,
             _us(c.validity), c.start_at, c.state.value, c.source, c.reject_file, c.accepted,
             c.rejected, c.duplicates, c.suppressed, c.created_at, c.updated_at, c.segments,
-            c.projected_finish, c.voice_message, c.subject, c.html,
+            c.projected_finish, c.voice_message, c.subject, c.html, c.track_opens,
+            c.track_clicks,
         )  # fmt: skip
 
     async def update_campaign(self, campaign: Campaign) -> None:
@@ -116,7 +117,8 @@ def _campaign(row: Record) -> Campaign:
         accepted=row["accepted"], rejected=row["rejected"], duplicates=row["duplicates"],
         suppressed=row["suppressed"], segments=row["segments"],
         projected_finish=row["projected_finish"], voice_message=row["voice_message"],
-        subject=row["subject"], html=row["html"],
+        subject=row["subject"], html=row["html"], track_opens=row["track_opens"],
+        track_clicks=row["track_clicks"],
     )  # fmt: skip
 
 

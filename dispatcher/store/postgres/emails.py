@@ -38,7 +38,7 @@ def _email_params(e: Email) -> tuple[object, ...]:
         e.id, e.relay, e.sender, e.recipient, e.subject, e.text, e.html, int(e.lane),
         e.status.value, e.reason, e.provider_code, e.provider_id, e.attempt_id, e.sent_at,
         e.idempotency_key, e.fingerprint, e.trigger, e.campaign_id, e.accepted_at,
-        e.updated_at,
+        e.updated_at, e.track_opens, e.track_clicks,
     )  # fmt: skip
 
 

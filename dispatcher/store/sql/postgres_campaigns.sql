@@ -4,9 +4,10 @@
 INSERT INTO campaigns (
     id, name, channel, template, senders, send_window, outside_window, validity_us,
     start_at, state, source, reject_file, accepted, rejected, duplicates, suppressed,
-    created_at, updated_at, segments, projected_finish, voice_message, subject, html
+    created_at, updated_at, segments, projected_finish, voice_message, subject, html,
+    track_opens, track_clicks
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
-          $19, $20, $21, $22, $23);
+          $19, $20, $21, $22, $23, $24, $25);
 
 -- name: update_campaign
 UPDATE campaigns SET

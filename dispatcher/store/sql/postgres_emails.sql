@@ -4,9 +4,9 @@
 INSERT INTO emails (
     id, relay, sender, recipient, subject, text, html, lane, status, reason,
     provider_code, provider_id, attempt_id, sent_at, idempotency_key, fingerprint,
-    "trigger", campaign_id, accepted_at, updated_at
+    "trigger", campaign_id, accepted_at, updated_at, track_opens, track_clicks
 ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-          $18, $19, $20)
+          $18, $19, $20, $21, $22)
 RETURNING seq;
 
 -- name: insert_email_events

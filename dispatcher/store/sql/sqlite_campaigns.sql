@@ -4,8 +4,9 @@
 INSERT INTO campaigns (
     id, name, channel, template, senders, send_window, outside_window, validity_us,
     start_at, state, source, reject_file, accepted, rejected, duplicates, suppressed,
-    created_at, updated_at, segments, projected_finish, voice_message, subject, html
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    created_at, updated_at, segments, projected_finish, voice_message, subject, html,
+    track_opens, track_clicks
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: update_campaign
 UPDATE campaigns SET

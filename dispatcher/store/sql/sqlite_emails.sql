@@ -4,8 +4,8 @@
 INSERT INTO emails (
     seq, id, relay, sender, recipient, subject, text, html, lane, status, reason,
     provider_code, provider_id, attempt_id, sent_at, idempotency_key, fingerprint,
-    "trigger", campaign_id, accepted_at, updated_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
+    "trigger", campaign_id, accepted_at, updated_at, track_opens, track_clicks
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?);
 
 -- name: insert_email_event
 -- An event of an email the store does not have is not kept (an unknown email stays

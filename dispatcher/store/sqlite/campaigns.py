@@ -24,6 +24,7 @@ class SQLiteCampaigns(SQLiteConnection):
             r.us_or_none(c.start_at), c.state.value, c.source, c.reject_file, c.accepted,
             c.rejected, c.duplicates, c.suppressed, r.us(c.created_at), r.us(c.updated_at),
             c.segments, r.us_or_none(c.projected_finish), c.voice_message, c.subject, c.html,
+            r.switch_row(c.track_opens), r.switch_row(c.track_clicks),
         )  # fmt: skip
         await self._write(("insert_campaign", [row]))
 

@@ -163,6 +163,7 @@ def email(row: Row) -> Email:
         idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
         trigger=row["trigger"], campaign_id=row["campaign_id"],
         accepted_at=at(row["accepted_at"]), updated_at=at(row["updated_at"]),
+        track_opens=switch(row["track_opens"]), track_clicks=switch(row["track_clicks"]),
     )  # fmt: skip
 
 
@@ -171,8 +172,18 @@ def email_row(e: Email) -> Params:
         e.seq, e.id, e.relay, e.sender, e.recipient, e.subject, e.text, e.html, int(e.lane),
         e.status.value, e.reason, e.provider_code, e.provider_id, e.attempt_id,
         us_or_none(e.sent_at), e.idempotency_key, e.fingerprint, e.trigger, e.campaign_id,
-        us(e.accepted_at), us(e.updated_at),
+        us(e.accepted_at), us(e.updated_at), switch_row(e.track_opens),
+        switch_row(e.track_clicks),
     )  # fmt: skip
+
+
+def switch(value: int | None) -> bool | None:
+    """A tracking switch as stored (1, 0, NULL: the configuration's)."""
+    return None if value is None else bool(value)
+
+
+def switch_row(on: bool | None) -> int | None:
+    return None if on is None else int(on)
 
 
 def email_event(row: Row) -> EmailEvent:
@@ -208,7 +219,8 @@ def campaign(row: Row) -> Campaign:
         reject_file=row["reject_file"], accepted=row["accepted"], rejected=row["rejected"],
         duplicates=row["duplicates"], suppressed=row["suppressed"], segments=row["segments"],
         projected_finish=at_or_none(row["projected_finish"]), voice_message=row["voice_message"],
-        subject=row["subject"], html=row["html"],
+        subject=row["subject"], html=row["html"], track_opens=switch(row["track_opens"]),
+        track_clicks=switch(row["track_clicks"]),
     )  # fmt: skip
 
 
