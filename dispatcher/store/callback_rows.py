@@ -2,7 +2,8 @@
 the deliveries as rows.
 
 The SQLite and PostgreSQL stores keep the subscriptions, the outbox and the cursor
-with the same named queries in their own dialects. Here, and only here, their rows
+with the same named queries in their own dialects (each adapter names the queries it
+runs). Here, and only here, their rows
 become :class:`~dispatcher.core.callbacks.Subscription`,
 :class:`~dispatcher.core.callbacks.StatusChange` and
 :class:`~dispatcher.core.callbacks.Delivery` values, and a delivery becomes a row.
@@ -22,14 +23,6 @@ from dispatcher.core.callbacks import Attempt, Delivery, DeliveryState, StatusCh
 from dispatcher.core.channel import Channel
 from dispatcher.core.results import Cursor
 from dispatcher.store.engagement_rows import Row
-
-CHANGES = {
-    Channel.TEXT: ("subscribed_text_changes", "text_status_changes"),
-    Channel.VOICE: ("subscribed_call_changes", "call_status_changes"),
-    Channel.EMAIL: ("subscribed_email_changes", "email_status_changes"),
-}
-"""Each channel's queries: its subscribed status changes in a range of its history, and
-one item's status changes."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -18,6 +18,12 @@ from dispatcher.store.postgres.history import (
     stored_cursor,
 )
 
+_CHANGES = {  # each channel's subscribed status changes in a range, and one item's
+    Channel.TEXT: ("subscribed_text_changes", "text_status_changes"),
+    Channel.VOICE: ("subscribed_call_changes", "call_status_changes"),
+    Channel.EMAIL: ("subscribed_email_changes", "email_status_changes"),
+}
+
 
 def _as_is(value: datetime) -> datetime:
     return value
@@ -65,12 +71,12 @@ class PostgresCallbacks(PostgresHistory):
     ) -> list[tuple[Subscription, StatusChange]]:
         found: list[tuple[Subscription, StatusChange]] = []
         for channel, start, end in cb.ranges(after, upto):
-            rows = await self._fetch(cb.CHANGES[channel][0], *span(start, end), limit)
+            rows = await self._fetch(_CHANGES[channel][0], *span(start, end), limit)
             found += [cb.subscribed_change(channel, row, _PG) for row in rows]
         return found
 
     async def status_changes(self, channel: Channel, source_id: str) -> list[StatusChange]:
-        rows = await self._fetch(cb.CHANGES[channel][1], source_id)
+        rows = await self._fetch(_CHANGES[channel][1], source_id)
         return [cb.change(channel, row, _PG) for row in rows]
 
     async def callback_heads(self, limit: int) -> list[Delivery]:

@@ -13,6 +13,13 @@ from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 from dispatcher.store.sqlite.rows import Params
 
+_CHANGES = {  # each channel's subscribed status changes in a range, and one item's
+    Channel.TEXT: ("subscribed_text_changes", "text_status_changes"),
+    Channel.VOICE: ("subscribed_call_changes", "call_status_changes"),
+    Channel.EMAIL: ("subscribed_email_changes", "email_status_changes"),
+}
+
+
 _SQLITE = cb.Dialect(when=r.at, put=r.us, stamp=r.us, unstamp=r.at, event=lambda row: row["event"])
 """Instants are microseconds since the epoch, in the columns and in the attempts' JSON;
 an event's place is its row's."""
@@ -56,12 +63,12 @@ class SQLiteCallbacks(SQLiteConnection):
     ) -> list[tuple[Subscription, StatusChange]]:
         found: list[tuple[Subscription, StatusChange]] = []
         for channel, start, end in cb.ranges(after, upto):
-            rows = await self._rows(cb.CHANGES[channel][0], (start, end, limit))
+            rows = await self._rows(_CHANGES[channel][0], (start, end, limit))
             found += [cb.subscribed_change(channel, row, _SQLITE) for row in rows]
         return found
 
     async def status_changes(self, channel: Channel, source_id: str) -> list[StatusChange]:
-        rows = await self._rows(cb.CHANGES[channel][1], (source_id,))
+        rows = await self._rows(_CHANGES[channel][1], (source_id,))
         return [cb.change(channel, row, _SQLITE) for row in rows]
 
     async def callback_heads(self, limit: int) -> list[Delivery]:
