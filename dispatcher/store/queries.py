@@ -1,16 +1,22 @@
-"""Named queries and numbered migrations, read from the package's ``sql/`` folder."""
+"""Named queries and numbered migrations, read from the package's ``sql/`` folder.
+
+A dialect's files are split at each ``-- name: NAME`` line into its named queries. A
+``-- part: NAME`` line starts instead a piece of SQL that several queries of the dialect
+share (the append of a call's events, say): a query takes it where a line of its own
+says ``-- include: NAME``. Parts are not queries: they have no name of their own."""
 
 from __future__ import annotations
 
 import re
 from importlib import resources
 
-_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_HEAD = re.compile(r"^--\s*(name|part):\s*(\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def load_queries(dialect: str) -> dict[str, str]:
     """``{name: sql}`` from ``sql/<dialect>.sql`` and ``sql/<dialect>_*.sql`` (one file per
-    part of the product), split at each ``-- name:`` line."""
+    part of the product), split at each ``-- name:`` line, with their parts included."""
     folder = resources.files("dispatcher.store").joinpath("sql")
     files = sorted(
         (item for item in folder.iterdir()
@@ -18,15 +24,28 @@ def load_queries(dialect: str) -> dict[str, str]:
                                               and item.name.endswith(".sql"))),
         key=lambda item: item.name,
     )  # fmt: skip
-    text = "\n".join(item.read_text() for item in files)
-    parts = _NAME.split(text)
-    # parts = [preamble, name1, body1, name2, body2, ...]
-    queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
-        if name in queries:
-            raise ValueError(f"{dialect}.sql defines query {name!r} twice")
-        queries[name] = body.strip()
-    return queries
+    return parse_queries("\n".join(item.read_text() for item in files), f"{dialect}.sql")
+
+
+def parse_queries(text: str, where: str) -> dict[str, str]:
+    """``{name: sql}`` of the named queries of ``text`` (the dialect's files, called
+    ``where`` in errors), each ``-- include:`` line replaced by its part."""
+    sections = _HEAD.split(text)
+    # sections = [preamble, kind1, name1, body1, kind2, name2, body2, ...]
+    found: dict[str, dict[str, str]] = {"name": {}, "part": {}}
+    for kind, name, body in zip(sections[1::3], sections[2::3], sections[3::3], strict=True):
+        if name in found[kind]:
+            raise ValueError(f"{where} defines {'query' if kind == 'name' else 'part'} "
+                             f"{name!r} twice")  # fmt: skip
+        found[kind][name] = body.strip()
+    parts = found["part"]
+
+    def part(match: re.Match[str]) -> str:
+        if (sql := parts.get(match[1])) is None:
+            raise ValueError(f"{where} includes part {match[1]!r}, which it does not define")
+        return sql
+
+    return {name: _INCLUDE.sub(part, sql) for name, sql in found["name"].items()}
 
 
 def load_migrations(dialect: str) -> list[tuple[int, str]]:

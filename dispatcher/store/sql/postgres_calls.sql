@@ -1,21 +1,24 @@
 -- Voice calls: named queries of the PostgreSQL store (dispatcher/store/postgres/calls.py).
--- A call's events are given as one array per column ($1 to $10 of the writes below: call
--- ids, times, statuses, results, steps, reasons, provider codes, sources, applied,
--- details) and appended in their order.
+
+-- part: append_call_events
+-- A call's events, given as one array per column ($1 to $10 of the writes that include
+-- it: call ids, times, statuses, results, steps, reasons, provider codes, sources,
+-- applied, details), appended in their order.
+INSERT INTO call_events (
+    call_id, at, status, result, step, reason, provider_code, source, applied, detail
+)
+SELECT e.call_id, e.at, e.status, e.result, e.step, e.reason, e.provider_code,
+       e.source, e.applied, e.detail
+FROM unnest($1::TEXT[], $2::TIMESTAMPTZ[], $3::TEXT[], $4::TEXT[], $5::INTEGER[],
+            $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[], $10::TEXT[])
+    WITH ORDINALITY AS e (call_id, at, status, result, step, reason, provider_code,
+                          source, applied, detail, n)
+ORDER BY e.n
 
 -- name: insert_call
 -- The call and its first events in one statement: a refused call writes no event.
 WITH logged AS (
-    INSERT INTO call_events (
-        call_id, at, status, result, step, reason, provider_code, source, applied, detail
-    )
-    SELECT e.call_id, e.at, e.status, e.result, e.step, e.reason, e.provider_code,
-           e.source, e.applied, e.detail
-    FROM unnest($1::TEXT[], $2::TIMESTAMPTZ[], $3::TEXT[], $4::TEXT[], $5::INTEGER[],
-                $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[], $10::TEXT[])
-        WITH ORDINALITY AS e (call_id, at, status, result, step, reason, provider_code,
-                              source, applied, detail, n)
-    ORDER BY e.n
+    -- include: append_call_events
 )
 INSERT INTO calls (
     id, account, sender, recipient, script, script_name, lane, status, reason,
@@ -30,16 +33,7 @@ RETURNING seq;
 -- columns replaced; an unknown call stays unknown) and an account's next slot moved,
 -- only ever later ($19 NULL: none), in one statement.
 WITH logged AS (
-    INSERT INTO call_events (
-        call_id, at, status, result, step, reason, provider_code, source, applied, detail
-    )
-    SELECT e.call_id, e.at, e.status, e.result, e.step, e.reason, e.provider_code,
-           e.source, e.applied, e.detail
-    FROM unnest($1::TEXT[], $2::TIMESTAMPTZ[], $3::TEXT[], $4::TEXT[], $5::INTEGER[],
-                $6::TEXT[], $7::TEXT[], $8::TEXT[], $9::BOOLEAN[], $10::TEXT[])
-        WITH ORDINALITY AS e (call_id, at, status, result, step, reason, provider_code,
-                              source, applied, detail, n)
-    ORDER BY e.n
+    -- include: append_call_events
 ), projected AS (
     UPDATE calls SET
         status = $12, reason = $13, provider_code = $14, provider_id = $15, attempt_id = $16,
