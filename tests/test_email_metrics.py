@@ -8,6 +8,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from dispatcher.core.emails import EmailEvent, EmailResult, EmailStatus, email_status
@@ -63,7 +64,7 @@ async def write_email_history(store: Store) -> None:
             event, email = email_status(email, EmailStatus(status), at=when,
                                         source=Source.PROVIDER, reason=reason or None)  # fmt: skip
             await store.update_email(email, [event])
-    made = dataclasses.replace(make_message("msg_clicked", accepted_at=at(24)),
+    made = msgspec.structs.replace(make_message("msg_clicked", accepted_at=at(24)),
                                trigger="automation:on_click:em_a")  # fmt: skip
     await insert(store, made)
     await store.add_voice_link("tok_em", message_id="em_a", campaign_id=None, message="Hi",

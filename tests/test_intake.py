@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import replace
 
+import msgspec
 import pytest
 
 from dispatcher.config import PacingConfig
@@ -172,10 +172,10 @@ async def test_a_queued_text_is_stored_as_its_transitions_make_it(
     [answer] = await intake.submit([request(0, key="k")])
     stored = answer.message
     history = await store.history(stored.id)
-    pending = replace(stored, status=TextStatus.PENDING, seq=0)
+    pending = msgspec.structs.replace(stored, status=TextStatus.PENDING, seq=0)
     step, expected = transition(pending, TextStatus.QUEUED, at=stored.accepted_at,
                                 source=Source.API)  # fmt: skip
-    assert replace(expected, seq=stored.seq) == stored
+    assert msgspec.structs.replace(expected, seq=stored.seq) == stored
     assert history == [
         Event(message_id=stored.id, at=stored.accepted_at, status=TextStatus.PENDING,
               reason=Reason.ACCEPTED, source=Source.API),

@@ -12,11 +12,11 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -243,7 +243,7 @@ async def test_an_activity_counts_under_the_channel_the_store_holds_its_source_i
             made = {"m1": "automation:r:call_x", "m2": "automation:r:msg_y",
                     "m3": "automation:r:msg_404"}  # fmt: skip
             for item_id, trigger in made.items():
-                await insert(store, replace(make_message(item_id), trigger=trigger))
+                await insert(store, msgspec.structs.replace(make_message(item_id), trigger=trigger))
 
             computed = compute(await store.engagement(MetricsQuery(automation="r")))
 

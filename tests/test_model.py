@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -266,7 +266,7 @@ def test_transition_applies_an_allowed_step() -> None:
 def test_transition_records_stale_and_duplicate_steps_without_changing_the_message(
     current: TextStatus, reported: TextStatus, verdict: Verdict
 ) -> None:
-    message = replace(make_message(current), provider_id="p-1", attempt_id="a-1")
+    message = msgspec.structs.replace(make_message(current), provider_id="p-1", attempt_id="a-1")
     step, after = transition(
         message,
         reported,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
+import msgspec
 import pytest
 
 from dispatcher.core.callbacks import (
@@ -996,7 +997,7 @@ async def test_a_contacts_own_texts_are_found_by_the_contact(store: Store) -> No
     outbound = await store.insert_message(
         (m := make_message("out", recipient=contact)), first_events(m)
     )
-    inbound = dataclasses.replace(
+    inbound = msgspec.structs.replace(
         make_message("in", sender=contact, recipient=SENDER, status=TextStatus.RECEIVED),
         provider_id="SM" + "9" * 32,
     )
@@ -1516,7 +1517,7 @@ class Scripted:
         status = TextStatus.RECEIVING if self.inbound else TextStatus.QUEUED
         when = at(self.accepted)
         new = make_message(self.id, sender=self.sender, status=status, accepted_at=when)
-        return dataclasses.replace(new, campaign_id=self.campaign, trigger=self.trigger)
+        return msgspec.structs.replace(new, campaign_id=self.campaign, trigger=self.trigger)
 
     def call(self) -> Call:
         new = make_call(self.id, accepted_at=at(self.accepted))
@@ -1704,7 +1705,7 @@ async def test_engagement_breakdown_matches_each_filter(store: Store, by: By) ->
 async def test_voice_links_keep_their_first_text_and_unknown_plays_count_nowhere(
     store: Store,
 ) -> None:
-    message = await insert(store, dataclasses.replace(make_message("msg_1"), campaign_id="c1"))
+    message = await insert(store, msgspec.structs.replace(make_message("msg_1"), campaign_id="c1"))
     for campaign in ("c1", "c2"):
         await store.add_voice_link(
             "tok", message_id=message.id, campaign_id=campaign, message="Hi", created_at=T0
@@ -1743,7 +1744,9 @@ def run_for(source_id: str, result: str = "text.delivered", rule: str = "thanks"
 
 async def write_results(store: Store) -> None:
     """Two texts and a call, with results, steps that are not results and a late repeat."""
-    delivered = await insert(store, dataclasses.replace(make_message("msg_d"), campaign_id="c1"))
+    delivered = await insert(
+        store, msgspec.structs.replace(make_message("msg_d"), campaign_id="c1")
+    )
     for status in (TextStatus.SENDING, TextStatus.SENT, TextStatus.DELIVERED):
         delivered = await move(store, delivered, status, when=at(1), attempt_id="att_d")
     await move(store, delivered, TextStatus.DELIVERED, when=at(2))  # a repeat: not applied
@@ -2353,7 +2356,9 @@ async def test_list_messages_filters_newest_first_and_pages_by_seq(store: Store)
     stored = {}
     for i, (message_id, to, sender, campaign) in enumerate(shapes):
         message = make_message(message_id, recipient=to, sender=sender, accepted_at=at(i))
-        stored[message_id] = await insert(store, dataclasses.replace(message, campaign_id=campaign))
+        stored[message_id] = await insert(
+            store, msgspec.structs.replace(message, campaign_id=campaign)
+        )
     await move(store, stored["m3"], TextStatus.SENDING, attempt_id="att-m3")
 
     async def ids(**given: Any) -> list[str]:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import IntEnum, StrEnum
 
+import msgspec
+
 from dispatcher.core.transitions import TransitionTable, Verdict
 from dispatcher.errors import InvalidInput, MessageTooLong
 
@@ -133,9 +135,14 @@ class Source(StrEnum):
     CONTACT = "contact"
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """One appended, time-stamped step in a message's history."""
+class Event(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One appended, time-stamped step in a message's history.
+
+    Events, transitions and messages are built several times per text on the send
+    path, so they are msgspec structs rather than frozen dataclasses: immutable alike,
+    built about ten times faster, and left out of the garbage collector's tracking
+    (they hold only scalars, so they cannot form a cycle). ``msgspec.structs.replace``
+    makes a changed copy."""
 
     message_id: str
     at: datetime
@@ -147,8 +154,7 @@ class Event:
     detail: str | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Message:
+class Message(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An outbound text (or an inbound one) with its current, projected status."""
 
     id: str
@@ -178,8 +184,7 @@ class Message:
         return self.status in TERMINAL
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Transition:
+class Transition(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An event to append, and what it changes on the message if it applies."""
 
     event: Event
@@ -234,7 +239,7 @@ def apply(message: Message, step: Transition) -> Message:
     """The message after an applied transition (the projection of one event)."""
     event = step.event
     m = message
-    # Spelled out rather than dataclasses.replace: this runs several times per text.
+    # Spelled out rather than msgspec.structs.replace: this runs several times per text.
     return Message(
         id=m.id, sender=m.sender, recipient=m.recipient, body=m.body, segments=m.segments,
         lane=m.lane, status=event.status, accepted_at=m.accepted_at, expires_at=m.expires_at,

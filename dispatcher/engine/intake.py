@@ -17,8 +17,10 @@ import functools
 import secrets
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import msgspec
 
 from dispatcher.clock import Clock
 from dispatcher.config import PacingConfig
@@ -267,7 +269,7 @@ class Intake:
                     message, TextStatus.UNSENT, at=now, source=Source.API,
                     reason=Reason.RATE_LIMITED, detail=f"duplicate of {previous[1]}",
                 )  # fmt: skip
-                message = replace(message, duplicate_of=previous[1])
+                message = msgspec.structs.replace(message, duplicate_of=previous[1])
             rows.append((message, [pending, step.event]))
         ids = {m.id for m, _ in rows if m.status is TextStatus.QUEUED}
         self._pending.update(ids)

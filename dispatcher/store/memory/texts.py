@@ -8,8 +8,9 @@ import heapq
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
+
+import msgspec
 
 from dispatcher.core.model import (
     INBOUND,
@@ -42,7 +43,7 @@ class MemoryTexts(MemoryTables):
 
     def _insert(self, message: Message, events: Sequence[Event]) -> Message:
         self._seq += 1
-        stored = replace(message, seq=self._seq)
+        stored = msgspec.structs.replace(message, seq=self._seq)
         self._messages[stored.id] = stored
         self._events[stored.id].extend(events)
         self._text_log.extend(events)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
 
 from dispatcher.core.model import INBOUND, Event, Lane, Message, Source, TextStatus, Transition
 from dispatcher.store.port import NumberState
@@ -53,7 +54,7 @@ class PostgresTexts(PostgresBase):
             if keys:  # each sending number has its pacing key, for the leases
                 await db.execute(self.query("add_pacing_keys"), keys)
         seqs: dict[str, int] = {row["id"]: row["seq"] for row in rows}
-        return [replace(m, seq=seqs[m.id]) for m in messages]
+        return [msgspec.structs.replace(m, seq=seqs[m.id]) for m in messages]
 
     async def accepted_since(self, since: datetime) -> list[Message]:
         return await self._messages("accepted_since", since)

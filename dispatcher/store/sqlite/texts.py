@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
+
+import msgspec
 
 from dispatcher.core.model import Event, Message, TextStatus, Transition
 from dispatcher.store.port import NumberState
@@ -36,7 +37,7 @@ class SQLiteTexts(SQLiteConnection):
         events: list[Params] = []
         for m, first_events in items:
             self._seq += 1  # taken now: other inserts may move self._seq while this one waits
-            stored.append(replace(m, seq=self._seq))
+            stored.append(msgspec.structs.replace(m, seq=self._seq))
             rows.append(r.message_row(m, self._seq))
             events.extend(r.event_row(e) for e in first_events)
         await self._write(("insert_message", rows), ("insert_event", events))
