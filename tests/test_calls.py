@@ -286,6 +286,32 @@ async def test_calls_are_placed_one_slot_apart_per_account(tmp_path: Path, rate:
             )
 
 
+async def test_the_next_call_is_booked_from_the_moment_the_carrier_got_the_call(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every other call reaches the carrier 5 ms after the service read its clock, as
+    when the process loses the CPU between the two reads: the account's next call is
+    still at least one slot after the carrier got the previous one."""
+    clock = FakeClock()
+    place = Simulator.place_call
+    placed = 0
+
+    async def preempted(self: Simulator, request: PlaceCall) -> Any:
+        nonlocal placed
+        placed += 1
+        if placed % 2:
+            clock.stall(0.005)
+        return await place(self, request)
+
+    monkeypatch.setattr(Simulator, "place_call", preempted)
+    async with running(tmp_path, clock=clock) as h:
+        calls = [await h.call(recipient(i)) for i in range(4)]
+        await h.until_ended(*calls, step=0.1, max_steps=400)
+        spacing = gaps([p.mono for p in h.placed()])
+    assert len(spacing) == 3
+    assert min(spacing) >= 1.0, spacing
+
+
 async def test_automation_calls_go_before_bulk_calls_submitted_earlier(h: Harness) -> None:
     bulk = [await h.call(recipient(i), lane=Lane.BULK) for i in range(3)]
     await h.clock.advance(0)

@@ -23,7 +23,23 @@ from dispatcher.core.script_walk import Instruction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SendRequest:
+class HandedOver:
+    """An attempt whose channel reports the moment it hands it over (a text, a call,
+    an email)."""
+
+    handed_off: HandOff | None = field(default=None, compare=False)
+
+    def hand_off(self, at: Instant) -> None:
+        """The channel calls this with its own clock read at the moment the attempt
+        leaves for the provider, before its first await. The key's next send is
+        booked from that moment, so the spacing holds as the provider sees it even if
+        the process lost the CPU between the service's read and this one."""
+        if self.handed_off is not None:
+            self.handed_off(at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SendRequest(HandedOver):
     """One attempt to send one text."""
 
     message_id: str
@@ -34,15 +50,6 @@ class SendRequest:
     segments: int
     validity: timedelta
     claimed_at: datetime | None = None  # when the attempt was claimed: it cannot be older
-    handed_off: HandOff | None = field(default=None, compare=False)
-
-    def hand_off(self, at: Instant) -> None:
-        """The channel calls this with its own clock read at the moment the text
-        leaves for the provider, before its first await. The number's next send is
-        booked from that moment, so the spacing holds as the provider sees it even if
-        the process lost the CPU between the service's read and this one."""
-        if self.handed_off is not None:
-            self.handed_off(at)
 
 
 HandOff = Callable[[Instant], None]
@@ -80,7 +87,7 @@ class MachineDetection(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PlaceCall:
+class PlaceCall(HandedOver):
     """One attempt to place one call."""
 
     call_id: str
@@ -205,7 +212,7 @@ class Channel(Protocol):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class OutgoingEmail:
+class OutgoingEmail(HandedOver):
     """One attempt to send one email, with every header the service decides."""
 
     email_id: str
@@ -219,13 +226,6 @@ class OutgoingEmail:
     return_path: str  # the envelope sender: where bounces go, naming the email
     date: datetime  # the Date header
     unsubscribe: tuple[str, ...] = ()  # List-Unsubscribe URIs (bulk email); () for none
-    handed_off: HandOff | None = field(default=None, compare=False)
-
-    def hand_off(self, at: Instant) -> None:
-        """The mailer calls this with its own clock read as the message leaves for the
-        relay (see :meth:`SendRequest.hand_off`)."""
-        if self.handed_off is not None:
-            self.handed_off(at)
 
 
 class Mailer(Protocol):

@@ -247,6 +247,7 @@ class Simulator(Resource):
 
     async def place_call(self, request: PlaceCall) -> Accepted:
         now = self._clock.now()  # logged first: the moment the call reached the carrier
+        request.hand_off(now)
         provider_id = "CA" + _provider_id(request.attempt_id)[2:]
         self._append(
             {

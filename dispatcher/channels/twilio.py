@@ -327,6 +327,7 @@ class TwilioChannel(Resource):
         }
         if detection := MACHINE_DETECTION[request.machine_detection]:
             params["machine_detection"] = detection
+        request.hand_off(self._clock.now())
         try:
             async with asyncio.timeout(self._timeout):
                 call = await self.client.calls.create_async(**params)

@@ -277,7 +277,7 @@ class CallDesk:
         """Nothing to count: the calls summary reads the engine."""
 
     async def send(self, item: Call, hand_off: HandOff) -> Accepted:
-        return await self._channel.place_call(self._place_request(item))
+        return await self._channel.place_call(self._place_request(item, hand_off))
 
     async def taken(self, item: Call, accepted: Accepted, *, started: Instant, hold: float) -> None:
         slot = (self.account, started.wall + timedelta(seconds=hold))
@@ -302,7 +302,7 @@ class CallDesk:
     async def not_received(self, item: Call, *, running: bool) -> None:
         await self._paced.not_received(item)
 
-    def _place_request(self, call: Call) -> PlaceCall:
+    def _place_request(self, call: Call, hand_off: HandOff | None = None) -> PlaceCall:
         script = from_json(call.script)
         amd = MachineDetection.OFF
         if script.detects_machine:
@@ -314,7 +314,7 @@ class CallDesk:
             recipient=call.recipient, voice_url=voice_url(self._base, call.id),
             status_callback_url=call_status_url(self._base, call.id), machine_detection=amd,
             ring_timeout=int(self._config.voice.ring_timeout.total_seconds()),
-            claimed_at=call.updated_at,
+            claimed_at=call.updated_at, handed_off=hand_off,
         )  # fmt: skip
 
     async def _taken(
