@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from importlib import resources
+from importlib.resources.abc import Traversable
 
 _HEAD = re.compile(r"^--\s*(name|part):\s*(\w+)\s*$", re.MULTILINE)
 _INCLUDE = re.compile(r"^[ \t]*--\s*include:\s*(\w+)\s*$", re.MULTILINE)
@@ -49,10 +50,24 @@ def parse_queries(text: str, where: str) -> dict[str, str]:
 
 
 def load_migrations(dialect: str) -> list[tuple[int, str]]:
-    """``[(version, script)]`` from ``sql/migrations/<dialect>/NNNN_name.sql``, in order."""
+    """``[(version, script)]`` from ``sql/migrations/<dialect>/NNNN_name.sql``, in order.
+    Two files with one version are refused, naming both: a database would record the
+    version once and never run the other."""
     folder = resources.files("dispatcher.store").joinpath("sql", "migrations", dialect)
-    return sorted(
-        (int(item.name.split("_", 1)[0]), item.read_text())
-        for item in folder.iterdir()
-        if item.name.endswith(".sql")
-    )
+    return read_migrations(folder, dialect)
+
+
+def read_migrations(folder: Traversable, dialect: str) -> list[tuple[int, str]]:
+    """:func:`load_migrations` of the files in ``folder``."""
+    names: dict[int, str] = {}
+    scripts = []
+    for item in folder.iterdir():
+        if not item.name.endswith(".sql"):
+            continue
+        version = int(item.name.split("_", 1)[0])
+        if (other := names.setdefault(version, item.name)) != item.name:
+            first, second = sorted((other, item.name))
+            raise ValueError(f"the {dialect} migrations {first} and {second} have one version "
+                             f"({version}): give the later one the next free number")  # fmt: skip
+        scripts.append((version, item.read_text()))
+    return sorted(scripts)
