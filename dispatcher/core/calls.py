@@ -18,12 +18,13 @@ answering-machine detection (Human or Machine) and every script step executed
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 from dispatcher.core.model import Lane, Source
-from dispatcher.core.transitions import TransitionTable, Verdict
+from dispatcher.core.status_step import StatusStep
+from dispatcher.core.transitions import TransitionTable
 
 
 class CallStatus(StrEnum):
@@ -154,35 +155,9 @@ class CallEvent:
     detail: str | None = None
 
 
-def call_status(
-    call: Call,
-    status: CallStatus,
-    *,
-    at: datetime,
-    source: Source,
-    reason: str | None = None,
-    provider_code: str | None = None,
-    detail: str | None = None,
-) -> tuple[CallEvent, Call]:
-    """Judge a reported status against ``call``: the event to append and the call as
-    it is afterwards (unchanged unless the step applies)."""
-    verdict = judge_call(call.status, status)
-    applied = verdict is Verdict.APPLY
-    event = CallEvent(
-        call_id=call.id,
-        at=at,
-        status=status,
-        reason=reason,
-        provider_code=provider_code,
-        source=source,
-        applied=applied,
-        detail=detail if applied or detail else verdict.value,
-    )
-    if not applied:
-        return event, call
-    return event, replace(
-        call, status=status, updated_at=at, reason=reason, provider_code=provider_code
-    )
+call_status: StatusStep[Call, CallStatus, CallEvent] = StatusStep(CALL_TABLE, CallEvent, "call_id")
+"""Judge a reported status against a call: the event to append and the call as
+it is afterwards (unchanged unless the step applies)."""
 
 
 def completed_status(call: Call) -> tuple[CallStatus, str]:

@@ -21,7 +21,7 @@ Unsubscribe and Complaint, each as an event of its own that changes no status.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import formataddr
 from enum import StrEnum
@@ -29,7 +29,8 @@ from enum import StrEnum
 from email_validator import EmailNotValidError, validate_email
 
 from dispatcher.core.model import Lane, Source
-from dispatcher.core.transitions import TransitionTable, Verdict
+from dispatcher.core.status_step import StatusStep
+from dispatcher.core.transitions import TransitionTable
 from dispatcher.errors import InvalidAddress, InvalidInput
 
 
@@ -142,29 +143,11 @@ class EmailEvent:
     detail: str | None = None
 
 
-def email_status(
-    email: Email,
-    status: EmailStatus,
-    *,
-    at: datetime,
-    source: Source,
-    reason: str | None = None,
-    provider_code: str | None = None,
-    detail: str | None = None,
-) -> tuple[EmailEvent, Email]:
-    """Judge a reported status against ``email``: the event to append and the email as
-    it is afterwards (unchanged unless the step applies)."""
-    verdict = judge_email(email.status, status)
-    applied = verdict is Verdict.APPLY
-    event = EmailEvent(
-        email_id=email.id, at=at, status=status, reason=reason, provider_code=provider_code,
-        source=source, applied=applied, detail=detail if applied or detail else verdict.value,
-    )  # fmt: skip
-    if not applied:
-        return event, email
-    return event, replace(
-        email, status=status, updated_at=at, reason=reason, provider_code=provider_code
-    )
+email_status: StatusStep[Email, EmailStatus, EmailEvent] = StatusStep(
+    EMAIL_TABLE, EmailEvent, "email_id"
+)
+"""Judge a reported status against an email: the event to append and the email as
+it is afterwards (unchanged unless the step applies)."""
 
 
 # -- validation ----------------------------------------------------------------------

@@ -213,18 +213,10 @@ def transition(
 ) -> tuple[Transition, Message]:
     """Judge a reported status against ``message`` and return the transition to record
     and the message as it is afterwards (unchanged unless the step applies)."""
-    verdict = judge(message.status, status)
-    applied = verdict is Verdict.APPLY
-    event = Event(
-        message_id=message.id,
-        at=at,
-        status=status,
-        reason=reason,
-        provider_code=provider_code,
-        source=source,
-        applied=applied,
-        detail=detail if applied or detail else verdict.value,
-    )
+    applied, kept = TEXT_TABLE.weigh(message.status, status, detail)
+    event = Event(message_id=message.id, at=at, status=status, reason=reason,
+                  provider_code=provider_code, source=source, applied=applied,
+                  detail=kept)  # fmt: skip
     step = Transition(
         event=event,
         from_status=message.status if applied else None,

@@ -41,3 +41,11 @@ class TransitionTable(Generic[S]):
         if new in self.moves.get(current, frozenset()):
             return Verdict.APPLY
         return Verdict.STALE
+
+    def weigh(self, current: S, new: S, detail: str | None) -> tuple[bool, str | None]:
+        """Whether the move from ``current`` to ``new`` applies, and the detail its
+        event keeps: the one given, or (a move that does not apply and has none) the
+        verdict."""
+        verdict = self.judge(current, new)
+        applied = verdict is Verdict.APPLY
+        return applied, detail if applied or detail else verdict.value

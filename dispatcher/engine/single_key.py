@@ -24,12 +24,14 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
 from dispatcher.clock import Clock
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.consent import refusal
 from dispatcher.core.model import Source
+from dispatcher.core.status_step import Projected, StatusStep
 from dispatcher.core.tally import Tally
 from dispatcher.engine.keys import OncePerKey, all_locked
 from dispatcher.engine.retries import GiveUp, Retry
@@ -38,18 +40,12 @@ from dispatcher.errors import Conflict, InvalidInput, NotFound, ProviderError
 
 _STRIPES = 64
 
-S = TypeVar("S")  # the kind's status: a CallStatus, an EmailStatus
-S_co = TypeVar("S_co", covariant=True)
+S = TypeVar("S", bound=StrEnum)  # the kind's status: a CallStatus, an EmailStatus
+S_co = TypeVar("S_co", bound=StrEnum, covariant=True)
 
 
-class Item(Protocol[S_co]):
+class Item(Projected[S_co], Protocol[S_co]):
     """An item of the kind (a Call, an Email), as the helper reads it."""
-
-    @property
-    def id(self) -> str: ...
-
-    @property
-    def status(self) -> S_co: ...
 
     @property
     def reason(self) -> str | None: ...
@@ -71,27 +67,7 @@ class Event(Protocol):
 
 I = TypeVar("I", bound=Item[Any])  # noqa: E741 - the item: a Call, an Email
 E = TypeVar("E", bound=Event)
-S_contra = TypeVar("S_contra", contravariant=True)
-E_co = TypeVar("E_co", bound=Event, covariant=True)
 Slot = tuple[str, datetime]  # a key and its next slot, written with a send's result
-
-
-class Change(Protocol[I, S_contra, E_co]):
-    """The kind's transition table: ``item`` judged against ``status``, the event to
-    append and the item as it is afterwards (unchanged unless the step applies)."""
-
-    def __call__(
-        self,
-        item: I,
-        status: S_contra,
-        /,
-        *,
-        at: datetime,
-        source: Source,
-        reason: str | None = None,
-        provider_code: str | None = None,
-        detail: str | None = None,
-    ) -> tuple[E_co, I]: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,7 +164,7 @@ class OneKey(Generic[I, S, E]):
         key: Callable[[], str],
         clock: Clock,
         queue: Sized,
-        change: Change[I, S, E],
+        change: StatusStep[I, S, E],
         attempt: Callable[[I, str], I],
         shelf: Shelf[I, S, E],
         terms: Terms[S],
