@@ -22,7 +22,7 @@ from tests.test_campaign_acceptance import open_window
 from tests.test_campaign_cli import open_zone
 from tests.test_cli import dispatcher
 from tests.test_email_engagement import HTML, Engaged, Sent, engaging
-from tests.test_http_campaigns import SALE, post_json
+from tests.test_http_campaigns import SALE, post_json, upload
 
 LINK = "The sale is on: https://shop.example.com/sale"
 EMAIL: dict[str, Any] = {
@@ -115,6 +115,23 @@ async def test_an_email_campaign_over_http_takes_the_switches_for_its_emails(
     assert sorted(s.message["To"] for s in sent) == ["p0@example.com", "p1@example.com"]
     assert (status, text["error"]["field"]) == (400, "track_opens")
     assert "only an email campaign's emails are tracked" in text["error"]["message"]
+
+
+async def test_an_email_campaign_from_a_csv_body_takes_the_switches_as_query_parameters(
+    tmp_path: Path,
+) -> None:
+    async with engaging(tmp_path, MemoryStore()) as on:
+        sale = {**SALE, "template": f"Hi {{{{ First_Name }}}}. {LINK}", "html": HTML,
+                "time_zone": open_zone(), "track_opens": "false",
+                "track_clicks": "true"}  # fmt: skip
+        csv = b"email,First Name\np0@example.com,P0\n"
+        status, created = await upload(on.app, sale, csv)
+        assert status == 201, created
+        (sent,) = await received(on.relay, 1)
+        bad = await upload(on.app, {**sale, "track_opens": "no"}, csv)
+    assert (created["track_opens"], created["track_clicks"]) == (False, True)
+    assert tracked(sent) == (0, 2, 1)
+    assert (bad[0], bad[1]["error"]["field"]) == (400, "track_opens")
 
 
 # -- the command line, the socket, and a restart -----------------------------------------

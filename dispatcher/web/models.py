@@ -155,6 +155,7 @@ class CallPage(Model, frozen=True):
 
 
 _NUMBERS = ("to", "from")
+_SWITCHES = ("draft", "track_opens", "track_clicks")  # true or false
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
 
@@ -168,8 +169,9 @@ def read_query(query: Mapping[str, str], model: type[_Query]) -> _Query:
             raw[name] = "+" + value[1:]
     if isinstance(limit := raw.get("limit"), str) and _INTEGER.fullmatch(limit):
         raw["limit"] = int(limit)  # the parameters that are not strings (strictly)
-    if isinstance(draft := raw.get("draft"), str) and draft in ("true", "false"):
-        raw["draft"] = draft == "true"
+    for name in _SWITCHES:
+        if isinstance(value := raw.get(name), str) and value in ("true", "false"):
+            raw[name] = value == "true"
     try:
         return msgspec.convert(raw, model)
     except msgspec.ValidationError as exc:
