@@ -28,6 +28,8 @@ KNOWN = [version for version, _ in load_migrations("postgres")]
         ("postgresql://u@h/db#x", "no #fragment"),
         ("postgresql://u@h/db?sslmod=require", "unknown parameter 'sslmod'"),
         ("postgresql://u@/db?host=/run/pg&port=x", "port 'x'"),
+        ("postgresql://u@h/db?sslmode=bogus", "sslmode 'bogus'"),
+        ("postgresql://u@h/db?target_session_attrs=any-of-them", "is not one of any, primary"),
     ],
 )
 def test_a_bad_url_is_refused_naming_the_setting(url: str, says: str) -> None:
@@ -57,6 +59,21 @@ async def test_an_unreachable_database_is_a_clear_error_at_start() -> None:
     assert time.monotonic() - started < 5
     assert "app:***@" in str(caught.value)
     assert "s3cret" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("parameters", "says"),
+    [("sslnegotiation=bogus", "sslnegotiation"), ("host=/a,/b&port=1,2,3", "3 port numbers")],
+)
+async def test_a_setting_the_driver_refuses_is_refused_naming_the_setting(
+    parameters: str, says: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"^store\.url: postgresql://") as caught:
+        async with PostgresConnection(f"postgresql://app:s3cret@/dispatch?{parameters}"):
+            pass
+    assert says in str(caught.value)
+    assert "s3cret" not in str(caught.value)
+    assert caught.value.field == "store.url"
 
 
 async def test_a_missing_database_is_named(postgres: Cluster) -> None:

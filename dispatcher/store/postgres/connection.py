@@ -16,7 +16,7 @@ import logging
 
 import asyncpg
 
-from dispatcher.errors import StoreError, StoreUnavailable
+from dispatcher.errors import ConfigError, StoreError, StoreUnavailable
 from dispatcher.lifecycle import Resource
 from dispatcher.store.postgres.url import PostgresURL, parse_url
 from dispatcher.store.queries import load_migrations, load_queries
@@ -77,6 +77,8 @@ class PostgresConnection(Resource):
         except (asyncpg.InvalidAuthorizationSpecificationError,
                 asyncpg.InvalidPasswordError) as exc:  # fmt: skip
             raise StoreError(f"the database {shown} refused the login: {exc}") from exc
+        except asyncpg.ClientConfigurationError as exc:  # a parameter's value, before connecting
+            raise ConfigError(f"store.url: {shown}: {exc}", field="store.url") from exc
         except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"cannot reach the database {shown}: {exc}") from exc
         self._pool = pool

@@ -16,6 +16,12 @@ PARAMETERS = frozenset({
 })  # fmt: skip
 """The query parameters the driver (asyncpg) takes; any other it would send to the
 server as a setting, and a typo would surface as the server's refusal at connect."""
+CHOICES = {
+    "sslmode": ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+    "target_session_attrs": ("any", "primary", "standby", "prefer-standby", "read-write",
+                             "read-only"),
+}  # fmt: skip
+"""The parameters that take one of a few values (the driver's own message lists none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +61,9 @@ def parse_url(url: str, *, key: str = "store.url") -> PostgresURL:
             known = ", ".join(sorted(PARAMETERS))
             raise ConfigError(f"{key}: unknown parameter {name!r} in {_hide(url)!r}; known: "
                               f"{known}", field=key)  # fmt: skip
+        if (choices := CHOICES.get(name)) is not None and value not in choices:
+            raise ConfigError(f"{key}: {name} {value!r} in {_hide(url)!r} is not one of "
+                              f"{', '.join(choices)}", field=key)  # fmt: skip
         if name == "port" and not all(p.isdigit() for p in value.split(",")):
             raise ConfigError(f"{key}: port {value!r} in {_hide(url)!r} is not a number",
                               field=key)  # fmt: skip
