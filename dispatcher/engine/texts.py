@@ -124,7 +124,7 @@ class TextDesk:
             self._bus.publish(Observed(
                 result=result, source_id=message.id, contact=message.recipient,
                 sender=message.sender, campaign_id=message.campaign_id,
-                at=self._clock.now().wall,
+                at=message.updated_at,  # the moment of its status change: no clock read
             ))  # fmt: skip
 
     async def record(
