@@ -2,27 +2,18 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from dispatcher.core.calls import Call, CallEvent, CallStatus
-from dispatcher.store.memory.tables import MemoryTables, unique
+from dispatcher.store.memory.tables import MemoryTables
 
 
 class MemoryCalls(MemoryTables):
     async def insert_call(self, call: Call, events: Sequence[CallEvent]) -> Call:
-        unique([call.id], self._calls, "call")
-        unique([call.idempotency_key], self._call_by_key, "idempotency key")
-        self._call_seq += 1
-        stored = replace(call, seq=self._call_seq)
-        self._calls[stored.id] = stored
-        self._call_events[stored.id].extend(events)
-        self._call_log.extend(events)
+        stored = self._call_rows.insert(call, events)
         self._calls_to[stored.recipient].append(stored.id)
-        if stored.idempotency_key:
-            self._call_by_key[stored.idempotency_key] = stored.id
         if stored.provider_id:
             self._call_by_provider[stored.provider_id] = stored.id
         return stored
@@ -33,12 +24,8 @@ class MemoryCalls(MemoryTables):
         events: Sequence[CallEvent],
         next_slot: tuple[str, datetime] | None = None,
     ) -> None:
-        self._call_events[call.id].extend(events)
-        self._call_log.extend(events)
-        if next_slot is not None:
-            account, at = next_slot
-            if account not in self._call_slots or at > self._call_slots[account]:
-                self._call_slots[account] = at
+        self._call_rows.append(call.id, events)
+        self._call_rows.book(next_slot)
         old = self._calls.get(call.id)
         if old is None:  # an unknown call stays unknown
             return
@@ -70,27 +57,20 @@ class MemoryCalls(MemoryTables):
         return self._calls[found] if found else None
 
     async def call_by_idempotency_key(self, key: str) -> Call | None:
-        found = self._call_by_key.get(key)
-        return self._calls[found] if found else None
+        return self._call_rows.of_key(key)
 
     async def call_history(self, call_id: str) -> list[CallEvent]:
-        return list(self._call_events.get(call_id, []))
+        return self._call_rows.history(call_id)
 
     async def calls_in_status(self, statuses: Collection[CallStatus], limit: int) -> list[Call]:
-        wanted = set(statuses)
-        found = sorted((c for c in self._calls.values() if c.status in wanted), key=_seq)
-        return found[:limit]
+        return self._call_rows.in_status(statuses, limit)
 
     async def find_calls(self, recipient: str, limit: int) -> list[Call]:
-        found = [self._calls[i] for i in self._calls_to.get(recipient, [])]
-        return sorted(found, key=_seq, reverse=True)[:limit]
+        called = (self._calls[i] for i in self._calls_to.get(recipient, []))
+        return self._call_rows.newest(called, limit)
 
     async def call_counts(self) -> dict[CallStatus, int]:
-        return dict(Counter(c.status for c in self._calls.values()))
+        return self._call_rows.counts()
 
     async def call_slots(self) -> dict[str, datetime]:
-        return dict(sorted(self._call_slots.items()))
-
-
-def _seq(call: Call) -> int:
-    return call.seq
+        return self._call_rows.slots()

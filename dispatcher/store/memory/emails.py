@@ -2,27 +2,17 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 from datetime import datetime
 
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
-from dispatcher.store.memory.tables import MemoryTables, unique
+from dispatcher.store.memory.tables import MemoryTables
 
 
 class MemoryEmails(MemoryTables):
     async def insert_email(self, email: Email, events: Sequence[EmailEvent]) -> Email:
-        unique([email.id], self._emails, "email")
-        unique([email.idempotency_key], self._email_by_key, "idempotency key")
-        self._email_seq += 1
-        stored = replace(email, seq=self._email_seq)
-        self._emails[stored.id] = stored
-        self._email_events[stored.id].extend(events)
-        self._email_log.extend(events)
-        if stored.idempotency_key:
-            self._email_by_key[stored.idempotency_key] = stored.id
-        return stored
+        return self._email_rows.insert(email, events)
 
     async def update_email(
         self,
@@ -30,15 +20,11 @@ class MemoryEmails(MemoryTables):
         events: Sequence[EmailEvent],
         next_slot: tuple[str, datetime] | None = None,
     ) -> None:
-        if next_slot is not None:
-            relay, at = next_slot
-            if relay not in self._email_slots or at > self._email_slots[relay]:
-                self._email_slots[relay] = at
+        self._email_rows.book(next_slot)
         old = self._emails.get(email.id)
         if old is None:  # an unknown email stays unknown
             return
-        self._email_events[email.id].extend(events)
-        self._email_log.extend(events)
+        self._email_rows.append(email.id, events)
         # Like the SQL adapter, only the mutable fields are replaced.
         self._emails[email.id] = replace(
             old,
@@ -61,27 +47,20 @@ class MemoryEmails(MemoryTables):
         return self._emails.get(email_id)
 
     async def email_by_idempotency_key(self, key: str) -> Email | None:
-        found = self._email_by_key.get(key)
-        return self._emails[found] if found else None
+        return self._email_rows.of_key(key)
 
     async def email_history(self, email_id: str) -> list[EmailEvent]:
-        return list(self._email_events.get(email_id, []))
+        return self._email_rows.history(email_id)
 
     async def emails_in_status(self, statuses: Collection[EmailStatus], limit: int) -> list[Email]:
-        wanted = set(statuses)
-        found = sorted((e for e in self._emails.values() if e.status in wanted), key=_seq)
-        return found[:limit]
+        return self._email_rows.in_status(statuses, limit)
 
     async def find_emails(self, recipient: str, limit: int) -> list[Email]:
-        found = [e for e in self._emails.values() if e.recipient == recipient]
-        return sorted(found, key=_seq, reverse=True)[:limit]
+        mailed = (e for e in self._emails.values() if e.recipient == recipient)
+        return self._email_rows.newest(mailed, limit)
 
     async def email_counts(self) -> dict[EmailStatus, int]:
-        return dict(Counter(e.status for e in self._emails.values()))
+        return self._email_rows.counts()
 
     async def email_slots(self) -> dict[str, datetime]:
-        return dict(sorted(self._email_slots.items()))
-
-
-def _seq(email: Email) -> int:
-    return email.seq
+        return self._email_rows.slots()
