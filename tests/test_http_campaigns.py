@@ -378,3 +378,16 @@ async def test_a_json_campaign_takes_no_query_and_a_bounded_body(
     assert (status, refused["error"]["code"]) == (415, "unsupported_media_type")
     assert "application/json" in refused["error"]["message"]
     assert await get(app, "/v1/campaigns") == (200, {"campaigns": []})
+
+
+async def test_an_email_campaign_s_text_part_is_as_long_as_an_email_s(app: App, home: Path) -> None:
+    text = "Hi {{ First_Name }}. " + "x" * 3000  # over a text's template, under an email's
+    contacts = [{"email": "ann@example.com", "fields": {"First Name": "Ann"}}]
+    status, created = await post_json(app, {**SALE, "template": text, "draft": True,
+                                            "contacts": contacts})  # fmt: skip
+    assert (status, created["template"]) == (201, text), created
+    status, refused = await post_json(app, {**AUTUMN, "template": "x" * 2001,
+                                            "contacts": [{"phone": "+12125550001"}]})  # fmt: skip
+    assert (status, refused["error"]["field"]) == (400, "template")
+    assert "at most 2,000 characters in a text campaign, not 2,001" in refused["error"]["message"]
+    assert len(list((home / "uploads").iterdir())) == 1  # the refused one's is not kept

@@ -135,6 +135,7 @@ class ContactPage(Model, frozen=True):
 
 
 Text = Annotated[str, Meta(min_length=1, max_length=2000)]
+MAX_TEMPLATE = 2000  # a text's template or a call script's name (an email's text: MAX_PART)
 
 
 class NewCampaign(Model, frozen=True):
@@ -144,9 +145,10 @@ class NewCampaign(Model, frozen=True):
     name: Annotated[str, Meta(min_length=1, max_length=200, description="the campaign's name")]
     template: Annotated[
         str,
-        Meta(min_length=1, max_length=2000,
+        Meta(min_length=1, max_length=MAX_PART,
              description="the text, with {column} fields (or a voice campaign's script, "
-                         "or an email campaign's text part, with {{ column }} fields)"),
+                         "up to 2,000 characters; or an email campaign's text part, with "
+                         "{{ column }} fields, up to 50,000)"),
     ]  # fmt: skip
     from_: Annotated[
         str,
@@ -228,6 +230,14 @@ def campaign_out(view: CampaignView) -> CampaignOut:
     )  # fmt: skip
 
 
+def _template(q: NewCampaign) -> str:
+    """The template: an email campaign's text part may be as long as an email's."""
+    if q.channel != "email" and len(q.template) > MAX_TEMPLATE:
+        raise InvalidInput(f"template: at most {MAX_TEMPLATE:,} characters in a {q.channel} "
+                           f"campaign, not {len(q.template):,}", field="template")  # fmt: skip
+    return q.template
+
+
 class CampaignRoutes(ApiBase):
     """The handlers (a part of :class:`~dispatcher.web.api.Api`)."""
 
@@ -242,7 +252,7 @@ class CampaignRoutes(ApiBase):
         q, path = await self._new_campaign(request)
         try:
             spec = CampaignSpec(
-                name=q.name, contacts=path, template=q.template,
+                name=q.name, contacts=path, template=_template(q),
                 senders=[s.strip() for s in q.from_.split(",") if s.strip()],
                 channel=q.channel, start_at=given(q.start_at), send_window=given(q.send_window),
                 outside_window=q.outside_window,
