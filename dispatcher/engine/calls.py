@@ -105,7 +105,8 @@ class CallDesk:
         self._bus = wiring.bus  # the call's results, for the automations
         store = self._store
         shelf = Shelf(
-            get=store.get_call, by_key=store.call_by_idempotency_key, write=store.update_call,
+            get=store.get_call, insert=store.insert_call, by_key=store.call_by_idempotency_key,
+            write=store.update_call,
             slots=store.call_slots, in_status=store.calls_in_status, counts=store.call_counts,
         )  # fmt: skip
         paced: OneKey[Call, CallStatus, CallEvent] = OneKey(
@@ -196,13 +197,10 @@ class CallDesk:
     async def _insert(self, call: Call) -> Call:
         first = CallEvent(call_id=call.id, at=call.accepted_at, status=CallStatus.QUEUED,
                           reason=CallReason.ACCEPTED, source=Source.API)  # fmt: skip
-        optout = await self._do_not_call(call)
-        stored = await self._store.insert_call(call, [first])
-        self._paced.inserted(stored)
-        if optout is not None:  # on the Do Not Call list: it ends at once, with the reason
-            return await self._opted_out(stored, optout, source=Source.API)
-        self._enqueue(stored)
-        log.info("call.queued", extra={"call_id": stored.id, "to": stored.recipient})
+        # On the Do Not Call list, it ends at once, with the reason.
+        stored, queued = await self._paced.insert(call, first, await self._do_not_call(call))
+        if queued:
+            log.info("call.queued", extra={"call_id": stored.id, "to": stored.recipient})
         return stored
 
     def _enqueue(self, call: Call) -> None:

@@ -99,7 +99,7 @@ class EmailDesk:
         self._queue = EmailQueue()
         store = self._store
         shelf = Shelf(
-            get=store.get_email, by_key=store.email_by_idempotency_key,
+            get=store.get_email, insert=store.insert_email, by_key=store.email_by_idempotency_key,
             write=store.update_email, slots=store.email_slots, in_status=store.emails_in_status,
             counts=store.email_counts,
         )  # fmt: skip
@@ -176,13 +176,10 @@ class EmailDesk:
     async def _insert(self, email: Email) -> Email:
         first = EmailEvent(email_id=email.id, at=email.accepted_at, status=EmailStatus.QUEUED,
                            reason=EmailReason.ACCEPTED, source=Source.API)  # fmt: skip
-        optout = await self._suppressed(email)
-        stored = await self._store.insert_email(email, [first])
-        self._paced.inserted(stored)
-        if optout is not None:  # a suppressed address: it ends at once, with the reason
-            return await self._opted_out(stored, optout, source=Source.API)
-        self._enqueue(stored)
-        log.info("email.queued", extra={"email_id": stored.id, "relay": stored.relay})
+        # To a suppressed address, it ends at once, with the reason.
+        stored, queued = await self._paced.insert(email, first, await self._suppressed(email))
+        if queued:
+            log.info("email.queued", extra={"email_id": stored.id, "relay": stored.relay})
         return stored
 
     def _enqueue(self, email: Email) -> None:

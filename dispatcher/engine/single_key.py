@@ -90,6 +90,7 @@ class Shelf(Generic[I, S, E]):
     """The kind's store verbs that :class:`OneKey` uses."""
 
     get: Callable[[str], Awaitable[I | None]]
+    insert: Callable[[I, Sequence[E]], Awaitable[I]]  # a new item with its first events
     by_key: Callable[[str], Awaitable[I | None]]  # the item of an idempotency key
     write: Callable[[I, Sequence[E], Slot | None], Awaitable[None]]  # item, events, slot
     slots: Callable[[], Awaitable[Mapping[str, datetime]]]  # each key's next slot
@@ -285,10 +286,17 @@ class OneKey(Generic[I, S, E]):
                            f"{earlier.id} with different content")  # fmt: skip
         return earlier
 
-    def inserted(self, item: I) -> None:
-        """Count an item just stored with its first status."""
-        self.counts[item.status] += 1
-        self.transitions.add(item.status, item.reason)
+    async def insert(self, item: I, first: E, optout: ConsentEntry | None) -> tuple[I, bool]:
+        """Store a submitted ``item`` with its ``first`` event and count it. When its
+        contact opted out of the channel (``optout``), it ends Failed at once;
+        otherwise it is queued. The item as it is then, and whether it was queued."""
+        stored = await self._shelf.insert(item, [first])
+        self.counts[stored.status] += 1
+        self.transitions.add(stored.status, stored.reason)
+        if optout is not None:
+            return await self.opted_out(stored, optout, source=Source.API), False
+        self._enqueue(stored)
+        return stored, True
 
     # -- steps every kind takes alike ------------------------------------------------
     async def get(self, item_id: str) -> I:
