@@ -63,10 +63,8 @@ CALL_TRANSITIONS: dict[CallStatus, frozenset[CallStatus]] = {
 
 
 CALL_TABLE: TransitionTable[CallStatus] = TransitionTable(CALL_TRANSITIONS, CALL_TERMINAL)
-"""The calls' transition table."""
-
-judge_call = CALL_TABLE.judge
-"""Late, repeated and out-of-order reports merge without moving a call backwards."""
+"""The calls' transition table: late, repeated and out-of-order reports merge without
+moving a call backwards."""
 
 
 class VoiceResult(StrEnum):

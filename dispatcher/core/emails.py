@@ -67,10 +67,8 @@ EMAIL_TRANSITIONS: dict[EmailStatus, frozenset[EmailStatus]] = {
 }
 
 EMAIL_TABLE: TransitionTable[EmailStatus] = TransitionTable(EMAIL_TRANSITIONS, EMAIL_TERMINAL)
-"""The emails' transition table."""
-
-judge_email = EMAIL_TABLE.judge
-"""Late, repeated and out-of-order reports merge without moving an email backwards."""
+"""The emails' transition table: late, repeated and out-of-order reports merge without
+moving an email backwards."""
 
 
 class EmailResult(StrEnum):
