@@ -293,6 +293,12 @@ class RuleOut(Model, frozen=True):
     body: str | None
     from_: str | None
     source: Literal["file", "api"]
+    to: str | None = None  # an email rule's: None, the triggering email's address
+    subject: str | None = None  # an email rule's templates
+    text: str | None = None
+    html: str | None = None
+    track_opens: TrackOpens = None
+    track_clicks: TrackClicks = None
 
 
 class RunOut(Model, frozen=True):

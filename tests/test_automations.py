@@ -413,6 +413,25 @@ async def test_rules_added_through_the_api_fire_and_can_be_removed(app: App) -> 
     assert status == 401
 
 
+async def test_an_email_rule_is_answered_with_its_email(app: App) -> None:
+    rule = {"name": "desk", "on": "email.unsubscribe", "do": "email",
+            "from": "robot@example.com", "to": "desk@example.com",
+            "subject": "{{ contact }} left", "text": "{{ contact }} unsubscribed.",
+            "track_opens": False}  # fmt: skip
+    status, added = await app.request("POST", "/v1/automations", json=rule, headers=app.api())
+    assert status == 201, added
+    status, listed = await app.request("GET", "/v1/automations", headers=app.api())
+    assert status == 200
+    email = ("from", "to", "subject", "text", "html", "track_opens", "track_clicks")
+    expected = (*(rule[k] for k in email[:4]), None, False, None)
+    assert tuple(added[k] for k in email) == expected
+    assert [tuple(r[k] for k in email) for r in listed["automations"]] == [expected]
+    status, texts = await app.request("POST", "/v1/automations", json=NEW_RULE,
+                                      headers=app.api())  # fmt: skip
+    assert status == 201
+    assert (texts["from"], texts["subject"], texts["track_opens"]) == (None, None, None)
+
+
 async def test_a_rule_added_through_the_api_is_kept_across_a_restart(tmp_path: Path) -> None:
     store_path = tmp_path / "d.db"
     async with running(tmp_path, "", store=SQLiteStore(store_path)) as h:

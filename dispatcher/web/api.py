@@ -133,10 +133,16 @@ class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
 
 
 def rule_out(rule: Rule, source: Literal["file", "api"]) -> schemas.RuleOut:
-    return schemas.RuleOut(
+    out = schemas.RuleOut(
         name=rule.name, on=rule.on, do=rule.do, delay_seconds=rule.delay.total_seconds(),
         when=dict(rule.when or {}), script=rule.script, body=rule.body, from_=rule.sender,
         source=source,
+    )  # fmt: skip
+    if (email := rule.email) is None:
+        return out
+    return msgspec.structs.replace(
+        out, from_=email.sender, to=email.recipient, subject=email.subject, text=email.text,
+        html=email.html, track_opens=email.track_opens, track_clicks=email.track_clicks,
     )  # fmt: skip
 
 
