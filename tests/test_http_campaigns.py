@@ -391,3 +391,18 @@ async def test_an_email_campaign_s_text_part_is_as_long_as_an_email_s(app: App, 
     assert (status, refused["error"]["field"]) == (400, "template")
     assert "at most 2,000 characters in a text campaign, not 2,001" in refused["error"]["message"]
     assert len(list((home / "uploads").iterdir())) == 1  # the refused one's is not kept
+
+
+@pytest.mark.parametrize("source", ["json", "csv"])
+async def test_an_email_campaign_s_text_part_is_named_as_its_template(
+    app: App, home: Path, source: str
+) -> None:
+    sale = {**SALE, "template": "Hi {{ Last_Name }}."}  # no contact gives it
+    if source == "json":
+        contacts = [{"email": "ann@example.com", "fields": {"First Name": "Ann"}}]
+        status, refused = await post_json(app, {**sale, "contacts": contacts})
+    else:
+        status, refused = await upload(app, sale, b"email,First Name\nann@example.com,Ann\n")
+    assert (status, refused["error"]["field"]) == (400, "template"), refused
+    assert refused["error"]["message"].startswith("template: line 1: the field 'Last_Name'")
+    assert list((home / "uploads").iterdir()) == []

@@ -264,6 +264,13 @@ class CampaignRoutes(ApiBase):
                 track_opens=given(q.track_opens), track_clicks=given(q.track_clicks),
             )  # fmt: skip
             campaign = await self._dispatcher.create_campaign(spec)
+        except InvalidInput as exc:
+            path.unlink(missing_ok=True)  # refused: its file is not kept
+            if exc.field != "text":
+                raise
+            # an email campaign's text part is its template here
+            raise InvalidInput(f"template: {str(exc).removeprefix('text: ')}",
+                               field="template") from None  # fmt: skip
         except BaseException:
             path.unlink(missing_ok=True)  # refused: its file is not kept
             raise
