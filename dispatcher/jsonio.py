@@ -217,6 +217,7 @@ _STEP = re.compile(r"\.([^.\[]+)|\[(\d+|\.\.\.)\]")
 _NAMED = re.compile(r"Object (?P<kind>missing required|contains unknown) field `(?P<name>.*)`")
 _EXPECTED = re.compile(r"Expected `(?P<type>[^`]*)`(?P<rest>.*)", re.DOTALL)
 _WORDS = {"array": "a list", "object": "an object", "null": "null"}
+_LONGEST = re.compile(r"of length <= (?P<n>[0-9]+)")
 
 
 def problem(exc: msgspec.ValidationError) -> Problem:
@@ -277,10 +278,19 @@ def _sentence(found: Problem, model: type[Any], raw: object, noun: str) -> str:
     if found.kind == "type":
         return f"{noun} {name!r} must be {found.expected}, not {value!r}"
     if found.kind == "constraint":
-        return f"{noun} {name!r} must be {meta.description or found.expected}, not {value!r}"
+        return f"{noun} {name!r} must be {_constraint(found, meta, value)}"
     if found.kind == "enum" and meta.choices:
         return f"{noun} {name!r} must be one of {', '.join(meta.choices)}, not {value!r}"
     return f"{noun} {name!r}: {found.detail}"
+
+
+def _constraint(found: Problem, meta: _Meta, value: object) -> str:
+    """What a constrained value must be, and what it is: a value too long is told by its
+    length and the limit, not echoed whole."""
+    if isinstance(value, str) and (longest := _LONGEST.search(found.expected)):
+        return (f"{meta.description or 'text'}: at most {int(longest['n']):,} characters, "
+                f"not {len(value):,}")  # fmt: skip
+    return f"{meta.description or found.expected}, not {value!r}"
 
 
 def value_at(raw: object, path: Sequence[str | int]) -> object:

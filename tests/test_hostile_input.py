@@ -145,6 +145,8 @@ async def test_an_integer_beyond_64_bits_is_refused_wherever_it_is(
         ("/v1/automations", {**RULE, "when": {"colour": "red"}}, "when",
          ["unknown filter colour"]),
         ("/v1/automations", {**RULE, "name": 7}, "name", ["a name is a letter"]),
+        ("/v1/messages", {**NEW, "status_callback": "https://example.com/" + "x" * 2100},
+         "status_callback", ["'status_callback'", "at most 2,000 characters, not 2,120"]),
     ],
 )  # fmt: skip
 async def test_a_body_of_the_wrong_shape_names_the_field(
@@ -155,6 +157,7 @@ async def test_a_body_of_the_wrong_shape_names_the_field(
     assert answer["error"]["field"] == field
     for word in words:
         assert word in answer["error"]["message"], (word, answer)
+    assert len(answer["error"]["message"]) < 500  # a long value is not echoed whole
     await nothing_changed(app)
 
 
