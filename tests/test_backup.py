@@ -94,5 +94,7 @@ async def test_a_backup_without_a_database_says_so(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir(mode=0o700)
     run = await dispatcher(home, "backup", str(tmp_path / "copy.db"))
-    assert "there is no database at" in assert_clean_error(run, 1)
+    said = assert_clean_error(run, 1)
+    assert "there is no database at" in said
+    assert "PostgreSQL database is backed up with pg_dump" in said  # a service on one
     assert not (tmp_path / "copy.db").exists()

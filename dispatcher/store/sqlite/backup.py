@@ -44,7 +44,10 @@ def backup(source: Path, target: Path) -> Backup:
     if not target.parent.is_dir():
         raise InvalidInput(f"FILE: the folder {target.parent} does not exist", field="FILE")
     if not source.is_file():
-        raise StoreError(f"there is no database at {source} to back up")
+        raise StoreError(f"there is no database at {source} to back up (a service whose "
+                         "store.url, or DISPATCHER_STORE_URL, names a PostgreSQL database is "
+                         "backed up with pg_dump: give this command the same store.url, or "
+                         "see docs/scale-out.md)")  # fmt: skip
     partial = target.with_name(f".{target.name}.partial")
     try:
         os.close(private.create(partial, os.O_WRONLY | os.O_TRUNC))
