@@ -760,6 +760,50 @@ async def test_an_import_that_fails_half_way_marks_the_campaign_failed(tmp_path:
     assert h.sends() == []
 
 
+@pytest.mark.timeout(60)
+async def test_a_campaign_created_while_the_service_starts_is_imported_not_failed(
+    tmp_path: Path,
+) -> None:
+    """At start the service fails the campaigns a crash left importing. One created at
+    that moment, stored before the start reads the campaigns and registered after, is
+    this process's own import: it runs to its end and is never marked failed."""
+    stored, listed = asyncio.Event(), asyncio.Event()
+    states: list[CampaignState] = []  # every state the campaign was stored with
+
+    class StartReadsBetween(MemoryStore):
+        """The start's read of the campaigns comes between the new campaign's store
+        write and the end of its creation."""
+
+        async def list_campaigns(self, limit: int) -> list[Campaign]:
+            if listed.is_set():
+                return await super().list_campaigns(limit)
+            await stored.wait()
+            try:
+                return await super().list_campaigns(limit)
+            finally:
+                listed.set()
+
+        async def create_campaign(self, campaign: Campaign) -> None:
+            states.append(campaign.state)
+            await super().create_campaign(campaign)
+            stored.set()
+            await listed.wait()
+
+        async def update_campaign(self, campaign: Campaign) -> None:
+            states.append(campaign.state)
+            await super().update_campaign(campaign)
+
+    async with running(tmp_path, store=StartReadsBetween()) as h:
+        path = h.contacts_file([(ny(i), f"N{i}") for i in range(3)])
+        campaign = await h.create(path)
+        view = await h.view(campaign.id)
+
+    assert listed.is_set()  # the start read the campaigns while this one was created
+    assert CampaignState.FAILED not in states, states
+    assert view.campaign.state is CampaignState.RUNNING, view.campaign.state
+    assert view.campaign.accepted == 3
+
+
 # -- pause, resume, cancel ----------------------------------------------------------------
 
 

@@ -212,9 +212,10 @@ class Importer:
         self._clock = clock
         self._links = links
 
-    async def begin(self, spec: CampaignSpec) -> Started:
+    async def begin(self, spec: CampaignSpec, mine: set[str]) -> Started:
         """Check the campaign (its file's header, template fields, pool, window, script)
-        and store it, importing."""
+        and store it, importing; its id is added to ``mine`` before it is stored (the
+        imports this process runs: see ``CampaignDesk._start``)."""
         campaign, template = self._checked(spec)
         reader = CsvReader(spec.contacts)
         rows = reader.records()
@@ -229,6 +230,7 @@ class Importer:
                 header=reader.header,
                 link=self._links.link("") if spec.voice_message else None,
             )
+        mine.add(campaign.id)
         await self._store.create_campaign(campaign)
         return Started(campaign=campaign, spec=spec, template=template, reader=reader,
                        rows=rows, first=first, email=parts)  # fmt: skip

@@ -131,6 +131,7 @@ class CampaignDesk:
         self._running: dict[str, _Running] = {}
         self._followed: dict[str, _Running] = {}
         self._imports: dict[str, ImportProgress] = {}
+        self._mine: set[str] = set()  # campaigns created by this process, from their store
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._fillers = asyncio.Semaphore(16)  # numbers fed at once (more delay the sends)
@@ -144,7 +145,7 @@ class CampaignDesk:
     async def create(self, spec: CampaignSpec) -> Campaign:
         """Check the campaign (its file's header, template fields, pool, window, script)
         and start importing its contacts; the import runs on, see :meth:`view`."""
-        started = await self._importer.begin(spec)
+        started = await self._importer.begin(spec, self._mine)
         campaign = started.campaign
         progress = self._importer.progress(spec)
         self._imports[campaign.id] = progress
@@ -270,8 +271,9 @@ class CampaignDesk:
             running.campaign = None
             running.forget()
         for campaign in await self._store.list_campaigns(10_000):
-            if campaign.state is CampaignState.IMPORTING and campaign.id not in self._imports:
-                # An import cut short by a crash is not resumed: the campaign failed.
+            if campaign.state is CampaignState.IMPORTING and campaign.id not in self._mine:
+                # An import cut short by a crash is not resumed: the campaign failed. One
+                # created meanwhile, here, is stored before its import is registered.
                 await self._store.update_campaign(replace(
                     campaign, state=CampaignState.FAILED, updated_at=self._clock.now().wall
                 ))  # fmt: skip
