@@ -9,8 +9,12 @@ One service process (``python -m benchmarks.campaigns JOB``, the job in JSON: ``
   (each number's own rate from its first to its last send, summed) against the pool's
   rate (one text a second a number), each number's gaps between sends, and the time
   from the creation to the end.
-- ``ingest``, ``first`` ROWS, ``second`` POOL: a ``ROWS``-line contacts file imported
-  (a draft: nothing is sent): contacts a second, from the creation to the import's end.
+- ``ingest``, ``first`` ROWS, ``second`` POOL, ``order`` (``sorted`` by number, the
+  default, or ``scattered``): a ``ROWS``-line contacts file imported (a draft: nothing
+  is sent): contacts a second, from the creation to the import's end;
+  CPU-µs per contact, every process of the service (from the creation to the service
+  closed) and the SQLite writer process's alone (to the import's end), and the
+  writer's resident memory at the end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import asyncio
 import dataclasses
 import itertools
 import json
+import math
 import statistics
 import sys
 import tempfile
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from benchmarks import cpu
 from benchmarks.workloads import simulator_config
 from dispatcher import runtime
 from dispatcher.config import Config, load_config
@@ -41,6 +47,7 @@ ZONE = ZoneInfo("America/New_York")  # the contacts' numbers are New York's (212
 ENDED = (CampaignState.FINISHED, CampaignState.CANCELED, CampaignState.FAILED)
 POLL = 0.02  # seconds between looks at a campaign: a measurement's poll, off its path
 WINDOW = 60.0  # seconds a campaign is followed beyond three times its bound
+SCATTER = 618_033  # a step prime to 2 and 5: a permutation of any 10^k rows
 
 
 def contact(i: int) -> str:
@@ -52,11 +59,17 @@ def pool_number(i: int) -> str:
     return f"+1415{5_000_000 + i:07d}"
 
 
-def write_contacts(path: Path, rows: int) -> Path:
+def write_contacts(path: Path, rows: int, *, scattered: bool = False) -> Path:
+    """``rows`` contacts, in the order of their numbers or ``scattered``: line ``i``
+    holds contact ``i * SCATTER % rows``, each once, neighbours far apart in number
+    order (a real list is seldom sorted by phone; its inserts then land all over the
+    index of phones, not at its end)."""
+    step = SCATTER if scattered and math.gcd(SCATTER, rows) == 1 else 1
     with path.open("w", encoding="utf-8") as out:
         out.write("phone,name\n")
         for first in range(0, rows, 100_000):
-            out.writelines(f"{contact(i)},N{i}\n" for i in range(first, min(rows, first + 100_000)))
+            lines = range(first, min(rows, first + 100_000))
+            out.writelines(f"{contact(i * step % rows)},N{i}\n" for i in lines)
     return path
 
 
@@ -140,20 +153,28 @@ async def pace(home: Path, pool_size: int, contacts: int) -> dict[str, Any]:
     }
 
 
-async def ingest(home: Path, rows: int, pool_size: int) -> dict[str, Any]:
+async def ingest(home: Path, rows: int, pool_size: int, order: str) -> dict[str, Any]:
     config = service_config(home)
-    path = write_contacts(home / "contacts.csv", rows)
+    path = write_contacts(home / "contacts.csv", rows, scattered=order == "scattered")
     pool = [pool_number(i) for i in range(pool_size)]
     async with Dispatcher.from_config(config) as d:
+        used, writer = cpu.read(), cpu.usage(cpu.WRITER)
         started = time.perf_counter()
         campaign = await d.create_campaign(CampaignSpec(
             name="bench", contacts=path, template=TEMPLATE, senders=pool, draft=True,
         ))  # fmt: skip
         view = await _until(d, campaign.id, 60 + rows / 500, _imported)
         elapsed = time.perf_counter() - started
+        wrote = cpu.usage(cpu.WRITER)
+    used = cpu.read() - used  # the service closed: its children ended and were waited for
     if view.campaign.accepted != rows:
         raise RuntimeError(f"{view.campaign.accepted:,} of {rows:,} imported: {_state(view)}")
-    return {"rows": rows, "pool": pool_size, "ingest_s": elapsed, "ingest_per_s": rows / elapsed}
+    return {
+        "rows": rows, "pool": pool_size, "ingest_s": elapsed, "ingest_per_s": rows / elapsed,
+        "cpu_us_per_contact": used.total / rows * 1e6,
+        "writer_cpu_us_per_contact": (wrote.cpu - writer.cpu) / rows * 1e6,
+        "writer_rss_mib": wrote.rss_mib,
+    }  # fmt: skip
 
 
 def _imported(view: CampaignView) -> bool:
@@ -178,7 +199,8 @@ def main() -> None:
         if what == "pace":
             result = runtime.run(pace(home, first, second), loop=loop)
         else:
-            result = runtime.run(ingest(home, first, second), loop=loop)
+            order = job.get("order", "sorted")
+            result = runtime.run(ingest(home, first, second, order), loop=loop)
     print(json.dumps(result))
 
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _TICK = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+WRITER = "writer_process.py"
+"""The SQLite store's writer process, by its command line (see :func:`usage`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,8 +48,39 @@ def read() -> Reading:
 
 def _running_descendants(root: int) -> float:
     """CPU seconds of the descendants of ``root`` not yet waited for, from ``/proc``."""
-    parents: dict[int, int] = {}
-    used: dict[int, float] = {}
+    table = _processes()
+    return sum(p.cpu for pid, p in table.items() if pid != root and _descends(table, pid, root))
+
+
+@dataclass(frozen=True, slots=True)
+class Process:
+    """One process as ``/proc/PID/stat`` shows it."""
+
+    parent: int
+    cpu: float  # seconds, its own and its waited-for children's
+    rss_mib: float
+
+
+def usage(marker: str, root: int | None = None) -> Process:
+    """CPU and resident memory of the running descendants of ``root`` (this process by
+    default) whose command line holds ``marker``, summed (a store's writer process)."""
+    root = os.getpid() if root is None else root
+    table = _processes()
+    cpu = rss = 0.0
+    for pid, process in table.items():
+        if pid == root or not _descends(table, pid, root):
+            continue
+        try:
+            line = (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ")
+        except OSError:
+            continue  # it ended meanwhile
+        if marker.encode() in line:
+            cpu, rss = cpu + process.cpu, rss + process.rss_mib
+    return Process(parent=root, cpu=cpu, rss_mib=rss)
+
+
+def _processes() -> dict[int, Process]:
+    table: dict[int, Process] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -54,20 +88,25 @@ def _running_descendants(root: int) -> float:
             stat = (entry / "stat").read_text()
         except OSError:
             continue  # it ended meanwhile
-        # pid (comm) state ppid ... utime stime cutime cstime: fields 14 to 17, counted
-        # from 1 (cutime and cstime: its own children that ended and were waited for);
-        # the command name may hold spaces and parentheses: split after the last ')'.
+        # pid (comm) state ppid ... utime stime cutime cstime (fields 14 to 17, counted
+        # from 1; cutime and cstime: its own children that ended and were waited for)
+        # ... rss (24, in pages); the command name may hold spaces and parentheses:
+        # split after the last ')', which leaves field 3 first.
         fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        used[pid] = sum(int(f) for f in fields[11:15]) / _TICK
-    total = 0.0
-    for pid, seconds in used.items():
-        ancestor = parents.get(pid)
-        for _ in range(64):  # a process tree is shallow; a pid reused meanwhile ends it
-            if ancestor is None or ancestor == root or ancestor <= 1:
-                break
-            ancestor = parents.get(ancestor)
-        if ancestor == root and pid != root:
-            total += seconds
-    return total
+        table[int(entry.name)] = Process(
+            parent=int(fields[1]),
+            cpu=sum(int(f) for f in fields[11:15]) / _TICK,
+            rss_mib=int(fields[21]) * _PAGE / 2**20,
+        )
+    return table
+
+
+def _descends(table: dict[int, Process], pid: int, root: int) -> bool:
+    ancestor = table[pid].parent
+    for _ in range(64):  # a process tree is shallow; a pid reused meanwhile ends it
+        if ancestor == root:
+            return True
+        if ancestor <= 1 or ancestor not in table:
+            return False
+        ancestor = table[ancestor].parent
+    return False

@@ -181,9 +181,10 @@ def campaigns(args: argparse.Namespace) -> list[Job]:
 
 
 def ingest(args: argparse.Namespace) -> list[Job]:
-    rows, pool = args.sizes.ingest_rows, args.sizes.ingest_pool
-    job = {"part": "ingest", "rows": rows, "pool": pool, "loop": args.loop}
-    arg = json.dumps({"what": "ingest", "first": rows, "second": pool, "loop": args.loop})
+    rows, pool, order = args.sizes.ingest_rows, args.sizes.ingest_pool, args.ingest_order
+    job = {"part": "ingest", "rows": rows, "pool": pool, "order": order, "loop": args.loop}
+    arg = json.dumps({"what": "ingest", "first": rows, "second": pool, "order": order,
+                      "loop": args.loop})  # fmt: skip
     return [(job, partial(run_module, "benchmarks.campaigns", arg, timeout=args.timeout))]
 
 
@@ -248,6 +249,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         help="numbers,rate,texts of the saturating load (full: 1000,50,40)")  # fmt: skip
     add("--pools", type=_pools, help="campaigns as POOLxCONTACTS,... (full: 300x3600,3500x21000)")
     add("--ingest-rows", type=int, help="lines of the imported contacts file (full: 1000000)")
+    add("--ingest-order", choices=["sorted", "scattered"], default="sorted",
+        help="the imported file's lines in number order or scattered (default sorted)")  # fmt: skip
     add("--queued", type=int, help="texts queued before the restart (full: 1000000)")
     add("--loop", choices=["asyncio", "uvloop"], default="asyncio",
         help="the event loop every workload runs on (default asyncio)")  # fmt: skip

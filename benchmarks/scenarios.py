@@ -5,7 +5,8 @@ One service process (this module run as ``python -m benchmarks.scenarios``):
    rate), in a process of its own, which then stops;
 2. starts again on the same database, in a new process as a restart is: time until
    every number has sent (restart to full pacing: each number's first send in the
-   simulator's log), and its memory with the queue in the store;
+   simulator's log), and its memory with the queue in the store (the service's
+   process, and the SQLite writer process's beside it);
 3. while those numbers pace, a client in another process measures ``status`` and
    ``message`` round trips over the control socket and single submissions, then
    ``POST /v1/messages`` over 16 connections to the HTTP app on a loopback port.
@@ -28,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from benchmarks import cpu
 from benchmarks.workloads import simulator_config
 from dispatcher import runtime
 from dispatcher.config import Config, load_config
@@ -125,6 +127,8 @@ async def service_side(sizes: Sizes, home: Path, figures: dict[str, Any]) -> dic
             await asyncio.sleep(0.01)
         figures["restart: service open (s)"] = opened
         figures[f"RSS with {texts:,} queued, {numbers:,} numbers pacing (MiB)"] = _memory()["VmRSS"]
+        writer = f"the SQLite writer process's RSS with {texts:,} queued, pacing (MiB)"
+        figures[writer] = cpu.usage(cpu.WRITER).rss_mib
         webapp = WebApp(d, public_url=f"http://{listen}", twilio_auth_token=None, api_token=token)
         async with ControlServer(d, config.socket_path), HttpServer(webapp, listen):
             client = await asyncio.create_subprocess_exec(

@@ -44,6 +44,8 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
     ingest = results["ingest"]
     assert "failed" not in ingest, ingest
     assert ingest["ingest_per_s"] > 0
+    assert ingest["cpu_us_per_contact"] > 0
+    assert ingest["writer_rss_mib"] > 0
 
     scenario = results["scenario"]
     assert "failed" not in scenario, scenario
@@ -52,6 +54,7 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
         "socket `status` p99 (ms)",
         "HTTP submissions over 16 connections, /s",
         "HTTP submission p99 (ms)",
+        "the SQLite writer process's RSS with 2,000 queued, pacing (MiB)",
     )
     for figure in figures:
         assert scenario[figure] > 0, (figure, scenario)
