@@ -38,17 +38,17 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
         assert row["sustained_per_s"] > 0, row
 
     for row in results["campaigns"]:
-        assert "failed" not in row, row
+        assert "failed" not in row, why(row, done.stderr)
         assert (row["violations"], row["lost"]) == (0, 0), row
 
     ingest = results["ingest"]
-    assert "failed" not in ingest, ingest
+    assert "failed" not in ingest, why(ingest, done.stderr)
     assert ingest["ingest_per_s"] > 0
     assert ingest["cpu_us_per_contact"] > 0
     assert ingest["writer_rss_mib"] > 0
 
     scenario = results["scenario"]
-    assert "failed" not in scenario, scenario
+    assert "failed" not in scenario, why(scenario, done.stderr)
     figures = (
         "restart: start to every number sending (s)",
         "socket `status` p99 (ms)",
@@ -60,7 +60,13 @@ def test_quick_benchmark_keeps_spacing_and_order() -> None:
         assert scenario[figure] > 0, (figure, scenario)
 
     email = results["email"]
-    assert "failed" not in email, email
+    assert "failed" not in email, why(email, done.stderr)
     assert email["lost"] == 0, email
     assert email["ceiling_per_s"] > 0, email
     assert email["service_per_s"] > 0, email
+
+
+def why(row: dict[str, object], stderr: str) -> str:
+    """A failed part's reason and the end of what the benchmark's workloads printed
+    (their tracebacks), which the row alone does not show."""
+    return f"{row.get('part', row)}: {row.get('failed')}\n{stderr[-3000:]}"
