@@ -281,12 +281,16 @@ async def test_kill_9_of_the_writer_with_batches_in_flight_loses_and_repeats_no_
 ) -> None:
     paused = 0
     async with service_on(tmp_path) as (h, store):
-        # 16 texts a number: about 16 fake seconds of sends, more than the deaths and
-        # recoveries below take, so there are writes to lose at each.
+        # 16 texts a number: about 16 fake seconds of sends.
         texts = [await h.text(SENDERS[i % 3], f"+165055503{i:02d}", f"text {i}", lane=Lane.BULK)
                  for i in range(48)]  # fmt: skip
         for death in range(6):
             await h.advance_at_polls(h.healthy, what="the service to take writes")
+            # A text more on each number, so there are writes to lose at this death
+            # however far the fake clock ran in the recoveries before it (the polls move
+            # it further on a slow machine).
+            texts += [await h.text(sender, f"+16505551{death}{k:02d}", f"more {death}.{k}",
+                                   lane=Lane.BULK) for k, sender in enumerate(SENDERS)]  # fmt: skip
             pid = store.writer_pid or await _started(h, store)
             if death % 2 == 0:
                 # Stopped while it waits for its next batch; that batch stays in the pipe:
