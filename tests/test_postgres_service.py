@@ -9,6 +9,7 @@ service holds its lock again.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import socket
@@ -18,14 +19,17 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from dispatcher.control.client import ControlClient
 from dispatcher.store import open_store
+from tests.campaign_helpers import write_contacts
 from tests.helpers import DEADLINE, Service, cli_env, gaps_by_number, send_log, wait_for
 from tests.peers_postgres import Cluster
+from tests.test_campaign_acceptance import open_window
 
 pytestmark = pytest.mark.acceptance
 
@@ -259,3 +263,63 @@ def _dispatcher(home: Path, url: str, *args: str) -> subprocess.CompletedProcess
         [sys.executable, "-m", "dispatcher", "--home", str(home), *args],
         env=env, capture_output=True, text=True, timeout=DEADLINE, check=False,
     )  # fmt: skip
+
+
+async def test_a_campaign_waits_while_its_database_refuses_connections(
+    home: Path, running: Running, postgres: Cluster
+) -> None:
+    """The campaign's database refuses every connection for a while: the campaign's turns
+    fail, each reason logged once (not a traceback a turn), and it goes on when the
+    database answers again: every contact texted once, each number's sends at least
+    1.000 s apart."""
+    phones = [f"+1650556{i:04d}" for i in range(16)]
+    rows = [[phone, f"N{i}", "Etc/UTC"] for i, phone in enumerate(phones)]
+    contacts = write_contacts(home / "contacts.csv", ["phone", "name", "tz"], rows)
+    created = await running.client.call(
+        "campaign_create", name="outage", contacts=str(contacts), template="Hi {name}",
+        **{"from": ",".join(NUMBERS)}, send_window=open_window(), tz_column="tz",
+    )  # fmt: skip
+
+    async def sent() -> bool:
+        return len(send_log(home)) >= 2
+
+    await wait_for(sent, what="the campaign's first sends")
+    database = urlsplit(running.url).path.lstrip("/")
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1", database)  # fmt: skip
+
+        async def probed() -> bool:
+            fault = await _store_fault(running)
+            return fault is not None and fault["probes"] >= 3
+
+        await wait_for(probed, what="the service to try the database three times")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+
+    async def finished() -> bool:
+        shown = await running.client.call("campaign_show", id=created["id"])
+        return bool(shown["state"] == "finished")
+
+    await wait_for(finished, what="the campaign to finish")
+    assert running.service.stop() == 0
+    records = send_log(home)
+    assert sorted(r["to"] for r in records) == phones
+    assert min(gap for per in gaps_by_number(records).values() for gap in per) >= 1.0
+    logged = running.service.log.read_text()
+    # Turns ran and failed every half second while it lasted: each reason is logged once
+    # a minute at most (the lock lost, the database refusing connections, ...).
+    reasons = [_last_error(part) for part in logged.split("campaign.turn_failed")[1:]]
+    assert reasons
+    assert len(set(reasons)) == len(reasons), reasons
+
+
+def _last_error(logged: str) -> str:
+    """The exception a logged traceback ends with (the lines up to the next record)."""
+    block = itertools.takewhile(lambda line: not line.startswith("20"),
+                                logged.splitlines()[1:])  # fmt: skip
+    lines = [line for line in block if line.startswith("dispatcher.errors.")]
+    return lines[-1] if lines else ""

@@ -74,6 +74,7 @@ __all__ = ["LINK_KEY", "CampaignDesk", "CampaignService", "CampaignSpec", "Campa
 BATCH = 2000
 WAITING = (ContactState.PENDING, ContactState.QUEUED)
 LOOK_EVERY = 5.0  # seconds between two outlooks of a running campaign
+FAILED_EVERY = 60.0  # seconds: a campaign turn's failure is logged at most once a minute
 LOOK_SAMPLE = 20_000  # the waiting contacts an outlook reads (in file order), at most
 LOOK_MOVED = timedelta(minutes=1)  # a projected finish that moved this much is stored
 _QUEUED = (ContactState.QUEUED,)
@@ -99,6 +100,7 @@ class _Running:
     checked: set[str] = field(default_factory=set)  # time zones known to open some day
     outlook: Outlook | None = None  # held contacts and the projected finish, when last seen
     looked: float | None = None  # when (monotonic) the outlook was last worked out
+    failed: dict[str, float] = field(default_factory=dict)  # a turn's failure: last logged
 
     def forget(self) -> None:
         """Know nothing of the campaign's contacts: read them again when next needed."""
@@ -311,9 +313,20 @@ class CampaignDesk:
                 return
             try:
                 await self._step(running, campaign, everyone=everyone)
-            except DispatcherError:
+            except DispatcherError as exc:
                 running.forget()  # the store may not have what memory says: read it again
-                log.exception("campaign.turn_failed", extra={"campaign_id": campaign.id})
+                if self._first_in_a_while(running, str(exc)):  # not at every turn
+                    log.exception("campaign.turn_failed", extra={"campaign_id": campaign.id})
+
+    def _first_in_a_while(self, running: _Running, reason: str) -> bool:
+        """Whether a turn's failure for ``reason`` is to be logged: once a minute at most
+        (a database down fails every turn, twice a second)."""
+        mono = self._clock.now().mono
+        running.failed = {r: at for r, at in running.failed.items() if mono - at < FAILED_EVERY}
+        if reason in running.failed:
+            return False
+        running.failed[reason] = mono
+        return True
 
     async def _step(self, running: _Running, campaign: Campaign, *, everyone: bool) -> None:
         if not running.loaded:
