@@ -44,6 +44,8 @@ def test_a_url_is_shown_without_its_password() -> None:
     assert parsed.dsn.endswith("sslmode=require")
     assert parsed.shown == "postgresql://app:***@db.example:5432/dispatch?sslmode=require"
     assert "s3cret" not in parse_url("postgres://app@/d?host=/run/pg&password=s3cret").shown
+    for written in ("postgresql://", "postgresql:///dispatch", "postgres://app@/d?host=/run/pg"):
+        assert parse_url(written).shown == written  # nothing to hide: as written
     with pytest.raises(ConfigError) as caught:
         parse_url("postgresql://app:s3cret@h/db?nope=1")
     assert "s3cret" not in str(caught.value)

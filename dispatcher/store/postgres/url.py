@@ -83,6 +83,8 @@ def _hide(url: str) -> str:
             f"{name}=***" if name in ("password", "sslpassword") else f"{name}={value}"
             for name, value in parse_qsl(parts.query, keep_blank_values=True)
         )
+        if netloc == parts.netloc and query == parts.query:
+            return url  # nothing hidden: as written (urlunsplit drops an empty host's //)
         return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
     except ValueError:
         return "(a URL that cannot be parsed)"
