@@ -517,8 +517,9 @@ class ContactOut(Model, frozen=True):
     """A campaign's contact and its present text (or call)."""
 
     line: Annotated[int, Meta(description="its line in the contacts file")]
-    phone: str
-    from_: Annotated[str, Meta(description="its pool number")]
+    phone: Annotated[str, Meta(description="its number (an email campaign's contact: its "
+                               "email address)")]  # fmt: skip
+    from_: Annotated[str, Meta(description="its pool number (or From address)")]
     state: Annotated[str, Meta(description="pending, queued, sent, expired, canceled or "
                                "no_window")]  # fmt: skip
     attempt: int
