@@ -250,6 +250,8 @@ async def test_the_demo_runs_on_an_empty_postgresql_database_and_on_no_other(
     assert run.returncode == 0, run.stderr + run.stdout
     assert "(PostgreSQL + simulator)" in run.stdout
     assert "every number kept at least 1.000 s" in run.stdout
+    said = " ".join(run.stdout.split())  # the console wraps its lines
+    assert "serve running on that home and the same DISPATCHER_STORE_URL)" in said
     assert not list((tmp_path / "demo").glob("demo-*/dispatcher.db"))  # no SQLite beside
     again = _dispatcher(tmp_path / "again", url, "demo", "--numbers", "1", "--texts", "4")
     assert again.returncode == 2, again.stderr + again.stdout

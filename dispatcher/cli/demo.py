@@ -284,9 +284,10 @@ async def _demo(config: Config, console: Console, numbers: int, texts: int) -> i
     console.print(verdict)
     console.print(f"Simulator log: {config.simulator_log}", style="dim")
     sample = next(iter(notes))
+    same_store = " and the same DISPATCHER_STORE_URL" if config.store.url else ""
     console.print(
         f"Ask why a text is in its state: dispatcher --home {config.home} message {sample} "
-        "(with dispatcher serve running on that home)",
+        f"(with dispatcher serve running on that home{same_store})",
         style="dim",
     )
     console.print(_metrics_table(totals))
