@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import time
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
 
 from dispatcher.errors import ConfigError, StoreError, StoreUnavailable
+from dispatcher.store import open_store
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.postgres.url import parse_url
 from dispatcher.store.queries import load_migrations
@@ -82,6 +84,25 @@ async def test_a_missing_database_is_named(postgres: Cluster) -> None:
     with pytest.raises(StoreError, match="does not exist"):
         async with PostgresConnection(postgres.url("no_such_database")):
             pass
+
+
+async def test_a_database_that_refuses_connections_is_named_in_the_error(
+    postgres: Cluster,
+) -> None:
+    url = await postgres.fresh_database()
+    database = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(postgres.url())
+    try:
+        async with open_store(url) as store:
+            await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+            await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = $1", database)  # fmt: skip
+            with pytest.raises(StoreError) as caught:
+                await store.get("msg_1")
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    assert str(caught.value).startswith(f"reading the database {url} failed: "), caught.value
 
 
 async def _versions(url: str) -> list[int]:

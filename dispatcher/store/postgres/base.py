@@ -84,7 +84,7 @@ class PostgresBase(PostgresConnection):
             async with self.pool.acquire() as db:
                 yield db
         except Exception as exc:
-            if (error := translate(exc, "reading the database")) is None:
+            if (error := translate(exc, f"reading the database {self.url.shown}")) is None:
                 raise
             raise error from exc
 
@@ -97,7 +97,7 @@ class PostgresBase(PostgresConnection):
             async with self.pool.acquire() as db, db.transaction():
                 yield db
         except Exception as exc:
-            if (error := translate(exc, "writing to the database")) is None:
+            if (error := translate(exc, f"writing to the database {self.url.shown}")) is None:
                 raise
             raise error from exc
         self._write_seconds.observe(time.perf_counter() - began)
