@@ -179,11 +179,13 @@ async def test_switches_given_on_the_command_line_are_kept_across_a_restart(home
         try:
             sent = {s.message["To"]: s for s in await received(relay, 2)}
             shown = (await dispatcher(home, "email", "show", one["id"], "--json")).json()
+            human = (await dispatcher(home, "email", "show", one["id"])).out
             campaign = (await dispatcher(home, "campaign", "show", created["id"], "--json")).json()
         finally:
             assert await asyncio.to_thread(service.stop) == 0
     assert (one["track_opens"], one["track_clicks"]) == (False, None)
     assert (shown["status"], shown["track_opens"], shown["track_clicks"]) == ("Sent", False, None)
+    assert "its own tracking: opens off (the rest as [email] says)" in human
     assert (campaign["track_opens"], campaign["track_clicks"]) == (None, False)
     assert tracked(sent["ann@example.com"]) == (0, 2, 1)  # no pixel, the links tracked
     assert tracked(sent["p0@example.com"]) == (1, 0, 0)  # the pixel, the links as written

@@ -92,6 +92,11 @@ def _show_email(e: dict[str, Any]) -> None:
 def _show_view(v: dict[str, Any]) -> None:
     _show_email(v)
     print(f"  {v['explanation']}")
+    own = [f"{what} {'on' if v[key] else 'off'}"
+           for what, key in (("opens", "track_opens"), ("clicks", "track_clicks"))
+           if v.get(key) is not None]  # fmt: skip
+    if own:
+        print(f"  its own tracking: {', '.join(own)} (the rest as [email] says)")
     for e in v["history"]:
         what = e["status"] or e.get("result") or "note"
         code = f" {e['provider_code']}" if e.get("provider_code") else ""
