@@ -107,6 +107,21 @@ def configure(level: str = "INFO", log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    driver = logging.getLogger("asyncpg.pool")
+    driver.filters[:] = [f for f in driver.filters if not isinstance(f, _OneLine)]
+    driver.addFilter(_OneLine())
+
+
+class _OneLine(logging.Filter):
+    """The PostgreSQL driver's pool logs each retry of a lost connection (every 1 to 60
+    s while the database is down) with its traceback: the line keeps the error, without
+    the traceback (the service's own store.* events say what it means)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and (exc := record.exc_info[1]) is not None:
+            record.msg, record.args = f"{record.getMessage()}: {type(exc).__name__}: {exc}", None
+            record.exc_info, record.exc_text = None, None
+        return True
 
 
 class Reminder:

@@ -100,6 +100,25 @@ def test_text_lines_quote_values_that_need_it_and_use_utc(
     )
 
 
+def test_the_database_driver_s_retries_are_one_line_each(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    kept = root.handlers[:], root.level
+    try:
+        logs.configure("INFO", "text")
+        logs.configure("INFO", "text")  # configured twice: still one filter
+        logging.getLogger("asyncpg.pool").warning(
+            "Failed to restore the pool connection floor; retrying",
+            exc_info=ConnectionRefusedError("the database is down"))  # fmt: skip
+    finally:
+        root.handlers[:], level = kept
+        root.setLevel(level)
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.endswith("WARNING Failed to restore the pool connection floor; retrying: "
+                         "ConnectionRefusedError: the database is down")  # fmt: skip
+
+
 def test_an_unknown_log_format_is_a_configuration_error() -> None:
     with pytest.raises(ConfigError, match="DISPATCHER_LOG_FORMAT: 'xml' is not a log format"):
         logs.configure("INFO", "xml")

@@ -317,6 +317,9 @@ async def test_a_campaign_waits_while_its_database_refuses_connections(
     reasons = [_last_error(part) for part in logged.split("campaign.turn_failed")[1:]]
     assert reasons
     assert len(set(reasons)) == len(reasons), reasons
+    # The driver's pool retrying its lost connections (if it did): one line each.
+    retries = logged.split("Failed to restore the pool connection floor")[1:]
+    assert not [r for r in retries if r.splitlines()[1:2] == ["Traceback (most recent call last):"]]
 
 
 def _last_error(logged: str) -> str:
