@@ -139,6 +139,7 @@ async def test_a_field_the_file_lacks_is_refused_before_import(tmp_path: Path) -
         with pytest.raises(InvalidInput, match="'coupon' is not given") as refused:
             await create(h, contacts, template="Your code: {{ coupon }}")
         assert "First_Name" in str(refused.value)
+        assert "fields given: none" not in str(refused.value)  # the file's fields are named
         assert await h.service.store.list_campaigns(10) == []
 
 

@@ -79,15 +79,16 @@ def email_parts(
             named.setdefault(name, column)
     used = fields_used(subject, text, html)
     columns = {name: column for name, column in named.items() if name in used}
-    sample = dict.fromkeys(columns, "x")
+    # Every column's field, so that a refusal lists the fields the file gives.
+    sample = dict.fromkeys(named, "x")
     if link is not None:
         sample[VOICE_LINK] = link
     try:
         render_email(subject=subject, text=text, html=html, fields=sample)
     except InvalidInput as exc:
         raise InvalidInput(
-            f"{exc}; each column of the contacts file is a field: "
-            f"{', '.join(sorted(named)) or 'none'}",
+            f"{exc}: each column of the contacts file is a field, its header with every "
+            "run of other characters than letters, digits and _ written _",
             field=exc.field,
         ) from None
     return EmailParts(subject=subject, text=text, html=html, columns=tuple(columns.items()),
