@@ -5,9 +5,6 @@
 -- name: guard_take
 SELECT pg_try_advisory_lock(18, 0);
 
--- name: guard_release
-SELECT pg_advisory_unlock(18, 0);
-
 -- name: guard_record
 INSERT INTO service_guard (id, backend_pid, host, pid, home, started_at, taken_at)
 VALUES (TRUE, pg_backend_pid(), $1, $2, $3, $4, clock_timestamp())
