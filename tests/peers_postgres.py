@@ -170,6 +170,30 @@ def _stop(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+def _postmaster(data: Path) -> int | None:
+    """The process id of the server running on ``data``, if one runs."""
+    try:
+        return int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
+
+
+def restart(running: Cluster, *, down: float = 0.0) -> Cluster:
+    """Restart the server as ``pg_ctl restart`` does (a fast shutdown: every session
+    ended, in-flight transactions rolled back), staying down ``down`` seconds between
+    the stop and the start; the cluster with its new server's process id."""
+    prefix, _, _ = _as_owner()
+    data = running.folder / "data"
+    pg_ctl = [*prefix, str(bindir() / "pg_ctl"), "-D", str(data), "-w", "-t", str(START_TIMEOUT)]
+    _run([*pg_ctl, "-m", "fast", "stop"], running.folder, "pg_ctl stop")
+    time.sleep(down)
+    _run([*pg_ctl, "-l", str(running.folder / "server.log"), "start"], running.folder,
+         "pg_ctl start")  # fmt: skip
+    pid = _postmaster(data)
+    assert pid is not None, f"no server runs after pg_ctl start:\n{running.log[-4000:]}"
+    return Cluster(folder=running.folder, port=running.port, pid=pid)
+
+
 @contextlib.contextmanager
 def cluster() -> Iterator[Cluster]:
     """Start a throwaway cluster; stop it and remove its folder at the end."""
@@ -205,9 +229,11 @@ def cluster() -> Iterator[Cluster]:
             folder,
             "pg_ctl start",
         )  # fmt: skip
-        pid = int((data / "postmaster.pid").read_text().split("\n", 1)[0])
+        pid = _postmaster(data)
+        assert pid is not None, "pg_ctl started no server"
         yield Cluster(folder=folder, port=port, pid=pid)
     finally:
+        # The server running now: a restart (``restart``) gave it a new process id.
         if pid is not None:
-            _stop(pid)
+            _stop(_postmaster(folder / "data") or pid)
         shutil.rmtree(folder, ignore_errors=True)
