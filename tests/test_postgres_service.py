@@ -243,17 +243,17 @@ async def _take_the_lock_from_the_service(admin: asyncpg.Connection[Any]) -> Non
 
 
 async def test_the_demo_runs_on_an_empty_postgresql_database_and_on_no_other(
-    tmp_path: Path, postgres: Cluster
+    home: Path, postgres: Cluster
 ) -> None:
     url = await postgres.fresh_database()
-    run = _dispatcher(tmp_path / "demo", url, "demo", "--numbers", "1", "--texts", "4")
+    run = _dispatcher(home / "demo", url, "demo", "--numbers", "1", "--texts", "4")
     assert run.returncode == 0, run.stderr + run.stdout
-    assert "(PostgreSQL + simulator)" in run.stdout
-    assert "every number kept at least 1.000 s" in run.stdout
-    said = " ".join(run.stdout.split())  # the console wraps its lines
+    said = " ".join(run.stdout.split())  # the console wraps its lines where the path ends
+    assert "(PostgreSQL + simulator)" in said
+    assert "every number kept at least 1.000 s" in said
     assert "serve running on that home and the same DISPATCHER_STORE_URL)" in said
-    assert not list((tmp_path / "demo").glob("demo-*/dispatcher.db"))  # no SQLite beside
-    again = _dispatcher(tmp_path / "again", url, "demo", "--numbers", "1", "--texts", "4")
+    assert not list((home / "demo").glob("demo-*/dispatcher.db"))  # no SQLite beside
+    again = _dispatcher(home / "again", url, "demo", "--numbers", "1", "--texts", "4")
     assert again.returncode == 2, again.stderr + again.stdout
     assert "already holds texts: create an empty one" in again.stderr
     assert "Traceback" not in again.stderr
