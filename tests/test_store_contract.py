@@ -14,7 +14,7 @@ import dataclasses
 import inspect
 import sqlite3
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -488,6 +488,30 @@ async def test_numbers_report_depth_next_slot_and_paused(store: Store) -> None:
 
     await store.set_paused(SENDER, False)
     assert by_number(await store.numbers())[SENDER].paused is False
+
+
+@exercises("on_work")
+async def test_on_work_reports_only_keys_texts_were_queued_on(store: Store) -> None:
+    """A store shared by several services reports each key that got a text queued; one
+    serving one service alone reports nothing."""
+    reported: set[str] = set()
+    changed = asyncio.Event()
+
+    def woken(keys: Collection[str]) -> None:
+        reported.update(keys)
+        changed.set()
+
+    store.on_work(woken)
+    await insert(store, make_message("a0"))
+    await insert(store, make_message("b0", sender=OTHER_SENDER))
+    await insert(store, make_message("u0", sender="+14155550300", status=TextStatus.UNSENT,
+                                     reason="rate_limited"))  # fmt: skip
+    if isinstance(getattr(store, "store", store), PostgresStore):
+        async with asyncio.timeout(10):
+            while reported != {SENDER, OTHER_SENDER}:
+                changed.clear()
+                await changed.wait()
+    assert reported <= {SENDER, OTHER_SENDER}
 
 
 async def test_numbers_list_a_paused_or_slotted_number_without_a_queue(store: Store) -> None:

@@ -24,6 +24,8 @@ from dispatcher.store.port import (
     Store,
     TextStore,
     Watched,
+    WorkCallback,
+    WorkersStore,
 )
 
 __all__ = [
@@ -39,6 +41,8 @@ __all__ = [
     "Store",
     "TextStore",
     "Watched",
+    "WorkCallback",
+    "WorkersStore",
     "open_store",
 ]
 

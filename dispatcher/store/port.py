@@ -499,9 +499,26 @@ class OperationsStore(Protocol):
         ...
 
 
+WorkCallback = Callable[[Collection[str]], None]
+"""Called on the event loop with the keys (sending numbers) that got work."""
+
+
+class WorkersStore(Protocol):
+    """What several services (workers) sharing one store tell each other through it. A
+    store that serves one service alone (memory, SQLite) has nothing to tell."""
+
+    def on_work(self, callback: WorkCallback) -> None:
+        """Call ``callback`` with the keys on which texts were queued by anyone (this
+        service included), as soon as their write commits, several keys per call when
+        they come together; a key may be reported with no work left (another worker
+        took it, or a report repeats one). Registered once, before or after the store
+        opens; a store that serves one service alone never calls it."""
+        ...
+
+
 class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, EngagementStore,
             CampaignStore, RunStore, ListingStore, CallbackStore, OperationsStore,
-            Protocol):  # fmt: skip
+            WorkersStore, Protocol):  # fmt: skip
     """Every verb. Writes become durable before the awaited call returns."""
 
     async def __aenter__(self) -> Self: ...

@@ -7,6 +7,7 @@ from collections import Counter
 from dispatcher.core.model import Lane, Message, TextStatus
 from dispatcher.core.tally import STORE_WRITE, Histogram
 from dispatcher.store.memory.tables import MemoryTables
+from dispatcher.store.port import WorkCallback
 
 _ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
 
@@ -33,3 +34,6 @@ class MemoryOperations(MemoryTables):
             if event.applied and event.status in _ERRORS:
                 found.append(self._messages[event.message_id])
         return found
+
+    def on_work(self, callback: WorkCallback) -> None:
+        """One service alone on this store: all the work it has, it queued itself."""

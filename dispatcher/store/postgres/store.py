@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from dispatcher.errors import StoreUnavailable
+from dispatcher.store.port import WorkCallback
 from dispatcher.store.postgres.automations import PostgresAutomations
 from dispatcher.store.postgres.base import PostgresBase
 from dispatcher.store.postgres.callbacks import PostgresCallbacks
@@ -28,6 +29,7 @@ from dispatcher.store.postgres.listing import PostgresListing
 from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
+from dispatcher.store.postgres.wakes import WorkListener
 
 
 class PostgresStore(
@@ -48,6 +50,7 @@ class PostgresStore(
     def __init__(self, url: str, *, service_home: str | None = None, **options: Any) -> None:
         super().__init__(url, **options)
         self._guard: ServiceGuard | None = None
+        self._wakes: WorkListener | None = None
         if service_home is not None:
             me = Holder.this_process(service_home)
             self._guard = ServiceGuard(self.url, self._q, me=me,
@@ -62,20 +65,37 @@ class PostgresStore(
 
     async def open(self) -> None:
         await super().open()
-        if self._guard is None:
-            return
         try:
-            await self._guard.take()
+            if self._guard is not None:
+                await self._guard.take()
         except BaseException:
             await super().close()
             raise
+        if self._wakes is not None:
+            self._wakes.start()
 
     async def close(self) -> None:
         try:
+            if self._wakes is not None:
+                await self._wakes.stop()
             await super().close()  # the writes handed over end first
         finally:
             if self._guard is not None:
                 await self._guard.release()
+
+    def on_work(self, callback: WorkCallback) -> None:
+        """Listen for texts queued on any key (``wakes.py``), from now if the store is
+        open, else from when it opens; ``callback`` gets the keys."""
+        if self._wakes is not None:
+            raise RuntimeError("on_work takes one callback, registered once")
+        self._wakes = WorkListener(self, callback, connect_timeout=self._connect_timeout)
+        if self._pool is not None:
+            self._wakes.start()
+
+    @property
+    def wakes(self) -> WorkListener | None:
+        """The listener ``on_work`` started, if any."""
+        return self._wakes
 
     def on_fault(self, report: Callable[[StoreUnavailable], None]) -> None:
         """Tell the service, through ``report``, when the guard's lock may be lost."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dispatcher.core.model import Lane, Message
 from dispatcher.core.tally import Histogram
+from dispatcher.store.port import WorkCallback
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 
@@ -18,3 +19,6 @@ class SQLiteOperations(SQLiteConnection):
 
     async def recent_errors(self, limit: int) -> list[Message]:
         return [r.message(row) for row in await self._rows("recent_errors", (limit,))]
+
+    def on_work(self, callback: WorkCallback) -> None:
+        """One service alone on this store: all the work it has, it queued itself."""

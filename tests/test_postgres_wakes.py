@@ -1,0 +1,208 @@
+"""New work wakes the workers, on a throwaway PostgreSQL cluster (``postgres``): one
+store queues texts, another is told which keys got work (``LISTEN``/``NOTIFY``, one
+notification per key per transaction), again after its listening connection is lost,
+and through the polling fallback while it cannot listen."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+
+import asyncpg
+import pytest
+
+from dispatcher.core.model import Source, TextStatus, transition
+from dispatcher.store.memory import MemoryStore
+from dispatcher.store.postgres.store import PostgresStore
+from dispatcher.store.postgres.wakes import APPLICATION_NAME, CHANNEL
+from tests.peers_postgres import Cluster
+from tests.test_store_contract import T0, make_message
+
+WITHIN = 10.0  # seconds a wake may take before the test fails
+
+
+class Woken:
+    """The keys a store reported, call by call."""
+
+    def __init__(self) -> None:
+        self.calls: list[frozenset[str]] = []
+        self._changed = asyncio.Event()
+
+    def __call__(self, keys: Collection[str]) -> None:
+        self.calls.append(frozenset(keys))
+        self._changed.set()
+
+    @property
+    def keys(self) -> set[str]:
+        return set().union(*self.calls)
+
+    async def until(self, *keys: str) -> None:
+        """Until every one of ``keys`` was reported, within :data:`WITHIN` seconds."""
+        async with asyncio.timeout(WITHIN):
+            while not set(keys) <= self.keys:
+                self._changed.clear()
+                await self._changed.wait()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
+    deadline = time.monotonic() + WITHIN
+    while not await check():
+        assert time.monotonic() < deadline, f"not within {WITHIN} s: {what}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def url(postgres: Cluster) -> str:
+    return await postgres.fresh_database()
+
+
+@pytest.fixture
+async def writer(url: str) -> AsyncIterator[PostgresStore]:
+    """The store that queues texts (a worker's own, without a listener)."""
+    store = PostgresStore(url, min_size=1, max_size=4)
+    async with store:
+        yield store
+
+
+@pytest.fixture
+async def woken(url: str) -> AsyncIterator[tuple[PostgresStore, Woken]]:
+    """A second store, listening, once it listens."""
+    woken = Woken()
+    store = PostgresStore(url)
+    store.on_work(woken)
+    async with store:
+        assert store.wakes is not None
+        async with asyncio.timeout(WITHIN):
+            await store.wakes.wait_listening()
+        yield store, woken
+
+
+async def queue(store: PostgresStore, sender: str, *ids: str) -> None:
+    """Texts queued on ``sender``, in one write."""
+    await store.insert_messages([(make_message(i, sender=sender), []) for i in ids])
+
+
+async def test_texts_queued_by_one_store_wake_another(
+    writer: PostgresStore, woken: tuple[PostgresStore, Woken]
+) -> None:
+    _, seen = woken
+    await queue(writer, "+14155550101", "a1", "a2", "a3")
+    await seen.until("+14155550101")
+    await writer.insert_messages([
+        (make_message("b1", sender="+14155550102"), []),
+        (make_message("c1", sender="+14155550103"), []),
+    ])  # fmt: skip
+    await seen.until("+14155550102", "+14155550103")
+    assert seen.keys == {"+14155550101", "+14155550102", "+14155550103"}
+
+
+async def test_one_notification_per_key_per_transaction(writer: PostgresStore, url: str) -> None:
+    """Five texts on one key and two on another in one write: one notification each;
+    a text written as not accepted (not Queued) notifies nothing."""
+    got: list[str] = []
+    arrived = asyncio.Event()
+    listener = await asyncpg.connect(url)
+
+    def heard(_db: object, _pid: int, _channel: str, payload: object) -> None:
+        got.append(str(payload))
+        if payload == "+14155550199":
+            arrived.set()
+
+    try:
+        await listener.add_listener(CHANNEL, heard)
+        unsent = make_message("u1", sender="+14155550103", status=TextStatus.UNSENT)
+        await writer.insert_messages(
+            [(make_message(f"k{i}", sender="+14155550101"), []) for i in range(5)]
+            + [(make_message(f"j{i}", sender="+14155550102"), []) for i in range(2)]
+            + [(unsent, [])]
+        )
+        await queue(writer, "+14155550199", "last")  # committed after: delivered after
+        async with asyncio.timeout(WITHIN):
+            await arrived.wait()
+    finally:
+        await listener.close()
+    assert sorted(got) == ["+14155550101", "+14155550102", "+14155550199"]
+
+
+async def test_a_text_back_on_the_queue_wakes(
+    writer: PostgresStore, woken: tuple[PostgresStore, Woken]
+) -> None:
+    """A Pending text accepted onto the queue notifies as a new one does."""
+    _, seen = woken
+    pending = make_message("p1", sender="+14155550104", status=TextStatus.PENDING)
+    await writer.insert_messages([(pending, [])])
+    step, _ = transition(pending, TextStatus.QUEUED, at=T0, source=Source.SCHEDULER)
+    await writer.record([step])
+    await seen.until("+14155550104")
+
+
+async def test_a_lost_listening_connection_is_replaced_and_misses_nothing(
+    writer: PostgresStore, woken: tuple[PostgresStore, Woken], url: str
+) -> None:
+    """The listening session ended by the server: texts queued meanwhile are reported
+    when it listens again, and later ones as they come."""
+    store, seen = woken
+    assert store.wakes is not None
+    admin = await asyncpg.connect(url)
+    try:
+        ended = await admin.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = current_database()",
+            APPLICATION_NAME,
+        )
+        assert ended == 1
+        await queue(writer, "+14155550105", "gap1")  # maybe while nobody listens
+        await seen.until("+14155550105")
+
+        async def listens_anew() -> bool:
+            n = await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1"
+                " AND datname = current_database()", APPLICATION_NAME)  # fmt: skip
+            return n == 1 and store.wakes is not None and store.wakes.listening
+
+        await eventually(listens_anew, "the listener listens again")
+        await queue(writer, "+14155550106", "after1")
+        await seen.until("+14155550106")
+    finally:
+        await admin.close()
+
+
+async def test_while_it_cannot_listen_the_keys_with_work_are_polled(
+    writer: PostgresStore, woken: tuple[PostgresStore, Woken], url: str, postgres: Cluster
+) -> None:
+    """The database refuses new connections and the listening session ends: the
+    listener cannot listen again, and reports the keys with work through the store's
+    open connections until it can."""
+    store, seen = woken
+    assert store.wakes is not None
+    database = url.split("/")[3].split("?", maxsplit=1)[0]
+    admin = await asyncpg.connect(postgres.url())  # on another database
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = $1 AND datname = $2",
+            APPLICATION_NAME, database,
+        )  # fmt: skip
+
+        async def not_listening() -> bool:
+            return store.wakes is not None and not store.wakes.listening
+
+        await eventually(not_listening, "the listener notices the loss")
+        await queue(writer, "+14155550107", "polled1")
+        await seen.until("+14155550107")
+        assert not store.wakes.listening
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    async with asyncio.timeout(WITHIN):
+        await store.wakes.wait_listening()
+
+
+async def test_a_store_for_one_service_never_calls_back() -> None:
+    seen = Woken()
+    async with MemoryStore() as store:
+        store.on_work(seen)
+        await store.insert_messages([(make_message("m1"), [])])
+    assert seen.calls == []
