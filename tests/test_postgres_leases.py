@@ -11,7 +11,7 @@ import random
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import asyncpg
 import pytest
@@ -469,3 +469,109 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
             assert after["send_started_at"] - before["send_started_at"] >= spacing, key
         epochs.update((key, row["epoch"]) for row in sends)
     assert len(epochs) > len(keys), "the keys moved between workers during the race"
+
+
+async def db_now(db: PostgresConnection) -> datetime:
+    now: datetime = await db.pool.fetchval("SELECT clock_timestamp()")
+    return now
+
+
+async def test_a_send_claimed_ahead_starts_at_its_intended_slot(db: PostgresConnection) -> None:
+    key = "+15550000001"
+    m1, m2, m3 = await queue(db, key, 3)
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    slot = await db_now(db) + timedelta(milliseconds=250)  # claimed a lead ahead
+    first = await one.start_send(lease, m1, "a1", SECOND, slot)
+    assert first.outcome is StartOutcome.STARTED
+    assert first.trusted
+    assert first.started_at == slot
+    assert first.next_slot_at == slot + SECOND  # booked from the slot, not the claim
+    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    # The next send is claimed ahead too, before the database's clock reaches its slot:
+    second = await one.start_send(lease, m2, "a2", SECOND, slot + SECOND)
+    assert second.outcome is StartOutcome.STARTED
+    assert second.next_slot_at == slot + 2 * SECOND
+    assert await one.transition([sent(m2, lease.epoch)]) == {m2}
+    early = await one.start_send(lease, m3, "a3", SECOND, slot + 2 * SECOND - timedelta(
+        milliseconds=1))  # fmt: skip
+    assert early.outcome is StartOutcome.TOO_EARLY
+    assert early.next_slot_at == slot + 2 * SECOND
+    assert await status(db, m3) == ("Queued", None)
+    started = await db.pool.fetch(
+        "SELECT send_started_at FROM messages WHERE id = ANY($1) ORDER BY seq", [m1, m2]
+    )
+    assert [row["send_started_at"] for row in started] == [slot, slot + SECOND]
+
+
+async def test_a_new_owner_starts_at_the_previous_owners_slot_not_before(
+    db: PostgresConnection,
+) -> None:
+    key = "+15550000001"
+    m1, m2 = await queue(db, key, 2)
+    one, two = await worker(db, "one"), await worker(db, "two")
+    [lease] = (await one.acquire()).taken
+    slot = await db_now(db) + timedelta(seconds=3)
+    assert (await one.start_send(lease, m1, "a1", SECOND, slot)).outcome is StartOutcome.STARTED
+    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    assert await one.release([key]) == [key]
+    [taken] = (await two.acquire()).taken
+    assert taken.next_slot_at == slot + SECOND
+    now = await db_now(db)
+    for before in (now, slot, slot + SECOND - timedelta(microseconds=1)):
+        refused = await two.start_send(taken, m2, "a2", SECOND, before)
+        assert refused.outcome is StartOutcome.TOO_EARLY, before
+    assert await status(db, m2) == ("Queued", None)
+    start = await two.start_send(taken, m2, "a2", SECOND, slot + SECOND)
+    assert start.outcome is StartOutcome.STARTED
+    assert start.next_slot_at == slot + 2 * SECOND
+
+
+async def test_a_slot_past_the_lease_starts_nothing(db: PostgresConnection) -> None:
+    [m1] = await queue(db, "+15550000001")
+    one = await worker(db, "one")  # a 6 s lease; a send needs 1 s of it left at its slot
+    [lease] = (await one.acquire()).taken
+    late = await db_now(db) + timedelta(seconds=5, milliseconds=500)
+    refused = await one.start_send(lease, m1, "a1", SECOND, late)
+    assert refused.outcome is StartOutcome.LEASE_SHORT
+    assert await status(db, m1) == ("Queued", None)
+    soon = await db_now(db) + timedelta(seconds=1)
+    assert (await one.start_send(lease, m1, "a1", SECOND, soon)).outcome is StartOutcome.STARTED
+
+
+async def test_the_hand_off_moves_the_next_slot_later_only_under_the_owners_epoch(
+    db: PostgresConnection,
+) -> None:
+    key = "+15550000001"
+    m1, m2 = await queue(db, key, 2)
+    one = await worker(db, "one", lease=0.5)
+    [lease] = (await one.acquire()).taken
+    slot = await db_now(db)
+    assert (await one.start_send(lease, m1, "a1", SECOND, slot)).outcome is StartOutcome.STARTED
+
+    async def next_slot() -> datetime:
+        at: datetime = await db.pool.fetchval(
+            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
+        )
+        return at
+
+    handed_off = slot + timedelta(milliseconds=300)  # the channel handed it over late
+    assert await one.hold_slots([(lease, handed_off + SECOND)]) == {key}
+    assert await next_slot() == handed_off + SECOND
+    assert await one.hold_slots([(lease, slot + SECOND)]) == {key}  # earlier: kept
+    assert await next_slot() == handed_off + SECOND
+    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    two = await worker(db, "two")
+
+    async def taken_over() -> bool:
+        return bool((await two.acquire()).taken)
+
+    await eventually(taken_over, "the new worker takes the lapsed key")
+    # The old owner, stalled, records a hand-off a minute later: the key is not its own.
+    assert await one.hold_slots([(lease, handed_off + timedelta(minutes=1))]) == set()
+    assert await next_slot() == handed_off + SECOND
+    [fresh] = two.held.values()
+    assert await two.hold_slots([(fresh, handed_off + 2 * SECOND)]) == {key}
+    assert await next_slot() == handed_off + 2 * SECOND
+    start = await two.start_send(fresh, m2, "a2", SECOND, handed_off + 2 * SECOND)
+    assert start.outcome is StartOutcome.STARTED

@@ -93,6 +93,8 @@ class Send:
     message_id: str
     attempt_id: str
     spacing: timedelta  # the key's next slot moves this far past the start
+    slot: datetime | None = None  # the slot it is meant for (None: the database's clock
+    # at the start); refused when before the key's next slot, which is booked from it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,13 +216,20 @@ class Leases:
         return sorted(row["key"] for row in rows)
 
     async def start_send(
-        self, lease: Lease, message_id: str, attempt_id: str, spacing: timedelta
+        self,
+        lease: Lease,
+        message_id: str,
+        attempt_id: str,
+        spacing: timedelta,
+        slot: datetime | None = None,
     ) -> Start:
         """Start the send of ``message_id`` from ``lease``'s key in one round trip: the
         message goes from Queued to Sending under the lease's epoch and the key's next
-        slot moves ``spacing`` past the start, or nothing changes and the outcome says
-        why. The provider may be called only when the answer is ``trusted``."""
-        [start] = await self.start_sends([Send(lease, message_id, attempt_id, spacing)])
+        slot moves ``spacing`` past ``slot`` (the send's intended slot, or the
+        database's clock when None), or nothing changes and the outcome says why: a
+        slot before the key's next slot is ``too_early``. The provider may be called
+        only when the answer is ``trusted`` (and, again, when the slot has come)."""
+        [start] = await self.start_sends([Send(lease, message_id, attempt_id, spacing, slot)])
         return start
 
     async def start_sends(self, sends: Sequence[Send]) -> list[Start]:
@@ -244,6 +253,7 @@ class Leases:
             [sends[i].attempt_id for i in asked],
             [sends[i].spacing.total_seconds() for i in asked],
             self._min_lease,
+            [sends[i].slot for i in asked],
         )
         for i, row in zip(asked, rows, strict=True):
             lease = sends[i].lease
@@ -259,6 +269,22 @@ class Leases:
                 trusted=outcome is StartOutcome.STARTED and self.trusted(lease),
             )
         return starts
+
+    async def hold_slots(self, slots: Sequence[tuple[Lease, datetime]]) -> set[str]:
+        """Move each key's next slot to the moment given (a send's hand-off plus its
+        hold), never earlier, in one statement, only while this worker owns the key
+        under the lease's epoch; returns the keys whose row it could write."""
+        if not slots:
+            return set()
+        ordered = sorted(slots, key=lambda pair: pair[0].key)
+        rows = await self._fetch(
+            "hold_slots",
+            self.worker,
+            [lease.key for lease, _ in ordered],
+            [lease.epoch for lease, _ in ordered],
+            [at for _, at in ordered],
+        )
+        return {row["key"] for row in rows}
 
     async def transition(self, changes: Sequence[Fenced]) -> set[str]:
         """Apply ``changes`` in one statement, each only if its message is still in the

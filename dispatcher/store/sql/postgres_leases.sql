@@ -112,14 +112,26 @@ RETURNING p.key;
 -- name: start_sends
 -- dispatcher_start_send for each send given, in one statement (one transaction): the
 -- caller orders them by key, so the keys' row locks are taken in one order everywhere.
+-- Each send names its intended slot ($8, NULL: the database's clock at the start).
 SELECT r.outcome, r.started_at, r.next_slot_at, r.lease_expires_at
-FROM unnest($2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::FLOAT8[])
-    WITH ORDINALITY AS s(key, epoch, message, attempt, spacing, i)
+FROM unnest($2::TEXT[], $3::BIGINT[], $4::TEXT[], $5::TEXT[], $6::FLOAT8[],
+            $8::TIMESTAMPTZ[])
+    WITH ORDINALITY AS s(key, epoch, message, attempt, spacing, slot, i)
 CROSS JOIN LATERAL dispatcher_start_send(
     $1, s.key, s.epoch, s.message, s.attempt, make_interval(secs => s.spacing),
-    make_interval(secs => $7)
+    make_interval(secs => $7), s.slot
 ) AS r
 ORDER BY s.i;
+
+-- name: hold_slots
+-- A key's next slot moved to a send's hand-off plus its hold, never earlier, only by
+-- its owner under the epoch it holds (a worker that lost the key writes nothing). Keys
+-- in order ($2 sorted by the caller), so concurrent writes lock them in one order.
+UPDATE pacing_keys AS p
+SET next_slot_at = GREATEST(p.next_slot_at, h.at)
+FROM unnest($2::TEXT[], $3::BIGINT[], $4::TIMESTAMPTZ[]) AS h(key, epoch, at)
+WHERE p.key = h.key AND p.owner = $1 AND p.epoch = h.epoch
+RETURNING p.key;
 
 -- name: fenced_transitions
 -- Status changes that each name the status and the epoch they expect: one whose
