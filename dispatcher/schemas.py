@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from dispatcher.engine.calls import CallView as ServiceCallView
     from dispatcher.engine.campaign_views import ContactReport
     from dispatcher.engine.emails import EmailView as ServiceEmailView
+    from dispatcher.service.views import WorkersView
 
 
 # -- values (the shared ones, ``Number``, ``Written`` and ``Body``, are in core.wire) ---
@@ -479,6 +480,60 @@ def event_of(e: model.Event | calls.CallEvent | emails.EmailEvent) -> Event:
         status=e.status.value if e.status else None, **extra, at=ts(e.at) or "",
         reason=e.reason, provider_code=e.provider_code, source=e.source.value,
         applied=e.applied, detail=e.detail,
+    )  # fmt: skip
+
+
+class LeaderOut(Model, frozen=True):
+    """The service that holds the database's guard, as it said who it is."""
+
+    host: str
+    pid: int
+    home: str
+    started_at: Timestamp
+
+
+class WorkerOut(Model, frozen=True):
+    """A service (worker) sending from the store."""
+
+    id: str
+    address: Annotated[str | None, Meta(description="where its HTTP app listens, if it said")]
+    started_at: Timestamp
+    heartbeat_age_seconds: Annotated[float, Meta(description="since its last heartbeat")]
+    live: Annotated[bool, Meta(description="its last heartbeat is within one lease")]
+    keys: Annotated[int, Meta(description="the sending numbers it holds under a lease")]
+    sent_last_minute: Annotated[
+        int, Meta(description="texts whose send started in the last 60 s from those numbers")
+    ]
+    leads: Annotated[bool, Meta(description="it holds the database's guard")]
+
+
+class WorkersOut(Model, frozen=True):
+    """The services sending from the store: on PostgreSQL, every worker registered on
+    the database (the same answer from any of them); on SQLite, this service alone
+    (``shared`` false), the only worker."""
+
+    at: Timestamp
+    shared: Annotated[bool, Meta(description="the store is shared by workers (PostgreSQL)")]
+    lease_seconds: Annotated[
+        float | None, Meta(description="a worker is live while its heartbeat is younger")
+    ]
+    leader: LeaderOut | None
+    workers: list[WorkerOut]
+
+
+def workers_of(view: WorkersView) -> WorkersOut:
+    """The view across workers, as answered."""
+    leader = None
+    if (held := view.leader) is not None:
+        leader = LeaderOut(host=held.host, pid=held.pid, home=held.home,
+                           started_at=ts(held.started_at) or "")  # fmt: skip
+    return WorkersOut(
+        at=ts(view.at) or "", shared=view.shared, lease_seconds=view.lease_seconds,
+        leader=leader, workers=[
+            WorkerOut(id=w.id, address=w.address, started_at=ts(w.started_at) or "",
+                      heartbeat_age_seconds=round(w.heartbeat_age, 3), live=w.live,
+                      keys=w.keys, sent_last_minute=w.sent_last_minute, leads=w.leads)
+            for w in view.workers],
     )  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """A service and its HTTP app on a free loopback port, for the API's tests: on the
-memory store or SQLite, with calls paced slowly enough to stay queued."""
+memory store, SQLite or a PostgreSQL database, with calls paced slowly enough to stay
+queued."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
+from typing import cast
 
 import aiohttp
 
@@ -22,6 +24,7 @@ from dispatcher.config import (
 from dispatcher.service import Dispatcher
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.store.sqlite import SQLiteStore
 from dispatcher.web.app import HttpServer, WebApp
 from tests.helpers import free_port
@@ -29,6 +32,9 @@ from tests.peers import API_TOKEN, App
 
 
 def make_store(kind: str, home: Path) -> Store:
+    """``memory``, ``sqlite`` (in ``home``), or a PostgreSQL database's URL."""
+    if kind.startswith("postgresql://"):
+        return cast(Store, PostgresStore(kind))
     return MemoryStore() if kind == "memory" else SQLiteStore(home / "dispatcher.db")
 
 

@@ -83,6 +83,7 @@ COMMANDS = {
     "resume",
     "status",
     "submit",
+    "workers",
 }
 
 

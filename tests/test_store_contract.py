@@ -82,7 +82,7 @@ from dispatcher.core.model import (
 )
 from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError, StoreUnavailable
-from dispatcher.store import NumberState, Store, open_store
+from dispatcher.store import NumberState, Store, Workers, open_store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.store.queries import load_migrations
@@ -512,6 +512,19 @@ async def test_on_work_reports_only_keys_texts_were_queued_on(store: Store) -> N
                 changed.clear()
                 await changed.wait()
     assert reported <= {SENDER, OTHER_SENDER}
+
+
+@exercises("workers")
+async def test_workers_of_a_store_for_one_service_are_none_and_a_shared_one_lists_them(
+    store: Store,
+) -> None:
+    """Memory and SQLite serve one service alone (None); a new PostgreSQL database has
+    no worker registered and no guard held."""
+    found = await store.workers()
+    if isinstance(getattr(store, "store", store), PostgresStore):
+        assert found == Workers(workers=[], leader=None, lease_seconds=6.0)
+    else:
+        assert found is None
 
 
 async def test_numbers_list_a_paused_or_slotted_number_without_a_queue(store: Store) -> None:

@@ -41,6 +41,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     "pause": ("dispatcher pause +15550000001",),
     "resume": ("dispatcher resume +15550000001",),
     "ping": ("dispatcher ping",),
+    "workers": ("dispatcher workers", "dispatcher workers --json"),
     "top": ("dispatcher top", "dispatcher top --once", "dispatcher top --interval 5"),
     "call place": (
         "dispatcher call place --from +15550000100 --to +15550200001 --script reminder",

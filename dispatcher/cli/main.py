@@ -37,6 +37,7 @@ from dispatcher.cli import (
     helptext,
     numbers,
     texts,
+    workers,
 )
 from dispatcher.cli import campaigns as campaign_cli
 from dispatcher.config import Config, load_config
@@ -87,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     dnt.add_parser(sub)
     consent.add_parser(sub)
     backup.add_parser(sub)
+    workers.add_parser(sub)
     return helptext.finish(parser)
 
 

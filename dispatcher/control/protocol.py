@@ -37,6 +37,7 @@ from dispatcher.service import (
     StatusView,
     StoreFault,
     TextRequest,
+    WorkersView,
 )
 
 JSON = dict[str, Any]
@@ -241,6 +242,11 @@ def status_json(view: StatusView) -> JSON:
     }
 
 
+def workers_json(view: WorkersView) -> JSON:
+    """The services sending from the store (``shared`` false: this one alone)."""
+    return _builtins(schemas.workers_of(view))
+
+
 def store_fault_json(fault: StoreFault | None) -> JSON | None:
     """Why sending is paused and new work refused (None: the store takes writes)."""
     if fault is None:
@@ -336,6 +342,11 @@ async def _submit(d: Dispatcher, a: SubmitArgs) -> JSON:
 @command("status", StatusArgs, "counts by status; deepest queues: depth, next slot, in flight")
 async def _status(d: Dispatcher, a: StatusArgs) -> JSON:
     return status_json(await d.status(limit=a.limit, number=a.number))
+
+
+@command("workers", NoArgs, "the services sending from the store: heartbeats, numbers, sends")
+async def _workers(d: Dispatcher, _: NoArgs) -> JSON:
+    return workers_json(await d.workers())
 
 
 @command("message", IdArgs, "one message: history and why it is in its state")

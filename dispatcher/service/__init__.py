@@ -30,7 +30,8 @@ from dispatcher.engine.health import StoreFault
 from dispatcher.engine.intake import Submission, TextRequest
 from dispatcher.service.dispatcher import Dispatcher
 from dispatcher.service.operations import Gauges, NumbersSummary, Readiness, SendFigures
-from dispatcher.service.views import MessageView, NumberView, StatusView
+from dispatcher.service.views import MessageView, NumberView, StatusView, WorkersView
+from dispatcher.store import GuardHolder, WorkerState
 
 __all__ = [  # the service's vocabulary: what its verbs take and answer
     "CallRequest",
@@ -45,6 +46,7 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "EmailView",
     "EmailsSummary",
     "Gauges",
+    "GuardHolder",
     "MessageView",
     "NewAutomation",
     "NumberView",
@@ -60,5 +62,7 @@ __all__ = [  # the service's vocabulary: what its verbs take and answer
     "UnsubscribeScope",
     "UnsubscribeSource",
     "Unsubscribed",
+    "WorkerState",
+    "WorkersView",
     "call_status_url",
 ]

@@ -47,6 +47,7 @@ from dispatcher.service.mailbox import MailboxVerbs
 from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
+from dispatcher.service.workers import WorkerVerbs
 from dispatcher.store import Store, Watched, open_store
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ CALLBACK_KEY = "callbacks.key"  # in the home folder: the secret callbacks are s
 
 class Dispatcher(
     TextVerbs, CallVerbs, EmailVerbs, MailboxVerbs, CampaignVerbs, AutomationVerbs,
-    MetricsVerbs, OperationsVerbs, ListingVerbs, Resource,
+    MetricsVerbs, OperationsVerbs, ListingVerbs, WorkerVerbs, Resource,
 ):  # fmt: skip
     """Texts accepted, paced per sending number, sent, tracked; questions answered."""
 
@@ -82,6 +83,7 @@ class Dispatcher(
         self.bus = Bus()  # results and outcomes, for the automations and campaigns
         self._held = False
         self._closing = False
+        self.started_at = self.clock.now().wall  # when it opened, once it has
         self.consent_book = ConsentBook(store)  # the consent ledger as the desks check it
         wiring = Wiring(
             config=config, store=store, channel=channel, clock=self.clock, bus=self.bus,
@@ -188,6 +190,7 @@ class Dispatcher(
             self._health.run(probe=self.store.probe, settle=self._settle, resumed=self._resume),
             name="store-health",
         )
+        self.started_at = self.clock.now().wall
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
 

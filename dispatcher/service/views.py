@@ -9,6 +9,7 @@ from dispatcher.core.model import Event, Message, TextStatus
 from dispatcher.engine.calls import CallsSummary
 from dispatcher.engine.emails import EmailsSummary
 from dispatcher.engine.health import StoreFault
+from dispatcher.store import GuardHolder, WorkerState
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,3 +42,14 @@ class StatusView:
     sent_last_minute: int = 0  # every number's sends started in the last 60 s
     recent_errors: list[Message] = field(default_factory=list)  # newest first, at most 20
     store_fault: StoreFault | None = None  # why sending is paused and work refused, if it is
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkersView:
+    """The services (workers) sending from the store this one uses."""
+
+    shared: bool  # a store several services share (PostgreSQL); False: this one alone
+    workers: list[WorkerState]  # by id; alone: this service, the only worker
+    leader: GuardHolder | None  # the service that holds the store's guard, if any
+    lease_seconds: float | None  # live: a heartbeat younger than this (None: alone)
+    at: datetime

@@ -19,13 +19,16 @@ from dispatcher.store.port import (
     DoNotTextStore,
     EmailStore,
     EngagementStore,
+    GuardHolder,
     NumberState,
     RunStore,
     Store,
     TextStore,
     Watched,
     WorkCallback,
+    Workers,
     WorkersStore,
+    WorkerState,
 )
 
 __all__ = [
@@ -36,12 +39,15 @@ __all__ = [
     "DoNotTextStore",
     "EmailStore",
     "EngagementStore",
+    "GuardHolder",
     "NumberState",
     "RunStore",
     "Store",
     "TextStore",
     "Watched",
     "WorkCallback",
+    "WorkerState",
+    "Workers",
     "WorkersStore",
     "open_store",
 ]

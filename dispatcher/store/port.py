@@ -54,6 +54,39 @@ class NumberState:
     depth: int  # messages Queued on it
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerState:
+    """A service (worker) registered on a store that several share."""
+
+    id: str
+    address: str | None  # where its HTTP app answers, if it said
+    started_at: datetime
+    heartbeat_age: float  # seconds since its last heartbeat, by the store's clock
+    live: bool  # its last heartbeat is within one lease
+    keys: int  # the keys (sending numbers) it holds under a lease not lapsed
+    sent_last_minute: int  # texts whose send started in the last 60 s from those keys
+    leads: bool  # it is the service that holds the store's guard
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GuardHolder:
+    """The service that holds a shared store's guard (the leader), as it said."""
+
+    host: str
+    pid: int
+    home: str
+    started_at: datetime
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Workers:
+    """The services sharing a store, as the store knows them."""
+
+    workers: list[WorkerState]  # by id
+    leader: GuardHolder | None  # None: no service holds the guard
+    lease_seconds: float  # a worker is live while its heartbeat is younger than this
+
+
 class TextStore(Protocol):
     """Texts: submission, each number's queue, transitions and reads."""
 
@@ -506,6 +539,12 @@ WorkCallback = Callable[[Collection[str]], None]
 class WorkersStore(Protocol):
     """What several services (workers) sharing one store tell each other through it. A
     store that serves one service alone (memory, SQLite) has nothing to tell."""
+
+    async def workers(self) -> Workers | None:
+        """The services registered on the store: heartbeats, the keys each holds and
+        its sends of the last minute, and the one that leads. None: the store serves
+        one service alone (memory, SQLite), which is the only worker."""
+        ...
 
     def on_work(self, callback: WorkCallback) -> None:
         """Call ``callback`` with the keys on which texts were queued by anyone (this

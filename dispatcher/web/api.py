@@ -11,7 +11,8 @@ token (``Authorization: Bearer <DISPATCHER_API_TOKEN>``).
   their recent runs.
 - The lists of texts and calls (:mod:`dispatcher.web.resources`), the Do Not Text list
   and the metrics (:mod:`dispatcher.web.dnt`), the consent ledger
-  (:mod:`dispatcher.web.consent`), campaigns (:mod:`dispatcher.web.campaigns`).
+  (:mod:`dispatcher.web.consent`), campaigns (:mod:`dispatcher.web.campaigns`), the
+  workers sending from the store (:mod:`dispatcher.web.workers`).
 
 :data:`API` is the route table: each route, the models of its bodies
 (:mod:`dispatcher.schemas`) and its answers. It routes the requests and is the API's
@@ -47,9 +48,11 @@ from dispatcher.web.consent import ConsentRoutes
 from dispatcher.web.dnt import ROUTES as DNT_ROUTES
 from dispatcher.web.dnt import DntRoutes
 from dispatcher.web.resources import CALL_ROUTES, MESSAGE_ROUTES, ResourceRoutes
+from dispatcher.web.workers import ROUTES as WORKER_ROUTES
+from dispatcher.web.workers import WorkerRoutes
 
 
-class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes):
+class Api(ResourceRoutes, DntRoutes, ConsentRoutes, CampaignRoutes, WorkerRoutes):
     """The ``/v1`` handlers, bound to one service (:data:`API` names them; those that
     read, list and cancel are in :mod:`dispatcher.web.resources`, the Do Not Text list's
     and the metrics' in :mod:`dispatcher.web.dnt`, the campaigns' in
@@ -192,6 +195,7 @@ API = [
     *DNT_ROUTES,
     *CONSENT_ROUTES,
     *CAMPAIGN_ROUTES,
+    *WORKER_ROUTES,
 ]  # fmt: skip
 """The automation API: each route, the models of its bodies and its answers. It routes
 the requests (:meth:`dispatcher.web.app.WebApp.app`) and is the API's description

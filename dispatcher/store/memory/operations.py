@@ -7,7 +7,7 @@ from collections import Counter
 from dispatcher.core.model import Lane, Message, TextStatus
 from dispatcher.core.tally import STORE_WRITE, Histogram
 from dispatcher.store.memory.tables import MemoryTables
-from dispatcher.store.port import WorkCallback
+from dispatcher.store.port import WorkCallback, Workers
 
 _ERRORS = frozenset({TextStatus.FAILED, TextStatus.UNDELIVERED, TextStatus.UNREACHABLE})
 
@@ -37,3 +37,7 @@ class MemoryOperations(MemoryTables):
 
     def on_work(self, callback: WorkCallback) -> None:
         """One service alone on this store: all the work it has, it queued itself."""
+
+    async def workers(self) -> Workers | None:
+        """One service alone on this store: no registry of workers."""
+        return None

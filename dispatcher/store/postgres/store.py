@@ -30,6 +30,7 @@ from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
 from dispatcher.store.postgres.url import parse_url
 from dispatcher.store.postgres.wakes import WorkListener
+from dispatcher.store.postgres.workers import PostgresWorkers
 
 
 class PostgresStore(
@@ -43,6 +44,7 @@ class PostgresStore(
     PostgresEmails,
     PostgresEngagement,
     PostgresTexts,
+    PostgresWorkers,
     PostgresBase,
 ):
     """Store adapter for ``postgresql://user@host:port/database``."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dispatcher.core.model import Lane, Message
 from dispatcher.core.tally import Histogram
-from dispatcher.store.port import WorkCallback
+from dispatcher.store.port import WorkCallback, Workers
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 
@@ -22,3 +22,7 @@ class SQLiteOperations(SQLiteConnection):
 
     def on_work(self, callback: WorkCallback) -> None:
         """One service alone on this store: all the work it has, it queued itself."""
+
+    async def workers(self) -> Workers | None:
+        """One service alone on this store: no registry of workers."""
+        return None

@@ -1,0 +1,100 @@
+"""The view across workers through the fronts: ``GET /v1/workers``, the control
+socket's ``workers`` and ``dispatcher workers``. On SQLite the service is the only
+worker and says so; on PostgreSQL (the throwaway cluster) every worker registered on
+the database is listed, with the one that holds the guard as the leader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dispatcher.cli import workers as workers_cli
+from dispatcher.clock import SystemClock
+from dispatcher.control.protocol import REGISTRY, NoArgs
+from dispatcher.store.postgres.leases import Leases, worker_id
+from dispatcher.store.postgres.store import PostgresStore
+from dispatcher.testing import wait_for
+from tests.http_api import api
+from tests.peers import App
+from tests.peers_postgres import Cluster
+
+SENDER = "+15550000001"
+
+
+async def both_fronts(app: App) -> dict[str, Any]:
+    """``GET /v1/workers``, checked to be the control socket's answer too (but for the
+    times, read a moment apart)."""
+    status, answer = await app.request("GET", "/v1/workers", headers=app.api())
+    assert status == 200, answer
+    by_socket = await REGISTRY["workers"].handler(app.service, NoArgs())
+    assert timeless(by_socket) == timeless(answer)
+    return dict(answer)
+
+
+def timeless(answer: dict[str, Any]) -> dict[str, Any]:
+    workers = [{**w, "heartbeat_age_seconds": None} for w in answer["workers"]]
+    return {**answer, "at": None, "workers": workers}
+
+
+async def test_on_sqlite_the_service_is_the_only_worker(
+    home: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with api(home, store="sqlite") as app:
+        status, sent = await app.request(
+            "POST", "/v1/messages", headers=app.api(),
+            json={"from": SENDER, "to": "+15550100001", "body": "hello"},
+        )  # fmt: skip
+        assert status == 201, sent
+
+        async def was_sent() -> bool:
+            _, found = await app.request("GET", f"/v1/messages/{sent['id']}", headers=app.api())
+            return bool(found["status"] == "Sent")
+
+        await wait_for(was_sent, within=10, what="the text sent")
+        answer = await both_fronts(app)
+        status, unauthorised = await app.request("GET", "/v1/workers")
+        assert status == 401, unauthorised
+    assert (answer["shared"], answer["leader"], answer["lease_seconds"]) == (False, None, None)
+    [alone] = answer["workers"]
+    assert alone["id"] == str(home)
+    assert alone["address"] == app.url.removeprefix("http://")
+    assert (alone["live"], alone["leads"], alone["keys"], alone["sent_last_minute"]) == (
+        True, True, 1, 1)  # fmt: skip
+    workers_cli.show(answer)
+    shown = capsys.readouterr().out
+    assert "this service has its store to itself (SQLite): it is the only worker" in shown
+    assert str(home) in shown
+
+
+async def test_on_postgresql_every_worker_of_the_database(
+    home: Path, postgres: Cluster, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = await postgres.fresh_database()
+    leader_home = str(tmp_path / "worker-a")
+    async with (
+        api(home, store=url) as app,
+        PostgresStore(url, service_home=leader_home),  # holds the guard
+        PostgresStore(url) as db,
+    ):
+        lead = Leases(db, SystemClock(), worker_id(leader_home))
+        await lead.register("127.0.0.1:8081")
+        other = Leases(db, SystemClock(), worker_id(str(tmp_path / "worker-b")))
+        await other.register(None)
+        answer = await both_fronts(app)
+    assert (answer["shared"], answer["lease_seconds"]) == (True, 6.0)
+    assert answer["leader"]["home"] == leader_home
+    listed = {w["id"]: (w["address"], w["live"], w["keys"], w["leads"]) for w in answer["workers"]}
+    assert listed == {
+        lead.worker: ("127.0.0.1:8081", True, 0, True),
+        other.worker: (None, True, 0, False),
+    }
+    workers_cli.show(answer)
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[0] == "2 workers registered, 2 live (a heartbeat within the 6 s lease)"
+    assert shown[1].startswith(f"leader: host {answer['leader']['host']}, process ")
+    assert [line.split()[0] for line in shown[3:]] == sorted(listed)
+    assert [line.endswith("leads") for line in shown[3:]] == [
+        w == lead.worker for w in sorted(listed)
+    ]
