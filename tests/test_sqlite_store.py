@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import os
+import signal
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
 import pytest
 
-from dispatcher.core.model import Event, Lane, Message, Source, TextStatus
+from dispatcher.core.model import Event, Lane, Message, Source, TextStatus, Transition, transition
 from dispatcher.errors import StoreError
 from dispatcher.store.queries import load_queries
-from dispatcher.store.sqlite import SQLiteStore
+from dispatcher.store.sqlite import SQLiteStore, connection
+from dispatcher.testing import wait_for
 
 NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
@@ -70,3 +75,101 @@ def test_every_named_query_is_used() -> None:
     adapter = resources.files("dispatcher.store.sqlite")
     code = "".join(f.read_text() for f in adapter.iterdir() if f.name.endswith(".py"))
     assert [name for name in load_queries("sqlite") if f'"{name}"' not in code] == []
+
+
+# -- claims ahead of the writes in order ---------------------------------------------------
+
+
+def step(message: Message, status: TextStatus) -> Transition:
+    return transition(message, status, at=NOW, source=Source.SCHEDULER)[0]
+
+
+@asynccontextmanager
+async def writer_stopped(store: SQLiteStore) -> AsyncIterator[None]:
+    """A batch in flight at a stopped writer: the writes handed over meanwhile gather
+    behind it, and go once the writer runs again."""
+    pid = store.writer_pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        in_flight = store.record_soon([], next_slots={"+15550000009": NOW})
+
+        async def sent() -> bool:
+            return store.writes_in_flight == 1
+
+        await wait_for(sent, what="a batch to reach the stopped writer")
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    await in_flight
+
+
+def events_in_commit_order(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT message_id, status FROM events ORDER BY id").fetchall()
+    return [(str(m), str(s)) for m, s in rows if str(s) != TextStatus.QUEUED.value]
+
+
+async def committed_in_order(*writes: tuple[str, Awaitable[None]]) -> list[str]:
+    """The labels of ``writes`` in the order their commits were reported."""
+    order: list[str] = []
+
+    async def labelled(label: str, write: Awaitable[None]) -> None:
+        await write
+        order.append(label)
+
+    await asyncio.gather(*(labelled(label, write) for label, write in writes))
+    return order
+
+
+async def test_a_claim_commits_ahead_of_the_writes_in_order(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        m1, m2, m3 = await store.insert_messages([queued(f"m{i}") for i in (1, 2, 3)])
+        async with writer_stopped(store):
+            sent = store.record_soon([step(m1, TextStatus.SENDING)])  # nothing waits for it
+            other = store.record_soon([step(m2, TextStatus.SENDING)])
+            claim = asyncio.ensure_future(store.record([step(m3, TextStatus.SENDING)], ahead=True))
+            await asyncio.sleep(0)  # the claim is handed over, behind the other two
+        order = await committed_in_order(("sent", sent), ("other", other), ("claim", claim))
+    assert order == ["claim", "sent", "other"]
+    assert events_in_commit_order(tmp_path / "t.db") == [
+        ("m3", "Sending"), ("m1", "Sending"), ("m2", "Sending"),
+    ]  # fmt: skip
+
+
+async def test_a_claim_never_commits_ahead_of_an_earlier_write_of_its_own_message(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        m1, m2, m3 = await store.insert_messages([queued(f"m{i}") for i in (1, 2, 3)])
+        async with writer_stopped(store):
+            retried = store.record_soon([step(m1, TextStatus.UNSENT)])
+            other = store.record_soon([step(m2, TextStatus.SENDING)])
+            claims = [
+                asyncio.ensure_future(store.record([step(m, TextStatus.SENDING)], ahead=True))
+                for m in (m3, m1)
+            ]  # the first may go ahead; the second is m1's, behind m1's own write
+            await asyncio.sleep(0)
+        await asyncio.gather(retried, other, *claims)
+        assert (await store.get("m1")).status is TextStatus.SENDING  # type: ignore[union-attr]
+    # m1's claim came after its own earlier write, and with it everything handed over
+    # before that write (m2's, in order); m3's claim had nothing of its own to wait for.
+    assert events_in_commit_order(tmp_path / "t.db") == [
+        ("m3", "Sending"), ("m1", "Unsent"), ("m2", "Sending"), ("m1", "Sending"),
+    ]  # fmt: skip
+
+
+async def test_a_claim_waits_behind_a_full_backlog_of_writes_in_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(connection, "BACKLOG", 4)  # rows: each transition writes two
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        m1, m2, m3 = await store.insert_messages([queued(f"m{i}") for i in (1, 2, 3)])
+        async with writer_stopped(store):
+            backlog = [store.record_soon([step(m, TextStatus.SENDING)]) for m in (m1, m2)]
+            claim = asyncio.ensure_future(store.record([step(m3, TextStatus.SENDING)], ahead=True))
+            await asyncio.sleep(0)
+        await asyncio.gather(*backlog, claim)
+    assert events_in_commit_order(tmp_path / "t.db") == [
+        ("m1", "Sending"), ("m2", "Sending"), ("m3", "Sending"),
+    ]  # fmt: skip

@@ -128,10 +128,16 @@ class TextDesk:
             ))  # fmt: skip
 
     async def record(
-        self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+        self,
+        steps: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,
     ) -> None:
-        """Persist transitions (one atomic write) and keep the counts in step."""
-        await self._store.record(steps, next_slots)
+        """Persist transitions (one atomic write) and keep the counts in step; ``ahead``:
+        a claim, which the store may commit before the Sent and Delivered handed over
+        earlier (never before a write of its own messages)."""
+        await self._store.record(steps, next_slots, ahead=ahead)
         self._counted(steps)
 
     def record_soon(
@@ -204,11 +210,11 @@ class TextDesk:
                         again.append((key, slot_at))  # its buffer ran out on ended heads
                 if again:
                     # What ended is written before the queue is read again.
-                    await self.record(steps)
+                    await self.record(steps, ahead=True)
                     steps, taken = [], []
                 due = again
             # The intent to send is durable before the provider hears of any of them.
-            await self.record(steps)
+            await self.record(steps, ahead=True)
         except BaseException:
             for head in taken:
                 queues.added(head)

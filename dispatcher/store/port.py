@@ -139,9 +139,15 @@ class TextStore(Protocol):
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,
     ) -> None:
         """Append events, apply the ones marked applied to their messages' projections
-        and move numbers' next slots (only ever later): all in one atomic write."""
+        and move numbers' next slots (only ever later): all in one atomic write.
+
+        ``ahead`` (a claim, which its sends wait for): the store may commit it before
+        writes handed over earlier, but never before an earlier write of one of its
+        messages."""
         ...
 
     def record_soon(

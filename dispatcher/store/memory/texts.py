@@ -143,6 +143,8 @@ class MemoryTexts(MemoryTables):
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,  # written in order all the same
     ) -> None:
         self._record(transitions, next_slots)
 

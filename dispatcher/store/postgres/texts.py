@@ -102,6 +102,8 @@ class PostgresTexts(PostgresBase):
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,  # written in order all the same
     ) -> None:
         await asyncio.shield(self.record_soon(transitions, next_slots))
 

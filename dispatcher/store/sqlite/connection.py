@@ -3,7 +3,13 @@
 Writes are group-committed: every write verb queues its statements (:meth:`enqueue`)
 and awaits the commit of the batch it joined. While one batch is being written, the
 next one gathers, so under load one transaction carries many transitions and a quiet
-service commits each write at once. The batches are written by a process of their
+service commits each write at once. Writes commit in the order they were handed over,
+except the writes marked ``ahead`` (a claim, which its sends wait for): they gather
+in a batch of their own that goes to the writer before the writes in order, unless
+they touch a message that has a write among those (then that write and everything
+before it go first, in the same batch), or the writes in order hold
+:data:`BACKLOG` rows or more (then they go first: backpressure on the send path).
+The batches are written by a process of their
 own (``writer.py``, ``writer_process.py``): SQLite's work never holds this
 interpreter's lock. Reads have a connection (and a thread) of their own, in this
 process. SQL lives in named queries (``dispatcher/store/sql/sqlite*.sql``).
@@ -16,7 +22,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,29 +46,49 @@ inserts of a batch before its updates never reorders what depends on what. Any
 other statement is a barrier: it runs where it was added."""
 
 
+BACKLOG = 4096
+"""Rows the writes in order may hold while claims go ahead of them. Past it, the next
+write marked ``ahead`` commits behind them, so a writer that falls behind slows the
+claims (and the sends) instead of letting the Sent and Delivered pile up."""
+
+
 @dataclass(slots=True)
 class _Batch:
-    statements: list[tuple[str, list[Params]]] = field(default_factory=list)
+    statements: list[tuple[str, str, list[Params]]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    rows: int = 0
+    messages: set[str] = field(default_factory=set)  # the messages its writes change
     _segment: dict[str, tuple[str, list[Params]]] = field(default_factory=dict)
 
     def add(self, name: str, sql: str, rows: list[Params]) -> None:
+        self.rows += len(rows)
         if name in _MERGED:
             self._segment.setdefault(name, (sql, []))[1].extend(rows)
         else:
             self._close_segment()
-            self.statements.append((sql, rows))
+            self.statements.append((name, sql, rows))
+
+    def take(self, earlier: _Batch) -> None:
+        """Put the writes of ``earlier`` (handed over before this batch's next write)
+        in this batch, in their order, with their waiters."""
+        for name, sql, rows in earlier._sealed():
+            self.add(name, sql, rows)
+        self.waiters.extend(earlier.waiters)
+        self.messages |= earlier.messages
 
     def _close_segment(self) -> None:
         for name in _MERGED:
             if (entry := self._segment.get(name)) is not None and entry[1]:
-                self.statements.append(entry)
+                self.statements.append((name, *entry))
         self._segment = {}
+
+    def _sealed(self) -> list[tuple[str, str, list[Params]]]:
+        self._close_segment()
+        return self.statements
 
     def sealed(self) -> list[tuple[str, list[Params]]]:
         """Every statement of the batch, in the order to run them."""
-        self._close_segment()
-        return self.statements
+        return [(sql, rows) for _, sql, rows in self._sealed()]
 
 
 def _unexpected(path: Path, failure: Exception) -> StoreError:
@@ -83,7 +109,8 @@ class SQLiteConnection(Resource):
         self._q = load_queries("sqlite")
         self._reader: aiosqlite.Connection | None = None
         self._writer = WriterProcess(path)
-        self._batch = _Batch()
+        self._batch = _Batch()  # the writes in order
+        self._ahead = _Batch()  # writes that may commit before the writes in order
         self._wake = asyncio.Event()
         self._committer: asyncio.Task[None] | None = None
         self._starting: asyncio.Task[None] | None = None
@@ -177,18 +204,35 @@ class SQLiteConnection(Resource):
             log.info("store.migrated", extra={"version": version, "path": str(self._path)})
 
     # -- group commit ----------------------------------------------------------------
-    def enqueue(self, *statements: tuple[str, Iterable[Params]]) -> asyncio.Future[None]:
+    def enqueue(
+        self,
+        *statements: tuple[str, Iterable[Params]],
+        messages: Collection[str] = (),
+        ahead: bool = False,
+    ) -> asyncio.Future[None]:
         """Add ``statements`` (query name, rows) to the batch being gathered; the future
         is done once the batch has committed, or fails with the batch's error
         (:class:`StoreUnavailable` when the database refuses writes or the writer died,
         else :class:`StoreError`). Raises :class:`StoreError` at once if the store is
-        not open or is closing."""
+        not open or is closing.
+
+        ``messages``: the ids of the messages whose rows the write changes. ``ahead``:
+        the write may commit before the writes in order handed over earlier, none of
+        which may then change one of its ``messages`` (those are committed with it, or
+        before it)."""
         if self._committer is None or self._closing:
             raise StoreError("the store is closing" if self._closing else "the store is not open")
+        batch = self._batch
+        if ahead:
+            if batch.waiters and (batch.rows >= BACKLOG or not batch.messages.isdisjoint(messages)):
+                self._ahead.take(batch)  # never ahead of its own messages' earlier writes
+                self._batch = _Batch()
+            batch = self._ahead
         for name, rows in statements:
-            self._batch.add(name, self._q[name], list(rows))
+            batch.add(name, self._q[name], list(rows))
+        batch.messages.update(messages)
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._batch.waiters.append(waiter)
+        batch.waiters.append(waiter)
         self._wake.set()
         return waiter
 
@@ -203,7 +247,12 @@ class SQLiteConnection(Resource):
                 # Writes are flowing: let the batch gather. A lone write is not delayed.
                 await asyncio.sleep(self._window)
             self._wake.clear()
-            batch, self._batch = self._batch, _Batch()
+            if self._ahead.waiters:  # the claims first
+                batch, self._ahead = self._ahead, _Batch()
+                if self._batch.waiters:
+                    self._wake.set()  # the writes in order are next
+            else:
+                batch, self._batch = self._batch, _Batch()
             if batch.waiters:
                 self._in_flight = len(batch.waiters)
                 began = time.monotonic()
@@ -213,7 +262,7 @@ class SQLiteConnection(Resource):
                     self._in_flight = 0
                 self._last_commit = time.monotonic()
                 self._write_seconds.observe(self._last_commit - began)
-            if self._closing and not self._batch.waiters:
+            if self._closing and not self._batch.waiters and not self._ahead.waiters:
                 return
 
     async def _commit(self, batch: _Batch) -> None:

@@ -88,14 +88,28 @@ class SQLiteTexts(SQLiteConnection):
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,
     ) -> None:
-        await self.record_soon(transitions, next_slots)
+        await self._recorded(transitions, next_slots, ahead=ahead)
 
     def record_soon(
         self,
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
     ) -> asyncio.Future[None]:
+        return self._recorded(transitions, next_slots)
+
+    def _recorded(
+        self,
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None,
+        *,
+        ahead: bool = False,
+    ) -> asyncio.Future[None]:
+        # A message's own insert is never among the writes a claim goes ahead of: a
+        # text is claimed only once its insert has committed (its submission waits for
+        # it, and the queue's heads are read from what is committed).
         updates = [
             (
                 t.event.status.value, t.event.reason, t.event.provider_code, r.us(t.event.at),
@@ -108,6 +122,8 @@ class SQLiteTexts(SQLiteConnection):
             ("insert_event", [r.event_row(t.event) for t in transitions]),
             ("apply_transition", updates),
             ("set_next_slot", [(n, r.us(at)) for n, at in (next_slots or {}).items()]),
+            messages=[t.message_id for t in transitions],
+            ahead=ahead,
         )
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
