@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from dispatcher.core.model import TEXT_TABLE, TextStatus
 from dispatcher.core.transitions import TransitionTable, Verdict
 from dispatcher.engine.bus import Bus
 from dispatcher.engine.events import Outcome
+from dispatcher.engine.keys import KeyLocks
 from dispatcher.engine.parking import Parked
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.errors import ProviderError
@@ -141,3 +144,50 @@ async def test_a_campaigns_texts_publish_each_change_of_status(tmp_path: Path) -
     ]
     assert {o.campaign_id for o in seen} == {"cmp_1"}
     assert alone.id not in {o.item_id for o in seen}
+
+
+# -- the locks of the pacing keys -----------------------------------------------------------
+
+
+async def test_holders_of_different_keys_never_wait_for_each_other() -> None:
+    locks = KeyLocks()
+    # Many keys held at once (as the claims of many ticks are): none waits for another,
+    # whatever their hashes (striped locks made keys sharing a stripe wait).
+    async with contextlib.AsyncExitStack() as held:
+        for n in range(2_000):
+            entered = asyncio.ensure_future(held.enter_async_context(locks.holding([f"k{n}"])))
+            await asyncio.sleep(0)
+            assert entered.done(), f"k{n} waited for a lock held for other keys"
+        second = asyncio.ensure_future(locks.holding(["k7", "k2000"]).__aenter__())
+        await asyncio.sleep(0)
+        assert not second.done()  # k7 is held
+    await second
+
+
+async def test_every_lock_waits_for_each_holder_and_holds_new_keys_off() -> None:
+    locks = KeyLocks()
+    order: list[str] = []
+    released = asyncio.Event()
+
+    async def hold(key: str) -> None:
+        async with locks.holding([key]):
+            order.append(f"{key} in")
+            await released.wait()
+            order.append(f"{key} out")
+
+    async def every() -> None:
+        async with locks.every():
+            order.append("every in")
+            await asyncio.sleep(0)
+            order.append("every out")
+
+    first = asyncio.ensure_future(hold("a"))
+    await asyncio.sleep(0)
+    all_of_them = asyncio.ensure_future(every())
+    await asyncio.sleep(0)
+    new = asyncio.ensure_future(hold("b"))  # first locked while every() waits
+    await asyncio.sleep(0)
+    assert order == ["a in"]
+    released.set()
+    await asyncio.gather(first, all_of_them, new)
+    assert order == ["a in", "a out", "every in", "every out", "b in", "b out"]

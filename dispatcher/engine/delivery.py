@@ -34,6 +34,7 @@ owns the rest, once:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -43,7 +44,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import Clock, Instant
 from dispatcher.core.tally import PROVIDER_LATENCY, SEND_LATENESS, Histogram, Tally
-from dispatcher.engine.keys import all_locked
+from dispatcher.engine.keys import KeyLocks
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 I = TypeVar("I")  # noqa: E741 - the item: a Message, a Call
 
-_STRIPES = 256
 WINDOW = 0.005
 """Seconds of slots one tick hands out together (one claim write for all of them)."""
 ERROR_BACKOFF = 1.0
@@ -157,7 +157,7 @@ class Delivery(Generic[I]):
         self.pacer = Pacer(clock, self._due, lead=lead, window=window, room=self._room)
         self._least_lead = lead
         self._claims: deque[float] = deque(maxlen=CLAIM_SAMPLES)  # seconds each took
-        self._locks = [asyncio.Lock() for _ in range(_STRIPES)]
+        self._locks = KeyLocks()
         self._tasks: set[asyncio.Task[None]] = set()
         self._out = 0  # keys handed out by the pacer and not yet done with
         self.in_flight: Counter[str] = Counter()  # sends claimed and not yet settled, by key
@@ -168,13 +168,14 @@ class Delivery(Generic[I]):
         self.idle = asyncio.Event()
         self.idle.set()
 
-    def lock(self, key: str) -> asyncio.Lock:
-        """The lock a change of ``key``'s queue holds (claim, cancel, expiry)."""
-        return self._locks[hash(key) % _STRIPES]
+    def lock(self, key: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """The lock a change of ``key``'s queue holds (claim, cancel, expiry). Each key
+        has its own: the claims of different keys never wait for each other."""
+        return self._locks.holding([key])
 
-    @property
-    def locks(self) -> list[asyncio.Lock]:
-        return self._locks
+    def every_lock(self) -> contextlib.AbstractAsyncContextManager[None]:
+        """Every key's lock (a key first locked meanwhile waits too)."""
+        return self._locks.every()
 
     # -- handing out -----------------------------------------------------------------
     def _room(self) -> int:
@@ -238,7 +239,7 @@ class Delivery(Generic[I]):
         due = [(key, now.wall + timedelta(seconds=max(0.0, slot - now.mono)))
                for key, slot in wanted]  # fmt: skip
         try:
-            async with all_locked(self._locks, keys):
+            async with self._locks.holding(keys):
                 if self._claim_ahead is not None:
                     claimed = await self._claim_ahead(due)
                 else:

@@ -1,5 +1,6 @@
-"""One answer per idempotency key, also under concurrent requests; and the striped
-locks of several keys held at once."""
+"""One answer per idempotency key, also under concurrent requests; the striped locks
+of several keys held at once; and one lock per key, held for several keys at once or
+for every key."""
 
 from __future__ import annotations
 
@@ -20,6 +21,53 @@ async def all_locked(locks: Sequence[asyncio.Lock], keys: Iterable[str]) -> Asyn
         for stripe in stripes:
             await stack.enter_async_context(locks[stripe])
         yield
+
+
+class KeyLocks:
+    """One lock per key (created at its first use), so that holders of different keys
+    never wait for each other (striped locks make two claims of different numbers
+    wait for each other when their numbers share a stripe); and :meth:`every`, which
+    holds every key's lock, those created meanwhile included."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._open = asyncio.Event()  # cleared while :meth:`every` holds them all
+        self._open.set()
+        self._every = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def holding(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """Hold the locks of ``keys`` (in order: no deadlock)."""
+        while not self._open.is_set():
+            await self._open.wait()
+        # Every lock is in the table before the first await: :meth:`every`, if it
+        # starts meanwhile, waits for each of them.
+        async with self._held(sorted(self._lock(key) for key in set(keys))):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def every(self) -> AsyncIterator[None]:
+        """Hold every key's lock; a key first locked meanwhile waits until the end."""
+        async with self._every:
+            self._open.clear()
+            try:
+                async with self._held(sorted(self._locks.items())):
+                    yield
+            finally:
+                self._open.set()
+
+    def _lock(self, key: str) -> tuple[str, asyncio.Lock]:
+        if (lock := self._locks.get(key)) is None:
+            lock = self._locks[key] = asyncio.Lock()
+        return key, lock
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _held(locks: list[tuple[str, asyncio.Lock]]) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            for _, lock in locks:
+                await stack.enter_async_context(lock)
+            yield
 
 
 class OncePerKey(Generic[T]):

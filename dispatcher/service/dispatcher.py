@@ -267,9 +267,7 @@ class Dispatcher(
         finish, then settle as after a crash (texts left Sending are reconciled with the
         provider, every number's queue is read again from the store)."""
         await self.texts.engine.idle.wait()
-        async with contextlib.AsyncExitStack() as locked:
-            for lock in self.texts.engine.locks:
-                await locked.enter_async_context(lock)
+        async with self.texts.engine.every_lock():
             await self.texts.restore()
             self.texts.receipts.settled()
 
