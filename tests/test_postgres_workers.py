@@ -65,6 +65,14 @@ async def test_each_worker_with_its_heartbeat_keys_and_sends(store: PostgresStor
     assert c.heartbeat_age >= 30 > a.heartbeat_age >= 0
     assert a.started_at <= b.started_at
 
+    owners = await store.owners([*keys, "+14155550199"])
+    assert owners == {**{lease.key: first.worker for lease in taken}, rest[0].key: second.worker}
+    await store.pool.execute(
+        "UPDATE pacing_keys SET lease_expires_at = now() - interval '1 second' WHERE key = $1",
+        rest[0].key,
+    )  # its lease lapsed: held by none
+    assert rest[0].key not in (await store.owners(keys) or {})
+
 
 async def test_the_worker_that_holds_the_guard_leads(
     store: PostgresStore, postgres: Cluster, tmp_path: Path

@@ -514,17 +514,20 @@ async def test_on_work_reports_only_keys_texts_were_queued_on(store: Store) -> N
     assert reported <= {SENDER, OTHER_SENDER}
 
 
-@exercises("workers")
+@exercises("workers", "owners")
 async def test_workers_of_a_store_for_one_service_are_none_and_a_shared_one_lists_them(
     store: Store,
 ) -> None:
     """Memory and SQLite serve one service alone (None); a new PostgreSQL database has
-    no worker registered and no guard held."""
+    no worker registered, no guard held, and no key held by a worker."""
+    await insert(store, make_message("a0"))
     found = await store.workers()
+    owners = await store.owners([SENDER, OTHER_SENDER])
     if isinstance(getattr(store, "store", store), PostgresStore):
         assert found == Workers(workers=[], leader=None, lease_seconds=6.0)
+        assert owners == {}
     else:
-        assert found is None
+        assert (found, owners) == (None, None)
 
 
 async def test_numbers_list_a_paused_or_slotted_number_without_a_queue(store: Store) -> None:

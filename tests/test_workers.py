@@ -1,7 +1,8 @@
 """The view across workers through the fronts: ``GET /v1/workers``, the control
-socket's ``workers`` and ``dispatcher workers``. On SQLite the service is the only
-worker and says so; on PostgreSQL (the throwaway cluster) every worker registered on
-the database is listed, with the one that holds the guard as the leader."""
+socket's ``workers`` and ``dispatcher workers``, and each number's owner in the
+status. On SQLite the service is the only worker and says so; on PostgreSQL (the
+throwaway cluster) every worker registered on the database is listed, with the one
+that holds the guard as the leader, and each number shows the worker holding it."""
 
 from __future__ import annotations
 
@@ -11,14 +12,16 @@ from typing import Any
 import pytest
 
 from dispatcher.cli import workers as workers_cli
+from dispatcher.cli.texts import _show_status as show_status
 from dispatcher.clock import SystemClock
-from dispatcher.control.protocol import REGISTRY, NoArgs
+from dispatcher.control.protocol import REGISTRY, NoArgs, StatusArgs
 from dispatcher.store.postgres.leases import Leases, worker_id
 from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.testing import wait_for
 from tests.http_api import api
 from tests.peers import App
 from tests.peers_postgres import Cluster
+from tests.test_store_contract import make_message
 
 SENDER = "+15550000001"
 
@@ -33,6 +36,21 @@ async def both_fronts(app: App) -> dict[str, Any]:
     return dict(answer)
 
 
+async def send_one(app: App) -> None:
+    """A text from :data:`SENDER`, once the carrier took it."""
+    status, sent = await app.request(
+        "POST", "/v1/messages", headers=app.api(),
+        json={"from": SENDER, "to": "+15550100001", "body": "hello"},
+    )  # fmt: skip
+    assert status == 201, sent
+
+    async def was_sent() -> bool:
+        _, found = await app.request("GET", f"/v1/messages/{sent['id']}", headers=app.api())
+        return bool(found["status"] == "Sent")
+
+    await wait_for(was_sent, within=10, what="the text sent")
+
+
 def timeless(answer: dict[str, Any]) -> dict[str, Any]:
     workers = [{**w, "heartbeat_age_seconds": None} for w in answer["workers"]]
     return {**answer, "at": None, "workers": workers}
@@ -42,17 +60,7 @@ async def test_on_sqlite_the_service_is_the_only_worker(
     home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with api(home, store="sqlite") as app:
-        status, sent = await app.request(
-            "POST", "/v1/messages", headers=app.api(),
-            json={"from": SENDER, "to": "+15550100001", "body": "hello"},
-        )  # fmt: skip
-        assert status == 201, sent
-
-        async def was_sent() -> bool:
-            _, found = await app.request("GET", f"/v1/messages/{sent['id']}", headers=app.api())
-            return bool(found["status"] == "Sent")
-
-        await wait_for(was_sent, within=10, what="the text sent")
+        await send_one(app)
         answer = await both_fronts(app)
         status, unauthorised = await app.request("GET", "/v1/workers")
         assert status == 401, unauthorised
@@ -98,3 +106,38 @@ async def test_on_postgresql_every_worker_of_the_database(
     assert [line.endswith("leads") for line in shown[3:]] == [
         w == lead.worker for w in sorted(listed)
     ]
+
+
+async def test_on_postgresql_each_number_shows_the_worker_holding_it(
+    home: Path, postgres: Cluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The status shows each number's owner: a text queued on another number by
+    another worker's store, whose lease a worker takes, and a number this service
+    sent from, which no worker holds."""
+    url = await postgres.fresh_database()
+    held = "+15550000002"
+    async with api(home, store=url) as app, PostgresStore(url) as db:
+        await send_one(app)  # sent: its number has no work left to be taken
+        await db.insert_messages([(make_message("elsewhere", sender=held), [])])
+        owner = Leases(db, SystemClock(), worker_id(str(home / "other")))
+        await owner.register(None)
+        assert [lease.key for lease in (await owner.acquire()).taken] == [held]
+        status_of = REGISTRY["status"].handler
+        every = await status_of(app.service, StatusArgs())
+        one = await status_of(app.service, StatusArgs(number=held))
+    assert every["shared"] is True
+    assert [(n["number"], n["owner"]) for n in every["numbers"]] == [(SENDER, None)]
+    assert [(n["number"], n["owner"]) for n in one["numbers"]] == [(held, owner.worker)]
+    show_status(one)
+    shown = capsys.readouterr().out.splitlines()
+    assert shown[-2].split() == ["number", "depth", "in", "flight", "next", "slot", "owner"]
+    assert shown[-1].split()[0] == held
+    assert shown[-1].endswith(f"  {owner.worker}")
+
+
+async def test_on_sqlite_the_status_names_no_owner(home: Path) -> None:
+    async with api(home, store="sqlite") as app:
+        await app.service.pause(SENDER)
+        answer = await REGISTRY["status"].handler(app.service, StatusArgs())
+    assert answer["shared"] is False
+    assert [(n["number"], n["owner"]) for n in answer["numbers"]] == [(SENDER, None)]

@@ -134,13 +134,14 @@ def _show_status(s: dict[str, Any]) -> None:
         numbers = "sending number" if total == 1 else "sending numbers"
         queues = "queue" if shown == 1 else f"{shown} deepest queues"
         print(f"{total} {numbers}; the {queues}:")
-        print(f"{'number':<16} {'depth':>6} {'in flight':>9}  next slot")
+        slot = f"{'next slot':<32}  owner" if s.get("shared") else "next slot"
+        print(f"{'number':<16} {'depth':>6} {'in flight':>9}  {slot}")
     for n in s["numbers"]:
         paused = "  paused" if n["paused"] else ""
-        print(
-            f"{n['number']:<16} {n['depth']:>6} {n['in_flight']:>9}  "
-            f"{n['next_slot_at'] or '-'}{paused}"
-        )
+        slot = n["next_slot_at"] or "-"
+        if s.get("shared"):  # several workers: the one holding the number's lease
+            slot = f"{slot:<32}  {n.get('owner') or '- (no lease)'}"
+        print(f"{n['number']:<16} {n['depth']:>6} {n['in_flight']:>9}  {slot}{paused}")
 
 
 def _show_number(n: dict[str, Any]) -> None:

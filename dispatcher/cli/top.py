@@ -124,13 +124,16 @@ def _queues(status: Mapping[str, Any], limit: int | None) -> RenderableType:
     if not rows:
         return Text("no sending numbers yet", style="dim")
     total = status.get("numbers_total", len(rows))
+    shared = bool(status.get("shared"))  # several workers: each number's owner
     table = _table(
         f"deepest queues ({len(rows)} of {total} number{'' if total == 1 else 's'})",
-        ["number", "depth", "next slot", "sent last min", "in flight", "paused"],
+        ["number", "depth", "next slot", "sent last min", "in flight", "paused",
+         *(["owner"] if shared else [])],
         right={"depth", "sent last min", "in flight"},
         whole={"number"},
-    )
+    )  # fmt: skip
     for n in rows:
+        owner = [n.get("owner") or "-"] if shared else []
         table.add_row(
             *_cells(
                 n.get("number"),
@@ -139,6 +142,7 @@ def _queues(status: Mapping[str, Any], limit: int | None) -> RenderableType:
                 n.get("sent_last_minute"),
                 n.get("in_flight"),
                 "paused" if n.get("paused") else "",
+                *owner,
             )
         )
     return table

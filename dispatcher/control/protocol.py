@@ -213,6 +213,7 @@ def number_json(n: NumberView) -> JSON:
         "paused": n.paused,
         "rate": n.rate,
         "sent_last_minute": n.sent_last_minute,
+        "owner": n.owner,
     }
 
 
@@ -239,6 +240,7 @@ def status_json(view: StatusView) -> JSON:
             for m in view.recent_errors
         ],
         "store": store_fault_json(view.store_fault),
+        "shared": view.shared,
     }
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Coroutine, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -41,7 +42,7 @@ from dispatcher.engine.intake import Intake, Submission, TextRequest, new_id
 from dispatcher.engine.queues import Queues
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.engine.texts import TextDesk
-from dispatcher.errors import Conflict, NotFound
+from dispatcher.errors import Conflict, NotFound, StoreError
 from dispatcher.service.consent import ConsentVerbs
 from dispatcher.service.views import MessageView, NumberView, StatusView
 from dispatcher.store import Store
@@ -175,9 +176,13 @@ class TextVerbs(ConsentVerbs):
         now = self.clock.now()
         wanted = [e164(number)] if number is not None else self._queues.deepest(limit)
         texts = self.texts
+        owners = await self._owners(wanted)
+        numbers = [self._number_view(name, now) for name in wanted]
+        if owners is not None:
+            numbers = [replace(n, owner=owners.get(n.number)) for n in numbers]
         return StatusView(
             counts=dict(self._queues.counts),
-            numbers=[self._number_view(name, now) for name in wanted],
+            numbers=numbers,
             numbers_total=len(self._queues),
             in_flight=sum(texts.engine.in_flight.values()),
             at=now.wall,
@@ -186,7 +191,19 @@ class TextVerbs(ConsentVerbs):
             sent_last_minute=texts.sends.total(now.mono),
             recent_errors=list(reversed(texts.errors)),
             store_fault=self._health.fault,
+            shared=owners is not None,
         )
+
+    async def _owners(self, numbers: list[str]) -> dict[str, str] | None:
+        """The worker holding each number's lease, on a store several share (None: a
+        store this service has alone; empty, and logged, when the store cannot say)."""
+        if not numbers:
+            return await self.store.owners(())
+        try:
+            return await self.store.owners(numbers)
+        except StoreError as exc:
+            log.warning("status.owners_unreadable", extra={"error": str(exc)})
+            return {}
 
     async def cancel(self, message_id: str) -> Message:
         """Cancel a Pending or Queued text: it ends Unsent (``canceled``)."""

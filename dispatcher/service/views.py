@@ -28,6 +28,7 @@ class NumberView:
     paused: bool
     rate: float
     sent_last_minute: int = 0  # sends started by this process in the last 60 s
+    owner: str | None = None  # the worker holding its lease (shared stores only)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +43,7 @@ class StatusView:
     sent_last_minute: int = 0  # every number's sends started in the last 60 s
     recent_errors: list[Message] = field(default_factory=list)  # newest first, at most 20
     store_fault: StoreFault | None = None  # why sending is paused and work refused, if it is
+    shared: bool = False  # the store is shared by workers: each number shows its owner
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

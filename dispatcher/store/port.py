@@ -552,6 +552,12 @@ class WorkersStore(Protocol):
         one service alone (memory, SQLite), which is the only worker."""
         ...
 
+    async def owners(self, keys: Collection[str]) -> dict[str, str] | None:
+        """The worker that holds each of ``keys`` under a lease that has not lapsed (a
+        key held by none is left out). None: the store serves one service alone, which
+        holds every key."""
+        ...
+
     def on_work(self, callback: WorkCallback) -> None:
         """Call ``callback`` with the keys on which texts were queued by anyone (this
         service included), as soon as their write commits, several keys per call when

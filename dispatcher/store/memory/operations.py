@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection
 
 from dispatcher.core.model import Lane, Message, TextStatus
 from dispatcher.core.tally import STORE_WRITE, Histogram
@@ -40,4 +41,8 @@ class MemoryOperations(MemoryTables):
 
     async def workers(self) -> Workers | None:
         """One service alone on this store: no registry of workers."""
+        return None
+
+    async def owners(self, keys: Collection[str]) -> dict[str, str] | None:
+        """One service alone on this store: it holds every key."""
         return None

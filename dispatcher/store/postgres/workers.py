@@ -5,12 +5,19 @@ leads."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dispatcher.store.port import GuardHolder, Workers, WorkerState
 from dispatcher.store.postgres.base import PostgresBase, Record
 from dispatcher.store.postgres.leases import LEASE_SECONDS
 
 
 class PostgresWorkers(PostgresBase):
+    async def owners(self, keys: Collection[str]) -> dict[str, str] | None:
+        if not keys:
+            return {}
+        return {row["key"]: row["owner"] for row in await self._fetch("key_owners", list(keys))}
+
     async def workers(self) -> Workers | None:
         rows = await self._fetch("workers_view", LEASE_SECONDS)
         held = await self._fetchrow("guard_holder")

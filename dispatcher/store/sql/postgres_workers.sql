@@ -17,3 +17,8 @@ LEFT JOIN LATERAL (
 ) AS s ON true
 GROUP BY w.id
 ORDER BY w.id;
+
+-- name: key_owners
+-- The worker holding each of the keys $1 under a lease that has not lapsed.
+SELECT key, owner FROM pacing_keys
+WHERE key = ANY($1::TEXT[]) AND owner IS NOT NULL AND lease_expires_at > now();

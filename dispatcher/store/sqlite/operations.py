@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from dispatcher.core.model import Lane, Message
 from dispatcher.core.tally import Histogram
 from dispatcher.store.port import WorkCallback, Workers
@@ -25,4 +27,8 @@ class SQLiteOperations(SQLiteConnection):
 
     async def workers(self) -> Workers | None:
         """One service alone on this store: no registry of workers."""
+        return None
+
+    async def owners(self, keys: Collection[str]) -> dict[str, str] | None:
+        """One service alone on this store: it holds every key."""
         return None
