@@ -19,6 +19,9 @@ GROUP BY w.id
 ORDER BY w.id;
 
 -- name: key_owners
--- The worker holding each of the keys $1 under a lease that has not lapsed.
-SELECT key, owner FROM pacing_keys
-WHERE key = ANY($1::TEXT[]) AND owner IS NOT NULL AND lease_expires_at > now();
+-- The worker holding each of the keys $1 under a lease that has not lapsed: one probe
+-- of the primary key per key asked (a filter on key = ANY($1) would compare every row
+-- with every key asked).
+SELECT p.key, p.owner FROM unnest($1::TEXT[]) AS k(key)
+JOIN pacing_keys AS p ON p.key = k.key
+WHERE p.owner IS NOT NULL AND p.lease_expires_at > now();
