@@ -101,6 +101,11 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         ("ingest", "Campaign import", lambda row: values_table(row, skip=("part", "loop"))),
         ("scenario", "Bulk ingest, restart, operator latency, HTTP and memory", scenario_table),
         ("email", "Email pacing (one relay: aiosmtpd on a loopback port)", email_table),
+        (
+            "scale-out",
+            "Scale-out on PostgreSQL (workers on one database)",
+            lambda row: values_table(row, skip=("part",)),
+        ),
     ]
     for key, title, draw in sections:
         if key in results:

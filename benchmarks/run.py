@@ -13,7 +13,10 @@ send rate against its pool's), ``ingest`` (a contacts file imported), ``scenario
 (bulk ingest, restart with a large queue, the socket's and the HTTP app's latency
 while every number paces, memory), ``email`` (emails a second per relay to a local
 aiosmtpd relay against aiosmtplib's own ceiling over one connection, and the spacing
-held at the default 10 a second).
+held at the default 10 a second). Only when named: ``scale-out`` (``dispatcher serve``
+workers on one throwaway PostgreSQL cluster, ``benchmarks.fleet``: sends a second with
+2,000 busy numbers at 1, 2 and 4 workers against pgbench running one send's statements,
+the statements per send, and the fault runs with their failover).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from benchmarks.report import RUNNERS
 
 PEER_CAP = report.PEER_CAP
 PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario", "email")
+EXTRA_PARTS = ("scale-out",)  # run only when --only names them
 WORST = {"violations", "inversions", "unfinished"}  # the worst run's, not the median
 Row = dict[str, Any]
 
@@ -59,17 +63,24 @@ class Sizes:
     samples: int
     emails: int  # to the relay as fast as it takes them (email)
     paced_emails: int  # at the default 10 a second (email)
+    fleet: dict[str, Any]  # scale-out: a benchmarks.fleet.Spec
 
 
 QUICK = Sizes(numbers=[20], texts=3, latencies=[0.0], runs=1, sustained=(20, 20.0, 10),
               pools=[(10, 20)], ingest_rows=2_000, ingest_pool=100, queued=2_000,
               queued_numbers=100, http_each=3, samples=20, emails=200,
-              paced_emails=20)  # fmt: skip
+              paced_emails=20,
+              fleet={"workers": [1, 2], "busy": 200, "busy_texts": 5, "numbers": 4, "texts": 6,
+                     "every": 3.0, "down": 1.0, "db_down": 2.0, "clients": 4,
+                     "seconds": 3})  # fmt: skip
 FULL = Sizes(numbers=[1_000, 10_000], texts=20, latencies=[0.0, 50.0], runs=3,
              sustained=(1_000, 50.0, 40), pools=[(300, 3_600), (3_500, 21_000)],
              ingest_rows=1_000_000, ingest_pool=1_000, queued=1_000_000,
              queued_numbers=10_000, http_each=300, samples=200, emails=3_000,
-             paced_emails=100)  # fmt: skip
+             paced_emails=100,
+             fleet={"workers": [1, 2, 4], "busy": 2_000, "busy_texts": 15, "numbers": 40,
+                    "texts": 120, "every": 15.0, "down": 5.0, "db_down": 5.0, "clients": 8,
+                    "seconds": 20})  # fmt: skip
 
 
 _RESULTS = threading.Lock()  # workloads run at once (--jobs) append to --results in turn
@@ -203,11 +214,18 @@ def email(args: argparse.Namespace) -> list[Job]:
     return [({"part": "email", **spec}, once)]
 
 
+def scale_out(args: argparse.Namespace) -> list[Job]:
+    """Workers on one PostgreSQL database: throughput, pgbench's ceiling, fault runs."""
+    spec = {**args.sizes.fleet, **({"workers": args.workers} if args.workers else {})}
+    once = partial(run_module, "benchmarks.fleet", json.dumps(spec), timeout=args.timeout * 3)
+    return [({"part": "scale-out", **spec}, once)]
+
+
 PART_JOBS: dict[str, Callable[[argparse.Namespace], list[Job]]] = {
     "pacing": pacing, "sustained": sustained, "campaigns": campaigns, "ingest": ingest,
-    "scenario": scenario, "email": email,
+    "scenario": scenario, "email": email, "scale-out": scale_out,
 }  # fmt: skip
-SINGLE = {"ingest", "scenario", "email"}  # parts of one row
+SINGLE = {"ingest", "scenario", "email", "scale-out"}  # parts of one row
 
 
 def _saved(path: Path | None) -> dict[str, dict[str, Any]]:
@@ -235,7 +253,9 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     add = parser.add_argument
     add("--quick", action="store_true", help="small sizes, one run (CI smoke)")
     add("--only", type=lambda s: s.split(","), default=list(PARTS),
-        help=f"parts to run, comma-separated (default all: {','.join(PARTS)})")  # fmt: skip
+        help=f"parts to run, comma-separated (default all: {','.join(PARTS)}; "
+        f"only when named: {','.join(EXTRA_PARTS)})")  # fmt: skip
+    add("--workers", type=_ints, help="worker counts of scale-out's throughput rows (full: 1,2,4)")
     add("--sizes", type=_ints, help="numbers in the pacing rows (full: 1000,10000)")
     add("--texts", type=int, help="texts per number in the pacing rows (full: 20)")
     add("--latencies", type=lambda s: [float(x) for x in s.split(",")],
@@ -273,7 +293,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     args.runs = args.sizes.runs
     args.jobs = args.jobs or (4 if args.quick else 1)
     args.argv = list(argv)
-    for name, chosen, known in (("runner", args.runners, RUNNERS), ("part", args.only, PARTS)):
+    for name, chosen, known in (("runner", args.runners, RUNNERS),
+                                ("part", args.only, PARTS + EXTRA_PARTS)):  # fmt: skip
         if unknown := set(chosen) - set(known):
             parser.error(f"unknown {name} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     args.saved = _saved(args.results)
@@ -282,7 +303,7 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
-    chosen = [part for part in PARTS if part in args.only]
+    chosen = [part for part in PARTS + EXTRA_PARTS if part in args.only]
     jobs = {part: PART_JOBS[part](args) for part in chosen}
     listed = [(part, job) for part in chosen for job in jobs[part]]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # in order when --jobs 1
