@@ -105,14 +105,15 @@ async def _counters(url: str) -> dict[str, float]:
             "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database()"
         )
         row = await db.fetchrow(
-            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows "
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted AS rows, "
+            "pg_database_size(current_database()) AS bytes "
             "FROM pg_stat_database WHERE datname = current_database()"
         )
         assert row is not None
     finally:
         await db.close()
     return {"statements": float(statements), "commits": float(row["xact_commit"]),
-            "rows": float(row["rows"])}  # fmt: skip
+            "rows": float(row["rows"]), "bytes": float(row["bytes"])}  # fmt: skip
 
 
 def _rate(records: list[dict[str, Any]]) -> tuple[float, float]:
@@ -125,8 +126,10 @@ def _rate(records: list[dict[str, Any]]) -> tuple[float, float]:
 
 async def throughput(pg: Cluster, root: Path, spec: Spec, workers: int) -> dict[str, Any]:
     url = await pg.fresh_database()
-    await _extension(url)
+    await _execute(url, "CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    empty = await _counters(url)
     submitted = await _ingest(url, root / f"ingest-{workers}", spec.busy, spec.busy_texts)
+    await _execute(url, "SELECT pg_stat_statements_reset()")  # not the ingest's
     before = await _counters(url)
     fleet = Fleet(url, root / f"busy-{workers}", workers)
     await fleet.start()
@@ -148,14 +151,36 @@ async def throughput(pg: Cluster, root: Path, spec: Spec, workers: int) -> dict[
         / sends,
         f"{name}: transactions per send": (after["commits"] - before["commits"]) / sends,
         f"{name}: rows written per send": (after["rows"] - before["rows"]) / sends,
+        f"{name}: database bytes per text (tables, indexes, dead rows)": (
+            after["bytes"] - empty["bytes"]
+        )
+        / len(submitted.ids),
+        f"{name}: the statements run most, calls per send": await _statements(url, sends),
         "_url": url,
     }
 
 
-async def _extension(url: str) -> None:
+async def _statements(url: str, sends: int, most: int = 8) -> dict[str, Any]:
+    """The statements run most often in the run's database, calls per send each (an
+    ``executemany`` counts one call per row, though it is one round trip)."""
     db = await asyncpg.connect(url)
     try:
-        await db.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        rows = await db.fetch(
+            "SELECT calls, query FROM pg_stat_statements s JOIN pg_database d "
+            "ON d.oid = s.dbid WHERE d.datname = current_database() "
+            "ORDER BY calls DESC LIMIT $1", most,
+        )  # fmt: skip
+    finally:
+        await db.close()
+    return {
+        " ".join(str(row["query"]).split())[:90]: round(row["calls"] / sends, 3) for row in rows
+    }
+
+
+async def _execute(url: str, statement: str) -> None:
+    db = await asyncpg.connect(url)
+    try:
+        await db.execute(statement)
     finally:
         await db.close()
 

@@ -41,6 +41,7 @@ from benchmarks.report import RUNNERS
 PEER_CAP = report.PEER_CAP
 PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario", "email")
 EXTRA_PARTS = ("scale-out",)  # run only when --only names them
+ONCE = {"scale-out"}  # parts measured once whatever --runs says: its runs take minutes each
 WORST = {"violations", "inversions", "unfinished"}  # the worst run's, not the median
 Row = dict[str, Any]
 
@@ -136,7 +137,8 @@ def measured(args: argparse.Namespace, job: dict[str, Any], once: Callable[[], R
         return saved
     started = time.monotonic()
     try:
-        row = {**job, **summarise([once() for _ in range(args.runs)])}
+        runs = 1 if job["part"] in ONCE else args.runs
+        row = {**job, **summarise([once() for _ in range(runs)])}
     except Failed as exc:
         row = {**job, "failed": str(exc)}
     took = time.monotonic() - started

@@ -38,8 +38,8 @@ NUMBERS = 4
 TEXTS = 5  # per number: about 5 s of sending at one text a second
 LEASE = 6.0  # seconds: the default lease a worker holds its numbers for
 SETTLE_WITHIN = 90.0  # seconds for every text to reach a final status
-DOWN = 3.0  # seconds the database is down in the restart run
-LEAD = 1.0  # a send claimed before the database went down may still leave this late
+DOWN = 4.0  # seconds the database is down in the restart run
+LEAD = 2.0  # a send claimed before the database went down may leave this late (a busy loop)
 
 _refused: list[str] = []  # why a second worker was refused, once seen
 
