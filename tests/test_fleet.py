@@ -1,7 +1,7 @@
 """Several ``dispatcher serve`` workers on one PostgreSQL database, hurt while they send.
 
-Each run starts a fleet of workers (``tests/fleet.py``) on a fresh database of a
-cluster of this module's own (it is restarted by one of the runs), submits texts on a
+Each run starts a fleet of workers (``tests/fleet.py``) on a fresh database (of a
+cluster of this module's own for the run that restarts it), submits texts on a
 few numbers, hurts the fleet, waits until every text has a final status, and judges
 the simulators' merged send logs: every number's sends at least 1.000 s apart across
 the workers, first in first out per number, nothing sent twice (but for counted
@@ -52,19 +52,23 @@ def own_cluster() -> Iterator[Cluster]:
 
 
 @pytest.fixture(params=WORKERS, ids=lambda n: f"{n}-workers")
-async def fleet(request: pytest.FixtureRequest, own_cluster: Cluster, home: Path
-                ) -> AsyncIterator[Fleet]:  # fmt: skip
-    """The workers started on a fresh database; skipped, saying why, while the
-    database takes one service only."""
+async def fleet(request: pytest.FixtureRequest, home: Path) -> AsyncIterator[Fleet]:
+    """The workers started on a fresh database (of the module's own cluster when the
+    test asks for it, else the session's); skipped, saying why, while the database
+    takes one service only."""
     size: int = request.param
     if size > 1 and _refused:
-        pytest.skip(f"a second worker is refused on one database: {_refused[0]}")
-    running = Fleet(await own_cluster.fresh_database(), home, size)
+        pytest.skip(_refused[0])
+    chosen = "own_cluster" if "own_cluster" in request.fixturenames else "postgres"
+    on: Cluster = request.getfixturevalue(chosen)
+    running = Fleet(await on.fresh_database(), home, size)
     try:
         await running.start()
     except SecondWorkerRefused as exc:
-        _refused.append(str(exc))
-        pytest.skip(f"a second worker is refused on one database: {exc}")
+        said = str(exc)
+        _refused.append("a second worker is refused on one database (the single-worker "
+                        f"guard): {said[: said.find(' (host')]}")  # fmt: skip
+        pytest.skip(_refused[0])
     try:
         yield running
     finally:
