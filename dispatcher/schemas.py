@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from dispatcher.engine.calls import CallView as ServiceCallView
     from dispatcher.engine.campaign_views import ContactReport
     from dispatcher.engine.emails import EmailView as ServiceEmailView
-    from dispatcher.service.views import WorkersView
+    from dispatcher.service.views import NumberView, StatusView, WorkersView
 
 
 # -- values (the shared ones, ``Number``, ``Written`` and ``Body``, are in core.wire) ---
@@ -481,6 +481,41 @@ def event_of(e: model.Event | calls.CallEvent | emails.EmailEvent) -> Event:
         reason=e.reason, provider_code=e.provider_code, source=e.source.value,
         applied=e.applied, detail=e.detail,
     )  # fmt: skip
+
+
+class NumberOut(Model, frozen=True):
+    """A sending number: its queue, its next slot, and who holds it."""
+
+    number: str
+    depth: Annotated[int, Meta(description="texts queued on it")]
+    next_slot_at: Timestamp | None
+    in_flight: int
+    paused: bool
+    rate: Annotated[float, Meta(description="texts per second it sends at most")]
+    sent_last_minute: Annotated[int, Meta(description="sends this service started in 60 s")]
+    owner: Annotated[str | None, Meta(
+        description="on PostgreSQL, the worker holding its lease (null: none; always null "
+                    "on SQLite, where the service holds every number)")]  # fmt: skip
+
+
+class NumbersOut(Model, frozen=True):
+    """The sending numbers with the deepest queues (or the one asked for)."""
+
+    at: Timestamp
+    shared: Annotated[bool, Meta(description="the store is shared by workers: owners shown")]
+    numbers_total: Annotated[int, Meta(description="every sending number the service knows")]
+    numbers: list[NumberOut]
+
+
+def number_of(n: NumberView) -> NumberOut:
+    return NumberOut(number=n.number, depth=n.depth, next_slot_at=ts(n.next_slot_at),
+                     in_flight=n.in_flight, paused=n.paused, rate=n.rate,
+                     sent_last_minute=n.sent_last_minute, owner=n.owner)  # fmt: skip
+
+
+def numbers_of(view: StatusView) -> NumbersOut:
+    return NumbersOut(at=ts(view.at) or "", shared=view.shared, numbers_total=view.numbers_total,
+                      numbers=[number_of(n) for n in view.numbers])  # fmt: skip
 
 
 class LeaderOut(Model, frozen=True):

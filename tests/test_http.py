@@ -182,7 +182,7 @@ async def test_the_api_describes_itself(app: App) -> None:
         "/v1/consent", "/v1/consent/{contact}", "/v1/consent/{contact}/history",
         "/v1/campaigns", "/v1/campaigns/{campaign_id}", "/v1/campaigns/{campaign_id}/pause",
         "/v1/campaigns/{campaign_id}/resume", "/v1/campaigns/{campaign_id}/cancel",
-        "/v1/campaigns/{campaign_id}/contacts",
+        "/v1/campaigns/{campaign_id}/contacts", "/v1/numbers", "/v1/workers",
     }  # fmt: skip
     assert spec["components"]["schemas"]["NewCall"]["required"] == ["from", "to", "script"]
 

@@ -125,9 +125,16 @@ async def test_on_postgresql_each_number_shows_the_worker_holding_it(
         status_of = REGISTRY["status"].handler
         every = await status_of(app.service, StatusArgs())
         one = await status_of(app.service, StatusArgs(number=held))
+        _, by_http = await app.request("GET", f"/v1/numbers?number={held}", headers=app.api())
+        _, listed = await app.request("GET", "/v1/numbers?limit=5", headers=app.api())
     assert every["shared"] is True
     assert [(n["number"], n["owner"]) for n in every["numbers"]] == [(SENDER, None)]
     assert [(n["number"], n["owner"]) for n in one["numbers"]] == [(held, owner.worker)]
+    assert by_http == {key: one[key] for key in ("shared", "numbers_total", "numbers")} | {
+        "at": by_http["at"]
+    }  # (read a moment apart)
+    assert listed["shared"] is True
+    assert [(n["number"], n["owner"]) for n in listed["numbers"]] == [(SENDER, None)]
     show_status(one)
     shown = capsys.readouterr().out.splitlines()
     assert shown[-2].split() == ["number", "depth", "in", "flight", "next", "slot", "owner"]
@@ -139,5 +146,10 @@ async def test_on_sqlite_the_status_names_no_owner(home: Path) -> None:
     async with api(home, store="sqlite") as app:
         await app.service.pause(SENDER)
         answer = await REGISTRY["status"].handler(app.service, StatusArgs())
+        _, by_http = await app.request("GET", "/v1/numbers", headers=app.api())
+        bad, refused = await app.request("GET", "/v1/numbers?number=555", headers=app.api())
     assert answer["shared"] is False
     assert [(n["number"], n["owner"]) for n in answer["numbers"]] == [(SENDER, None)]
+    assert (by_http["shared"], by_http["numbers"]) == (False, answer["numbers"])
+    assert bad == 400
+    assert "number" in refused["error"]["message"], refused

@@ -205,16 +205,7 @@ def emails_json(s: EmailsSummary) -> JSON:
 
 
 def number_json(n: NumberView) -> JSON:
-    return {
-        "number": n.number,
-        "depth": n.depth,
-        "next_slot_at": ts(n.next_slot_at),
-        "in_flight": n.in_flight,
-        "paused": n.paused,
-        "rate": n.rate,
-        "sent_last_minute": n.sent_last_minute,
-        "owner": n.owner,
-    }
+    return _builtins(schemas.number_of(n))
 
 
 def status_json(view: StatusView) -> JSON:

@@ -154,7 +154,7 @@ class CallPage(Model, frozen=True):
     next_cursor: NextCursor
 
 
-_NUMBERS = ("to", "from")
+_NUMBERS = ("to", "from", "number")
 _SWITCHES = ("draft", "track_opens", "track_clicks")  # true or false
 _INTEGER = re.compile(r"-?[0-9]{1,18}")
 
