@@ -8,11 +8,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from contextlib import asynccontextmanager
 
 import asyncpg
 import pytest
 
 from dispatcher.core.model import Source, TextStatus, transition
+from dispatcher.store import WorkCallback
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.store.postgres.wakes import APPLICATION_NAME, CHANNEL
@@ -65,16 +67,23 @@ async def writer(url: str) -> AsyncIterator[PostgresStore]:
         yield store
 
 
-@pytest.fixture
-async def woken(url: str) -> AsyncIterator[tuple[PostgresStore, Woken]]:
-    """A second store, listening, once it listens."""
-    woken = Woken()
+@asynccontextmanager
+async def listening(url: str, callback: WorkCallback) -> AsyncIterator[PostgresStore]:
+    """A store of its own that reports to ``callback``, once it listens."""
     store = PostgresStore(url)
-    store.on_work(woken)
+    store.on_work(callback)
     async with store:
         assert store.wakes is not None
         async with asyncio.timeout(WITHIN):
             await store.wakes.wait_listening()
+        yield store
+
+
+@pytest.fixture
+async def woken(url: str) -> AsyncIterator[tuple[PostgresStore, Woken]]:
+    """A second store, listening, once it listens."""
+    woken = Woken()
+    async with listening(url, woken) as store:
         yield store, woken
 
 
@@ -206,3 +215,21 @@ async def test_a_store_for_one_service_never_calls_back() -> None:
         store.on_work(seen)
         await store.insert_messages([(make_message("m1"), [])])
     assert seen.calls == []
+
+
+async def test_a_callback_that_fails_is_logged_and_the_next_keys_still_come(
+    writer: PostgresStore, url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    seen = Woken()
+
+    def failing(keys: Collection[str]) -> None:
+        seen(keys)
+        if len(seen.calls) == 1:
+            raise RuntimeError("the engine is not ready")
+
+    async with listening(url, failing):
+        await queue(writer, "+14155550108", "f1")
+        await seen.until("+14155550108")
+        await queue(writer, "+14155550109", "f2")
+        await seen.until("+14155550109")
+    assert "store.wakes_callback_failed" in caplog.messages
