@@ -16,7 +16,9 @@ owns the rest, once:
   (:data:`LEAD_MARGIN` times the slowest of the last :data:`CLAIM_SAMPLES`, at most
   :data:`MAX_LEAD`): a claim that outlasts the lead would start its sends late, and
   every send late delays its number's next one. Then one task waits for each slot in
-  turn and starts the sends due (no worker pool, no lock on the send's path);
+  turn and starts the sends due (no worker pool, no lock on the send's path), at most
+  :data:`~dispatcher.engine.turns.SENDS_PER_TURN` in one turn of the event loop, so a
+  request never waits behind a whole tick's sends (:mod:`dispatcher.engine.turns`);
 - the slot: booked from the moment the send starts, then moved to the moment the
   channel says it handed the item over (:meth:`~dispatcher.channels.SendRequest.hand_off`);
 - at most ``max_in_flight`` keys handed out at once (claimed, waiting for the slot, or
@@ -47,6 +49,7 @@ from dispatcher.core.tally import PROVIDER_LATENCY, SEND_LATENESS, Histogram, Ta
 from dispatcher.engine.keys import KeyLocks
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import Pacer
+from dispatcher.engine.turns import TurnBudget
 from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -159,6 +162,7 @@ class Delivery(Generic[I]):
         self._claims: deque[float] = deque(maxlen=CLAIM_SAMPLES)  # seconds each took
         self._locks = KeyLocks()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.turns = TurnBudget()  # sends started in one turn of the event loop, at most
         self._out = 0  # keys handed out by the pacer and not yet done with
         self.in_flight: Counter[str] = Counter()  # sends claimed and not yet settled, by key
         self._ahead: Counter[str] = Counter()  # a key's items claimed ahead, not started yet
@@ -280,9 +284,13 @@ class Delivery(Generic[I]):
         at it; the channel then reports the moment it handed each over."""
         kind, clock = self._kind, self._clock
         start = clock.now()
+        turns = self.turns
         for slot, key, item in plan:
             if slot > start.mono:
                 await clock.sleep(slot - start.mono)
+                start = clock.now()
+            if not turns.pass_now():
+                await turns.wait()  # the loop serves what else is waiting first
                 start = clock.now()
             try:
                 if not await kind.ready(item):
