@@ -67,6 +67,12 @@ LEAD_MARGIN = 1.5
 MAX_LEAD = 0.25
 """Seconds of lead at most: a key handed out counts against ``max_in_flight`` from
 then on, and its Do Not Text check at the claim is that much older."""
+ROOM_STEP = 32
+"""Keys that must have come back before a saturated engine hands out more (at most an
+eighth of ``max_in_flight``): its sends start a few a turn (:mod:`~dispatcher.engine.turns`),
+and handing out each key as one comes back would claim them one at a time. Not a whole
+batch (128): claims of 128 keys make the writer's batches long, and a submission
+waits for the batch being written (docs/performance.md, "A responsive service")."""
 OUTCOME_UNKNOWN = "outcome_unknown"
 """The error code counted for an attempt whose outcome is unknown."""
 
@@ -156,6 +162,7 @@ class Delivery(Generic[I]):
         self._clock = clock
         self._retries = retries
         self._max = max_in_flight
+        self._step = max(1, min(ROOM_STEP, max_in_flight // 8))  # room handed out at once
         self._store_fault = store_fault  # told of a refused write instead of the log
         self.pacer = Pacer(clock, self._due, lead=lead, window=window, room=self._room)
         self._least_lead = lead
@@ -183,7 +190,11 @@ class Delivery(Generic[I]):
 
     # -- handing out -----------------------------------------------------------------
     def _room(self) -> int:
-        return max(0, self._max - self._out)  # items claimed ahead may pass the bound
+        """Keys the pacer may hand out now: none until a batch's worth has come back
+        (:data:`ROOM_STEP`), so a saturated engine still claims many keys per write
+        instead of one for each key that comes back."""
+        room = self._max - self._out  # items claimed ahead may pass the bound
+        return room if room >= self._step else 0
 
     def _due(self, batch: list[tuple[str, float]]) -> None:
         self._out += len(batch)
@@ -201,7 +212,7 @@ class Delivery(Generic[I]):
         if not booked:
             self._book(key, slot)
         self._out -= 1
-        if self._out == self._max - 1:
+        if self._out == self._max - self._step:
             self.pacer.poke()
         if self._out == 0:
             self.idle.set()
