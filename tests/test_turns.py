@@ -1,24 +1,31 @@
 """The send path's bound on work per turn of the event loop (``engine/turns.py``):
 at most so many passes in one turn, the rest in the following turns in the order they
-asked; and the engine starting a tick's sends through it, none lost or out of order."""
+asked; the engine starting a tick's sends through it, none lost or out of order; and a
+batch of receipts merged over several turns, written once."""
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar, cast
 
 import pytest
 
+from dispatcher.channels import Channel, Receipt
 from dispatcher.clock import FakeClock, Instant
 from dispatcher.config import ProviderConfig
+from dispatcher.core.model import Lane, Message, TextStatus, Transition
 from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.receipts import Receipts
 from dispatcher.engine.retries import Retries
 from dispatcher.engine.turns import SENDS_PER_TURN, TurnBudget
+from dispatcher.store import Store
 from tests.test_pacer import SlowClaims
 
 T = TypeVar("T")
+NOW = datetime(2026, 1, 5, 15, 0, tzinfo=UTC)
 
 
 class CountingLoop(asyncio.SelectorEventLoop):
@@ -128,3 +135,51 @@ def test_a_tick_of_many_keys_starts_its_sends_over_several_turns_none_lost() -> 
     for (key, _), at in zip(kind.turns, started_at, strict=True):
         by_key.setdefault(key, []).append(at)
     assert all(b - a >= 1.0 for a, b in by_key.values())
+
+
+class Desk:
+    """Where the receipts' transitions go: each outcome with the loop's turn."""
+
+    def __init__(self, loop: CountingLoop) -> None:
+        self.loop = loop
+        self.turns: list[int] = []
+        self.writes: list[int] = []  # transitions per write
+
+    async def record(
+        self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+    ) -> None:
+        self.writes.append(len(steps))
+
+    def outcome(self, message: Message) -> None:
+        self.turns.append(self.loop.turn)
+
+
+class NoChannel:
+    def settled(self, provider_id: str) -> None:
+        return None
+
+
+def test_a_batch_of_receipts_is_merged_over_several_turns_and_written_once() -> None:
+    count = 200
+
+    async def main(loop: CountingLoop) -> Desk:
+        desk = Desk(loop)
+        receipts = Receipts(desk, channel=cast(Channel, NoChannel()), store=cast(Store, None),
+                            store_fault=lambda exc: None, faulted=lambda: False)  # fmt: skip
+        for i in range(count):
+            sent = Message(
+                id=f"m{i}", sender="+15550000001", recipient=f"+1555010{i:04d}", body="hi",
+                segments=1, lane=Lane.BULK, status=TextStatus.SENT, accepted_at=NOW,
+                expires_at=NOW + timedelta(hours=1), updated_at=NOW, provider_id=f"p{i}",
+            )  # fmt: skip
+            receipts.awaiting(sent)
+            receipts.report(Receipt(provider_id=f"p{i}", status=TextStatus.DELIVERED, at=NOW))
+        receipts.stop()
+        await receipts.run()
+        return desk
+
+    desk = run_counted(main)
+    assert desk.writes == [count]  # one write for the whole batch
+    per_turn = Counter(desk.turns)
+    assert sum(per_turn.values()) == count
+    assert max(per_turn.values()) <= 64
