@@ -173,3 +173,36 @@ async def test_a_claim_waits_behind_a_full_backlog_of_writes_in_order(
     assert events_in_commit_order(tmp_path / "t.db") == [
         ("m1", "Sending"), ("m2", "Sending"), ("m3", "Sending"),
     ]  # fmt: skip
+
+
+async def test_a_new_text_is_written_ahead_of_the_send_paths_next_batch(
+    store: SQLiteStore,
+) -> None:
+    # A batch is being written; meanwhile a status change and a new text gather. The
+    # new text's batch goes first: a submission never waits behind the send path's.
+    first = store.record_soon([], next_slots={"+15550000001": NOW})
+    for _ in range(1000):  # bounded: until the writer has the first batch
+        if store.writes_in_flight:
+            break
+        await asyncio.sleep(0)
+    assert store.writes_in_flight
+    gathered = store.record_soon([], next_slots={"+15550000002": NOW})
+    [stored] = await store.insert_messages([queued("m1")])
+    assert stored.id == "m1"
+    assert not gathered.done()  # written after the new text
+    await asyncio.gather(first, gathered)
+    assert {s.number for s in await store.numbers()} == {"+15550000001", "+15550000002"}
+    # New texts still commit in the order they came, whichever batch each joined.
+    done: list[str] = []
+
+    async def submit(message_id: str) -> None:
+        await store.insert_messages([queued(message_id)])
+        done.append(message_id)
+
+    writes = []
+    for i in range(6):
+        writes.append(asyncio.ensure_future(submit(f"n{i}")))
+        store.record_soon([], next_slots={f"+1555000010{i}": NOW})
+        await asyncio.sleep(0)
+    await asyncio.gather(*writes)
+    assert done == [f"n{i}" for i in range(6)]

@@ -4,7 +4,8 @@ Writes are group-committed: every write verb queues its statements (:meth:`enque
 and awaits the commit of the batch it joined. While one batch is being written, the
 next one gathers, so under load one transaction carries many transitions and a quiet
 service commits each write at once. Writes commit in the order they were handed over,
-except the writes marked ``ahead`` (a claim, which its sends wait for): they gather
+except the writes marked ``ahead`` (a claim, which its sends wait for; a new text's
+insert, which its submission waits for, see :meth:`SQLiteConnection.new_ahead`): they gather
 in a batch of their own that goes to the writer before the writes in order, unless
 they touch a message that has a write among those (then that write and everything
 before it go first, in the same batch), or the writes in order hold
@@ -58,10 +59,12 @@ class _Batch:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     rows: int = 0
     messages: set[str] = field(default_factory=set)  # the messages its writes change
+    inserts: bool = False  # it holds a new message's insert
     _segment: dict[str, tuple[str, list[Params]]] = field(default_factory=dict)
 
     def add(self, name: str, sql: str, rows: list[Params]) -> None:
         self.rows += len(rows)
+        self.inserts = self.inserts or (name == "insert_message" and bool(rows))
         if name in _MERGED:
             self._segment.setdefault(name, (sql, []))[1].extend(rows)
         else:
@@ -236,8 +239,20 @@ class SQLiteConnection(Resource):
         self._wake.set()
         return waiter
 
-    async def _write(self, *statements: tuple[str, Iterable[Params]]) -> None:
-        await self.enqueue(*statements)
+    async def _write(
+        self,
+        *statements: tuple[str, Iterable[Params]],
+        messages: Collection[str] = (),
+        ahead: bool = False,
+    ) -> None:
+        await self.enqueue(*statements, messages=messages, ahead=ahead)
+
+    def new_ahead(self) -> bool:
+        """May a new text's insert go ahead of the writes in order? While a batch is
+        being written or claims wait ahead (else the next batch goes at once anyway),
+        and never ahead of an earlier new text's insert, so texts commit in the order
+        they were submitted (their queue order)."""
+        return (self._in_flight > 0 or bool(self._ahead.waiters)) and not self._batch.inserts
 
     async def _write_loop(self) -> None:
         while True:

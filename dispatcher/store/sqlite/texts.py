@@ -40,7 +40,11 @@ class SQLiteTexts(SQLiteConnection):
             stored.append(msgspec.structs.replace(m, seq=self._seq))
             rows.append(r.message_row(m, self._seq))
             events.extend(r.event_row(e) for e in first_events)
-        await self._write(("insert_message", rows), ("insert_event", events))
+        # Ahead of the send path's transitions: no write still gathering touches it.
+        await self._write(
+            ("insert_message", rows), ("insert_event", events),
+            messages=[m.id for m in stored], ahead=self.new_ahead(),
+        )  # fmt: skip
         return stored
 
     async def accepted_since(self, since: datetime) -> list[Message]:
