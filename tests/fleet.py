@@ -199,6 +199,18 @@ class Fleet:
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 
+    def exited(self) -> list[str]:
+        """The workers that ended by themselves (not stopped or killed by the harness):
+        each with its exit code and the last line of its log."""
+        ended = []
+        for worker in self.workers:
+            if worker.process is not None and (code := worker.process.poll()) is not None:
+                said = worker.log.read_text(errors="replace").strip().splitlines()
+                ended.append(
+                    f"worker {worker.index} exited {code}: {said[-1][-300:] if said else ''}"
+                )
+        return ended
+
     async def submit(self, numbers: int, texts: int) -> Submitted:
         """``texts`` texts on each of ``numbers`` numbers, one lane, a number's texts in
         order, through the running workers' sockets in turn."""
@@ -257,7 +269,8 @@ class Fleet:
                     counts[status] += 1
                 raise AssertionError(
                     f"not every text reached a final status within {within} s: "
-                    f"{dict(counts)} of {len(submitted.ids)} (faults: {self.faults})"
+                    f"{dict(counts)} of {len(submitted.ids)} (faults: {self.faults}; "
+                    f"workers that ended by themselves: {self.exited() or 'none'})"
                 )
             await asyncio.sleep(0.2)
 
