@@ -117,7 +117,13 @@ class ServiceGuard:
             await self._take(refuse=False)
         return self.held
 
-    def describe_holder(self) -> str:
+    @property
+    def leads(self) -> bool:
+        """Whether this process leads: it holds the lock."""
+        return self.held
+
+    def leader(self) -> str:
+        """Who held the lock when this process last found it held (for its log)."""
         return self._holder
 
     async def _take(self, *, refuse: bool) -> None:
