@@ -48,7 +48,7 @@ from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
 from dispatcher.service.workers import WorkerVerbs
-from dispatcher.store import Elected, Leadership, Store, Watched, open_store
+from dispatcher.store import Leadership, Store, Watched, open_store
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -85,7 +85,6 @@ class Dispatcher(
         self._closing = False
         self._leads = True  # runs what must run once (a shared store may say otherwise)
         self._singletons: list[asyncio.Task[None]] = []  # what it runs as the leader
-        self._leadership: Leadership | None = None  # on a store several workers share
         self.started_at = self.clock.now().wall  # when it opened, once it has
         self.consent_book = ConsentBook(store)  # the consent ledger as the desks check it
         wiring = Wiring(
@@ -171,9 +170,7 @@ class Dispatcher(
         if isinstance(self.mailer, ReturningMailer):  # the simulated relay's bounces
             self.mailer.on_report(self.returned_mail)
         await self._recover()
-        if isinstance(self.store, Elected):  # several workers share it: one leads
-            self._leadership = self.store.leadership()
-        self._leads = self._leadership is None or self._leadership.leads
+        self._leads = not isinstance(self.store, Leadership) or self.store.leads
         if self._leads:
             await self._recover_once()
         await self.automations.load()
@@ -239,14 +236,14 @@ class Dispatcher(
     async def _follow(self) -> None:
         """A follower tries to lead every ``store.fault_probe``: it does once the
         leader's session has ended (it stopped or died)."""
-        assert self._leadership is not None
+        assert isinstance(self.store, Leadership)
         every = self.config.store.fault_probe.total_seconds()
         while not self._closing:
             await self.clock.sleep(every)
             if self._closing or self._health.fault is not None:
                 continue
             try:
-                if not await self._leadership.try_lead():
+                if not await self.store.try_lead():
                     continue
                 await self._recover_once()
             except StoreUnavailable as exc:
@@ -258,7 +255,7 @@ class Dispatcher(
             return
 
     def _leader(self) -> str:
-        return self._leadership.leader() if self._leadership is not None else ""
+        return self.store.leader() if isinstance(self.store, Leadership) else ""
 
     def _leading(self, what: str) -> None:
         """Refuse ``what`` on a follower: the leader runs it (workers sharing a store)."""
@@ -347,7 +344,7 @@ class Dispatcher(
         async with self.texts.engine.every_lock():
             await self.texts.restore()
             self.texts.receipts.settled()
-        if self._leads and self._leadership is not None and not self._leadership.leads:
+        if self._leads and isinstance(self.store, Leadership) and not self.store.leads:
             self._step_down()
 
     def _resume(self) -> None:

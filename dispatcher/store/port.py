@@ -588,10 +588,11 @@ class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, Enga
         ...
 
 
+@runtime_checkable
 class Leadership(Protocol):
-    """Which of the services (workers) sharing a store leads: the one that runs what
-    must run once (calls, email, campaigns, automations, the expiry sweep, status
-    callbacks)."""
+    """A store several services (workers) share: the one that leads runs what must run
+    once (calls, email, campaigns, automations, the expiry sweep, status callbacks). A
+    store that serves one service alone does not implement it: that service leads."""
 
     @property
     def leads(self) -> bool: ...
@@ -602,16 +603,6 @@ class Leadership(Protocol):
 
     def leader(self) -> str:
         """Who led when this worker last found the lead taken (for its log)."""
-        ...
-
-
-@runtime_checkable
-class Elected(Protocol):
-    """A store several services share elects a leader among them. A store that serves
-    one service alone does not implement it: that service leads."""
-
-    def leadership(self) -> Leadership | None:
-        """This service's part in the election (None: opened for no service)."""
         ...
 
 

@@ -117,13 +117,7 @@ class ServiceGuard:
             await self._take(refuse=False)
         return self.held
 
-    @property
-    def leads(self) -> bool:
-        """Whether this process leads: it holds the lock."""
-        return self.held
-
-    def leader(self) -> str:
-        """Who held the lock when this process last found it held (for its log)."""
+    def describe_holder(self) -> str:
         return self._holder
 
     async def _take(self, *, refuse: bool) -> None:
