@@ -589,24 +589,6 @@ class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, Enga
 
 
 @runtime_checkable
-class Leadership(Protocol):
-    """A store several services (workers) share: the one that leads runs what must run
-    once (calls, email, campaigns, automations, the expiry sweep, status callbacks). A
-    store that serves one service alone does not implement it: that service leads."""
-
-    @property
-    def leads(self) -> bool: ...
-
-    async def try_lead(self) -> bool:
-        """Lead if no worker does (the leader stopped or died): whether this one leads."""
-        ...
-
-    def leader(self) -> str:
-        """Who led when this worker last found the lead taken (for its log)."""
-        ...
-
-
-@runtime_checkable
 class Watched(Protocol):
     """A store that may learn, between writes, that the service must stop sending: the
     PostgreSQL store opened for a service, whose single-worker lock goes with its

@@ -70,8 +70,8 @@ class PostgresStore(
     async def open(self) -> None:
         await super().open()
         try:
-            if self._guard is not None:  # held by another: this worker follows
-                await self._guard.try_lead()
+            if self._guard is not None:
+                await self._guard.take()
         except BaseException:
             await super().close()
             raise
@@ -111,20 +111,6 @@ class PostgresStore(
         """Tell the service, through ``report``, when the guard's lock may be lost."""
         if self._guard is not None:
             self._guard.on_lost(report)
-
-    @property
-    def leads(self) -> bool:
-        """Whether this worker leads (holds the guard); a store opened without it leads."""
-        return self._guard is None or self._guard.held
-
-    async def try_lead(self) -> bool:
-        """Lead if the guard is free (the leader stopped or died): whether this worker
-        leads now."""
-        return self._guard is None or await self._guard.try_lead()
-
-    def leader(self) -> str:
-        """Who led when this worker last found the guard held (for its log)."""
-        return "" if self._guard is None else self._guard.describe_holder()
 
     async def probe(self) -> None:
         """A small write, once the guard holds its lock again (if it lost it)."""
