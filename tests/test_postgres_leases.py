@@ -14,13 +14,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import asyncpg
-import msgspec
 import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
-from dispatcher.core.model import Reason, Source, TextStatus, transition
+from dispatcher.core.model import Source, TextStatus
 from dispatcher.errors import StoreUnavailable
-from dispatcher.store import open_store
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.postgres.leases import (
     Fenced,
@@ -577,58 +575,3 @@ async def test_the_hand_off_moves_the_next_slot_later_only_under_the_owners_epoc
     assert await next_slot() == handed_off + 2 * SECOND
     start = await two.start_send(fresh, m2, "a2", SECOND, handed_off + 2 * SECOND)
     assert start.outcome is StartOutcome.STARTED
-
-
-async def test_a_stale_owners_fenced_records_change_nothing(postgres: Cluster) -> None:
-    """The store's write of transitions (the engine's path after a send) with fenced
-    steps: a worker whose lease lapsed, and whose text was settled and started again by
-    the new owner, records its late answer: the text, its events and the number's next
-    slot stay as the new owner left them; the new owner's own records apply."""
-    async with open_store(await postgres.fresh_database()) as store:
-        assert isinstance(store, PostgresConnection)
-        key = "+15550000001"
-        [m1] = await queue(store, key)
-        old = await worker(store, "old", lease=0.6)
-        [lease] = (await old.acquire()).taken
-        start = await old.start_send(lease, m1, "a1", SECOND)
-        assert start.outcome is StartOutcome.STARTED
-        new = await worker(store, "new")
-
-        async def taken_over() -> bool:
-            return bool((await new.acquire()).taken)
-
-        await eventually(taken_over, "the new worker takes the lapsed key")
-        [fresh] = new.held.values()
-        sending = await store.get(m1)
-        assert sending is not None
-        # The new owner reconciles the text (the provider never had it) and starts it again.
-        back, _ = transition(sending, TextStatus.QUEUED, at=sending.updated_at,
-                                  source=Source.RECONCILE, reason=Reason.NOT_RECEIVED)  # fmt: skip
-        await store.record([msgspec.structs.replace(back, fenced=True, epoch=lease.epoch)])
-        assert await status(store, m1) == ("Queued", lease.epoch)
-        again = await new.start_send(fresh, m1, "a2", SECOND, start.next_slot_at)
-        assert again.outcome is StartOutcome.STARTED
-        slot = await store.pool.fetchval("SELECT next_slot_at FROM pacing_keys WHERE key = $1", key)
-        events = await store.pool.fetchval("SELECT count(*) FROM events WHERE message_id = $1", m1)
-        # The old owner's late answer to its own attempt: Sent under its epoch, a minute on.
-        late, _ = transition(sending, TextStatus.SENT, at=sending.updated_at,
-                             source=Source.PROVIDER, provider_id="SMlate")  # fmt: skip
-        await store.record([msgspec.structs.replace(late, fenced=True, epoch=lease.epoch)],
-                           {key: slot + timedelta(minutes=1)})  # fmt: skip
-        assert await status(store, m1) == ("Sending", fresh.epoch)
-        assert await store.pool.fetchval(
-            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key) == slot  # fmt: skip
-        assert await store.pool.fetchval(
-            "SELECT count(*) FROM events WHERE message_id = $1", m1) == events  # fmt: skip
-        # The new owner's answer applies, with its event and its next slot.
-        restarted = await store.get(m1)
-        assert restarted is not None
-        sent_step, _ = transition(restarted, TextStatus.SENT, at=restarted.updated_at,
-                                  source=Source.PROVIDER, provider_id="SMnew")  # fmt: skip
-        await store.record([msgspec.structs.replace(sent_step, fenced=True, epoch=fresh.epoch)],
-                           {key: slot + SECOND})  # fmt: skip
-        assert await status(store, m1) == ("Sent", fresh.epoch)
-        moved = await store.pool.fetchval(
-            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
-        )
-        assert moved == slot + SECOND

@@ -69,11 +69,6 @@ class Owner(Protocol):
 
     def attach(self, desk: Desk) -> None: ...
 
-    @property
-    def shared(self) -> bool:
-        """Do other workers queue texts on the same numbers?"""
-        ...
-
     def owns(self, key: str) -> bool:
         """May this process pace ``key`` (start its sends)?"""
         ...
@@ -118,10 +113,6 @@ class Solo:
 
     def attach(self, desk: Desk) -> None:
         self._desk = desk
-
-    @property
-    def shared(self) -> bool:
-        return False
 
     def owns(self, key: str) -> bool:
         return True
@@ -178,10 +169,6 @@ class Leased:
 
     def attach(self, desk: Desk) -> None:
         self._desk = desk
-
-    @property
-    def shared(self) -> bool:
-        return True
 
     def owns(self, key: str) -> bool:
         return self._leases.lease_of(key) is not None

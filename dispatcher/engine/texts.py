@@ -36,7 +36,7 @@ from dispatcher.core.model import (
 )
 from dispatcher.core.results import TEXT_RESULTS, Observed
 from dispatcher.core.tally import Tally
-from dispatcher.engine.delivery import OUTCOME_UNKNOWN, Delivery
+from dispatcher.engine.delivery import Delivery
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
 from dispatcher.engine.ownership import Head, Owner, owner_for
@@ -103,7 +103,6 @@ class TextDesk:
             store_fault=store_fault,
         )  # fmt: skip
         self.owner.attach(self)
-        self.queues.sole_writer = not self.owner.shared
         self._settling: set[str] = set()  # texts being reconciled by the lease loop
         self._writing: set[str] = set()  # texts whose move out of Sending is being written
 
@@ -529,13 +528,6 @@ class TextDesk:
                         or message_id in self._writing):  # fmt: skip
                     continue
                 self.owner.started(message_id, epoch)
-                # Its outcome is unknown here (its worker may have died between the request
-                # and recording the answer): counted, and the provider is asked.
-                self.engine.provider_errors.add(OUTCOME_UNKNOWN)
-                log.warning("dispatch.outcome_unknown", extra={
-                    "id": message_id, "sender": message.sender, "epoch": epoch,
-                    "why": "left Sending on a number this worker took over",
-                })  # fmt: skip
                 await self.engine.reconcile(message, running=True)
             finally:
                 self._settling.discard(message_id)
