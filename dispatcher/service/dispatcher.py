@@ -103,7 +103,6 @@ class Dispatcher(
         self._pacer_task: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
-        self._leases: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -179,7 +178,6 @@ class Dispatcher(
         await self._group.__aenter__()
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._keep(self.texts.receipts.run), name="receipts")
-        self._leases = self._group.create_task(self.texts.owner.run(), name="leases")
         self._group.create_task(self._keep(self.texts.expiry_loop), name="expiry")
         self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
         self._group.create_task(self._keep(self.calls.run_reports), name="call-reports")
@@ -227,7 +225,6 @@ class Dispatcher(
             for task in (self._pacer_task, self._call_pacer, self._email_pacer):
                 if task is not None:
                     task.cancel()
-        await self.texts.owner.close()  # the numbers leased go back (a shared store)
         self.texts.receipts.stop()
         self.calls.stop_reports()
         self.automations.stop()

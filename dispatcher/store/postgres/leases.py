@@ -19,21 +19,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 import asyncpg
 
 from dispatcher.clock import Clock
+from dispatcher.core.model import Source, TextStatus
 from dispatcher.errors import StoreError, StoreUnavailable
-from dispatcher.store.leasing import (
-    Acquired,
-    Fenced,
-    KeyWork,
-    Lease,
-    Send,
-    Start,
-    StartOutcome,
-)
 from dispatcher.store.postgres.connection import PostgresConnection
 
 LEASE_SECONDS = 6.0
@@ -54,6 +48,67 @@ _UNAVAILABLE = (
 def worker_id(name: str) -> str:
     """A worker id, new at every start: ``name`` (a host, a home folder) and a random part."""
     return f"{name}/{uuid.uuid4().hex[:12]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A key this worker holds."""
+
+    key: str
+    epoch: int
+    trusted_until: float  # this worker's monotonic clock: no send starts after it
+    next_slot_at: datetime | None  # as the database had it when the lease was taken or renewed
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    share: int  # this worker's fair share of the keys in play
+    taken: list[Lease]  # the keys taken now, each under a new epoch
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    NOT_OWNER = "not_owner"  # the key has another owner or a later epoch
+    LEASE_SHORT = "lease_short"  # less than the lease a send needs is left
+    TOO_EARLY = "too_early"  # before the key's next slot (its previous owner's, maybe)
+    BUSY = "busy"  # a send of the key is in flight, or its outcome is unknown
+    NOT_QUEUED = "not_queued"  # the message is no longer Queued on that key
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    outcome: StartOutcome
+    started_at: datetime | None  # the database's clock, when it started
+    next_slot_at: datetime | None
+    lease_expires_at: datetime | None
+    trusted: bool  # started, and still inside the lease by this worker's clock after the
+    # commit: only then may the provider be called
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A send to start: the next message of ``lease``'s key."""
+
+    lease: Lease
+    message_id: str
+    attempt_id: str
+    spacing: timedelta  # the key's next slot moves this far past the start
+    slot: datetime | None = None  # the slot it is meant for (None: the database's clock
+    # at the start); refused when before the key's next slot, which is booked from it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fenced:
+    """A status change that names the status and the epoch it expects."""
+
+    message_id: str
+    expected: TextStatus
+    epoch: int
+    status: TextStatus
+    source: Source
+    reason: str | None = None
+    provider_code: str | None = None
+    provider_id: str | None = None
 
 
 class Leases:
@@ -83,10 +138,6 @@ class Leases:
     def held(self) -> dict[str, Lease]:
         """The leases this worker holds, by key (a copy)."""
         return dict(self._held)
-
-    def lease_of(self, key: str) -> Lease | None:
-        """The lease held on ``key``, if any (no copy: on the send's path)."""
-        return self._held.get(key)
 
     def trusted(self, lease: Lease) -> bool:
         """Whether this worker's clock still puts ``lease`` inside its term."""
@@ -253,19 +304,6 @@ class Leases:
         )
         return {row["id"] for row in rows}
 
-    async def work(self, keys: Collection[str]) -> list[KeyWork]:
-        """What each of ``keys`` has now, in one statement: its texts Queued, those
-        Sending (with the epoch each was started under), its next slot and pause flag."""
-        if not keys:
-            return []
-        rows = await self._fetch("key_work", sorted(keys))
-        return [
-            KeyWork(row["key"], int(row["queued"]),
-                    list(zip(row["sending_ids"] or [], row["sending_epochs"] or [], strict=True)),
-                    row["next_slot_at"], row["paused"])
-            for row in rows
-        ]  # fmt: skip
-
     # -- plumbing --------------------------------------------------------------------
     def _deadline(self) -> float:
         return self._clock.now().mono + self.lease_seconds
@@ -288,18 +326,3 @@ class Leases:
             raise StoreError(f"{name} failed on {self._db.url.shown}: {exc}") from exc
         except (OSError, asyncpg.InterfaceError) as exc:
             raise StoreUnavailable(f"lost the database {self._db.url.shown}: {exc}") from exc
-
-
-__all__ = [
-    "LEASE_SECONDS",
-    "MIN_LEASE_SECONDS",
-    "Acquired",
-    "Fenced",
-    "KeyWork",
-    "Lease",
-    "Leases",
-    "Send",
-    "Start",
-    "StartOutcome",
-    "worker_id",
-]

@@ -14,7 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from dispatcher.clock import Clock
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store.port import WorkCallback
 from dispatcher.store.postgres.automations import PostgresAutomations
@@ -26,7 +25,6 @@ from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.engagement import PostgresEngagement
 from dispatcher.store.postgres.guard import Holder, ServiceGuard
-from dispatcher.store.postgres.leases import MIN_LEASE_SECONDS, Leases, worker_id
 from dispatcher.store.postgres.listing import PostgresListing
 from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
@@ -100,12 +98,6 @@ class PostgresStore(
     def wakes(self) -> WorkListener | None:
         """The listener ``on_work`` started, if any."""
         return self._wakes
-
-    def leases(self, name: str, clock: Clock, *, lease_seconds: float) -> Leases:
-        """This worker's leases on the pacing keys, under a new worker id (``name``
-        and a random part)."""
-        return Leases(self, clock, worker_id(name), lease_seconds=lease_seconds,
-                      min_lease_seconds=min(MIN_LEASE_SECONDS, lease_seconds / 3))  # fmt: skip
 
     def on_fault(self, report: Callable[[StoreUnavailable], None]) -> None:
         """Tell the service, through ``report``, when the guard's lock may be lost."""

@@ -153,18 +153,3 @@ WITH wanted AS (
     SELECT id, updated_at, status, reason, provider_code, source, true FROM moved
 )
 SELECT id FROM moved;
-
--- name: key_work
--- Each key of $1 as it is now: its texts Queued (counted on the queue's index), those
--- Sending with the epoch each was started under, its next slot and pause flag.
-SELECT p.key, p.next_slot_at, p.paused,
-       (SELECT count(*) FROM messages AS m
-        WHERE m.sender = p.key AND m.status = 'Queued') AS queued,
-       s.ids AS sending_ids, s.epochs AS sending_epochs
-FROM pacing_keys AS p
-LEFT JOIN LATERAL (
-    SELECT array_agg(m.id ORDER BY m.id) AS ids, array_agg(m.epoch ORDER BY m.id) AS epochs
-    FROM messages AS m WHERE m.sender = p.key AND m.status = 'Sending'
-) AS s ON true
-WHERE p.key = ANY($1::TEXT[])
-ORDER BY p.key;
