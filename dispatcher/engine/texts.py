@@ -91,6 +91,7 @@ class TextDesk:
         self.sends = RecentSends()  # started in the last minute, per number and in all
         self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
         self.transitions = Tally()  # status changes applied by this process, with their reason
+        self._watched: asyncio.Future[None] | None = None  # the last write handed over soon
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
         self.closing = False
@@ -148,7 +149,9 @@ class TextDesk:
         is reported as a store fault, and what it held is settled as after a crash."""
         written = self._store.record_soon(steps, next_slots)
         self._counted(steps)
-        written.add_done_callback(self._written)
+        if written is not self._watched:  # a store may share one future per batch
+            self._watched = written
+            written.add_done_callback(self._written)
 
     def _written(self, written: asyncio.Future[None]) -> None:
         if written.cancelled() or (exc := written.exception()) is None:

@@ -157,7 +157,8 @@ class TextStore(Protocol):
     ) -> asyncio.Future[None]:
         """:meth:`record`, handed to the store now without waiting for it: the write is
         ordered after every write handed over before it, and the future says when it
-        is durable (or why it failed)."""
+        is durable (or why it failed). Writes handed over together may share one
+        future (one per batch written), so a caller watches each future once."""
         ...
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]: ...

@@ -58,6 +58,8 @@ class _Batch:
     statements: list[tuple[str, str, list[Params]]] = field(default_factory=list)
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
     rows: int = 0
+    writes: int = 0  # writes handed over into it
+    soon: asyncio.Future[None] | None = None  # shared by its writes nothing awaits one by one
     messages: set[str] = field(default_factory=set)  # the messages its writes change
     inserts: bool = False  # it holds a new message's insert
     _segment: dict[str, tuple[str, list[Params]]] = field(default_factory=dict)
@@ -77,6 +79,7 @@ class _Batch:
         for name, sql, rows in earlier._sealed():
             self.add(name, sql, rows)
         self.waiters.extend(earlier.waiters)
+        self.writes += earlier.writes
         self.messages |= earlier.messages
 
     def _close_segment(self) -> None:
@@ -212,6 +215,7 @@ class SQLiteConnection(Resource):
         *statements: tuple[str, Iterable[Params]],
         messages: Collection[str] = (),
         ahead: bool = False,
+        shared: bool = False,
     ) -> asyncio.Future[None]:
         """Add ``statements`` (query name, rows) to the batch being gathered; the future
         is done once the batch has committed, or fails with the batch's error
@@ -222,7 +226,9 @@ class SQLiteConnection(Resource):
         ``messages``: the ids of the messages whose rows the write changes. ``ahead``:
         the write may commit before the writes in order handed over earlier, none of
         which may then change one of its ``messages`` (those are committed with it, or
-        before it)."""
+        before it). ``shared``: every such write of one batch gets the same future (a
+        write nothing awaits on its own, such as a Sent: one future and one done
+        callback per batch, not one per text)."""
         if self._committer is None or self._closing:
             raise StoreError("the store is closing" if self._closing else "the store is not open")
         batch = self._batch
@@ -234,9 +240,14 @@ class SQLiteConnection(Resource):
         for name, rows in statements:
             batch.add(name, self._q[name], list(rows))
         batch.messages.update(messages)
+        batch.writes += 1
+        self._wake.set()
+        if shared and batch.soon is not None:
+            return batch.soon
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch.waiters.append(waiter)
-        self._wake.set()
+        if shared:
+            batch.soon = waiter
         return waiter
 
     async def _write(
@@ -269,7 +280,7 @@ class SQLiteConnection(Resource):
             else:
                 batch, self._batch = self._batch, _Batch()
             if batch.waiters:
-                self._in_flight = len(batch.waiters)
+                self._in_flight = batch.writes
                 began = time.monotonic()
                 try:
                     await self._commit(batch)

@@ -102,7 +102,7 @@ class SQLiteTexts(SQLiteConnection):
         transitions: Sequence[Transition],
         next_slots: Mapping[str, datetime] | None = None,
     ) -> asyncio.Future[None]:
-        return self._recorded(transitions, next_slots)
+        return self._recorded(transitions, next_slots, shared=True)
 
     def _recorded(
         self,
@@ -110,6 +110,7 @@ class SQLiteTexts(SQLiteConnection):
         next_slots: Mapping[str, datetime] | None,
         *,
         ahead: bool = False,
+        shared: bool = False,
     ) -> asyncio.Future[None]:
         # A message's own insert is never among the writes a claim goes ahead of: a
         # text is claimed only once its insert has committed (its submission waits for
@@ -128,6 +129,7 @@ class SQLiteTexts(SQLiteConnection):
             ("set_next_slot", [(n, r.us(at)) for n, at in (next_slots or {}).items()]),
             messages=[t.message_id for t in transitions],
             ahead=ahead,
+            shared=shared,
         )
 
     async def in_status(self, status: TextStatus, limit: int) -> list[Message]:
