@@ -35,15 +35,9 @@ class KeyLocks:
         self._open.set()
         self._every = asyncio.Lock()
 
-    @contextlib.asynccontextmanager
-    async def holding(self, keys: Iterable[str]) -> AsyncIterator[None]:
+    def holding(self, keys: Iterable[str]) -> contextlib.AbstractAsyncContextManager[None]:
         """Hold the locks of ``keys`` (in order: no deadlock)."""
-        while not self._open.is_set():
-            await self._open.wait()
-        # Every lock is in the table before the first await: :meth:`every`, if it
-        # starts meanwhile, waits for each of them.
-        async with self._held(sorted(self._lock(key) for key in set(keys))):
-            yield
+        return _Holding(self._open, self._lock, keys)
 
     @contextlib.asynccontextmanager
     async def every(self) -> AsyncIterator[None]:
@@ -68,6 +62,45 @@ class KeyLocks:
             for _, lock in locks:
                 await stack.enter_async_context(lock)
             yield
+
+
+class _Holding:
+    """The locks of some keys, held for one ``async with``: a class, not a generator
+    and an exit stack, since a claim takes one at every tick of the pacer."""
+
+    __slots__ = ("_held", "_keys", "_lock", "_open")
+
+    def __init__(
+        self,
+        opened: asyncio.Event,
+        lock: Callable[[str], tuple[str, asyncio.Lock]],
+        keys: Iterable[str],
+    ) -> None:
+        self._open = opened
+        self._lock = lock
+        self._keys = keys
+        self._held: list[asyncio.Lock] = []
+
+    async def __aenter__(self) -> None:
+        while not self._open.is_set():
+            await self._open.wait()
+        # Every lock is in the table before the first await: :meth:`KeyLocks.every`, if
+        # it starts meanwhile, waits for each of them.
+        locks = sorted(self._lock(key) for key in set(self._keys))
+        try:
+            for _, lock in locks:
+                await lock.acquire()
+                self._held.append(lock)
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        while self._held:  # the last taken first
+            self._held.pop().release()
 
 
 class OncePerKey(Generic[T]):
