@@ -35,7 +35,8 @@ class _Left(enum.Enum):
 
 
 Due = Callable[[list[tuple[str, float]]], None]
-"""``due(batch)``: the keys due now, each with its slot (monotonic), in slot order.
+"""``due(batch)``: the keys due now, each with its slot (monotonic), in the order their
+slots were due (a slot moved a little later since keeps its place).
 Called synchronously from the timer; every key in it must come back through
 :meth:`Pacer.book` exactly once."""
 
@@ -150,8 +151,12 @@ class Pacer:
         while heap and heap[0][0] <= horizon and len(batch) < size:
             slot, key = heapq.heappop(heap)
             if slot < (later := next_slot.get(key, slot)):
-                heapq.heappush(heap, (later, key))  # pushed back (restore)
-                continue
+                # Its slot moved later (restore): a send's hand-off moves each slot a
+                # little after the heap entry its start pushed.
+                if later > horizon:
+                    heapq.heappush(heap, (later, key))  # pushed back: not due yet
+                    continue
+                slot = later  # still due in this batch: no second trip through the heap
             self._on_heap.discard(key)
             self._busy.add(key)
             batch.append((key, slot))
