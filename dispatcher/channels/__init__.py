@@ -15,6 +15,8 @@ from enum import StrEnum
 from types import TracebackType
 from typing import Any, Protocol, Self, runtime_checkable
 
+import msgspec
+
 from dispatcher.adapters import load_adapter
 from dispatcher.clock import Instant
 from dispatcher.core.calls import CallStatus
@@ -55,17 +57,16 @@ class SendRequest(HandedOver):
 HandOff = Callable[[Instant], None]
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Accepted:
+class Accepted(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """The provider took the text."""
 
     provider_id: str
     received_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Receipt:
-    """A status report from the provider about a text it took."""
+class Receipt(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """A status report from the provider about a text it took. Accepted and Receipt are
+    structs, built in C: each text has one and two or more."""
 
     provider_id: str
     status: TextStatus

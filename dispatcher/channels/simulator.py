@@ -23,7 +23,6 @@ import logging
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,7 @@ _LINE = msgspec.json.Encoder()  # a log line: compact JSON, as fast as it comes
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
     """What the simulated carrier does with a text to a recipient."""
 
     status: TextStatus
