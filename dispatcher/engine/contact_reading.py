@@ -19,6 +19,7 @@ rest of the file is read in the thread: nothing is lost, only the speed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import multiprocessing
 import os
@@ -39,6 +40,7 @@ POOL_BYTES = 4 << 20
 MAX_WORKERS = 4
 
 _rules: ContactRules | None = None  # in a worker: the import's rules
+_frozen = False  # in a worker: what its first chunk loaded is out of the collector's way
 
 
 def workers_for(size: int) -> int:
@@ -144,11 +146,21 @@ def _start(rules: ContactRules, workers: int) -> ProcessPoolExecutor | None:
 
 
 def _begin(rules: ContactRules) -> None:
-    """In a worker, once: the import's rules."""
+    """In a worker, once: the import's rules, and the modules it imported kept out of
+    the garbage collector's passes (``gc.freeze``)."""
     global _rules  # noqa: PLW0603 - one import per worker process
     _rules = rules
+    gc.freeze()
 
 
 def _read_in_worker(chunk: list[Record]) -> list[Reading]:
+    """A chunk's readings. After the first, what it loaded (the number metadata of the
+    regions it met) is frozen too: each chunk makes thousands of containers, and every
+    collection they set off would otherwise walk those long-lived tables again."""
+    global _frozen  # noqa: PLW0603 - one import per worker process
     assert _rules is not None, "the worker was started without the import's rules"
-    return read_records(_rules, chunk)
+    readings = read_records(_rules, chunk)
+    if not _frozen:
+        _frozen = True
+        gc.freeze()
+    return readings
