@@ -408,12 +408,12 @@ class Importer:
                 continue
             seen[key] = contact.line
             checked.append(item)
-        if checked:  # opted out of the campaign's channel: not imported
-            opted = await self._opted_out(campaign, [c for c, _ in checked])
-            progress.suppressed += len(opted)
+        if checked and (opted := await self._opted_out(campaign, [c for c, _ in checked])):
+            progress.suppressed += len(opted)  # opted out of the campaign's channel: not imported
             left += [(c.line, why, _row(c)) for c, _ in checked if (why := opted.get(c.line))]
             checked = [(c, n) for c, n in checked if c.line not in opted]
-        rejects.writerows([line, why, *row] for line, why, row in sorted(left))
+        if left:
+            rejects.writerows([line, why, *row] for line, why, row in sorted(left))
         progress.accepted += len(checked)
         return checked
 
