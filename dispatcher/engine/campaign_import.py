@@ -59,7 +59,11 @@ from dispatcher.store.port import CampaignStore, ConsentStore, DoNotTextStore, T
 
 log = logging.getLogger(__name__)
 
-BATCH = 5000  # rows read, and contacts stored, at a time
+BATCH = 5000  # rows read at a time
+STORE_BATCH = 20_000
+"""Accepted contacts are written this many at a time (or fewer, at the file's end):
+each write adds an entry to the index of every pool number's pending contacts at
+about one page a number, so fewer, larger writes rewrite those pages less often."""
 LINK_KEY = "voice-links.key"  # in the home folder: the secret voice link tokens are signed with
 
 
@@ -350,7 +354,8 @@ class Importer:
         rules = self._rules(started)
         workers = workers_for(_size(spec.contacts))
         chunks = read_chunks(rules, started.rows, started.first, BATCH, workers=workers)
-        writing: asyncio.Task[None] | None = None  # the last chunk's write
+        writing: asyncio.Task[None] | None = None  # the last write
+        gathered: list[Contact] = []  # accepted, not handed to the store yet
         with private.open_text(rejects_path, newline="") as out:
             rejects = csv.writer(out)
             rejects.writerow(["line", "reason", *reader.header])
@@ -360,11 +365,12 @@ class Importer:
                         progress.bytes_read = reader.bytes_read
                         checked = await self._accepted(campaign, read, seen, progress, rejects)
                         tally.add(checked)
-                        if writing is not None:
-                            await writing  # one write at a time, in file order
-                        if checked:  # one write a chunk, while the next chunk is read
-                            contacts = [c for c, _ in checked]
-                            writing = asyncio.create_task(self._store_contacts(contacts, progress))
+                        gathered += [c for c, _ in checked]
+                        if len(gathered) >= STORE_BATCH:  # written while the next are read
+                            writing = await self._store_next(writing, gathered, progress)
+                            gathered = []
+                    if gathered:
+                        writing = await self._store_next(writing, gathered, progress)
             finally:
                 if writing is not None:
                     await writing
@@ -380,6 +386,16 @@ class Importer:
             segments=sum(tally.segments.values()),
             projected_finish=projected.finish, updated_at=now,
         )  # fmt: skip
+
+    async def _store_next(
+        self, writing: asyncio.Task[None] | None, contacts: list[Contact],
+        progress: ImportProgress,
+    ) -> asyncio.Task[None]:  # fmt: skip
+        """Start writing ``contacts`` once the write before has ended (one at a time, in
+        file order)."""
+        if writing is not None:
+            await writing
+        return asyncio.create_task(self._store_contacts(contacts, progress))
 
     async def _store_contacts(self, contacts: list[Contact], progress: ImportProgress) -> None:
         await self._store.add_contacts(contacts)
