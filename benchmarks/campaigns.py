@@ -1,6 +1,6 @@
 """Campaigns on the real clock: how fast one keeps its pool busy, and its import.
 
-One service process (``python -m benchmarks.campaigns JOB``, the job in JSON: ``what``,
+One service process (``python -m benchmarks.campaigns_main JOB``, the job in JSON: ``what``,
 ``first``, ``second``, ``loop``), SQLite in a fresh home, the simulator at 0 ms:
 
 - ``pace``, ``first`` POOL, ``second`` CONTACTS: one campaign of ``CONTACTS``

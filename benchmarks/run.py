@@ -189,7 +189,8 @@ def campaigns(args: argparse.Namespace) -> list[Job]:
     for pool, contacts in args.sizes.pools:
         job = {"part": "campaign", "pool": pool, "contacts": contacts, "loop": args.loop}
         arg = json.dumps({"what": "pace", "first": pool, "second": contacts, "loop": args.loop})
-        jobs.append((job, partial(run_module, "benchmarks.campaigns", arg, timeout=args.timeout)))
+        once = partial(run_module, "benchmarks.campaigns_main", arg, timeout=args.timeout)
+        jobs.append((job, once))
     return jobs
 
 
@@ -198,7 +199,7 @@ def ingest(args: argparse.Namespace) -> list[Job]:
     job = {"part": "ingest", "rows": rows, "pool": pool, "order": order, "loop": args.loop}
     arg = json.dumps({"what": "ingest", "first": rows, "second": pool, "order": order,
                       "loop": args.loop})  # fmt: skip
-    return [(job, partial(run_module, "benchmarks.campaigns", arg, timeout=args.timeout))]
+    return [(job, partial(run_module, "benchmarks.campaigns_main", arg, timeout=args.timeout))]
 
 
 def scenario(args: argparse.Namespace) -> list[Job]:
