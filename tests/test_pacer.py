@@ -85,6 +85,28 @@ async def test_a_booked_key_comes_back_at_its_slot_and_an_idle_one_when_woken() 
     await task
 
 
+async def test_a_slot_moved_later_is_handed_out_at_the_later_slot_never_before_it() -> None:
+    clock = FakeClock()
+    start = clock.now().mono
+    seen: list[tuple[str, float]] = []
+    pacer = Pacer(clock, seen.extend, lead=0.05, window=0.005)
+    pacer.wake("a")
+    task = asyncio.create_task(pacer.run())
+    await clock.advance(0)
+    pacer.book("a", start + 1.0)  # the send started: its heap entry is at 1.0
+    pacer.restore("a", start + 1.002)  # the hand-off came 2 ms later: still in the window
+    await clock.advance(0.951)  # the timer for the entry at 1.0 (50 ms of lead) fired
+    assert seen[1:] == [("a", start + 1.002)]  # handed out once, at the later slot
+    pacer.book("a", start + 2.0)
+    pacer.restore("a", start + 2.5)  # moved past the window: not due with its old entry
+    await clock.advance(1.0)
+    assert seen[2:] == []
+    await clock.advance(0.5)
+    assert seen[2:] == [("a", start + 2.5)]
+    pacer.stop()
+    await task
+
+
 class SlowClaims:
     """A kind whose every claim takes ``claim_takes`` seconds of the fake clock: each key
     has ``per_key`` items, sent at once."""

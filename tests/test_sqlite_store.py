@@ -175,6 +175,21 @@ async def test_a_claim_waits_behind_a_full_backlog_of_writes_in_order(
     ]  # fmt: skip
 
 
+async def test_writes_nothing_awaits_share_one_future_per_batch(store: SQLiteStore) -> None:
+    # Handed over while one batch gathers, they share its future: the caller watches
+    # one done callback per batch, not one per write.
+    first = store.record_soon([], next_slots={"+15550000001": NOW})
+    second = store.record_soon([], next_slots={"+15550000002": NOW})
+    assert first is second
+    await first
+    later = store.record_soon([], next_slots={"+15550000003": NOW})
+    assert later is not first  # the next batch has its own
+    await later
+    assert {s.number for s in await store.numbers()} == {
+        "+15550000001", "+15550000002", "+15550000003",
+    }  # fmt: skip
+
+
 async def test_a_new_text_is_written_ahead_of_the_send_paths_next_batch(
     store: SQLiteStore,
 ) -> None:
