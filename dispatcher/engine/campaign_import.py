@@ -101,7 +101,7 @@ class ImportProgress:
     rejected: int = 0
     duplicates: int = 0
     suppressed: int = 0
-    stored: int = 0  # contacts in the store (accepted ones are written a chunk at a time)
+    stored: int = 0  # contacts in the store (accepted ones are written STORE_BATCH at a time)
     done: bool = False
     error: str | None = None
 
