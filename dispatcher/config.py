@@ -86,6 +86,13 @@ class StoreConfig:
     url: str = ""
     commit_window: timedelta = timedelta(milliseconds=2)
     fault_probe: timedelta = timedelta(seconds=1)  # retry a write this often after a fault
+    lease: timedelta = timedelta(seconds=6)  # a worker's lease on a number (PostgreSQL)
+
+    def __post_init__(self) -> None:
+        if self.lease < timedelta(seconds=1):
+            raise ConfigError(f"store.lease: must be at least 1s (a send needs part of it "
+                              f"left), not {self.lease.total_seconds():g}s",
+                              field="store.lease")  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -104,6 +104,11 @@ class ProviderError(DispatcherError):
         self.permanent_reason = permanent_reason
 
 
+class LeaseLost(DispatcherError):
+    """The lease on a number may have lapsed before its send (a store several workers
+    share): the provider was not called, and the text goes back to its queue."""
+
+
 class OutcomeUnknown(ProviderError, TimeoutError):
     """A request may or may not have reached the provider (the connection broke or timed
     out after it was sent). It is never sent again blindly: the service asks the

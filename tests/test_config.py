@@ -438,3 +438,14 @@ def test_bad_control_socket_limits_name_the_key(env: dict[str, str], key: str) -
         load_config(None, env=env)
     assert info.value.field == key
     assert key in str(info.value)
+
+
+def test_the_lease_on_a_number_is_read_and_a_short_one_refused(write_toml: WriteToml) -> None:
+    assert Config().store.lease == timedelta(seconds=6)
+    config = load_config(write_toml('[store]\nlease = "3s"\n'), env={})
+    assert config.store.lease == timedelta(seconds=3)
+    with pytest.raises(ConfigError) as info:
+        load_config(None, env={"DISPATCHER_STORE_LEASE": "500ms"})
+    assert info.value.field == "store.lease"
+    assert "store.lease: must be at least 1s" in str(info.value)
+    assert "not 0.5s" in str(info.value)

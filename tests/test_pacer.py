@@ -6,17 +6,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 
+import msgspec
 import pytest
 
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import FakeClock, Instant
 from dispatcher.config import ProviderConfig
+from dispatcher.core.model import TextStatus, Transition
 from dispatcher.engine.delivery import MAX_LEAD, Delivery
+from dispatcher.engine.intake import TextRequest
+from dispatcher.engine.ownership import Head, Solo
+from dispatcher.engine.queues import BUFFER
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
 from dispatcher.errors import ProviderError
+from dispatcher.store.leasing import Start
+from dispatcher.testing import running_service
 
 
 async def test_keys_due_together_go_out_in_batches_in_slot_order() -> None:
@@ -210,3 +218,48 @@ async def test_the_lead_stays_at_least_the_configured_one_and_at_most_its_bound(
     await asyncio.gather(*tasks)
     assert fast.pacer.lead == 0.05
     assert slow.pacer.lead == MAX_LEAD
+
+
+async def test_a_claim_that_reads_a_queue_again_starts_every_claimed_text_through_the_owner(
+    home: Path,
+) -> None:
+    """A number whose buffer runs out on ended heads is read again in the same claim;
+    what ended is written first, but the texts already claimed for other numbers wait
+    for the owner's start with the rest. They were written with what ended: on a store
+    several workers share, such a text went Sending without a lease's start (no epoch),
+    and no fenced change could settle it (left Sending for good)."""
+    started: list[str] = []
+
+    class Recording(Solo):
+        async def start(
+            self, steps: Sequence[Transition], heads: Sequence[Head]
+        ) -> dict[str, Start]:
+            started.extend(s.message_id for s in steps if s.event.status is TextStatus.SENDING)
+            return await super().start(steps, heads)
+
+    async with running_service(home) as h:
+        h.service.hold()
+        desk = h.service.texts
+        owner = Recording()
+        owner.attach(desk)
+        desk.owner = owner
+        other, busy = "+15550000001", "+15550000002"
+        submitted = await h.service.submit_many(
+            [TextRequest(sender=busy, recipient=f"+1555010000{i}", body=f"text {i}")
+             for i in range(BUFFER + 1)]
+            + [TextRequest(sender=other, recipient="+15550100010", body="first")]
+        )  # fmt: skip
+        queue = desk.queues[busy]
+        await desk._read_heads([busy])
+        past = h.clock.now().wall - timedelta(seconds=1)
+        # Its buffer's heads expire (as if their validity ended): the claim ends them
+        # all, and its buffer runs out with a text still queued behind them.
+        expired = [msgspec.structs.replace(m, expires_at=past) for m in queue.buffer]
+        assert len(expired) == BUFFER
+        queue.buffer.clear()
+        queue.buffer.extend(expired)
+        now = h.clock.now().wall
+        claimed = await desk.claim([(other, now), (busy, now)])
+        assert {key: m.id for key, m in claimed.items()} == {
+            other: submitted[-1].message.id, busy: submitted[BUFFER].message.id}  # fmt: skip
+        assert sorted(started) == sorted(m.id for m in claimed.values())

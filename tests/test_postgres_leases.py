@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import asyncpg
+import msgspec
 import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
-from dispatcher.core.model import Source, TextStatus
+from dispatcher.core.model import Reason, Source, TextStatus, transition
 from dispatcher.errors import StoreUnavailable
+from dispatcher.store import open_store
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.postgres.leases import (
     Fenced,
@@ -471,6 +473,101 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
     assert len(epochs) > len(keys), "the keys moved between workers during the race"
 
 
+async def test_renewals_starts_and_slots_of_many_keys_at_once_never_deadlock(
+    db: PostgresConnection,
+) -> None:
+    """Two workers with 500 keys between them, each renewing, starting sends, holding
+    slots and giving keys back at once on several connections: no statement waits for
+    a key another holds while holding one that one waits for (renewing locked the keys
+    in the order it found them, a start in key order: "deadlock detected" ended the
+    worker). The rows are written in a shuffled order, so that order is not the keys'."""
+    keys = [f"+1555{i:07d}" for i in range(500)]
+    random.Random(7).shuffle(keys)
+    await db.pool.executemany(
+        "INSERT INTO messages (id, sender, recipient, body, segments, lane, status, accepted,"
+        " accepted_at, expires_at, updated_at) VALUES ($1, $2, '+15550001111', 'hi', 1, 1,"
+        " 'Queued', true, now(), now() + interval '1 hour', now())",
+        [(f"d{i}-{t}", key) for i, key in enumerate(keys) for t in range(3)],
+    )
+    for key in keys:  # one row at a time: the table's order is the shuffled one
+        await db.pool.execute("INSERT INTO pacing_keys (key) VALUES ($1)", key)
+    one, two = await worker(db, "one"), await worker(db, "two")
+    await one.acquire()
+    await two.acquire()
+    assert len(one.held) + len(two.held) == len(keys)
+    rounds = 12
+
+    async def renewing(w: Leases) -> None:
+        for _ in range(rounds * 2):
+            await w.renew()
+            await asyncio.sleep(0)
+
+    async def starting(w: Leases) -> None:
+        for _ in range(rounds):
+            held = list(w.held.values())
+            heads = await db.pool.fetch(
+                "SELECT DISTINCT ON (sender) sender, id FROM messages WHERE status = 'Queued'"
+                " AND sender = ANY($1::TEXT[]) ORDER BY sender, id",
+                [lease.key for lease in held],
+            )
+            first = {row["sender"]: row["id"] for row in heads}
+            sends = [Send(lease, first[lease.key], f"a-{first[lease.key]}", timedelta(0))
+                     for lease in held if lease.key in first]  # fmt: skip
+            starts = await w.start_sends(sends)
+            await w.transition([sent(send.message_id, send.lease.epoch)
+                                for send, start in zip(sends, starts, strict=True)
+                                if start.outcome is StartOutcome.STARTED])  # fmt: skip
+
+    async def holding(w: Leases) -> None:
+        for _ in range(rounds * 2):
+            at = await db_now(db)
+            await w.hold_slots([(lease, at) for lease in w.held.values()])
+
+    async def moving(w: Leases) -> None:
+        for _ in range(rounds):
+            held = sorted(w.held)
+            await w.release(held[: len(held) // 10])  # some keys given back, taken again
+            await w.acquire()
+
+    await asyncio.gather(*(run(w) for w in (one, two)
+                           for run in (renewing, starting, holding, moving)))  # fmt: skip
+    assert (one.retried, two.retried) == (0, 0), "statements ended as deadlocks"
+    assert await db.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'Sent'") > 0
+
+
+async def test_a_statement_ended_as_a_deadlock_runs_again(db: PostgresConnection) -> None:
+    """A renewal the database ends as a deadlock (here with another session that locks
+    the worker's two keys in the other order) is run again, not reported as a refusal
+    (which ended the worker)."""
+    first, second = await numbers_with_work(db, 2)
+    one = await worker(db, "one")
+    assert len((await one.acquire()).taken) == 2
+    admin = await asyncpg.connect(db.url.dsn)
+    try:
+        await admin.execute("SET deadlock_timeout = '30s'")  # the renewal finds the cycle
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT 1 FROM pacing_keys WHERE key = $1 FOR UPDATE", second)
+        renewing = asyncio.create_task(one.renew())
+
+        async def waiting() -> bool:  # the renewal holds the first key, waits for the second
+            return bool(await db.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ))  # fmt: skip
+
+        await eventually(waiting, "the renewal waits for the second key")
+        # The cycle: this session waits for the first key; the renewal is ended.
+        await admin.execute("SELECT 1 FROM pacing_keys WHERE key = $1 FOR UPDATE", first)
+        await eventually(lambda: asyncio.sleep(0, one.retried > 0), "the renewal runs again")
+        await holding.rollback()
+        assert await renewing == []  # nothing lost
+    finally:
+        await admin.close()
+    assert one.retried == 1
+    assert set(one.held) == {first, second}
+
+
 async def db_now(db: PostgresConnection) -> datetime:
     now: datetime = await db.pool.fetchval("SELECT clock_timestamp()")
     return now
@@ -575,3 +672,58 @@ async def test_the_hand_off_moves_the_next_slot_later_only_under_the_owners_epoc
     assert await next_slot() == handed_off + 2 * SECOND
     start = await two.start_send(fresh, m2, "a2", SECOND, handed_off + 2 * SECOND)
     assert start.outcome is StartOutcome.STARTED
+
+
+async def test_a_stale_owners_fenced_records_change_nothing(postgres: Cluster) -> None:
+    """The store's write of transitions (the engine's path after a send) with fenced
+    steps: a worker whose lease lapsed, and whose text was settled and started again by
+    the new owner, records its late answer: the text, its events and the number's next
+    slot stay as the new owner left them; the new owner's own records apply."""
+    async with open_store(await postgres.fresh_database()) as store:
+        assert isinstance(store, PostgresConnection)
+        key = "+15550000001"
+        [m1] = await queue(store, key)
+        old = await worker(store, "old", lease=0.6)
+        [lease] = (await old.acquire()).taken
+        start = await old.start_send(lease, m1, "a1", SECOND)
+        assert start.outcome is StartOutcome.STARTED
+        new = await worker(store, "new")
+
+        async def taken_over() -> bool:
+            return bool((await new.acquire()).taken)
+
+        await eventually(taken_over, "the new worker takes the lapsed key")
+        [fresh] = new.held.values()
+        sending = await store.get(m1)
+        assert sending is not None
+        # The new owner reconciles the text (the provider never had it) and starts it again.
+        back, _ = transition(sending, TextStatus.QUEUED, at=sending.updated_at,
+                                  source=Source.RECONCILE, reason=Reason.NOT_RECEIVED)  # fmt: skip
+        await store.record([msgspec.structs.replace(back, fenced=True, epoch=lease.epoch)])
+        assert await status(store, m1) == ("Queued", lease.epoch)
+        again = await new.start_send(fresh, m1, "a2", SECOND, start.next_slot_at)
+        assert again.outcome is StartOutcome.STARTED
+        slot = await store.pool.fetchval("SELECT next_slot_at FROM pacing_keys WHERE key = $1", key)
+        events = await store.pool.fetchval("SELECT count(*) FROM events WHERE message_id = $1", m1)
+        # The old owner's late answer to its own attempt: Sent under its epoch, a minute on.
+        late, _ = transition(sending, TextStatus.SENT, at=sending.updated_at,
+                             source=Source.PROVIDER, provider_id="SMlate")  # fmt: skip
+        await store.record([msgspec.structs.replace(late, fenced=True, epoch=lease.epoch)],
+                           {key: slot + timedelta(minutes=1)})  # fmt: skip
+        assert await status(store, m1) == ("Sending", fresh.epoch)
+        assert await store.pool.fetchval(
+            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key) == slot  # fmt: skip
+        assert await store.pool.fetchval(
+            "SELECT count(*) FROM events WHERE message_id = $1", m1) == events  # fmt: skip
+        # The new owner's answer applies, with its event and its next slot.
+        restarted = await store.get(m1)
+        assert restarted is not None
+        sent_step, _ = transition(restarted, TextStatus.SENT, at=restarted.updated_at,
+                                  source=Source.PROVIDER, provider_id="SMnew")  # fmt: skip
+        await store.record([msgspec.structs.replace(sent_step, fenced=True, epoch=fresh.epoch)],
+                           {key: slot + SECOND})  # fmt: skip
+        assert await status(store, m1) == ("Sent", fresh.epoch)
+        moved = await store.pool.fetchval(
+            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
+        )
+        assert moved == slot + SECOND

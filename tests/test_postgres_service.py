@@ -1,10 +1,10 @@
 """The service on PostgreSQL: ``dispatcher serve`` as a subprocess on a database of its
-own (the throwaway cluster of ``tests/peers_postgres.py``), one service per database.
+own (the throwaway cluster of ``tests/peers_postgres.py``).
 
 The simulator's log is the judge of what left and when: every accepted text sent once,
-each number's sends at least 1.000 s apart. A second service on the same database is
-refused at start, naming the first; a lost guard connection stops sends until the
-service holds its lock again.
+each number's sends at least 1.000 s apart. A second service on the same database is a
+worker that follows the first (which leads) and shares the numbers with it; a lost
+guard connection stops the leader's sends until it holds its lock again.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -25,6 +24,7 @@ import asyncpg
 import pytest
 
 from dispatcher.control.client import ControlClient
+from dispatcher.errors import Conflict
 from dispatcher.store import open_store
 from tests.campaign_helpers import write_contacts
 from tests.helpers import DEADLINE, Service, cli_env, gaps_by_number, send_log, wait_for
@@ -95,26 +95,90 @@ async def test_serve_on_postgresql_paces_each_number_and_sends_every_text_once(
     _accounted_for(home, accepted)
 
 
-async def test_a_second_service_on_the_same_database_is_refused_naming_the_first(
+async def test_two_services_on_one_database_share_the_numbers_and_one_leads(
     home: Path, tmp_path: Path, running: Running
 ) -> None:
+    """A second service on the same database is a worker of its own: it follows (the
+    first leads, holding the guard), paces the numbers it leases, and refuses what only
+    the leader runs, naming it. Texts submitted to either are each sent once, every
+    number's sends at least 1.000 s apart across both (the simulators' logs merged),
+    first in first out per number. The leader stopped cleanly hands its numbers over,
+    and the follower leads."""
     first = running.service.process
     assert first is not None
-    other = tmp_path / "other"
-    refused = _dispatcher(other, running.url, "serve")
-    assert refused.returncode == 1, refused.stderr
-    said = refused.stderr
-    assert "another dispatcher service already runs on the database" in said
-    for part in (socket.gethostname(), f"process {first.pid}", f"home {home}",
-                 "not supported yet", "docs/scale-out.md"):  # fmt: skip
-        assert part in said, said
-    assert "Traceback" not in said
-    assert (await running.client.call("ping")) is not None  # the first runs on
+    numbers = [f"+1415555{i:04d}" for i in range(6)]
+    other = Service(tmp_path / "other", env={"DISPATCHER_STORE_URL": running.url})
+    await other.start()
+    try:
+        async with ControlClient(other.socket) as follower:
+            with pytest.raises(Conflict) as refused:
+                await follower.call("call", **{"from": NUMBERS[0]}, to="+15550200001",
+                                    script=[{"say": "hello"}])  # fmt: skip
+            said = str(refused.value)
+            for part in ("only the leading one runs calls", f"process {first.pid}",
+                         f"home {home}", "docs/scale-out.md"):  # fmt: skip
+                assert part in said, said
+            clients = [running.client, follower]
+            order: dict[str, list[str]] = {number: [] for number in numbers}
+            for i in range(36):  # one after the other: each number's queue in this order
+                number = numbers[i % len(numbers)]
+                to, body = f"+1650555{i:04d}", f"text {i}"
+                answer = await clients[i % 2].call("submit", **{"from": number}, to=to, body=body)
+                order[number].append(answer["id"])
+            await _delivered_in(running.url, 36)
+            both = send_log(home) + send_log(other.home)
+            assert send_log(home), "the leader sent texts"
+            assert send_log(other.home), "the follower sent texts"
+            _each_once_spaced_in_order(both, order)
+            # The leader stops cleanly: it gives its numbers back, and the follower leads.
+            assert running.service.stop() == 0
+
+            async def leads() -> bool:
+                return "service.leads" in other.log.read_text()
+
+            await wait_for(leads, what="the follower to lead")
+            for i, number in enumerate(numbers):
+                answer = await follower.call("submit", **{"from": number},
+                                             to=f"+1650666{i:04d}", body=f"after {i}")  # fmt: skip
+                order[number].append(answer["id"])
+            await _delivered_in(running.url, 42)
+        assert other.stop() == 0
+    finally:
+        other.stop()
+    _each_once_spaced_in_order(send_log(home) + send_log(other.home), order)
+    assert "service.follows" in other.log.read_text()
     # The SQLite-only backup says what to use instead, and copies nothing.
-    copied = _dispatcher(other, running.url, "backup", str(tmp_path / "copy.db"))
+    copied = _dispatcher(tmp_path / "third", running.url, "backup", str(tmp_path / "copy.db"))
     assert copied.returncode == 2, copied.stderr
     assert "pg_dump" in copied.stderr
     assert not (tmp_path / "copy.db").exists()
+
+
+async def _delivered_in(url: str, count: int) -> None:
+    """Wait until ``count`` texts of the database are Delivered (whichever worker sent)."""
+
+    async def delivered() -> bool:
+        db = await asyncpg.connect(url)
+        try:
+            found = await db.fetchval("SELECT count(*) FROM messages WHERE status = 'Delivered'")
+        finally:
+            await db.close()
+        return bool(found == count)
+
+    await wait_for(delivered, what=f"{count} texts delivered")
+
+
+def _each_once_spaced_in_order(records: list[dict[str, Any]], order: dict[str, list[str]]) -> None:
+    """Every text sent once; each number's sends at least 1.000 s apart (the workers
+    share the machine's monotonic clock) and in the order its texts were queued."""
+    assert sorted(r["message_id"] for r in records) == sorted(
+        message_id for ids in order.values() for message_id in ids
+    )
+    gaps = [gap for per in gaps_by_number(records).values() for gap in per]
+    assert min(gaps) >= 1.0, min(gaps)
+    for number, ids in order.items():
+        sent = sorted((r for r in records if r["from"] == number), key=lambda r: r["mono"])
+        assert [r["message_id"] for r in sent] == ids, number
 
 
 async def test_a_lost_guard_connection_stops_sends_until_the_lock_is_held_again(

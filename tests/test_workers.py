@@ -1,8 +1,9 @@
 """The view across workers through the fronts: ``GET /v1/workers``, the control
 socket's ``workers`` and ``dispatcher workers``, and each number's owner in the
 status. On SQLite the service is the only worker and says so; on PostgreSQL (the
-throwaway cluster) every worker registered on the database is listed, with the one
-that holds the guard as the leader, and each number shows the worker holding it."""
+throwaway cluster) every worker registered on the database is listed, the service
+itself among them, with the one that holds the guard as the leader, and each number
+shows the worker holding it."""
 
 from __future__ import annotations
 
@@ -94,13 +95,16 @@ async def test_on_postgresql_every_worker_of_the_database(
     assert (answer["shared"], answer["lease_seconds"]) == (True, 6.0)
     assert answer["leader"]["home"] == leader_home
     listed = {w["id"]: (w["address"], w["live"], w["keys"], w["leads"]) for w in answer["workers"]}
+    # The service is a worker of the database too, registered under its home folder.
+    [itself] = [worker for worker in listed if worker.startswith(f"{home}/")]
     assert listed == {
         lead.worker: ("127.0.0.1:8081", True, 0, True),
         other.worker: (None, True, 0, False),
+        itself: (app.url, True, 0, False),
     }
     workers_cli.show(answer)
     shown = capsys.readouterr().out.splitlines()
-    assert shown[0] == "2 workers registered, 2 live (a heartbeat within the 6 s lease)"
+    assert shown[0] == "3 workers registered, 3 live (a heartbeat within the 6 s lease)"
     assert shown[1].startswith(f"leader: host {answer['leader']['host']}, process ")
     assert [line.split()[0] for line in shown[3:]] == sorted(listed)
     assert [line.endswith("leads") for line in shown[3:]] == [
@@ -112,16 +116,34 @@ async def test_on_postgresql_each_number_shows_the_worker_holding_it(
     home: Path, postgres: Cluster, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The status shows each number's owner: a text queued on another number by
-    another worker's store, whose lease a worker takes, and a number this service
-    sent from, which no worker holds."""
+    another worker's store, on a number another worker leases, and a number this
+    service sent from, which no worker holds once the service gave it back idle."""
     url = await postgres.fresh_database()
     held = "+15550000002"
     async with api(home, store=url) as app, PostgresStore(url) as db:
         await send_one(app)  # sent: its number has no work left to be taken
-        await db.insert_messages([(make_message("elsewhere", sender=held), [])])
         owner = Leases(db, SystemClock(), worker_id(str(home / "other")))
         await owner.register(None)
-        assert [lease.key for lease in (await owner.acquire()).taken] == [held]
+        # The other worker leases the number before its text is queued (the service,
+        # a worker too, would take a free number with work as soon as it is woken);
+        # its renewal adopts the lease.
+        await owner.add_keys([held])
+        await db.pool.execute(
+            "UPDATE pacing_keys SET owner = $1, epoch = epoch + 1,"
+            " lease_expires_at = now() + interval '1 minute' WHERE key = $2",
+            owner.worker, held,
+        )  # fmt: skip
+        assert await owner.renew() == []
+        assert list(owner.held) == [held]
+        await db.insert_messages([(make_message("elsewhere", sender=held), [])])
+
+        async def given_back() -> bool:  # the service gives its idle number back
+            found = await db.pool.fetchval(
+                "SELECT owner FROM pacing_keys WHERE key = $1", SENDER
+            )  # fmt: skip
+            return found is None
+
+        await wait_for(given_back, within=10, what="the sender's number given back")
         status_of = REGISTRY["status"].handler
         every = await status_of(app.service, StatusArgs())
         one = await status_of(app.service, StatusArgs(number=held))

@@ -192,6 +192,11 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     provider_id: str | None = None
     attempt_id: str | None = None
     send_started_at: datetime | None = None
+    # Fencing, for a store several workers share: a fenced step applies (with its event)
+    # only if its message is still in ``from_status`` and, when ``epoch`` is given, was
+    # started under that epoch of its number's lease. A store one service owns ignores it.
+    fenced: bool = False
+    epoch: int | None = None
 
     @property
     def message_id(self) -> str:

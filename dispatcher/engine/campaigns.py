@@ -65,6 +65,7 @@ from dispatcher.engine.campaign_views import CampaignViews, ContactReport, Rende
 from dispatcher.engine.events import Outcome
 from dispatcher.errors import Conflict, DispatcherError, NotFound
 from dispatcher.store import Store
+from dispatcher.store.leasing import Leasing
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,7 @@ class CampaignDesk:
         self._catching = 0  # hand-overs or reads under way: keep news of unknown items
         self._early: dict[str, Seen] = {}
         bus.subscribe(Outcome, self._observe)
+        self._shared = isinstance(store, Leasing)  # other workers send its texts too
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
@@ -329,6 +331,10 @@ class CampaignDesk:
         return True
 
     async def _step(self, running: _Running, campaign: Campaign, *, everyone: bool) -> None:
+        if everyone and self._shared:
+            # Texts sent by another worker publish on that worker's bus: what became of
+            # the queued contacts is read from the store at every tick instead.
+            running.loaded = False
         if not running.loaded:
             await self._load(running, campaign)
         await self._apply(running, campaign)

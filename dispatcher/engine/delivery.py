@@ -50,7 +50,7 @@ from dispatcher.engine.keys import KeyLocks
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import Pacer
 from dispatcher.engine.turns import TurnBudget
-from dispatcher.errors import OutcomeUnknown, ProviderError, StoreUnavailable
+from dispatcher.errors import LeaseLost, OutcomeUnknown, ProviderError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -338,6 +338,9 @@ class Delivery(Generic[I]):
         try:
             try:
                 accepted = await self._kind.send(item, handed_off)
+            except LeaseLost as exc:  # the provider was not called; the text is queued again
+                log.warning(f"{name}.lease_lost", extra={"id": item_id, "error": str(exc)})
+                return
             except OutcomeUnknown as exc:
                 self.provider_errors.add(OUTCOME_UNKNOWN)
                 log.warning(f"{name}.outcome_unknown", extra={"id": item_id, "error": exc})

@@ -96,6 +96,11 @@ class Queues:
 
     def __init__(self, buffer: int = BUFFER) -> None:
         self._size = buffer
+        # Texts queued here are all the texts queued (a store of its own), so a buffer
+        # that held every text of its number still does after one is added. False when
+        # other workers queue texts on the same numbers: a text added here may come
+        # after one they queued, and the buffer is read from the store again instead.
+        self.sole_writer = True
         self._numbers: dict[str, NumberQueue] = {}
         self._depths = DepthIndex()
         self.counts: Counter[TextStatus] = Counter()
@@ -140,7 +145,7 @@ class Queues:
             self._left_while_pending.discard(message.id)
             return
         queue = self[message.sender]
-        was_complete = queue.complete
+        was_complete = queue.complete and self.sole_writer
         self._depths.moved(message.sender, queue.depth, queue.depth + 1)
         queue.depth += 1
         buffer = queue.buffer

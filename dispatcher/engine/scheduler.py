@@ -98,6 +98,13 @@ class Pacer:
             self._woken_while_busy.discard(key)
             self._push(key, max(self._next_slot.get(key, 0.0), self._clock.now().mono))
 
+    def forget(self, key: str) -> None:
+        """``key`` is no longer this process's to pace (its lease went): its next slot is
+        dropped (read again if it comes back); a wait on the heap ends at the engine's
+        check that it may send."""
+        self._next_slot.pop(key, None)
+        self._woken_while_busy.discard(key)
+
     def next_slot(self, key: str) -> float | None:
         return self._next_slot.get(key)
 

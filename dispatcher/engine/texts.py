@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 
 from dispatcher.channels import Accepted, HandOff, SendRequest
@@ -36,15 +36,17 @@ from dispatcher.core.model import (
 )
 from dispatcher.core.results import TEXT_RESULTS, Observed
 from dispatcher.core.tally import Tally
-from dispatcher.engine.delivery import Delivery
+from dispatcher.engine.delivery import OUTCOME_UNKNOWN, Delivery
 from dispatcher.engine.events import Outcome
 from dispatcher.engine.intake import new_id
+from dispatcher.engine.ownership import Head, Owner, owner_for
 from dispatcher.engine.queues import BUFFER, Queues
 from dispatcher.engine.receipts import Receipts
 from dispatcher.engine.recent import RecentSends
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import ProviderError, StoreUnavailable
+from dispatcher.errors import LeaseLost, ProviderError, StoreUnavailable
+from dispatcher.store.leasing import KeyWork, Start, StartOutcome
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +97,16 @@ class TextDesk:
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
         self.closing = False
+        # Which numbers this process paces: all (a store of its own) or those it leases.
+        self.owner: Owner = owner_for(
+            store, clock, name=str(config.home), address=config.http.base_url,
+            lease_seconds=config.store.lease.total_seconds(), faulted=store_faulted,
+            store_fault=store_fault,
+        )  # fmt: skip
+        self.owner.attach(self)
+        self.queues.sole_writer = not self.owner.shared
+        self._settling: set[str] = set()  # texts being reconciled by the lease loop
+        self._writing: set[str] = set()  # texts whose move out of Sending is being written
 
     # -- what the service tells the desk ---------------------------------------------
     def accepted(self, message: Message) -> None:
@@ -138,7 +150,12 @@ class TextDesk:
         """Persist transitions (one atomic write) and keep the counts in step; ``ahead``:
         a claim, which the store may commit before the Sent and Delivered handed over
         earlier (never before a write of its own messages)."""
-        await self._store.record(steps, next_slots, ahead=ahead)
+        steps = self.owner.fence(steps)
+        leaving = self._leaving(steps)
+        try:
+            await self._store.record(steps, next_slots, ahead=ahead)
+        finally:
+            self._writing.difference_update(leaving)
         self._counted(steps)
 
     def record_soon(
@@ -147,11 +164,22 @@ class TextDesk:
         """Persist transitions without waiting for their commit (after a send: the
         intent was durable before it). The counts move now; a write the store refuses
         is reported as a store fault, and what it held is settled as after a crash."""
+        steps = self.owner.fence(steps)
+        leaving = self._leaving(steps)
         written = self._store.record_soon(steps, next_slots)
         self._counted(steps)
         if written is not self._watched:  # a store may share one future per batch
             self._watched = written
             written.add_done_callback(self._written)
+        if leaving:
+            written.add_done_callback(lambda _: self._writing.difference_update(leaving))
+
+    def _leaving(self, steps: Sequence[Transition]) -> list[str]:
+        """The texts ``steps`` move out of Sending: being written, they are not texts
+        left Sending by a worker gone (:meth:`work`)."""
+        leaving = [s.message_id for s in steps if s.from_status is TextStatus.SENDING]
+        self._writing.update(leaving)
+        return leaving
 
     def _written(self, written: asyncio.Future[None]) -> None:
         if written.cancelled() or (exc := written.exception()) is None:
@@ -160,6 +188,10 @@ class TextDesk:
             self._store_fault(exc)
         else:
             log.error("dispatch.write_failed", exc_info=exc)
+
+    def counted(self, steps: Sequence[Transition]) -> None:
+        """Transitions written by the owner (the start of sends): keep the counts in step."""
+        self._counted(steps)
 
     def _counted(self, steps: Sequence[Transition]) -> None:
         for step in steps:
@@ -183,7 +215,8 @@ class TextDesk:
         return item.id
 
     def may_send(self, key: str) -> bool:
-        return self._may_send() and not self.closing and not self.queues[key].paused
+        return (self._may_send() and not self.closing and not self.queues[key].paused
+                and self.owner.owns(key))  # fmt: skip
 
     def hold(self, item: Message) -> float:
         """Seconds a send of ``item`` holds its number: its segments' slots + guard."""
@@ -197,6 +230,7 @@ class TextDesk:
         number again. The heads of every number whose buffer is empty are read in one
         query."""
         queues, claimed = self.queues, {}
+        slots = dict(due)
         steps: list[Transition] = []
         ended: list[Message] = []
         taken: list[Message] = []  # heads out of the buffers, back in if the write fails
@@ -212,19 +246,54 @@ class TextDesk:
                     elif queues.needs_read(key):
                         again.append((key, slot_at))  # its buffer ran out on ended heads
                 if again:
-                    # What ended is written before the queue is read again.
-                    await self.record(steps, ahead=True)
-                    steps, taken = [], []
+                    # What ended is written before the queue is read again. The claims
+                    # wait for the start below, with the rest: on a store several
+                    # workers share, a claim is a start under its number's lease, never
+                    # a plain write (one written here went Sending with no lease's
+                    # epoch, so no fenced change could ever settle it).
+                    claiming = {item.id for item in claimed.values()}
+                    await self.record([s for s in steps if s.message_id not in claiming],
+                                      ahead=True)  # fmt: skip
+                    steps = [s for s in steps if s.message_id in claiming]
+                    taken = [head for head in taken if head.id in claiming]
                 due = again
             # The intent to send is durable before the provider hears of any of them.
-            await self.record(steps, ahead=True)
+            key_of = {m.id: key for key, m in claimed.items()}
+            heads = [
+                Head(number, step, slots[number], self.hold(claimed[number]))
+                for step in steps
+                if (number := key_of.get(step.message_id)) is not None
+                and step.event.status is TextStatus.SENDING
+            ]
+            refused = await self.owner.start(steps, heads)
         except BaseException:
             for head in taken:
                 queues.added(head)
             raise
         for message in ended:
             self.outcome(message)
+        if refused:
+            self._refused(refused, claimed, taken)
         return claimed
+
+    def _refused(
+        self, refused: Mapping[str, Start], claimed: dict[str, Message], taken: list[Message]
+    ) -> None:
+        """Starts the leases refused: each head goes back in its buffer (unless it is no
+        longer Queued), and its number waits for the slot the database gave."""
+        by_id = {m.id: m for m in taken}
+        now = self._clock.now()
+        for key, start in refused.items():
+            item = claimed.pop(key)
+            if start.outcome is not StartOutcome.NOT_QUEUED:
+                self.queues.added(by_id[item.id])
+            if start.outcome is StartOutcome.TOO_EARLY and start.next_slot_at is not None:
+                ahead = (start.next_slot_at - now.wall).total_seconds()
+                self.pacer.restore(key, now.mono + ahead)
+            if start.outcome in (StartOutcome.TOO_EARLY, StartOutcome.NOT_QUEUED):
+                self.pacer.wake(key)
+            why = str(start.outcome)
+            log.info("dispatch.start_refused", extra={"sender": key, "id": item.id, "why": why})
 
     async def _read_heads(self, keys: list[str]) -> None:
         if not keys:
@@ -301,7 +370,25 @@ class TextDesk:
         self.sends.add(key, at.mono)
 
     async def send(self, item: Message, hand_off: HandOff) -> Accepted:
+        if not self.owner.may_call(item.sender):
+            await self._untrusted(item)
+            raise LeaseLost(f"the lease on {item.sender} may have lapsed before the send")
+        # No await between the check and the call: the lease is trusted at the call.
         return await self._channel.send(self.request(item, hand_off))
+
+    async def _untrusted(self, item: Message) -> None:
+        """The number's lease may have lapsed before the send: the provider was not
+        called; the text goes back to its queue (fenced: unless the number's new owner
+        has settled it already)."""
+        step, queued = transition(
+            item, TextStatus.QUEUED, at=self._clock.now().wall, source=Source.SCHEDULER,
+            reason=Reason.NOT_RECEIVED,
+            detail="the lease on its number may have lapsed before the send: not sent",
+        )  # fmt: skip
+        await self.record([step])
+        if self.owner.owns(item.sender):
+            self.queues.added(queued)
+            self.pacer.wake(item.sender)
 
     async def taken(
         self, item: Message, accepted: Accepted, *, started: Instant, hold: float
@@ -387,7 +474,9 @@ class TextDesk:
         """Settle in-doubt sends, then read each number's queue, pause flag and next
         slot, the counts and the last errors, from the store (at start, and after a
         store fault)."""
-        in_doubt = await self._store.in_status(TextStatus.SENDING, limit=1_000_000)
+        in_doubt: list[Message] = []
+        if self.owner.adopts_at_restore():  # else each owner settles its own numbers'
+            in_doubt = await self._store.in_status(TextStatus.SENDING, limit=1_000_000)
         for message in in_doubt:
             await self.engine.reconcile(message, running=False)
         doubtful: dict[str, float] = {}
@@ -412,6 +501,54 @@ class TextDesk:
                 self.pacer.restore(state.number, now.mono + doubtful[state.number])
             if state.depth:
                 self.pacer.wake(state.number)
+
+    # -- what the leases tell the desk -----------------------------------------------
+    def lost(self, keys: Collection[str]) -> None:
+        """This process no longer paces ``keys``: their buffers and slots are dropped (the
+        next owner reads them from the store)."""
+        for key in keys:
+            self.queues[key].buffer.clear()
+            self.pacer.forget(key)
+
+    async def work(self, found: Sequence[KeyWork]) -> None:
+        """What the held numbers hold now (read at each turn of the leases): depths,
+        pause flags and next slots follow the store; texts left Sending by another
+        worker (or by this one, unfinished) are reconciled with the provider before
+        anything else is sent from their number; numbers with texts queued are woken."""
+        now = self._clock.now()
+        for w in found:
+            queue = self.queues[w.key]
+            queue.paused = w.paused
+            if w.queued != queue.depth:
+                self.queues.set_depth(w.key, w.queued)
+            if w.next_slot_at is not None:
+                self.pacer.restore(w.key, now.mono + (w.next_slot_at - now.wall).total_seconds())
+            if w.sending and not self.engine.in_flight.get(w.key):
+                await self._settle_left(w.sending)
+            if w.queued and not w.paused:
+                self.pacer.wake(w.key)
+
+    async def _settle_left(self, sending: Sequence[tuple[str, int | None]]) -> None:
+        for message_id, epoch in sending:
+            if message_id in self._settling:
+                continue
+            self._settling.add(message_id)
+            try:
+                message = await self._store.get(message_id)
+                if (message is None or message.status is not TextStatus.SENDING
+                        or message_id in self._writing):  # fmt: skip
+                    continue
+                self.owner.started(message_id, epoch)
+                # Its outcome is unknown here (its worker may have died between the request
+                # and recording the answer): counted, and the provider is asked.
+                self.engine.provider_errors.add(OUTCOME_UNKNOWN)
+                log.warning("dispatch.outcome_unknown", extra={
+                    "id": message_id, "sender": message.sender, "epoch": epoch,
+                    "why": "left Sending on a number this worker took over",
+                })  # fmt: skip
+                await self.engine.reconcile(message, running=True)
+            finally:
+                self._settling.discard(message_id)
 
     # -- expiry ----------------------------------------------------------------------
     async def expiry_loop(self) -> None:

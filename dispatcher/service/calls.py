@@ -27,6 +27,8 @@ class CallVerbs:
 
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
 
+        def _leading(self, what: str) -> None: ...
+
         async def _subscribe(self, channel: Channel, item_id: str, url: str) -> None: ...
 
     async def submit_call(
@@ -35,6 +37,7 @@ class CallVerbs:
         """Accept a voice call: its script is validated, then it is paced per account.
         With ``status_callback``, each status change is POSTed there."""
         url = callback_url(status_callback) if status_callback is not None else None
+        self._leading("a call")
         submission = await self._taking_work(self.calls.submit(request))
         if url is not None:
             await self._subscribe(Channel.VOICE, submission.call.id, url)

@@ -36,7 +36,7 @@ from dispatcher.engine.health import StoreHealth
 from dispatcher.engine.intake import Intake
 from dispatcher.engine.texts import TextDesk
 from dispatcher.engine.wiring import Wiring
-from dispatcher.errors import StoreUnavailable
+from dispatcher.errors import Conflict, StoreUnavailable
 from dispatcher.lifecycle import Resource
 from dispatcher.service.automations import AutomationVerbs
 from dispatcher.service.calls import CallVerbs
@@ -48,7 +48,7 @@ from dispatcher.service.metrics import MetricsVerbs
 from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
 from dispatcher.service.workers import WorkerVerbs
-from dispatcher.store import Store, Watched, open_store
+from dispatcher.store import Elected, Leadership, Store, Watched, open_store
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -83,6 +83,9 @@ class Dispatcher(
         self.bus = Bus()  # results and outcomes, for the automations and campaigns
         self._held = False
         self._closing = False
+        self._leads = True  # runs what must run once (a shared store may say otherwise)
+        self._singletons: list[asyncio.Task[None]] = []  # what it runs as the leader
+        self._leadership: Leadership | None = None  # on a store several workers share
         self.started_at = self.clock.now().wall  # when it opened, once it has
         self.consent_book = ConsentBook(store)  # the consent ledger as the desks check it
         wiring = Wiring(
@@ -103,6 +106,7 @@ class Dispatcher(
         self._pacer_task: asyncio.Task[None] | None = None
         self._collector: asyncio.Task[None] | None = None
         self._prober: asyncio.Task[None] | None = None
+        self._leases: asyncio.Task[None] | None = None
         self._stack = contextlib.AsyncExitStack()
         self._group: asyncio.TaskGroup | None = None
         self.started = asyncio.Event()
@@ -167,8 +171,11 @@ class Dispatcher(
         if isinstance(self.mailer, ReturningMailer):  # the simulated relay's bounces
             self.mailer.on_report(self.returned_mail)
         await self._recover()
-        await self.calls.recover()
-        await self.emails.recover()
+        if isinstance(self.store, Elected):  # several workers share it: one leads
+            self._leadership = self.store.leadership()
+        self._leads = self._leadership is None or self._leadership.leads
+        if self._leads:
+            await self._recover_once()
         await self.automations.load()
         await stack.enter_async_context(self._poster)
         await self.callbacks.load(self._callback_secret())
@@ -178,13 +185,12 @@ class Dispatcher(
         await self._group.__aenter__()
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._keep(self.texts.receipts.run), name="receipts")
-        self._group.create_task(self._keep(self.texts.expiry_loop), name="expiry")
-        self._call_pacer = self._group.create_task(self.calls.pacer.run(), name="call-pacer")
-        self._group.create_task(self._keep(self.calls.run_reports), name="call-reports")
-        self._email_pacer = self._group.create_task(self.emails.pacer.run(), name="email-pacer")
-        self._group.create_task(self._keep(self.campaigns.run), name="campaigns")
-        self._group.create_task(self._keep(self.automations.run), name="automations")
-        self._group.create_task(self._keep(self.callbacks.run), name="status-callbacks")
+        self._leases = self._group.create_task(self.texts.owner.run(), name="leases")
+        if self._leads:
+            self._lead()
+        else:
+            log.info("service.follows", extra={"leader": self._leader()})
+            self._group.create_task(self._follow(), name="follow")
         self._collector = self._group.create_task(runtime.collect_garbage(), name="gc")
         self._prober = self._group.create_task(
             self._health.run(probe=self.store.probe, settle=self._settle, resumed=self._resume),
@@ -193,6 +199,76 @@ class Dispatcher(
         self.started_at = self.clock.now().wall
         self.started.set()
         log.info("service.started", extra={"store": self.config.store_url})
+
+    # -- the leader ------------------------------------------------------------------
+    async def _recover_once(self) -> None:
+        """What a leader settles before it runs: calls and email left in flight."""
+        await self.calls.recover()
+        await self.emails.recover()
+
+    def _lead(self) -> None:
+        """Run what must run once among the workers sharing the store (all of it, for
+        a store of its own): calls and email, campaigns, automations, the expiry sweep,
+        status callbacks. Texts are paced by every worker, each on its own numbers."""
+        assert self._group is not None
+        group = self._group
+        self._call_pacer = group.create_task(self.calls.pacer.run(), name="call-pacer")
+        self._email_pacer = group.create_task(self.emails.pacer.run(), name="email-pacer")
+        self._singletons = [
+            group.create_task(self._keep(self.texts.expiry_loop), name="expiry"),
+            self._call_pacer,
+            group.create_task(self._keep(self.calls.run_reports), name="call-reports"),
+            self._email_pacer,
+            group.create_task(self._keep(self.campaigns.run), name="campaigns"),
+            group.create_task(self._keep(self.automations.run), name="automations"),
+            group.create_task(self._keep(self.callbacks.run), name="status-callbacks"),
+        ]
+
+    def _step_down(self) -> None:
+        """Another worker took the lead while this one had lost its guard (a database
+        restart): stop what only the leader runs, and follow."""
+        assert self._group is not None
+        for task in self._singletons:
+            task.cancel()
+        self._singletons = []
+        self._call_pacer = self._email_pacer = None
+        self._leads = False
+        log.warning("service.follows", extra={"leader": self._leader()})
+        self._group.create_task(self._follow(), name="follow")
+
+    async def _follow(self) -> None:
+        """A follower tries to lead every ``store.fault_probe``: it does once the
+        leader's session has ended (it stopped or died)."""
+        assert self._leadership is not None
+        every = self.config.store.fault_probe.total_seconds()
+        while not self._closing:
+            await self.clock.sleep(every)
+            if self._closing or self._health.fault is not None:
+                continue
+            try:
+                if not await self._leadership.try_lead():
+                    continue
+                await self._recover_once()
+            except StoreUnavailable as exc:
+                self._health.report(exc)
+                continue
+            self._leads = True
+            log.warning("service.leads", extra={"store": self.config.store_url})
+            self._lead()
+            return
+
+    def _leader(self) -> str:
+        return self._leadership.leader() if self._leadership is not None else ""
+
+    def _leading(self, what: str) -> None:
+        """Refuse ``what`` on a follower: the leader runs it (workers sharing a store)."""
+        if not self._leads:
+            raise Conflict(
+                f"{what}: this service follows another on the shared database, and only "
+                f"the leading one runs calls, email, campaigns and automations; send it "
+                f"there ({self._leader() or 'see dispatcher workers'}). A follower sends "
+                "texts (docs/scale-out.md)"
+            )
 
     async def close(self) -> None:
         try:
@@ -225,6 +301,7 @@ class Dispatcher(
             for task in (self._pacer_task, self._call_pacer, self._email_pacer):
                 if task is not None:
                     task.cancel()
+        await self.texts.owner.close()  # the numbers leased go back (a shared store)
         self.texts.receipts.stop()
         self.calls.stop_reports()
         self.automations.stop()
@@ -270,6 +347,8 @@ class Dispatcher(
         async with self.texts.engine.every_lock():
             await self.texts.restore()
             self.texts.receipts.settled()
+        if self._leads and self._leadership is not None and not self._leadership.leads:
+            self._step_down()
 
     def _resume(self) -> None:
         """Start sending again (after an operator's hold or a store fault), unless

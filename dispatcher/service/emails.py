@@ -36,6 +36,8 @@ class EmailVerbs:
 
         async def _taking_work(self, work: Coroutine[Any, Any, _T]) -> _T: ...
 
+        def _leading(self, what: str) -> None: ...
+
         async def opt_out(self, contact: str, *, source: ConsentSource, who: str,  # consent's
                           reason: str | None = None, channels: Collection[ConsentChannel]
                           | None = None, sender: str | None = None, campaign: str | None = None,
@@ -50,6 +52,7 @@ class EmailVerbs:
         any of them is refused), then it is paced per relay. With ``status_callback``,
         each status change is POSTed there."""
         url = callback_url(status_callback) if status_callback is not None else None
+        self._leading("an email")
         submission = await self._taking_work(self.emails.submit(request))
         if url is not None:
             await self._subscribe(Channel.EMAIL, submission.email.id, url)
@@ -66,6 +69,7 @@ class EmailVerbs:
     async def resend_email(self, email_id: str) -> Email:
         """Send an Unconfirmed email again, on the operator's word (the relay may have
         the first attempt: the contact may get it twice)."""
+        self._leading("an email resent")
         return await self._taking_work(self.emails.resend(email_id))
 
     def email_summary(self) -> EmailsSummary:

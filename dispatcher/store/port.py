@@ -589,6 +589,33 @@ class Store(TextStore, DoNotTextStore, ConsentStore, CallStore, EmailStore, Enga
         ...
 
 
+class Leadership(Protocol):
+    """Which of the services (workers) sharing a store leads: the one that runs what
+    must run once (calls, email, campaigns, automations, the expiry sweep, status
+    callbacks)."""
+
+    @property
+    def leads(self) -> bool: ...
+
+    async def try_lead(self) -> bool:
+        """Lead if no worker does (the leader stopped or died): whether this one leads."""
+        ...
+
+    def leader(self) -> str:
+        """Who led when this worker last found the lead taken (for its log)."""
+        ...
+
+
+@runtime_checkable
+class Elected(Protocol):
+    """A store several services share elects a leader among them. A store that serves
+    one service alone does not implement it: that service leads."""
+
+    def leadership(self) -> Leadership | None:
+        """This service's part in the election (None: opened for no service)."""
+        ...
+
+
 @runtime_checkable
 class Watched(Protocol):
     """A store that may learn, between writes, that the service must stop sending: the

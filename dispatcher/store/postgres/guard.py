@@ -1,11 +1,13 @@
-"""The single-worker guard: one service per PostgreSQL database, for now.
+"""The leader's guard: of the workers (services) on one PostgreSQL database, the one
+that holds it runs what must run once (calls and email, campaigns, automations, the
+expiry sweep, status callbacks); every worker paces the texts of the numbers it leases
+(``leases.py``).
 
-Until the delivery engine is driven by the leases (``leases.py``), two services pacing
-the same numbers from one database would each keep their own one text per second, and
-the number would send twice as fast. So the service holds a session-level advisory
-lock on a connection of its own for its whole life (``postgres_guard.sql``), and writes
-who it is (host, process id, home folder, start time) in ``service_guard``. A second
-service started against the same database is refused at start, naming the holder.
+The leader holds a session-level advisory lock on a connection of its own
+(``postgres_guard.sql``), and writes who it is (host, process id, home folder, start
+time) in ``service_guard``. A worker that finds the lock held at start is a follower;
+it tries to take the lock every second (:meth:`ServiceGuard.try_lead`), and leads once
+it does: when the leader's session has ended (it stopped or died).
 
 The lock lives as long as the guard's session. When that connection is lost (the
 database restarted, the network, the session ended by an operator), another service
@@ -74,7 +76,7 @@ class Holder:
 
 
 class ServiceGuard:
-    """The advisory lock that keeps a second service off the database."""
+    """The advisory lock held by the leader of the workers on one database."""
 
     def __init__(
         self, url: PostgresURL, queries: dict[str, str], *, me: Holder, connect_timeout: float
@@ -86,7 +88,10 @@ class ServiceGuard:
         self._db: asyncpg.Connection[Any] | None = None
         self._watch: asyncio.Task[None] | None = None
         self._report: Report | None = None
+        self._holder = ""  # who held the lock when this process last found it held
+        self._holder_is_service = False  # a dispatcher service (not another session)
         self._lost: StoreUnavailable | None = None  # since the last take, if lost
+        self._led = False  # this process has held the lock (a loss is then a fault)
 
     @property
     def held(self) -> bool:
@@ -102,6 +107,26 @@ class ServiceGuard:
     async def take(self) -> None:
         """Connect and take the lock, at start. Raises :class:`ServiceGuardHeld`
         naming the holder, or :class:`StoreUnavailable` if the database does not answer."""
+        await self._take(refuse=True)
+
+    async def try_lead(self) -> bool:
+        """Take the lock if it is free (the leader's session ended): whether this
+        process holds it now. Raises :class:`StoreUnavailable` if the database does not
+        answer."""
+        if not self.held:
+            await self._take(refuse=False)
+        return self.held
+
+    @property
+    def leads(self) -> bool:
+        """Whether this process leads: it holds the lock."""
+        return self.held
+
+    def leader(self) -> str:
+        """Who held the lock when this process last found it held (for its log)."""
+        return self._holder
+
+    async def _take(self, *, refuse: bool) -> None:
         db = await self._connect()
         refusal = ""
         try:
@@ -118,8 +143,12 @@ class ServiceGuard:
             raise
         if refusal:
             db.terminate()
-            raise ServiceGuardHeld(refusal)
+            self._holder = refusal
+            if refuse:
+                raise ServiceGuardHeld(refusal)
+            return
         self._db = db
+        self._led = True
         self._lost = None
         db.add_termination_listener(self._terminated)
         self._watch = asyncio.get_running_loop().create_task(self._check(db), name="store-guard")
@@ -127,13 +156,19 @@ class ServiceGuard:
     async def take_again(self) -> None:
         """After a loss: take the lock anew, or raise :class:`StoreUnavailable` (still
         unreachable, or another service took it meanwhile: this one stays paused)."""
-        if self.held:
+        if self.held or not self._led:  # a follower has no lock to take again
             return
         try:
             await self.take()
         except ServiceGuardHeld as exc:
-            raise StoreUnavailable(f"{exc}; this service sends nothing while the other "
-                                   "holds the database") from exc  # fmt: skip
+            if self._holder_is_service:  # another worker leads now: this one follows
+                self._led = False
+                log.warning("store.lead_taken", extra={"url": self._url.shown,
+                                                       "leader": self._holder})  # fmt: skip
+                return
+            raise StoreUnavailable(f"{exc}; this service led before and sends nothing while "
+                                   "the other leads: restart it to have it join as a "
+                                   "follower (docs/scale-out.md)") from exc  # fmt: skip
         log.warning("store.guard_taken_again", extra={"url": self._url.shown})
 
     async def release(self) -> None:
@@ -199,6 +234,12 @@ class ServiceGuard:
     async def _refusal(self, db: asyncpg.Connection[Any]) -> str:
         """What the refusal says: who holds the lock, and what to do."""
         row = await db.fetchrow(self._q["guard_holder"])
+        # Another dispatcher service, not a session that did not say who it is, nor this
+        # process's own session that has not ended yet (a lock lost and taken again).
+        self._holder_is_service = (
+            row is not None and row["host"] is not None
+            and (row["host"], row["pid"]) != (self._me.host, self._me.pid)
+        )  # fmt: skip
         if row is None:  # released since: a retry would take it
             holder = "a session that has just let it go (start this one again)"
         elif row["host"] is None:
@@ -206,12 +247,8 @@ class ServiceGuard:
                       f"{row['backend_pid']})")  # fmt: skip
         else:
             holder = Holder(row["host"], row["pid"], row["home"], row["started_at"]).describe()
-        return (
-            f"another dispatcher service already runs on the database {self._url.shown} "
-            f"({holder}). Several services (workers) on one PostgreSQL database are not "
-            "supported yet: stop that one first, or give this one a database of its own "
-            "(docs/scale-out.md)"
-        )
+        return (f"another dispatcher service already runs on the database "
+                f"{self._url.shown} and leads there ({holder})")  # fmt: skip
 
 
 __all__ = ["APPLICATION_NAME", "Holder", "ServiceGuard", "ServiceGuardHeld"]

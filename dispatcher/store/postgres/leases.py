@@ -13,22 +13,39 @@ its key changes nothing.
 A worker trusts a lease only until its own monotonic clock says it may have lapsed:
 the deadline is taken *before* the statement that set the lease was sent, so it falls
 before the database's expiry whatever the round trip took.
+
+Each verb is one statement, all or nothing: one the database ends as a deadlock or a
+serialization failure (SQLSTATE class 40) wrote nothing and is run again, a few
+times, before it is reported as the database being unavailable (never as a refusal
+that would end the worker). The statements that wait for keys' row locks take them
+in key order, so such an end is rare (``postgres_leases.sql``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 import asyncpg
 
 from dispatcher.clock import Clock
-from dispatcher.core.model import Source, TextStatus
 from dispatcher.errors import StoreError, StoreUnavailable
+from dispatcher.store.leasing import (
+    Acquired,
+    Fenced,
+    KeyWork,
+    Lease,
+    Send,
+    Start,
+    StartOutcome,
+)
+from dispatcher.store.postgres.base import translate
 from dispatcher.store.postgres.connection import PostgresConnection
+
+log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 6.0
 """How long a lease lasts unless renewed; workers renew every third of it."""
@@ -43,72 +60,16 @@ _UNAVAILABLE = (
     asyncpg.PostgresSystemError,  # 58: an I/O error
 )
 """What the database answers when it cannot work now, rather than refusing the request."""
+ATTEMPTS = 5
+"""How many times a statement the database ended as a deadlock or a serialization
+failure is run, in all, before the database is reported unavailable."""
+BACKOFF = 0.02
+"""Seconds before the second run of such a statement; doubled before each later one."""
 
 
 def worker_id(name: str) -> str:
     """A worker id, new at every start: ``name`` (a host, a home folder) and a random part."""
     return f"{name}/{uuid.uuid4().hex[:12]}"
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """A key this worker holds."""
-
-    key: str
-    epoch: int
-    trusted_until: float  # this worker's monotonic clock: no send starts after it
-    next_slot_at: datetime | None  # as the database had it when the lease was taken or renewed
-
-
-@dataclass(frozen=True, slots=True)
-class Acquired:
-    share: int  # this worker's fair share of the keys in play
-    taken: list[Lease]  # the keys taken now, each under a new epoch
-
-
-class StartOutcome(StrEnum):
-    STARTED = "started"
-    NOT_OWNER = "not_owner"  # the key has another owner or a later epoch
-    LEASE_SHORT = "lease_short"  # less than the lease a send needs is left
-    TOO_EARLY = "too_early"  # before the key's next slot (its previous owner's, maybe)
-    BUSY = "busy"  # a send of the key is in flight, or its outcome is unknown
-    NOT_QUEUED = "not_queued"  # the message is no longer Queued on that key
-
-
-@dataclass(frozen=True, slots=True)
-class Start:
-    outcome: StartOutcome
-    started_at: datetime | None  # the database's clock, when it started
-    next_slot_at: datetime | None
-    lease_expires_at: datetime | None
-    trusted: bool  # started, and still inside the lease by this worker's clock after the
-    # commit: only then may the provider be called
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    """A send to start: the next message of ``lease``'s key."""
-
-    lease: Lease
-    message_id: str
-    attempt_id: str
-    spacing: timedelta  # the key's next slot moves this far past the start
-    slot: datetime | None = None  # the slot it is meant for (None: the database's clock
-    # at the start); refused when before the key's next slot, which is booked from it
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fenced:
-    """A status change that names the status and the epoch it expects."""
-
-    message_id: str
-    expected: TextStatus
-    epoch: int
-    status: TextStatus
-    source: Source
-    reason: str | None = None
-    provider_code: str | None = None
-    provider_id: str | None = None
 
 
 class Leases:
@@ -133,11 +94,16 @@ class Leases:
         self._min_lease = min_lease_seconds
         self._held: dict[str, Lease] = {}
         self._address: str | None = None
+        self.retried = 0  # statements run again after a deadlock or serialization failure
 
     @property
     def held(self) -> dict[str, Lease]:
         """The leases this worker holds, by key (a copy)."""
         return dict(self._held)
+
+    def lease_of(self, key: str) -> Lease | None:
+        """The lease held on ``key``, if any (no copy: on the send's path)."""
+        return self._held.get(key)
 
     def trusted(self, lease: Lease) -> bool:
         """Whether this worker's clock still puts ``lease`` inside its term."""
@@ -147,11 +113,13 @@ class Leases:
         """Record this worker as live (or again, after a restart under the same id:
         what an earlier run held under it is given up)."""
         self._address = address
+        await self._execute("free_worker_keys", self.worker)
         await self._execute("register_worker", self.worker, address)
         self._held.clear()
 
     async def deregister(self) -> None:
         """Give back every key and remove this worker (a clean stop)."""
+        await self._execute("free_worker_keys", self.worker)
         await self._execute("deregister_worker", self.worker)
         self._held.clear()
 
@@ -304,6 +272,19 @@ class Leases:
         )
         return {row["id"] for row in rows}
 
+    async def work(self, keys: Collection[str]) -> list[KeyWork]:
+        """What each of ``keys`` has now, in one statement: its texts Queued, those
+        Sending (with the epoch each was started under), its next slot and pause flag."""
+        if not keys:
+            return []
+        rows = await self._fetch("key_work", sorted(keys))
+        return [
+            KeyWork(row["key"], int(row["queued"]),
+                    list(zip(row["sending_ids"] or [], row["sending_epochs"] or [], strict=True)),
+                    row["next_slot_at"], row["paused"])
+            for row in rows
+        ]  # fmt: skip
+
     # -- plumbing --------------------------------------------------------------------
     def _deadline(self) -> float:
         return self._clock.now().mono + self.lease_seconds
@@ -318,11 +299,49 @@ class Leases:
         await self._fetch(name, *args)
 
     async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
-        try:
-            return await self._db.pool.fetch(self._db.query(name), *args)
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(f"the database {self._db.url.shown}: {exc}") from exc
-        except asyncpg.PostgresError as exc:
-            raise StoreError(f"{name} failed on {self._db.url.shown}: {exc}") from exc
-        except (OSError, asyncpg.InterfaceError) as exc:
-            raise StoreUnavailable(f"lost the database {self._db.url.shown}: {exc}") from exc
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                return await self._db.pool.fetch(self._db.query(name), *args)
+            except asyncpg.TransactionRollbackError as exc:  # a deadlock, a serialization
+                if attempt == ATTEMPTS:
+                    raise StoreUnavailable(
+                        f"{name} ended {attempt} times on {self._db.url.shown}: {exc}"
+                    ) from exc
+                self.retried += 1
+                log.warning("leases.retried", extra={
+                    "worker": self.worker, "statement": name, "attempt": attempt,
+                    "error": str(exc),
+                })  # fmt: skip
+                await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
+            except Exception as exc:
+                if (error := self._error(name, exc)) is None:
+                    raise
+                raise error from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _error(self, name: str, exc: Exception) -> StoreError | None:
+        """The port's error for ``exc`` (None: not the database's failure)."""
+        if isinstance(exc, _UNAVAILABLE):
+            return StoreUnavailable(f"the database {self._db.url.shown}: {exc}")
+        if isinstance(exc, (OSError, asyncpg.InterfaceError)):
+            return StoreUnavailable(f"lost the database {self._db.url.shown}: {exc}")
+        # The rest as every other part of the store says it: a connection found broken
+        # when the pool takes it back (its server process ended), a lock or statement
+        # timeout, a refusal.
+        return translate(exc, f"{name} on {self._db.url.shown}")
+
+
+__all__ = [
+    "ATTEMPTS",
+    "LEASE_SECONDS",
+    "MIN_LEASE_SECONDS",
+    "Acquired",
+    "Fenced",
+    "KeyWork",
+    "Lease",
+    "Leases",
+    "Send",
+    "Start",
+    "StartOutcome",
+    "worker_id",
+]

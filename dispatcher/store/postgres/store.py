@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from dispatcher.clock import Clock
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store.port import WorkCallback
 from dispatcher.store.postgres.automations import PostgresAutomations
@@ -25,6 +26,7 @@ from dispatcher.store.postgres.consent import PostgresConsent
 from dispatcher.store.postgres.emails import PostgresEmails
 from dispatcher.store.postgres.engagement import PostgresEngagement
 from dispatcher.store.postgres.guard import Holder, ServiceGuard
+from dispatcher.store.postgres.leases import MIN_LEASE_SECONDS, Leases, worker_id
 from dispatcher.store.postgres.listing import PostgresListing
 from dispatcher.store.postgres.operations import PostgresOperations
 from dispatcher.store.postgres.texts import PostgresTexts
@@ -68,8 +70,8 @@ class PostgresStore(
     async def open(self) -> None:
         await super().open()
         try:
-            if self._guard is not None:
-                await self._guard.take()
+            if self._guard is not None:  # held by another: this worker follows
+                await self._guard.try_lead()
         except BaseException:
             await super().close()
             raise
@@ -99,10 +101,20 @@ class PostgresStore(
         """The listener ``on_work`` started, if any."""
         return self._wakes
 
+    def leases(self, name: str, clock: Clock, *, lease_seconds: float) -> Leases:
+        """This worker's leases on the pacing keys, under a new worker id (``name``
+        and a random part)."""
+        return Leases(self, clock, worker_id(name), lease_seconds=lease_seconds,
+                      min_lease_seconds=min(MIN_LEASE_SECONDS, lease_seconds / 3))  # fmt: skip
+
     def on_fault(self, report: Callable[[StoreUnavailable], None]) -> None:
         """Tell the service, through ``report``, when the guard's lock may be lost."""
         if self._guard is not None:
             self._guard.on_lost(report)
+
+    def leadership(self) -> ServiceGuard | None:
+        """The guard that elects the leader, when opened for a service."""
+        return self._guard
 
     async def probe(self) -> None:
         """A small write, once the guard holds its lock again (if it lost it)."""

@@ -131,13 +131,15 @@ class PostgresTexts(PostgresBase):
         slots = sorted(records.slots.items())
         if not transitions and not slots:
             return
-        changes = [
-            (t.event.status.value, _plain(t.event.reason), t.event.provider_code, t.event.at,
-             t.provider_id, t.attempt_id, t.send_started_at, t.message_id)
-            for t in transitions
-            if t.event.applied
-        ]  # fmt: skip
         async with self._transaction() as db:
+            if any(t.fenced for t in transitions):
+                transitions, slots = await self._fenced(db, transitions, slots)
+            changes = [
+                (t.event.status.value, _plain(t.event.reason), t.event.provider_code,
+                 t.event.at, t.provider_id, t.attempt_id, t.send_started_at, t.message_id)
+                for t in transitions
+                if t.event.applied
+            ]  # fmt: skip
             await self._insert_events(db, [t.event for t in transitions])
             if changes:  # in order, one by one: a text may change twice in one write
                 await db.executemany(self.query("apply_transition"), changes)
@@ -145,6 +147,30 @@ class PostgresTexts(PostgresBase):
                 await db.execute(
                     self.query("set_next_slots"), [k for k, _ in slots], [at for _, at in slots]
                 )
+
+    async def _fenced(
+        self, db: Connection, transitions: list[Transition], slots: list[tuple[str, datetime]]
+    ) -> tuple[list[Transition], list[tuple[str, datetime]]]:
+        """Drop the fenced steps whose message is no longer in the status (and epoch)
+        they expect, with their events; the rows that pass stay locked until the commit.
+        A number's next slot is dropped too when every fenced step of its texts was
+        (the worker that wrote them no longer owns it)."""
+        fenced = [t for t in transitions if t.fenced and t.from_status is not None]
+        rows = await db.fetch(
+            self.query("fence_check"),
+            [t.message_id for t in fenced],
+            [t.from_status.value for t in fenced if t.from_status is not None],
+            [t.epoch for t in fenced],
+        )
+        passed = {row["id"] for row in rows}
+        dropped = {t.message_id for t in fenced if t.message_id not in passed}
+        if not dropped:
+            return transitions, slots
+        kept = [t for t in transitions if not (t.fenced and t.message_id in dropped)]
+        senders = await db.fetch(self.query("senders_of"), sorted(dropped | passed))
+        gone = {row["sender"] for row in senders if row["id"] in dropped}
+        gone -= {row["sender"] for row in senders if row["id"] in passed}
+        return kept, [(key, at) for key, at in slots if key not in gone]
 
     async def _insert_events(self, db: Connection, events: list[Event]) -> None:
         if events:

@@ -1,13 +1,25 @@
 -- Workers and the leases on pacing keys. Every time is the database's clock; a worker
 -- keeps its own monotonic deadline for each lease (dispatcher/store/postgres/leases.py).
+--
+-- Every statement that waits for a key's row lock takes its rows in key order (a
+-- locking read ORDER BY key, then the update), as dispatcher_start_send and the
+-- store's next slots do: two statements that lock the same keys in different orders
+-- (an UPDATE locks them in the order it finds them) deadlock. Those that must not wait
+-- skip the rows locked (SKIP LOCKED).
+
+-- name: free_worker_keys
+-- Give back every key the worker holds, locked in key order (a clean stop; or a row
+-- left under the same id by an earlier run, which this run never saw).
+WITH mine AS (
+    SELECT key FROM pacing_keys WHERE owner = $1 ORDER BY key FOR UPDATE
+)
+UPDATE pacing_keys AS p SET owner = NULL, lease_expires_at = NULL
+FROM mine WHERE p.key = mine.key
+RETURNING p.key;
 
 -- name: register_worker
--- A worker's id is new at every start; a row left under the same id by an earlier run
--- gives up what it held, which this run never saw.
-WITH freed AS (
-    UPDATE pacing_keys SET owner = NULL, lease_expires_at = NULL WHERE owner = $1
-    RETURNING key
-)
+-- A worker's id is new at every start (what a row left under it held is given back
+-- first: free_worker_keys).
 INSERT INTO workers (id, address, started_at, heartbeat_at)
 VALUES ($1, $2, now(), now())
 ON CONFLICT (id) DO UPDATE
@@ -15,10 +27,7 @@ SET address = excluded.address, started_at = excluded.started_at,
     heartbeat_at = excluded.heartbeat_at;
 
 -- name: deregister_worker
-WITH freed AS (
-    UPDATE pacing_keys SET owner = NULL, lease_expires_at = NULL WHERE owner = $1
-    RETURNING key
-)
+-- After free_worker_keys.
 DELETE FROM workers WHERE id = $1;
 
 -- name: add_pacing_keys
@@ -28,12 +37,18 @@ INSERT INTO pacing_keys (key) SELECT unnest($1::TEXT[]) ON CONFLICT (key) DO NOT
 -- The heartbeat and every lease the worker still holds, in one statement. A lease that
 -- has lapsed is not renewed: it may have been taken, and is acquired again (a new epoch).
 -- One row at least: whether the worker's row is there, and a lease renewed per row.
+-- The keys are locked in key order (a send starting on one of them holds its row).
 WITH beat AS (
     UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING id
+), mine AS (
+    SELECT p.key FROM pacing_keys AS p, beat
+    WHERE p.owner = beat.id AND p.lease_expires_at > now()
+    ORDER BY p.key
+    FOR UPDATE OF p
 ), renewed AS (
     UPDATE pacing_keys AS p SET lease_expires_at = now() + make_interval(secs => $2)
-    FROM beat
-    WHERE p.owner = beat.id AND p.lease_expires_at > now()
+    FROM mine
+    WHERE p.key = mine.key
     RETURNING p.key, p.epoch, p.next_slot_at
 )
 SELECT EXISTS (SELECT 1 FROM beat) AS registered, renewed.key, renewed.epoch,
@@ -103,10 +118,16 @@ RETURNING p.key;
 
 -- name: release_leases
 -- Give back the keys named with the epochs they were held under; a key since taken
--- by another worker (a later epoch) is left alone.
+-- by another worker (a later epoch) is left alone. Locked in key order.
+WITH mine AS (
+    SELECT p.key FROM pacing_keys AS p
+    JOIN unnest($2::TEXT[], $3::BIGINT[]) AS r(key, epoch) ON p.key = r.key
+    WHERE p.epoch = r.epoch AND p.owner = $1
+    ORDER BY p.key
+    FOR UPDATE OF p
+)
 UPDATE pacing_keys AS p SET owner = NULL, lease_expires_at = NULL
-FROM unnest($2::TEXT[], $3::BIGINT[]) AS r(key, epoch)
-WHERE p.key = r.key AND p.epoch = r.epoch AND p.owner = $1
+FROM mine WHERE p.key = mine.key
 RETURNING p.key;
 
 -- name: start_sends
@@ -126,11 +147,20 @@ ORDER BY s.i;
 -- name: hold_slots
 -- A key's next slot moved to a send's hand-off plus its hold, never earlier, only by
 -- its owner under the epoch it holds (a worker that lost the key writes nothing). Keys
--- in order ($2 sorted by the caller), so concurrent writes lock them in one order.
+-- locked in key order (an UPDATE joined to the list locks them in the join's order).
+WITH locked AS (
+    SELECT p.key, h.at FROM pacing_keys AS p
+    JOIN unnest($2::TEXT[], $3::BIGINT[], $4::TIMESTAMPTZ[]) AS h(key, epoch, at)
+        ON p.key = h.key
+    WHERE p.owner = $1 AND p.epoch = h.epoch
+    ORDER BY p.key
+    FOR UPDATE OF p
+), latest AS (
+    SELECT key, max(at) AS at FROM locked GROUP BY key
+)
 UPDATE pacing_keys AS p
-SET next_slot_at = GREATEST(p.next_slot_at, h.at)
-FROM unnest($2::TEXT[], $3::BIGINT[], $4::TIMESTAMPTZ[]) AS h(key, epoch, at)
-WHERE p.key = h.key AND p.owner = $1 AND p.epoch = h.epoch
+SET next_slot_at = GREATEST(p.next_slot_at, latest.at)
+FROM latest WHERE p.key = latest.key
 RETURNING p.key;
 
 -- name: fenced_transitions
@@ -153,3 +183,18 @@ WITH wanted AS (
     SELECT id, updated_at, status, reason, provider_code, source, true FROM moved
 )
 SELECT id FROM moved;
+
+-- name: key_work
+-- Each key of $1 as it is now: its texts Queued (counted on the queue's index), those
+-- Sending with the epoch each was started under, its next slot and pause flag.
+SELECT p.key, p.next_slot_at, p.paused,
+       (SELECT count(*) FROM messages AS m
+        WHERE m.sender = p.key AND m.status = 'Queued') AS queued,
+       s.ids AS sending_ids, s.epochs AS sending_epochs
+FROM pacing_keys AS p
+LEFT JOIN LATERAL (
+    SELECT array_agg(m.id ORDER BY m.id) AS ids, array_agg(m.epoch ORDER BY m.id) AS epochs
+    FROM messages AS m WHERE m.sender = p.key AND m.status = 'Sending'
+) AS s ON true
+WHERE p.key = ANY($1::TEXT[])
+ORDER BY p.key;

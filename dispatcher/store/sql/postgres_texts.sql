@@ -47,6 +47,19 @@ UPDATE messages SET
     send_started_at = COALESCE($7, send_started_at)
 WHERE id = $8;
 
+-- name: fence_check
+-- The fenced steps of a write whose text is still in the status (and, when given, the
+-- lease's epoch) they expect; those rows stay locked until the write commits. Epoch 0
+-- names a text that no lease started (its epoch NULL; epochs start at 1).
+SELECT m.id FROM messages AS m
+JOIN unnest($1::TEXT[], $2::TEXT[], $3::BIGINT[]) AS f(id, expected, epoch) ON m.id = f.id
+WHERE m.status = f.expected AND (f.epoch IS NULL OR COALESCE(m.epoch, 0) = f.epoch)
+ORDER BY m.id
+FOR UPDATE OF m;
+
+-- name: senders_of
+SELECT id, sender FROM messages WHERE id = ANY($1::TEXT[]);
+
 -- name: set_next_slots
 -- A next slot only moves later: a slow send's record that commits after a later one's
 -- must not bring the number's slot back. Keys in order, so concurrent writes lock them

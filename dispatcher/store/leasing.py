@@ -1,0 +1,126 @@
+"""Leases on pacing keys, as the engine sees them: the values a worker's leases deal in
+and what a store shared by several workers offers (:class:`Leasing`). The PostgreSQL
+adapter implements it (``dispatcher/store/postgres/leases.py``); a store one service
+owns (memory, SQLite) does not, and the engine paces every number itself."""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Protocol, runtime_checkable
+
+from dispatcher.clock import Clock
+from dispatcher.core.model import Source, TextStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A key this worker holds."""
+
+    key: str
+    epoch: int
+    trusted_until: float  # this worker's monotonic clock: no send starts after it
+    next_slot_at: datetime | None  # as the database had it when the lease was taken or renewed
+
+
+@dataclass(frozen=True, slots=True)
+class Acquired:
+    share: int  # this worker's fair share of the keys in play
+    taken: list[Lease]  # the keys taken now, each under a new epoch
+
+
+class StartOutcome(StrEnum):
+    STARTED = "started"
+    NOT_OWNER = "not_owner"  # the key has another owner or a later epoch
+    LEASE_SHORT = "lease_short"  # less than the lease a send needs is left
+    TOO_EARLY = "too_early"  # before the key's next slot (its previous owner's, maybe)
+    BUSY = "busy"  # a send of the key is in flight, or its outcome is unknown
+    NOT_QUEUED = "not_queued"  # the message is no longer Queued on that key
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    outcome: StartOutcome
+    started_at: datetime | None  # the database's clock, when it started
+    next_slot_at: datetime | None
+    lease_expires_at: datetime | None
+    trusted: bool  # started, and still inside the lease by this worker's clock after the
+    # commit: only then may the provider be called
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """A send to start: the next message of ``lease``'s key."""
+
+    lease: Lease
+    message_id: str
+    attempt_id: str
+    spacing: timedelta  # the key's next slot moves this far past the start
+    slot: datetime | None = None  # the slot it is meant for (None: the database's clock
+    # at the start); refused when before the key's next slot, which is booked from it
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fenced:
+    """A status change that names the status and the epoch it expects."""
+
+    message_id: str
+    expected: TextStatus
+    epoch: int
+    status: TextStatus
+    source: Source
+    reason: str | None = None
+    provider_code: str | None = None
+    provider_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyWork:
+    """A held key as the database has it now (the polling fallback for new work)."""
+
+    key: str
+    queued: int  # texts Queued on it
+    sending: list[tuple[str, int | None]]  # texts Sending on it: (id, the epoch started under)
+    next_slot_at: datetime | None
+    paused: bool
+
+
+class KeyLeases(Protocol):
+    """One worker's leases on the pacing keys (``Leases`` in the PostgreSQL adapter)."""
+
+    worker: str
+    lease_seconds: float
+
+    @property
+    def held(self) -> dict[str, Lease]: ...
+
+    def lease_of(self, key: str) -> Lease | None: ...
+
+    def trusted(self, lease: Lease) -> bool: ...
+
+    async def register(self, address: str | None = None) -> None: ...
+
+    async def deregister(self) -> None: ...
+
+    async def renew(self) -> list[str]: ...
+
+    async def acquire(self, limit: int = 1_000) -> Acquired: ...
+
+    async def shed(self, share: int) -> list[str]: ...
+
+    async def release(self, keys: Collection[str]) -> list[str]: ...
+
+    async def start_sends(self, sends: Sequence[Send]) -> list[Start]: ...
+
+    async def work(self, keys: Collection[str]) -> list[KeyWork]: ...
+
+
+@runtime_checkable
+class Leasing(Protocol):
+    """A store several workers share: each paces only the keys it leases."""
+
+    def leases(self, name: str, clock: Clock, *, lease_seconds: float) -> KeyLeases:
+        """This worker's leases (``name``: who it is, a host and home folder)."""
+        ...
