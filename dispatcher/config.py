@@ -133,6 +133,10 @@ class SimulatorConfig:
     call_failed: list[str] = field(default_factory=list)
     hangs_up: list[str] = field(default_factory=list)
     gather_input: dict[str, str] = field(default_factory=dict)
+    # The carrier's record of every text it received, shared by the workers of one
+    # fleet on one database (a path they all write; relative: to the home folder).
+    # Empty: the worker's own log is the whole record (one service sends).
+    fleet_log: str = ""
 
     def __post_init__(self) -> None:
         if not 0 <= self.reorder_rate <= 1:
@@ -349,6 +353,14 @@ class Config:
     @property
     def simulator_log(self) -> Path:
         return self.home / "simulator-sends.jsonl"
+
+    @property
+    def fleet_log(self) -> Path | None:
+        """The record of texts the simulated carrier received that its lookups read, when
+        several workers share one (``[simulator] fleet_log``)."""
+        if not self.simulator.fleet_log:
+            return None
+        return self.home / self.simulator.fleet_log
 
 
 _SECTIONS: dict[str, type[Any]] = {

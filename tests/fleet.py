@@ -2,10 +2,12 @@
 
 :class:`Fleet` starts N worker processes against one database, each with its own home
 folder (control socket, ``serve.log``, the simulator's send log) and its own HTTP
-address on loopback; it submits texts through the workers' control sockets, waits
-(polling the database, with a deadline) until every text has a final status, and can
-hurt the workers and the database while they send: ``kill -9`` of a worker and its
-restart, ``kill -STOP`` then ``kill -CONT``, a restart of the cluster.
+address on loopback, all sending to one carrier (``[simulator] fleet_log``: the
+record a worker that takes a number over asks about a text left Sending); it submits
+texts through the workers' control sockets, waits (polling the database, with a
+deadline) until every text has a final status, and can hurt the workers and the
+database while they send: ``kill -9`` of a worker and its restart, ``kill -STOP``
+then ``kill -CONT``, a restart of the cluster.
 
 :func:`judge` merges the simulators' send logs (the ground truth: a send is logged
 the moment it reaches the carrier, with its time on the machine's monotonic clock,
@@ -38,6 +40,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +180,16 @@ class Fleet:
     faults: list[str] = field(default_factory=list)  # what was done to it, for messages
     kills: list[tuple[int, float]] = field(default_factory=list)  # (worker, monotonic)
 
+    @property
+    def fleet_log(self) -> Path:
+        """The carrier's record of every text it received, shared by the workers."""
+        return self.root / "fleet-sends.jsonl"
+
     async def start(self) -> None:
         """Start every worker; the first alone, so it migrates the database.
         :class:`SecondWorkerRefused` (every worker stopped) when the database takes one."""
-        self.workers = [Worker(i, self.root / f"w{i}", self.url, self.env)
+        env = {"DISPATCHER_SIMULATOR_FLEET_LOG": str(self.fleet_log), **self.env}
+        self.workers = [Worker(i, self.root / f"w{i}", self.url, env)
                         for i in range(self.size)]  # fmt: skip
         self.workers[0].spawn()
         await self.workers[0].ready()
@@ -499,6 +508,26 @@ def failovers(fleet: Fleet, stall: Stall | None = None) -> list[float]:
         if waits:
             took.append(max(waits))
     return took
+
+
+def stale_sends(fleet: Fleet, stall: Stall) -> list[dict[str, Any]]:
+    """The stalled worker's sends from the moment it was stopped until it took a number
+    again after it resumed (its ``leases.taken`` log line): sends under the leases that
+    lapsed while it was stopped, which must be none."""
+    worker = fleet.workers[stall.worker]
+    resumed_wall = time.time() - (time.monotonic() - stall.resumed)
+    retaken = float("inf")
+    for line in worker.log.read_text(errors="replace").splitlines():
+        if '"leases.taken"' not in line or not line.startswith("{"):
+            continue
+        with contextlib.suppress(ValueError, KeyError):
+            entry = json.loads(line)
+            at = datetime.fromisoformat(str(entry["time"]).replace("Z", "+00:00")).timestamp()
+            if at >= resumed_wall:
+                retaken = min(retaken, stall.resumed + (at - resumed_wall))
+                break
+    return [r for r in fleet.records() if r["worker"] == stall.worker
+            and stall.stopped < float(r["mono"]) < retaken]  # fmt: skip
 
 
 def sent_by_others_during(fleet: Fleet, stall: Stall) -> int:

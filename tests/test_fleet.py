@@ -105,6 +105,9 @@ async def test_a_worker_stopped_longer_than_its_lease_sends_nothing_stale(fleet:
     stalled = await harness.stall(fleet, fleet.workers[-1], LEASE + 1.0)
     statuses = await fleet.settled(submitted, SETTLE_WITHIN)
     verdict = harness.judge(fleet, submitted, statuses)
+    # Resumed, it sent nothing before it took a number again: what it had in flight
+    # under the leases that lapsed while it was stopped never reached the carrier.
+    assert harness.stale_sends(fleet, stalled) == [], verdict.line()
     if fleet.size > 1:
         # Its numbers were taken over by the others while it was stopped.
         assert harness.sent_by_others_during(fleet, stalled) > 0, verdict.line()

@@ -154,6 +154,56 @@ async def test_two_services_on_one_database_share_the_numbers_and_one_leads(
     assert not (tmp_path / "copy.db").exists()
 
 
+async def test_a_number_taken_over_settles_its_text_left_sending_from_the_carriers_record(
+    home: Path, tmp_path: Path, postgres: Cluster
+) -> None:
+    """A worker killed while the carrier held its send (logged, the answer not back):
+    the text stays Sending under its lease. The worker that takes the number over asks
+    the carrier, the fleet's shared record (``[simulator] fleet_log``), not its own
+    simulator's log, which never saw the send: the text was received, so it is
+    recorded Sent and not sent again (it was, when each worker asked its own log);
+    the number's next text follows it, spaced."""
+    url = await postgres.fresh_database()
+    fleet = {
+        "DISPATCHER_STORE_URL": url,
+        "DISPATCHER_STORE_LEASE": "3s",
+        "DISPATCHER_SIMULATOR_FLEET_LOG": str(tmp_path / "fleet-sends.jsonl"),
+    }
+    first = Service(home, env={**fleet, "DISPATCHER_SIMULATOR_LATENCY": "10m"})
+    await first.start()
+    try:
+        async with ControlClient(first.socket) as client:
+            ids = [(await client.call("submit", **{"from": NUMBERS[0]}, to=f"+1650555000{i}",
+                                      body=f"text {i}"))["id"] for i in range(2)]  # fmt: skip
+
+        async def received() -> bool:
+            return len(send_log(home)) == 1
+
+        await wait_for(received, what="the carrier to hold the first send")
+    finally:
+        first.kill9()  # its answer never comes back
+    second = Service(tmp_path / "second", env=fleet)
+    await second.start()
+    try:
+        await _delivered_in(url, 2)
+    finally:
+        assert second.stop() == 0
+    [sent] = send_log(home)
+    [after] = send_log(second.home)  # the first text is not sent again
+    assert (sent["message_id"], after["message_id"]) == (ids[0], ids[1])
+    assert after["mono"] - sent["mono"] >= 1.0
+    db = await asyncpg.connect(url)
+    try:
+        settled = await db.fetchval(
+            "SELECT count(*) FROM events WHERE message_id = $1 AND status = 'Sent'"
+            " AND source = 'reconcile'", ids[0],
+        )  # fmt: skip
+    finally:
+        await db.close()
+    assert settled == 1
+    assert "outcome_unknown" in second.log.read_text()  # counted and logged
+
+
 async def _delivered_in(url: str, count: int) -> None:
     """Wait until ``count`` texts of the database are Delivered (whichever worker sent)."""
 

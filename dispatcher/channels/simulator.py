@@ -9,6 +9,13 @@ Every send it receives is appended to its log, ``simulator-sends.jsonl``, one
 JSON object a line, written before the send is acknowledged: the ground truth for
 pacing and for "nothing sent twice". After a crash it answers "did you get attempt
 X?" from that log.
+
+Several workers of one fleet send to one carrier: each has a simulator of its own,
+and a text one of them sent may be settled by another (the number's new owner, after
+a takeover). With ``fleet_log`` (``[simulator] fleet_log``, one path for the
+fleet) each send is also appended there, after the worker's own log, and the
+questions ("did you get attempt X?", a receipt by provider id) are answered from that
+shared record: the carrier's, whichever worker sent.
 """
 
 from __future__ import annotations
@@ -72,14 +79,19 @@ class Simulator(Resource):
         *,
         config: SimulatorConfig | None = None,
         log_path: Path | None = None,
+        fleet_log: Path | None = None,
         clock: Clock | None = None,
     ) -> None:
         self._config = config or SimulatorConfig()
         self._log_path = log_path
-        self._sends = SendLog(log_path)  # its log, indexed for lookups and polls
+        self._fleet_path = fleet_log
+        # What the carrier received, indexed for lookups and polls: the record shared
+        # by a fleet's workers, or this one's log.
+        self._sends = SendLog(fleet_log or log_path)
         self._clock: Clock = clock or SystemClock()
         self._sink: ReceiptSink | None = None
         self._fd: int | None = None
+        self._fleet_fd: int | None = None
         # Receipts not yet delivered, earliest due first, and the one timer that
         # delivers them (its due time and handle), whatever the load.
         self._due: list[tuple[float, int, Receipt, ReceiptSink]] = []
@@ -99,6 +111,7 @@ class Simulator(Resource):
         return cls(
             config=options.get("simulator"),
             log_path=options.get("log_path"),
+            fleet_log=options.get("fleet_log"),
             clock=options.get("clock"),
         )
 
@@ -108,6 +121,9 @@ class Simulator(Resource):
             self._fd = private.create(self._log_path, os.O_WRONLY | os.O_APPEND)
             calls = self._log_path.with_name("simulator-calls.jsonl")
             self._call_fd = private.create(calls, os.O_WRONLY | os.O_APPEND)
+        if self._fleet_path is not None:
+            private.folder(self._fleet_path.parent)
+            self._fleet_fd = private.create(self._fleet_path, os.O_WRONLY | os.O_APPEND)
 
     async def close(self) -> None:
         if self._armed is not None:
@@ -118,10 +134,10 @@ class Simulator(Resource):
             task.cancel()
         await asyncio.gather(*self._calls.values(), return_exceptions=True)
         self._calls.clear()
-        for fd in (self._fd, self._call_fd):
+        for fd in (self._fd, self._call_fd, self._fleet_fd):
             if fd is not None:
                 os.close(fd)
-        self._fd = self._call_fd = None
+        self._fd = self._call_fd = self._fleet_fd = None
 
     def on_receipt(self, sink: ReceiptSink) -> None:
         self._sink = sink
@@ -398,10 +414,13 @@ class Simulator(Resource):
             raise OSError(errno.ENOSPC, "the log was cut short: no space left on the disk")
 
     def _log_send(self, record: dict[str, Any]) -> None:
-        """The carrier takes a text only once it is in its log: if the log cannot be
-        written (a full disk), the text was not received and may be sent again."""
+        """The carrier takes a text only once it is in its log (and in the fleet's
+        shared record, after): if either cannot be written (a full disk), the text was
+        not received and may be sent again."""
         try:
             self._append(record)
+            if self._fleet_fd is not None:
+                self._append(record, self._fleet_fd)
         except OSError as exc:
             raise ProviderError(
                 f"the simulator could not record the send: {exc}",

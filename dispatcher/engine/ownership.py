@@ -271,6 +271,9 @@ class Leased:
             desk.lost(lost)
             log.warning("leases.lost", extra={"worker": leases.worker, "keys": len(lost)})
         acquired = await leases.acquire()
+        if acquired.taken:
+            log.info("leases.taken", extra={"worker": leases.worker, "keys": len(acquired.taken),
+                                            "share": acquired.share})  # fmt: skip
         if shed := await leases.shed(acquired.share):
             desk.lost(shed)
         found = await leases.work(list(leases.held))

@@ -144,6 +144,7 @@ class Dispatcher(
             twilio=config.twilio,
             status_callbacks=config.http.public_url or None,
             log_path=config.simulator_log,
+            fleet_log=config.fleet_log,
             clock=clock,
         )
         return cls(config, store=store, channel=channel, clock=clock)
