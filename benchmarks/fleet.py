@@ -11,10 +11,11 @@ of its own; it starts a throwaway cluster (``tests/peers_postgres.py``, with
    from ``pg_stat_statements`` and ``pg_stat_database`` the statements, transactions and
    rows the database ran per send. The run is judged as the fault runs are.
 2. **The ceiling of one send's statements**: Debian's ``pgbench`` running, on the same
-   cluster and database, the writes one text's sending makes (its three steps, Sending,
-   Sent and Delivered, each an event appended and the text's row updated, the number's
-   next slot with the first), each step its own transaction, unbatched, at ``clients``
-   connections for ``seconds``: sends a second.
+   cluster and database, the statements one text's sending runs on the leases (the
+   head read; the start, ``dispatcher_start_send``; the Sent, fenced on the text's
+   status and epoch, with the number's next slot; the Delivered), each step its own
+   transaction, unbatched, at ``clients`` connections for ``seconds``, each client on
+   numbers of its own (a number has one text Sending at most): sends a second.
 3. **Fault runs** at full size with the most workers the database takes: ``kill -9`` of
    a random worker every ``every`` s (started again ``down`` s later), and the failover
    (after each kill, until every number the killed worker sent from last has sent
@@ -186,42 +187,63 @@ async def _execute(url: str, statement: str) -> None:
 
 
 PGBENCH_SEND = """\
-\\set n random(1, {rows})
+\\set s :client_id + {clients} * random(0, {per_client} - 1)
+SELECT m.id, m.sender, p.epoch FROM messages AS m JOIN pacing_keys AS p ON p.key = m.sender
+  WHERE m.sender = '+1555' || lpad(:s::text, 7, '0') AND m.status = 'Queued'
+  ORDER BY m.lane, m.seq LIMIT 1 \\gset
+SELECT outcome FROM dispatcher_start_send('pgbench', :sender, :epoch, :id, 'a-' || :id,
+  interval '0', interval '1 second', NULL);
 BEGIN;
+SELECT id FROM messages WHERE id = :id AND status = 'Sending' AND epoch = :epoch FOR UPDATE;
 INSERT INTO events (message_id, at, status, reason, provider_code, source, applied, detail)
-  SELECT id, now(), 'Sending', NULL, NULL, 'scheduler', true, NULL FROM messages WHERE seq = :n;
-UPDATE messages SET status = 'Sending', updated_at = now(), attempt_id = 'a' || :n,
-  send_started_at = now() WHERE seq = :n;
-INSERT INTO pacing_keys (key, next_slot_at)
-  SELECT sender, now() + interval '1 second' FROM messages WHERE seq = :n
+  VALUES (:id, now(), 'Sent', NULL, NULL, 'provider', true, NULL);
+UPDATE messages SET status = 'Sent', reason = NULL, provider_code = NULL, updated_at = now(),
+  provider_id = 'p-' || :id WHERE id = :id;
+INSERT INTO pacing_keys (key, next_slot_at) VALUES (:sender, now())
   ON CONFLICT (key) DO UPDATE SET next_slot_at = GREATEST(pacing_keys.next_slot_at,
                                                           EXCLUDED.next_slot_at);
 COMMIT;
 BEGIN;
 INSERT INTO events (message_id, at, status, reason, provider_code, source, applied, detail)
-  SELECT id, now(), 'Sent', NULL, NULL, 'provider', true, NULL FROM messages WHERE seq = :n;
-UPDATE messages SET status = 'Sent', updated_at = now(), provider_id = 'p' || :n
-  WHERE seq = :n;
-COMMIT;
-BEGIN;
-INSERT INTO events (message_id, at, status, reason, provider_code, source, applied, detail)
-  SELECT id, now(), 'Delivered', NULL, NULL, 'receipt', true, NULL FROM messages WHERE seq = :n;
-UPDATE messages SET status = 'Delivered', updated_at = now() WHERE seq = :n;
+  VALUES (:id, now(), 'Delivered', NULL, NULL, 'receipt', true, NULL);
+UPDATE messages SET status = 'Delivered', reason = NULL, provider_code = NULL,
+  updated_at = now() WHERE id = :id;
 COMMIT;
 """
-STATEMENTS_PER_SEND = 7  # in PGBENCH_SEND, BEGIN and COMMIT aside
-TRANSACTIONS_PER_SEND = 3
+STATEMENTS_PER_SEND = 8  # in PGBENCH_SEND, BEGIN and COMMIT aside: the head read included
+TRANSACTIONS_PER_SEND = 4
+PGBENCH_CEILING = 5_000  # sends a second the texts queued for pgbench allow, at least
+
+# The numbers leased to pgbench (a worker of its own, no worker of the fleet running),
+# and texts Queued on each for it: enough that no client runs out at PGBENCH_CEILING.
+PGBENCH_SETUP = """\
+UPDATE pacing_keys SET owner = 'pgbench', epoch = epoch + 1, next_slot_at = NULL,
+  lease_expires_at = now() + interval '1 day';
+INSERT INTO messages (id, sender, recipient, body, segments, lane, status, accepted,
+                      accepted_at, expires_at, updated_at)
+SELECT 'pgbench-' || g || '-' || p.key, p.key, '+15550001111', 'pgbench', 1, 1, 'Queued',
+       true, now(), now() + interval '1 day', now()
+FROM pacing_keys AS p, generate_series(1, {per_key}) AS g ORDER BY g, p.key;
+"""
 
 
-def pgbench(pg: Cluster, url: str, spec: Spec) -> dict[str, Any]:
-    """One send's statements, unbatched, run by pgbench on the run's database."""
-    rows = spec.busy * spec.busy_texts
+async def pgbench(pg: Cluster, url: str, spec: Spec) -> dict[str, Any]:
+    """One send's statements, unbatched, run by pgbench on the run's database: the
+    statements a send runs on the leases (the head read, the start through
+    ``dispatcher_start_send``, the fenced Sent with the number's next slot, the
+    Delivered), each client on numbers of its own (two clients never start texts of
+    one number, as two workers never hold one; a number has one text Sending at most).
+    Sends a second: the texts pgbench started, over its duration."""
+    per_client = spec.busy // spec.clients
+    per_key = -(-PGBENCH_CEILING * spec.seconds // spec.busy)
+    await _execute(url, PGBENCH_SETUP.format(per_key=per_key))
     script = pg.folder / "send.sql"  # where the server's user may read it
-    script.write_text(PGBENCH_SEND.format(rows=rows))
+    script.write_text(PGBENCH_SEND.format(clients=spec.clients, per_client=per_client))
     script.chmod(0o644)
     database = url.split("/")[3].split("?", maxsplit=1)[0]
     prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    done = subprocess.run(  # noqa: S603 - Debian's pgbench, arguments we built
+    done = await asyncio.to_thread(
+        subprocess.run,  # Debian's pgbench, arguments we built
         [*prefix, str(bindir() / "pgbench"), "-h", str(pg.folder), "-p", str(pg.port),
          "-U", "postgres", "-n", "-M", "prepared", "-c", str(spec.clients),
          "-j", str(min(spec.clients, os.cpu_count() or 1)), "-T", str(spec.seconds),
@@ -233,13 +255,35 @@ def pgbench(pg: Cluster, url: str, spec: Spec) -> dict[str, Any]:
     found = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", done.stdout)
     if found is None:
         raise RuntimeError(f"pgbench said no tps: {done.stdout[-2000:]}")
+    started, refused = await _pgbench_sends(url)
+    if refused:
+        raise RuntimeError(f"pgbench: {refused} starts refused (every one must start)")
     name = f"pgbench, one send's statements unbatched, {spec.clients} clients"
     return {
-        f"{name}: sends/s": float(found.group(1)),
+        f"{name}: sends/s": started / spec.seconds,
+        f"{name}: scripts/s (pgbench's tps)": float(found.group(1)),
         f"{name}: statements / transactions per send": (
             f"{STATEMENTS_PER_SEND} / {TRANSACTIONS_PER_SEND}"
         ),
     }
+
+
+async def _pgbench_sends(url: str) -> tuple[int, int]:
+    """The texts pgbench started (a Sending event each), and those whose start was
+    refused (Delivered with none: the writes after a start that failed change them)."""
+    db = await asyncpg.connect(url)
+    try:
+        row = await db.fetchrow(
+            "SELECT count(*) FILTER (WHERE s.n > 0) AS started, "
+            "count(*) FILTER (WHERE s.n = 0 AND m.status = 'Delivered') AS refused "
+            "FROM messages AS m CROSS JOIN LATERAL (SELECT count(*) AS n FROM events AS e "
+            "WHERE e.message_id = m.id AND e.status = 'Sending') AS s "
+            "WHERE m.body = 'pgbench'"
+        )
+    finally:
+        await db.close()
+    assert row is not None
+    return int(row["started"]), int(row["refused"])
 
 
 async def faults(pg: Cluster, root: Path, spec: Spec, workers: int) -> dict[str, Any]:
@@ -336,7 +380,7 @@ async def run(spec: Spec) -> dict[str, Any]:
                 most = max(most, workers)
                 figures.update(row)
             if url:
-                figures.update(pgbench(pg, url, spec))
+                figures.update(await pgbench(pg, url, spec))
             figures.update(await faults(pg, root, spec, most))
     finally:
         shutil.rmtree(root, ignore_errors=True)
