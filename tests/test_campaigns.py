@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import gc
 import json
 import os
 import subprocess
@@ -44,6 +45,7 @@ from dispatcher.core.campaigns import (
     zones_of,
 )
 from dispatcher.core.model import Reason, TextStatus
+from dispatcher.engine import campaign_import
 from dispatcher.engine.campaigns import CampaignSpec
 from dispatcher.errors import ConfigError, Conflict, InvalidInput, NotFound, ProviderError
 from dispatcher.service import Dispatcher, TextRequest
@@ -758,6 +760,83 @@ async def test_an_import_that_fails_half_way_marks_the_campaign_failed(tmp_path:
     assert view.progress.error is not None
     assert "No space left on device" in view.progress.error
     assert h.sends() == []
+
+
+async def test_contacts_written_a_few_at_a_time_keep_every_row_and_its_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Read 2 rows at a time and written 3 contacts at a time: chunks with nothing to
+    # reject, with only a listed contact, writes that span chunks, a last short write.
+    monkeypatch.setattr(campaign_import, "BATCH", 2)
+    monkeypatch.setattr(campaign_import, "STORE_BATCH", 3)
+    async with running(tmp_path) as h:
+        await h.service.dnt_add(ny(3), added_by="contact", reason="replied STOP")
+        await h.service.dnt_add(ny(9), added_by="contact", reason="replied STOP")
+        path = h.contacts_file([
+            (ny(1), "A"), (ny(2), "B"),  # lines 2-3: all good
+            (ny(3), "C"), ("bad", "D"),  # 4-5: listed, bad
+            (ny(5), "E"), (ny(6), "F"),  # 6-7
+            ("(212) 555-0001", "A again"), (ny(8), "H"),  # 8-9: a duplicate
+            (ny(9), "I"), (ny(10), "J"),  # 10-11: listed
+            (ny(11), "K"),  # 12
+        ])  # fmt: skip
+        campaign = await h.create(path, draft=True)
+        contacts = await h.contacts(campaign.id)
+        stored = await h.desk.get(campaign.id)
+        progress = (await h.view(campaign.id)).progress
+
+    assert [(c.line, c.phone) for c in sorted(contacts, key=lambda c: c.line)] == [
+        (2, ny(1)), (3, ny(2)), (6, ny(5)), (7, ny(6)), (9, ny(8)), (11, ny(10)), (12, ny(11)),
+    ]  # fmt: skip
+    assert (stored.accepted, stored.rejected, stored.duplicates, stored.suppressed) == (7, 1, 1, 2)
+    assert progress is not None
+    assert progress.stored == 7
+    assert [row[:2] for row in reject_rows(stored.reject_file)] == [
+        ["line", "reason"], ["4", "on the Do Not Text list"],
+        ["5", "phone: 'bad' is not a phone number ((1) The string supplied did not seem to "
+              "be a phone number.)"],
+        ["8", "duplicate of line 2"], ["10", "on the Do Not Text list"],
+    ]  # fmt: skip
+
+
+async def test_an_import_whose_second_write_fails_is_failed_with_that_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second write fails while the rows after it are read: the import stops there
+    # with the write's error, and that error is not left unretrieved in a task.
+    monkeypatch.setattr(campaign_import, "BATCH", 2)
+    monkeypatch.setattr(campaign_import, "STORE_BATCH", 2)
+
+    class FullAfterOne(MemoryStore):
+        writes = 0
+
+        async def add_contacts(self, contacts: Any) -> None:
+            self.writes += 1
+            if self.writes == 2:
+                raise OSError(28, "No space left on device")
+            await super().add_contacts(contacts)
+
+    loop = asyncio.get_running_loop()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(str(context["message"])))
+    try:
+        async with running(tmp_path, store=FullAfterOne()) as h:
+            path = h.contacts_file([(ny(i), f"N{i}") for i in range(9)])
+            campaign = await h.create(path)
+            view = await h.view(campaign.id)
+            contacts = await h.contacts(campaign.id)
+            await h.clock.advance(10)
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+
+    assert view.campaign.state is CampaignState.FAILED
+    assert view.progress is not None
+    assert view.progress.error is not None
+    assert "No space left on device" in view.progress.error
+    assert [c.line for c in contacts] == [2, 3]  # the first write's
+    assert h.sends() == []
+    assert [m for m in unhandled if "never retrieved" in m] == []
 
 
 @pytest.mark.timeout(60)

@@ -3,6 +3,8 @@ the same order, as one read in the service's thread; a worker lost is no row los
 
 from __future__ import annotations
 
+import gc
+import multiprocessing
 from concurrent.futures import Future
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -94,3 +96,31 @@ def test_chunks_whose_worker_died_are_read_in_the_thread(tmp_path: Path) -> None
 def test_large_files_are_read_by_workers_small_ones_in_the_thread() -> None:
     assert contact_reading.workers_for(1_000) == 0
     assert contact_reading.workers_for(contact_reading.POOL_BYTES) in (0, 2, 3, 4)
+
+
+async def test_workers_freeze_their_own_objects_and_end_with_their_import(
+    tmp_path: Path,
+) -> None:
+    # gc.freeze runs in the import's worker processes only: the service's collector,
+    # which runs for as long as the service does, keeps every object it had; and the
+    # workers of one import end with it, so nothing frozen outlives the import.
+    path = tmp_path / "contacts.csv"
+    write_big_file(path, 3_000)
+    frozen, children = gc.get_freeze_count(), set(multiprocessing.active_children())
+    for _ in range(2):  # two imports, one after the other, in the same process
+        assert len(await read_all(path, workers=2)) == 3_000
+        assert gc.get_freeze_count() == frozen
+        assert set(multiprocessing.active_children()) == children
+
+    reader = CsvReader(path)
+    records = reader.records()
+    chunk = [next(records) for _ in range(50)]
+    pool = contact_reading._start(rules_for(reader), 1)
+    assert pool is not None
+    try:
+        started = pool.submit(gc.get_freeze_count).result()
+        pool.submit(contact_reading._read_in_worker, chunk).result()
+        after_first = pool.submit(gc.get_freeze_count).result()
+    finally:
+        pool.shutdown()
+    assert 0 < started < after_first  # at its start, and what its first chunk loaded

@@ -191,3 +191,51 @@ async def test_every_lock_waits_for_each_holder_and_holds_new_keys_off() -> None
     released.set()
     await asyncio.gather(first, all_of_them, new)
     assert order == ["a in", "a out", "every in", "every out", "b in", "b out"]
+
+
+async def free(locks: KeyLocks, *keys: str) -> bool:
+    """Whether ``keys`` can be taken at once (then they are let go again)."""
+    held = locks.holding(keys)
+    taking = asyncio.ensure_future(held.__aenter__())
+    await asyncio.sleep(0)
+    if not taking.done():
+        taking.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await taking
+        return False
+    await held.__aexit__(None, None, None)
+    return True
+
+
+async def test_a_holder_cancelled_or_failing_lets_go_of_every_lock_it_took() -> None:
+    locks = KeyLocks()
+    released = asyncio.Event()
+
+    async def hold(*keys: str) -> None:
+        async with locks.holding(keys):
+            await released.wait()
+
+    b_held = asyncio.ensure_future(hold("b"))
+    await asyncio.sleep(0)
+    # Takes a (first in order), then waits for b: cancelled there, it gives a back.
+    waiting = asyncio.ensure_future(hold("b", "a", "a"))  # a key twice is one lock
+    await asyncio.sleep(0)
+    assert not await free(locks, "a")
+    waiting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await waiting
+    released.set()
+    await b_held
+    released.clear()
+    assert await free(locks, "a", "b")
+
+    async def fail_holding() -> None:
+        async with locks.holding(key for key in ("c", "a")):  # any iterable of keys
+            assert not await free(locks, "a")
+            assert not await free(locks, "c")
+            assert await free(locks, "b")
+            raise ZeroDivisionError
+
+    with pytest.raises(ZeroDivisionError):
+        await fail_holding()
+    assert await free(locks, "a", "b", "c")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import FakeClock, Instant
@@ -113,6 +115,117 @@ async def test_a_slot_moved_later_is_handed_out_at_the_later_slot_never_before_i
     assert seen[2:] == [("a", start + 2.5)]
     pacer.stop()
     await task
+
+
+KEYS = ("a", "b", "c", "d")
+pacer_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("wake"), st.sampled_from(KEYS)),
+        st.tuples(st.just("book"), st.sampled_from(KEYS),
+                  st.one_of(st.none(), st.floats(0.0, 2.0))),
+        # Moved from the key's latest slot: a hand-off a little after its send's start
+        # (within a tick's window, or past it), or anywhere, earlier included.
+        st.tuples(st.just("restore"), st.sampled_from(KEYS),
+                  st.one_of(st.sampled_from([0.001, 0.004, 0.02, 0.2]), st.floats(-1.5, 1.5))),
+        st.tuples(st.just("advance"), st.floats(0.0, 1.5)),
+    ),
+    max_size=40,
+)  # fmt: skip
+
+
+class PacerModel:
+    """What the pacer promises, checked at each hand-out and after each step: a key is
+    out once until booked, never before its latest slot (booked or restored), never
+    before it is due, and never left waiting past its due time."""
+
+    def __init__(self, clock: FakeClock, lead: float, window: float) -> None:
+        self.clock, self.lead, self.window = clock, lead, window
+        self.busy: set[str] = set()
+        self.pending: set[str] = set()  # has something to send: will be handed out
+        self.latest: dict[str, float] = {}  # the latest slot booked or restored
+        self.due_at: dict[str, float] = {}  # a pending key's slot, as pushed or moved
+        self.broken: list[str] = []
+
+    def due(self, batch: list[tuple[str, float]]) -> None:
+        """Called by the pacer's task: what breaks a promise is kept for the test."""
+        now = self.clock.now().mono
+        if len(batch) > 2:
+            self.broken.append(f"a batch of {len(batch)}")
+        for key, slot in batch:
+            if key in self.busy:
+                self.broken.append(f"{key} handed out twice")
+            if slot < self.latest.get(key, slot):
+                self.broken.append(f"{key} at {slot}, before its slot {self.latest[key]}")
+            if slot > now + self.lead + self.window + 1e-9:
+                self.broken.append(f"{key} at {slot}, not due at {now}")
+            self.busy.add(key)
+            self.pending.discard(key)
+
+    def moved(self, key: str, slot: float) -> None:
+        self.latest[key] = max(slot, self.latest.get(key, slot))
+
+    def pushed(self, key: str, slot: float) -> None:
+        self.pending.add(key)
+        self.due_at[key] = max(slot, self.latest.get(key, slot))
+
+    def none_overdue(self) -> None:
+        assert self.broken == []
+        now = self.clock.now().mono
+        late = [k for k in self.pending - self.busy if self.due_at[k] <= now + self.lead - 1e-9]
+        assert late == [], f"{late} due and not handed out"
+
+
+async def _run_pacer_ops(ops: list[tuple[object, ...]], lead: float, window: float) -> None:
+    clock = FakeClock()
+    model = PacerModel(clock, lead, window)
+    pacer = Pacer(clock, model.due, lead=lead, window=window, batch=2)
+    task = asyncio.create_task(pacer.run())
+    for op in ops:
+        now = clock.now().mono
+        match op:
+            case ("wake", str(key)):
+                if key not in model.pending:
+                    model.pushed(key, now)
+                pacer.wake(key)
+            case ("book", str(key), slot) if key in model.busy:
+                model.busy.discard(key)
+                if isinstance(slot, float):
+                    model.moved(key, now + slot)
+                    model.pushed(key, now + slot)
+                elif key in model.pending:  # woken while out
+                    model.pushed(key, now)
+                pacer.book(key, now + slot if isinstance(slot, float) else None)
+            case ("restore", str(key), float(delta)):
+                at = model.latest.get(key, now) + delta
+                model.moved(key, at)
+                if key in model.pending and key not in model.busy:
+                    model.due_at[key] = max(model.due_at[key], at)
+                pacer.restore(key, at)
+            case ("advance", float(seconds)):
+                await clock.advance(seconds)
+                model.none_overdue()
+        await clock.advance(0)
+        assert model.broken == []
+    for _ in range(3):  # every key comes back with nothing more: each pending one goes
+        for key in sorted(model.busy):
+            model.busy.discard(key)
+            if key in model.pending:
+                model.pushed(key, clock.now().mono)
+            pacer.book(key, None)
+        await clock.advance(5.0)
+        model.none_overdue()
+    assert model.pending <= model.busy
+    pacer.stop()
+    await task
+
+
+@settings(max_examples=200, deadline=None)
+@given(ops=pacer_ops, lead=st.sampled_from([0.0, 0.05, 0.25]),
+       window=st.sampled_from([0.0, 0.005]))  # fmt: skip
+def test_random_wakes_bookings_and_moves_keep_the_pacers_promises(
+    ops: list[tuple[object, ...]], lead: float, window: float
+) -> None:
+    asyncio.run(_run_pacer_ops(ops, lead, window))
 
 
 class SlowClaims:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import fcntl
+import gc
 import marshal
 import os
 import resource
@@ -34,7 +35,8 @@ import pytest
 
 from dispatcher import testing
 from dispatcher.control.client import ControlClient
-from dispatcher.core.model import Event, Lane, Message, Source, TextStatus
+from dispatcher.core.model import Event, Lane, Message, Source, TextStatus, Transition, transition
+from dispatcher.engine.texts import TextDesk
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store.sqlite import SQLiteStore, writer, writer_process
 from dispatcher.store.sqlite.writer import WriterProcess
@@ -55,6 +57,10 @@ def queued(message_id: str, key: str | None = None) -> tuple[Message, list[Event
     )  # fmt: skip
     event = Event(message_id=message_id, at=NOW, status=TextStatus.QUEUED, source=Source.API)
     return message, [event]
+
+
+def sending(message: Message) -> Transition:
+    return transition(message, TextStatus.SENDING, at=NOW, source=Source.SCHEDULER)[0]
 
 
 def running(pid: int) -> bool:
@@ -207,6 +213,36 @@ async def test_a_killed_writer_fails_its_batch_and_the_next_batch_starts_another
         assert [await store.get(f"m{i}") is not None for i in range(5)] == [
             True, False, False, False, True,
         ]  # fmt: skip
+
+
+async def test_a_killed_writer_fails_the_future_its_batch_shares_and_every_write_beside_it(
+    tmp_path: Path,
+) -> None:
+    # Writes handed over within 0.5 s of a commit gather for 0.5 s: all three join one
+    # batch, whichever turn of the loop hands each over.
+    async with SQLiteStore(tmp_path / "t.db", commit_window=0.5) as store:
+        m1, m2, m3 = await store.insert_messages([queued(f"m{i}") for i in (1, 2, 3)])
+        first = store.writer_pid
+        assert first is not None
+        os.kill(first, signal.SIGSTOP)
+        shared = [store.record_soon([sending(m)]) for m in (m1, m2)]  # nothing awaits them
+        awaited = asyncio.ensure_future(store.record([sending(m3)]))
+        assert shared[0] is shared[1]
+
+        async def in_flight() -> bool:
+            return store.writes_in_flight == 3
+
+        await wait_for(in_flight, what="the three writes to reach the writer")
+        os.kill(first, signal.SIGKILL)
+        results = await asyncio.gather(shared[0], awaited, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert [(await store.get(m.id)).status for m in (m1, m2, m3)] == [  # type: ignore[union-attr]
+            TextStatus.QUEUED, TextStatus.QUEUED, TextStatus.QUEUED,
+        ]  # fmt: skip
+        again = store.record_soon([sending(m1)])  # the next batch: its own future, a new writer
+        assert again is not shared[0]
+        await again
+        assert (await store.get(m1.id)).status is TextStatus.SENDING  # type: ignore[union-attr]
 
 
 async def test_close_ends_and_reaps_the_writer_and_kills_one_that_hangs(
@@ -396,6 +432,57 @@ async def test_a_batch_committed_whose_answer_was_lost_is_settled_not_resent(
         assert applied[3][1] == "not_received_by_provider"
     else:  # the committed record of the send stands
         assert [status for status, _ in applied] == [P, Q, SG, ST, D]
+
+
+async def test_a_batch_of_sends_records_lost_with_its_writer_is_one_fault_and_none_resent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The Sent of several texts, handed over together, share one future; the writer
+    dies before that batch commits. The texts desk hears the error once (the future's
+    error is retrieved: no "exception was never retrieved"), the service pauses, and
+    each text is settled by asking the carrier, never sent again."""
+    lost: list[int] = []  # the Sent in the batch the writer died with
+    real_run = WriterProcess.run
+
+    async def die_before(self: WriterProcess, statements: writer.Statements) -> None:
+        sent = sum(row[2] == TextStatus.SENT.value for sql, rows in statements
+                   if sql.lstrip().startswith("INSERT INTO events") for row in rows)  # fmt: skip
+        if not lost and sent >= 2:
+            lost.append(sent)
+            assert self.pid is not None
+            os.kill(self.pid, signal.SIGKILL)
+        await real_run(self, statements)
+
+    failed: list[BaseException] = []  # the failed futures the texts desk was told of
+    written = TextDesk._written
+
+    def watched(desk: TextDesk, future: asyncio.Future[None]) -> None:
+        if not future.cancelled() and (exc := future.exception()) is not None:
+            failed.append(exc)
+        written(desk, future)
+
+    monkeypatch.setattr(WriterProcess, "run", die_before)
+    monkeypatch.setattr(TextDesk, "_written", watched)
+    loop = asyncio.get_running_loop()
+    unhandled: list[str] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(str(context["message"])))
+    try:
+        async with service_on(tmp_path) as (h, _store):
+            h.service.hold()
+            texts = [await h.text(f"+1415555020{i}", f"+165055504{i:02d}", f"text {i}")
+                     for i in range(6)]  # fmt: skip
+            h.service.release()
+            await h.advance_at_polls(h.faulted, what="the lost batch")
+            await h.advance_at_polls(settled(h, texts), what="every text to be delivered")
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert lost
+    assert lost[0] >= 2
+    assert len(failed) == 1
+    assert isinstance(failed[0], StoreUnavailable)
+    assert [m for m in unhandled if "never retrieved" in m] == []
+    assert h.sends() == Counter({m.id: 1 for m in texts})
 
 
 @pytest.mark.acceptance
