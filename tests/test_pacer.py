@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import msgspec
 import pytest
@@ -20,12 +21,12 @@ from dispatcher.config import ProviderConfig
 from dispatcher.core.model import TextStatus, Transition
 from dispatcher.engine.delivery import MAX_LEAD, Delivery
 from dispatcher.engine.intake import TextRequest
-from dispatcher.engine.ownership import Head, Solo
+from dispatcher.engine.ownership import Head, Leased, Solo
 from dispatcher.engine.queues import BUFFER
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
 from dispatcher.errors import ProviderError
-from dispatcher.store.leasing import Start
+from dispatcher.store.leasing import KeyLeases, Lease, Start
 from dispatcher.testing import running_service
 
 
@@ -376,3 +377,28 @@ async def test_a_claim_that_reads_a_queue_again_starts_every_claimed_text_throug
         assert {key: m.id for key, m in claimed.items()} == {
             other: submitted[-1].message.id, busy: submitted[BUFFER].message.id}  # fmt: skip
         assert sorted(started) == sorted(m.id for m in claimed.values())
+
+
+def test_a_send_leaves_only_under_the_lease_it_was_started_under() -> None:
+    """The provider is called for a text only while its number's lease is trusted and
+    is the one the text was started under: a number lost and taken again (a new epoch)
+    does not carry a start of the earlier lease, which the new owner may have settled."""
+
+    class Held:
+        def __init__(self) -> None:
+            self.lease = Lease("+15550000001", 2, trusted_until=float("inf"), next_slot_at=None)
+
+        def lease_of(self, key: str) -> Lease | None:
+            return self.lease if key == self.lease.key else None
+
+        def trusted(self, lease: Lease) -> bool:
+            return lease.trusted_until == float("inf")
+
+    owner = Leased(cast(KeyLeases, Held()), address=None, faulted=lambda: False,
+                   store_fault=lambda _: None)  # fmt: skip
+    owner.started("m-now", 2)
+    owner.started("m-before", 1)  # started under the number's earlier lease
+    assert owner.may_call("+15550000001", "m-now")
+    assert not owner.may_call("+15550000001", "m-before")
+    assert not owner.may_call("+15550000001", "m-unknown")
+    assert not owner.may_call("+15550000002", "m-now")  # not held

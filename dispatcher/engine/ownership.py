@@ -81,9 +81,9 @@ class Owner(Protocol):
         """May this process pace ``key`` (start its sends)?"""
         ...
 
-    def may_call(self, key: str) -> bool:
-        """May the provider be called for ``key`` at this very moment? Read right before
-        the call, with no await in between."""
+    def may_call(self, key: str, message_id: str) -> bool:
+        """May the provider be called for ``message_id`` of ``key`` at this very moment?
+        Read right before the call, with no await in between."""
         ...
 
     def adopts_at_restore(self) -> bool:
@@ -129,7 +129,7 @@ class Solo:
     def owns(self, key: str) -> bool:
         return True
 
-    def may_call(self, key: str) -> bool:
+    def may_call(self, key: str, message_id: str) -> bool:
         return True
 
     def adopts_at_restore(self) -> bool:
@@ -189,9 +189,13 @@ class Leased:
     def owns(self, key: str) -> bool:
         return self._leases.lease_of(key) is not None
 
-    def may_call(self, key: str) -> bool:
+    def may_call(self, key: str, message_id: str) -> bool:
+        """Only under the lease the send was started under, still trusted: a number
+        lost and taken again meanwhile (a new epoch) does not carry an earlier start,
+        which the new owner may have settled (its records name the old epoch)."""
         lease = self._leases.lease_of(key)
-        return lease is not None and self._leases.trusted(lease)
+        return (lease is not None and self._leases.trusted(lease)
+                and self._epochs.get(message_id) == lease.epoch)  # fmt: skip
 
     def adopts_at_restore(self) -> bool:
         return False

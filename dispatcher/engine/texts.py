@@ -370,7 +370,7 @@ class TextDesk:
         self.sends.add(key, at.mono)
 
     async def send(self, item: Message, hand_off: HandOff) -> Accepted:
-        if not self.owner.may_call(item.sender):
+        if not self.owner.may_call(item.sender, item.id):
             await self._untrusted(item)
             raise LeaseLost(f"the lease on {item.sender} may have lapsed before the send")
         # No await between the check and the call: the lease is trusted at the call.
