@@ -25,7 +25,7 @@ import sys
 import termios
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -434,6 +434,43 @@ async def test_a_batch_committed_whose_answer_was_lost_is_settled_not_resent(
         assert [status for status, _ in applied] == [P, Q, SG, ST, D]
 
 
+async def test_the_sends_records_of_one_batch_wake_one_callback(tmp_path: Path) -> None:
+    """Each Sent is handed to the store without waiting; those of one batch share its
+    future, on which the texts desk puts one done callback (a thousand Sent in a batch
+    woke a thousand callbacks in one turn of the loop), and the texts they move out of
+    Sending are no longer counted as being written once it is done."""
+    shares: Counter[int] = Counter()  # writes handed over with each future
+    callbacks: dict[int, int] = {}  # the most done callbacks seen on it
+
+    async with service_on(tmp_path) as (h, store):
+        record_soon = store.record_soon
+
+        def spied(
+            steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+        ) -> asyncio.Future[None]:
+            written = record_soon(steps, next_slots)
+            shares[id(written)] += 1
+
+            def look() -> None:  # once the desk has watched it
+                if not written.done():
+                    seen = len(getattr(written, "_callbacks", None) or ())
+                    callbacks[id(written)] = max(callbacks.get(id(written), 0), seen)
+
+            asyncio.get_running_loop().call_soon(look)
+            return written
+
+        store.record_soon = spied  # type: ignore[method-assign,assignment]
+        h.service.hold()
+        texts = [await h.text(f"+1415555030{i}", f"+165055506{i:02d}", f"text {i}")
+                 for i in range(8)]  # fmt: skip
+        h.service.release()
+        await h.advance_at_polls(settled(h, texts), what="every text to be delivered")
+        assert not h.service.texts._writing
+    shared = [key for key, n in shares.items() if n >= 2]
+    assert shared, shares
+    assert [callbacks.get(key) for key in shared] == [1] * len(shared)
+
+
 async def test_a_batch_of_sends_records_lost_with_its_writer_is_one_fault_and_none_resent(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -456,10 +493,10 @@ async def test_a_batch_of_sends_records_lost_with_its_writer_is_one_fault_and_no
     failed: list[BaseException] = []  # the failed futures the texts desk was told of
     written = TextDesk._written
 
-    def watched(desk: TextDesk, future: asyncio.Future[None]) -> None:
+    def watched(desk: TextDesk, leaving: list[str], future: asyncio.Future[None]) -> None:
         if not future.cancelled() and (exc := future.exception()) is not None:
             failed.append(exc)
-        written(desk, future)
+        written(desk, leaving, future)
 
     monkeypatch.setattr(WriterProcess, "run", die_before)
     monkeypatch.setattr(TextDesk, "_written", watched)

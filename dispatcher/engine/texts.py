@@ -18,6 +18,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 
 from dispatcher.channels import Accepted, HandOff, SendRequest
 from dispatcher.clock import Instant
@@ -94,6 +95,7 @@ class TextDesk:
         self.errors: deque[Message] = deque(maxlen=_ERRORS_KEPT)  # Failed, Undelivered, ...
         self.transitions = Tally()  # status changes applied by this process, with their reason
         self._watched: asyncio.Future[None] | None = None  # the last write handed over soon
+        self._watched_leaving: list[str] = []  # the texts its writes move out of Sending
         self._expiry_wake = asyncio.Event()
         self._next_expiry: datetime | None = None
         self.closing = False
@@ -169,10 +171,9 @@ class TextDesk:
         written = self._store.record_soon(steps, next_slots)
         self._counted(steps)
         if written is not self._watched:  # a store may share one future per batch
-            self._watched = written
-            written.add_done_callback(self._written)
-        if leaving:
-            written.add_done_callback(lambda _: self._writing.difference_update(leaving))
+            self._watched, self._watched_leaving = written, []
+            written.add_done_callback(partial(self._written, self._watched_leaving))
+        self._watched_leaving += leaving  # one callback a batch, not one per text
 
     def _leaving(self, steps: Sequence[Transition]) -> list[str]:
         """The texts ``steps`` move out of Sending: being written, they are not texts
@@ -181,7 +182,10 @@ class TextDesk:
         self._writing.update(leaving)
         return leaving
 
-    def _written(self, written: asyncio.Future[None]) -> None:
+    def _written(self, leaving: list[str], written: asyncio.Future[None]) -> None:
+        """A write handed over soon ended: the texts it moved out of Sending are no
+        longer being written, and a refused write is reported."""
+        self._writing.difference_update(leaving)
         if written.cancelled() or (exc := written.exception()) is None:
             return
         if isinstance(exc, StoreUnavailable):
