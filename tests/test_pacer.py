@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import FakeClock, Instant
 from dispatcher.config import ProviderConfig
-from dispatcher.core.model import TextStatus, Transition
+from dispatcher.core.model import Message, TextStatus, Transition
 from dispatcher.engine.delivery import MAX_LEAD, Delivery
 from dispatcher.engine.intake import TextRequest
 from dispatcher.engine.ownership import Head, Leased, Solo
@@ -402,3 +402,30 @@ def test_a_send_leaves_only_under_the_lease_it_was_started_under() -> None:
     assert not owner.may_call("+15550000001", "m-before")
     assert not owner.may_call("+15550000001", "m-unknown")
     assert not owner.may_call("+15550000002", "m-now")  # not held
+
+
+async def test_a_claim_whose_read_finds_no_head_for_a_counted_queue_ends_without_reading_again(
+    home: Path,
+) -> None:
+    """A number counted with texts queued (the store's count, on a store several workers
+    share) whose read finds none to send: the claim leaves it, after one read, instead of
+    reading its queue again and again (which held the claim, and the number, for good)."""
+    async with running_service(home) as h:
+        h.service.hold()
+        desk = h.service.texts
+        number = "+15550000003"
+        desk.queues.set_depth(number, 3)
+        assert desk.queues.needs_read(number)
+        store = desk._store
+        reads: list[list[str]] = []
+        read = store.heads
+
+        async def counted(keys: Sequence[str], limit: int) -> dict[str, list[Message]]:
+            reads.append(list(keys))
+            return await read(keys, limit)
+
+        store.heads = counted  # type: ignore[method-assign,assignment]
+        now = h.clock.now().wall
+        claimed = await asyncio.wait_for(desk.claim([(number, now)]), timeout=10)
+        assert claimed == {}
+        assert reads == [[number]]

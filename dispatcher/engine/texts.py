@@ -244,10 +244,14 @@ class TextDesk:
                 now = self._clock.now().wall
                 again: list[tuple[str, datetime]] = []
                 for key, slot_at in due:
+                    # A buffer still empty after its read has nothing to send now (the
+                    # count said more: texts another worker took, or writes in flight
+                    # here): the number waits to be woken, never read again in a loop.
+                    had = bool(queues[key].buffer)
                     item = self._take(key, slot_at, now, steps=steps, ended=ended, taken=taken)
                     if item is not None:
                         claimed[key] = item
-                    elif queues.needs_read(key):
+                    elif had and queues.needs_read(key):
                         again.append((key, slot_at))  # its buffer ran out on ended heads
                 if again:
                     # What ended is written before the queue is read again. The claims
