@@ -284,7 +284,11 @@ async def test_an_email_result_committed_before_a_restart_fires_once_after_it(
         async def followed_up() -> bool:
             return [r.rule for r in await h.service.automation_runs()] == ["thanks-for-reading"]
 
+        async def done() -> bool:  # its action runs on the loop: waited for, not assumed
+            return [r.state for r in await h.service.automation_runs()] == ["done"]
+
         await h.advance_at_polls(followed_up, within=30, what="followed_up")
+        await h.advance_at_polls(done, within=30, what="the run done")
         await h.clock.advance(30)
         runs = await h.service.automation_runs()
         cursor = await h.service.store.automation_cursor()
