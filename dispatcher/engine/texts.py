@@ -158,7 +158,7 @@ class TextDesk:
             await self._store.record(steps, next_slots, ahead=ahead)
         finally:
             self._writing.difference_update(leaving)
-        self._counted(steps)
+        self.counted(steps)
 
     def record_soon(
         self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
@@ -169,7 +169,7 @@ class TextDesk:
         steps = self.owner.fence(steps)
         leaving = self._leaving(steps)
         written = self._store.record_soon(steps, next_slots)
-        self._counted(steps)
+        self.counted(steps)
         if written is not self._watched:  # a store may share one future per batch
             self._watched, self._watched_leaving = written, []
             written.add_done_callback(partial(self._written, self._watched_leaving))
@@ -194,10 +194,8 @@ class TextDesk:
             log.error("dispatch.write_failed", exc_info=exc)
 
     def counted(self, steps: Sequence[Transition]) -> None:
-        """Transitions written by the owner (the start of sends): keep the counts in step."""
-        self._counted(steps)
-
-    def _counted(self, steps: Sequence[Transition]) -> None:
+        """Transitions written (here, or by the owner: the start of sends): keep the
+        counts in step."""
         for step in steps:
             if (event := step.event).applied:
                 self.queues.counted(step.from_status, event.status)
