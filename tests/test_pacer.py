@@ -19,14 +19,14 @@ from dispatcher.channels import Accepted, HandOff
 from dispatcher.clock import FakeClock, Instant
 from dispatcher.config import ProviderConfig
 from dispatcher.core.model import Message, TextStatus, Transition
-from dispatcher.engine.delivery import MAX_LEAD, Delivery
+from dispatcher.engine.delivery import MAX_LEAD, OUTCOME_UNKNOWN, Delivery
 from dispatcher.engine.intake import TextRequest
 from dispatcher.engine.ownership import Head, Leased, Solo
 from dispatcher.engine.queues import BUFFER
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
 from dispatcher.errors import ProviderError
-from dispatcher.store.leasing import KeyLeases, Lease, Start
+from dispatcher.store.leasing import KeyLeases, KeyWork, Lease, Start
 from dispatcher.testing import running_service
 
 
@@ -429,3 +429,49 @@ async def test_a_claim_whose_read_finds_no_head_for_a_counted_queue_ends_without
         claimed = await asyncio.wait_for(desk.claim([(number, now)]), timeout=10)
         assert claimed == {}
         assert reads == [[number]]
+
+
+async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_another_worker(
+    home: Path,
+) -> None:
+    """The leases' turn can read a number while this worker's claim is starting a text on
+    it: the start is committed (the text is Sending in the store) and its answer has not
+    arrived, so the engine does not count it in flight yet. The turn leaves it to the
+    claim; it used to reconcile it as a send of unknown outcome left by another worker."""
+    committed, answer = asyncio.Event(), asyncio.Event()
+
+    class Slow(Solo):
+        async def start(
+            self, steps: Sequence[Transition], heads: Sequence[Head]
+        ) -> dict[str, Start]:
+            refused = await super().start(steps, heads)
+            committed.set()
+            await answer.wait()
+            return refused
+
+    async with running_service(home) as h:
+        h.service.hold()
+        desk = h.service.texts
+        owner = Slow()
+        owner.attach(desk)
+        desk.owner = owner
+        number = "+15550000004"
+        [submitted] = await h.service.submit_many(
+            [TextRequest(sender=number, recipient="+15550100020", body="mine")]
+        )
+        text = submitted.message.id
+        claim = asyncio.create_task(desk.claim([(number, h.clock.now().wall)]))
+        await asyncio.wait_for(committed.wait(), timeout=10)
+        stored = await desk._store.get(text)
+        assert stored is not None
+        assert stored.status is TextStatus.SENDING
+        assert not desk.engine.in_flight.get(number)
+        await desk.work([KeyWork(number, queued=0, sending=[(text, 1)], next_slot_at=None,
+                                 paused=False)])  # fmt: skip
+        assert OUTCOME_UNKNOWN not in {first for first, _ in desk.engine.provider_errors.counts}
+        answer.set()
+        claimed = await asyncio.wait_for(claim, timeout=10)
+        assert [m.id for m in claimed.values()] == [text]
+        after = await desk._store.get(text)
+        assert after is not None
+        assert after.status is TextStatus.SENDING  # still its claim's, to be sent

@@ -109,6 +109,10 @@ class TextDesk:
         self.queues.sole_writer = not self.owner.shared
         self._settling: set[str] = set()  # texts being reconciled by the lease loop
         self._writing: set[str] = set()  # texts whose move out of Sending is being written
+        # Numbers whose claim is under way: the texts it starts are Sending in the store
+        # before the start's answer arrives and the engine counts them in flight.
+        # (A number's lock is held through its claim: one claim at a time per number.)
+        self._claiming: set[str] = set()
 
     # -- what the service tells the desk ---------------------------------------------
     def accepted(self, message: Message) -> None:
@@ -231,6 +235,14 @@ class TextDesk:
         ``slot_at`` is left to the expiry sweep, which ends it on time and wakes the
         number again. The heads of every number whose buffer is empty are read in one
         query."""
+        keys = [key for key, _ in due]
+        self._claiming.update(keys)
+        try:
+            return await self._claim(due)
+        finally:
+            self._claiming.difference_update(keys)
+
+    async def _claim(self, due: Sequence[tuple[str, datetime]]) -> dict[str, Message]:
         queues, claimed = self.queues, {}
         slots = dict(due)
         steps: list[Transition] = []
@@ -520,7 +532,9 @@ class TextDesk:
         """What the held numbers hold now (read at each turn of the leases): depths,
         pause flags and next slots follow the store; texts left Sending by another
         worker (or by this one, unfinished) are reconciled with the provider before
-        anything else is sent from their number; numbers with texts queued are woken."""
+        anything else is sent from their number; numbers with texts queued are woken. A
+        number whose claim is under way is not settled: the text its start has just made
+        Sending is this worker's own, not yet counted in flight."""
         now = self._clock.now()
         for w in found:
             queue = self.queues[w.key]
@@ -529,7 +543,7 @@ class TextDesk:
                 self.queues.set_depth(w.key, w.queued)
             if w.next_slot_at is not None:
                 self.pacer.restore(w.key, now.mono + (w.next_slot_at - now.wall).total_seconds())
-            if w.sending and not self.engine.in_flight.get(w.key):
+            if w.sending and not self.engine.in_flight.get(w.key) and w.key not in self._claiming:
                 await self._settle_left(w.sending)
             if w.queued and not w.paused:
                 self.pacer.wake(w.key)
