@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,45 @@ def cli_env(home: Path) -> dict[str, str]:
     return env
 
 
+# Ports handed to servers the tests start come from below the kernel's ephemeral range, a
+# band of their own for each parallel test worker. A port the kernel picks (bind to 0) and
+# the probe closes again can be taken by any outgoing connection before the server binds it
+# ("address already in use"); below the ephemeral range no client connection is given it,
+# and no other test worker hands it out.
+_PORTS_LOW = 10_000
+_BAND = 2_000
+
+
+def _ephemeral_low() -> int:
+    try:
+        text = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text()
+    except OSError:
+        return 32_768
+    return int(text.split()[0])
+
+
+def _band() -> Iterator[int]:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    bands = max(1, (_ephemeral_low() - _PORTS_LOW) // _BAND)
+    start = _PORTS_LOW + (index % bands) * _BAND
+    return itertools.cycle(range(start, start + _BAND))
+
+
+_ports = _band()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+    """A loopback TCP port nothing listens on, for a server the test is about to start."""
+    for _ in range(_BAND):
+        port = next(_ports)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free loopback port in this test worker's band of {_BAND}")
 
 
 def cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -21,7 +21,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,8 @@ from urllib.parse import quote
 
 import asyncpg
 import pytest
+
+from tests.helpers import free_port
 
 SUPERUSER = "postgres"
 START_TIMEOUT = 60  # seconds pg_ctl waits for the server to accept connections
@@ -121,13 +122,6 @@ def _as_owner() -> tuple[list[str], int | None, int | None]:
         user.pw_uid,
         user.pw_gid,
     )
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _run(command: list[str], folder: Path, what: str) -> None:
