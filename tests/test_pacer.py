@@ -25,9 +25,10 @@ from dispatcher.engine.ownership import Head, Leased, Solo
 from dispatcher.engine.queues import BUFFER
 from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
+from dispatcher.engine.texts import TextDesk
 from dispatcher.errors import ProviderError
 from dispatcher.store.leasing import KeyLeases, KeyWork, Lease, Start
-from dispatcher.testing import running_service
+from dispatcher.testing import Harness, running_service
 
 
 async def test_keys_due_together_go_out_in_batches_in_slot_order() -> None:
@@ -334,6 +335,15 @@ async def test_the_lead_stays_at_least_the_configured_one_and_at_most_its_bound(
     assert slow.pacer.lead == MAX_LEAD
 
 
+def _paced_by(h: Harness, owner: Solo) -> TextDesk:
+    """The held service's texts desk, its numbers paced by ``owner`` (a test's own)."""
+    h.service.hold()
+    desk = h.service.texts
+    owner.attach(desk)
+    desk.owner = owner
+    return desk
+
+
 async def test_a_claim_that_reads_a_queue_again_starts_every_claimed_text_through_the_owner(
     home: Path,
 ) -> None:
@@ -352,11 +362,7 @@ async def test_a_claim_that_reads_a_queue_again_starts_every_claimed_text_throug
             return await super().start(steps, heads)
 
     async with running_service(home) as h:
-        h.service.hold()
-        desk = h.service.texts
-        owner = Recording()
-        owner.attach(desk)
-        desk.owner = owner
+        desk = _paced_by(h, Recording())
         other, busy = "+15550000001", "+15550000002"
         submitted = await h.service.submit_many(
             [TextRequest(sender=busy, recipient=f"+1555010000{i}", body=f"text {i}")
@@ -450,11 +456,7 @@ async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_anothe
             return refused
 
     async with running_service(home) as h:
-        h.service.hold()
-        desk = h.service.texts
-        owner = Slow()
-        owner.attach(desk)
-        desk.owner = owner
+        desk = _paced_by(h, Slow())
         number = "+15550000004"
         [submitted] = await h.service.submit_many(
             [TextRequest(sender=number, recipient="+15550100020", body="mine")]
