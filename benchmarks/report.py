@@ -89,6 +89,7 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         "Send times are the moments the sends reached the simulator (its own log). CPU time",
         "is over the pacing phase only (from the release of the queued texts to the end, not",
         "ingest or start-up) and counts every process of the runner, its children included.",
+        *_cut(results),
         "",
         "## Figures",
         "",
@@ -119,6 +120,18 @@ def markdown(results: dict[str, Any], args: argparse.Namespace) -> str:
         "miss and what was changed along the way: [performance.md](performance.md).",
     ]
     return "\n".join(parts) + "\n"
+
+
+def _cut(results: dict[str, Any]) -> list[str]:
+    """A line saying the run was cut short and why, when a row of it was."""
+    rows = [row for value in results.values()
+            for row in (value if isinstance(value, list) else [value])]  # fmt: skip
+    said = [str(row.get("cut short", row.get("failed", ""))) for row in rows]
+    why = next((line for line in said if "cut short" in line or "SIG" in line), None)
+    if why is None:
+        return []
+    return ["", f"**Cut short** ({why[:200]}): each row is what was measured until then; "
+            "the rows in progress say so, and those not run say why."]  # fmt: skip
 
 
 # -- the summary --------------------------------------------------------------------------

@@ -16,21 +16,30 @@ aiosmtpd relay against aiosmtplib's own ceiling over one connection, and the spa
 held at the default 10 a second). Only when named: ``scale-out`` (``dispatcher serve``
 workers on one throwaway PostgreSQL cluster, ``benchmarks.fleet``: sends a second with
 2,000 busy numbers at 1, 2 and 4 workers against pgbench running one send's statements,
-the statements per send, and the fault runs with their failover).
+the statements per send, and the fault runs with their failover; ``--faults`` and
+``--within`` choose its fault runs and its limit).
+
+Interrupted (^C, SIGINT or SIGTERM) or past its time limit, a workload is told to stop
+(SIGTERM): the report is still printed (and written to ``--out``, each row to
+``--results``) with every row measured so far; scale-out keeps the row in progress,
+marked "cut short", and the exit status is 1. A rerun with ``--results`` measures
+again the rows cut short.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
+import signal
 import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +50,7 @@ from benchmarks.report import RUNNERS
 PEER_CAP = report.PEER_CAP
 PARTS = ("pacing", "sustained", "campaigns", "ingest", "scenario", "email")
 EXTRA_PARTS = ("scale-out",)  # run only when --only names them
+FAULTS = ("kill", "stall", "restart")  # scale-out's fault runs
 ONCE = {"scale-out"}  # parts measured once whatever --runs says: its runs take minutes each
 WORST = {"violations", "inversions", "unfinished"}  # the worst run's, not the median
 Row = dict[str, Any]
@@ -85,29 +95,85 @@ FULL = Sizes(numbers=[1_000, 10_000], texts=20, latencies=[0.0, 50.0], runs=3,
 
 
 _RESULTS = threading.Lock()  # workloads run at once (--jobs) append to --results in turn
+CUT_GRACE = 600.0  # seconds a workload told to stop has to print what it measured
+CUT = "cut short"  # the field of a row measured until it was interrupted
 
 
 class Failed(Exception):
     """A workload that failed or did not finish in time: its row says so."""
 
 
+@dataclasses.dataclass(slots=True)
+class Stopping:
+    """The workloads running (each told to stop, SIGTERM, on SIGINT or SIGTERM), and why
+    the run is being cut short once it is."""
+
+    running: set[subprocess.Popen[str]] = dataclasses.field(default_factory=set)
+    told: set[subprocess.Popen[str]] = dataclasses.field(default_factory=set)
+    why: str = ""
+    lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
+
+    def stop(self, signum: int, _frame: object = None) -> None:
+        """The handler of SIGINT and SIGTERM: tell every workload running to stop; they
+        print what they measured and the report is written from it."""
+        with self.lock:
+            self.why = self.why or signal.Signals(signum).name
+            running = list(self.running)
+        for child in running:
+            self.tell(child)
+
+    def tell(self, child: subprocess.Popen[str]) -> None:
+        """SIGTERM to a workload (once it ended, nothing)."""
+        self.told.add(child)
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signal.SIGTERM)
+
+
+STOPPING = Stopping()
+
+
 def run_module(module: str, *args: str, timeout: float) -> dict[str, Any]:
-    """``python -m module args`` in its own interpreter; its last line of output, JSON."""
+    """``python -m module args`` in its own interpreter (and its own session: a ^C
+    reaches this process, which tells the workload to stop); its last line of output,
+    JSON. Past ``timeout``, or when the run is cut short, it is sent SIGTERM: a row it
+    still prints is marked ``cut short``."""
+    child = subprocess.Popen(  # noqa: S603 - our own module, arguments we built
+        [sys.executable, "-m", module, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    with STOPPING.lock:
+        STOPPING.running.add(child)
+        if STOPPING.why:
+            STOPPING.tell(child)
+    cut = ""
     try:
-        done = subprocess.run(  # noqa: S603 - our own module, arguments we built
-            [sys.executable, "-m", module, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise Failed(f"did not finish in {timeout:g} s") from None
-    if done.returncode != 0:
-        print(done.stderr[-4000:], file=sys.stderr)
-        lines = done.stderr.strip().splitlines() or ["no output"]
-        raise Failed(f"failed: {lines[-1][:200]}")
-    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            cut = f"its time limit of {timeout:g} s reached"
+            STOPPING.tell(child)
+            try:
+                out, err = child.communicate(timeout=CUT_GRACE)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.communicate()
+                raise Failed(f"did not finish in {timeout:g} s") from None
+    finally:
+        with STOPPING.lock:
+            STOPPING.running.discard(child)
+            if child in STOPPING.told and not cut:
+                cut = STOPPING.why
+    lines = out.strip().splitlines()
+    if child.returncode != 0 or not lines:
+        print(err[-4000:], file=sys.stderr)
+        said = err.strip().splitlines() or ["no output"]
+        raise Failed(f"{CUT} ({cut}), printed nothing" if cut else f"failed: {said[-1][:200]}")
+    result: dict[str, Any] = json.loads(lines[-1])
+    if cut:  # the workload's own words, after the reason it was told to stop
+        result[CUT] = f"{cut}; the workload: {result[CUT]}" if CUT in result else cut
     return result
 
 
@@ -135,10 +201,15 @@ def measured(args: argparse.Namespace, job: dict[str, Any], once: Callable[[], R
     if key in args.saved:
         saved: dict[str, Any] = args.saved[key]
         return saved
+    if STOPPING.why:
+        return {**job, "failed": f"not run: the benchmark was {CUT} ({STOPPING.why})"}
     started = time.monotonic()
     try:
         runs = 1 if job["part"] in ONCE else args.runs
-        row = {**job, **summarise([once() for _ in range(runs)])}
+        results: list[dict[str, Any]] = []
+        while len(results) < runs and not any(CUT in r for r in results):
+            results.append(once())
+        row = {**job, **summarise(results)}
     except Failed as exc:
         row = {**job, "failed": str(exc)}
     took = time.monotonic() - started
@@ -218,9 +289,13 @@ def email(args: argparse.Namespace) -> list[Job]:
 
 
 def scale_out(args: argparse.Namespace) -> list[Job]:
-    """Workers on one PostgreSQL database: throughput, pgbench's ceiling, fault runs."""
-    spec = {**args.sizes.fleet, **({"workers": args.workers} if args.workers else {})}
-    once = partial(run_module, "benchmarks.fleet", json.dumps(spec), timeout=args.timeout * 3)
+    """Workers on one PostgreSQL database: throughput, pgbench's ceiling, fault runs.
+    The run cuts itself short after three ``--timeout``s, still printing its rows."""
+    chosen = {"workers": args.workers, "faults": args.faults, "within": args.within}
+    spec = {**args.sizes.fleet, **{k: v for k, v in chosen.items() if v is not None}}
+    limit = args.timeout * 3
+    arg = json.dumps({**spec, "limit": limit})
+    once = partial(run_module, "benchmarks.fleet", arg, timeout=limit + CUT_GRACE)
     return [({"part": "scale-out", **spec}, once)]
 
 
@@ -232,11 +307,16 @@ SINGLE = {"ingest", "scenario", "email", "scale-out"}  # parts of one row
 
 
 def _saved(path: Path | None) -> dict[str, dict[str, Any]]:
-    """Rows measured by an earlier, interrupted run with the same settings."""
+    """Rows measured whole by an earlier, interrupted run with the same settings (one
+    it cut short is measured again)."""
     if path is None or not path.exists():
         return {}
     saved = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {item["key"]: item["row"] for item in saved}
+    return {item["key"]: item["row"] for item in saved if not _was_cut(item["row"])}
+
+
+def _was_cut(row: dict[str, Any]) -> bool:
+    return CUT in row or CUT in str(row.get("failed", ""))
 
 
 def _ints(text: str) -> list[int]:
@@ -259,6 +339,17 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         help=f"parts to run, comma-separated (default all: {','.join(PARTS)}; "
         f"only when named: {','.join(EXTRA_PARTS)})")  # fmt: skip
     add("--workers", type=_ints, help="worker counts of scale-out's throughput rows (full: 1,2,4)")
+    add(
+        "--faults",
+        type=lambda s: [f for f in s.split(",") if f and f != "none"],
+        help="scale-out's fault runs, of kill,stall,restart, or none (default all three)",
+    )
+    add(
+        "--within",
+        type=float,
+        help="seconds each scale-out run's texts have to reach a "
+        "final status, else the row fails with what it measured (default 300 + 4 a text)",
+    )
     add("--sizes", type=_ints, help="numbers in the pacing rows (full: 1000,10000)")
     add("--texts", type=int, help="texts per number in the pacing rows (full: 20)")
     add("--latencies", type=lambda s: [float(x) for x in s.split(",")],
@@ -297,7 +388,8 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     args.jobs = args.jobs or (4 if args.quick else 1)
     args.argv = list(argv)
     for name, chosen, known in (("runner", args.runners, RUNNERS),
-                                ("part", args.only, PARTS + EXTRA_PARTS)):  # fmt: skip
+                                ("part", args.only, PARTS + EXTRA_PARTS),
+                                ("fault", args.faults or [], FAULTS)):  # fmt: skip
         if unknown := set(chosen) - set(known):
             parser.error(f"unknown {name} {', '.join(sorted(unknown))}; known: {', '.join(known)}")
     args.saved = _saved(args.results)
@@ -306,11 +398,16 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop the workloads, report what they measured
+        signal.signal(sig, STOPPING.stop)
     chosen = [part for part in PARTS + EXTRA_PARTS if part in args.only]
     jobs = {part: PART_JOBS[part](args) for part in chosen}
     listed = [(part, job) for part in chosen for job in jobs[part]]
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # in order when --jobs 1
-        rows = list(pool.map(lambda item: measured(args, *item[1]), listed))
+        futures = [pool.submit(measured, args, *job) for _, job in listed]
+        while wait(futures, timeout=0.5).not_done:
+            pass  # this thread wakes to run a signal's handler a workload's thread received
+        rows = [future.result() for future in futures]
     results: dict[str, Any] = {}
     for (part, _), row in zip(listed, rows, strict=True):
         if part in SINGLE:
@@ -326,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text)
         print(f"written to {args.out}", file=sys.stderr)
-    return 0
+    return 1 if STOPPING.why else 0
 
 
 if __name__ == "__main__":

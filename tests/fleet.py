@@ -294,20 +294,24 @@ class Fleet:
             merged += [{**json.loads(line), "worker": worker.index} for line in lines if line]
         return merged
 
-    def unknown_outcomes(self) -> set[str]:
-        """The texts a worker logged an unknown outcome for (``*.outcome_unknown``)."""
-        found: set[str] = set()
+    def logged(self, event: str) -> list[dict[str, Any]]:
+        """The workers' log entries whose event ends with ``event`` (JSON lines)."""
+        found = []
         for worker in self.workers:
             if not worker.log.exists():
                 continue
             for line in worker.log.read_text(errors="replace").splitlines():
-                if "outcome_unknown" not in line or not line.startswith("{"):
+                if event not in line or not line.startswith("{"):
                     continue
                 with contextlib.suppress(ValueError):
                     entry = json.loads(line)
-                    if str(entry.get("event", "")).endswith("outcome_unknown"):
-                        found.add(str(entry.get("id")))
+                    if str(entry.get("event", "")).endswith(event):
+                        found.append(entry)
         return found
+
+    def unknown_outcomes(self) -> set[str]:
+        """The texts a worker logged an unknown outcome for (``*.outcome_unknown``)."""
+        return {str(entry.get("id")) for entry in self.logged("outcome_unknown")}
 
 
 # -- faults ------------------------------------------------------------------------------
@@ -408,55 +412,97 @@ def _by_number(records: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, An
     return grouped
 
 
+@dataclass(frozen=True, slots=True)
+class Breaches:
+    """Every broken invariant of spacing, order and sending once the merged send logs
+    show (a message naming the number and the two sends each), with what the judge
+    needs besides: each text's first send, the gaps, the counted resends."""
+
+    violations: list[str]  # two sends of one number less than SPACING apart
+    inversions: list[str]  # a number's texts first sent out of submission order
+    twice: list[str]  # a text sent again with no unknown outcome logged for it
+    firsts: dict[str, dict[str, Any]]  # each text's first send
+    gaps: list[float]  # every gap between two sends of one number, seconds
+    resent: int  # texts sent twice after an unknown outcome (counted)
+    unknown: set[str]  # texts a worker logged an unknown outcome for
+
+    @property
+    def min_gap(self) -> float:
+        return min(self.gaps, default=float("inf"))
+
+    def counts(self) -> str:
+        """``violations / inversions / sent twice``."""
+        return f"{len(self.violations)} / {len(self.inversions)} / {len(self.twice)}"
+
+
+def breaches(
+    fleet: Fleet, submitted: Submitted, records: list[dict[str, Any]] | None = None
+) -> Breaches:
+    """What the merged send logs (``records``, else read now) show, every breach
+    counted, none raised: the judge of a run whose texts are not all final (cut short,
+    or past its limit)."""
+    records = fleet.records() if records is None else records
+    faults = f" (faults: {fleet.faults})" if fleet.faults else ""
+    grouped = _by_number(records)
+    gaps, violations = _spaced(grouped, faults)
+    unknown = fleet.unknown_outcomes()
+    firsts, resent, twice = _once(records, unknown, faults)
+    inversions = _in_order(submitted, grouped, firsts, faults)
+    return Breaches(violations=violations, inversions=inversions, twice=twice, firsts=firsts,
+                    gaps=gaps, resent=resent, unknown=unknown)  # fmt: skip
+
+
 def judge(fleet: Fleet, submitted: Submitted, statuses: dict[str, str]) -> Verdict:
     """Check the invariants on the merged send logs; AssertionError naming the number
     and the two sends (or the text) of the first broken one."""
     records = fleet.records()
-    unknown = fleet.unknown_outcomes()
     faults = f" (faults: {fleet.faults})" if fleet.faults else ""
-    grouped = _by_number(records)
-    gaps = _spaced(grouped, faults)
-    firsts, resent = _once(records, unknown, faults)
-    _in_order(submitted, grouped, firsts, faults)
-    _accounted(submitted, statuses, firsts, faults)
+    found = breaches(fleet, submitted, records)
+    for broken in (found.violations, found.twice, found.inversions):
+        if broken:
+            raise AssertionError(broken[0])
+    _accounted(submitted, statuses, found.firsts, faults)
     by_worker: dict[int, int] = defaultdict(int)
     for record in records:
         by_worker[record["worker"]] += 1
     return Verdict(
-        sends=len(records), texts=len(submitted.ids), numbers=len(grouped),
-        min_gap=min(gaps, default=float("inf")), unknown_resent=resent,
-        unknown=len(unknown & set(submitted.ids)), by_worker=dict(sorted(by_worker.items())),
+        sends=len(records), texts=len(submitted.ids), numbers=len({r["from"] for r in records}),
+        min_gap=found.min_gap, unknown_resent=found.resent,
+        unknown=len(found.unknown & set(submitted.ids)), by_worker=dict(sorted(by_worker.items())),
     )  # fmt: skip
 
 
-def _spaced(grouped: dict[str, list[dict[str, Any]]], faults: str) -> list[float]:
-    """Every gap between two sends of one number, each at least ``SPACING``."""
-    gaps = []
+def _spaced(grouped: dict[str, list[dict[str, Any]]], faults: str) -> tuple[list[float], list[str]]:
+    """Every gap between two sends of one number, and those under ``SPACING``."""
+    gaps, violations = [], []
     for number, sends in grouped.items():
         for a, b in itertools.pairwise(sends):
             gap = float(b["mono"]) - float(a["mono"])
             gaps.append(gap)
             if gap < SPACING:
-                raise AssertionError(f"number {number}: two sends {gap:.6f} s apart: "
-                                     f"{_send(a)} then {_send(b)}{faults}")  # fmt: skip
-    return gaps
+                violations.append(f"number {number}: two sends {gap:.6f} s apart: "
+                                  f"{_send(a)} then {_send(b)}{faults}")  # fmt: skip
+    return gaps, violations
 
 
 def _once(
     records: list[dict[str, Any]], unknown: set[str], faults: str
-) -> tuple[dict[str, dict[str, Any]], int]:
-    """Each text's first send; a second one only after an unknown outcome (counted)."""
+) -> tuple[dict[str, dict[str, Any]], int, list[str]]:
+    """Each text's first send; a second one counted after an unknown outcome, else a
+    breach."""
     firsts: dict[str, dict[str, Any]] = {}
     resent = 0
+    twice = []
     for record in sorted(records, key=lambda r: float(r["mono"])):
         earlier = firsts.setdefault(record["message_id"], record)
         if earlier is record:
             continue
         if record["message_id"] not in unknown:
-            raise AssertionError(f"number {record['from']}: a text sent twice: "
-                                 f"{_send(earlier)} then {_send(record)}{faults}")  # fmt: skip
-        resent += 1
-    return firsts, resent
+            twice.append(f"number {record['from']}: a text sent twice: "
+                         f"{_send(earlier)} then {_send(record)}{faults}")  # fmt: skip
+        else:
+            resent += 1
+    return firsts, resent, twice
 
 
 def _in_order(
@@ -464,15 +510,17 @@ def _in_order(
     grouped: dict[str, list[dict[str, Any]]],
     firsts: dict[str, dict[str, Any]],
     faults: str,
-) -> None:
-    """Each number's texts first sent in the order they were submitted."""
+) -> list[str]:
+    """Each number's texts first sent in the order they were submitted: the pairs not."""
+    inversions = []
     for number, ids in submitted.by_number.items():
         place = {message_id: i for i, message_id in enumerate(ids)}
         sent = [r for r in grouped.get(number, []) if firsts[r["message_id"]] is r]
         for a, b in itertools.pairwise(sent):
             if place.get(a["message_id"], -1) > place.get(b["message_id"], -1):
-                raise AssertionError(f"number {number}: out of submission order: "
-                                     f"{_send(a)} before {_send(b)}{faults}")  # fmt: skip
+                inversions.append(f"number {number}: out of submission order: "
+                                  f"{_send(a)} before {_send(b)}{faults}")  # fmt: skip
+    return inversions
 
 
 def _accounted(

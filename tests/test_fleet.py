@@ -150,13 +150,19 @@ def test_the_judge_names_the_number_and_the_two_sends_of_a_broken_invariant(
 
     logs((0, "m1", 10.0), (1, "m2", 11.0), (0, "m3", 12.5))
     assert harness.judge(judged, submitted, delivered).min_gap == 1.0
-    for sends, said in (
-        (((0, "m1", 10.0), (1, "m2", 10.6), (0, "m3", 12.0)), "two sends 0.600000 s apart"),
-        (((0, "m2", 10.0), (1, "m1", 11.0), (0, "m3", 12.0)), "out of submission order"),
-        (((0, "m1", 10.0), (1, "m2", 11.0), (1, "m3", 12.0), (0, "m3", 13.0)), "sent twice"),
-        (((0, "m1", 10.0), (1, "m2", 11.0)), "text m3 is Delivered but no simulator logged"),
-    ):
+    assert harness.breaches(judged, submitted).counts() == "0 / 0 / 0"
+    for sends, said, counted in (
+        (((0, "m1", 10.0), (1, "m2", 10.6), (0, "m3", 12.0)), "two sends 0.600000 s apart",
+         "1 / 0 / 0"),
+        (((0, "m2", 10.0), (1, "m1", 11.0), (0, "m3", 12.0)), "out of submission order",
+         "0 / 1 / 0"),
+        (((0, "m1", 10.0), (1, "m2", 11.0), (1, "m3", 12.0), (0, "m3", 13.0)), "sent twice",
+         "0 / 0 / 1"),
+        (((0, "m1", 10.0), (1, "m2", 11.0)), "text m3 is Delivered but no simulator logged",
+         "0 / 0 / 0"),
+    ):  # fmt: skip
         logs(*sends)
+        assert harness.breaches(judged, submitted).counts() == counted, said
         with pytest.raises(AssertionError) as failed:
             harness.judge(judged, submitted, delivered)
         assert said in str(failed.value)
