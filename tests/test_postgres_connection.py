@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import tempfile
 import time
 from urllib.parse import urlsplit
@@ -177,3 +178,97 @@ async def test_a_failed_migration_leaves_no_half_applied_version(postgres: Clust
         assert await db.fetchval("SELECT to_regclass('messages')") is None  # rolled back
     finally:
         await db.close()
+
+
+async def _last_statement(url: str, pid: int) -> tuple[str, str]:
+    """What the server process ``pid`` ran last and its state, seen from another session."""
+    admin = await asyncpg.connect(url)
+    try:
+        row = await admin.fetchrow("SELECT state, query FROM pg_stat_activity WHERE pid = $1", pid)
+    finally:
+        await admin.close()
+    assert row is not None
+    return row["state"], row["query"]
+
+
+async def test_a_connection_given_back_runs_no_reset_statement(postgres: Cluster) -> None:
+    """A connection given back to the pool is not sent asyncpg's reset (four statements:
+    pg_advisory_unlock_all(), CLOSE ALL, UNLISTEN *, RESET ALL, at every release): the
+    pool's connections keep no session state, and the migrations' lock was taken on a
+    connection of its own."""
+    url = await postgres.fresh_database()
+    async with PostgresConnection(url, min_size=1, max_size=1) as store:
+        async with store.pool.acquire() as db:
+            pid = await db.fetchval("SELECT pg_backend_pid() /* the last */")
+        assert await _last_statement(url, pid) == ("idle", "SELECT pg_backend_pid() /* the last */")
+        async with store.pool.acquire() as db:
+            assert await db.fetchval("SELECT pg_backend_pid()") == pid  # the same one, reused
+            locks = await db.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'", pid
+            )
+            assert locks == 0  # the migrations' lock did not come with it
+
+
+async def test_a_connection_given_back_mid_failure_leaves_nothing_to_the_next_user(
+    postgres: Cluster,
+) -> None:
+    """Connections given back half way through a transaction (a statement refused, a
+    task cancelled while its statement runs, a transaction left open) are rolled back
+    before the next user has them: no transaction open, no row or lock of it left, and
+    the next statement runs (not "current transaction is aborted")."""
+    url = await postgres.fresh_database()
+    async with PostgresConnection(url, min_size=1, max_size=1) as store:
+        await store.pool.execute("CREATE TABLE scratch (n INTEGER PRIMARY KEY)")
+
+        async def refused() -> None:
+            async with store.pool.acquire() as db, db.transaction():
+                await db.execute("INSERT INTO scratch VALUES (1)")
+                await db.execute("SELECT pg_advisory_xact_lock(99)")
+                await db.execute("INSERT INTO scratch VALUES (1)")  # a unique key
+
+        async def cancelled(started: asyncio.Event) -> None:
+            async with store.pool.acquire() as db, db.transaction():
+                await db.execute("INSERT INTO scratch VALUES (2)")
+                await db.execute("SELECT pg_advisory_xact_lock(99)")
+                started.set()
+                await db.execute("SELECT pg_sleep(60)")
+
+        async def left_open() -> None:
+            async with store.pool.acquire() as db:
+                await db.execute("BEGIN")
+                await db.execute("INSERT INTO scratch VALUES (3)")
+                await db.execute("SELECT pg_advisory_xact_lock(99)")
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    await db.execute("INSERT INTO scratch VALUES (3)")
+
+        async def check(after: str) -> None:
+            async with store.pool.acquire() as db:
+                pid = await db.fetchval("SELECT pg_backend_pid()")
+                assert await _last_statement(url, pid) == ("idle", "SELECT pg_backend_pid()"), after
+                assert not db.is_in_transaction(), after
+                assert await db.fetchval("SELECT count(*) FROM scratch") == 0, after
+                locks = await db.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE pid = $1 AND locktype = 'advisory'", pid
+                )
+                assert locks == 0, after
+
+        with pytest.raises(asyncpg.UniqueViolationError):
+            await refused()
+        await check("a statement refused")
+        started = asyncio.Event()
+        task = asyncio.create_task(cancelled(started))
+        await asyncio.wait_for(started.wait(), 30)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await check("a task cancelled mid-statement")
+        loop = asyncio.get_running_loop()
+        said: list[str] = []
+        loop.set_exception_handler(lambda _loop, context: said.append(context["message"]))
+        try:
+            await left_open()
+        finally:
+            loop.set_exception_handler(None)
+        assert len(said) == 1
+        assert said[0].startswith("Resetting connection with an active transaction")
+        await check("a transaction left open")
