@@ -6,11 +6,12 @@ connections racing with never two sends in flight from one key."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -19,8 +20,10 @@ import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
 from dispatcher.core.model import Reason, Source, TextStatus, transition
+from dispatcher.engine.ownership import Leased
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store import open_store
+from dispatcher.store.leasing import KeyWork
 from dispatcher.store.postgres.connection import PostgresConnection
 from dispatcher.store.postgres.leases import (
     Fenced,
@@ -727,3 +730,166 @@ async def test_a_stale_owners_fenced_records_change_nothing(postgres: Cluster) -
             "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
         )
         assert moved == slot + SECOND
+
+
+async def test_a_renewal_does_not_wait_for_a_busy_pool(postgres: Cluster) -> None:
+    """Every connection of the pool is taken (a busy worker's claims, starts and writes)
+    for longer than the lease: the renewals run on a connection of their own, so the
+    leases are renewed meanwhile and none lapses (a renewal on the pool waited for it,
+    and the leases lapsed)."""
+    async with PostgresConnection(await postgres.fresh_database(), min_size=1,
+                                  max_size=1) as db:  # fmt: skip
+        keys = await numbers_with_work(db, 2)
+        one = await worker(db, "one", lease=3.0)
+        taken = {lease.key: lease for lease in (await one.acquire()).taken}
+        assert sorted(taken) == keys
+        first = await lease_expiry(db, keys[0])
+        async with db.pool.acquire() as busy:  # the pool's one connection, held
+            renewing = asyncio.create_task(one.renew())
+
+            async def renewed() -> bool:
+                return renewing.done()
+
+            await eventually(renewed, "a renewal while the pool is held")
+            assert renewing.result() == []
+            later = await busy.fetchval("SELECT max(lease_expires_at) FROM pacing_keys")
+            assert later > first
+        assert {key: lease.epoch for key, lease in one.held.items()} == {
+            key: lease.epoch for key, lease in taken.items()}  # fmt: skip
+        assert all(one.trusted(lease) for lease in one.held.values())
+        sessions = await db.pool.fetch(
+            "SELECT application_name FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid()"
+        )
+        assert "dispatcher-leases" in {row["application_name"] for row in sessions}
+
+
+async def lease_expiry(db: PostgresConnection, key: str) -> datetime:
+    expiry: datetime = await db.pool.fetchval(
+        "SELECT lease_expires_at FROM pacing_keys WHERE key = $1", key
+    )
+    return expiry
+
+
+async def test_a_renewal_lost_with_its_connection_opens_another(db: PostgresConnection) -> None:
+    """The renewals' connection ended (a network fault, the server process ended): that
+    renewal is the database unavailable, and the next one runs on a new connection,
+    keeping the leases it still holds."""
+    [key] = await numbers_with_work(db, 1)
+    one = await worker(db, "one")
+    [lease] = (await one.acquire()).taken
+    assert await one.renew() == []
+    [before] = await renewals_sessions(db)
+    await db.pool.execute("SELECT pg_terminate_backend($1)", before)
+    with contextlib.suppress(StoreUnavailable):  # unless the end was heard before it
+        await one.renew()
+    assert await one.renew() == []
+    assert one.held[key].epoch == lease.epoch
+    [after] = await renewals_sessions(db)
+    assert after != before
+    await one.deregister()
+    assert await renewals_sessions(db) == []  # a clean stop closes it
+
+
+async def renewals_sessions(db: PostgresConnection) -> list[int]:
+    """The server processes of the renewals' connections to this database."""
+    rows = await db.pool.fetch(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'dispatcher-leases'"
+        " AND datname = current_database()"
+    )
+    return [row["pid"] for row in rows]
+
+
+async def test_what_other_verbs_change_during_a_renewal_stands(db: PostgresConnection) -> None:
+    """A renewal runs beside the worker's other verbs: a key taken while it ran is not
+    reported lost, and a key given back while it ran is not held again."""
+    first, second, third = await numbers_with_work(db, 3)
+    one = await worker(db, "one")
+    await one.acquire(limit=2)  # the first two keys
+    assert sorted(one.held) == [first, second]
+    admin = await asyncpg.connect(db.url.dsn)
+    try:
+        holding = admin.transaction()
+        await holding.start()  # the renewal waits for the first key's row
+        await admin.execute("SELECT 1 FROM pacing_keys WHERE key = $1 FOR UPDATE", first)
+        renewing = asyncio.create_task(one.renew())
+
+        async def waiting() -> bool:
+            return bool(await db.pool.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ))  # fmt: skip
+
+        await eventually(waiting, "the renewal waits for the first key")
+        assert [lease.key for lease in (await one.acquire()).taken] == [third]
+        assert await one.release([second]) == [second]
+        await holding.rollback()
+        assert await renewing == []  # the third key, taken meanwhile, is not lost
+    finally:
+        await admin.close()
+    assert sorted(one.held) == [first, third]  # the second, given back, is not held again
+    assert await one.renew() == []
+
+
+class Desk:
+    """The texts' desk as the leases' loop sees it: its work can take long."""
+
+    def __init__(self) -> None:
+        self.lost_keys: list[str] = []
+        self.working = asyncio.Event()
+        self.done = asyncio.Event()
+
+    async def record(self, steps: object, *, ahead: bool = False) -> None:
+        raise AssertionError("not in this test")
+
+    def counted(self, steps: object) -> None:
+        raise AssertionError("not in this test")
+
+    def lost(self, keys: Collection[str]) -> None:
+        self.lost_keys.extend(keys)
+
+    async def work(self, found: Sequence[KeyWork]) -> None:
+        self.working.set()
+        await self.done.wait()
+
+
+async def test_leases_are_renewed_while_a_turn_takes_longer_than_the_lease(
+    db: PostgresConnection,
+) -> None:
+    """The leases' turn reads what its numbers hold and hands it to the desk, whose work
+    (texts left Sending reconciled with the provider) can take longer than the lease:
+    the renewals run on their own timer meanwhile, so nothing lapses (renewing at the
+    start of each turn, the leases lapsed while the turn was held)."""
+    [key] = await numbers_with_work(db, 1)
+    leases = Leases(db, SystemClock(), worker_id("one"), lease_seconds=3.0,
+                    min_lease_seconds=1.0)  # fmt: skip
+    faults: list[StoreUnavailable] = []
+    owner = Leased(leases, address=None, faulted=lambda: False, store_fault=faults.append)
+    desk = Desk()
+    owner.attach(desk)
+    running = asyncio.create_task(owner.run())
+    try:
+        await asyncio.wait_for(desk.working.wait(), 30)  # the turn is held from here
+        held = await lease_expiry(db, key)
+
+        async def past_the_lease() -> bool:  # the lease held at the start would have lapsed
+            return bool(await db.pool.fetchval("SELECT now() > $1", held + timedelta(
+                milliseconds=200)))  # fmt: skip
+
+        await eventually(past_the_lease, "the lease's term passes", within=30)
+        row = await db.pool.fetchrow(
+            "SELECT owner, lease_expires_at > now() AS live FROM pacing_keys WHERE key = $1", key
+        )
+        assert row is not None
+        assert (row["owner"], row["live"]) == (leases.worker, True)
+        assert desk.lost_keys == []
+        lease = leases.lease_of(key)
+        assert lease is not None
+        assert leases.trusted(lease)
+        assert faults == []
+    finally:
+        desk.done.set()
+        await owner.close()
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert await db.pool.fetchval("SELECT owner FROM pacing_keys WHERE key = $1", key) is None

@@ -5,10 +5,12 @@ Two owners, chosen once from the store (:func:`owner_for`):
 - :class:`Solo`: a store this service owns alone (memory, SQLite): every number is its
   own; the claim of a text (Queued -> Sending) is one of its recorded transitions.
 - :class:`Leased`: a store several workers share (PostgreSQL): the process paces only
-  the numbers it leases. A task renews the leases every third of their term, takes
-  free or lapsed numbers with work up to its fair share, gives back those beyond it and
-  idle ones, and reads what its numbers hold (the polling fallback for new work; the
-  store's wakes, :meth:`~dispatcher.store.WorkersStore.on_work`, bring a turn sooner).
+  the numbers it leases. One task renews the leases every third of their term, on a
+  timer of its own (on the store's connection for renewals, not the pool), whatever
+  the rest takes; another takes free or lapsed numbers with work up to its fair share,
+  gives back those beyond it and idle ones, and reads what its numbers hold (the
+  polling fallback for new work; the store's wakes,
+  :meth:`~dispatcher.store.WorkersStore.on_work`, bring a turn sooner).
   A claim starts each send in the database under the number's lease, at its intended
   slot, all of one tick in one round trip; the provider is called only while the
   lease is still trusted by this process's clock; every later change of a text it
@@ -21,7 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Collection, Sequence
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -172,6 +175,8 @@ class Leased:
         self._epochs: dict[str, int] = {}  # texts Sending: the epoch each started under
         self._wake = asyncio.Event()
         self._turning = asyncio.Lock()
+        self._renewing = asyncio.Lock()
+        self._stopping = asyncio.Event()
         self._closing = False
         self._registered = False
 
@@ -248,36 +253,75 @@ class Leased:
         self._desk.counted(begun)
         return refused
 
-    # -- the leases' loop ------------------------------------------------------------
+    # -- the leases' loops ------------------------------------------------------------
     async def run(self) -> None:
+        """The turns, and beside them the renewals, until :meth:`close`."""
+        renewals = asyncio.get_running_loop().create_task(self._renewals(), name="leases-renew")
+        try:
+            await self._turns()
+        finally:
+            renewals.cancel()
+            await asyncio.gather(renewals, return_exceptions=True)
+
+    async def _turns(self) -> None:
         every = self._leases.lease_seconds / 3
         while not self._closing:
-            if not self._faulted():
-                try:
-                    async with self._turning:
-                        if not self._closing:
-                            await self._turn()
-                except StoreUnavailable as exc:
-                    self._store_fault(exc)
+            await self._step(self._turning, self._turn)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), every)
             self._wake.clear()
 
+    async def _renewals(self) -> None:
+        """Renew every third of the lease, counted from the last renewal's start: however
+        long a turn, a claim or the pool keeps the rest waiting. Nothing while the
+        service is in a store fault (its leases lapse: other workers take the numbers)."""
+        every = self._leases.lease_seconds / 3
+        due = time.monotonic()
+        while not self._closing:
+            if self._registered:  # by the first turn
+                await self._step(self._renewing, self._renew)
+            due = max(due + every, time.monotonic())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), due - time.monotonic())
+
+    async def _step(self, lock: asyncio.Lock, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` under ``lock`` unless the service is in a store fault or closing;
+        the database unavailable is a store fault."""
+        if self._faulted():
+            return
+        try:
+            async with lock:
+                if not self._closing:
+                    await step()
+        except StoreUnavailable as exc:
+            self._store_fault(exc)
+
+    async def _renew(self) -> None:
+        if lost := await self._leases.renew():
+            self._lose(lost)
+
+    def _lose(self, keys: list[str]) -> None:
+        assert self._desk is not None
+        self._desk.lost(keys)
+        log.warning("leases.lost", extra={"worker": self._leases.worker, "keys": len(keys)})
+
     async def _turn(self) -> None:
-        """Renew, take keys with work up to the share, give back those beyond it and the
-        idle ones, and read what the held keys hold."""
+        """Take keys with work up to the share, give back those beyond it and the idle
+        ones, and read what the held keys hold (the renewals run beside it)."""
         assert self._desk is not None
         leases, desk = self._leases, self._desk
         if not self._registered:
             await leases.register(self._address)
             self._registered = True
-        if lost := await leases.renew():
-            desk.lost(lost)
-            log.warning("leases.lost", extra={"worker": leases.worker, "keys": len(lost)})
+        before = leases.held
         acquired = await leases.acquire()
         if acquired.taken:
             log.info("leases.taken", extra={"worker": leases.worker, "keys": len(acquired.taken),
                                             "share": acquired.share})  # fmt: skip
+            # A key of its own whose lease lapsed before a renewal said so, taken again
+            # under a new epoch: what was held under the old one is dropped.
+            if again := [lease.key for lease in acquired.taken if lease.key in before]:
+                self._lose(again)
         if shed := await leases.shed(acquired.share):
             desk.lost(shed)
         found = await leases.work(list(leases.held))
@@ -291,13 +335,15 @@ class Leased:
         """Stop taking keys and give every one back (the sends in flight have ended)."""
         self._closing = True
         self._wake.set()
-        async with self._turning:
+        self._stopping.set()
+        async with self._turning, self._renewing:
             if not self._registered:
                 return
             try:
                 await self._leases.deregister()
             except StoreUnavailable as exc:  # they lapse by themselves
                 log.warning("leases.deregister_failed", extra={"error": str(exc)})
+            await self._leases.close()
             self._registered = False
 
 

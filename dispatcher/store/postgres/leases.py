@@ -14,6 +14,12 @@ A worker trusts a lease only until its own monotonic clock says it may have laps
 the deadline is taken *before* the statement that set the lease was sent, so it falls
 before the database's expiry whatever the round trip took.
 
+The renewal runs on a connection of its own (``dispatcher-leases`` in
+``pg_stat_activity``, opened at the first renewal and again after one is lost), not on
+the pool the claims, starts and writes share: a busy pool does not make it late. It may
+run while the worker's other verbs are under way: what one of them changed meanwhile
+(a key taken, given back, found another's) is kept as that verb left it.
+
 Each verb is one statement, all or nothing: one the database ends as a deadlock or a
 serialization failure (SQLSTATE class 40) wrote nothing and is run again, a few
 times, before it is reported as the database being unavailable (never as a refusal
@@ -28,6 +34,7 @@ import logging
 import uuid
 from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -60,6 +67,11 @@ _UNAVAILABLE = (
     asyncpg.PostgresSystemError,  # 58: an I/O error
 )
 """What the database answers when it cannot work now, rather than refusing the request."""
+_BROKEN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClientError,
+           asyncpg.PostgresConnectionError)  # fmt: skip
+"""What a connection that may no longer be usable raises: the renewal's is opened again."""
+APPLICATION_NAME = "dispatcher-leases"
+"""The ``application_name`` of the connection the renewals run on."""
 ATTEMPTS = 5
 """How many times a statement the database ended as a deadlock or a serialization
 failure is run, in all, before the database is reported unavailable."""
@@ -95,6 +107,10 @@ class Leases:
         self._held: dict[str, Lease] = {}
         self._address: str | None = None
         self.retried = 0  # statements run again after a deadlock or serialization failure
+        self._own: asyncpg.Connection[Any] | None = None  # the renewals' connection
+        self._renewing = asyncio.Lock()  # one renewal at a time on it
+        self._touched: set[str] = set()  # keys changed by other verbs since the renewal began
+        self._registrations = 0  # registrations and clean stops: each forgets what was held
 
     @property
     def held(self) -> dict[str, Lease]:
@@ -115,41 +131,72 @@ class Leases:
         self._address = address
         await self._execute("free_worker_keys", self.worker)
         await self._execute("register_worker", self.worker, address)
+        self._registrations += 1
         self._held.clear()
 
     async def deregister(self) -> None:
-        """Give back every key and remove this worker (a clean stop)."""
+        """Give back every key and remove this worker (a clean stop), and close the
+        renewals' connection."""
         await self._execute("free_worker_keys", self.worker)
         await self._execute("deregister_worker", self.worker)
+        self._registrations += 1
         self._held.clear()
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the renewals' connection (the leases lapse unless renewed again)."""
+        async with self._renewing:
+            if (own := self._own) is not None:
+                self._own = None
+                await self._db.sessions.close(own)
 
     async def add_keys(self, keys: Collection[str]) -> None:
         """Make sure each of ``keys`` has its row (free, epoch 0)."""
         await self._execute("add_pacing_keys", sorted(keys))
 
     async def renew(self) -> list[str]:
-        """Renew every lease still held and the heartbeat, in one statement; returns the
-        keys lost (lapsed, taken, or held now under another epoch), whose earlier
-        :class:`Lease` no longer counts. A key the database says this worker holds and
-        it did not know of (an acquisition whose answer was lost on the way) is adopted
-        with the epoch the database gave it, rather than renewed unused for ever. A
-        worker whose row has gone (removed by an operator) registers again."""
-        deadline = self._deadline()
-        rows = await self._fetch("renew_leases", self.worker, self.lease_seconds)
-        renewed = {
-            row["key"]: Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
-            for row in rows
-            if row["key"] is not None
-        }
-        if not rows[0]["registered"]:
-            lost = sorted(self._held)
-            await self.register(self._address)
-            return lost
+        """Renew every lease still held and the heartbeat, in one statement on the
+        renewals' own connection; returns the keys lost (lapsed, taken, or held now
+        under another epoch), whose earlier :class:`Lease` no longer counts. A key the
+        database says this worker holds and it did not know of (an acquisition whose
+        answer was lost on the way) is adopted with the epoch the database gave it,
+        rather than renewed unused for ever. A worker whose row has gone (removed by an
+        operator) registers again. A key another verb took, gave back or found lost
+        while the renewal ran is left as that verb left it (renewed, if the renewal
+        found it under the same epoch)."""
+        async with self._renewing:
+            self._touched.clear()
+            registrations = self._registrations
+            own = await self._connection()
+            deadline = self._deadline()
+            rows = await self._fetch("renew_leases", self.worker, self.lease_seconds, on=own)
+            if registrations != self._registrations:  # registered again, or stopped, meanwhile
+                return []
+            if not rows[0]["registered"]:
+                lost = sorted(self._held)
+                await self.register(self._address)
+                return lost
+            renewed = {
+                row["key"]: Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
+                for row in rows
+                if row["key"] is not None
+            }
+            return self._renewed(renewed)
+
+    def _renewed(self, renewed: dict[str, Lease]) -> list[str]:
+        """Take in a renewal's answer; returns the keys lost."""
+        touched = self._touched
+        held = {key: lease for key, lease in self._held.items() if key in touched}
+        for key, lease in held.items():
+            fresh = renewed.get(key)
+            if fresh and fresh.epoch == lease.epoch and fresh.trusted_until > lease.trusted_until:
+                held[key] = fresh
         lost = sorted(
             key for key, lease in self._held.items()
-            if key not in renewed or renewed[key].epoch != lease.epoch
+            if key not in touched and (key not in renewed or renewed[key].epoch != lease.epoch)
         )  # fmt: skip
-        self._held = renewed
+        held.update((key, lease) for key, lease in renewed.items() if key not in touched)
+        self._held = held
         return lost
 
     async def acquire(self, limit: int = 1_000) -> Acquired:
@@ -163,6 +210,7 @@ class Leases:
             if row["key"] is not None
         ]
         self._held.update((lease.key, lease) for lease in taken)
+        self._touched.update(lease.key for lease in taken)
         return Acquired(share=rows[0]["share"] if rows else 0, taken=taken)
 
     async def shed(self, share: int) -> list[str]:
@@ -229,6 +277,7 @@ class Leases:
             held = self._held.get(lease.key)
             if outcome is StartOutcome.NOT_OWNER and held and held.epoch == lease.epoch:
                 del self._held[lease.key]  # (a later lease of the key stays)
+                self._touched.add(lease.key)
             starts[i] = Start(
                 outcome,
                 row["started_at"],
@@ -293,15 +342,36 @@ class Leases:
         gone = sorted(keys)
         for key in gone:
             self._held.pop(key, None)
+        self._touched.update(gone)
         return gone
 
     async def _execute(self, name: str, *args: object) -> None:
         await self._fetch(name, *args)
 
-    async def _fetch(self, name: str, *args: object) -> list[asyncpg.Record]:
+    async def _connection(self) -> asyncpg.Connection[Any]:
+        """The renewals' connection, opened if there is none (or it was lost)."""
+        if self._own is not None and not self._own.is_closed():
+            return self._own
+        self._own = None
+        try:
+            self._own = await self._db.sessions.open(APPLICATION_NAME)
+        except Exception as exc:
+            if (error := self._error("connecting", exc)) is None:
+                raise
+            raise error from exc
+        return self._own
+
+    async def _fetch(
+        self, name: str, *args: object, on: asyncpg.Connection[Any] | None = None
+    ) -> list[asyncpg.Record]:
+        """Run the statement ``name`` on the pool, or on the connection ``on`` (the
+        renewals'), which is dropped if it fails (a new one is opened next time) and is
+        given one lease to answer: past it the leases may have lapsed anyway."""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await self._db.pool.fetch(self._db.query(name), *args)
+                if on is None:
+                    return await self._db.pool.fetch(self._db.query(name), *args)
+                return await on.fetch(self._db.query(name), *args, timeout=self.lease_seconds)
             except asyncpg.TransactionRollbackError as exc:  # a deadlock, a serialization
                 if attempt == ATTEMPTS:
                     raise StoreUnavailable(
@@ -314,6 +384,9 @@ class Leases:
                 })  # fmt: skip
                 await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
             except Exception as exc:
+                if on is not None and isinstance(exc, _BROKEN) and on is self._own:
+                    self._own = None
+                    on.terminate()
                 if (error := self._error(name, exc)) is None:
                     raise
                 raise error from exc
@@ -332,6 +405,7 @@ class Leases:
 
 
 __all__ = [
+    "APPLICATION_NAME",
     "ATTEMPTS",
     "LEASE_SECONDS",
     "MIN_LEASE_SECONDS",
