@@ -119,6 +119,35 @@ async def test_a_slot_moved_later_is_handed_out_at_the_later_slot_never_before_i
     await task
 
 
+async def test_a_key_forgotten_while_it_waits_is_idle_until_woken_and_goes_once() -> None:
+    """A key whose lease went while it waited on the heap is not handed out at its old
+    entry's time (it is not this process's to pace); woken again once it is back, it goes
+    at the slot it has then, once: the old entry is never a second hand-out."""
+    clock = FakeClock()
+    start = clock.now().mono
+    seen: list[tuple[str, float]] = []
+    pacer = Pacer(clock, seen.extend)
+    pacer.wake("a")
+    task = asyncio.create_task(pacer.run())
+    await clock.advance(0)
+    pacer.book("a", start + 1.0)  # waits on the heap for 1.0
+    pacer.forget("a")
+    await clock.advance(1.5)
+    assert seen[1:] == []  # was handed out at 1.0, with nothing to send
+    pacer.restore("a", start + 2.0)  # back, the store's next slot read again
+    pacer.wake("a")
+    await clock.advance(1.0)
+    assert seen[1:] == [("a", start + 2.0)]
+
+    pacer.book("a", start + 3.0)
+    pacer.forget("a")
+    pacer.wake("a")  # back at once: its next slot is kept, its old entry is dead
+    await clock.advance(2.0)
+    assert seen[2:] == [("a", start + 3.0)]  # once (twice, if the old entry still counted)
+    pacer.stop()
+    await task
+
+
 KEYS = ("a", "b", "c", "d")
 pacer_ops = st.lists(
     st.one_of(
@@ -130,6 +159,8 @@ pacer_ops = st.lists(
         st.tuples(st.just("restore"), st.sampled_from(KEYS),
                   st.one_of(st.sampled_from([0.001, 0.004, 0.02, 0.2]), st.floats(-1.5, 1.5))),
         st.tuples(st.just("advance"), st.floats(0.0, 1.5)),
+        # The key's lease went: idle until woken again, wherever it was.
+        st.tuples(st.just("forget"), st.sampled_from(KEYS)),
     ),
     max_size=40,
 )  # fmt: skip
@@ -137,8 +168,10 @@ pacer_ops = st.lists(
 
 class PacerModel:
     """What the pacer promises, checked at each hand-out and after each step: a key is
-    out once until booked, never before its latest slot (booked or restored), never
-    before it is due, and never left waiting past its due time."""
+    out once until booked, never before its latest slot (booked or restored, and kept
+    when the key is forgotten), never before it is due, never when it has nothing to
+    send (idle, or forgotten since it was woken), and never left waiting past its due
+    time."""
 
     def __init__(self, clock: FakeClock, lead: float, window: float) -> None:
         self.clock, self.lead, self.window = clock, lead, window
@@ -156,6 +189,8 @@ class PacerModel:
         for key, slot in batch:
             if key in self.busy:
                 self.broken.append(f"{key} handed out twice")
+            if key not in self.pending:
+                self.broken.append(f"{key} handed out with nothing to send")
             if slot < self.latest.get(key, slot):
                 self.broken.append(f"{key} at {slot}, before its slot {self.latest[key]}")
             if slot > now + self.lead + self.window + 1e-9:
@@ -169,6 +204,16 @@ class PacerModel:
     def pushed(self, key: str, slot: float) -> None:
         self.pending.add(key)
         self.due_at[key] = max(slot, self.latest.get(key, slot))
+
+    def booked(self, key: str, slot: float | None) -> None:
+        """``key`` came back, with its next slot, or None: nothing more to send (it goes
+        again at once if it was woken while out)."""
+        self.busy.discard(key)
+        if slot is not None:
+            self.moved(key, slot)
+            self.pushed(key, slot)
+        elif key in self.pending:
+            self.pushed(key, self.clock.now().mono)
 
     def none_overdue(self) -> None:
         assert self.broken == []
@@ -190,13 +235,9 @@ async def _run_pacer_ops(ops: list[tuple[object, ...]], lead: float, window: flo
                     model.pushed(key, now)
                 pacer.wake(key)
             case ("book", str(key), slot) if key in model.busy:
-                model.busy.discard(key)
-                if isinstance(slot, float):
-                    model.moved(key, now + slot)
-                    model.pushed(key, now + slot)
-                elif key in model.pending:  # woken while out
-                    model.pushed(key, now)
-                pacer.book(key, now + slot if isinstance(slot, float) else None)
+                booked = now + slot if isinstance(slot, float) else None
+                model.booked(key, booked)
+                pacer.book(key, booked)
             case ("restore", str(key), float(delta)):
                 at = model.latest.get(key, now) + delta
                 model.moved(key, at)
@@ -206,13 +247,14 @@ async def _run_pacer_ops(ops: list[tuple[object, ...]], lead: float, window: flo
             case ("advance", float(seconds)):
                 await clock.advance(seconds)
                 model.none_overdue()
+            case ("forget", str(key)):
+                model.pending.discard(key)
+                pacer.forget(key)
         await clock.advance(0)
         assert model.broken == []
     for _ in range(3):  # every key comes back with nothing more: each pending one goes
         for key in sorted(model.busy):
-            model.busy.discard(key)
-            if key in model.pending:
-                model.pushed(key, clock.now().mono)
+            model.booked(key, None)
             pacer.book(key, None)
         await clock.advance(5.0)
         model.none_overdue()

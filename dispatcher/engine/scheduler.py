@@ -10,7 +10,9 @@ or None when it had nothing to send.
 
 A key is in exactly one of three places: idle (nothing to send), on the heap
 (waiting for its slot) or handed out. A wake-up for a handed-out key is remembered,
-so no submission is ever missed.
+so no submission is ever missed. A key taken off the heap before its time (forgotten:
+its lease went) leaves its entry there, dead, skipped when it comes to the top: a key
+has at most one live entry, so it is never handed out twice.
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ class Pacer:
         self._batch = batch  # keys handed out at once, at most
         self._heap: list[tuple[float, str]] = []
         self._next_slot: dict[str, float] = {}
-        self._on_heap: set[str] = set()
+        self._on_heap: dict[str, float] = {}  # each waiting key: the slot of its live entry
         self._busy: set[str] = set()
         self._woken_while_busy: set[str] = set()
         self._wake = asyncio.Event()
@@ -99,10 +101,13 @@ class Pacer:
             self._push(key, max(self._next_slot.get(key, 0.0), self._clock.now().mono))
 
     def forget(self, key: str) -> None:
-        """``key`` is no longer this process's to pace (its lease went): its next slot is
-        dropped (read again if it comes back); a wait on the heap ends at the engine's
-        check that it may send."""
-        self._next_slot.pop(key, None)
+        """``key`` is no longer this process's to pace (its lease went): it is idle until
+        woken again (a wait on the heap ends, a wake-up while it was out is dropped), so
+        when it comes back it waits for the slot it is given then, not for an entry left
+        from before. Its next slot is kept: the store's is read again if it comes back
+        and only moves it later, and this process's own (a hand-off it saw) may not have
+        reached the store yet. A key forgotten while handed out comes back as usual."""
+        self._on_heap.pop(key, None)
         self._woken_while_busy.discard(key)
 
     def next_slot(self, key: str) -> float | None:
@@ -150,31 +155,42 @@ class Pacer:
 
     def _hand_out(self) -> _Left:
         """Hand out the keys due, at most one batch; say what is left due."""
-        heap, next_slot = self._heap, self._next_slot
+        heap, next_slot, on_heap = self._heap, self._next_slot, self._on_heap
         horizon = self._clock.now().mono + self._lead + self._window
         room = self._room() if self._room is not None else len(heap)
         size = min(room, self._batch)
         batch: list[tuple[str, float]] = []
-        while heap and heap[0][0] <= horizon and len(batch) < size:
+        while (top := self._top()) is not None and top[0] <= horizon and len(batch) < size:
             slot, key = heapq.heappop(heap)
             if slot < (later := next_slot.get(key, slot)):
                 # Its slot moved later (restore): a send's hand-off moves each slot a
                 # little after the heap entry its start pushed.
                 if later > horizon:
                     heapq.heappush(heap, (later, key))  # pushed back: not due yet
+                    on_heap[key] = later
                     continue
                 slot = later  # still due in this batch: no second trip through the heap
-            self._on_heap.discard(key)
+            del on_heap[key]
             self._busy.add(key)
             batch.append((key, slot))
         if batch:
             self._due(batch)
-        if not heap or heap[0][0] > horizon:
+        if (top := self._top()) is None or top[0] > horizon:
             return _Left.NONE
         return _Left.NO_ROOM if len(batch) == room else _Left.MORE
 
+    def _top(self) -> tuple[float, str] | None:
+        """The earliest live entry of the heap, the dead ones above it dropped."""
+        heap, on_heap = self._heap, self._on_heap
+        while heap:
+            slot, key = top = heap[0]
+            if on_heap.get(key) == slot:
+                return top
+            heapq.heappop(heap)  # its key was forgotten (or handed out by an equal entry)
+        return None
+
     def _arm(self) -> None:
-        due = self._heap[0][0] - self._lead if self._heap else None
+        due = top[0] - self._lead if (top := self._top()) is not None else None
         if due == self._timer_at:
             return
         self._disarm()
@@ -189,6 +205,6 @@ class Pacer:
 
     def _push(self, key: str, slot: float) -> None:
         heapq.heappush(self._heap, (slot, key))
-        self._on_heap.add(key)
+        self._on_heap[key] = slot
         if self._timer_at is None or slot - self._lead < self._timer_at:
             self._wake.set()
