@@ -36,6 +36,7 @@ from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.history import place
 from dispatcher.store.postgres.store import PostgresStore
+from dispatcher.testing import wait_for
 from tests.peers_postgres import Cluster
 from tests.test_email_metrics import EMAIL_CASES, write_email_history
 from tests.test_store_contract import (
@@ -528,6 +529,48 @@ async def test_records_handed_over_together_commit_together_in_order(
         assert [e.status for e in await store.history(text.id)] == [TextStatus.SENDING,
                                                                      TextStatus.SENT]  # fmt: skip
     assert {n.next_slot_at for n in await store.numbers()} == {at(2)}
+
+
+async def test_a_texts_write_ended_as_a_deadlock_runs_again(store: PostgresStore, url: str) -> None:
+    """A text's write the database ends as a deadlock (here another session holds the
+    text's number and then waits for the text, which the write holds) rolled back
+    whole: it runs again, and is written once the other session lets go, instead of
+    being reported unavailable (a store fault: the worker paused and probed)."""
+    text = await store.insert_message(make_message("m1"), [])
+    step, sending = transition(text, TextStatus.SENDING, at=at(1), source=Source.SCHEDULER,
+                               attempt_id="att-1")  # fmt: skip
+    admin = await asyncpg.connect(url)
+    try:
+        await admin.execute("SET deadlock_timeout = '30s'")  # the write finds the cycle
+        holding = admin.transaction()
+        await holding.start()
+        await admin.execute("SELECT 1 FROM pacing_keys WHERE key = $1 FOR UPDATE", text.sender)
+        writing = asyncio.create_task(store.record([step], next_slots={text.sender: at(2)}))
+
+        async def waiting() -> bool:  # the write holds its text, waits for its number
+            return bool(await admin.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND datname = current_database()"
+            ))  # fmt: skip
+
+        await wait_for(waiting, within=10, what="the write to wait for the number")
+        # The cycle: this session waits for the text; the write is ended, and run again.
+        await admin.execute("SELECT 1 FROM messages WHERE id = $1 FOR UPDATE", text.id)
+
+        async def run_again() -> bool:
+            if writing.done():
+                writing.result()  # ended: its error says why (it used to be the deadlock)
+            return store.runs_again > 0
+
+        await wait_for(run_again, within=10, what="the write to run again")
+        await holding.rollback()
+        await asyncio.wait_for(writing, timeout=10)
+    finally:
+        await admin.close()
+    assert store.runs_again == 1
+    assert await store.get(text.id) == sending
+    assert [e.status for e in await store.history(text.id)] == [TextStatus.SENDING]
+    assert [n.next_slot_at for n in await store.numbers()] == [at(2)]
 
 
 async def test_texts_and_slots_survive_close_and_reopen(url: str) -> None:

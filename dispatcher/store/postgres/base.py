@@ -5,7 +5,10 @@ translation of the database's refusals into the port's two errors.
   range) is :class:`~dispatcher.errors.StoreError`, and the transaction wrote nothing.
 - A database that cannot take the write now (out of disk or memory, shutting down,
   read-only, unreachable, a dropped connection, a statement or connection timeout) is
-  :class:`~dispatcher.errors.StoreUnavailable`: the service pauses and probes.
+  :class:`~dispatcher.errors.StoreUnavailable`: the service pauses and probes. A write
+  the database ended as a deadlock or a serialization failure rolled back whole: a
+  part that runs it again (:meth:`PostgresBase._rerun`) reports it only when it ends so
+  every time.
 
 Each part of the port (texts, consent, calls, email, engagement, campaigns, runs,
 callbacks, lists, operations) is a mixin over :class:`PostgresBase`, as the SQLite
@@ -14,10 +17,12 @@ adapter's parts are over its connection.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
@@ -26,6 +31,9 @@ from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store.postgres.connection import PostgresConnection
 
 Record = asyncpg.Record
+_T = TypeVar("_T")
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from asyncpg.pool import PoolConnectionProxy
@@ -44,6 +52,14 @@ _UNAVAILABLE_STATES = frozenset({
     "55P03",  # lock_not_available: lock_timeout
     "57014",  # query_canceled: statement_timeout
 })  # fmt: skip
+
+ROLLED_BACK = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
+"""How the database ends a transaction it rolls back whole for another session's sake
+(40P01, 40001): nothing of it was written, and running it again may succeed."""
+RUNS = 5
+"""How many times a write ended so is run, in all, before it is reported unavailable."""
+RERUN_AFTER = 0.02
+"""Seconds before the second run of such a write; doubled before each later one."""
 
 
 def translate(exc: BaseException, doing: str) -> StoreError | None:
@@ -72,6 +88,7 @@ class PostgresBase(PostgresConnection):
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._write_seconds = Histogram(STORE_WRITE)  # each write, from its start to commit
+        self.runs_again = 0  # writes run again after a deadlock or serialization failure
 
     @property
     def write_seconds(self) -> Histogram:
@@ -101,6 +118,27 @@ class PostgresBase(PostgresConnection):
                 raise
             raise error from exc
         self._write_seconds.observe(time.perf_counter() - began)
+
+    async def _rerun(self, what: str, write: Callable[[], Awaitable[_T]]) -> _T:
+        """Run ``write`` (one transaction, whole or not at all) again when the database
+        ended it as a deadlock or a serialization failure, up to :data:`RUNS` times with
+        a backoff from :data:`RERUN_AFTER`, logged (``store.write_run_again``); then it
+        is ``StoreUnavailable`` as any other failure. Such an end rolled it back whole, so
+        a second run is a first one, later: what it checks (a fence on a text's status
+        and epoch) is checked again, and nothing is written twice."""
+        pause = RERUN_AFTER
+        for run in range(1, RUNS):
+            try:
+                return await write()
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, ROLLED_BACK):
+                    raise
+                self.runs_again += 1
+                log.warning("store.write_run_again", extra={"write": what, "run": run,
+                                                            "error": str(exc)})  # fmt: skip
+            await asyncio.sleep(pause)
+            pause *= 2
+        return await write()
 
     async def _fetch(self, name: str, *args: object) -> list[Record]:
         async with self._read() as db:

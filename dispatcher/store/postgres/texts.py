@@ -5,7 +5,10 @@ table the leases use), so a key taken over by another worker keeps both. The wri
 texts (new texts, recorded transitions) run one after the other in the order they were
 handed over, each in a transaction: ``seq`` follows the order of submission, and
 :meth:`record_soon` is ordered after every earlier write. Records handed over while the
-write before them runs are written together, in one transaction (a group commit).
+write before them runs are written together, in one transaction (a group commit). A
+write the database ends as a deadlock (its rows and a number's, locked while another
+session locks them in the other order) is run again in its turn, before the writes
+after it (:meth:`~dispatcher.store.postgres.base.PostgresBase._rerun`).
 """
 
 from __future__ import annotations
@@ -41,7 +44,9 @@ class PostgresTexts(PostgresBase):
     ) -> list[Message]:
         if not items:
             return []
-        return await asyncio.shield(self._in_order(lambda: self._insert(items)))
+        return await asyncio.shield(
+            self._in_order(lambda: self._rerun("insert_messages", lambda: self._insert(items)))
+        )
 
     async def _insert(self, items: Sequence[tuple[Message, Sequence[Event]]]) -> list[Message]:
         messages = [m for m, _ in items]
@@ -115,7 +120,7 @@ class PostgresTexts(PostgresBase):
         records = self._open_records
         if records is None:  # the records that follow join it until its turn comes
             records = _Records()
-            written = self._in_order(lambda: self._record(records))
+            written = self._in_order(lambda: self._rerun("record", lambda: self._record(records)))
             self._open_records = records
             records.written = written
         records.add(transitions, next_slots or {})
