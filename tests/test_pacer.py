@@ -5,7 +5,7 @@ through ``book``; and the engine's claim lead, which follows the claims' duratio
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import cast
@@ -450,6 +450,63 @@ def test_a_send_leaves_only_under_the_lease_it_was_started_under() -> None:
     assert not owner.may_call("+15550000001", "m-before")
     assert not owner.may_call("+15550000001", "m-unknown")
     assert not owner.may_call("+15550000002", "m-now")  # not held
+
+
+async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_next_one(
+    home: Path,
+) -> None:
+    """The lease of a number is not trusted right before a text's provider call: the text
+    goes back to the queue. Its write took a while (a busy store), and the number's next
+    slot came meanwhile: the claim of that slot took the next text out of the buffer,
+    where the first was not back yet, and sent it first. The claim now waits for the
+    text to be back in its place."""
+    first: list[str] = []
+    held, written = asyncio.Event(), asyncio.Event()
+
+    class UntrustedOnce(Solo):
+        def may_call(self, key: str, message_id: str) -> bool:
+            # The first text's lease may have lapsed: not sent, put back (once).
+            return message_id not in first or held.is_set()
+
+    async with running_service(home) as h:
+        desk = _paced_by(h, UntrustedOnce())
+        number = "+15550000005"
+        submitted = await h.service.submit_many(
+            [TextRequest(sender=number, recipient=f"+1555010003{i}", body=f"text {i}")
+             for i in range(3)]
+        )  # fmt: skip
+        texts = [s.message.id for s in submitted]
+        first.append(texts[0])
+        store = desk._store
+        record = store.record
+
+        async def slow_put_back(
+            transitions: Sequence[Transition],
+            next_slots: Mapping[str, datetime] | None = None,
+            *,
+            ahead: bool = False,
+        ) -> None:
+            if any(t.message_id == texts[0] and t.event.status is TextStatus.QUEUED
+                   for t in transitions):  # fmt: skip
+                held.set()
+                await written.wait()
+            await record(transitions, next_slots, ahead=ahead)
+
+        store.record = slow_put_back  # type: ignore[method-assign]
+        h.service.release()
+
+        async def put_back() -> bool:
+            return held.is_set()
+
+        await h.advance_until(put_back)
+        await h.clock.advance(2.0)  # the number's next slot comes while the write is held
+        written.set()
+
+        async def all_sent() -> bool:
+            return len(h.sent_texts()) == len(texts)
+
+        await h.advance_until(all_sent)
+        assert [r.message_id for r in h.sent_texts()] == texts
 
 
 async def test_a_claim_whose_read_finds_no_head_for_a_counted_queue_ends_without_reading_again(

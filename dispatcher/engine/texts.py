@@ -14,6 +14,7 @@ segment; the provider's answers and receipts move a text through its statuses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -403,10 +404,21 @@ class TextDesk:
             reason=Reason.NOT_RECEIVED,
             detail="the lease on its number may have lapsed before the send: not sent",
         )  # fmt: skip
-        await self.record([step])
-        if self.owner.owns(item.sender):
-            self.queues.added(queued)
-            self.pacer.wake(item.sender)
+        async with self._putting_back(item.sender):
+            await self.record([step])
+            if self.owner.owns(item.sender):
+                self.queues.added(queued)
+                self.pacer.wake(item.sender)
+
+    def _putting_back(self, number: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Held while a started text of ``number`` goes back to its queue, from before its
+        write to its return to the buffer: the number's lock, which its claims hold.
+        Without it, a claim between the two took the number's next text out of the
+        buffer (the first not back in it yet) and started it once the write had left the
+        first Queued: the next text left first. A claim already under way ends first;
+        on a store several workers share its start of the next text is refused (``busy``)
+        while the first is still Sending, so nothing of the number passes it."""
+        return self.engine.lock(number)
 
     async def taken(
         self, item: Message, accepted: Accepted, *, started: Instant, hold: float
@@ -469,8 +481,11 @@ class TextDesk:
             reason=Reason.NOT_RECEIVED,
             detail=f"the provider never received attempt {item.attempt_id}",
         )  # fmt: skip
-        await self.record([step])
-        if running:
+        if not running:  # at a restore: every number is locked, or none is paced yet
+            await self.record([step])
+            return
+        async with self._putting_back(item.sender):
+            await self.record([step])
             self.queues.added(queued)
             self.pacer.wake(item.sender)
 
