@@ -893,3 +893,31 @@ async def test_leases_are_renewed_while_a_turn_takes_longer_than_the_lease(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert await db.pool.fetchval("SELECT owner FROM pacing_keys WHERE key = $1", key) is None
+
+
+async def test_a_key_a_release_under_way_gave_back_is_not_reported_lost(
+    postgres: Cluster,
+) -> None:
+    """A release committed before a renewal read the keys, its answer not in when the
+    renewal's is: the renewal does not find the key given back, and does not report it
+    lost (it used to: a worker shedding keys logged them lost); a key the next renewal
+    does not find either is lost."""
+    async with PostgresConnection(await postgres.fresh_database(), min_size=1,
+                                  max_size=1) as db:  # fmt: skip
+        first, second, third = await numbers_with_work(db, 3)
+        one = await worker(db, "one")
+        assert len((await one.acquire()).taken) == 3
+        async with db.pool.acquire() as busy:  # the release waits for the pool
+            releasing = asyncio.create_task(one.release([second]))
+            await asyncio.sleep(0)  # under way
+            # As if the release had committed (the second key), and another worker had
+            # taken the third, before the renewal read the keys:
+            await busy.execute("UPDATE pacing_keys SET owner = NULL, lease_expires_at = NULL"
+                               " WHERE key = $1", second)  # fmt: skip
+            await busy.execute("UPDATE pacing_keys SET owner = 'another', epoch = epoch + 1"
+                               " WHERE key = $1", third)  # fmt: skip
+            assert await one.renew() == []  # neither is known lost yet
+            assert sorted(one.held) == [first, second, third]
+        assert await releasing == []  # the release's answer: nothing left to give back
+        assert await one.renew() == [third]  # not found twice: lost
+        assert sorted(one.held) == [first]

@@ -18,7 +18,10 @@ The renewal runs on a connection of its own (``dispatcher-leases`` in
 ``pg_stat_activity``, opened at the first renewal and again after one is lost), not on
 the pool the claims, starts and writes share: a busy pool does not make it late. It may
 run while the worker's other verbs are under way: what one of them changed meanwhile
-(a key taken, given back, found another's) is kept as that verb left it.
+(a key taken, given back, found another's) is kept as that verb left it, and a key a
+renewal does not find while a verb that takes or gives back keys is under way is not
+reported lost until the next renewal does not find it either (its trust is not
+extended meanwhile).
 
 Each verb is one statement, all or nothing: one the database ends as a deadlock or a
 serialization failure (SQLSTATE class 40) wrote nothing and is run again, a few
@@ -30,9 +33,10 @@ in key order, so such an end is rare (``postgres_leases.sql``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -110,6 +114,9 @@ class Leases:
         self._own: asyncpg.Connection[Any] | None = None  # the renewals' connection
         self._renewing = asyncio.Lock()  # one renewal at a time on it
         self._touched: set[str] = set()  # keys changed by other verbs since the renewal began
+        self._moves = 0  # acquisitions, sheddings and releases begun
+        self._moving = 0  # of them under way
+        self._missing: set[str] = set()  # held, missing from a renewal that overlapped a move
         self._registrations = 0  # registrations and clean stops: each forgets what was held
 
     @property
@@ -166,7 +173,7 @@ class Leases:
         found it under the same epoch)."""
         async with self._renewing:
             self._touched.clear()
-            registrations = self._registrations
+            registrations, moves, moving = self._registrations, self._moves, self._moving
             own = await self._connection()
             deadline = self._deadline()
             rows = await self._fetch("renew_leases", self.worker, self.lease_seconds, on=own)
@@ -181,29 +188,40 @@ class Leases:
                 for row in rows
                 if row["key"] is not None
             }
-            return self._renewed(renewed)
+            return self._renewed(renewed, overlapped=moving > 0 or moves != self._moves)
 
-    def _renewed(self, renewed: dict[str, Lease]) -> list[str]:
-        """Take in a renewal's answer; returns the keys lost."""
+    def _renewed(self, renewed: dict[str, Lease], *, overlapped: bool) -> list[str]:
+        """Take in a renewal's answer; returns the keys lost. A key the answer lacks while
+        a move overlapped the renewal may have been given back by it, its answer not
+        in yet: it is kept, its trust not extended, and lost if the next renewal lacks
+        it too."""
         touched = self._touched
         held = {key: lease for key, lease in self._held.items() if key in touched}
         for key, lease in held.items():
             fresh = renewed.get(key)
             if fresh and fresh.epoch == lease.epoch and fresh.trusted_until > lease.trusted_until:
                 held[key] = fresh
-        lost = sorted(
-            key for key, lease in self._held.items()
-            if key not in touched and (key not in renewed or renewed[key].epoch != lease.epoch)
-        )  # fmt: skip
+        lost: list[str] = []
+        missing: set[str] = set()
+        for key, lease in self._held.items():
+            if key in touched:
+                continue
+            fresh = renewed.get(key)
+            if fresh is None and overlapped and key not in self._missing:
+                held[key] = lease
+                missing.add(key)
+            elif fresh is None or fresh.epoch != lease.epoch:
+                lost.append(key)
         held.update((key, lease) for key, lease in renewed.items() if key not in touched)
-        self._held = held
-        return lost
+        self._held, self._missing = held, missing
+        return sorted(lost)
 
     async def acquire(self, limit: int = 1_000) -> Acquired:
         """Take free or lapsed keys that have work, up to this worker's fair share and
         ``limit``; keys other workers are taking at the same moment are skipped."""
         deadline = self._deadline()
-        rows = await self._fetch("acquire_leases", self.worker, self.lease_seconds, limit)
+        with self._move():
+            rows = await self._fetch("acquire_leases", self.worker, self.lease_seconds, limit)
         taken = [
             Lease(row["key"], row["epoch"], deadline, row["next_slot_at"])
             for row in rows
@@ -216,19 +234,21 @@ class Leases:
     async def shed(self, share: int) -> list[str]:
         """Give back the keys held beyond ``share`` (workers joined), none with a send in
         flight; returns them."""
-        rows = await self._fetch("shed_leases", self.worker, share)
-        return self._forget(row["key"] for row in rows)
+        with self._move():
+            rows = await self._fetch("shed_leases", self.worker, share)
+            return self._forget(row["key"] for row in rows)
 
     async def release(self, keys: Collection[str]) -> list[str]:
         """Give back ``keys`` (idle ones); returns those given back."""
         leases = [self._held[key] for key in sorted(keys) if key in self._held]
-        rows = await self._fetch(
-            "release_leases",
-            self.worker,
-            [lease.key for lease in leases],
-            [lease.epoch for lease in leases],
-        )
-        self._forget(lease.key for lease in leases)
+        with self._move():
+            rows = await self._fetch(
+                "release_leases",
+                self.worker,
+                [lease.key for lease in leases],
+                [lease.epoch for lease in leases],
+            )
+            self._forget(lease.key for lease in leases)
         return sorted(row["key"] for row in rows)
 
     async def start_send(
@@ -337,6 +357,17 @@ class Leases:
     # -- plumbing --------------------------------------------------------------------
     def _deadline(self) -> float:
         return self._clock.now().mono + self.lease_seconds
+
+    @contextlib.contextmanager
+    def _move(self) -> Iterator[None]:
+        """An acquisition, a shedding or a release under way: a renewal it overlaps may
+        find keys gone whose answer is not in yet."""
+        self._moves += 1
+        self._moving += 1
+        try:
+            yield
+        finally:
+            self._moving -= 1
 
     def _forget(self, keys: Iterable[str]) -> list[str]:
         gone = sorted(keys)
