@@ -179,6 +179,8 @@ def _sent(name: str, fleet: Fleet, submitted: Submitted) -> dict[str, Any]:
         f"{len(found.unknown & accepted)} ({found.resent})"
     )
     figures[f"{name}: `leases.lost` log lines"] = len(fleet.logged("leases.lost"))
+    # Texts put back to the queue before their provider call (the lease not trusted).
+    figures[f"{name}: `dispatch.lease_lost` log lines"] = len(fleet.logged("dispatch.lease_lost"))
     kinds = (("spacing violation", found.violations), ("inversion", found.inversions),
              ("text sent twice", found.twice))  # fmt: skip
     for kind, broken in kinds:
