@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -44,7 +45,9 @@ def cli_env(home: Path) -> dict[str, str]:
 # band of their own for each parallel test worker. A port the kernel picks (bind to 0) and
 # the probe closes again can be taken by any outgoing connection before the server binds it
 # ("address already in use"); below the ephemeral range no client connection is given it,
-# and no other test worker hands it out.
+# and no other worker of the suite hands it out. A process outside the suite's workers (a
+# benchmark using these helpers) takes the last band; each process starts at a random place
+# in its band, so a second run beside this one (another checkout's suite) rarely meets it.
 _PORTS_LOW = 10_000
 _BAND = 2_000
 
@@ -58,11 +61,12 @@ def _ephemeral_low() -> int:
 
 
 def _band() -> Iterator[int]:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    index = int(worker) if worker.isdigit() else 0
     bands = max(1, (_ephemeral_low() - _PORTS_LOW) // _BAND)
-    start = _PORTS_LOW + (index % bands) * _BAND
-    return itertools.cycle(range(start, start + _BAND))
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "").removeprefix("gw")
+    index = int(worker) % bands if worker.isdigit() else bands - 1
+    start = _PORTS_LOW + index * _BAND
+    first = random.randrange(_BAND)  # a place to start in the band
+    return itertools.cycle([*range(start + first, start + _BAND), *range(start, start + first)])
 
 
 _ports = _band()
