@@ -27,7 +27,7 @@ from dispatcher.engine.retries import GiveUp, Retries, Retry
 from dispatcher.engine.scheduler import BATCH, Pacer
 from dispatcher.engine.texts import TextDesk
 from dispatcher.errors import ProviderError
-from dispatcher.store.leasing import KeyLeases, KeyWork, Lease, Start
+from dispatcher.store.leasing import KeyLeases, KeyWork, Lease, Start, StartOutcome
 from dispatcher.testing import Harness, running_service
 
 
@@ -507,6 +507,77 @@ async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_
 
         await h.advance_until(all_sent)
         assert [r.message_id for r in h.sent_texts()] == texts
+
+
+async def test_a_start_refused_while_the_last_sent_is_written_goes_once_it_is(
+    home: Path,
+) -> None:
+    """On a store several workers share, a number's start is refused (busy) while its
+    previous text is still Sending there: its Sent is handed over soon, and the write
+    may lag behind on a busy database. The number is woken when that write ends and its
+    next text starts then; it waited for the leases' next turn (none here: never)."""
+    written = asyncio.Event()
+    refused: list[float] = []
+    texts: list[str] = []
+
+    class Shared(Solo):
+        @property
+        def shared(self) -> bool:
+            return True
+
+        async def start(
+            self, steps: Sequence[Transition], heads: Sequence[Head]
+        ) -> dict[str, Start]:
+            if written.is_set() or all(h.step.message_id != texts[1] for h in heads):
+                return await super().start(steps, heads)
+            # The database still has the first text Sending: nothing written, refused.
+            refused.append(h.clock.now().mono)
+            return {head.key: Start(StartOutcome.BUSY, None, None, None, trusted=False)
+                    for head in heads}  # fmt: skip
+
+    async with running_service(home) as h:
+        desk = _paced_by(h, Shared())
+        number = "+15550000006"
+        submitted = await h.service.submit_many(
+            [TextRequest(sender=number, recipient=f"+1555010004{i}", body=f"text {i}")
+             for i in range(3)]
+        )  # fmt: skip
+        texts += [s.message.id for s in submitted]
+        store = desk._store
+        record_soon = store.record_soon
+
+        def slow_sent(
+            transitions: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
+        ) -> asyncio.Future[None]:
+            done = record_soon(transitions, next_slots)
+            if all(t.message_id != texts[0] for t in transitions):
+                return done
+
+            async def later() -> None:  # the first text's Sent, written late
+                await asyncio.wait([done])
+                await written.wait()
+
+            return asyncio.ensure_future(later())
+
+        store.record_soon = slow_sent  # type: ignore[method-assign]
+        h.service.release()
+
+        async def refused_once() -> bool:
+            return bool(refused)
+
+        await h.advance_until(refused_once, step=0.05)
+        await h.clock.advance(0.5)  # the write lags on
+        assert len(h.sent_texts()) == 1
+        written.set()  # it ends: the number goes at once, not at a later turn
+
+        async def all_sent() -> bool:
+            return len(h.sent_texts()) == len(texts)
+
+        await h.advance_until(all_sent, step=0.05, max_steps=100)
+        sends = h.sent_texts()
+        assert [r.message_id for r in sends] == texts
+        assert sends[1].mono - refused[0] < 0.5 + 0.2  # once written, not a turn later
+        assert sends[2].mono - sends[1].mono >= 1.0
 
 
 async def test_a_claim_whose_read_finds_no_head_for_a_counted_queue_ends_without_reading_again(

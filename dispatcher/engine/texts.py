@@ -114,6 +114,10 @@ class TextDesk:
         # before the start's answer arrives and the engine counts them in flight.
         # (A number's lock is held through its claim: one claim at a time per number.)
         self._claiming: set[str] = set()
+        # On a store several workers share, the write of each number's last Sent, handed
+        # over soon: a start refused busy while it is under way waits for it
+        # (:meth:`_wake_when_written`).
+        self._sent_writes: dict[str, asyncio.Future[None]] = {}
 
     # -- what the service tells the desk ---------------------------------------------
     def accepted(self, message: Message) -> None:
@@ -167,10 +171,11 @@ class TextDesk:
 
     def record_soon(
         self, steps: Sequence[Transition], next_slots: Mapping[str, datetime] | None = None
-    ) -> None:
+    ) -> asyncio.Future[None]:
         """Persist transitions without waiting for their commit (after a send: the
         intent was durable before it). The counts move now; a write the store refuses
-        is reported as a store fault, and what it held is settled as after a crash."""
+        is reported as a store fault, and what it held is settled as after a crash.
+        Returns the write, done once it has ended."""
         steps = self.owner.fence(steps)
         leaving = self._leaving(steps)
         written = self._store.record_soon(steps, next_slots)
@@ -179,6 +184,7 @@ class TextDesk:
             self._watched, self._watched_leaving = written, []
             written.add_done_callback(partial(self._written, self._watched_leaving))
         self._watched_leaving += leaving  # one callback a batch, not one per text
+        return written
 
     def _leaving(self, steps: Sequence[Transition]) -> list[str]:
         """The texts ``steps`` move out of Sending: being written, they are not texts
@@ -311,8 +317,28 @@ class TextDesk:
                 self.pacer.restore(key, now.mono + ahead)
             if start.outcome in (StartOutcome.TOO_EARLY, StartOutcome.NOT_QUEUED):
                 self.pacer.wake(key)
+            elif start.outcome is StartOutcome.BUSY:
+                self._wake_when_written(key)
             why = str(start.outcome)
             log.info("dispatch.start_refused", extra={"sender": key, "id": item.id, "why": why})
+
+    def _wake_when_written(self, key: str) -> None:
+        """A start of ``key`` refused ``busy``: a text of it is still Sending in the store.
+        When it is this worker's own last one, whose Sent is still being written (the
+        writes lag on a busy database), the number is woken once that write has ended,
+        to start at once; it was left until the leases' next turn read it (every 2 s,
+        more while the turn's reads are slow): with 2,000 busy numbers x 10 on one
+        worker, 1,434 of 22,033 starts were refused so, each losing its number a second
+        or more. A text
+        left Sending by another worker (no write of its own here) is the turn's, which
+        reconciles it first: not woken, so never refused again and again."""
+        written = self._sent_writes.pop(key, None)
+        if written is None:
+            return
+        if written.done():
+            self.pacer.wake(key)
+        else:
+            written.add_done_callback(lambda _: self.pacer.wake(key))
 
     async def _read_heads(self, keys: list[str]) -> None:
         if not keys:
@@ -427,7 +453,11 @@ class TextDesk:
             item, TextStatus.SENT, at=self._clock.now().wall, source=Source.PROVIDER,
             provider_id=accepted.provider_id, send_started_at=started.wall,
         )  # fmt: skip
-        self.record_soon([step], next_slots={item.sender: started.wall + timedelta(seconds=hold)})
+        written = self.record_soon(
+            [step], next_slots={item.sender: started.wall + timedelta(seconds=hold)}
+        )
+        if self.owner.shared:  # only a start under a lease is refused busy
+            self._sent_writes[item.sender] = written
         self.receipts.awaiting(sent)
         self.outcome(sent)
         log.debug("dispatch.sent", extra={"message_id": item.id, "sender": item.sender})
@@ -542,6 +572,7 @@ class TextDesk:
         for key in keys:
             self.queues[key].buffer.clear()
             self.pacer.forget(key)
+            self._sent_writes.pop(key, None)
 
     async def work(self, found: Sequence[KeyWork]) -> None:
         """What the held numbers hold now (read at each turn of the leases): depths,
