@@ -452,6 +452,15 @@ def test_a_send_leaves_only_under_the_lease_it_was_started_under() -> None:
     assert not owner.may_call("+15550000002", "m-now")  # not held
 
 
+async def _three_texts(h: Harness, number: str, recipients: str) -> list[str]:
+    """Three texts submitted on ``number`` (to ``recipients`` and a digit), in order."""
+    submitted = await h.service.submit_many(
+        [TextRequest(sender=number, recipient=f"{recipients}{i}", body=f"text {i}")
+         for i in range(3)]
+    )  # fmt: skip
+    return [s.message.id for s in submitted]
+
+
 async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_next_one(
     home: Path,
 ) -> None:
@@ -470,12 +479,7 @@ async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_
 
     async with running_service(home) as h:
         desk = _paced_by(h, UntrustedOnce())
-        number = "+15550000005"
-        submitted = await h.service.submit_many(
-            [TextRequest(sender=number, recipient=f"+1555010003{i}", body=f"text {i}")
-             for i in range(3)]
-        )  # fmt: skip
-        texts = [s.message.id for s in submitted]
+        texts = await _three_texts(h, "+15550000005", "+1555010003")
         first.append(texts[0])
         store = desk._store
         record = store.record
@@ -537,12 +541,7 @@ async def test_a_start_refused_while_the_last_sent_is_written_goes_once_it_is(
 
     async with running_service(home) as h:
         desk = _paced_by(h, Shared())
-        number = "+15550000006"
-        submitted = await h.service.submit_many(
-            [TextRequest(sender=number, recipient=f"+1555010004{i}", body=f"text {i}")
-             for i in range(3)]
-        )  # fmt: skip
-        texts += [s.message.id for s in submitted]
+        texts += await _three_texts(h, "+15550000006", "+1555010004")
         store = desk._store
         record_soon = store.record_soon
 
