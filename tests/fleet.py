@@ -206,6 +206,15 @@ class Fleet:
     def stop(self) -> list[int]:
         return [worker.stop() for worker in self.workers]
 
+    def said(self, codes: list[int]) -> str:
+        """The end of the log of each worker whose exit code in ``codes`` is not 0."""
+        return "\n".join(
+            f"worker {worker.index} exited {code}:\n"
+            f"{worker.log.read_text(errors='replace')[-2000:]}"
+            for worker, code in zip(self.workers, codes, strict=True)
+            if code != 0
+        )
+
     def alive(self) -> list[Worker]:
         return [w for w in self.workers if w.alive]
 

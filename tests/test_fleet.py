@@ -79,7 +79,7 @@ async def fleet(request: pytest.FixtureRequest, home: Path) -> AsyncIterator[Fle
         yield running
     finally:
         codes = running.stop()
-        assert all(code == 0 for code in codes), f"workers exited {codes}"
+        assert all(code == 0 for code in codes), f"workers exited {codes}\n{running.said(codes)}"
 
 
 @EVERY_SIZE
