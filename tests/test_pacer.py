@@ -606,6 +606,47 @@ async def test_a_claim_whose_read_finds_no_head_for_a_counted_queue_ends_without
         assert reads == [[number]]
 
 
+async def _one_text(h: Harness, number: str, recipient: str) -> str:
+    """One text submitted on ``number``: its id."""
+    [submitted] = await h.service.submit_many(
+        [TextRequest(sender=number, recipient=recipient, body="mine")]
+    )
+    return submitted.message.id
+
+
+def _sending(number: str, text: str) -> KeyWork:
+    """``number`` as the leases' turn reads it: ``text`` Sending (epoch 1), nothing queued."""
+    return KeyWork(number, queued=0, sending=[(text, 1)], next_slot_at=None, paused=False)
+
+
+async def test_a_text_whose_sent_is_being_written_is_not_read_again_by_the_turn(
+    home: Path,
+) -> None:
+    """The leases' turn finds a number's text Sending in the store while this worker is
+    writing its Sent (handed over soon): it is this worker's own, and the turn reads
+    nothing more of it. It was read again, one round trip a text, one after the other:
+    on a busy worker, most of its numbers, and a turn of tens of seconds."""
+    async with running_service(home) as h:
+        desk = _paced_by(h, Solo())
+        number = "+15550000007"
+        text = await _one_text(h, number, "+15550100021")
+        store = desk._store
+        get = store.get
+        read: list[str] = []
+
+        async def counted_get(message_id: str) -> Message | None:
+            read.append(message_id)
+            return await get(message_id)
+
+        store.get = counted_get  # type: ignore[method-assign]
+        desk._writing.add(text)  # its move out of Sending is being written
+        await desk.work([_sending(number, text)])
+        assert read == []
+        desk._writing.discard(text)  # written: a text still Sending then is read
+        await desk.work([_sending(number, text)])
+        assert read == [text]
+
+
 async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_another_worker(
     home: Path,
 ) -> None:
@@ -627,18 +668,14 @@ async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_anothe
     async with running_service(home) as h:
         desk = _paced_by(h, Slow())
         number = "+15550000004"
-        [submitted] = await h.service.submit_many(
-            [TextRequest(sender=number, recipient="+15550100020", body="mine")]
-        )
-        text = submitted.message.id
+        text = await _one_text(h, number, "+15550100020")
         claim = asyncio.create_task(desk.claim([(number, h.clock.now().wall)]))
         await asyncio.wait_for(committed.wait(), timeout=10)
         stored = await desk._store.get(text)
         assert stored is not None
         assert stored.status is TextStatus.SENDING
         assert not desk.engine.in_flight.get(number)
-        await desk.work([KeyWork(number, queued=0, sending=[(text, 1)], next_slot_at=None,
-                                 paused=False)])  # fmt: skip
+        await desk.work([_sending(number, text)])
         assert OUTCOME_UNKNOWN not in {first for first, _ in desk.engine.provider_errors.counts}
         answer.set()
         claimed = await asyncio.wait_for(claim, timeout=10)
