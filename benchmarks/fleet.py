@@ -173,6 +173,10 @@ def _sent(name: str, fleet: Fleet, submitted: Submitted) -> dict[str, Any]:
             rate
         )
     figures[f"{name}: spacing violations / inversions / sent twice"] = found.counts()
+    by_worker = collections.Counter(int(r["worker"]) for r in records)
+    figures[f"{name}: sends per worker"] = ", ".join(
+        f"worker {w}: {by_worker[w]:,}" for w in range(len(fleet.workers))
+    )
     if found.gaps:
         figures[f"{name}: smallest gap (s)"] = found.min_gap
     figures[f"{name}: unknown outcomes logged (resent after one)"] = (

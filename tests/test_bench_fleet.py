@@ -78,6 +78,7 @@ def test_a_run_cut_short_prints_and_saves_every_row_so_far(scratch: Path) -> Non
     assert row[f"{ONE}: texts sent / accepted"] == "1,000 / 1,000", row
     assert row[f"{ONE}: spacing violations / inversions / sent twice"] == "0 / 0 / 0", row
     assert row[f"{ONE}: sends/s (10%-90%)"] > 0, row
+    assert row[f"{ONE}: sends per worker"] == "worker 0: 1,000", row
     assert row[f"{ONE}: statements per send (top level)"] > 0, row
     assert f"{ONE}: cut short" not in row, row
     assert row[f"{TWO}: cut short"].startswith("SIGTERM after"), row
@@ -114,7 +115,7 @@ def test_a_row_past_its_limit_keeps_its_counts(scratch: Path) -> None:
 def _kept(row: dict[str, Any], name: str) -> None:
     """What a row that did not finish keeps: its sends, its breaches, its statements."""
     for figure in ("texts sent / accepted", "spacing violations / inversions / sent twice",
-                   "`leases.lost` log lines", "texts by status",
+                   "`leases.lost` log lines", "texts by status", "sends per worker",
                    "statements (top level) / transactions run"):  # fmt: skip
         assert f"{name}: {figure}" in row, (figure, row)
     assert row[f"{name}: spacing violations / inversions / sent twice"] == "0 / 0 / 0", row
