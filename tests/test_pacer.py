@@ -427,23 +427,30 @@ async def test_a_claim_that_reads_a_queue_again_starts_every_claimed_text_throug
         assert sorted(started) == sorted(m.id for m in claimed.values())
 
 
+class _Held:
+    """One lease, on +15550000001 under epoch 2, trusted until ``lapsed``."""
+
+    def __init__(self) -> None:
+        self.lease = Lease("+15550000001", 2, trusted_until=float("inf"), next_slot_at=None)
+        self.lapsed = False
+
+    def lease_of(self, key: str) -> Lease | None:
+        return self.lease if key == self.lease.key else None
+
+    def trusted(self, lease: Lease) -> bool:
+        return not self.lapsed
+
+
+def _leased(held: _Held) -> Leased:
+    return Leased(cast(KeyLeases, held), address=None, faulted=lambda: False,
+                  store_fault=lambda _: None)  # fmt: skip
+
+
 def test_a_send_leaves_only_under_the_lease_it_was_started_under() -> None:
     """The provider is called for a text only while its number's lease is trusted and
     is the one the text was started under: a number lost and taken again (a new epoch)
     does not carry a start of the earlier lease, which the new owner may have settled."""
-
-    class Held:
-        def __init__(self) -> None:
-            self.lease = Lease("+15550000001", 2, trusted_until=float("inf"), next_slot_at=None)
-
-        def lease_of(self, key: str) -> Lease | None:
-            return self.lease if key == self.lease.key else None
-
-        def trusted(self, lease: Lease) -> bool:
-            return lease.trusted_until == float("inf")
-
-    owner = Leased(cast(KeyLeases, Held()), address=None, faulted=lambda: False,
-                   store_fault=lambda _: None)  # fmt: skip
+    owner = _leased(_Held())
     owner.started("m-now", 2)
     owner.started("m-before", 1)  # started under the number's earlier lease
     assert owner.may_call("+15550000001", "m-now")
@@ -683,3 +690,48 @@ async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_anothe
         after = await desk._store.get(text)
         assert after is not None
         assert after.status is TextStatus.SENDING  # still its claim's, to be sent
+
+
+def test_a_text_found_sending_is_settled_only_under_a_trusted_lease_not_older_than_its_start() -> (
+    None
+):
+    """A worker settles a text it finds Sending (and not in flight here) only while its
+    number's lease is trusted, and only a text started under that lease's epoch or an
+    earlier one (or under none). A worker back from a stall still lists the number it
+    held; its new owner's text, Sending under a newer epoch with its provider call
+    under way, was settled as left behind, queued again and sent twice."""
+    held = _Held()
+    owner = _leased(held)
+    assert owner.may_settle("+15550000001", 1)  # a previous owner's start
+    assert owner.may_settle("+15550000001", 2)  # this lease's own, unfinished
+    assert owner.may_settle("+15550000001", None)  # started under no lease
+    assert not owner.may_settle("+15550000001", 3)  # a newer owner's start
+    assert not owner.may_settle("+15550000002", 1)  # not held
+    held.lapsed = True
+    assert not owner.may_settle("+15550000001", 1)
+
+
+async def test_the_leases_turn_leaves_a_text_its_owner_may_not_settle(home: Path) -> None:
+    """The desk asks its owner before settling a text it finds Sending: one it may not
+    settle (another worker's start under a newer lease) is neither counted as an
+    unknown outcome nor asked about nor queued again."""
+
+    class Stale(Solo):
+        def may_settle(self, key: str, epoch: int | None) -> bool:
+            return False
+
+    async with running_service(home) as h:
+        desk = _paced_by(h, Stale())
+        number = "+15550000005"
+        [submitted] = await h.service.submit_many(
+            [TextRequest(sender=number, recipient="+15550100030", body="theirs")]
+        )
+        text = submitted.message.id
+        claimed = await desk.claim([(number, h.clock.now().wall)])
+        assert [m.id for m in claimed.values()] == [text]
+        await desk.work([KeyWork(number, queued=0, sending=[(text, 3)], next_slot_at=None,
+                                 paused=False)])  # fmt: skip
+        assert OUTCOME_UNKNOWN not in {first for first, _ in desk.engine.provider_errors.counts}
+        stored = await desk._store.get(text)
+        assert stored is not None
+        assert stored.status is TextStatus.SENDING

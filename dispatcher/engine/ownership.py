@@ -89,6 +89,11 @@ class Owner(Protocol):
         Read right before the call, with no await in between."""
         ...
 
+    def may_settle(self, key: str, epoch: int | None) -> bool:
+        """May this process settle a text of ``key`` it found Sending under ``epoch``,
+        not in flight here (ask the provider, and queue it again if it never had it)?"""
+        ...
+
     def adopts_at_restore(self) -> bool:
         """Does the restore settle every text left Sending (one service alone), rather
         than the owner each of its own numbers' (:meth:`Desk.work`)?"""
@@ -133,6 +138,9 @@ class Solo:
         return True
 
     def may_call(self, key: str, message_id: str) -> bool:
+        return True
+
+    def may_settle(self, key: str, epoch: int | None) -> bool:
         return True
 
     def adopts_at_restore(self) -> bool:
@@ -201,6 +209,17 @@ class Leased:
         lease = self._leases.lease_of(key)
         return (lease is not None and self._leases.trusted(lease)
                 and self._epochs.get(message_id) == lease.epoch)  # fmt: skip
+
+    def may_settle(self, key: str, epoch: int | None) -> bool:
+        """Only under a lease still trusted, and only a text started under this lease's
+        epoch or an earlier one. The leases' turn reads the numbers this worker believes
+        it holds: one whose lease lapsed (the worker stalled), not yet found lost, may
+        have been taken by another worker, whose own text is Sending under the newer
+        epoch, its provider call under way. Settling that one (not found at the carrier
+        yet, so queued again, the fence passing on its own epoch) sent it twice."""
+        lease = self._leases.lease_of(key)
+        return (lease is not None and self._leases.trusted(lease)
+                and (epoch is None or epoch <= lease.epoch))  # fmt: skip
 
     def adopts_at_restore(self) -> bool:
         return False

@@ -580,7 +580,8 @@ class TextDesk:
         worker (or by this one, unfinished) are reconciled with the provider before
         anything else is sent from their number; numbers with texts queued are woken. A
         number whose claim is under way is not settled: the text its start has just made
-        Sending is this worker's own, not yet counted in flight."""
+        Sending is this worker's own, not yet counted in flight. Nor is a text the owner
+        may not settle (a lease no longer trusted, or a newer owner's start)."""
         now = self._clock.now()
         for w in found:
             queue = self.queues[w.key]
@@ -590,24 +591,26 @@ class TextDesk:
             if w.next_slot_at is not None:
                 self.pacer.restore(w.key, now.mono + (w.next_slot_at - now.wall).total_seconds())
             if w.sending and not self.engine.in_flight.get(w.key) and w.key not in self._claiming:
-                await self._settle_left(w.sending)
+                await self._settle_left(w.key, w.sending)
             if w.queued and not w.paused:
                 self.pacer.wake(w.key)
 
-    async def _settle_left(self, sending: Sequence[tuple[str, int | None]]) -> None:
+    async def _settle_left(self, key: str, sending: Sequence[tuple[str, int | None]]) -> None:
         for message_id, epoch in sending:
             # A text whose move out of Sending this worker is writing is its own: not read
             # again. Each was read, one round trip after the other in the turn: with 2,000
             # busy numbers on a worker sending 1,000 a second, most of its numbers had
             # their last Sent being written, and the turn, which sheds numbers to workers
             # that join, took tens of seconds.
-            if message_id in self._settling or message_id in self._writing:
+            if (message_id in self._settling or message_id in self._writing
+                    or not self.owner.may_settle(key, epoch)):  # fmt: skip
                 continue
             self._settling.add(message_id)
             try:
                 message = await self._store.get(message_id)
                 if (message is None or message.status is not TextStatus.SENDING
-                        or message_id in self._writing):  # fmt: skip
+                        or message_id in self._writing
+                        or not self.owner.may_settle(key, epoch)):  # fmt: skip
                     continue
                 self.owner.started(message_id, epoch)
                 # Its outcome is unknown here (its worker may have died between the request
