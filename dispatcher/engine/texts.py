@@ -329,9 +329,8 @@ class TextDesk:
         to start at once; it was left until the leases' next turn read it (every 2 s,
         more while the turn's reads are slow): with 2,000 busy numbers x 10 on one
         worker, 1,434 of 22,033 starts were refused so, each losing its number a second
-        or more. A text
-        left Sending by another worker (no write of its own here) is the turn's, which
-        reconciles it first: not woken, so never refused again and again."""
+        or more. A text left Sending by another worker (no write of its own here) is the
+        turn's, which reconciles it first: not woken, so never refused again and again."""
         written = self._sent_writes.pop(key, None)
         if written is None:
             return
@@ -602,16 +601,14 @@ class TextDesk:
             # busy numbers on a worker sending 1,000 a second, most of its numbers had
             # their last Sent being written, and the turn, which sheds numbers to workers
             # that join, took tens of seconds.
-            if (message_id in self._settling or message_id in self._writing
-                    or not self.owner.may_settle(key, epoch)):  # fmt: skip
+            if message_id in self._settling or not self._may_settle(key, message_id, epoch):
                 continue
             self._settling.add(message_id)
             try:
                 message = await self._store.get(message_id)
                 if (message is None or message.status is not TextStatus.SENDING
-                        or message_id in self._writing
-                        or not self.owner.may_settle(key, epoch)):  # fmt: skip
-                    continue
+                        or not self._may_settle(key, message_id, epoch)):  # fmt: skip
+                    continue  # asked again after the read: either may have changed
                 self.owner.started(message_id, epoch)
                 # Its outcome is unknown here (its worker may have died between the request
                 # and recording the answer): counted, and the provider is asked.
@@ -623,6 +620,11 @@ class TextDesk:
                 await self.engine.reconcile(message, running=True)
             finally:
                 self._settling.discard(message_id)
+
+    def _may_settle(self, key: str, message_id: str, epoch: int | None) -> bool:
+        """Not a text whose move out of Sending this worker is writing, and one its
+        owner may settle (:meth:`Owner.may_settle`)."""
+        return message_id not in self._writing and self.owner.may_settle(key, epoch)
 
     # -- expiry ----------------------------------------------------------------------
     async def expiry_loop(self) -> None:

@@ -53,7 +53,7 @@ from dispatcher.store.leasing import (
     Start,
     StartOutcome,
 )
-from dispatcher.store.postgres.base import translate
+from dispatcher.store.postgres.base import RERUN_AFTER, RUNS, translate
 from dispatcher.store.postgres.connection import PostgresConnection
 
 log = logging.getLogger(__name__)
@@ -76,11 +76,6 @@ _BROKEN = (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.InternalClient
 """What a connection that may no longer be usable raises: the renewal's is opened again."""
 APPLICATION_NAME = "dispatcher-leases"
 """The ``application_name`` of the connection the renewals run on."""
-ATTEMPTS = 5
-"""How many times a statement the database ended as a deadlock or a serialization
-failure is run, in all, before the database is reported unavailable."""
-BACKOFF = 0.02
-"""Seconds before the second run of such a statement; doubled before each later one."""
 
 
 def worker_id(name: str) -> str:
@@ -398,13 +393,13 @@ class Leases:
         """Run the statement ``name`` on the pool, or on the connection ``on`` (the
         renewals'), which is dropped if it fails (a new one is opened next time) and is
         given one lease to answer: past it the leases may have lapsed anyway."""
-        for attempt in range(1, ATTEMPTS + 1):
+        for attempt in range(1, RUNS + 1):
             try:
                 if on is None:
                     return await self._db.pool.fetch(self._db.query(name), *args)
                 return await on.fetch(self._db.query(name), *args, timeout=self.lease_seconds)
             except asyncpg.TransactionRollbackError as exc:  # a deadlock, a serialization
-                if attempt == ATTEMPTS:
+                if attempt == RUNS:
                     raise StoreUnavailable(
                         f"{name} ended {attempt} times on {self._db.url.shown}: {exc}"
                     ) from exc
@@ -413,7 +408,7 @@ class Leases:
                     "worker": self.worker, "statement": name, "attempt": attempt,
                     "error": str(exc),
                 })  # fmt: skip
-                await asyncio.sleep(BACKOFF * 2 ** (attempt - 1))
+                await asyncio.sleep(RERUN_AFTER * 2 ** (attempt - 1))
             except Exception as exc:
                 if on is not None and isinstance(exc, _BROKEN) and on is self._own:
                     self._own = None
@@ -437,7 +432,6 @@ class Leases:
 
 __all__ = [
     "APPLICATION_NAME",
-    "ATTEMPTS",
     "LEASE_SECONDS",
     "MIN_LEASE_SECONDS",
     "Acquired",
