@@ -3,6 +3,10 @@
 Everything that needs the time asks a :class:`Clock`. One read gives both the
 monotonic time (for schedules) and the UTC wall time (for the audit record), so a
 send's slot and its recorded time come from the same instant.
+
+On a store several workers share, a worker's wall time is the database's
+(:class:`AnchoredClock`): the slots it books and the times it records are compared
+with other workers', so a machine whose clock is off, or jumps, must not move them.
 """
 
 from __future__ import annotations
@@ -10,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import msgspec
+
+log = logging.getLogger(__name__)
 
 
 class Instant(msgspec.Struct, frozen=True, gc=False):
@@ -66,6 +73,85 @@ class SystemClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(max(0.0, seconds))
+
+
+class AnchoredClock:
+    """A clock whose wall time is another clock's (the database's, on a store several
+    workers share), carried forward by this process's monotonic clock.
+
+    The wall time is ``anchor + (monotonic - anchor's monotonic)``: a step of the
+    machine's own wall clock (an operator's ``date``, a virtual machine resumed, NTP
+    stepping) does not move it. Each reading of the reference clock (:meth:`sync`),
+    taken between two monotonic reads, bounds where the reference was; when the
+    reading shows this clock outside that bound, it is moved by the least that brings
+    it inside (never further: a reading taken over a slow round trip cannot make it
+    worse). Until the first reading it is the base clock's wall time.
+    """
+
+    TOLERANCE = 0.001  # seconds: readings closer than this change nothing
+    SKEW_WARNING = 1.0  # seconds between the machine's clock and this one that are logged
+
+    def __init__(self, base: Clock) -> None:
+        self._base = base
+        now = base.now()
+        self._mono0, self._wall0 = now.mono, now.wall
+        self._skew_told = 0.0  # the skew last logged (0: none)
+
+    def now(self) -> Instant:
+        mono = self._base.monotonic()
+        return Instant(mono=mono, wall=self._wall_at(mono))
+
+    def monotonic(self) -> float:
+        return self._base.monotonic()
+
+    def call_at(self, mono: float, callback: Callable[[], None]) -> TimerHandle:
+        return self._base.call_at(mono, callback)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._base.sleep(seconds)
+
+    def _wall_at(self, mono: float) -> datetime:
+        return self._wall0 + timedelta(seconds=mono - self._mono0)
+
+    def sync(self, before: float, reference: datetime, after: float) -> float:
+        """Take a reading of the reference clock, made between the monotonic times
+        ``before`` and ``after``; returns the seconds this clock moved (0.0: it was
+        within the reading's bound)."""
+        half = max(0.0, after - before) / 2
+        middle = before + half
+        error = (reference - self._wall_at(middle)).total_seconds()
+        if abs(error) <= half + self.TOLERANCE:
+            step = 0.0
+        else:
+            step = error - half if error > 0 else error + half
+            self._wall0 += timedelta(seconds=step)
+            if abs(step) >= self.SKEW_WARNING:
+                log.warning("clock.stepped", extra={"seconds": round(step, 3)})
+        self._tell_skew()
+        return step
+
+    def skew(self) -> float:
+        """Seconds the base clock's wall time is ahead of this clock's (negative:
+        behind)."""
+        now = self._base.now()
+        return (now.wall - self._wall_at(now.mono)).total_seconds()
+
+    def _tell_skew(self) -> None:
+        """Log the machine's clock off this one by a second or more, once, and again
+        when it moves by a second or more, or comes back."""
+        skew = self.skew()
+        if abs(skew) < self.SKEW_WARNING:
+            if self._skew_told:
+                log.info("clock.skew_ended", extra={"seconds": round(skew, 3)})
+                self._skew_told = 0.0
+            return
+        if not self._skew_told or abs(skew - self._skew_told) >= self.SKEW_WARNING:
+            log.warning(
+                "clock.skew",
+                extra={"seconds": round(skew, 3), "detail": "this machine's clock is off the "
+                       "database's; sends are paced and recorded by the database's clock"},
+            )  # fmt: skip
+            self._skew_told = skew
 
 
 class _FakeTimer:

@@ -21,9 +21,7 @@ Two owners, chosen once from the store (:func:`owner_for`):
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,7 +29,7 @@ from typing import Protocol
 
 import msgspec
 
-from dispatcher.clock import Clock
+from dispatcher.clock import AnchoredClock, Clock, SystemClock
 from dispatcher.core.model import TextStatus, Transition
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store import Store
@@ -174,8 +172,10 @@ class Leased:
         address: str | None,
         faulted: Callable[[], bool],
         store_fault: Callable[[StoreUnavailable], None],
+        clock: Clock | None = None,
     ) -> None:
         self._leases = leases
+        self._clock: Clock = clock or SystemClock()
         self._address = address
         self._faulted = faulted
         self._store_fault = store_fault
@@ -286,8 +286,7 @@ class Leased:
         every = self._leases.lease_seconds / 3
         while not self._closing:
             await self._step(self._turning, self._turn)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), every)
+            await self._wait(self._wake, every)
             self._wake.clear()
 
     async def _renewals(self) -> None:
@@ -295,13 +294,23 @@ class Leased:
         long a turn, a claim or the pool keeps the rest waiting. Nothing while the
         service is in a store fault (its leases lapse: other workers take the numbers)."""
         every = self._leases.lease_seconds / 3
-        due = time.monotonic()
+        clock = self._clock
+        due = clock.monotonic()
         while not self._closing:
             if self._registered:  # by the first turn
                 await self._step(self._renewing, self._renew)
-            due = max(due + every, time.monotonic())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), due - time.monotonic())
+            due = max(due + every, clock.monotonic())
+            await self._wait(self._stopping, due - clock.monotonic())
+
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Until ``event`` is set or ``seconds`` of the clock have passed."""
+        waits = [asyncio.ensure_future(event.wait()),
+                 asyncio.ensure_future(self._clock.sleep(seconds))]  # fmt: skip
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _step(self, lock: asyncio.Lock, step: Callable[[], Awaitable[None]]) -> None:
         """Run ``step`` under ``lock`` unless the service is in a store fault or closing;
@@ -316,8 +325,16 @@ class Leased:
             self._store_fault(exc)
 
     async def _renew(self) -> None:
-        if lost := await self._leases.renew():
+        lost = await self._leases.renew()
+        self._keep_time()
+        if lost:
             self._lose(lost)
+
+    def _keep_time(self) -> None:
+        """Keep this process's wall time on the database's clock, as the registration
+        or renewal just read it (where the service's clock follows it)."""
+        if isinstance(self._clock, AnchoredClock) and self._leases.clock_reading is not None:
+            self._clock.sync(*self._leases.clock_reading)
 
     def _lose(self, keys: list[str]) -> None:
         assert self._desk is not None
@@ -331,6 +348,7 @@ class Leased:
         leases, desk = self._leases, self._desk
         if not self._registered:
             await leases.register(self._address)
+            self._keep_time()
             self._registered = True
         before = leases.held
         acquired = await leases.acquire()
@@ -379,7 +397,7 @@ def owner_for(
     """The owner the store calls for: leases on a store several workers share."""
     if not isinstance(store, Leasing):
         return Solo()
-    owner = Leased(store.leases(name, clock, lease_seconds=lease_seconds),
-                   address=address, faulted=faulted, store_fault=store_fault)  # fmt: skip
+    owner = Leased(store.leases(name, clock, lease_seconds=lease_seconds), address=address,
+                   faulted=faulted, store_fault=store_fault, clock=clock)  # fmt: skip
     store.on_work(owner.woken)
     return owner

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 from dispatcher import private, runtime
 from dispatcher.channels import Channel, Mailer, ReturningMailer, open_channel, open_mailer
-from dispatcher.clock import Clock, SystemClock
+from dispatcher.clock import AnchoredClock, Clock, SystemClock
 from dispatcher.config import Config
 from dispatcher.core.channel import Channel as ConsentChannel
 from dispatcher.core.consent import ConsentSource
@@ -49,6 +49,7 @@ from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
 from dispatcher.service.workers import WorkerVerbs
 from dispatcher.store import Elected, Leadership, Store, Watched, open_store
+from dispatcher.store.leasing import Leasing
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -138,6 +139,8 @@ class Dispatcher(
             config.store_url, commit_window=config.store.commit_window.total_seconds(),
             service_home=str(config.home),
         )  # fmt: skip
+        if isinstance(store, Leasing):  # several workers: their times are the database's
+            clock = AnchoredClock(clock)
         channel = open_channel(
             config.provider.url,
             simulator=config.simulator,

@@ -92,6 +92,8 @@ class KeyLeases(Protocol):
 
     worker: str
     lease_seconds: float
+    clock_reading: tuple[float, datetime, float] | None
+    """The database's clock as last read: (monotonic time before, its time, after)."""
 
     @property
     def held(self) -> dict[str, Lease]: ...

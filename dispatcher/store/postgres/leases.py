@@ -113,6 +113,9 @@ class Leases:
         self._moving = 0  # of them under way
         self._missing: set[str] = set()  # held, missing from a renewal that overlapped a move
         self._registrations = 0  # registrations and clean stops: each forgets what was held
+        self.clock_reading: tuple[float, datetime, float] | None = None
+        """The database's clock, as the last registration or renewal read it: (this
+        worker's monotonic time before the statement, the database's time, after)."""
 
     @property
     def held(self) -> dict[str, Lease]:
@@ -132,7 +135,9 @@ class Leases:
         what an earlier run held under it is given up)."""
         self._address = address
         await self._execute("free_worker_keys", self.worker)
-        await self._execute("register_worker", self.worker, address)
+        before = self._clock.monotonic()
+        rows = await self._fetch("register_worker", self.worker, address)
+        self._read_clock(before, rows[0]["now"])
         self._registrations += 1
         self._held.clear()
 
@@ -172,6 +177,7 @@ class Leases:
             own = await self._connection()
             deadline = self._deadline()
             rows = await self._fetch("renew_leases", self.worker, self.lease_seconds, on=own)
+            self._read_clock(deadline - self.lease_seconds, rows[0]["now"])
             if registrations != self._registrations:  # registered again, or stopped, meanwhile
                 return []
             if not rows[0]["registered"]:
@@ -351,7 +357,10 @@ class Leases:
 
     # -- plumbing --------------------------------------------------------------------
     def _deadline(self) -> float:
-        return self._clock.now().mono + self.lease_seconds
+        return self._clock.monotonic() + self.lease_seconds
+
+    def _read_clock(self, before: float, database_now: datetime) -> None:
+        self.clock_reading = (before, database_now, self._clock.monotonic())
 
     @contextlib.contextmanager
     def _move(self) -> Iterator[None]:

@@ -24,7 +24,8 @@ INSERT INTO workers (id, address, started_at, heartbeat_at)
 VALUES ($1, $2, now(), now())
 ON CONFLICT (id) DO UPDATE
 SET address = excluded.address, started_at = excluded.started_at,
-    heartbeat_at = excluded.heartbeat_at;
+    heartbeat_at = excluded.heartbeat_at
+RETURNING clock_timestamp() AS now;  -- the database's clock, which the worker keeps
 
 -- name: deregister_worker
 -- After free_worker_keys.
@@ -36,7 +37,8 @@ INSERT INTO pacing_keys (key) SELECT unnest($1::TEXT[]) ON CONFLICT (key) DO NOT
 -- name: renew_leases
 -- The heartbeat and every lease the worker still holds, in one statement. A lease that
 -- has lapsed is not renewed: it may have been taken, and is acquired again (a new epoch).
--- One row at least: whether the worker's row is there, and a lease renewed per row.
+-- One row at least: whether the worker's row is there, and a lease renewed per row;
+-- each with the database's clock, which the worker keeps.
 -- The keys are locked in key order (a send starting on one of them holds its row).
 WITH beat AS (
     UPDATE workers SET heartbeat_at = now() WHERE id = $1 RETURNING id
@@ -52,7 +54,7 @@ WITH beat AS (
     RETURNING p.key, p.epoch, p.next_slot_at
 )
 SELECT EXISTS (SELECT 1 FROM beat) AS registered, renewed.key, renewed.epoch,
-       renewed.next_slot_at
+       renewed.next_slot_at, clock_timestamp() AS now
 FROM (SELECT 1) AS one LEFT JOIN renewed ON true;
 
 -- name: acquire_leases
