@@ -12,28 +12,23 @@ import json
 import random
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Sequence
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
 import pytest
 
 from dispatcher.clock import FakeClock, SystemClock
-from dispatcher.core.model import Reason, Source, TextStatus, transition
+from dispatcher.core.model import Message, Reason, Source, TextStatus, Transition, transition
 from dispatcher.engine.ownership import Leased
 from dispatcher.errors import StoreUnavailable
 from dispatcher.store import open_store
 from dispatcher.store.leasing import KeyWork
 from dispatcher.store.postgres.connection import PostgresConnection
-from dispatcher.store.postgres.leases import (
-    Fenced,
-    Lease,
-    Leases,
-    Send,
-    StartOutcome,
-    worker_id,
-)
+from dispatcher.store.postgres.leases import Lease, Leases, Send, StartOutcome, worker_id
+from dispatcher.store.postgres.store import PostgresStore
 from tests.peers_postgres import Cluster
 
 SECOND = timedelta(seconds=1)
@@ -41,8 +36,9 @@ _ids = itertools.count(1)
 
 
 @pytest.fixture
-async def db(postgres: Cluster) -> AsyncIterator[PostgresConnection]:
-    async with PostgresConnection(await postgres.fresh_database(), max_size=12) as store:
+async def db(postgres: Cluster) -> AsyncIterator[PostgresStore]:
+    """The store: the leases' statements and the texts' writes (``record``) share it."""
+    async with PostgresStore(await postgres.fresh_database(), max_size=12) as store:
         yield store
 
 
@@ -99,10 +95,43 @@ async def eventually(check: Callable[[], Awaitable[bool]], what: str, within: fl
         await asyncio.sleep(0.02)
 
 
-def sent(message_id: str, epoch: int) -> Fenced:
-    return Fenced(message_id=message_id, expected=TextStatus.SENDING, epoch=epoch,
-                  status=TextStatus.SENT, source=Source.PROVIDER,
-                  provider_id=f"SM{message_id}")  # fmt: skip
+def answer(text: Message, epoch: int, status: TextStatus, **fields: Any) -> Transition:
+    """The provider's answer to the send of ``text`` started under ``epoch``, as a worker
+    records it: a step out of Sending, fenced on that status and epoch (``Leased.fence``),
+    whatever the database has of the text now."""
+    started = msgspec.structs.replace(text, status=TextStatus.SENDING)
+    step, _ = transition(started, status, at=datetime.now(UTC), source=Source.PROVIDER,
+                         **fields)  # fmt: skip
+    return msgspec.structs.replace(step, fenced=True, epoch=epoch)
+
+
+async def sent(
+    db: PostgresStore,
+    sends: Sequence[tuple[str, int]],
+    next_slots: Mapping[str, datetime] | None = None,
+) -> None:
+    """Record the Sent of each text started under its epoch, in one write of the store
+    (as the engine does after a send, with the numbers' next slots when given)."""
+    steps = []
+    for message_id, epoch in sends:
+        text = await db.get(message_id)
+        assert text is not None
+        steps.append(answer(text, epoch, TextStatus.SENT, provider_id=f"SM{message_id}"))
+    await db.record(steps, next_slots)
+
+
+async def next_slot(db: PostgresConnection, key: str) -> datetime | None:
+    at: datetime | None = await db.pool.fetchval(
+        "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
+    )
+    return at
+
+
+async def events(db: PostgresConnection, message_id: str) -> list[tuple[str, str]]:
+    rows = await db.pool.fetch(
+        "SELECT status, source FROM events WHERE message_id = $1 ORDER BY id", message_id
+    )
+    return [(row["status"], row["source"]) for row in rows]
 
 
 async def test_two_workers_share_the_keys_with_work(db: PostgresConnection) -> None:
@@ -150,7 +179,7 @@ async def test_workers_acquiring_at_once_never_take_the_same_key(db: PostgresCon
     assert all(row["owner"] is not None and row["n"] <= 7 for row in owners)  # ceil(40 / 6)
 
 
-async def test_a_worker_that_lost_its_key_changes_nothing(db: PostgresConnection) -> None:
+async def test_a_worker_that_lost_its_key_changes_nothing(db: PostgresStore) -> None:
     key = "+15550000001"
     m1, m2, m3 = await queue(db, key, 3)
     old = await worker(db, "old", lease=0.6)
@@ -158,7 +187,8 @@ async def test_a_worker_that_lost_its_key_changes_nothing(db: PostgresConnection
     start = await old.start_send(lease, m1, "a1", timedelta(0))
     assert start.outcome is StartOutcome.STARTED
     assert start.trusted
-    assert await old.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)])
+    assert await status(db, m1) == ("Sent", lease.epoch)
     new = await worker(db, "new")
 
     async def taken_over() -> bool:
@@ -174,18 +204,19 @@ async def test_a_worker_that_lost_its_key_changes_nothing(db: PostgresConnection
     assert refused.outcome is StartOutcome.NOT_OWNER
     assert not refused.trusted
     assert old.held == {}  # the refusal told it the key is gone
-    failed = Fenced(message_id=m2, expected=TextStatus.SENDING, epoch=lease.epoch,
-                    status=TextStatus.FAILED, source=Source.PROVIDER)  # fmt: skip
-    assert await old.transition([failed]) == set()
+    # It records a failure of m2 under its own epoch, with a next slot a minute on:
+    m2_now = await db.get(m2)
+    assert m2_now is not None
+    slot = await next_slot(db, key)
+    await db.record([answer(m2_now, lease.epoch, TextStatus.FAILED)],
+                    {key: datetime.now(UTC) + timedelta(minutes=1)})  # fmt: skip
     assert await status(db, m2) == ("Sending", fresh.epoch)
+    assert await events(db, m2) == [("Sending", "scheduler")]
+    assert await next_slot(db, key) == slot
     assert await status(db, m3) == ("Queued", None)
-    assert await new.transition([sent(m2, fresh.epoch)]) == {m2}
-    history = await db.pool.fetch(
-        "SELECT status, source FROM events WHERE message_id = $1 ORDER BY id", m2
-    )
-    assert [(row["status"], row["source"]) for row in history] == [
-        ("Sending", "scheduler"), ("Sent", "provider"),
-    ]  # fmt: skip
+    await sent(db, [(m2, fresh.epoch)])
+    assert await status(db, m2) == ("Sent", fresh.epoch)
+    assert await events(db, m2) == [("Sending", "scheduler"), ("Sent", "provider")]
 
 
 async def test_a_lease_lapses_by_the_workers_own_clock_first(db: PostgresConnection) -> None:
@@ -238,7 +269,7 @@ async def test_expired_lease_is_taken_over_and_the_old_owner_hears_it(
     assert owner == two.worker
 
 
-async def test_the_next_slot_of_a_previous_owner_holds(db: PostgresConnection) -> None:
+async def test_the_next_slot_of_a_previous_owner_holds(db: PostgresStore) -> None:
     key = "+15550000001"
     m1, m2 = await queue(db, key, 2)
     one, two = await worker(db, "one"), await worker(db, "two")
@@ -246,7 +277,8 @@ async def test_the_next_slot_of_a_previous_owner_holds(db: PostgresConnection) -
     first = await one.start_send(lease, m1, "a1", SECOND)
     assert first.started_at is not None
     assert first.next_slot_at == first.started_at + SECOND
-    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)])
+    assert await status(db, m1) == ("Sent", lease.epoch)
     assert await one.release([key]) == [key]
     [taken] = (await two.acquire()).taken
     assert taken.next_slot_at == first.next_slot_at  # the new owner sees the slot
@@ -263,7 +295,7 @@ async def test_the_next_slot_of_a_previous_owner_holds(db: PostgresConnection) -
     assert second_at - first.started_at >= SECOND
 
 
-async def test_one_send_in_flight_per_key(db: PostgresConnection) -> None:
+async def test_one_send_in_flight_per_key(db: PostgresStore) -> None:
     key = "+15550000001"
     m1, m2 = await queue(db, key, 2)
     one = await worker(db, "one")
@@ -276,7 +308,8 @@ async def test_one_send_in_flight_per_key(db: PostgresConnection) -> None:
     with pytest.raises(asyncpg.UniqueViolationError):  # the index holds against any writer
         await db.pool.execute("UPDATE messages SET status = 'Sending', epoch = $2 WHERE id = $1",
                               m2, lease.epoch)  # fmt: skip
-    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)])
+    assert await status(db, m1) == ("Sent", lease.epoch)
     assert (await one.start_send(lease, m1, "a1", timedelta(0))).outcome is (
         StartOutcome.NOT_QUEUED
     )
@@ -426,7 +459,7 @@ async def test_a_clean_stop_gives_every_key_back(db: PostgresConnection) -> None
     assert await db.pool.fetchval("SELECT count(*) FROM workers") == 0
 
 
-async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection) -> None:
+async def test_racing_workers_never_send_twice_from_a_key(db: PostgresStore) -> None:
     """Six workers on six connections, short leases that lapse and move between them,
     each sending as fast as its keys allow: per key, every send starts after the
     previous one's spacing, one at a time, and every message once."""
@@ -448,10 +481,12 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
             rng.shuffle(sends)  # in any order: the keys are locked in theirs
             starts = await w.start_sends(sends)
             await asyncio.sleep(rng.random() / 100)  # the provider's answers
-            answered = [sent(send.message_id, send.lease.epoch)
-                         for send, start in zip(sends, starts, strict=True)
-                         if start.outcome is StartOutcome.STARTED]  # fmt: skip
-            assert await w.transition(answered) == {change.message_id for change in answered}
+            answered = [(send.message_id, send.lease.epoch)
+                        for send, start in zip(sends, starts, strict=True)
+                        if start.outcome is StartOutcome.STARTED]  # fmt: skip
+            await sent(db, answered)
+            for message_id, epoch in answered:
+                assert await status(db, message_id) == ("Sent", epoch)
             if await db.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'Queued'") == 0:
                 return
             if rng.random() < 0.2:
@@ -478,13 +513,15 @@ async def test_racing_workers_never_send_twice_from_a_key(db: PostgresConnection
 
 
 async def test_renewals_starts_and_slots_of_many_keys_at_once_never_deadlock(
-    db: PostgresConnection,
+    db: PostgresStore,
 ) -> None:
-    """Two workers with 500 keys between them, each renewing, starting sends, holding
-    slots and giving keys back at once on several connections: no statement waits for
-    a key another holds while holding one that one waits for (renewing locked the keys
-    in the order it found them, a start in key order: "deadlock detected" ended the
-    worker). The rows are written in a shuffled order, so that order is not the keys'."""
+    """Two workers with 500 keys between them, each with a store of its own, renewing,
+    starting sends, recording their Sent with the next slots, writing next slots of
+    every key held and giving keys back at once on several connections: no statement
+    waits for a key another holds while holding one that one waits for (renewing locked
+    the keys in the order it found them, a start in key order: "deadlock detected" ended
+    the worker). The rows are written in a shuffled order, so that order is not the
+    keys'."""
     keys = [f"+1555{i:07d}" for i in range(500)]
     random.Random(7).shuffle(keys)
     await db.pool.executemany(
@@ -495,7 +532,10 @@ async def test_renewals_starts_and_slots_of_many_keys_at_once_never_deadlock(
     )
     for key in keys:  # one row at a time: the table's order is the shuffled one
         await db.pool.execute("INSERT INTO pacing_keys (key) VALUES ($1)", key)
-    one, two = await worker(db, "one"), await worker(db, "two")
+    other = PostgresStore(db.url.dsn, max_size=12)
+    await other.open()
+    one, two = await worker(db, "one"), await worker(other, "two")
+    store_of = {one: db, two: other}
     await one.acquire()
     await two.acquire()
     assert len(one.held) + len(two.held) == len(keys)
@@ -518,14 +558,16 @@ async def test_renewals_starts_and_slots_of_many_keys_at_once_never_deadlock(
             sends = [Send(lease, first[lease.key], f"a-{first[lease.key]}", timedelta(0))
                      for lease in held if lease.key in first]  # fmt: skip
             starts = await w.start_sends(sends)
-            await w.transition([sent(send.message_id, send.lease.epoch)
-                                for send, start in zip(sends, starts, strict=True)
-                                if start.outcome is StartOutcome.STARTED])  # fmt: skip
+            started = [send for send, start in zip(sends, starts, strict=True)
+                       if start.outcome is StartOutcome.STARTED]  # fmt: skip
+            at = await db_now(db)
+            await sent(store_of[w], [(send.message_id, send.lease.epoch) for send in started],
+                       {send.lease.key: at for send in started})  # fmt: skip
 
     async def holding(w: Leases) -> None:
         for _ in range(rounds * 2):
             at = await db_now(db)
-            await w.hold_slots([(lease, at) for lease in w.held.values()])
+            await store_of[w].record([], {lease.key: at for lease in w.held.values()})
 
     async def moving(w: Leases) -> None:
         for _ in range(rounds):
@@ -533,9 +575,13 @@ async def test_renewals_starts_and_slots_of_many_keys_at_once_never_deadlock(
             await w.release(held[: len(held) // 10])  # some keys given back, taken again
             await w.acquire()
 
-    await asyncio.gather(*(run(w) for w in (one, two)
-                           for run in (renewing, starting, holding, moving)))  # fmt: skip
+    try:
+        await asyncio.gather(*(run(w) for w in (one, two)
+                               for run in (renewing, starting, holding, moving)))  # fmt: skip
+    finally:
+        await other.close()
     assert (one.retried, two.retried) == (0, 0), "statements ended as deadlocks"
+    assert (db.runs_again, other.runs_again) == (0, 0), "writes ended as deadlocks"
     assert await db.pool.fetchval("SELECT count(*) FROM messages WHERE status = 'Sent'") > 0
 
 
@@ -577,7 +623,7 @@ async def db_now(db: PostgresConnection) -> datetime:
     return now
 
 
-async def test_a_send_claimed_ahead_starts_at_its_intended_slot(db: PostgresConnection) -> None:
+async def test_a_send_claimed_ahead_starts_at_its_intended_slot(db: PostgresStore) -> None:
     key = "+15550000001"
     m1, m2, m3 = await queue(db, key, 3)
     one = await worker(db, "one")
@@ -588,12 +634,14 @@ async def test_a_send_claimed_ahead_starts_at_its_intended_slot(db: PostgresConn
     assert first.trusted
     assert first.started_at == slot
     assert first.next_slot_at == slot + SECOND  # booked from the slot, not the claim
-    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)])
+    assert await status(db, m1) == ("Sent", lease.epoch)
     # The next send is claimed ahead too, before the database's clock reaches its slot:
     second = await one.start_send(lease, m2, "a2", SECOND, slot + SECOND)
     assert second.outcome is StartOutcome.STARTED
     assert second.next_slot_at == slot + 2 * SECOND
-    assert await one.transition([sent(m2, lease.epoch)]) == {m2}
+    await sent(db, [(m2, lease.epoch)])
+    assert await status(db, m2) == ("Sent", lease.epoch)
     early = await one.start_send(lease, m3, "a3", SECOND, slot + 2 * SECOND - timedelta(
         milliseconds=1))  # fmt: skip
     assert early.outcome is StartOutcome.TOO_EARLY
@@ -606,7 +654,7 @@ async def test_a_send_claimed_ahead_starts_at_its_intended_slot(db: PostgresConn
 
 
 async def test_a_new_owner_starts_at_the_previous_owners_slot_not_before(
-    db: PostgresConnection,
+    db: PostgresStore,
 ) -> None:
     key = "+15550000001"
     m1, m2 = await queue(db, key, 2)
@@ -614,7 +662,8 @@ async def test_a_new_owner_starts_at_the_previous_owners_slot_not_before(
     [lease] = (await one.acquire()).taken
     slot = await db_now(db) + timedelta(seconds=3)
     assert (await one.start_send(lease, m1, "a1", SECOND, slot)).outcome is StartOutcome.STARTED
-    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)])
+    assert await status(db, m1) == ("Sent", lease.epoch)
     assert await one.release([key]) == [key]
     [taken] = (await two.acquire()).taken
     assert taken.next_slot_at == slot + SECOND
@@ -640,41 +689,51 @@ async def test_a_slot_past_the_lease_starts_nothing(db: PostgresConnection) -> N
     assert (await one.start_send(lease, m1, "a1", SECOND, soon)).outcome is StartOutcome.STARTED
 
 
-async def test_the_hand_off_moves_the_next_slot_later_only_under_the_owners_epoch(
-    db: PostgresConnection,
+async def test_the_hand_off_moves_the_next_slot_later_only_with_a_step_that_passes(
+    db: PostgresStore,
 ) -> None:
+    """A send's record carries the number's next slot (its hand-off plus its hold): it
+    moves the slot later, never earlier, and only with a fenced step that passes (a
+    worker that lost the key, whose step no longer finds its text, writes none of it)."""
     key = "+15550000001"
-    m1, m2 = await queue(db, key, 2)
+    m1, m2, m3 = await queue(db, key, 3)
     one = await worker(db, "one", lease=0.5)
     [lease] = (await one.acquire()).taken
     slot = await db_now(db)
     assert (await one.start_send(lease, m1, "a1", SECOND, slot)).outcome is StartOutcome.STARTED
-
-    async def next_slot() -> datetime:
-        at: datetime = await db.pool.fetchval(
-            "SELECT next_slot_at FROM pacing_keys WHERE key = $1", key
-        )
-        return at
-
     handed_off = slot + timedelta(milliseconds=300)  # the channel handed it over late
-    assert await one.hold_slots([(lease, handed_off + SECOND)]) == {key}
-    assert await next_slot() == handed_off + SECOND
-    assert await one.hold_slots([(lease, slot + SECOND)]) == {key}  # earlier: kept
-    assert await next_slot() == handed_off + SECOND
-    assert await one.transition([sent(m1, lease.epoch)]) == {m1}
+    await sent(db, [(m1, lease.epoch)], {key: handed_off + SECOND})
+    assert await status(db, m1) == ("Sent", lease.epoch)
+    assert await next_slot(db, key) == handed_off + SECOND
+    await db.record([], {key: slot + SECOND})  # an earlier slot, written late: kept
+    assert await next_slot(db, key) == handed_off + SECOND
     two = await worker(db, "two")
 
     async def taken_over() -> bool:
         return bool((await two.acquire()).taken)
 
     await eventually(taken_over, "the new worker takes the lapsed key")
-    # The old owner, stalled, records a hand-off a minute later: the key is not its own.
-    assert await one.hold_slots([(lease, handed_off + timedelta(minutes=1))]) == set()
-    assert await next_slot() == handed_off + SECOND
+    # The old owner, stalled, records a late failure of m1 with a hand-off a minute later:
+    # m1 is no longer Sending, so neither the step nor the slot is written.
+    settled = await db.get(m1)
+    assert settled is not None
+    await db.record([answer(settled, lease.epoch, TextStatus.FAILED)],
+                    {key: handed_off + timedelta(minutes=1)})  # fmt: skip
+    assert await status(db, m1) == ("Sent", lease.epoch)
+    assert await events(db, m1) == [("Sending", "scheduler"), ("Sent", "provider")]
+    assert await next_slot(db, key) == handed_off + SECOND
+    # The new owner's send, handed over late too: its record moves the slot.
     [fresh] = two.held.values()
-    assert await two.hold_slots([(fresh, handed_off + 2 * SECOND)]) == {key}
-    assert await next_slot() == handed_off + 2 * SECOND
-    start = await two.start_send(fresh, m2, "a2", SECOND, handed_off + 2 * SECOND)
+    start = await two.start_send(fresh, m2, "a2", SECOND, handed_off + SECOND)
+    assert start.outcome is StartOutcome.STARTED
+    assert start.next_slot_at == handed_off + 2 * SECOND
+    held_until = handed_off + 2 * SECOND + timedelta(milliseconds=300)
+    await sent(db, [(m2, fresh.epoch)], {key: held_until})
+    assert await status(db, m2) == ("Sent", fresh.epoch)
+    assert await next_slot(db, key) == held_until
+    early = await two.start_send(fresh, m3, "a3", SECOND, held_until - timedelta(microseconds=1))
+    assert early.outcome is StartOutcome.TOO_EARLY
+    start = await two.start_send(fresh, m3, "a3", SECOND, held_until)
     assert start.outcome is StartOutcome.STARTED
 
 
