@@ -42,8 +42,8 @@ async def db(postgres: Cluster) -> AsyncIterator[PostgresStore]:
         yield store
 
 
-# Messages are put on the queue with SQL of their own here: the store port's verbs come
-# to this adapter later.
+# Messages are put on the queue with SQL of their own here: rows with what the leases
+# and the store's reads need, without a whole text to build.
 async def queue(db: PostgresConnection, key: str, count: int = 1) -> list[str]:
     ids = [f"m{next(_ids)}" for _ in range(count)]
     await db.pool.executemany(

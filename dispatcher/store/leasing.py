@@ -12,7 +12,6 @@ from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from dispatcher.clock import Clock
-from dispatcher.core.model import Source, TextStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +59,6 @@ class Send:
     spacing: timedelta  # the key's next slot moves this far past the start
     slot: datetime | None = None  # the slot it is meant for (None: the database's clock
     # at the start); refused when before the key's next slot, which is booked from it
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Fenced:
-    """A status change that names the status and the epoch it expects."""
-
-    message_id: str
-    expected: TextStatus
-    epoch: int
-    status: TextStatus
-    source: Source
-    reason: str | None = None
-    provider_code: str | None = None
-    provider_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

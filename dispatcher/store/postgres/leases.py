@@ -6,9 +6,10 @@ every acquisition (the fencing token), ``lease_expires_at`` by the database's cl
 leases and its heartbeat in one statement, takes free or lapsed keys with work up to a
 fair share among the live workers, gives back keys beyond its share and idle ones, and
 starts sends in one round trip (:meth:`Leases.start_sends`), each moving its
-message to Sending under the key's epoch. Every later change of that message names
-the status and the epoch it expects (:meth:`Leases.transition`), so a worker that lost
-its key changes nothing.
+message to Sending under the key's epoch. Every later change of that message is the
+store's write of a fenced step, which names the status and the epoch it expects (and
+carries the key's next slot, dropped with it: ``texts.py``), so a worker that lost its
+key changes nothing.
 
 A worker trusts a lease only until its own monotonic clock says it may have lapsed:
 the deadline is taken *before* the statement that set the lease was sent, so it falls
@@ -46,7 +47,6 @@ from dispatcher.clock import Clock
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store.leasing import (
     Acquired,
-    Fenced,
     KeyWork,
     Lease,
     Send,
@@ -308,40 +308,6 @@ class Leases:
             )
         return starts
 
-    async def hold_slots(self, slots: Sequence[tuple[Lease, datetime]]) -> set[str]:
-        """Move each key's next slot to the moment given (a send's hand-off plus its
-        hold), never earlier, in one statement, only while this worker owns the key
-        under the lease's epoch; returns the keys whose row it could write."""
-        if not slots:
-            return set()
-        ordered = sorted(slots, key=lambda pair: pair[0].key)
-        rows = await self._fetch(
-            "hold_slots",
-            self.worker,
-            [lease.key for lease, _ in ordered],
-            [lease.epoch for lease, _ in ordered],
-            [at for _, at in ordered],
-        )
-        return {row["key"] for row in rows}
-
-    async def transition(self, changes: Sequence[Fenced]) -> set[str]:
-        """Apply ``changes`` in one statement, each only if its message is still in the
-        status and epoch it expects (with its event); returns the ids changed."""
-        if not changes:
-            return set()
-        rows = await self._fetch(
-            "fenced_transitions",
-            [c.message_id for c in changes],
-            [str(c.expected) for c in changes],
-            [c.epoch for c in changes],
-            [str(c.status) for c in changes],
-            [c.reason for c in changes],
-            [c.provider_code for c in changes],
-            [c.provider_id for c in changes],
-            [str(c.source) for c in changes],
-        )
-        return {row["id"] for row in rows}
-
     async def work(self, keys: Collection[str]) -> list[KeyWork]:
         """What each of ``keys`` has now, in one statement: its texts Queued, those
         Sending (with the epoch each was started under), its next slot and pause flag."""
@@ -444,7 +410,6 @@ __all__ = [
     "LEASE_SECONDS",
     "MIN_LEASE_SECONDS",
     "Acquired",
-    "Fenced",
     "KeyWork",
     "Lease",
     "Leases",
