@@ -34,6 +34,7 @@ from dispatcher.core.results import Cursor, Run
 from dispatcher.errors import StoreError, StoreUnavailable
 from dispatcher.store import Store
 from dispatcher.store.memory import MemoryStore
+from dispatcher.store.postgres.base import rolled_back
 from dispatcher.store.postgres.history import place
 from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.testing import wait_for
@@ -529,6 +530,23 @@ async def test_records_handed_over_together_commit_together_in_order(
         assert [e.status for e in await store.history(text.id)] == [TextStatus.SENDING,
                                                                      TextStatus.SENT]  # fmt: skip
     assert {n.next_slot_at for n in await store.numbers()} == {at(2)}
+
+
+def test_only_a_deadlock_or_a_serialization_failure_is_run_again() -> None:
+    """The one rule the texts' writes and the leases' statements follow: the ends of a
+    transaction that running it again may cure, and no other end of class 40 (the
+    leases ran every one again, the writes only these two)."""
+    assert rolled_back(asyncpg.DeadlockDetectedError("deadlock detected"))  # 40P01
+    assert rolled_back(asyncpg.SerializationError("could not serialize access"))  # 40001
+    for other in (
+        asyncpg.TransactionRollbackError("rolled back"),  # 40000
+        asyncpg.TransactionIntegrityConstraintViolationError("deferred check"),  # 40002
+        asyncpg.StatementCompletionUnknownError("completion unknown"),  # 40003
+        asyncpg.LockNotAvailableError("lock timeout"),  # 55P03: unavailable, not run again
+        StoreUnavailable("a write ended as a deadlock"),  # the port's error, not the cause
+        None,
+    ):
+        assert not rolled_back(other), other
 
 
 async def test_a_texts_write_ended_as_a_deadlock_runs_again(store: PostgresStore, url: str) -> None:

@@ -6,9 +6,9 @@ translation of the database's refusals into the port's two errors.
 - A database that cannot take the write now (out of disk or memory, shutting down,
   read-only, unreachable, a dropped connection, a statement or connection timeout) is
   :class:`~dispatcher.errors.StoreUnavailable`: the service pauses and probes. A write
-  the database ended as a deadlock or a serialization failure rolled back whole: a
-  part that runs it again (:meth:`PostgresBase._rerun`) reports it only when it ends so
-  every time.
+  the database ended as a deadlock or a serialization failure (:func:`rolled_back`)
+  rolled back whole: a part that runs it again (:meth:`PostgresBase._rerun`, the
+  leases' statements) reports it only when it ends so every time.
 
 Each part of the port (texts, consent, calls, email, engagement, campaigns, runs,
 callbacks, lists, operations) is a mixin over :class:`PostgresBase`, as the SQLite
@@ -53,13 +53,20 @@ _UNAVAILABLE_STATES = frozenset({
     "57014",  # query_canceled: statement_timeout
 })  # fmt: skip
 
-ROLLED_BACK = (asyncpg.DeadlockDetectedError, asyncpg.SerializationError)
-"""How the database ends a transaction it rolls back whole for another session's sake
-(40P01, 40001): nothing of it was written, and running it again may succeed."""
 RUNS = 5
 """How many times a write ended so is run, in all, before it is reported unavailable."""
 RERUN_AFTER = 0.02
 """Seconds before the second run of such a write; doubled before each later one."""
+
+
+def rolled_back(exc: BaseException | None) -> bool:
+    """Whether the database ended ``exc``'s transaction for another session's sake: a
+    deadlock (40P01) or a serialization failure (40001). Nothing of it was written, and
+    running it again may succeed: the store's writes and the leases' statements are run
+    again then (up to :data:`RUNS` times). No other end of class 40 is: an integrity
+    constraint checked at the commit fails again the same way, and a statement whose
+    completion is unknown may have been written."""
+    return isinstance(exc, (asyncpg.DeadlockDetectedError, asyncpg.SerializationError))
 
 
 def translate(exc: BaseException, doing: str) -> StoreError | None:
@@ -131,7 +138,7 @@ class PostgresBase(PostgresConnection):
             try:
                 return await write()
             except StoreUnavailable as exc:
-                if not isinstance(exc.__cause__, ROLLED_BACK):
+                if not rolled_back(exc.__cause__):
                     raise
                 self.runs_again += 1
                 log.warning("store.write_run_again", extra={"write": what, "run": run,

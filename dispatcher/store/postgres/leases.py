@@ -25,10 +25,13 @@ reported lost until the next renewal does not find it either (its trust is not
 extended meanwhile).
 
 Each verb is one statement, all or nothing: one the database ends as a deadlock or a
-serialization failure (SQLSTATE class 40) wrote nothing and is run again, a few
-times, before it is reported as the database being unavailable (never as a refusal
-that would end the worker). The statements that wait for keys' row locks take them
-in key order, so such an end is rare (``postgres_leases.sql``).
+serialization failure (40P01, 40001: the store's writes ask the same,
+:func:`~dispatcher.store.postgres.base.rolled_back`) wrote nothing and is run again, as
+many times and with the same backoff as those writes, before it is reported as the
+database being unavailable (never as a refusal that would end the worker). Any other
+failure is the port's error at once, as the store's other parts say it. The statements
+that wait for keys' row locks take them in key order, so such an end is rare
+(``postgres_leases.sql``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from dispatcher.store.leasing import (
     Start,
     StartOutcome,
 )
-from dispatcher.store.postgres.base import RERUN_AFTER, RUNS, translate
+from dispatcher.store.postgres.base import RERUN_AFTER, RUNS, rolled_back, translate
 from dispatcher.store.postgres.connection import PostgresConnection
 
 log = logging.getLogger(__name__)
@@ -373,18 +376,19 @@ class Leases:
                 if on is None:
                     return await self._db.pool.fetch(self._db.query(name), *args)
                 return await on.fetch(self._db.query(name), *args, timeout=self.lease_seconds)
-            except asyncpg.TransactionRollbackError as exc:  # a deadlock, a serialization
-                if attempt == RUNS:
-                    raise StoreUnavailable(
-                        f"{name} ended {attempt} times on {self._db.url.shown}: {exc}"
-                    ) from exc
-                self.retried += 1
-                log.warning("leases.retried", extra={
-                    "worker": self.worker, "statement": name, "attempt": attempt,
-                    "error": str(exc),
-                })  # fmt: skip
-                await asyncio.sleep(RERUN_AFTER * 2 ** (attempt - 1))
             except Exception as exc:
+                if rolled_back(exc):  # a deadlock, a serialization failure: run it again
+                    if attempt == RUNS:
+                        raise StoreUnavailable(
+                            f"{name} ended {attempt} times on {self._db.url.shown}: {exc}"
+                        ) from exc
+                    self.retried += 1
+                    log.warning("leases.retried", extra={
+                        "worker": self.worker, "statement": name, "attempt": attempt,
+                        "error": str(exc),
+                    })  # fmt: skip
+                    await asyncio.sleep(RERUN_AFTER * 2 ** (attempt - 1))
+                    continue
                 if on is not None and isinstance(exc, _BROKEN) and on is self._own:
                     self._own = None
                     on.terminate()
