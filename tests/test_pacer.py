@@ -468,6 +468,29 @@ async def _three_texts(h: Harness, number: str, recipients: str) -> list[str]:
     return [s.message.id for s in submitted]
 
 
+def _hold_put_back(desk: TextDesk, text: str) -> tuple[asyncio.Event, asyncio.Event]:
+    """The write that puts ``text`` back to Queued, held (as on a busy store): the first
+    event is set when the write comes, the second, set by the test, lets it go on."""
+    held, written = asyncio.Event(), asyncio.Event()
+    store = desk._store
+    record = store.record
+
+    async def slow_put_back(
+        transitions: Sequence[Transition],
+        next_slots: Mapping[str, datetime] | None = None,
+        *,
+        ahead: bool = False,
+    ) -> None:
+        if any(t.message_id == text and t.event.status is TextStatus.QUEUED
+               for t in transitions):  # fmt: skip
+            held.set()
+            await written.wait()
+        await record(transitions, next_slots, ahead=ahead)
+
+    store.record = slow_put_back  # type: ignore[method-assign]
+    return held, written
+
+
 async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_next_one(
     home: Path,
 ) -> None:
@@ -477,39 +500,25 @@ async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_
     where the first was not back yet, and sent it first. The claim now waits for the
     text to be back in its place."""
     first: list[str] = []
-    held, written = asyncio.Event(), asyncio.Event()
+    put_back: list[asyncio.Event] = []
 
     class UntrustedOnce(Solo):
         def may_call(self, key: str, message_id: str) -> bool:
             # The first text's lease may have lapsed: not sent, put back (once).
-            return message_id not in first or held.is_set()
+            return message_id not in first or put_back[0].is_set()
 
     async with running_service(home) as h:
         desk = _paced_by(h, UntrustedOnce())
         texts = await _three_texts(h, "+15550000005", "+1555010003")
         first.append(texts[0])
-        store = desk._store
-        record = store.record
-
-        async def slow_put_back(
-            transitions: Sequence[Transition],
-            next_slots: Mapping[str, datetime] | None = None,
-            *,
-            ahead: bool = False,
-        ) -> None:
-            if any(t.message_id == texts[0] and t.event.status is TextStatus.QUEUED
-                   for t in transitions):  # fmt: skip
-                held.set()
-                await written.wait()
-            await record(transitions, next_slots, ahead=ahead)
-
-        store.record = slow_put_back  # type: ignore[method-assign]
+        held, written = _hold_put_back(desk, texts[0])
+        put_back.append(held)
         h.service.release()
 
-        async def put_back() -> bool:
+        async def is_held() -> bool:
             return held.is_set()
 
-        await h.advance_until(put_back)
+        await h.advance_until(is_held)
         await h.clock.advance(2.0)  # the number's next slot comes while the write is held
         written.set()
 
