@@ -7,15 +7,17 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dispatcher.channels import Accepted, HandOff
+from dispatcher.channels import Accepted, HandOff, SendRequest
+from dispatcher.channels.simulator import Simulator
 from dispatcher.clock import FakeClock, Instant
 from dispatcher.config import ProviderConfig
 from dispatcher.core.model import Message, TextStatus, Transition
@@ -527,6 +529,60 @@ async def test_a_text_put_back_before_its_provider_call_still_leaves_before_the_
 
         await h.advance_until(all_sent)
         assert [r.message_id for r in h.sent_texts()] == texts
+
+
+class RetryAsked(Simulator):
+    """The simulated carrier, asking at once to retry (a 429) each text of ``refusing``
+    the first time it is given, and noting when."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.refusing: set[str] = set()
+        self.refused_at: list[float] = []
+
+    async def send(self, request: SendRequest) -> Accepted:
+        if request.message_id in self.refusing:
+            self.refusing.discard(request.message_id)
+            self.refused_at.append(self._clock.now().mono)
+            raise ProviderError("too many requests", provider_code="429", retryable=True)
+        return await super().send(request)
+
+
+@pytest.mark.parametrize("write_takes", [1.5, 3.0])
+async def test_a_text_the_carrier_asks_to_retry_still_leaves_before_the_next_one(
+    home: Path, write_takes: float
+) -> None:
+    """The carrier asks to retry a number's first text: it goes back to the head of its
+    queue, and the number waits the backoff (2 s). The write that puts it back took a
+    while (a busy store), and the number's next slot (1 s after the first's start) came
+    meanwhile: its claim took the next text out of the buffer, where the first was not
+    back yet, and sent it first. The number now waits its backoff from the refusal on,
+    and a claim that comes while the text goes back (the write outlasting the backoff
+    too, 3 s) waits for it to be back in its place."""
+    backoff = ProviderConfig().retry_backoff.total_seconds()
+    async with running_service(home, carrier=RetryAsked) as h:
+        carrier = cast(RetryAsked, h.simulator)
+        h.service.hold()
+        texts = await _three_texts(h, "+15550000008", "+1555010005")
+        carrier.refusing.add(texts[0])
+        held, written = _hold_put_back(h.service.texts, texts[0])
+        h.service.release()
+
+        async def is_held() -> bool:
+            return held.is_set()
+
+        await h.advance_until(is_held)
+        await h.clock.advance(write_takes)
+        written.set()
+
+        async def all_sent() -> bool:
+            return len(h.sent_texts()) == len(texts)
+
+        await h.advance_until(all_sent)
+        sends = h.sent_texts()
+        assert [r.message_id for r in sends] == texts
+        assert sends[0].mono - carrier.refused_at[0] >= backoff
+        assert all(b.mono - a.mono >= 1.0 for a, b in pairwise(sends))
 
 
 async def test_a_start_refused_while_the_last_sent_is_written_goes_once_it_is(

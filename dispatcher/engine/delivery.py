@@ -367,9 +367,12 @@ class Delivery(Generic[I]):
     async def _refused(self, key: str, item: I, exc: ProviderError, slot_at: datetime) -> None:
         decision = self._retries.refused(self._kind.item_id(item), exc)
         if isinstance(decision, Retry):
-            # Back off: the key waits retry_backoff, then twice as long, ... beyond its slot.
-            await self._kind.retry(item, exc, decision, slot_at + decision.backoff)
+            # Back off: the key waits retry_backoff, then twice as long, ... from the
+            # refusal on, so it is not handed out while the item goes back to its queue (a
+            # claim then took the key's next item, the refused one not back yet, and sent
+            # it first; or, waiting for it to be back, sent it before its backoff).
             self.pacer.restore(key, self._clock.now().mono + decision.backoff.total_seconds())
+            await self._kind.retry(item, exc, decision, slot_at + decision.backoff)
             self.pacer.wake(key)
             return
         await self._kind.fail(item, exc, decision, slot_at)

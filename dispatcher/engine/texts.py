@@ -436,13 +436,16 @@ class TextDesk:
                 self.pacer.wake(item.sender)
 
     def _putting_back(self, number: str) -> contextlib.AbstractAsyncContextManager[None]:
-        """Held while a started text of ``number`` goes back to its queue, from before its
-        write to its return to the buffer: the number's lock, which its claims hold.
-        Without it, a claim between the two took the number's next text out of the
-        buffer (the first not back in it yet) and started it once the write had left the
-        first Queued: the next text left first. A claim already under way ends first;
-        on a store several workers share its start of the next text is refused (``busy``)
-        while the first is still Sending, so nothing of the number passes it."""
+        """Held while a started text of ``number`` goes back to its queue (its lease no
+        longer trusted before the provider call, the provider never had it, or the
+        provider asked to retry it), from before its write to its return to the buffer:
+        the number's lock, which its claims hold. Without it, a claim between the two
+        took the number's next text out of the buffer (the first not back in it yet) and
+        started it: the next text left first. A claim already under way ends first; on a
+        store several workers share its start of the next text is refused (``busy``)
+        while the first is still Sending, so nothing of the number passes it. On a store
+        of its own, such a claim (the provider's answer came after the number's next
+        slot) has sent the next text already."""
         return self.engine.lock(number)
 
     async def taken(
@@ -469,8 +472,9 @@ class TextDesk:
             item, TextStatus.QUEUED, at=self._clock.now().wall, source=Source.PROVIDER,
             reason=Reason.RETRY, provider_code=exc.provider_code, detail=decision.detail,
         )  # fmt: skip
-        await self.record([step], next_slots={item.sender: slot_at})
-        self.queues.added(queued)
+        async with self._putting_back(item.sender):
+            await self.record([step], next_slots={item.sender: slot_at})
+            self.queues.added(queued)
 
     async def fail(
         self, item: Message, exc: ProviderError, decision: GiveUp, slot_at: datetime
