@@ -719,6 +719,36 @@ async def test_a_text_whose_sent_is_being_written_is_not_read_again_by_the_turn(
         assert read == [text]
 
 
+async def test_a_text_whose_sent_was_written_since_the_turns_read_is_not_read_again(
+    home: Path,
+) -> None:
+    """The leases' turn reads its numbers while a text is Sending; its Sent is written
+    before the turn looks at it (the read's answer came after the write): it is this
+    worker's own, not left Sending, and nothing more of it is read. It was read again,
+    one round trip a text: on a worker sending 1,000 a second from 2,000 numbers, most
+    of them, and workers that joined it were given no number in a whole run."""
+    async with running_service(home) as h:
+        desk = _paced_by(h, Solo())
+        number = "+15550000008"
+        text = await _one_text(h, number, "+15550100022")
+        store = desk._store
+        get = store.get
+        read: list[str] = []
+
+        async def counted_get(message_id: str) -> Message | None:
+            read.append(message_id)
+            return await get(message_id)
+
+        store.get = counted_get  # type: ignore[method-assign]
+        desk.reading_work()  # the turn's read begins
+        desk._writing.add(text)  # its Sent handed over, being written
+        desk._wrote([text])  # written, before the turn looks at the text
+        await desk.work([_sending(number, text)])
+        assert read == []
+        await desk.work([_sending(number, text)])  # a read begun before nothing: read
+        assert read == [text]
+
+
 async def test_a_text_its_own_claim_is_starting_is_not_settled_as_left_by_another_worker(
     home: Path,
 ) -> None:

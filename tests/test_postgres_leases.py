@@ -908,6 +908,9 @@ class Desk:
     def lost(self, keys: Collection[str]) -> None:
         self.lost_keys.extend(keys)
 
+    def reading_work(self) -> None:
+        return None
+
     async def work(self, found: Sequence[KeyWork]) -> None:
         self.working.set()
         await self.done.wait()

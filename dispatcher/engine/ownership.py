@@ -65,6 +65,8 @@ class Desk(Protocol):
 
     def lost(self, keys: Collection[str]) -> None: ...
 
+    def reading_work(self) -> None: ...
+
     async def work(self, found: Sequence[KeyWork]) -> None: ...
 
 
@@ -361,6 +363,7 @@ class Leased:
                 self._lose(again)
         if shed := await leases.shed(acquired.share):
             desk.lost(shed)
+        desk.reading_work()
         found = await leases.work(list(leases.held))
         idle = [w.key for w in found if not w.queued and not w.sending]
         if idle:

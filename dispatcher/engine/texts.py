@@ -110,6 +110,10 @@ class TextDesk:
         self.queues.sole_writer = not self.owner.shared
         self._settling: set[str] = set()  # texts being reconciled by the lease loop
         self._writing: set[str] = set()  # texts whose move out of Sending is being written
+        # Texts whose move out of Sending was written since the leases' turn began reading
+        # what its numbers hold (None: no read under way): found Sending by that read,
+        # they are not left Sending.
+        self._written_since: set[str] | None = None
         # Numbers whose claim is under way: the texts it starts are Sending in the store
         # before the start's answer arrives and the engine counts them in flight.
         # (A number's lock is held through its claim: one claim at a time per number.)
@@ -165,8 +169,10 @@ class TextDesk:
         leaving = self._leaving(steps)
         try:
             await self._store.record(steps, next_slots, ahead=ahead)
-        finally:
+        except BaseException:
             self._writing.difference_update(leaving)
+            raise
+        self._wrote(leaving)
         self.counted(steps)
 
     def record_soon(
@@ -196,13 +202,29 @@ class TextDesk:
     def _written(self, leaving: list[str], written: asyncio.Future[None]) -> None:
         """A write handed over soon ended: the texts it moved out of Sending are no
         longer being written, and a refused write is reported."""
+        exc = None if written.cancelled() else written.exception()
+        if exc is None and not written.cancelled():
+            self._wrote(leaving)
+            return
         self._writing.difference_update(leaving)
-        if written.cancelled() or (exc := written.exception()) is None:
+        if exc is None:
             return
         if isinstance(exc, StoreUnavailable):
             self._store_fault(exc)
         else:
             log.error("dispatch.write_failed", exc_info=exc)
+
+    def _wrote(self, leaving: list[str]) -> None:
+        """The texts ``leaving`` moved out of Sending are written."""
+        self._writing.difference_update(leaving)
+        if self._written_since is not None:
+            self._written_since.update(leaving)
+
+    def reading_work(self) -> None:
+        """The leases' turn begins to read what the held numbers hold (then
+        :meth:`work`): a text it finds Sending whose move out of Sending is written from
+        now on is not one left Sending."""
+        self._written_since = set()
 
     def counted(self, steps: Sequence[Transition]) -> None:
         """Transitions written (here, or by the owner: the start of sends): keep the
@@ -585,6 +607,12 @@ class TextDesk:
         number whose claim is under way is not settled: the text its start has just made
         Sending is this worker's own, not yet counted in flight. Nor is a text the owner
         may not settle (a lease no longer trusted, or a newer owner's start)."""
+        try:
+            await self._work(found)
+        finally:
+            self._written_since = None
+
+    async def _work(self, found: Sequence[KeyWork]) -> None:
         now = self._clock.now()
         for w in found:
             queue = self.queues[w.key]
@@ -600,11 +628,13 @@ class TextDesk:
 
     async def _settle_left(self, key: str, sending: Sequence[tuple[str, int | None]]) -> None:
         for message_id, epoch in sending:
-            # A text whose move out of Sending this worker is writing is its own: not read
-            # again. Each was read, one round trip after the other in the turn: with 2,000
-            # busy numbers on a worker sending 1,000 a second, most of its numbers had
-            # their last Sent being written, and the turn, which sheds numbers to workers
-            # that join, took tens of seconds.
+            # A text whose move out of Sending this worker is writing, or has written since
+            # the read began, is its own: not read again. Each was read, one round trip
+            # after the other in the turn: with 2,000 busy numbers on a worker sending
+            # 1,000 a second, most of its numbers had their last Sent being written (or
+            # written once the read's answer came, their next text not started yet), and
+            # the turn, which sheds numbers to workers that join, took tens of seconds:
+            # workers that joined a busy one were given no number in a whole run.
             if message_id in self._settling or not self._may_settle(key, message_id, epoch):
                 continue
             self._settling.add(message_id)
@@ -628,7 +658,10 @@ class TextDesk:
     def _may_settle(self, key: str, message_id: str, epoch: int | None) -> bool:
         """Not a text whose move out of Sending this worker is writing, and one its
         owner may settle (:meth:`Owner.may_settle`)."""
-        return message_id not in self._writing and self.owner.may_settle(key, epoch)
+        written = self._written_since
+        return (message_id not in self._writing
+                and (written is None or message_id not in written)
+                and self.owner.may_settle(key, epoch))  # fmt: skip
 
     # -- expiry ----------------------------------------------------------------------
     async def expiry_loop(self) -> None:
