@@ -691,6 +691,20 @@ def _sending(number: str, text: str) -> KeyWork:
     return KeyWork(number, queued=0, sending=[(text, 1)], next_slot_at=None, paused=False)
 
 
+def _reads_of(desk: TextDesk) -> list[str]:
+    """The ids of the texts ``desk`` reads one by one from its store from now on."""
+    store = desk._store
+    get = store.get
+    read: list[str] = []
+
+    async def counted_get(message_id: str) -> Message | None:
+        read.append(message_id)
+        return await get(message_id)
+
+    store.get = counted_get  # type: ignore[method-assign]
+    return read
+
+
 async def test_a_text_whose_sent_is_being_written_is_not_read_again_by_the_turn(
     home: Path,
 ) -> None:
@@ -702,15 +716,7 @@ async def test_a_text_whose_sent_is_being_written_is_not_read_again_by_the_turn(
         desk = _paced_by(h, Solo())
         number = "+15550000007"
         text = await _one_text(h, number, "+15550100021")
-        store = desk._store
-        get = store.get
-        read: list[str] = []
-
-        async def counted_get(message_id: str) -> Message | None:
-            read.append(message_id)
-            return await get(message_id)
-
-        store.get = counted_get  # type: ignore[method-assign]
+        read = _reads_of(desk)
         desk._writing.add(text)  # its move out of Sending is being written
         await desk.work([_sending(number, text)])
         assert read == []
@@ -731,15 +737,7 @@ async def test_a_text_whose_sent_was_written_since_the_turns_read_is_not_read_ag
         desk = _paced_by(h, Solo())
         number = "+15550000008"
         text = await _one_text(h, number, "+15550100022")
-        store = desk._store
-        get = store.get
-        read: list[str] = []
-
-        async def counted_get(message_id: str) -> Message | None:
-            read.append(message_id)
-            return await get(message_id)
-
-        store.get = counted_get  # type: ignore[method-assign]
+        read = _reads_of(desk)
         desk.reading_work()  # the turn's read begins
         desk._writing.add(text)  # its Sent handed over, being written
         desk._wrote([text])  # written, before the turn looks at the text
