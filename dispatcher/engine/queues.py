@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from dispatcher.core.model import Message, TextStatus
 from dispatcher.engine.consent import Ledger
 
 BUFFER = 4
 """Texts kept in memory at the head of each number's queue."""
+
+
+_NONE_LISTED: frozenset[str] = frozenset()
+_NO_ENTRIES: Ledger = MappingProxyType({})
 
 
 def _key(message: Message) -> tuple[int, int]:
@@ -32,8 +37,12 @@ class NumberQueue:
     depth: int = 0  # changed by ``Queues`` only, which keeps its index of depths
     paused: bool = False
     buffer: list[Message] = field(default_factory=list)  # queue order: (lane, seq)
-    listed: set[str] = field(default_factory=set)  # buffered recipients in the consent ledger
-    ledger: Ledger = field(default_factory=dict)  # their entries, as read with them
+    # The buffered recipients in the consent ledger, and their entries, as read with them.
+    # Never changed in place: one read's are shared by every number it refilled, and a
+    # number with none shares the empty ones (an empty set of its own each was 2.7 MiB
+    # at 10,000 numbers).
+    listed: Set[str] = _NONE_LISTED
+    ledger: Ledger = field(default_factory=lambda: _NO_ENTRIES)
 
     @property
     def complete(self) -> bool:
@@ -172,10 +181,13 @@ class Queues:
         self, number: str, heads: list[Message], listed: Iterable[str], ledger: Ledger | None = None
     ) -> None:
         """Merge a fresh read of the head of the queue (and which of its recipients
-        have entries in the consent ledger, with those entries) into the buffer."""
+        have entries in the consent ledger, with those entries) into the buffer. A
+        frozenset ``listed`` is kept as it is (one read's, for every number it refilled)."""
         queue = self[number]
-        queue.listed = set(listed)
-        queue.ledger = ledger or {}
+        if not isinstance(listed, frozenset):
+            listed = frozenset(listed)
+        queue.listed = listed or _NONE_LISTED
+        queue.ledger = ledger or _NO_ENTRIES
         merged = {
             m.id: m for m in heads if m.status is TextStatus.QUEUED and m.id not in self.pending
         }

@@ -365,9 +365,10 @@ class TextDesk:
         if not keys:
             return
         heads = await self._store.heads(keys, BUFFER)
-        listed = await self._consent.read({m.recipient for ms in heads.values() for m in ms})
+        ledger = await self._consent.read({m.recipient for ms in heads.values() for m in ms})
+        listed = frozenset(ledger)  # one for every number of the read
         for key in keys:
-            self.queues.refilled(key, heads[key], listed, listed)
+            self.queues.refilled(key, heads[key], listed, ledger)
 
     def _take(
         self,

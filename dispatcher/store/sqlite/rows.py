@@ -10,7 +10,7 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, overload
 
 from dispatcher.core.calls import Call, CallEvent, CallStatus, VoiceResult
 from dispatcher.core.campaigns import (
@@ -56,17 +56,46 @@ def chunks(items: list[str], size: int = 500) -> Iterable[list[str]]:
 # -- texts -------------------------------------------------------------------------------
 
 
-def message(row: Row) -> Message:
+class Shared:
+    """The equal strings and times of the rows of one read, as one object each. The
+    heads of the queues stay in memory (buffered until they are sent), and each row
+    brought its own copy of each value, where a number's heads have one sender, and a
+    campaign's or a bulk submission's texts one body and a few moments: at 10,000
+    numbers, about 6 MiB of the 19 MiB the buffered texts held."""
+
+    __slots__ = ("_texts", "_times")
+
+    def __init__(self) -> None:
+        self._texts: dict[str, str] = {}
+        self._times: dict[int, datetime] = {}
+
+    @overload
+    def text(self, value: str) -> str: ...
+    @overload
+    def text(self, value: str | None) -> str | None: ...
+    def text(self, value: str | None) -> str | None:
+        return value if value is None else self._texts.setdefault(value, value)
+
+    def at(self, value: int) -> datetime:
+        if (found := self._times.get(value)) is None:
+            found = self._times[value] = at(value)
+        return found
+
+
+def message(row: Row, shared: Shared | None = None) -> Message:
+    """The message of ``row``; with ``shared`` (one for the rows of a read), the values
+    it has in common with the read's other rows are the same objects."""
+    s = shared or Shared()
     return Message(
-        id=row["id"], seq=row["seq"], sender=row["sender"], recipient=row["recipient"],
-        body=row["body"], segments=row["segments"], lane=Lane(row["lane"]),
-        status=TextStatus(row["status"]), reason=row["reason"],
+        id=row["id"], seq=row["seq"], sender=s.text(row["sender"]), recipient=row["recipient"],
+        body=s.text(row["body"]), segments=row["segments"], lane=Lane(row["lane"]),
+        status=TextStatus(row["status"]), reason=s.text(row["reason"]),
         provider_code=row["provider_code"], provider_id=row["provider_id"],
         attempt_id=row["attempt_id"], duplicate_of=row["duplicate_of"],
         idempotency_key=row["idempotency_key"], fingerprint=row["fingerprint"],
-        accepted_at=at(row["accepted_at"]), expires_at=at(row["expires_at"]),
-        send_started_at=at_or_none(row["send_started_at"]), updated_at=at(row["updated_at"]),
-        campaign_id=row["campaign_id"], trigger=row["trigger"],
+        accepted_at=s.at(row["accepted_at"]), expires_at=s.at(row["expires_at"]),
+        send_started_at=at_or_none(row["send_started_at"]), updated_at=s.at(row["updated_at"]),
+        campaign_id=s.text(row["campaign_id"]), trigger=s.text(row["trigger"]),
     )  # fmt: skip
 
 

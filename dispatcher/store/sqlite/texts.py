@@ -22,7 +22,8 @@ class SQLiteTexts(SQLiteConnection):
         return r.message(row) if row is not None else None
 
     async def _messages(self, name: str, params: Params) -> list[Message]:
-        return [r.message(row) for row in await self._rows(name, params)]
+        shared = r.Shared()  # the values the read's messages have in common, once
+        return [r.message(row, shared) for row in await self._rows(name, params)]
 
     # -- submission ------------------------------------------------------------------
     async def insert_message(self, message: Message, events: Sequence[Event]) -> Message:
