@@ -3,8 +3,9 @@ own (the throwaway cluster of ``tests/peers_postgres.py``).
 
 The simulator's log is the judge of what left and when: every accepted text sent once,
 each number's sends at least 1.000 s apart. A second service on the same database is a
-worker that follows the first (which leads) and shares the numbers with it; a lost
-guard connection stops the leader's sends until it holds its lock again.
+worker that follows the first (which leads) and shares the numbers with it: campaigns
+and automations sent to it work, once; a lost guard connection stops the leader's sends
+until it holds its lock again.
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -27,7 +31,15 @@ from dispatcher.control.client import ControlClient
 from dispatcher.errors import Conflict
 from dispatcher.store import open_store
 from tests.campaign_helpers import write_contacts
-from tests.helpers import DEADLINE, Service, cli_env, gaps_by_number, send_log, wait_for
+from tests.helpers import (
+    DEADLINE,
+    Service,
+    cli_env,
+    free_port,
+    gaps_by_number,
+    send_log,
+    wait_for,
+)
 from tests.peers_postgres import Cluster
 from tests.test_campaign_acceptance import open_window
 
@@ -216,6 +228,203 @@ async def _delivered_in(url: str, count: int) -> None:
         return bool(found == count)
 
     await wait_for(delivered, what=f"{count} texts delivered")
+
+
+API_TOKEN = "any-worker-token"  # noqa: S105 - a test secret for a local server
+
+
+@dataclass(frozen=True, slots=True)
+class Follower:
+    service: Service
+    client: ControlClient
+    url: str  # its HTTP API
+
+
+@pytest.fixture
+async def follower(tmp_path: Path, running: Running) -> AsyncIterator[Follower]:
+    """A second ``dispatcher serve`` on the database of ``running`` (which leads), with
+    its own home folder, control socket and HTTP address."""
+    port = free_port()
+    service = Service(tmp_path / "follower", env={
+        "DISPATCHER_STORE_URL": running.url, "DISPATCHER_API_TOKEN": API_TOKEN,
+        "DISPATCHER_HTTP_LISTEN": f"127.0.0.1:{port}",
+    })  # fmt: skip
+    await service.start()
+    try:
+        async with ControlClient(service.socket) as client:
+            yield Follower(service, client, f"http://127.0.0.1:{port}")
+    finally:
+        assert service.stop() == 0, service.log.read_text()
+    assert "service.follows" in service.log.read_text()
+
+
+async def _contacts_by_state(client: ControlClient, campaign_id: str) -> dict[str, int]:
+    shown = await client.call("campaign_show", id=campaign_id)
+    counts: dict[str, int] = shown["contacts"]
+    return counts
+
+
+async def test_campaign_verbs_sent_to_a_follower_work_and_text_each_contact_once(
+    home: Path, running: Running, follower: Follower
+) -> None:
+    """A campaign created through the follower (which imports the file) is run by the
+    leader; paused through the follower while the leader feeds it, the leader withdraws
+    its queued texts and queues nothing more while it is paused; resumed and, for a
+    second campaign, cancelled through the follower. Every contact is texted exactly
+    once across both workers' simulators' logs, each number's sends at least 1.000 s
+    apart; the cancelled campaign texts nobody."""
+    phones = [f"+1650557{i:04d}" for i in range(20)]
+    rows = [[phone, f"N{i}", "Etc/UTC"] for i, phone in enumerate(phones)]
+    contacts = write_contacts(follower.service.home / "contacts.csv", ["phone", "name", "tz"],
+                              rows)  # fmt: skip
+    created = await follower.client.call(
+        "campaign_create", name="from the follower", contacts=str(contacts),
+        template="Hi {name}", **{"from": ",".join(NUMBERS)}, send_window=open_window(),
+        tz_column="tz",
+    )  # fmt: skip
+    campaign_id = created["id"]
+
+    def sent() -> list[dict[str, Any]]:
+        return send_log(home) + send_log(follower.service.home)
+
+    async def some_sent() -> bool:
+        return len(sent()) >= 4
+
+    await wait_for(some_sent, what="the campaign's first sends")
+    paused_at = time.monotonic()
+    paused = await follower.client.call("campaign_pause", id=campaign_id)
+    assert paused["state"] == "paused"
+
+    async def withdrawn() -> bool:
+        return not (await _contacts_by_state(follower.client, campaign_id)).get("queued")
+
+    await wait_for(withdrawn, what="the paused campaign's queued texts withdrawn")
+    # While paused (four of the leader's campaign ticks): nothing queued, nothing sent.
+    still = len(sent())
+    pending = (await _contacts_by_state(running.client, campaign_id)).get("pending", 0)
+    assert pending > 0
+    quiet_until = time.monotonic() + 2.0
+    while time.monotonic() < quiet_until:
+        counts = await _contacts_by_state(running.client, campaign_id)
+        assert not counts.get("queued"), counts
+        assert counts.get("pending", 0) == pending, counts
+        assert len(sent()) == still
+    # After the pause, at most the text each number was sending and one it had started
+    # before the leader heard of the pause: the campaign was not fed on.
+    after = Counter(r["from"] for r in sent() if r["mono"] > paused_at)
+    assert all(n <= 2 for n in after.values()), after
+    resumed = await follower.client.call("campaign_resume", id=campaign_id)
+    assert resumed["state"] == "running"
+
+    async def finished() -> bool:
+        shown = await follower.client.call("campaign_show", id=campaign_id)
+        return bool(shown["state"] == "finished")
+
+    await wait_for(finished, what="the campaign to finish")
+    # A draft created through the follower and cancelled there: nobody is texted.
+    other = write_contacts(follower.service.home / "other.csv", ["phone", "name", "tz"],
+                           [["+16505580001", "X", "Etc/UTC"]])  # fmt: skip
+    draft = await follower.client.call(
+        "campaign_create", name="cancelled", contacts=str(other), template="Hi {name}",
+        **{"from": NUMBERS[0]}, send_window=open_window(), tz_column="tz", draft=True,
+    )  # fmt: skip
+
+    async def drafted() -> bool:
+        shown = await follower.client.call("campaign_show", id=draft["id"])
+        return bool(shown["state"] == "draft")
+
+    await wait_for(drafted, what="the draft's import")
+    cancelled = await follower.client.call("campaign_cancel", id=draft["id"])
+    assert cancelled["state"] == "canceled"
+
+    async def settled() -> bool:
+        counts = await _contacts_by_state(running.client, draft["id"])
+        return counts == {"canceled": 1}
+
+    await wait_for(settled, what="the cancelled campaign's contact settled")
+    assert running.service.stop() == 0
+    records = sent()
+    assert sorted(r["to"] for r in records) == phones  # each contact once, none cancelled
+    assert len({r["message_id"] for r in records}) == len(records)
+    assert min(gap for per in gaps_by_number(records).values() for gap in per) >= 1.0
+    assert "campaign.created" in follower.service.log.read_text()  # imported there
+    assert "campaign.learned" in running.service.log.read_text()  # run by the leader
+
+
+async def test_an_import_on_a_follower_that_stops_fails_and_nothing_is_sent(
+    home: Path, running: Running, follower: Follower
+) -> None:
+    """A campaign being imported on a follower that stops (its import cut short): the
+    leader finds its import's lock free with the campaign still importing, and fails it,
+    as an import cut short by a crash; nothing of it is sent."""
+    rows = ([f"+1650{i:07d}", f"N{i}", "Etc/UTC"] for i in range(150_000))
+    contacts = write_contacts(follower.service.home / "big.csv", ["phone", "name", "tz"], rows)
+    created = await follower.client.call(
+        "campaign_create", name="cut short", contacts=str(contacts), template="Hi {name}",
+        **{"from": ",".join(NUMBERS)}, send_window=open_window(), tz_column="tz",
+    )  # fmt: skip
+    shown = await running.client.call("campaign_show", id=created["id"])
+    assert shown["state"] == "importing"
+    assert follower.service.stop() == 0  # its import is cancelled, its lock freed
+
+    async def failed() -> bool:
+        shown = await running.client.call("campaign_show", id=created["id"])
+        return bool(shown["state"] == "failed")
+
+    await wait_for(failed, what="the leader to fail the import cut short")
+    assert "campaign.import_interrupted" in running.service.log.read_text()
+    assert not send_log(home)
+    assert not send_log(follower.service.home)
+
+
+async def test_automations_added_and_removed_through_a_follower_fire_once(
+    home: Path, running: Running, follower: Follower
+) -> None:
+    """A rule added through the follower's HTTP API fires once for each delivered text,
+    whichever worker sent it (the leader runs it); removed there, it fires no more."""
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    # Texts from the first number are answered from the second (whose texts match no
+    # rule), 2 s later: a text to a contact within a second of the last is not sent.
+    rule = {"on": "text.delivered", "do": "text", "when": {"from": NUMBERS[0]},
+            "from": NUMBERS[1], "delay": "2s"}  # fmt: skip
+    async with aiohttp.ClientSession(headers=auth) as http:
+        # No wait for the leader to hear of it: results from the rule's addition on match.
+        added = {**rule, "name": "thanks", "body": "Thanks!"}
+        async with http.post(f"{follower.url}/v1/automations", json=added) as answer:
+            assert answer.status == 201, await answer.text()
+        first = await running.client.call("submit", **{"from": NUMBERS[0]},
+                                          to="+16505590001", body="first")  # fmt: skip
+        await _delivered_in(running.url, 2)  # the text and the rule's answer
+        async with http.delete(f"{follower.url}/v1/automations/thanks") as answer:
+            assert answer.status == 204, await answer.text()
+        later = {**rule, "name": "later", "body": "Later!"}
+        async with http.post(f"{follower.url}/v1/automations", json=later) as answer:
+            assert answer.status == 201, await answer.text()
+
+        async def leader_knows() -> bool:  # "later" only: "thanks" removed before it
+            return "automation.rules_read rules=later\n" in running.service.log.read_text()
+
+        await wait_for(leader_knows, what="the leader to read the rules again")
+        second = await follower.client.call("submit", **{"from": NUMBERS[0]},
+                                            to="+16505590002", body="second")  # fmt: skip
+        await _delivered_in(running.url, 4)  # the second text and the later rule's answer
+    records = send_log(home) + send_log(follower.service.home)
+    db = await asyncpg.connect(running.url)
+    try:
+        body_of = {
+            row["id"]: row["body"] for row in await db.fetch("SELECT id, body FROM messages")
+        }
+    finally:
+        await db.close()
+    bodies = Counter((r["to"], body_of[r["message_id"]]) for r in records)
+    assert bodies == {
+        ("+16505590001", "first"): 1,
+        ("+16505590001", "Thanks!"): 1,
+        ("+16505590002", "second"): 1,
+        ("+16505590002", "Later!"): 1,
+    }, bodies
+    assert len({r["message_id"] for r in records}) == len(records)
+    assert {first["id"], second["id"]} <= {r["message_id"] for r in records}
 
 
 def _each_once_spaced_in_order(records: list[dict[str, Any]], order: dict[str, list[str]]) -> None:

@@ -1,11 +1,14 @@
 """New work wakes the workers, on a throwaway PostgreSQL cluster (``postgres``): one
 store queues texts, another is told which keys got work (``LISTEN``/``NOTIFY``, one
 notification per key per transaction), again after its listening connection is lost,
-and through the polling fallback while it cannot listen."""
+and through the polling fallback while it cannot listen. Campaigns and automation rules
+changed by one store are told to another the same way, and a campaign's import is seen
+alive while its worker holds the import's lock."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
@@ -13,13 +16,15 @@ from contextlib import asynccontextmanager
 import asyncpg
 import pytest
 
+from dispatcher.core.campaigns import CampaignState
 from dispatcher.core.model import Source, TextStatus, transition
 from dispatcher.store import WorkCallback
+from dispatcher.store.leasing import ANY_CHANGE
 from dispatcher.store.memory import MemoryStore
 from dispatcher.store.postgres.store import PostgresStore
 from dispatcher.store.postgres.wakes import APPLICATION_NAME, CHANNEL
 from tests.peers_postgres import Cluster
-from tests.test_store_contract import T0, make_message
+from tests.test_store_contract import T0, make_campaign, make_message
 
 WITHIN = 10.0  # seconds a wake may take before the test fails
 
@@ -233,3 +238,53 @@ async def test_a_callback_that_fails_is_logged_and_the_next_keys_still_come(
         await queue(writer, "+14155550109", "f2")
         await seen.until("+14155550109")
     assert "store.wakes_callback_failed" in caplog.messages
+
+
+async def test_campaigns_and_rules_changed_by_one_store_are_told_to_another(
+    writer: PostgresStore, url: str
+) -> None:
+    """A campaign created or whose state changed, and a rule added or removed, are told
+    to another store's change callback; a projected finish rewritten, or a state written
+    over a state the writer did not expect, is not. The listener reports that anything
+    may have changed when it starts listening (notifications before were missed)."""
+    seen = Woken()
+    store = PostgresStore(url)
+    store.on_change(seen)
+    async with store:
+        await seen.until(ANY_CHANGE)
+        campaign = make_campaign("cmp_told")
+        await writer.create_campaign(campaign)
+        await seen.until("campaign:cmp_told")
+        seen.calls.clear()
+        running = dataclasses.replace(campaign, state=CampaignState.RUNNING)
+        assert await writer.update_campaign_from(running, CampaignState.IMPORTING)
+        await seen.until("campaign:cmp_told")
+        seen.calls.clear()
+        # Not over a state it did not expect (another worker paused it meanwhile).
+        finished = dataclasses.replace(campaign, state=CampaignState.FINISHED)
+        assert not await writer.update_campaign_from(finished, CampaignState.PAUSED)
+        assert (await writer.get_campaign("cmp_told")) == running
+        await writer.update_campaign(dataclasses.replace(running, projected_finish=T0))
+        await writer.add_rule("r1", "{}", T0)
+        await seen.until("rules")
+        assert seen.keys == {"rules"}  # the projected finish told nobody
+        seen.calls.clear()
+        await writer.delete_rule("r1")
+        await seen.until("rules")
+
+
+async def test_an_import_is_alive_while_its_worker_holds_its_lock(
+    writer: PostgresStore, url: str
+) -> None:
+    """Another store sees a campaign's import alive while the importing store holds it,
+    and not once it let go or its store closed (a worker that stopped or died)."""
+    async with PostgresStore(url) as importer:
+        assert not await writer.import_alive("cmp_a")
+        async with importer.importing("cmp_a"):
+            assert await writer.import_alive("cmp_a")
+            assert not await writer.import_alive("cmp_b")
+        assert not await writer.import_alive("cmp_a")
+        lock = importer.importing("cmp_a")
+        await lock.__aenter__()
+        assert await writer.import_alive("cmp_a")
+    assert not await writer.import_alive("cmp_a")  # its session ended with the store

@@ -2097,6 +2097,25 @@ async def test_campaigns_round_trip_and_list_newest_first(store: Store) -> None:
     assert await store.get_campaign("cmp_a") == running
 
 
+@exercises("update_campaign_from", "import_alive")
+async def test_a_campaigns_state_is_written_only_over_the_state_expected(store: Store) -> None:
+    """A worker writes a campaign's change only over the state it read: one another
+    worker paused meanwhile is not written over. No import runs that nobody began."""
+    campaign = make_campaign("cmp_cas")
+    await store.create_campaign(campaign)
+    running = dataclasses.replace(campaign, state=CampaignState.RUNNING, accepted=2,
+                                  updated_at=at(1))  # fmt: skip
+    assert await store.update_campaign_from(running, CampaignState.IMPORTING)
+    assert await store.get_campaign("cmp_cas") == running
+    finished = dataclasses.replace(running, state=CampaignState.FINISHED, updated_at=at(2))
+    assert not await store.update_campaign_from(finished, CampaignState.PAUSED)
+    assert await store.get_campaign("cmp_cas") == running
+    assert not await store.update_campaign_from(make_campaign("cmp_none"),
+                                                CampaignState.IMPORTING)  # fmt: skip
+    assert await store.get_campaign("cmp_none") is None
+    assert await store.import_alive("cmp_cas") is False
+
+
 @exercises("add_contacts", "contacts_at")
 async def test_contacts_are_read_by_their_lines_in_file_order(store: Store) -> None:
     await store.create_campaign(make_campaign("cmp_a"))

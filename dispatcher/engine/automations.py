@@ -21,6 +21,16 @@ so a result committed just before a crash is matched after it, and each event is
 read once however large the history grows. While no rule exists the cursor is
 dropped: rules match results from the time they exist (a start with rules, or the
 first rule added through the API), not the history before.
+
+Several workers on one store: a rule is added or removed through any of them. It is
+kept in the store, and every worker learns of it from the store (``rules`` changed,
+:class:`~dispatcher.store.leasing.Announcing`) and reads the rules again; only the
+leader matches results and runs them, from the cursor it keeps in the store, so each
+result fires a rule once whichever worker took the rule. The results of texts another
+worker sent are committed there and published on that worker's bus, so the leader also
+looks at the histories every :data:`_POLL` seconds (one read of their tip while rules
+exist). A worker that comes to lead reads the rules and the cursor again before it
+matches.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Protocol
@@ -50,7 +60,14 @@ from dispatcher.core.rules import (
 )
 from dispatcher.engine.email_types import EmailRequest, EmailSubmission
 from dispatcher.engine.intake import Submission, TextRequest
-from dispatcher.errors import ConfigError, Conflict, DispatcherError, InvalidInput, NotFound
+from dispatcher.errors import (
+    ConfigError,
+    Conflict,
+    DispatcherError,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+)
 from dispatcher.store.port import RunStore
 
 if TYPE_CHECKING:
@@ -73,6 +90,7 @@ __all__ = [
 
 _BATCH = 500  # results read per channel at a time
 _RETRY = 1.0  # seconds before matching again after the store failed
+_POLL = 0.5  # seconds between two looks at the histories on a store several workers share
 
 
 class AutomationService(Protocol):
@@ -103,9 +121,15 @@ class Engine:
         clock: Clock,
         service: AutomationService,
         scripts: Collection[str] = (),
+        shared: bool = False,
+        leads: Callable[[], bool] = lambda: True,
     ) -> None:
         self.rules = list(rules)
         self.from_file = {rule.name for rule in rules}
+        self._file_rules = list(rules)
+        self._shared = shared  # other workers add and remove rules in the store too
+        self._leads = leads  # only the leader matches, runs and moves the cursor
+        self._changed = asyncio.Event()  # another worker may have changed the rules
         self._scripts = scripts
         self._lock = asyncio.Lock()
         self._store = store
@@ -133,21 +157,62 @@ class Engine:
     async def load(self) -> None:
         """Add the rules kept from the API to the file's (a stored rule that is no longer
         valid, e.g. its script is gone, is logged and left out)."""
+        async with self._lock:
+            await self._read_rules()
+
+    async def _read_rules(self) -> None:
+        """The file's rules and those kept in the store, and the cursor (the lock held).
+        Carry on from the cursor: results committed since (a crash may have come
+        before their runs were written) are matched by the first pass of run()."""
+        rules = list(self._file_rules)
+        names = {rule.name for rule in rules}
         for name, raw in await self._store.stored_rules():
             try:
                 rule = parse_rule(json.loads(raw), 0, scripts=self._scripts, where="api")
             except (ConfigError, ValueError) as exc:
                 log.warning("automation.stored_rule_invalid", extra={"rule": name, "error": exc})
                 continue
-            if rule.name not in {r.name for r in self.rules}:
-                self.rules.append(rule)
-        # Carry on from the cursor: results committed since (a crash may have come
-        # before their runs were written) are matched by the first pass of run().
+            if rule.name not in names:
+                rules.append(rule)
+                names.add(rule.name)
+        self.rules = rules
         cursor = await self._store.automation_cursor()
-        if self.rules:
+        if not self._leads():  # the leader's to move: known here, not followed
+            self._cursor = cursor
+        elif self.rules:
             self._cursor = cursor if cursor is not None else await self._follow()
-        elif cursor is not None:
-            await self._store.set_automation_cursor(None)
+        else:
+            self._cursor = None
+            if cursor is not None:
+                await self._store.set_automation_cursor(None)
+
+    def rules_changed(self) -> None:
+        """A worker added or removed a rule in the store (or may have): read them again."""
+        self._changed.set()
+
+    async def follow_rules(self) -> None:
+        """Read the rules again whenever a worker changed them, until stopped; the
+        leader then matches what was committed since its cursor with them."""
+        while True:
+            await self._changed.wait()
+            self._changed.clear()  # before the awaits: a change meanwhile is not lost
+            if self._stopping:
+                return
+            try:
+                async with self._lock:
+                    await self._read_rules()
+            except DispatcherError as exc:
+                self._changed.set()  # read them again: the change is not lost
+                if isinstance(exc, StoreUnavailable):
+                    raise  # the service pauses until the store takes writes again
+                log.exception("automation.store_failed")
+                await self._clock.sleep(_RETRY)
+                continue
+            log.info("automation.rules_read",
+                     extra={"rules": ",".join(sorted(r.name for r in self.rules))})  # fmt: skip
+            if self._leads():
+                self._new.set()
+                self._wake.set()
 
     async def _follow(self) -> Cursor:
         """Start following the history from now (there were no rules before)."""
@@ -165,10 +230,12 @@ class Engine:
             field = (exc.field or "").removeprefix("automation[0].")
             raise InvalidInput(str(exc).replace("automation 1: ", ""), field=field) from None
         async with self._lock:
+            if self._shared:  # another worker may have added or removed one
+                await self._read_rules()
             if rule.name in {r.name for r in self.rules}:
                 raise Conflict(f"an automation is already named {rule.name!r}")
             await self._store.add_rule(rule.name, json.dumps(raw), self._clock.now().wall)
-            if self._cursor is None:
+            if self._cursor is None:  # the first rule: results match from now on
                 self._cursor = await self._follow()
             self.rules.append(rule)
         log.info("automation.added", extra={"rule": rule.name})
@@ -178,17 +245,22 @@ class Engine:
         async with self._lock:
             if name in self.from_file:
                 raise Conflict(f"automation {name!r} is in the automations file; edit the file")
+            if self._shared:
+                await self._read_rules()
             if name not in {r.name for r in self.rules}:
                 raise NotFound(f"no automation is named {name!r}")
             await self._store.delete_rule(name)
             self.rules = [r for r in self.rules if r.name != name]
-            if not self.rules:
+            if not self.rules and self._leads():
                 await self._store.set_automation_cursor(None)
                 self._cursor = None
         log.info("automation.removed", extra={"rule": name})
 
     async def run(self) -> None:
         """Store matches as they come and run the due ones, until stopped."""
+        if self._shared:  # a worker that comes to lead: the rules and cursor as stored now
+            async with self._lock:
+                await self._read_rules()
         self._new.set()  # first, what was committed since the cursor (before a crash)
         async with asyncio.TaskGroup() as group:
             group.create_task(self._matcher())
@@ -199,12 +271,18 @@ class Engine:
         self._stopping = True
         self._wake.set()
         self._new.set()
+        self._changed.set()
         if self._retry is not None:
             self._retry.cancel()
 
     async def _matcher(self) -> None:
         while True:
+            timer = None
+            if self._shared:  # results committed by other workers publish on their buses
+                timer = self._clock.call_at(self._clock.now().mono + _POLL, self._new.set)
             await self._new.wait()
+            if timer is not None:
+                timer.cancel()
             self._new.clear()  # before the awaits: a result meanwhile is not lost
             if self._stopping:
                 return

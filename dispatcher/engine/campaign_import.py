@@ -15,7 +15,7 @@ import csv
 import logging
 from array import array
 from collections import Counter
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -216,10 +216,10 @@ class Importer:
         self._clock = clock
         self._links = links
 
-    async def begin(self, spec: CampaignSpec, mine: set[str]) -> Started:
+    async def begin(self, spec: CampaignSpec, claim: Callable[[str], Awaitable[None]]) -> Started:
         """Check the campaign (its file's header, template fields, pool, window, script)
-        and store it, importing; its id is added to ``mine`` before it is stored (the
-        imports this process runs: see ``CampaignDesk._start``)."""
+        and store it, importing; its id is ``claim``ed before it is stored (the imports
+        this process runs: see ``CampaignDesk._start``)."""
         campaign, template = self._checked(spec)
         reader = CsvReader(spec.contacts)
         rows = reader.records()
@@ -234,7 +234,7 @@ class Importer:
                 header=reader.header,
                 link=self._links.link("") if spec.voice_message else None,
             )
-        mine.add(campaign.id)
+        await claim(campaign.id)
         await self._store.create_campaign(campaign)
         return Started(campaign=campaign, spec=spec, template=template, reader=reader,
                        rows=rows, first=first, email=parts)  # fmt: skip

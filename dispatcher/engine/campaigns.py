@@ -11,6 +11,17 @@ the news and tops up those numbers' queues together (each number's in order, the
 numbers at once) on its next turn, so every pool number stays fed. Its tick
 (``campaigns.tick``) is for what time drives: windows, start times, a campaign's end.
 
+Several workers on one store (:class:`~dispatcher.store.leasing.Announcing`): a
+campaign is created, paused, resumed or cancelled through any of them. The worker that
+takes the request does what must happen there (an import reads the contacts file on its
+machine into the store, holding the import's lock while it does) and writes each state
+change only over the state it read, so no worker writes over a change it has not seen.
+The leader alone runs this desk: it learns of a campaign created or changed elsewhere
+from the store's notice (``campaign:<id>``), reads that campaign again and acts on it
+(follows it, or withdraws its queued texts when it was paused or cancelled), and of an
+import elsewhere whose worker stopped (its lock free, the campaign still importing),
+which failed, as one cut short by a crash.
+
 Exactly once per contact: a contact's text is submitted with the idempotency key
 ``<campaign>:<line>:<attempt>``, and a new attempt is only made after the last one
 is known never to have left (cancelled by a pause, or expired when its window
@@ -63,9 +74,9 @@ from dispatcher.engine.campaign_import import (
 )
 from dispatcher.engine.campaign_views import CampaignViews, ContactReport, Rendered, TestSend
 from dispatcher.engine.events import Outcome
-from dispatcher.errors import Conflict, DispatcherError, NotFound
+from dispatcher.errors import Conflict, DispatcherError, NotFound, StoreUnavailable
 from dispatcher.store import Store
-from dispatcher.store.leasing import Leasing
+from dispatcher.store.leasing import ANY_CHANGE, CAMPAIGN_CHANGED, Announcing, Leasing
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +155,31 @@ class CampaignDesk:
         self._early: dict[str, Seen] = {}
         bus.subscribe(Outcome, self._observe)
         self._shared = isinstance(store, Leasing)  # other workers send its texts too
+        self._announcing = store if isinstance(store, Announcing) else None
+        self._active = False  # run() runs: this worker leads (or runs alone)
+        self._news: set[str] = set()  # campaigns another worker may have changed
+        self._everything = False  # ... or every campaign may have changed
+        self._elsewhere: set[str] = set()  # importing on another worker
+        self._imports_checked: float | None = None  # when (monotonic) they were last
+        self._holds: dict[str, contextlib.AsyncExitStack] = {}  # imports' locks held here
 
     # -- creating ---------------------------------------------------------------------
     async def create(self, spec: CampaignSpec) -> Campaign:
         """Check the campaign (its file's header, template fields, pool, window, script)
         and start importing its contacts; the import runs on, see :meth:`view`."""
-        started = await self._importer.begin(spec, self._mine)
+        claimed: list[str] = []
+
+        async def claim(campaign_id: str) -> None:
+            claimed.append(campaign_id)
+            await self._claim(campaign_id)
+
+        try:
+            started = await self._importer.begin(spec, claim)
+        except BaseException:
+            for campaign_id in claimed:  # claimed, not stored: its lock goes
+                if (held := self._holds.pop(campaign_id, None)) is not None:
+                    await held.aclose()
+            raise
         campaign = started.campaign
         progress = self._importer.progress(spec)
         self._imports[campaign.id] = progress
@@ -160,8 +190,21 @@ class CampaignDesk:
         log.info("campaign.created", extra={"campaign_id": campaign.id, "campaign": spec.name})
         return campaign
 
+    async def _claim(self, campaign_id: str) -> None:
+        """The campaign about to be stored is imported here: on a shared store, hold its
+        import's lock until the import ends (or this worker stops or dies)."""
+        self._mine.add(campaign_id)
+        if self._announcing is not None:
+            stack = contextlib.AsyncExitStack()
+            await stack.enter_async_context(self._announcing.importing(campaign_id))
+            self._holds[campaign_id] = stack
+
     async def _import(self, started: Started, progress: ImportProgress) -> None:
-        campaign = await self._importer.finish(started, progress)
+        try:
+            campaign = await self._importer.finish(started, progress)
+        finally:
+            if (held := self._holds.pop(started.campaign.id, None)) is not None:
+                await held.aclose()
         if campaign.state in FOLLOWED:
             running = self._state(campaign.id)
             running.campaign, running.loaded = campaign, True  # new: nothing queued yet
@@ -257,35 +300,143 @@ class CampaignDesk:
         """Follow every running, paused or cancelled campaign until stopped: settle
         what became of their queued contacts, feed the running ones."""
         tick = self._config.campaigns.tick.total_seconds()
-        await self._start()
-        while not self._stopping:
-            self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
-            everyone, self._everyone = self._everyone, False
-            for running in list(self._followed.values()):
-                await self._turn(running, everyone=everyone)
-            timer = self._clock.call_at(self._clock.now().mono + tick, self._wake_all)
-            await self._wake.wait()
-            timer.cancel()
+        self._active = True
+        try:
+            await self._start()
+            while not self._stopping:
+                self._wake.clear()  # before the awaits: a wake-up meanwhile is not lost
+                await self._take_news(tick)
+                everyone, self._everyone = self._everyone, False
+                for running in list(self._followed.values()):
+                    await self._turn(running, everyone=everyone)
+                timer = self._clock.call_at(self._clock.now().mono + tick, self._wake_all)
+                await self._wake.wait()
+                timer.cancel()
+        finally:
+            self._active = False
 
     async def _start(self) -> None:
         """Read the campaigns to follow (once), and what became of their queued
         contacts while the service was down."""
         self._followed.clear()
+        self._elsewhere.clear()
+        self._news.clear()
+        self._everything = False
         for running in self._running.values():
             running.campaign = None
             running.forget()
         for campaign in await self._store.list_campaigns(10_000):
             if campaign.state is CampaignState.IMPORTING and campaign.id not in self._mine:
-                # An import cut short by a crash is not resumed: the campaign failed. One
-                # created meanwhile, here, is stored before its import is registered.
-                await self._store.update_campaign(replace(
-                    campaign, state=CampaignState.FAILED, updated_at=self._clock.now().wall
-                ))  # fmt: skip
-                log.warning("campaign.import_interrupted", extra={"campaign_id": campaign.id})
+                await self._imported_elsewhere(campaign)
             elif campaign.state in FOLLOWED and campaign.id not in self._followed:
                 running = self._state(campaign.id)
                 running.campaign = campaign
                 self._followed[campaign.id] = running
+
+    async def _imported_elsewhere(self, campaign: Campaign) -> None:
+        """A campaign importing, not here. An import cut short (a crash, a worker that
+        stopped) is not resumed: the campaign failed. One created meanwhile, here, is
+        stored before its import is registered; one importing on another worker is
+        watched until it ends (its lock held while it runs)."""
+        if self._announcing is not None and await self._announcing.import_alive(campaign.id):
+            self._elsewhere.add(campaign.id)
+            return
+        self._elsewhere.discard(campaign.id)
+        failed = replace(campaign, state=CampaignState.FAILED, updated_at=self._clock.now().wall)
+        if await self._write_state(failed, CampaignState.IMPORTING):
+            log.warning("campaign.import_interrupted", extra={"campaign_id": campaign.id})
+        else:  # it ended meanwhile
+            self._news.add(campaign.id)
+
+    async def _write_state(self, campaign: Campaign, expected: CampaignState) -> bool:
+        """Store ``campaign`` if it is still ``expected`` in the store (whether it was):
+        on a shared store, another worker may have changed it since it was read."""
+        if self._announcing is None:
+            await self._store.update_campaign(campaign)
+            return True
+        if await self._announcing.update_campaign_from(campaign, expected):
+            return True
+        self._news.add(campaign.id)  # read it again at the next turn
+        return False
+
+    async def _write_change(self, changed: Campaign, expected: CampaignState) -> None:
+        """An operator's change, written over the state it was checked against, or
+        refused (another worker changed the campaign meanwhile)."""
+        if not await self._write_state(changed, expected):
+            raise Conflict(f"campaign {changed.id} changed while it was being made "
+                           f"{changed.state.value}; try again")  # fmt: skip
+
+    # -- changes made on other workers --------------------------------------------------
+    def changed(self, what: Collection[str]) -> None:
+        """The store says campaigns were created or changed (by any worker, this one
+        too): the leader reads them again at its next turn (called on the event loop).
+        A follower runs no campaign: the one that comes to lead reads them all."""
+        if not self._active:
+            return
+        if ANY_CHANGE in what:
+            self._everything = True
+        self._news.update(w.removeprefix(CAMPAIGN_CHANGED) for w in what
+                          if w.startswith(CAMPAIGN_CHANGED))  # fmt: skip
+        self._wake_all()
+
+    async def _take_news(self, tick: float) -> None:
+        """Act on the campaigns changed elsewhere, and on imports elsewhere that ended
+        (looked at once a tick); a failure leaves them to be read again."""
+        mono = self._clock.now().mono
+        last = self._imports_checked
+        look = bool(self._elsewhere) and (last is None or mono - last >= tick)
+        if not (self._news or self._everything or look):
+            return
+        news, self._news = self._news, set()
+        everything, self._everything = self._everything, False
+        try:
+            if look:
+                self._imports_checked = mono
+                for campaign_id in list(self._elsewhere):
+                    if (found := await self._store.get_campaign(campaign_id)) is not None:
+                        await self._learn(found)
+            if everything:
+                found_all = await self._store.list_campaigns(10_000)
+            else:
+                found_all = [c for i in sorted(news)
+                             if (c := await self._store.get_campaign(i)) is not None]  # fmt: skip
+            for campaign in found_all:
+                await self._learn(campaign)
+        except StoreUnavailable:
+            self._everything = True
+            raise
+        except DispatcherError:
+            self._everything = True
+            log.exception("campaign.changes_failed")
+
+    async def _learn(self, stored: Campaign) -> None:
+        """Follow ``stored`` as the store has it now: a campaign new here is followed, a
+        state changed elsewhere is acted on as :meth:`_change` acts on its own."""
+        if stored.state is CampaignState.IMPORTING:
+            if stored.id not in self._mine:
+                await self._imported_elsewhere(stored)
+            return
+        self._elsewhere.discard(stored.id)
+        running = self._state(stored.id)
+        async with running.lock:
+            known = running.campaign
+            if known is not None and known.state is stored.state:
+                return
+            if known is None and stored.state not in FOLLOWED:
+                return  # a draft, or a campaign that ended: nothing to follow
+            running.campaign, running.check_done = stored, True
+            if stored.state not in FOLLOWED:
+                self._unfollow(running, stored)
+                return
+            self._followed[stored.id] = running
+            if known is not None and stored.state in (CampaignState.PAUSED,
+                                                      CampaignState.CANCELED):  # fmt: skip
+                if not running.loaded:
+                    await self._load(running, stored)
+                await self._withdraw(running, stored)
+                await self._apply(running, stored)
+        log.info("campaign.learned", extra={"campaign_id": stored.id,
+                                            "state": stored.state.value})  # fmt: skip
 
     def stop(self) -> None:
         self._stopping = True
@@ -355,11 +506,10 @@ class CampaignDesk:
         running.check_done = False
         counts = await self._store.contact_counts(campaign.id)
         if not counts.get(ContactState.PENDING) and not counts.get(ContactState.QUEUED):
-            await self._store.update_campaign(
-                replace(campaign, state=CampaignState.FINISHED, updated_at=now)
-            )
-            self._unfollow(running, campaign)
-            log.info("campaign.finished", extra={"campaign_id": campaign.id})
+            finished = replace(campaign, state=CampaignState.FINISHED, updated_at=now)
+            if await self._write_state(finished, CampaignState.RUNNING):
+                self._unfollow(running, campaign)
+                log.info("campaign.finished", extra={"campaign_id": campaign.id})
 
     async def _feed(self, running: _Running, campaign: Campaign, now: datetime, *,
                     everyone: bool) -> None:  # fmt: skip
@@ -491,7 +641,8 @@ class CampaignDesk:
         if not moved:
             return campaign
         changed = replace(campaign, projected_finish=finish)
-        await self._store.update_campaign(changed)
+        if not await self._write_state(changed, campaign.state):
+            return campaign  # changed elsewhere: read again at the next turn
         running.campaign = changed
         return changed
 
@@ -517,7 +668,7 @@ class CampaignDesk:
         else:
             counts = await self._store.contact_counts(campaign_id)
         running = self._state(campaign_id)
-        template = running.template
+        template = running.template or _template_of(campaign)
         return CampaignView(
             campaign=campaign, contacts=counts, progress=progress,
             fields=template.fields if template else (),
@@ -570,7 +721,11 @@ class CampaignDesk:
                 )
             changed = replace(campaign, state=state, updated_at=self._clock.now().wall)
             try:
-                await self._store.update_campaign(changed)
+                await self._write_change(changed, campaign.state)
+                if self._announcing is not None and not self._active:
+                    # A follower: the leader runs the campaign, and the store tells it.
+                    log.info("campaign.%s", state.value, extra={"campaign_id": campaign_id})
+                    return await self.view(campaign_id)
                 running.campaign, running.check_done = changed, True
                 self._followed[campaign_id] = running
                 if not running.loaded:

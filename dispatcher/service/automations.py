@@ -5,7 +5,7 @@ voice links."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from dispatcher.clock import Clock
 from dispatcher.core.results import Run
@@ -19,10 +19,6 @@ class AutomationVerbs:
     store: Store
     clock: Clock
     automations: Engine
-
-    if TYPE_CHECKING:  # the Dispatcher's: a follower on a shared store refuses them
-
-        def _leading(self, what: str) -> None: ...
 
     def automation_rules(self) -> list[tuple[Rule, Literal["file", "api"]]]:
         """The rules in force, each with where it came from: the automations file or
@@ -41,13 +37,12 @@ class AutomationVerbs:
 
     async def add_automation(self, raw: object) -> Rule:
         """Add a rule given as JSON (the shape of
-        :class:`~dispatcher.engine.automations.NewAutomation`); it is kept in the store."""
-        self._leading("an automation")
+        :class:`~dispatcher.engine.automations.NewAutomation`); it is kept in the store,
+        where every worker sharing it finds it (the leader runs it)."""
         return await self.automations.add(raw)
 
     async def remove_automation(self, name: str) -> None:
         """Remove a rule added through the API (a rule of the file stays)."""
-        self._leading("an automation's removal")
         await self.automations.remove(name)
 
     # -- voice links -----------------------------------------------------------------

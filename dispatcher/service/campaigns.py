@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
 
 from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.core.listing import Page
@@ -19,14 +18,10 @@ class CampaignVerbs:
     store: Store
     campaigns: CampaignDesk
 
-    if TYPE_CHECKING:  # the Dispatcher's: a follower on a shared store refuses them
-
-        def _leading(self, what: str) -> None: ...
-
     async def create_campaign(self, spec: CampaignSpec) -> Campaign:
         """Create a campaign and start importing its contacts (see
-        :mod:`dispatcher.engine.campaigns`); :meth:`campaign` follows the import."""
-        self._leading("a campaign")
+        :mod:`dispatcher.engine.campaigns`); :meth:`campaign` follows the import. Any
+        worker sharing a store takes it: it imports the file, the leader runs it."""
         return await self.campaigns.create(spec)
 
     async def campaign(self, campaign_id: str) -> CampaignView:
@@ -66,15 +61,12 @@ class CampaignVerbs:
 
     async def pause_campaign(self, campaign_id: str) -> CampaignView:
         """Pause a running campaign: its queued texts come back, none is sent."""
-        self._leading("a campaign's pause")
         return await self.campaigns.pause(campaign_id)
 
     async def resume_campaign(self, campaign_id: str) -> CampaignView:
         """Resume a paused campaign, or launch a draft."""
-        self._leading("a campaign's resumption")
         return await self.campaigns.resume(campaign_id)
 
     async def cancel_campaign(self, campaign_id: str) -> CampaignView:
         """Cancel a campaign: no contact not yet sent is sent."""
-        self._leading("a campaign's cancellation")
         return await self.campaigns.cancel(campaign_id)

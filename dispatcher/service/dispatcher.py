@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -49,7 +49,7 @@ from dispatcher.service.operations import OperationsVerbs
 from dispatcher.service.texts import TextVerbs
 from dispatcher.service.workers import WorkerVerbs
 from dispatcher.store import Elected, Leadership, Store, Watched, open_store
-from dispatcher.store.leasing import Leasing
+from dispatcher.store.leasing import ANY_CHANGE, RULES_CHANGED, Announcing, Leasing
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -121,9 +121,13 @@ class Dispatcher(
         rules = []
         if config.automations.file:
             rules = load_rules(Path(config.automations.file), scripts=config.scripts)
+        self._announcing = store if isinstance(store, Announcing) else None
         self.automations = Engine(
-            rules, store=store, clock=self.clock, service=self, scripts=config.scripts
-        )
+            rules, store=store, clock=self.clock, service=self, scripts=config.scripts,
+            shared=self._announcing is not None, leads=lambda: self._leads,
+        )  # fmt: skip
+        if self._announcing is not None:  # campaigns and rules changed on any worker
+            self._announcing.on_change(self._changed)
         self.bus.subscribe(Observed, self.automations.observe)
         self._poster = HttpPoster(config.callbacks.timeout.total_seconds())
         self.callbacks = StatusCallbacks(config.callbacks, store=store, clock=self.clock,
@@ -190,6 +194,8 @@ class Dispatcher(
         self._pacer_task = self._group.create_task(self._pacer.run(), name="pacer")
         self._group.create_task(self._keep(self.texts.receipts.run), name="receipts")
         self._leases = self._group.create_task(self.texts.owner.run(), name="leases")
+        if self._announcing is not None:
+            self._group.create_task(self._keep(self.automations.follow_rules), name="rules")
         if self._leads:
             self._lead()
         else:
@@ -264,14 +270,21 @@ class Dispatcher(
     def _leader(self) -> str:
         return self._leadership.leader() if self._leadership is not None else ""
 
+    def _changed(self, what: Collection[str]) -> None:
+        """Campaigns or automation rules changed on some worker (the store says so):
+        every worker reads the rules again, the leader's campaigns read what changed."""
+        if RULES_CHANGED in what or ANY_CHANGE in what:
+            self.automations.rules_changed()
+        self.campaigns.changed(what)
+
     def _leading(self, what: str) -> None:
         """Refuse ``what`` on a follower: the leader runs it (workers sharing a store)."""
         if not self._leads:
             raise Conflict(
                 f"{what}: this service follows another on the shared database, and only "
-                f"the leading one runs calls, email, campaigns and automations; send it "
-                f"there ({self._leader() or 'see dispatcher workers'}). A follower sends "
-                "texts (docs/scale-out.md)"
+                f"the leading one runs calls and email; send it "
+                f"there ({self._leader() or 'see dispatcher workers'}). A follower takes "
+                "texts, campaigns and automations (docs/scale-out.md)"
             )
 
     async def close(self) -> None:

@@ -5,7 +5,8 @@ owns (memory, SQLite) does not, and the engine paces every number itself."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -112,4 +113,33 @@ class Leasing(Protocol):
 
     def leases(self, name: str, clock: Clock, *, lease_seconds: float) -> KeyLeases:
         """This worker's leases (``name``: who it is, a host and home folder)."""
+        ...
+
+
+ChangeCallback = Callable[[Collection[str]], None]
+"""Called on the event loop with what another worker (or this one) changed:
+``campaign:<id>``, ``rules``, or :data:`ANY_CHANGE`."""
+ANY_CHANGE = "*"
+"""Anything may have changed (notifications were missed): read it all again."""
+RULES_CHANGED = "rules"
+"""An automation rule was added or removed."""
+CAMPAIGN_CHANGED = "campaign:"
+"""Before a campaign's id: the campaign was created, or its state changed."""
+
+
+@runtime_checkable
+class Announcing(Protocol):
+    """A store several workers share tells each of them what any of them changed that
+    the others act on (campaigns created or whose state changed, the automation rules),
+    and which worker imports a campaign."""
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """Call ``callback`` with the changes committed by anyone (this worker too), as
+        soon as they commit; registered once, before or after the store opens."""
+        ...
+
+    def importing(self, campaign_id: str) -> AbstractAsyncContextManager[None]:
+        """Held by the worker importing the campaign's contacts, while it does (its
+        session ends with the worker, so a worker that died holds it no longer); the
+        store's ``import_alive`` says whether one holds it."""
         ...

@@ -32,7 +32,7 @@ from typing import Protocol, Self, runtime_checkable
 
 from dispatcher.core.callbacks import Delivery, StatusChange, Subscription
 from dispatcher.core.calls import Call, CallEvent, CallStatus
-from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.core.campaigns import Campaign, CampaignState, Contact, ContactState
 from dispatcher.core.channel import Channel
 from dispatcher.core.consent import Entry as ConsentEntry
 from dispatcher.core.emails import Email, EmailEvent, EmailStatus
@@ -356,6 +356,18 @@ class CampaignStore(Protocol):
 
     async def update_campaign(self, campaign: Campaign) -> None:
         """Store the campaign's state, counts, reject file and start time."""
+        ...
+
+    async def update_campaign_from(self, campaign: Campaign, expected: CampaignState) -> bool:
+        """:meth:`update_campaign`, only if the stored campaign is still in the state
+        ``expected``: whether it was written (on a store several workers share, another
+        may have changed it since it was read)."""
+        ...
+
+    async def import_alive(self, campaign_id: str) -> bool:
+        """Whether some worker is importing the campaign's contacts now (holds its
+        import's lock, see :class:`~dispatcher.store.leasing.Announcing`). A store that
+        serves one service alone knows of no import but its own: False."""
         ...
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None: ...

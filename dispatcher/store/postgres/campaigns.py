@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 
+import asyncpg
 import msgspec
 
 from dispatcher.core.campaigns import (
@@ -16,7 +18,11 @@ from dispatcher.core.campaigns import (
     ContactState,
     OutsideWindow,
 )
-from dispatcher.store.postgres.base import PostgresBase, Record
+from dispatcher.errors import StoreUnavailable
+from dispatcher.store.postgres.base import PostgresBase, Record, changed
+
+IMPORTING = "dispatcher-import"
+"""The ``application_name`` of the session an import holds its lock on."""
 
 _FIELDS = msgspec.json.Encoder()
 """A contact's fields as a JSON object (several times faster than the json module)."""
@@ -38,12 +44,31 @@ class PostgresCampaigns(PostgresBase):
         )  # fmt: skip
 
     async def update_campaign(self, campaign: Campaign) -> None:
-        c = campaign
-        await self._execute(
-            "update_campaign", c.state.value, c.reject_file, c.accepted, c.rejected,
-            c.duplicates, c.suppressed, c.start_at, c.updated_at, c.segments,
-            c.projected_finish, c.id,
-        )  # fmt: skip
+        await self._execute("update_campaign", *_changes(campaign))
+
+    async def update_campaign_from(self, campaign: Campaign, expected: CampaignState) -> bool:
+        """``update_campaign``, only while the stored campaign is ``expected``."""
+        status = await self._execute("update_campaign_from", *_changes(campaign),
+                                     expected.value)  # fmt: skip
+        return changed(status) == 1
+
+    @asynccontextmanager
+    async def importing(self, campaign_id: str) -> AsyncIterator[None]:
+        """The campaign's import lock, on a session of its own while the import runs:
+        the database frees it when the worker stops or dies."""
+        try:
+            db = await self.sessions.open(IMPORTING)
+            await db.execute(self.query("import_lock"), campaign_id)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            raise StoreUnavailable(f"locking the import in the database {self.url.shown} "
+                                   f"failed: {exc}") from exc  # fmt: skip
+        try:
+            yield
+        finally:
+            await self.sessions.close(db)  # the lock ends with the session
+
+    async def import_alive(self, campaign_id: str) -> bool:
+        return bool(await self._fetchval("import_alive", campaign_id))
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None:
         row = await self._fetchrow("get_campaign", campaign_id)
@@ -100,6 +125,12 @@ class PostgresCampaigns(PostgresBase):
     async def contact_counts(self, campaign_id: str) -> dict[ContactState, int]:
         rows = await self._fetch("contact_counts", campaign_id)
         return {ContactState(row[0]): int(row[1]) for row in rows}
+
+
+def _changes(c: Campaign) -> tuple[object, ...]:
+    """What ``update_campaign`` writes, its id last."""
+    return (c.state.value, c.reject_file, c.accepted, c.rejected, c.duplicates, c.suppressed,
+            c.start_at, c.updated_at, c.segments, c.projected_finish, c.id)  # fmt: skip
 
 
 def _us(span: timedelta) -> int:

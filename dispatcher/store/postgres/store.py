@@ -16,6 +16,7 @@ from typing import Any
 
 from dispatcher.clock import Clock
 from dispatcher.errors import StoreUnavailable
+from dispatcher.store.leasing import ChangeCallback
 from dispatcher.store.port import WorkCallback
 from dispatcher.store.postgres.automations import PostgresAutomations
 from dispatcher.store.postgres.base import PostgresBase
@@ -90,11 +91,26 @@ class PostgresStore(
     def on_work(self, callback: WorkCallback) -> None:
         """Listen for texts queued on any key (``wakes.py``), from now if the store is
         open, else from when it opens; ``callback`` gets the keys."""
-        if self._wakes is not None:
+        listener = self._listener()
+        if listener.work is not None:
             raise RuntimeError("on_work takes one callback, registered once")
-        self._wakes = WorkListener(self, callback, connect_timeout=self._connect_timeout)
-        if self._pool is not None:
-            self._wakes.start()
+        listener.work = callback
+
+    def on_change(self, callback: ChangeCallback) -> None:
+        """Listen for campaigns and automation rules changed by any worker
+        (``wakes.py``), as :meth:`on_work` does for texts; ``callback`` gets the changes."""
+        listener = self._listener()
+        if listener.changes is not None:
+            raise RuntimeError("on_change takes one callback, registered once")
+        listener.changes = callback
+
+    def _listener(self) -> WorkListener:
+        """The one listener of this store, started now if the store is open."""
+        if self._wakes is None:
+            self._wakes = WorkListener(self, connect_timeout=self._connect_timeout)
+            if self._pool is not None:
+                self._wakes.start()
+        return self._wakes
 
     @property
     def wakes(self) -> WorkListener | None:

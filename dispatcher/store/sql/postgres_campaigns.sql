@@ -48,3 +48,27 @@ SELECT DISTINCT tz FROM campaign_contacts WHERE campaign_id = $1 AND state = 'pe
 
 -- name: contact_counts
 SELECT state, COUNT(*) FROM campaign_contacts WHERE campaign_id = $1 GROUP BY state;
+
+-- name: update_campaign_from
+-- update_campaign, only while the campaign is still in the state the writer saw: a
+-- worker that had not seen another's pause (or end) writes nothing over it.
+UPDATE campaigns SET
+    state = $1, reject_file = $2, accepted = $3, rejected = $4, duplicates = $5,
+    suppressed = $6, start_at = $7, updated_at = $8, segments = $9, projected_finish = $10
+WHERE id = $11 AND state = $12;
+
+-- name: import_lock
+-- Held by the worker importing a campaign's contacts, on a session of its own: the
+-- two-key advisory locks of class 19, keyed by the campaign's id.
+SELECT pg_advisory_lock(19, hashtext($1));
+
+-- name: import_unlock
+SELECT pg_advisory_unlock(19, hashtext($1));
+
+-- name: import_alive
+SELECT EXISTS (
+    SELECT 1 FROM pg_locks AS l
+    WHERE l.locktype = 'advisory' AND l.granted AND l.classid = 19
+      AND l.objid = hashtext($1)::oid AND l.objsubid = 2
+      AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+);
