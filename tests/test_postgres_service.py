@@ -385,7 +385,8 @@ async def test_automations_added_and_removed_through_a_follower_fire_once(
     home: Path, running: Running, follower: Follower
 ) -> None:
     """A rule added through the follower's HTTP API fires once for each delivered text,
-    whichever worker sent it (the leader runs it); removed there, it fires no more."""
+    whichever worker sent it (the leader runs it); removed there, it fires no more. The
+    leader stopped, the follower leads and runs the rules in force, once."""
     auth = {"Authorization": f"Bearer {API_TOKEN}"}
     # Texts from the first number are answered from the second (whose texts match no
     # rule), 2 s later: a text to a contact within a second of the last is not sent.
@@ -412,6 +413,16 @@ async def test_automations_added_and_removed_through_a_follower_fire_once(
         second = await follower.client.call("submit", **{"from": NUMBERS[0]},
                                             to="+16505590002", body="second")  # fmt: skip
         await _delivered_in(running.url, 4)  # the second text and the later rule's answer
+    # The leader stops; the follower leads, reads the rules and the cursor, and runs them.
+    assert running.service.stop() == 0
+
+    async def leads() -> bool:
+        return "service.leads" in follower.service.log.read_text()
+
+    await wait_for(leads, what="the follower to lead")
+    third = await follower.client.call("submit", **{"from": NUMBERS[0]},
+                                       to="+16505590003", body="third")  # fmt: skip
+    await _delivered_in(running.url, 6)  # the third text and the later rule's answer
     records = send_log(home) + send_log(follower.service.home)
     db = await asyncpg.connect(running.url)
     try:
@@ -426,9 +437,11 @@ async def test_automations_added_and_removed_through_a_follower_fire_once(
         ("+16505590001", "Thanks!"): 1,
         ("+16505590002", "second"): 1,
         ("+16505590002", "Later!"): 1,
+        ("+16505590003", "third"): 1,
+        ("+16505590003", "Later!"): 1,
     }, bodies
     assert len({r["message_id"] for r in records}) == len(records)
-    assert {first["id"], second["id"]} <= {r["message_id"] for r in records}
+    assert {first["id"], second["id"], third["id"]} <= {r["message_id"] for r in records}
 
 
 def _each_once_spaced_in_order(records: list[dict[str, Any]], order: dict[str, list[str]]) -> None:
