@@ -141,6 +141,8 @@ async def test_two_services_on_one_database_share_the_numbers_and_one_leads(
             both = send_log(home) + send_log(other.home)
             assert send_log(home), "the leader sent texts"
             assert send_log(other.home), "the follower sent texts"
+            for client in clients:  # one view: each counts every worker's texts
+                assert (await client.call("status"))["counts"] == {"Delivered": 36}
             _each_once_spaced_in_order(both, order)
             # The leader stops cleanly: it gives its numbers back, and the follower leads.
             assert running.service.stop() == 0

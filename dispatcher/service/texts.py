@@ -172,16 +172,19 @@ class TextVerbs(ConsentVerbs):
 
     async def status(self, *, limit: int = 100, number: str | None = None) -> StatusView:
         """Answered from memory: counts by status, and the ``limit`` numbers with the
-        deepest queues (or just ``number``)."""
+        deepest queues (or just ``number``). On a store several workers share, the
+        counts are the database's, so every worker gives the same."""
         now = self.clock.now()
         wanted = [e164(number)] if number is not None else self._queues.deepest(limit)
         texts = self.texts
         owners = await self._owners(wanted)
         numbers = [self._number_view(name, now) for name in wanted]
+        counts = dict(self._queues.counts)
         if owners is not None:
             numbers = [replace(n, owner=owners.get(n.number)) for n in numbers]
+            counts = await self._shared_counts(counts)
         return StatusView(
-            counts=dict(self._queues.counts),
+            counts=counts,
             numbers=numbers,
             numbers_total=len(self._queues),
             in_flight=sum(texts.engine.in_flight.values()),
@@ -193,6 +196,15 @@ class TextVerbs(ConsentVerbs):
             store_fault=self._health.fault,
             shared=owners is not None,
         )
+
+    async def _shared_counts(self, own: dict[TextStatus, int]) -> dict[TextStatus, int]:
+        """The texts by status in the store several workers share (this worker's own
+        counts, and logged, when the store cannot say)."""
+        try:
+            return {status: n for status, n in (await self.store.counts()).items() if n}
+        except StoreError as exc:
+            log.warning("status.counts_unreadable", extra={"error": str(exc)})
+            return own
 
     async def _owners(self, numbers: list[str]) -> dict[str, str] | None:
         """The worker holding each number's lease, on a store several share (None: a
