@@ -178,9 +178,10 @@ class Leases:
             self._touched.clear()
             registrations, moves, moving = self._registrations, self._moves, self._moving
             own = await self._connection()
-            deadline = self._deadline()
+            before = self._clock.monotonic()
+            deadline = before + self.lease_seconds  # read before the statement is sent
             rows = await self._fetch("renew_leases", self.worker, self.lease_seconds, on=own)
-            self._read_clock(deadline - self.lease_seconds, rows[0]["now"])
+            self._read_clock(before, rows[0]["now"])
             if registrations != self._registrations:  # registered again, or stopped, meanwhile
                 return []
             if not rows[0]["registered"]:
