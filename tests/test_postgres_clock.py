@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from dispatcher.clock import AnchoredClock, Instant, SystemClock, TimerHandle
+from dispatcher.clock import AnchoredClock, Instant, SystemClock
 from dispatcher.config import Config, StoreConfig
 from dispatcher.service import Dispatcher, TextRequest
 from dispatcher.testing import QUIET
@@ -26,26 +26,16 @@ from tests.peers_postgres import Cluster
 NUMBERS = ["+14155550001", "+14155550002"]
 
 
-class Machine:
+class Machine(SystemClock):
     """The real clock, whose wall time the test steps (as an operator's ``date``, a
     resumed virtual machine or a time sync would), its monotonic time going on."""
 
     def __init__(self) -> None:
-        self._real = SystemClock()
         self.off = timedelta(0)
 
     def now(self) -> Instant:
-        now = self._real.now()
+        now = super().now()
         return Instant(mono=now.mono, wall=now.wall + self.off)
-
-    def monotonic(self) -> float:
-        return self._real.monotonic()
-
-    def call_at(self, mono: float, callback: Callable[[], None]) -> TimerHandle:
-        return self._real.call_at(mono, callback)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._real.sleep(seconds)
 
 
 def worker(url: str, home: Path, clock: Machine | None = None) -> Dispatcher:
