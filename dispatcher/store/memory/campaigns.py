@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import replace
 
-from dispatcher.core.campaigns import Campaign, CampaignState, Contact, ContactState
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
 from dispatcher.store.memory.tables import MemoryTables, refuse
+from dispatcher.store.sole import SoleCampaignWrites
 
 
-class MemoryCampaigns(MemoryTables):
+class MemoryCampaigns(MemoryTables, SoleCampaignWrites):
     async def create_campaign(self, campaign: Campaign) -> None:
         if campaign.id in self._campaigns:
             raise refuse(f"campaign {campaign.id!r}")
@@ -26,17 +27,6 @@ class MemoryCampaigns(MemoryTables):
             start_at=campaign.start_at, updated_at=campaign.updated_at,
             segments=campaign.segments, projected_finish=campaign.projected_finish,
         )  # fmt: skip
-
-    async def update_campaign_from(self, campaign: Campaign, expected: CampaignState) -> bool:
-        old = self._campaigns.get(campaign.id)
-        if old is None or old.state is not expected:
-            return False
-        await self.update_campaign(campaign)
-        return True
-
-    async def import_alive(self, campaign_id: str) -> bool:
-        """One service alone on this store: it knows its own imports."""
-        return False
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None:
         return self._campaigns.get(campaign_id)

@@ -7,7 +7,8 @@ from collections.abc import Collection, Sequence
 
 import msgspec
 
-from dispatcher.core.campaigns import Campaign, CampaignState, Contact, ContactState
+from dispatcher.core.campaigns import Campaign, Contact, ContactState
+from dispatcher.store.sole import SoleCampaignWrites
 from dispatcher.store.sqlite import rows as r
 from dispatcher.store.sqlite.connection import SQLiteConnection
 
@@ -15,7 +16,7 @@ _FIELDS = msgspec.json.Encoder()
 """A contact's fields as a JSON object (several times faster than the json module)."""
 
 
-class SQLiteCampaigns(SQLiteConnection):
+class SQLiteCampaigns(SQLiteConnection, SoleCampaignWrites):
     async def create_campaign(self, campaign: Campaign) -> None:
         c = campaign
         row = (
@@ -36,18 +37,6 @@ class SQLiteCampaigns(SQLiteConnection):
             r.us_or_none(c.projected_finish), c.id,
         )  # fmt: skip
         await self._write(("update_campaign", [row]))
-
-    async def update_campaign_from(self, campaign: Campaign, expected: CampaignState) -> bool:
-        """One service alone writes this store: its read and write need no lock between."""
-        stored = await self.get_campaign(campaign.id)
-        if stored is None or stored.state is not expected:
-            return False
-        await self.update_campaign(campaign)
-        return True
-
-    async def import_alive(self, campaign_id: str) -> bool:
-        """One service alone on this store: it knows its own imports."""
-        return False
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None:
         rows = await self._rows("get_campaign", (campaign_id,))
